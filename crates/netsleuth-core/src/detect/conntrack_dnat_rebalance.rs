@@ -1,0 +1,186 @@
+//! `conntrack-dnat-rebalance` [seed 001]: an idle connection's conntrack entry expired or was flushed;
+//! its next packet was DNATed afresh, to another Service backend, which answered RST.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "conntrack-dnat-rebalance",
+    title: "a long-lived connection lost its conntrack entry and was sent to a different Service backend",
+    explanation: "kube-proxy's DNAT to a Service backend is decided once per conntrack entry. When the entry \
+expired (nf_conntrack_tcp_timeout_established, 86400 s under kube-proxy) or was flushed while the socket \
+stayed open, the next segment was treated as a new flow (nf_conntrack_tcp_loose=1) and load-balanced again; \
+the new backend has no such connection and answered RST, so the client got ECONNRESET. With \
+nf_conntrack_tcp_loose=0 the segment is INVALID instead and dropped: a silent hang.",
+    remedy: "Enable TCP keepalive on long-lived connections with a keepalive time shorter than \
+nf_conntrack_tcp_timeout_established (e.g. SO_KEEPALIVE with tcp_keepalive_time=600), or have the \
+application send heartbeats; do not flush conntrack on nodes with live Service connections.",
+};
+
+use super::{remaps, secs, with_packets, Context};
+use crate::finding::{Confidence, Evidence, Finding, FindingKind};
+use crate::flow::tcp::Conn;
+use crate::flow::{Endpoint, PktRef};
+use crate::wire::tcp_flags::{ACK, RST};
+
+struct Case {
+    client: Endpoint,
+    vip: Option<Endpoint>,
+    old_backend: Option<Endpoint>,
+    new_backend: Endpoint,
+    gap_ns: i64,
+    pkts: Vec<(PktRef, String)>,
+    rst: bool,
+    /// Only the client's view: an RST that a socketless server sends, after a silence.
+    client_view_only: bool,
+}
+
+/// Recognises a connection whose server-side tuple changed mid-stream (a new DNAT decision) and was
+/// then reset by the new backend; from the client's view alone, a no-socket RST after a silence.
+#[derive(Default)]
+pub struct Detector {
+    cases: Vec<Case>,
+    total: u32,
+}
+
+/// From the client's view alone, a reset right after a silence at least this long is worth a mention.
+const CLIENT_VIEW_MIN_GAP_NS: i64 = 5_000_000_000;
+
+impl Detector {
+    pub fn connection(&mut self, c: &Conn) {
+        let mut found = false;
+        for r in remaps(c).into_iter().filter(|r| r.server_changed) {
+            let leg = &c.legs[r.leg];
+            found = true;
+            self.total += 1;
+            if self.cases.len() >= 5 {
+                continue;
+            }
+            let old = c.legs[..r.leg]
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(i, l)| l.client == leg.client && Some(*i) != r.pre_nat_leg)
+                .map(|(_, l)| l);
+            let vip = r.pre_nat_leg.map(|i| c.legs[i].server);
+            let mut pkts = Vec::new();
+            if let Some(p) = leg.prev {
+                pkts.push((p, format!("last packet before the silence: {}", p.tcp_what())));
+            }
+            pkts.push((leg.first, format!("same connection now sent to another backend, no SYN: {}", leg.first.tcp_what())));
+            if let Some(rst) = r.rst {
+                pkts.push((rst, format!("new backend resets it: {}", rst.tcp_what())));
+            }
+            self.cases.push(Case {
+                client: leg.client,
+                vip,
+                old_backend: old.map(|l| l.server).filter(|s| Some(*s) != vip),
+                new_backend: leg.server,
+                gap_ns: leg.gap_before_ns,
+                pkts,
+                rst: r.rst.is_some(),
+                client_view_only: false,
+            });
+        }
+        if found || c.legs.len() != 1 || !c.established {
+            return;
+        }
+        // Client view only: a RST without ACK whose seq is exactly what the client had acknowledged is
+        // what a host with no socket for the connection sends; after a long silence, the connection's
+        // NAT state is the usual suspect.
+        let Some(rst) = c.rsts.iter().find(|r| !r.from_client) else { return };
+        let Some(end) = c.longest_gap_end else { return };
+        if rst.pkt.flags & ACK != 0 || rst.pkt.flags & RST == 0 || c.longest_gap_ns < CLIENT_VIEW_MIN_GAP_NS {
+            return;
+        }
+        if !(end.src == c.legs[0].client && rst.pkt.ts_ns >= end.ts_ns && rst.pkt.seq == end.ack) {
+            return;
+        }
+        self.total += 1;
+        if self.cases.len() < 5 {
+            self.cases.push(Case {
+                client: c.legs[0].client,
+                vip: Some(c.legs[0].server),
+                old_backend: None,
+                new_backend: c.legs[0].server,
+                gap_ns: c.longest_gap_ns,
+                pkts: vec![
+                    (end, format!("first packet after {} of silence: {}", secs(c.longest_gap_ns), end.tcp_what())),
+                    (rst.pkt, format!("reset as from a host without this connection: {}", rst.pkt.tcp_what())),
+                ],
+                rst: true,
+                client_view_only: true,
+            });
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let timeout = ctx
+            .node
+            .sysctl("net.netfilter.nf_conntrack_tcp_timeout_established")
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        for case in self.cases {
+            let confidence = if case.client_view_only {
+                let is_service = case.vip.is_some_and(|v| ctx.node.service_for(v.ip, v.port).is_some());
+                if is_service && timeout.is_some_and(|t| case.gap_ns >= t * 1_000_000_000) {
+                    Confidence::Likely
+                } else {
+                    Confidence::Possible
+                }
+            } else if case.rst && case.vip.is_some() {
+                Confidence::Confirmed
+            } else {
+                Confidence::Likely
+            };
+            let summary = if case.client_view_only {
+                format!(
+                    "connection {} → {} reset after {} idle, as by a server without the connection",
+                    case.client,
+                    case.new_backend,
+                    secs(case.gap_ns)
+                )
+            } else {
+                format!(
+                    "connection {} → {} was re-balanced{} to backend {} after {} idle{}",
+                    case.client,
+                    case.vip.map(|v| v.to_string()).unwrap_or_else(|| "its Service".into()),
+                    case.old_backend.map(|o| format!(" from backend {o}")).unwrap_or_default(),
+                    case.new_backend,
+                    secs(case.gap_ns),
+                    if case.rst { " and reset" } else { "" }
+                )
+            };
+            let mut f = Finding::new(&INCIDENT, FindingKind::Incident, confidence, summary);
+            if case.client_view_only {
+                f = f
+                    .because("the capture shows only the client's side: the RST carries no ACK and its sequence number is exactly what the client had acknowledged, which is how a host answers a segment for a connection it does not have")
+                    .because("a Service backend change is the usual cause after a silence, but a restarted server gives the same picture; a capture on the node (-i any) would show the DNAT legs");
+            } else {
+                f = f.because("the segment after the silence continues the connection's sequence numbers under a new destination, without a handshake: DNAT chose a backend anew, so the connection's conntrack entry was gone");
+                if case.vip.is_some() {
+                    f = f.because("the client's own tuple (to the Service address) stayed the same while the backend changed: both NAT legs are visible");
+                } else {
+                    f = f.because("the pre-DNAT view (client → Service address) is not in the capture");
+                }
+                if case.rst {
+                    f = f.because("the new backend answered with RST: it has no such connection");
+                }
+            }
+            if let Some(t) = timeout {
+                let why = if case.gap_ns >= t * 1_000_000_000 {
+                    format!("the silence ({}) exceeds nf_conntrack_tcp_timeout_established = {t} s: the entry expired", secs(case.gap_ns))
+                } else {
+                    format!("the silence ({}) is shorter than nf_conntrack_tcp_timeout_established = {t} s: the entry was removed (flush, conntrack -D, a restart of the NAT box)", secs(case.gap_ns))
+                };
+                f = f.because(why).with_evidence(Evidence::Config {
+                    source: ctx.node.source.clone(),
+                    line: None,
+                    text: format!("net.netfilter.nf_conntrack_tcp_timeout_established = {t}"),
+                });
+            }
+            if self.total > 1 {
+                f = f.because(format!("{} connections in the capture show the same pattern", self.total));
+            }
+            out.push(with_packets(f, ctx, &case.pkts, "one TCP connection before and after its silence"));
+        }
+    }
+}

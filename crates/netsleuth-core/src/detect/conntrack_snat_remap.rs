@@ -1,0 +1,106 @@
+//! `conntrack-snat-remap` [seed 000]: a live connection's conntrack entry vanished; its next packet was
+//! SNATed to a new source port; the server, which knows only the old port, answered RST.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "conntrack-snat-remap",
+    title: "a live connection was re-SNATed to a new source port and reset by the server",
+    explanation: "The connection's conntrack entry disappeared while the connection was alive (old kernels' \
+MASQUERADE flushed every entry of a device when any one of its addresses was deleted, e.g. a keepalived VIP \
+moving). The next packet of the still-open socket created a new entry, and SNAT picked a new source port for \
+it. The server has no connection on that port, so it answered RST, and the client got ECONNRESET.",
+    remedy: "Upgrade to a kernel with 'netfilter: masquerade: don't flush all conntracks if only one address \
+deleted on device' (097f95d319f8; 4.14.155, 4.19.85, mainline 4.20). Until then, keep VIPs off the \
+MASQUERADE egress device, or use SNAT --to-source instead of MASQUERADE on it; never flush conntrack on a \
+node with live NATed connections.",
+};
+
+use super::{remaps, secs, with_packets, Context};
+use crate::finding::{Confidence, Finding, FindingKind};
+use crate::flow::tcp::Conn;
+use crate::flow::PktRef;
+
+struct Case {
+    old_client: crate::flow::Endpoint,
+    new_client: crate::flow::Endpoint,
+    server: crate::flow::Endpoint,
+    gap_ns: i64,
+    pkts: Vec<(PktRef, String)>,
+    rst: bool,
+    pre_nat_seen: bool,
+}
+
+/// Recognises a connection whose client-side tuple changed mid-stream (same sequence space, no new
+/// handshake) and was then reset by the server.
+#[derive(Default)]
+pub struct Detector {
+    cases: Vec<Case>,
+    total: u32,
+}
+
+impl Detector {
+    pub fn connection(&mut self, c: &Conn) {
+        for r in remaps(c).into_iter().filter(|r| r.client_changed) {
+            let leg = &c.legs[r.leg];
+            // The tuple this socket used before: the last leg with the same server endpoint.
+            let Some(old) = c.legs[..r.leg].iter().rev().find(|l| l.server == leg.server) else { continue };
+            self.total += 1;
+            if self.cases.len() >= 5 {
+                continue;
+            }
+            let mut pkts = Vec::new();
+            if let Some(p) = leg.prev {
+                pkts.push((p, format!("last packet under the old tuple: {}", p.tcp_what())));
+            }
+            pkts.push((leg.first, format!("same connection under a new source port, no SYN: {}", leg.first.tcp_what())));
+            if let Some(rst) = r.rst {
+                pkts.push((rst, format!("server resets the unknown tuple: {}", rst.tcp_what())));
+            }
+            self.cases.push(Case {
+                old_client: old.client,
+                new_client: leg.client,
+                server: leg.server,
+                gap_ns: leg.gap_before_ns,
+                pkts,
+                rst: r.rst.is_some(),
+                pre_nat_seen: r.pre_nat_leg.is_some(),
+            });
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        for case in self.cases {
+            let confidence = if case.rst { Confidence::Confirmed } else { Confidence::Likely };
+            let mut f = Finding::new(
+                &INCIDENT,
+                FindingKind::Incident,
+                confidence,
+                format!(
+                    "connection to {} moved from source {} to {} mid-stream{}",
+                    case.server,
+                    case.old_client,
+                    case.new_client,
+                    if case.rst { " and was reset by the server" } else { "" }
+                ),
+            )
+            .because(format!(
+                "the packet under the new source tuple continues the connection's sequence numbers exactly where \
+the old tuple left off, without a handshake: the same socket was translated anew ({} after its previous packet)",
+                secs(case.gap_ns)
+            ));
+            f = if case.rst {
+                f.because("the server answered the re-translated packet with RST: it knows the connection only under the old port")
+            } else {
+                f.because("no RST from the server is in the capture, so the reset itself is not proven")
+            };
+            if case.pre_nat_seen {
+                f = f.because("the client-side (pre-SNAT) view kept its tuple while the post-SNAT tuple changed: both NAT legs are visible");
+            }
+            if self.total > 1 {
+                f = f.because(format!("{} connections in the capture show the same re-translation", self.total));
+            }
+            out.push(with_packets(f, ctx, &case.pkts, "same TCP sequence space under two source tuples"));
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `dns-conntrack-race` [seed 003]: parallel A and AAAA queries from one UDP socket race through DNAT;
+//! one is dropped at conntrack insert and the client waits for its resolver timeout.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "dns-conntrack-race",
+    title: "one of the parallel A/AAAA DNS queries lost at conntrack insert: 5 s lookups",
+    explanation: "glibc and musl send the A and AAAA queries of one lookup together from the same UDP \
+socket. Both packets create a conntrack entry for the same tuple at the same time; they race through DNAT \
+to the DNS ClusterIP and the loser's insert fails (insert_failed), so that query is dropped. The client waits \
+its timeout (5 s by default) and re-sends: lookups take 5 s. Clash resolution in kernels 4.19, 5.0 and \
+~5.6 made it rarer.",
+    remedy: "Add 'options single-request-reopen' (glibc; or single-request, or use-vc for TCP) to the \
+pods' resolv.conf via dnsConfig; for musl-based images (which ignore those options) run NodeLocal \
+DNSCache; upgrade the node kernel (clash resolution, 5.x).",
+};
+
+use super::{secs, with_packets, Context};
+use crate::finding::{Confidence, Finding, FindingKind};
+use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_A};
+use crate::flow::PktRef;
+
+struct Case {
+    lost: DnsQuery,
+    answered: DnsQuery,
+    /// The lost query was seen at fewer points than its answered sibling: it died at NAT.
+    died_at_nat: bool,
+}
+
+/// Recognises a parallel A/AAAA pair from one socket where one query is answered and the other is
+/// never answered and re-sent after the resolver's timeout.
+#[derive(Default)]
+pub struct Detector {
+    cases: Vec<Case>,
+    total: u32,
+}
+
+fn qt(q: &DnsQuery) -> &'static str {
+    if q.qtype == QTYPE_A {
+        "A"
+    } else {
+        "AAAA"
+    }
+}
+
+impl Detector {
+    pub fn query(&mut self, f: &FinishedQuery) {
+        let Some(sib) = &f.younger_sibling else { return };
+        let q = &f.query;
+        if q.tcp || sib.tcp || q.id == sib.id {
+            // Same id is the musl collision, a different incident.
+            return;
+        }
+        let (lost, answered) = match (q.response.is_some(), sib.response.is_some()) {
+            (true, false) => (sib, q),
+            (false, true) => (q, sib),
+            _ => return,
+        };
+        // The resolver must have given up on it: a retry, or the capture ends before it could.
+        if lost.retry.is_none() {
+            return;
+        }
+        self.total += 1;
+        if self.cases.len() < 3 {
+            let died_at_nat = answered.points.len() > lost.points.len();
+            self.cases.push(Case { lost: lost.clone(), answered: answered.clone(), died_at_nat });
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let Some(first) = self.cases.first() else { return };
+        let any_nat = self.cases.iter().any(|c| c.died_at_nat);
+        let tight = self
+            .cases
+            .iter()
+            .all(|c| (c.lost.pkt.ts_ns - c.answered.pkt.ts_ns).abs() <= 5_000_000);
+        let confidence = if any_nat {
+            Confidence::Confirmed
+        } else if tight || self.total >= 2 {
+            Confidence::Likely
+        } else {
+            Confidence::Possible
+        };
+        let retry_after = first.lost.retry.map(|r| r.ts_ns - first.lost.pkt.ts_ns).unwrap_or(0);
+        let mut f = Finding::new(
+            &INCIDENT,
+            FindingKind::Incident,
+            confidence,
+            format!(
+                "{} lookup(s) from {} to {} lost one of their parallel A/AAAA queries and waited {} to retry",
+                self.total,
+                first.lost.client(),
+                first.lost.server(),
+                secs(retry_after)
+            ),
+        )
+        .because("the A and AAAA queries left the same UDP socket together; one was answered, the other never, and the resolver re-sent it only after its timeout");
+        if any_nat {
+            f = f.because("the lost query was seen before DNAT but not after it, while its twin was seen at both points: it was dropped inside the node at NAT, where the conntrack insert of the second packet of a new UDP flow fails");
+        } else {
+            f = f.because("the capture shows one point only, so where the query died is not shown; this is the signature of the conntrack insert race, a capture on the node (-i any) would prove it");
+        }
+        let mut pkts: Vec<(PktRef, String)> = Vec::new();
+        for c in &self.cases {
+            pkts.push((c.answered.pkt, format!("{} {}? id=0x{:04x}", qt(&c.answered), c.answered.qname, c.answered.id)));
+            if let Some(r) = &c.answered.response {
+                pkts.push((r.pkt, format!("answer to {} id=0x{:04x}", qt(&c.answered), c.answered.id)));
+            }
+            pkts.push((c.lost.pkt, format!("{} {}? id=0x{:04x}: never answered", qt(&c.lost), c.lost.qname, c.lost.id)));
+            if let Some(r) = c.lost.retry {
+                pkts.push((r, format!("{} re-sent after {}", qt(&c.lost), secs(r.ts_ns - c.lost.pkt.ts_ns))));
+            }
+        }
+        out.push(with_packets(f, ctx, &pkts, "parallel A/AAAA queries, one lost"));
+    }
+}

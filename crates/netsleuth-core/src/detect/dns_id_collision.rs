@@ -1,0 +1,86 @@
+//! `dns-id-collision` [seed 003]: musl before 1.2.4 can give the parallel A and AAAA queries the same
+//! ID; the AAAA answer arrives first and is taken for the A answer.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "dns-id-collision",
+    title: "parallel A and AAAA queries share one DNS ID; the AAAA answer is taken for the A answer",
+    explanation: "musl before 1.2.4 derives the query ID from the clock without a lock, so the A and AAAA \
+queries of one lookup can carry the same ID. The client matches answers by ID; when the AAAA answer \
+(NODATA or IPv6 records) arrives first it is taken for both, so the name looks unresolvable or resolves \
+to an IPv6 address the pod cannot reach.",
+    remedy: "Use an image with musl 1.2.4 or later (Alpine 3.18+), or a glibc-based image.",
+};
+
+use super::{with_packets, Context};
+use crate::finding::{Confidence, Finding, FindingKind};
+use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_AAAA};
+use crate::flow::PktRef;
+
+/// Recognises parallel A and AAAA queries of one lookup carrying the same DNS ID where the AAAA
+/// answer reached the client first.
+#[derive(Default)]
+pub struct Detector {
+    cases: Vec<(DnsQuery, DnsQuery)>,
+    total: u32,
+    same_id_pairs: u32,
+}
+
+impl Detector {
+    pub fn query(&mut self, f: &FinishedQuery) {
+        let Some(sib) = &f.younger_sibling else { return };
+        let q = &f.query;
+        if q.id != sib.id {
+            return;
+        }
+        self.same_id_pairs += 1;
+        let (a, aaaa) = if q.qtype == QTYPE_AAAA { (sib, q) } else { (q, sib) };
+        let t = |x: &DnsQuery| x.response_at_origin.as_ref().or(x.response.as_ref()).map(|r| r.pkt.ts_ns);
+        let aaaa_first = match (t(a), t(aaaa)) {
+            (Some(ta), Some(tb)) => tb < ta,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if !aaaa_first {
+            return;
+        }
+        self.total += 1;
+        if self.cases.len() < 3 {
+            self.cases.push((a.clone(), aaaa.clone()));
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let Some((a, _)) = self.cases.first() else { return };
+        let mut f = Finding::new(
+            &INCIDENT,
+            FindingKind::Incident,
+            Confidence::Likely,
+            format!(
+                "{} lookup(s) from {} sent A and AAAA with the same DNS ID and got the AAAA answer first (e.g. {} id=0x{:04x})",
+                self.total,
+                a.client(),
+                a.qname,
+                a.id
+            ),
+        )
+        .because("both queries left one socket together with one ID, so a client that matches answers by ID alone takes the first answer, the AAAA one, for both")
+        .because("the capture cannot show the client's libc; musl before 1.2.4 behaves this way (check the pod's image, e.g. with netsleuth check)");
+        if self.same_id_pairs > self.total {
+            f = f.because(format!("{} same-ID pairs in all; in the others the A answer came first", self.same_id_pairs));
+        }
+        let mut pkts: Vec<(PktRef, String)> = Vec::new();
+        for (a, aaaa) in &self.cases {
+            pkts.push((a.pkt, format!("A {}? id=0x{:04x}", a.qname, a.id)));
+            pkts.push((aaaa.pkt, format!("AAAA {}? id=0x{:04x} (same ID)", aaaa.qname, aaaa.id)));
+            if let Some(r) = aaaa.response_at_origin.as_ref().or(aaaa.response.as_ref()) {
+                pkts.push((r.pkt, format!("AAAA answer first ({} AAAA records, rcode {})", r.answers_aaaa, r.rcode)));
+            }
+            if let Some(r) = a.response_at_origin.as_ref().or(a.response.as_ref()) {
+                pkts.push((r.pkt, format!("A answer second ({} A records)", r.answers_a)));
+            }
+        }
+        out.push(with_packets(f, ctx, &pkts, "parallel queries sharing one DNS ID"));
+    }
+}

@@ -1,0 +1,60 @@
+//! `go-resolver-dns-first` [seed 003]: a pure-Go resolver older than Go 1.16, in an image without
+//! /etc/nsswitch.conf, asks DNS before /etc/hosts.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "go-resolver-dns-first",
+    title: "Go program asks DNS for names that /etc/hosts answers",
+    explanation: "Go's pure resolver (CGO off or netgo) decides the lookup order from /etc/nsswitch.conf. \
+Before Go 1.16, when the file is missing (Alpine and distroless images), it used 'dns, then files', so \
+every lookup of a name pinned in /etc/hosts went to DNS first, and inherited every DNS delay (including \
+5 s conntrack-race timeouts). golang/go#35305 changed the default to files first.",
+    remedy: "Rebuild the program with Go 1.16 or later, or add /etc/nsswitch.conf with 'hosts: files dns' \
+to the image (or mount it).",
+};
+
+use super::{with_packets, Context};
+use crate::finding::{Confidence, Finding, FindingKind};
+use crate::flow::dns::FinishedQuery;
+use crate::flow::PktRef;
+
+/// With the client's /etc/hosts known (node facts or `--hosts`), recognises DNS queries for names
+/// that the hosts file answers.
+#[derive(Default)]
+pub struct Detector {
+    queries: Vec<(PktRef, Box<str>, u16, bool)>,
+}
+
+const MAX_KEEP: usize = 100_000;
+
+impl Detector {
+    pub fn query(&mut self, f: &FinishedQuery) {
+        let q = &f.query;
+        if self.queries.len() < MAX_KEEP && !q.is_retry {
+            self.queries.push((q.pkt, q.qname.clone(), q.qtype, q.response.is_some()));
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        if ctx.node.hosts.is_empty() {
+            return;
+        }
+        let pinned = |name: &str| {
+            let name = name.trim_end_matches('.');
+            ctx.node.hosts.iter().find(|(_, h)| h.trim_end_matches('.').eq_ignore_ascii_case(name))
+        };
+        let hits: Vec<_> = self.queries.iter().filter_map(|q| pinned(&q.1).map(|h| (q, h))).collect();
+        let Some(((_, name, _, _), (ip, _))) = hits.first() else { return };
+        let f = Finding::new(
+            &INCIDENT,
+            FindingKind::Incident,
+            Confidence::Likely,
+            format!("{} DNS queries for {name}, which /etc/hosts pins to {ip}", hits.len()),
+        )
+        .because("a resolver that reads /etc/hosts first would never ask DNS for this name; one that asks DNS first does: Go's pure resolver before 1.16 in an image without /etc/nsswitch.conf")
+        .because("the program's Go version and the image's nsswitch.conf are node facts (netsleuth check reads them), not in the capture");
+        let pkts: Vec<(PktRef, String)> = hits.iter().take(4).map(|((p, n, _, _), _)| (*p, format!("query for {n}"))).collect();
+        out.push(with_packets(f, ctx, &pkts, "DNS queries for a name pinned in /etc/hosts"));
+    }
+}

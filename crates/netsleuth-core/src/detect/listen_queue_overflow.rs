@@ -1,0 +1,115 @@
+//! `listen-queue-overflow` [seed 003]: a listener's SYN or accept queue overflows under a burst; SYNs are
+//! dropped and retransmitted, probes fail.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "listen-queue-overflow",
+    title: "SYNs dropped because a listener's queue is full",
+    explanation: "A listening socket holds at most min(backlog, net.core.somaxconn) established connections \
+waiting for accept(), and a bounded number of half-open ones (tcp_max_syn_backlog). When a burst fills \
+them, the kernel drops further SYNs (or the final ACK) without a reply: TcpExt ListenOverflows/ListenDrops \
+rise and clients retransmit their SYN after 1, 3, 7 s; health probes time out.",
+    remedy: "Raise the application's listen() backlog together with net.core.somaxconn and \
+net.ipv4.tcp_max_syn_backlog (in the pod's network namespace), make the application accept faster, keep \
+tcp_syncookies=1.",
+};
+
+use super::{secs, with_packets, Context, SynRecord};
+use crate::finding::{Confidence, Finding, FindingKind};
+use crate::flow::tcp::Conn;
+use crate::flow::{Endpoint, FxHashMap, PktRef};
+
+const MAX_PER_SERVER: usize = 8192;
+const BURST_WINDOW_NS: i64 = 1_000_000_000;
+const MIN_DROPS: usize = 3;
+const MIN_BURST: usize = 5;
+
+/// Recognises a listener that drops SYNs (or final ACKs) during bursts of new connections while it
+/// answers others: the signature of a full SYN or accept queue.
+#[derive(Default)]
+pub struct Detector {
+    by_server: FxHashMap<Endpoint, Vec<SynRecord>>,
+    /// Connections whose SYN-ACK the server had to retransmit although the client ACKed it: the
+    /// final ACK was dropped because the accept queue was full.
+    synack_retrans: FxHashMap<Endpoint, Vec<PktRef>>,
+}
+
+impl Detector {
+    pub fn connection(&mut self, c: &Conn) {
+        let Some(rec) = SynRecord::of(c) else { return };
+        let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
+        if c.synack_transmissions >= 2 && c.established {
+            if let Some(sa) = c.synack {
+                let v = self.synack_retrans.entry(server).or_default();
+                if v.len() < 16 {
+                    v.push(sa);
+                }
+            }
+        }
+        let v = self.by_server.entry(server).or_default();
+        if v.len() < MAX_PER_SERVER {
+            v.push(rec);
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, explained: &[u64], out: &mut Vec<Finding>) -> Vec<u64> {
+        let mut mine = Vec::new();
+        let mut servers: Vec<_> = self.by_server.into_iter().collect();
+        servers.sort_by_key(|(s, _)| *s);
+        for (server, mut recs) in servers {
+            recs.sort_by_key(|r| r.first_syn.ts_ns);
+            let times: Vec<i64> = recs.iter().map(|r| r.first_syn.ts_ns).collect();
+            let in_burst = |t: i64| {
+                let lo = times.partition_point(|&x| x < t - BURST_WINDOW_NS);
+                let hi = times.partition_point(|&x| x <= t + BURST_WINDOW_NS);
+                hi - lo >= MIN_BURST
+            };
+            let drops: Vec<&SynRecord> = recs
+                .iter()
+                .filter(|r| explained.binary_search(&r.conn).is_err())
+                .filter(|r| r.first_unanswered() && (r.transmissions >= 2 || !r.answered))
+                .filter(|r| in_burst(r.first_syn.ts_ns))
+                .collect();
+            let synack_retrans = self.synack_retrans.get(&server).map(Vec::len).unwrap_or(0);
+            if drops.len() < MIN_DROPS && synack_retrans < MIN_DROPS {
+                continue;
+            }
+            let answered = recs.iter().filter(|r| r.answered && !r.first_unanswered()).count();
+            let confidence = if answered > 0 { Confidence::Likely } else { Confidence::Possible };
+            let mut f = Finding::new(
+                &INCIDENT,
+                FindingKind::Incident,
+                confidence,
+                format!(
+                    "listener {server}: {} of {} connection attempts in bursts had their SYN ignored and retransmitted{}",
+                    drops.len(),
+                    recs.len(),
+                    if synack_retrans > 0 { format!("; {synack_retrans} SYN-ACKs re-sent although ACKed") } else { String::new() }
+                ),
+            )
+            .because(format!(
+                "the SYNs came in bursts (≥ {MIN_BURST} within {}) and the dropped ones got no reply at all, neither SYN-ACK nor RST, until retransmitted",
+                secs(BURST_WINDOW_NS)
+            ));
+            f = if answered > 0 {
+                f.because(format!("the same listener answered {answered} other SYNs at once: it is up, its queue was full"))
+            } else {
+                f.because("the listener answered no SYN on first try in this capture, so a firewall or routing drop is not ruled out")
+            };
+            f = f.because("the counters that would prove it (TcpExt ListenOverflows, ListenDrops, TCPReqQFullDrop) are node facts, not in a capture");
+            let mut pkts = Vec::new();
+            for r in drops.iter().take(3) {
+                pkts.extend(r.evidence());
+            }
+            if let Some(v) = self.synack_retrans.get(&server) {
+                for p in v.iter().take(2) {
+                    pkts.push((*p, "SYN-ACK the server had to re-send".into()));
+                }
+            }
+            mine.extend(drops.iter().map(|r| r.conn));
+            out.push(with_packets(f, ctx, &pkts, "SYNs to a busy listener left unanswered"));
+        }
+        mine
+    }
+}

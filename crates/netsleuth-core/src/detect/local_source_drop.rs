@@ -1,0 +1,109 @@
+//! `local-source-drop` [seed 003]: an LB IP bound on kube-ipvs0 is in table local, so packets whose
+//! source is that IP (the LB's health checks) are dropped as martian.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "local-source-drop",
+    title: "packets from the LoadBalancer IP dropped as martian (the node owns that address)",
+    explanation: "kube-proxy in IPVS mode binds Service and LoadBalancer IPs to the dummy device kube-ipvs0, \
+which puts them in the node's 'local' routing table. A packet that arrives from outside with one of those \
+addresses as its SOURCE (a cloud LB's health check) fails reverse-path validation with accept_local=0 and \
+is dropped as a martian (rt_cache in_martian_src; drop reason IP_LOCAL_SOURCE): the LB sees the node as \
+unhealthy.",
+    remedy: "Exclude LoadBalancer IPs from kube-ipvs0 (kube-proxy --exclude-external-ip / newer kube-proxy \
+behaviour, or ipvs strictARP settings as the provider documents), or have the LB probe from another address; \
+net.ipv4.conf.<dev>.accept_local=1 alone lets the probe in, but the reply must still route back.",
+};
+
+use super::{with_packets, Context, SynRecord};
+use crate::finding::{Confidence, Evidence, Finding, FindingKind};
+use crate::flow::tcp::Conn;
+use crate::flow::{Endpoint, FxHashMap};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+const MAX_KEEP: usize = 1024;
+
+/// Recognises a source address whose every SYN to a port goes unanswered while the port answers
+/// others; with node facts, an address the node owns (kube-ipvs0, table local).
+#[derive(Default)]
+pub struct Detector {
+    by_pair: FxHashMap<(IpAddr, Endpoint), Vec<SynRecord>>,
+    answered_servers: FxHashMap<Endpoint, u32>,
+    /// Addresses this capture point answered SYNs for: the host owns them.
+    answering_ips: BTreeSet<IpAddr>,
+}
+
+impl Detector {
+    pub fn connection(&mut self, c: &Conn) {
+        let Some(rec) = SynRecord::of(c) else { return };
+        let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
+        if c.synack.is_some() {
+            *self.answered_servers.entry(server).or_default() += 1;
+            if self.answering_ips.len() < 65_536 {
+                self.answering_ips.insert(server.ip);
+                if let Some(l) = c.legs.first() {
+                    self.answering_ips.insert(l.server.ip);
+                }
+            }
+        }
+        let v = self.by_pair.entry((rec.first_syn.src.ip, server)).or_default();
+        if v.len() < MAX_KEEP {
+            v.push(rec);
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, explained: &[u64], out: &mut Vec<Finding>) {
+        let mut pairs: Vec<_> = self.by_pair.into_iter().collect();
+        pairs.sort_by_key(|(k, _)| *k);
+        for ((src, server), recs) in pairs {
+            if recs.iter().any(|r| r.answered) || recs.iter().any(|r| explained.binary_search(&r.conn).is_ok()) {
+                continue;
+            }
+            let transmissions: u32 = recs.iter().map(|r| r.transmissions).sum();
+            if recs.len() < 2 && transmissions < 3 {
+                continue;
+            }
+            let others_answered = self.answered_servers.get(&server).copied().unwrap_or(0);
+            let node_owned = ctx.node.ipvs_bound_addrs.contains(&src) || ctx.node.local_addrs.contains(&src);
+            let seen_owned = self.answering_ips.contains(&src);
+            let confidence = if node_owned {
+                Confidence::Confirmed
+            } else if seen_owned && others_answered > 0 {
+                Confidence::Likely
+            } else if others_answered > 0 {
+                Confidence::Possible
+            } else {
+                continue;
+            };
+            let mut f = Finding::new(
+                &INCIDENT,
+                FindingKind::Incident,
+                confidence,
+                format!("every SYN from {src} to {server} ({} connections, {transmissions} SYNs) was dropped without reply", recs.len()),
+            )
+            .because(format!("{server} answered {others_answered} connections from other sources in the same capture: the listener is up, only this source is dropped"));
+            if node_owned {
+                let text = if ctx.node.ipvs_bound_addrs.contains(&src) {
+                    format!("{src} is bound on a kube-ipvs0-like device: in table local")
+                } else {
+                    format!("{src} is a local address of the node")
+                };
+                f = f.because("the node owns the source address, so with accept_local=0 the kernel drops these packets as martians").with_evidence(Evidence::Fact {
+                    source: ctx.node.source.clone(),
+                    text,
+                });
+            } else if seen_owned {
+                f = f.because(format!("this capture shows the host answering connections to {src}: the host owns that address, so packets arriving FROM it are martians"));
+            } else {
+                f = f.because("why this source is dropped is not in the capture: a source address the node owns (table local) is one cause; give --node to check");
+            }
+            let mut pkts = Vec::new();
+            for r in recs.iter().take(3) {
+                pkts.extend(r.evidence());
+            }
+            out.push(with_packets(f, ctx, &pkts, "SYNs from one source, never answered"));
+        }
+    }
+}

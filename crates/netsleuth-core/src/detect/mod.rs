@@ -1,0 +1,272 @@
+//! Detectors: one module per catalogue incident, each with its explanation and remedy (`INCIDENT`)
+//! beside the code that recognises it from capture evidence.
+//!
+//! Detectors see finalised connections (`flow::tcp::Conn`) and DNS queries (`flow::dns::FinishedQuery`)
+//! as the flow engine hands them out, keep bounded state, and produce findings at the end. Node facts
+//! (`NodeContext`), when given, only raise or lower confidence and add evidence; a detector never
+//! claims more than its evidence shows.
+
+pub mod bridge_nf_bypass;
+pub mod conntrack_dnat_rebalance;
+pub mod conntrack_snat_remap;
+pub mod dns_conntrack_race;
+pub mod dns_id_collision;
+pub mod dns_upstream_unreachable;
+pub mod go_resolver_dns_first;
+pub mod listen_queue_overflow;
+pub mod local_source_drop;
+pub mod snat_port_clash;
+pub mod tw_recycle_paws;
+
+use crate::finding::{format_ts, Evidence, Finding, FrameRef, Incident};
+use crate::flow::dns::FinishedQuery;
+use crate::flow::tcp::Conn;
+use crate::flow::PktRef;
+use crate::node::NodeContext;
+
+/// Every incident of the catalogue, in catalogue order.
+pub const CATALOGUE: [&Incident; 11] = [
+    &conntrack_snat_remap::INCIDENT,
+    &conntrack_dnat_rebalance::INCIDENT,
+    &bridge_nf_bypass::INCIDENT,
+    &tw_recycle_paws::INCIDENT,
+    &snat_port_clash::INCIDENT,
+    &dns_conntrack_race::INCIDENT,
+    &go_resolver_dns_first::INCIDENT,
+    &dns_upstream_unreachable::INCIDENT,
+    &dns_id_collision::INCIDENT,
+    &listen_queue_overflow::INCIDENT,
+    &local_source_drop::INCIDENT,
+];
+
+pub fn incident(id: &str) -> Option<&'static Incident> {
+    CATALOGUE.iter().copied().find(|i| i.id == id)
+}
+
+/// What detectors need to turn evidence into findings.
+pub struct Context<'a> {
+    /// Input names by `InputId`.
+    pub inputs: &'a [String],
+    pub node: &'a NodeContext,
+}
+
+impl Context<'_> {
+    pub fn frame(&self, p: &PktRef, what: impl Into<String>) -> FrameRef {
+        FrameRef {
+            frame: p.frame,
+            ts_ns: p.ts_ns,
+            time: format_ts(p.ts_ns),
+            src: p.src.ip,
+            src_port: p.src.port,
+            dst: p.dst.ip,
+            dst_port: p.dst.port,
+            what: what.into(),
+            interface: p.ifindex.map(|i| format!("ifindex {i}")),
+        }
+    }
+
+    /// Packets grouped by capture file, in frame order, as evidence items.
+    pub fn packets(&self, pkts: &[(PktRef, String)], note: &str) -> Vec<Evidence> {
+        let mut by_input: Vec<(u16, Vec<FrameRef>)> = Vec::new();
+        for (p, what) in pkts {
+            let fr = self.frame(p, what.clone());
+            match by_input.iter_mut().find(|(i, _)| *i == p.input) {
+                Some((_, v)) => {
+                    if !v.iter().any(|f| f.frame == fr.frame) {
+                        v.push(fr)
+                    }
+                }
+                None => by_input.push((p.input, vec![fr])),
+            }
+        }
+        by_input
+            .into_iter()
+            .map(|(input, mut frames)| {
+                frames.sort_by_key(|f| f.frame);
+                Evidence::Packets {
+                    file: self.inputs.get(input as usize).cloned().unwrap_or_else(|| format!("input {input}")),
+                    frames,
+                    note: note.to_string(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Add packet evidence to a finding.
+pub(crate) fn with_packets(mut f: Finding, ctx: &Context<'_>, pkts: &[(PktRef, String)], note: &str) -> Finding {
+    f.evidence.extend(ctx.packets(pkts, note));
+    f
+}
+
+pub(crate) fn secs(ns: i64) -> String {
+    let s = ns as f64 / 1e9;
+    if s >= 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s >= 1.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{:.1} ms", s * 1000.0)
+    }
+}
+
+/// All capture detectors, fed by the analysis loop.
+#[derive(Default)]
+pub struct Detectors {
+    snat_remap: conntrack_snat_remap::Detector,
+    dnat_rebalance: conntrack_dnat_rebalance::Detector,
+    bridge: bridge_nf_bypass::Detector,
+    paws: tw_recycle_paws::Detector,
+    clash: snat_port_clash::Detector,
+    listen: listen_queue_overflow::Detector,
+    local_source: local_source_drop::Detector,
+    dns_race: dns_conntrack_race::Detector,
+    dns_id: dns_id_collision::Detector,
+    dns_upstream: dns_upstream_unreachable::Detector,
+    go_dns_first: go_resolver_dns_first::Detector,
+}
+
+impl Detectors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn connection(&mut self, c: &Conn) {
+        self.snat_remap.connection(c);
+        self.dnat_rebalance.connection(c);
+        self.bridge.connection(c);
+        self.paws.connection(c);
+        self.clash.connection(c);
+        self.listen.connection(c);
+        self.local_source.connection(c);
+    }
+
+    pub fn dns(&mut self, q: &FinishedQuery) {
+        self.dns_race.query(q);
+        self.dns_id.query(q);
+        self.dns_upstream.query(q);
+        self.go_dns_first.query(q);
+    }
+
+    pub fn finish(self, ctx: &Context<'_>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.snat_remap.finish(ctx, &mut out);
+        self.dnat_rebalance.finish(ctx, &mut out);
+        self.bridge.finish(ctx, &mut out);
+        // SYN-drop detectors share evidence: a connection explained by one cause is not offered as
+        // evidence of another (PAWS and NAT clashes are more specific than a full listen queue, which
+        // is more specific than a source-address drop).
+        let paws_conns = self.paws.finish(ctx, &mut out);
+        let clash_conns = self.clash.finish(ctx, &mut out);
+        let mut explained: Vec<u64> = paws_conns.into_iter().chain(clash_conns).collect();
+        explained.sort_unstable();
+        let listen_conns = self.listen.finish(ctx, &explained, &mut out);
+        explained.extend(listen_conns);
+        explained.sort_unstable();
+        self.local_source.finish(ctx, &explained, &mut out);
+        self.dns_race.finish(ctx, &mut out);
+        self.dns_id.finish(ctx, &mut out);
+        self.dns_upstream.finish(ctx, &mut out);
+        self.go_dns_first.finish(ctx, &mut out);
+        out
+    }
+}
+
+/// A connection's SYN history, kept compactly by the SYN-drop detectors.
+#[derive(Debug, Clone)]
+pub(crate) struct SynRecord {
+    pub conn: u64,
+    pub first_syn: PktRef,
+    pub transmissions: u32,
+    pub tsval: Option<u32>,
+    /// SYN-ACK or RST from the server.
+    pub answered: bool,
+    pub answer: Option<PktRef>,
+    /// Later SYN transmissions (retransmissions) as evidence.
+    pub retransmits: Vec<PktRef>,
+}
+
+impl SynRecord {
+    pub fn of(c: &Conn) -> Option<SynRecord> {
+        let first = c.syns.first()?;
+        if !c.roles_known {
+            return None;
+        }
+        let rst_answer = c.rsts.iter().find(|r| !r.from_client).map(|r| r.pkt);
+        let answer = c.synack.or(rst_answer);
+        Some(SynRecord {
+            conn: c.id,
+            first_syn: first.pkt,
+            transmissions: c.syn_transmissions,
+            tsval: first.tsval,
+            answered: answer.is_some(),
+            answer,
+            retransmits: c.syns.iter().skip(1).map(|s| s.pkt).collect(),
+        })
+    }
+
+    /// The first transmission was not answered before the client retransmitted it.
+    pub fn first_unanswered(&self) -> bool {
+        match (self.answer, self.retransmits.first()) {
+            (None, _) => true,
+            (Some(a), Some(r)) => a.ts_ns > r.ts_ns,
+            (Some(_), None) => false,
+        }
+    }
+
+    pub fn evidence(&self) -> Vec<(PktRef, String)> {
+        let mut v = vec![(self.first_syn, "SYN".to_string())];
+        for r in self.retransmits.iter().take(3) {
+            v.push((*r, format!("SYN retransmitted after {}", secs(r.ts_ns - self.first_syn.ts_ns))));
+        }
+        if let Some(a) = self.answer {
+            v.push((a, a.tcp_what()));
+        }
+        v
+    }
+}
+
+/// A leg that appeared in the middle of an established connection: the connection's packets started
+/// to travel under another tuple without a new handshake, i.e. NAT translated them differently.
+#[derive(Debug, Clone)]
+pub(crate) struct Remap {
+
+    pub leg: usize,
+    /// The client-side endpoint is one never seen on this connection before (SNAT chose anew).
+    pub client_changed: bool,
+    /// The server-side endpoint is one never seen before (DNAT chose anew).
+    pub server_changed: bool,
+    /// The server's RST on the new leg, if any.
+    pub rst: Option<PktRef>,
+    /// An earlier leg that carried the very same packet: the view from before NAT.
+    pub pre_nat_leg: Option<usize>,
+}
+
+pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
+    let mut out = Vec::new();
+    if !c.roles_known && !c.established {
+        return out;
+    }
+    for (i, leg) in c.legs.iter().enumerate() {
+        if !leg.mid_stream || i == 0 || leg.prev.is_none() {
+            continue;
+        }
+        let earlier = &c.legs[..i];
+        let client_changed = !earlier.iter().any(|l| l.client == leg.client);
+        let server_changed = !earlier.iter().any(|l| l.server == leg.server);
+        if client_changed == server_changed {
+            // Both or neither changed: not a single re-translation we can attribute to one side.
+            continue;
+        }
+        let rst = c
+            .rsts
+            .iter()
+            .find(|r| !r.from_client && r.leg as usize == i && r.pkt.ts_ns >= leg.first.ts_ns)
+            .map(|r| r.pkt);
+        // The packet that opened the new leg had been seen on an earlier leg just before: that leg
+        // is the pre-NAT view of the same socket, which kept its tuple.
+        let pre_nat_leg = leg.copy_of_leg.map(|l| l as usize).filter(|&l| l < i);
+        out.push(Remap { leg: i, client_changed, server_changed, rst, pre_nat_leg });
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! `snat-port-clash` [seed 003]: concurrent SYNs get the same SNAT tuple; the second conntrack insert
+//! fails and its SYN is dropped.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "snat-port-clash",
+    title: "SYN dropped at conntrack insert after an SNAT port clash",
+    explanation: "NAT picks a source port when a connection's first packet is processed, but the conntrack \
+entry is inserted only at the end of the path, without a lock in between. Two connections leaving at the \
+same moment can be given the same translated tuple; the second insert fails (conntrack stats \
+insert_failed, drop), its SYN is dropped, and the client retransmits it about 1 s later.",
+    remedy: "Add --random-fully to the MASQUERADE/SNAT rules (nft: 'masquerade fully-random'; kube-proxy \
+and flannel do it on recent versions), widen the SNAT port range or the set of SNAT addresses, and \
+avoid SNAT for pod-to-pod traffic.",
+};
+
+use super::{secs, with_packets, Context};
+use crate::finding::{Confidence, Finding, FindingKind};
+use crate::flow::tcp::Conn;
+use crate::flow::{Endpoint, FxHashMap, PktRef};
+
+const MAX_KEEP: usize = 4096;
+/// Another connection's SYN this close to the dropped one makes the two concurrent.
+const CONCURRENT_NS: i64 = 20_000_000;
+
+#[derive(Debug, Clone)]
+struct Drop {
+    conn: u64,
+    /// The first SYN, seen only before NAT.
+    syn: PktRef,
+    /// The retransmission that made it through, seen after NAT too.
+    through: PktRef,
+    through_after_nat: Option<PktRef>,
+    /// True when the capture shows the point after NAT and the first SYN is missing there.
+    nat_point_seen: bool,
+}
+
+/// Recognises SYNs that vanish between the node's ingress and egress (dropped at conntrack insert)
+/// while another connection's SYN to the same destination goes through, then pass on retransmission.
+#[derive(Default)]
+pub struct Detector {
+    drops: Vec<Drop>,
+    total_drops: u32,
+    /// First-SYN times per destination (post-NAT server endpoint and pre-NAT), to prove concurrency.
+    syn_times: FxHashMap<Endpoint, Vec<(i64, u64, PktRef)>>,
+}
+
+impl Detector {
+    pub fn connection(&mut self, c: &Conn) {
+        if !c.roles_known || c.syns.is_empty() {
+            return;
+        }
+        for leg in &c.legs {
+            let v = self.syn_times.entry(leg.server).or_default();
+            if v.len() < MAX_KEEP {
+                v.push((c.syns[0].pkt.ts_ns, c.id, c.syns[0].pkt));
+            }
+        }
+        if c.syns.len() < 2 {
+            return;
+        }
+        let first = &c.syns[0];
+        let Some(later) = c.syns[1..].iter().find(|s| s.legs_seen & !first.legs_seen != 0) else {
+            // Client view only: the first SYN unanswered, retransmitted ~1 s later, then answered.
+            if c.legs.len() == 1 && c.synack.is_some_and(|a| a.ts_ns > c.syns[1].pkt.ts_ns) {
+                let gap = c.syns[1].pkt.ts_ns - first.pkt.ts_ns;
+                if (700_000_000..=1_500_000_000).contains(&gap) {
+                    self.total_drops += 1;
+                    if self.drops.len() < MAX_KEEP {
+                        self.drops.push(Drop { conn: c.id, syn: first.pkt, through: c.syns[1].pkt, through_after_nat: None, nat_point_seen: false });
+                    }
+                }
+            }
+            return;
+        };
+        // The later transmission was seen on a leg the first never reached: the first SYN was lost
+        // between the capture points, i.e. inside this node, after NAT chose its tuple.
+        let missing = (later.legs_seen & !first.legs_seen).trailing_zeros() as usize;
+        let after_nat = c.legs.get(missing).map(|l| l.first);
+        self.total_drops += 1;
+        if self.drops.len() < MAX_KEEP {
+            self.drops.push(Drop { conn: c.id, syn: first.pkt, through: later.pkt, through_after_nat: after_nat, nat_point_seen: true });
+        }
+    }
+
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
+        let mut confirmed = Vec::new();
+        let mut unproven = Vec::new();
+        for d in &self.drops {
+            let concurrent = self
+                .syn_times
+                .get(&d.syn.dst)
+                .and_then(|v| v.iter().find(|(t, id, _)| *id != d.conn && (t - d.syn.ts_ns).abs() <= CONCURRENT_NS))
+                .map(|x| x.2);
+            if d.nat_point_seen {
+                confirmed.push((d, concurrent));
+            } else if concurrent.is_some() {
+                unproven.push((d, concurrent));
+            }
+        }
+        let mut explained = Vec::new();
+        let (cases, confidence) = if !confirmed.is_empty() {
+            let c = if confirmed.iter().any(|(_, k)| k.is_some()) { Confidence::Confirmed } else { Confidence::Likely };
+            (confirmed, c)
+        } else if unproven.len() >= 2 {
+            (unproven, Confidence::Possible)
+        } else {
+            return explained;
+        };
+        explained.extend(cases.iter().map(|(d, _)| d.conn));
+        let first = cases[0].0;
+        let mut f = Finding::new(
+            &INCIDENT,
+            FindingKind::Incident,
+            confidence,
+            format!(
+                "{} SYN(s) to {} dropped inside the NATing node and retransmitted ~{} later",
+                cases.len(),
+                first.syn.dst,
+                secs(first.through.ts_ns - first.syn.ts_ns)
+            ),
+        );
+        if confidence == Confidence::Possible {
+            f = f
+                .because("the capture shows only the client's side: SYNs sent together with other SYNs to the same destination went unanswered and were retransmitted about 1 s later with the same source port")
+                .because("a capture on the NATing node (-i any) would show whether they died between its ingress and egress");
+        } else {
+            f = f.because("the first SYN was seen before NAT but not after it, while the retransmission was seen at both points: it was dropped inside the node between the NAT decision and transmission, where conntrack insert fails on a clash");
+            if confidence == Confidence::Confirmed {
+                f = f.because("another connection's SYN to the same destination passed at the same moment: the two were given the same translated tuple");
+            } else {
+                f = f.because("no concurrent SYN to the same destination is in the capture, so the clash partner is not shown");
+            }
+        }
+        if !ctx.node.masquerade_without_random_fully.is_empty() {
+            for rule in ctx.node.masquerade_without_random_fully.iter().take(3) {
+                f = f.with_evidence(crate::finding::Evidence::Config { source: ctx.node.source.clone(), line: None, text: rule.clone() });
+            }
+            f = f.because("the node NATs with rules lacking --random-fully");
+        }
+        let mut pkts = Vec::new();
+        for (d, concurrent) in cases.iter().take(3) {
+            pkts.push((d.syn, "SYN seen before NAT only".to_string()));
+            if let Some(k) = concurrent {
+                pkts.push((*k, "concurrent SYN of another connection to the same destination".to_string()));
+            }
+            pkts.push((d.through, format!("retransmission after {}", secs(d.through.ts_ns - d.syn.ts_ns))));
+            if let Some(a) = d.through_after_nat {
+                pkts.push((a, "the retransmission after NAT".to_string()));
+            }
+        }
+        if self.total_drops as usize > cases.len() {
+            f = f.because(format!("{} SYN drops of this shape in all", self.total_drops));
+        }
+        out.push(with_packets(f, ctx, &pkts, "SYNs lost between the NAT decision and the wire"));
+        explained
+    }
+}

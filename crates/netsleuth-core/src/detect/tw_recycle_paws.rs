@@ -1,0 +1,129 @@
+//! `tw-recycle-paws` [seed 003]: tcp_tw_recycle's per-host PAWS check drops SYNs from clients behind one
+//! SNAT address whose timestamp clocks differ.
+
+use crate::finding::Incident;
+
+pub const INCIDENT: Incident = Incident {
+    id: "tw-recycle-paws",
+    title: "SYNs silently dropped by the server's per-host PAWS check (tcp_tw_recycle)",
+    explanation: "With net.ipv4.tcp_tw_recycle=1 and TCP timestamps on (kernels before 4.12), the server \
+remembers the last TSval seen from each source IP and drops a SYN whose TSval is older. Clients behind one \
+SNAT address (pods on a node, hosts behind a NAT gateway) have unrelated timestamp clocks, so a SYN from \
+one of them looks 'old' and is dropped without a reply; the client retransmits at 1, 3, 7 s and may time \
+out. TcpExt PAWSPassive counts these drops.",
+    remedy: "Set net.ipv4.tcp_tw_recycle=0 on the server (the option was removed in Linux 4.12 because of \
+this). Do not disable tcp_timestamps to work around it.",
+};
+
+use super::{secs, with_packets, Context, SynRecord};
+use crate::finding::{Confidence, Evidence, Finding, FindingKind};
+use crate::flow::tcp::Conn;
+use crate::flow::{seq_diff, Endpoint};
+use crate::flow::FxHashMap;
+use std::net::IpAddr;
+
+/// TCP_PAWS_MSL: the per-host timestamp is trusted for this long.
+const PAWS_WINDOW_NS: i64 = 60_000_000_000;
+const MAX_PER_KEY: usize = 4096;
+
+/// Recognises SYNs that go unanswered exactly when their TSval is older than the last one the server
+/// accepted from the same source address.
+#[derive(Default)]
+pub struct Detector {
+    by_pair: FxHashMap<(IpAddr, Endpoint), Vec<SynRecord>>,
+}
+
+impl Detector {
+    pub fn connection(&mut self, c: &Conn) {
+        let Some(rec) = SynRecord::of(c) else { return };
+        if rec.tsval.is_none() {
+            return;
+        }
+        let server = c.legs[c.leg_of(&rec.first_syn).unwrap_or(0)].server;
+        let v = self.by_pair.entry((rec.first_syn.src.ip, server)).or_default();
+        if v.len() < MAX_PER_KEY {
+            v.push(rec);
+        }
+    }
+
+    /// Returns the ids of connections it explained.
+    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
+        let mut explained = Vec::new();
+        let recycle = ctx.node.sysctl("net.ipv4.tcp_tw_recycle").map(|v| v.trim() == "1");
+        for ((src, server), mut recs) in self.by_pair {
+            recs.sort_by_key(|r| r.first_syn.ts_ns);
+            let mut last_accepted: Option<(i64, u32, usize)> = None;
+            let mut dropped_backwards = Vec::new();
+            let mut dropped_forward = 0u32;
+            for (i, r) in recs.iter().enumerate() {
+                let ts = r.tsval.expect("filtered on insert");
+                let backwards = last_accepted
+                    .is_some_and(|(t, v, _)| r.first_syn.ts_ns - t <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0);
+                if r.first_unanswered() && r.transmissions >= 2 || !r.answered {
+                    if backwards {
+                        dropped_backwards.push((i, last_accepted.map(|(_, _, j)| j)));
+                    } else {
+                        dropped_forward += 1;
+                    }
+                }
+                if r.answered && !r.first_unanswered() {
+                    let newer = last_accepted.is_none_or(|(_, v, _)| seq_diff(ts, v) > 0);
+                    if newer {
+                        last_accepted = Some((r.first_syn.ts_ns, ts, i));
+                    }
+                }
+            }
+            if dropped_backwards.is_empty() || dropped_forward as usize > dropped_backwards.len() {
+                continue;
+            }
+            let confidence = match recycle {
+                Some(true) => Confidence::Confirmed,
+                Some(false) => Confidence::Possible,
+                None if dropped_backwards.len() >= 2 && dropped_forward == 0 => Confidence::Likely,
+                None => Confidence::Possible,
+            };
+            let mut f = Finding::new(
+                &INCIDENT,
+                FindingKind::Incident,
+                confidence,
+                format!(
+                    "{} SYN(s) from {} to {} dropped without reply, each carrying a TCP timestamp older than one the server had just accepted from that address",
+                    dropped_backwards.len(),
+                    src,
+                    server
+                ),
+            )
+            .because(format!(
+                "every unanswered SYN from {src} carries a TSval below the last accepted connection's from the same address within {}; {} unanswered SYN(s) had a forward-moving TSval",
+                secs(PAWS_WINDOW_NS),
+                dropped_forward
+            ))
+            .because("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ 4.10)");
+            match recycle {
+                Some(true) => {
+                    f = f.with_evidence(Evidence::Config { source: ctx.node.source.clone(), line: None, text: "net.ipv4.tcp_tw_recycle = 1".into() })
+                }
+                Some(false) => f = f.because("the node facts say tcp_tw_recycle is 0: another PAWS-like drop is at work"),
+                None => f = f.because("whether the server has net.ipv4.tcp_tw_recycle=1 (kernels < 4.12) is not known from the capture"),
+            }
+            let mut pkts = Vec::new();
+            for (i, prev) in dropped_backwards.iter().take(3) {
+                let r = &recs[*i];
+                if let Some(j) = prev {
+                    let p = &recs[*j];
+                    pkts.push((p.first_syn, format!("accepted SYN, TSval {}", p.tsval.unwrap_or(0))));
+                    if let Some(a) = p.answer {
+                        pkts.push((a, "SYN-ACK".to_string()));
+                    }
+                }
+                pkts.push((r.first_syn, format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0))));
+                for x in r.retransmits.iter().take(3) {
+                    pkts.push((*x, format!("SYN retransmitted after {}", secs(x.ts_ns - r.first_syn.ts_ns))));
+                }
+            }
+            explained.extend(dropped_backwards.iter().map(|(i, _)| recs[*i].conn));
+            out.push(with_packets(f, ctx, &pkts, "SYNs from one address with timestamps going backwards"));
+        }
+        explained
+    }
+}

@@ -1,0 +1,624 @@
+//! TCP connections across NAT legs.
+//!
+//! Identity: a connection is its pair of initial sequence numbers. A SYN (or SYN-ACK) seen under a new
+//! tuple joins the connection whose client ISN it carries; a mid-stream segment under a new tuple joins
+//! the connection whose sequence space it continues (both `seq` and `ack` within a window of what was
+//! last seen). That is how a packet re-SNATed or re-DNATed after a conntrack entry vanished is recognised
+//! as the old connection, not a new one.
+//!
+//! Copies: the same transmission seen at several points (`-i any` shows a forwarded packet on the pod's
+//! veth, on the bridge and after NAT on the uplink) has the same seq, ack, flags, length and IPv4
+//! identification; a retransmission gets a new identification from Linux (or, for IPv6, comes at least
+//! an RTO later).
+
+use super::{seq_diff, Endpoint, FxHashMap, PktRef};
+use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
+use crate::wire::TcpSegment;
+use std::net::IpAddr;
+
+/// Evidence lists are capped; counters are not.
+pub const MAX_LEGS: usize = 16;
+pub const MAX_SYNS: usize = 8;
+pub const MAX_RSTS: usize = 4;
+
+/// Two sightings with the same identity this close in capture time are one packet seen at two points.
+const COPY_WINDOW_NS: i64 = 20_000_000;
+/// Across different capture files (different hosts, different clocks) the window is wider.
+const COPY_WINDOW_CROSS_INPUT_NS: i64 = 2_000_000_000;
+/// A closed (FIN both ways, or RST) connection is finalised this long after it closed, so that late
+/// copies and the client's reaction to a RST still land on it.
+const CLOSE_LINGER_NS: i64 = 3_000_000_000;
+/// A connection that never completed its handshake is finalised after this much silence (SYN
+/// retransmissions go on for ~2 minutes).
+const HALF_OPEN_IDLE_NS: i64 = 180_000_000_000;
+/// An established connection is kept through idle gaps this long: conntrack-timeout incidents happen
+/// after hours or days of silence (kernel default timeout 5 days).
+const ESTABLISHED_IDLE_NS: i64 = 6 * 86_400_000_000_000;
+/// A SYN under a new tuple joins a connection with the same ISN only if that connection's last SYN
+/// was this recent (copies arrive within microseconds; ISN collisions between unrelated connections
+/// are then very unlikely).
+const SYN_JOIN_WINDOW_NS: i64 = 3_000_000_000;
+/// How far a mid-stream segment's seq/ack may be from what was last seen and still continue the
+/// connection's sequence space.
+const SEQ_JOIN_WINDOW: i64 = 1 << 21;
+const SWEEP_EVERY_NS: i64 = 1_000_000_000;
+
+/// One tuple under which a connection was seen.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    pub client: Endpoint,
+    pub server: Endpoint,
+    /// The packet that first showed this leg.
+    pub first: PktRef,
+    pub last_ts: i64,
+    pub packets: u64,
+    pub packets_from_server: u64,
+    /// The leg's first packet was not a handshake packet: it appeared in the middle of the connection.
+    pub mid_stream: bool,
+    /// When it appeared mid-stream: the connection's previous unique packet, and the silence before.
+    pub prev: Option<PktRef>,
+    pub gap_before_ns: i64,
+    /// The leg's first packet had already been seen on this earlier leg (a copy from before NAT).
+    pub copy_of_leg: Option<u8>,
+}
+
+/// One transmission of the client's SYN (copies at other points are folded into it).
+#[derive(Debug, Clone)]
+pub struct SynAttempt {
+    pub pkt: PktRef,
+    pub tsval: Option<u32>,
+    /// Bit i set: seen on leg i.
+    pub legs_seen: u32,
+    /// Bit i set: seen in input i (capture file).
+    pub inputs_seen: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RstSeen {
+    pub pkt: PktRef,
+    pub leg: u8,
+    pub from_client: bool,
+    /// Legs on which copies of this RST were seen.
+    pub legs_seen: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Obs {
+    ts: i64,
+    seq: u32,
+    ack: u32,
+    len: u32,
+    ident: u16,
+    flags: u8,
+    from_client: bool,
+    input: u16,
+    valid: bool,
+    /// Index into `syns` or `rsts` when the observation is one of those, to fold copies in.
+    syn_idx: u8,
+    rst_idx: u8,
+}
+
+/// A TCP connection and everything the detectors need to know about it.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub id: u64,
+    pub legs: Vec<Leg>,
+    /// Client/server roles are known from a handshake packet; otherwise guessed (higher port = client).
+    pub roles_known: bool,
+    pub client_isn: Option<u32>,
+    pub server_isn: Option<u32>,
+    pub syns: Vec<SynAttempt>,
+    pub syn_transmissions: u32,
+    pub synack: Option<PktRef>,
+    pub synack_transmissions: u32,
+    /// The client acknowledged the SYN-ACK or data flowed both ways.
+    pub established: bool,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// Highest sequence number + length seen, per direction (0 = client, 1 = server).
+    pub next_seq: [Option<u32>; 2],
+    pub bytes: [u64; 2],
+    pub packets: u64,
+    pub copies: u64,
+    pub data_retransmissions: u32,
+    pub rsts: Vec<RstSeen>,
+    pub rst_count: u32,
+    pub fin: [bool; 2],
+    pub closed_ts: Option<i64>,
+    /// The longest silence between two unique packets, and the packet that ended it.
+    pub longest_gap_ns: i64,
+    pub longest_gap_end: Option<PktRef>,
+    /// The last unique packet, the one before it, and the silence between them.
+    pub last_pkt: Option<PktRef>,
+    pub prev_pkt: Option<PktRef>,
+    pub last_gap_ns: i64,
+    last_leg: u8,
+    recent: [Obs; 8],
+    recent_pos: u8,
+}
+
+impl Conn {
+    fn new(id: u64, ts: i64) -> Self {
+        Conn {
+            id,
+            legs: Vec::with_capacity(2),
+            roles_known: false,
+            client_isn: None,
+            server_isn: None,
+            syns: Vec::new(),
+            syn_transmissions: 0,
+            synack: None,
+            synack_transmissions: 0,
+            established: false,
+            first_ts: ts,
+            last_ts: ts,
+            next_seq: [None, None],
+            bytes: [0, 0],
+            packets: 0,
+            copies: 0,
+            data_retransmissions: 0,
+            rsts: Vec::new(),
+            rst_count: 0,
+            fin: [false, false],
+            closed_ts: None,
+            longest_gap_ns: 0,
+            longest_gap_end: None,
+            last_pkt: None,
+            prev_pkt: None,
+            last_gap_ns: 0,
+            last_leg: 0,
+            recent: [Obs::default(); 8],
+            recent_pos: 0,
+        }
+    }
+
+    /// The first leg: the view closest to the client that the capture had.
+    pub fn origin(&self) -> Option<&Leg> {
+        self.legs.first()
+    }
+
+    pub fn leg_of(&self, pkt: &PktRef) -> Option<usize> {
+        self.legs
+            .iter()
+            .position(|l| (l.client == pkt.src && l.server == pkt.dst) || (l.client == pkt.dst && l.server == pkt.src))
+    }
+}
+
+/// What the engine concluded about one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOutcome {
+    pub slot: u32,
+    pub from_client: bool,
+    /// A copy of a transmission already seen at another point.
+    pub copy: bool,
+    /// This packet opened a new leg of an existing connection.
+    pub new_leg: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LegKey(Endpoint, Endpoint);
+
+impl LegKey {
+    fn new(a: Endpoint, b: Endpoint) -> Self {
+        if a <= b {
+            LegKey(a, b)
+        } else {
+            LegKey(b, a)
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpStats {
+    pub connections: u64,
+    pub packets: u64,
+    pub copies: u64,
+    pub legs: u64,
+    pub mid_stream_legs: u64,
+    pub peak_live: u64,
+}
+
+/// The TCP side of the flow engine. Feed it packets in capture-time order; collect finalised
+/// connections with `drain_finished`.
+pub struct TcpEngine {
+    slab: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    live: u64,
+    legs: FxHashMap<LegKey, (u32, u8)>,
+    by_isn: FxHashMap<u32, u32>,
+    by_client: FxHashMap<Endpoint, Vec<u32>>,
+    by_client_ip_server: FxHashMap<(IpAddr, Endpoint), Vec<u32>>,
+    finished: Vec<Conn>,
+    next_id: u64,
+    last_sweep_ts: i64,
+    pub stats: TcpStats,
+}
+
+impl Default for TcpEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TcpEngine {
+    pub fn new() -> Self {
+        TcpEngine {
+            slab: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            legs: FxHashMap::default(),
+            by_isn: FxHashMap::default(),
+            by_client: FxHashMap::default(),
+            by_client_ip_server: FxHashMap::default(),
+            finished: Vec::new(),
+            next_id: 0,
+            last_sweep_ts: i64::MIN,
+            stats: TcpStats::default(),
+        }
+    }
+
+    pub fn conn(&self, slot: u32) -> Option<&Conn> {
+        self.slab.get(slot as usize).and_then(|c| c.as_ref())
+    }
+
+    pub fn live_connections(&self) -> u64 {
+        self.live
+    }
+
+    /// Connections finalised since the last call.
+    pub fn drain_finished(&mut self) -> std::vec::Drain<'_, Conn> {
+        self.finished.drain(..)
+    }
+
+    /// Finalise every live connection (end of input).
+    pub fn finish(&mut self) {
+        for slot in 0..self.slab.len() as u32 {
+            if self.slab[slot as usize].is_some() {
+                self.finalise(slot);
+            }
+        }
+    }
+
+    /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length.
+    pub fn packet(&mut self, pkt: PktRef, ip_ident: u16, seg: &TcpSegment<'_>) -> TcpOutcome {
+        self.stats.packets += 1;
+        if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
+            self.sweep(pkt.ts_ns);
+            self.last_sweep_ts = pkt.ts_ns;
+        }
+        let is_syn = seg.has(SYN) && !seg.has(ACK);
+        let is_synack = seg.has(SYN) && seg.has(ACK);
+        let key = LegKey::new(pkt.src, pkt.dst);
+
+        let mut new_leg = false;
+        let (slot, leg_idx) = match self.legs.get(&key).copied() {
+            Some((slot, leg)) => {
+                let conn = self.slab[slot as usize].as_ref().expect("leg index points at a live slot");
+                // A SYN with another ISN on a known tuple is a new connection reusing the 4-tuple
+                // (e.g. after TIME_WAIT): the old one is over.
+                if is_syn && conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq) {
+                    self.finalise(slot);
+                    self.attach_new(pkt, is_syn, is_synack, &mut new_leg)
+                } else {
+                    (slot, leg)
+                }
+            }
+            None => self.attach_new(pkt, is_syn, is_synack, &mut new_leg),
+        };
+
+        let conn = self.slab[slot as usize].as_mut().expect("attached slot is live");
+        let leg = &mut conn.legs[leg_idx as usize];
+        let from_client = pkt.src == leg.client;
+        leg.last_ts = pkt.ts_ns;
+        leg.packets += 1;
+        leg.packets_from_server += (!from_client) as u64;
+
+        let obs = Obs {
+            ts: pkt.ts_ns,
+            seq: pkt.seq,
+            ack: pkt.ack,
+            len: pkt.len,
+            ident: ip_ident,
+            flags: pkt.flags,
+            from_client,
+            input: pkt.input,
+            valid: true,
+            syn_idx: u8::MAX,
+            rst_idx: u8::MAX,
+        };
+        if let Some(prev) = conn.recent.iter().find(|o| is_copy(o, &obs)).copied() {
+            conn.copies += 1;
+            self.stats.copies += 1;
+            let bit = 1u32 << leg_idx.min(31);
+            let input_bit = 1u32 << pkt.input.min(31);
+            if let Some(s) = conn.syns.get_mut(prev.syn_idx as usize) {
+                s.legs_seen |= bit;
+                s.inputs_seen |= input_bit;
+            }
+            if let Some(r) = conn.rsts.get_mut(prev.rst_idx as usize) {
+                r.legs_seen |= bit;
+            }
+            return TcpOutcome { slot, from_client, copy: true, new_leg };
+        }
+
+        // A unique transmission.
+        let dir = if from_client { 0 } else { 1 };
+        let mut obs = obs;
+        conn.packets += 1;
+        if let Some(last) = conn.last_pkt {
+            let gap = pkt.ts_ns - last.ts_ns;
+            conn.last_gap_ns = gap;
+            if gap > conn.longest_gap_ns {
+                conn.longest_gap_ns = gap;
+                conn.longest_gap_end = Some(pkt);
+            }
+        }
+        if is_syn && from_client {
+            conn.syn_transmissions += 1;
+            if conn.syns.len() < MAX_SYNS {
+                obs.syn_idx = conn.syns.len() as u8;
+                conn.syns.push(SynAttempt {
+                    pkt,
+                    tsval: seg.options.timestamp.map(|t| t.0),
+                    legs_seen: 1 << leg_idx.min(31),
+                    inputs_seen: 1 << pkt.input.min(31),
+                });
+            }
+        }
+        if is_synack && !from_client {
+            conn.synack_transmissions += 1;
+            conn.server_isn.get_or_insert(pkt.seq);
+            conn.synack.get_or_insert(pkt);
+        }
+        if seg.has(RST) {
+            conn.rst_count += 1;
+            if conn.rsts.len() < MAX_RSTS {
+                obs.rst_idx = conn.rsts.len() as u8;
+                conn.rsts.push(RstSeen { pkt, leg: leg_idx, from_client, legs_seen: 1 << leg_idx.min(31) });
+            }
+            conn.closed_ts.get_or_insert(pkt.ts_ns);
+        }
+        if seg.has(FIN) {
+            conn.fin[dir] = true;
+            if conn.fin[0] && conn.fin[1] {
+                conn.closed_ts.get_or_insert(pkt.ts_ns);
+            }
+        }
+        if !seg.has(RST) {
+            let end = pkt
+                .seq
+                .wrapping_add(pkt.len)
+                .wrapping_add(seg.has(SYN) as u32)
+                .wrapping_add(seg.has(FIN) as u32);
+            match conn.next_seq[dir] {
+                Some(n) if seq_diff(end, n) <= 0 => {
+                    if pkt.len > 0 {
+                        conn.data_retransmissions += 1;
+                    }
+                }
+                _ => conn.next_seq[dir] = Some(end),
+            }
+        }
+        if seg.has(ACK) && !seg.has(SYN) && !seg.has(RST) {
+            if from_client && conn.synack.is_some() {
+                conn.established = true;
+            }
+            if !conn.roles_known && pkt.len > 0 && conn.bytes[1 - dir] > 0 {
+                conn.established = true;
+            }
+        }
+        conn.bytes[dir] += pkt.len as u64;
+        conn.last_ts = conn.last_ts.max(pkt.ts_ns);
+        conn.prev_pkt = conn.last_pkt;
+        conn.last_pkt = Some(pkt);
+        conn.last_leg = leg_idx;
+        let pos = conn.recent_pos as usize % conn.recent.len();
+        conn.recent[pos] = obs;
+        conn.recent_pos = conn.recent_pos.wrapping_add(1);
+        TcpOutcome { slot, from_client, copy: false, new_leg }
+    }
+
+    /// Find (or create) the connection for a tuple not seen before, and add the tuple as a leg.
+    fn attach_new(&mut self, pkt: PktRef, is_syn: bool, is_synack: bool, new_leg: &mut bool) -> (u32, u8) {
+        // 1. Handshake packets carry the client ISN.
+        if is_syn || is_synack {
+            let isn = if is_syn { pkt.seq } else { pkt.ack.wrapping_sub(1) };
+            if let Some(&slot) = self.by_isn.get(&isn) {
+                if let Some(conn) = self.slab[slot as usize].as_ref() {
+                    let recent_syn = conn.syns.last().map(|s| s.pkt.ts_ns).unwrap_or(conn.first_ts);
+                    if conn.client_isn == Some(isn) && (pkt.ts_ns - recent_syn).abs() <= SYN_JOIN_WINDOW_NS {
+                        let (client, server) = if is_syn { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+                        if let Some(leg) = self.add_leg(slot, client, server, pkt, false) {
+                            *new_leg = true;
+                            return (slot, leg);
+                        }
+                    }
+                }
+            }
+            let (client, server) = if is_syn { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+            let slot = self.new_conn(pkt.ts_ns);
+            let conn = self.slab[slot as usize].as_mut().expect("new slot");
+            conn.roles_known = true;
+            conn.client_isn = Some(isn);
+            if is_synack {
+                conn.server_isn = Some(pkt.seq);
+            }
+            self.by_isn.insert(isn, slot);
+            let leg = self.add_leg(slot, client, server, pkt, false).unwrap_or(0);
+            return (slot, leg);
+        }
+        // 2. A mid-stream segment: does it continue a known connection's sequence space?
+        if let Some((slot, from_client)) = self.find_by_sequence(&pkt) {
+            let (client, server) = if from_client { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+            if let Some(leg) = self.add_leg(slot, client, server, pkt, true) {
+                *new_leg = true;
+                self.stats.mid_stream_legs += 1;
+                return (slot, leg);
+            }
+        }
+        // 3. A connection whose start the capture missed: guess roles from the ports.
+        let (client, server) = if pkt.src.port > pkt.dst.port { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+        let slot = self.new_conn(pkt.ts_ns);
+        let leg = self.add_leg(slot, client, server, pkt, false).unwrap_or(0);
+        (slot, leg)
+    }
+
+    fn find_by_sequence(&self, pkt: &PktRef) -> Option<(u32, bool)> {
+        let has_ack = pkt.flags & ACK != 0;
+        let near = |x: u32, n: Option<u32>| n.is_some_and(|n| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW);
+        let check = |slot: u32, from_client: bool| -> bool {
+            let Some(c) = self.slab.get(slot as usize).and_then(|c| c.as_ref()) else { return false };
+            if !c.established && c.next_seq[0].is_none() {
+                return false;
+            }
+            let (mine, theirs) = if from_client { (0, 1) } else { (1, 0) };
+            if has_ack {
+                near(pkt.seq, c.next_seq[mine]) && near(pkt.ack, c.next_seq[theirs])
+            } else {
+                // A bare RST carries only seq: demand the exact next sequence number.
+                c.next_seq[mine] == Some(pkt.seq)
+            }
+        };
+        let candidates = |client: Endpoint, server: Endpoint| {
+            let a = self.by_client.get(&client).into_iter().flatten();
+            let b = self.by_client_ip_server.get(&(client.ip, server)).into_iter().flatten();
+            a.chain(b).copied()
+        };
+        for slot in candidates(pkt.src, pkt.dst) {
+            if check(slot, true) {
+                return Some((slot, true));
+            }
+        }
+        for slot in candidates(pkt.dst, pkt.src) {
+            if check(slot, false) {
+                return Some((slot, false));
+            }
+        }
+        None
+    }
+
+    fn new_conn(&mut self, ts: i64) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.connections += 1;
+        self.live += 1;
+        self.stats.peak_live = self.stats.peak_live.max(self.live);
+        let conn = Conn::new(id, ts);
+        match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(conn);
+                slot
+            }
+            None => {
+                self.slab.push(Some(conn));
+                (self.slab.len() - 1) as u32
+            }
+        }
+    }
+
+    fn add_leg(&mut self, slot: u32, client: Endpoint, server: Endpoint, pkt: PktRef, mid: bool) -> Option<u8> {
+        let conn = self.slab[slot as usize].as_mut()?;
+        if conn.legs.len() >= MAX_LEGS {
+            return None;
+        }
+        // When this packet was already seen at another point (the pre-NAT copy came first), the
+        // silence that matters is the one before that first sighting.
+        let (prev, gap, copy_of_leg) = match conn.last_pkt {
+            Some(last) if same_transmission(&last, &pkt) => (conn.prev_pkt, conn.last_gap_ns, Some(conn.last_leg)),
+            Some(last) => (Some(last), pkt.ts_ns - last.ts_ns, None),
+            None => (None, 0, None),
+        };
+        conn.legs.push(Leg {
+            client,
+            server,
+            first: pkt,
+            last_ts: pkt.ts_ns,
+            packets: 0,
+            packets_from_server: 0,
+            mid_stream: mid,
+            prev: if mid { prev } else { None },
+            gap_before_ns: if mid { gap } else { 0 },
+            copy_of_leg,
+        });
+        let idx = (conn.legs.len() - 1) as u8;
+        self.stats.legs += 1;
+        self.legs.insert(LegKey::new(client, server), (slot, idx));
+        self.by_client.entry(client).or_default().push(slot);
+        let list = self.by_client_ip_server.entry((client.ip, server)).or_default();
+        // Lazy removal: finalised slots are pruned when the list doubles.
+        if list.len() >= 8 && list.len().is_power_of_two() {
+            let slab = &self.slab;
+            list.retain(|&s| slab.get(s as usize).is_some_and(|c| c.is_some()));
+        }
+        list.push(slot);
+        Some(idx)
+    }
+
+    fn finalise(&mut self, slot: u32) {
+        let Some(conn) = self.slab[slot as usize].take() else { return };
+        self.live -= 1;
+        self.free.push(slot);
+        for leg in &conn.legs {
+            let key = LegKey::new(leg.client, leg.server);
+            if self.legs.get(&key).is_some_and(|&(s, _)| s == slot) {
+                self.legs.remove(&key);
+            }
+            if let Some(list) = self.by_client.get_mut(&leg.client) {
+                list.retain(|&s| s != slot);
+                if list.is_empty() {
+                    self.by_client.remove(&leg.client);
+                }
+            }
+            let pair = (leg.client.ip, leg.server);
+            if let Some(list) = self.by_client_ip_server.get_mut(&pair) {
+                if list.len() <= 4 {
+                    list.retain(|&s| s != slot);
+                    if list.is_empty() {
+                        self.by_client_ip_server.remove(&pair);
+                    }
+                }
+            }
+        }
+        if let Some(isn) = conn.client_isn {
+            if self.by_isn.get(&isn) == Some(&slot) {
+                self.by_isn.remove(&isn);
+            }
+        }
+        self.finished.push(conn);
+    }
+
+    fn sweep(&mut self, now: i64) {
+        for slot in 0..self.slab.len() {
+            let expired = match &self.slab[slot] {
+                None => false,
+                Some(c) => match c.closed_ts {
+                    Some(t) => now - t.max(c.last_ts) > CLOSE_LINGER_NS,
+                    None if !c.established => now - c.last_ts > HALF_OPEN_IDLE_NS,
+                    None => now - c.last_ts > ESTABLISHED_IDLE_NS,
+                },
+            };
+            if expired {
+                self.finalise(slot as u32);
+            }
+        }
+    }
+}
+
+fn is_copy(prev: &Obs, obs: &Obs) -> bool {
+    if !prev.valid
+        || prev.from_client != obs.from_client
+        || prev.seq != obs.seq
+        || prev.ack != obs.ack
+        || prev.flags != obs.flags
+        || prev.len != obs.len
+        || prev.ident != obs.ident
+    {
+        return false;
+    }
+    let window = if prev.input == obs.input { COPY_WINDOW_NS } else { COPY_WINDOW_CROSS_INPUT_NS };
+    (obs.ts - prev.ts).abs() <= window
+}
+
+fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
+    a.seq == b.seq && a.ack == b.ack && a.flags == b.flags && a.len == b.len && (b.ts_ns - a.ts_ns).abs() <= COPY_WINDOW_CROSS_INPUT_NS
+}

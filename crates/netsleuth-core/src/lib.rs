@@ -1,0 +1,19 @@
+//! netsleuth's analysis core: bytes and capture timestamps in, findings out.
+//!
+//! Data flow: `capture` (pcap/pcapng framing) → `wire` (header views) → `flow` (connections with their
+//! NAT legs, DNS transactions) → `detect` (one detector per catalogue incident) → `finding` → `report`.
+//!
+//! Invariant: this crate opens no files, sockets or processes and reads no clock; time is the capture's.
+//! Callers hand it `Read` implementations (a file, stdin, a buffer) and optional node facts.
+
+pub mod analysis;
+pub mod capture;
+pub mod detect;
+pub mod finding;
+pub mod flow;
+pub mod node;
+pub mod report;
+pub mod wire;
+
+pub use analysis::{analyze, Analysis, AnalysisStats, Input};
+pub use finding::{Confidence, Diagnostic, Evidence, Finding, FindingKind, FrameRef, Incident};

@@ -1,0 +1,49 @@
+//! Node facts that sharpen what a capture alone can say (`analyze --node BUNDLE`).
+//!
+//! The `netsleuth-node` crate builds this from a live node or a bundle; the core only reads it. Every
+//! field is optional knowledge: an empty `NodeContext` means "capture only".
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// A Service as kube-proxy programmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `namespace/name:port` as kube-proxy's comment says, or the chain name.
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub endpoints: Vec<(IpAddr, u16)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeContext {
+    /// Where these facts came from (bundle path or `live`).
+    pub source: String,
+    pub kernel_release: Option<String>,
+    /// net.* sysctls, by dotted name.
+    pub sysctls: BTreeMap<String, String>,
+    pub services: Vec<ServiceInfo>,
+    /// Addresses of the node itself (all namespaces' `local` tables are not included).
+    pub local_addrs: Vec<IpAddr>,
+    /// Addresses that are in table `local` on a kube-ipvs0-like dummy device (LB IPs, ClusterIPs).
+    pub ipvs_bound_addrs: Vec<IpAddr>,
+    /// `nameserver` lines of the node's resolv.conf.
+    pub nameservers: Vec<IpAddr>,
+    /// Names that the client's /etc/hosts answers (from a bundle's container, or `--hosts FILE`).
+    pub hosts: Vec<(IpAddr, String)>,
+    /// Whether some MASQUERADE/SNAT rule lacks --random-fully, with the rule text.
+    pub masquerade_without_random_fully: Vec<String>,
+}
+
+impl NodeContext {
+    pub fn sysctl(&self, name: &str) -> Option<&str> {
+        self.sysctls.get(name).map(String::as_str)
+    }
+
+    pub fn service_for(&self, ip: IpAddr, port: u16) -> Option<&ServiceInfo> {
+        self.services.iter().find(|s| s.vip == ip && s.port == port)
+    }
+}

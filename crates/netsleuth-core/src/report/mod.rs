@@ -1,0 +1,22 @@
+//! Reports: the versioned JSON document and the human text, shared by every command that reports
+//! findings (`analyze`, `check`, `lab`).
+
+pub mod human;
+pub mod json;
+
+use crate::finding::{Diagnostic, Finding};
+
+/// Everything a command reports, before rendering.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `analyze`, `check`, `lab`.
+    pub command: &'static str,
+    /// What was read: capture files, a bundle, `live`.
+    pub inputs: Vec<String>,
+    pub findings: Vec<Finding>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Command-specific figures (capture statistics, node facts summary, lab outcome).
+    pub stats: serde_json::Value,
+    /// Free-form lines a command adds (e.g. the lab's emulation label).
+    pub notes: Vec<String>,
+}

@@ -1,0 +1,184 @@
+//! Wire types: zero-copy views of link, network and transport headers, decoded once per packet.
+//!
+//! `decode` turns a captured frame (its bytes and its link type) into a `Packet`: the addresses, ports,
+//! TCP sequence space and payload slices that the flow engine needs, without allocating. A frame cut
+//! by the snap length still decodes as far as its bytes go (`Packet::truncated`); a frame that cannot
+//! be decoded at all returns a `DecodeError` that says which layer failed and at which byte.
+//!
+//! Invariant: nothing in this module allocates per packet or panics on any input.
+
+pub mod dns;
+pub mod link;
+
+mod ip;
+mod transport;
+
+pub use ip::Ipv4Fragment;
+
+use std::net::IpAddr;
+
+/// Link types we decode (pcap LINKTYPE_* values).
+pub mod linktype {
+    pub const NULL: u32 = 0;
+    pub const ETHERNET: u32 = 1;
+    pub const RAW: u32 = 101;
+    pub const LOOP: u32 = 108;
+    pub const LINUX_SLL: u32 = 113;
+    pub const IPV4: u32 = 228;
+    pub const IPV6: u32 = 229;
+    pub const LINUX_SLL2: u32 = 276;
+}
+
+/// TCP flag bits as on the wire (low byte of the flags field).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// Linux `sll_pkttype`: where the packet went relative to the capturing host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketDirection {
+    /// To us (PACKET_HOST).
+    Incoming,
+    Broadcast,
+    Multicast,
+    /// To another host, seen promiscuously (PACKET_OTHERHOST).
+    OtherHost,
+    /// Sent by us (PACKET_OUTGOING).
+    Outgoing,
+    Unknown(u8),
+}
+
+/// What the link layer said about the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkMeta {
+    /// Interface index from SLL2 (`tcpdump -i any`), if present.
+    pub ifindex: Option<u32>,
+    /// Direction from SLL/SLL2, if present.
+    pub direction: Option<PacketDirection>,
+    /// Outermost 802.1Q VLAN id, if tagged.
+    pub vlan: Option<u16>,
+}
+
+/// The tunnel a packet was decapsulated from (VXLAN on UDP 4789 or flannel's 8472).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    pub vni: u32,
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
+}
+
+/// The network layer of the innermost packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpHeader {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number of the transport (after IPv6 extension headers).
+    pub proto: u8,
+    pub ttl: u8,
+    /// IPv4 identification; 0 for IPv6.
+    pub ident: u16,
+    /// Length of the IP packet as its header says (not as captured).
+    pub total_len: u32,
+    /// Set when this is an IPv4/IPv6 fragment (first or later); transport is then only present for the
+    /// first fragment.
+    pub fragment: Option<Ipv4Fragment>,
+}
+
+/// TCP options we keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+    /// (TSval, TSecr)
+    pub timestamp: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    /// Low 8 bits of the flags field (see `tcp_flags`).
+    pub flags: u8,
+    pub window: u16,
+    pub options: TcpOptions,
+    /// Payload length according to the IP header (what was sent, not what was captured).
+    pub payload_len: u32,
+    /// The captured part of the payload (shorter than `payload_len` when the snap length cut it).
+    pub payload: &'a [u8],
+}
+
+impl TcpSegment<'_> {
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpDatagram<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Payload length according to the UDP header.
+    pub payload_len: u32,
+    /// The captured part of the payload.
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    Tcp(TcpSegment<'a>),
+    Udp(UdpDatagram<'a>),
+    /// ICMP/ICMPv6: type and code.
+    Icmp { v6: bool, icmp_type: u8, code: u8 },
+    /// A non-first fragment, or a protocol we do not decode.
+    Other,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub link: LinkMeta,
+    pub tunnel: Option<Tunnel>,
+    pub ip: IpHeader,
+    pub transport: Transport<'a>,
+    /// The frame was cut by the snap length somewhere inside the headers or payload we looked at.
+    pub truncated: bool,
+}
+
+/// The layer at which decoding failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Link,
+    Vlan,
+    Ipv4,
+    Ipv6,
+    Tcp,
+    Udp,
+    Vxlan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A link type we do not decode (counted per file).
+    UnsupportedLinkType(u32),
+    /// Not IP (ARP, LLDP, STP...). Not an error in the capture; counted, not reported as damage.
+    NotIp { ethertype: u16 },
+    /// The frame ended before a header that must be there; `offset` is from the frame start.
+    Truncated { layer: Layer, offset: usize },
+    /// A header field is impossible (IP version 7, header length below minimum...).
+    Malformed { layer: Layer, offset: usize, what: &'static str },
+}
+
+/// Decode one captured frame of the given link type.
+pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    link::decode(linktype, frame)
+}

@@ -1,0 +1,699 @@
+//! DNS for the lab: the wire format (enough for A/AAAA questions and answers), a small authoritative
+//! server and a CoreDNS-like forwarder that run as threads in a pod namespace, and client resolvers
+//! that behave on the wire like the libraries in the incidents: glibc's parallel A+AAAA from one
+//! socket (and `single-request-reopen`), musl 1.2.3's same-ID queries and ID-only answer matching,
+//! and Go < 1.16's pure-Go resolver order without /etc/nsswitch.conf.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_AAAA: u16 = 28;
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_SERVFAIL: u8 = 2;
+pub const RCODE_NXDOMAIN: u8 = 3;
+
+pub fn qtype_name(t: u16) -> &'static str {
+    match t {
+        TYPE_A => "A",
+        TYPE_AAAA => "AAAA",
+        _ => "?",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Wire format
+
+/// A parsed message: header fields, the first question, and A/AAAA answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: u16,
+    pub response: bool,
+    pub rcode: u8,
+    pub qname: String,
+    pub qtype: u16,
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+}
+
+pub fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&[0x01, 0x00]); // RD
+    b.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    push_name(&mut b, name);
+    b.extend_from_slice(&qtype.to_be_bytes());
+    b.extend_from_slice(&[0, 1]); // IN
+    b
+}
+
+fn push_name(b: &mut Vec<u8>, name: &str) {
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        b.push(label.len().min(63) as u8);
+        b.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    b.push(0);
+}
+
+/// Reads a (possibly compressed) name at `pos`; returns it and the position after it in the message.
+fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
+    let mut labels = Vec::new();
+    let mut end = None;
+    let mut hops = 0;
+    loop {
+        let len = *msg.get(pos)? as usize;
+        if len & 0xc0 == 0xc0 {
+            let ptr = ((len & 0x3f) << 8) | *msg.get(pos + 1)? as usize;
+            end.get_or_insert(pos + 2);
+            pos = ptr;
+            hops += 1;
+            if hops > 16 {
+                return None;
+            }
+            continue;
+        }
+        if len == 0 {
+            return Some((labels.join("."), end.unwrap_or(pos + 1)));
+        }
+        let label = msg.get(pos + 1..pos + 1 + len)?;
+        labels.push(String::from_utf8_lossy(label).into_owned());
+        pos += 1 + len;
+    }
+}
+
+pub fn parse(msg: &[u8]) -> Option<Message> {
+    if msg.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([msg[0], msg[1]]);
+    let response = msg[2] & 0x80 != 0;
+    let rcode = msg[3] & 0x0f;
+    let qd = u16::from_be_bytes([msg[4], msg[5]]);
+    let an = u16::from_be_bytes([msg[6], msg[7]]);
+    let mut pos = 12;
+    let (mut qname, mut qtype) = (String::new(), 0);
+    for i in 0..qd {
+        let (name, p) = read_name(msg, pos)?;
+        if i == 0 {
+            qname = name;
+            qtype = u16::from_be_bytes([*msg.get(p)?, *msg.get(p + 1)?]);
+        }
+        pos = p + 4;
+    }
+    let mut m = Message { id, response, rcode, qname, qtype, a: vec![], aaaa: vec![] };
+    for _ in 0..an {
+        let (_, p) = read_name(msg, pos)?;
+        let rtype = u16::from_be_bytes([*msg.get(p)?, *msg.get(p + 1)?]);
+        let rdlen = u16::from_be_bytes([*msg.get(p + 8)?, *msg.get(p + 9)?]) as usize;
+        let rdata = msg.get(p + 10..p + 10 + rdlen)?;
+        match (rtype, rdlen) {
+            (TYPE_A, 4) => m.a.push(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3])),
+            (TYPE_AAAA, 16) => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(rdata);
+                m.aaaa.push(Ipv6Addr::from(o));
+            }
+            _ => {}
+        }
+        pos = p + 10 + rdlen;
+    }
+    Some(m)
+}
+
+/// A response to `query` (the raw query bytes) with `rcode` and A/AAAA answers.
+pub fn build_response(query: &[u8], rcode: u8, a: &[Ipv4Addr], aaaa: &[Ipv6Addr]) -> Option<Vec<u8>> {
+    let q = parse(query)?;
+    let mut b = Vec::with_capacity(128);
+    b.extend_from_slice(&q.id.to_be_bytes());
+    b.push(0x81 | (query[2] & 0x01)); // QR, RD copied… and AA
+    b.push(0x80 | (rcode & 0x0f)); // RA
+    let answers = a.len() + aaaa.len();
+    b.extend_from_slice(&[0, 1]);
+    b.extend_from_slice(&(answers as u16).to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    push_name(&mut b, &q.qname);
+    b.extend_from_slice(&q.qtype.to_be_bytes());
+    b.extend_from_slice(&[0, 1]);
+    for ip in a {
+        b.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+        b.extend_from_slice(&ip.octets());
+    }
+    for ip in aaaa {
+        b.extend_from_slice(&[0xc0, 0x0c, 0, 28, 0, 1, 0, 0, 0, 30, 0, 16]);
+        b.extend_from_slice(&ip.octets());
+    }
+    Some(b)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Servers
+
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+}
+
+/// Names a server answers; anything else is NXDOMAIN. A name with no records of the asked type gets
+/// NOERROR with no answers (NODATA).
+#[derive(Debug, Clone, Default)]
+pub struct Zone {
+    pub names: HashMap<String, Records>,
+    /// Extra delay before answering a type (models an answer fetched upstream while the other came
+    /// from cache: the AAAA NODATA answer leaves before the A answer).
+    pub delay: HashMap<u16, Duration>,
+}
+
+impl Zone {
+    pub fn with(mut self, name: &str, a: &[Ipv4Addr], aaaa: &[Ipv6Addr]) -> Zone {
+        self.names.insert(name.trim_end_matches('.').to_ascii_lowercase(), Records { a: a.to_vec(), aaaa: aaaa.to_vec() });
+        self
+    }
+
+    fn answer(&self, query: &[u8]) -> Option<(Vec<u8>, Duration)> {
+        let q = parse(query)?;
+        if q.response {
+            return None;
+        }
+        let delay = self.delay.get(&q.qtype).copied().unwrap_or_default();
+        let resp = match self.names.get(&q.qname.to_ascii_lowercase()) {
+            None => build_response(query, RCODE_NXDOMAIN, &[], &[]),
+            Some(r) => match q.qtype {
+                TYPE_A => build_response(query, RCODE_NOERROR, &r.a, &[]),
+                TYPE_AAAA => build_response(query, RCODE_NOERROR, &[], &r.aaaa),
+                _ => build_response(query, RCODE_NOERROR, &[], &[]),
+            },
+        }?;
+        Some((resp, delay))
+    }
+}
+
+/// A server thread; stops (and joins) when dropped.
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<crate::error::Result<()>>>,
+    pub queries: Arc<AtomicU64>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerHandle {
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An authoritative UDP server on `bind` inside `ns`, answering from `zone`.
+pub fn serve(ns: &crate::netns::Netns, bind: SocketAddrV4, zone: Zone) -> crate::error::Result<ServerHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let queries = Arc::new(AtomicU64::new(0));
+    let (s, q) = (Arc::clone(&stop), Arc::clone(&queries));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = ns.spawn("dns-server", move || {
+        let sock = UdpSocket::bind(bind).map_err(|e| crate::error::LabError::io(format!("binding DNS server to {bind}"), e))?;
+        sock.set_read_timeout(Some(Duration::from_millis(5))).ok();
+        let _ = ready_tx.send(());
+        let mut pending: Vec<(Instant, Vec<u8>, SocketAddr)> = Vec::new();
+        let mut buf = [0u8; 1500];
+        while !s.load(Ordering::SeqCst) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                q.fetch_add(1, Ordering::SeqCst);
+                if let Some((resp, delay)) = zone.answer(&buf[..n]) {
+                    pending.push((Instant::now() + delay, resp, from));
+                }
+            }
+            let now = Instant::now();
+            pending.retain(|(due, resp, to)| {
+                if *due <= now {
+                    let _ = sock.send_to(resp, to);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        Ok(())
+    })?;
+    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
+    Ok(ServerHandle { stop, thread: Some(thread), queries, log: Arc::new(Mutex::new(Vec::new())) })
+}
+
+/// A CoreDNS-like forwarder (`forward . /etc/resolv.conf` with `policy round_robin`): each query goes
+/// to the next upstream; if no answer comes within `upstream_timeout`, it logs CoreDNS's error line and
+/// tries the next upstream.
+pub fn forward(
+    ns: &crate::netns::Netns,
+    bind: SocketAddrV4,
+    upstreams: Vec<Ipv4Addr>,
+    upstream_timeout: Duration,
+) -> crate::error::Result<ServerHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let queries = Arc::new(AtomicU64::new(0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (s, q, lg) = (Arc::clone(&stop), Arc::clone(&queries), Arc::clone(&log));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = ns.spawn("dns-forwarder", move || {
+        let sock = Arc::new(UdpSocket::bind(bind).map_err(|e| crate::error::LabError::io(format!("binding forwarder to {bind}"), e))?);
+        sock.set_read_timeout(Some(Duration::from_millis(20))).ok();
+        let _ = ready_tx.send(());
+        let mut next = 0usize;
+        let mut workers = Vec::new();
+        let mut buf = [0u8; 1500];
+        while !s.load(Ordering::SeqCst) {
+            let Ok((n, client)) = sock.recv_from(&mut buf) else { continue };
+            q.fetch_add(1, Ordering::SeqCst);
+            let query = buf[..n].to_vec();
+            let order: Vec<Ipv4Addr> = (0..upstreams.len()).map(|i| upstreams[(next + i) % upstreams.len()]).collect();
+            next = next.wrapping_add(1);
+            let (sock, lg) = (Arc::clone(&sock), Arc::clone(&lg));
+            // The worker inherits this thread's namespace: threads are created in the caller's netns.
+            workers.push(std::thread::spawn(move || {
+                let name = parse(&query).map(|m| format!("{} {}", m.qname, qtype_name(m.qtype))).unwrap_or_default();
+                for up in order {
+                    let Ok(u) = UdpSocket::bind("0.0.0.0:0") else { return };
+                    let _ = u.set_read_timeout(Some(upstream_timeout));
+                    let _ = u.send_to(&query, (up, 53));
+                    let mut rb = [0u8; 1500];
+                    match u.recv_from(&mut rb) {
+                        Ok((rn, _)) => {
+                            let _ = sock.send_to(&rb[..rn], client);
+                            return;
+                        }
+                        Err(_) => {
+                            let local = u.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                            lg.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                                "[ERROR] plugin/errors: 2 {name}: unreachable backend: read udp {local}->{up}:53: i/o timeout"
+                            ));
+                        }
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        Ok(())
+    })?;
+    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
+    Ok(ServerHandle { stop, thread: Some(thread), queries, log })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Client resolvers
+
+/// What one lookup did, as the application saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    pub name: String,
+    pub elapsed: Duration,
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+    /// Queries sent, retransmissions included.
+    pub queries_sent: u32,
+    /// A query was re-sent after the resolver's timeout.
+    pub retransmitted: bool,
+    /// `None` on success, else the error the application got.
+    pub error: Option<String>,
+    /// The answer came from /etc/hosts.
+    pub from_hosts: bool,
+    pub detail: Vec<String>,
+}
+
+fn fresh_id() -> u16 {
+    let mut b = [0u8; 2];
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
+    u16::from_ne_bytes(b)
+}
+
+/// glibc's stub resolver for `getaddrinfo(AF_UNSPEC)`: A and AAAA sent back to back from one UDP
+/// socket (distinct IDs), both answers awaited for `timeout`; whatever is missing is re-sent, up to
+/// `attempts` rounds (`options timeout:5 attempts:2`). With `single_request_reopen`, the queries go
+/// one after the other, each from a new socket (glibc ≥ 2.9 with that option).
+pub fn glibc_lookup(server: SocketAddrV4, name: &str, timeout: Duration, attempts: u32, single_request_reopen: bool) -> Lookup {
+    let start = Instant::now();
+    let mut l = Lookup { name: name.into(), ..Default::default() };
+    let qtypes = [TYPE_A, TYPE_AAAA];
+    let mut answered = [false, false];
+    let mut sock: Option<UdpSocket> = None;
+    for attempt in 0..attempts {
+        if single_request_reopen {
+            for (i, &qt) in qtypes.iter().enumerate() {
+                if answered[i] {
+                    continue;
+                }
+                let Ok(s) = udp_connected(server) else { l.error = Some("socket failed".into()); return l };
+                let id = fresh_id();
+                let _ = s.send(&build_query(id, name, qt));
+                l.queries_sent += 1;
+                if attempt > 0 {
+                    l.retransmitted = true;
+                }
+                if let Some(m) = recv_matching(&s, |m| m.id == id, start, Instant::now() + timeout) {
+                    answered[i] = true;
+                    absorb(&mut l, &m, start);
+                }
+            }
+        } else {
+            if sock.is_none() {
+                sock = udp_connected(server).ok();
+            }
+            let Some(s) = sock.as_ref() else { l.error = Some("socket failed".into()); return l };
+            let mut ids = [0u16; 2];
+            for (i, &qt) in qtypes.iter().enumerate() {
+                if !answered[i] {
+                    ids[i] = fresh_id();
+                    let _ = s.send(&build_query(ids[i], name, qt));
+                    l.queries_sent += 1;
+                    if attempt > 0 {
+                        l.retransmitted = true;
+                    }
+                }
+            }
+            let deadline = Instant::now() + timeout;
+            while answered.iter().any(|a| !a) {
+                let want = |m: &Message| (0..2).any(|i| !answered[i] && m.id == ids[i] && m.qtype == qtypes[i]);
+                let Some(m) = recv_matching(s, want, start, deadline) else { break };
+                let i = if m.qtype == TYPE_A { 0 } else { 1 };
+                answered[i] = true;
+                absorb(&mut l, &m, start);
+            }
+        }
+        if answered.iter().all(|a| *a) {
+            break;
+        }
+    }
+    l.elapsed = start.elapsed();
+    if !answered.iter().all(|a| *a) {
+        l.error = Some(format!("timed out after {:.1} s", l.elapsed.as_secs_f64()));
+    } else if l.a.is_empty() && l.aaaa.is_empty() && l.error.is_none() {
+        l.error = Some("no address (NXDOMAIN or NODATA)".into());
+    }
+    l
+}
+
+fn absorb(l: &mut Lookup, m: &Message, start: Instant) {
+    l.detail.push(format!(
+        "{:>7.1} ms  answer id={:#06x} {} rcode={} a={:?} aaaa={:?}",
+        start.elapsed().as_secs_f64() * 1e3,
+        m.id,
+        qtype_name(m.qtype),
+        m.rcode,
+        m.a,
+        m.aaaa
+    ));
+    if m.rcode == RCODE_NXDOMAIN {
+        l.error = Some("NXDOMAIN".into());
+    }
+    l.a.extend(&m.a);
+    l.aaaa.extend(&m.aaaa);
+}
+
+fn udp_connected(server: SocketAddrV4) -> std::io::Result<UdpSocket> {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    s.connect(server)?;
+    Ok(s)
+}
+
+/// Receives until a message satisfies `want` or `deadline` passes.
+fn recv_matching(s: &UdpSocket, want: impl Fn(&Message) -> bool, _start: Instant, deadline: Instant) -> Option<Message> {
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        s.set_read_timeout(Some(left)).ok()?;
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                if let Some(m) = parse(&buf[..n]) {
+                    if m.response && want(&m) {
+                        return Some(m);
+                    }
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// How musl builds the query ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuslIds {
+    /// musl ≤ 1.2.3 (`__res_mkquery`): `id = (ts.tv_nsec + ts.tv_nsec/65536) & 0xffff` from
+    /// CLOCK_REALTIME. On hosts whose clock reads coarsely, both queries of a lookup get the same ID;
+    /// the lab reads CLOCK_REALTIME_COARSE to be such a host.
+    Clock123CoarseClock,
+    /// musl ≥ 1.2.4 (6c858d6f): the two queries of a lookup never share an ID.
+    Distinct124,
+}
+
+/// musl's `name_from_dns` for AF_UNSPEC: A and AAAA from one socket; an answer is matched to a query
+/// by its 2-byte ID only (`__res_msend_rc`), filling the first free slot whose query has that ID; each
+/// slot is then parsed for its own record type.
+pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Duration) -> Lookup {
+    let start = Instant::now();
+    let mut l = Lookup { name: name.into(), ..Default::default() };
+    let qtypes = [TYPE_A, TYPE_AAAA];
+    let mut qids = [0u16; 2];
+    for (i, q) in qids.iter_mut().enumerate() {
+        *q = match ids {
+            MuslIds::Clock123CoarseClock => {
+                let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+                let ns = ts.tv_nsec as u64;
+                ((ns + ns / 65536) & 0xffff) as u16
+            }
+            MuslIds::Distinct124 => fresh_id().wrapping_add(i as u16),
+        };
+    }
+    if ids == MuslIds::Distinct124 && qids[0] == qids[1] {
+        qids[1] = qids[1].wrapping_add(1);
+    }
+    let Ok(s) = udp_connected(server) else {
+        l.error = Some("socket failed".into());
+        return l;
+    };
+    let queries: Vec<Vec<u8>> = (0..2).map(|i| build_query(qids[i], name, qtypes[i])).collect();
+    for q in &queries {
+        let _ = s.send(q);
+        l.queries_sent += 1;
+    }
+    l.detail.push(format!("sent A id={:#06x} and AAAA id={:#06x} from one socket", qids[0], qids[1]));
+    let mut slots: [Option<Message>; 2] = [None, None];
+    let mut next = 0usize;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    while next < 2 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok();
+        let Ok(n) = s.recv(&mut buf) else { break };
+        let Some(m) = parse(&buf[..n]) else { continue };
+        // musl: `for (j=next; j<nqueries && memcmp(answer, query[j], 2); j++);` — the ID alone.
+        let Some(j) = (next..2).find(|&j| qids[j] == m.id) else { continue };
+        l.detail.push(format!(
+            "{:>7.1} ms  answer id={:#06x} for {} (asked {}) went to the {} slot",
+            start.elapsed().as_secs_f64() * 1e3,
+            m.id,
+            qtype_name(m.qtype),
+            qtype_name(m.qtype),
+            qtype_name(qtypes[j])
+        ));
+        slots[j] = Some(m);
+        if j == next {
+            next += 1;
+            while next < 2 && slots[next].is_some() {
+                next += 1;
+            }
+        }
+    }
+    l.elapsed = start.elapsed();
+    if slots.iter().any(|s| s.is_none()) {
+        l.error = Some(format!("timed out after {:.1} s", l.elapsed.as_secs_f64()));
+        return l;
+    }
+    // name_from_dns: each slot is parsed for the record type its query asked (`rr != ctx->rrtype`).
+    for (j, slot) in slots.iter().enumerate() {
+        let m = slot.as_ref().expect("checked above");
+        if m.rcode == RCODE_NXDOMAIN {
+            l.error = Some("Name does not resolve (NXDOMAIN)".into());
+            return l;
+        }
+        match qtypes[j] {
+            TYPE_A => l.a.extend(&m.a),
+            _ => l.aaaa.extend(&m.aaaa),
+        }
+    }
+    if l.a.is_empty() && l.aaaa.is_empty() {
+        l.error = Some("Name does not resolve".into());
+    }
+    l
+}
+
+/// Lookup order of Go's pure resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoOrder {
+    FilesDns,
+    DnsFiles,
+}
+
+/// Go's `hostLookupOrder` on Linux for a name with no special cases: with /etc/nsswitch.conf, its
+/// `hosts:` line decides; without it, Go < 1.16 uses DNS first (`hostLookupDNSFiles`), Go ≥ 1.16
+/// files first (golang/go#35305).
+pub fn go_lookup_order(nsswitch: Option<&str>, go_before_1_16: bool) -> GoOrder {
+    match nsswitch.and_then(|t| t.lines().find(|l| l.trim_start().starts_with("hosts:"))) {
+        Some(line) => {
+            let srcs: Vec<&str> = line.split(':').nth(1).unwrap_or("").split_whitespace().collect();
+            let files = srcs.iter().position(|s| *s == "files");
+            let dns = srcs.iter().position(|s| *s == "dns");
+            match (files, dns) {
+                (Some(f), Some(d)) if d < f => GoOrder::DnsFiles,
+                _ => GoOrder::FilesDns,
+            }
+        }
+        None if go_before_1_16 => GoOrder::DnsFiles,
+        None => GoOrder::FilesDns,
+    }
+}
+
+/// Looks `name` up in hosts-file text.
+pub fn hosts_lookup(hosts: &str, name: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for line in hosts.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut it = line.split_whitespace();
+        let Some(ip) = it.next().and_then(|i| i.parse::<Ipv4Addr>().ok()) else { continue };
+        if it.any(|n| n.eq_ignore_ascii_case(name.trim_end_matches('.'))) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// The candidate names of a lookup under resolv.conf's `search` and `ndots` (as Go and glibc try
+/// them): with fewer dots than ndots, each search suffix first, then the name itself.
+pub fn search_candidates(name: &str, search: &[&str], ndots: usize) -> Vec<String> {
+    let dots = name.trim_end_matches('.').matches('.').count();
+    let mut v = Vec::new();
+    if name.ends_with('.') {
+        return vec![name.trim_end_matches('.').to_string()];
+    }
+    if dots >= ndots {
+        v.push(name.to_string());
+    }
+    for s in search {
+        v.push(format!("{name}.{s}"));
+    }
+    if dots < ndots {
+        v.push(name.to_string());
+    }
+    v
+}
+
+/// Go's pure resolver (`goLookupIPCNAMEOrder`): in DNS-first order, every search candidate is asked
+/// (A and AAAA in parallel, each from its own socket, as Go's `dnsPacketRoundTrip` dials per query);
+/// only when DNS finds nothing does it read /etc/hosts.
+pub fn go_lookup(server: SocketAddrV4, name: &str, search: &[&str], ndots: usize, hosts: &str, order: GoOrder) -> Lookup {
+    let start = Instant::now();
+    let mut l = Lookup { name: name.into(), ..Default::default() };
+    if order == GoOrder::FilesDns {
+        let ips = hosts_lookup(hosts, name);
+        if !ips.is_empty() {
+            l.a = ips;
+            l.from_hosts = true;
+            l.elapsed = start.elapsed();
+            return l;
+        }
+    }
+    for cand in search_candidates(name, search, ndots) {
+        let mut socks = Vec::new();
+        for qt in [TYPE_A, TYPE_AAAA] {
+            if let Ok(s) = udp_connected(server) {
+                let id = fresh_id();
+                let _ = s.send(&build_query(id, &cand, qt));
+                l.queries_sent += 1;
+                socks.push((s, id));
+            }
+        }
+        let mut found = false;
+        for (s, id) in &socks {
+            if let Some(m) = recv_matching(s, |m| m.id == *id, start, Instant::now() + Duration::from_secs(5)) {
+                l.detail.push(format!("DNS {} {} → rcode {}", cand, qtype_name(m.qtype), m.rcode));
+                if m.rcode == RCODE_NOERROR && (!m.a.is_empty() || !m.aaaa.is_empty()) {
+                    l.a.extend(&m.a);
+                    l.aaaa.extend(&m.aaaa);
+                    found = true;
+                }
+            }
+        }
+        if found {
+            l.elapsed = start.elapsed();
+            return l;
+        }
+    }
+    if order == GoOrder::DnsFiles {
+        let ips = hosts_lookup(hosts, name);
+        if !ips.is_empty() {
+            l.a = ips;
+            l.from_hosts = true;
+        }
+    }
+    l.elapsed = start.elapsed();
+    if l.a.is_empty() && l.aaaa.is_empty() {
+        l.error = Some("no such host".into());
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_response_round_trip() {
+        let q = build_query(0x1234, "web.default.svc.cluster.local", TYPE_A);
+        let m = parse(&q).unwrap();
+        assert_eq!((m.id, m.response, m.qtype), (0x1234, false, TYPE_A));
+        assert_eq!(m.qname, "web.default.svc.cluster.local");
+        let r = build_response(&q, RCODE_NOERROR, &[Ipv4Addr::new(10, 96, 0, 20)], &[]).unwrap();
+        let m = parse(&r).unwrap();
+        assert!(m.response);
+        assert_eq!(m.a, vec![Ipv4Addr::new(10, 96, 0, 20)]);
+    }
+
+    #[test]
+    fn zone_gives_nxdomain_and_nodata() {
+        let z = Zone::default().with("a.example", &[Ipv4Addr::new(1, 2, 3, 4)], &[]);
+        let (r, _) = z.answer(&build_query(1, "b.example", TYPE_A)).unwrap();
+        assert_eq!(parse(&r).unwrap().rcode, RCODE_NXDOMAIN);
+        let (r, _) = z.answer(&build_query(1, "a.example", TYPE_AAAA)).unwrap();
+        let m = parse(&r).unwrap();
+        assert_eq!((m.rcode, m.aaaa.len()), (RCODE_NOERROR, 0));
+    }
+
+    #[test]
+    fn go_order_follows_nsswitch_and_version() {
+        assert_eq!(go_lookup_order(None, true), GoOrder::DnsFiles);
+        assert_eq!(go_lookup_order(None, false), GoOrder::FilesDns);
+        assert_eq!(go_lookup_order(Some("hosts: files dns\n"), true), GoOrder::FilesDns);
+        assert_eq!(go_lookup_order(Some("hosts: dns files\n"), false), GoOrder::DnsFiles);
+    }
+
+    #[test]
+    fn search_list_is_tried_first_below_ndots() {
+        let c = search_candidates("api.b.internal", &["default.svc.cluster.local", "cluster.local"], 5);
+        assert_eq!(c, ["api.b.internal.default.svc.cluster.local", "api.b.internal.cluster.local", "api.b.internal"]);
+        assert_eq!(hosts_lookup("10.0.0.5 api.b.internal api\n", "api.b.internal"), [Ipv4Addr::new(10, 0, 0, 5)]);
+    }
+}

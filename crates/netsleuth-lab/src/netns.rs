@@ -1,0 +1,146 @@
+//! Network namespaces the lab owns, and running code inside them.
+//!
+//! Sockets are made by threads that `setns()` into a namespace: the network namespace is per thread,
+//! so a socket created by such a thread lives in that namespace while the rest of the process stays in
+//! the caller's. Such a thread never returns to the pool: it is spawned for the job and ends with it.
+
+use crate::cmd;
+use crate::error::{LabError, Result};
+use crate::registry;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A network namespace created by the lab (`/run/netns/nsl-…`). Deleted when dropped, unless kept.
+pub struct Netns {
+    name: String,
+    role: String,
+    file: Arc<File>,
+    keep: bool,
+}
+
+impl Netns {
+    /// Creates `nsl-<pid>-<n>-<role>` and brings its loopback up.
+    pub fn create(role: &str) -> Result<Netns> {
+        let name = registry::new_ns_name(role);
+        // Register before creating: a signal between the two must still find it.
+        registry::add_ns(&name);
+        if let Err(e) = cmd::host_readonly("ip", &["netns", "add", &name]) {
+            registry::forget_ns(&name);
+            return Err(match e {
+                LabError::Command { detail, .. } => LabError::MissingKernelFeature {
+                    what: format!("cannot create network namespace {name}: {detail}"),
+                    hint: "the kernel needs CONFIG_NET_NS and the lab needs root with CAP_SYS_ADMIN (not a restricted container)".into(),
+                },
+                e => e,
+            });
+        }
+        let path = format!("/run/netns/{name}");
+        let file = File::open(&path).map_err(|source| LabError::Netns {
+            netns: name.clone(),
+            what: "opening the namespace file".into(),
+            source,
+        })?;
+        let ns = Netns { name, role: role.to_string(), file: Arc::new(file), keep: false };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// Leave the namespace in place when dropped (`--keep`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+        registry::forget_ns(&self.name);
+    }
+
+    /// `ip -n NAME args…`
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        cmd::ip(&self.name, args)
+    }
+
+    /// `ip netns exec NAME tool args…`
+    pub fn exec(&self, tool: &str, args: &[&str]) -> Result<String> {
+        cmd::in_netns(&self.name, tool, args, None)
+    }
+
+    /// `ip netns exec NAME tool args… < stdin`
+    pub fn exec_stdin(&self, tool: &str, args: &[&str], stdin: &str) -> Result<String> {
+        cmd::in_netns(&self.name, tool, args, Some(stdin))
+    }
+
+    /// Sets a sysctl inside this namespace (`sysctl -w` under `ip netns exec`).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]).map(|_| ())
+    }
+
+    /// Reads a sysctl of this namespace; `None` if it does not exist here.
+    pub fn sysctl_get(&self, key: &str) -> Option<String> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.run(move || Ok(std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()))).ok().flatten()
+    }
+
+    /// Reads `/proc/net/<file>` as this namespace sees it. (`/proc/net` follows the thread group
+    /// leader's namespace; `/proc/thread-self/net` follows the reading thread's.)
+    pub fn proc_net(&self, file: &str) -> Result<String> {
+        let path = format!("/proc/thread-self/net/{file}");
+        let ns = self.name.clone();
+        self.run(move || {
+            std::fs::read_to_string(&path).map_err(|source| LabError::Netns { netns: ns, what: format!("reading {path}"), source })
+        })
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        match self.spawn("lab-run", f)?.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Spawns a named thread that enters this namespace, then runs `f`.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        thread_name: &str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<JoinHandle<Result<T>>> {
+        let file = Arc::clone(&self.file);
+        let ns = self.name.clone();
+        std::thread::Builder::new()
+            .name(format!("{thread_name}@{}", self.role))
+            .spawn(move || {
+                enter(&file, &ns)?;
+                f()
+            })
+            .map_err(|e| LabError::io("spawning a lab thread", e))
+    }
+}
+
+fn enter(file: &File, ns: &str) -> Result<()> {
+    // Only the network namespace: the thread keeps the process's mount namespace, so /run and the
+    // output directory stay where they are.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(LabError::Netns {
+            netns: ns.to_string(),
+            what: "setns(CLONE_NEWNET)".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if !self.keep {
+            registry::delete_ns(&self.name);
+            registry::forget_ns(&self.name);
+        }
+    }
+}

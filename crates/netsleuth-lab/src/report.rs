@@ -1,0 +1,216 @@
+//! What a run hands back: whether the incident reproduced (the application's own outcome, measured),
+//! the files it wrote, counter deltas, drop reasons, notes, and the analysis of its captures.
+
+use crate::counters::CounterDelta;
+use crate::dropmon::DropReasons;
+use crate::kube::Service;
+use crate::Reproduction;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    /// The incident node's `tcpdump -i any` (pcap, LINUX_SLL2): each packet before and after NAT.
+    NodeCapture,
+    /// The client pod's own `tcpdump -i eth0` (pcap, Ethernet).
+    ClientCapture,
+    /// `conntrack -E -o timestamp,id` in the node namespace.
+    ConntrackEvents,
+    /// `ip -ts monitor address route link` in the node namespace.
+    NetlinkEvents,
+    /// Counters before/after and their deltas (JSON), plus the raw texts.
+    Counters,
+    /// The node's state: iptables-save, addresses, routes, sysctls, facts.json.
+    NodeState,
+    /// A file as a container sees it (resolv.conf, hosts, nsswitch.conf).
+    ContainerFile,
+    /// Logs of lab-run daemons (the DNS forwarder).
+    Log,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    pub kind: ArtifactKind,
+    pub path: PathBuf,
+    pub description: String,
+}
+
+/// A number the scenario measured (a lookup's duration, resets seen, a counter delta it relies on).
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+impl Measurement {
+    pub fn new(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Measurement { name: name.into(), value, unit }
+    }
+}
+
+/// Node facts of the lab's node namespace, measured there after the run (the shape of
+/// `netsleuth_core::node::NodeContext`, kept here so that the lab's JSON does not depend on the core's
+/// types).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeFacts {
+    pub kernel_release: Option<String>,
+    pub sysctls: BTreeMap<String, String>,
+    /// Sysctl values that this kernel lacks and the scenario emulates (e.g. tcp_tw_recycle).
+    pub emulated_sysctls: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub services: Vec<Service>,
+    pub service_names: Vec<String>,
+    pub local_addrs: Vec<std::net::IpAddr>,
+    pub ipvs_bound_addrs: Vec<std::net::IpAddr>,
+    pub nameservers: Vec<std::net::IpAddr>,
+    pub hosts: Vec<(std::net::IpAddr, String)>,
+    pub masquerade_without_random_fully: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: &'static str,
+    pub incident: Option<&'static str>,
+    pub mitigated: bool,
+    pub reproduction: Reproduction,
+    /// The application saw the incident's symptom (for a mitigated or healthy run: it must not).
+    pub symptom_seen: bool,
+    /// One line: what the application saw, with numbers.
+    pub outcome: String,
+    /// Per-connection / per-lookup lines of what happened.
+    pub events: Vec<String>,
+    pub measurements: Vec<Measurement>,
+    pub out_dir: PathBuf,
+    pub artifacts: Vec<Artifact>,
+    /// Counters that moved during the traffic.
+    pub counter_deltas: Vec<CounterDelta>,
+    pub counters_unavailable: Vec<String>,
+    pub drop_reasons: DropReasons,
+    pub node_facts: NodeFacts,
+    /// The emulation label, what was mitigated, and anything else worth knowing about this run.
+    pub notes: Vec<String>,
+    /// The namespaces of the run; removed unless `keep`.
+    pub namespaces: Vec<String>,
+    pub namespaces_kept: bool,
+    pub wall_time: Duration,
+    /// netsleuth's analysis of the run's captures (node view and client view together).
+    #[serde(skip)]
+    pub analysis: Option<netsleuth_core::Analysis>,
+}
+
+impl RunReport {
+    /// Did the scenario do what it promised? An incident run must show its symptom, a mitigated or
+    /// healthy run must not.
+    pub fn as_expected(&self) -> bool {
+        if self.mitigated || self.incident.is_none() {
+            !self.symptom_seen
+        } else {
+            self.symptom_seen
+        }
+    }
+
+    pub fn artifact(&self, kind: ArtifactKind) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.kind == kind)
+    }
+
+    /// The counter delta of `name` in a source whose label contains `source`.
+    pub fn counter_delta(&self, source: &str, name: &str) -> i128 {
+        self.counter_deltas.iter().filter(|d| d.source.contains(source) && d.name == name).map(|d| d.delta()).sum()
+    }
+
+    /// Human text: outcome, numbers, files, counters, drop reasons, notes. The analysis is rendered by
+    /// the caller with the core's report renderer.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let verdict = match (self.incident, self.mitigated, self.symptom_seen) {
+            (None, _, false) => "healthy traffic, no incident symptom".to_string(),
+            (None, _, true) => "UNEXPECTED: the healthy scenario showed a symptom".to_string(),
+            (Some(id), false, true) => format!("REPRODUCED {id}"),
+            (Some(id), false, false) => format!("NOT reproduced: {id} did not show this time"),
+            (Some(id), true, false) => format!("mitigated: {id} did not occur"),
+            (Some(id), true, true) => format!("mitigation FAILED: {id} still occurred"),
+        };
+        let _ = writeln!(s, "lab {}{}: {verdict}", self.scenario, if self.mitigated { " --mitigated" } else { "" });
+        let _ = writeln!(s, "  {}", self.reproduction.explain());
+        let _ = writeln!(s, "  outcome: {}", self.outcome);
+        for e in &self.events {
+            let _ = writeln!(s, "    {e}");
+        }
+        if !self.measurements.is_empty() {
+            let _ = writeln!(s, "  measured:");
+            for m in &self.measurements {
+                let _ = writeln!(s, "    {:<44} {} {}", m.name, trim_float(m.value), m.unit);
+            }
+        }
+        if !self.counter_deltas.is_empty() {
+            let _ = writeln!(s, "  counters that moved:");
+            for d in self.counter_deltas.iter().filter(|d| interesting_counter(&d.name)) {
+                let _ = writeln!(s, "    {:<38} {:<28} {:>8} → {:<8} ({:+})", d.source, d.name, d.before, d.after, d.delta());
+            }
+        }
+        if self.drop_reasons.available {
+            let mut reasons: Vec<_> = self.drop_reasons.by_location.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1));
+            let shown: Vec<String> =
+                reasons.iter().filter(|(k, _)| !k.starts_with("NOT_SPECIFIED")).take(8).map(|(k, v)| format!("{k} ×{v}")).collect();
+            let _ = writeln!(s, "  kernel drop reasons (kernel-wide): {}", if shown.is_empty() { "none besides NOT_SPECIFIED".into() } else { shown.join(", ") });
+        } else {
+            let _ = writeln!(s, "  kernel drop reasons: unavailable ({})", self.drop_reasons.note);
+        }
+        let _ = writeln!(s, "  files in {}:", self.out_dir.display());
+        for a in &self.artifacts {
+            let rel = a.path.strip_prefix(&self.out_dir).unwrap_or(&a.path);
+            let _ = writeln!(s, "    {:<34} {}", rel.display(), a.description);
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        if self.namespaces_kept {
+            let _ = writeln!(s, "  namespaces kept: {} (remove with `netsleuth lab cleanup`)", self.namespaces.join(" "));
+        }
+        let _ = writeln!(s, "  wall time: {:.1} s", self.wall_time.as_secs_f64());
+        s
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Counters worth a line in the text output (the JSON has all).
+fn interesting_counter(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "insert_failed",
+        "drop",
+        "clash_resolve",
+        "invalid",
+        "early_drop",
+        "TcpExt.ListenOverflows",
+        "TcpExt.ListenDrops",
+        "TcpExt.TCPReqQFullDrop",
+        "TcpExt.TCPReqQFullDoCookies",
+        "TcpExt.PAWSActive",
+        "TcpExt.PAWSEstab",
+        "TcpExt.TCPAbortOnData",
+        "TcpExt.TCPSynRetrans",
+        "TcpExt.TCPLossProbes",
+        "Tcp.RetransSegs",
+        "Tcp.OutRsts",
+        "Tcp.AttemptFails",
+        "Tcp.EstabResets",
+        "Udp.NoPorts",
+        "in_martian_src",
+        "IpExt.InNoRoutes",
+        "Ip.InAddrErrors",
+    ];
+    NAMES.contains(&name)
+}
