@@ -52,7 +52,13 @@ pub fn in_netns(netns: &str, tool: &str, args: &[&str], stdin: Option<&str>) -> 
     let mut full: Vec<String> = vec!["netns".into(), "exec".into(), netns.into()];
     full.push(prog.to_string_lossy().into_owned());
     full.extend(args.iter().map(|s| s.to_string()));
-    run_program(&ip, &full, Some(netns), stdin, &format!("{tool} {}", args.join(" ")))
+    run_program(
+        &ip,
+        &full,
+        Some(netns),
+        stdin,
+        &format!("{tool} {}", args.join(" ")),
+    )
 }
 
 /// Runs `ip -n NETNS args…`.
@@ -60,7 +66,13 @@ pub fn ip(netns: &str, args: &[&str]) -> Result<String> {
     let ip = program("ip")?;
     let mut full: Vec<String> = vec!["-n".into(), netns.into()];
     full.extend(args.iter().map(|s| s.to_string()));
-    run_program(&ip, &full, Some(netns), None, &format!("ip {}", args.join(" ")))
+    run_program(
+        &ip,
+        &full,
+        Some(netns),
+        None,
+        &format!("ip {}", args.join(" ")),
+    )
 }
 
 /// Runs a read-only or namespace-management command in the caller's namespace (`ip netns add|del`,
@@ -68,7 +80,13 @@ pub fn ip(netns: &str, args: &[&str]) -> Result<String> {
 pub fn host_readonly(tool: &str, args: &[&str]) -> Result<String> {
     let prog = program(tool)?;
     let full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    run_program(&prog, &full, None, None, &format!("{tool} {}", args.join(" ")))
+    run_program(
+        &prog,
+        &full,
+        None,
+        None,
+        &format!("{tool} {}", args.join(" ")),
+    )
 }
 
 fn run_program(
@@ -80,24 +98,36 @@ fn run_program(
 ) -> Result<String> {
     let mut cmd = Command::new(prog);
     cmd.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| LabError::Spawn { command: shown.to_string(), source })?;
+    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+        command: shown.to_string(),
+        source,
+    })?;
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin was piped");
         // A tool that exits early closes the pipe; its exit status tells the story, not the EPIPE.
         let _ = pipe.write_all(text.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| LabError::Spawn { command: shown.to_string(), source })?;
+    let out = child.wait_with_output().map_err(|source| LabError::Spawn {
+        command: shown.to_string(),
+        source,
+    })?;
     if !out.status.success() {
         let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if detail.is_empty() {
             detail = format!("exit status {}", out.status);
         }
-        return Err(LabError::Command { command: shown.to_string(), netns: netns.map(str::to_string), detail });
+        return Err(LabError::Command {
+            command: shown.to_string(),
+            netns: netns.map(str::to_string),
+            detail,
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -39,7 +39,8 @@ impl Snapshot {
             let source = format!("{}: conntrack -S", ns.role());
             match ns.exec("conntrack", &["-S"]) {
                 Ok(text) => {
-                    s.values.insert(source.clone(), parse_conntrack_stats(&text));
+                    s.values
+                        .insert(source.clone(), parse_conntrack_stats(&text));
                     s.raw.insert(source, text);
                 }
                 Err(e) => s.unavailable.push(format!("{source}: {e}")),
@@ -60,7 +61,8 @@ impl Snapshot {
         let source = "kernel-wide: /proc/net/stat/rt_cache".to_string();
         match std::fs::read_to_string("/proc/net/stat/rt_cache") {
             Ok(text) => {
-                s.values.insert(source.clone(), parse_proc_stat_table(&text));
+                s.values
+                    .insert(source.clone(), parse_proc_stat_table(&text));
                 s.raw.insert(source, text);
             }
             Err(e) => s.unavailable.push(format!("{source}: {e}")),
@@ -69,7 +71,11 @@ impl Snapshot {
     }
 
     pub fn get(&self, source: &str, name: &str) -> u64 {
-        self.values.get(source).and_then(|m| m.get(name)).copied().unwrap_or(0)
+        self.values
+            .get(source)
+            .and_then(|m| m.get(name))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -78,9 +84,19 @@ pub fn deltas(before: &Snapshot, after: &Snapshot) -> Vec<CounterDelta> {
     let mut out = Vec::new();
     for (source, values) in &after.values {
         for (name, &a) in values {
-            let b = before.values.get(source).and_then(|m| m.get(name)).copied().unwrap_or(0);
+            let b = before
+                .values
+                .get(source)
+                .and_then(|m| m.get(name))
+                .copied()
+                .unwrap_or(0);
             if a != b {
-                out.push(CounterDelta { source: source.clone(), name: name.clone(), before: b, after: a });
+                out.push(CounterDelta {
+                    source: source.clone(),
+                    name: name.clone(),
+                    before: b,
+                    after: a,
+                });
             }
         }
     }
@@ -112,7 +128,9 @@ pub fn parse_proc_net_pairs(text: &str) -> BTreeMap<String, u64> {
     let lines: Vec<&str> = text.lines().collect();
     for pair in lines.chunks(2) {
         let [names, values] = pair else { continue };
-        let (Some((p1, n)), Some((p2, v))) = (names.split_once(':'), values.split_once(':')) else { continue };
+        let (Some((p1, n)), Some((p2, v))) = (names.split_once(':'), values.split_once(':')) else {
+            continue;
+        };
         if p1 != p2 {
             continue;
         }
@@ -130,12 +148,16 @@ pub fn parse_proc_net_pairs(text: &str) -> BTreeMap<String, u64> {
 /// (except `entries`, which every CPU line repeats).
 pub fn parse_proc_stat_table(text: &str) -> BTreeMap<String, u64> {
     let mut lines = text.lines();
-    let Some(header) = lines.next() else { return BTreeMap::new() };
+    let Some(header) = lines.next() else {
+        return BTreeMap::new();
+    };
     let names: Vec<&str> = header.split_whitespace().collect();
     let mut m: BTreeMap<String, u64> = BTreeMap::new();
     for line in lines {
         for (name, hex) in names.iter().zip(line.split_whitespace()) {
-            let Ok(v) = u64::from_str_radix(hex, 16) else { continue };
+            let Ok(v) = u64::from_str_radix(hex, 16) else {
+                continue;
+            };
             let e = m.entry(name.to_string()).or_insert(0);
             if *name == "entries" {
                 *e = v;
@@ -163,7 +185,8 @@ mod tests {
 
     #[test]
     fn netstat_pairs_are_prefixed() {
-        let t = "TcpExt: SyncookiesSent ListenOverflows\nTcpExt: 0 7\nIpExt: InNoRoutes\nIpExt: 2\n";
+        let t =
+            "TcpExt: SyncookiesSent ListenOverflows\nTcpExt: 0 7\nIpExt: InNoRoutes\nIpExt: 2\n";
         let m = parse_proc_net_pairs(t);
         assert_eq!(m["TcpExt.ListenOverflows"], 7);
         assert_eq!(m["IpExt.InNoRoutes"], 2);

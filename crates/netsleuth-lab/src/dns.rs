@@ -51,7 +51,11 @@ pub fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
 }
 
 fn push_name(b: &mut Vec<u8>, name: &str) {
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         b.push(label.len().min(63) as u8);
         b.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
     }
@@ -103,14 +107,24 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
         }
         pos = p + 4;
     }
-    let mut m = Message { id, response, rcode, qname, qtype, a: vec![], aaaa: vec![] };
+    let mut m = Message {
+        id,
+        response,
+        rcode,
+        qname,
+        qtype,
+        a: vec![],
+        aaaa: vec![],
+    };
     for _ in 0..an {
         let (_, p) = read_name(msg, pos)?;
         let rtype = u16::from_be_bytes([*msg.get(p)?, *msg.get(p + 1)?]);
         let rdlen = u16::from_be_bytes([*msg.get(p + 8)?, *msg.get(p + 9)?]) as usize;
         let rdata = msg.get(p + 10..p + 10 + rdlen)?;
         match (rtype, rdlen) {
-            (TYPE_A, 4) => m.a.push(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3])),
+            (TYPE_A, 4) => {
+                m.a.push(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
+            }
             (TYPE_AAAA, 16) => {
                 let mut o = [0u8; 16];
                 o.copy_from_slice(rdata);
@@ -124,7 +138,12 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
 }
 
 /// A response to `query` (the raw query bytes) with `rcode` and A/AAAA answers.
-pub fn build_response(query: &[u8], rcode: u8, a: &[Ipv4Addr], aaaa: &[Ipv6Addr]) -> Option<Vec<u8>> {
+pub fn build_response(
+    query: &[u8],
+    rcode: u8,
+    a: &[Ipv4Addr],
+    aaaa: &[Ipv6Addr],
+) -> Option<Vec<u8>> {
     let q = parse(query)?;
     let mut b = Vec::with_capacity(128);
     b.extend_from_slice(&q.id.to_be_bytes());
@@ -169,7 +188,13 @@ pub struct Zone {
 
 impl Zone {
     pub fn with(mut self, name: &str, a: &[Ipv4Addr], aaaa: &[Ipv6Addr]) -> Zone {
-        self.names.insert(name.trim_end_matches('.').to_ascii_lowercase(), Records { a: a.to_vec(), aaaa: aaaa.to_vec() });
+        self.names.insert(
+            name.trim_end_matches('.').to_ascii_lowercase(),
+            Records {
+                a: a.to_vec(),
+                aaaa: aaaa.to_vec(),
+            },
+        );
         self
     }
 
@@ -215,13 +240,18 @@ impl Drop for ServerHandle {
 }
 
 /// An authoritative UDP server on `bind` inside `ns`, answering from `zone`.
-pub fn serve(ns: &crate::netns::Netns, bind: SocketAddrV4, zone: Zone) -> crate::error::Result<ServerHandle> {
+pub fn serve(
+    ns: &crate::netns::Netns,
+    bind: SocketAddrV4,
+    zone: Zone,
+) -> crate::error::Result<ServerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let queries = Arc::new(AtomicU64::new(0));
     let (s, q) = (Arc::clone(&stop), Arc::clone(&queries));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = ns.spawn("dns-server", move || {
-        let sock = UdpSocket::bind(bind).map_err(|e| crate::error::LabError::io(format!("binding DNS server to {bind}"), e))?;
+        let sock = UdpSocket::bind(bind)
+            .map_err(|e| crate::error::LabError::io(format!("binding DNS server to {bind}"), e))?;
         sock.set_read_timeout(Some(Duration::from_millis(5))).ok();
         let _ = ready_tx.send(());
         let mut pending: Vec<(Instant, Vec<u8>, SocketAddr)> = Vec::new();
@@ -246,7 +276,12 @@ pub fn serve(ns: &crate::netns::Netns, bind: SocketAddrV4, zone: Zone) -> crate:
         Ok(())
     })?;
     let _ = ready_rx.recv_timeout(Duration::from_secs(2));
-    Ok(ServerHandle { stop, thread: Some(thread), queries, log: Arc::new(Mutex::new(Vec::new())) })
+    Ok(ServerHandle {
+        stop,
+        thread: Some(thread),
+        queries,
+        log: Arc::new(Mutex::new(Vec::new())),
+    })
 }
 
 /// A CoreDNS-like forwarder (`forward . /etc/resolv.conf` with `policy round_robin`): each query goes
@@ -306,7 +341,12 @@ pub fn forward(
         Ok(())
     })?;
     let _ = ready_rx.recv_timeout(Duration::from_secs(2));
-    Ok(ServerHandle { stop, thread: Some(thread), queries, log })
+    Ok(ServerHandle {
+        stop,
+        thread: Some(thread),
+        queries,
+        log,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -340,9 +380,18 @@ fn fresh_id() -> u16 {
 /// socket (distinct IDs), both answers awaited for `timeout`; whatever is missing is re-sent, up to
 /// `attempts` rounds (`options timeout:5 attempts:2`). With `single_request_reopen`, the queries go
 /// one after the other, each from a new socket (glibc ≥ 2.9 with that option).
-pub fn glibc_lookup(server: SocketAddrV4, name: &str, timeout: Duration, attempts: u32, single_request_reopen: bool) -> Lookup {
+pub fn glibc_lookup(
+    server: SocketAddrV4,
+    name: &str,
+    timeout: Duration,
+    attempts: u32,
+    single_request_reopen: bool,
+) -> Lookup {
     let start = Instant::now();
-    let mut l = Lookup { name: name.into(), ..Default::default() };
+    let mut l = Lookup {
+        name: name.into(),
+        ..Default::default()
+    };
     let qtypes = [TYPE_A, TYPE_AAAA];
     let mut answered = [false, false];
     let mut sock: Option<UdpSocket> = None;
@@ -352,14 +401,18 @@ pub fn glibc_lookup(server: SocketAddrV4, name: &str, timeout: Duration, attempt
                 if answered[i] {
                     continue;
                 }
-                let Ok(s) = udp_connected(server) else { l.error = Some("socket failed".into()); return l };
+                let Ok(s) = udp_connected(server) else {
+                    l.error = Some("socket failed".into());
+                    return l;
+                };
                 let id = fresh_id();
                 let _ = s.send(&build_query(id, name, qt));
                 l.queries_sent += 1;
                 if attempt > 0 {
                     l.retransmitted = true;
                 }
-                if let Some(m) = recv_matching(&s, |m| m.id == id, start, Instant::now() + timeout) {
+                if let Some(m) = recv_matching(&s, |m| m.id == id, start, Instant::now() + timeout)
+                {
                     answered[i] = true;
                     absorb(&mut l, &m, start);
                 }
@@ -368,7 +421,10 @@ pub fn glibc_lookup(server: SocketAddrV4, name: &str, timeout: Duration, attempt
             if sock.is_none() {
                 sock = udp_connected(server).ok();
             }
-            let Some(s) = sock.as_ref() else { l.error = Some("socket failed".into()); return l };
+            let Some(s) = sock.as_ref() else {
+                l.error = Some("socket failed".into());
+                return l;
+            };
             let mut ids = [0u16; 2];
             for (i, &qt) in qtypes.iter().enumerate() {
                 if !answered[i] {
@@ -382,8 +438,12 @@ pub fn glibc_lookup(server: SocketAddrV4, name: &str, timeout: Duration, attempt
             }
             let deadline = Instant::now() + timeout;
             while answered.iter().any(|a| !a) {
-                let want = |m: &Message| (0..2).any(|i| !answered[i] && m.id == ids[i] && m.qtype == qtypes[i]);
-                let Some(m) = recv_matching(s, want, start, deadline) else { break };
+                let want = |m: &Message| {
+                    (0..2).any(|i| !answered[i] && m.id == ids[i] && m.qtype == qtypes[i])
+                };
+                let Some(m) = recv_matching(s, want, start, deadline) else {
+                    break;
+                };
                 let i = if m.qtype == TYPE_A { 0 } else { 1 };
                 answered[i] = true;
                 absorb(&mut l, &m, start);
@@ -426,7 +486,12 @@ fn udp_connected(server: SocketAddrV4) -> std::io::Result<UdpSocket> {
 }
 
 /// Receives until a message satisfies `want` or `deadline` passes.
-fn recv_matching(s: &UdpSocket, want: impl Fn(&Message) -> bool, _start: Instant, deadline: Instant) -> Option<Message> {
+fn recv_matching(
+    s: &UdpSocket,
+    want: impl Fn(&Message) -> bool,
+    _start: Instant,
+    deadline: Instant,
+) -> Option<Message> {
     let mut buf = [0u8; 1500];
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -442,7 +507,14 @@ fn recv_matching(s: &UdpSocket, want: impl Fn(&Message) -> bool, _start: Instant
                     }
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
             Err(_) => return None,
         }
     }
@@ -464,13 +536,19 @@ pub enum MuslIds {
 /// slot is then parsed for its own record type.
 pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Duration) -> Lookup {
     let start = Instant::now();
-    let mut l = Lookup { name: name.into(), ..Default::default() };
+    let mut l = Lookup {
+        name: name.into(),
+        ..Default::default()
+    };
     let qtypes = [TYPE_A, TYPE_AAAA];
     let mut qids = [0u16; 2];
     for (i, q) in qids.iter_mut().enumerate() {
         *q = match ids {
             MuslIds::Clock123CoarseClock => {
-                let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
                 unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
                 let ns = ts.tv_nsec as u64;
                 ((ns + ns / 65536) & 0xffff) as u16
@@ -485,23 +563,33 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
         l.error = Some("socket failed".into());
         return l;
     };
-    let queries: Vec<Vec<u8>> = (0..2).map(|i| build_query(qids[i], name, qtypes[i])).collect();
+    let queries: Vec<Vec<u8>> = (0..2)
+        .map(|i| build_query(qids[i], name, qtypes[i]))
+        .collect();
     for q in &queries {
         let _ = s.send(q);
         l.queries_sent += 1;
     }
-    l.detail.push(format!("sent A id={:#06x} and AAAA id={:#06x} from one socket", qids[0], qids[1]));
+    l.detail.push(format!(
+        "sent A id={:#06x} and AAAA id={:#06x} from one socket",
+        qids[0], qids[1]
+    ));
     let mut slots: [Option<Message>; 2] = [None, None];
     let mut next = 0usize;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
     while next < 2 {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok();
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok();
         let Ok(n) = s.recv(&mut buf) else { break };
         let Some(m) = parse(&buf[..n]) else { continue };
         // musl: `for (j=next; j<nqueries && memcmp(answer, query[j], 2); j++);` — the ID alone.
-        let Some(j) = (next..2).find(|&j| qids[j] == m.id) else { continue };
+        let Some(j) = (next..2).find(|&j| qids[j] == m.id) else {
+            continue;
+        };
         l.detail.push(format!(
             "{:>7.1} ms  answer id={:#06x} for {} (asked {}) went to the {} slot",
             start.elapsed().as_secs_f64() * 1e3,
@@ -554,7 +642,12 @@ pub enum GoOrder {
 pub fn go_lookup_order(nsswitch: Option<&str>, go_before_1_16: bool) -> GoOrder {
     match nsswitch.and_then(|t| t.lines().find(|l| l.trim_start().starts_with("hosts:"))) {
         Some(line) => {
-            let srcs: Vec<&str> = line.split(':').nth(1).unwrap_or("").split_whitespace().collect();
+            let srcs: Vec<&str> = line
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
             let files = srcs.iter().position(|s| *s == "files");
             let dns = srcs.iter().position(|s| *s == "dns");
             match (files, dns) {
@@ -573,7 +666,9 @@ pub fn hosts_lookup(hosts: &str, name: &str) -> Vec<Ipv4Addr> {
     for line in hosts.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut it = line.split_whitespace();
-        let Some(ip) = it.next().and_then(|i| i.parse::<Ipv4Addr>().ok()) else { continue };
+        let Some(ip) = it.next().and_then(|i| i.parse::<Ipv4Addr>().ok()) else {
+            continue;
+        };
         if it.any(|n| n.eq_ignore_ascii_case(name.trim_end_matches('.'))) {
             out.push(ip);
         }
@@ -604,9 +699,19 @@ pub fn search_candidates(name: &str, search: &[&str], ndots: usize) -> Vec<Strin
 /// Go's pure resolver (`goLookupIPCNAMEOrder`): in DNS-first order, every search candidate is asked
 /// (A and AAAA in parallel, each from its own socket, as Go's `dnsPacketRoundTrip` dials per query);
 /// only when DNS finds nothing does it read /etc/hosts.
-pub fn go_lookup(server: SocketAddrV4, name: &str, search: &[&str], ndots: usize, hosts: &str, order: GoOrder) -> Lookup {
+pub fn go_lookup(
+    server: SocketAddrV4,
+    name: &str,
+    search: &[&str],
+    ndots: usize,
+    hosts: &str,
+    order: GoOrder,
+) -> Lookup {
     let start = Instant::now();
-    let mut l = Lookup { name: name.into(), ..Default::default() };
+    let mut l = Lookup {
+        name: name.into(),
+        ..Default::default()
+    };
     if order == GoOrder::FilesDns {
         let ips = hosts_lookup(hosts, name);
         if !ips.is_empty() {
@@ -628,8 +733,18 @@ pub fn go_lookup(server: SocketAddrV4, name: &str, search: &[&str], ndots: usize
         }
         let mut found = false;
         for (s, id) in &socks {
-            if let Some(m) = recv_matching(s, |m| m.id == *id, start, Instant::now() + Duration::from_secs(5)) {
-                l.detail.push(format!("DNS {} {} → rcode {}", cand, qtype_name(m.qtype), m.rcode));
+            if let Some(m) = recv_matching(
+                s,
+                |m| m.id == *id,
+                start,
+                Instant::now() + Duration::from_secs(5),
+            ) {
+                l.detail.push(format!(
+                    "DNS {} {} → rcode {}",
+                    cand,
+                    qtype_name(m.qtype),
+                    m.rcode
+                ));
                 if m.rcode == RCODE_NOERROR && (!m.a.is_empty() || !m.aaaa.is_empty()) {
                     l.a.extend(&m.a);
                     l.aaaa.extend(&m.aaaa);
@@ -686,14 +801,34 @@ mod tests {
     fn go_order_follows_nsswitch_and_version() {
         assert_eq!(go_lookup_order(None, true), GoOrder::DnsFiles);
         assert_eq!(go_lookup_order(None, false), GoOrder::FilesDns);
-        assert_eq!(go_lookup_order(Some("hosts: files dns\n"), true), GoOrder::FilesDns);
-        assert_eq!(go_lookup_order(Some("hosts: dns files\n"), false), GoOrder::DnsFiles);
+        assert_eq!(
+            go_lookup_order(Some("hosts: files dns\n"), true),
+            GoOrder::FilesDns
+        );
+        assert_eq!(
+            go_lookup_order(Some("hosts: dns files\n"), false),
+            GoOrder::DnsFiles
+        );
     }
 
     #[test]
     fn search_list_is_tried_first_below_ndots() {
-        let c = search_candidates("api.b.internal", &["default.svc.cluster.local", "cluster.local"], 5);
-        assert_eq!(c, ["api.b.internal.default.svc.cluster.local", "api.b.internal.cluster.local", "api.b.internal"]);
-        assert_eq!(hosts_lookup("10.0.0.5 api.b.internal api\n", "api.b.internal"), [Ipv4Addr::new(10, 0, 0, 5)]);
+        let c = search_candidates(
+            "api.b.internal",
+            &["default.svc.cluster.local", "cluster.local"],
+            5,
+        );
+        assert_eq!(
+            c,
+            [
+                "api.b.internal.default.svc.cluster.local",
+                "api.b.internal.cluster.local",
+                "api.b.internal"
+            ]
+        );
+        assert_eq!(
+            hosts_lookup("10.0.0.5 api.b.internal api\n", "api.b.internal"),
+            [Ipv4Addr::new(10, 0, 0, 5)]
+        );
     }
 }

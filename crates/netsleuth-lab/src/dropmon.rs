@@ -26,8 +26,8 @@ pub struct DropReasons {
 }
 
 pub struct DropMonitor {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<DropReasons>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<DropReasons>>,
 }
 
 impl DropMonitor {
@@ -40,7 +40,13 @@ impl DropMonitor {
             .spawn(move || monitor_thread(ready_tx, stop_rx))
             .map_err(|e| format!("spawning the monitor thread: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(DropMonitor { stop: stop_tx, thread }),
+            Ok(Ok(())) => {
+                crate::registry::add_trace_instance(&instance_name());
+                Ok(DropMonitor {
+                    stop: Some(stop_tx),
+                    thread: Some(thread),
+                })
+            }
             Ok(Err(why)) => {
                 let _ = thread.join();
                 Err(why)
@@ -49,38 +55,66 @@ impl DropMonitor {
         }
     }
 
-    pub fn finish(self) -> DropReasons {
-        let _ = self.stop.send(());
-        let out = self.thread.join().unwrap_or_else(|_| DropReasons {
+    pub fn finish(mut self) -> DropReasons {
+        self.stop_and_join().unwrap_or_else(|| DropReasons {
             available: false,
             note: "drop monitor thread panicked".into(),
             ..Default::default()
-        });
+        })
+    }
+
+    fn stop_and_join(&mut self) -> Option<DropReasons> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let out = self.thread.take().and_then(|t| t.join().ok());
+        crate::registry::forget_trace_instance(&instance_name());
         let _ = std::fs::remove_dir(private_mount_dir());
         out
     }
 }
 
-fn monitor_thread(ready: mpsc::Sender<Result<(), String>>, stop: mpsc::Receiver<()>) -> DropReasons {
+impl Drop for DropMonitor {
+    fn drop(&mut self) {
+        // An error path that never called finish: the instance must still go.
+        self.stop_and_join();
+    }
+}
+
+fn monitor_thread(
+    ready: mpsc::Sender<Result<(), String>>,
+    stop: mpsc::Receiver<()>,
+) -> DropReasons {
     let root = match tracefs_root() {
         Ok(r) => r,
         Err(why) => {
             let _ = ready.send(Err(why.clone()));
-            return DropReasons { available: false, note: why, ..Default::default() };
+            return DropReasons {
+                available: false,
+                note: why,
+                ..Default::default()
+            };
         }
     };
-    let instance = root.join("instances").join(format!("netsleuth-lab-{}", std::process::id()));
+    let instance = root
+        .join("instances")
+        .join(format!("netsleuth-lab-{}", std::process::id()));
     let setup = || -> Result<BTreeMap<u64, String>, String> {
         let event_dir = root.join("events/skb/kfree_skb");
-        let format = std::fs::read_to_string(event_dir.join("format"))
-            .map_err(|e| format!("tracepoint skb:kfree_skb not available ({e}); needs CONFIG_TRACEPOINTS"))?;
+        let format = std::fs::read_to_string(event_dir.join("format")).map_err(|e| {
+            format!("tracepoint skb:kfree_skb not available ({e}); needs CONFIG_TRACEPOINTS")
+        })?;
         let names = parse_reason_names(&format);
         if !format.contains("reason") {
-            return Err("this kernel's skb:kfree_skb has no `reason` field (drop reasons need ≥ 5.17)".into());
+            return Err(
+                "this kernel's skb:kfree_skb has no `reason` field (drop reasons need ≥ 5.17)"
+                    .into(),
+            );
         }
         // A leftover instance of an earlier run in this pid would hold old events.
         let _ = std::fs::remove_dir(&instance);
-        std::fs::create_dir(&instance).map_err(|e| format!("creating tracefs instance {}: {e}", instance.display()))?;
+        std::fs::create_dir(&instance)
+            .map_err(|e| format!("creating tracefs instance {}: {e}", instance.display()))?;
         let _ = std::fs::write(instance.join("buffer_size_kb"), "2048");
         std::fs::write(instance.join("events/skb/kfree_skb/enable"), "1")
             .map_err(|e| format!("enabling skb:kfree_skb in {}: {e}", instance.display()))?;
@@ -92,7 +126,11 @@ fn monitor_thread(ready: mpsc::Sender<Result<(), String>>, stop: mpsc::Receiver<
         Err(why) => {
             let _ = std::fs::remove_dir(&instance);
             let _ = ready.send(Err(why.clone()));
-            return DropReasons { available: false, note: why, ..Default::default() };
+            return DropReasons {
+                available: false,
+                note: why,
+                ..Default::default()
+            };
         }
     };
     let _ = ready.send(Ok(()));
@@ -112,7 +150,9 @@ fn monitor_thread(ready: mpsc::Sender<Result<(), String>>, stop: mpsc::Receiver<
     for line in trace.lines().filter(|l| !l.starts_with('#')) {
         if let Some((reason, location)) = parse_trace_line(line, &names) {
             *out.by_reason.entry(reason.clone()).or_insert(0) += 1;
-            *out.by_location.entry(format!("{reason} @ {location}")).or_insert(0) += 1;
+            *out.by_location
+                .entry(format!("{reason} @ {location}"))
+                .or_insert(0) += 1;
         }
     }
     out
@@ -129,17 +169,39 @@ fn tracefs_root() -> Result<PathBuf, String> {
     // which a thread may unshare), make it private so nothing propagates back, and mount there.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(format!("tracefs is not mounted and unshare(CLONE_NEWNS) failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "tracefs is not mounted and unshare(CLONE_NEWNS) failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let root = c"/";
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
-            return Err(format!("making the private mount namespace private failed: {}", std::io::Error::last_os_error()));
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(format!(
+                "making the private mount namespace private failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     let dir = private_mount_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let target = std::ffi::CString::new(dir.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-    let r = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    let target =
+        std::ffi::CString::new(dir.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    let r = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
         return Err(format!(
             "tracefs is not mounted and mounting it privately failed: {} (hint: the kernel needs CONFIG_TRACING)",
@@ -151,12 +213,76 @@ fn tracefs_root() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The tracefs instance of this process (one run at a time per process uses it).
+fn instance_name() -> String {
+    format!("{INSTANCE_PREFIX}{}", std::process::id())
+}
+
+const INSTANCE_PREFIX: &str = "netsleuth-lab-";
+
+/// Removes tracefs instances of the lab: `name`, or with `None` every instance (and private mount
+/// point) left by a lab process that no longer runs. Runs on its own thread, which may mount tracefs
+/// privately, so the caller's mount namespace is untouched. Returns the instances removed.
+pub fn remove_instances(name: Option<&str>) -> Vec<String> {
+    let all_stale = name.is_none();
+    let name = name.map(str::to_string);
+    let t = std::thread::spawn(move || {
+        let mut removed = Vec::new();
+        let Ok(root) = tracefs_root() else {
+            return removed;
+        };
+        let Ok(dir) = std::fs::read_dir(root.join("instances")) else {
+            return removed;
+        };
+        for e in dir.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = n
+                .strip_prefix(INSTANCE_PREFIX)
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let wanted = match &name {
+                Some(x) => *x == n,
+                None => pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } != 0,
+            };
+            if wanted {
+                let _ = std::fs::write(e.path().join("events/skb/kfree_skb/enable"), "0");
+                if std::fs::remove_dir(e.path()).is_ok() {
+                    removed.push(n);
+                }
+            }
+        }
+        removed
+    });
+    let removed = t.join().unwrap_or_default();
+    if all_stale {
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in dir.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = n
+                    .strip_prefix("netsleuth-lab-tracefs-")
+                    .and_then(|p| p.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } != 0 {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+    }
+    removed
+}
+
 fn private_mount_dir() -> PathBuf {
     std::env::temp_dir().join(format!("netsleuth-lab-tracefs-{}", std::process::id()))
 }
 
 fn read_overrun(instance: &Path) -> u64 {
-    let Ok(dir) = std::fs::read_dir(instance.join("per_cpu")) else { return 0 };
+    let Ok(dir) = std::fs::read_dir(instance.join("per_cpu")) else {
+        return 0;
+    };
     let mut total = 0;
     for cpu in dir.flatten() {
         if let Ok(text) = std::fs::read_to_string(cpu.path().join("stats")) {
@@ -173,16 +299,24 @@ fn read_overrun(instance: &Path) -> u64 {
 /// The `{ value, "NAME" }` pairs of `__print_symbolic(REC->reason, …)` in an event's format file.
 pub fn parse_reason_names(format: &str) -> BTreeMap<u64, String> {
     let mut m = BTreeMap::new();
-    let Some(start) = format.find("__print_symbolic(REC->reason") else { return m };
+    let Some(start) = format.find("__print_symbolic(REC->reason") else {
+        return m;
+    };
     let mut rest = &format[start..];
     while let Some(open) = rest.find('{') {
         rest = &rest[open + 1..];
         let Some(close) = rest.find('}') else { break };
         let item = &rest[..close];
         rest = &rest[close + 1..];
-        let Some((num, name)) = item.split_once(',') else { continue };
+        let Some((num, name)) = item.split_once(',') else {
+            continue;
+        };
         let num = num.trim();
-        let value = if let Some(h) = num.strip_prefix("0x") { u64::from_str_radix(h, 16).ok() } else { num.parse().ok() };
+        let value = if let Some(h) = num.strip_prefix("0x") {
+            u64::from_str_radix(h, 16).ok()
+        } else {
+            num.parse().ok()
+        };
         if let Some(v) = value {
             m.insert(v, name.trim().trim_matches('"').to_string());
         }
@@ -198,10 +332,18 @@ pub fn parse_trace_line(line: &str, names: &BTreeMap<u64, String>) -> Option<(St
         .find_map(|t| t.strip_prefix("location="))
         .map(|l| l.split('+').next().unwrap_or(l).to_string())
         .unwrap_or_else(|| "?".into());
-    let reason_text = body.split("reason: ").nth(1)?.split_whitespace().next()?.to_string();
+    let reason_text = body
+        .split("reason: ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .to_string();
     // Kernels render the name through the format's table; a number means an entry the table lacks.
     let reason = match reason_text.parse::<u64>() {
-        Ok(n) => names.get(&n).cloned().unwrap_or_else(|| format!("reason#{n}")),
+        Ok(n) => names
+            .get(&n)
+            .cloned()
+            .unwrap_or_else(|| format!("reason#{n}")),
         Err(_) => reason_text,
     };
     Some((reason, location))
@@ -218,8 +360,12 @@ mod tests {
         assert_eq!(names[&3], "NO_SOCKET");
         assert_eq!(names[&16], "NETFILTER_DROP");
         let line = "  <idle>-0  [001] ..s2.  12.5: kfree_skb: skbaddr=0000 rx_sk=0000 protocol=2048 location=nf_hook_slow+0x9f/0xf0 reason: NETFILTER_DROP";
-        assert_eq!(parse_trace_line(line, &names), Some(("NETFILTER_DROP".into(), "nf_hook_slow".into())));
-        let numeric = "x-1 [000] 1.0: kfree_skb: skbaddr=0 protocol=2048 location=ip_rcv+0x1 reason: 3";
+        assert_eq!(
+            parse_trace_line(line, &names),
+            Some(("NETFILTER_DROP".into(), "nf_hook_slow".into()))
+        );
+        let numeric =
+            "x-1 [000] 1.0: kfree_skb: skbaddr=0 protocol=2048 location=ip_rcv+0x1 reason: 3";
         assert_eq!(parse_trace_line(numeric, &names).unwrap().0, "NO_SOCKET");
     }
 }

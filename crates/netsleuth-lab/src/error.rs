@@ -18,22 +18,43 @@ pub enum LabError {
     UnknownScenario(String),
 
     #[error("`{command}` failed{ns}: {detail}", ns = in_ns(.netns))]
-    Command { command: String, netns: Option<String>, detail: String },
+    Command {
+        command: String,
+        netns: Option<String>,
+        detail: String,
+    },
 
     #[error("could not start `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
 
     #[error("{what} in namespace {netns}: {source}")]
-    Netns { netns: String, what: String, source: std::io::Error },
+    Netns {
+        netns: String,
+        what: String,
+        source: std::io::Error,
+    },
 
     #[error("{what} {path}: {source}")]
-    File { what: &'static str, path: PathBuf, source: std::io::Error },
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 
     #[error("scenario `{scenario}` could not drive its traffic: {detail}")]
-    Traffic { scenario: &'static str, detail: String },
+    Traffic {
+        scenario: &'static str,
+        detail: String,
+    },
 
     #[error("interrupted by signal {0}; the lab's namespaces were removed")]
     Interrupted(i32),
@@ -48,15 +69,29 @@ fn in_ns(ns: &Option<String>) -> String {
 
 impl LabError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        LabError::Io { what: what.into(), source }
+        LabError::Io {
+            what: what.into(),
+            source,
+        }
     }
 
-    pub(crate) fn file(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LabError::File { what, path: path.into(), source }
+    pub(crate) fn file(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        LabError::File {
+            what,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn traffic(scenario: &'static str, detail: impl Into<String>) -> Self {
-        LabError::Traffic { scenario, detail: detail.into() }
+        LabError::Traffic {
+            scenario,
+            detail: detail.into(),
+        }
     }
 }
 

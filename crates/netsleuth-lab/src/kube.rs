@@ -40,21 +40,33 @@ impl Rules {
         ];
         let mut body = String::new();
         let b = &mut body;
-        wl(b, "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES");
-        wl(b, "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES");
+        wl(
+            b,
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        );
+        wl(
+            b,
+            "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        );
         wl(b, "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING");
         for r in &self.extra_postrouting {
             wl(b, &format!("-A POSTROUTING {r}"));
         }
         wl(b, "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000");
-        wl(b, "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN");
+        wl(
+            b,
+            "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        );
         wl(b, "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0");
         wl(
             b,
             "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully",
         );
         for svc in &self.services {
-            let svc_chain = format!("KUBE-SVC-{}", chain_hash(&format!("{}{}", svc.name, svc.protocol)));
+            let svc_chain = format!(
+                "KUBE-SVC-{}",
+                chain_hash(&format!("{}{}", svc.name, svc.protocol))
+            );
             chains.push(svc_chain.clone());
             let p = svc.protocol;
             wl(
@@ -72,7 +84,10 @@ impl Rules {
                 ),
             );
             if let Some(np) = svc.node_port {
-                let ext = format!("KUBE-EXT-{}", chain_hash(&format!("{}{}", svc.name, svc.protocol)));
+                let ext = format!(
+                    "KUBE-EXT-{}",
+                    chain_hash(&format!("{}{}", svc.name, svc.protocol))
+                );
                 chains.push(ext.clone());
                 wl(b, &format!("-A KUBE-NODEPORTS -p {p} -m comment --comment \"{}\" -m {p} --dport {np} -j {ext}", svc.name));
                 // externalTrafficPolicy: Local keeps the client's source: no KUBE-MARK-MASQ here.
@@ -80,7 +95,10 @@ impl Rules {
             }
             let n = svc.endpoints.len();
             for (i, (ip, port)) in svc.endpoints.iter().enumerate() {
-                let sep = format!("KUBE-SEP-{}", chain_hash(&format!("{}{}{ip}:{port}", svc.name, svc.protocol)));
+                let sep = format!(
+                    "KUBE-SEP-{}",
+                    chain_hash(&format!("{}{}{ip}:{port}", svc.name, svc.protocol))
+                );
                 chains.push(sep.clone());
                 let remaining = n - i;
                 let comment = format!("-m comment --comment \"{} -> {ip}:{port}\"", svc.name);
@@ -96,7 +114,13 @@ impl Rules {
                 } else {
                     wl(b, &format!("-A {svc_chain} {comment} -j {sep}"));
                 }
-                wl(b, &format!("-A {sep} -s {ip}/32 -m comment --comment \"{}\" -j KUBE-MARK-MASQ", svc.name));
+                wl(
+                    b,
+                    &format!(
+                        "-A {sep} -s {ip}/32 -m comment --comment \"{}\" -j KUBE-MARK-MASQ",
+                        svc.name
+                    ),
+                );
                 wl(b, &format!("-A {sep} -p {p} -m comment --comment \"{}\" -m {p} -j DNAT --to-destination {ip}:{port}", svc.name));
             }
         }
@@ -170,7 +194,10 @@ mod tests {
                 vip: Ipv4Addr::new(10, 96, 0, 20),
                 port: 80,
                 protocol: "tcp",
-                endpoints: vec![(Ipv4Addr::new(10, 244, 2, 11), 8080), (Ipv4Addr::new(10, 244, 2, 12), 8080)],
+                endpoints: vec![
+                    (Ipv4Addr::new(10, 244, 2, 11), 8080),
+                    (Ipv4Addr::new(10, 244, 2, 12), 8080),
+                ],
                 node_port: None,
             }],
             extra_postrouting: vec![],
@@ -180,7 +207,10 @@ mod tests {
         assert_eq!(text.matches("-j DNAT --to-destination").count(), 2);
         for line in text.lines().filter(|l| l.starts_with("-A KUBE-")) {
             let chain = line.split_whitespace().nth(1).unwrap();
-            assert!(text.contains(&format!(":{chain} - [0:0]")), "undeclared chain {chain}");
+            assert!(
+                text.contains(&format!(":{chain} - [0:0]")),
+                "undeclared chain {chain}"
+            );
         }
     }
 }

@@ -52,7 +52,10 @@ pub enum Reproduction {
     Native { how: &'static str },
     /// The old behaviour no longer exists here; the lab reproduces its wire picture faithfully and says
     /// how.
-    Emulated { why: &'static str, how: &'static str },
+    Emulated {
+        why: &'static str,
+        how: &'static str,
+    },
 }
 
 impl Reproduction {
@@ -125,7 +128,10 @@ pub fn preflight() -> Result<(), LabError> {
     }
     for (tool, package) in cmd::REQUIRED_TOOLS {
         if cmd::which(tool).is_none() {
-            return Err(LabError::MissingTool { tool: tool.to_string(), package });
+            return Err(LabError::MissingTool {
+                tool: tool.to_string(),
+                package,
+            });
         }
     }
     if !std::path::Path::new("/proc/self/ns/net").exists() {
@@ -144,4 +150,11 @@ pub fn cleanup(all: bool) -> Vec<String> {
 }
 
 /// The Debian/Ubuntu packages that provide the lab's tools (for CI and error messages).
-pub const APT_PACKAGES: &[&str] = &["iproute2", "iptables", "nftables", "conntrack", "tcpdump", "procps"];
+pub const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iptables",
+    "nftables",
+    "conntrack",
+    "tcpdump",
+    "procps",
+];

@@ -42,7 +42,12 @@ impl Netns {
             what: "opening the namespace file".into(),
             source,
         })?;
-        let ns = Netns { name, role: role.to_string(), file: Arc::new(file), keep: false };
+        let ns = Netns {
+            name,
+            role: role.to_string(),
+            file: Arc::new(file),
+            keep: false,
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -78,13 +83,20 @@ impl Netns {
 
     /// Sets a sysctl inside this namespace (`sysctl -w` under `ip netns exec`).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]).map(|_| ())
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .map(|_| ())
     }
 
     /// Reads a sysctl of this namespace; `None` if it does not exist here.
     pub fn sysctl_get(&self, key: &str) -> Option<String> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        self.run(move || Ok(std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()))).ok().flatten()
+        self.run(move || {
+            Ok(std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string()))
+        })
+        .ok()
+        .flatten()
     }
 
     /// Reads `/proc/net/<file>` as this namespace sees it. (`/proc/net` follows the thread group
@@ -93,12 +105,19 @@ impl Netns {
         let path = format!("/proc/thread-self/net/{file}");
         let ns = self.name.clone();
         self.run(move || {
-            std::fs::read_to_string(&path).map_err(|source| LabError::Netns { netns: ns, what: format!("reading {path}"), source })
+            std::fs::read_to_string(&path).map_err(|source| LabError::Netns {
+                netns: ns,
+                what: format!("reading {path}"),
+                source,
+            })
         })
     }
 
     /// Runs `f` on a new thread inside this namespace and returns its result.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         match self.spawn("lab-run", f)?.join() {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),

@@ -28,11 +28,28 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn spawn(ns: &Netns, label: &str, tool: &str, args: &[&str], stdout_to: Option<&Path>, path: &Path) -> Result<Recorder> {
-        let ip = cmd::which("ip").ok_or(LabError::MissingTool { tool: "ip".into(), package: "iproute2" })?;
-        let prog = cmd::which(tool).ok_or_else(|| LabError::MissingTool { tool: tool.into(), package: cmd::package_of(tool) })?;
+    fn spawn(
+        ns: &Netns,
+        label: &str,
+        tool: &str,
+        args: &[&str],
+        stdout_to: Option<&Path>,
+        path: &Path,
+    ) -> Result<Recorder> {
+        let ip = cmd::which("ip").ok_or(LabError::MissingTool {
+            tool: "ip".into(),
+            package: "iproute2",
+        })?;
+        let prog = cmd::which(tool).ok_or_else(|| LabError::MissingTool {
+            tool: tool.into(),
+            package: cmd::package_of(tool),
+        })?;
         let mut c = Command::new(ip);
-        c.args(["netns", "exec", ns.name()]).arg(&prog).args(args).stdin(Stdio::null()).stderr(Stdio::piped());
+        c.args(["netns", "exec", ns.name()])
+            .arg(&prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
         match stdout_to {
             Some(p) => {
                 let f = File::create(p).map_err(|e| LabError::file("creating", p, e))?;
@@ -50,7 +67,10 @@ impl Recorder {
             });
         }
         let shown = format!("{tool} {}", args.join(" "));
-        let mut child = c.spawn().map_err(|source| LabError::Spawn { command: shown, source })?;
+        let mut child = c.spawn().map_err(|source| LabError::Spawn {
+            command: shown,
+            source,
+        })?;
         registry::add_child(child.id() as i32);
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr piped");
@@ -62,11 +82,19 @@ impl Recorder {
                 s.push('\n');
             }
         });
-        Ok(Recorder { label: label.to_string(), path: path.to_path_buf(), child: Some(child), stderr })
+        Ok(Recorder {
+            label: label.to_string(),
+            path: path.to_path_buf(),
+            child: Some(child),
+            stderr,
+        })
     }
 
     fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<()> {
@@ -80,7 +108,10 @@ impl Recorder {
                     return Err(LabError::Command {
                         command: self.label.clone(),
                         netns: None,
-                        detail: format!("exited ({status}) before it was ready: {}", self.stderr_text().trim()),
+                        detail: format!(
+                            "exited ({status}) before it was ready: {}",
+                            self.stderr_text().trim()
+                        ),
                     });
                 }
             }
@@ -132,19 +163,48 @@ pub fn tcpdump(ns: &Netns, iface: &str, path: &Path, filter: Option<&str>) -> Re
     let count = MAX_PACKETS.to_string();
     let file = path.to_string_lossy().into_owned();
     // -Z root: Debian's tcpdump otherwise drops to user `tcpdump`, which cannot write into the run
-    // directory. -U: flush each packet, so SIGINT loses nothing.
-    let mut args = vec!["-i", iface, "-n", "-U", "-Z", "root", "-s", &snap, "-c", &count, "-w", &file];
+    // directory. --immediate-mode: without it TPACKET_V3 hands packets over per filled block or per
+    // second, and whatever is still in the ring at SIGINT is lost. -U: write each packet at once.
+    let mut args = vec![
+        "-i",
+        iface,
+        "-n",
+        "--immediate-mode",
+        "-U",
+        "-Z",
+        "root",
+        "-s",
+        &snap,
+        "-c",
+        &count,
+        "-w",
+        &file,
+    ];
     if let Some(f) = filter {
         args.push(f);
     }
-    let mut r = Recorder::spawn(ns, &format!("tcpdump -i {iface} in {}", ns.role()), "tcpdump", &args, None, path)?;
+    let mut r = Recorder::spawn(
+        ns,
+        &format!("tcpdump -i {iface} in {}", ns.role()),
+        "tcpdump",
+        &args,
+        None,
+        path,
+    )?;
     r.wait_for_stderr("listening on", Duration::from_secs(10))?;
     Ok(r)
 }
 
 /// `conntrack -E -o timestamp` in `ns`, writing events to `path`.
 pub fn conntrack_events(ns: &Netns, path: &Path) -> Result<Recorder> {
-    let r = Recorder::spawn(ns, "conntrack -E", "conntrack", &["-E", "-o", "timestamp,id"], Some(path), path)?;
+    let r = Recorder::spawn(
+        ns,
+        "conntrack -E",
+        "conntrack",
+        &["-E", "-o", "timestamp,id"],
+        Some(path),
+        path,
+    )?;
     // conntrack prints nothing when it is ready; give it time to bind its netlink socket.
     std::thread::sleep(Duration::from_millis(150));
     Ok(r)
@@ -152,7 +212,14 @@ pub fn conntrack_events(ns: &Netns, path: &Path) -> Result<Recorder> {
 
 /// `ip -ts monitor address route link` in `ns` (RTM_NEWADDR/DELADDR with timestamps).
 pub fn ip_monitor(ns: &Netns, path: &Path) -> Result<Recorder> {
-    let r = Recorder::spawn(ns, "ip monitor", "ip", &["-ts", "monitor", "address", "route", "link"], Some(path), path)?;
+    let r = Recorder::spawn(
+        ns,
+        "ip monitor",
+        "ip",
+        &["-ts", "monitor", "address", "route", "link"],
+        Some(path),
+        path,
+    )?;
     std::thread::sleep(Duration::from_millis(50));
     Ok(r)
 }

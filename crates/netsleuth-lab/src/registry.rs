@@ -15,9 +15,14 @@ pub const NS_PREFIX: &str = "nsl-";
 struct Registry {
     namespaces: BTreeSet<String>,
     children: BTreeSet<i32>,
+    trace_instances: BTreeSet<String>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { namespaces: BTreeSet::new(), children: BTreeSet::new() });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    namespaces: BTreeSet::new(),
+    children: BTreeSet::new(),
+    trace_instances: BTreeSet::new(),
+});
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// The signal that interrupted the lab, 0 if none.
@@ -50,6 +55,14 @@ pub fn forget_child(pid: i32) {
     registry().children.remove(&pid);
 }
 
+pub fn add_trace_instance(name: &str) {
+    registry().trace_instances.insert(name.to_string());
+}
+
+pub fn forget_trace_instance(name: &str) {
+    registry().trace_instances.remove(name);
+}
+
 pub fn interrupted() -> Option<i32> {
     match INTERRUPTED.load(Ordering::SeqCst) {
         0 => None,
@@ -59,10 +72,17 @@ pub fn interrupted() -> Option<i32> {
 
 /// Kills registered children and deletes registered namespaces. Safe to call more than once.
 pub fn cleanup_all() {
-    let (children, namespaces) = {
+    let (children, namespaces, traces) = {
         let mut r = registry();
-        (std::mem::take(&mut r.children), std::mem::take(&mut r.namespaces))
+        (
+            std::mem::take(&mut r.children),
+            std::mem::take(&mut r.namespaces),
+            std::mem::take(&mut r.trace_instances),
+        )
     };
+    for t in &traces {
+        crate::dropmon::remove_instances(Some(t));
+    }
     for pid in &children {
         // SIGINT first so that tcpdump flushes what it has; SIGKILL whoever is still there.
         unsafe { libc::kill(*pid, libc::SIGINT) };
@@ -93,16 +113,23 @@ pub fn delete_ns(name: &str) {
     let _ = crate::cmd::host_readonly("ip", &["netns", "del", name]);
 }
 
-/// Removes namespaces left by lab runs whose process no longer exists (a SIGKILLed run, a crash).
-/// With `all`, removes every lab namespace except those of runs in this process.
+/// Removes namespaces (and tracefs instances) left by lab runs whose process no longer exists (a
+/// SIGKILLed run, a crash). With `all`, removes every lab namespace except those of runs in this
+/// process.
 pub fn remove_stale(all: bool) -> Vec<String> {
-    let mut removed = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return removed };
+    let mut removed = crate::dropmon::remove_instances(None);
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return removed;
+    };
     let me = std::process::id();
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -143,7 +170,9 @@ pub fn install_signal_cleanup() {
                         libc::signal(sig, libc::SIG_DFL);
                         libc::raise(sig);
                     }
-                } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                } else if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
                     continue;
                 } else {
                     return;
@@ -153,7 +182,7 @@ pub fn install_signal_cleanup() {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as usize;
+                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
                 sa.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());

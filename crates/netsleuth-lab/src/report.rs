@@ -49,7 +49,11 @@ pub struct Measurement {
 
 impl Measurement {
     pub fn new(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
-        Measurement { name: name.into(), value, unit }
+        Measurement {
+            name: name.into(),
+            value,
+            unit,
+        }
     }
 }
 
@@ -120,7 +124,11 @@ impl RunReport {
 
     /// The counter delta of `name` in a source whose label contains `source`.
     pub fn counter_delta(&self, source: &str, name: &str) -> i128 {
-        self.counter_deltas.iter().filter(|d| d.source.contains(source) && d.name == name).map(|d| d.delta()).sum()
+        self.counter_deltas
+            .iter()
+            .filter(|d| d.source.contains(source) && d.name == name)
+            .map(|d| d.delta())
+            .sum()
     }
 
     /// Human text: outcome, numbers, files, counters, drop reasons, notes. The analysis is rendered by
@@ -135,7 +143,12 @@ impl RunReport {
             (Some(id), true, false) => format!("mitigated: {id} did not occur"),
             (Some(id), true, true) => format!("mitigation FAILED: {id} still occurred"),
         };
-        let _ = writeln!(s, "lab {}{}: {verdict}", self.scenario, if self.mitigated { " --mitigated" } else { "" });
+        let _ = writeln!(
+            s,
+            "lab {}{}: {verdict}",
+            self.scenario,
+            if self.mitigated { " --mitigated" } else { "" }
+        );
         let _ = writeln!(s, "  {}", self.reproduction.explain());
         let _ = writeln!(s, "  outcome: {}", self.outcome);
         for e in &self.events {
@@ -149,29 +162,66 @@ impl RunReport {
         }
         if !self.counter_deltas.is_empty() {
             let _ = writeln!(s, "  counters that moved:");
-            for d in self.counter_deltas.iter().filter(|d| interesting_counter(&d.name)) {
-                let _ = writeln!(s, "    {:<38} {:<28} {:>8} → {:<8} ({:+})", d.source, d.name, d.before, d.after, d.delta());
+            for d in self
+                .counter_deltas
+                .iter()
+                .filter(|d| interesting_counter(&d.name))
+            {
+                let _ = writeln!(
+                    s,
+                    "    {:<38} {:<28} {:>8} → {:<8} ({:+})",
+                    d.source,
+                    d.name,
+                    d.before,
+                    d.after,
+                    d.delta()
+                );
             }
         }
         if self.drop_reasons.available {
             let mut reasons: Vec<_> = self.drop_reasons.by_location.iter().collect();
             reasons.sort_by(|a, b| b.1.cmp(a.1));
-            let shown: Vec<String> =
-                reasons.iter().filter(|(k, _)| !k.starts_with("NOT_SPECIFIED")).take(8).map(|(k, v)| format!("{k} ×{v}")).collect();
-            let _ = writeln!(s, "  kernel drop reasons (kernel-wide): {}", if shown.is_empty() { "none besides NOT_SPECIFIED".into() } else { shown.join(", ") });
+            let shown: Vec<String> = reasons
+                .iter()
+                .filter(|(k, _)| !k.starts_with("NOT_SPECIFIED"))
+                .take(8)
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  kernel drop reasons (kernel-wide): {}",
+                if shown.is_empty() {
+                    "none besides NOT_SPECIFIED".into()
+                } else {
+                    shown.join(", ")
+                }
+            );
         } else {
-            let _ = writeln!(s, "  kernel drop reasons: unavailable ({})", self.drop_reasons.note);
+            let _ = writeln!(
+                s,
+                "  kernel drop reasons: unavailable ({})",
+                self.drop_reasons.note
+            );
         }
         let _ = writeln!(s, "  files in {}:", self.out_dir.display());
         for a in &self.artifacts {
             let rel = a.path.strip_prefix(&self.out_dir).unwrap_or(&a.path);
             let _ = writeln!(s, "    {:<34} {}", rel.display(), a.description);
         }
-        for n in &self.notes {
+        // The emulation label is the second line already.
+        for n in self
+            .notes
+            .iter()
+            .filter(|n| !n.starts_with("EMULATED on this kernel"))
+        {
             let _ = writeln!(s, "  note: {n}");
         }
         if self.namespaces_kept {
-            let _ = writeln!(s, "  namespaces kept: {} (remove with `netsleuth lab cleanup`)", self.namespaces.join(" "));
+            let _ = writeln!(
+                s,
+                "  namespaces kept: {} (remove with `netsleuth lab cleanup`)",
+                self.namespaces.join(" ")
+            );
         }
         let _ = writeln!(s, "  wall time: {:.1} s", self.wall_time.as_secs_f64());
         s

@@ -51,7 +51,13 @@ impl Topology {
         quiet_ipv6(&node)?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
         make_bridge(&node, NODE_POD_GW)?;
-        Ok(Topology { node, remote: None, pods: Vec::new(), remote_bridge: false, veth_counter: 0 })
+        Ok(Topology {
+            node,
+            remote: None,
+            pods: Vec::new(),
+            remote_bridge: false,
+            veth_counter: 0,
+        })
     }
 
     /// Adds the remote node, linked to the node by a veth pair named `eth0` on both sides. With
@@ -61,15 +67,33 @@ impl Topology {
         let remote = Netns::create("remote")?;
         quiet_ipv6(&remote)?;
         remote.sysctl("net.ipv4.ip_forward", "1")?;
-        self.node.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", remote.name()])?;
-        self.node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"])?;
+        self.node.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            remote.name(),
+        ])?;
+        self.node
+            .ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"])?;
         self.node.ip(&["link", "set", "eth0", "up"])?;
         remote.ip(&["addr", "add", &format!("{REMOTE_IP}/24"), "dev", "eth0"])?;
         remote.ip(&["link", "set", "eth0", "up"])?;
         remote.ip(&["route", "add", "10.244.1.0/24", "via", &NODE_IP.to_string()])?;
         if with_pods {
             make_bridge(&remote, REMOTE_POD_GW)?;
-            self.node.ip(&["route", "add", "10.244.2.0/24", "via", &REMOTE_IP.to_string()])?;
+            self.node.ip(&[
+                "route",
+                "add",
+                "10.244.2.0/24",
+                "via",
+                &REMOTE_IP.to_string(),
+            ])?;
             self.remote_bridge = true;
         }
         self.remote = Some(remote);
@@ -81,7 +105,10 @@ impl Topology {
         let (host, gw) = match on {
             Machine::Node => (&self.node, NODE_POD_GW),
             Machine::Remote => {
-                assert!(self.remote_bridge, "add_remote(true) must come before remote pods");
+                assert!(
+                    self.remote_bridge,
+                    "add_remote(true) must come before remote pods"
+                );
                 (self.remote.as_ref().expect("remote exists"), REMOTE_POD_GW)
             }
         };
@@ -89,21 +116,43 @@ impl Topology {
         quiet_ipv6(&ns)?;
         let veth = format!("veth{}", self.veth_counter);
         self.veth_counter += 1;
-        host.ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+        host.ip(&[
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
         host.ip(&["link", "set", &veth, "master", "cni0", "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", &gw.to_string()])?;
-        self.pods.push(Pod { role: role.to_string(), ip, on, host_veth: veth, ns });
+        self.pods.push(Pod {
+            role: role.to_string(),
+            ip,
+            on,
+            host_veth: veth,
+            ns,
+        });
         Ok(self.pods.last().expect("just pushed"))
     }
 
     pub fn pod(&self, role: &str) -> &Pod {
-        self.pods.iter().find(|p| p.role == role).unwrap_or_else(|| panic!("scenario has no pod `{role}`"))
+        self.pods
+            .iter()
+            .find(|p| p.role == role)
+            .unwrap_or_else(|| panic!("scenario has no pod `{role}`"))
     }
 
     pub fn remote(&self) -> &Netns {
-        self.remote.as_ref().expect("scenario added the remote node")
+        self.remote
+            .as_ref()
+            .expect("scenario added the remote node")
     }
 
     /// Every namespace, node first.

@@ -21,7 +21,15 @@ pub struct ConnectOpts {
 }
 
 fn setsockopt_int(fd: i32, level: i32, opt: i32, v: i32) -> std::io::Result<()> {
-    let r = unsafe { libc::setsockopt(fd, level, opt, (&v as *const i32).cast(), std::mem::size_of::<i32>() as u32) };
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -32,16 +40,26 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
         sin_zero: [0; 8],
     }
 }
 
 /// Connects with `opts`, giving up after `timeout` (the SYN retransmissions within it are the
 /// kernel's: 1 s, then 3 s after the first SYN, …).
-pub fn connect(dst: SocketAddrV4, timeout: Duration, opts: ConnectOpts) -> std::io::Result<TcpStream> {
+pub fn connect(
+    dst: SocketAddrV4,
+    timeout: Duration,
+    opts: ConnectOpts,
+) -> std::io::Result<TcpStream> {
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0);
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -50,7 +68,12 @@ pub fn connect(dst: SocketAddrV4, timeout: Duration, opts: ConnectOpts) -> std::
         if let Some(src) = opts.bind {
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
             let sa = sockaddr(src);
-            if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+            if libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
         }
@@ -61,21 +84,38 @@ pub fn connect(dst: SocketAddrV4, timeout: Duration, opts: ConnectOpts) -> std::
             setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)?;
         }
         let sa = sockaddr(dst);
-        let r = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32);
+        let r = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         if r != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINPROGRESS) {
                 return Err(e);
             }
-            let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
             let n = libc::poll(&mut pfd, 1, ms);
             if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect timed out after {:.1} s", timeout.as_secs_f64())));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timed out after {:.1} s", timeout.as_secs_f64()),
+                ));
             }
             let mut err: i32 = 0;
             let mut len = std::mem::size_of::<i32>() as u32;
-            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut i32).cast(), &mut len);
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut i32).cast(),
+                &mut len,
+            );
             if err != 0 {
                 return Err(std::io::Error::from_raw_os_error(err));
             }
@@ -89,7 +129,15 @@ pub fn connect(dst: SocketAddrV4, timeout: Duration, opts: ConnectOpts) -> std::
 pub fn tcp_timestamp(s: &TcpStream) -> Option<u32> {
     let mut v: u32 = 0;
     let mut len = std::mem::size_of::<u32>() as u32;
-    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_TIMESTAMP, (&mut v as *mut u32).cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_TIMESTAMP,
+            (&mut v as *mut u32).cast(),
+            &mut len,
+        )
+    };
     (r == 0).then_some(v)
 }
 
@@ -107,7 +155,11 @@ pub fn errno_name(e: &std::io::Error) -> String {
         Some(libc::EPIPE) => "EPIPE",
         Some(libc::EHOSTUNREACH) => "EHOSTUNREACH",
         Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL",
-        _ if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => "timeout",
+        _ if e.kind() == std::io::ErrorKind::TimedOut
+            || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            "timeout"
+        }
         _ => return e.to_string(),
     };
     name.to_string()
@@ -144,7 +196,13 @@ impl Drop for TcpServer {
 }
 
 /// Listens on `bind` inside `ns` with `backlog`, serving each connection with `behaviour`.
-pub fn serve(ns: &Netns, name: &str, bind: SocketAddrV4, backlog: i32, behaviour: Behaviour) -> Result<TcpServer> {
+pub fn serve(
+    ns: &Netns,
+    name: &str,
+    bind: SocketAddrV4,
+    backlog: i32,
+    behaviour: Behaviour,
+) -> Result<TcpServer> {
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
     let (s, acc) = (Arc::clone(&stop), Arc::clone(&accepted));
@@ -169,7 +227,9 @@ pub fn serve(ns: &Netns, name: &str, bind: SocketAddrV4, backlog: i32, behaviour
                 Ok((conn, _)) => {
                     acc.fetch_add(1, Ordering::SeqCst);
                     let (st, nm) = (Arc::clone(&s), server_name.clone());
-                    workers.push(std::thread::spawn(move || handle(conn, behaviour, &nm, &st)));
+                    workers.push(std::thread::spawn(move || {
+                        handle(conn, behaviour, &nm, &st)
+                    }));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -180,9 +240,19 @@ pub fn serve(ns: &Netns, name: &str, bind: SocketAddrV4, backlog: i32, behaviour
         Ok(())
     })?;
     match ready_rx.recv_timeout(Duration::from_secs(3)) {
-        Ok(Ok(())) => Ok(TcpServer { stop, thread: Some(thread), accepted }),
-        Ok(Err(e)) => Err(LabError::Traffic { scenario: "server", detail: e }),
-        Err(_) => Err(LabError::Traffic { scenario: "server", detail: format!("server {name} on {bind} did not start") }),
+        Ok(Ok(())) => Ok(TcpServer {
+            stop,
+            thread: Some(thread),
+            accepted,
+        }),
+        Ok(Err(e)) => Err(LabError::Traffic {
+            scenario: "server",
+            detail: e,
+        }),
+        Err(_) => Err(LabError::Traffic {
+            scenario: "server",
+            detail: format!("server {name} on {bind} did not start"),
+        }),
     }
 }
 
@@ -195,7 +265,12 @@ fn listen(bind: SocketAddrV4, backlog: i32) -> std::io::Result<TcpListener> {
         let l = TcpListener::from_raw_fd(fd);
         setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         let sa = sockaddr(bind);
-        if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+        if libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
         if libc::listen(fd, backlog) != 0 {
@@ -222,7 +297,11 @@ fn handle(mut conn: TcpStream, behaviour: Behaviour, name: &str, stop: &AtomicBo
                             return;
                         }
                     }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
                     Err(_) => return,
                 }
             }
@@ -236,7 +315,11 @@ fn handle(mut conn: TcpStream, behaviour: Behaviour, name: &str, stop: &AtomicBo
                         let _ = conn.write_all(&vec![b'x'; bytes]);
                         return; // drop: active close, FIN first
                     }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
                     Err(_) => return,
                 }
             }
@@ -257,7 +340,10 @@ pub fn request(s: &mut TcpStream, msg: &str, timeout: Duration) -> std::io::Resu
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf)?;
     if n == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed",
+        ));
     }
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }

@@ -6,13 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Random access to a binary; implemented for byte slices and files.
+/// Random access to a binary; implemented for byte slices, vectors and files.
 pub trait ReadAt {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at or past the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize;
 }
 
-impl ReadAt for [u8] {
+impl ReadAt for &[u8] {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
         let Ok(off) = usize::try_from(offset) else { return 0 };
         if off >= self.len() {
@@ -21,6 +21,12 @@ impl ReadAt for [u8] {
         let n = buf.len().min(self.len() - off);
         buf[..n].copy_from_slice(&self[off..off + n]);
         n
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
+        self.as_slice().read_at(offset, buf)
     }
 }
 
@@ -102,9 +108,10 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
     let mut elf = Elf { is64, le, loads: Vec::new(), sections: Vec::new() };
     let ph = read_vec(r, phoff, ((phentsize * phnum) as usize).min(ELF_HEADERS_MAX));
     for i in 0..phnum as usize {
+        // Entries shorter than the format needs are hostile or damaged: stop rather than index past them.
         let e = match ph.get(i * phentsize as usize..(i + 1) * phentsize as usize) {
-            Some(e) => e,
-            None => break,
+            Some(e) if e.len() >= if is64 { 56 } else { 32 } => e,
+            _ => break,
         };
         let g = |o: usize, n: usize| uint(&e[o..o + n], le);
         if g(0, 4) != 1 {
@@ -119,6 +126,9 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
     let sh = read_vec(r, shoff, ((shentsize * shnum) as usize).min(ELF_HEADERS_MAX));
     let sec = |i: usize| -> Option<(u64, u64, u64)> {
         let e = sh.get(i * shentsize as usize..(i + 1) * shentsize as usize)?;
+        if e.len() < if is64 { 64 } else { 40 } {
+            return None;
+        }
         let g = |o: usize, n: usize| uint(&e[o..o + n], le);
         Some(if is64 { (g(0, 4), g(24, 8), g(32, 8)) } else { (g(0, 4), g(16, 4), g(20, 4)) })
     };
@@ -139,7 +149,10 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
 
 impl Elf {
     fn vaddr_to_off(&self, va: u64) -> Option<u64> {
-        self.loads.iter().find(|(v, _, sz, _)| va >= *v && va < v + sz).map(|(v, off, _, _)| off + (va - v))
+        self.loads
+            .iter()
+            .find(|(v, _, sz, _)| va >= *v && v.checked_add(*sz).map(|end| va < end).unwrap_or(false))
+            .and_then(|(v, off, _, _)| off.checked_add(va - v))
     }
 
     fn read_ptr(&self, r: &dyn ReadAt, va: u64, ptr: usize) -> Option<u64> {
@@ -150,7 +163,7 @@ impl Elf {
     /// A Go string header at `va`: (data pointer, length) → the bytes (bounded).
     fn read_go_string(&self, r: &dyn ReadAt, va: u64, ptr: usize) -> Option<String> {
         let data = self.read_ptr(r, va, ptr)?;
-        let len = self.read_ptr(r, va + ptr as u64, ptr)?;
+        let len = self.read_ptr(r, va.checked_add(ptr as u64)?, ptr)?;
         if len > 64 << 10 {
             return None;
         }
@@ -394,10 +407,25 @@ mod tests {
     #[test]
     fn go_pointer_format_and_inline_format() {
         let old = fake_go_elf("go1.15.6");
-        assert_eq!(go_build_info(old.as_slice()).unwrap().go_version, "go1.15.6");
+        assert_eq!(go_build_info(&old).unwrap().go_version, "go1.15.6");
         assert_eq!(parse_go_version("go1.15.6"), Some((1, 15, 6)));
         assert_eq!(parse_go_version("go1.16beta1"), Some((1, 16, 0)));
-        assert!(go_build_info(b"not an elf".as_slice()).is_none());
+        assert!(go_build_info(&b"not an elf".to_vec()).is_none());
+    }
+
+    #[test]
+    fn damaged_binaries_never_panic() {
+        let good = fake_go_elf("go1.15.6");
+        for i in 0..good.len().min(0x1200) {
+            for v in [0x00u8, 0xff, 0x7f] {
+                let mut b = good.clone();
+                b[i] = v;
+                let _ = go_build_info(&b);
+            }
+        }
+        for cut in (0..good.len()).step_by(7) {
+            let _ = go_build_info(&good[..cut].to_vec());
+        }
     }
 
     #[test]

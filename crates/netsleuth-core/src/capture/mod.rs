@@ -18,9 +18,12 @@ use crate::finding::Diagnostic;
 use std::fmt;
 use std::io::{self, Read};
 
-/// Initial size of the read buffer: large enough that `read()` calls are rare, small enough to stay in
+/// Working size of the read buffer: large enough that `read()` calls are rare, small enough to stay in
 /// the L2/L3 cache neighbourhood.
 const INITIAL_BUFFER: usize = 4 << 20;
+/// The buffer starts this small and grows to `INITIAL_BUFFER` only if the input is that large, so that
+/// opening many small captures stays cheap.
+const FIRST_BUFFER: usize = 64 << 10;
 /// No capture tool writes a record this large; a length above it is a damaged header.
 pub const MAX_RECORD_LEN: usize = 256 << 20;
 /// Wireshark's largest snap length for ordinary link types: a pcap record longer than this and longer
@@ -73,7 +76,10 @@ pub struct Record<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureFormat {
     /// Classic libpcap (also the Kuznetzov "modified pcap" variant, read as microsecond pcap).
-    Pcap { nanos: bool, big_endian: bool },
+    Pcap {
+        nanos: bool,
+        big_endian: bool,
+    },
     PcapNg,
 }
 
@@ -84,7 +90,11 @@ impl fmt::Display for CaptureFormat {
                 f,
                 "pcap ({}, {})",
                 if *nanos { "nanosecond" } else { "microsecond" },
-                if *big_endian { "big-endian" } else { "little-endian" }
+                if *big_endian {
+                    "big-endian"
+                } else {
+                    "little-endian"
+                }
             ),
             CaptureFormat::PcapNg => f.write_str("pcapng"),
         }
@@ -221,6 +231,10 @@ struct PcapState {
     linktype: u32,
     /// Seconds of the last good record, to judge candidate headers while resynchronising.
     last_ts_sec: Option<u32>,
+    /// 1000 for microsecond files, 1 for nanosecond files.
+    frac_to_ns: i64,
+    /// Captured lengths up to this need no check (the snap length, or the plausible maximum if none).
+    fast_caplen_max: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -252,6 +266,7 @@ enum Step {
     End,
 }
 
+#[derive(Debug, Clone, Copy)]
 struct RecordMeta {
     offset: u64,
     ts_ns: i64,
@@ -279,6 +294,8 @@ pub struct CaptureReader<R: Read> {
     interfaces: Vec<Interface>,
     frame: u64,
     diags: Vec<DiagCount>,
+    /// A record framed by `peek_ts` and not yet returned.
+    peeked: Option<RecordMeta>,
 }
 
 #[inline]
@@ -341,9 +358,13 @@ fn classify_foreign(head: &[u8]) -> OpenError {
     } else if starts(&[0x04, 0x22, 0x4d, 0x18]) {
         OpenError::Compressed { kind: "lz4" }
     } else if starts(b"GMBU") || starts(b"RTSS") {
-        OpenError::OtherCaptureFormat { name: "Microsoft Network Monitor" }
+        OpenError::OtherCaptureFormat {
+            name: "Microsoft Network Monitor",
+        }
     } else if starts(b"snoop\0") {
-        OpenError::OtherCaptureFormat { name: "Solaris snoop" }
+        OpenError::OtherCaptureFormat {
+            name: "Solaris snoop",
+        }
     } else if starts(b"TRSNIFF data") || starts(b"XCP\0") {
         OpenError::OtherCaptureFormat { name: "Sniffer" }
     } else if starts(b"btsnoop\0") {
@@ -362,17 +383,21 @@ impl<R: Read> CaptureReader<R> {
         let mut r = CaptureReader {
             reader,
             source: source.into(),
-            buf: vec![0u8; INITIAL_BUFFER],
+            buf: vec![0u8; FIRST_BUFFER],
             start: 0,
             end: 0,
             buf_file_pos: 0,
             eof: false,
             done: false,
             truncated: false,
-            format: Format::PcapNg(PcapNgState { big_endian: false, section_base: 0 }),
+            format: Format::PcapNg(PcapNgState {
+                big_endian: false,
+                section_base: 0,
+            }),
             interfaces: Vec::new(),
             frame: 0,
             diags: Vec::new(),
+            peeked: None,
         };
         r.fill_or_io(PCAP_HEADER_LEN)?;
         let avail = r.end - r.start;
@@ -404,6 +429,12 @@ impl<R: Read> CaptureReader<R> {
                 snaplen,
                 linktype,
                 last_ts_sec: None,
+                frac_to_ns: if nanos { 1 } else { 1000 },
+                fast_caplen_max: if snaplen == 0 {
+                    PLAUSIBLE_CAPLEN
+                } else {
+                    snaplen.min(PLAUSIBLE_CAPLEN)
+                },
             });
             r.start += PCAP_HEADER_LEN;
             return Ok(r);
@@ -421,7 +452,10 @@ impl<R: Read> CaptureReader<R> {
                     })
                 }
             };
-            r.format = Format::PcapNg(PcapNgState { big_endian, section_base: 0 });
+            r.format = Format::PcapNg(PcapNgState {
+                big_endian,
+                section_base: 0,
+            });
             // The SHB itself is read by the block loop.
             return Ok(r);
         }
@@ -437,7 +471,10 @@ impl<R: Read> CaptureReader<R> {
     /// The format found in the header.
     pub fn format(&self) -> CaptureFormat {
         match self.format {
-            Format::Pcap(p) => CaptureFormat::Pcap { nanos: p.nanos, big_endian: p.big_endian },
+            Format::Pcap(p) => CaptureFormat::Pcap {
+                nanos: p.nanos,
+                big_endian: p.big_endian,
+            },
             Format::PcapNg(_) => CaptureFormat::PcapNg,
         }
     }
@@ -487,26 +524,16 @@ impl<R: Read> CaptureReader<R> {
     }
 
     /// The next packet record, or `None` at the end of the input (or after damage it cannot skip).
+    #[inline]
     pub fn next_record(&mut self) -> Option<Record<'_>> {
-        let meta = loop {
-            if self.done {
-                return None;
-            }
-            let step = match self.format {
-                Format::Pcap(_) => self.step_pcap(),
-                Format::PcapNg(_) => self.step_pcapng(),
-            };
-            match step {
-                Step::Record(m) => break m,
-                Step::Skip => continue,
-                Step::End => {
-                    self.done = true;
-                    return None;
-                }
-            }
+        let meta = match self.peeked.take() {
+            Some(meta) => meta,
+            None => self.fetch()?,
         };
         self.frame += 1;
-        let data = self.buf.get(meta.data_start..meta.data_start + meta.data_len)?;
+        let data = self
+            .buf
+            .get(meta.data_start..meta.data_start + meta.data_len)?;
         Some(Record {
             frame: self.frame,
             offset: meta.offset,
@@ -518,12 +545,139 @@ impl<R: Read> CaptureReader<R> {
         })
     }
 
-    fn diag(&mut self, code: &'static str, offset: u64, frame: Option<u64>, message: impl FnOnce() -> String) {
+    /// The capture timestamp of the next record, without consuming it: for merging several captures
+    /// by time without copying records (`next_record` then returns that record).
+    pub fn peek_ts(&mut self) -> Option<i64> {
+        if self.peeked.is_none() {
+            self.peeked = self.fetch();
+        }
+        self.peeked.as_ref().map(|m| m.ts_ns)
+    }
+
+    /// Frame the next record. Its bytes stay in the buffer until the next call (the buffer is only
+    /// refilled, and so moved, by a later step).
+    #[inline(always)]
+    fn fetch(&mut self) -> Option<RecordMeta> {
+        if self.done {
+            return None;
+        }
+        match self.fast_step() {
+            Some(meta) => Some(meta),
+            None => self.slow_step(),
+        }
+    }
+
+    /// The common case, kept small enough to inline: a pcap record or a pcapng Enhanced Packet Block
+    /// that is entirely buffered and needs no scrutiny. Anything else goes to `slow_step`.
+    #[inline(always)]
+    fn fast_step(&mut self) -> Option<RecordMeta> {
+        let avail = self.end - self.start;
+        let offset = self.buf_file_pos + self.start as u64;
+        match &mut self.format {
+            Format::Pcap(st) => {
+                if st.record_header_len != 16 || avail < 16 {
+                    return None;
+                }
+                let h = &self.buf[self.start..self.start + 16];
+                let be = st.big_endian;
+                let caplen = u32_at(h, 8, be);
+                if caplen > st.fast_caplen_max || avail < 16 + caplen as usize {
+                    return None;
+                }
+                let ts_sec = u32_at(h, 0, be);
+                st.last_ts_sec = Some(ts_sec);
+                let meta = RecordMeta {
+                    offset,
+                    ts_ns: ts_sec as i64 * 1_000_000_000 + u32_at(h, 4, be) as i64 * st.frac_to_ns,
+                    linktype: st.linktype,
+                    interface: 0,
+                    orig_len: u32_at(h, 12, be),
+                    data_start: self.start + 16,
+                    data_len: caplen as usize,
+                };
+                self.start += 16 + caplen as usize;
+                Some(meta)
+            }
+            Format::PcapNg(st) => {
+                if avail < 32 {
+                    return None;
+                }
+                let b = &self.buf[self.start..self.end];
+                let be = st.big_endian;
+                let block_len = u32_at(b, 4, be) as usize;
+                if u32_at(b, 0, be) != PCAPNG_EPB
+                    || block_len < 32
+                    || block_len & 3 != 0
+                    || block_len > avail
+                    || u32_at(b, block_len - 4, be) as usize != block_len
+                {
+                    return None;
+                }
+                let idx = st.section_base.checked_add(u32_at(b, 8, be) as usize)?;
+                let iface = self.interfaces.get(idx)?;
+                let caplen = u32_at(b, 20, be) as usize;
+                if iface.linktype == u32::MAX
+                    || caplen > block_len - 32
+                    || (iface.snaplen != 0 && caplen > iface.snaplen as usize)
+                {
+                    return None;
+                }
+                let ts_units = ((u32_at(b, 12, be) as u64) << 32) | u32_at(b, 16, be) as u64;
+                let meta = RecordMeta {
+                    offset,
+                    ts_ns: iface.unit.to_ns(ts_units).saturating_add(iface.offset_ns),
+                    linktype: iface.linktype,
+                    interface: idx as u32,
+                    orig_len: u32_at(b, 24, be),
+                    data_start: self.start + 28,
+                    data_len: caplen,
+                };
+                self.start += block_len;
+                Some(meta)
+            }
+        }
+    }
+
+    /// Everything `fast_step` does not take: refills, other blocks, damage.
+    #[inline(never)]
+    fn slow_step(&mut self) -> Option<RecordMeta> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let step = match self.format {
+                Format::Pcap(_) => self.step_pcap(),
+                Format::PcapNg(_) => self.step_pcapng(),
+            };
+            match step {
+                Step::Record(m) => return Some(m),
+                Step::Skip => continue,
+                Step::End => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn diag(
+        &mut self,
+        code: &'static str,
+        offset: u64,
+        frame: Option<u64>,
+        message: impl FnOnce() -> String,
+    ) {
         if let Some(d) = self.diags.iter_mut().find(|d| d.code == code) {
             d.count += 1;
             return;
         }
-        self.diags.push(DiagCount { code, count: 1, offset: Some(offset), frame, message: message() });
+        self.diags.push(DiagCount {
+            code,
+            count: 1,
+            offset: Some(offset),
+            frame,
+            message: message(),
+        });
     }
 
     /// Ensure `need` unconsumed bytes are buffered; false if the input ends first.
@@ -557,15 +711,23 @@ impl<R: Read> CaptureReader<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        if need > self.buf.len() {
-            // Grow for an oversized record (bounded by MAX_RECORD_LEN at the callers).
-            self.buf.resize(need.next_power_of_two(), 0);
-        } else if self.buf.len() > INITIAL_BUFFER && need <= INITIAL_BUFFER && self.end <= INITIAL_BUFFER {
+        if self.buf.len() > INITIAL_BUFFER && need <= INITIAL_BUFFER && self.end <= INITIAL_BUFFER {
             // Give back the memory of a past oversized record.
             self.buf.truncate(INITIAL_BUFFER);
             self.buf.shrink_to_fit();
         }
         while self.end < need {
+            if self.end == self.buf.len() {
+                // A record larger than the buffer: grow by doubling as its bytes actually arrive, so a
+                // damaged length field cannot make us allocate for data that is not there.
+                let target = if self.buf.len() < INITIAL_BUFFER {
+                    INITIAL_BUFFER
+                } else {
+                    self.buf.len() * 2
+                };
+                let grown = target.min(need.next_power_of_two());
+                self.buf.resize(grown, 0);
+            }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     self.eof = true;
@@ -575,6 +737,10 @@ impl<R: Read> CaptureReader<R> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(OpenError::Io(e)),
             }
+        }
+        if self.end == self.buf.len() && self.buf.len() < INITIAL_BUFFER {
+            // The input is larger than the first buffer: use the working size from the next read on.
+            self.buf.resize(INITIAL_BUFFER, 0);
         }
         Ok(())
     }
@@ -603,7 +769,9 @@ impl<R: Read> CaptureReader<R> {
     // ---- pcap ----
 
     fn step_pcap(&mut self) -> Step {
-        let Format::Pcap(st) = self.format else { return Step::End };
+        let Format::Pcap(st) = self.format else {
+            return Step::End;
+        };
         let hl = st.record_header_len;
         if !self.fill(hl) {
             return self.cut_short(hl);
@@ -617,7 +785,8 @@ impl<R: Read> CaptureReader<R> {
         let offset = self.offset();
 
         if caplen as usize > MAX_RECORD_LEN
-            || (caplen > st.snaplen.max(PLAUSIBLE_CAPLEN) && !self.pcap_next_header_plausible(&st, caplen))
+            || (caplen > st.snaplen.max(PLAUSIBLE_CAPLEN)
+                && !self.pcap_next_header_plausible(&st, caplen))
         {
             let frame = self.frame + 1;
             self.diag("bad-record-length", offset, Some(frame), || {
@@ -643,7 +812,11 @@ impl<R: Read> CaptureReader<R> {
         if !self.fill(total) {
             return self.cut_short(total);
         }
-        let frac_ns = if st.nanos { ts_frac as i64 } else { ts_frac as i64 * 1000 };
+        let frac_ns = if st.nanos {
+            ts_frac as i64
+        } else {
+            ts_frac as i64 * 1000
+        };
         let ts_ns = ts_sec as i64 * 1_000_000_000 + frac_ns;
         if let Format::Pcap(s) = &mut self.format {
             s.last_ts_sec = Some(ts_sec);
@@ -717,7 +890,9 @@ impl<R: Read> CaptureReader<R> {
     // ---- pcapng ----
 
     fn step_pcapng(&mut self) -> Step {
-        let Format::PcapNg(mut st) = self.format else { return Step::End };
+        let Format::PcapNg(mut st) = self.format else {
+            return Step::End;
+        };
         if !self.fill(12) {
             return self.cut_short(12);
         }
@@ -743,7 +918,7 @@ impl<R: Read> CaptureReader<R> {
         let be = st.big_endian;
         let block_type = u32_at(head, 0, be);
         let block_len = u32_at(head, 4, be) as usize;
-        if block_len < 12 || block_len % 4 != 0 || block_len > MAX_RECORD_LEN {
+        if block_len < 12 || block_len & 3 != 0 || block_len > MAX_RECORD_LEN {
             self.diag("bad-block", offset, None, || {
                 format!(
                     "block at byte {offset} (type 0x{block_type:08x}) has an impossible length {block_len}; \
@@ -779,7 +954,9 @@ impl<R: Read> CaptureReader<R> {
                 self.read_idb(body_start, body_len, be, offset);
                 Step::Skip
             }
-            PCAPNG_EPB | PCAPNG_OPB => self.read_packet_block(block_type, body_start, body_len, &st, offset),
+            PCAPNG_EPB | PCAPNG_OPB => {
+                self.read_packet_block(block_type, body_start, body_len, &st, offset)
+            }
             PCAPNG_SPB => self.read_spb(body_start, body_len, &st, offset),
             // NRB, ISB, DSB, journal, custom and unknown blocks carry no packets we analyse.
             _ => Step::Skip,
@@ -790,7 +967,9 @@ impl<R: Read> CaptureReader<R> {
         let body = &self.buf[body_start..body_start + body_len];
         if body.len() < 8 {
             self.diag("bad-block", offset, None, || {
-                format!("interface description block at byte {offset} is too short ({body_len} bytes)")
+                format!(
+                    "interface description block at byte {offset} is too short ({body_len} bytes)"
+                )
             });
             // Keep interface numbering aligned with the file's.
             self.interfaces.push(Interface {
@@ -804,8 +983,13 @@ impl<R: Read> CaptureReader<R> {
         }
         let linktype = u16_at(body, 0, be) as u32;
         let snaplen = u32_at(body, 4, be);
-        let mut iface =
-            Interface { linktype, snaplen, name: None, unit: TsUnit::MulNs(1000), offset_ns: 0 };
+        let mut iface = Interface {
+            linktype,
+            snaplen,
+            name: None,
+            unit: TsUnit::MulNs(1000),
+            offset_ns: 0,
+        };
         let mut bad_tsresol = None;
         for (code, value) in Options::new(&body[8..], be) {
             match code {
@@ -872,7 +1056,11 @@ impl<R: Read> CaptureReader<R> {
             return Step::Skip;
         }
         let body = &self.buf[body_start..body_start + body_len];
-        let local_iface = if block_type == PCAPNG_OPB { u16_at(body, 0, be) as u32 } else { u32_at(body, 0, be) };
+        let local_iface = if block_type == PCAPNG_OPB {
+            u16_at(body, 0, be) as u32
+        } else {
+            u32_at(body, 0, be)
+        };
         let ts_units = ((u32_at(body, 4, be) as u64) << 32) | u32_at(body, 8, be) as u64;
         let caplen = u32_at(body, 12, be) as usize;
         let orig_len = u32_at(body, 16, be);
@@ -914,7 +1102,13 @@ impl<R: Read> CaptureReader<R> {
         })
     }
 
-    fn read_spb(&mut self, body_start: usize, body_len: usize, st: &PcapNgState, offset: u64) -> Step {
+    fn read_spb(
+        &mut self,
+        body_start: usize,
+        body_len: usize,
+        st: &PcapNgState,
+        offset: u64,
+    ) -> Step {
         if body_len < 4 {
             self.diag("bad-block", offset, Some(self.frame + 1), || {
                 format!("simple packet block at byte {offset} is too short")
@@ -945,7 +1139,9 @@ impl<R: Read> CaptureReader<R> {
     /// After damage at `bad_offset`, scan 4-byte-aligned positions for a block whose type is known and
     /// whose leading and trailing lengths agree.
     fn pcapng_resync(&mut self, bad_offset: u64) -> Step {
-        let Format::PcapNg(st) = self.format else { return Step::End };
+        let Format::PcapNg(st) = self.format else {
+            return Step::End;
+        };
         self.start += 4;
         loop {
             if !self.fill(12) {
@@ -968,7 +1164,7 @@ impl<R: Read> CaptureReader<R> {
                 let len = u32_at(head, 4, be) as usize;
                 if PCAPNG_KNOWN_BLOCKS.contains(&t)
                     && len >= 12
-                    && len % 4 == 0
+                    && len & 3 == 0
                     && len <= MAX_RECORD_LEN
                     && self.fill(len)
                     && u32_at(&self.buf[self.start..self.start + len], len - 4, be) as usize == len
@@ -994,7 +1190,11 @@ fn pcap_header_plausible(h: &[u8], st: &PcapState) -> Option<u32> {
         Some(last) => ts_sec.abs_diff(last) <= 7 * 86_400,
         None => true,
     };
-    (ts_ok && ts_frac < frac_limit && caplen <= max_caplen && orig_len >= caplen && orig_len <= 16 << 20)
+    (ts_ok
+        && ts_frac < frac_limit
+        && caplen <= max_caplen
+        && orig_len >= caplen
+        && orig_len <= 16 << 20)
         .then_some(caplen)
 }
 
@@ -1028,6 +1228,11 @@ impl<'a> Iterator for Options<'a> {
         Some((code, value))
     }
 }
+
+/// The test packet builder and capture writers (`tests/support`), shared by the crate's unit tests.
+#[cfg(test)]
+#[path = "../../tests/support/mod.rs"]
+pub(crate) mod test_support;
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,6 @@
 use super::*;
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
-use support::*;
+use super::test_support::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Owned {
@@ -57,9 +54,17 @@ impl Read for Trickle<'_> {
 
 fn sample_frames() -> Vec<Vec<u8>> {
     vec![
-        tcp([10, 0, 0, 1], 40000, [10, 0, 0, 2], 80).flags(SYN).seq(7).ethernet(),
-        udp([10, 0, 0, 1], 5000, [10, 0, 0, 53], 53).payload(&dns_query(1, "a.example", 1).build()).ethernet(),
-        tcp([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000).flags(SYN | ACK).payload(&[7; 300]).ethernet(),
+        tcp([10, 0, 0, 1], 40000, [10, 0, 0, 2], 80)
+            .flags(SYN)
+            .seq(7)
+            .ethernet(),
+        udp([10, 0, 0, 1], 5000, [10, 0, 0, 53], 53)
+            .payload(&dns_query(1, "a.example", 1).build())
+            .ethernet(),
+        tcp([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000)
+            .flags(SYN | ACK)
+            .payload(&[7; 300])
+            .ethernet(),
     ]
 }
 
@@ -67,10 +72,18 @@ fn sample_frames() -> Vec<Vec<u8>> {
 fn pcap_little_endian_microseconds() {
     let f = sample_frames();
     let mut w = PcapWriter::new(LINKTYPE_ETHERNET);
-    w.push(1_500_000_000_123_456_000, &f[0]).push(1_500_000_001_000_001_000, &f[1]).push(1_500_000_002_999_999_000, &f[2]);
+    w.push(1_500_000_000_123_456_000, &f[0])
+        .push(1_500_000_001_000_001_000, &f[1])
+        .push(1_500_000_002_999_999_000, &f[2]);
     let bytes = w.finish();
     let mut r = open(&bytes);
-    assert_eq!(r.format(), CaptureFormat::Pcap { nanos: false, big_endian: false });
+    assert_eq!(
+        r.format(),
+        CaptureFormat::Pcap {
+            nanos: false,
+            big_endian: false
+        }
+    );
     let recs = read_all(&mut r);
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0].offset, 24);
@@ -95,7 +108,13 @@ fn pcap_big_endian_nanoseconds_and_fcs_bits() {
     let bytes = w.finish();
     assert_eq!(&bytes[..4], &[0xa1, 0xb2, 0x3c, 0x4d]);
     let mut r = open(&bytes);
-    assert_eq!(r.format(), CaptureFormat::Pcap { nanos: true, big_endian: true });
+    assert_eq!(
+        r.format(),
+        CaptureFormat::Pcap {
+            nanos: true,
+            big_endian: true
+        }
+    );
     let recs = read_all(&mut r);
     assert_eq!(recs[0].ts_ns, 1_700_000_000_000_000_001);
     assert_eq!(recs[0].linktype, LINKTYPE_ETHERNET);
@@ -124,7 +143,10 @@ fn pcap_modified_kuznetzov_records_are_24_bytes() {
 #[test]
 fn pcap_cut_mid_record_sets_truncated_file() {
     let f = sample_frames();
-    let bytes = PcapWriter::new(1).packet(0, &f[0]).packet(0, &f[1]).finish();
+    let bytes = PcapWriter::new(1)
+        .packet(0, &f[0])
+        .packet(0, &f[1])
+        .finish();
     let second = 24 + 16 + f[0].len();
     for cut in [second + 3, second + 16, bytes.len() - 1] {
         let mut r = open(&bytes[..cut]);
@@ -177,7 +199,10 @@ fn pcap_garbage_tail_is_reported_not_fatal() {
 #[test]
 fn pcap_caplen_over_snaplen_is_kept_and_noted() {
     let f = sample_frames();
-    let bytes = PcapWriter::with(1, false, false, 64).packet(0, &f[2]).packet(0, &f[0]).finish();
+    let bytes = PcapWriter::with(1, false, false, 64)
+        .packet(0, &f[2])
+        .packet(0, &f[0])
+        .finish();
     let mut r = open(&bytes);
     let recs = read_all(&mut r);
     assert_eq!(recs.len(), 2);
@@ -207,24 +232,45 @@ fn pcapng_sections_interfaces_and_block_kinds() {
     let sll2 = tcp([10, 0, 0, 1], 1, [10, 0, 0, 2], 2).sll2(3, PKTTYPE_HOST);
     w.packet(any, 1_600_000_001_500_000_000, &sll2);
     w.block(5, &[0; 12]); // ISB
-    // Second section: interface ids restart at 0 and get global index 2.
+                          // Second section: interface ids restart at 0 and get global index 2.
     w.section();
     let lo = w.interface_with_offset(101, Some("lo"), None, 0, Some(100));
-    w.packet(lo, 1_000_000, &tcp([127, 0, 0, 1], 1, [127, 0, 0, 1], 2).ip());
+    w.packet(
+        lo,
+        1_000_000,
+        &tcp([127, 0, 0, 1], 1, [127, 0, 0, 1], 2).ip(),
+    );
     w.spb(&tcp([127, 0, 0, 1], 3, [127, 0, 0, 1], 4).ip());
-    w.opb(0, 2_000_000, &tcp([127, 0, 0, 1], 5, [127, 0, 0, 1], 6).ip());
+    w.opb(
+        0,
+        2_000_000,
+        &tcp([127, 0, 0, 1], 5, [127, 0, 0, 1], 6).ip(),
+    );
     let bytes = w.finish();
     let mut r = open(&bytes);
     assert_eq!(r.format(), CaptureFormat::PcapNg);
     let recs = read_all(&mut r);
     assert!(r.diagnostics().is_empty(), "{:?}", r.diagnostics());
     assert_eq!(recs.len(), 5);
-    assert_eq!(recs.iter().map(|r| r.frame).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert_eq!(recs.iter().map(|r| r.interface).collect::<Vec<_>>(), [0, 1, 2, 2, 2]);
-    assert_eq!(recs.iter().map(|r| r.linktype).collect::<Vec<_>>(), [1, 276, 101, 101, 101]);
+    assert_eq!(
+        recs.iter().map(|r| r.frame).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        recs.iter().map(|r| r.interface).collect::<Vec<_>>(),
+        [0, 1, 2, 2, 2]
+    );
+    assert_eq!(
+        recs.iter().map(|r| r.linktype).collect::<Vec<_>>(),
+        [1, 276, 101, 101, 101]
+    );
     assert_eq!(recs[0].ts_ns, 1_600_000_000_123_456_789);
     // 2^-20 s resolution: within one unit (~954 ns).
-    assert!((recs[1].ts_ns - 1_600_000_001_500_000_000).abs() < 1000, "{}", recs[1].ts_ns);
+    assert!(
+        (recs[1].ts_ns - 1_600_000_001_500_000_000).abs() < 1000,
+        "{}",
+        recs[1].ts_ns
+    );
     assert_eq!(recs[1].data, sll2);
     // if_tsoffset 100 s.
     assert_eq!(recs[2].ts_ns, 100_001_000_000);
@@ -288,7 +334,8 @@ fn pcapng_bad_lengths_resync() {
     w.packet(0, 0, &f[2]);
     let mut bytes = w.finish();
     // Break the trailing length of the second packet block.
-    let second_len = u32::from_le_bytes(bytes[damaged_at + 4..damaged_at + 8].try_into().unwrap()) as usize;
+    let second_len =
+        u32::from_le_bytes(bytes[damaged_at + 4..damaged_at + 8].try_into().unwrap()) as usize;
     bytes[damaged_at + second_len - 4] ^= 0xFF;
     let mut r = open(&bytes);
     let recs = read_all(&mut r);
@@ -342,7 +389,14 @@ fn tiny_reads_give_the_same_records() {
     let bytes = w.finish();
     let whole = read_all(&mut open(&bytes));
     for chunk in [1, 3, 7, 100] {
-        let mut r = CaptureReader::new(Trickle { data: &bytes, chunk }, "pipe").unwrap();
+        let mut r = CaptureReader::new(
+            Trickle {
+                data: &bytes,
+                chunk,
+            },
+            "pipe",
+        )
+        .unwrap();
         assert_eq!(read_all(&mut r), whole, "chunk {chunk}");
     }
 }
@@ -367,19 +421,92 @@ fn records_larger_than_the_buffer_grow_it_then_shrink_back() {
     assert_eq!(lens, [small.len(), big.len(), small.len(), small.len()]);
     assert!(max_cap > INITIAL_BUFFER);
     assert!(max_cap <= 2 * (INITIAL_BUFFER + 12345 + 16));
-    assert!(r.buffer_capacity() <= INITIAL_BUFFER, "{}", r.buffer_capacity());
+    assert!(
+        r.buffer_capacity() <= INITIAL_BUFFER,
+        "{}",
+        r.buffer_capacity()
+    );
+}
+
+#[test]
+fn records_across_the_first_buffer_size() {
+    // Records of 100 KB and 30 KB: larger than the first buffer, smaller than the working one.
+    let (a, b) = (vec![1u8; 100_000], vec![2u8; 30_000]);
+    let mut w = PcapWriter::with(1, false, false, 0);
+    for i in 0..40 {
+        w.push(i * 1000, if i % 3 == 0 { &a } else { &b });
+    }
+    let bytes = w.finish();
+    for chunk in [usize::MAX, 4096] {
+        let mut r = CaptureReader::new(
+            Trickle {
+                data: &bytes,
+                chunk,
+            },
+            "x",
+        )
+        .unwrap();
+        let recs = read_all(&mut r);
+        assert_eq!(recs.len(), 40);
+        assert!(recs
+            .iter()
+            .all(|r| r.data == *if (r.ts_ns / 1000) % 3 == 0 { &a } else { &b }));
+        assert!(r.buffer_capacity() <= INITIAL_BUFFER);
+    }
+}
+
+#[test]
+fn peeking_merges_captures_by_time_without_copies() {
+    let f = sample_frames();
+    let a = PcapWriter::new(1)
+        .packet(10_000, &f[0])
+        .packet(30_000, &f[1])
+        .packet(50_000, &f[2])
+        .finish();
+    let mut w = PcapNgWriter::new();
+    w.interface(1, None, Some(9), 0);
+    w.packet(0, 20_000, &f[2]).packet(0, 40_000, &f[0]);
+    let b = w.finish();
+    let mut readers = [open(&a), open(&b)];
+    let mut order = Vec::new();
+    loop {
+        let next = (0..2)
+            .filter_map(|i| readers[i].peek_ts().map(|ts| (ts, i)))
+            .min();
+        let Some((ts, i)) = next else { break };
+        // Peeking again changes nothing.
+        assert_eq!(readers[i].peek_ts(), Some(ts));
+        let rec = readers[i].next_record().unwrap();
+        assert_eq!(rec.ts_ns, ts);
+        order.push((i, rec.frame, rec.data.len()));
+    }
+    assert_eq!(
+        order,
+        [
+            (0, 1, f[0].len()),
+            (1, 1, f[2].len()),
+            (0, 2, f[1].len()),
+            (1, 2, f[0].len()),
+            (0, 3, f[2].len())
+        ]
+    );
 }
 
 #[test]
 fn open_errors_say_what_the_file_is() {
     let msg = |b: &[u8]| CaptureReader::new(b, "x").err().unwrap().to_string();
     assert_eq!(msg(&[]), "empty input: no capture header");
-    assert!(msg(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0]).starts_with("gzip-compressed: not handled here"));
+    assert!(
+        msg(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0]).starts_with("gzip-compressed: not handled here")
+    );
     assert!(msg(&[0x28, 0xb5, 0x2f, 0xfd, 0]).starts_with("zstd-compressed"));
     assert!(msg(b"GMBU\x00\x02 some netmon").contains("Network Monitor"));
     assert!(msg(b"snoop\0\0\0\0\0\0\x02").contains("snoop"));
     let m = msg(b"hello world, this is text");
-    assert!(m.starts_with("not a capture: starts with 68 65 6c 6c"), "{m}");
+    assert!(
+        m.starts_with("not a capture: starts with 68 65 6c 6c"),
+        "{m}"
+    );
     assert!(m.contains("\"hello wo\""), "{m}");
     assert!(msg(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).contains("too short"));
     assert!(msg(&[0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 1, 2, 3, 4]).contains("byte-order magic"));
@@ -396,7 +523,11 @@ fn every_prefix_and_random_damage_never_panics() {
     }
     w.spb(&f[1]);
     let ng = w.finish();
-    let pcap = PcapWriter::new(1).packet(0, &f[0]).packet(1, &f[1]).packet(2, &f[2]).finish();
+    let pcap = PcapWriter::new(1)
+        .packet(0, &f[0])
+        .packet(1, &f[1])
+        .packet(2, &f[2])
+        .finish();
     for file in [&ng, &pcap] {
         let full = read_all(&mut open(file));
         for n in 0..file.len() {

@@ -29,6 +29,7 @@ struct Case {
     new_backend: Endpoint,
     gap_ns: i64,
     pkts: Vec<(PktRef, String)>,
+    /// Exact sequence continuation (set for client-view cases, where the RST's seq proves it).
     rst: bool,
     /// Only the client's view: an RST that a socketless server sends, after a silence.
     client_view_only: bool,
@@ -43,7 +44,7 @@ pub struct Detector {
 }
 
 /// From the client's view alone, a reset right after a silence at least this long is worth a mention.
-const CLIENT_VIEW_MIN_GAP_NS: i64 = 5_000_000_000;
+const CLIENT_VIEW_MIN_GAP_NS: i64 = 60_000_000_000;
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
@@ -67,9 +68,7 @@ impl Detector {
                 pkts.push((p, format!("last packet before the silence: {}", p.tcp_what())));
             }
             pkts.push((leg.first, format!("same connection now sent to another backend, no SYN: {}", leg.first.tcp_what())));
-            if let Some(rst) = r.rst {
-                pkts.push((rst, format!("new backend resets it: {}", rst.tcp_what())));
-            }
+            pkts.push((r.rst, format!("new backend resets it: {}", r.rst.tcp_what())));
             self.cases.push(Case {
                 client: leg.client,
                 vip,
@@ -77,7 +76,7 @@ impl Detector {
                 new_backend: leg.server,
                 gap_ns: leg.gap_before_ns,
                 pkts,
-                rst: r.rst.is_some(),
+                rst: r.exact,
                 client_view_only: false,
             });
         }
@@ -126,7 +125,7 @@ impl Detector {
                 } else {
                     Confidence::Possible
                 }
-            } else if case.rst && case.vip.is_some() {
+            } else if case.vip.is_some() {
                 Confidence::Confirmed
             } else {
                 Confidence::Likely
@@ -140,13 +139,12 @@ impl Detector {
                 )
             } else {
                 format!(
-                    "connection {} → {} was re-balanced{} to backend {} after {} idle{}",
+                    "connection {} → {} was re-balanced{} to backend {} after {} idle and reset",
                     case.client,
                     case.vip.map(|v| v.to_string()).unwrap_or_else(|| "its Service".into()),
                     case.old_backend.map(|o| format!(" from backend {o}")).unwrap_or_default(),
                     case.new_backend,
-                    secs(case.gap_ns),
-                    if case.rst { " and reset" } else { "" }
+                    secs(case.gap_ns)
                 )
             };
             let mut f = Finding::new(&INCIDENT, FindingKind::Incident, confidence, summary);
@@ -161,8 +159,9 @@ impl Detector {
                 } else {
                     f = f.because("the pre-DNAT view (client → Service address) is not in the capture");
                 }
-                if case.rst {
-                    f = f.because("the new backend answered with RST: it has no such connection");
+                f = f.because("the new backend answered with a bare RST (no ACK): it has no such connection");
+                if !case.rst {
+                    f = f.because("the sequence numbers continue only approximately (packets may be missing from the capture)");
                 }
             }
             if let Some(t) = timeout {

@@ -27,7 +27,7 @@ struct Case {
     server: crate::flow::Endpoint,
     gap_ns: i64,
     pkts: Vec<(PktRef, String)>,
-    rst: bool,
+    exact: bool,
     pre_nat_seen: bool,
 }
 
@@ -54,16 +54,14 @@ impl Detector {
                 pkts.push((p, format!("last packet under the old tuple: {}", p.tcp_what())));
             }
             pkts.push((leg.first, format!("same connection under a new source port, no SYN: {}", leg.first.tcp_what())));
-            if let Some(rst) = r.rst {
-                pkts.push((rst, format!("server resets the unknown tuple: {}", rst.tcp_what())));
-            }
+            pkts.push((r.rst, format!("server resets the unknown tuple: {}", r.rst.tcp_what())));
             self.cases.push(Case {
                 old_client: old.client,
                 new_client: leg.client,
                 server: leg.server,
                 gap_ns: leg.gap_before_ns,
                 pkts,
-                rst: r.rst.is_some(),
+                exact: r.exact,
                 pre_nat_seen: r.pre_nat_leg.is_some(),
             });
         }
@@ -71,29 +69,26 @@ impl Detector {
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         for case in self.cases {
-            let confidence = if case.rst { Confidence::Confirmed } else { Confidence::Likely };
+            let confidence = if case.exact { Confidence::Confirmed } else { Confidence::Likely };
             let mut f = Finding::new(
                 &INCIDENT,
                 FindingKind::Incident,
                 confidence,
                 format!(
-                    "connection to {} moved from source {} to {} mid-stream{}",
-                    case.server,
-                    case.old_client,
-                    case.new_client,
-                    if case.rst { " and was reset by the server" } else { "" }
+                    "connection to {} moved from source {} to {} mid-stream and was reset by the server",
+                    case.server, case.old_client, case.new_client
                 ),
             )
             .because(format!(
-                "the packet under the new source tuple continues the connection's sequence numbers exactly where \
-the old tuple left off, without a handshake: the same socket was translated anew ({} after its previous packet)",
+                "the packet under the new source tuple continues the connection's sequence numbers {} where the old tuple \
+left off, without a handshake: the same socket was translated anew ({} after its previous packet)",
+                if case.exact { "exactly" } else { "close to" },
                 secs(case.gap_ns)
-            ));
-            f = if case.rst {
-                f.because("the server answered the re-translated packet with RST: it knows the connection only under the old port")
-            } else {
-                f.because("no RST from the server is in the capture, so the reset itself is not proven")
-            };
+            ))
+            .because("the server answered it with a bare RST (no ACK), as a host does for a connection it does not have: it knows the connection only under the old port");
+            if !case.exact {
+                f = f.because("the sequence numbers continue only approximately (packets may be missing from the capture), so this is not confirmed");
+            }
             if case.pre_nat_seen {
                 f = f.because("the client-side (pre-SNAT) view kept its tuple while the post-SNAT tuple changed: both NAT legs are visible");
             }

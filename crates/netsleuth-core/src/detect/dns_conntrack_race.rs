@@ -57,8 +57,10 @@ impl Detector {
             (false, true) => (q, sib),
             _ => return,
         };
-        // The resolver must have given up on it: a retry, or the capture ends before it could.
-        if lost.retry.is_none() {
+        // The resolver must have given up on it and re-sent it after its timeout (glibc and musl wait
+        // 5 s by default; a quicker retry is another resolver's ordinary loss recovery).
+        let Some(retry) = lost.retry else { return };
+        if retry.ts_ns - lost.pkt.ts_ns < 2_000_000_000 {
             return;
         }
         self.total += 1;

@@ -26,6 +26,8 @@ struct ServerStats {
     queries: u32,
     answered: u32,
     examples: Vec<PktRef>,
+    first_ts: Option<i64>,
+    last_ts: i64,
 }
 
 const MIN_UNANSWERED: u32 = 3;
@@ -43,6 +45,8 @@ impl Detector {
         for (_, server) in &q.points {
             let s = self.servers.entry(server.ip).or_default();
             s.queries += 1;
+            s.first_ts.get_or_insert(q.pkt.ts_ns);
+            s.last_ts = s.last_ts.max(q.pkt.ts_ns);
             if q.response.is_some() {
                 s.answered += 1;
             } else if s.examples.len() < 4 {
@@ -55,6 +59,12 @@ impl Detector {
         let answering: Vec<IpAddr> = self.servers.iter().filter(|(_, s)| s.answered > 0).map(|(ip, _)| *ip).collect();
         for (ip, s) in &self.servers {
             if s.answered > 0 || s.queries < MIN_UNANSWERED {
+                continue;
+            }
+            // With no server answering at all, a one-way capture or a capture filter explains as much;
+            // speak up only when the silence lasted.
+            let span = s.last_ts - s.first_ts.unwrap_or(s.last_ts);
+            if answering.is_empty() && (s.queries < 5 || span < 10_000_000_000) {
                 continue;
             }
             let in_resolv_conf = ctx.node.nameservers.contains(ip);

@@ -23,6 +23,7 @@ use crate::flow::dns::FinishedQuery;
 use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
 use crate::node::NodeContext;
+use crate::wire::tcp_flags::ACK;
 
 /// Every incident of the catalogue, in catalogue order.
 pub const CATALOGUE: [&Incident; 11] = [
@@ -236,8 +237,11 @@ pub(crate) struct Remap {
     pub client_changed: bool,
     /// The server-side endpoint is one never seen before (DNAT chose anew).
     pub server_changed: bool,
-    /// The server's RST on the new leg, if any.
-    pub rst: Option<PktRef>,
+    /// The server's RST on the new leg: one without ACK, as a host sends for a connection it does not
+    /// have. Required: without it the re-translation did no visible harm.
+    pub rst: PktRef,
+    /// The new tuple continues the sequence space exactly (seq and ack where the connection was).
+    pub exact: bool,
     /// An earlier leg that carried the very same packet: the view from before NAT.
     pub pre_nat_leg: Option<usize>,
 }
@@ -258,15 +262,24 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
             // Both or neither changed: not a single re-translation we can attribute to one side.
             continue;
         }
-        let rst = c
+        // Within a window's reach of where the connection was (old Windows stacks give consecutive
+        // connections nearby ISNs, so "somewhere in the sequence space" is not enough).
+        if leg.seq_offset.abs() > 65_536 || !(-(1 << 20)..=0).contains(&leg.ack_offset) {
+            continue;
+        }
+        let Some(rst) = c
             .rsts
             .iter()
-            .find(|r| !r.from_client && r.leg as usize == i && r.pkt.ts_ns >= leg.first.ts_ns)
-            .map(|r| r.pkt);
+            .find(|r| !r.from_client && r.leg as usize == i && r.pkt.ts_ns >= leg.first.ts_ns && r.pkt.flags & ACK == 0)
+            .map(|r| r.pkt)
+        else {
+            continue;
+        };
+        let exact = leg.seq_offset == 0 && leg.ack_offset == 0;
         // The packet that opened the new leg had been seen on an earlier leg just before: that leg
         // is the pre-NAT view of the same socket, which kept its tuple.
         let pre_nat_leg = leg.copy_of_leg.map(|l| l as usize).filter(|&l| l < i);
-        out.push(Remap { leg: i, client_changed, server_changed, rst, pre_nat_leg });
+        out.push(Remap { leg: i, client_changed, server_changed, rst, exact, pre_nat_leg });
     }
     out
 }

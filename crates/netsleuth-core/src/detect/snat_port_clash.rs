@@ -76,6 +76,12 @@ impl Detector {
         };
         // The later transmission was seen on a leg the first never reached: the first SYN was lost
         // between the capture points, i.e. inside this node, after NAT chose its tuple.
+        // The kernel re-sends an unanswered SYN after 1 s (then 3, 7 s): anything much sooner is a
+        // duplicate on the wire, not a retransmission after a drop.
+        let gap = later.pkt.ts_ns - first.pkt.ts_ns;
+        if !(500_000_000..=8_000_000_000).contains(&gap) {
+            return;
+        }
         let missing = (later.legs_seen & !first.legs_seen).trailing_zeros() as usize;
         let after_nat = c.legs.get(missing).map(|l| l.first);
         self.total_drops += 1;

@@ -100,7 +100,12 @@ impl DnsTcpReassembler {
     }
 
     pub fn with_max_streams(max_streams: usize) -> Self {
-        DnsTcpReassembler { streams: FxHashMap::default(), max_streams: max_streams.max(1), stats: DnsTcpStats::default(), clock: 0 }
+        DnsTcpReassembler {
+            streams: FxHashMap::default(),
+            max_streams: max_streams.max(1),
+            stats: DnsTcpStats::default(),
+            clock: 0,
+        }
     }
 
     pub fn stats(&self) -> DnsTcpStats {
@@ -118,8 +123,22 @@ impl DnsTcpReassembler {
     }
 
     /// Feed one TCP segment of the `src` → `dst` direction; returns the messages it completed.
-    pub fn push(&mut self, src: Endpoint, dst: Endpoint, seg: &TcpSegment<'_>, frame: u64) -> Vec<DnsTcpMessage> {
-        self.push_raw(src, dst, seg.seq, seg.flags, seg.payload, seg.payload_len, frame)
+    pub fn push(
+        &mut self,
+        src: Endpoint,
+        dst: Endpoint,
+        seg: &TcpSegment<'_>,
+        frame: u64,
+    ) -> Vec<DnsTcpMessage> {
+        self.push_raw(
+            src,
+            dst,
+            seg.seq,
+            seg.flags,
+            seg.payload,
+            seg.payload_len,
+            frame,
+        )
     }
 
     /// `push` with the fields spelled out: `payload` is what was captured, `sent_len` what the
@@ -147,15 +166,37 @@ impl DnsTcpReassembler {
         // Data starts after the SYN's sequence number.
         let data_seq = if syn { seq.wrapping_add(1) } else { seq };
         if syn {
-            self.insert(key, Stream { next_seq: data_seq, synced: true, closed: false, buf: Vec::new(), first_frame: frame, last_used: clock });
+            self.insert(
+                key,
+                Stream {
+                    next_seq: data_seq,
+                    synced: true,
+                    closed: false,
+                    buf: Vec::new(),
+                    first_frame: frame,
+                    last_used: clock,
+                },
+            );
         } else if !self.streams.contains_key(&key) {
             if payload.is_empty() {
                 return out;
             }
             // Joining mid-connection: wait for a message start.
-            self.insert(key, Stream { next_seq: data_seq, synced: false, closed: false, buf: Vec::new(), first_frame: frame, last_used: clock });
+            self.insert(
+                key,
+                Stream {
+                    next_seq: data_seq,
+                    synced: false,
+                    closed: false,
+                    buf: Vec::new(),
+                    first_frame: frame,
+                    last_used: clock,
+                },
+            );
         }
-        let Some(stream) = self.streams.get_mut(&key) else { return out };
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return out;
+        };
         stream.last_used = clock;
         let stats = &mut self.stats;
 
@@ -222,7 +263,11 @@ impl DnsTcpReassembler {
                         break;
                     }
                     if let Some(msg) = data.get(2..2 + len) {
-                        out.push(DnsTcpMessage { bytes: msg.to_vec(), frame, first_frame: frame });
+                        out.push(DnsTcpMessage {
+                            bytes: msg.to_vec(),
+                            frame,
+                            first_frame: frame,
+                        });
                         data = &data[2 + len..];
                         continue;
                     }
@@ -248,7 +293,11 @@ impl DnsTcpReassembler {
             stream.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if stream.buf.len() == 2 + len {
-                out.push(DnsTcpMessage { bytes: stream.buf[2..].to_vec(), frame, first_frame: stream.first_frame });
+                out.push(DnsTcpMessage {
+                    bytes: stream.buf[2..].to_vec(),
+                    frame,
+                    first_frame: stream.first_frame,
+                });
                 stream.buf.clear();
             }
         }
@@ -276,7 +325,11 @@ impl DnsTcpReassembler {
 
     fn insert(&mut self, key: (Endpoint, Endpoint), stream: Stream) {
         if !self.streams.contains_key(&key) && self.streams.len() >= self.max_streams {
-            let oldest = self.streams.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k);
+            let oldest = self
+                .streams
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| *k);
             if let Some(k) = oldest {
                 self.streams.remove(&k);
                 self.stats.evicted += 1;
@@ -293,7 +346,10 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     fn ep(last: u8, port: u16) -> Endpoint {
-        Endpoint { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), port }
+        Endpoint {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            port,
+        }
     }
 
     /// A minimal query message of `n` bytes (n >= 17) with the given id.
@@ -320,11 +376,23 @@ mod tests {
         fn new() -> Self {
             let mut r = DnsTcpReassembler::new();
             r.push_raw(ep(1, 40000), ep(2, 53), 999, SYN, &[], 0, 1);
-            Conn { r, seq: 1000, frame: 1 }
+            Conn {
+                r,
+                seq: 1000,
+                frame: 1,
+            }
         }
         fn send(&mut self, bytes: &[u8]) -> Vec<DnsTcpMessage> {
             self.frame += 1;
-            let out = self.r.push_raw(ep(1, 40000), ep(2, 53), self.seq, ACK | PSH, bytes, bytes.len() as u32, self.frame);
+            let out = self.r.push_raw(
+                ep(1, 40000),
+                ep(2, 53),
+                self.seq,
+                ACK | PSH,
+                bytes,
+                bytes.len() as u32,
+                self.frame,
+            );
             self.seq = self.seq.wrapping_add(bytes.len() as u32);
             out
         }
@@ -335,7 +403,14 @@ mod tests {
         let mut c = Conn::new();
         let m = msg(7, 30);
         let out = c.send(&framed(&m));
-        assert_eq!(out, vec![DnsTcpMessage { bytes: m, frame: 2, first_frame: 2 }]);
+        assert_eq!(
+            out,
+            vec![DnsTcpMessage {
+                bytes: m,
+                frame: 2,
+                first_frame: 2
+            }]
+        );
     }
 
     #[test]
@@ -347,10 +422,20 @@ mod tests {
         let fx = framed(&x);
         bytes.extend_from_slice(&fx[..1]);
         let out = c.send(&bytes);
-        assert_eq!(out.iter().map(|m| m.bytes.clone()).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(
+            out.iter().map(|m| m.bytes.clone()).collect::<Vec<_>>(),
+            vec![a, b]
+        );
         assert!(c.send(&fx[1..100]).is_empty());
         let out = c.send(&fx[100..]);
-        assert_eq!(out, vec![DnsTcpMessage { bytes: x, frame: 4, first_frame: 2 }]);
+        assert_eq!(
+            out,
+            vec![DnsTcpMessage {
+                bytes: x,
+                frame: 4,
+                first_frame: 2
+            }]
+        );
         assert_eq!(c.r.buffered_bytes(), 0);
     }
 
@@ -388,9 +473,11 @@ mod tests {
     fn mid_stream_join_waits_for_a_message_start() {
         let mut r = DnsTcpReassembler::new();
         let m = framed(&msg(5, 40));
-        // A tail of some message first: not a start (length prefix would be absurd).
-        let tail = [0xFFu8, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(r.push_raw(ep(1, 1), ep(2, 53), 5000, ACK, &tail, 16, 1).is_empty());
+        // A tail of some message first: not a start (its first two bytes are no DNS length).
+        let tail = [0u8, 5, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(r
+            .push_raw(ep(1, 1), ep(2, 53), 5000, ACK, &tail, 16, 1)
+            .is_empty());
         let out = r.push_raw(ep(1, 1), ep(2, 53), 5016, ACK, &m, m.len() as u32, 2);
         assert_eq!(out.len(), 1);
     }
@@ -400,9 +487,19 @@ mod tests {
         let mut r = DnsTcpReassembler::new();
         r.push_raw(ep(1, 1), ep(2, 53), 0, SYN, &[], 0, 1);
         let m = framed(&msg(5, 200));
-        assert!(r.push_raw(ep(1, 1), ep(2, 53), 1, ACK, &m[..60], m.len() as u32, 2).is_empty());
+        assert!(r
+            .push_raw(ep(1, 1), ep(2, 53), 1, ACK, &m[..60], m.len() as u32, 2)
+            .is_empty());
         let m2 = framed(&msg(6, 30));
-        let out = r.push_raw(ep(1, 1), ep(2, 53), 1 + m.len() as u32, ACK, &m2, m2.len() as u32, 3);
+        let out = r.push_raw(
+            ep(1, 1),
+            ep(2, 53),
+            1 + m.len() as u32,
+            ACK,
+            &m2,
+            m2.len() as u32,
+            3,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(r.stats().gaps, 1);
     }
@@ -412,10 +509,26 @@ mod tests {
         let mut c = Conn::new();
         let m = framed(&msg(1, 30));
         c.frame += 1;
-        let out = c.r.push_raw(ep(1, 40000), ep(2, 53), c.seq, ACK | FIN, &m, m.len() as u32, c.frame);
+        let out = c.r.push_raw(
+            ep(1, 40000),
+            ep(2, 53),
+            c.seq,
+            ACK | FIN,
+            &m,
+            m.len() as u32,
+            c.frame,
+        );
         assert_eq!(out.len(), 1);
         // The same FIN segment again: a retransmission, not a new message.
-        let out = c.r.push_raw(ep(1, 40000), ep(2, 53), c.seq, ACK | FIN, &m, m.len() as u32, c.frame + 1);
+        let out = c.r.push_raw(
+            ep(1, 40000),
+            ep(2, 53),
+            c.seq,
+            ACK | FIN,
+            &m,
+            m.len() as u32,
+            c.frame + 1,
+        );
         assert!(out.is_empty());
         c.r.push_raw(ep(1, 40000), ep(2, 53), 0, RST, &[], 0, c.frame + 2);
         assert_eq!(c.r.open_streams(), 0);
@@ -433,7 +546,15 @@ mod tests {
         let mut r = DnsTcpReassembler::with_max_streams(8);
         let m = framed(&msg(1, 40));
         for port in 0..100u16 {
-            r.push_raw(ep(1, port), ep(2, 53), 1, ACK, &m[..20], m.len() as u32, port as u64);
+            r.push_raw(
+                ep(1, port),
+                ep(2, 53),
+                1,
+                ACK,
+                &m[..20],
+                m.len() as u32,
+                port as u64,
+            );
         }
         assert_eq!(r.open_streams(), 8);
         assert_eq!(r.stats().evicted, 92);

@@ -40,7 +40,7 @@ const ESTABLISHED_IDLE_NS: i64 = 6 * 86_400_000_000_000;
 const SYN_JOIN_WINDOW_NS: i64 = 3_000_000_000;
 /// How far a mid-stream segment's seq/ack may be from what was last seen and still continue the
 /// connection's sequence space.
-const SEQ_JOIN_WINDOW: i64 = 1 << 21;
+const SEQ_JOIN_WINDOW: i64 = 1 << 20;
 const SWEEP_EVERY_NS: i64 = 1_000_000_000;
 
 /// One tuple under which a connection was seen.
@@ -60,6 +60,10 @@ pub struct Leg {
     pub gap_before_ns: i64,
     /// The leg's first packet had already been seen on this earlier leg (a copy from before NAT).
     pub copy_of_leg: Option<u8>,
+    /// For a mid-stream leg: how far its first packet's seq and ack were from where the connection's
+    /// two directions had got to (0, 0 = it continues exactly).
+    pub seq_offset: i64,
+    pub ack_offset: i64,
 }
 
 /// One transmission of the client's SYN (copies at other points are folded into it).
@@ -298,12 +302,12 @@ impl TcpEngine {
                 // (e.g. after TIME_WAIT): the old one is over.
                 if is_syn && conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq) {
                     self.finalise(slot);
-                    self.attach_new(pkt, is_syn, is_synack, &mut new_leg)
+                    self.attach_new(pkt, ip_ident, is_syn, is_synack, &mut new_leg)
                 } else {
                     (slot, leg)
                 }
             }
-            None => self.attach_new(pkt, is_syn, is_synack, &mut new_leg),
+            None => self.attach_new(pkt, ip_ident, is_syn, is_synack, &mut new_leg),
         };
 
         let conn = self.slab[slot as usize].as_mut().expect("attached slot is live");
@@ -419,14 +423,23 @@ impl TcpEngine {
     }
 
     /// Find (or create) the connection for a tuple not seen before, and add the tuple as a leg.
-    fn attach_new(&mut self, pkt: PktRef, is_syn: bool, is_synack: bool, new_leg: &mut bool) -> (u32, u8) {
+    fn attach_new(&mut self, pkt: PktRef, ip_ident: u16, is_syn: bool, is_synack: bool, new_leg: &mut bool) -> (u32, u8) {
         // 1. Handshake packets carry the client ISN.
         if is_syn || is_synack {
             let isn = if is_syn { pkt.seq } else { pkt.ack.wrapping_sub(1) };
             if let Some(&slot) = self.by_isn.get(&isn) {
                 if let Some(conn) = self.slab[slot as usize].as_ref() {
-                    let recent_syn = conn.syns.last().map(|s| s.pkt.ts_ns).unwrap_or(conn.first_ts);
-                    if conn.client_isn == Some(isn) && (pkt.ts_ns - recent_syn).abs() <= SYN_JOIN_WINDOW_NS {
+                    // A SYN joins only as a copy of a transmission already seen (same IPv4 identification,
+                    // within the copy window): scanners reuse one ISN for many SYNs to many ports.
+                    let join = if is_syn {
+                        conn.recent.iter().any(|o| {
+                            o.valid && o.flags == pkt.flags && o.seq == isn && o.ident == ip_ident && is_copy_time(o, pkt.ts_ns, pkt.input)
+                        })
+                    } else {
+                        let recent_syn = conn.syns.last().map(|s| s.pkt.ts_ns).unwrap_or(conn.first_ts);
+                        (pkt.ts_ns - recent_syn).abs() <= SYN_JOIN_WINDOW_NS
+                    };
+                    if conn.client_isn == Some(isn) && join {
                         let (client, server) = if is_syn { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
                         if let Some(leg) = self.add_leg(slot, client, server, pkt, false) {
                             *new_leg = true;
@@ -523,6 +536,17 @@ impl TcpEngine {
         }
         // When this packet was already seen at another point (the pre-NAT copy came first), the
         // silence that matters is the one before that first sighting.
+        let dir = if pkt.src == client { 0 } else { 1 };
+        // Exact continuation: the packet starts where the direction had got to, or (when its copy at an
+        // earlier point was already counted) ends there.
+        let seq_offset = conn.next_seq[dir]
+            .map(|n| {
+                let a = seq_diff(pkt.seq, n);
+                let b = seq_diff(pkt.seq.wrapping_add(pkt.len), n);
+                if a.abs() <= b.abs() { a } else { b }
+            })
+            .unwrap_or(i64::MAX);
+        let ack_offset = conn.next_seq[1 - dir].map(|n| seq_diff(pkt.ack, n)).unwrap_or(i64::MAX);
         let (prev, gap, copy_of_leg) = match conn.last_pkt {
             Some(last) if same_transmission(&last, &pkt) => (conn.prev_pkt, conn.last_gap_ns, Some(conn.last_leg)),
             Some(last) => (Some(last), pkt.ts_ns - last.ts_ns, None),
@@ -539,6 +563,8 @@ impl TcpEngine {
             prev: if mid { prev } else { None },
             gap_before_ns: if mid { gap } else { 0 },
             copy_of_leg,
+            seq_offset,
+            ack_offset,
         });
         let idx = (conn.legs.len() - 1) as u8;
         self.stats.legs += 1;
@@ -615,8 +641,12 @@ fn is_copy(prev: &Obs, obs: &Obs) -> bool {
     {
         return false;
     }
-    let window = if prev.input == obs.input { COPY_WINDOW_NS } else { COPY_WINDOW_CROSS_INPUT_NS };
-    (obs.ts - prev.ts).abs() <= window
+    is_copy_time(prev, obs.ts, obs.input)
+}
+
+fn is_copy_time(prev: &Obs, ts: i64, input: u16) -> bool {
+    let window = if prev.input == input { COPY_WINDOW_NS } else { COPY_WINDOW_CROSS_INPUT_NS };
+    (ts - prev.ts).abs() <= window
 }
 
 fn same_transmission(a: &PktRef, b: &PktRef) -> bool {

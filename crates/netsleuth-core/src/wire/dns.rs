@@ -101,13 +101,22 @@ pub enum DnsError {
 impl fmt::Display for DnsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DnsError::ShortHeader { len } => write!(f, "DNS message of {len} bytes is shorter than its 12-byte header"),
-            DnsError::Truncated { offset } => write!(f, "DNS message ends inside a field at byte {offset}"),
-            DnsError::BadLabel { offset } => write!(f, "DNS name has an unknown label type at byte {offset}"),
+            DnsError::ShortHeader { len } => write!(
+                f,
+                "DNS message of {len} bytes is shorter than its 12-byte header"
+            ),
+            DnsError::Truncated { offset } => {
+                write!(f, "DNS message ends inside a field at byte {offset}")
+            }
+            DnsError::BadLabel { offset } => {
+                write!(f, "DNS name has an unknown label type at byte {offset}")
+            }
             DnsError::BadPointer { offset } => {
                 write!(f, "DNS name compression pointer loops or points outside the message at byte {offset}")
             }
-            DnsError::NameTooLong { offset } => write!(f, "DNS name at byte {offset} is longer than 255 bytes"),
+            DnsError::NameTooLong { offset } => {
+                write!(f, "DNS name at byte {offset} is longer than 255 bytes")
+            }
         }
     }
 }
@@ -180,11 +189,21 @@ pub struct AnswerCounts {
 /// Parse a DNS message (the UDP payload, or one message of a TCP stream without its length prefix).
 pub fn parse(msg: &[u8]) -> Result<DnsMessage<'_>, DnsError> {
     let header = DnsHeader::parse(msg).ok_or(DnsError::ShortHeader { len: msg.len() })?;
-    let mut m = DnsMessage { header, question: None, error: None, msg, answers_at: None };
+    let mut m = DnsMessage {
+        header,
+        question: None,
+        error: None,
+        msg,
+        answers_at: None,
+    };
     let mut at = HEADER_LEN;
     for i in 0..header.qdcount {
         let mut name = String::new();
-        let r = if i == 0 { read_name(msg, at, &mut name) } else { skip_name(msg, at) };
+        let r = if i == 0 {
+            read_name(msg, at, &mut name)
+        } else {
+            skip_name(msg, at)
+        };
         let end = match r {
             Ok(end) => end,
             Err(e) => {
@@ -220,13 +239,20 @@ impl<'a> DnsMessage<'a> {
         Answers {
             msg: self.msg,
             at: self.answers_at.unwrap_or(self.msg.len()),
-            left: if self.answers_at.is_some() { self.header.ancount } else { 0 },
+            left: if self.answers_at.is_some() {
+                self.header.ancount
+            } else {
+                0
+            },
         }
     }
 
     /// Count the answer records by type.
     pub fn answer_counts(&self) -> AnswerCounts {
-        let mut c = AnswerCounts { damaged: self.answers_at.is_none() && self.header.ancount > 0, ..Default::default() };
+        let mut c = AnswerCounts {
+            damaged: self.answers_at.is_none() && self.header.ancount > 0,
+            ..Default::default()
+        };
         for a in self.answers() {
             match a {
                 Ok(a) => match a.rtype {
@@ -246,8 +272,12 @@ impl<'a> DnsMessage<'a> {
         if !self.header.qr || self.header.rcode != rcode::NOERROR {
             return false;
         }
-        let Some(q) = &self.question else { return false };
-        !self.answers().any(|a| matches!(a, Ok(a) if a.rtype == q.qtype))
+        let Some(q) = &self.question else {
+            return false;
+        };
+        !self
+            .answers()
+            .any(|a| matches!(a, Ok(a) if a.rtype == q.qtype))
     }
 }
 
@@ -283,9 +313,13 @@ impl<'a> Iterator for Answers<'a> {
 
 fn read_record(msg: &[u8], at: usize) -> Result<(Answer<'_>, usize), DnsError> {
     let end = skip_name(msg, at)?;
-    let f = msg.get(end..end + 10).ok_or(DnsError::Truncated { offset: msg.len() })?;
+    let f = msg
+        .get(end..end + 10)
+        .ok_or(DnsError::Truncated { offset: msg.len() })?;
     let rdlen = u16::from_be_bytes([f[8], f[9]]) as usize;
-    let rdata = msg.get(end + 10..end + 10 + rdlen).ok_or(DnsError::Truncated { offset: msg.len() })?;
+    let rdata = msg
+        .get(end + 10..end + 10 + rdlen)
+        .ok_or(DnsError::Truncated { offset: msg.len() })?;
     Ok((
         Answer {
             name_at: at,
@@ -302,7 +336,9 @@ fn read_record(msg: &[u8], at: usize) -> Result<(Answer<'_>, usize), DnsError> {
 fn skip_name(msg: &[u8], mut at: usize) -> Result<usize, DnsError> {
     let start = at;
     loop {
-        let len = *msg.get(at).ok_or(DnsError::Truncated { offset: msg.len() })?;
+        let len = *msg
+            .get(at)
+            .ok_or(DnsError::Truncated { offset: msg.len() })?;
         match len & 0xC0 {
             0x00 if len == 0 => return Ok(at + 1),
             0x00 => {
@@ -312,7 +348,8 @@ fn skip_name(msg: &[u8], mut at: usize) -> Result<usize, DnsError> {
                 }
             }
             0xC0 => {
-                msg.get(at + 1).ok_or(DnsError::Truncated { offset: msg.len() })?;
+                msg.get(at + 1)
+                    .ok_or(DnsError::Truncated { offset: msg.len() })?;
                 return Ok(at + 2);
             }
             _ => return Err(DnsError::BadLabel { offset: at }),
@@ -328,11 +365,15 @@ pub fn read_name(msg: &[u8], at: usize, out: &mut String) -> Result<usize, DnsEr
     let mut jumps = 0;
     let mut wire_len = 0usize;
     loop {
-        let len = *msg.get(p).ok_or(DnsError::Truncated { offset: msg.len() })?;
+        let len = *msg
+            .get(p)
+            .ok_or(DnsError::Truncated { offset: msg.len() })?;
         match len & 0xC0 {
             0x00 if len == 0 => return Ok(end_in_place.unwrap_or(p + 1)),
             0x00 => {
-                let label = msg.get(p + 1..p + 1 + len as usize).ok_or(DnsError::Truncated { offset: msg.len() })?;
+                let label = msg
+                    .get(p + 1..p + 1 + len as usize)
+                    .ok_or(DnsError::Truncated { offset: msg.len() })?;
                 wire_len += 1 + len as usize;
                 if wire_len + 1 > MAX_NAME_WIRE_LEN {
                     return Err(DnsError::NameTooLong { offset: at });
@@ -344,7 +385,9 @@ pub fn read_name(msg: &[u8], at: usize, out: &mut String) -> Result<usize, DnsEr
                 p += 1 + len as usize;
             }
             0xC0 => {
-                let lo = *msg.get(p + 1).ok_or(DnsError::Truncated { offset: msg.len() })?;
+                let lo = *msg
+                    .get(p + 1)
+                    .ok_or(DnsError::Truncated { offset: msg.len() })?;
                 let target = (((len & 0x3F) as usize) << 8) | lo as usize;
                 if end_in_place.is_none() {
                     end_in_place = Some(p + 2);
@@ -402,10 +445,28 @@ mod tests {
         assert!(m.header.qr && m.header.rd && m.header.ra && !m.header.tc);
         assert_eq!(m.header.rcode, 0);
         let q = m.question.as_ref().unwrap();
-        assert_eq!((q.name.as_str(), q.qtype, q.qclass), ("www.example.com", 1, 1));
+        assert_eq!(
+            (q.name.as_str(), q.qtype, q.qclass),
+            ("www.example.com", 1, 1)
+        );
         let addrs: Vec<_> = m.answers().filter_map(|a| a.unwrap().addr()).collect();
-        assert_eq!(addrs, ["93.184.216.34".parse::<IpAddr>().unwrap(), "10.0.0.1".parse().unwrap()]);
-        assert_eq!(m.answer_counts(), AnswerCounts { a: 2, aaaa: 0, cname: 1, other: 0, damaged: false });
+        assert_eq!(
+            addrs,
+            [
+                "93.184.216.34".parse::<IpAddr>().unwrap(),
+                "10.0.0.1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            m.answer_counts(),
+            AnswerCounts {
+                a: 2,
+                aaaa: 0,
+                cname: 1,
+                other: 0,
+                damaged: false
+            }
+        );
         assert!(!m.is_nodata());
         let mut owner = String::new();
         let first = m.answers().next().unwrap().unwrap();
@@ -443,7 +504,10 @@ mod tests {
 
     #[test]
     fn short_and_damaged_messages_never_panic() {
-        assert_eq!(parse(&[0; 11]).unwrap_err(), DnsError::ShortHeader { len: 11 });
+        assert_eq!(
+            parse(&[0; 11]).unwrap_err(),
+            DnsError::ShortHeader { len: 11 }
+        );
         let r = response();
         for n in 0..r.len() {
             if let Ok(m) = parse(&r[..n]) {
@@ -480,6 +544,9 @@ mod tests {
         }
         m.push(0);
         m.extend_from_slice(&[0, 1, 0, 1]);
-        assert!(matches!(parse(&m).unwrap().error, Some(DnsError::NameTooLong { .. })));
+        assert!(matches!(
+            parse(&m).unwrap().error,
+            Some(DnsError::NameTooLong { .. })
+        ));
     }
 }

@@ -11,15 +11,39 @@ const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88A8;
 /// Pre-standard QinQ tag still emitted by some switches.
 const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+
+/// Linux NFLOG (`tcpdump -i nflog:N`, iptables/nft `log group N`): packets logged by netfilter rules.
+const LINKTYPE_NFLOG: u32 = 239;
+const NFULA_PAYLOAD: u16 = 9;
 
 /// LINKTYPE values of raw IP that some writers use instead of 101 (DLT_RAW's numbers on some systems).
 const LINKTYPE_RAW_BSD: u32 = 12;
 const LINKTYPE_RAW_OPENBSD: u32 = 14;
 
 /// Decode one captured frame of the given link type into a `Packet`.
-#[inline]
+#[inline(always)]
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    let (net, at, end, link) = locate_ip(linktype, frame)?;
+    ip::decode(&frame[..end], at, net, link, true)
+}
+
+/// For an ICMP/ICMPv6 error (port unreachable, time exceeded...), the packet it quotes, decoded as far
+/// as the quote goes (usually `truncated`; addresses and ports as the original sender sent them).
+/// `None` for any other frame. Costs a second decode: call it only for ICMP errors.
+pub fn icmp_quote(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
+    let (net, at, end, link) = locate_ip(linktype, frame).ok()?;
+    ip::icmp_quote(&frame[..end], at, net, link)
+}
+
+/// Where the IP packet of a frame starts (and where the link layer's data ends), and what the link
+/// layer said.
+#[inline(always)]
+fn locate_ip(linktype: u32, frame: &[u8]) -> Result<(Net, usize, usize, LinkMeta), DecodeError> {
     let mut link = LinkMeta::default();
+    let mut end = frame.len();
     let (net, at) = match linktype {
         linktype::ETHERNET => {
             let (net, at, vlan) = ethernet(frame, 0)?;
@@ -28,13 +52,21 @@ pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
         }
         linktype::LINUX_SLL2 => sll2(frame, &mut link)?,
         linktype::LINUX_SLL => sll(frame, &mut link)?,
-        linktype::RAW | LINKTYPE_RAW_BSD | LINKTYPE_RAW_OPENBSD => (raw_version(frame)?, 0),
-        linktype::IPV4 => (Net::V4, 0),
-        linktype::IPV6 => (Net::V6, 0),
+        // The version nibble decides, also for 228/229 (some writers label IPv6 as 228).
+        linktype::RAW
+        | LINKTYPE_RAW_BSD
+        | LINKTYPE_RAW_OPENBSD
+        | linktype::IPV4
+        | linktype::IPV6 => (raw_version(frame)?, 0),
         linktype::NULL | linktype::LOOP => (null_family(frame)?, 4),
+        LINKTYPE_NFLOG => {
+            let (net, at, payload_end) = nflog(frame)?;
+            end = payload_end;
+            (net, at)
+        }
         other => return Err(DecodeError::UnsupportedLinkType(other)),
     };
-    ip::decode(frame, at, net, link, true)
+    Ok((net, at, end, link))
 }
 
 #[inline]
@@ -47,7 +79,10 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 #[inline]
 pub(super) fn ethernet(frame: &[u8], at: usize) -> Result<(Net, usize, Option<u16>), DecodeError> {
     let Some(ethertype) = be16(frame, at + 12) else {
-        return Err(DecodeError::Truncated { layer: Layer::Link, offset: at });
+        return Err(DecodeError::Truncated {
+            layer: Layer::Link,
+            offset: at,
+        });
     };
     let (net, at, vlan) = ethertype_chain(frame, ethertype, at + 14)?;
     Ok((net, at, vlan))
@@ -55,7 +90,11 @@ pub(super) fn ethernet(frame: &[u8], at: usize) -> Result<(Net, usize, Option<u1
 
 /// Follow VLAN tags from an ethertype whose payload starts at `at`.
 #[inline]
-fn ethertype_chain(frame: &[u8], mut ethertype: u16, mut at: usize) -> Result<(Net, usize, Option<u16>), DecodeError> {
+fn ethertype_chain(
+    frame: &[u8],
+    mut ethertype: u16,
+    mut at: usize,
+) -> Result<(Net, usize, Option<u16>), DecodeError> {
     let mut vlan = None;
     loop {
         match ethertype {
@@ -63,7 +102,10 @@ fn ethertype_chain(frame: &[u8], mut ethertype: u16, mut at: usize) -> Result<(N
             ETHERTYPE_IPV6 => return Ok((Net::V6, at, vlan)),
             ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
                 let (Some(tci), Some(inner)) = (be16(frame, at), be16(frame, at + 2)) else {
-                    return Err(DecodeError::Truncated { layer: Layer::Vlan, offset: at });
+                    return Err(DecodeError::Truncated {
+                        layer: Layer::Vlan,
+                        offset: at,
+                    });
                 };
                 if vlan.is_none() {
                     vlan = Some(tci & 0x0FFF);
@@ -71,9 +113,85 @@ fn ethertype_chain(frame: &[u8], mut ethertype: u16, mut at: usize) -> Result<(N
                 ethertype = inner;
                 at += 4;
             }
+            ETHERTYPE_PPPOE_SESSION => {
+                // PPPoE session header (6 bytes), then the PPP protocol.
+                let Some(proto) = be16(frame, at + 6) else {
+                    return Err(DecodeError::Truncated {
+                        layer: Layer::Link,
+                        offset: at,
+                    });
+                };
+                return match proto {
+                    PPP_IPV4 => Ok((Net::V4, at + 8, vlan)),
+                    PPP_IPV6 => Ok((Net::V6, at + 8, vlan)),
+                    _ => Err(DecodeError::NotIp {
+                        ethertype: ETHERTYPE_PPPOE_SESSION,
+                    }),
+                };
+            }
             other => return Err(DecodeError::NotIp { ethertype: other }),
         }
     }
+}
+
+/// NFLOG: a 4-byte header (address family, version, group) and type-length-value attributes in host
+/// byte order; the packet is the NFULA_PAYLOAD attribute. Returns where it starts and ends.
+fn nflog(frame: &[u8]) -> Result<(Net, usize, usize), DecodeError> {
+    if frame.len() < 4 {
+        return Err(DecodeError::Truncated {
+            layer: Layer::Link,
+            offset: 0,
+        });
+    }
+    let mut p = 4;
+    // Host byte order: almost always little-endian; big-endian if the first length is impossible so.
+    let big_endian = frame
+        .get(4..6)
+        .is_some_and(|l| u16::from_le_bytes([l[0], l[1]]) < 4);
+    let read = |b: &[u8], i: usize| {
+        if big_endian {
+            u16::from_be_bytes([b[i], b[i + 1]])
+        } else {
+            u16::from_le_bytes([b[i], b[i + 1]])
+        }
+    };
+    while p < frame.len() {
+        let Some(t) = frame.get(p..p + 4) else {
+            return Err(DecodeError::Truncated {
+                layer: Layer::Link,
+                offset: p,
+            });
+        };
+        let (len, kind) = (read(t, 0) as usize, read(t, 2));
+        if len < 4 {
+            return Err(DecodeError::Malformed {
+                layer: Layer::Link,
+                offset: p,
+                what: "NFLOG attribute shorter than 4 bytes",
+            });
+        }
+        // The top bits of the type are flags (nested, byte order).
+        if kind & 0x3FFF == NFULA_PAYLOAD {
+            let end = (p + len).min(frame.len());
+            return Ok((
+                raw_version(&frame[p + 4..end]).map_err(|_| DecodeError::Truncated {
+                    layer: Layer::Link,
+                    offset: p,
+                })?,
+                p + 4,
+                end,
+            ));
+        }
+        if p + len > frame.len() {
+            return Err(DecodeError::Truncated {
+                layer: Layer::Link,
+                offset: p,
+            });
+        }
+        p += len.div_ceil(4) * 4;
+    }
+    // A log record without the packet (e.g. `--nflog-size 0`).
+    Err(DecodeError::NotIp { ethertype: 0 })
 }
 
 fn direction(pkttype: u16) -> PacketDirection {
@@ -91,7 +209,10 @@ fn direction(pkttype: u16) -> PacketDirection {
 #[inline]
 fn sll2(frame: &[u8], link: &mut LinkMeta) -> Result<(Net, usize), DecodeError> {
     let Some(h) = frame.get(..20) else {
-        return Err(DecodeError::Truncated { layer: Layer::Link, offset: 0 });
+        return Err(DecodeError::Truncated {
+            layer: Layer::Link,
+            offset: 0,
+        });
     };
     let protocol = u16::from_be_bytes([h[0], h[1]]);
     link.ifindex = Some(u32::from_be_bytes([h[4], h[5], h[6], h[7]]));
@@ -105,7 +226,10 @@ fn sll2(frame: &[u8], link: &mut LinkMeta) -> Result<(Net, usize), DecodeError> 
 #[inline]
 fn sll(frame: &[u8], link: &mut LinkMeta) -> Result<(Net, usize), DecodeError> {
     let Some(h) = frame.get(..16) else {
-        return Err(DecodeError::Truncated { layer: Layer::Link, offset: 0 });
+        return Err(DecodeError::Truncated {
+            layer: Layer::Link,
+            offset: 0,
+        });
     };
     link.direction = Some(direction(u16::from_be_bytes([h[0], h[1]])));
     let protocol = u16::from_be_bytes([h[14], h[15]]);
@@ -123,7 +247,10 @@ fn raw_version(frame: &[u8]) -> Result<Net, DecodeError> {
             offset: 0,
             what: "raw IP frame whose IP version is neither 4 nor 6",
         }),
-        None => Err(DecodeError::Truncated { layer: Layer::Link, offset: 0 }),
+        None => Err(DecodeError::Truncated {
+            layer: Layer::Link,
+            offset: 0,
+        }),
     }
 }
 
@@ -132,7 +259,10 @@ fn raw_version(frame: &[u8]) -> Result<Net, DecodeError> {
 /// by OS: 24 (NetBSD/OpenBSD), 28 (FreeBSD), 30 (macOS).
 fn null_family(frame: &[u8]) -> Result<Net, DecodeError> {
     let Some(h) = frame.get(..4) else {
-        return Err(DecodeError::Truncated { layer: Layer::Link, offset: 0 });
+        return Err(DecodeError::Truncated {
+            layer: Layer::Link,
+            offset: 0,
+        });
     };
     let a = [h[0], h[1], h[2], h[3]];
     let (le, be) = (u32::from_le_bytes(a), u32::from_be_bytes(a));
@@ -141,9 +271,14 @@ fn null_family(frame: &[u8]) -> Result<Net, DecodeError> {
         Ok(Net::V4)
     } else if is_v6(le) || is_v6(be) {
         Ok(Net::V6)
+    } else if let Ok((net, _, _)) = ethertype_chain(h, u16::from_be_bytes([h[2], h[3]]), 4) {
+        // Some writers put an Ethernet type in the low half instead of an address family.
+        Ok(net)
     } else {
         // Report the family as the "ethertype": it is not IP either way.
-        Err(DecodeError::NotIp { ethertype: le.min(be).min(u16::MAX as u32) as u16 })
+        Err(DecodeError::NotIp {
+            ethertype: le.min(be).min(u16::MAX as u32) as u16,
+        })
     }
 }
 
@@ -169,16 +304,34 @@ mod tests {
     #[test]
     fn ethernet_non_ip_is_not_ip() {
         let f = eth(0x0806, &[0; 28]);
-        assert_eq!(ethernet(&f, 0).unwrap_err(), DecodeError::NotIp { ethertype: 0x0806 });
+        assert_eq!(
+            ethernet(&f, 0).unwrap_err(),
+            DecodeError::NotIp { ethertype: 0x0806 }
+        );
         let f = eth(0x8100, &[0x00, 5, 0x88, 0xCC]);
-        assert_eq!(ethernet(&f, 0).unwrap_err(), DecodeError::NotIp { ethertype: 0x88CC });
+        assert_eq!(
+            ethernet(&f, 0).unwrap_err(),
+            DecodeError::NotIp { ethertype: 0x88CC }
+        );
     }
 
     #[test]
     fn ethernet_cut_inside_tag_is_truncated_vlan() {
         let f = eth(0x8100, &[0x00]);
-        assert_eq!(ethernet(&f, 0).unwrap_err(), DecodeError::Truncated { layer: Layer::Vlan, offset: 14 });
-        assert_eq!(ethernet(&f[..10], 0).unwrap_err(), DecodeError::Truncated { layer: Layer::Link, offset: 0 });
+        assert_eq!(
+            ethernet(&f, 0).unwrap_err(),
+            DecodeError::Truncated {
+                layer: Layer::Vlan,
+                offset: 14
+            }
+        );
+        assert_eq!(
+            ethernet(&f[..10], 0).unwrap_err(),
+            DecodeError::Truncated {
+                layer: Layer::Link,
+                offset: 0
+            }
+        );
     }
 
     #[test]
@@ -210,18 +363,42 @@ mod tests {
             assert_eq!(null_family(&af.to_le_bytes()).unwrap(), Net::V6);
             assert_eq!(null_family(&af.to_be_bytes()).unwrap(), Net::V6);
         }
-        assert!(matches!(null_family(&[7, 0, 0, 0]), Err(DecodeError::NotIp { .. })));
-        assert!(matches!(null_family(&[2, 0]), Err(DecodeError::Truncated { layer: Layer::Link, .. })));
+        assert!(matches!(
+            null_family(&[7, 0, 0, 0]),
+            Err(DecodeError::NotIp { .. })
+        ));
+        assert!(matches!(
+            null_family(&[2, 0]),
+            Err(DecodeError::Truncated {
+                layer: Layer::Link,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn unknown_linktype_is_reported() {
-        assert_eq!(decode(147, &[0; 40]).unwrap_err(), DecodeError::UnsupportedLinkType(147));
+        assert_eq!(
+            decode(147, &[0; 40]).unwrap_err(),
+            DecodeError::UnsupportedLinkType(147)
+        );
     }
 
     #[test]
     fn raw_ip_needs_a_version() {
-        assert_eq!(decode(linktype::RAW, &[]).unwrap_err(), DecodeError::Truncated { layer: Layer::Link, offset: 0 });
-        assert!(matches!(decode(linktype::RAW, &[0x50; 20]), Err(DecodeError::Malformed { layer: Layer::Link, .. })));
+        assert_eq!(
+            decode(linktype::RAW, &[]).unwrap_err(),
+            DecodeError::Truncated {
+                layer: Layer::Link,
+                offset: 0
+            }
+        );
+        assert!(matches!(
+            decode(linktype::RAW, &[0x50; 20]),
+            Err(DecodeError::Malformed {
+                layer: Layer::Link,
+                ..
+            })
+        ));
     }
 }

@@ -14,6 +14,7 @@ mod ip;
 mod transport;
 
 pub use ip::Ipv4Fragment;
+pub use link::icmp_quote;
 
 use std::net::IpAddr;
 
@@ -66,7 +67,8 @@ pub struct LinkMeta {
     pub vlan: Option<u16>,
 }
 
-/// The tunnel a packet was decapsulated from (VXLAN on UDP 4789 or flannel's 8472).
+/// The tunnel a packet was decapsulated from (VXLAN on UDP 4789 or flannel's 8472, Geneve on 6081,
+/// GRE, IP-in-IP). `vni` is the VXLAN/Geneve VNI, the GRE key, or 0 for IP-in-IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tunnel {
     pub vni: u32,

@@ -18,7 +18,7 @@ pub(super) struct Decoded<'a> {
 /// Decode the transport header at `at`. `ip_bytes` ends where the captured IP packet ends;
 /// `payload_len` is the IP payload length the IP header declares; `fragmented` is set for the first
 /// fragment of a fragmented datagram (whose transport length covers later fragments too).
-#[inline]
+#[inline(always)]
 pub(super) fn decode(
     ip_bytes: &[u8],
     at: usize,
@@ -31,17 +31,30 @@ pub(super) fn decode(
         PROTO_UDP => udp(ip_bytes, at, payload_len, fragmented),
         PROTO_ICMP | PROTO_ICMPV6 => Ok(match ip_bytes.get(at..at + 2) {
             Some(h) => Decoded {
-                transport: Transport::Icmp { v6: proto == PROTO_ICMPV6, icmp_type: h[0], code: h[1] },
+                transport: Transport::Icmp {
+                    v6: proto == PROTO_ICMPV6,
+                    icmp_type: h[0],
+                    code: h[1],
+                },
                 truncated: false,
-                payload_at: at + 2,
+                // The rest of the 8-byte ICMP header comes first; an error's quote follows it.
+                payload_at: at + 8,
             },
-            None => Decoded { transport: Transport::Other, truncated: true, payload_at: at },
+            None => Decoded {
+                transport: Transport::Other,
+                truncated: true,
+                payload_at: at,
+            },
         }),
-        _ => Ok(Decoded { transport: Transport::Other, truncated: false, payload_at: at }),
+        _ => Ok(Decoded {
+            transport: Transport::Other,
+            truncated: false,
+            payload_at: at,
+        }),
     }
 }
 
-#[inline]
+#[inline(always)]
 fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, DecodeError> {
     if ip_payload_len < 20 {
         return Err(DecodeError::Malformed {
@@ -51,11 +64,18 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
         });
     }
     let Some(h) = ip_bytes.get(at..at + 20) else {
-        return Err(DecodeError::Truncated { layer: Layer::Tcp, offset: at });
+        return Err(DecodeError::Truncated {
+            layer: Layer::Tcp,
+            offset: at,
+        });
     };
     let header_len = ((h[12] >> 4) as usize) * 4;
     if header_len < 20 {
-        return Err(DecodeError::Malformed { layer: Layer::Tcp, offset: at + 12, what: "TCP data offset below 5" });
+        return Err(DecodeError::Malformed {
+            layer: Layer::Tcp,
+            offset: at + 12,
+            what: "TCP data offset below 5",
+        });
     }
     if header_len as u32 > ip_payload_len {
         return Err(DecodeError::Malformed {
@@ -65,10 +85,14 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
         });
     }
     let header_end = at + header_len;
-    let options_captured = ip_bytes.get(at + 20..header_end.min(ip_bytes.len())).unwrap_or(&[]);
+    let options_captured = ip_bytes
+        .get(at + 20..header_end.min(ip_bytes.len()))
+        .unwrap_or(&[]);
     let options = tcp_options(options_captured);
     let payload_len = ip_payload_len - header_len as u32;
-    let payload_end = header_end.saturating_add(payload_len as usize).min(ip_bytes.len());
+    let payload_end = header_end
+        .saturating_add(payload_len as usize)
+        .min(ip_bytes.len());
     let payload = ip_bytes.get(header_end..payload_end).unwrap_or(&[]);
     let truncated = ip_bytes.len() < header_end || payload.len() < payload_len as usize;
     Ok(Decoded {
@@ -92,6 +116,14 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
 #[inline]
 fn tcp_options(mut o: &[u8]) -> TcpOptions {
     let mut opts = TcpOptions::default();
+    // Fast path: Linux puts NOP, NOP, Timestamps on every segment after the handshake.
+    if let [1, 1, 8, 10, a, b, c, d, e, f, g, h] = *o {
+        opts.timestamp = Some((
+            u32::from_be_bytes([a, b, c, d]),
+            u32::from_be_bytes([e, f, g, h]),
+        ));
+        return opts;
+    }
     while let Some(&kind) = o.first() {
         match kind {
             0 => break,
@@ -124,8 +156,13 @@ fn tcp_options(mut o: &[u8]) -> TcpOptions {
     opts
 }
 
-#[inline]
-fn udp(ip_bytes: &[u8], at: usize, ip_payload_len: u32, fragmented: bool) -> Result<Decoded<'_>, DecodeError> {
+#[inline(always)]
+fn udp(
+    ip_bytes: &[u8],
+    at: usize,
+    ip_payload_len: u32,
+    fragmented: bool,
+) -> Result<Decoded<'_>, DecodeError> {
     if ip_payload_len < 8 {
         return Err(DecodeError::Malformed {
             layer: Layer::Udp,
@@ -134,14 +171,21 @@ fn udp(ip_bytes: &[u8], at: usize, ip_payload_len: u32, fragmented: bool) -> Res
         });
     }
     let Some(h) = ip_bytes.get(at..at + 8) else {
-        return Err(DecodeError::Truncated { layer: Layer::Udp, offset: at });
+        return Err(DecodeError::Truncated {
+            layer: Layer::Udp,
+            offset: at,
+        });
     };
     let udp_len = u16::from_be_bytes([h[4], h[5]]) as u32;
     let payload_len = if udp_len == 0 {
         // Jumbogram or GSO super-datagram: the IP length is the only length.
         ip_payload_len - 8
     } else if udp_len < 8 {
-        return Err(DecodeError::Malformed { layer: Layer::Udp, offset: at + 4, what: "UDP length below 8" });
+        return Err(DecodeError::Malformed {
+            layer: Layer::Udp,
+            offset: at + 4,
+            what: "UDP length below 8",
+        });
     } else if fragmented {
         udp_len - 8
     } else {
@@ -149,7 +193,9 @@ fn udp(ip_bytes: &[u8], at: usize, ip_payload_len: u32, fragmented: bool) -> Res
         udp_len.min(ip_payload_len) - 8
     };
     let start = at + 8;
-    let end = start.saturating_add(payload_len as usize).min(ip_bytes.len());
+    let end = start
+        .saturating_add(payload_len as usize)
+        .min(ip_bytes.len());
     let payload = ip_bytes.get(start..end).unwrap_or(&[]);
     // A first fragment carries only part of the datagram by design; that is not a capture cut.
     let truncated = !fragmented && payload.len() < payload_len as usize;
@@ -171,7 +217,9 @@ mod tests {
 
     #[test]
     fn options_parse_all_kinds_we_keep() {
-        let o = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7];
+        let o = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7,
+        ];
         let opts = tcp_options(&o);
         assert_eq!(opts.mss, Some(1460));
         assert!(opts.sack_permitted);
@@ -194,23 +242,54 @@ mod tests {
     fn udp_length_beyond_ip_is_clamped() {
         let d = [0, 53, 0x30, 0x39, 0x01, 0x00, 0, 0, 1, 2, 3, 4];
         let t = udp(&d, 0, 12, false).unwrap();
-        let Transport::Udp(u) = t.transport else { panic!() };
-        assert_eq!((u.payload_len, u.payload, t.truncated), (4, &[1u8, 2, 3, 4][..], false));
+        let Transport::Udp(u) = t.transport else {
+            panic!()
+        };
+        assert_eq!(
+            (u.payload_len, u.payload, t.truncated),
+            (4, &[1u8, 2, 3, 4][..], false)
+        );
     }
 
     #[test]
     fn udp_short_length_is_malformed() {
         let d = [0, 53, 0, 53, 0, 4, 0, 0];
-        assert!(matches!(udp(&d, 0, 8, false), Err(DecodeError::Malformed { layer: Layer::Udp, offset: 4, .. })));
+        assert!(matches!(
+            udp(&d, 0, 8, false),
+            Err(DecodeError::Malformed {
+                layer: Layer::Udp,
+                offset: 4,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn tcp_header_beyond_ip_payload_is_malformed() {
         let mut d = [0u8; 24];
         d[12] = 6 << 4;
-        assert!(matches!(tcp(&d, 0, 20), Err(DecodeError::Malformed { layer: Layer::Tcp, .. })));
-        assert!(matches!(tcp(&d, 0, 19), Err(DecodeError::Malformed { layer: Layer::Tcp, .. })));
+        assert!(matches!(
+            tcp(&d, 0, 20),
+            Err(DecodeError::Malformed {
+                layer: Layer::Tcp,
+                ..
+            })
+        ));
+        assert!(matches!(
+            tcp(&d, 0, 19),
+            Err(DecodeError::Malformed {
+                layer: Layer::Tcp,
+                ..
+            })
+        ));
         d[12] = 4 << 4;
-        assert!(matches!(tcp(&d, 0, 24), Err(DecodeError::Malformed { layer: Layer::Tcp, offset: 12, .. })));
+        assert!(matches!(
+            tcp(&d, 0, 24),
+            Err(DecodeError::Malformed {
+                layer: Layer::Tcp,
+                offset: 12,
+                ..
+            })
+        ));
     }
 }

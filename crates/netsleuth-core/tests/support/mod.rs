@@ -23,6 +23,7 @@ pub const LINKTYPE_LINUX_SLL: u32 = 113;
 pub const LINKTYPE_IPV4: u32 = 228;
 pub const LINKTYPE_IPV6: u32 = 229;
 pub const LINKTYPE_LINUX_SLL2: u32 = 276;
+pub const LINKTYPE_NFLOG: u32 = 239;
 
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
@@ -44,8 +45,15 @@ pub const QTYPE_AAAA: u16 = 28;
 #[derive(Debug, Clone)]
 enum L4 {
     Tcp(TcpFields),
-    Udp { sport: u16, dport: u16, len_override: Option<u16> },
-    Icmp { icmp_type: u8, code: u8 },
+    Udp {
+        sport: u16,
+        dport: u16,
+        len_override: Option<u16>,
+    },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
     Proto(u8),
 }
 
@@ -82,7 +90,11 @@ pub struct PacketBuilder {
 }
 
 fn base(src: IpAddr, dst: IpAddr, l4: L4) -> PacketBuilder {
-    assert_eq!(src.is_ipv4(), dst.is_ipv4(), "source and destination must be the same IP version");
+    assert_eq!(
+        src.is_ipv4(),
+        dst.is_ipv4(),
+        "source and destination must be the same IP version"
+    );
     PacketBuilder {
         src,
         dst,
@@ -99,7 +111,12 @@ fn base(src: IpAddr, dst: IpAddr, l4: L4) -> PacketBuilder {
 }
 
 /// A TCP segment (flags ACK, window 65535 unless set).
-pub fn tcp(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16) -> PacketBuilder {
+pub fn tcp(
+    src: impl Into<IpAddr>,
+    sport: u16,
+    dst: impl Into<IpAddr>,
+    dport: u16,
+) -> PacketBuilder {
     base(
         src.into(),
         dst.into(),
@@ -124,11 +141,29 @@ pub fn tcp_v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketBuild
 }
 
 pub fn tcp_v6(src: &str, sport: u16, dst: &str, dport: u16) -> PacketBuilder {
-    tcp(src.parse::<Ipv6Addr>().unwrap(), sport, dst.parse::<Ipv6Addr>().unwrap(), dport)
+    tcp(
+        src.parse::<Ipv6Addr>().unwrap(),
+        sport,
+        dst.parse::<Ipv6Addr>().unwrap(),
+        dport,
+    )
 }
 
-pub fn udp(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16) -> PacketBuilder {
-    base(src.into(), dst.into(), L4::Udp { sport, dport, len_override: None })
+pub fn udp(
+    src: impl Into<IpAddr>,
+    sport: u16,
+    dst: impl Into<IpAddr>,
+    dport: u16,
+) -> PacketBuilder {
+    base(
+        src.into(),
+        dst.into(),
+        L4::Udp {
+            sport,
+            dport,
+            len_override: None,
+        },
+    )
 }
 
 pub fn udp_v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketBuilder {
@@ -136,11 +171,21 @@ pub fn udp_v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketBuild
 }
 
 pub fn udp_v6(src: &str, sport: u16, dst: &str, dport: u16) -> PacketBuilder {
-    udp(src.parse::<Ipv6Addr>().unwrap(), sport, dst.parse::<Ipv6Addr>().unwrap(), dport)
+    udp(
+        src.parse::<Ipv6Addr>().unwrap(),
+        sport,
+        dst.parse::<Ipv6Addr>().unwrap(),
+        dport,
+    )
 }
 
 /// ICMP (v4) or ICMPv6 (v6 addresses) with the given type/code; payload follows the 4-byte header.
-pub fn icmp(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, icmp_type: u8, code: u8) -> PacketBuilder {
+pub fn icmp(
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
+    icmp_type: u8,
+    code: u8,
+) -> PacketBuilder {
     base(src.into(), dst.into(), L4::Icmp { icmp_type, code })
 }
 
@@ -295,8 +340,7 @@ impl PacketBuilder {
             return self.payload.clone();
         }
         let mut l4 = Vec::new();
-        let checksum_at;
-        match &self.l4 {
+        let checksum_at = match &self.l4 {
             L4::Tcp(t) => {
                 let mut opts = match &t.raw_options {
                     Some(raw) => raw.clone(),
@@ -320,7 +364,7 @@ impl PacketBuilder {
                         o
                     }
                 };
-                while opts.len() % 4 != 0 {
+                while opts.len() & 3 != 0 {
                     opts.push(1);
                 }
                 let header_len = 20 + opts.len();
@@ -333,24 +377,28 @@ impl PacketBuilder {
                 l4.extend_from_slice(&t.window.to_be_bytes());
                 l4.extend_from_slice(&[0, 0, 0, 0]);
                 l4.extend_from_slice(&opts);
-                checksum_at = 16;
+                16
             }
-            L4::Udp { sport, dport, len_override } => {
+            L4::Udp {
+                sport,
+                dport,
+                len_override,
+            } => {
                 let len = len_override.unwrap_or((8 + self.payload.len()) as u16);
                 l4.extend_from_slice(&sport.to_be_bytes());
                 l4.extend_from_slice(&dport.to_be_bytes());
                 l4.extend_from_slice(&len.to_be_bytes());
                 l4.extend_from_slice(&[0, 0]);
-                checksum_at = 6;
+                6
             }
             L4::Icmp { icmp_type, code } => {
                 l4.extend_from_slice(&[*icmp_type, *code, 0, 0]);
-                checksum_at = 2;
+                2
             }
             L4::Proto(_) => {
                 return self.payload.clone();
             }
-        }
+        };
         l4.extend_from_slice(&self.payload);
         let mut sum = match (&self.l4, self.src.is_ipv4()) {
             (L4::Icmp { .. }, true) => 0,
@@ -399,7 +447,9 @@ impl PacketBuilder {
                     next = 44;
                 }
                 let mut h = vec![0x60, 0, 0, 0];
-                let plen = self.total_len_override.unwrap_or((ext.len() + l4.len()) as u16);
+                let plen = self
+                    .total_len_override
+                    .unwrap_or((ext.len() + l4.len()) as u16);
                 h.extend_from_slice(&plen.to_be_bytes());
                 h.push(next);
                 h.push(self.ttl);
@@ -486,9 +536,96 @@ impl PacketBuilder {
         }
     }
 
+    /// Wrap this packet's Ethernet frame in Geneve (UDP 6081) with `options_len` bytes of options.
+    pub fn geneve(
+        &self,
+        vni: u32,
+        outer_src: impl Into<IpAddr>,
+        outer_dst: impl Into<IpAddr>,
+        options_len: u8,
+    ) -> PacketBuilder {
+        let mut p = vec![options_len / 4, 0, 0x65, 0x58];
+        p.extend_from_slice(&(vni << 8).to_be_bytes());
+        p.resize(8 + options_len as usize, 0);
+        let mut inner = self.ethernet();
+        inner.truncate(14 + 4 * self.vlans.len() + self.ip().len());
+        p.extend_from_slice(&inner);
+        udp(outer_src, 45000, outer_dst, 6081).payload(&p)
+    }
+
+    /// Wrap this IP packet in IP-in-IP (Calico's IPIP mode; protocol 4, or 41 for IPv6 inside).
+    pub fn ipip(
+        &self,
+        outer_src: impl Into<IpAddr>,
+        outer_dst: impl Into<IpAddr>,
+    ) -> PacketBuilder {
+        let proto = if self.src.is_ipv4() { 4 } else { 41 };
+        ip_proto(outer_src, outer_dst, proto).payload(&self.ip())
+    }
+
+    /// Wrap this IP packet in GRE (with a key if given).
+    pub fn gre(
+        &self,
+        outer_src: impl Into<IpAddr>,
+        outer_dst: impl Into<IpAddr>,
+        key: Option<u32>,
+    ) -> PacketBuilder {
+        let mut p = vec![if key.is_some() { 0x20 } else { 0 }, 0];
+        p.extend_from_slice(&self.ethertype().to_be_bytes());
+        if let Some(k) = key {
+            p.extend_from_slice(&k.to_be_bytes());
+        }
+        p.extend_from_slice(&self.ip());
+        ip_proto(outer_src, outer_dst, 47).payload(&p)
+    }
+
+    /// An Ethernet frame carrying this packet over a PPPoE session.
+    pub fn pppoe(&self) -> Vec<u8> {
+        let ip = self.ip();
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x00, 0x07]);
+        f.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+        f.extend_from_slice(
+            &(if self.src.is_ipv4() {
+                0x0021u16
+            } else {
+                0x0057
+            })
+            .to_be_bytes(),
+        );
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    /// A LINKTYPE_NFLOG (239) record: header, a prefix attribute, then the packet (little-endian TLVs).
+    pub fn nflog(&self, group: u16) -> Vec<u8> {
+        let family = if self.src.is_ipv4() { 2 } else { 10 };
+        let mut f = vec![family, 0];
+        f.extend_from_slice(&group.to_be_bytes());
+        let tlv = |f: &mut Vec<u8>, kind: u16, value: &[u8]| {
+            f.extend_from_slice(&((4 + value.len()) as u16).to_le_bytes());
+            f.extend_from_slice(&kind.to_le_bytes());
+            f.extend_from_slice(value);
+            while f.len() & 3 != 0 {
+                f.push(0);
+            }
+        };
+        tlv(&mut f, 10, b"k8s-drop\0");
+        tlv(&mut f, 9, &self.ip());
+        f
+    }
+
     /// Wrap this packet's Ethernet frame in VXLAN (UDP to `dport`, 4789 or flannel's 8472) between two
     /// hosts; returns the outer UDP packet builder.
-    pub fn vxlan(&self, vni: u32, outer_src: impl Into<IpAddr>, outer_dst: impl Into<IpAddr>, dport: u16) -> PacketBuilder {
+    pub fn vxlan(
+        &self,
+        vni: u32,
+        outer_src: impl Into<IpAddr>,
+        outer_dst: impl Into<IpAddr>,
+        dport: u16,
+    ) -> PacketBuilder {
         let mut p = vec![0x08, 0, 0, 0];
         p.extend_from_slice(&(vni << 8).to_be_bytes());
         let mut inner = self.ethernet();
@@ -509,7 +646,11 @@ pub struct DnsMsg {
 }
 
 fn encode_name(name: &str, out: &mut Vec<u8>) {
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(label.len() as u8);
         out.extend_from_slice(label.as_bytes());
     }
@@ -518,12 +659,22 @@ fn encode_name(name: &str, out: &mut Vec<u8>) {
 
 /// A recursive query (RD set) for `name`/`qtype`.
 pub fn dns_query(id: u16, name: &str, qtype: u16) -> DnsMsg {
-    DnsMsg { id, flags: 0x0100, question: Some((name.to_string(), qtype)), answers: Vec::new() }
+    DnsMsg {
+        id,
+        flags: 0x0100,
+        question: Some((name.to_string(), qtype)),
+        answers: Vec::new(),
+    }
 }
 
 /// A NOERROR response (QR, RD, RA) to `name`/`qtype` with no answers yet.
 pub fn dns_response(id: u16, name: &str, qtype: u16) -> DnsMsg {
-    DnsMsg { id, flags: 0x8180, question: Some((name.to_string(), qtype)), answers: Vec::new() }
+    DnsMsg {
+        id,
+        flags: 0x8180,
+        question: Some((name.to_string(), qtype)),
+        answers: Vec::new(),
+    }
 }
 
 impl DnsMsg {
@@ -542,7 +693,10 @@ impl DnsMsg {
         self
     }
     fn owner(&self) -> String {
-        self.question.as_ref().map(|q| q.0.clone()).unwrap_or_default()
+        self.question
+            .as_ref()
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
     }
     pub fn answer_a(mut self, addr: [u8; 4]) -> Self {
         let owner = self.owner();
@@ -552,7 +706,8 @@ impl DnsMsg {
     pub fn answer_aaaa(mut self, addr: &str) -> Self {
         let owner = self.owner();
         let a: Ipv6Addr = addr.parse().unwrap();
-        self.answers.push((owner, QTYPE_AAAA, 60, a.octets().to_vec()));
+        self.answers
+            .push((owner, QTYPE_AAAA, 60, a.octets().to_vec()));
         self
     }
     pub fn answer_cname(mut self, target: &str) -> Self {
@@ -564,7 +719,8 @@ impl DnsMsg {
     }
     /// Any record (owner name, type, rdata).
     pub fn answer_raw(mut self, owner: &str, rtype: u16, rdata: &[u8]) -> Self {
-        self.answers.push((owner.to_string(), rtype, 60, rdata.to_vec()));
+        self.answers
+            .push((owner.to_string(), rtype, 60, rdata.to_vec()));
         self
     }
 
@@ -627,7 +783,11 @@ impl PcapWriter {
 
     /// `linktype` is written as given (include FCS bits in the upper bits to test them).
     pub fn with(linktype: u32, nanos: bool, big_endian: bool, snaplen: u32) -> Self {
-        let mut w = PcapWriter { buf: Vec::new(), nanos, big_endian };
+        let mut w = PcapWriter {
+            buf: Vec::new(),
+            nanos,
+            big_endian,
+        };
         let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
         w.u32(magic);
         w.u16(2);
@@ -640,12 +800,20 @@ impl PcapWriter {
     }
 
     fn u16(&mut self, v: u16) {
-        let b = if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.buf.extend_from_slice(&b);
     }
 
     fn u32(&mut self, v: u32) {
-        let b = if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.buf.extend_from_slice(&b);
     }
 
@@ -670,7 +838,14 @@ impl PcapWriter {
     }
 
     /// Add a record header with arbitrary fields followed by `data` (for damaged files).
-    pub fn push_raw(&mut self, ts_sec: u32, ts_frac: u32, caplen: u32, orig_len: u32, data: &[u8]) -> &mut Self {
+    pub fn push_raw(
+        &mut self,
+        ts_sec: u32,
+        ts_frac: u32,
+        caplen: u32,
+        orig_len: u32,
+        data: &[u8],
+    ) -> &mut Self {
         self.u32(ts_sec);
         self.u32(ts_frac);
         self.u32(caplen);
@@ -712,13 +887,21 @@ impl Default for PcapNgWriter {
 impl PcapNgWriter {
     /// Little-endian, with its first section header.
     pub fn new() -> Self {
-        let mut w = PcapNgWriter { buf: Vec::new(), big_endian: false, iface_resol: Vec::new() };
+        let mut w = PcapNgWriter {
+            buf: Vec::new(),
+            big_endian: false,
+            iface_resol: Vec::new(),
+        };
         w.section();
         w
     }
 
     pub fn big_endian() -> Self {
-        let mut w = PcapNgWriter { buf: Vec::new(), big_endian: true, iface_resol: Vec::new() };
+        let mut w = PcapNgWriter {
+            buf: Vec::new(),
+            big_endian: true,
+            iface_resol: Vec::new(),
+        };
         w.section();
         w
     }
@@ -772,7 +955,13 @@ impl PcapNgWriter {
 
     /// Describe an interface; returns its id within the section. `tsresol`: the if_tsresol byte
     /// (6 = µs, 9 = ns, 0x80|n = 2^-n); `None` writes no option (µs default).
-    pub fn interface(&mut self, linktype: u16, name: Option<&str>, tsresol: Option<u8>, snaplen: u32) -> u32 {
+    pub fn interface(
+        &mut self,
+        linktype: u16,
+        name: Option<&str>,
+        tsresol: Option<u8>,
+        snaplen: u32,
+    ) -> u32 {
         self.interface_with_offset(linktype, name, tsresol, snaplen, None)
     }
 
@@ -796,7 +985,11 @@ impl PcapNgWriter {
             self.option(&mut body, 9, &[r]);
         }
         if let Some(off) = tsoffset {
-            let b = if self.big_endian { off.to_be_bytes() } else { off.to_le_bytes() };
+            let b = if self.big_endian {
+                off.to_be_bytes()
+            } else {
+                off.to_le_bytes()
+            };
             self.option(&mut body, 14, &b);
         }
         if name.is_some() || tsresol.is_some() || tsoffset.is_some() {
@@ -829,7 +1022,14 @@ impl PcapNgWriter {
     }
 
     /// An Enhanced Packet Block with raw fields (for damaged files: caplen may disagree with data).
-    pub fn epb_raw(&mut self, iface: u32, ts_units: u64, caplen: u32, orig_len: u32, data: &[u8]) -> &mut Self {
+    pub fn epb_raw(
+        &mut self,
+        iface: u32,
+        ts_units: u64,
+        caplen: u32,
+        orig_len: u32,
+        data: &[u8],
+    ) -> &mut Self {
         let mut body = Vec::new();
         body.extend_from_slice(&self.u32b(iface));
         body.extend_from_slice(&self.u32b((ts_units >> 32) as u32));

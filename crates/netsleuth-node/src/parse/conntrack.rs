@@ -5,7 +5,7 @@
 //! entries, and the detectors need counts (states, `[UNREPLIED]`, near expiry, per destination), never
 //! the entries themselves.
 
-use super::{numbered_lines, split_kv, IssueLog, Parsed};
+use super::{add, numbered_lines, split_kv, IssueLog, Parsed};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -52,7 +52,8 @@ const L3_NAMES: &[&str] = &["ipv4", "ipv6"];
 /// Parses one table line. `Err(code)` when the line is not a conntrack entry.
 pub fn parse_entry(line: &str) -> Result<CtEntry<'_>, &'static str> {
     let mut e = CtEntry::default();
-    let mut it = line.split_whitespace().peekable();
+    // ASCII splitting: conntrack never prints other whitespace, and this is the per-line hot path.
+    let mut it = line.split([' ', '\t']).filter(|t| !t.is_empty()).peekable();
     let mut first = it.next().ok_or("empty")?;
     if first.starts_with('[') && first.ends_with(']') {
         e.event = Some(first);
@@ -191,14 +192,51 @@ struct DestAcc {
     entries: u64,
     unreplied: u64,
     established: u64,
-    backends: HashMap<Box<str>, u64>,
+    backends: HashMap<(IpAddr, Option<u16>), u64, FxBuild>,
 }
+
+/// (protocol index, destination, port): parsed, so the per-line lookup allocates nothing.
+type DestKey = (u8, IpAddr, Option<u16>);
+
+/// A small multiplicative hasher (FxHash): the keys are ours, not attacker-chosen collisions worth
+/// SipHash's cost on a million-line stream.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<Fx>;
 
 /// Streams table lines into a [`ConntrackSummary`]; memory is bounded by the destination limit.
 pub struct ConntrackSummarizer {
     limits: SummaryLimits,
     s: ConntrackSummary,
-    dests: HashMap<(Box<str>, Box<str>, Option<u16>), DestAcc>,
+    protos: Vec<String>,
+    dests: HashMap<DestKey, DestAcc, FxBuild>,
     line_no: u64,
 }
 
@@ -207,8 +245,20 @@ impl ConntrackSummarizer {
         ConntrackSummarizer {
             s: ConntrackSummary { near_expiry_threshold_s: limits.near_expiry_threshold_s, ..Default::default() },
             limits,
-            dests: HashMap::new(),
+            protos: Vec::new(),
+            dests: HashMap::default(),
             line_no: 0,
+        }
+    }
+
+    fn proto_index(&mut self, p: &str) -> u8 {
+        match self.protos.iter().position(|x| x == p) {
+            Some(i) => i as u8,
+            None if self.protos.len() < 255 => {
+                self.protos.push(p.to_string());
+                (self.protos.len() - 1) as u8
+            }
+            None => 255,
         }
     }
 
@@ -218,12 +268,12 @@ impl ConntrackSummarizer {
         if t.is_empty() {
             return;
         }
-        if t.starts_with("conntrack v") || t.contains("flow entries have been shown") {
-            self.s.chatter_lines += 1;
-            return;
-        }
         let e = match parse_entry(t) {
             Ok(e) => e,
+            Err(_) if t.starts_with("conntrack v") || t.contains("flow entries have been shown") => {
+                self.s.chatter_lines += 1;
+                return;
+            }
             Err(code) => {
                 self.s.issues.push(self.line_no, code, t);
                 return;
@@ -247,16 +297,17 @@ impl ConntrackSummarizer {
                 s.established_near_expiry += established as u64;
             }
         }
-        let key_proto = e.proto;
+        let Ok(dst) = e.orig.dst.parse::<IpAddr>() else {
+            self.s.issues.push(self.line_no, "bad-address", e.orig.dst);
+            return;
+        };
+        let key = (self.proto_index(e.proto), dst, e.orig.dport);
         let tracked = self.dests.len() < self.limits.max_tracked_destinations;
-        let acc = match self.dests.get_mut(&(key_proto.into(), e.orig.dst.into(), e.orig.dport)) {
+        let acc = match self.dests.get_mut(&key) {
             Some(a) => a,
-            None if tracked => self
-                .dests
-                .entry((key_proto.into(), e.orig.dst.into(), e.orig.dport))
-                .or_default(),
+            None if tracked => self.dests.entry(key).or_default(),
             None => {
-                s.untracked_destinations += 1;
+                self.s.untracked_destinations += 1;
                 return;
             }
         };
@@ -264,14 +315,13 @@ impl ConntrackSummarizer {
         acc.unreplied += e.unreplied as u64;
         acc.established += established as u64;
         if dnat {
-            let backend = match e.reply.sport {
-                Some(p) => format_endpoint(e.reply.src, p),
-                None => e.reply.src.to_string(),
-            };
-            if let Some(n) = acc.backends.get_mut(backend.as_str()) {
-                *n += 1;
-            } else if acc.backends.len() < self.limits.max_backends {
-                acc.backends.insert(backend.into(), 1);
+            if let Ok(b) = e.reply.src.parse::<IpAddr>() {
+                let bk = (b, e.reply.sport);
+                if let Some(n) = acc.backends.get_mut(&bk) {
+                    *n += 1;
+                } else if acc.backends.len() < self.limits.max_backends {
+                    acc.backends.insert(bk, 1);
+                }
             }
         }
     }
@@ -285,17 +335,22 @@ impl ConntrackSummarizer {
 
     pub fn finish(self) -> ConntrackSummary {
         let mut s = self.s;
+        let protos = self.protos;
         let mut all: Vec<DestSummary> = self
             .dests
             .into_iter()
             .map(|((proto, dst, dport), a)| DestSummary {
-                proto: proto.into(),
-                dst: dst.into(),
+                proto: protos.get(proto as usize).cloned().unwrap_or_else(|| "other".into()),
+                dst: dst.to_string(),
                 dport,
                 entries: a.entries,
                 unreplied: a.unreplied,
                 established: a.established,
-                dnat_backends: a.backends.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+                dnat_backends: a
+                    .backends
+                    .into_iter()
+                    .map(|((ip, port), n)| (port.map(|p| format_endpoint(&ip.to_string(), p)).unwrap_or_else(|| ip.to_string()), n))
+                    .collect(),
             })
             .collect();
         all.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.dst.cmp(&b.dst)).then(a.dport.cmp(&b.dport)));
@@ -348,7 +403,7 @@ pub fn parse_stats(text: &str) -> Parsed<BTreeMap<String, u64>> {
                 match split_kv(tok) {
                     Some(("cpu", _)) => {}
                     Some((k, v)) => match v.parse::<u64>() {
-                        Ok(v) => *value.entry(k.to_string()).or_insert(0) += v,
+                        Ok(v) => add(&mut value, k, v),
                         Err(_) => issues.push(n, "bad-number", tok),
                     },
                     None => issues.push(n, "unknown-token", tok),
@@ -359,17 +414,12 @@ pub fn parse_stats(text: &str) -> Parsed<BTreeMap<String, u64>> {
         let mut it = t.split_whitespace();
         match (it.next(), it.next(), it.next()) {
             (Some(k), Some(v), None) if v.parse::<u64>().is_ok() && k.parse::<u64>().is_err() => {
-                *value.entry(k.to_string()).or_insert(0) += v.parse::<u64>().unwrap_or(0);
+                add(&mut value, k, v.parse::<u64>().unwrap_or(0));
             }
             _ => issues.push(n, "unknown-line", t),
         }
     }
     Parsed { value, issues }
-}
-
-/// An `[UNREPLIED]` flow's destination as an address, for callers that need one.
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -383,12 +433,13 @@ ipv4     2 tcp      6 5 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 sr
     [DESTROY] tcp      6 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 [ASSURED]
 conntrack v1.4.7 (conntrack-tools): 3 flow entries have been shown.
 garbage here
+udp 17 30 src=10.0.0.1 dst=not-an-ip sport=1 dport=2
 ";
 
     #[test]
     fn summary_counts_states_nat_unreplied_and_expiry() {
         let s = summarize_table(TABLE, SummaryLimits::default());
-        assert_eq!(s.entries, 4);
+        assert_eq!(s.entries, 5);
         assert_eq!(s.by_state["ESTABLISHED"], 2);
         assert_eq!(s.unreplied, 1);
         assert_eq!(s.dnat, 1);
@@ -400,6 +451,7 @@ garbage here
         assert_eq!(s.chatter_lines, 1);
         assert_eq!(s.issues.count("unknown-line"), 1);
         assert_eq!(s.issues.first[0].line, 6);
+        assert_eq!(s.issues.count("bad-address"), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! not iptables-save syntax (e.g. an `iptables -L` listing pasted in) is counted, not fatal.
 
 use super::{numbered_lines, IssueLog, Parsed};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,39 +73,58 @@ pub struct Service {
 }
 
 /// Splits a rule into shell words (`"…"` quoting with `\"` escapes, as iptables-save writes comments).
-pub fn shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_word = true;
-            }
+/// Words borrow from the line unless an escape forces a copy.
+pub fn shell_words(s: &str) -> Vec<Cow<'_, str>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(24);
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
         }
-    }
-    if in_word {
-        out.push(cur);
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        let mut owned: Option<String> = None;
+        let mut quoted = false;
+        while i < b.len() && (quoted || !b[i].is_ascii_whitespace()) {
+            match b[i] {
+                b'"' => {
+                    // A quote ends the borrowed run: copy what came before, without the quotes.
+                    let o = owned.get_or_insert_with(|| strip_quotes(&s[start..i]));
+                    let _ = o;
+                    quoted = !quoted;
+                }
+                b'\\' if quoted && i + 1 < b.len() => {
+                    let o = owned.get_or_insert_with(|| strip_quotes(&s[start..i]));
+                    i += 1;
+                    let ch_len = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+                    o.push_str(&s[i..i + ch_len]);
+                    i += ch_len;
+                    continue;
+                }
+                _ => {
+                    if let Some(o) = owned.as_mut() {
+                        let ch_len = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+                        o.push_str(&s[i..i + ch_len]);
+                        i += ch_len;
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+        out.push(match owned {
+            Some(o) => Cow::Owned(o),
+            None => Cow::Borrowed(&s[start..i]),
+        });
     }
     out
+}
+
+fn strip_quotes(s: &str) -> String {
+    s.replace('"', "")
 }
 
 pub fn parse_iptables_save(text: &str) -> Parsed<Ruleset> {
@@ -163,8 +183,8 @@ fn parse_rule(t: &str, table: &str, line: u32) -> Option<Rule> {
     let mut i = 0;
     let mut negate = false;
     while i < words.len() {
-        let w = words[i].as_str();
-        let next = words.get(i + 1).map(String::as_str);
+        let w: &str = &words[i];
+        let next: Option<&str> = words.get(i + 1).map(|c| c.as_ref());
         let neg = |v: &str| if negate { format!("!{v}") } else { v.to_string() };
         let mut consumed = 1;
         match w {
@@ -388,5 +408,7 @@ COMMIT
     #[test]
     fn shell_words_keep_quoted_comments() {
         assert_eq!(shell_words(r#"-m comment --comment "a \"b\" c" -j X"#), vec!["-m", "comment", "--comment", "a \"b\" c", "-j", "X"]);
+        assert_eq!(shell_words(r#"--comment "ns/svc:p cluster IP"  -j  KUBE-SVC-ABC"#), vec!["--comment", "ns/svc:p cluster IP", "-j", "KUBE-SVC-ABC"]);
+        assert_eq!(shell_words("a \"héllo wörld\" ünï"), vec!["a", "héllo wörld", "ünï"]);
     }
 }

@@ -82,8 +82,18 @@ pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
     text.lines().enumerate().map(|(i, l)| (i as u64 + 1, l.strip_suffix('\r').unwrap_or(l)))
 }
 
+/// Adds to a counter map without overflowing (damaged input can hold any number).
+pub(crate) fn add(m: &mut std::collections::BTreeMap<String, u64>, k: &str, v: u64) {
+    match m.get_mut(k) {
+        Some(x) => *x = x.saturating_add(v),
+        None => {
+            m.insert(k.to_string(), v);
+        }
+    }
+}
+
 /// Splits `key=value`; `None` when there is no `=`.
 pub(crate) fn split_kv(token: &str) -> Option<(&str, &str)> {
-    let i = token.find('=')?;
+    let i = token.bytes().position(|b| b == b'=')?;
     Some((&token[..i], &token[i + 1..]))
 }

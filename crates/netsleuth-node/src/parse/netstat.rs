@@ -2,7 +2,7 @@
 //! section), `/proc/net/snmp6` (name value per line), the per-CPU hex tables `/proc/net/stat/rt_cache`
 //! and `/proc/net/stat/nf_conntrack`, and the human `netstat -s` text for the few counters we need.
 
-use super::{numbered_lines, IssueLog, Parsed};
+use super::{add, numbered_lines, IssueLog, Parsed};
 use std::collections::BTreeMap;
 
 /// Counters by `Section.Name` (`TcpExt.ListenOverflows`, `Tcp.RetransSegs`, `Snmp6.Ip6InReceives`).
@@ -90,7 +90,7 @@ pub fn parse_stat_table(text: &str) -> Parsed<Counters> {
                 Ok(v) if *name == "entries" => {
                     value.insert((*name).to_string(), v);
                 }
-                Ok(v) => *value.entry((*name).to_string()).or_insert(0) += v,
+                Ok(v) => add(&mut value, name, v),
                 Err(_) => issues.push(n, "bad-number", f),
             }
         }
@@ -128,7 +128,7 @@ pub fn parse_netstat_s(text: &str) -> Parsed<Counters> {
             continue;
         };
         match t.split_whitespace().find_map(|w| w.parse::<u64>().ok()) {
-            Some(v) => *value.entry(key.to_string()).or_insert(0) += v,
+            Some(v) => add(&mut value, key, v),
             None => issues.push(n, "bad-number", t),
         }
     }

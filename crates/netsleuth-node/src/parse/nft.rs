@@ -33,46 +33,53 @@ pub struct NftRuleset {
     pub other_objects: HashMap<String, u64>,
 }
 
+/// Reads `nft -j` output: one document, or several one after another (one per table, as the collector
+/// writes them).
 pub fn parse_nft_json(text: &str) -> Parsed<NftRuleset> {
     let mut rs = NftRuleset::default();
     let mut issues = IssueLog::default();
-    let doc: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            issues.push(e.line() as u64, "bad-json", &e.to_string());
-            return Parsed { value: rs, issues };
-        }
-    };
-    let Some(items) = doc.get("nftables").and_then(Value::as_array) else {
-        issues.push(0, "no-nftables-array", "top-level object has no `nftables` array");
-        return Parsed { value: rs, issues };
-    };
-    for (i, item) in items.iter().enumerate() {
-        let Some(obj) = item.as_object() else {
-            issues.push(0, "bad-object", &format!("item {i} is not an object"));
+    let mut base = 0u32;
+    for doc in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        let doc = match doc {
+            Ok(v) => v,
+            Err(e) => {
+                issues.push(e.line() as u64, "bad-json", &e.to_string());
+                break;
+            }
+        };
+        let Some(items) = doc.get("nftables").and_then(Value::as_array) else {
+            issues.push(0, "no-nftables-array", "top-level object has no `nftables` array");
             continue;
         };
-        for (kind, body) in obj {
-            let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            match kind.as_str() {
-                "metainfo" => {}
-                "table" => rs.tables.push((s("family"), s("name"))),
-                "chain" => rs.chains.push((s("family"), s("table"), s("name"))),
-                "rule" => match body.get("expr").and_then(Value::as_array) {
-                    Some(expr) => rs.rules.push(NftRule {
-                        family: s("family"),
-                        table: s("table"),
-                        chain: s("chain"),
-                        handle: body.get("handle").and_then(Value::as_u64),
-                        index: i as u32,
-                        expr: expr.clone(),
-                    }),
-                    None => issues.push(0, "rule-without-expr", &format!("item {i}")),
-                },
-                "map" | "set" => rs.maps.push((s("table"), s("name"), body.clone())),
-                other => *rs.other_objects.entry(other.to_string()).or_insert(0) += 1,
+        for (i, item) in items.iter().enumerate() {
+            let i = base + i as u32;
+            let Some(obj) = item.as_object() else {
+                issues.push(0, "bad-object", &format!("item {i} is not an object"));
+                continue;
+            };
+            for (kind, body) in obj {
+                let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                match kind.as_str() {
+                    "metainfo" => {}
+                    "table" => rs.tables.push((s("family"), s("name"))),
+                    "chain" => rs.chains.push((s("family"), s("table"), s("name"))),
+                    "rule" => match body.get("expr").and_then(Value::as_array) {
+                        Some(expr) => rs.rules.push(NftRule {
+                            family: s("family"),
+                            table: s("table"),
+                            chain: s("chain"),
+                            handle: body.get("handle").and_then(Value::as_u64),
+                            index: i,
+                            expr: expr.clone(),
+                        }),
+                        None => issues.push(0, "rule-without-expr", &format!("item {i}")),
+                    },
+                    "map" | "set" => rs.maps.push((s("table"), s("name"), body.clone())),
+                    other => *rs.other_objects.entry(other.to_string()).or_insert(0) += 1,
+                }
             }
         }
+        base += items.len() as u32;
     }
     Parsed { value: rs, issues }
 }
@@ -354,6 +361,15 @@ mod tests {
         assert_eq!(m[0].out_iface.as_deref(), Some("eth1"));
         assert!(!m[1].random_fully);
         assert_eq!(p.value.other_objects["flowtable"], 1);
+    }
+
+    #[test]
+    fn several_documents_one_per_table() {
+        let j = "{\"nftables\":[{\"table\":{\"family\":\"inet\",\"name\":\"a\"}}]}\n{\"nftables\":[{\"table\":{\"family\":\"ip\",\"name\":\"b\"}}]}\n";
+        let p = parse_nft_json(j);
+        assert!(p.issues.is_empty(), "{:?}", p.issues);
+        assert_eq!(p.value.tables.len(), 2);
+        assert_eq!(parse_nft_json("{\"nftables\":[]} {broken").issues.count("bad-json"), 1);
     }
 
     #[test]

@@ -14,13 +14,11 @@ pub fn parse_sysctls(text: &str) -> Parsed<Sysctls> {
         if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
             continue;
         }
-        // `key = value`; older procps and `sysctl -N` variants print `key: value` or `key=value`.
-        let split = t.find(" = ").map(|i| (i, 3)).or_else(|| t.find('=').map(|i| (i, 1)));
-        match split {
-            Some((i, w)) if !t[..i].contains(' ') => {
-                let key = t[..i].trim().replace('/', ".");
-                let val = t[i + w..].split_whitespace().collect::<Vec<_>>().join(" ");
-                value.insert(key, val);
+        // `key = value`; some procps versions print `key=value`, and empty values as `key =`.
+        match t.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !k.trim().contains(char::is_whitespace) => {
+                let key = k.trim().replace('/', ".");
+                value.insert(key, v.split_whitespace().collect::<Vec<_>>().join(" "));
             }
             _ => issues.push(n, "unknown-line", t),
         }
@@ -40,10 +38,11 @@ mod tests {
     #[test]
     fn reads_spaced_and_tabbed_values_and_counts_noise() {
         let p = parse_sysctls(
-            "net.ipv4.tcp_tw_recycle = 1\nnet.ipv4.tcp_rmem = 4096\t87380\t6291456\nsysctl: reading key \"net.ipv6.conf.all.stable_secret\"\n",
+            "net.ipv4.tcp_tw_recycle = 1\nnet.ipv4.tcp_rmem = 4096\t87380\t6291456\nsysctl: reading key \"net.ipv6.conf.all.stable_secret\"\ndev.cdrom.info =\n",
         );
         assert_eq!(p.value["net.ipv4.tcp_tw_recycle"], "1");
         assert_eq!(p.value["net.ipv4.tcp_rmem"], "4096 87380 6291456");
+        assert_eq!(p.value["dev.cdrom.info"], "");
         assert_eq!(p.issues.count("unknown-line"), 1);
         assert_eq!(p.issues.first[0].line, 3);
     }

@@ -1,0 +1,215 @@
+//! One module per scenario. Each builds its topology, starts the recorders (`Lab::observe`) before
+//! any traffic, drives the traffic with real sockets, and returns what the application saw.
+//!
+//! Addresses (inside the lab's namespaces only): node pods 10.244.1.0/24 on the node's cni0, remote
+//! pods 10.244.2.0/24, node 192.168.50.10 ↔ remote node 192.168.50.20, ClusterIPs 10.96.0.0/16.
+
+use crate::error::Result;
+use crate::lab::{Lab, Outcome};
+use crate::{Reproduction, ScenarioInfo};
+
+mod bridge_nf_bypass;
+mod conntrack_dnat_rebalance;
+mod conntrack_snat_remap;
+mod dns_conntrack_race;
+mod dns_id_collision;
+mod dns_upstream_unreachable;
+mod go_resolver_dns_first;
+mod healthy;
+mod listen_queue_overflow;
+mod local_source_drop;
+mod snat_port_clash;
+mod tw_recycle_paws;
+
+pub static INFOS: &[ScenarioInfo] = &[
+    ScenarioInfo {
+        name: "conntrack-snat-remap",
+        incident: Some("conntrack-snat-remap"),
+        reproduction: Reproduction::Emulated {
+            why: "kernels before 4.14.155/4.19.85 (before 097f95d319f8) flushed every MASQUERADE conntrack entry of a device when any address of it was deleted; this kernel deletes only the entries of the deleted address.",
+            how: "deletes the device's masqueraded conntrack entries itself (conntrack -D --src-nat) right after RTM_DELADDR, as the old kernel did; everything else (MASQUERADE --random-fully, the new SNAT port, the server's RST) is the running kernel's own behaviour.",
+        },
+        summary: "a pod's long connection through the node's MASQUERADE loses its conntrack entry when a keepalived VIP is removed from eth0; its next segment leaves with a new source port and the server resets it",
+        mitigation: "a kernel with 097f95d319f8 (only the deleted address's entries go): the lab leaves conntrack alone, as this kernel does",
+    },
+    ScenarioInfo {
+        name: "conntrack-dnat-rebalance",
+        incident: Some("conntrack-dnat-rebalance"),
+        reproduction: Reproduction::Native {
+            how: "nf_conntrack_tcp_timeout_established is set to 2 s inside the lab's node namespace; idle connections to a two-backend ClusterIP outlive their entries and their next segment is DNATed afresh by -m statistic.",
+        },
+        summary: "idle connections to a ClusterIP outlive their conntrack entries; the next segment goes to the other backend, which answers RST (ECONNRESET)",
+        mitigation: "TCP keepalive (idle 1 s) shorter than the conntrack timeout keeps the entries alive",
+    },
+    ScenarioInfo {
+        name: "bridge-nf-bypass",
+        incident: Some("bridge-nf-bypass"),
+        reproduction: Reproduction::Native {
+            how: "net.bridge.bridge-nf-call-iptables=0 inside the lab's node namespace (per namespace on this kernel); client and backend pods share cni0.",
+        },
+        summary: "a pod connects to a ClusterIP whose backend is on the same bridge; the SYN-ACK is bridged back without reverse NAT, from the backend's pod IP, and the client resets it",
+        mitigation: "net.bridge.bridge-nf-call-iptables=1 in the node namespace",
+    },
+    ScenarioInfo {
+        name: "tw-recycle-paws",
+        incident: Some("tw-recycle-paws"),
+        reproduction: Reproduction::Emulated {
+            why: "net.ipv4.tcp_tw_recycle was removed in 4.12; this kernel has no per-host PAWS check on SYNs.",
+            how: "emulates the old server's check with an nft rule on the server node, installed when the server closes a connection first: SYNs from that peer IP whose TSval is behind the last TSval seen from it (within 60 s) are dropped silently. Two client pods with different timestamp clocks (this kernel's per-address TS offsets) share the node IP through MASQUERADE.",
+        },
+        summary: "two pods behind the node's SNAT reach a server with tcp_tw_recycle=1; the pod whose timestamp clock is behind gets its SYNs dropped and its connect times out",
+        mitigation: "tcp_tw_recycle=0 (the emulated PAWS rule is not installed)",
+    },
+    ScenarioInfo {
+        name: "snat-port-clash",
+        incident: Some("snat-port-clash"),
+        reproduction: Reproduction::Native {
+            how: "pods connect simultaneously, all from the same source port, through SNAT to a --to-source range of four ports (one per client); conntrack insertion fails (insert_failed, drop) and the SYN is retransmitted a second later.",
+        },
+        summary: "concurrent SYNs from several pods get the same SNAT tuple; the losers' conntrack inserts fail, their SYNs are dropped and retransmitted ~1 s later",
+        mitigation: "SNAT with the full port range and --random-fully",
+    },
+    ScenarioInfo {
+        name: "dns-conntrack-race",
+        incident: Some("dns-conntrack-race"),
+        reproduction: Reproduction::Emulated {
+            why: "this kernel resolves the A/AAAA conntrack race (clash_resolve rises) and loses no reply; kernels before 5.0 dropped one of the two queries at conntrack insert.",
+            how: "drops, in the node's prerouting, the second query of a same-socket pair to the DNS ClusterIP that arrives within 100 ms of the first (an nft set with a timeout), so the query enters the node and is never forwarded — the old kernels' wire picture; the glibc-like client then waits its 5 s timeout and re-sends.",
+        },
+        summary: "A and AAAA from one UDP socket race through DNAT to the DNS ClusterIP; one is lost and the lookup takes 5 s",
+        mitigation: "options single-request-reopen in the pod's resolv.conf (each query from its own socket, one after the other)",
+    },
+    ScenarioInfo {
+        name: "go-resolver-dns-first",
+        incident: Some("go-resolver-dns-first"),
+        reproduction: Reproduction::Emulated {
+            why: "Go ≥ 1.16 reads /etc/hosts first even without /etc/nsswitch.conf (golang/go#35305), and no Go toolchain is needed for the lab.",
+            how: "runs a resolver that follows Go 1.15's pure-Go lookup order (hostLookupDNSFiles without nsswitch.conf, the search list, A and AAAA from separate sockets) in a pod whose /etc/hosts (written in the run directory) has the name.",
+        },
+        summary: "a Go < 1.16 program in an image without /etc/nsswitch.conf asks DNS for a name its /etc/hosts answers",
+        mitigation: "an /etc/nsswitch.conf with `hosts: files dns` in the image",
+    },
+    ScenarioInfo {
+        name: "dns-upstream-unreachable",
+        incident: Some("dns-upstream-unreachable"),
+        reproduction: Reproduction::Native {
+            how: "the node's resolv.conf (in the run directory) lists a dead nameserver first; a CoreDNS-like forwarder in the DNS pod (forward . /etc/resolv.conf, round robin, 2 s upstream timeout) waits on it.",
+        },
+        summary: "a nameserver left in the node's resolv.conf never answers; the DNS forwarder's queries to it time out and lookups through it take 2 s",
+        mitigation: "the dead nameserver removed from the node's resolv.conf",
+    },
+    ScenarioInfo {
+        name: "dns-id-collision",
+        incident: Some("dns-id-collision"),
+        reproduction: Reproduction::Emulated {
+            why: "musl 1.2.3 derives the query ID from the clock, so on a coarse clock the A and AAAA queries share an ID; no musl binary is needed for the lab.",
+            how: "runs a resolver that builds IDs as musl 1.2.3 does, reading CLOCK_REALTIME_COARSE, and matches answers by ID only as musl's __res_msend_rc does; the DNS server answers AAAA before A.",
+        },
+        summary: "A and AAAA leave one socket with the same DNS ID; the AAAA (NODATA) answer arrives first and is taken for the A answer: the name does not resolve",
+        mitigation: "musl ≥ 1.2.4 (distinct IDs for the two queries)",
+    },
+    ScenarioInfo {
+        name: "listen-queue-overflow",
+        incident: Some("listen-queue-overflow"),
+        reproduction: Reproduction::Native {
+            how: "a server pod listens with backlog 2 and does not accept; a burst of 20 connects overflows its accept queue (ListenOverflows/ListenDrops in the server pod's namespace).",
+        },
+        summary: "a burst of connects overflows a listener's accept queue; SYNs are dropped and retransmitted, probes time out",
+        mitigation: "a listen backlog (128) larger than the burst",
+    },
+    ScenarioInfo {
+        name: "local-source-drop",
+        incident: Some("local-source-drop"),
+        reproduction: Reproduction::Native {
+            how: "the LoadBalancer IP is bound to a dummy kube-ipvs0 in the node namespace (so it is in table local) with accept_local=0; the LB's health checks come from that IP to the NodePort.",
+        },
+        summary: "health checks whose source is the LB IP reach the NodePort; the node owns that IP (kube-ipvs0) and drops them as martian",
+        mitigation: "the LB IP not bound to kube-ipvs0 (kubernetes#79783's --exclude-external-ip): on this kernel deleting only its table-local route is not enough, as source validation also checks interface addresses when rp_filter=0",
+    },
+    ScenarioInfo {
+        name: "healthy",
+        incident: None,
+        reproduction: Reproduction::Native {
+            how: "busy but sound traffic through a ClusterIP, a normal application reset, a reset from a closed port, one lost segment retransmitted, NXDOMAIN answers, parallel A+AAAA lookups that all get answers.",
+        },
+        summary: "normal traffic with benign resets, a retransmission and NXDOMAIN: no incident",
+        mitigation: "nothing to mitigate: the same traffic runs",
+    },
+];
+
+pub fn drive(lab: &mut Lab) -> Result<Outcome> {
+    match lab.info.name {
+        "conntrack-snat-remap" => conntrack_snat_remap::run(lab),
+        "conntrack-dnat-rebalance" => conntrack_dnat_rebalance::run(lab),
+        "bridge-nf-bypass" => bridge_nf_bypass::run(lab),
+        "tw-recycle-paws" => tw_recycle_paws::run(lab),
+        "snat-port-clash" => snat_port_clash::run(lab),
+        "dns-conntrack-race" => dns_conntrack_race::run(lab),
+        "go-resolver-dns-first" => go_resolver_dns_first::run(lab),
+        "dns-upstream-unreachable" => dns_upstream_unreachable::run(lab),
+        "dns-id-collision" => dns_id_collision::run(lab),
+        "listen-queue-overflow" => listen_queue_overflow::run(lab),
+        "local-source-drop" => local_source_drop::run(lab),
+        "healthy" => healthy::run(lab),
+        other => Err(crate::LabError::UnknownScenario(other.to_string())),
+    }
+}
+
+/// Joins a traffic thread, turning a panic into a traffic error.
+pub(crate) fn join<T>(scenario: &'static str, h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
+    match h.join() {
+        Ok(r) => r,
+        Err(_) => Err(crate::LabError::traffic(
+            scenario,
+            "a traffic thread panicked",
+        )),
+    }
+}
+
+pub(crate) const DNS_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
+pub(crate) const DNS_POD: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 1, 53);
+pub(crate) const DNS_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 1, 10);
+
+/// The kube-dns Service: ClusterIP 10.96.0.10:53/udp → the DNS pod 10.244.1.53:53.
+pub(crate) fn kube_dns_service() -> crate::kube::Service {
+    crate::kube::Service {
+        name: "kube-system/kube-dns:dns".into(),
+        vip: DNS_VIP,
+        port: 53,
+        protocol: "udp",
+        endpoints: vec![(DNS_POD, 53)],
+        node_port: None,
+    }
+}
+
+/// A node with a client pod and a DNS pod behind the kube-dns ClusterIP (plus `extra` rules), and the
+/// client's resolv.conf written under `client/etc/` in the run directory.
+pub(crate) fn dns_node(
+    lab: &mut Lab,
+    with_remote: bool,
+    extra_postrouting: Vec<String>,
+    resolv_options: &str,
+) -> Result<()> {
+    let mut t = crate::topology::Topology::new()?;
+    if with_remote {
+        t.add_remote(false)?;
+    }
+    t.add_pod("client", DNS_CLIENT, crate::topology::Machine::Node)?;
+    t.add_pod("coredns", DNS_POD, crate::topology::Machine::Node)?;
+    lab.set_topology(t);
+    lab.apply_rules(&crate::kube::Rules {
+        services: vec![kube_dns_service()],
+        extra_postrouting,
+    })?;
+    let mut resolv = format!("nameserver {DNS_VIP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n");
+    if !resolv_options.is_empty() {
+        resolv.push_str(&format!("options {resolv_options}\n"));
+    }
+    lab.write_file(
+        "client/etc/resolv.conf",
+        &resolv,
+        crate::report::ArtifactKind::ContainerFile,
+        "the client pod's /etc/resolv.conf",
+    )?;
+    Ok(())
+}

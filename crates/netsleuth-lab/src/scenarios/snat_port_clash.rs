@@ -1,0 +1,149 @@
+//! [003] Several pods open connections at the same instant, all from the same source port, through
+//! the node's SNAT to one server. SNAT picks a source port for each SYN before any of their conntrack
+//! entries is confirmed; two SYNs that get the same port clash at insertion: the later one's insert
+//! fails (`insert_failed`, `drop`), its SYN is dropped and the client retransmits it a second later.
+//!
+//! The SNAT range has as many ports as there are clients, so nothing is exhausted: every lost SYN is
+//! a clash. Rounds repeat (each to a fresh server port, so earlier rounds' entries never collide)
+//! until a clash shows or the time budget is spent.
+
+use crate::error::{LabError, Result};
+use crate::kube::Rules;
+use crate::lab::{Lab, ObservePlan, Outcome};
+use crate::topology::{Machine, Topology, NODE_IP, REMOTE_IP};
+use crate::traffic::{self, addr, Behaviour, ConnectOpts};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "snat-port-clash";
+const CLIENTS: usize = 4;
+const SNAT_PORTS: &str = "40000-40003";
+const FIRST_SERVER_PORT: u16 = 9000;
+const MAX_ROUNDS: u16 = 40;
+const BUDGET: Duration = Duration::from_secs(14);
+const SOURCE_PORT: u16 = 33000;
+
+pub fn run(lab: &mut Lab) -> Result<Outcome> {
+    let mut t = Topology::new()?;
+    t.add_remote(false)?;
+    for i in 0..CLIENTS {
+        t.add_pod(
+            &format!("client{i}"),
+            Ipv4Addr::new(10, 244, 1, 11 + i as u8),
+            Machine::Node,
+        )?;
+    }
+    lab.set_topology(t);
+    let snat = if lab.mitigated {
+        format!("-j SNAT --to-source {NODE_IP} --random-fully")
+    } else {
+        format!("-j SNAT --to-source {NODE_IP}:{SNAT_PORTS}")
+    };
+    lab.apply_rules(&Rules {
+        extra_postrouting: vec![format!(
+            "-s 10.244.0.0/16 -o eth0 -p tcp -m comment --comment \"ip-masq-agent\" {snat}"
+        )],
+        ..Default::default()
+    })?;
+    let mut servers = Vec::new();
+    for r in 0..MAX_ROUNDS {
+        servers.push(traffic::serve(
+            lab.topo().remote(),
+            "server",
+            addr(Ipv4Addr::UNSPECIFIED, FIRST_SERVER_PORT + r),
+            128,
+            Behaviour::Echo,
+        )?);
+    }
+    // The client pods are renamed client0.. ; the first one's view is the "client view".
+    lab.observe(ObservePlan {
+        node_role: "node",
+        client_role: Some("client0"),
+        filter: Some("tcp"),
+    })?;
+
+    let started = Instant::now();
+    let mut out = Outcome::default();
+    let mut slow = Vec::new();
+    let mut rounds = 0;
+    for r in 0..MAX_ROUNDS {
+        rounds += 1;
+        let dst = addr(REMOTE_IP, FIRST_SERVER_PORT + r);
+        let go = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for i in 0..CLIENTS {
+            let (go, ready) = (Arc::clone(&go), Arc::clone(&ready));
+            let ns = &lab.topo().pod(&format!("client{i}")).ns;
+            let src = addr(Ipv4Addr::new(10, 244, 1, 11 + i as u8), SOURCE_PORT + r);
+            handles.push(ns.spawn("client", move || {
+                ready.fetch_add(1, Ordering::SeqCst);
+                // Spin, not sleep: the SYNs must leave within microseconds of each other.
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                let t0 = Instant::now();
+                let r = traffic::connect(
+                    dst,
+                    Duration::from_millis(3500),
+                    ConnectOpts {
+                        bind: Some(src),
+                        ..Default::default()
+                    },
+                )
+                .and_then(|mut s| traffic::request(&mut s, "hi\n", Duration::from_secs(2)));
+                Ok((src, r.map(|_| ()), t0.elapsed()))
+            })?);
+        }
+        while ready.load(Ordering::SeqCst) < CLIENTS {
+            std::thread::yield_now();
+        }
+        go.store(true, Ordering::Release);
+        for h in handles {
+            let (src, result, took) = super::join(NAME, h)?;
+            match result {
+                Err(e) => {
+                    return Err(LabError::traffic(
+                        NAME,
+                        format!("{src} → {dst}: {e} after {:.1} s", took.as_secs_f64()),
+                    ));
+                }
+                Ok(()) if took >= Duration::from_millis(900) => {
+                    out.event(format!(
+                        "round {r}: {src} → {dst} connected after {:.2} s (SYN retransmitted)",
+                        took.as_secs_f64()
+                    ));
+                    slow.push(took);
+                }
+                Ok(()) => {}
+            }
+        }
+        if !lab.mitigated && !slow.is_empty() {
+            break;
+        }
+        if started.elapsed() > BUDGET {
+            break;
+        }
+    }
+    drop(servers);
+    out.measure("rounds of simultaneous connects", rounds as f64, "");
+    out.measure("clients per round", CLIENTS as f64, "");
+    out.measure(
+        "connects delayed by a SYN retransmission",
+        slow.len() as f64,
+        "",
+    );
+    if let Some(max) = slow.iter().max() {
+        out.measure("slowest connect", max.as_secs_f64(), "s");
+        out.symptom = Some(format!(
+            "{} connect(s) took ≥ 1 s ({:.2} s) in round {rounds} of {CLIENTS} simultaneous connects: the first SYN was dropped at conntrack insertion after SNAT gave it a port another SYN had just taken, and was retransmitted",
+            slow.len(),
+            max.as_secs_f64()
+        ));
+    } else {
+        out.fine = format!("{} connects in {rounds} rounds of {CLIENTS} simultaneous SYNs all completed without a retransmission", rounds * CLIENTS as u32);
+    }
+    Ok(out)
+}

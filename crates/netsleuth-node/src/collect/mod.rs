@@ -1,0 +1,606 @@
+//! The live collector: a thin adapter that reads `/proc`, runs the read-only tools in each network
+//! namespace, and hands the bytes to [`NodeFacts::from_artifacts`].
+//!
+//! Invariant: read-only. Nothing here writes a sysctl, a rule, an address or a conntrack entry; the only
+//! packets sent are the opt-in `--probe` DNS queries. Namespaces are entered per thread (`setns`), so the
+//! process itself never leaves its own.
+
+pub mod root;
+pub mod run;
+
+use crate::binary::go_build_info;
+use crate::facts::{
+    paths, ArtifactEntry, ArtifactStatus, Artifacts, GoBinary, Manifest, NamespaceEntry, NodeFacts, RootEntry,
+    SampleEntry, BUNDLE_SCHEMA,
+};
+use crate::parse::conntrack::{ConntrackSummarizer, SummaryLimits};
+use crate::probe::{probe_one, ProbeOptions, ProbeResult};
+use root::{detect_libc, link_in_root, read_in_root, FileRead};
+use run::{in_netns, run_lines, run_text};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Which network namespace is audited as "the node".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The namespace netsleuth runs in (the host's, normally).
+    Host,
+    /// A namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`): audited as if it were a node.
+    Netns(PathBuf),
+}
+
+/// Which processes are looked at to find containers (their namespaces and roots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessScope {
+    All,
+    Pids(Vec<u32>),
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    pub target: Target,
+    /// The node's filesystem root (resolver files): `/` normally, a directory in tests.
+    pub root: PathBuf,
+    /// Where procfs is mounted.
+    pub proc_root: PathBuf,
+    pub processes: ProcessScope,
+    /// Counter samples per namespace (2 gives deltas; 1 for a quick snapshot).
+    pub samples: u32,
+    /// Time between the first and the last sample.
+    pub interval: Duration,
+    pub conntrack_limits: SummaryLimits,
+    /// Lines of the conntrack table kept verbatim in the bundle (the rest is only summarised).
+    pub conntrack_head_lines: usize,
+    /// Deadline of each command.
+    pub command_timeout: Duration,
+    /// Query each nameserver (the only active step); `None` = passive.
+    pub probe: Option<ProbeOptions>,
+    /// Most distinct executables inspected for Go build info per root.
+    pub max_binaries_per_root: usize,
+}
+
+impl Default for CollectOptions {
+    fn default() -> Self {
+        CollectOptions {
+            target: Target::Host,
+            root: PathBuf::from("/"),
+            proc_root: PathBuf::from("/proc"),
+            processes: ProcessScope::All,
+            samples: 2,
+            interval: Duration::from_secs(3),
+            conntrack_limits: SummaryLimits::default(),
+            conntrack_head_lines: 200,
+            command_timeout: Duration::from_secs(60),
+            probe: None,
+            max_binaries_per_root: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("cannot open the target network namespace {path}: {source} (hint: run as root; check the path)")]
+    Target { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the node root {path}: {source}")]
+    Root { path: PathBuf, source: std::io::Error },
+    #[error("cannot list processes in {path}: {source} (hint: is procfs mounted there?)")]
+    Proc { path: PathBuf, source: std::io::Error },
+}
+
+/// What a collection is building: artifacts and their manifest entries.
+#[derive(Default)]
+struct Sink {
+    artifacts: Artifacts,
+    entries: Vec<ArtifactEntry>,
+}
+
+impl Sink {
+    fn ok(&mut self, path: String, source: &str, bytes: Vec<u8>) {
+        self.entries.push(ArtifactEntry { path: path.clone(), status: ArtifactStatus::Ok, source: source.into(), error: None });
+        self.artifacts.insert(path, bytes);
+    }
+
+    fn absent(&mut self, path: String, source: &str) {
+        self.entries.push(ArtifactEntry { path, status: ArtifactStatus::Absent, source: source.into(), error: None });
+    }
+
+    fn failed(&mut self, path: String, source: &str, error: String) {
+        self.entries.push(ArtifactEntry { path, status: ArtifactStatus::Failed, source: source.into(), error: Some(error) });
+    }
+
+    fn file(&mut self, path: String, file: &Path) {
+        let src = file.display().to_string();
+        match std::fs::read(file) {
+            Ok(b) => self.ok(path, &src, b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.absent(path, &src),
+            Err(e) => self.failed(path, &src, e.to_string()),
+        }
+    }
+
+    fn command(&mut self, path: String, argv: &[&str], timeout: Duration) {
+        let src = argv.join(" ");
+        match run_text(argv, timeout) {
+            Ok(t) => self.ok(path, &src, t.into_bytes()),
+            Err(e) => self.failed(path, &src, e.to_string()),
+        }
+    }
+
+    fn merge(&mut self, other: Sink) {
+        self.artifacts.extend(other.artifacts);
+        self.entries.extend(other.entries);
+    }
+}
+
+struct Proc {
+    pid: u32,
+    comm: String,
+    netns: u64,
+    root: (u64, u64),
+}
+
+fn list_processes(proc_root: &Path, scope: &ProcessScope) -> Result<Vec<Proc>, CollectError> {
+    let pids: Vec<u32> = match scope {
+        ProcessScope::None => return Ok(Vec::new()),
+        ProcessScope::Pids(p) => p.clone(),
+        ProcessScope::All => std::fs::read_dir(proc_root)
+            .map_err(|source| CollectError::Proc { path: proc_root.into(), source })?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for pid in pids {
+        let base = proc_root.join(pid.to_string());
+        // Processes come and go while we look: a vanished one is simply skipped.
+        let (Ok(ns), Ok(root)) = (std::fs::metadata(base.join("ns/net")), std::fs::metadata(base.join("root"))) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
+        out.push(Proc { pid, comm, netns: ns.ino(), root: (root.dev(), root.ino()) });
+    }
+    Ok(out)
+}
+
+struct NsPlan {
+    entry: NamespaceEntry,
+    /// `None` = the collector's own namespace.
+    path: Option<PathBuf>,
+}
+
+struct RootPlan {
+    entry: RootEntry,
+    path: PathBuf,
+}
+
+/// Collects the live node's facts (with two counter samples `interval` apart by default).
+pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
+    let started = SystemTime::now();
+    let (node_path, node_inode) = match &opts.target {
+        Target::Host => (None, std::fs::metadata(opts.proc_root.join("self/ns/net")).map(|m| m.ino()).ok()),
+        Target::Netns(p) => {
+            let m = std::fs::metadata(p).map_err(|source| CollectError::Target { path: p.clone(), source })?;
+            std::fs::File::open(p).map_err(|source| CollectError::Target { path: p.clone(), source })?;
+            (Some(p.clone()), Some(m.ino()))
+        }
+    };
+    let root_meta = std::fs::metadata(&opts.root).map_err(|source| CollectError::Root { path: opts.root.clone(), source })?;
+    let node_root_id = (root_meta.dev(), root_meta.ino());
+    let procs = list_processes(&opts.proc_root, &opts.processes)?;
+
+    // Namespaces: the node's first, then one per distinct inode, entered through one of its processes.
+    let mut namespaces = vec![NsPlan {
+        entry: NamespaceEntry { id: "node".into(), inode: node_inode, is_node: true, pids: vec![], comms: vec![] },
+        path: node_path.clone(),
+    }];
+    let mut roots = vec![RootPlan {
+        entry: RootEntry {
+            id: "node".into(),
+            is_node: true,
+            netns: Some("node".into()),
+            pids: vec![],
+            comms: vec![],
+            path: opts.root.display().to_string(),
+        },
+        path: opts.root.clone(),
+    }];
+    let mut root_index: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    root_index.insert(node_root_id, 0);
+    let mut ns_index: BTreeMap<u64, usize> = BTreeMap::new();
+    if let Some(i) = node_inode {
+        ns_index.insert(i, 0);
+    }
+    for p in &procs {
+        let ni = *ns_index.entry(p.netns).or_insert_with(|| {
+            namespaces.push(NsPlan {
+                entry: NamespaceEntry {
+                    id: format!("netns-{}", p.netns),
+                    inode: Some(p.netns),
+                    is_node: false,
+                    pids: vec![],
+                    comms: vec![],
+                },
+                path: Some(opts.proc_root.join(p.pid.to_string()).join("ns/net")),
+            });
+            namespaces.len() - 1
+        });
+        let e = &mut namespaces[ni].entry;
+        if e.pids.len() < 16 {
+            e.pids.push(p.pid);
+            if !e.comms.contains(&p.comm) {
+                e.comms.push(p.comm.clone());
+            }
+        }
+        let ns_id = namespaces[ni].entry.id.clone();
+        let ri = *root_index.entry(p.root).or_insert_with(|| {
+            let path = opts.proc_root.join(p.pid.to_string()).join("root");
+            roots.push(RootPlan {
+                entry: RootEntry {
+                    id: format!("root-{}", p.pid),
+                    is_node: false,
+                    netns: Some(ns_id.clone()),
+                    pids: vec![],
+                    comms: vec![],
+                    path: path.display().to_string(),
+                },
+                path,
+            });
+            roots.len() - 1
+        });
+        let e = &mut roots[ri].entry;
+        if e.pids.len() < opts.max_binaries_per_root {
+            e.pids.push(p.pid);
+            if !e.comms.contains(&p.comm) {
+                e.comms.push(p.comm.clone());
+            }
+        }
+    }
+
+    let mut sink = Sink::default();
+    let sys = |rel: &str| opts.proc_root.join("sys").join(rel);
+    sink.file(paths::KERNEL.into(), &sys("kernel/osrelease"));
+    sink.file(paths::HOSTNAME.into(), &sys("kernel/hostname"));
+    sink.file(paths::MODULES.into(), &opts.proc_root.join("modules"));
+
+    // Counters first, then the slow dumps, then the second sample: the dumps fill the interval.
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    let nsamples = opts.samples.max(1);
+    for ns in &namespaces {
+        let (s, at) = sample(opts, ns, 1, t0);
+        sink.merge(s);
+        samples.push(SampleEntry { index: 1, offset_ms: at, netns: ns.entry.id.clone() });
+    }
+    for ns in &namespaces {
+        sink.merge(collect_static(opts, ns));
+    }
+    for idx in 2..=nsamples {
+        let due = opts.interval.mul_f64((idx - 1) as f64 / (nsamples - 1) as f64);
+        let elapsed = t0.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+        for ns in &namespaces {
+            let (s, at) = sample(opts, ns, idx, t0);
+            sink.merge(s);
+            samples.push(SampleEntry { index: idx, offset_ms: at, netns: ns.entry.id.clone() });
+        }
+    }
+    // Offsets are relative to each namespace's own first sample.
+    for ns in &namespaces {
+        let first = samples.iter().find(|s| s.netns == ns.entry.id && s.index == 1).map(|s| s.offset_ms).unwrap_or(0);
+        for s in samples.iter_mut().filter(|s| s.netns == ns.entry.id) {
+            s.offset_ms = s.offset_ms.saturating_sub(first);
+        }
+    }
+
+    for r in &roots {
+        sink.merge(collect_root(opts, r));
+    }
+
+    let kernel = sink.artifacts.get(paths::KERNEL).map(|b| String::from_utf8_lossy(b).trim().to_string());
+    let hostname = sink.artifacts.get(paths::HOSTNAME).map(|b| String::from_utf8_lossy(b).trim().to_string());
+    let unix_ms = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let manifest = Manifest {
+        schema: BUNDLE_SCHEMA.into(),
+        tool: format!("netsleuth-node {}", env!("CARGO_PKG_VERSION")),
+        collected_at: netsleuth_core::finding::format_ts(unix_ms * 1_000_000),
+        collected_at_unix_ms: unix_ms,
+        hostname,
+        kernel,
+        target: match &opts.target {
+            Target::Host => "host".into(),
+            Target::Netns(p) => format!("netns {}", p.display()),
+        },
+        namespaces: namespaces.iter().map(|n| n.entry.clone()).collect(),
+        roots: roots.iter().map(|r| r.entry.clone()).collect(),
+        samples,
+        artifacts: sink.entries,
+    };
+    let mut facts = NodeFacts::from_artifacts(manifest, sink.artifacts);
+    for (f, plan) in facts.namespaces.iter_mut().zip(namespaces.iter()) {
+        f.live_path = plan.path.clone().or_else(|| Some(opts.proc_root.join("self/ns/net")));
+    }
+    if let Some(p) = &opts.probe {
+        let results = probe_nameservers(&facts, p);
+        attach_probes(&mut facts, results);
+    }
+    Ok(facts)
+}
+
+/// Reads one counter sample of a namespace; returns its artifacts and when it was taken (ms since `t0`).
+fn sample(opts: &CollectOptions, ns: &NsPlan, index: u32, t0: Instant) -> (Sink, u64) {
+    let pre = format!("netns/{}/sample-{index}", ns.entry.id);
+    let proc_net = opts.proc_root.join("thread-self/net");
+    let res = in_netns(ns.path.as_deref(), || {
+        let mut s = Sink::default();
+        s.file(format!("{pre}/{}", paths::NETSTAT), &proc_net.join("netstat"));
+        s.file(format!("{pre}/{}", paths::SNMP), &proc_net.join("snmp"));
+        s.file(format!("{pre}/{}", paths::RT_CACHE), &proc_net.join("stat/rt_cache"));
+        s.file(format!("{pre}/{}", paths::CT_STAT), &proc_net.join("stat/nf_conntrack"));
+        s.command(format!("{pre}/{}", paths::CT_S), &["conntrack", "-S"], opts.command_timeout);
+        s
+    });
+    let off = t0.elapsed().as_millis() as u64;
+    match res {
+        Ok(s) => (s, off),
+        Err(e) => {
+            let mut s = Sink::default();
+            s.failed(format!("{pre}/{}", paths::NETSTAT), "setns", e);
+            (s, off)
+        }
+    }
+}
+
+/// Walks `/proc/sys/net` as this thread's namespace sees it, into `sysctl -a` form.
+fn read_sysctls(proc_root: &Path) -> String {
+    let base = proc_root.join("sys");
+    let mut out = Vec::new();
+    let mut stack = vec![base.join("net")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                // Per-device neighbour tables are thousands of files that no detector reads.
+                let rel = p.strip_prefix(&base).unwrap_or(&p).to_string_lossy().into_owned();
+                if (rel.starts_with("net/ipv4/neigh/") || rel.starts_with("net/ipv6/neigh/")) && !rel.ends_with("/default") {
+                    continue;
+                }
+                stack.push(p);
+            } else if let Ok(v) = std::fs::read_to_string(&p) {
+                let key = p.strip_prefix(&base).unwrap_or(&p).to_string_lossy().replace('/', ".");
+                out.push(format!("{key} = {}", v.split_whitespace().collect::<Vec<_>>().join("\t")));
+            }
+        }
+    }
+    out.sort();
+    out.join("\n") + "\n"
+}
+
+fn collect_static(opts: &CollectOptions, ns: &NsPlan) -> Sink {
+    let pre = format!("netns/{}", ns.entry.id);
+    let t = opts.command_timeout;
+    let proc_net = opts.proc_root.join("thread-self/net");
+    let res = in_netns(ns.path.as_deref(), || {
+        let mut s = Sink::default();
+        s.ok(format!("{pre}/{}", paths::SYSCTL), "/proc/sys/net", read_sysctls(&opts.proc_root).into_bytes());
+        // Conntrack first: its entries are what changes fastest while we look.
+        collect_conntrack(opts, &pre, &proc_net, &mut s);
+        s.command(format!("{pre}/{}", paths::IPTABLES), &["iptables-save"], t);
+        s.command(format!("{pre}/{}", paths::IP6TABLES), &["ip6tables-save"], t);
+        collect_nft(&pre, t, &mut s);
+        if proc_net.join("ip_vs").exists() {
+            match run_text(&["ipvsadm", "-Ln"], t) {
+                Ok(text) => s.ok(format!("{pre}/{}", paths::IPVS), "ipvsadm -Ln", text.into_bytes()),
+                Err(_) => s.file(format!("{pre}/{}", paths::IPVS), &proc_net.join("ip_vs")),
+            }
+        }
+        s.command(format!("{pre}/{}", paths::ADDR), &["ip", "-j", "-d", "addr", "show"], t);
+        match (
+            run_text(&["ip", "-4", "-j", "route", "show", "table", "all"], t),
+            run_text(&["ip", "-6", "-j", "route", "show", "table", "all"], t),
+        ) {
+            (Ok(a), Ok(b)) => s.ok(format!("{pre}/{}", paths::ROUTE), "ip -4/-6 -j route show table all", format!("{}\n{}", a.trim(), b.trim()).into_bytes()),
+            (Err(e), _) | (_, Err(e)) => s.failed(format!("{pre}/{}", paths::ROUTE), "ip -j route show table all", e.to_string()),
+        }
+        match (run_text(&["ip", "-4", "-j", "rule"], t), run_text(&["ip", "-6", "-j", "rule"], t)) {
+            (Ok(a), Ok(b)) => s.ok(format!("{pre}/{}", paths::RULE), "ip -4/-6 -j rule", format!("{}\n{}", a.trim(), b.trim()).into_bytes()),
+            (Err(e), _) | (_, Err(e)) => s.failed(format!("{pre}/{}", paths::RULE), "ip -j rule", e.to_string()),
+        }
+        s.command(format!("{pre}/{}", paths::SS), &["ss", "-tanoip"], t);
+        s
+    });
+    res.unwrap_or_else(|e| {
+        let mut s = Sink::default();
+        s.failed(format!("{pre}/{}", paths::SYSCTL), "setns", e);
+        s
+    })
+}
+
+/// iptables-nft keeps its rules in nf_tables tables named like the iptables tables; iptables-save shows
+/// them with all their options, while `nft -j` shows them as opaque `xt` expressions and, for a
+/// kube-proxy node, as hundreds of megabytes of JSON. So each table is listed on its own, and the
+/// tables that iptables-save already dumped are left out (the manifest says which).
+fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
+    let path = format!("{pre}/{}", paths::NFT);
+    let tables = match run_text(&["nft", "-j", "list", "tables"], t) {
+        Ok(text) => crate::parse::nft::parse_nft_json(&text).value.tables,
+        Err(e) => {
+            s.failed(path, "nft -j list tables", e.to_string());
+            return;
+        }
+    };
+    let dumped_by_iptables = |family: &str, name: &str| -> bool {
+        let file = match family {
+            "ip" => paths::IPTABLES,
+            "ip6" => paths::IP6TABLES,
+            _ => return false,
+        };
+        let Some(save) = s.artifacts.get(&format!("{pre}/{file}")) else { return false };
+        let save = String::from_utf8_lossy(save);
+        // iptables-nft refuses tables holding native nft rules ("incompatible"): those are dumped by nft.
+        save.lines().any(|l| l.trim() == format!("*{name}")) && !save.contains("incompatible")
+    };
+    let mut docs = Vec::new();
+    let mut skipped = Vec::new();
+    let mut errors = Vec::new();
+    for (family, name) in &tables {
+        if matches!(name.as_str(), "filter" | "nat" | "mangle" | "raw" | "security") && dumped_by_iptables(family, name) {
+            skipped.push(format!("{family} {name}"));
+            continue;
+        }
+        match run_text(&["nft", "-j", "list", "table", family, name], t) {
+            Ok(doc) => docs.push(doc.trim().to_string()),
+            Err(e) => errors.push(format!("{family} {name}: {e}")),
+        }
+    }
+    let mut source = "nft -j list table (each table)".to_string();
+    if !skipped.is_empty() {
+        source.push_str(&format!("; left to iptables-save: {}", skipped.join(", ")));
+    }
+    if errors.is_empty() {
+        s.ok(path, &source, (docs.join("\n") + "\n").into_bytes());
+    } else {
+        s.failed(path, &source, errors.join("; "));
+    }
+}
+
+/// Streams the conntrack table through the summariser: only the summary and the first lines are kept.
+fn collect_conntrack(opts: &CollectOptions, pre: &str, proc_net: &Path, s: &mut Sink) {
+    let mut z = ConntrackSummarizer::new(opts.conntrack_limits);
+    let mut head = String::new();
+    let mut kept = 0usize;
+    let mut feed = |l: &str| {
+        if kept < opts.conntrack_head_lines {
+            head.push_str(l);
+            head.push('\n');
+            kept += 1;
+        }
+        z.feed_line(l);
+    };
+    let source;
+    match run_lines(&["conntrack", "-L"], opts.command_timeout, &mut feed) {
+        Ok(()) => source = "conntrack -L".to_string(),
+        Err(e) => {
+            // Fallback: the procfs table (present when CONFIG_NF_CONNTRACK_PROCFS is on).
+            let p = proc_net.join("nf_conntrack");
+            match std::fs::File::open(&p) {
+                Ok(f) => {
+                    use std::io::BufRead;
+                    for l in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                        feed(&l);
+                    }
+                    source = p.display().to_string();
+                }
+                Err(_) => {
+                    s.failed(format!("{pre}/{}", paths::CONNTRACK_SUMMARY), "conntrack -L", e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+    let summary = z.finish();
+    s.ok(format!("{pre}/{}", paths::CONNTRACK_HEAD), &source, head.into_bytes());
+    s.ok(
+        format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
+        &format!("{source} (streamed summary)"),
+        serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    );
+}
+
+fn collect_root(opts: &CollectOptions, r: &RootPlan) -> Sink {
+    let mut s = Sink::default();
+    let pre = format!("root/{}", r.entry.id);
+    for rel in paths::ROOT_FILES {
+        let src = format!("{}/{rel}", r.path.display());
+        match read_in_root(&r.path, rel, 1 << 20) {
+            FileRead::Ok(b) => s.ok(format!("{pre}/{rel}"), &src, b),
+            FileRead::Absent => s.absent(format!("{pre}/{rel}"), &src),
+            FileRead::Failed(e) => s.failed(format!("{pre}/{rel}"), &src, e),
+        }
+    }
+    if let Some(link) = link_in_root(&r.path, "etc/resolv.conf") {
+        s.ok(format!("{pre}/{}", paths::RESOLV_LINK), "readlink etc/resolv.conf", link.into_bytes());
+    }
+    let libc = detect_libc(&r.path);
+    s.ok(format!("{pre}/{}", paths::LIBC), "libc detection", serde_json::to_vec_pretty(&libc).unwrap_or_default());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut go = Vec::new();
+    for pid in r.entry.pids.iter().take(opts.max_binaries_per_root) {
+        let exe = opts.proc_root.join(pid.to_string()).join("exe");
+        let Ok(f) = std::fs::File::open(&exe) else { continue };
+        let Ok(m) = f.metadata() else { continue };
+        if !seen.insert((m.dev(), m.ino())) {
+            continue;
+        }
+        if let Some(info) = go_build_info(&f) {
+            // The kernel names the executable from our root; show it as the container sees it.
+            let host_view = std::fs::read_link(&exe).map(|p| p.display().to_string()).unwrap_or_else(|_| exe.display().to_string());
+            let path = match std::fs::read_link(&r.path) {
+                Ok(root_target) if !r.entry.is_node && root_target != Path::new("/") => {
+                    host_view.strip_prefix(&*root_target.to_string_lossy()).map(str::to_string).unwrap_or(host_view)
+                }
+                _ => host_view,
+            };
+            go.push(GoBinary { path, pid: Some(*pid), info });
+        }
+    }
+    s.ok(format!("{pre}/{}", paths::GO_BINARIES), "/proc/PID/exe build info", serde_json::to_vec_pretty(&go).unwrap_or_default());
+    s
+}
+
+/// Queries every nameserver of every root, from the root's namespace (live facts only: bundle facts have
+/// no namespace to enter and give no results).
+pub fn probe_nameservers(facts: &NodeFacts, opts: &ProbeOptions) -> Vec<ProbeResult> {
+    let mut out = Vec::new();
+    for root in &facts.roots {
+        let Some(rc) = root.resolv.present() else { continue };
+        let ns_id = root.netns.clone().unwrap_or_else(|| "node".into());
+        let Some(ns) = facts.netns(&ns_id) else { continue };
+        let Some(path) = ns.live_path.clone() else { continue };
+        let servers: Vec<String> = rc.nameservers.iter().map(|n| n.addr.clone()).collect();
+        let res = in_netns(Some(&path), || {
+            servers
+                .iter()
+                .map(|addr| {
+                    let ip = addr.split('%').next().unwrap_or(addr).parse();
+                    let (answered, rcode, rtt_ms, attempts, error) = match ip {
+                        Ok(ip) => probe_one(ip, opts),
+                        Err(_) => (false, None, None, 0, Some(format!("not an address: {addr}"))),
+                    };
+                    ProbeResult { root: root.id.clone(), netns: ns_id.clone(), nameserver: addr.clone(), answered, rcode, rtt_ms, attempts, error }
+                })
+                .collect::<Vec<_>>()
+        });
+        match res {
+            Ok(v) => out.extend(v),
+            Err(e) => out.extend(servers.iter().map(|addr| ProbeResult {
+                root: root.id.clone(),
+                netns: ns_id.clone(),
+                nameserver: addr.clone(),
+                answered: false,
+                rcode: None,
+                rtt_ms: None,
+                attempts: 0,
+                error: Some(format!("not probed: {e}")),
+            })),
+        }
+    }
+    out
+}
+
+/// Stores probe results in the facts (and as an artifact, so a bundle written afterwards keeps them).
+pub fn attach_probes(facts: &mut NodeFacts, results: Vec<ProbeResult>) {
+    let bytes = serde_json::to_vec_pretty(&results).unwrap_or_default();
+    facts.artifacts.insert(paths::PROBES.into(), bytes);
+    facts.manifest.artifacts.push(ArtifactEntry {
+        path: paths::PROBES.into(),
+        status: ArtifactStatus::Ok,
+        source: "DNS probe (. NS) of each nameserver".into(),
+        error: None,
+    });
+    facts.probes = results;
+}

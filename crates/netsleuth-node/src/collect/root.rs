@@ -1,0 +1,156 @@
+//! Reading files of a root filesystem (the node's `/`, or a container's `/proc/PID/root`) without
+//! letting its absolute symlinks escape into the node's own files.
+
+use crate::binary::{apk_package_version, dpkg_package_version, glibc_version_from_bytes, musl_version_from_bytes, LibcInfo};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+/// Most bytes read from any one file of a root (a libc is 1–2 MiB; a resolv.conf a few hundred bytes).
+const MAX_FILE: u64 = 4 << 20;
+
+/// Resolves `rel` inside `root`, following symlinks as the container would see them: an absolute target
+/// restarts at `root`, `..` never climbs above it. Returns the path to open on the node.
+pub fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).rev().map(str::to_string).collect();
+    let mut hops = 0;
+    while let Some(p) = pending.pop() {
+        match p.as_str() {
+            "." => continue,
+            ".." => {
+                parts.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate: PathBuf = root.join(parts.iter().collect::<PathBuf>()).join(&p);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = std::fs::read_link(&candidate).ok()?;
+                if target.is_absolute() {
+                    parts.clear();
+                }
+                let comps: Vec<String> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                for c in comps.into_iter().rev() {
+                    pending.push(c);
+                }
+            }
+            _ => parts.push(p),
+        }
+    }
+    Some(root.join(parts.iter().collect::<PathBuf>()))
+}
+
+pub enum FileRead {
+    Ok(Vec<u8>),
+    Absent,
+    Failed(String),
+}
+
+pub fn read_in_root(root: &Path, rel: &str, max: u64) -> FileRead {
+    let Some(p) = resolve_in_root(root, rel) else { return FileRead::Failed("symlink loop".into()) };
+    match std::fs::File::open(&p) {
+        Ok(f) => {
+            let mut v = Vec::new();
+            match f.take(max.min(MAX_FILE)).read_to_end(&mut v) {
+                Ok(_) => FileRead::Ok(v),
+                Err(e) => FileRead::Failed(format!("cannot read {}: {e}", p.display())),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileRead::Absent,
+        Err(e) => FileRead::Failed(format!("cannot open {}: {e}", p.display())),
+    }
+}
+
+/// Target of `rel` if it is a symlink (as written in the link).
+pub fn link_in_root(root: &Path, rel: &str) -> Option<String> {
+    let dir = resolve_in_root(root, Path::new(rel).parent()?.to_str()?)?;
+    let name = Path::new(rel).file_name()?;
+    std::fs::read_link(dir.join(name)).ok().map(|t| t.to_string_lossy().into_owned())
+}
+
+const GLIBC_PATHS: &[&str] = &[
+    "lib/x86_64-linux-gnu/libc.so.6",
+    "usr/lib/x86_64-linux-gnu/libc.so.6",
+    "lib/aarch64-linux-gnu/libc.so.6",
+    "usr/lib/aarch64-linux-gnu/libc.so.6",
+    "lib64/libc.so.6",
+    "usr/lib64/libc.so.6",
+    "lib/libc.so.6",
+    "usr/lib/libc.so.6",
+];
+
+/// Which libc the root carries, and its version: package databases first (exact), then the binary.
+pub fn detect_libc(root: &Path) -> LibcInfo {
+    let musl = ["lib", "usr/lib"].iter().find_map(|dir| {
+        let d = resolve_in_root(root, dir)?;
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("ld-musl-") || n.starts_with("libc.musl-"))
+            .collect();
+        names.sort();
+        names.first().map(|n| format!("{dir}/{n}"))
+    });
+    if let Some(path) = musl {
+        if let FileRead::Ok(db) = read_in_root(root, "lib/apk/db/installed", 64 << 20) {
+            if let Some(v) = apk_package_version(&String::from_utf8_lossy(&db), "musl") {
+                return LibcInfo { kind: "musl".into(), version: Some(v), evidence: "/lib/apk/db/installed (package musl)".into() };
+            }
+        }
+        let version = match read_in_root(root, &path, MAX_FILE) {
+            FileRead::Ok(b) => musl_version_from_bytes(&b),
+            _ => None,
+        };
+        return LibcInfo { kind: "musl".into(), version, evidence: format!("/{path} (version string in the binary)") };
+    }
+    for path in GLIBC_PATHS {
+        if let FileRead::Ok(b) = read_in_root(root, path, MAX_FILE) {
+            if let FileRead::Ok(st) = read_in_root(root, "var/lib/dpkg/status", 64 << 20) {
+                if let Some(v) = dpkg_package_version(&String::from_utf8_lossy(&st), "libc6") {
+                    return LibcInfo { kind: "glibc".into(), version: Some(v), evidence: "/var/lib/dpkg/status (package libc6)".into() };
+                }
+            }
+            return LibcInfo {
+                kind: "glibc".into(),
+                version: glibc_version_from_bytes(&b),
+                evidence: format!("/{path} (version string in the binary)"),
+            };
+        }
+    }
+    LibcInfo { kind: "none".into(), version: None, evidence: "no musl loader or libc.so.6 in the usual places".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_links_stay_inside_the_root() {
+        let dir = std::env::temp_dir().join(format!("nsnode-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::create_dir_all(dir.join("run/systemd/resolve")).unwrap();
+        std::fs::write(dir.join("run/systemd/resolve/stub-resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+        std::os::unix::fs::symlink("/run/systemd/resolve/stub-resolv.conf", dir.join("etc/resolv.conf")).unwrap();
+        std::os::unix::fs::symlink("/../../../../etc/passwd", dir.join("etc/escape")).unwrap();
+        match read_in_root(&dir, "etc/resolv.conf", 4096) {
+            FileRead::Ok(b) => assert_eq!(b, b"nameserver 127.0.0.53\n"),
+            _ => panic!("symlink not followed inside the root"),
+        }
+        assert!(matches!(read_in_root(&dir, "etc/escape", 4096), FileRead::Absent));
+        assert_eq!(link_in_root(&dir, "etc/resolv.conf").as_deref(), Some("/run/systemd/resolve/stub-resolv.conf"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,129 @@
+//! Command-line flags. Nothing below `cmd` imports clap: flags become plain options here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "netsleuth", version, about = "Names the root cause of Kubernetes/Linux node-networking failures: from a capture, a node, or a lab reproduction.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Analyse captures (pcap/pcapng, optionally gzip) of one incident; `-` reads stdin.
+    Analyze(AnalyzeArgs),
+    /// Audit a node's state (live, or a bundle) for incidents and latent risks.
+    Check(CheckArgs),
+    /// Collect the node's facts into a bundle (tar.gz), read-only.
+    Collect(CollectArgs),
+    /// Compare two bundles (a broken node and a healthy one), catalogue differences first.
+    Diff(DiffArgs),
+    /// Reproduce incidents in network namespaces and prove the diagnosis.
+    Lab(LabArgs),
+    /// List the incident catalogue.
+    Catalogue(FormatArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// Capture files, analysed together as views of one incident (`-` = stdin).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// A node bundle (from `netsleuth collect`) of the node where the capture was taken.
+    #[arg(long)]
+    pub node: Option<PathBuf>,
+    /// The client's /etc/hosts (to recognise DNS queries for pinned names).
+    #[arg(long)]
+    pub hosts: Option<PathBuf>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Audit a bundle instead of the live node.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// Query each nameserver of the node's and containers' resolv.conf (the only active step).
+    #[arg(long)]
+    pub probe: bool,
+    /// Seconds between the two counter samples of a live check.
+    #[arg(long, default_value_t = 3.0)]
+    pub interval: f64,
+    /// Audit the network namespace at this path (e.g. /run/netns/NAME) instead of the host's.
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CollectArgs {
+    /// Bundle file to write (tar.gz).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Seconds between the two counter samples.
+    #[arg(long, default_value_t = 3.0)]
+    pub interval: f64,
+    /// Collect the network namespace at this path instead of the host's.
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// List scenarios, the incident each shows, and whether this kernel reproduces it natively.
+    List(FormatArgs),
+    /// Run one scenario (or --all) and analyse what it captured.
+    Run(LabRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LabRunArgs {
+    /// Scenario name (see `netsleuth lab list`).
+    #[arg(required_unless_present = "all")]
+    pub scenario: Option<String>,
+    /// Run every scenario.
+    #[arg(long, conflicts_with = "scenario")]
+    pub all: bool,
+    /// Apply the documented fix and show the symptom and the finding gone.
+    #[arg(long)]
+    pub mitigated: bool,
+    /// Directory for captures, conntrack events and counters (default: a new temporary directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep the namespaces after the run (for inspection; remove them with `ip netns del`).
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}

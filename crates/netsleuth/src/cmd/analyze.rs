@@ -1,0 +1,65 @@
+use super::{emit, CliError};
+use crate::cli::AnalyzeArgs;
+use crate::input::open_capture;
+use netsleuth_core::node::NodeContext;
+use netsleuth_core::report::Report;
+use std::net::IpAddr;
+use std::path::Path;
+
+pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
+    if a.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        return Err(CliError::Usage("stdin (`-`) can be given only once".into()));
+    }
+    let mut node = match &a.node {
+        Some(bundle) => super::node::node_context(bundle)?,
+        None => NodeContext::default(),
+    };
+    if let Some(h) = &a.hosts {
+        node.hosts.extend(read_hosts(h)?);
+        if node.source.is_empty() {
+            node.source = h.display().to_string();
+        }
+    }
+    let mut inputs = Vec::new();
+    for f in &a.files {
+        inputs.push(open_capture(f).map_err(CliError::io(format!("reading {}", f.display())))?);
+    }
+    let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let analysis = netsleuth_core::analyze(inputs, &node);
+    if analysis.failed_inputs.len() == names.len() {
+        let why: Vec<String> = analysis.failed_inputs.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        return Err(CliError::Other(format!("no capture could be read: {}", why.join("; "))));
+    }
+    let mut notes: Vec<String> = analysis.failed_inputs.iter().map(|(n, e)| format!("{n} was not analysed: {e}")).collect();
+    if a.node.is_none() {
+        notes.push("capture-only analysis: give --node BUNDLE (from `netsleuth collect`) to confirm causes with the node's facts".into());
+    }
+    let report = Report {
+        command: "analyze",
+        inputs: names,
+        findings: analysis.findings,
+        diagnostics: analysis.diagnostics,
+        stats: serde_json::to_value(&analysis.stats).expect("stats serialise"),
+        notes,
+    };
+    emit(&report, a.format.format)
+}
+
+/// Parse an /etc/hosts file: `IP name [aliases...]`, comments and junk skipped.
+pub fn read_hosts(path: &Path) -> Result<Vec<(IpAddr, String)>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(CliError::io(format!("reading hosts file {}", path.display())))?;
+    Ok(parse_hosts(&text))
+}
+
+pub fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+        for name in words {
+            out.push((ip, name.to_string()));
+        }
+    }
+    out
+}
