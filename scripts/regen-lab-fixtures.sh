@@ -3,7 +3,8 @@
 # once) on this machine's kernel and keeps the node-view and client-view captures of each run, plus
 # the node facts and conntrack events that go with them, and writes fixtures/lab/README.md.
 #
-# Needs root and the lab's tools (apt-get install iproute2 iptables nftables conntrack tcpdump procps).
+# Needs root, jq and the lab's tools (apt-get install iproute2 iptables nftables conntrack tcpdump
+# procps jq).
 # Everything happens inside network namespaces the lab creates and removes; the host is not touched.
 #
 #   sudo scripts/regen-lab-fixtures.sh            # all scenarios
@@ -48,8 +49,8 @@ kernel="$(uname -r)"
     echo "  nameservers, the client's hosts entries); \`emulated_sysctls\` lists values the scenario emulates."
     echo "- \`run.json\`: the run's outcome as the application saw it, counter deltas, drop reasons, notes."
     echo
-    echo "| run | incident | reproduction | outcome |"
-    echo "|---|---|---|---|"
+    echo "| run | incident | reproduction | kernel | outcome |"
+    echo "|---|---|---|---|---|"
 } > "$work/README.md"
 
 for run_dir in "$work"/runs/*/; do
@@ -69,12 +70,14 @@ for run_dir in "$work"/runs/*/; do
             exit 1
         fi
     done
-    python3 - "$run_dir/run.json" "$name" >> "$work/README.md" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-rep = r["reproduction"]["kind"]
-print(f"| `{sys.argv[2]}` | {r.get('incident') or 'healthy'} | {rep} | {r['outcome'].replace('|', '/')} |")
-EOF
+done
+# The table covers every run in fixtures/lab, also those this invocation did not regenerate.
+for out in "$dest"/*/; do
+    name="$(basename "$out")"
+    [ -f "$out/run.json" ] || continue
+    jq -r --arg name "$name" \
+        '"| `\($name)` | \(.incident // "healthy") | \(.reproduction.kind) | \(.node_facts.kernel_release // "?") | \(.outcome | gsub("\\|"; "/")) |"' \
+        "$out/run.json" >> "$work/README.md"
 done
 cp "$work/README.md" "$dest/README.md"
 echo "regen-lab-fixtures: wrote $(ls -d "$dest"/*/ | wc -l) runs into $dest" >&2

@@ -69,7 +69,9 @@ pub struct Analysis {
 
 impl Analysis {
     pub fn has_incident(&self) -> bool {
-        self.findings.iter().any(|f| f.kind == crate::finding::FindingKind::Incident)
+        self.findings
+            .iter()
+            .any(|f| f.kind == crate::finding::FindingKind::Incident)
     }
 }
 
@@ -90,7 +92,15 @@ pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
         // The common case, kept zero-copy: no merge needed.
         let (idx, mut r) = readers.pop().expect("one reader");
         while let Some(rec) = r.next_record() {
-            engine.record(idx, rec.frame, rec.ts_ns, rec.linktype, rec.interface, rec.data, rec.orig_len);
+            engine.record(
+                idx,
+                rec.frame,
+                rec.ts_ns,
+                rec.linktype,
+                rec.interface,
+                rec.data,
+                rec.orig_len,
+            );
         }
         engine.diagnostics.extend(r.diagnostics());
     } else if !readers.is_empty() {
@@ -120,7 +130,15 @@ fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<
     }
     let mut heads: Vec<Head> = readers
         .iter()
-        .map(|_| Head { frame: 0, ts: 0, linktype: 0, interface: 0, orig_len: 0, data: Vec::new(), valid: false })
+        .map(|_| Head {
+            frame: 0,
+            ts: 0,
+            linktype: 0,
+            interface: 0,
+            orig_len: 0,
+            data: Vec::new(),
+            valid: false,
+        })
         .collect();
     let refill = |r: &mut CaptureReader<R>, h: &mut Head| match r.next_record() {
         Some(rec) => {
@@ -139,9 +157,22 @@ fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<
         refill(r, &mut heads[i]);
     }
     loop {
-        let Some(i) = (0..heads.len()).filter(|&i| heads[i].valid).min_by_key(|&i| (heads[i].ts, i)) else { break };
+        let Some(i) = (0..heads.len())
+            .filter(|&i| heads[i].valid)
+            .min_by_key(|&i| (heads[i].ts, i))
+        else {
+            break;
+        };
         let h = &heads[i];
-        engine.record(readers[i].0, h.frame, h.ts, h.linktype, h.interface, &h.data, h.orig_len);
+        engine.record(
+            readers[i].0,
+            h.frame,
+            h.ts,
+            h.linktype,
+            h.interface,
+            &h.data,
+            h.orig_len,
+        );
         refill(&mut readers[i].1, &mut heads[i]);
     }
     for (_, r) in &readers {
@@ -156,7 +187,14 @@ struct DecodeProblems {
 }
 
 impl DecodeProblems {
-    fn add(&mut self, input: InputId, source: &str, code: &'static str, frame: u64, msg: impl FnOnce() -> String) {
+    fn add(
+        &mut self,
+        input: InputId,
+        source: &str,
+        code: &'static str,
+        frame: u64,
+        msg: impl FnOnce() -> String,
+    ) {
         self.by_key
             .entry((input, code))
             .and_modify(|d| d.count += 1)
@@ -201,7 +239,16 @@ impl Engine {
 
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn record(&mut self, input: InputId, frame: u64, ts: i64, linktype: u32, interface: u32, data: &[u8], orig_len: u32) {
+    fn record(
+        &mut self,
+        input: InputId,
+        frame: u64,
+        ts: i64,
+        linktype: u32,
+        interface: u32,
+        data: &[u8],
+        orig_len: u32,
+    ) {
         self.stats.records += 1;
         self.stats.bytes += data.len() as u64;
         if self.stats.first_ts_ns.is_none() {
@@ -222,7 +269,14 @@ impl Engine {
         self.packet(input, frame, ts, interface, &pkt);
     }
 
-    fn decode_error(&mut self, input: InputId, frame: u64, e: DecodeError, caplen: usize, orig_len: u32) {
+    fn decode_error(
+        &mut self,
+        input: InputId,
+        frame: u64,
+        e: DecodeError,
+        caplen: usize,
+        orig_len: u32,
+    ) {
         let name = &self.names[input as usize];
         match e {
             DecodeError::NotIp { .. } => self.stats.non_ip_frames += 1,
@@ -234,31 +288,65 @@ impl Engine {
             }
             DecodeError::Truncated { layer, offset } => {
                 self.stats.undecodable_frames += 1;
-                let code = if (caplen as u32) < orig_len { "snaplen-cut" } else { "truncated-packet" };
+                let code = if (caplen as u32) < orig_len {
+                    "snaplen-cut"
+                } else {
+                    "truncated-packet"
+                };
                 self.problems.add(input, name, code, frame, || {
                     format!("frame {frame}: ends inside the {layer:?} header at byte {offset} ({caplen} of {orig_len} bytes captured)")
                 });
             }
-            DecodeError::Malformed { layer, offset, what } => {
+            DecodeError::Malformed {
+                layer,
+                offset,
+                what,
+            } => {
                 self.stats.undecodable_frames += 1;
-                self.problems.add(input, name, "malformed-packet", frame, || {
-                    format!("frame {frame}: damaged {layer:?} header at byte {offset}: {what}")
-                });
+                self.problems
+                    .add(input, name, "malformed-packet", frame, || {
+                        format!("frame {frame}: damaged {layer:?} header at byte {offset}: {what}")
+                    });
             }
         }
     }
 
     #[inline]
     fn packet(&mut self, input: InputId, frame: u64, ts: i64, interface: u32, pkt: &Packet<'_>) {
-        let ifindex = pkt.link.ifindex.or(Some(interface)).filter(|_| pkt.link.ifindex.is_some() || interface != 0);
+        let ifindex = pkt
+            .link
+            .ifindex
+            .or(Some(interface))
+            .filter(|_| pkt.link.ifindex.is_some() || interface != 0);
         match &pkt.transport {
             Transport::Tcp(seg) => {
                 self.stats.tcp_packets += 1;
-                let src = Endpoint { ip: pkt.ip.src, port: seg.src_port };
-                let dst = Endpoint { ip: pkt.ip.dst, port: seg.dst_port };
-                let r = PktRef { input, frame, ts_ns: ts, src, dst, flags: seg.flags, len: seg.payload_len, seq: seg.seq, ack: seg.ack, ifindex };
+                let src = Endpoint {
+                    ip: pkt.ip.src,
+                    port: seg.src_port,
+                };
+                let dst = Endpoint {
+                    ip: pkt.ip.dst,
+                    port: seg.dst_port,
+                };
+                let r = PktRef {
+                    input,
+                    frame,
+                    ts_ns: ts,
+                    src,
+                    dst,
+                    flags: seg.flags,
+                    len: seg.payload_len,
+                    seq: seg.seq,
+                    ack: seg.ack,
+                    ifindex,
+                };
                 let outcome = self.tcp.packet(r, pkt.ip.ident, seg);
-                if !outcome.copy && (seg.src_port == 53 || seg.dst_port == 53) && (seg.payload_len > 0 || seg.flags & (tcp_flags::FIN | tcp_flags::RST | tcp_flags::SYN) != 0) {
+                if !outcome.copy
+                    && (seg.src_port == 53 || seg.dst_port == 53)
+                    && (seg.payload_len > 0
+                        || seg.flags & (tcp_flags::FIN | tcp_flags::RST | tcp_flags::SYN) != 0)
+                {
                     for m in self.dns_tcp.push(src, dst, seg, frame) {
                         self.dns_message(r, pkt.ip.ident, true, &m.bytes);
                     }
@@ -268,9 +356,26 @@ impl Engine {
             Transport::Udp(d) => {
                 self.stats.udp_packets += 1;
                 if d.src_port == 53 || d.dst_port == 53 {
-                    let src = Endpoint { ip: pkt.ip.src, port: d.src_port };
-                    let dst = Endpoint { ip: pkt.ip.dst, port: d.dst_port };
-                    let r = PktRef { input, frame, ts_ns: ts, src, dst, flags: 0, len: d.payload_len, seq: 0, ack: 0, ifindex };
+                    let src = Endpoint {
+                        ip: pkt.ip.src,
+                        port: d.src_port,
+                    };
+                    let dst = Endpoint {
+                        ip: pkt.ip.dst,
+                        port: d.dst_port,
+                    };
+                    let r = PktRef {
+                        input,
+                        frame,
+                        ts_ns: ts,
+                        src,
+                        dst,
+                        flags: 0,
+                        len: d.payload_len,
+                        seq: 0,
+                        ack: 0,
+                        ifindex,
+                    };
                     self.dns_message(r, pkt.ip.ident, false, d.payload);
                 }
             }
@@ -279,12 +384,18 @@ impl Engine {
     }
 
     fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) {
-        let Ok(msg) = wire::dns::parse(bytes) else { return };
+        let Ok(msg) = wire::dns::parse(bytes) else {
+            return;
+        };
         let Some(q) = &msg.question else { return };
         if msg.header.opcode != 0 {
             return;
         }
-        let counts = if msg.header.qr { msg.answer_counts() } else { Default::default() };
+        let counts = if msg.header.qr {
+            msg.answer_counts()
+        } else {
+            Default::default()
+        };
         self.qname.clear();
         self.qname.push_str(&q.name);
         if msg.header.qr && msg.header.rcode == 3 {
@@ -304,7 +415,10 @@ impl Engine {
             answers_aaaa: counts.aaaa,
         };
         self.dns.message(&obs);
-        self.stats.dns_peak_live_queries = self.stats.dns_peak_live_queries.max(self.dns.live_queries() as u64);
+        self.stats.dns_peak_live_queries = self
+            .stats
+            .dns_peak_live_queries
+            .max(self.dns.live_queries() as u64);
         self.drain_dns();
     }
 
@@ -332,7 +446,6 @@ impl Engine {
             self.detectors.dns(q);
         }
     }
-
 }
 
 fn conn_stats(s: &mut AnalysisStats, c: &Conn) {
@@ -366,7 +479,10 @@ impl Engine {
         self.stats.tcp_peak_live_connections = ts.peak_live;
         self.stats.dns_queries = self.dns.stats.queries;
         self.stats.dns_responses = self.dns.stats.responses;
-        let ctx = Context { inputs: &self.names, node };
+        let ctx = Context {
+            inputs: &self.names,
+            node,
+        };
         let mut findings = self.detectors.finish(&ctx);
         sort_findings(&mut findings);
         let dt = self.dns_tcp.stats();
@@ -383,6 +499,11 @@ impl Engine {
                 message: format!("DNS over TCP: {} sequence gaps and {} bad length prefixes; the messages around them were skipped", dt.gaps, dt.bad_lengths),
             });
         }
-        Analysis { findings, diagnostics, stats: self.stats, failed_inputs: Vec::new() }
+        Analysis {
+            findings,
+            diagnostics,
+            stats: self.stats,
+            failed_inputs: Vec::new(),
+        }
     }
 }

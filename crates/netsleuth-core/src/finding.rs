@@ -125,7 +125,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(incident: &Incident, kind: FindingKind, confidence: Confidence, summary: String) -> Self {
+    pub fn new(
+        incident: &Incident,
+        kind: FindingKind,
+        confidence: Confidence,
+        summary: String,
+    ) -> Self {
         Finding {
             id: incident.id,
             kind,
@@ -217,17 +222,43 @@ mod tests {
     fn format_ts_matches_known_dates() {
         assert_eq!(format_ts(0), "1970-01-01T00:00:00.000000Z");
         // 2019-08-12T12:47:29.084019Z
-        assert_eq!(format_ts(1_565_614_049_084_019_000), "2019-08-12T12:47:29.084019Z");
-        assert_eq!(format_ts(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            format_ts(1_565_614_049_084_019_000),
+            "2019-08-12T12:47:29.084019Z"
+        );
+        assert_eq!(
+            format_ts(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
     }
 
     #[test]
     fn incidents_sort_before_risks_and_by_confidence() {
-        let inc = Incident { id: "a", title: "", explanation: "", remedy: "" };
+        let inc = Incident {
+            id: "a",
+            title: "",
+            explanation: "",
+            remedy: "",
+        };
         let mut v = vec![
-            Finding::new(&inc, FindingKind::LatentRisk, Confidence::Confirmed, "r".into()),
-            Finding::new(&inc, FindingKind::Incident, Confidence::Possible, "p".into()),
-            Finding::new(&inc, FindingKind::Incident, Confidence::Confirmed, "c".into()),
+            Finding::new(
+                &inc,
+                FindingKind::LatentRisk,
+                Confidence::Confirmed,
+                "r".into(),
+            ),
+            Finding::new(
+                &inc,
+                FindingKind::Incident,
+                Confidence::Possible,
+                "p".into(),
+            ),
+            Finding::new(
+                &inc,
+                FindingKind::Incident,
+                Confidence::Confirmed,
+                "c".into(),
+            ),
         ];
         sort_findings(&mut v);
         let s: Vec<_> = v.iter().map(|f| f.summary.as_str()).collect();

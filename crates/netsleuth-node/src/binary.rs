@@ -14,7 +14,9 @@ pub trait ReadAt {
 
 impl ReadAt for &[u8] {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
-        let Ok(off) = usize::try_from(offset) else { return 0 };
+        let Ok(off) = usize::try_from(offset) else {
+            return 0;
+        };
         if off >= self.len() {
             return 0;
         }
@@ -101,12 +103,37 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
     let le = h[5] == 1;
     let f = |o: usize, n: usize| h.get(o..o + n).map(|b| uint(b, le));
     let (phoff, shoff, phentsize, phnum, shentsize, shnum, shstrndx) = if is64 {
-        (f(32, 8)?, f(40, 8)?, f(54, 2)?, f(56, 2)?, f(58, 2)?, f(60, 2)?, f(62, 2)?)
+        (
+            f(32, 8)?,
+            f(40, 8)?,
+            f(54, 2)?,
+            f(56, 2)?,
+            f(58, 2)?,
+            f(60, 2)?,
+            f(62, 2)?,
+        )
     } else {
-        (f(28, 4)?, f(32, 4)?, f(42, 2)?, f(44, 2)?, f(46, 2)?, f(48, 2)?, f(50, 2)?)
+        (
+            f(28, 4)?,
+            f(32, 4)?,
+            f(42, 2)?,
+            f(44, 2)?,
+            f(46, 2)?,
+            f(48, 2)?,
+            f(50, 2)?,
+        )
     };
-    let mut elf = Elf { is64, le, loads: Vec::new(), sections: Vec::new() };
-    let ph = read_vec(r, phoff, ((phentsize * phnum) as usize).min(ELF_HEADERS_MAX));
+    let mut elf = Elf {
+        is64,
+        le,
+        loads: Vec::new(),
+        sections: Vec::new(),
+    };
+    let ph = read_vec(
+        r,
+        phoff,
+        ((phentsize * phnum) as usize).min(ELF_HEADERS_MAX),
+    );
     for i in 0..phnum as usize {
         // Entries shorter than the format needs are hostile or damaged: stop rather than index past them.
         let e = match ph.get(i * phentsize as usize..(i + 1) * phentsize as usize) {
@@ -118,24 +145,36 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
             continue; // not PT_LOAD
         }
         if is64 {
-            elf.loads.push((g(16, 8), g(8, 8), g(32, 8), g(4, 4) as u32));
+            elf.loads
+                .push((g(16, 8), g(8, 8), g(32, 8), g(4, 4) as u32));
         } else {
-            elf.loads.push((g(8, 4), g(4, 4), g(16, 4), g(24, 4) as u32));
+            elf.loads
+                .push((g(8, 4), g(4, 4), g(16, 4), g(24, 4) as u32));
         }
     }
-    let sh = read_vec(r, shoff, ((shentsize * shnum) as usize).min(ELF_HEADERS_MAX));
+    let sh = read_vec(
+        r,
+        shoff,
+        ((shentsize * shnum) as usize).min(ELF_HEADERS_MAX),
+    );
     let sec = |i: usize| -> Option<(u64, u64, u64)> {
         let e = sh.get(i * shentsize as usize..(i + 1) * shentsize as usize)?;
         if e.len() < if is64 { 64 } else { 40 } {
             return None;
         }
         let g = |o: usize, n: usize| uint(&e[o..o + n], le);
-        Some(if is64 { (g(0, 4), g(24, 8), g(32, 8)) } else { (g(0, 4), g(16, 4), g(20, 4)) })
+        Some(if is64 {
+            (g(0, 4), g(24, 8), g(32, 8))
+        } else {
+            (g(0, 4), g(16, 4), g(20, 4))
+        })
     };
     if let Some((_, stroff, strsize)) = sec(shstrndx as usize) {
         let names = read_vec(r, stroff, (strsize as usize).min(ELF_HEADERS_MAX));
         for i in 0..shnum as usize {
-            let Some((name_off, off, size)) = sec(i) else { break };
+            let Some((name_off, off, size)) = sec(i) else {
+                break;
+            };
             let name = names
                 .get(name_off as usize..)
                 .and_then(|s| s.split(|b| *b == 0).next())
@@ -151,7 +190,9 @@ impl Elf {
     fn vaddr_to_off(&self, va: u64) -> Option<u64> {
         self.loads
             .iter()
-            .find(|(v, _, sz, _)| va >= *v && v.checked_add(*sz).map(|end| va < end).unwrap_or(false))
+            .find(|(v, _, sz, _)| {
+                va >= *v && v.checked_add(*sz).map(|end| va < end).unwrap_or(false)
+            })
             .and_then(|(v, off, _, _)| off.checked_add(va - v))
     }
 
@@ -201,7 +242,12 @@ pub fn go_build_info(r: &dyn ReadAt) -> Option<GoBuildInfo> {
         .iter()
         .find(|(n, _, _)| n == ".go.buildinfo")
         .map(|(_, off, size)| (*off, *size))
-        .or_else(|| elf.loads.iter().find(|(_, _, _, flags)| flags & 2 != 0).map(|(_, off, sz, _)| (*off, *sz)))?;
+        .or_else(|| {
+            elf.loads
+                .iter()
+                .find(|(_, _, _, flags)| flags & 2 != 0)
+                .map(|(_, off, sz, _)| (*off, *sz))
+        })?;
     let data = read_vec(r, start, (size as usize).min(GO_SEARCH));
     let mut at = None;
     let mut i = 0;
@@ -219,7 +265,9 @@ pub fn go_build_info(r: &dyn ReadAt) -> Option<GoBuildInfo> {
         // Go ≥ 1.18: the strings follow the header inline, varint-length-prefixed.
         let more = read_vec(r, start + at? as u64 + 32, 64 << 10);
         let (v, used) = read_varint_string(&more)?;
-        let m = read_varint_string(&more[used..]).map(|(m, _)| m).unwrap_or_default();
+        let m = read_varint_string(&more[used..])
+            .map(|(m, _)| m)
+            .unwrap_or_default();
         (v, m)
     } else {
         if ptr != 4 && ptr != 8 {
@@ -230,15 +278,25 @@ pub fn go_build_info(r: &dyn ReadAt) -> Option<GoBuildInfo> {
             // Header and ELF disagree on byte order: not a header we understand.
             return None;
         }
-        let p = |o: usize| hdr.get(16 + o * ptr..16 + (o + 1) * ptr).map(|b| uint(b, elf.le));
+        let p = |o: usize| {
+            hdr.get(16 + o * ptr..16 + (o + 1) * ptr)
+                .map(|b| uint(b, elf.le))
+        };
         let v = elf.read_go_string(r, p(0)?, ptr)?;
-        let m = p(1).and_then(|va| elf.read_go_string(r, va, ptr)).unwrap_or_default();
+        let m = p(1)
+            .and_then(|va| elf.read_go_string(r, va, ptr))
+            .unwrap_or_default();
         (v, m)
     };
     if !version.starts_with("go") && !version.starts_with("devel") {
         return None;
     }
-    let mut info = GoBuildInfo { go_version: version, main_module: None, cgo_enabled: None, tags: None };
+    let mut info = GoBuildInfo {
+        go_version: version,
+        main_module: None,
+        cgo_enabled: None,
+        tags: None,
+    };
     // Module info is framed by 16-byte sentinels; its lines are tab-separated.
     for line in modinfo.lines() {
         let mut f = line.split('\t');
@@ -310,14 +368,22 @@ fn nul_strings(b: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 
 fn is_dotted_version(s: &[u8]) -> bool {
     let parts: Vec<&[u8]> = s.split(|b| *b == b'.').collect();
-    (2..=4).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.iter().all(u8::is_ascii_digit))
+    (2..=4).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.iter().all(u8::is_ascii_digit))
 }
 
 /// glibc's banner: "GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36."
 pub fn glibc_version_from_bytes(b: &[u8]) -> Option<String> {
     let marker = b"release version ";
     let pos = b.windows(marker.len()).position(|w| w == marker)? + marker.len();
-    let v: String = b[pos..].iter().take(16).take_while(|c| c.is_ascii_digit() || **c == b'.').map(|c| *c as char).collect();
+    let v: String = b[pos..]
+        .iter()
+        .take(16)
+        .take_while(|c| c.is_ascii_digit() || **c == b'.')
+        .map(|c| *c as char)
+        .collect();
     let v = v.trim_end_matches('.').to_string();
     (!v.is_empty()).then_some(v)
 }
@@ -361,7 +427,11 @@ pub fn dpkg_package_version(status: &str, name: &str) -> Option<String> {
 /// Compares dotted versions numerically (`1.2.3` < `1.2.10`); a package revision (`-r4`) is ignored.
 pub fn version_lt(a: &str, b: &str) -> Option<bool> {
     let parse = |s: &str| -> Option<Vec<u32>> {
-        s.split(['-', '_', '+']).next()?.split('.').map(|p| p.parse().ok()).collect()
+        s.split(['-', '_', '+'])
+            .next()?
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect()
     };
     let (x, y) = (parse(a)?, parse(b)?);
     Some(x < y)
@@ -384,9 +454,12 @@ mod tests {
         let vstr_data = 0x80u64;
         seg[16..24].copy_from_slice(&(base + vstr_hdr).to_le_bytes());
         seg[24..32].copy_from_slice(&0u64.to_le_bytes());
-        seg[vstr_hdr as usize..vstr_hdr as usize + 8].copy_from_slice(&(base + vstr_data).to_le_bytes());
-        seg[vstr_hdr as usize + 8..vstr_hdr as usize + 16].copy_from_slice(&(version.len() as u64).to_le_bytes());
-        seg[vstr_data as usize..vstr_data as usize + version.len()].copy_from_slice(version.as_bytes());
+        seg[vstr_hdr as usize..vstr_hdr as usize + 8]
+            .copy_from_slice(&(base + vstr_data).to_le_bytes());
+        seg[vstr_hdr as usize + 8..vstr_hdr as usize + 16]
+            .copy_from_slice(&(version.len() as u64).to_le_bytes());
+        seg[vstr_data as usize..vstr_data as usize + version.len()]
+            .copy_from_slice(version.as_bytes());
         let mut f = vec![0u8; seg_off as usize];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
@@ -436,11 +509,20 @@ mod tests {
         musl.extend_from_slice(b"\x001.2.3\0");
         assert_eq!(musl_version_from_bytes(&musl).as_deref(), Some("1.2.3"));
         assert_eq!(
-            glibc_version_from_bytes(b"GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.\n").as_deref(),
+            glibc_version_from_bytes(
+                b"GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.\n"
+            )
+            .as_deref(),
             Some("2.36")
         );
-        assert_eq!(apk_package_version("P:busybox\nV:1.36\n\nP:musl\nV:1.2.3-r4\n", "musl").as_deref(), Some("1.2.3-r4"));
-        assert_eq!(dpkg_package_version("Package: libc6\nVersion: 2.36-9\n\n", "libc6").as_deref(), Some("2.36-9"));
+        assert_eq!(
+            apk_package_version("P:busybox\nV:1.36\n\nP:musl\nV:1.2.3-r4\n", "musl").as_deref(),
+            Some("1.2.3-r4")
+        );
+        assert_eq!(
+            dpkg_package_version("Package: libc6\nVersion: 2.36-9\n\n", "libc6").as_deref(),
+            Some("2.36-9")
+        );
         assert_eq!(version_lt("1.2.3-r4", "1.2.4"), Some(true));
         assert_eq!(version_lt("1.2.10", "1.2.4"), Some(false));
     }

@@ -59,12 +59,18 @@ pub struct CheckReport {
 impl CheckReport {
     /// Whether any finding is an incident (the CLI's exit code 1).
     pub fn has_incident(&self) -> bool {
-        self.findings.iter().any(|f| f.kind == FindingKind::Incident)
+        self.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Incident)
     }
 }
 
 pub fn check(facts: &NodeFacts, opts: &CheckOptions) -> CheckReport {
-    CheckReport { findings: detect(facts, opts), diagnostics: facts.diagnostics.clone(), summary: summarize(facts) }
+    CheckReport {
+        findings: detect(facts, opts),
+        diagnostics: facts.diagnostics.clone(),
+        summary: summarize(facts),
+    }
 }
 
 pub fn summarize(facts: &NodeFacts) -> FactsSummary {
@@ -83,8 +89,18 @@ pub fn summarize(facts: &NodeFacts) -> FactsSummary {
             source_nat_rules: ns.source_nat_rules().len(),
             links: ns.links.as_ref().map(Vec::len).unwrap_or(0),
             routes: ns.routes.as_ref().map(Vec::len).unwrap_or(0),
-            listeners: ns.sockets.iter().flatten().filter(|s| s.state == "LISTEN").count(),
-            established: ns.sockets.iter().flatten().filter(|s| s.state == "ESTAB").count(),
+            listeners: ns
+                .sockets
+                .iter()
+                .flatten()
+                .filter(|s| s.state == "LISTEN")
+                .count(),
+            established: ns
+                .sockets
+                .iter()
+                .flatten()
+                .filter(|s| s.state == "ESTAB")
+                .count(),
             conntrack_entries: ns.conntrack.as_ref().map(|c| c.entries),
             samples: ns.samples.len(),
             sample_span_ms: ns.samples.last().map(|s| s.offset_ms).unwrap_or(0),
@@ -97,15 +113,30 @@ pub fn summarize(facts: &NodeFacts) -> FactsSummary {
             id: r.id.clone(),
             is_node: r.is_node,
             processes: r.comms.clone(),
-            nameservers: r.resolv.present().map(|c| c.nameservers.iter().map(|n| n.addr.clone()).collect()).unwrap_or_default(),
-            options: r.resolv.present().map(|c| c.options.iter().map(|(o, _)| o.clone()).collect()).unwrap_or_default(),
+            nameservers: r
+                .resolv
+                .present()
+                .map(|c| c.nameservers.iter().map(|n| n.addr.clone()).collect())
+                .unwrap_or_default(),
+            options: r
+                .resolv
+                .present()
+                .map(|c| c.options.iter().map(|(o, _)| o.clone()).collect())
+                .unwrap_or_default(),
             nsswitch: match r.nsswitch {
                 Presence::Present(_) => "present",
                 Presence::Absent => "absent",
                 Presence::Unknown => "unknown",
             },
-            libc: r.libc.as_ref().map(|l| format!("{} {}", l.kind, l.version.as_deref().unwrap_or("?"))),
-            go: r.go_binaries.iter().map(|g| format!("{} {}", g.path, g.info.go_version)).collect(),
+            libc: r
+                .libc
+                .as_ref()
+                .map(|l| format!("{} {}", l.kind, l.version.as_deref().unwrap_or("?"))),
+            go: r
+                .go_binaries
+                .iter()
+                .map(|g| format!("{} {}", g.path, g.info.go_version))
+                .collect(),
         })
         .collect();
     FactsSummary {

@@ -10,8 +10,14 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
 }
 
 pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
-    let mut ctx = NodeContext { source: facts.manifest.target.clone(), kernel_release: facts.kernel.clone(), ..Default::default() };
-    let Some(node) = facts.node_netns() else { return ctx };
+    let mut ctx = NodeContext {
+        source: facts.manifest.target.clone(),
+        kernel_release: facts.kernel.clone(),
+        ..Default::default()
+    };
+    let Some(node) = facts.node_netns() else {
+        return ctx;
+    };
     if let Some(s) = &node.sysctls {
         ctx.sysctls = s.clone();
     }
@@ -22,22 +28,39 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
             vip,
             port: svc.port.unwrap_or(0),
             protocol: svc.protocol.clone(),
-            endpoints: svc.endpoints.iter().filter_map(|(e, _)| endpoint(e)).collect(),
+            endpoints: svc
+                .endpoints
+                .iter()
+                .filter_map(|(e, _)| endpoint(e))
+                .collect(),
         });
     }
     for l in node.links.iter().flatten() {
         for a in &l.addrs {
-            let Ok(ip) = a.local.parse::<IpAddr>() else { continue };
+            let Ok(ip) = a.local.parse::<IpAddr>() else {
+                continue;
+            };
             ctx.local_addrs.push(ip);
-            let ipvs_like = l.name == "kube-ipvs0" || (l.kind.as_deref() == Some("dummy") && (a.prefixlen == 32 || a.prefixlen == 128));
+            let ipvs_like = l.name == "kube-ipvs0"
+                || (l.kind.as_deref() == Some("dummy")
+                    && (a.prefixlen == 32 || a.prefixlen == 128));
             if ipvs_like {
                 ctx.ipvs_bound_addrs.push(ip);
             }
         }
     }
     if let Some(rc) = facts.node_root().and_then(|r| r.resolv.present()) {
-        ctx.nameservers = rc.nameservers.iter().filter_map(|n| n.addr.split('%').next()?.parse().ok()).collect();
+        ctx.nameservers = rc
+            .nameservers
+            .iter()
+            .filter_map(|n| n.addr.split('%').next()?.parse().ok())
+            .collect();
     }
-    ctx.masquerade_without_random_fully = node.source_nat_rules().into_iter().filter(|r| !r.random_fully).map(|r| r.text).collect();
+    ctx.masquerade_without_random_fully = node
+        .source_nat_rules()
+        .into_iter()
+        .filter(|r| !r.random_fully)
+        .map(|r| r.text)
+        .collect();
     ctx
 }

@@ -13,8 +13,14 @@ pub const RELEVANT_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.tcp_timestamps", "tw-recycle-paws"),
     ("net.bridge.bridge-nf-call-iptables", "bridge-nf-bypass"),
     ("net.bridge.bridge-nf-call-ip6tables", "bridge-nf-bypass"),
-    ("net.netfilter.nf_conntrack_tcp_timeout_established", "conntrack-dnat-rebalance"),
-    ("net.netfilter.nf_conntrack_tcp_loose", "conntrack-dnat-rebalance"),
+    (
+        "net.netfilter.nf_conntrack_tcp_timeout_established",
+        "conntrack-dnat-rebalance",
+    ),
+    (
+        "net.netfilter.nf_conntrack_tcp_loose",
+        "conntrack-dnat-rebalance",
+    ),
     ("net.ipv4.tcp_keepalive_time", "conntrack-dnat-rebalance"),
     ("net.core.somaxconn", "listen-queue-overflow"),
     ("net.ipv4.tcp_max_syn_backlog", "listen-queue-overflow"),
@@ -55,18 +61,50 @@ pub struct DiffReport {
     pub items: Vec<DiffItem>,
 }
 
-fn item(rank: u8, area: &str, key: impl Into<String>, a: Option<String>, b: Option<String>, incident: Option<&str>) -> DiffItem {
-    DiffItem { rank, area: area.into(), key: key.into(), a, b, incident: incident.map(str::to_string) }
+fn item(
+    rank: u8,
+    area: &str,
+    key: impl Into<String>,
+    a: Option<String>,
+    b: Option<String>,
+    incident: Option<&str>,
+) -> DiffItem {
+    DiffItem {
+        rank,
+        area: area.into(),
+        key: key.into(),
+        a,
+        b,
+        incident: incident.map(str::to_string),
+    }
 }
 
 pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
     let mut items = Vec::new();
     if a.kernel != b.kernel {
-        items.push(item(1, "kernel", "release", a.kernel.clone(), b.kernel.clone(), None));
+        items.push(item(
+            1,
+            "kernel",
+            "release",
+            a.kernel.clone(),
+            b.kernel.clone(),
+            None,
+        ));
     }
-    let has_brnf = |f: &NodeFacts| f.modules.as_ref().map(|m| m.iter().any(|x| x == "br_netfilter").to_string());
+    let has_brnf = |f: &NodeFacts| {
+        f.modules
+            .as_ref()
+            .map(|m| m.iter().any(|x| x == "br_netfilter").to_string())
+    };
     if has_brnf(a) != has_brnf(b) {
-        items.push(item(0, "module", "br_netfilter loaded", has_brnf(a), has_brnf(b), Some("bridge-nf-bypass")));
+        items.push(item(
+            0,
+            "module",
+            "br_netfilter loaded",
+            has_brnf(a),
+            has_brnf(b),
+            Some("bridge-nf-bypass"),
+        ));
     }
     let (na, nb) = (a.node_netns(), b.node_netns());
     let empty = BTreeMap::new();
@@ -80,9 +118,18 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             continue;
         }
         match relevant.get(k.as_str()) {
-            Some(inc) => items.push(item(0, "sysctl", k.clone(), va.cloned(), vb.cloned(), Some(inc))),
+            Some(inc) => items.push(item(
+                0,
+                "sysctl",
+                k.clone(),
+                va.cloned(),
+                vb.cloned(),
+                Some(inc),
+            )),
             // A key only one node has is mostly a device name (conf.veth1234.*): noise, unless relevant.
-            None if va.is_some() && vb.is_some() => items.push(item(2, "sysctl", k.clone(), va.cloned(), vb.cloned(), None)),
+            None if va.is_some() && vb.is_some() => {
+                items.push(item(2, "sysctl", k.clone(), va.cloned(), vb.cloned(), None))
+            }
             None => {}
         }
     }
@@ -91,20 +138,53 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             .map(|n| {
                 n.source_nat_rules()
                     .iter()
-                    .map(|r| format!("{} {}{}", if r.masquerade { "MASQUERADE" } else { "SNAT" }, r.out_iface.as_deref().map(|o| format!("-o {o} ")).unwrap_or_default(), if r.random_fully { "--random-fully" } else { "(no --random-fully)" }))
+                    .map(|r| {
+                        format!(
+                            "{} {}{}",
+                            if r.masquerade { "MASQUERADE" } else { "SNAT" },
+                            r.out_iface
+                                .as_deref()
+                                .map(|o| format!("-o {o} "))
+                                .unwrap_or_default(),
+                            if r.random_fully {
+                                "--random-fully"
+                            } else {
+                                "(no --random-fully)"
+                            }
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
     };
     let (ra, rb) = (nat(a), nat(b));
     for r in ra.symmetric_difference(&rb) {
-        items.push(item(0, "nat-rule", r.clone(), ra.contains(r).then(|| "present".into()), rb.contains(r).then(|| "present".into()), Some("snat-port-clash")));
+        items.push(item(
+            0,
+            "nat-rule",
+            r.clone(),
+            ra.contains(r).then(|| "present".into()),
+            rb.contains(r).then(|| "present".into()),
+            Some("snat-port-clash"),
+        ));
     }
     let resolver = |f: &NodeFacts| -> (Option<String>, Option<String>, &'static str) {
         match f.node_root() {
             Some(r) => (
-                r.resolv.present().map(|c| c.nameservers.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(" ")),
-                r.resolv.present().map(|c| c.options.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>().join(" ")),
+                r.resolv.present().map(|c| {
+                    c.nameservers
+                        .iter()
+                        .map(|n| n.addr.clone())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
+                r.resolv.present().map(|c| {
+                    c.options
+                        .iter()
+                        .map(|(o, _)| o.clone())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
                 match r.nsswitch {
                     Presence::Present(_) => "present",
                     Presence::Absent => "absent",
@@ -116,13 +196,34 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
     };
     let (xa, xb) = (resolver(a), resolver(b));
     if xa.0 != xb.0 {
-        items.push(item(0, "resolver", "node nameservers", xa.0, xb.0, Some("dns-upstream-unreachable")));
+        items.push(item(
+            0,
+            "resolver",
+            "node nameservers",
+            xa.0,
+            xb.0,
+            Some("dns-upstream-unreachable"),
+        ));
     }
     if xa.1 != xb.1 {
-        items.push(item(0, "resolver", "node resolv.conf options", xa.1, xb.1, Some("dns-conntrack-race")));
+        items.push(item(
+            0,
+            "resolver",
+            "node resolv.conf options",
+            xa.1,
+            xb.1,
+            Some("dns-conntrack-race"),
+        ));
     }
     if xa.2 != xb.2 {
-        items.push(item(0, "resolver", "node nsswitch.conf", Some(xa.2.into()), Some(xb.2.into()), Some("go-resolver-dns-first")));
+        items.push(item(
+            0,
+            "resolver",
+            "node nsswitch.conf",
+            Some(xa.2.into()),
+            Some(xb.2.into()),
+            Some("go-resolver-dns-first"),
+        ));
     }
     // Container images are matched by their processes' names (pids differ between nodes).
     let images = |f: &NodeFacts| -> BTreeMap<String, String> {
@@ -130,25 +231,67 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             .iter()
             .filter(|r| !r.is_node)
             .map(|r| {
-                let libc = r.libc.as_ref().map(|l| format!("{} {}", l.kind, l.version.as_deref().unwrap_or("?"))).unwrap_or_default();
-                let go: Vec<String> = r.go_binaries.iter().map(|g| g.info.go_version.clone()).collect();
-                (r.comms.join(","), format!("{libc}{}{}", if go.is_empty() { "" } else { "; " }, go.join(" ")))
+                let libc = r
+                    .libc
+                    .as_ref()
+                    .map(|l| format!("{} {}", l.kind, l.version.as_deref().unwrap_or("?")))
+                    .unwrap_or_default();
+                let go: Vec<String> = r
+                    .go_binaries
+                    .iter()
+                    .map(|g| g.info.go_version.clone())
+                    .collect();
+                (
+                    r.comms.join(","),
+                    format!(
+                        "{libc}{}{}",
+                        if go.is_empty() { "" } else { "; " },
+                        go.join(" ")
+                    ),
+                )
             })
             .collect()
     };
     let (ia, ib) = (images(a), images(b));
     for k in ia.keys().chain(ib.keys()).collect::<BTreeSet<_>>() {
         if ia.get(k) != ib.get(k) {
-            items.push(item(1, "image", k.clone(), ia.get(k).cloned(), ib.get(k).cloned(), None));
+            items.push(item(
+                1,
+                "image",
+                k.clone(),
+                ia.get(k).cloned(),
+                ib.get(k).cloned(),
+                None,
+            ));
         }
     }
     let opts = CheckOptions::default();
-    let fa: BTreeSet<(String, String)> = check(a, &opts).findings.iter().map(|f| (f.id.to_string(), format!("{:?}", f.kind))).collect();
-    let fb: BTreeSet<(String, String)> = check(b, &opts).findings.iter().map(|f| (f.id.to_string(), format!("{:?}", f.kind))).collect();
+    let fa: BTreeSet<(String, String)> = check(a, &opts)
+        .findings
+        .iter()
+        .map(|f| (f.id.to_string(), format!("{:?}", f.kind)))
+        .collect();
+    let fb: BTreeSet<(String, String)> = check(b, &opts)
+        .findings
+        .iter()
+        .map(|f| (f.id.to_string(), format!("{:?}", f.kind)))
+        .collect();
     for (id, kind) in fa.symmetric_difference(&fb) {
-        let has = |s: &BTreeSet<(String, String)>| s.contains(&(id.clone(), kind.clone())).then(|| kind.clone());
+        let has = |s: &BTreeSet<(String, String)>| {
+            s.contains(&(id.clone(), kind.clone()))
+                .then(|| kind.clone())
+        };
         items.push(item(0, "finding", id.clone(), has(&fa), has(&fb), Some(id)));
     }
-    items.sort_by(|x, y| x.rank.cmp(&y.rank).then(x.area.cmp(&y.area)).then(x.key.cmp(&y.key)));
-    DiffReport { a: a.manifest.target.clone(), b: b.manifest.target.clone(), items }
+    items.sort_by(|x, y| {
+        x.rank
+            .cmp(&y.rank)
+            .then(x.area.cmp(&y.area))
+            .then(x.key.cmp(&y.key))
+    });
+    DiffReport {
+        a: a.manifest.target.clone(),
+        b: b.manifest.target.clone(),
+        items,
+    }
 }

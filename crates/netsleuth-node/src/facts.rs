@@ -12,7 +12,10 @@ use crate::parse::iptables::{parse_iptables_save, Ruleset, Service, SourceNatRul
 use crate::parse::ipvs::{parse_ipvs, VirtualService};
 use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
 use crate::parse::nft::{parse_nft_json, NftRuleset};
-use crate::parse::resolver::{parse_corefile, parse_hosts, parse_nsswitch, parse_resolv_conf, CorefileUpstream, HostsEntry, Nsswitch, ResolvConf};
+use crate::parse::resolver::{
+    parse_corefile, parse_hosts, parse_nsswitch, parse_resolv_conf, CorefileUpstream, HostsEntry,
+    Nsswitch, ResolvConf,
+};
 use crate::parse::ss::{parse_ss, Socket};
 use crate::parse::sysctl::{parse_sysctls, Sysctls};
 use crate::parse::IssueLog;
@@ -178,7 +181,11 @@ impl NetnsFacts {
                 port,
                 protocol: vs.protocol.clone(),
                 kind: "ipvs".into(),
-                endpoints: vs.real_servers.iter().map(|r| (r.clone(), 1.0 / vs.real_servers.len().max(1) as f64)).collect(),
+                endpoints: vs
+                    .real_servers
+                    .iter()
+                    .map(|r| (r.clone(), 1.0 / vs.real_servers.len().max(1) as f64))
+                    .collect(),
             });
         }
         v
@@ -190,7 +197,11 @@ impl NetnsFacts {
     }
 
     /// Counter delta between the first and the last sample (`None` with fewer than two samples).
-    pub fn delta(&self, pick: fn(&CounterSample) -> &Counters, name: &str) -> Option<(u64, u64, u64)> {
+    pub fn delta(
+        &self,
+        pick: fn(&CounterSample) -> &Counters,
+        name: &str,
+    ) -> Option<(u64, u64, u64)> {
         let (a, b) = (self.samples.first()?, self.samples.last()?);
         if self.samples.len() < 2 {
             return None;
@@ -263,7 +274,11 @@ impl RootFacts {
             "the node".to_string()
         } else {
             let who = self.comms.first().map(String::as_str).unwrap_or("?");
-            format!("container {} ({who}, pid {})", self.id, self.pids.first().copied().unwrap_or(0))
+            format!(
+                "container {} ({who}, pid {})",
+                self.id,
+                self.pids.first().copied().unwrap_or(0)
+            )
         }
     }
 }
@@ -339,11 +354,17 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn text(&self, path: &str) -> Option<String> {
-        self.artifacts.get(path).map(|b| String::from_utf8_lossy(b).into_owned())
+        self.artifacts
+            .get(path)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
     fn status(&self, path: &str) -> Option<ArtifactStatus> {
-        self.manifest.artifact(path).map(|a| a.status).or_else(|| self.artifacts.contains_key(path).then_some(ArtifactStatus::Ok))
+        self.manifest.artifact(path).map(|a| a.status).or_else(|| {
+            self.artifacts
+                .contains_key(path)
+                .then_some(ArtifactStatus::Ok)
+        })
     }
 
     fn note(&mut self, path: &str, issues: &IssueLog) {
@@ -351,7 +372,11 @@ impl Reader<'_> {
             return;
         }
         let first = &issues.first[0];
-        let by: Vec<String> = issues.by_code.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let by: Vec<String> = issues
+            .by_code
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         self.diagnostics.push(Diagnostic {
             source: path.to_string(),
             code: "unparsed-input",
@@ -395,10 +420,17 @@ impl Reader<'_> {
         }
     }
 
-    fn presence<T>(&mut self, path: &str, f: impl Fn(&str) -> crate::parse::Parsed<T>) -> Presence<T> {
+    fn presence<T>(
+        &mut self,
+        path: &str,
+        f: impl Fn(&str) -> crate::parse::Parsed<T>,
+    ) -> Presence<T> {
         match self.status(path) {
             Some(ArtifactStatus::Absent) => Presence::Absent,
-            Some(ArtifactStatus::Ok) => self.parse(path, f).map(Presence::Present).unwrap_or(Presence::Unknown),
+            Some(ArtifactStatus::Ok) => self
+                .parse(path, f)
+                .map(Presence::Present)
+                .unwrap_or(Presence::Unknown),
             _ => Presence::Unknown,
         }
     }
@@ -407,7 +439,11 @@ impl Reader<'_> {
 impl NodeFacts {
     /// Parses a collection's artifacts. Never fails: what cannot be read becomes a diagnostic.
     pub fn from_artifacts(manifest: Manifest, artifacts: Artifacts) -> NodeFacts {
-        let mut r = Reader { manifest: &manifest, artifacts: &artifacts, diagnostics: Vec::new() };
+        let mut r = Reader {
+            manifest: &manifest,
+            artifacts: &artifacts,
+            diagnostics: Vec::new(),
+        };
         for a in &manifest.artifacts {
             if a.status == ArtifactStatus::Failed {
                 r.diagnostics.push(Diagnostic {
@@ -417,14 +453,24 @@ impl NodeFacts {
                     frame: None,
                     line: None,
                     count: 1,
-                    message: format!("{} ({}): {}", a.path, a.source, a.error.as_deref().unwrap_or("failed")),
+                    message: format!(
+                        "{} ({}): {}",
+                        a.path,
+                        a.source,
+                        a.error.as_deref().unwrap_or("failed")
+                    ),
                 });
             }
         }
-        let kernel = r.text(paths::KERNEL).map(|s| s.trim().to_string()).or_else(|| manifest.kernel.clone());
-        let modules = r
-            .text(paths::MODULES)
-            .map(|t| t.lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect());
+        let kernel = r
+            .text(paths::KERNEL)
+            .map(|s| s.trim().to_string())
+            .or_else(|| manifest.kernel.clone());
+        let modules = r.text(paths::MODULES).map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect()
+        });
         let mut namespaces = Vec::new();
         for ns in &manifest.namespaces {
             let pre = format!("netns/{}", ns.id);
@@ -432,15 +478,27 @@ impl NodeFacts {
             let mut samples = Vec::new();
             for s in manifest.samples.iter().filter(|s| s.netns == ns.id) {
                 let sp = |name: &str| format!("{pre}/sample-{}/{name}", s.index);
-                let mut netstat = r.parse(&sp(paths::NETSTAT), parse_counters).unwrap_or_default();
-                netstat.extend(r.parse(&sp(paths::SNMP), parse_counters).unwrap_or_default());
-                let rt_cache = r.parse(&sp(paths::RT_CACHE), parse_stat_table).unwrap_or_default();
+                let mut netstat = r
+                    .parse(&sp(paths::NETSTAT), parse_counters)
+                    .unwrap_or_default();
+                netstat.extend(
+                    r.parse(&sp(paths::SNMP), parse_counters)
+                        .unwrap_or_default(),
+                );
+                let rt_cache = r
+                    .parse(&sp(paths::RT_CACHE), parse_stat_table)
+                    .unwrap_or_default();
                 let conntrack = r
                     .parse(&sp(paths::CT_S), parse_stats)
                     .filter(|c| !c.is_empty())
                     .or_else(|| r.parse(&sp(paths::CT_STAT), parse_stat_table))
                     .unwrap_or_default();
-                samples.push(CounterSample { offset_ms: s.offset_ms, netstat, rt_cache, conntrack });
+                samples.push(CounterSample {
+                    offset_ms: s.offset_ms,
+                    netstat,
+                    rt_cache,
+                    conntrack,
+                });
             }
             let conntrack = r.json::<ConntrackSummary>(&p(paths::CONNTRACK_SUMMARY));
             if let Some(c) = &conntrack {
@@ -496,7 +554,16 @@ impl NodeFacts {
         }
         let probes = r.json(paths::PROBES).unwrap_or_default();
         let diagnostics = r.diagnostics;
-        NodeFacts { kernel, modules, namespaces, roots, probes, diagnostics, manifest, artifacts }
+        NodeFacts {
+            kernel,
+            modules,
+            namespaces,
+            roots,
+            probes,
+            diagnostics,
+            manifest,
+            artifacts,
+        }
     }
 
     pub fn node_netns(&self) -> Option<&NetnsFacts> {
@@ -518,6 +585,8 @@ impl NodeFacts {
 
     /// The text of one artifact, if collected.
     pub fn artifact_text(&self, path: &str) -> Option<String> {
-        self.artifacts.get(path).map(|b| String::from_utf8_lossy(b).into_owned())
+        self.artifacts
+            .get(path)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 }

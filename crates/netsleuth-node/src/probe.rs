@@ -16,7 +16,10 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { timeout: Duration::from_millis(1500), attempts: 2 }
+        ProbeOptions {
+            timeout: Duration::from_millis(1500),
+            attempts: 2,
+        }
     }
 }
 
@@ -56,13 +59,28 @@ pub fn response_rcode(resp: &[u8], id: u16) -> Option<u8> {
 }
 
 /// Queries one nameserver from the calling thread's network namespace.
-pub fn probe_one(server: IpAddr, opts: &ProbeOptions) -> (bool, Option<u8>, Option<u64>, u32, Option<String>) {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+pub fn probe_one(
+    server: IpAddr,
+    opts: &ProbeOptions,
+) -> (bool, Option<u8>, Option<u64>, u32, Option<String>) {
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
     let mut last_err = None;
     for attempt in 1..=opts.attempts.max(1) {
         let sock = match UdpSocket::bind(bind) {
             Ok(s) => s,
-            Err(e) => return (false, None, None, attempt, Some(format!("cannot open a UDP socket: {e}"))),
+            Err(e) => {
+                return (
+                    false,
+                    None,
+                    None,
+                    attempt,
+                    Some(format!("cannot open a UDP socket: {e}")),
+                )
+            }
         };
         if let Err(e) = sock.connect(SocketAddr::new(server, 53)) {
             last_err = Some(format!("cannot reach {server}: {e}"));
@@ -70,7 +88,9 @@ pub fn probe_one(server: IpAddr, opts: &ProbeOptions) -> (bool, Option<u8>, Opti
         }
         let _ = sock.set_read_timeout(Some(opts.timeout));
         // An id that differs per attempt and per run, without a random-number crate.
-        let id = (Instant::now().elapsed().subsec_nanos() as u16) ^ (std::process::id() as u16) ^ (attempt as u16 * 7919);
+        let id = (Instant::now().elapsed().subsec_nanos() as u16)
+            ^ (std::process::id() as u16)
+            ^ (attempt as u16 * 7919);
         let start = Instant::now();
         if let Err(e) = sock.send(&build_query(id)) {
             last_err = Some(e.to_string());
@@ -81,14 +101,25 @@ pub fn probe_one(server: IpAddr, opts: &ProbeOptions) -> (bool, Option<u8>, Opti
             match sock.recv(&mut buf) {
                 Ok(n) => {
                     if let Some(rcode) = response_rcode(&buf[..n], id) {
-                        return (true, Some(rcode), Some(start.elapsed().as_millis() as u64), attempt, None);
+                        return (
+                            true,
+                            Some(rcode),
+                            Some(start.elapsed().as_millis() as u64),
+                            attempt,
+                            None,
+                        );
                     }
                     if start.elapsed() >= opts.timeout {
                         last_err = Some("timeout".into());
                         break;
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     last_err = Some("timeout".into());
                     break;
                 }

@@ -181,7 +181,10 @@ pub static CHANGES: &[Change] = &[
 ];
 
 pub fn change(id: &str) -> &'static Change {
-    CHANGES.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("versions table has no row {id}"))
+    CHANGES
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("versions table has no row {id}"))
 }
 
 /// Numeric components of a version (`5.10.0-21-amd64` → [5, 10, 0]; `go1.15.6` → [1, 15, 6]).
@@ -204,7 +207,10 @@ pub fn numeric(v: &str) -> Vec<u32> {
 fn cmp(a: &[u32], b: &[u32]) -> std::cmp::Ordering {
     let n = a.len().max(b.len());
     for i in 0..n {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         if x != y {
             return x.cmp(&y);
         }
@@ -231,7 +237,12 @@ pub fn has_change(id: &str, version: &str) -> Option<bool> {
         }
     }
     // Mainline: the entry with two components (or the smallest full one).
-    let mainline = c.since.iter().map(|s| numeric(s)).find(|s| s.len() == 2).unwrap_or_else(|| numeric(c.since[0]));
+    let mainline = c
+        .since
+        .iter()
+        .map(|s| numeric(s))
+        .find(|s| s.len() == 2)
+        .unwrap_or_else(|| numeric(c.since[0]));
     Some(cmp(&v, &mainline).is_ge())
 }
 
@@ -251,15 +262,36 @@ mod tests {
 
     #[test]
     fn backports_count_only_on_their_line() {
-        assert_eq!(has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.19.85-generic"), Some(true));
-        assert_eq!(has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.19.84"), Some(false));
-        assert_eq!(has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.14.155"), Some(true));
-        assert_eq!(has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.15.0-65-generic"), Some(false));
-        assert_eq!(has_change(MASQUERADE_FLUSH_PER_ADDRESS, "5.4.0"), Some(true));
-        assert_eq!(has_change(TW_RECYCLE_REMOVED, "3.10.0-1062.el7.x86_64"), Some(false));
+        assert_eq!(
+            has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.19.85-generic"),
+            Some(true)
+        );
+        assert_eq!(
+            has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.19.84"),
+            Some(false)
+        );
+        assert_eq!(
+            has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.14.155"),
+            Some(true)
+        );
+        assert_eq!(
+            has_change(MASQUERADE_FLUSH_PER_ADDRESS, "4.15.0-65-generic"),
+            Some(false)
+        );
+        assert_eq!(
+            has_change(MASQUERADE_FLUSH_PER_ADDRESS, "5.4.0"),
+            Some(true)
+        );
+        assert_eq!(
+            has_change(TW_RECYCLE_REMOVED, "3.10.0-1062.el7.x86_64"),
+            Some(false)
+        );
         assert_eq!(has_change(MUSL_DNS_ID_UNIQUE, "1.2.3"), Some(false));
         assert_eq!(has_change(MUSL_DNS_ID_UNIQUE, "1.2.4-r0"), Some(true));
-        assert_eq!(has_change(GO_FILES_FIRST_WITHOUT_NSSWITCH, "go1.15.6"), Some(false));
+        assert_eq!(
+            has_change(GO_FILES_FIRST_WITHOUT_NSSWITCH, "go1.15.6"),
+            Some(false)
+        );
         assert_eq!(has_change(MUSL_RESOLV_OPTIONS, "1.2.5"), Some(false));
         assert_eq!(has_change(TW_RECYCLE_REMOVED, "garbage"), None);
     }

@@ -6,7 +6,9 @@ mod common;
 use common::fixtures_dir;
 use netsleuth_core::{Confidence, FindingKind};
 use netsleuth_node::bundle::read_bundle_from;
-use netsleuth_node::{check, diff, read_bundle, to_node_context, write_bundle, CheckOptions, CheckReport, NodeFacts};
+use netsleuth_node::{
+    check, diff, read_bundle, to_node_context, write_bundle, CheckOptions, CheckReport, NodeFacts,
+};
 use std::path::Path;
 
 fn load(name: &str) -> NodeFacts {
@@ -27,13 +29,37 @@ fn each_fixture_names_its_incident_and_only_it() {
     let cases: &[(&str, &[(&str, FindingKind)])] = &[
         ("clean", &[]),
         ("bridge-nf-on", &[]),
-        ("bridge-nf-off", &[("bridge-nf-bypass", FindingKind::LatentRisk)]),
-        ("masquerade", &[("snat-port-clash", FindingKind::LatentRisk)]),
-        ("lb-ip-local", &[("local-source-drop", FindingKind::LatentRisk)]),
-        ("listen-overflow", &[("listen-queue-overflow", FindingKind::Incident)]),
-        ("idle-no-keepalive", &[("conntrack-dnat-rebalance", FindingKind::LatentRisk)]),
-        ("dead-nameserver", &[("dns-upstream-unreachable", FindingKind::Incident)]),
-        ("musl-container", &[("dns-id-collision", FindingKind::LatentRisk), ("go-resolver-dns-first", FindingKind::LatentRisk)]),
+        (
+            "bridge-nf-off",
+            &[("bridge-nf-bypass", FindingKind::LatentRisk)],
+        ),
+        (
+            "masquerade",
+            &[("snat-port-clash", FindingKind::LatentRisk)],
+        ),
+        (
+            "lb-ip-local",
+            &[("local-source-drop", FindingKind::LatentRisk)],
+        ),
+        (
+            "listen-overflow",
+            &[("listen-queue-overflow", FindingKind::Incident)],
+        ),
+        (
+            "idle-no-keepalive",
+            &[("conntrack-dnat-rebalance", FindingKind::LatentRisk)],
+        ),
+        (
+            "dead-nameserver",
+            &[("dns-upstream-unreachable", FindingKind::Incident)],
+        ),
+        (
+            "musl-container",
+            &[
+                ("dns-id-collision", FindingKind::LatentRisk),
+                ("go-resolver-dns-first", FindingKind::LatentRisk),
+            ],
+        ),
     ];
     for (name, expected) in cases {
         let r = run(name);
@@ -41,9 +67,18 @@ fn each_fixture_names_its_incident_and_only_it() {
         got.sort();
         let mut want: Vec<_> = expected.to_vec();
         want.sort();
-        assert_eq!(got, want, "{name}: {}", serde_json::to_string_pretty(&r.findings).unwrap());
+        assert_eq!(
+            got,
+            want,
+            "{name}: {}",
+            serde_json::to_string_pretty(&r.findings).unwrap()
+        );
         for f in &r.findings {
-            assert!(!f.evidence.is_empty(), "{name}/{}: a finding without evidence", f.id);
+            assert!(
+                !f.evidence.is_empty(),
+                "{name}/{}: a finding without evidence",
+                f.id
+            );
             assert!(!f.explanation.is_empty() && !f.remedy.is_empty());
         }
     }
@@ -53,7 +88,11 @@ fn each_fixture_names_its_incident_and_only_it() {
 fn findings_carry_specific_evidence() {
     let r = run("listen-overflow");
     let f = &r.findings[0];
-    assert_eq!(f.confidence, Confidence::Confirmed, "counter rose and the full listener was seen");
+    assert_eq!(
+        f.confidence,
+        Confidence::Confirmed,
+        "counter rose and the full listener was seen"
+    );
     assert!(f.evidence.iter().any(|e| matches!(e, netsleuth_core::Evidence::Counter { name, before: Some(b), after, .. } if name.contains("Listen") && after > b)));
     let r = run("dead-nameserver");
     let f = &r.findings[0];
@@ -67,7 +106,10 @@ fn bundle_round_trip_keeps_findings_and_artifacts() {
     netsleuth_node::bundle::write_bundle_to(&facts, &mut buf).unwrap();
     let again = read_bundle_from(buf.as_slice(), Path::new("memory")).unwrap();
     assert_eq!(facts.artifacts(), again.artifacts());
-    let (a, b) = (check(&facts, &CheckOptions::default()), check(&again, &CheckOptions::default()));
+    let (a, b) = (
+        check(&facts, &CheckOptions::default()),
+        check(&again, &CheckOptions::default()),
+    );
     assert_eq!(only(&a), only(&b));
     let tmp = std::env::temp_dir().join(format!("nsn-rt-{}.tar.gz", std::process::id()));
     write_bundle(&facts, &tmp).unwrap();
@@ -83,7 +125,9 @@ fn damaged_bundles_are_errors_not_panics() {
         assert!(r.is_err(), "a bundle cut at {cut} bytes was accepted");
     }
     assert!(read_bundle_from(&b"not a bundle"[..], Path::new("x")).is_err());
-    let e = read_bundle(Path::new("/nonexistent/bundle.tar.gz")).unwrap_err().to_string();
+    let e = read_bundle(Path::new("/nonexistent/bundle.tar.gz"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/bundle.tar.gz"), "{e}");
 }
 
@@ -92,24 +136,47 @@ fn diff_leads_with_what_matters_for_the_catalogue() {
     let d = diff(&load("bridge-nf-off"), &load("bridge-nf-on"));
     let first = &d.items[0];
     assert_eq!(first.rank, 0);
-    assert!(d.items.iter().take_while(|i| i.rank == 0).any(|i| i.key == "net.bridge.bridge-nf-call-iptables" && i.incident.as_deref() == Some("bridge-nf-bypass")), "{:#?}", d.items);
-    assert!(d.items.iter().any(|i| i.area == "finding" && i.key == "bridge-nf-bypass"));
+    assert!(
+        d.items
+            .iter()
+            .take_while(|i| i.rank == 0)
+            .any(|i| i.key == "net.bridge.bridge-nf-call-iptables"
+                && i.incident.as_deref() == Some("bridge-nf-bypass")),
+        "{:#?}",
+        d.items
+    );
+    assert!(d
+        .items
+        .iter()
+        .any(|i| i.area == "finding" && i.key == "bridge-nf-bypass"));
     let same = diff(&load("clean"), &load("clean"));
-    assert!(same.items.is_empty(), "a bundle differs from itself: {:#?}", same.items);
+    assert!(
+        same.items.is_empty(),
+        "a bundle differs from itself: {:#?}",
+        same.items
+    );
 }
 
 #[test]
 fn node_context_carries_services_and_nat_flags() {
     let ctx = to_node_context(&load("idle-no-keepalive"));
-    let svc = ctx.services.iter().find(|s| s.vip.to_string() == "10.96.0.20").expect("the Service VIP");
+    let svc = ctx
+        .services
+        .iter()
+        .find(|s| s.vip.to_string() == "10.96.0.20")
+        .expect("the Service VIP");
     assert_eq!(svc.port, 80);
     assert_eq!(svc.endpoints, vec![("10.0.0.2".parse().unwrap(), 8080)]);
     assert!(ctx.kernel_release.is_some());
-    assert!(ctx.sysctl("net.netfilter.nf_conntrack_tcp_timeout_established").is_some());
+    assert!(ctx
+        .sysctl("net.netfilter.nf_conntrack_tcp_timeout_established")
+        .is_some());
     let m = to_node_context(&load("masquerade"));
     assert_eq!(m.masquerade_without_random_fully.len(), 1);
     let l = to_node_context(&load("lb-ip-local"));
-    assert!(l.ipvs_bound_addrs.contains(&"203.0.113.10".parse().unwrap()));
+    assert!(l
+        .ipvs_bound_addrs
+        .contains(&"203.0.113.10".parse().unwrap()));
 }
 
 #[test]
@@ -126,7 +193,16 @@ fn a_kernel_without_the_tw_recycle_removal_and_with_counters_rising_is_an_incide
         let t = String::from_utf8(arts[&p].clone()).unwrap();
         let t = t.replacen("TcpExt: ", "TcpExt: PAWSPassive ", 1);
         let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
-        let i = lines.iter().position(|l| l.starts_with("TcpExt: ") && l.split_whitespace().nth(1).map(|x| x.parse::<u64>().is_ok()).unwrap_or(false)).unwrap();
+        let i = lines
+            .iter()
+            .position(|l| {
+                l.starts_with("TcpExt: ")
+                    && l.split_whitespace()
+                        .nth(1)
+                        .map(|x| x.parse::<u64>().is_ok())
+                        .unwrap_or(false)
+            })
+            .unwrap();
         lines[i] = lines[i].replacen("TcpExt: ", &format!("TcpExt: {v} "), 1);
         arts.insert(p, (lines.join("\n") + "\n").into_bytes());
     }
@@ -135,7 +211,11 @@ fn a_kernel_without_the_tw_recycle_removal_and_with_counters_rising_is_an_incide
     arts.insert("node/kernel-release".into(), b"4.4.0-generic\n".to_vec());
     let old = NodeFacts::from_artifacts(m, arts);
     let r = check(&old, &CheckOptions::default());
-    let f = r.findings.iter().find(|f| f.id == "tw-recycle-paws").expect("tw-recycle-paws");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.id == "tw-recycle-paws")
+        .expect("tw-recycle-paws");
     assert_eq!(f.kind, FindingKind::Incident);
     assert!(f.summary.contains("10 → 42"), "{}", f.summary);
 }

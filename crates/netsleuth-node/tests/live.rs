@@ -8,7 +8,10 @@
 mod common;
 
 use common::*;
-use netsleuth_node::{check, collect_live, write_bundle, CheckOptions, CheckReport, CollectOptions, NodeFacts, ProbeOptions, ProcessScope, Target};
+use netsleuth_node::{
+    check, collect_live, write_bundle, CheckOptions, CheckReport, CollectOptions, NodeFacts,
+    ProbeOptions, ProcessScope, Target,
+};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
@@ -40,7 +43,10 @@ fn find<'a>(r: &'a CheckReport, id: &str) -> Option<&'a netsleuth_core::Finding>
 
 /// A kube-proxy-style Service in the namespace's nat table: VIP:port → one endpoint.
 fn kube_service(ns: &Netns, vip: &str, port: u16, proto: &str, endpoints: &[&str]) {
-    let hash: String = format!("{vip}{port}").chars().filter(|c| c.is_ascii_digit()).collect();
+    let hash: String = format!("{vip}{port}")
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
     let svc = format!("KUBE-SVC-T{hash}");
     ns.run("iptables -t nat -N KUBE-SERVICES 2>/dev/null; iptables -t nat -C OUTPUT -j KUBE-SERVICES 2>/dev/null || iptables -t nat -A OUTPUT -j KUBE-SERVICES; iptables -t nat -C PREROUTING -j KUBE-SERVICES 2>/dev/null || iptables -t nat -A PREROUTING -j KUBE-SERVICES");
     ns.run(&format!("iptables -t nat -N {svc}"));
@@ -51,10 +57,14 @@ fn kube_service(ns: &Netns, vip: &str, port: u16, proto: &str, endpoints: &[&str
     for (i, ep) in endpoints.iter().enumerate() {
         let sep = format!("KUBE-SEP-E{hash}X{i}");
         ns.run(&format!("iptables -t nat -N {sep}"));
-        ns.run(&format!("iptables -t nat -A {sep} -p {proto} -m {proto} -j DNAT --to-destination {ep}"));
+        ns.run(&format!(
+            "iptables -t nat -A {sep} -p {proto} -m {proto} -j DNAT --to-destination {ep}"
+        ));
         if i + 1 < n {
             let p = 1.0 / (n - i) as f64;
-            ns.run(&format!("iptables -t nat -A {svc} -m statistic --mode random --probability {p:.5} -j {sep}"));
+            ns.run(&format!(
+                "iptables -t nat -A {svc} -m statistic --mode random --probability {p:.5} -j {sep}"
+            ));
         } else {
             ns.run(&format!("iptables -t nat -A {svc} -j {sep}"));
         }
@@ -69,9 +79,19 @@ fn clean_namespace_gives_no_finding() {
     let ns = Netns::new();
     let root = TempDir::new("nsn-clean-root");
     let (facts, r) = collect_and_check(&opts(&ns, root.path(), 500), "clean");
-    assert!(r.findings.is_empty(), "clean namespace gave findings: {}", show(&r));
+    assert!(
+        r.findings.is_empty(),
+        "clean namespace gave findings: {}",
+        show(&r)
+    );
     let node = facts.node_netns().unwrap();
-    assert!(node.sysctls.as_ref().map(|s| s.len() > 100).unwrap_or(false), "sysctls not collected");
+    assert!(
+        node.sysctls
+            .as_ref()
+            .map(|s| s.len() > 100)
+            .unwrap_or(false),
+        "sysctls not collected"
+    );
     assert_eq!(node.samples.len(), 2);
     assert!(node.links.as_ref().unwrap().iter().any(|l| l.name == "lo"));
 }
@@ -87,13 +107,20 @@ fn bridge_with_nf_call_iptables_off_is_named() {
     kube_service(&ns, "10.96.0.30", 80, "tcp", &["10.244.0.5:8080"]);
     let root = TempDir::new("nsn-br-root");
     let (_, r) = collect_and_check(&opts(&ns, root.path(), 500), "bridge-nf-off");
-    let f = find(&r, "bridge-nf-bypass").unwrap_or_else(|| panic!("bridge-nf-bypass not named: {}", show(&r)));
+    let f = find(&r, "bridge-nf-bypass")
+        .unwrap_or_else(|| panic!("bridge-nf-bypass not named: {}", show(&r)));
     assert!(f.summary.contains("cni0"), "{}", f.summary);
     assert_eq!(f.confidence, netsleuth_core::Confidence::Likely);
 
     // The same bridge with the sysctl on is quiet.
     ns.run("sysctl -qw net.bridge.bridge-nf-call-iptables=1");
-    let (_, r2) = collect_and_check(&CollectOptions { samples: 1, ..opts(&ns, root.path(), 0) }, "bridge-nf-on");
+    let (_, r2) = collect_and_check(
+        &CollectOptions {
+            samples: 1,
+            ..opts(&ns, root.path(), 0)
+        },
+        "bridge-nf-on",
+    );
     assert!(find(&r2, "bridge-nf-bypass").is_none(), "{}", show(&r2));
 }
 
@@ -106,12 +133,19 @@ fn masquerade_without_random_fully_is_named() {
     // An uplink carrying a primary and a secondary (VIP) address, masqueraded without --random-fully.
     ns.run("ip link add uplink type bridge && ip addr add 192.0.2.10/24 dev uplink && ip addr add 192.0.2.99/24 dev uplink && ip link set uplink up");
     ns.run("iptables -t nat -A POSTROUTING -s 10.244.0.0/16 -o uplink -j MASQUERADE");
-    ns.run("iptables -t nat -A POSTROUTING -s 10.245.0.0/16 -o uplink -j MASQUERADE --random-fully");
+    ns.run(
+        "iptables -t nat -A POSTROUTING -s 10.245.0.0/16 -o uplink -j MASQUERADE --random-fully",
+    );
     let root = TempDir::new("nsn-masq-root");
     let (facts, r) = collect_and_check(&opts(&ns, root.path(), 500), "masquerade");
-    let f = find(&r, "snat-port-clash").unwrap_or_else(|| panic!("snat-port-clash not named: {}", show(&r)));
+    let f = find(&r, "snat-port-clash")
+        .unwrap_or_else(|| panic!("snat-port-clash not named: {}", show(&r)));
     assert_eq!(f.kind, netsleuth_core::FindingKind::LatentRisk);
-    assert!(f.summary.starts_with("1 MASQUERADE"), "only the rule without --random-fully counts: {}", f.summary);
+    assert!(
+        f.summary.starts_with("1 MASQUERADE"),
+        "only the rule without --random-fully counts: {}",
+        f.summary
+    );
     // This kernel flushes per address, so the VIP-deletion risk is not claimed …
     assert!(find(&r, "conntrack-snat-remap").is_none(), "{}", show(&r));
     // … but the same node on a kernel without 097f95d319f8 carries it.
@@ -130,14 +164,25 @@ fn lb_ip_on_kube_ipvs0_in_table_local_is_named() {
     let ns = Netns::new();
     // No dummy driver everywhere: any device named kube-ipvs0 carrying the LB IP as /32 will do.
     ns.run("ip link add kube-ipvs0 type bridge && ip addr add 203.0.113.10/32 dev kube-ipvs0 && ip addr add 10.96.0.1/32 dev kube-ipvs0");
-    ns.run("ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up");
+    ns.run(
+        "ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up",
+    );
     ns.run("sysctl -qw net.ipv4.conf.all.accept_local=0");
     let root = TempDir::new("nsn-ipvs-root");
     let (_, r) = collect_and_check(&opts(&ns, root.path(), 500), "lb-ip-local");
-    let f = find(&r, "local-source-drop").unwrap_or_else(|| panic!("local-source-drop not named: {}", show(&r)));
+    let f = find(&r, "local-source-drop")
+        .unwrap_or_else(|| panic!("local-source-drop not named: {}", show(&r)));
     assert!(f.summary.contains("203.0.113.10"), "{}", f.summary);
-    assert!(!f.summary.contains("10.96.0.1,"), "ClusterIPs are not LB IPs: {}", f.summary);
-    assert_eq!(f.confidence, netsleuth_core::Confidence::Confirmed, "route seen in table local");
+    assert!(
+        !f.summary.contains("10.96.0.1,"),
+        "ClusterIPs are not LB IPs: {}",
+        f.summary
+    );
+    assert_eq!(
+        f.confidence,
+        netsleuth_core::Confidence::Confirmed,
+        "route seen in table local"
+    );
 }
 
 #[test]
@@ -158,8 +203,14 @@ fn overflowing_listener_is_named_as_under_way() {
     });
     let root = TempDir::new("nsn-listen-root");
     let (_, r) = collect_and_check(&opts(&ns, root.path(), 3000), "listen-overflow");
-    let f = find(&r, "listen-queue-overflow").unwrap_or_else(|| panic!("listen-queue-overflow not named: {}", show(&r)));
-    assert_eq!(f.kind, netsleuth_core::FindingKind::Incident, "{}", show(&r));
+    let f = find(&r, "listen-queue-overflow")
+        .unwrap_or_else(|| panic!("listen-queue-overflow not named: {}", show(&r)));
+    assert_eq!(
+        f.kind,
+        netsleuth_core::FindingKind::Incident,
+        "{}",
+        show(&r)
+    );
     assert!(f.summary.contains("127.0.0.1:8080"), "{}", f.summary);
     drop((listener, clients));
 }
@@ -185,10 +236,21 @@ fn idle_service_sockets_without_keepalive_are_named() {
     std::thread::sleep(Duration::from_millis(1200));
     let root = TempDir::new("nsn-idle-root");
     let (_, r) = collect_and_check(&opts(&ns, root.path(), 500), "idle-no-keepalive");
-    let f = find(&r, "conntrack-dnat-rebalance").unwrap_or_else(|| panic!("conntrack-dnat-rebalance not named: {}", show(&r)));
+    let f = find(&r, "conntrack-dnat-rebalance")
+        .unwrap_or_else(|| panic!("conntrack-dnat-rebalance not named: {}", show(&r)));
     assert_eq!(f.kind, netsleuth_core::FindingKind::LatentRisk);
-    assert!(f.summary.starts_with("1 established socket"), "only the socket without keepalive: {}", f.summary);
-    assert!(f.summary.contains("432000") || f.summary.contains("86400") || f.summary.contains("timeout_established is"), "{}", f.summary);
+    assert!(
+        f.summary.starts_with("1 established socket"),
+        "only the socket without keepalive: {}",
+        f.summary
+    );
+    assert!(
+        f.summary.contains("432000")
+            || f.summary.contains("86400")
+            || f.summary.contains("timeout_established is"),
+        "{}",
+        f.summary
+    );
     drop(held);
 }
 
@@ -199,7 +261,9 @@ fn dead_nameserver_is_named_with_its_origin() {
     }
     let ns = Netns::new();
     // 10.99.0.53 is routed into a device that delivers nowhere: queries vanish, as to a retired server.
-    ns.run("ip link add sink type bridge && ip addr add 10.99.0.1/24 dev sink && ip link set sink up");
+    ns.run(
+        "ip link add sink type bridge && ip addr add 10.99.0.1/24 dev sink && ip link set sink up",
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let responder = {
         let sock = ns.within(|| UdpSocket::bind("127.0.0.1:53").unwrap());
@@ -207,19 +271,51 @@ fn dead_nameserver_is_named_with_its_origin() {
         std::thread::spawn(move || dns_responder(sock, stop))
     };
     let root = TempDir::new("nsn-dns-root");
-    root.write("etc/resolv.conf", "nameserver 127.0.0.1\nnameserver 10.99.0.53\n");
-    root.write("etc/resolvconf/resolv.conf.d/base", "nameserver 10.99.0.53\n");
+    root.write(
+        "etc/resolv.conf",
+        "nameserver 127.0.0.1\nnameserver 10.99.0.53\n",
+    );
+    root.write(
+        "etc/resolvconf/resolv.conf.d/base",
+        "nameserver 10.99.0.53\n",
+    );
     root.write("etc/nsswitch.conf", "hosts: files dns\n");
-    let o = CollectOptions { probe: Some(ProbeOptions { timeout: Duration::from_millis(400), attempts: 2 }), ..opts(&ns, root.path(), 300) };
+    let o = CollectOptions {
+        probe: Some(ProbeOptions {
+            timeout: Duration::from_millis(400),
+            attempts: 2,
+        }),
+        ..opts(&ns, root.path(), 300)
+    };
     let (facts, r) = collect_and_check(&o, "dead-nameserver");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     responder.join().unwrap();
-    let f = find(&r, "dns-upstream-unreachable").unwrap_or_else(|| panic!("dns-upstream-unreachable not named: {}", show(&r)));
+    let f = find(&r, "dns-upstream-unreachable")
+        .unwrap_or_else(|| panic!("dns-upstream-unreachable not named: {}", show(&r)));
     assert!(f.summary.contains("10.99.0.53"), "{}", f.summary);
-    assert!(f.summary.contains("/etc/resolvconf/resolv.conf.d/base"), "origin not named: {}", f.summary);
-    assert_eq!(f.confidence, netsleuth_core::Confidence::Confirmed, "the other nameserver answered");
-    assert_eq!(r.findings.iter().filter(|f| f.id == "dns-upstream-unreachable").count(), 1, "the live one is not flagged: {}", show(&r));
-    assert!(facts.probes.iter().any(|p| p.nameserver == "127.0.0.1" && p.answered));
+    assert!(
+        f.summary.contains("/etc/resolvconf/resolv.conf.d/base"),
+        "origin not named: {}",
+        f.summary
+    );
+    assert_eq!(
+        f.confidence,
+        netsleuth_core::Confidence::Confirmed,
+        "the other nameserver answered"
+    );
+    assert_eq!(
+        r.findings
+            .iter()
+            .filter(|f| f.id == "dns-upstream-unreachable")
+            .count(),
+        1,
+        "the live one is not flagged: {}",
+        show(&r)
+    );
+    assert!(facts
+        .probes
+        .iter()
+        .any(|p| p.nameserver == "127.0.0.1" && p.answered));
 }
 
 #[test]
@@ -236,33 +332,65 @@ fn musl_container_without_nsswitch_running_old_go_is_named() {
         return;
     };
     let node = Netns::new();
-    kube_service(&node, "10.96.0.10", 53, "udp", &["10.244.0.2:53", "10.244.0.3:53"]);
+    kube_service(
+        &node,
+        "10.96.0.10",
+        53,
+        "udp",
+        &["10.244.0.2:53", "10.244.0.3:53"],
+    );
     let pod = Netns::new();
     let croot = TempDir::new("nsn-musl-root");
     croot.write("etc/resolv.conf", "nameserver 10.96.0.10\nsearch default.svc.cluster.local\noptions ndots:5 single-request-reopen\n");
-    croot.write("etc/hosts", "127.0.0.1 localhost\n10.0.0.5 apiserver.internal\n");
+    croot.write(
+        "etc/hosts",
+        "127.0.0.1 localhost\n10.0.0.5 apiserver.internal\n",
+    );
     std::fs::create_dir_all(croot.path().join("lib")).unwrap();
     std::fs::write(croot.path().join("lib/ld-musl-x86_64.so.1"), &musl).unwrap();
     std::fs::copy(&sleeper, croot.path().join("app")).unwrap();
     let proc_guard = pod.spawn(&["chroot", croot.path().to_str().unwrap(), "/app"]);
     // Wait until the process has entered its root.
     let mut tries = 0;
-    while std::fs::read_link(format!("/proc/{}/root", proc_guard.pid())).map(|p| p == Path::new("/")).unwrap_or(true) {
+    while std::fs::read_link(format!("/proc/{}/root", proc_guard.pid()))
+        .map(|p| p == Path::new("/"))
+        .unwrap_or(true)
+    {
         tries += 1;
         assert!(tries < 100, "chrooted process did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     // `ip netns exec` forks chroot, which execs /app: the pid we hold is the container's process.
     let node_root = TempDir::new("nsn-musl-node");
-    let o = CollectOptions { processes: ProcessScope::Pids(vec![proc_guard.pid()]), ..opts(&node, node_root.path(), 300) };
+    let o = CollectOptions {
+        processes: ProcessScope::Pids(vec![proc_guard.pid()]),
+        ..opts(&node, node_root.path(), 300)
+    };
     let (facts, r) = collect_and_check(&o, "musl-container");
-    let go = find(&r, "go-resolver-dns-first").unwrap_or_else(|| panic!("go-resolver-dns-first not named: {}", show(&r)));
+    let go = find(&r, "go-resolver-dns-first")
+        .unwrap_or_else(|| panic!("go-resolver-dns-first not named: {}", show(&r)));
     assert!(go.summary.contains("go1.15.6"), "{}", go.summary);
-    assert_eq!(go.confidence, netsleuth_core::Confidence::Likely, "apiserver.internal is pinned in /etc/hosts");
-    let id = find(&r, "dns-id-collision").unwrap_or_else(|| panic!("dns-id-collision not named: {}", show(&r)));
+    assert_eq!(
+        go.confidence,
+        netsleuth_core::Confidence::Likely,
+        "apiserver.internal is pinned in /etc/hosts"
+    );
+    let id = find(&r, "dns-id-collision")
+        .unwrap_or_else(|| panic!("dns-id-collision not named: {}", show(&r)));
     assert!(id.summary.contains("musl 1.2.3"), "{}", id.summary);
-    let croot_facts = facts.roots.iter().find(|r| !r.is_node).expect("container root found");
-    assert_eq!(croot_facts.netns.as_deref(), facts.namespaces.iter().find(|n| !n.is_node).map(|n| n.id.as_str()));
+    let croot_facts = facts
+        .roots
+        .iter()
+        .find(|r| !r.is_node)
+        .expect("container root found");
+    assert_eq!(
+        croot_facts.netns.as_deref(),
+        facts
+            .namespaces
+            .iter()
+            .find(|n| !n.is_node)
+            .map(|n| n.id.as_str())
+    );
     // On this kernel clashing A/AAAA entries are inserted, so the race is not claimed …
     assert!(find(&r, "dns-conntrack-race").is_none(), "{}", show(&r));
     // … on 4.19 with two DNS backends it is, and musl ignoring single-request-reopen is the reason.
@@ -270,7 +398,12 @@ fn musl_container_without_nsswitch_running_old_go_is_named() {
     old.kernel = Some("4.19.0".into());
     let r_old = check(&old, &CheckOptions::default());
     let race = find(&r_old, "dns-conntrack-race").unwrap_or_else(|| panic!("{}", show(&r_old)));
-    assert!(race.summary.contains("musl ignores `options single-request-reopen`"), "{}", race.summary);
+    assert!(
+        race.summary
+            .contains("musl ignores `options single-request-reopen`"),
+        "{}",
+        race.summary
+    );
 }
 
 #[test]
@@ -305,13 +438,29 @@ fn collect_and_check_leave_the_node_unchanged() {
     let facts = collect_live(&opts(&ns, root.path(), 300)).unwrap();
     let _ = check(&facts, &CheckOptions::default());
     let after = snapshot(&ns);
-    let names = ["iptables", "nft", "addresses", "links", "routes", "rules", "sysctls", "conntrack"];
+    let names = [
+        "iptables",
+        "nft",
+        "addresses",
+        "links",
+        "routes",
+        "rules",
+        "sysctls",
+        "conntrack",
+    ];
     for ((b, a), n) in before.iter().zip(after.iter()).zip(names) {
         let gone: Vec<&str> = b.lines().filter(|l| !a.lines().any(|x| x == *l)).collect();
         let new: Vec<&str> = a.lines().filter(|l| !b.lines().any(|x| x == *l)).collect();
-        assert!(gone.is_empty() && new.is_empty(), "{n} changed by collect/check: before only {gone:?}, after only {new:?}");
+        assert!(
+            gone.is_empty() && new.is_empty(),
+            "{n} changed by collect/check: before only {gone:?}, after only {new:?}"
+        );
     }
-    assert!(before[7].lines().count() >= 10, "conntrack entries were present to compare: {}", before[7]);
+    assert!(
+        before[7].lines().count() >= 10,
+        "conntrack entries were present to compare: {}",
+        before[7]
+    );
 }
 
 #[test]
@@ -321,7 +470,12 @@ fn host_collection_runs_read_only_without_error() {
         return;
     }
     // The host's own state is not asserted on (tests must not depend on it): only that collecting works.
-    let facts = collect_live(&CollectOptions { samples: 1, processes: ProcessScope::None, ..Default::default() }).expect("collect host");
+    let facts = collect_live(&CollectOptions {
+        samples: 1,
+        processes: ProcessScope::None,
+        ..Default::default()
+    })
+    .expect("collect host");
     assert!(facts.node_netns().is_some());
     assert!(facts.kernel.is_some());
     let _ = check(&facts, &CheckOptions::default());
@@ -336,9 +490,22 @@ fn socket2_listen(addr: &str, backlog: i32) -> std::os::fd::OwnedFd {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0);
         let one: libc::c_int = 1;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            4,
+        );
         let sin = sockaddr(sa);
-        assert_eq!(libc::bind(fd, &sin as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32), 0);
+        assert_eq!(
+            libc::bind(
+                fd,
+                &sin as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32
+            ),
+            0
+        );
         assert_eq!(libc::listen(fd, backlog), 0);
         std::os::fd::OwnedFd::from_raw_fd(fd)
     }
@@ -348,10 +515,18 @@ fn nonblocking_connect(addr: &str) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     let sa: std::net::SocketAddrV4 = addr.parse().unwrap();
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
         assert!(fd >= 0);
         let sin = sockaddr(sa);
-        libc::connect(fd, &sin as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        libc::connect(
+            fd,
+            &sin as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         std::os::fd::OwnedFd::from_raw_fd(fd)
     }
 }
@@ -360,7 +535,9 @@ fn sockaddr(sa: std::net::SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: sa.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*sa.ip()).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*sa.ip()).to_be(),
+        },
         sin_zero: [0; 8],
     }
 }
@@ -369,14 +546,27 @@ fn set_keepalive(s: &TcpStream, idle_s: i32) {
     use std::os::fd::AsRawFd;
     let one: libc::c_int = 1;
     unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE, &one as *const _ as *const libc::c_void, 4);
-        libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &idle_s as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            &one as *const _ as *const libc::c_void,
+            4,
+        );
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            &idle_s as *const _ as *const libc::c_void,
+            4,
+        );
     }
 }
 
 /// Answers every query with an empty NOERROR response, until `stop`.
 fn dns_responder(sock: UdpSocket, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut buf = [0u8; 512];
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         if let Ok((n, peer)) = sock.recv_from(&mut buf) {
@@ -411,6 +601,12 @@ int main(void) { for (;;) pause(); }
     )
     .ok()?;
     let out = dir.join("sleeper");
-    let ok = std::process::Command::new("musl-gcc").args(["-static", "-O1", "-o"]).arg(&out).arg(&src).status().map(|s| s.success()).unwrap_or(false);
+    let ok = std::process::Command::new("musl-gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     ok.then_some(out)
 }

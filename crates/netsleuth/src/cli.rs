@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "netsleuth", version, about = "Names the root cause of Kubernetes/Linux node-networking failures: from a capture, a node, or a lab reproduction.")]
+#[command(
+    name = "netsleuth",
+    version,
+    about = "Names the root cause of Kubernetes/Linux node-networking failures: from a capture, a node, or a lab reproduction."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -9,11 +9,14 @@ use std::path::Path;
 /// Open a capture file or `-` (stdin). Gzip input (`tcpdump -w - | gzip`, `.pcap.gz`) is decompressed.
 pub fn open_capture(path: &Path) -> io::Result<Input> {
     let name = path.display().to_string();
-    let raw: Box<dyn Read + Send> = if name == "-" {
-        Box::new(io::stdin())
-    } else {
-        Box::new(File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open capture {name}: {e}")))?)
-    };
+    let raw: Box<dyn Read + Send> =
+        if name == "-" {
+            Box::new(io::stdin())
+        } else {
+            Box::new(File::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open capture {name}: {e}"))
+            })?)
+        };
     let mut buf = BufReader::with_capacity(1 << 16, raw);
     let head = buf.fill_buf()?;
     let reader: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {

@@ -11,6 +11,17 @@
 //! Frame numbers follow Wireshark: 1-based, counting every packet record (pcap records; pcapng EPB, SPB
 //! and OPB blocks) across all pcapng sections.
 //!
+//! Diagnostic codes (stable):
+//! - `truncated-file`: the input ends inside a record; reading stops (`truncated_file()`).
+//! - `bad-record-length`: a pcap record header with an impossible captured length (resynchronised), or
+//!   a pcapng packet block whose captured length exceeds the block (skipped).
+//! - `bad-block`: pcapng framing broken (length not a multiple of 4, leading and trailing lengths
+//!   differ, no byte-order magic, a block too short for its type); resynchronised on the next block.
+//! - `unknown-interface`: a packet block names an interface its section did not describe (skipped).
+//! - `oversized-record`: more captured bytes than the snap length; kept, as Wireshark keeps them.
+//! - `unreadable-tail`: no valid record found after damage; the rest of the input is ignored.
+//! - `read-error`: the `Read` failed (e.g. a corrupt gzip stream); reading stops.
+//!
 //! Invariant: no panic on any input; no allocation per record; memory bounded by the largest record
 //! (records above `MAX_RECORD_LEN` are refused).
 

@@ -44,7 +44,9 @@ impl Detector {
         let origin = &c.legs[0];
         let Some(synack) = c.synack else { return };
         // The SYN-ACK reached the client's own tuple from an address the client never sent to...
-        let Some(leg_idx) = c.leg_of(&synack) else { return };
+        let Some(leg_idx) = c.leg_of(&synack) else {
+            return;
+        };
         let leg = &c.legs[leg_idx];
         if leg_idx == 0 || leg.client != origin.client || leg.server.ip == origin.server.ip {
             return;
@@ -54,22 +56,40 @@ impl Detector {
             return;
         }
         // ...and the client reset it.
-        let Some(rst) = c.rsts.iter().find(|r| r.from_client && r.leg as usize == leg_idx) else { return };
+        let Some(rst) = c
+            .rsts
+            .iter()
+            .find(|r| r.from_client && r.leg as usize == leg_idx)
+        else {
+            return;
+        };
         self.total += 1;
         if self.cases.len() >= 5 {
             return;
         }
         let mut pkts = vec![(c.syns[0].pkt, format!("SYN to {}", origin.server))];
-        pkts.push((synack, format!("SYN-ACK from {} instead of {}", leg.server, origin.server)));
+        pkts.push((
+            synack,
+            format!("SYN-ACK from {} instead of {}", leg.server, origin.server),
+        ));
         pkts.push((rst.pkt, "client resets the unexpected SYN-ACK".to_string()));
         for s in c.syns.iter().skip(1).take(2) {
             pkts.push((s.pkt, "client retransmits its SYN".to_string()));
         }
-        self.cases.push(Case { client: origin.client, vip: origin.server, backend: leg.server, pkts });
+        self.cases.push(Case {
+            client: origin.client,
+            vip: origin.server,
+            backend: leg.server,
+            pkts,
+        });
     }
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let bridge_nf = ctx.node.sysctl("net.bridge.bridge-nf-call-iptables").map(str::trim).map(str::to_string);
+        let bridge_nf = ctx
+            .node
+            .sysctl("net.bridge.bridge-nf-call-iptables")
+            .map(str::trim)
+            .map(str::to_string);
         for case in self.cases {
             let mut f = Finding::new(
                 &INCIDENT,
@@ -96,7 +116,12 @@ impl Detector {
                 Some(v) => f = f.because(format!("note: the node facts say bridge-nf-call-iptables = {v}; another path bypasses conntrack (e.g. a direct route or hairpin)")),
                 None => f = f.because("the node's bridge-nf-call-iptables setting is not known to this analysis (give --node to check it)"),
             }
-            out.push(with_packets(f, ctx, &case.pkts, "handshake whose reply skipped reverse NAT"));
+            out.push(with_packets(
+                f,
+                ctx,
+                &case.pkts,
+                "handshake whose reply skipped reverse NAT",
+            ));
         }
     }
 }

@@ -65,10 +65,22 @@ impl Detector {
             let vip = r.pre_nat_leg.map(|i| c.legs[i].server);
             let mut pkts = Vec::new();
             if let Some(p) = leg.prev {
-                pkts.push((p, format!("last packet before the silence: {}", p.tcp_what())));
+                pkts.push((
+                    p,
+                    format!("last packet before the silence: {}", p.tcp_what()),
+                ));
             }
-            pkts.push((leg.first, format!("same connection now sent to another backend, no SYN: {}", leg.first.tcp_what())));
-            pkts.push((r.rst, format!("new backend resets it: {}", r.rst.tcp_what())));
+            pkts.push((
+                leg.first,
+                format!(
+                    "same connection now sent to another backend, no SYN: {}",
+                    leg.first.tcp_what()
+                ),
+            ));
+            pkts.push((
+                r.rst,
+                format!("new backend resets it: {}", r.rst.tcp_what()),
+            ));
             self.cases.push(Case {
                 client: leg.client,
                 vip,
@@ -86,9 +98,14 @@ impl Detector {
         // Client view only: a RST without ACK whose seq is exactly what the client had acknowledged is
         // what a host with no socket for the connection sends; after a long silence, the connection's
         // NAT state is the usual suspect.
-        let Some(rst) = c.rsts.iter().find(|r| !r.from_client) else { return };
+        let Some(rst) = c.rsts.iter().find(|r| !r.from_client) else {
+            return;
+        };
         let Some(end) = c.longest_gap_end else { return };
-        if rst.pkt.flags & ACK != 0 || rst.pkt.flags & RST == 0 || c.longest_gap_ns < CLIENT_VIEW_MIN_GAP_NS {
+        if rst.pkt.flags & ACK != 0
+            || rst.pkt.flags & RST == 0
+            || c.longest_gap_ns < CLIENT_VIEW_MIN_GAP_NS
+        {
             return;
         }
         if !(end.src == c.legs[0].client && rst.pkt.ts_ns >= end.ts_ns && rst.pkt.seq == end.ack) {
@@ -103,8 +120,21 @@ impl Detector {
                 new_backend: c.legs[0].server,
                 gap_ns: c.longest_gap_ns,
                 pkts: vec![
-                    (end, format!("first packet after {} of silence: {}", secs(c.longest_gap_ns), end.tcp_what())),
-                    (rst.pkt, format!("reset as from a host without this connection: {}", rst.pkt.tcp_what())),
+                    (
+                        end,
+                        format!(
+                            "first packet after {} of silence: {}",
+                            secs(c.longest_gap_ns),
+                            end.tcp_what()
+                        ),
+                    ),
+                    (
+                        rst.pkt,
+                        format!(
+                            "reset as from a host without this connection: {}",
+                            rst.pkt.tcp_what()
+                        ),
+                    ),
                 ],
                 rst: true,
                 client_view_only: true,
@@ -119,7 +149,9 @@ impl Detector {
             .and_then(|v| v.trim().parse::<i64>().ok());
         for case in self.cases {
             let confidence = if case.client_view_only {
-                let is_service = case.vip.is_some_and(|v| ctx.node.service_for(v.ip, v.port).is_some());
+                let is_service = case
+                    .vip
+                    .is_some_and(|v| ctx.node.service_for(v.ip, v.port).is_some());
                 if is_service && timeout.is_some_and(|t| case.gap_ns >= t * 1_000_000_000) {
                     Confidence::Likely
                 } else {
@@ -130,15 +162,16 @@ impl Detector {
             } else {
                 Confidence::Likely
             };
-            let summary = if case.client_view_only {
-                format!(
+            let summary =
+                if case.client_view_only {
+                    format!(
                     "connection {} → {} reset after {} idle, as by a server without the connection",
                     case.client,
                     case.new_backend,
                     secs(case.gap_ns)
                 )
-            } else {
-                format!(
+                } else {
+                    format!(
                     "connection {} → {} was re-balanced{} to backend {} after {} idle and reset",
                     case.client,
                     case.vip.map(|v| v.to_string()).unwrap_or_else(|| "its Service".into()),
@@ -146,7 +179,7 @@ impl Detector {
                     case.new_backend,
                     secs(case.gap_ns)
                 )
-            };
+                };
             let mut f = Finding::new(&INCIDENT, FindingKind::Incident, confidence, summary);
             if case.client_view_only {
                 f = f
@@ -157,9 +190,13 @@ impl Detector {
                 if case.vip.is_some() {
                     f = f.because("the client's own tuple (to the Service address) stayed the same while the backend changed: both NAT legs are visible");
                 } else {
-                    f = f.because("the pre-DNAT view (client → Service address) is not in the capture");
+                    f = f.because(
+                        "the pre-DNAT view (client → Service address) is not in the capture",
+                    );
                 }
-                f = f.because("the new backend answered with a bare RST (no ACK): it has no such connection");
+                f = f.because(
+                    "the new backend answered with a bare RST (no ACK): it has no such connection",
+                );
                 if !case.rst {
                     f = f.because("the sequence numbers continue only approximately (packets may be missing from the capture)");
                 }
@@ -177,9 +214,17 @@ impl Detector {
                 });
             }
             if self.total > 1 {
-                f = f.because(format!("{} connections in the capture show the same pattern", self.total));
+                f = f.because(format!(
+                    "{} connections in the capture show the same pattern",
+                    self.total
+                ));
             }
-            out.push(with_packets(f, ctx, &case.pkts, "one TCP connection before and after its silence"));
+            out.push(with_packets(
+                f,
+                ctx,
+                &case.pkts,
+                "one TCP connection before and after its silence",
+            ));
         }
     }
 }

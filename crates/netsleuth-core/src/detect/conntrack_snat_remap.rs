@@ -44,17 +44,35 @@ impl Detector {
         for r in remaps(c).into_iter().filter(|r| r.client_changed) {
             let leg = &c.legs[r.leg];
             // The tuple this socket used before: the last leg with the same server endpoint.
-            let Some(old) = c.legs[..r.leg].iter().rev().find(|l| l.server == leg.server) else { continue };
+            let Some(old) = c.legs[..r.leg]
+                .iter()
+                .rev()
+                .find(|l| l.server == leg.server)
+            else {
+                continue;
+            };
             self.total += 1;
             if self.cases.len() >= 5 {
                 continue;
             }
             let mut pkts = Vec::new();
             if let Some(p) = leg.prev {
-                pkts.push((p, format!("last packet under the old tuple: {}", p.tcp_what())));
+                pkts.push((
+                    p,
+                    format!("last packet under the old tuple: {}", p.tcp_what()),
+                ));
             }
-            pkts.push((leg.first, format!("same connection under a new source port, no SYN: {}", leg.first.tcp_what())));
-            pkts.push((r.rst, format!("server resets the unknown tuple: {}", r.rst.tcp_what())));
+            pkts.push((
+                leg.first,
+                format!(
+                    "same connection under a new source port, no SYN: {}",
+                    leg.first.tcp_what()
+                ),
+            ));
+            pkts.push((
+                r.rst,
+                format!("server resets the unknown tuple: {}", r.rst.tcp_what()),
+            ));
             self.cases.push(Case {
                 old_client: old.client,
                 new_client: leg.client,
@@ -69,7 +87,11 @@ impl Detector {
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         for case in self.cases {
-            let confidence = if case.exact { Confidence::Confirmed } else { Confidence::Likely };
+            let confidence = if case.exact {
+                Confidence::Confirmed
+            } else {
+                Confidence::Likely
+            };
             let mut f = Finding::new(
                 &INCIDENT,
                 FindingKind::Incident,
@@ -93,9 +115,17 @@ left off, without a handshake: the same socket was translated anew ({} after its
                 f = f.because("the client-side (pre-SNAT) view kept its tuple while the post-SNAT tuple changed: both NAT legs are visible");
             }
             if self.total > 1 {
-                f = f.because(format!("{} connections in the capture show the same re-translation", self.total));
+                f = f.because(format!(
+                    "{} connections in the capture show the same re-translation",
+                    self.total
+                ));
             }
-            out.push(with_packets(f, ctx, &case.pkts, "same TCP sequence space under two source tuples"));
+            out.push(with_packets(
+                f,
+                ctx,
+                &case.pkts,
+                "same TCP sequence space under two source tuples",
+            ));
         }
     }
 }

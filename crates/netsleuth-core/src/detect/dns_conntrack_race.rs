@@ -46,7 +46,9 @@ fn qt(q: &DnsQuery) -> &'static str {
 
 impl Detector {
     pub fn query(&mut self, f: &FinishedQuery) {
-        let Some(sib) = &f.younger_sibling else { return };
+        let Some(sib) = &f.younger_sibling else {
+            return;
+        };
         let q = &f.query;
         if q.tcp || sib.tcp || q.id == sib.id {
             // Same id is the musl collision, a different incident.
@@ -66,12 +68,18 @@ impl Detector {
         self.total += 1;
         if self.cases.len() < 3 {
             let died_at_nat = answered.points.len() > lost.points.len();
-            self.cases.push(Case { lost: lost.clone(), answered: answered.clone(), died_at_nat });
+            self.cases.push(Case {
+                lost: lost.clone(),
+                answered: answered.clone(),
+                died_at_nat,
+            });
         }
     }
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some(first) = self.cases.first() else { return };
+        let Some(first) = self.cases.first() else {
+            return;
+        };
         let any_nat = self.cases.iter().any(|c| c.died_at_nat);
         let tight = self
             .cases
@@ -84,7 +92,11 @@ impl Detector {
         } else {
             Confidence::Possible
         };
-        let retry_after = first.lost.retry.map(|r| r.ts_ns - first.lost.pkt.ts_ns).unwrap_or(0);
+        let retry_after = first
+            .lost
+            .retry
+            .map(|r| r.ts_ns - first.lost.pkt.ts_ns)
+            .unwrap_or(0);
         let mut f = Finding::new(
             &INCIDENT,
             FindingKind::Incident,
@@ -105,15 +117,46 @@ impl Detector {
         }
         let mut pkts: Vec<(PktRef, String)> = Vec::new();
         for c in &self.cases {
-            pkts.push((c.answered.pkt, format!("{} {}? id=0x{:04x}", qt(&c.answered), c.answered.qname, c.answered.id)));
+            pkts.push((
+                c.answered.pkt,
+                format!(
+                    "{} {}? id=0x{:04x}",
+                    qt(&c.answered),
+                    c.answered.qname,
+                    c.answered.id
+                ),
+            ));
             if let Some(r) = &c.answered.response {
-                pkts.push((r.pkt, format!("answer to {} id=0x{:04x}", qt(&c.answered), c.answered.id)));
+                pkts.push((
+                    r.pkt,
+                    format!("answer to {} id=0x{:04x}", qt(&c.answered), c.answered.id),
+                ));
             }
-            pkts.push((c.lost.pkt, format!("{} {}? id=0x{:04x}: never answered", qt(&c.lost), c.lost.qname, c.lost.id)));
+            pkts.push((
+                c.lost.pkt,
+                format!(
+                    "{} {}? id=0x{:04x}: never answered",
+                    qt(&c.lost),
+                    c.lost.qname,
+                    c.lost.id
+                ),
+            ));
             if let Some(r) = c.lost.retry {
-                pkts.push((r, format!("{} re-sent after {}", qt(&c.lost), secs(r.ts_ns - c.lost.pkt.ts_ns))));
+                pkts.push((
+                    r,
+                    format!(
+                        "{} re-sent after {}",
+                        qt(&c.lost),
+                        secs(r.ts_ns - c.lost.pkt.ts_ns)
+                    ),
+                ));
             }
         }
-        out.push(with_packets(f, ctx, &pkts, "parallel A/AAAA queries, one lost"));
+        out.push(with_packets(
+            f,
+            ctx,
+            &pkts,
+            "parallel A/AAAA queries, one lost",
+        ));
     }
 }

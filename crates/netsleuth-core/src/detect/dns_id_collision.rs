@@ -29,14 +29,25 @@ pub struct Detector {
 
 impl Detector {
     pub fn query(&mut self, f: &FinishedQuery) {
-        let Some(sib) = &f.younger_sibling else { return };
+        let Some(sib) = &f.younger_sibling else {
+            return;
+        };
         let q = &f.query;
         if q.id != sib.id {
             return;
         }
         self.same_id_pairs += 1;
-        let (a, aaaa) = if q.qtype == QTYPE_AAAA { (sib, q) } else { (q, sib) };
-        let t = |x: &DnsQuery| x.response_at_origin.as_ref().or(x.response.as_ref()).map(|r| r.pkt.ts_ns);
+        let (a, aaaa) = if q.qtype == QTYPE_AAAA {
+            (sib, q)
+        } else {
+            (q, sib)
+        };
+        let t = |x: &DnsQuery| {
+            x.response_at_origin
+                .as_ref()
+                .or(x.response.as_ref())
+                .map(|r| r.pkt.ts_ns)
+        };
         let aaaa_first = match (t(a), t(aaaa)) {
             (Some(ta), Some(tb)) => tb < ta,
             (None, Some(_)) => true,
@@ -52,7 +63,9 @@ impl Detector {
     }
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some((a, _)) = self.cases.first() else { return };
+        let Some((a, _)) = self.cases.first() else {
+            return;
+        };
         let mut f = Finding::new(
             &INCIDENT,
             FindingKind::Incident,
@@ -68,19 +81,39 @@ impl Detector {
         .because("both queries left one socket together with one ID, so a client that matches answers by ID alone takes the first answer, the AAAA one, for both")
         .because("the capture cannot show the client's libc; musl before 1.2.4 behaves this way (check the pod's image, e.g. with netsleuth check)");
         if self.same_id_pairs > self.total {
-            f = f.because(format!("{} same-ID pairs in all; in the others the A answer came first", self.same_id_pairs));
+            f = f.because(format!(
+                "{} same-ID pairs in all; in the others the A answer came first",
+                self.same_id_pairs
+            ));
         }
         let mut pkts: Vec<(PktRef, String)> = Vec::new();
         for (a, aaaa) in &self.cases {
             pkts.push((a.pkt, format!("A {}? id=0x{:04x}", a.qname, a.id)));
-            pkts.push((aaaa.pkt, format!("AAAA {}? id=0x{:04x} (same ID)", aaaa.qname, aaaa.id)));
+            pkts.push((
+                aaaa.pkt,
+                format!("AAAA {}? id=0x{:04x} (same ID)", aaaa.qname, aaaa.id),
+            ));
             if let Some(r) = aaaa.response_at_origin.as_ref().or(aaaa.response.as_ref()) {
-                pkts.push((r.pkt, format!("AAAA answer first ({} AAAA records, rcode {})", r.answers_aaaa, r.rcode)));
+                pkts.push((
+                    r.pkt,
+                    format!(
+                        "AAAA answer first ({} AAAA records, rcode {})",
+                        r.answers_aaaa, r.rcode
+                    ),
+                ));
             }
             if let Some(r) = a.response_at_origin.as_ref().or(a.response.as_ref()) {
-                pkts.push((r.pkt, format!("A answer second ({} A records)", r.answers_a)));
+                pkts.push((
+                    r.pkt,
+                    format!("A answer second ({} A records)", r.answers_a),
+                ));
             }
         }
-        out.push(with_packets(f, ctx, &pkts, "parallel queries sharing one DNS ID"));
+        out.push(with_packets(
+            f,
+            ctx,
+            &pkts,
+            "parallel queries sharing one DNS ID",
+        ));
     }
 }

@@ -56,7 +56,12 @@ impl Detector {
     }
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let answering: Vec<IpAddr> = self.servers.iter().filter(|(_, s)| s.answered > 0).map(|(ip, _)| *ip).collect();
+        let answering: Vec<IpAddr> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.answered > 0)
+            .map(|(ip, _)| *ip)
+            .collect();
         for (ip, s) in &self.servers {
             if s.answered > 0 || s.queries < MIN_UNANSWERED {
                 continue;
@@ -88,14 +93,25 @@ impl Detector {
                 ))
             };
             if in_resolv_conf {
-                f = f.because("the server is a nameserver of the node's resolv.conf").with_evidence(Evidence::Config {
-                    source: ctx.node.source.clone(),
-                    line: None,
-                    text: format!("nameserver {ip}"),
-                });
+                f = f
+                    .because("the server is a nameserver of the node's resolv.conf")
+                    .with_evidence(Evidence::Config {
+                        source: ctx.node.source.clone(),
+                        line: None,
+                        text: format!("nameserver {ip}"),
+                    });
             }
-            let pkts: Vec<(PktRef, String)> = s.examples.iter().map(|p| (*p, "query never answered".to_string())).collect();
-            out.push(with_packets(f, ctx, &pkts, "queries to a server that never answers"));
+            let pkts: Vec<(PktRef, String)> = s
+                .examples
+                .iter()
+                .map(|p| (*p, "query never answered".to_string()))
+                .collect();
+            out.push(with_packets(
+                f,
+                ctx,
+                &pkts,
+                "queries to a server that never answers",
+            ));
         }
     }
 }

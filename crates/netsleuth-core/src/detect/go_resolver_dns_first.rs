@@ -32,7 +32,8 @@ impl Detector {
     pub fn query(&mut self, f: &FinishedQuery) {
         let q = &f.query;
         if self.queries.len() < MAX_KEEP && !q.is_retry {
-            self.queries.push((q.pkt, q.qname.clone(), q.qtype, q.response.is_some()));
+            self.queries
+                .push((q.pkt, q.qname.clone(), q.qtype, q.response.is_some()));
         }
     }
 
@@ -42,10 +43,19 @@ impl Detector {
         }
         let pinned = |name: &str| {
             let name = name.trim_end_matches('.');
-            ctx.node.hosts.iter().find(|(_, h)| h.trim_end_matches('.').eq_ignore_ascii_case(name))
+            ctx.node
+                .hosts
+                .iter()
+                .find(|(_, h)| h.trim_end_matches('.').eq_ignore_ascii_case(name))
         };
-        let hits: Vec<_> = self.queries.iter().filter_map(|q| pinned(&q.1).map(|h| (q, h))).collect();
-        let Some(((_, name, _, _), (ip, _))) = hits.first() else { return };
+        let hits: Vec<_> = self
+            .queries
+            .iter()
+            .filter_map(|q| pinned(&q.1).map(|h| (q, h)))
+            .collect();
+        let Some(((_, name, _, _), (ip, _))) = hits.first() else {
+            return;
+        };
         let f = Finding::new(
             &INCIDENT,
             FindingKind::Incident,
@@ -54,7 +64,16 @@ impl Detector {
         )
         .because("a resolver that reads /etc/hosts first would never ask DNS for this name; one that asks DNS first does: Go's pure resolver before 1.16 in an image without /etc/nsswitch.conf")
         .because("the program's Go version and the image's nsswitch.conf are node facts (netsleuth check reads them), not in the capture");
-        let pkts: Vec<(PktRef, String)> = hits.iter().take(4).map(|((p, n, _, _), _)| (*p, format!("query for {n}"))).collect();
-        out.push(with_packets(f, ctx, &pkts, "DNS queries for a name pinned in /etc/hosts"));
+        let pkts: Vec<(PktRef, String)> = hits
+            .iter()
+            .take(4)
+            .map(|((p, n, _, _), _)| (*p, format!("query for {n}")))
+            .collect();
+        out.push(with_packets(
+            f,
+            ctx,
+            &pkts,
+            "DNS queries for a name pinned in /etc/hosts",
+        ));
     }
 }

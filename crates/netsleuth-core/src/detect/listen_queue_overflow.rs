@@ -75,8 +75,15 @@ impl Detector {
             if drops.len() < MIN_DROPS && synack_retrans < MIN_DROPS {
                 continue;
             }
-            let answered = recs.iter().filter(|r| r.answered && !r.first_unanswered()).count();
-            let confidence = if answered > 0 { Confidence::Likely } else { Confidence::Possible };
+            let answered = recs
+                .iter()
+                .filter(|r| r.answered && !r.first_unanswered())
+                .count();
+            let confidence = if answered > 0 {
+                Confidence::Likely
+            } else {
+                Confidence::Possible
+            };
             let mut f = Finding::new(
                 &INCIDENT,
                 FindingKind::Incident,
@@ -108,7 +115,12 @@ impl Detector {
                 }
             }
             mine.extend(drops.iter().map(|r| r.conn));
-            out.push(with_packets(f, ctx, &pkts, "SYNs to a busy listener left unanswered"));
+            out.push(with_packets(
+                f,
+                ctx,
+                &pkts,
+                "SYNs to a busy listener left unanswered",
+            ));
         }
         mine
     }

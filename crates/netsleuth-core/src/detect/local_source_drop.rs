@@ -48,7 +48,10 @@ impl Detector {
                 }
             }
         }
-        let v = self.by_pair.entry((rec.first_syn.src.ip, server)).or_default();
+        let v = self
+            .by_pair
+            .entry((rec.first_syn.src.ip, server))
+            .or_default();
         if v.len() < MAX_KEEP {
             v.push(rec);
         }
@@ -58,7 +61,11 @@ impl Detector {
         let mut pairs: Vec<_> = self.by_pair.into_iter().collect();
         pairs.sort_by_key(|(k, _)| *k);
         for ((src, server), recs) in pairs {
-            if recs.iter().any(|r| r.answered) || recs.iter().any(|r| explained.binary_search(&r.conn).is_ok()) {
+            if recs.iter().any(|r| r.answered)
+                || recs
+                    .iter()
+                    .any(|r| explained.binary_search(&r.conn).is_ok())
+            {
                 continue;
             }
             let transmissions: u32 = recs.iter().map(|r| r.transmissions).sum();
@@ -66,7 +73,8 @@ impl Detector {
                 continue;
             }
             let others_answered = self.answered_servers.get(&server).copied().unwrap_or(0);
-            let node_owned = ctx.node.ipvs_bound_addrs.contains(&src) || ctx.node.local_addrs.contains(&src);
+            let node_owned =
+                ctx.node.ipvs_bound_addrs.contains(&src) || ctx.node.local_addrs.contains(&src);
             let seen_owned = self.answering_ips.contains(&src);
             let confidence = if node_owned {
                 Confidence::Confirmed
@@ -103,7 +111,12 @@ impl Detector {
             for r in recs.iter().take(3) {
                 pkts.extend(r.evidence());
             }
-            out.push(with_packets(f, ctx, &pkts, "SYNs from one source, never answered"));
+            out.push(with_packets(
+                f,
+                ctx,
+                &pkts,
+                "SYNs from one source, never answered",
+            ));
         }
     }
 }

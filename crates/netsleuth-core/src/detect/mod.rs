@@ -85,7 +85,11 @@ impl Context<'_> {
             .map(|(input, mut frames)| {
                 frames.sort_by_key(|f| f.frame);
                 Evidence::Packets {
-                    file: self.inputs.get(input as usize).cloned().unwrap_or_else(|| format!("input {input}")),
+                    file: self
+                        .inputs
+                        .get(input as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("input {input}")),
                     frames,
                     note: note.to_string(),
                 }
@@ -95,7 +99,12 @@ impl Context<'_> {
 }
 
 /// Add packet evidence to a finding.
-pub(crate) fn with_packets(mut f: Finding, ctx: &Context<'_>, pkts: &[(PktRef, String)], note: &str) -> Finding {
+pub(crate) fn with_packets(
+    mut f: Finding,
+    ctx: &Context<'_>,
+    pkts: &[(PktRef, String)],
+    note: &str,
+) -> Finding {
     f.evidence.extend(ctx.packets(pkts, note));
     f
 }
@@ -218,7 +227,13 @@ impl SynRecord {
     pub fn evidence(&self) -> Vec<(PktRef, String)> {
         let mut v = vec![(self.first_syn, "SYN".to_string())];
         for r in self.retransmits.iter().take(3) {
-            v.push((*r, format!("SYN retransmitted after {}", secs(r.ts_ns - self.first_syn.ts_ns))));
+            v.push((
+                *r,
+                format!(
+                    "SYN retransmitted after {}",
+                    secs(r.ts_ns - self.first_syn.ts_ns)
+                ),
+            ));
         }
         if let Some(a) = self.answer {
             v.push((a, a.tcp_what()));
@@ -231,7 +246,6 @@ impl SynRecord {
 /// to travel under another tuple without a new handshake, i.e. NAT translated them differently.
 #[derive(Debug, Clone)]
 pub(crate) struct Remap {
-
     pub leg: usize,
     /// The client-side endpoint is one never seen on this connection before (SNAT chose anew).
     pub client_changed: bool,
@@ -270,7 +284,12 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
         let Some(rst) = c
             .rsts
             .iter()
-            .find(|r| !r.from_client && r.leg as usize == i && r.pkt.ts_ns >= leg.first.ts_ns && r.pkt.flags & ACK == 0)
+            .find(|r| {
+                !r.from_client
+                    && r.leg as usize == i
+                    && r.pkt.ts_ns >= leg.first.ts_ns
+                    && r.pkt.flags & ACK == 0
+            })
             .map(|r| r.pkt)
         else {
             continue;
@@ -279,7 +298,14 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
         // The packet that opened the new leg had been seen on an earlier leg just before: that leg
         // is the pre-NAT view of the same socket, which kept its tuple.
         let pre_nat_leg = leg.copy_of_leg.map(|l| l as usize).filter(|&l| l < i);
-        out.push(Remap { leg: i, client_changed, server_changed, rst, exact, pre_nat_leg });
+        out.push(Remap {
+            leg: i,
+            client_changed,
+            server_changed,
+            rst,
+            exact,
+            pre_nat_leg,
+        });
     }
     out
 }

@@ -61,14 +61,23 @@ impl Detector {
             return;
         }
         let first = &c.syns[0];
-        let Some(later) = c.syns[1..].iter().find(|s| s.legs_seen & !first.legs_seen != 0) else {
+        let Some(later) = c.syns[1..]
+            .iter()
+            .find(|s| s.legs_seen & !first.legs_seen != 0)
+        else {
             // Client view only: the first SYN unanswered, retransmitted ~1 s later, then answered.
             if c.legs.len() == 1 && c.synack.is_some_and(|a| a.ts_ns > c.syns[1].pkt.ts_ns) {
                 let gap = c.syns[1].pkt.ts_ns - first.pkt.ts_ns;
                 if (700_000_000..=1_500_000_000).contains(&gap) {
                     self.total_drops += 1;
                     if self.drops.len() < MAX_KEEP {
-                        self.drops.push(Drop { conn: c.id, syn: first.pkt, through: c.syns[1].pkt, through_after_nat: None, nat_point_seen: false });
+                        self.drops.push(Drop {
+                            conn: c.id,
+                            syn: first.pkt,
+                            through: c.syns[1].pkt,
+                            through_after_nat: None,
+                            nat_point_seen: false,
+                        });
                     }
                 }
             }
@@ -86,7 +95,13 @@ impl Detector {
         let after_nat = c.legs.get(missing).map(|l| l.first);
         self.total_drops += 1;
         if self.drops.len() < MAX_KEEP {
-            self.drops.push(Drop { conn: c.id, syn: first.pkt, through: later.pkt, through_after_nat: after_nat, nat_point_seen: true });
+            self.drops.push(Drop {
+                conn: c.id,
+                syn: first.pkt,
+                through: later.pkt,
+                through_after_nat: after_nat,
+                nat_point_seen: true,
+            });
         }
     }
 
@@ -97,17 +112,32 @@ impl Detector {
             let concurrent = self
                 .syn_times
                 .get(&d.syn.dst)
-                .and_then(|v| v.iter().find(|(t, id, _)| *id != d.conn && (t - d.syn.ts_ns).abs() <= CONCURRENT_NS))
+                .and_then(|v| {
+                    let near = |(t, id, _): &&(i64, u64, PktRef)| {
+                        *id != d.conn && (t - d.syn.ts_ns).abs() <= CONCURRENT_NS
+                    };
+                    // Prefer a partner from another host: that is what collides behind a NAT.
+                    v.iter()
+                        .filter(near)
+                        .find(|x| x.2.src.ip != d.syn.src.ip)
+                        .or_else(|| v.iter().find(near))
+                })
                 .map(|x| x.2);
             if d.nat_point_seen {
                 confirmed.push((d, concurrent));
-            } else if concurrent.is_some() {
+            } else if concurrent.is_some_and(|k| k.src.ip != d.syn.src.ip) {
+                // Without the post-NAT view, only SYNs from several hosts behind one NAT colliding
+                // point at the NAT; one host's SYN burst going unanswered is a listener's story.
                 unproven.push((d, concurrent));
             }
         }
         let mut explained = Vec::new();
         let (cases, confidence) = if !confirmed.is_empty() {
-            let c = if confirmed.iter().any(|(_, k)| k.is_some()) { Confidence::Confirmed } else { Confidence::Likely };
+            let c = if confirmed.iter().any(|(_, k)| k.is_some()) {
+                Confidence::Confirmed
+            } else {
+                Confidence::Likely
+            };
             (confirmed, c)
         } else if unproven.len() >= 2 {
             (unproven, Confidence::Possible)
@@ -141,7 +171,11 @@ impl Detector {
         }
         if !ctx.node.masquerade_without_random_fully.is_empty() {
             for rule in ctx.node.masquerade_without_random_fully.iter().take(3) {
-                f = f.with_evidence(crate::finding::Evidence::Config { source: ctx.node.source.clone(), line: None, text: rule.clone() });
+                f = f.with_evidence(crate::finding::Evidence::Config {
+                    source: ctx.node.source.clone(),
+                    line: None,
+                    text: rule.clone(),
+                });
             }
             f = f.because("the node NATs with rules lacking --random-fully");
         }
@@ -149,17 +183,34 @@ impl Detector {
         for (d, concurrent) in cases.iter().take(3) {
             pkts.push((d.syn, "SYN seen before NAT only".to_string()));
             if let Some(k) = concurrent {
-                pkts.push((*k, "concurrent SYN of another connection to the same destination".to_string()));
+                pkts.push((
+                    *k,
+                    "concurrent SYN of another connection to the same destination".to_string(),
+                ));
             }
-            pkts.push((d.through, format!("retransmission after {}", secs(d.through.ts_ns - d.syn.ts_ns))));
+            pkts.push((
+                d.through,
+                format!(
+                    "retransmission after {}",
+                    secs(d.through.ts_ns - d.syn.ts_ns)
+                ),
+            ));
             if let Some(a) = d.through_after_nat {
                 pkts.push((a, "the retransmission after NAT".to_string()));
             }
         }
         if self.total_drops as usize > cases.len() {
-            f = f.because(format!("{} SYN drops of this shape in all", self.total_drops));
+            f = f.because(format!(
+                "{} SYN drops of this shape in all",
+                self.total_drops
+            ));
         }
-        out.push(with_packets(f, ctx, &pkts, "SYNs lost between the NAT decision and the wire"));
+        out.push(with_packets(
+            f,
+            ctx,
+            &pkts,
+            "SYNs lost between the NAT decision and the wire",
+        ));
         explained
     }
 }

@@ -18,8 +18,8 @@ this). Do not disable tcp_timestamps to work around it.",
 use super::{secs, with_packets, Context, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
-use crate::flow::{seq_diff, Endpoint};
 use crate::flow::FxHashMap;
+use crate::flow::{seq_diff, Endpoint};
 use std::net::IpAddr;
 
 /// TCP_PAWS_MSL: the per-host timestamp is trusted for this long.
@@ -40,7 +40,10 @@ impl Detector {
             return;
         }
         let server = c.legs[c.leg_of(&rec.first_syn).unwrap_or(0)].server;
-        let v = self.by_pair.entry((rec.first_syn.src.ip, server)).or_default();
+        let v = self
+            .by_pair
+            .entry((rec.first_syn.src.ip, server))
+            .or_default();
         if v.len() < MAX_PER_KEY {
             v.push(rec);
         }
@@ -49,7 +52,10 @@ impl Detector {
     /// Returns the ids of connections it explained.
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
         let mut explained = Vec::new();
-        let recycle = ctx.node.sysctl("net.ipv4.tcp_tw_recycle").map(|v| v.trim() == "1");
+        let recycle = ctx
+            .node
+            .sysctl("net.ipv4.tcp_tw_recycle")
+            .map(|v| v.trim() == "1");
         for ((src, server), mut recs) in self.by_pair {
             recs.sort_by_key(|r| r.first_syn.ts_ns);
             let mut last_accepted: Option<(i64, u32, usize)> = None;
@@ -57,8 +63,9 @@ impl Detector {
             let mut dropped_forward = 0u32;
             for (i, r) in recs.iter().enumerate() {
                 let ts = r.tsval.expect("filtered on insert");
-                let backwards = last_accepted
-                    .is_some_and(|(t, v, _)| r.first_syn.ts_ns - t <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0);
+                let backwards = last_accepted.is_some_and(|(t, v, _)| {
+                    r.first_syn.ts_ns - t <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0
+                });
                 if r.first_unanswered() && r.transmissions >= 2 || !r.answered {
                     if backwards {
                         dropped_backwards.push((i, last_accepted.map(|(_, _, j)| j)));
@@ -111,18 +118,35 @@ impl Detector {
                 let r = &recs[*i];
                 if let Some(j) = prev {
                     let p = &recs[*j];
-                    pkts.push((p.first_syn, format!("accepted SYN, TSval {}", p.tsval.unwrap_or(0))));
+                    pkts.push((
+                        p.first_syn,
+                        format!("accepted SYN, TSval {}", p.tsval.unwrap_or(0)),
+                    ));
                     if let Some(a) = p.answer {
                         pkts.push((a, "SYN-ACK".to_string()));
                     }
                 }
-                pkts.push((r.first_syn, format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0))));
+                pkts.push((
+                    r.first_syn,
+                    format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0)),
+                ));
                 for x in r.retransmits.iter().take(3) {
-                    pkts.push((*x, format!("SYN retransmitted after {}", secs(x.ts_ns - r.first_syn.ts_ns))));
+                    pkts.push((
+                        *x,
+                        format!(
+                            "SYN retransmitted after {}",
+                            secs(x.ts_ns - r.first_syn.ts_ns)
+                        ),
+                    ));
                 }
             }
             explained.extend(dropped_backwards.iter().map(|(i, _)| recs[*i].conn));
-            out.push(with_packets(f, ctx, &pkts, "SYNs from one address with timestamps going backwards"));
+            out.push(with_packets(
+                f,
+                ctx,
+                &pkts,
+                "SYNs from one address with timestamps going backwards",
+            ));
         }
         explained
     }

@@ -128,11 +128,13 @@ impl DnsTracker {
     }
 
     fn get(&self, seq: u64) -> Option<&DnsQuery> {
-        seq.checked_sub(self.base).and_then(|i| self.window.get(i as usize))
+        seq.checked_sub(self.base)
+            .and_then(|i| self.window.get(i as usize))
     }
 
     fn get_mut(&mut self, seq: u64) -> Option<&mut DnsQuery> {
-        seq.checked_sub(self.base).and_then(|i| self.window.get_mut(i as usize))
+        seq.checked_sub(self.base)
+            .and_then(|i| self.window.get_mut(i as usize))
     }
 
     pub fn drain_finished(&mut self) -> std::vec::Drain<'_, FinishedQuery> {
@@ -196,7 +198,8 @@ impl DnsTracker {
         // Parallel A/AAAA of one lookup: same socket, same name, the other type, sent together.
         if let Some(&other) = self.by_socket_name.get(&(m.pkt.src, nh)) {
             if let Some(o) = self.get_mut(other) {
-                let paired = (o.qtype == QTYPE_A && m.qtype == QTYPE_AAAA) || (o.qtype == QTYPE_AAAA && m.qtype == QTYPE_A);
+                let paired = (o.qtype == QTYPE_A && m.qtype == QTYPE_AAAA)
+                    || (o.qtype == QTYPE_AAAA && m.qtype == QTYPE_A);
                 if paired && o.sibling.is_none() && m.pkt.ts_ns - o.pkt.ts_ns <= SIBLING_WINDOW_NS {
                     o.sibling = Some(seq);
                     q.sibling = Some(other);
@@ -208,7 +211,10 @@ impl DnsTracker {
         if let Some(&prev) = self.by_client_name_type.get(&retry_key) {
             if let Some(p) = self.get_mut(prev) {
                 let gap = m.pkt.ts_ns - p.pkt.ts_ns;
-                if p.response.is_none() && p.retry.is_none() && (RETRY_MIN_NS..=RETRY_MAX_NS).contains(&gap) {
+                if p.response.is_none()
+                    && p.retry.is_none()
+                    && (RETRY_MIN_NS..=RETRY_MAX_NS).contains(&gap)
+                {
                     p.retry = Some(m.pkt);
                     q.is_retry = true;
                 }
@@ -262,7 +268,9 @@ impl DnsTracker {
     }
 
     fn pop_front(&mut self) {
-        let Some(q) = self.window.pop_front() else { return };
+        let Some(q) = self.window.pop_front() else {
+            return;
+        };
         self.base += 1;
         let nh = name_hash(&q.qname);
         let seq = q.seq;
@@ -282,8 +290,15 @@ impl DnsTracker {
         if remove_if(self.by_client_name_type.get(&(origin.0.ip, nh, q.qtype))) {
             self.by_client_name_type.remove(&(origin.0.ip, nh, q.qtype));
         }
-        let younger_sibling = q.sibling.filter(|&s| s > q.seq).and_then(|s| self.get(s)).cloned();
-        self.finished.push(FinishedQuery { query: q, younger_sibling });
+        let younger_sibling = q
+            .sibling
+            .filter(|&s| s > q.seq)
+            .and_then(|s| self.get(s))
+            .cloned();
+        self.finished.push(FinishedQuery {
+            query: q,
+            younger_sibling,
+        });
     }
 
     /// End of input: finalise everything.

@@ -58,7 +58,13 @@ impl PktRef {
         use crate::wire::tcp_flags::*;
         let f = self.flags;
         let mut s = String::new();
-        for (bit, name) in [(SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK")] {
+        for (bit, name) in [
+            (SYN, "SYN"),
+            (FIN, "FIN"),
+            (RST, "RST"),
+            (PSH, "PSH"),
+            (ACK, "ACK"),
+        ] {
             if f & bit != 0 {
                 if !s.is_empty() {
                     s.push('|');
@@ -69,7 +75,10 @@ impl PktRef {
         if s.is_empty() {
             s.push_str("none");
         }
-        format!("TCP {} seq={} ack={} len={}", s, self.seq, self.ack, self.len)
+        format!(
+            "TCP {} seq={} ack={} len={}",
+            s, self.seq, self.ack, self.len
+        )
     }
 }
 
@@ -94,7 +103,9 @@ impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {

@@ -182,9 +182,10 @@ impl Conn {
     }
 
     pub fn leg_of(&self, pkt: &PktRef) -> Option<usize> {
-        self.legs
-            .iter()
-            .position(|l| (l.client == pkt.src && l.server == pkt.dst) || (l.client == pkt.dst && l.server == pkt.src))
+        self.legs.iter().position(|l| {
+            (l.client == pkt.src && l.server == pkt.dst)
+                || (l.client == pkt.dst && l.server == pkt.src)
+        })
     }
 }
 
@@ -297,7 +298,9 @@ impl TcpEngine {
         let mut new_leg = false;
         let (slot, leg_idx) = match self.legs.get(&key).copied() {
             Some((slot, leg)) => {
-                let conn = self.slab[slot as usize].as_ref().expect("leg index points at a live slot");
+                let conn = self.slab[slot as usize]
+                    .as_ref()
+                    .expect("leg index points at a live slot");
                 // A SYN with another ISN on a known tuple is a new connection reusing the 4-tuple
                 // (e.g. after TIME_WAIT): the old one is over.
                 if is_syn && conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq) {
@@ -310,7 +313,9 @@ impl TcpEngine {
             None => self.attach_new(pkt, ip_ident, is_syn, is_synack, &mut new_leg),
         };
 
-        let conn = self.slab[slot as usize].as_mut().expect("attached slot is live");
+        let conn = self.slab[slot as usize]
+            .as_mut()
+            .expect("attached slot is live");
         let leg = &mut conn.legs[leg_idx as usize];
         let from_client = pkt.src == leg.client;
         leg.last_ts = pkt.ts_ns;
@@ -342,7 +347,12 @@ impl TcpEngine {
             if let Some(r) = conn.rsts.get_mut(prev.rst_idx as usize) {
                 r.legs_seen |= bit;
             }
-            return TcpOutcome { slot, from_client, copy: true, new_leg };
+            return TcpOutcome {
+                slot,
+                from_client,
+                copy: true,
+                new_leg,
+            };
         }
 
         // A unique transmission.
@@ -378,7 +388,12 @@ impl TcpEngine {
             conn.rst_count += 1;
             if conn.rsts.len() < MAX_RSTS {
                 obs.rst_idx = conn.rsts.len() as u8;
-                conn.rsts.push(RstSeen { pkt, leg: leg_idx, from_client, legs_seen: 1 << leg_idx.min(31) });
+                conn.rsts.push(RstSeen {
+                    pkt,
+                    leg: leg_idx,
+                    from_client,
+                    legs_seen: 1 << leg_idx.min(31),
+                });
             }
             conn.closed_ts.get_or_insert(pkt.ts_ns);
         }
@@ -419,28 +434,56 @@ impl TcpEngine {
         let pos = conn.recent_pos as usize % conn.recent.len();
         conn.recent[pos] = obs;
         conn.recent_pos = conn.recent_pos.wrapping_add(1);
-        TcpOutcome { slot, from_client, copy: false, new_leg }
+        TcpOutcome {
+            slot,
+            from_client,
+            copy: false,
+            new_leg,
+        }
     }
 
     /// Find (or create) the connection for a tuple not seen before, and add the tuple as a leg.
-    fn attach_new(&mut self, pkt: PktRef, ip_ident: u16, is_syn: bool, is_synack: bool, new_leg: &mut bool) -> (u32, u8) {
+    fn attach_new(
+        &mut self,
+        pkt: PktRef,
+        ip_ident: u16,
+        is_syn: bool,
+        is_synack: bool,
+        new_leg: &mut bool,
+    ) -> (u32, u8) {
         // 1. Handshake packets carry the client ISN.
         if is_syn || is_synack {
-            let isn = if is_syn { pkt.seq } else { pkt.ack.wrapping_sub(1) };
+            let isn = if is_syn {
+                pkt.seq
+            } else {
+                pkt.ack.wrapping_sub(1)
+            };
             if let Some(&slot) = self.by_isn.get(&isn) {
                 if let Some(conn) = self.slab[slot as usize].as_ref() {
                     // A SYN joins only as a copy of a transmission already seen (same IPv4 identification,
                     // within the copy window): scanners reuse one ISN for many SYNs to many ports.
                     let join = if is_syn {
                         conn.recent.iter().any(|o| {
-                            o.valid && o.flags == pkt.flags && o.seq == isn && o.ident == ip_ident && is_copy_time(o, pkt.ts_ns, pkt.input)
+                            o.valid
+                                && o.flags == pkt.flags
+                                && o.seq == isn
+                                && o.ident == ip_ident
+                                && is_copy_time(o, pkt.ts_ns, pkt.input)
                         })
                     } else {
-                        let recent_syn = conn.syns.last().map(|s| s.pkt.ts_ns).unwrap_or(conn.first_ts);
+                        let recent_syn = conn
+                            .syns
+                            .last()
+                            .map(|s| s.pkt.ts_ns)
+                            .unwrap_or(conn.first_ts);
                         (pkt.ts_ns - recent_syn).abs() <= SYN_JOIN_WINDOW_NS
                     };
                     if conn.client_isn == Some(isn) && join {
-                        let (client, server) = if is_syn { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+                        let (client, server) = if is_syn {
+                            (pkt.src, pkt.dst)
+                        } else {
+                            (pkt.dst, pkt.src)
+                        };
                         if let Some(leg) = self.add_leg(slot, client, server, pkt, false) {
                             *new_leg = true;
                             return (slot, leg);
@@ -448,7 +491,11 @@ impl TcpEngine {
                     }
                 }
             }
-            let (client, server) = if is_syn { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+            let (client, server) = if is_syn {
+                (pkt.src, pkt.dst)
+            } else {
+                (pkt.dst, pkt.src)
+            };
             let slot = self.new_conn(pkt.ts_ns);
             let conn = self.slab[slot as usize].as_mut().expect("new slot");
             conn.roles_known = true;
@@ -462,7 +509,11 @@ impl TcpEngine {
         }
         // 2. A mid-stream segment: does it continue a known connection's sequence space?
         if let Some((slot, from_client)) = self.find_by_sequence(&pkt) {
-            let (client, server) = if from_client { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+            let (client, server) = if from_client {
+                (pkt.src, pkt.dst)
+            } else {
+                (pkt.dst, pkt.src)
+            };
             if let Some(leg) = self.add_leg(slot, client, server, pkt, true) {
                 *new_leg = true;
                 self.stats.mid_stream_legs += 1;
@@ -470,7 +521,11 @@ impl TcpEngine {
             }
         }
         // 3. A connection whose start the capture missed: guess roles from the ports.
-        let (client, server) = if pkt.src.port > pkt.dst.port { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
+        let (client, server) = if pkt.src.port > pkt.dst.port {
+            (pkt.src, pkt.dst)
+        } else {
+            (pkt.dst, pkt.src)
+        };
         let slot = self.new_conn(pkt.ts_ns);
         let leg = self.add_leg(slot, client, server, pkt, false).unwrap_or(0);
         (slot, leg)
@@ -478,9 +533,12 @@ impl TcpEngine {
 
     fn find_by_sequence(&self, pkt: &PktRef) -> Option<(u32, bool)> {
         let has_ack = pkt.flags & ACK != 0;
-        let near = |x: u32, n: Option<u32>| n.is_some_and(|n| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW);
+        let near =
+            |x: u32, n: Option<u32>| n.is_some_and(|n| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW);
         let check = |slot: u32, from_client: bool| -> bool {
-            let Some(c) = self.slab.get(slot as usize).and_then(|c| c.as_ref()) else { return false };
+            let Some(c) = self.slab.get(slot as usize).and_then(|c| c.as_ref()) else {
+                return false;
+            };
             if !c.established && c.next_seq[0].is_none() {
                 return false;
             }
@@ -494,7 +552,11 @@ impl TcpEngine {
         };
         let candidates = |client: Endpoint, server: Endpoint| {
             let a = self.by_client.get(&client).into_iter().flatten();
-            let b = self.by_client_ip_server.get(&(client.ip, server)).into_iter().flatten();
+            let b = self
+                .by_client_ip_server
+                .get(&(client.ip, server))
+                .into_iter()
+                .flatten();
             a.chain(b).copied()
         };
         for slot in candidates(pkt.src, pkt.dst) {
@@ -529,7 +591,14 @@ impl TcpEngine {
         }
     }
 
-    fn add_leg(&mut self, slot: u32, client: Endpoint, server: Endpoint, pkt: PktRef, mid: bool) -> Option<u8> {
+    fn add_leg(
+        &mut self,
+        slot: u32,
+        client: Endpoint,
+        server: Endpoint,
+        pkt: PktRef,
+        mid: bool,
+    ) -> Option<u8> {
         let conn = self.slab[slot as usize].as_mut()?;
         if conn.legs.len() >= MAX_LEGS {
             return None;
@@ -543,12 +612,20 @@ impl TcpEngine {
             .map(|n| {
                 let a = seq_diff(pkt.seq, n);
                 let b = seq_diff(pkt.seq.wrapping_add(pkt.len), n);
-                if a.abs() <= b.abs() { a } else { b }
+                if a.abs() <= b.abs() {
+                    a
+                } else {
+                    b
+                }
             })
             .unwrap_or(i64::MAX);
-        let ack_offset = conn.next_seq[1 - dir].map(|n| seq_diff(pkt.ack, n)).unwrap_or(i64::MAX);
+        let ack_offset = conn.next_seq[1 - dir]
+            .map(|n| seq_diff(pkt.ack, n))
+            .unwrap_or(i64::MAX);
         let (prev, gap, copy_of_leg) = match conn.last_pkt {
-            Some(last) if same_transmission(&last, &pkt) => (conn.prev_pkt, conn.last_gap_ns, Some(conn.last_leg)),
+            Some(last) if same_transmission(&last, &pkt) => {
+                (conn.prev_pkt, conn.last_gap_ns, Some(conn.last_leg))
+            }
             Some(last) => (Some(last), pkt.ts_ns - last.ts_ns, None),
             None => (None, 0, None),
         };
@@ -570,7 +647,10 @@ impl TcpEngine {
         self.stats.legs += 1;
         self.legs.insert(LegKey::new(client, server), (slot, idx));
         self.by_client.entry(client).or_default().push(slot);
-        let list = self.by_client_ip_server.entry((client.ip, server)).or_default();
+        let list = self
+            .by_client_ip_server
+            .entry((client.ip, server))
+            .or_default();
         // Lazy removal: finalised slots are pruned when the list doubles.
         if list.len() >= 8 && list.len().is_power_of_two() {
             let slab = &self.slab;
@@ -581,7 +661,9 @@ impl TcpEngine {
     }
 
     fn finalise(&mut self, slot: u32) {
-        let Some(conn) = self.slab[slot as usize].take() else { return };
+        let Some(conn) = self.slab[slot as usize].take() else {
+            return;
+        };
         self.live -= 1;
         self.free.push(slot);
         for leg in &conn.legs {
@@ -645,10 +727,18 @@ fn is_copy(prev: &Obs, obs: &Obs) -> bool {
 }
 
 fn is_copy_time(prev: &Obs, ts: i64, input: u16) -> bool {
-    let window = if prev.input == input { COPY_WINDOW_NS } else { COPY_WINDOW_CROSS_INPUT_NS };
+    let window = if prev.input == input {
+        COPY_WINDOW_NS
+    } else {
+        COPY_WINDOW_CROSS_INPUT_NS
+    };
     (ts - prev.ts).abs() <= window
 }
 
 fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
-    a.seq == b.seq && a.ack == b.ack && a.flags == b.flags && a.len == b.len && (b.ts_ns - a.ts_ns).abs() <= COPY_WINDOW_CROSS_INPUT_NS
+    a.seq == b.seq
+        && a.ack == b.ack
+        && a.flags == b.flags
+        && a.len == b.len
+        && (b.ts_ns - a.ts_ns).abs() <= COPY_WINDOW_CROSS_INPUT_NS
 }

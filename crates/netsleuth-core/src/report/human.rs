@@ -6,12 +6,25 @@ use std::fmt::Write;
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
-    let incidents: Vec<_> = r.findings.iter().filter(|f| f.kind == FindingKind::Incident).collect();
-    let risks: Vec<_> = r.findings.iter().filter(|f| f.kind == FindingKind::LatentRisk).collect();
+    let incidents: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Incident)
+        .collect();
+    let risks: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::LatentRisk)
+        .collect();
     if incidents.is_empty() {
         let _ = writeln!(out, "No incident found in {}.", r.inputs.join(", "));
     } else {
-        let _ = writeln!(out, "{} incident finding(s) in {}:", incidents.len(), r.inputs.join(", "));
+        let _ = writeln!(
+            out,
+            "{} incident finding(s) in {}:",
+            incidents.len(),
+            r.inputs.join(", ")
+        );
         for f in &incidents {
             let _ = writeln!(out, "  [{}] {}: {}", f.confidence.as_str(), f.id, f.summary);
         }
@@ -27,7 +40,14 @@ pub fn render(r: &Report) -> String {
             FindingKind::Incident => "incident",
             FindingKind::LatentRisk => "latent risk",
         };
-        let _ = writeln!(out, "\n{}. {} ({}, {})", i + 1, f.id, kind, f.confidence.as_str());
+        let _ = writeln!(
+            out,
+            "\n{}. {} ({}, {})",
+            i + 1,
+            f.id,
+            kind,
+            f.confidence.as_str()
+        );
         let _ = writeln!(out, "   {}", f.summary);
         if !f.reasoning.is_empty() {
             let _ = writeln!(out, "   Why {}:", f.confidence.as_str());
@@ -56,9 +76,18 @@ pub fn render(r: &Report) -> String {
                         );
                     }
                 }
-                Evidence::Counter { source, name, before, after } => {
+                Evidence::Counter {
+                    source,
+                    name,
+                    before,
+                    after,
+                } => {
                     let _ = match before {
-                        Some(b) => writeln!(out, "     {source}: {name} {b} → {after} (+{})", after.saturating_sub(*b)),
+                        Some(b) => writeln!(
+                            out,
+                            "     {source}: {name} {b} → {after} (+{})",
+                            after.saturating_sub(*b)
+                        ),
                         None => writeln!(out, "     {source}: {name} = {after}"),
                     };
                 }
@@ -95,7 +124,11 @@ pub fn render(r: &Report) -> String {
             if let Some(l) = d.line {
                 let _ = write!(loc, " (first at line {l})");
             }
-            let _ = writeln!(out, "  {}: {} ×{}{}: {}", d.source, d.code, d.count, loc, d.message);
+            let _ = writeln!(
+                out,
+                "  {}: {} ×{}{}: {}",
+                d.source, d.code, d.count, loc, d.message
+            );
         }
     }
     out

@@ -55,12 +55,23 @@ pub fn render(r: &Report) -> String {
     let doc = Document {
         schema: SCHEMA,
         version: SCHEMA_VERSION,
-        tool: Tool { name: "netsleuth", version: env!("CARGO_PKG_VERSION") },
+        tool: Tool {
+            name: "netsleuth",
+            version: env!("CARGO_PKG_VERSION"),
+        },
         command: r.command,
         inputs: &r.inputs,
         summary: Summary {
-            incidents: r.findings.iter().filter(|f| f.kind == FindingKind::Incident).count(),
-            latent_risks: r.findings.iter().filter(|f| f.kind == FindingKind::LatentRisk).count(),
+            incidents: r
+                .findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::Incident)
+                .count(),
+            latent_risks: r
+                .findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::LatentRisk)
+                .count(),
             exit_code: exit_code(r),
         },
         findings: &r.findings,

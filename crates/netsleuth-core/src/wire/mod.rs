@@ -140,7 +140,11 @@ pub enum Transport<'a> {
     Tcp(TcpSegment<'a>),
     Udp(UdpDatagram<'a>),
     /// ICMP/ICMPv6: type and code.
-    Icmp { v6: bool, icmp_type: u8, code: u8 },
+    Icmp {
+        v6: bool,
+        icmp_type: u8,
+        code: u8,
+    },
     /// A non-first fragment, or a protocol we do not decode.
     Other,
 }
@@ -177,7 +181,11 @@ pub enum DecodeError {
     /// The frame ended before a header that must be there; `offset` is from the frame start.
     Truncated { layer: Layer, offset: usize },
     /// A header field is impossible (IP version 7, header length below minimum...).
-    Malformed { layer: Layer, offset: usize, what: &'static str },
+    Malformed {
+        layer: Layer,
+        offset: usize,
+        what: &'static str,
+    },
 }
 
 /// Decode one captured frame of the given link type.

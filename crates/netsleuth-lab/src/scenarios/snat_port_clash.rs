@@ -22,6 +22,9 @@ const CLIENTS: usize = 4;
 const SNAT_PORTS: &str = "40000-40003";
 const FIRST_SERVER_PORT: u16 = 9000;
 const MAX_ROUNDS: u16 = 40;
+/// The mitigated run shows the same simultaneous connects, fewer times (a clash is then a 1-in-10⁴
+/// event per round, and 40 rounds of captures would only bloat the fixtures).
+const MITIGATED_ROUNDS: u16 = 10;
 const BUDGET: Duration = Duration::from_secs(14);
 const SOURCE_PORT: u16 = 33000;
 
@@ -123,7 +126,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         if !lab.mitigated && !slow.is_empty() {
             break;
         }
-        if started.elapsed() > BUDGET {
+        if (lab.mitigated && rounds >= MITIGATED_ROUNDS as u32) || started.elapsed() > BUDGET {
             break;
         }
     }
@@ -138,7 +141,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     if let Some(max) = slow.iter().max() {
         out.measure("slowest connect", max.as_secs_f64(), "s");
         out.symptom = Some(format!(
-            "{} connect(s) took ≥ 1 s ({:.2} s) in round {rounds} of {CLIENTS} simultaneous connects: the first SYN was dropped at conntrack insertion after SNAT gave it a port another SYN had just taken, and was retransmitted",
+            "{} connect(s) took ≥ 1 s ({:.2} s) in round {rounds} of simultaneous connects by {CLIENTS} pods from one source port: the first SYN was dropped at conntrack insertion after SNAT gave it a port another SYN had just taken, and was retransmitted",
             slow.len(),
             max.as_secs_f64()
         ));

@@ -10,8 +10,8 @@ pub mod run;
 
 use crate::binary::go_build_info;
 use crate::facts::{
-    paths, ArtifactEntry, ArtifactStatus, Artifacts, GoBinary, Manifest, NamespaceEntry, NodeFacts, RootEntry,
-    SampleEntry, BUNDLE_SCHEMA,
+    paths, ArtifactEntry, ArtifactStatus, Artifacts, GoBinary, Manifest, NamespaceEntry, NodeFacts,
+    RootEntry, SampleEntry, BUNDLE_SCHEMA,
 };
 use crate::parse::conntrack::{ConntrackSummarizer, SummaryLimits};
 use crate::probe::{probe_one, ProbeOptions, ProbeResult};
@@ -83,11 +83,20 @@ impl Default for CollectOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("cannot open the target network namespace {path}: {source} (hint: run as root; check the path)")]
-    Target { path: PathBuf, source: std::io::Error },
+    Target {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read the node root {path}: {source}")]
-    Root { path: PathBuf, source: std::io::Error },
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot list processes in {path}: {source} (hint: is procfs mounted there?)")]
-    Proc { path: PathBuf, source: std::io::Error },
+    Proc {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a collection is building: artifacts and their manifest entries.
@@ -99,16 +108,31 @@ struct Sink {
 
 impl Sink {
     fn ok(&mut self, path: String, source: &str, bytes: Vec<u8>) {
-        self.entries.push(ArtifactEntry { path: path.clone(), status: ArtifactStatus::Ok, source: source.into(), error: None });
+        self.entries.push(ArtifactEntry {
+            path: path.clone(),
+            status: ArtifactStatus::Ok,
+            source: source.into(),
+            error: None,
+        });
         self.artifacts.insert(path, bytes);
     }
 
     fn absent(&mut self, path: String, source: &str) {
-        self.entries.push(ArtifactEntry { path, status: ArtifactStatus::Absent, source: source.into(), error: None });
+        self.entries.push(ArtifactEntry {
+            path,
+            status: ArtifactStatus::Absent,
+            source: source.into(),
+            error: None,
+        });
     }
 
     fn failed(&mut self, path: String, source: &str, error: String) {
-        self.entries.push(ArtifactEntry { path, status: ArtifactStatus::Failed, source: source.into(), error: Some(error) });
+        self.entries.push(ArtifactEntry {
+            path,
+            status: ArtifactStatus::Failed,
+            source: source.into(),
+            error: Some(error),
+        });
     }
 
     fn file(&mut self, path: String, file: &Path) {
@@ -146,7 +170,10 @@ fn list_processes(proc_root: &Path, scope: &ProcessScope) -> Result<Vec<Proc>, C
         ProcessScope::None => return Ok(Vec::new()),
         ProcessScope::Pids(p) => p.clone(),
         ProcessScope::All => std::fs::read_dir(proc_root)
-            .map_err(|source| CollectError::Proc { path: proc_root.into(), source })?
+            .map_err(|source| CollectError::Proc {
+                path: proc_root.into(),
+                source,
+            })?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect(),
     };
@@ -154,11 +181,22 @@ fn list_processes(proc_root: &Path, scope: &ProcessScope) -> Result<Vec<Proc>, C
     for pid in pids {
         let base = proc_root.join(pid.to_string());
         // Processes come and go while we look: a vanished one is simply skipped.
-        let (Ok(ns), Ok(root)) = (std::fs::metadata(base.join("ns/net")), std::fs::metadata(base.join("root"))) else {
+        let (Ok(ns), Ok(root)) = (
+            std::fs::metadata(base.join("ns/net")),
+            std::fs::metadata(base.join("root")),
+        ) else {
             continue;
         };
-        let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
-        out.push(Proc { pid, comm, netns: ns.ino(), root: (root.dev(), root.ino()) });
+        let comm = std::fs::read_to_string(base.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.push(Proc {
+            pid,
+            comm,
+            netns: ns.ino(),
+            root: (root.dev(), root.ino()),
+        });
     }
     Ok(out)
 }
@@ -178,20 +216,40 @@ struct RootPlan {
 pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     let started = SystemTime::now();
     let (node_path, node_inode) = match &opts.target {
-        Target::Host => (None, std::fs::metadata(opts.proc_root.join("self/ns/net")).map(|m| m.ino()).ok()),
+        Target::Host => (
+            None,
+            std::fs::metadata(opts.proc_root.join("self/ns/net"))
+                .map(|m| m.ino())
+                .ok(),
+        ),
         Target::Netns(p) => {
-            let m = std::fs::metadata(p).map_err(|source| CollectError::Target { path: p.clone(), source })?;
-            std::fs::File::open(p).map_err(|source| CollectError::Target { path: p.clone(), source })?;
+            let m = std::fs::metadata(p).map_err(|source| CollectError::Target {
+                path: p.clone(),
+                source,
+            })?;
+            std::fs::File::open(p).map_err(|source| CollectError::Target {
+                path: p.clone(),
+                source,
+            })?;
             (Some(p.clone()), Some(m.ino()))
         }
     };
-    let root_meta = std::fs::metadata(&opts.root).map_err(|source| CollectError::Root { path: opts.root.clone(), source })?;
+    let root_meta = std::fs::metadata(&opts.root).map_err(|source| CollectError::Root {
+        path: opts.root.clone(),
+        source,
+    })?;
     let node_root_id = (root_meta.dev(), root_meta.ino());
     let procs = list_processes(&opts.proc_root, &opts.processes)?;
 
     // Namespaces: the node's first, then one per distinct inode, entered through one of its processes.
     let mut namespaces = vec![NsPlan {
-        entry: NamespaceEntry { id: "node".into(), inode: node_inode, is_node: true, pids: vec![], comms: vec![] },
+        entry: NamespaceEntry {
+            id: "node".into(),
+            inode: node_inode,
+            is_node: true,
+            pids: vec![],
+            comms: vec![],
+        },
         path: node_path.clone(),
     }];
     let mut roots = vec![RootPlan {
@@ -270,13 +328,19 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     for ns in &namespaces {
         let (s, at) = sample(opts, ns, 1, t0);
         sink.merge(s);
-        samples.push(SampleEntry { index: 1, offset_ms: at, netns: ns.entry.id.clone() });
+        samples.push(SampleEntry {
+            index: 1,
+            offset_ms: at,
+            netns: ns.entry.id.clone(),
+        });
     }
     for ns in &namespaces {
         sink.merge(collect_static(opts, ns));
     }
     for idx in 2..=nsamples {
-        let due = opts.interval.mul_f64((idx - 1) as f64 / (nsamples - 1) as f64);
+        let due = opts
+            .interval
+            .mul_f64((idx - 1) as f64 / (nsamples - 1) as f64);
         let elapsed = t0.elapsed();
         if due > elapsed {
             std::thread::sleep(due - elapsed);
@@ -284,12 +348,20 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
         for ns in &namespaces {
             let (s, at) = sample(opts, ns, idx, t0);
             sink.merge(s);
-            samples.push(SampleEntry { index: idx, offset_ms: at, netns: ns.entry.id.clone() });
+            samples.push(SampleEntry {
+                index: idx,
+                offset_ms: at,
+                netns: ns.entry.id.clone(),
+            });
         }
     }
     // Offsets are relative to each namespace's own first sample.
     for ns in &namespaces {
-        let first = samples.iter().find(|s| s.netns == ns.entry.id && s.index == 1).map(|s| s.offset_ms).unwrap_or(0);
+        let first = samples
+            .iter()
+            .find(|s| s.netns == ns.entry.id && s.index == 1)
+            .map(|s| s.offset_ms)
+            .unwrap_or(0);
         for s in samples.iter_mut().filter(|s| s.netns == ns.entry.id) {
             s.offset_ms = s.offset_ms.saturating_sub(first);
         }
@@ -299,9 +371,18 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
         sink.merge(collect_root(opts, r));
     }
 
-    let kernel = sink.artifacts.get(paths::KERNEL).map(|b| String::from_utf8_lossy(b).trim().to_string());
-    let hostname = sink.artifacts.get(paths::HOSTNAME).map(|b| String::from_utf8_lossy(b).trim().to_string());
-    let unix_ms = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let kernel = sink
+        .artifacts
+        .get(paths::KERNEL)
+        .map(|b| String::from_utf8_lossy(b).trim().to_string());
+    let hostname = sink
+        .artifacts
+        .get(paths::HOSTNAME)
+        .map(|b| String::from_utf8_lossy(b).trim().to_string());
+    let unix_ms = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let manifest = Manifest {
         schema: BUNDLE_SCHEMA.into(),
         tool: format!("netsleuth-node {}", env!("CARGO_PKG_VERSION")),
@@ -320,7 +401,10 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     };
     let mut facts = NodeFacts::from_artifacts(manifest, sink.artifacts);
     for (f, plan) in facts.namespaces.iter_mut().zip(namespaces.iter()) {
-        f.live_path = plan.path.clone().or_else(|| Some(opts.proc_root.join("self/ns/net")));
+        f.live_path = plan
+            .path
+            .clone()
+            .or_else(|| Some(opts.proc_root.join("self/ns/net")));
     }
     if let Some(p) = &opts.probe {
         let results = probe_nameservers(&facts, p);
@@ -335,11 +419,24 @@ fn sample(opts: &CollectOptions, ns: &NsPlan, index: u32, t0: Instant) -> (Sink,
     let proc_net = opts.proc_root.join("thread-self/net");
     let res = in_netns(ns.path.as_deref(), || {
         let mut s = Sink::default();
-        s.file(format!("{pre}/{}", paths::NETSTAT), &proc_net.join("netstat"));
+        s.file(
+            format!("{pre}/{}", paths::NETSTAT),
+            &proc_net.join("netstat"),
+        );
         s.file(format!("{pre}/{}", paths::SNMP), &proc_net.join("snmp"));
-        s.file(format!("{pre}/{}", paths::RT_CACHE), &proc_net.join("stat/rt_cache"));
-        s.file(format!("{pre}/{}", paths::CT_STAT), &proc_net.join("stat/nf_conntrack"));
-        s.command(format!("{pre}/{}", paths::CT_S), &["conntrack", "-S"], opts.command_timeout);
+        s.file(
+            format!("{pre}/{}", paths::RT_CACHE),
+            &proc_net.join("stat/rt_cache"),
+        );
+        s.file(
+            format!("{pre}/{}", paths::CT_STAT),
+            &proc_net.join("stat/nf_conntrack"),
+        );
+        s.command(
+            format!("{pre}/{}", paths::CT_S),
+            &["conntrack", "-S"],
+            opts.command_timeout,
+        );
         s
     });
     let off = t0.elapsed().as_millis() as u64;
@@ -359,20 +456,35 @@ fn read_sysctls(proc_root: &Path) -> String {
     let mut out = Vec::new();
     let mut stack = vec![base.join("net")];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 // Per-device neighbour tables are thousands of files that no detector reads.
-                let rel = p.strip_prefix(&base).unwrap_or(&p).to_string_lossy().into_owned();
-                if (rel.starts_with("net/ipv4/neigh/") || rel.starts_with("net/ipv6/neigh/")) && !rel.ends_with("/default") {
+                let rel = p
+                    .strip_prefix(&base)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                if (rel.starts_with("net/ipv4/neigh/") || rel.starts_with("net/ipv6/neigh/"))
+                    && !rel.ends_with("/default")
+                {
                     continue;
                 }
                 stack.push(p);
             } else if let Ok(v) = std::fs::read_to_string(&p) {
-                let key = p.strip_prefix(&base).unwrap_or(&p).to_string_lossy().replace('/', ".");
-                out.push(format!("{key} = {}", v.split_whitespace().collect::<Vec<_>>().join("\t")));
+                let key = p
+                    .strip_prefix(&base)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .replace('/', ".");
+                out.push(format!(
+                    "{key} = {}",
+                    v.split_whitespace().collect::<Vec<_>>().join("\t")
+                ));
             }
         }
     }
@@ -386,29 +498,64 @@ fn collect_static(opts: &CollectOptions, ns: &NsPlan) -> Sink {
     let proc_net = opts.proc_root.join("thread-self/net");
     let res = in_netns(ns.path.as_deref(), || {
         let mut s = Sink::default();
-        s.ok(format!("{pre}/{}", paths::SYSCTL), "/proc/sys/net", read_sysctls(&opts.proc_root).into_bytes());
+        s.ok(
+            format!("{pre}/{}", paths::SYSCTL),
+            "/proc/sys/net",
+            read_sysctls(&opts.proc_root).into_bytes(),
+        );
         // Conntrack first: its entries are what changes fastest while we look.
         collect_conntrack(opts, &pre, &proc_net, &mut s);
         s.command(format!("{pre}/{}", paths::IPTABLES), &["iptables-save"], t);
-        s.command(format!("{pre}/{}", paths::IP6TABLES), &["ip6tables-save"], t);
+        s.command(
+            format!("{pre}/{}", paths::IP6TABLES),
+            &["ip6tables-save"],
+            t,
+        );
         collect_nft(&pre, t, &mut s);
         if proc_net.join("ip_vs").exists() {
             match run_text(&["ipvsadm", "-Ln"], t) {
-                Ok(text) => s.ok(format!("{pre}/{}", paths::IPVS), "ipvsadm -Ln", text.into_bytes()),
+                Ok(text) => s.ok(
+                    format!("{pre}/{}", paths::IPVS),
+                    "ipvsadm -Ln",
+                    text.into_bytes(),
+                ),
                 Err(_) => s.file(format!("{pre}/{}", paths::IPVS), &proc_net.join("ip_vs")),
             }
         }
-        s.command(format!("{pre}/{}", paths::ADDR), &["ip", "-j", "-d", "addr", "show"], t);
+        s.command(
+            format!("{pre}/{}", paths::ADDR),
+            &["ip", "-j", "-d", "addr", "show"],
+            t,
+        );
         match (
             run_text(&["ip", "-4", "-j", "route", "show", "table", "all"], t),
             run_text(&["ip", "-6", "-j", "route", "show", "table", "all"], t),
         ) {
-            (Ok(a), Ok(b)) => s.ok(format!("{pre}/{}", paths::ROUTE), "ip -4/-6 -j route show table all", format!("{}\n{}", a.trim(), b.trim()).into_bytes()),
-            (Err(e), _) | (_, Err(e)) => s.failed(format!("{pre}/{}", paths::ROUTE), "ip -j route show table all", e.to_string()),
+            (Ok(a), Ok(b)) => s.ok(
+                format!("{pre}/{}", paths::ROUTE),
+                "ip -4/-6 -j route show table all",
+                format!("{}\n{}", a.trim(), b.trim()).into_bytes(),
+            ),
+            (Err(e), _) | (_, Err(e)) => s.failed(
+                format!("{pre}/{}", paths::ROUTE),
+                "ip -j route show table all",
+                e.to_string(),
+            ),
         }
-        match (run_text(&["ip", "-4", "-j", "rule"], t), run_text(&["ip", "-6", "-j", "rule"], t)) {
-            (Ok(a), Ok(b)) => s.ok(format!("{pre}/{}", paths::RULE), "ip -4/-6 -j rule", format!("{}\n{}", a.trim(), b.trim()).into_bytes()),
-            (Err(e), _) | (_, Err(e)) => s.failed(format!("{pre}/{}", paths::RULE), "ip -j rule", e.to_string()),
+        match (
+            run_text(&["ip", "-4", "-j", "rule"], t),
+            run_text(&["ip", "-6", "-j", "rule"], t),
+        ) {
+            (Ok(a), Ok(b)) => s.ok(
+                format!("{pre}/{}", paths::RULE),
+                "ip -4/-6 -j rule",
+                format!("{}\n{}", a.trim(), b.trim()).into_bytes(),
+            ),
+            (Err(e), _) | (_, Err(e)) => s.failed(
+                format!("{pre}/{}", paths::RULE),
+                "ip -j rule",
+                e.to_string(),
+            ),
         }
         s.command(format!("{pre}/{}", paths::SS), &["ss", "-tanoip"], t);
         s
@@ -439,7 +586,9 @@ fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
             "ip6" => paths::IP6TABLES,
             _ => return false,
         };
-        let Some(save) = s.artifacts.get(&format!("{pre}/{file}")) else { return false };
+        let Some(save) = s.artifacts.get(&format!("{pre}/{file}")) else {
+            return false;
+        };
         let save = String::from_utf8_lossy(save);
         // iptables-nft refuses tables holding native nft rules ("incompatible"): those are dumped by nft.
         save.lines().any(|l| l.trim() == format!("*{name}")) && !save.contains("incompatible")
@@ -448,7 +597,11 @@ fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
     let mut skipped = Vec::new();
     let mut errors = Vec::new();
     for (family, name) in &tables {
-        if matches!(name.as_str(), "filter" | "nat" | "mangle" | "raw" | "security") && dumped_by_iptables(family, name) {
+        if matches!(
+            name.as_str(),
+            "filter" | "nat" | "mangle" | "raw" | "security"
+        ) && dumped_by_iptables(family, name)
+        {
             skipped.push(format!("{family} {name}"));
             continue;
         }
@@ -496,14 +649,22 @@ fn collect_conntrack(opts: &CollectOptions, pre: &str, proc_net: &Path, s: &mut 
                     source = p.display().to_string();
                 }
                 Err(_) => {
-                    s.failed(format!("{pre}/{}", paths::CONNTRACK_SUMMARY), "conntrack -L", e.to_string());
+                    s.failed(
+                        format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
+                        "conntrack -L",
+                        e.to_string(),
+                    );
                     return;
                 }
             }
         }
     }
     let summary = z.finish();
-    s.ok(format!("{pre}/{}", paths::CONNTRACK_HEAD), &source, head.into_bytes());
+    s.ok(
+        format!("{pre}/{}", paths::CONNTRACK_HEAD),
+        &source,
+        head.into_bytes(),
+    );
     s.ok(
         format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
         &format!("{source} (streamed summary)"),
@@ -523,32 +684,53 @@ fn collect_root(opts: &CollectOptions, r: &RootPlan) -> Sink {
         }
     }
     if let Some(link) = link_in_root(&r.path, "etc/resolv.conf") {
-        s.ok(format!("{pre}/{}", paths::RESOLV_LINK), "readlink etc/resolv.conf", link.into_bytes());
+        s.ok(
+            format!("{pre}/{}", paths::RESOLV_LINK),
+            "readlink etc/resolv.conf",
+            link.into_bytes(),
+        );
     }
     let libc = detect_libc(&r.path);
-    s.ok(format!("{pre}/{}", paths::LIBC), "libc detection", serde_json::to_vec_pretty(&libc).unwrap_or_default());
+    s.ok(
+        format!("{pre}/{}", paths::LIBC),
+        "libc detection",
+        serde_json::to_vec_pretty(&libc).unwrap_or_default(),
+    );
     let mut seen = std::collections::BTreeSet::new();
     let mut go = Vec::new();
     for pid in r.entry.pids.iter().take(opts.max_binaries_per_root) {
         let exe = opts.proc_root.join(pid.to_string()).join("exe");
-        let Ok(f) = std::fs::File::open(&exe) else { continue };
+        let Ok(f) = std::fs::File::open(&exe) else {
+            continue;
+        };
         let Ok(m) = f.metadata() else { continue };
         if !seen.insert((m.dev(), m.ino())) {
             continue;
         }
         if let Some(info) = go_build_info(&f) {
             // The kernel names the executable from our root; show it as the container sees it.
-            let host_view = std::fs::read_link(&exe).map(|p| p.display().to_string()).unwrap_or_else(|_| exe.display().to_string());
+            let host_view = std::fs::read_link(&exe)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| exe.display().to_string());
             let path = match std::fs::read_link(&r.path) {
-                Ok(root_target) if !r.entry.is_node && root_target != Path::new("/") => {
-                    host_view.strip_prefix(&*root_target.to_string_lossy()).map(str::to_string).unwrap_or(host_view)
-                }
+                Ok(root_target) if !r.entry.is_node && root_target != Path::new("/") => host_view
+                    .strip_prefix(&*root_target.to_string_lossy())
+                    .map(str::to_string)
+                    .unwrap_or(host_view),
                 _ => host_view,
             };
-            go.push(GoBinary { path, pid: Some(*pid), info });
+            go.push(GoBinary {
+                path,
+                pid: Some(*pid),
+                info,
+            });
         }
     }
-    s.ok(format!("{pre}/{}", paths::GO_BINARIES), "/proc/PID/exe build info", serde_json::to_vec_pretty(&go).unwrap_or_default());
+    s.ok(
+        format!("{pre}/{}", paths::GO_BINARIES),
+        "/proc/PID/exe build info",
+        serde_json::to_vec_pretty(&go).unwrap_or_default(),
+    );
     s
 }
 
@@ -557,10 +739,16 @@ fn collect_root(opts: &CollectOptions, r: &RootPlan) -> Sink {
 pub fn probe_nameservers(facts: &NodeFacts, opts: &ProbeOptions) -> Vec<ProbeResult> {
     let mut out = Vec::new();
     for root in &facts.roots {
-        let Some(rc) = root.resolv.present() else { continue };
+        let Some(rc) = root.resolv.present() else {
+            continue;
+        };
         let ns_id = root.netns.clone().unwrap_or_else(|| "node".into());
-        let Some(ns) = facts.netns(&ns_id) else { continue };
-        let Some(path) = ns.live_path.clone() else { continue };
+        let Some(ns) = facts.netns(&ns_id) else {
+            continue;
+        };
+        let Some(path) = ns.live_path.clone() else {
+            continue;
+        };
         let servers: Vec<String> = rc.nameservers.iter().map(|n| n.addr.clone()).collect();
         let res = in_netns(Some(&path), || {
             servers
@@ -569,9 +757,24 @@ pub fn probe_nameservers(facts: &NodeFacts, opts: &ProbeOptions) -> Vec<ProbeRes
                     let ip = addr.split('%').next().unwrap_or(addr).parse();
                     let (answered, rcode, rtt_ms, attempts, error) = match ip {
                         Ok(ip) => probe_one(ip, opts),
-                        Err(_) => (false, None, None, 0, Some(format!("not an address: {addr}"))),
+                        Err(_) => (
+                            false,
+                            None,
+                            None,
+                            0,
+                            Some(format!("not an address: {addr}")),
+                        ),
                     };
-                    ProbeResult { root: root.id.clone(), netns: ns_id.clone(), nameserver: addr.clone(), answered, rcode, rtt_ms, attempts, error }
+                    ProbeResult {
+                        root: root.id.clone(),
+                        netns: ns_id.clone(),
+                        nameserver: addr.clone(),
+                        answered,
+                        rcode,
+                        rtt_ms,
+                        attempts,
+                        error,
+                    }
                 })
                 .collect::<Vec<_>>()
         });

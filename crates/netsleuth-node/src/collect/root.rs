@@ -1,7 +1,10 @@
 //! Reading files of a root filesystem (the node's `/`, or a container's `/proc/PID/root`) without
 //! letting its absolute symlinks escape into the node's own files.
 
-use crate::binary::{apk_package_version, dpkg_package_version, glibc_version_from_bytes, musl_version_from_bytes, LibcInfo};
+use crate::binary::{
+    apk_package_version, dpkg_package_version, glibc_version_from_bytes, musl_version_from_bytes,
+    LibcInfo,
+};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -12,7 +15,12 @@ const MAX_FILE: u64 = 4 << 20;
 /// restarts at `root`, `..` never climbs above it. Returns the path to open on the node.
 pub fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
     let mut parts: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).rev().map(str::to_string).collect();
+    let mut pending: Vec<String> = rel
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
     let mut hops = 0;
     while let Some(p) = pending.pop() {
         match p.as_str() {
@@ -59,7 +67,9 @@ pub enum FileRead {
 }
 
 pub fn read_in_root(root: &Path, rel: &str, max: u64) -> FileRead {
-    let Some(p) = resolve_in_root(root, rel) else { return FileRead::Failed("symlink loop".into()) };
+    let Some(p) = resolve_in_root(root, rel) else {
+        return FileRead::Failed("symlink loop".into());
+    };
     match std::fs::File::open(&p) {
         Ok(f) => {
             let mut v = Vec::new();
@@ -77,7 +87,9 @@ pub fn read_in_root(root: &Path, rel: &str, max: u64) -> FileRead {
 pub fn link_in_root(root: &Path, rel: &str) -> Option<String> {
     let dir = resolve_in_root(root, Path::new(rel).parent()?.to_str()?)?;
     let name = Path::new(rel).file_name()?;
-    std::fs::read_link(dir.join(name)).ok().map(|t| t.to_string_lossy().into_owned())
+    std::fs::read_link(dir.join(name))
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
 }
 
 const GLIBC_PATHS: &[&str] = &[
@@ -106,20 +118,32 @@ pub fn detect_libc(root: &Path) -> LibcInfo {
     if let Some(path) = musl {
         if let FileRead::Ok(db) = read_in_root(root, "lib/apk/db/installed", 64 << 20) {
             if let Some(v) = apk_package_version(&String::from_utf8_lossy(&db), "musl") {
-                return LibcInfo { kind: "musl".into(), version: Some(v), evidence: "/lib/apk/db/installed (package musl)".into() };
+                return LibcInfo {
+                    kind: "musl".into(),
+                    version: Some(v),
+                    evidence: "/lib/apk/db/installed (package musl)".into(),
+                };
             }
         }
         let version = match read_in_root(root, &path, MAX_FILE) {
             FileRead::Ok(b) => musl_version_from_bytes(&b),
             _ => None,
         };
-        return LibcInfo { kind: "musl".into(), version, evidence: format!("/{path} (version string in the binary)") };
+        return LibcInfo {
+            kind: "musl".into(),
+            version,
+            evidence: format!("/{path} (version string in the binary)"),
+        };
     }
     for path in GLIBC_PATHS {
         if let FileRead::Ok(b) = read_in_root(root, path, MAX_FILE) {
             if let FileRead::Ok(st) = read_in_root(root, "var/lib/dpkg/status", 64 << 20) {
                 if let Some(v) = dpkg_package_version(&String::from_utf8_lossy(&st), "libc6") {
-                    return LibcInfo { kind: "glibc".into(), version: Some(v), evidence: "/var/lib/dpkg/status (package libc6)".into() };
+                    return LibcInfo {
+                        kind: "glibc".into(),
+                        version: Some(v),
+                        evidence: "/var/lib/dpkg/status (package libc6)".into(),
+                    };
                 }
             }
             return LibcInfo {
@@ -129,7 +153,11 @@ pub fn detect_libc(root: &Path) -> LibcInfo {
             };
         }
     }
-    LibcInfo { kind: "none".into(), version: None, evidence: "no musl loader or libc.so.6 in the usual places".into() }
+    LibcInfo {
+        kind: "none".into(),
+        version: None,
+        evidence: "no musl loader or libc.so.6 in the usual places".into(),
+    }
 }
 
 #[cfg(test)]
@@ -142,15 +170,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::create_dir_all(dir.join("run/systemd/resolve")).unwrap();
-        std::fs::write(dir.join("run/systemd/resolve/stub-resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
-        std::os::unix::fs::symlink("/run/systemd/resolve/stub-resolv.conf", dir.join("etc/resolv.conf")).unwrap();
+        std::fs::write(
+            dir.join("run/systemd/resolve/stub-resolv.conf"),
+            "nameserver 127.0.0.53\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "/run/systemd/resolve/stub-resolv.conf",
+            dir.join("etc/resolv.conf"),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/../../../../etc/passwd", dir.join("etc/escape")).unwrap();
         match read_in_root(&dir, "etc/resolv.conf", 4096) {
             FileRead::Ok(b) => assert_eq!(b, b"nameserver 127.0.0.53\n"),
             _ => panic!("symlink not followed inside the root"),
         }
-        assert!(matches!(read_in_root(&dir, "etc/escape", 4096), FileRead::Absent));
-        assert_eq!(link_in_root(&dir, "etc/resolv.conf").as_deref(), Some("/run/systemd/resolve/stub-resolv.conf"));
+        assert!(matches!(
+            read_in_root(&dir, "etc/escape", 4096),
+            FileRead::Absent
+        ));
+        assert_eq!(
+            link_in_root(&dir, "etc/resolv.conf").as_deref(),
+            Some("/run/systemd/resolve/stub-resolv.conf")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,8 +20,13 @@ pub enum RunError {
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::NotFound(cmd) => write!(f, "{cmd}: command not found (hint: install it, see the crate README)"),
-            RunError::Failed { status, stderr } => write!(f, "exited with {status}: {}", stderr.trim()),
+            RunError::NotFound(cmd) => write!(
+                f,
+                "{cmd}: command not found (hint: install it, see the crate README)"
+            ),
+            RunError::Failed { status, stderr } => {
+                write!(f, "exited with {status}: {}", stderr.trim())
+            }
             RunError::Timeout(d) => write!(f, "killed after {:.1} s", d.as_secs_f64()),
             RunError::Io(e) => write!(f, "{e}"),
         }
@@ -29,7 +34,11 @@ impl std::fmt::Display for RunError {
 }
 
 /// Runs `argv`, handing each stdout line to `on_line`; kills the command at `timeout`.
-pub fn run_lines(argv: &[&str], timeout: Duration, mut on_line: impl FnMut(&str)) -> Result<(), RunError> {
+pub fn run_lines(
+    argv: &[&str],
+    timeout: Duration,
+    mut on_line: impl FnMut(&str),
+) -> Result<(), RunError> {
     let mut child = match Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -39,7 +48,9 @@ pub fn run_lines(argv: &[&str], timeout: Duration, mut on_line: impl FnMut(&str)
         .spawn()
     {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RunError::NotFound(argv[0].to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RunError::NotFound(argv[0].to_string()))
+        }
         Err(e) => return Err(RunError::Io(format!("cannot start {}: {e}", argv[0]))),
     };
     let pid = child.id() as libc::pid_t;
@@ -83,7 +94,10 @@ pub fn run_lines(argv: &[&str], timeout: Duration, mut on_line: impl FnMut(&str)
         return Err(RunError::Timeout(timeout));
     }
     if !status.success() {
-        return Err(RunError::Failed { status: status.to_string(), stderr });
+        return Err(RunError::Failed {
+            status: status.to_string(),
+            stderr,
+        });
     }
     Ok(())
 }
@@ -105,7 +119,8 @@ pub fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> 
     std::thread::scope(|s| {
         let h = s.spawn(|| -> Result<T, String> {
             if let Some(p) = netns {
-                let file = std::fs::File::open(p).map_err(|e| format!("cannot open network namespace {}: {e}", p.display()))?;
+                let file = std::fs::File::open(p)
+                    .map_err(|e| format!("cannot open network namespace {}: {e}", p.display()))?;
                 // SAFETY: setns on a valid fd; affects only this thread.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
@@ -118,6 +133,7 @@ pub fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> 
             }
             Ok(f())
         });
-        h.join().map_err(|_| "collection thread panicked".to_string())?
+        h.join()
+            .map_err(|_| "collection thread panicked".to_string())?
     })
 }

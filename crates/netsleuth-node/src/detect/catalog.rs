@@ -119,5 +119,8 @@ pub static INCIDENTS: &[Incident] = &[
 
 /// The catalogue entry for `id`. One place to switch to `netsleuth_core::detect::<id>::INCIDENT`.
 pub fn incident(id: &str) -> &'static Incident {
-    INCIDENTS.iter().find(|i| i.id == id).unwrap_or_else(|| panic!("no catalogue entry {id}"))
+    INCIDENTS
+        .iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("no catalogue entry {id}"))
 }

@@ -32,7 +32,11 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { default_tcp_timeout_established_s: 432_000, min_listed_idle_ms: 0, max_evidence: 12 }
+        CheckOptions {
+            default_tcp_timeout_established_s: 432_000,
+            min_listed_idle_ms: 0,
+            max_evidence: 12,
+        }
     }
 }
 
@@ -51,20 +55,46 @@ impl Ctx<'_> {
     }
 }
 
-pub(crate) fn finding(id: &str, kind: FindingKind, confidence: Confidence, summary: String) -> Finding {
+pub(crate) fn finding(
+    id: &str,
+    kind: FindingKind,
+    confidence: Confidence,
+    summary: String,
+) -> Finding {
     Finding::new(incident(id), kind, confidence, summary)
 }
 
-pub(crate) fn config(source: impl Into<String>, line: Option<u32>, text: impl Into<String>) -> Evidence {
-    Evidence::Config { source: source.into(), line, text: text.into() }
+pub(crate) fn config(
+    source: impl Into<String>,
+    line: Option<u32>,
+    text: impl Into<String>,
+) -> Evidence {
+    Evidence::Config {
+        source: source.into(),
+        line,
+        text: text.into(),
+    }
 }
 
 pub(crate) fn fact(source: impl Into<String>, text: impl Into<String>) -> Evidence {
-    Evidence::Fact { source: source.into(), text: text.into() }
+    Evidence::Fact {
+        source: source.into(),
+        text: text.into(),
+    }
 }
 
-pub(crate) fn counter(source: impl Into<String>, name: &str, before: Option<u64>, after: u64) -> Evidence {
-    Evidence::Counter { source: source.into(), name: name.into(), before, after }
+pub(crate) fn counter(
+    source: impl Into<String>,
+    name: &str,
+    before: Option<u64>,
+    after: u64,
+) -> Evidence {
+    Evidence::Counter {
+        source: source.into(),
+        name: name.into(),
+        before,
+        after,
+    }
 }
 
 /// Whether an address is one the internet could route (a public LB IP), as opposed to private,
@@ -82,14 +112,21 @@ pub(crate) fn is_public(ip: &IpAddr) -> bool {
         }
         IpAddr::V6(v) => {
             let s = v.segments();
-            !(v.is_loopback() || v.is_unspecified() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80)
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
         }
     }
 }
 
 pub(crate) fn sysctl_evidence(ns: &NetnsFacts, name: &str) -> Option<Evidence> {
     let v = ns.sysctl(name)?;
-    Some(config(format!("{}/sysctl.txt", ns.prefix()), None, format!("{name} = {v}")))
+    Some(config(
+        format!("{}/sysctl.txt", ns.prefix()),
+        None,
+        format!("{name} = {v}"),
+    ))
 }
 
 /// Runs every detector.

@@ -19,7 +19,8 @@ pub(super) fn reachable_services(ctx: &Ctx, ns: &NetnsFacts) -> Vec<Service> {
 }
 
 fn service_for<'a>(svcs: &'a [Service], ip: &str, port: Option<u16>) -> Option<&'a Service> {
-    svcs.iter().find(|s| s.vip == ip && (s.port.is_none() || port.is_none() || s.port == port))
+    svcs.iter()
+        .find(|s| s.vip == ip && (s.port.is_none() || port.is_none() || s.port == port))
 }
 
 pub(super) fn snat_remap(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
@@ -40,16 +41,33 @@ pub(super) fn snat_remap(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
                 Some(o) => l.name == o,
                 None => true,
             })
-            .filter(|l| l.addrs.iter().filter(|a| a.family == "inet" && a.scope != "host").count() >= 2)
+            .filter(|l| {
+                l.addrs
+                    .iter()
+                    .filter(|a| a.family == "inet" && a.scope != "host")
+                    .count()
+                    >= 2
+            })
             .collect();
         for dev in devices {
             let addrs: Vec<String> = dev
                 .addrs
                 .iter()
                 .filter(|a| a.family == "inet")
-                .map(|a| format!("{}/{}{}", a.local, a.prefixlen, if a.secondary { " secondary" } else { "" }))
+                .map(|a| {
+                    format!(
+                        "{}/{}{}",
+                        a.local,
+                        a.prefixlen,
+                        if a.secondary { " secondary" } else { "" }
+                    )
+                })
                 .collect();
-            let confidence = if fixed == Some(false) { Confidence::Likely } else { Confidence::Possible };
+            let confidence = if fixed == Some(false) {
+                Confidence::Likely
+            } else {
+                Confidence::Possible
+            };
             let mut f = finding(
                 "conntrack-snat-remap",
                 FindingKind::LatentRisk,
@@ -116,7 +134,9 @@ pub(super) fn snat_port_clash(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>
         }
         f = f.because("the counters do not say which flow failed: a DNS A/AAAA race (dns-conntrack-race) raises the same ones");
         if !separate_clash_stat {
-            f = f.because(format!("kernel {kernel} counts resolved clashes in insert_failed too; `drop` is the loss"));
+            f = f.because(format!(
+                "kernel {kernel} counts resolved clashes in insert_failed too; `drop` is the loss"
+            ));
         }
         out.push(f);
         return;
@@ -128,7 +148,11 @@ pub(super) fn snat_port_clash(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>
         "snat-port-clash",
         FindingKind::LatentRisk,
         Confidence::Likely,
-        format!("{} MASQUERADE/SNAT rule(s) in {} without --random-fully (nft: fully-random)", unrandom.len(), ns.id),
+        format!(
+            "{} MASQUERADE/SNAT rule(s) in {} without --random-fully (nft: fully-random)",
+            unrandom.len(),
+            ns.id
+        ),
     );
     for r in unrandom.iter() {
         f = f.with_evidence(config(&r.source, Some(r.line), &r.text));
@@ -149,15 +173,27 @@ pub(super) fn dnat_rebalance(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>)
         return;
     }
     // The entries live where the DNAT happens: the node for pod traffic, this namespace otherwise.
-    let ct_ns = if ns.is_node || ns.services().iter().any(|s| s.kind != "ipvs") { ns } else { ctx.node().unwrap_or(ns) };
+    let ct_ns = if ns.is_node || ns.services().iter().any(|s| s.kind != "ipvs") {
+        ns
+    } else {
+        ctx.node().unwrap_or(ns)
+    };
     let timeout_name = "net.netfilter.nf_conntrack_tcp_timeout_established";
-    let timeout_s = ct_ns.sysctl_u64(timeout_name).unwrap_or(ctx.opts.default_tcp_timeout_established_s);
+    let timeout_s = ct_ns
+        .sysctl_u64(timeout_name)
+        .unwrap_or(ctx.opts.default_tcp_timeout_established_s);
     let timeout_ms = timeout_s * 1000;
     let keepalive_time = ns.sysctl_u64("net.ipv4.tcp_keepalive_time");
     let mut risky = Vec::new();
-    for s in sockets.iter().filter(|s| s.state == "ESTAB" || s.state == "ESTABLISHED") {
-        let Some(svc) = service_for(&svcs, s.peer_ip(), s.peer_port()) else { continue };
-        let long_keepalive = matches!(&s.timer, Some((n, ms)) if n == "keepalive" && *ms > timeout_ms);
+    for s in sockets
+        .iter()
+        .filter(|s| s.state == "ESTAB" || s.state == "ESTABLISHED")
+    {
+        let Some(svc) = service_for(&svcs, s.peer_ip(), s.peer_port()) else {
+            continue;
+        };
+        let long_keepalive =
+            matches!(&s.timer, Some((n, ms)) if n == "keepalive" && *ms > timeout_ms);
         if s.has_keepalive() && !long_keepalive {
             continue;
         }
@@ -167,7 +203,10 @@ pub(super) fn dnat_rebalance(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>)
         return;
     }
     risky.sort_by_key(|(s, _, _)| std::cmp::Reverse(s.idle_ms().unwrap_or(0)));
-    let expired: Vec<_> = risky.iter().filter(|(s, _, _)| s.idle_ms().map(|i| i > timeout_ms).unwrap_or(false)).collect();
+    let expired: Vec<_> = risky
+        .iter()
+        .filter(|(s, _, _)| s.idle_ms().map(|i| i > timeout_ms).unwrap_or(false))
+        .collect();
     let longest = risky[0].0.idle_ms();
     let without = risky.iter().filter(|(_, _, l)| !l).count();
     let (kind, confidence, summary) = if !expired.is_empty() {
@@ -197,7 +236,10 @@ pub(super) fn dnat_rebalance(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>)
     if let Some(e) = sysctl_evidence(ct_ns, timeout_name) {
         f = f.with_evidence(e);
     }
-    for (s, svc, long) in risky.iter().filter(|(s, _, _)| s.idle_ms().unwrap_or(u64::MAX) >= ctx.opts.min_listed_idle_ms) {
+    for (s, svc, long) in risky
+        .iter()
+        .filter(|(s, _, _)| s.idle_ms().unwrap_or(u64::MAX) >= ctx.opts.min_listed_idle_ms)
+    {
         f = f.with_evidence(config(
             format!("{}/ss.txt", ns.prefix()),
             Some(s.line),
@@ -209,9 +251,18 @@ pub(super) fn dnat_rebalance(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>)
                 svc.kind,
                 svc.name,
                 svc.endpoints.len(),
-                s.idle_ms().map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "?".into()),
-                if *long { "keepalive longer than the timeout" } else { "no keepalive" },
-                s.process.as_deref().map(|p| format!(" {p}")).unwrap_or_default()
+                s.idle_ms()
+                    .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                    .unwrap_or_else(|| "?".into()),
+                if *long {
+                    "keepalive longer than the timeout"
+                } else {
+                    "no keepalive"
+                },
+                s.process
+                    .as_deref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default()
             ),
         ));
     }
@@ -233,7 +284,11 @@ pub(super) fn bridge_nf_bypass(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding
     let Some(sysctls) = &ns.sysctls else { return };
     let name = "net.bridge.bridge-nf-call-iptables";
     let setting = sysctls.get(name).map(String::as_str);
-    let module_loaded = ctx.facts.modules.as_ref().map(|m| m.iter().any(|x| x == "br_netfilter"));
+    let module_loaded = ctx
+        .facts
+        .modules
+        .as_ref()
+        .map(|m| m.iter().any(|x| x == "br_netfilter"));
     let off = match setting {
         Some(v) => v.trim() == "0",
         // No net.bridge tree at all: br_netfilter is not loaded (or built in and absent).
@@ -248,7 +303,9 @@ pub(super) fn bridge_nf_bypass(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding
         }
         let ports: Vec<&str> = links
             .iter()
-            .filter(|l| l.master.as_deref() == Some(br.name.as_str()) && l.kind.as_deref() == Some("veth"))
+            .filter(|l| {
+                l.master.as_deref() == Some(br.name.as_str()) && l.kind.as_deref() == Some("veth")
+            })
             .map(|l| l.name.as_str())
             .collect();
         if ports.is_empty() {
@@ -259,8 +316,20 @@ pub(super) fn bridge_nf_bypass(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding
             .conntrack
             .iter()
             .flat_map(|c| c.destinations.iter())
-            .filter(|d| d.unreplied > 0 && !d.dnat_backends.is_empty() && svcs.iter().any(|s| s.vip == d.dst))
-            .map(|d| format!("{}:{} {} unreplied of {}", d.dst, d.dport.unwrap_or(0), d.unreplied, d.entries))
+            .filter(|d| {
+                d.unreplied > 0
+                    && !d.dnat_backends.is_empty()
+                    && svcs.iter().any(|s| s.vip == d.dst)
+            })
+            .map(|d| {
+                format!(
+                    "{}:{} {} unreplied of {}",
+                    d.dst,
+                    d.dport.unwrap_or(0),
+                    d.unreplied,
+                    d.entries
+                )
+            })
             .collect();
         let (kind, confidence) = if !unreplied_vips.is_empty() {
             (FindingKind::Incident, Confidence::Likely)
@@ -277,18 +346,37 @@ pub(super) fn bridge_nf_bypass(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding
             "bridge-nf-bypass",
             kind,
             confidence,
-            format!("{why} in {} while bridge {} carries {} veth port(s)", ns.id, br.name, ports.len()),
+            format!(
+                "{why} in {} while bridge {} carries {} veth port(s)",
+                ns.id,
+                br.name,
+                ports.len()
+            ),
         )
         .with_evidence(match setting {
-            Some(v) => config(format!("{}/sysctl.txt", ns.prefix()), None, format!("{name} = {v}")),
-            None => fact("node/modules", "br_netfilter not loaded; /proc/sys/net/bridge absent"),
+            Some(v) => config(
+                format!("{}/sysctl.txt", ns.prefix()),
+                None,
+                format!("{name} = {v}"),
+            ),
+            None => fact(
+                "node/modules",
+                "br_netfilter not loaded; /proc/sys/net/bridge absent",
+            ),
         })
         .with_evidence(fact(
             format!("{}/ip-addr.json", ns.prefix()),
-            format!("bridge {} ports: {}", br.name, ports.iter().take(8).cloned().collect::<Vec<_>>().join(", ")),
+            format!(
+                "bridge {} ports: {}",
+                br.name,
+                ports.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+            ),
         ));
         for u in &unreplied_vips {
-            f = f.with_evidence(fact(format!("{}/conntrack-summary.json", ns.prefix()), format!("DNAT entries {u}")));
+            f = f.with_evidence(fact(
+                format!("{}/conntrack-summary.json", ns.prefix()),
+                format!("DNAT entries {u}"),
+            ));
         }
         if !unreplied_vips.is_empty() {
             f = f.because("DNATed entries to Service VIPs stay [UNREPLIED]: replies bypass conntrack, as bridged replies do");
@@ -299,7 +387,9 @@ pub(super) fn bridge_nf_bypass(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding
         }
         let per_netns = has_change(versions::BRIDGE_NF_PER_NETNS, ctx.kernel().unwrap_or(""));
         if per_netns == Some(false) && !ns.is_node {
-            f = f.because("on this kernel the bridge-nf sysctls are global (one value for every namespace)");
+            f = f.because(
+                "on this kernel the bridge-nf sysctls are global (one value for every namespace)",
+            );
         }
         out.push(f);
     }

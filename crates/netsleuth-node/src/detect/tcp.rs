@@ -38,7 +38,10 @@ pub(super) fn tw_recycle(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
     if let Some(e) = sysctl_evidence(ns, "net.ipv4.tcp_timestamps") {
         f = f.with_evidence(e);
     }
-    f = f.with_evidence(fact("node/kernel-release", versions::status(versions::TS_OFFSET_PER_CONNECTION, kernel)));
+    f = f.with_evidence(fact(
+        "node/kernel-release",
+        versions::status(versions::TS_OFFSET_PER_CONNECTION, kernel),
+    ));
     if has_change(versions::TS_OFFSET_PER_CONNECTION, kernel) == Some(true) {
         f = f.because("this kernel randomises timestamp offsets per connection, so drops happen even without NAT");
     }
@@ -51,9 +54,19 @@ pub(super) fn tw_recycle(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
 pub(super) fn listen_overflow(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
     let _ = ctx;
     let src = format!("{}/sample-*/netstat", ns.prefix());
-    let names = ["TcpExt.ListenOverflows", "TcpExt.ListenDrops", "TcpExt.TCPReqQFullDrop"];
-    let rising: Vec<(&str, (u64, u64, u64))> =
-        names.iter().filter_map(|n| ns.delta(|s| &s.netstat, n).filter(|(a, b, _)| b > a).map(|d| (*n, d))).collect();
+    let names = [
+        "TcpExt.ListenOverflows",
+        "TcpExt.ListenDrops",
+        "TcpExt.TCPReqQFullDrop",
+    ];
+    let rising: Vec<(&str, (u64, u64, u64))> = names
+        .iter()
+        .filter_map(|n| {
+            ns.delta(|s| &s.netstat, n)
+                .filter(|(a, b, _)| b > a)
+                .map(|d| (*n, d))
+        })
+        .collect();
     let full: Vec<_> = ns
         .sockets
         .iter()
@@ -65,8 +78,20 @@ pub(super) fn listen_overflow(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>
     }
     let somaxconn = ns.sysctl_u64("net.core.somaxconn");
     let mut f = if let Some((name, (a, b, ms))) = rising.first().copied() {
-        let confidence = if full.is_empty() { Confidence::Likely } else { Confidence::Confirmed };
-        let who = full.first().map(|s| format!("; listener {} has {}/{} queued", s.local, s.recv_q, s.send_q)).unwrap_or_default();
+        let confidence = if full.is_empty() {
+            Confidence::Likely
+        } else {
+            Confidence::Confirmed
+        };
+        let who = full
+            .first()
+            .map(|s| {
+                format!(
+                    "; listener {} has {}/{} queued",
+                    s.local, s.recv_q, s.send_q
+                )
+            })
+            .unwrap_or_default();
         finding(
             "listen-queue-overflow",
             FindingKind::Incident,
@@ -79,7 +104,10 @@ pub(super) fn listen_overflow(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>
             "listen-queue-overflow",
             FindingKind::LatentRisk,
             Confidence::Likely,
-            format!("listener {} in {} has its accept queue full ({}/{}); new SYNs will be dropped", s.local, ns.id, s.recv_q, s.send_q),
+            format!(
+                "listener {} in {} has its accept queue full ({}/{}); new SYNs will be dropped",
+                s.local, ns.id, s.recv_q, s.send_q
+            ),
         )
     };
     for (name, (a, b, _)) in &rising {
@@ -89,10 +117,23 @@ pub(super) fn listen_overflow(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>
         f = f.with_evidence(config(
             format!("{}/ss.txt", ns.prefix()),
             Some(s.line),
-            format!("LISTEN {} accept queue {} of backlog {}{}", s.local, s.recv_q, s.send_q, s.process.as_deref().map(|p| format!(" {p}")).unwrap_or_default()),
+            format!(
+                "LISTEN {} accept queue {} of backlog {}{}",
+                s.local,
+                s.recv_q,
+                s.send_q,
+                s.process
+                    .as_deref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default()
+            ),
         ));
     }
-    for n in ["net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_syncookies"] {
+    for n in [
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_syncookies",
+    ] {
         if let Some(e) = sysctl_evidence(ns, n) {
             f = f.with_evidence(e);
         }
@@ -103,7 +144,9 @@ pub(super) fn listen_overflow(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>
         }
     }
     if rising.is_empty() {
-        f = f.because("the overflow counters did not rise during the check (or only one sample was taken)");
+        f = f.because(
+            "the overflow counters did not rise during the check (or only one sample was taken)",
+        );
     } else if full.is_empty() {
         f = f.because("no listener was caught with a full queue at the moment of the socket dump; the SYN queue may be the one overflowing");
     }
@@ -121,7 +164,11 @@ pub(super) fn local_source_drop(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Findin
     // kube-ipvs0, or a dummy device carrying only host routes, as kube-proxy's IPVS mode makes it.
     let ipvs_like = links.iter().filter(|l| {
         l.name == "kube-ipvs0"
-            || (l.kind.as_deref() == Some("dummy") && !l.addrs.is_empty() && l.addrs.iter().all(|a| a.prefixlen == 32 || a.prefixlen == 128))
+            || (l.kind.as_deref() == Some("dummy")
+                && !l.addrs.is_empty()
+                && l.addrs
+                    .iter()
+                    .all(|a| a.prefixlen == 32 || a.prefixlen == 128))
     });
     let accept_all = ns.sysctl_u64("net.ipv4.conf.all.accept_local");
     if accept_all == Some(1) {
@@ -133,7 +180,10 @@ pub(super) fn local_source_drop(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Findin
             .iter()
             .filter(|a| a.family == "inet")
             .map(|a| a.local.as_str())
-            .filter(|ip| lb_kinds.iter().any(|v| v == ip) || ip.parse::<IpAddr>().map(|i| is_public(&i)).unwrap_or(false))
+            .filter(|ip| {
+                lb_kinds.iter().any(|v| v == ip)
+                    || ip.parse::<IpAddr>().map(|i| is_public(&i)).unwrap_or(false)
+            })
             .collect();
         if lb.is_empty() {
             continue;
@@ -152,7 +202,9 @@ pub(super) fn local_source_drop(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Findin
             .filter(|r| r.table == "local" && r.rtype == "local" && lb.contains(&r.dst.as_str()))
             .map(|r| r.dst.as_str())
             .collect();
-        let martian = ns.delta(|s| &s.rt_cache, "in_martian_src").filter(|(a, b, _)| b > a);
+        let martian = ns
+            .delta(|s| &s.rt_cache, "in_martian_src")
+            .filter(|(a, b, _)| b > a);
         let (kind, confidence) = match martian {
             Some(_) => (FindingKind::Incident, Confidence::Likely),
             None if !in_local.is_empty() => (FindingKind::LatentRisk, Confidence::Confirmed),
@@ -170,25 +222,53 @@ pub(super) fn local_source_drop(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Findin
         };
         let mut f = finding("local-source-drop", kind, confidence, summary).with_evidence(fact(
             format!("{}/ip-addr.json", ns.prefix()),
-            format!("{}: {}", dev.name, lb.iter().map(|ip| format!("{ip}/32")).collect::<Vec<_>>().join(", ")),
+            format!(
+                "{}: {}",
+                dev.name,
+                lb.iter()
+                    .map(|ip| format!("{ip}/32"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ));
         for ip in &in_local {
-            f = f.with_evidence(config(format!("{}/ip-route.json", ns.prefix()), None, format!("local {ip} dev {} table local", dev.name)));
+            f = f.with_evidence(config(
+                format!("{}/ip-route.json", ns.prefix()),
+                None,
+                format!("local {ip} dev {} table local", dev.name),
+            ));
         }
         if let Some(e) = sysctl_evidence(ns, "net.ipv4.conf.all.accept_local") {
             f = f.with_evidence(e);
         }
         if let Some((a, b, _)) = martian {
-            f = f.with_evidence(counter(format!("{}/sample-*/stat-rt_cache", ns.prefix()), "in_martian_src", Some(a), b));
+            f = f.with_evidence(counter(
+                format!("{}/sample-*/stat-rt_cache", ns.prefix()),
+                "in_martian_src",
+                Some(a),
+                b,
+            ));
             f = f.because("martian-source drops rose during the check; the counter does not name the source address");
         }
         if !ingress.is_empty() {
-            f = f.because(format!("interfaces without accept_local=1: {}", ingress.iter().take(6).cloned().collect::<Vec<_>>().join(", ")));
+            f = f.because(format!(
+                "interfaces without accept_local=1: {}",
+                ingress
+                    .iter()
+                    .take(6)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if in_local.is_empty() && ns.routes.is_some() {
             f = f.because("the local-table route of the address was not found in the route dump");
         }
-        if has_change(versions::DROP_REASON_IP_LOCAL_SOURCE, ctx.kernel().unwrap_or("")) == Some(true) {
+        if has_change(
+            versions::DROP_REASON_IP_LOCAL_SOURCE,
+            ctx.kernel().unwrap_or(""),
+        ) == Some(true)
+        {
             f = f.because("this kernel reports these drops as IP_LOCAL_SOURCE on skb:kfree_skb (netsleuth watch can attribute them)");
         }
         out.push(f);

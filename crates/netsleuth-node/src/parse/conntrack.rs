@@ -83,7 +83,11 @@ pub fn parse_entry(line: &str) -> Result<CtEntry<'_>, &'static str> {
     let mut seen_src = [false, false];
     for tok in it {
         if let Some((k, v)) = split_kv(tok) {
-            let side = if tuple == 0 { &mut e.orig } else { &mut e.reply };
+            let side = if tuple == 0 {
+                &mut e.orig
+            } else {
+                &mut e.reply
+            };
             match k {
                 "src" => {
                     if seen_src[tuple] {
@@ -93,7 +97,11 @@ pub fn parse_entry(line: &str) -> Result<CtEntry<'_>, &'static str> {
                         continue; // a third tuple (expectations): ignore
                     }
                     seen_src[tuple] = true;
-                    let side = if tuple == 0 { &mut e.orig } else { &mut e.reply };
+                    let side = if tuple == 0 {
+                        &mut e.orig
+                    } else {
+                        &mut e.reply
+                    };
                     side.src = v;
                 }
                 "dst" => side.dst = v,
@@ -243,7 +251,10 @@ pub struct ConntrackSummarizer {
 impl ConntrackSummarizer {
     pub fn new(limits: SummaryLimits) -> Self {
         ConntrackSummarizer {
-            s: ConntrackSummary { near_expiry_threshold_s: limits.near_expiry_threshold_s, ..Default::default() },
+            s: ConntrackSummary {
+                near_expiry_threshold_s: limits.near_expiry_threshold_s,
+                ..Default::default()
+            },
             limits,
             protos: Vec::new(),
             dests: HashMap::default(),
@@ -270,7 +281,9 @@ impl ConntrackSummarizer {
         }
         let e = match parse_entry(t) {
             Ok(e) => e,
-            Err(_) if t.starts_with("conntrack v") || t.contains("flow entries have been shown") => {
+            Err(_)
+                if t.starts_with("conntrack v") || t.contains("flow entries have been shown") =>
+            {
                 self.s.chatter_lines += 1;
                 return;
             }
@@ -340,7 +353,10 @@ impl ConntrackSummarizer {
             .dests
             .into_iter()
             .map(|((proto, dst, dport), a)| DestSummary {
-                proto: protos.get(proto as usize).cloned().unwrap_or_else(|| "other".into()),
+                proto: protos
+                    .get(proto as usize)
+                    .cloned()
+                    .unwrap_or_else(|| "other".into()),
                 dst: dst.to_string(),
                 dport,
                 entries: a.entries,
@@ -349,11 +365,22 @@ impl ConntrackSummarizer {
                 dnat_backends: a
                     .backends
                     .into_iter()
-                    .map(|((ip, port), n)| (port.map(|p| format_endpoint(&ip.to_string(), p)).unwrap_or_else(|| ip.to_string()), n))
+                    .map(|((ip, port), n)| {
+                        (
+                            port.map(|p| format_endpoint(&ip.to_string(), p))
+                                .unwrap_or_else(|| ip.to_string()),
+                            n,
+                        )
+                    })
                     .collect(),
             })
             .collect();
-        all.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.dst.cmp(&b.dst)).then(a.dport.cmp(&b.dport)));
+        all.sort_by(|a, b| {
+            b.entries
+                .cmp(&a.entries)
+                .then_with(|| a.dst.cmp(&b.dst))
+                .then(a.dport.cmp(&b.dport))
+        });
         let listed = self.limits.listed_destinations;
         s.destinations = all
             .into_iter()
@@ -446,7 +473,11 @@ udp 17 30 src=10.0.0.1 dst=not-an-ip sport=1 dport=2
         assert_eq!(s.snat, 1);
         assert_eq!(s.established_near_expiry, 1);
         assert_eq!(s.unreplied_dns_to("10.225.30.181"), (1, 1));
-        let vip = s.destinations.iter().find(|d| d.dst == "10.96.0.10").unwrap();
+        let vip = s
+            .destinations
+            .iter()
+            .find(|d| d.dst == "10.96.0.10")
+            .unwrap();
         assert_eq!(vip.dnat_backends["10.244.2.7:8080"], 1);
         assert_eq!(s.chatter_lines, 1);
         assert_eq!(s.issues.count("unknown-line"), 1);
@@ -460,7 +491,14 @@ udp 17 30 src=10.0.0.1 dst=not-an-ip sport=1 dport=2
         for i in 0..100 {
             text.push_str(&format!("udp 17 30 src=10.0.0.1 dst=10.1.0.{i} sport=1 dport=9 src=10.1.0.{i} dst=10.0.0.1 sport=9 dport=1\n"));
         }
-        let s = summarize_table(&text, SummaryLimits { max_tracked_destinations: 10, listed_destinations: 5, ..Default::default() });
+        let s = summarize_table(
+            &text,
+            SummaryLimits {
+                max_tracked_destinations: 10,
+                listed_destinations: 5,
+                ..Default::default()
+            },
+        );
         assert_eq!(s.entries, 100);
         assert_eq!(s.untracked_destinations, 90);
         assert_eq!(s.destinations.len(), 5);
@@ -468,7 +506,9 @@ udp 17 30 src=10.0.0.1 dst=not-an-ip sport=1 dport=2
 
     #[test]
     fn stats_new_and_old_forms() {
-        let new = parse_stats("cpu=0 found=1 insert_failed=2 drop=3\ncpu=1 found=1 insert_failed=5 drop=0\n");
+        let new = parse_stats(
+            "cpu=0 found=1 insert_failed=2 drop=3\ncpu=1 found=1 insert_failed=5 drop=0\n",
+        );
         assert_eq!(new.value["insert_failed"], 7);
         let old = parse_stats("entries\t\t90\ninsert_failed\t\t4\n");
         assert_eq!(old.value["insert_failed"], 4);

@@ -42,7 +42,11 @@ pub struct Route {
 }
 
 fn s(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(|x| x.as_str().map(str::to_string).or_else(|| x.as_u64().map(|n| n.to_string())))
+    v.get(k).and_then(|x| {
+        x.as_str()
+            .map(str::to_string)
+            .or_else(|| x.as_u64().map(|n| n.to_string()))
+    })
 }
 
 fn json_array(text: &str, issues: &mut IssueLog) -> Vec<Value> {
@@ -78,7 +82,8 @@ pub fn parse_addr_json(text: &str) -> Parsed<Vec<Link>> {
                         Some(Addr {
                             family: s(x, "family")?,
                             local: s(x, "local")?,
-                            prefixlen: x.get("prefixlen").and_then(Value::as_u64).unwrap_or(0) as u8,
+                            prefixlen: x.get("prefixlen").and_then(Value::as_u64).unwrap_or(0)
+                                as u8,
                             scope: s(x, "scope").unwrap_or_default(),
                             secondary: x.get("secondary").and_then(Value::as_bool).unwrap_or(false),
                         })
@@ -95,7 +100,11 @@ pub fn parse_addr_json(text: &str) -> Parsed<Vec<Link>> {
             flags: l
                 .get("flags")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             bridge_nf_call_iptables: info
                 .and_then(|i| i.get("info_data"))
@@ -105,7 +114,10 @@ pub fn parse_addr_json(text: &str) -> Parsed<Vec<Link>> {
             addrs,
         });
     }
-    Parsed { value: links, issues }
+    Parsed {
+        value: links,
+        issues,
+    }
 }
 
 /// `ip -j route show table all` (IPv4 and IPv6 dumps may be concatenated as two arrays on two lines).
@@ -125,7 +137,10 @@ pub fn parse_route_json(text: &str) -> Parsed<Vec<Route>> {
             });
         }
     }
-    Parsed { value: routes, issues }
+    Parsed {
+        value: routes,
+        issues,
+    }
 }
 
 /// `ip -j rule` (kept as `priority: text` strings; the detectors only show them).
@@ -143,8 +158,18 @@ pub fn parse_rule_json(text: &str) -> Parsed<Vec<String>> {
     Parsed { value: out, issues }
 }
 
-const ROUTE_TYPES: &[&str] =
-    &["unicast", "local", "broadcast", "multicast", "anycast", "blackhole", "unreachable", "prohibit", "throw", "nat"];
+const ROUTE_TYPES: &[&str] = &[
+    "unicast",
+    "local",
+    "broadcast",
+    "multicast",
+    "anycast",
+    "blackhole",
+    "unreachable",
+    "prohibit",
+    "throw",
+    "nat",
+];
 
 /// `ip route` / `ip route show table all` text.
 pub fn parse_route_text(text: &str) -> Parsed<Vec<Route>> {
@@ -165,11 +190,19 @@ pub fn parse_route_text(text: &str) -> Parsed<Vec<Route>> {
             issues.push(n, "unknown-line", t);
             continue;
         };
-        if dst.contains('=') || dst.ends_with(':') || !(dst.contains('.') || dst.contains(':') || *dst == "default") {
+        if dst.contains('=')
+            || dst.ends_with(':')
+            || !(dst.contains('.') || dst.contains(':') || *dst == "default")
+        {
             issues.push(n, "unknown-line", t);
             continue;
         }
-        let mut r = Route { table: "main".into(), rtype: rtype.into(), dst: dst.to_string(), ..Default::default() };
+        let mut r = Route {
+            table: "main".into(),
+            rtype: rtype.into(),
+            dst: dst.to_string(),
+            ..Default::default()
+        };
         let mut i = 1;
         while i < rest.len() {
             let v = rest.get(i + 1).map(|s| s.to_string());
@@ -188,14 +221,30 @@ pub fn parse_route_text(text: &str) -> Parsed<Vec<Route>> {
         }
         routes.push(r);
     }
-    Parsed { value: routes, issues }
+    Parsed {
+        value: routes,
+        issues,
+    }
 }
 
 /// `ip addr` / `ip -d addr` text.
 pub fn parse_addr_text(text: &str) -> Parsed<Vec<Link>> {
     let mut issues = IssueLog::default();
     let mut links: Vec<Link> = Vec::new();
-    let kinds = ["bridge", "veth", "dummy", "vxlan", "ipip", "bond", "macvlan", "ipvlan", "tun", "ifb", "geneve", "wireguard"];
+    let kinds = [
+        "bridge",
+        "veth",
+        "dummy",
+        "vxlan",
+        "ipip",
+        "bond",
+        "macvlan",
+        "ipvlan",
+        "tun",
+        "ifb",
+        "geneve",
+        "wireguard",
+    ];
     let mut after_link_line = false;
     for (n, line) in numbered_lines(text) {
         if line.trim().is_empty() {
@@ -216,7 +265,13 @@ pub fn parse_addr_text(text: &str) -> Parsed<Vec<Link>> {
             };
             let rest = parts.next().unwrap_or("");
             let words: Vec<&str> = rest.split_whitespace().collect();
-            let after = |k: &str| words.iter().position(|w| *w == k).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
+            let after = |k: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == k)
+                    .and_then(|i| words.get(i + 1))
+                    .map(|s| s.to_string())
+            };
             let flags = rest
                 .strip_prefix('<')
                 .and_then(|r| r.split('>').next())
@@ -244,7 +299,11 @@ pub fn parse_addr_text(text: &str) -> Parsed<Vec<Link>> {
                     issues.push(n, "bad-address", t);
                     continue;
                 };
-                let scope = words.iter().position(|w| *w == "scope").and_then(|i| words.get(i + 1)).unwrap_or(&"");
+                let scope = words
+                    .iter()
+                    .position(|w| *w == "scope")
+                    .and_then(|i| words.get(i + 1))
+                    .unwrap_or(&"");
                 link.addrs.push(Addr {
                     family: words[0].to_string(),
                     local: local.to_string(),
@@ -265,7 +324,10 @@ pub fn parse_addr_text(text: &str) -> Parsed<Vec<Link>> {
             _ => {}
         }
     }
-    Parsed { value: links, issues }
+    Parsed {
+        value: links,
+        issues,
+    }
 }
 
 #[cfg(test)]
@@ -290,7 +352,9 @@ mod tests {
         assert_eq!(t.value[0].rtype, "local");
         assert_eq!(t.value[0].table, "local");
         assert_eq!(t.value[1].gateway.as_deref(), Some("10.0.0.1"));
-        let j = parse_route_json(r#"[{"type":"local","dst":"203.0.113.10","dev":"kube-ipvs0","table":"local"}]"#);
+        let j = parse_route_json(
+            r#"[{"type":"local","dst":"203.0.113.10","dev":"kube-ipvs0","table":"local"}]"#,
+        );
         assert_eq!(j.value[0].dev.as_deref(), Some("kube-ipvs0"));
     }
 

@@ -179,13 +179,24 @@ pub fn parse_iptables_save(text: &str) -> Parsed<Ruleset> {
 
 fn parse_rule(t: &str, table: &str, line: u32) -> Option<Rule> {
     let words = shell_words(t);
-    let mut r = Rule { line, table: table.to_string(), text: t.to_string(), ..Default::default() };
+    let mut r = Rule {
+        line,
+        table: table.to_string(),
+        text: t.to_string(),
+        ..Default::default()
+    };
     let mut i = 0;
     let mut negate = false;
     while i < words.len() {
         let w: &str = &words[i];
         let next: Option<&str> = words.get(i + 1).map(|c| c.as_ref());
-        let neg = |v: &str| if negate { format!("!{v}") } else { v.to_string() };
+        let neg = |v: &str| {
+            if negate {
+                format!("!{v}")
+            } else {
+                v.to_string()
+            }
+        };
         let mut consumed = 1;
         match w {
             "!" => {
@@ -281,10 +292,19 @@ impl Ruleset {
         }
         let mut out = Vec::new();
         let sep_dest = |chain: &str| -> Option<String> {
-            by_chain.get(chain)?.iter().find_map(|r| r.to_destination.clone())
+            by_chain
+                .get(chain)?
+                .iter()
+                .find_map(|r| r.to_destination.clone())
         };
-        for r in by_chain.get("KUBE-SERVICES").map(Vec::as_slice).unwrap_or(&[]) {
-            let (Some(dst), Some(target)) = (&r.dst, &r.target) else { continue };
+        for r in by_chain
+            .get("KUBE-SERVICES")
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let (Some(dst), Some(target)) = (&r.dst, &r.target) else {
+                continue;
+            };
             if dst.starts_with('!') {
                 continue;
             }
@@ -310,7 +330,11 @@ impl Ruleset {
                 format!("KUBE-SVC-{hash}")
             };
             let mut endpoints = Vec::new();
-            for sr in by_chain.get(svc_chain.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+            for sr in by_chain
+                .get(svc_chain.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
                 let Some(t) = &sr.target else { continue };
                 if t.starts_with("KUBE-SEP-") {
                     if let Some(d) = sep_dest(t) {
@@ -332,7 +356,9 @@ impl Ruleset {
             if r.target.as_deref() != Some("DNAT") || r.chain.starts_with("KUBE-SEP-") {
                 continue;
             }
-            let (Some(dst), Some(to)) = (&r.dst, &r.to_destination) else { continue };
+            let (Some(dst), Some(to)) = (&r.dst, &r.to_destination) else {
+                continue;
+            };
             if dst.starts_with('!') {
                 continue;
             }
@@ -350,12 +376,16 @@ impl Ruleset {
 
     /// Whether kube-proxy (iptables or ipvs mode) programmed this ruleset.
     pub fn has_kube_proxy(&self) -> bool {
-        self.chains.iter().any(|c| c.name == "KUBE-SERVICES" || c.name == "KUBE-POSTROUTING")
+        self.chains
+            .iter()
+            .any(|c| c.name == "KUBE-SERVICES" || c.name == "KUBE-POSTROUTING")
     }
 }
 
 fn strip_prefix_len(cidr: &str) -> &str {
-    cidr.strip_suffix("/32").or_else(|| cidr.strip_suffix("/128")).unwrap_or(cidr)
+    cidr.strip_suffix("/32")
+        .or_else(|| cidr.strip_suffix("/128"))
+        .unwrap_or(cidr)
 }
 
 #[cfg(test)]
@@ -395,7 +425,13 @@ COMMIT
         assert_eq!(dns.name, "kube-system/kube-dns:dns");
         assert_eq!(dns.port, Some(53));
         assert_eq!(dns.protocol, "udp");
-        assert_eq!(dns.endpoints, vec![("10.244.0.2:53".to_string(), 0.5), ("10.244.0.3:53".to_string(), 1.0)]);
+        assert_eq!(
+            dns.endpoints,
+            vec![
+                ("10.244.0.2:53".to_string(), 0.5),
+                ("10.244.0.3:53".to_string(), 1.0)
+            ]
+        );
         let plain = svcs.iter().find(|s| s.kind == "dnat").unwrap();
         assert_eq!(plain.vip, "192.0.2.1");
         let masq = rs.source_nat_rules("iptables");
@@ -407,8 +443,17 @@ COMMIT
 
     #[test]
     fn shell_words_keep_quoted_comments() {
-        assert_eq!(shell_words(r#"-m comment --comment "a \"b\" c" -j X"#), vec!["-m", "comment", "--comment", "a \"b\" c", "-j", "X"]);
-        assert_eq!(shell_words(r#"--comment "ns/svc:p cluster IP"  -j  KUBE-SVC-ABC"#), vec!["--comment", "ns/svc:p cluster IP", "-j", "KUBE-SVC-ABC"]);
-        assert_eq!(shell_words("a \"héllo wörld\" ünï"), vec!["a", "héllo wörld", "ünï"]);
+        assert_eq!(
+            shell_words(r#"-m comment --comment "a \"b\" c" -j X"#),
+            vec!["-m", "comment", "--comment", "a \"b\" c", "-j", "X"]
+        );
+        assert_eq!(
+            shell_words(r#"--comment "ns/svc:p cluster IP"  -j  KUBE-SVC-ABC"#),
+            vec!["--comment", "ns/svc:p cluster IP", "-j", "KUBE-SVC-ABC"]
+        );
+        assert_eq!(
+            shell_words("a \"héllo wörld\" ünï"),
+            vec!["a", "héllo wörld", "ünï"]
+        );
     }
 }

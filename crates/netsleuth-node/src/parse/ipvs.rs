@@ -34,7 +34,11 @@ pub fn parse_ipvs(text: &str) -> Parsed<Vec<VirtualService>> {
             continue;
         }
         if matches!(w[0], "TCP" | "UDP" | "SCTP" | "FWM") && w.len() >= 2 {
-            let address = if w[0] == "FWM" { format!("fwmark {}", w[1]) } else { decode(w[1]) };
+            let address = if w[0] == "FWM" {
+                format!("fwmark {}", w[1])
+            } else {
+                decode(w[1])
+            };
             out.push(VirtualService {
                 protocol: w[0].to_lowercase(),
                 address,
@@ -50,15 +54,23 @@ pub fn parse_ipvs(text: &str) -> Parsed<Vec<VirtualService>> {
 
 /// `/proc/net/ip_vs` writes `C0A80016:0CEA` and `[2620:0000:…]:0050`; ipvsadm writes them decoded.
 fn decode(addr: &str) -> String {
-    if addr.len() == 13 && addr.as_bytes()[8] == b':' && addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
-        if let (Ok(ip), Ok(port)) = (u32::from_str_radix(&addr[..8], 16), u16::from_str_radix(&addr[9..], 16)) {
+    if addr.len() == 13
+        && addr.as_bytes()[8] == b':'
+        && addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+    {
+        if let (Ok(ip), Ok(port)) = (
+            u32::from_str_radix(&addr[..8], 16),
+            u16::from_str_radix(&addr[9..], 16),
+        ) {
             return format!("{}:{port}", std::net::Ipv4Addr::from(ip));
         }
     }
     if let Some(rest) = addr.strip_prefix('[') {
         if let Some((a, p)) = rest.split_once("]:") {
             if a.len() == 39 {
-                if let (Ok(ip), Ok(port)) = (a.parse::<std::net::Ipv6Addr>(), u16::from_str_radix(p, 16)) {
+                if let (Ok(ip), Ok(port)) =
+                    (a.parse::<std::net::Ipv6Addr>(), u16::from_str_radix(p, 16))
+                {
                     return format!("[{ip}]:{port}");
                 }
             }
@@ -76,7 +88,9 @@ mod tests {
         let a = parse_ipvs("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nTCP  10.102.128.4:3080 rr\n  -> 10.244.0.235:8080            Masq    1      0          0\n");
         assert_eq!(a.value[0].address, "10.102.128.4:3080");
         assert_eq!(a.value[0].real_servers, vec!["10.244.0.235:8080"]);
-        let p = parse_ipvs("TCP  C0A80016:0CEA wlc\n  -> C0A85216:0CEA      Tunnel  100    248        2\n");
+        let p = parse_ipvs(
+            "TCP  C0A80016:0CEA wlc\n  -> C0A85216:0CEA      Tunnel  100    248        2\n",
+        );
         assert_eq!(p.value[0].address, "192.168.0.22:3306");
         assert!(p.issues.is_empty());
     }

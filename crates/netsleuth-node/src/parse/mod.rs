@@ -45,7 +45,11 @@ impl IssueLog {
         *self.by_code.entry(code.to_string()).or_insert(0) += 1;
         if self.first.len() < KEPT_ISSUES {
             let text: String = text.chars().take(160).collect();
-            self.first.push(ParseIssue { line, code: code.to_string(), text });
+            self.first.push(ParseIssue {
+                line,
+                code: code.to_string(),
+                text,
+            });
         }
     }
 
@@ -79,7 +83,9 @@ pub struct Parsed<T> {
 
 /// Lines of a text with their 1-based numbers, without the trailing `\r` of CRLF files.
 pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
-    text.lines().enumerate().map(|(i, l)| (i as u64 + 1, l.strip_suffix('\r').unwrap_or(l)))
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.strip_suffix('\r').unwrap_or(l)))
 }
 
 /// Adds to a counter map without overflowing (damaged input can hold any number).

@@ -100,11 +100,20 @@ pub fn parse_stat_table(text: &str) -> Parsed<Counters> {
 
 /// Phrases of `netstat -s` that carry counters the detectors use, with the `/proc` name they stand for.
 const NETSTAT_S_PHRASES: &[(&str, &str)] = &[
-    ("times the listen queue of a socket overflowed", "TcpExt.ListenOverflows"),
+    (
+        "times the listen queue of a socket overflowed",
+        "TcpExt.ListenOverflows",
+    ),
     ("SYNs to LISTEN sockets dropped", "TcpExt.ListenDrops"),
     ("SYNs to LISTEN sockets ignored", "TcpExt.ListenDrops"),
-    ("passive connections rejected because of time stamp", "TcpExt.PAWSPassive"),
-    ("packets rejects in established connections because of timestamp", "TcpExt.PAWSEstab"),
+    (
+        "passive connections rejected because of time stamp",
+        "TcpExt.PAWSPassive",
+    ),
+    (
+        "packets rejects in established connections because of timestamp",
+        "TcpExt.PAWSEstab",
+    ),
     ("segments retransmited", "Tcp.RetransSegs"),
     ("segments retransmitted", "Tcp.RetransSegs"),
     ("active connections openings", "Tcp.ActiveOpens"),

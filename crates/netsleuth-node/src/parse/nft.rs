@@ -48,7 +48,11 @@ pub fn parse_nft_json(text: &str) -> Parsed<NftRuleset> {
             }
         };
         let Some(items) = doc.get("nftables").and_then(Value::as_array) else {
-            issues.push(0, "no-nftables-array", "top-level object has no `nftables` array");
+            issues.push(
+                0,
+                "no-nftables-array",
+                "top-level object has no `nftables` array",
+            );
             continue;
         };
         for (i, item) in items.iter().enumerate() {
@@ -58,7 +62,12 @@ pub fn parse_nft_json(text: &str) -> Parsed<NftRuleset> {
                 continue;
             };
             for (kind, body) in obj {
-                let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                let s = |k: &str| {
+                    body.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
                 match kind.as_str() {
                     "metainfo" => {}
                     "table" => rs.tables.push((s("family"), s("name"))),
@@ -104,7 +113,11 @@ fn flags_contain(v: Option<&Value>, flag: &str) -> bool {
 fn oifname(expr: &[Value]) -> Option<String> {
     for e in expr {
         let Some(m) = e.get("match") else { continue };
-        let key = m.get("left").and_then(|l| l.get("meta")).and_then(|m| m.get("key")).and_then(Value::as_str);
+        let key = m
+            .get("left")
+            .and_then(|l| l.get("meta"))
+            .and_then(|m| m.get("key"))
+            .and_then(Value::as_str);
         if !matches!(key, Some("oifname") | Some("oif")) {
             continue;
         }
@@ -113,7 +126,11 @@ fn oifname(expr: &[Value]) -> Option<String> {
             Some(Value::Object(o)) if o.contains_key("set") => {
                 let items: Vec<String> = o["set"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 format!("{{{}}}", items.join(","))
             }
@@ -132,7 +149,9 @@ fn rule_text(r: &NftRule) -> String {
         r.family,
         r.table,
         r.chain,
-        r.handle.map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
+        r.handle
+            .map(|h| h.to_string())
+            .unwrap_or_else(|| "-".into()),
         Value::Array(r.expr.clone())
     )
 }
@@ -169,25 +188,50 @@ impl NftRuleset {
     pub fn services(&self) -> Vec<Service> {
         let mut out = Vec::new();
         let chain_rules = |table: &str, chain: &str| -> Vec<&NftRule> {
-            self.rules.iter().filter(|r| r.table == table && r.chain == chain).collect()
+            self.rules
+                .iter()
+                .filter(|r| r.table == table && r.chain == chain)
+                .collect()
         };
         for (table, name, body) in &self.maps {
             if name != "service-ips" {
                 continue;
             }
-            let Some(elems) = body.get("elem").and_then(Value::as_array) else { continue };
+            let Some(elems) = body.get("elem").and_then(Value::as_array) else {
+                continue;
+            };
             for el in elems {
                 let Some(pair) = el.as_array() else { continue };
-                let (Some(key), Some(verdict)) = (pair.first(), pair.get(1)) else { continue };
-                let Some(concat) = key.get("concat").and_then(Value::as_array) else { continue };
-                let vip = concat.first().and_then(Value::as_str).unwrap_or("").to_string();
-                let protocol = concat.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+                let (Some(key), Some(verdict)) = (pair.first(), pair.get(1)) else {
+                    continue;
+                };
+                let Some(concat) = key.get("concat").and_then(Value::as_array) else {
+                    continue;
+                };
+                let vip = concat
+                    .first()
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let protocol = concat
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let port = concat.get(2).and_then(Value::as_u64).map(|p| p as u16);
-                let Some(svc_chain) = jump_targets(verdict).into_iter().next() else { continue };
+                let Some(svc_chain) = jump_targets(verdict).into_iter().next() else {
+                    continue;
+                };
                 let mut endpoints = Vec::new();
-                let ep_chains: Vec<String> =
-                    chain_rules(table, &svc_chain).iter().flat_map(|r| jump_targets(&Value::Array(r.expr.clone()))).collect();
-                let n = ep_chains.iter().filter(|c| c.starts_with("endpoint-")).count().max(1);
+                let ep_chains: Vec<String> = chain_rules(table, &svc_chain)
+                    .iter()
+                    .flat_map(|r| jump_targets(&Value::Array(r.expr.clone())))
+                    .collect();
+                let n = ep_chains
+                    .iter()
+                    .filter(|c| c.starts_with("endpoint-"))
+                    .count()
+                    .max(1);
                 for ep in ep_chains.iter().filter(|c| c.starts_with("endpoint-")) {
                     for r in chain_rules(table, ep) {
                         if let Some(d) = r.expr.iter().find_map(|e| e.get("dnat")) {
@@ -196,25 +240,40 @@ impl NftRuleset {
                     }
                 }
                 // Chain names read `service-HASH-namespace/name/proto/portname`.
-                let name = svc_chain.splitn(3, '-').nth(2).unwrap_or(&svc_chain).to_string();
-                out.push(Service { name, vip, port, protocol, kind: "cluster IP".into(), endpoints });
+                let name = svc_chain
+                    .splitn(3, '-')
+                    .nth(2)
+                    .unwrap_or(&svc_chain)
+                    .to_string();
+                out.push(Service {
+                    name,
+                    vip,
+                    port,
+                    protocol,
+                    kind: "cluster IP".into(),
+                    endpoints,
+                });
             }
         }
         for r in &self.rules {
             if r.expr.iter().any(|e| e.get("xt").is_some()) {
                 continue;
             }
-            let Some(d) = r.expr.iter().find_map(|e| e.get("dnat")) else { continue };
+            let Some(d) = r.expr.iter().find_map(|e| e.get("dnat")) else {
+                continue;
+            };
             let daddr = r.expr.iter().find_map(|e| {
                 let m = e.get("match")?;
                 let p = m.get("left")?.get("payload")?;
-                (p.get("field")?.as_str()? == "daddr" && m.get("op").and_then(Value::as_str) != Some("!="))
-                    .then(|| m.get("right")?.as_str().map(str::to_string))?
+                (p.get("field")?.as_str()? == "daddr"
+                    && m.get("op").and_then(Value::as_str) != Some("!="))
+                .then(|| m.get("right")?.as_str().map(str::to_string))?
             });
             let dport = r.expr.iter().find_map(|e| {
                 let m = e.get("match")?;
                 let p = m.get("left")?.get("payload")?;
-                (p.get("field")?.as_str()? == "dport").then(|| m.get("right")?.as_u64().map(|p| p as u16))?
+                (p.get("field")?.as_str()? == "dport")
+                    .then(|| m.get("right")?.as_u64().map(|p| p as u16))?
             });
             if let Some(vip) = daddr {
                 out.push(Service {
@@ -236,12 +295,21 @@ impl NftRuleset {
 
     /// Whether any rule uses an expression this model treats as opaque JSON (for diagnostics).
     pub fn uses(&self, key: &str) -> bool {
-        self.rules.iter().any(|r| r.expr.iter().any(|e| has_key(e, key)))
+        self.rules
+            .iter()
+            .any(|r| r.expr.iter().any(|e| has_key(e, key)))
     }
 }
 
 fn dnat_text(d: &Value) -> String {
-    let addr = d.get("addr").map(|a| a.as_str().map(str::to_string).unwrap_or_else(|| a.to_string())).unwrap_or_default();
+    let addr = d
+        .get("addr")
+        .map(|a| {
+            a.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| a.to_string())
+        })
+        .unwrap_or_default();
     match d.get("port").and_then(Value::as_u64) {
         Some(p) => format!("{addr}:{p}"),
         None => addr,
@@ -296,7 +364,8 @@ pub fn parse_nft_text(text: &str) -> Parsed<NftTextRuleset> {
             if let Some(rest) = t.strip_prefix("chain ") {
                 chain = rest.trim_end_matches('{').trim().to_string();
             }
-        } else if depth == 2 && !chain.is_empty() && !t.starts_with("type ") && !t.starts_with('}') {
+        } else if depth == 2 && !chain.is_empty() && !t.starts_with("type ") && !t.starts_with('}')
+        {
             let masquerade = t.contains("masquerade");
             let snat = t.contains("snat ");
             if masquerade || snat {
@@ -332,7 +401,11 @@ fn oifname_text(t: &str) -> Option<String> {
         None => (false, rest),
     };
     let name = rest.split_whitespace().next()?.trim_matches('"');
-    Some(if neg { format!("!{name}") } else { name.to_string() })
+    Some(if neg {
+        format!("!{name}")
+    } else {
+        name.to_string()
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -369,7 +442,12 @@ mod tests {
         let p = parse_nft_json(j);
         assert!(p.issues.is_empty(), "{:?}", p.issues);
         assert_eq!(p.value.tables.len(), 2);
-        assert_eq!(parse_nft_json("{\"nftables\":[]} {broken").issues.count("bad-json"), 1);
+        assert_eq!(
+            parse_nft_json("{\"nftables\":[]} {broken")
+                .issues
+                .count("bad-json"),
+            1
+        );
     }
 
     #[test]

@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn decodes_v4_and_mapped_v6() {
         assert_eq!(decode_endpoint("0100007F:1F90").unwrap(), "127.0.0.1:8080");
-        assert_eq!(decode_endpoint("0000000000000000FFFF00000100007F:0050").unwrap(), "127.0.0.1:80");
+        assert_eq!(
+            decode_endpoint("0000000000000000FFFF00000100007F:0050").unwrap(),
+            "127.0.0.1:80"
+        );
         let p = parse_proc_net_tcp("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 3500007F:0035 00000000:0000 0A 00000000:00000002 00:00000000 00000000   101        0 34000 1\n");
         assert_eq!(p.value[0].state, "LISTEN");
         assert_eq!(p.value[0].recv_q, 2);

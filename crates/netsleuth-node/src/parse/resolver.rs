@@ -20,7 +20,9 @@ pub struct ResolvConf {
 
 impl ResolvConf {
     pub fn has_option(&self, name: &str) -> bool {
-        self.options.iter().any(|(o, _)| o == name || o.split(':').next() == Some(name))
+        self.options
+            .iter()
+            .any(|(o, _)| o == name || o.split(':').next() == Some(name))
     }
 
     /// The options that keep A and AAAA from racing on one socket (glibc only).
@@ -28,7 +30,12 @@ impl ResolvConf {
         self.options
             .iter()
             .map(|(o, _)| o.as_str())
-            .filter(|o| matches!(*o, "single-request-reopen" | "single-request" | "use-vc" | "usevc" | "tcp"))
+            .filter(|o| {
+                matches!(
+                    *o,
+                    "single-request-reopen" | "single-request" | "use-vc" | "usevc" | "tcp"
+                )
+            })
             .collect()
     }
 }
@@ -48,11 +55,16 @@ pub fn parse_resolv_conf(text: &str) -> Parsed<ResolvConf> {
         let args: Vec<&str> = w.collect();
         match key {
             "nameserver" => match args.first() {
-                Some(a) => rc.nameservers.push(Nameserver { addr: a.to_string(), line: n as u32 }),
+                Some(a) => rc.nameservers.push(Nameserver {
+                    addr: a.to_string(),
+                    line: n as u32,
+                }),
                 None => issues.push(n, "nameserver-without-address", t),
             },
             "search" | "domain" => rc.search.extend(args.iter().map(|s| s.to_string())),
-            "options" => rc.options.extend(args.iter().map(|o| (o.to_string(), n as u32))),
+            "options" => rc
+                .options
+                .extend(args.iter().map(|o| (o.to_string(), n as u32))),
             "sortlist" | "lookup" | "family" => {}
             _ => issues.push(n, "unknown-keyword", t),
         }
@@ -80,7 +92,12 @@ pub fn parse_nsswitch(text: &str) -> Parsed<Nsswitch> {
             continue;
         };
         if db.trim() == "hosts" {
-            ns.hosts = Some(rest.split_whitespace().filter(|s| !s.starts_with('[')).map(str::to_string).collect());
+            ns.hosts = Some(
+                rest.split_whitespace()
+                    .filter(|s| !s.starts_with('['))
+                    .map(str::to_string)
+                    .collect(),
+            );
             ns.hosts_line = Some(n as u32);
         }
     }
@@ -109,7 +126,11 @@ pub fn parse_hosts(text: &str) -> Parsed<Vec<HostsEntry>> {
             issues.push(n, "unknown-line", t);
             continue;
         }
-        out.push(HostsEntry { addr: addr.to_string(), names, line: n as u32 });
+        out.push(HostsEntry {
+            addr: addr.to_string(),
+            names,
+            line: n as u32,
+        });
     }
     Parsed { value: out, issues }
 }
@@ -140,14 +161,25 @@ pub fn parse_corefile(text: &str) -> Parsed<Vec<CorefileUpstream>> {
     let mut out = Vec::new();
     let issues = IssueLog::default();
     for (n, line) in numbered_lines(text) {
-        let t = line.split('#').next().unwrap_or("").trim().trim_end_matches('{').trim();
+        let t = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches('{')
+            .trim();
         let mut w = t.split_whitespace();
         let plugin = w.next().unwrap_or("");
         if plugin != "forward" && plugin != "proxy" {
             continue;
         }
         let from = w.next().unwrap_or("").to_string();
-        out.push(CorefileUpstream { plugin: plugin.into(), from, to: w.map(str::to_string).collect(), line: n as u32 });
+        out.push(CorefileUpstream {
+            plugin: plugin.into(),
+            from,
+            to: w.map(str::to_string).collect(),
+            line: n as u32,
+        });
     }
     Parsed { value: out, issues }
 }
@@ -162,15 +194,23 @@ mod tests {
         assert_eq!(p.value.nameservers[1].addr, "2001:558:feed::1");
         assert_eq!(p.value.nameservers[1].line, 2);
         assert!(p.value.has_option("ndots"));
-        assert_eq!(p.value.race_avoiding_options(), vec!["single-request-reopen"]);
+        assert_eq!(
+            p.value.race_avoiding_options(),
+            vec!["single-request-reopen"]
+        );
         assert_eq!(p.issues.count("unknown-keyword"), 1);
     }
 
     #[test]
     fn nsswitch_hosts_and_custom_hosts() {
         let n = parse_nsswitch("passwd: files\nhosts:  files [NOTFOUND=return] dns\n");
-        assert_eq!(n.value.hosts, Some(vec!["files".to_string(), "dns".to_string()]));
-        let h = parse_hosts("127.0.0.1 localhost\n::1 localhost ip6-localhost\n10.0.0.5 apiserver.example\n");
+        assert_eq!(
+            n.value.hosts,
+            Some(vec!["files".to_string(), "dns".to_string()])
+        );
+        let h = parse_hosts(
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost\n10.0.0.5 apiserver.example\n",
+        );
         assert_eq!(custom_host_names(&h.value), vec!["apiserver.example"]);
     }
 

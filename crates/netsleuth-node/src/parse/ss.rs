@@ -59,17 +59,36 @@ impl Socket {
 
 /// `10.0.0.1:80`, `[::1]:80`, `127.0.0.53%lo:53`, `*:*` → (host, port).
 pub fn split_endpoint(ep: &str) -> (&str, Option<u16>) {
-    let Some(i) = ep.rfind(':') else { return (ep, None) };
+    let Some(i) = ep.rfind(':') else {
+        return (ep, None);
+    };
     let (host, port) = (&ep[..i], &ep[i + 1..]);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = host.split('%').next().unwrap_or(host);
-    let host = host.strip_prefix("::ffff:").filter(|h| h.contains('.')).unwrap_or(host);
+    let host = host
+        .strip_prefix("::ffff:")
+        .filter(|h| h.contains('.'))
+        .unwrap_or(host);
     (host, port.parse().ok())
 }
 
 const STATES: &[&str] = &[
-    "ESTAB", "LISTEN", "TIME-WAIT", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "LAST-ACK",
-    "CLOSING", "UNCONN", "CLOSED", "CLOSE", "ESTABLISHED", "SYN_SENT", "TIME_WAIT",
+    "ESTAB",
+    "LISTEN",
+    "TIME-WAIT",
+    "SYN-SENT",
+    "SYN-RECV",
+    "FIN-WAIT-1",
+    "FIN-WAIT-2",
+    "CLOSE-WAIT",
+    "LAST-ACK",
+    "CLOSING",
+    "UNCONN",
+    "CLOSED",
+    "CLOSE",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "TIME_WAIT",
 ];
 
 /// `ss` durations: `119min`, `1min2sec`, `12sec`, `2.345sec`, `300ms`.
@@ -128,11 +147,12 @@ pub fn parse_ss(text: &str) -> Parsed<Vec<Socket>> {
             continue;
         }
         let words: Vec<&str> = t.split_whitespace().collect();
-        let (netid, rest) = if words.len() > 1 && STATES.contains(&words[1]) && !STATES.contains(&words[0]) {
-            (Some(words[0].to_string()), &words[1..])
-        } else {
-            (None, &words[..])
-        };
+        let (netid, rest) =
+            if words.len() > 1 && STATES.contains(&words[1]) && !STATES.contains(&words[0]) {
+                (Some(words[0].to_string()), &words[1..])
+            } else {
+                (None, &words[..])
+            };
         if rest.len() < 5 || !STATES.contains(&rest[0]) {
             issues.push(n, "unknown-line", t);
             continue;

@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Whether namespaces can be made here (root with CAP_SYS_ADMIN and iproute2).
@@ -20,7 +24,11 @@ pub fn can_make_namespaces() -> bool {
         return false;
     }
     let name = unique("nsnprobe");
-    let ok = Command::new("ip").args(["netns", "add", &name]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     let _ = Command::new("ip").args(["netns", "del", &name]).status();
     if !ok {
         eprintln!("SKIP: `ip netns add` failed (no iproute2 or no CAP_SYS_ADMIN)");
@@ -30,7 +38,11 @@ pub fn can_make_namespaces() -> bool {
 
 pub fn sh(cmd: &str) {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    assert!(out.status.success(), "command failed: {cmd}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn sh_out(cmd: &str) -> String {
@@ -57,11 +69,19 @@ impl Netns {
 
     /// Runs a shell command inside the namespace; panics if it fails.
     pub fn run(&self, cmd: &str) {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")));
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ));
     }
 
     pub fn out(&self, cmd: &str) -> String {
-        sh_out(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+        sh_out(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ))
     }
 
     /// Starts a long-running command inside the namespace (killed by the guard).
@@ -85,7 +105,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -140,7 +162,11 @@ pub fn update_fixtures() -> bool {
 }
 
 pub fn ids(report: &netsleuth_node::CheckReport) -> Vec<(String, String)> {
-    report.findings.iter().map(|f| (f.id.to_string(), format!("{:?}", f.kind))).collect()
+    report
+        .findings
+        .iter()
+        .map(|f| (f.id.to_string(), format!("{:?}", f.kind)))
+        .collect()
 }
 
 pub fn show(report: &netsleuth_node::CheckReport) -> String {

@@ -27,10 +27,21 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
     let analysis = netsleuth_core::analyze(inputs, &node);
     if analysis.failed_inputs.len() == names.len() {
-        let why: Vec<String> = analysis.failed_inputs.iter().map(|(n, e)| format!("{n}: {e}")).collect();
-        return Err(CliError::Other(format!("no capture could be read: {}", why.join("; "))));
+        let why: Vec<String> = analysis
+            .failed_inputs
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect();
+        return Err(CliError::Other(format!(
+            "no capture could be read: {}",
+            why.join("; ")
+        )));
     }
-    let mut notes: Vec<String> = analysis.failed_inputs.iter().map(|(n, e)| format!("{n} was not analysed: {e}")).collect();
+    let mut notes: Vec<String> = analysis
+        .failed_inputs
+        .iter()
+        .map(|(n, e)| format!("{n} was not analysed: {e}"))
+        .collect();
     if a.node.is_none() {
         notes.push("capture-only analysis: give --node BUNDLE (from `netsleuth collect`) to confirm causes with the node's facts".into());
     }
@@ -47,7 +58,10 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
 
 /// Parse an /etc/hosts file: `IP name [aliases...]`, comments and junk skipped.
 pub fn read_hosts(path: &Path) -> Result<Vec<(IpAddr, String)>, CliError> {
-    let text = std::fs::read_to_string(path).map_err(CliError::io(format!("reading hosts file {}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
+        "reading hosts file {}",
+        path.display()
+    )))?;
     Ok(parse_hosts(&text))
 }
 
@@ -56,7 +70,9 @@ pub fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut words = line.split_whitespace();
-        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
         for name in words {
             out.push((ip, name.to_string()));
         }

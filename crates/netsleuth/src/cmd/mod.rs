@@ -60,5 +60,7 @@ pub fn emit(r: &Report, format: Format) -> Result<i32, CliError> {
 
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(CliError::io("writing the report"))
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(CliError::io("writing the report"))
 }

@@ -1,0 +1,812 @@
+//! The flow engine and the detectors on synthetic packet sequences with synthetic time: each incident's
+//! wire signature makes its detector fire with the confidence the evidence supports, and the healthy
+//! look-alikes from incidents.md stay quiet.
+
+mod support;
+
+use netsleuth_core::node::NodeContext;
+use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
+use support::*;
+
+const T0: i64 = 1_700_000_000_000_000_000;
+const MS: i64 = 1_000_000;
+const S: i64 = 1_000_000_000;
+const OUT: u8 = 4; // PACKET_OUTGOING
+const HOST: u8 = 0;
+
+/// A capture under construction: packets as a `tcpdump -i any` (SLL2) would record them.
+struct Cap {
+    w: PcapWriter,
+    ident: u16,
+}
+
+impl Cap {
+    fn new() -> Self {
+        Cap {
+            w: PcapWriter::nanos(LINKTYPE_LINUX_SLL2),
+            ident: 1,
+        }
+    }
+    /// Record a packet on interface `ifindex` with a fresh IPv4 identification.
+    fn send(&mut self, ts: i64, ifindex: u32, b: PacketBuilder) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        let id = self.ident;
+        self.w.push(ts, &b.ident(id).sll2(ifindex, OUT));
+        id
+    }
+    /// Record a copy of a packet (same identification) at another point.
+    fn copy(&mut self, ts: i64, ifindex: u32, ident: u16, b: PacketBuilder) {
+        self.w.push(ts, &b.ident(ident).sll2(ifindex, HOST));
+    }
+    fn analyze(self) -> Analysis {
+        self.analyze_with(&NodeContext::default())
+    }
+    fn analyze_with(self, node: &NodeContext) -> Analysis {
+        let bytes = self.w.finish();
+        analyze(
+            vec![Input {
+                name: "synthetic.pcap".into(),
+                reader: Box::new(std::io::Cursor::new(bytes)),
+            }],
+            node,
+        )
+    }
+}
+
+fn ids(a: &Analysis) -> Vec<(&'static str, Confidence)> {
+    a.findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Incident)
+        .map(|f| (f.id, f.confidence))
+        .collect()
+}
+
+fn assert_quiet(a: &Analysis) {
+    assert!(
+        ids(a).is_empty(),
+        "expected no incident, got {:#?}",
+        a.findings
+    );
+}
+
+const C: [u8; 4] = [10, 244, 1, 5]; // client pod
+const N: [u8; 4] = [192, 168, 11, 7]; // node
+const SRV: [u8; 4] = [10, 232, 3, 28]; // remote server
+const VIP: [u8; 4] = [10, 96, 0, 20];
+const B1: [u8; 4] = [10, 244, 2, 11];
+const B2: [u8; 4] = [10, 244, 2, 12];
+
+/// Handshake + one data exchange on one tuple; returns (client next seq, server next seq).
+fn handshake(
+    cap: &mut Cap,
+    t: i64,
+    c: ([u8; 4], u16),
+    s: ([u8; 4], u16),
+    isn_c: u32,
+    isn_s: u32,
+) -> (u32, u32) {
+    cap.send(t, 2, tcp_v4(c.0, c.1, s.0, s.1).seq(isn_c).flags(SYN));
+    cap.send(
+        t + MS,
+        2,
+        tcp_v4(s.0, s.1, c.0, c.1)
+            .seq(isn_s)
+            .ack(isn_c + 1)
+            .flags(SYN | ACK),
+    );
+    cap.send(
+        t + 2 * MS,
+        2,
+        tcp_v4(c.0, c.1, s.0, s.1)
+            .seq(isn_c + 1)
+            .ack(isn_s + 1)
+            .flags(ACK),
+    );
+    cap.send(
+        t + 3 * MS,
+        2,
+        tcp_v4(c.0, c.1, s.0, s.1)
+            .seq(isn_c + 1)
+            .ack(isn_s + 1)
+            .flags(ACK | PSH)
+            .payload(b"hello"),
+    );
+    cap.send(
+        t + 4 * MS,
+        2,
+        tcp_v4(s.0, s.1, c.0, c.1)
+            .seq(isn_s + 1)
+            .ack(isn_c + 6)
+            .flags(ACK | PSH)
+            .payload(b"world!"),
+    );
+    (isn_c + 6, isn_s + 7)
+}
+
+#[test]
+fn snat_remap_seed_000_shape_is_confirmed() {
+    // Seed 000: the node's own view after SNAT: port 31445, then the same socket under 35051.
+    let mut cap = Cap::new();
+    let (cs, ss) = handshake(&mut cap, T0, (N, 31445), (SRV, 8899), 32386333, 3724549281);
+    let t = T0 + 414 * S;
+    cap.send(
+        t,
+        2,
+        tcp_v4(N, 35051, SRV, 8899)
+            .seq(cs)
+            .ack(ss)
+            .flags(ACK | PSH)
+            .payload(b"x"),
+    );
+    cap.send(t + MS, 2, tcp_v4(SRV, 8899, N, 35051).seq(ss).flags(RST));
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-snat-remap", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+    let f = &a.findings[0];
+    assert!(
+        f.summary.contains("31445") && f.summary.contains("35051"),
+        "{}",
+        f.summary
+    );
+    let json = serde_json::to_value(f).unwrap();
+    let frames: Vec<u64> = json["evidence"][0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        vec![5, 6, 7],
+        "the last old-tuple packet, the re-SNATed packet and the RST"
+    );
+}
+
+#[test]
+fn dnat_rebalance_with_both_legs_is_confirmed() {
+    let mut cap = Cap::new();
+    let (ci, si) = (1000u32, 50000u32);
+    // -i any: the client's SYN to the VIP, and after DNAT to backend 1.
+    let id = cap.send(T0, 3, tcp_v4(C, 40000, VIP, 80).seq(ci).flags(SYN));
+    cap.copy(
+        T0 + 10_000,
+        4,
+        id,
+        tcp_v4(C, 40000, B1, 80).seq(ci).flags(SYN),
+    );
+    let id = cap.send(
+        T0 + MS,
+        4,
+        tcp_v4(B1, 80, C, 40000)
+            .seq(si)
+            .ack(ci + 1)
+            .flags(SYN | ACK),
+    );
+    cap.copy(
+        T0 + MS + 10_000,
+        3,
+        id,
+        tcp_v4(VIP, 80, C, 40000)
+            .seq(si)
+            .ack(ci + 1)
+            .flags(SYN | ACK),
+    );
+    let id = cap.send(
+        T0 + 2 * MS,
+        3,
+        tcp_v4(C, 40000, VIP, 80)
+            .seq(ci + 1)
+            .ack(si + 1)
+            .flags(ACK)
+            .payload(b"abc"),
+    );
+    cap.copy(
+        T0 + 2 * MS + 10_000,
+        4,
+        id,
+        tcp_v4(C, 40000, B1, 80)
+            .seq(ci + 1)
+            .ack(si + 1)
+            .flags(ACK)
+            .payload(b"abc"),
+    );
+    let id = cap.send(
+        T0 + 3 * MS,
+        4,
+        tcp_v4(B1, 80, C, 40000).seq(si + 1).ack(ci + 4).flags(ACK),
+    );
+    cap.copy(
+        T0 + 3 * MS + 10_000,
+        3,
+        id,
+        tcp_v4(VIP, 80, C, 40000).seq(si + 1).ack(ci + 4).flags(ACK),
+    );
+    // After a silence, conntrack has forgotten: the next segment is DNATed to backend 2, which resets.
+    let t = T0 + 7200 * S;
+    let id = cap.send(
+        t,
+        3,
+        tcp_v4(C, 40000, VIP, 80)
+            .seq(ci + 4)
+            .ack(si + 1)
+            .flags(ACK | PSH)
+            .payload(b"d"),
+    );
+    cap.copy(
+        t + 10_000,
+        4,
+        id,
+        tcp_v4(C, 40000, B2, 80)
+            .seq(ci + 4)
+            .ack(si + 1)
+            .flags(ACK | PSH)
+            .payload(b"d"),
+    );
+    let id = cap.send(t + MS, 4, tcp_v4(B2, 80, C, 40000).seq(si + 1).flags(RST));
+    cap.copy(
+        t + MS + 10_000,
+        3,
+        id,
+        tcp_v4(VIP, 80, C, 40000).seq(si + 1).flags(RST),
+    );
+    let mut node = NodeContext::default();
+    node.sysctls.insert(
+        "net.netfilter.nf_conntrack_tcp_timeout_established".into(),
+        "3600".into(),
+    );
+    let a = cap.analyze_with(&node);
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-dnat-rebalance", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+    let f = &a.findings[0];
+    assert!(
+        f.summary.contains("10.244.2.11") && f.summary.contains("10.244.2.12"),
+        "{}",
+        f.summary
+    );
+    assert!(
+        f.reasoning
+            .iter()
+            .any(|r| r.contains("exceeds nf_conntrack_tcp_timeout_established")),
+        "{:?}",
+        f.reasoning
+    );
+    // Copies at two points are one packet each, not retransmissions.
+    assert_eq!(a.stats.tcp_connections, 1);
+    assert_eq!(a.stats.tcp_copies, 6);
+    assert_eq!(a.stats.tcp_data_retransmissions, 0);
+    assert_eq!(a.stats.tcp_syn_retransmissions, 0);
+}
+
+#[test]
+fn bridge_bypass_client_view_is_confirmed() {
+    let mut cap = Cap::new();
+    for (k, t) in [0i64, 1, 3].iter().enumerate() {
+        let ts = T0 + t * S;
+        cap.send(ts, 2, tcp_v4(C, 41000, VIP, 80).seq(7000).flags(SYN));
+        cap.send(
+            ts + MS,
+            2,
+            tcp_v4(B1, 80, C, 41000)
+                .seq(9000 + k as u32)
+                .ack(7001)
+                .flags(SYN | ACK),
+        );
+        cap.send(
+            ts + 2 * MS,
+            2,
+            tcp_v4(C, 41000, B1, 80).seq(7001).flags(RST),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("bridge-nf-bypass", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+#[test]
+fn healthy_lookalikes_stay_quiet() {
+    let mut cap = Cap::new();
+    // An application reset: RST|ACK from a server that had the connection.
+    let (cs, ss) = handshake(&mut cap, T0, (C, 42000), (SRV, 80), 100, 200);
+    cap.send(
+        T0 + 10 * MS,
+        2,
+        tcp_v4(SRV, 80, C, 42000).seq(ss).ack(cs).flags(RST | ACK),
+    );
+    // A closed port.
+    cap.send(
+        T0 + 20 * MS,
+        2,
+        tcp_v4(C, 42001, SRV, 81).seq(300).flags(SYN),
+    );
+    cap.send(
+        T0 + 21 * MS,
+        2,
+        tcp_v4(SRV, 81, C, 42001).seq(0).ack(301).flags(RST | ACK),
+    );
+    // One lost SYN retransmitted.
+    cap.send(
+        T0 + 30 * MS,
+        2,
+        tcp_v4(C, 42002, SRV, 80).seq(400).flags(SYN),
+    );
+    handshake(&mut cap, T0 + 1030 * MS, (C, 42002), (SRV, 80), 400, 500);
+    // A 4-tuple reused after TIME_WAIT with a new ISN.
+    let (cs, ss) = handshake(&mut cap, T0 + 2 * S, (C, 42003), (SRV, 80), 600, 700);
+    cap.send(
+        T0 + 2 * S + 10 * MS,
+        2,
+        tcp_v4(C, 42003, SRV, 80).seq(cs).ack(ss).flags(FIN | ACK),
+    );
+    cap.send(
+        T0 + 2 * S + 11 * MS,
+        2,
+        tcp_v4(SRV, 80, C, 42003)
+            .seq(ss)
+            .ack(cs + 1)
+            .flags(FIN | ACK),
+    );
+    cap.send(
+        T0 + 2 * S + 12 * MS,
+        2,
+        tcp_v4(C, 42003, SRV, 80).seq(cs + 1).ack(ss + 1).flags(ACK),
+    );
+    handshake(
+        &mut cap,
+        T0 + 70 * S,
+        (C, 42003),
+        (SRV, 80),
+        900_000,
+        800_000,
+    );
+    // A connection idle for an hour, then talking again normally.
+    let (cs, ss) = handshake(&mut cap, T0 + 80 * S, (C, 42004), (SRV, 80), 10_000, 20_000);
+    cap.send(
+        T0 + 3680 * S,
+        2,
+        tcp_v4(C, 42004, SRV, 80)
+            .seq(cs)
+            .ack(ss)
+            .flags(ACK | PSH)
+            .payload(b"ping"),
+    );
+    cap.send(
+        T0 + 3680 * S + MS,
+        2,
+        tcp_v4(SRV, 80, C, 42004).seq(ss).ack(cs + 4).flags(ACK),
+    );
+    // NXDOMAIN, and a normal parallel A/AAAA lookup.
+    let dns = |ts: i64, cap: &mut Cap, id: u16, name: &str, qt: u16, nx: bool| {
+        cap.send(
+            ts,
+            2,
+            udp_v4(C, 5353, [10, 96, 0, 10], 53).payload(&dns_query(id, name, qt).build()),
+        );
+        let r = if nx {
+            dns_response(id, name, qt).rcode(3)
+        } else {
+            dns_response(id, name, qt)
+        };
+        cap.send(
+            ts + MS,
+            2,
+            udp_v4([10, 96, 0, 10], 53, C, 5353).payload(&r.build()),
+        );
+    };
+    dns(T0 + 3700 * S, &mut cap, 1, "nope.example.", 1, true);
+    dns(T0 + 3701 * S, &mut cap, 2, "ok.example.", 1, false);
+    dns(
+        T0 + 3701 * S + 10_000,
+        &mut cap,
+        3,
+        "ok.example.",
+        28,
+        false,
+    );
+    let a = cap.analyze();
+    assert_quiet(&a);
+    assert_eq!(a.stats.tcp_resets_by_application, 1);
+    assert_eq!(a.stats.tcp_resets_closed_port, 1);
+    assert_eq!(a.stats.dns_nxdomain, 1);
+    assert_eq!(
+        a.stats.tcp_connections, 6,
+        "the reused 4-tuple is a second connection"
+    );
+}
+
+fn dns_pair(cap: &mut Cap, t: i64, port: u16, ids: (u16, u16)) -> (PacketBuilder, PacketBuilder) {
+    let a = udp_v4(C, port, VIP, 53).payload(&dns_query(ids.0, "svc.example.", 1).build());
+    let aaaa = udp_v4(C, port, VIP, 53).payload(&dns_query(ids.1, "svc.example.", 28).build());
+    let _ = (cap, t);
+    (a, aaaa)
+}
+
+#[test]
+fn dns_race_one_point_is_likely_and_nat_view_is_confirmed() {
+    // One point: A answered, AAAA lost and re-sent after 5 s.
+    let mut cap = Cap::new();
+    for i in 0..2u16 {
+        let t = T0 + i as i64 * 20 * S;
+        let (a, aaaa) = dns_pair(&mut cap, t, 6000 + i, (0x100 + i, 0x200 + i));
+        cap.send(t, 2, a);
+        cap.send(t + 30_000, 2, aaaa.clone());
+        cap.send(
+            t + MS,
+            2,
+            udp_v4(VIP, 53, C, 6000 + i).payload(
+                &dns_response(0x100 + i, "svc.example.", 1)
+                    .answer_a([1, 2, 3, 4])
+                    .build(),
+            ),
+        );
+        cap.send(t + 5 * S, 2, aaaa);
+        cap.send(
+            t + 5 * S + MS,
+            2,
+            udp_v4(VIP, 53, C, 6000 + i)
+                .payload(&dns_response(0x200 + i, "svc.example.", 28).build()),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-conntrack-race", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+
+    // Node view: the lost AAAA is seen before DNAT only; the A at both points.
+    let mut cap = Cap::new();
+    let (qa, qaaaa) = dns_pair(&mut cap, T0, 6100, (0x300, 0x301));
+    let id = cap.send(T0, 3, qa);
+    cap.copy(
+        T0 + 5_000,
+        4,
+        id,
+        udp_v4(C, 6100, B1, 53).payload(&dns_query(0x300, "svc.example.", 1).build()),
+    );
+    cap.send(T0 + 20_000, 3, qaaaa.clone());
+    let id = cap.send(
+        T0 + MS,
+        4,
+        udp_v4(B1, 53, C, 6100).payload(
+            &dns_response(0x300, "svc.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    cap.copy(
+        T0 + MS + 5_000,
+        3,
+        id,
+        udp_v4(VIP, 53, C, 6100).payload(
+            &dns_response(0x300, "svc.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    cap.send(T0 + 5 * S, 3, qaaaa);
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-conntrack-race", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+#[test]
+fn dns_id_collision_aaaa_first_is_likely() {
+    let mut cap = Cap::new();
+    let (qa, qaaaa) = dns_pair(&mut cap, T0, 6200, (0x4242, 0x4242));
+    cap.send(T0, 2, qa);
+    cap.send(T0 + 10_000, 2, qaaaa);
+    cap.send(
+        T0 + MS,
+        2,
+        udp_v4(VIP, 53, C, 6200).payload(&dns_response(0x4242, "svc.example.", 28).build()),
+    );
+    cap.send(
+        T0 + 2 * MS,
+        2,
+        udp_v4(VIP, 53, C, 6200).payload(
+            &dns_response(0x4242, "svc.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-id-collision", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+#[test]
+fn dead_upstream_among_live_ones_is_likely() {
+    let mut cap = Cap::new();
+    let good = [10, 0, 0, 2];
+    let dead = [10, 225, 30, 181];
+    for i in 0..4u16 {
+        let t = T0 + i as i64 * 3 * S;
+        cap.send(
+            t,
+            2,
+            udp_v4(C, 7000 + i, dead, 53).payload(&dns_query(i, "a.example.", 1).build()),
+        );
+        cap.send(
+            t + S,
+            2,
+            udp_v4(C, 7100 + i, good, 53).payload(&dns_query(i, "a.example.", 1).build()),
+        );
+        cap.send(
+            t + S + MS,
+            2,
+            udp_v4(good, 53, C, 7100 + i).payload(
+                &dns_response(i, "a.example.", 1)
+                    .answer_a([1, 1, 1, 1])
+                    .build(),
+            ),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-upstream-unreachable", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(a.findings[0].summary.contains("10.225.30.181"));
+}
+
+#[test]
+fn snat_clash_at_node_is_confirmed() {
+    let mut cap = Cap::new();
+    let c2 = [10, 244, 1, 6];
+    // Two pods' SYNs to the same server at the same moment; both map to node port 1024.
+    let id = cap.send(T0, 3, tcp_v4(C, 50000, SRV, 80).seq(111).flags(SYN));
+    cap.copy(
+        T0 + 5_000,
+        9,
+        id,
+        tcp_v4(N, 1024, SRV, 80).seq(111).flags(SYN),
+    );
+    cap.send(
+        T0 + 20_000,
+        5,
+        tcp_v4(c2, 50001, SRV, 80).seq(222).flags(SYN),
+    ); // dropped at insert
+    cap.send(
+        T0 + MS,
+        9,
+        tcp_v4(SRV, 80, N, 1024).seq(5).ack(112).flags(SYN | ACK),
+    );
+    // One second later the second pod retransmits; this time it gets port 1025.
+    let id = cap.send(T0 + S, 5, tcp_v4(c2, 50001, SRV, 80).seq(222).flags(SYN));
+    cap.copy(
+        T0 + S + 5_000,
+        9,
+        id,
+        tcp_v4(N, 1025, SRV, 80).seq(222).flags(SYN),
+    );
+    cap.send(
+        T0 + S + MS,
+        9,
+        tcp_v4(SRV, 80, N, 1025).seq(6).ack(223).flags(SYN | ACK),
+    );
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("snat-port-clash", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+#[test]
+fn paws_drop_by_backwards_timestamps_is_likely() {
+    let mut cap = Cap::new();
+    let mut t = T0;
+    // Client A (TS clock high) connects fine twice; client B behind the same SNAT IP (TS clock low)
+    // is ignored twice, 1-3-7 s retransmissions.
+    for (k, (tsval, ok)) in [
+        (9_000_000u32, true),
+        (100, false),
+        (9_000_500, true),
+        (200, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let port = 30000 + k as u16;
+        let isn = 1000 * (k as u32 + 1);
+        if *ok {
+            cap.send(
+                t,
+                2,
+                tcp_v4(N, port, SRV, 80).seq(isn).flags(SYN).ts(*tsval, 0),
+            );
+            cap.send(
+                t + MS,
+                2,
+                tcp_v4(SRV, 80, N, port)
+                    .seq(7)
+                    .ack(isn + 1)
+                    .flags(SYN | ACK),
+            );
+        } else {
+            for d in [0, 1, 3, 7] {
+                cap.send(
+                    t + d * S,
+                    2,
+                    tcp_v4(N, port, SRV, 80)
+                        .seq(isn)
+                        .flags(SYN)
+                        .ts(tsval + d as u32 * 1000, 0),
+                );
+            }
+        }
+        t += 10 * S;
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("tw-recycle-paws", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    let mut node = NodeContext::default();
+    node.sysctls
+        .insert("net.ipv4.tcp_tw_recycle".into(), "1".into());
+    let _ = node;
+}
+
+#[test]
+fn listen_overflow_burst_is_likely() {
+    let mut cap = Cap::new();
+    for k in 0..10u32 {
+        let t = T0 + k as i64 * 10 * MS;
+        let port = 33000 + k as u16;
+        let isn = 10_000 * (k + 1);
+        cap.send(t, 2, tcp_v4(C, port, SRV, 8080).seq(isn).flags(SYN));
+        if k % 3 == 0 {
+            // Dropped: answered only after the 1 s retransmission.
+            cap.send(t + S, 2, tcp_v4(C, port, SRV, 8080).seq(isn).flags(SYN));
+            cap.send(
+                t + S + MS,
+                2,
+                tcp_v4(SRV, 8080, C, port)
+                    .seq(k)
+                    .ack(isn + 1)
+                    .flags(SYN | ACK),
+            );
+        } else {
+            cap.send(
+                t + MS,
+                2,
+                tcp_v4(SRV, 8080, C, port)
+                    .seq(k)
+                    .ack(isn + 1)
+                    .flags(SYN | ACK),
+            );
+        }
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("listen-queue-overflow", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+#[test]
+fn local_source_drop_with_node_fact_is_confirmed() {
+    let lb = [170, 106, 134, 124];
+    let mut cap = Cap::new();
+    for k in 0..2u32 {
+        for d in [0i64, 1, 3] {
+            cap.send(
+                T0 + k as i64 * 20 * S + d * S,
+                2,
+                tcp_v4(lb, 40000 + k as u16, N, 30080)
+                    .seq(5000 + k)
+                    .flags(SYN),
+            );
+        }
+    }
+    handshake(
+        &mut cap,
+        T0 + 50 * S,
+        ([10, 0, 9, 9], 45000),
+        (N, 30080),
+        1,
+        2,
+    );
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("local-source-drop", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+    let mut cap2 = Cap::new();
+    for k in 0..2u32 {
+        for d in [0i64, 1, 3] {
+            cap2.send(
+                T0 + k as i64 * 20 * S + d * S,
+                2,
+                tcp_v4(lb, 40000 + k as u16, N, 30080)
+                    .seq(5000 + k)
+                    .flags(SYN),
+            );
+        }
+    }
+    handshake(
+        &mut cap2,
+        T0 + 50 * S,
+        ([10, 0, 9, 9], 45000),
+        (N, 30080),
+        1,
+        2,
+    );
+    let mut node = NodeContext::default();
+    node.ipvs_bound_addrs.push(std::net::IpAddr::from(lb));
+    let a = cap2.analyze_with(&node);
+    assert_eq!(
+        ids(&a),
+        vec![("local-source-drop", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+#[test]
+fn memory_follows_live_connections_not_packets() {
+    let mut cap = Cap::new();
+    // 20 000 short connections one after another: at most a handful alive at a time.
+    for k in 0..20_000u32 {
+        let t = T0 + k as i64 * 10 * MS;
+        let port = 1024 + (k % 60000) as u16;
+        let (cs, ss) = handshake(&mut cap, t, (C, port), (SRV, 80), k * 1000, k * 2000);
+        cap.send(
+            t + 5 * MS,
+            2,
+            tcp_v4(C, port, SRV, 80).seq(cs).ack(ss).flags(FIN | ACK),
+        );
+        cap.send(
+            t + 6 * MS,
+            2,
+            tcp_v4(SRV, 80, C, port)
+                .seq(ss)
+                .ack(cs + 1)
+                .flags(FIN | ACK),
+        );
+        cap.send(
+            t + 7 * MS,
+            2,
+            tcp_v4(C, port, SRV, 80).seq(cs + 1).ack(ss + 1).flags(ACK),
+        );
+    }
+    let a = cap.analyze();
+    assert_quiet(&a);
+    assert_eq!(a.stats.tcp_connections, 20_000);
+    assert!(
+        a.stats.tcp_peak_live_connections < 700,
+        "peak live {}",
+        a.stats.tcp_peak_live_connections
+    );
+}
