@@ -3,11 +3,12 @@
 //! The `netsleuth-node` crate builds this from a live node or a bundle; the core only reads it. Every
 //! field is optional knowledge: an empty `NodeContext` means "capture only".
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// A Service as kube-proxy programmed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceInfo {
     /// `namespace/name:port` as kube-proxy's comment says, or the chain name.
     pub name: String,
@@ -18,7 +19,10 @@ pub struct ServiceInfo {
     pub endpoints: Vec<(IpAddr, u16)>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Serialisable so that a lab run (and a bundle) can hand it over as `facts.json`; unknown fields are
+/// ignored and missing ones default, so older and newer files still read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeContext {
     /// Where these facts came from (bundle path or `live`).
     pub source: String,

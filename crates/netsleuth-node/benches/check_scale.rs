@@ -4,6 +4,7 @@
 //!   cargo bench -p netsleuth-node --bench check_scale               # synthetic table text, 1 M entries
 //!   cargo bench -p netsleuth-node --bench check_scale -- --entries N --services N
 //!   cargo bench -p netsleuth-node --bench check_scale -- --live     # root: a real namespace (see below)
+//!   cargo bench -p netsleuth-node --bench check_scale -- --live --legacy   # rules in the x_tables backend
 //!
 //! Synthetic mode writes `conntrack -L`-format text and an `iptables-save` of kube-proxy's shape to a
 //! temporary directory (not timed), then times what `check` does with them: the conntrack table streamed
@@ -305,6 +306,12 @@ fn live(services: u32, entries: u32) {
     let report = check(&facts, &CheckOptions::default());
     let total = start.elapsed();
     let node = facts.node_netns().unwrap();
+    let mut slow: Vec<_> = facts.manifest.artifacts.iter().filter_map(|a| Some((a.duration_ms?, a.source.clone()))).collect();
+    slow.sort();
+    slow.reverse();
+    for (ms, src) in slow.iter().take(6) {
+        println!("  {ms:>6} ms  {src}");
+    }
     println!(
         "live: {} conntrack entries, {} rules ({} services recognised): collect {:.3} s, total {:.3} s; peak RSS {:.0} MB (before {:.0} MB); {} finding(s)",
         node.conntrack.as_ref().map(|c| c.entries).unwrap_or(0),

@@ -47,6 +47,9 @@ pub struct ArtifactEntry {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How long reading or running it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +131,8 @@ pub struct NetnsFacts {
     pub sysctls: Option<Sysctls>,
     pub samples: Vec<CounterSample>,
     pub iptables: Option<Ruleset>,
+    /// Rules of the legacy x_tables backend, when it holds tables beside nf_tables.
+    pub iptables_legacy: Option<Ruleset>,
     pub ip6tables: Option<Ruleset>,
     pub nft: Option<NftRuleset>,
     pub ipvs: Option<Vec<VirtualService>>,
@@ -155,6 +160,9 @@ impl NetnsFacts {
         if let Some(r) = &self.iptables {
             v.extend(r.source_nat_rules(&format!("{}/iptables-save.txt", self.prefix())));
         }
+        if let Some(r) = &self.iptables_legacy {
+            v.extend(r.source_nat_rules(&format!("{}/iptables-legacy-save.txt", self.prefix())));
+        }
         if let Some(r) = &self.ip6tables {
             v.extend(r.source_nat_rules(&format!("{}/ip6tables-save.txt", self.prefix())));
         }
@@ -168,6 +176,9 @@ impl NetnsFacts {
     pub fn services(&self) -> Vec<Service> {
         let mut v = Vec::new();
         if let Some(r) = &self.iptables {
+            v.extend(r.services());
+        }
+        if let Some(r) = &self.iptables_legacy {
             v.extend(r.services());
         }
         if let Some(r) = &self.nft {
@@ -307,6 +318,7 @@ pub mod paths {
     pub const PROBES: &str = "probes.json";
     pub const SYSCTL: &str = "sysctl.txt";
     pub const IPTABLES: &str = "iptables-save.txt";
+    pub const IPTABLES_LEGACY: &str = "iptables-legacy-save.txt";
     pub const IP6TABLES: &str = "ip6tables-save.txt";
     pub const NFT: &str = "nft.json";
     pub const IPVS: &str = "ipvsadm.txt";
@@ -515,6 +527,7 @@ impl NodeFacts {
                 sysctls: r.parse(&p(paths::SYSCTL), parse_sysctls),
                 samples,
                 iptables: r.parse(&p(paths::IPTABLES), parse_iptables_save),
+                iptables_legacy: r.parse(&p(paths::IPTABLES_LEGACY), parse_iptables_save),
                 ip6tables: r.parse(&p(paths::IP6TABLES), parse_iptables_save),
                 nft: r.parse(&p(paths::NFT), parse_nft_json),
                 ipvs,

@@ -90,17 +90,17 @@ impl Detector {
             .sysctl("net.bridge.bridge-nf-call-iptables")
             .map(str::trim)
             .map(str::to_string);
+        let mut found = Vec::new();
         for case in self.cases {
             let mut f = Finding::new(
                 &INCIDENT,
                 FindingKind::Incident,
                 Confidence::Confirmed,
                 format!(
-                    "{} connected to {} but the reply came from backend {} untranslated; the client reset it{}",
+                    "{} connected to {} but the reply came from backend {} untranslated; the client reset it",
                     case.client,
                     case.vip,
                     case.backend,
-                    if self.total > 1 { format!(" ({} connections)", self.total) } else { String::new() }
                 ),
             )
             .because("the SYN-ACK acknowledges the client's SYN (same ISN) but comes from the backend's address, and no SYN-ACK from the Service address reached the client: the reply skipped reverse NAT")
@@ -116,12 +116,13 @@ impl Detector {
                 Some(v) => f = f.because(format!("note: the node facts say bridge-nf-call-iptables = {v}; another path bypasses conntrack (e.g. a direct route or hairpin)")),
                 None => f = f.because("the node's bridge-nf-call-iptables setting is not known to this analysis (give --node to check it)"),
             }
-            out.push(with_packets(
+            found.push(with_packets(
                 f,
                 ctx,
                 &case.pkts,
                 "handshake whose reply skipped reverse NAT",
             ));
         }
+        super::merge_cases(found, self.total, out);
     }
 }

@@ -147,6 +147,7 @@ impl Detector {
             .node
             .sysctl("net.netfilter.nf_conntrack_tcp_timeout_established")
             .and_then(|v| v.trim().parse::<i64>().ok());
+        let mut found = Vec::new();
         for case in self.cases {
             let confidence = if case.client_view_only {
                 let is_service = case
@@ -219,12 +220,13 @@ impl Detector {
                     self.total
                 ));
             }
-            out.push(with_packets(
+            found.push(with_packets(
                 f,
                 ctx,
                 &case.pkts,
                 "one TCP connection before and after its silence",
             ));
         }
+        super::merge_cases(found, self.total, out);
     }
 }

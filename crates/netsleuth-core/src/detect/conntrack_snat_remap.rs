@@ -86,6 +86,7 @@ impl Detector {
     }
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let mut found = Vec::new();
         for case in self.cases {
             let confidence = if case.exact {
                 Confidence::Confirmed
@@ -120,12 +121,13 @@ left off, without a handshake: the same socket was translated anew ({} after its
                     self.total
                 ));
             }
-            out.push(with_packets(
+            found.push(with_packets(
                 f,
                 ctx,
                 &case.pkts,
                 "same TCP sequence space under two source tuples",
             ));
         }
+        super::merge_cases(found, self.total, out);
     }
 }

@@ -38,7 +38,13 @@ pub struct Detector {
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
         let Some(rec) = SynRecord::of(c) else { return };
-        let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
+        // Key by the address the client addressed (the NodePort), not by the backend behind DNAT: the
+        // dropped SYNs never got as far as a DNAT leg.
+        let server = c
+            .legs
+            .first()
+            .map(|l| l.server)
+            .unwrap_or(rec.first_syn.dst);
         if c.synack.is_some() {
             *self.answered_servers.entry(server).or_default() += 1;
             if self.answering_ips.len() < 65_536 {

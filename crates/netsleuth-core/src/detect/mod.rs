@@ -309,3 +309,25 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
     }
     out
 }
+
+/// One finding per incident and capture: the strongest case leads, up to two more cases add their
+/// packets, and the summary says how many connections showed it.
+pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Finding>) {
+    if cases.is_empty() {
+        return;
+    }
+    cases.sort_by(|a, b| b.confidence.cmp(&a.confidence));
+    let mut rest = cases.split_off(1);
+    let mut lead = cases.pop().expect("one case");
+    for other in rest.drain(..).take(2) {
+        lead.evidence.extend(other.evidence);
+    }
+    if total > 1 {
+        lead.summary = format!(
+            "{} (and {} more connection(s) like it)",
+            lead.summary,
+            total - 1
+        );
+    }
+    out.push(lead);
+}

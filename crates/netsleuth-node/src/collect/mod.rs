@@ -5,6 +5,7 @@
 //! packets sent are the opt-in `--probe` DNS queries. Namespaces are entered per thread (`setns`), so the
 //! process itself never leaves its own.
 
+pub mod nl_tables;
 pub mod root;
 pub mod run;
 
@@ -73,7 +74,7 @@ impl Default for CollectOptions {
             interval: Duration::from_secs(3),
             conntrack_limits: SummaryLimits::default(),
             conntrack_head_lines: 200,
-            command_timeout: Duration::from_secs(60),
+            command_timeout: Duration::from_secs(120),
             probe: None,
             max_binaries_per_root: 64,
         }
@@ -113,6 +114,7 @@ impl Sink {
             status: ArtifactStatus::Ok,
             source: source.into(),
             error: None,
+            duration_ms: None,
         });
         self.artifacts.insert(path, bytes);
     }
@@ -123,6 +125,7 @@ impl Sink {
             status: ArtifactStatus::Absent,
             source: source.into(),
             error: None,
+            duration_ms: None,
         });
     }
 
@@ -132,7 +135,15 @@ impl Sink {
             status: ArtifactStatus::Failed,
             source: source.into(),
             error: Some(error),
+            duration_ms: None,
         });
+    }
+
+    /// Records how long the last entry took.
+    fn took(&mut self, since: Instant) {
+        if let Some(e) = self.entries.last_mut() {
+            e.duration_ms = Some(since.elapsed().as_millis() as u64);
+        }
     }
 
     fn file(&mut self, path: String, file: &Path) {
@@ -146,10 +157,12 @@ impl Sink {
 
     fn command(&mut self, path: String, argv: &[&str], timeout: Duration) {
         let src = argv.join(" ");
+        let t0 = Instant::now();
         match run_text(argv, timeout) {
             Ok(t) => self.ok(path, &src, t.into_bytes()),
             Err(e) => self.failed(path, &src, e.to_string()),
         }
+        self.took(t0);
     }
 
     fn merge(&mut self, other: Sink) {
@@ -504,14 +517,18 @@ fn collect_static(opts: &CollectOptions, ns: &NsPlan) -> Sink {
             read_sysctls(&opts.proc_root).into_bytes(),
         );
         // Conntrack first: its entries are what changes fastest while we look.
+        let t0 = Instant::now();
         collect_conntrack(opts, &pre, &proc_net, &mut s);
+        s.took(t0);
         s.command(format!("{pre}/{}", paths::IPTABLES), &["iptables-save"], t);
         s.command(
             format!("{pre}/{}", paths::IP6TABLES),
             &["ip6tables-save"],
             t,
         );
+        let t0 = Instant::now();
         collect_nft(&pre, t, &mut s);
+        s.took(t0);
         if proc_net.join("ip_vs").exists() {
             match run_text(&["ipvsadm", "-Ln"], t) {
                 Ok(text) => s.ok(
@@ -573,12 +590,16 @@ fn collect_static(opts: &CollectOptions, ns: &NsPlan) -> Sink {
 /// tables that iptables-save already dumped are left out (the manifest says which).
 fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
     let path = format!("{pre}/{}", paths::NFT);
-    let tables = match run_text(&["nft", "-j", "list", "tables"], t) {
-        Ok(text) => crate::parse::nft::parse_nft_json(&text).value.tables,
-        Err(e) => {
-            s.failed(path, "nft -j list tables", e.to_string());
-            return;
-        }
+    let tables = match nl_tables::list_tables() {
+        Ok(t) => t,
+        // Without nf_tables netlink access, ask nft (slower: it loads its whole cache first).
+        Err(_) => match run_text(&["nft", "-j", "list", "tables"], t) {
+            Ok(text) => crate::parse::nft::parse_nft_json(&text).value.tables,
+            Err(e) => {
+                s.failed(path, "nft -j list tables", e.to_string());
+                return;
+            }
+        },
     };
     let dumped_by_iptables = |family: &str, name: &str| -> bool {
         let file = match family {
@@ -804,6 +825,7 @@ pub fn attach_probes(facts: &mut NodeFacts, results: Vec<ProbeResult>) {
         status: ArtifactStatus::Ok,
         source: "DNS probe (. NS) of each nameserver".into(),
         error: None,
+        duration_ms: None,
     });
     facts.probes = results;
 }
