@@ -306,7 +306,12 @@ fn live(services: u32, entries: u32) {
     let report = check(&facts, &CheckOptions::default());
     let total = start.elapsed();
     let node = facts.node_netns().unwrap();
-    let mut slow: Vec<_> = facts.manifest.artifacts.iter().filter_map(|a| Some((a.duration_ms?, a.source.clone()))).collect();
+    let mut slow: Vec<_> = facts
+        .manifest
+        .artifacts
+        .iter()
+        .filter_map(|a| Some((a.duration_ms?, a.source.clone())))
+        .collect();
     slow.sort();
     slow.reverse();
     for (ms, src) in slow.iter().take(6) {

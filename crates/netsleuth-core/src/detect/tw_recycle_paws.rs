@@ -61,6 +61,7 @@ impl Detector {
             let mut last_accepted: Option<(i64, u32, usize)> = None;
             let mut dropped_backwards = Vec::new();
             let mut dropped_forward = 0u32;
+            let mut answered_backwards = 0u32;
             for (i, r) in recs.iter().enumerate() {
                 let ts = r.tsval.expect("filtered on insert");
                 let backwards = last_accepted.is_some_and(|(t, v, _)| {
@@ -73,6 +74,9 @@ impl Detector {
                         dropped_forward += 1;
                     }
                 }
+                if r.answered && !r.first_unanswered() && backwards {
+                    answered_backwards += 1;
+                }
                 if r.answered && !r.first_unanswered() {
                     let newer = last_accepted.is_none_or(|(_, v, _)| seq_diff(ts, v) > 0);
                     if newer {
@@ -80,13 +84,16 @@ impl Detector {
                     }
                 }
             }
-            if dropped_backwards.is_empty() || dropped_forward as usize > dropped_backwards.len() {
+            // PAWS drops exactly the SYNs whose TSval went backwards: a forward-moving SYN dropped, or a
+            // backwards one accepted, means the drops have another cause (per-connection random TS
+            // offsets make "backwards" a coin toss for modern Linux clients).
+            if dropped_backwards.is_empty() || dropped_forward > 0 || answered_backwards > 0 {
                 continue;
             }
             let confidence = match recycle {
                 Some(true) => Confidence::Confirmed,
                 Some(false) => Confidence::Possible,
-                None if dropped_backwards.len() >= 2 && dropped_forward == 0 => Confidence::Likely,
+                None if dropped_backwards.len() >= 2 => Confidence::Likely,
                 None => Confidence::Possible,
             };
             let mut f = Finding::new(
