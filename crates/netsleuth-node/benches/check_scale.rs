@@ -151,6 +151,7 @@ fn synthetic(entries: u32, services: u32) {
             status: ArtifactStatus::Ok,
             source: "bench".into(),
             error: None,
+            duration_ms: None,
         });
         arts.insert(p.to_string(), b);
     };

@@ -323,7 +323,8 @@ fn musl_container_without_nsswitch_running_old_go_is_named() {
     if !can_make_namespaces() {
         return;
     }
-    let Some(sleeper) = build_fake_go_sleeper() else {
+    let build_dir = TempDir::new("nsn-gosleeper");
+    let Some(sleeper) = build_fake_go_sleeper(build_dir.path()) else {
         eprintln!("SKIP: musl-gcc not available to build the container's program");
         return;
     };
@@ -412,8 +413,9 @@ fn collect_and_check_leave_the_node_unchanged() {
         return;
     }
     let ns = Netns::new();
-    // No IPv6 link-local address: its route appears whenever DAD ends, which would look like a change.
-    ns.run("ip link add cni0 type bridge && ip link set cni0 addrgenmode none && ip addr add 10.244.0.1/24 dev cni0 && ip link set cni0 up && ip route add 10.250.0.0/16 via 10.244.0.9 dev cni0 onlink");
+    // No IPv6 link-local address (its route appears when DAD ends) and no multicast (the kernel's own
+    // IGMP reports make conntrack entries): either would look like a change made by the check.
+    ns.run("ip link add cni0 type bridge && ip link set cni0 addrgenmode none multicast off && ip addr add 10.244.0.1/24 dev cni0 && ip link set cni0 up && ip route add 10.250.0.0/16 via 10.244.0.9 dev cni0 onlink");
     ns.run("iptables -t nat -A POSTROUTING -s 10.244.0.0/16 -j MASQUERADE && nft add table inet t && nft add chain inet t o \"{ type filter hook output priority 0; }\" && nft add rule inet t o ct state new accept");
     // Conntrack entries exist before the check (UDP to a local port: [UNREPLIED] entries).
     ns.within(|| {
@@ -433,7 +435,8 @@ fn collect_and_check_leave_the_node_unchanged() {
             ns.out("ip route show table all"),
             ns.out("ip rule"),
             ns.out("sysctl -a 2>/dev/null | grep ^net\\. | grep -v -E 'nf_conntrack_count|stable_secret'"),
-            ns.out("conntrack -L 2>/dev/null | sed -E 's/^([a-z]+ +[0-9]+) [0-9]+ /\\1 /' | sort"),
+            // IGMP (protocol 2) entries come from the kernel's own membership reports.
+            ns.out("conntrack -L 2>/dev/null | grep -v -E \"^unknown +2 \" | sed -E 's/^([a-z]+ +[0-9]+) [0-9]+ /\\1 /' | sort"),
         ]
     };
     let before = snapshot(&ns);
@@ -585,9 +588,7 @@ fn dns_responder(sock: UdpSocket, stop: std::sync::Arc<std::sync::atomic::Atomic
 
 /// A static musl program that sleeps, carrying a Go ≤ 1.17-style build-info section (go1.15.6): what
 /// netsleuth reads from a real Go binary, without needing a Go toolchain.
-fn build_fake_go_sleeper() -> Option<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("nsn-gosleeper-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
+fn build_fake_go_sleeper(dir: &Path) -> Option<std::path::PathBuf> {
     let src = dir.join("s.c");
     std::fs::write(
         &src,

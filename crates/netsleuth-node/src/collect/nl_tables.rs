@@ -182,7 +182,7 @@ mod tests {
         body.extend_from_slice(&8u16.to_ne_bytes());
         body.extend_from_slice(&1u16.to_ne_bytes());
         body.extend_from_slice(b"nat\0");
-        let mut buf = msg((10 << 8) | 0, &body);
+        let mut buf = msg(10 << 8, &body);
         buf.extend(msg(3, &[0; 4]));
         let c = parse_chunk(&buf);
         assert_eq!(c.tables, vec![("ip".to_string(), "nat".to_string())]);

@@ -1,6 +1,159 @@
-use super::CliError;
-use crate::cli::LabArgs;
+//! `netsleuth lab list|run`: the lab crate runs scenarios; this adapter prints them with the same
+//! report renderer as `analyze`.
+//!
+//! Exit codes: 0 every run proved what it should (an incident run reproduced its symptom and the
+//! analysis named its id; a mitigated or healthy run showed neither), 1 some run did not, 2 error.
 
-pub fn run(_a: LabArgs) -> Result<i32, CliError> {
-    Err(CliError::Other("lab is not wired yet".into()))
+use super::{write_stdout, CliError};
+use crate::cli::{Format, LabArgs, LabCommand, LabRunArgs};
+use netsleuth_core::report::{self, Report};
+use netsleuth_core::FindingKind;
+use netsleuth_lab::{RunOptions, RunReport};
+
+pub fn run(a: LabArgs) -> Result<i32, CliError> {
+    match a.command {
+        LabCommand::List(f) => list(f.format),
+        LabCommand::Run(r) => run_scenarios(r),
+    }
+}
+
+fn list(format: Format) -> Result<i32, CliError> {
+    let scenarios = netsleuth_lab::scenarios();
+    let text = match format {
+        Format::Json => {
+            serde_json::to_string_pretty(scenarios).expect("scenario info serialises") + "\n"
+        }
+        Format::Human => {
+            let mut s = String::new();
+            for sc in scenarios {
+                s.push_str(&format!(
+                    "{:<28} {:<26} {:<9} {}\n{:<28} {}\n{:<28} mitigated: {}\n\n",
+                    sc.name,
+                    sc.incident.unwrap_or("(healthy)"),
+                    sc.reproduction.label(),
+                    sc.summary,
+                    "",
+                    sc.reproduction.explain(),
+                    "",
+                    sc.mitigation
+                ));
+            }
+            s
+        }
+    };
+    write_stdout(&text)?;
+    Ok(0)
+}
+
+/// Whether the run proved what it should, and why not.
+fn verdict(r: &RunReport) -> (bool, String) {
+    let incidents: Vec<&str> = r
+        .analysis
+        .iter()
+        .flat_map(|a| a.findings.iter())
+        .filter(|f| f.kind == FindingKind::Incident)
+        .map(|f| f.id)
+        .collect();
+    match (r.incident, r.mitigated) {
+        (Some(id), false) => {
+            let named = incidents.contains(&id);
+            match (r.symptom_seen, named) {
+                (true, true) => (true, format!("reproduced {id}, and the analysis named it")),
+                (false, _) => (false, format!("{id} did NOT reproduce this time")),
+                (true, false) => (false, format!("{id} reproduced but the analysis did not name it (it named: {incidents:?})")),
+            }
+        }
+        (_, _) => {
+            let what = if r.mitigated {
+                "mitigated run"
+            } else {
+                "healthy run"
+            };
+            match (r.symptom_seen, incidents.is_empty()) {
+                (false, true) => (true, format!("{what}: no symptom, no incident finding")),
+                (true, _) => (false, format!("{what}: the symptom still showed")),
+                (false, false) => (
+                    false,
+                    format!("{what}: no symptom, but the analysis named {incidents:?}"),
+                ),
+            }
+        }
+    }
+}
+
+fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
+    let names: Vec<&'static str> = if a.all {
+        netsleuth_lab::scenarios().iter().map(|s| s.name).collect()
+    } else {
+        let name = a.scenario.as_deref().unwrap_or_default();
+        vec![netsleuth_lab::scenario(name)
+            .ok_or_else(|| CliError::Usage(format!("unknown scenario `{name}` (hint: `netsleuth lab list` shows the scenarios)")))?
+            .name]
+    };
+    let mut all_ok = true;
+    let mut json_runs = Vec::new();
+    for name in names {
+        let opts = RunOptions {
+            mitigated: a.mitigated,
+            out_dir: a
+                .out
+                .as_ref()
+                .map(|d| if a.all { d.join(name) } else { d.clone() }),
+            keep: a.keep,
+            skip_analysis: false,
+        };
+        let r = netsleuth_lab::run(name, &opts).map_err(|e| CliError::Other(e.to_string()))?;
+        let (ok, why) = verdict(&r);
+        all_ok &= ok;
+        let analysis = r.analysis.clone().unwrap_or_default();
+        let mut notes = vec![format!(
+            "{}: {}",
+            if ok { "PROVEN" } else { "NOT PROVEN" },
+            why
+        )];
+        notes.extend(r.notes.iter().cloned());
+        let rep = Report {
+            command: "lab",
+            inputs: r
+                .artifacts
+                .iter()
+                .filter(|x| {
+                    x.path
+                        .extension()
+                        .is_some_and(|e| e == "pcap" || e == "pcapng")
+                })
+                .map(|x| x.path.display().to_string())
+                .collect(),
+            findings: analysis.findings,
+            diagnostics: analysis.diagnostics,
+            stats: serde_json::json!({ "run": &r, "capture": analysis.stats }),
+            notes,
+        };
+        match a.format.format {
+            Format::Human => {
+                let mut text = r.render_text();
+                text.push_str("\nAnalysis of the run's captures:\n");
+                text.push_str(&report::human::render(&rep));
+                text.push_str(&format!(
+                    "\n=> {}: {}\n\n",
+                    if ok { "PROVEN" } else { "NOT PROVEN" },
+                    why
+                ));
+                write_stdout(&text)?;
+            }
+            Format::Json => json_runs.push(
+                serde_json::from_str::<serde_json::Value>(&report::json::render(&rep))
+                    .expect("own json"),
+            ),
+        }
+    }
+    if a.format.format == Format::Json {
+        let doc = if json_runs.len() == 1 {
+            json_runs.pop().expect("one")
+        } else {
+            serde_json::Value::Array(json_runs)
+        };
+        write_stdout(&(serde_json::to_string_pretty(&doc).expect("json") + "\n"))?;
+    }
+    Ok(if all_ok { 0 } else { 1 })
 }
