@@ -46,6 +46,13 @@ for tool in ip tcpdump python3 nft; do
     fi
 done
 
+out_dir="$(dirname "$out")"
+free_mb=$(df -Pm "$out_dir" | awk 'NR == 2 { print $4 }')
+if [ "$free_mb" -lt $((size_mb * 2 + 1024)) ]; then
+    echo "make-bench-capture: $out_dir has $free_mb MB free; need twice ${size_mb} MB + 1 GB headroom" >&2
+    exit 2
+fi
+
 # Unique names: pid + a per-run counter from the clock's nanoseconds, short enough for netns names.
 tag="nsb$$x$(($(date +%N) % 1000))"
 ns_client="$tag-c"
@@ -59,6 +66,12 @@ cleanup() {
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
+    done
+    # Whatever still runs inside our namespaces is ours (we created them): stop it before removing them.
+    for ns in "$ns_client" "$ns_node" "$ns_server"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            kill "$pid" 2>/dev/null || true
+        done
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
@@ -200,7 +213,7 @@ def server():
 
 STOP = threading.Event()
 COUNT = {"short": 0, "bulk": 0, "keepalive_requests": 0, "errors": 0}
-BULK_RATE = 12 * 1024 * 1024  # bytes/s per bulk stream
+BULK_RATE = 4 * 1024 * 1024  # bytes/s per bulk stream
 
 def req(s, size, close):
     body = b"q" * random.randint(40, 600)
@@ -214,7 +227,7 @@ def short_worker(addr):
                 n = random.randint(1, 4)
                 server_closes = random.random() < 0.5
                 for i in range(n):
-                    size = int(10 ** random.uniform(2, 4.8))  # 100 B .. 64 KB, log-uniform
+                    size = int(10 ** random.uniform(2, 4.5))  # 100 B .. 32 KB, log-uniform
                     req(s, size, 1 if (server_closes and i == n - 1) else 0)
                 if server_closes:
                     s.recv(1)  # wait for the server's FIN
@@ -283,10 +296,13 @@ if __name__ == "__main__":
 PYEOF
 
 rm -f "$out"
-in_ns "$ns_server" python3 "$work/traffic.py" server &
+# Background jobs are started as `ip netns exec` directly (not through a shell function) so that `$!`
+# is the process itself (`ip` execs the command), and signals reach it.
+ip netns exec "$ns_server" python3 "$work/traffic.py" server &
 pids+=($!)
-# A large kernel buffer so that tcpdump keeps up with bursts on a 2-core machine.
-in_ns "$ns_node" tcpdump -i any -s 0 -B 131072 -w "$out" 2>"$work/tcpdump.err" &
+# A large kernel buffer so that tcpdump keeps up with bursts on a 2-core machine; -Z root so that it
+# can write wherever OUT is.
+ip netns exec "$ns_node" tcpdump -i any -s 0 -B 131072 -Z root -w "$out" 2>"$work/tcpdump.err" &
 tcpdump_pid=$!
 pids+=("$tcpdump_pid")
 
@@ -299,24 +315,33 @@ for _ in $(seq 100); do
 done
 
 start=$(date +%s)
-in_ns "$ns_client" python3 "$work/traffic.py" client 198.19.0.10 "$max_seconds" >"$work/client.out" &
+ip netns exec "$ns_client" python3 "$work/traffic.py" client 198.19.0.10 "$max_seconds" >"$work/client.out" &
 client_pid=$!
 pids+=("$client_pid")
 
 limit=$((size_mb * 1024 * 1024))
+# SIGTERM, then SIGKILL if it has not exited within 10 s.
+stop_pid() {
+    local pid="$1"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
 # The client writes its counts on stop; leave room for the last packets in flight and tcpdump's buffer.
-while kill -0 "$client_pid" 2>/dev/null; do
+while kill -0 "$client_pid" 2>/dev/null && kill -0 "$tcpdump_pid" 2>/dev/null; do
     size=$(stat -c %s "$out" 2>/dev/null || echo 0)
     if [ "$size" -ge "$limit" ]; then
         break
     fi
     sleep 0.2
 done
-kill -TERM "$client_pid" 2>/dev/null || true
-wait "$client_pid" 2>/dev/null || true
+stop_pid "$client_pid"
 sleep 1
-kill -INT "$tcpdump_pid" 2>/dev/null || true
-wait "$tcpdump_pid" 2>/dev/null || true
+stop_pid "$tcpdump_pid"
 elapsed=$(($(date +%s) - start))
 
 final=$(stat -c %s "$out")

@@ -214,12 +214,6 @@ impl Detector {
                     text: format!("net.netfilter.nf_conntrack_tcp_timeout_established = {t}"),
                 });
             }
-            if self.total > 1 {
-                f = f.because(format!(
-                    "{} connections in the capture show the same pattern",
-                    self.total
-                ));
-            }
             found.push(with_packets(
                 f,
                 ctx,

@@ -115,12 +115,6 @@ left off, without a handshake: the same socket was translated anew ({} after its
             if case.pre_nat_seen {
                 f = f.because("the client-side (pre-SNAT) view kept its tuple while the post-SNAT tuple changed: both NAT legs are visible");
             }
-            if self.total > 1 {
-                f = f.because(format!(
-                    "{} connections in the capture show the same re-translation",
-                    self.total
-                ));
-            }
             found.push(with_packets(
                 f,
                 ctx,
