@@ -213,7 +213,7 @@ def server():
 
 STOP = threading.Event()
 COUNT = {"short": 0, "bulk": 0, "keepalive_requests": 0, "errors": 0}
-BULK_RATE = 4 * 1024 * 1024  # bytes/s per bulk stream
+BULK_RATE = 3 * 1024 * 1024  # bytes/s per bulk stream
 
 def req(s, size, close):
     body = b"q" * random.randint(40, 600)

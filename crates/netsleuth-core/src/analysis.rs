@@ -116,64 +116,22 @@ fn open_error_text(e: &OpenError) -> String {
     e.to_string()
 }
 
-/// k-way merge by capture timestamp; each reader's head record is copied out so that all heads can
-/// be compared (the single-input path avoids this copy).
+/// k-way merge by capture timestamp: each step takes the record of the input whose next record is
+/// the earliest (ties go to the earlier input), so packets seen in several captures meet in time order.
 fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<R>)>) {
-    struct Head {
-        frame: u64,
-        ts: i64,
-        linktype: u32,
-        interface: u32,
-        orig_len: u32,
-        data: Vec<u8>,
-        valid: bool,
-    }
-    let mut heads: Vec<Head> = readers
-        .iter()
-        .map(|_| Head {
-            frame: 0,
-            ts: 0,
-            linktype: 0,
-            interface: 0,
-            orig_len: 0,
-            data: Vec::new(),
-            valid: false,
-        })
-        .collect();
-    let refill = |r: &mut CaptureReader<R>, h: &mut Head| match r.next_record() {
-        Some(rec) => {
-            h.frame = rec.frame;
-            h.ts = rec.ts_ns;
-            h.linktype = rec.linktype;
-            h.interface = rec.interface;
-            h.orig_len = rec.orig_len;
-            h.data.clear();
-            h.data.extend_from_slice(rec.data);
-            h.valid = true;
-        }
-        None => h.valid = false,
-    };
-    for (i, (_, r)) in readers.iter_mut().enumerate() {
-        refill(r, &mut heads[i]);
-    }
     loop {
-        let Some(i) = (0..heads.len())
-            .filter(|&i| heads[i].valid)
-            .min_by_key(|&i| (heads[i].ts, i))
-        else {
-            break;
-        };
-        let h = &heads[i];
-        engine.record(
-            readers[i].0,
-            h.frame,
-            h.ts,
-            h.linktype,
-            h.interface,
-            &h.data,
-            h.orig_len,
-        );
-        refill(&mut readers[i].1, &mut heads[i]);
+        let mut best: Option<(i64, usize)> = None;
+        for (i, (_, r)) in readers.iter_mut().enumerate() {
+            if let Some(ts) = r.peek_ts() {
+                if best.is_none_or(|(b, _)| ts < b) {
+                    best = Some((ts, i));
+                }
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let (idx, r) = &mut readers[i];
+        let Some(rec) = r.next_record() else { continue };
+        engine.record(*idx, rec.frame, rec.ts_ns, rec.linktype, rec.interface, rec.data, rec.orig_len);
     }
     for (_, r) in &readers {
         engine.diagnostics.extend(r.diagnostics());
