@@ -316,7 +316,7 @@ pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Fin
     if cases.is_empty() {
         return;
     }
-    cases.sort_by(|a, b| b.confidence.cmp(&a.confidence));
+    cases.sort_by_key(|f| std::cmp::Reverse(f.confidence));
     let mut rest = cases.split_off(1);
     let mut lead = cases.pop().expect("one case");
     for other in rest.drain(..).take(2) {
