@@ -285,10 +285,12 @@ fn live(services: u32, entries: u32) {
     let (ruleset, nrules) = kube_ruleset(services);
     let rs_path = std::env::temp_dir().join(format!("{name}.rules"));
     std::fs::write(&rs_path, ruleset).unwrap();
-    sh(&format!(
-        "ip netns exec {name} iptables-restore < {}",
-        rs_path.display()
-    ));
+    let restore = if std::env::args().any(|a| a == "--legacy") {
+        "iptables-legacy-restore"
+    } else {
+        "iptables-restore"
+    };
+    sh(&format!("ip netns exec {name} {restore} < {}", rs_path.display()));
     let _ = std::fs::remove_file(&rs_path);
     eprintln!("live namespace ready: {nrules} rules, {want} UDP flows sent (host nf_conntrack_max {max}) in {:.1} s (not timed)", t.elapsed().as_secs_f64());
     let root = std::env::temp_dir().join(format!("{name}-root"));

@@ -1,33 +1,140 @@
-use super::CliError;
-use crate::cli::{CheckArgs, CollectArgs, DiffArgs};
+//! `check`, `collect`, `diff` and `analyze --node`: thin adapters over the node crate. All of them
+//! only read the node; `--probe` (opt-in) is the one step that sends packets (DNS queries).
+
+use super::{emit, write_stdout, CliError};
+use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
 use netsleuth_core::node::NodeContext;
-use std::path::Path;
+use netsleuth_core::report::Report;
+use netsleuth_node::{CheckOptions, CollectOptions, NodeFacts, ProbeOptions, Target};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
 /// `netsleuth lab` writes beside its captures).
 pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
     if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
-            "reading node facts {}",
-            path.display()
-        )))?;
-        let mut ctx: NodeContext = serde_json::from_str(&text)
-            .map_err(|e| CliError::Other(format!("{} is not a node facts file: {e} (hint: give a bundle from `netsleuth collect` or a lab run's facts.json)", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(CliError::io(format!("reading node facts {}", path.display())))?;
+        let mut ctx: NodeContext = serde_json::from_str(&text).map_err(|e| {
+            CliError::Other(format!(
+                "{} is not a node facts file: {e} (hint: give a bundle from `netsleuth collect` or a lab run's facts.json)",
+                path.display()
+            ))
+        })?;
         if ctx.source.is_empty() {
             ctx.source = path.display().to_string();
         }
         return Ok(ctx);
     }
-    Err(CliError::Other(
-        "reading node bundles is not wired yet".into(),
-    ))
+    let facts = read_bundle(path)?;
+    Ok(netsleuth_node::to_node_context(&facts))
 }
-pub fn check(_a: CheckArgs) -> Result<i32, CliError> {
-    Err(CliError::Other("check is not wired yet".into()))
+
+fn read_bundle(path: &Path) -> Result<NodeFacts, CliError> {
+    netsleuth_node::read_bundle(path).map_err(|e| CliError::Other(e.to_string()))
 }
-pub fn collect(_a: CollectArgs) -> Result<i32, CliError> {
-    Err(CliError::Other("collect is not wired yet".into()))
+
+fn interval(secs: f64) -> Result<Duration, CliError> {
+    if !(0.0..=600.0).contains(&secs) {
+        return Err(CliError::Usage(format!("--interval {secs}: give 0 to 600 seconds")));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
-pub fn diff(_a: DiffArgs) -> Result<i32, CliError> {
-    Err(CliError::Other("diff is not wired yet".into()))
+
+fn collect_options(netns: Option<&PathBuf>, secs: f64, probe: bool) -> Result<CollectOptions, CliError> {
+    let mut o = CollectOptions { interval: interval(secs)?, ..Default::default() };
+    if let Some(ns) = netns {
+        o.target = Target::Netns(ns.clone());
+    }
+    if secs == 0.0 {
+        o.samples = 1;
+    }
+    if probe {
+        o.probe = Some(ProbeOptions::default());
+    }
+    Ok(o)
+}
+
+fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CliError> {
+    netsleuth_node::collect_live(opts).map_err(|e| CliError::Other(e.to_string()))
+}
+
+pub fn check(a: CheckArgs) -> Result<i32, CliError> {
+    let (facts, input) = match &a.bundle {
+        Some(b) => {
+            let mut facts = read_bundle(b)?;
+            if a.probe {
+                let results = netsleuth_node::probe_nameservers(&facts, &ProbeOptions::default());
+                netsleuth_node::attach_probes(&mut facts, results);
+            }
+            (facts, b.display().to_string())
+        }
+        None => {
+            let opts = collect_options(a.netns.as_ref(), a.interval, a.probe)?;
+            let what = a.netns.as_ref().map(|n| format!("live netns {}", n.display())).unwrap_or_else(|| "live node".into());
+            (collect_live(&opts)?, what)
+        }
+    };
+    let r = netsleuth_node::check(&facts, &CheckOptions::default());
+    let mut notes = Vec::new();
+    if !a.probe {
+        notes.push("passive check: add --probe to query each nameserver and find dead ones".to_string());
+    }
+    let report = Report {
+        command: "check",
+        inputs: vec![input],
+        findings: r.findings,
+        diagnostics: r.diagnostics,
+        stats: serde_json::to_value(&r.summary).expect("summary serialises"),
+        notes,
+    };
+    emit(&report, a.format.format)
+}
+
+pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
+    let opts = collect_options(a.netns.as_ref(), a.interval, false)?;
+    let facts = collect_live(&opts)?;
+    netsleuth_node::write_bundle(&facts, &a.output).map_err(|e| CliError::Other(e.to_string()))?;
+    let failed = facts.manifest.artifacts.iter().filter(|x| x.error.is_some()).count();
+    eprintln!(
+        "netsleuth: wrote {} ({} artifacts, {} could not be collected: see manifest.json)",
+        a.output.display(),
+        facts.manifest.artifacts.len(),
+        failed
+    );
+    Ok(0)
+}
+
+pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
+    let fa = read_bundle(&a.a)?;
+    let fb = read_bundle(&a.b)?;
+    let d = netsleuth_node::diff(&fa, &fb);
+    let text = match a.format.format {
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
+        }))
+        .expect("diff serialises")
+            + "\n",
+        Format::Human => {
+            let mut s = format!("A = {}\nB = {}\n", d.a, d.b);
+            if d.items.is_empty() {
+                s.push_str("no differences that matter\n");
+            }
+            let mut items = d.items.clone();
+            items.sort_by_key(|i| i.rank);
+            for i in &items {
+                let tag = i.incident.as_deref().map(|x| format!(" [{x}]")).unwrap_or_default();
+                s.push_str(&format!(
+                    "{:<10} {:<48} A: {:<24} B: {}{}\n",
+                    i.area,
+                    i.key,
+                    i.a.as_deref().unwrap_or("-"),
+                    i.b.as_deref().unwrap_or("-"),
+                    tag
+                ));
+            }
+            s
+        }
+    };
+    write_stdout(&text)?;
+    Ok(0)
 }
