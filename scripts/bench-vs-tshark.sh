@@ -5,8 +5,8 @@
 #   scripts/bench-vs-tshark.sh FILE.pcap
 #
 # Environment:
-#   RUNS=3                 netsleuth and tcpdump runs per row; the median wall time is reported, with
-#                          the largest peak RSS of the runs (tshark runs once: it is slow)
+#   RUNS=5                 runs per row (tshark runs once: it is slow); the median wall and CPU times
+#                          are reported, with the largest peak RSS of the runs
 #   TSHARK_MAX_PACKETS=N   run tshark on the first N packets only (a prefix made with `editcap -r`),
 #                          and netsleuth on the same prefix as well, so the two rows compare like with
 #                          like; the full-file rows are still printed
@@ -25,8 +25,8 @@ if [ $# -ne 1 ]; then
     exit 2
 fi
 file="$1"
-runs="${RUNS:-3}"
-cpu="${BENCH_CPU:-1}"
+runs="${RUNS:-5}"
+pin_cpu="${BENCH_CPU:-1}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 for tool in tshark tcpdump capinfos editcap taskset /usr/bin/time; do
@@ -47,22 +47,29 @@ netsleuth="$root/target/release/netsleuth"
 work="$(mktemp -d /tmp/netsleuth-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
-# One measured run: prints "wall_seconds max_rss_kb exit_code". Wall time is taken around
-# /usr/bin/time with the shell's nanosecond clock (time -v rounds to 10 ms, too coarse for a
-# sub-second run); /usr/bin/time's own start-up (~1 ms) is included.
+# One measured run: prints "wall_seconds cpu_seconds max_rss_kb exit_code". Wall time is taken
+# around /usr/bin/time with the shell's nanosecond clock (time -v rounds to 10 ms, too coarse for a
+# sub-second run; its own start-up, ~1 ms, is included). CPU time is user + system of the measured
+# command and its children: on a shared machine it is the steadier figure, wall time the one a user
+# waits for.
 measure() {
     local log="$work/time.log"
     local rc=0 t0 t1
     t0=$(date +%s%N)
     /usr/bin/time -v -o "$log" "$@" || rc=$?
     t1=$(date +%s%N)
-    local rss
+    local rss cpu
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log")
-    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }') $rss $rc"
+    cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$log")
+    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }') $cpu $rss $rc"
 }
 
 # Median wall time and largest RSS over $runs runs of a command; fails on an unexpected exit code.
 # Args: OK_CODES LABEL BYTES CMD...
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
 rows=()
 bench() {
     local ok="$1" label="$2" bytes="$3"
@@ -70,9 +77,9 @@ bench() {
     local n="$runs"
     # tshark is slow: one run.
     [ "$label" = "${label#tshark}" ] || n=1
-    local walls=() rss_max=0
+    local walls=() cpus=() rss_max=0 wall cpu rss rc
     for _ in $(seq "$n"); do
-        read -r wall rss rc < <(measure "$@")
+        read -r wall cpu rss rc < <(measure "$@")
         case " $ok " in
             *" $rc "*) ;;
             *)
@@ -81,14 +88,16 @@ bench() {
                 ;;
         esac
         walls+=("$wall")
+        cpus+=("$cpu")
         [ "$rss" -gt "$rss_max" ] && rss_max="$rss"
     done
-    local median
-    median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
     local row
-    row=$(awk -v l="$label" -v b="$bytes" -v w="$median" -v r="$rss_max" -v n="$n" 'BEGIN {
+    wall=$(median "${walls[@]}")
+    cpu=$(median "${cpus[@]}")
+    row=$(awk -v l="$label" -v b="$bytes" -v w="$wall" -v c="$cpu" -v r="$rss_max" -v n="$n" 'BEGIN {
         gsub(/\|/, "\\|", l)
-        printf "| %s | %.1f | %.3f | %.1f | %.1f | %d |", l, b / 1e6, w, (w > 0 ? b / 1e6 / w : 0), r / 1024, n }')
+        printf "| %s | %.1f | %.3f | %.0f | %.2f | %.0f | %.1f | %d |", l, b / 1e6, w, (w > 0 ? b / 1e6 / w : 0),
+            c, (c > 0 ? b / 1e6 / c : 0), r / 1024, n }')
     rows+=("$row")
     echo "$row" >&2
 }
@@ -113,26 +122,26 @@ run_set() {
     # netsleuth exits 1 when it finds an incident: still a complete run.
     bench "0 1" "netsleuth analyze --format json FILE" "$bytes" \
         sh -c 'exec taskset -c "$1" "$2" analyze --format json "$3" >"$4"' sh \
-        "$cpu" "$netsleuth" "$f" "$work/report.json"
+        "$pin_cpu" "$netsleuth" "$f" "$work/report.json"
     bench "0 1" "cat FILE | netsleuth analyze --format json -" "$bytes" \
         sh -c 'cat "$1" | taskset -c "$2" "$3" analyze --format json - >"$4"' sh \
-        "$f" "$cpu" "$netsleuth" "$work/report-stdin.json"
+        "$f" "$pin_cpu" "$netsleuth" "$work/report-stdin.json"
     # The pipe's own ceiling on this machine, for reading the stdin row.
     bench "0" "cat FILE | cat > /dev/null" "$bytes" \
-        sh -c 'cat "$1" | taskset -c "$2" cat >/dev/null' sh "$f" "$cpu"
+        sh -c 'cat "$1" | taskset -c "$2" cat >/dev/null' sh "$f" "$pin_cpu"
     bench "0" "tcpdump -nr FILE > /dev/null" "$bytes" \
-        sh -c 'taskset -c "$1" tcpdump -nr "$2" >/dev/null 2>&1' sh "$cpu" "$f"
+        sh -c 'taskset -c "$1" tcpdump -nr "$2" >/dev/null 2>&1' sh "$pin_cpu" "$f"
     if [ "$with_tshark" = yes ]; then
         bench "0" "tshark -q -z expert -r FILE" "$bytes" \
-            sh -c 'taskset -c "$1" tshark -q -z expert -r "$2" >"$3" 2>&1' sh "$cpu" "$f" "$work/tshark.txt"
+            sh -c 'taskset -c "$1" tshark -q -z expert -r "$2" >"$3" 2>&1' sh "$pin_cpu" "$f" "$work/tshark.txt"
     fi
 }
 
 # Commands run through `sh -c` (for redirections and the pipe). Linux reports to /usr/bin/time the
 # largest peak RSS of the shell and its waited-for children, i.e. the tool's own (cat's is ~2 MB).
 print_table() {
-    echo "| command | MB | wall s (median) | MB/s | peak RSS MB | runs |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| command | MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB | runs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 }
 

@@ -131,7 +131,15 @@ fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<
         let Some((_, i)) = best else { break };
         let (idx, r) = &mut readers[i];
         let Some(rec) = r.next_record() else { continue };
-        engine.record(*idx, rec.frame, rec.ts_ns, rec.linktype, rec.interface, rec.data, rec.orig_len);
+        engine.record(
+            *idx,
+            rec.frame,
+            rec.ts_ns,
+            rec.linktype,
+            rec.interface,
+            rec.data,
+            rec.orig_len,
+        );
     }
     for (_, r) in &readers {
         engine.diagnostics.extend(r.diagnostics());

@@ -12,7 +12,9 @@ fn corpus() -> PathBuf {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -61,20 +63,55 @@ fn full_analysis_of_every_corpus_capture() {
             Box::new(file)
         };
         let t = Instant::now();
-        let a = analyze(vec![Input { name: f.display().to_string(), reader }], &NodeContext::default());
-        assert!(t.elapsed() < Duration::from_secs(60), "{} took {:?}", f.display(), t.elapsed());
+        let a = analyze(
+            vec![Input {
+                name: f.display().to_string(),
+                reader,
+            }],
+            &NodeContext::default(),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} took {:?}",
+            f.display(),
+            t.elapsed()
+        );
         if a.failed_inputs.is_empty() {
             analysed += 1;
         }
         peak_live = peak_live.max(a.stats.tcp_peak_live_connections);
         let name = f.file_name().unwrap().to_string_lossy().to_string();
-        for finding in a.findings.iter().filter(|x| x.kind == FindingKind::Incident) {
-            if !EXPECTED_FINDINGS.iter().any(|(n, id)| *n == name && *id == finding.id) {
-                unexpected.push(format!("{}: {} {:?}: {}", f.display(), finding.id, finding.confidence, finding.summary));
+        for finding in a
+            .findings
+            .iter()
+            .filter(|x| x.kind == FindingKind::Incident)
+        {
+            if !EXPECTED_FINDINGS
+                .iter()
+                .any(|(n, id)| *n == name && *id == finding.id)
+            {
+                unexpected.push(format!(
+                    "{}: {} {:?}: {}",
+                    f.display(),
+                    finding.id,
+                    finding.confidence,
+                    finding.summary
+                ));
             }
         }
     }
-    eprintln!("analysed {analysed} of {} files in {:?}; peak live TCP connections {peak_live}", files.len(), started.elapsed());
-    assert!(analysed > 1800, "only {analysed} captures could be analysed");
-    assert!(unexpected.is_empty(), "incident findings on ordinary captures:\n{}", unexpected.join("\n"));
+    eprintln!(
+        "analysed {analysed} of {} files in {:?}; peak live TCP connections {peak_live}",
+        files.len(),
+        started.elapsed()
+    );
+    assert!(
+        analysed > 1800,
+        "only {analysed} captures could be analysed"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "incident findings on ordinary captures:\n{}",
+        unexpected.join("\n")
+    );
 }

@@ -54,6 +54,15 @@ pub fn connect(
     timeout: Duration,
     opts: ConnectOpts,
 ) -> std::io::Result<TcpStream> {
+    prepare(opts)?.connect(dst, timeout)
+}
+
+/// A socket made, optioned and bound, not yet connected: splitting the two lets callers send SYNs
+/// from several threads within microseconds of each other.
+pub struct Prepared(TcpStream);
+
+/// Creates a non-blocking socket with `opts` applied.
+pub fn prepare(opts: ConnectOpts) -> std::io::Result<Prepared> {
     unsafe {
         let fd = libc::socket(
             libc::AF_INET,
@@ -83,41 +92,52 @@ pub fn connect(
             setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, intvl as i32)?;
             setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)?;
         }
-        let sa = sockaddr(dst);
-        let r = libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(e);
-            }
-            let mut pfd = libc::pollfd {
+        Ok(Prepared(stream))
+    }
+}
+
+impl Prepared {
+    /// Sends the SYN and waits up to `timeout` for the handshake.
+    pub fn connect(self, dst: SocketAddrV4, timeout: Duration) -> std::io::Result<TcpStream> {
+        let stream = self.0;
+        let fd = stream.as_raw_fd();
+        unsafe {
+            let sa = sockaddr(dst);
+            let r = libc::connect(
                 fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            let n = libc::poll(&mut pfd, 1, ms);
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect timed out after {:.1} s", timeout.as_secs_f64()),
-                ));
-            }
-            let mut err: i32 = 0;
-            let mut len = std::mem::size_of::<i32>() as u32;
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut i32).cast(),
-                &mut len,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
             );
-            if err != 0 {
-                return Err(std::io::Error::from_raw_os_error(err));
+            if r != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                    return Err(e);
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                let n = libc::poll(&mut pfd, 1, ms);
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connect timed out after {:.1} s", timeout.as_secs_f64()),
+                    ));
+                }
+                let mut err: i32 = 0;
+                let mut len = std::mem::size_of::<i32>() as u32;
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut i32).cast(),
+                    &mut len,
+                );
+                if err != 0 {
+                    return Err(std::io::Error::from_raw_os_error(err));
+                }
             }
         }
         stream.set_nonblocking(false)?;

@@ -263,20 +263,16 @@ fn live(services: u32, entries: u32) {
     let want = entries.min(max.saturating_sub(2000));
     let path = std::path::PathBuf::from(format!("/run/netns/{name}"));
     netsleuth_node::collect::run::in_netns(Some(&path), || {
-        let socks: Vec<std::net::UdpSocket> = (0..64)
-            .map(|i| std::net::UdpSocket::bind(format!("127.0.1.{}:0", i + 1)).unwrap())
-            .collect();
+        // Many clients, few servers, as on a node: distinct source tuples (a fresh socket per flow,
+        // closed after one datagram; its entry lives on) towards a handful of DNS and HTTP endpoints.
         for i in 0..want {
-            let s = &socks[(i % 64) as usize];
-            let port = 1024 + (i / 64) % 60000;
+            let src = std::net::Ipv4Addr::new(127, 1, (i % 64) as u8, 1 + ((i / 64) % 200) as u8);
+            let Ok(s) = std::net::UdpSocket::bind((src, 0)) else {
+                continue;
+            };
             let dst = std::net::SocketAddrV4::new(
-                std::net::Ipv4Addr::new(
-                    127,
-                    2 + ((i / 7) % 200) as u8,
-                    (i % 250) as u8,
-                    1 + (i % 249) as u8,
-                ),
-                port as u16,
+                std::net::Ipv4Addr::new(127, 0, 0, 10 + (i % 8) as u8),
+                if i % 3 == 0 { 53 } else { 80 },
             );
             let _ = s.send_to(b"x", dst);
         }
@@ -290,7 +286,10 @@ fn live(services: u32, entries: u32) {
     } else {
         "iptables-restore"
     };
-    sh(&format!("ip netns exec {name} {restore} < {}", rs_path.display()));
+    sh(&format!(
+        "ip netns exec {name} {restore} < {}",
+        rs_path.display()
+    ));
     let _ = std::fs::remove_file(&rs_path);
     eprintln!("live namespace ready: {nrules} rules, {want} UDP flows sent (host nf_conntrack_max {max}) in {:.1} s (not timed)", t.elapsed().as_secs_f64());
     let root = std::env::temp_dir().join(format!("{name}-root"));
@@ -323,7 +322,8 @@ fn live(services: u32, entries: u32) {
     println!(
         "live: {} conntrack entries, {} rules ({} services recognised): collect {:.3} s, total {:.3} s; peak RSS {:.0} MB (before {:.0} MB); {} finding(s)",
         node.conntrack.as_ref().map(|c| c.entries).unwrap_or(0),
-        node.iptables.as_ref().map(|r| r.rules.len()).unwrap_or(0),
+        node.iptables.as_ref().map(|r| r.rules.len()).unwrap_or(0)
+            + node.iptables_legacy.as_ref().map(|r| r.rules.len()).unwrap_or(0),
         node.services().len(),
         t_collect.as_secs_f64(),
         total.as_secs_f64(),

@@ -78,6 +78,8 @@ struct Elf {
     loads: Vec<(u64, u64, u64, u32)>,
     /// (name, file offset, size) of sections.
     sections: Vec<(String, u64, u64)>,
+    /// (file offset, size) of PT_INTERP: the dynamic loader's path.
+    interp: Option<(u64, u64)>,
 }
 
 fn uint(b: &[u8], le: bool) -> u64 {
@@ -128,6 +130,7 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
         le,
         loads: Vec::new(),
         sections: Vec::new(),
+        interp: None,
     };
     let ph = read_vec(
         r,
@@ -141,6 +144,15 @@ fn parse_elf(r: &dyn ReadAt) -> Option<Elf> {
             _ => break,
         };
         let g = |o: usize, n: usize| uint(&e[o..o + n], le);
+        if g(0, 4) == 3 {
+            // PT_INTERP
+            elf.interp = Some(if is64 {
+                (g(8, 8), g(32, 8))
+            } else {
+                (g(4, 4), g(16, 4))
+            });
+            continue;
+        }
         if g(0, 4) != 1 {
             continue; // not PT_LOAD
         }
@@ -315,6 +327,16 @@ pub fn go_build_info(r: &dyn ReadAt) -> Option<GoBuildInfo> {
     Some(info)
 }
 
+/// The dynamic loader an ELF binary asks for (`/lib/ld-musl-x86_64.so.1`, `/lib64/ld-linux-x86-64.so.2`);
+/// `None` for static binaries and non-ELF files.
+pub fn elf_interpreter(r: &dyn ReadAt) -> Option<String> {
+    let elf = parse_elf(r)?;
+    let (off, size) = elf.interp?;
+    let b = read_vec(r, off, (size as usize).min(4096));
+    let b = b.split(|x| *x == 0).next().unwrap_or(&b);
+    Some(String::from_utf8_lossy(b).into_owned())
+}
+
 /// `go1.15.6` → (1, 15, 6); `go1.16beta1` → (1, 16, 0); `devel …` → None.
 pub fn parse_go_version(v: &str) -> Option<(u32, u32, u32)> {
     let rest = v.strip_prefix("go")?;
@@ -487,6 +509,32 @@ mod tests {
     }
 
     #[test]
+    fn interpreter_of_a_dynamic_binary() {
+        // ELF64 header + one PT_INTERP program header pointing at the loader path.
+        let path = b"/lib/ld-musl-x86_64.so.1\0";
+        let mut f = vec![0u8; 0x100];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        f[64..68].copy_from_slice(&3u32.to_le_bytes());
+        f[72..80].copy_from_slice(&0x80u64.to_le_bytes());
+        f[96..104].copy_from_slice(&(path.len() as u64).to_le_bytes());
+        f[0x80..0x80 + path.len()].copy_from_slice(path);
+        assert_eq!(
+            elf_interpreter(&f).as_deref(),
+            Some("/lib/ld-musl-x86_64.so.1")
+        );
+        assert_eq!(
+            elf_interpreter(&fake_go_elf("go1.20")),
+            None,
+            "static: no loader"
+        );
+    }
+
+    #[test]
     fn damaged_binaries_never_panic() {
         let good = fake_go_elf("go1.15.6");
         for i in 0..good.len().min(0x1200) {
@@ -494,6 +542,7 @@ mod tests {
                 let mut b = good.clone();
                 b[i] = v;
                 let _ = go_build_info(&b);
+                let _ = elf_interpreter(&b);
             }
         }
         for cut in (0..good.len()).step_by(7) {

@@ -12,6 +12,7 @@ use crate::parse::iptables::{parse_iptables_save, Ruleset, Service, SourceNatRul
 use crate::parse::ipvs::{parse_ipvs, VirtualService};
 use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
 use crate::parse::nft::{parse_nft_json, NftRuleset};
+use crate::parse::proc_tcp::parse_proc_net_tcp;
 use crate::parse::resolver::{
     parse_corefile, parse_hosts, parse_nsswitch, parse_resolv_conf, CorefileUpstream, HostsEntry,
     Nsswitch, ResolvConf,
@@ -326,6 +327,9 @@ pub mod paths {
     pub const ROUTE: &str = "ip-route.json";
     pub const RULE: &str = "ip-rule.json";
     pub const SS: &str = "ss.txt";
+    /// `/proc/net/tcp` and `tcp6`, collected only when `ss` is missing.
+    pub const PROC_TCP: &str = "proc-net-tcp";
+    pub const PROC_TCP6: &str = "proc-net-tcp6";
     pub const CONNTRACK_SUMMARY: &str = "conntrack-summary.json";
     pub const CONNTRACK_HEAD: &str = "conntrack-head.txt";
     pub const NETSTAT: &str = "netstat";
@@ -534,7 +538,13 @@ impl NodeFacts {
                 links: r.parse(&p(paths::ADDR), parse_addr_json),
                 routes: r.parse(&p(paths::ROUTE), parse_route_json),
                 rules: r.parse(&p(paths::RULE), parse_rule_json),
-                sockets: r.parse(&p(paths::SS), parse_ss),
+                sockets: r.parse(&p(paths::SS), parse_ss).or_else(|| {
+                    let v4 = r.parse(&p(paths::PROC_TCP), parse_proc_net_tcp)?;
+                    let v6 = r
+                        .parse(&p(paths::PROC_TCP6), parse_proc_net_tcp)
+                        .unwrap_or_default();
+                    Some(v4.into_iter().chain(v6).collect())
+                }),
                 conntrack,
                 live_path: None,
             });

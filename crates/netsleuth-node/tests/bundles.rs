@@ -219,3 +219,61 @@ fn a_kernel_without_the_tw_recycle_removal_and_with_counters_rising_is_an_incide
     assert_eq!(f.kind, FindingKind::Incident);
     assert!(f.summary.contains("10 → 42"), "{}", f.summary);
 }
+
+#[test]
+fn insert_failures_rising_with_masquerade_without_random_fully_is_an_incident() {
+    // A real clash needs two SYNs racing on two CPUs; the collected bundle's conntrack -S samples are
+    // rewritten to what such a node shows: insert_failed and drop rising between the samples.
+    let facts = load("masquerade");
+    let mut arts = facts.artifacts().clone();
+    for (k, v) in [("sample-1", 100u64), ("sample-2", 130)] {
+        arts.insert(
+            format!("netns/node/{k}/conntrack-S.txt"),
+            format!("cpu=0 found=0 invalid=0 insert=0 insert_failed={v} drop={v} early_drop=0 error=0\n").into_bytes(),
+        );
+    }
+    let r = check(
+        &NodeFacts::from_artifacts(facts.manifest.clone(), arts),
+        &CheckOptions::default(),
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.id == "snat-port-clash")
+        .expect("snat-port-clash");
+    assert_eq!(f.kind, FindingKind::Incident);
+    assert_eq!(f.confidence, Confidence::Likely);
+    assert!(f.summary.contains("100 → 130"), "{}", f.summary);
+    // The same counters with every rule --random-fully: only possible.
+    let facts = load("masquerade");
+    let mut arts = facts.artifacts().clone();
+    let save = String::from_utf8(arts["netns/node/iptables-save.txt"].clone()).unwrap();
+    let fixed: String = save
+        .lines()
+        .map(|l| {
+            if l.contains("MASQUERADE") && !l.contains("--random-fully") {
+                format!("{l} --random-fully")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    arts.insert("netns/node/iptables-save.txt".into(), fixed.into_bytes());
+    for (k, v) in [("sample-1", 100u64), ("sample-2", 130)] {
+        arts.insert(
+            format!("netns/node/{k}/conntrack-S.txt"),
+            format!("cpu=0 insert_failed={v} drop={v}\n").into_bytes(),
+        );
+    }
+    let r = check(
+        &NodeFacts::from_artifacts(facts.manifest.clone(), arts),
+        &CheckOptions::default(),
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.id == "snat-port-clash")
+        .expect("snat-port-clash");
+    assert_eq!(f.confidence, Confidence::Possible, "{}", f.summary);
+}

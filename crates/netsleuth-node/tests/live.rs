@@ -442,6 +442,32 @@ fn collect_and_check_leave_the_node_unchanged() {
     let before = snapshot(&ns);
     let root = TempDir::new("nsn-ro-root");
     let facts = collect_live(&opts(&ns, root.path(), 300)).unwrap();
+    // The ctnetlink decoder and the conntrack tool agree on the table.
+    let ct = facts
+        .node_netns()
+        .unwrap()
+        .conntrack
+        .as_ref()
+        .expect("conntrack summary");
+    let tool_lines: Vec<String> = before[7].lines().map(str::to_string).collect();
+    assert_eq!(
+        ct.entries as usize,
+        tool_lines.len(),
+        "entries: ctnetlink vs conntrack -L"
+    );
+    assert_eq!(
+        ct.unreplied as usize,
+        tool_lines
+            .iter()
+            .filter(|l| l.contains("[UNREPLIED]"))
+            .count()
+    );
+    let src = &facts
+        .manifest
+        .artifact("netns/node/conntrack-summary.json")
+        .unwrap()
+        .source;
+    assert!(src.starts_with("ctnetlink dump"), "{src}");
     let _ = check(&facts, &CheckOptions::default());
     let after = snapshot(&ns);
     let names = [

@@ -81,6 +81,9 @@ pub struct CollectArgs {
     /// Bundle file to write (tar.gz).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Also query each nameserver (the only active step) and keep the answers in the bundle.
+    #[arg(long)]
+    pub probe: bool,
     /// Seconds between the two counter samples.
     #[arg(long, default_value_t = 3.0)]
     pub interval: f64,

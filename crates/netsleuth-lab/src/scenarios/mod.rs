@@ -64,7 +64,7 @@ pub static INFOS: &[ScenarioInfo] = &[
         name: "snat-port-clash",
         incident: Some("snat-port-clash"),
         reproduction: Reproduction::Native {
-            how: "pods connect simultaneously, all from the same source port, through SNAT to a --to-source range of four ports (one per client); conntrack insertion fails (insert_failed, drop) and the SYN is retransmitted a second later.",
+            how: "pods connect simultaneously, all from the same source port, through SNAT to a --to-source range of two ports (two pods per round, three pods taking turns); conntrack insertion fails (insert_failed, drop) and the SYN is retransmitted a second later.",
         },
         summary: "concurrent SYNs from several pods get the same SNAT tuple; the losers' conntrack inserts fail, their SYNs are dropped and retransmitted ~1 s later",
         mitigation: "SNAT with the full port range and --random-fully",

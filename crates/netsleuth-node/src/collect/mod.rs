@@ -5,6 +5,7 @@
 //! packets sent are the opt-in `--probe` DNS queries. Namespaces are entered per thread (`setns`), so the
 //! process itself never leaves its own.
 
+pub mod nl_conntrack;
 pub mod nl_tables;
 pub mod root;
 pub mod run;
@@ -200,6 +201,10 @@ fn list_processes(proc_root: &Path, scope: &ProcessScope) -> Result<Vec<Proc>, C
         ) else {
             continue;
         };
+        // Kernel threads have no executable and no resolver: they are not containers.
+        if std::fs::read_link(base.join("exe")).is_err() {
+            continue;
+        }
         let comm = std::fs::read_to_string(base.join("comm"))
             .unwrap_or_default()
             .trim()
@@ -511,16 +516,34 @@ fn collect_static(opts: &CollectOptions, ns: &NsPlan) -> Sink {
     let proc_net = opts.proc_root.join("thread-self/net");
     let res = in_netns(ns.path.as_deref(), || {
         let mut s = Sink::default();
+        let t0 = Instant::now();
         s.ok(
             format!("{pre}/{}", paths::SYSCTL),
             "/proc/sys/net",
             read_sysctls(&opts.proc_root).into_bytes(),
         );
+        s.took(t0);
         // Conntrack first: its entries are what changes fastest while we look.
         let t0 = Instant::now();
         collect_conntrack(opts, &pre, &proc_net, &mut s);
         s.took(t0);
         s.command(format!("{pre}/{}", paths::IPTABLES), &["iptables-save"], t);
+        // A node can hold rules in both backends (kube-proxy ships its own iptables and picks one).
+        // When the system's iptables-save is the nf_tables one and x_tables holds tables too, dump those.
+        let legacy_tables = std::fs::read_to_string(proc_net.join("ip_tables_names"))
+            .map(|t| !t.trim().is_empty())
+            .unwrap_or(false);
+        let save_is_nft = legacy_tables
+            && run_text(&["iptables-save", "--version"], t)
+                .map(|v| v.contains("nf_tables"))
+                .unwrap_or(false);
+        if legacy_tables && save_is_nft {
+            s.command(
+                format!("{pre}/{}", paths::IPTABLES_LEGACY),
+                &["iptables-legacy-save"],
+                t,
+            );
+        }
         s.command(
             format!("{pre}/{}", paths::IP6TABLES),
             &["ip6tables-save"],
@@ -575,6 +598,14 @@ fn collect_static(opts: &CollectOptions, ns: &NsPlan) -> Sink {
             ),
         }
         s.command(format!("{pre}/{}", paths::SS), &["ss", "-tanoip"], t);
+        // Without ss, the kernel's own socket tables (no backlog, no idle times, but queues and timers).
+        if !s.artifacts.contains_key(&format!("{pre}/{}", paths::SS)) {
+            s.file(format!("{pre}/{}", paths::PROC_TCP), &proc_net.join("tcp"));
+            s.file(
+                format!("{pre}/{}", paths::PROC_TCP6),
+                &proc_net.join("tcp6"),
+            );
+        }
         s
     });
     res.unwrap_or_else(|e| {
@@ -644,42 +675,56 @@ fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
 
 /// Streams the conntrack table through the summariser: only the summary and the first lines are kept.
 fn collect_conntrack(opts: &CollectOptions, pre: &str, proc_net: &Path, s: &mut Sink) {
+    // ctnetlink first (fast, binary); then the conntrack tool; then the procfs table.
+    let mut lines = Vec::new();
     let mut z = ConntrackSummarizer::new(opts.conntrack_limits);
-    let mut head = String::new();
-    let mut kept = 0usize;
-    let mut feed = |l: &str| {
-        if kept < opts.conntrack_head_lines {
-            head.push_str(l);
-            head.push('\n');
-            kept += 1;
-        }
-        z.feed_line(l);
-    };
-    let source;
-    match run_lines(&["conntrack", "-L"], opts.command_timeout, &mut feed) {
-        Ok(()) => source = "conntrack -L".to_string(),
-        Err(e) => {
-            // Fallback: the procfs table (present when CONFIG_NF_CONNTRACK_PROCFS is on).
-            let p = proc_net.join("nf_conntrack");
-            match std::fs::File::open(&p) {
-                Ok(f) => {
-                    use std::io::BufRead;
-                    for l in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-                        feed(&l);
-                    }
-                    source = p.display().to_string();
-                }
-                Err(_) => {
-                    s.failed(
-                        format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
-                        "conntrack -L",
-                        e.to_string(),
-                    );
-                    return;
-                }
+    let (source, head) = match nl_conntrack::dump(&mut z, opts.conntrack_head_lines, &mut lines) {
+        Ok(damaged) => {
+            let mut src = "ctnetlink dump".to_string();
+            if damaged > 0 {
+                src.push_str(&format!(" ({damaged} damaged message(s) skipped)"));
             }
+            (src, lines.join("\n") + "\n")
         }
-    }
+        Err(nl_err) => {
+            z = ConntrackSummarizer::new(opts.conntrack_limits);
+            let mut head = String::new();
+            let mut kept = 0usize;
+            let mut feed = |l: &str| {
+                if kept < opts.conntrack_head_lines {
+                    head.push_str(l);
+                    head.push('\n');
+                    kept += 1;
+                }
+                z.feed_line(l);
+            };
+            let source = match run_lines(&["conntrack", "-L"], opts.command_timeout, &mut feed) {
+                Ok(()) => format!("conntrack -L (ctnetlink dump failed: {nl_err})"),
+                Err(e) => {
+                    // The procfs table exists when CONFIG_NF_CONNTRACK_PROCFS is on.
+                    let p = proc_net.join("nf_conntrack");
+                    match std::fs::File::open(&p) {
+                        Ok(f) => {
+                            use std::io::BufRead;
+                            for l in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                                feed(&l);
+                            }
+                            p.display().to_string()
+                        }
+                        Err(_) => {
+                            s.failed(
+                                format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
+                                "ctnetlink dump, conntrack -L, /proc/net/nf_conntrack",
+                                format!("ctnetlink: {nl_err}; conntrack -L: {e}; no procfs table (hint: is nf_conntrack loaded?)"),
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
+            (source, head)
+        }
+    };
     let summary = z.finish();
     s.ok(
         format!("{pre}/{}", paths::CONNTRACK_HEAD),
@@ -711,7 +756,14 @@ fn collect_root(opts: &CollectOptions, r: &RootPlan) -> Sink {
             link.into_bytes(),
         );
     }
-    let libc = detect_libc(&r.path);
+    let programs: Vec<PathBuf> = r
+        .entry
+        .pids
+        .iter()
+        .take(8)
+        .map(|pid| opts.proc_root.join(pid.to_string()).join("exe"))
+        .collect();
+    let libc = detect_libc(&r.path, &programs);
     s.ok(
         format!("{pre}/{}", paths::LIBC),
         "libc detection",

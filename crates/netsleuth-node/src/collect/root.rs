@@ -2,8 +2,8 @@
 //! letting its absolute symlinks escape into the node's own files.
 
 use crate::binary::{
-    apk_package_version, dpkg_package_version, glibc_version_from_bytes, musl_version_from_bytes,
-    LibcInfo,
+    apk_package_version, dpkg_package_version, elf_interpreter, glibc_version_from_bytes,
+    musl_version_from_bytes, LibcInfo,
 };
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -104,7 +104,12 @@ const GLIBC_PATHS: &[&str] = &[
 ];
 
 /// Which libc the root carries, and its version: package databases first (exact), then the binary.
-pub fn detect_libc(root: &Path) -> LibcInfo {
+/// Which libc the root carries, and its version: package databases first (exact), then the binary.
+///
+/// When both are present (a glibc distribution with musl installed beside it, or an Alpine image with
+/// gcompat), the root's programs decide: the dynamic loader named in their ELF header (`programs` are
+/// files on the node, e.g. `/proc/PID/exe`; the root's `/bin/sh` is tried after them).
+pub fn detect_libc(root: &Path, programs: &[PathBuf]) -> LibcInfo {
     let musl = ["lib", "usr/lib"].iter().find_map(|dir| {
         let d = resolve_in_root(root, dir)?;
         let mut names: Vec<String> = std::fs::read_dir(d)
@@ -115,13 +120,49 @@ pub fn detect_libc(root: &Path) -> LibcInfo {
         names.sort();
         names.first().map(|n| format!("{dir}/{n}"))
     });
-    if let Some(path) = musl {
+    let glibc = GLIBC_PATHS
+        .iter()
+        .find(|p| {
+            resolve_in_root(root, p)
+                .map(|p| p.exists())
+                .unwrap_or(false)
+        })
+        .copied();
+    let mut note = String::new();
+    let use_musl = match (&musl, glibc) {
+        (Some(_), None) => true,
+        (None, _) => false,
+        (Some(_), Some(_)) => {
+            let mut candidates: Vec<PathBuf> = programs.to_vec();
+            candidates.extend(
+                ["bin/sh", "bin/busybox"]
+                    .iter()
+                    .filter_map(|p| resolve_in_root(root, p)),
+            );
+            let interp = candidates.iter().find_map(|p| {
+                let f = std::fs::File::open(p).ok()?;
+                elf_interpreter(&f).map(|i| (p.display().to_string(), i))
+            });
+            match interp {
+                Some((prog, i)) => {
+                    note = format!("; both libcs present, {prog} loads {i}");
+                    i.contains("ld-musl")
+                }
+                None => {
+                    note =
+                        "; both libcs present and no dynamic program to tell: glibc assumed".into();
+                    false
+                }
+            }
+        }
+    };
+    if let (true, Some(path)) = (use_musl, musl) {
         if let FileRead::Ok(db) = read_in_root(root, "lib/apk/db/installed", 64 << 20) {
             if let Some(v) = apk_package_version(&String::from_utf8_lossy(&db), "musl") {
                 return LibcInfo {
                     kind: "musl".into(),
                     version: Some(v),
-                    evidence: "/lib/apk/db/installed (package musl)".into(),
+                    evidence: format!("/lib/apk/db/installed (package musl){note}"),
                 };
             }
         }
@@ -132,26 +173,28 @@ pub fn detect_libc(root: &Path) -> LibcInfo {
         return LibcInfo {
             kind: "musl".into(),
             version,
-            evidence: format!("/{path} (version string in the binary)"),
+            evidence: format!("/{path} (version string in the binary){note}"),
         };
     }
-    for path in GLIBC_PATHS {
-        if let FileRead::Ok(b) = read_in_root(root, path, MAX_FILE) {
-            if let FileRead::Ok(st) = read_in_root(root, "var/lib/dpkg/status", 64 << 20) {
-                if let Some(v) = dpkg_package_version(&String::from_utf8_lossy(&st), "libc6") {
-                    return LibcInfo {
-                        kind: "glibc".into(),
-                        version: Some(v),
-                        evidence: "/var/lib/dpkg/status (package libc6)".into(),
-                    };
-                }
+    if let Some(path) = glibc {
+        if let FileRead::Ok(st) = read_in_root(root, "var/lib/dpkg/status", 64 << 20) {
+            if let Some(v) = dpkg_package_version(&String::from_utf8_lossy(&st), "libc6") {
+                return LibcInfo {
+                    kind: "glibc".into(),
+                    version: Some(v),
+                    evidence: format!("/var/lib/dpkg/status (package libc6){note}"),
+                };
             }
-            return LibcInfo {
-                kind: "glibc".into(),
-                version: glibc_version_from_bytes(&b),
-                evidence: format!("/{path} (version string in the binary)"),
-            };
         }
+        let version = match read_in_root(root, path, MAX_FILE) {
+            FileRead::Ok(b) => glibc_version_from_bytes(&b),
+            _ => None,
+        };
+        return LibcInfo {
+            kind: "glibc".into(),
+            version,
+            evidence: format!("/{path} (version string in the binary){note}"),
+        };
     }
     LibcInfo {
         kind: "none".into(),

@@ -22,7 +22,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::NotFound(cmd) => write!(
                 f,
-                "{cmd}: command not found (hint: install it, see the crate README)"
+                "{cmd}: command not found (hint: install it: Debian packages iproute2, iptables, nftables, conntrack)"
             ),
             RunError::Failed { status, stderr } => {
                 write!(f, "exited with {status}: {}", stderr.trim())

@@ -195,6 +195,23 @@ impl Default for SummaryLimits {
     }
 }
 
+/// One conntrack entry as the summary needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flow<'a> {
+    pub proto: &'a str,
+    pub state: Option<&'a str>,
+    pub timeout_s: Option<u64>,
+    pub unreplied: bool,
+    pub assured: bool,
+    /// Original-direction destination (`None` when unreadable: counted, not tracked per destination).
+    pub dst: Option<IpAddr>,
+    pub dport: Option<u16>,
+    pub reply_src: Option<IpAddr>,
+    pub reply_sport: Option<u16>,
+    pub dnat: bool,
+    pub snat: bool,
+}
+
 #[derive(Default)]
 struct DestAcc {
     entries: u64,
@@ -292,6 +309,31 @@ impl ConntrackSummarizer {
                 return;
             }
         };
+        let dnat = e.is_dnat();
+        let dst = match e.orig.dst.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.s.issues.push(self.line_no, "bad-address", e.orig.dst);
+                None
+            }
+        };
+        self.feed_flow(&Flow {
+            proto: e.proto,
+            state: e.state,
+            timeout_s: e.timeout_s,
+            unreplied: e.unreplied,
+            assured: e.assured,
+            dst,
+            dport: e.orig.dport,
+            reply_src: if dnat { e.reply.src.parse().ok() } else { None },
+            reply_sport: e.reply.sport,
+            dnat,
+            snat: e.is_snat(),
+        });
+    }
+
+    /// Counts one entry, however it was read (a `conntrack -L` line or a ctnetlink message).
+    pub fn feed_flow(&mut self, e: &Flow<'_>) {
         let s = &mut self.s;
         s.entries += 1;
         bump(&mut s.by_proto, e.proto);
@@ -300,9 +342,8 @@ impl ConntrackSummarizer {
         }
         s.unreplied += e.unreplied as u64;
         s.assured += e.assured as u64;
-        let dnat = e.is_dnat();
-        s.dnat += dnat as u64;
-        s.snat += e.is_snat() as u64;
+        s.dnat += e.dnat as u64;
+        s.snat += e.snat as u64;
         let established = e.state == Some("ESTABLISHED");
         if let Some(t) = e.timeout_s {
             if t < self.limits.near_expiry_threshold_s {
@@ -310,11 +351,8 @@ impl ConntrackSummarizer {
                 s.established_near_expiry += established as u64;
             }
         }
-        let Ok(dst) = e.orig.dst.parse::<IpAddr>() else {
-            self.s.issues.push(self.line_no, "bad-address", e.orig.dst);
-            return;
-        };
-        let key = (self.proto_index(e.proto), dst, e.orig.dport);
+        let Some(dst) = e.dst else { return };
+        let key = (self.proto_index(e.proto), dst, e.dport);
         let tracked = self.dests.len() < self.limits.max_tracked_destinations;
         let acc = match self.dests.get_mut(&key) {
             Some(a) => a,
@@ -327,9 +365,9 @@ impl ConntrackSummarizer {
         acc.entries += 1;
         acc.unreplied += e.unreplied as u64;
         acc.established += established as u64;
-        if dnat {
-            if let Ok(b) = e.reply.src.parse::<IpAddr>() {
-                let bk = (b, e.reply.sport);
+        if e.dnat {
+            if let Some(b) = e.reply_src {
+                let bk = (b, e.reply_sport);
                 if let Some(n) = acc.backends.get_mut(&bk) {
                     *n += 1;
                 } else if acc.backends.len() < self.limits.max_backends {

@@ -13,7 +13,10 @@ use std::time::Duration;
 /// `netsleuth lab` writes beside its captures).
 pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
     if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path).map_err(CliError::io(format!("reading node facts {}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
+            "reading node facts {}",
+            path.display()
+        )))?;
         let mut ctx: NodeContext = serde_json::from_str(&text).map_err(|e| {
             CliError::Other(format!(
                 "{} is not a node facts file: {e} (hint: give a bundle from `netsleuth collect` or a lab run's facts.json)",
@@ -35,13 +38,22 @@ fn read_bundle(path: &Path) -> Result<NodeFacts, CliError> {
 
 fn interval(secs: f64) -> Result<Duration, CliError> {
     if !(0.0..=600.0).contains(&secs) {
-        return Err(CliError::Usage(format!("--interval {secs}: give 0 to 600 seconds")));
+        return Err(CliError::Usage(format!(
+            "--interval {secs}: give 0 to 600 seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn collect_options(netns: Option<&PathBuf>, secs: f64, probe: bool) -> Result<CollectOptions, CliError> {
-    let mut o = CollectOptions { interval: interval(secs)?, ..Default::default() };
+fn collect_options(
+    netns: Option<&PathBuf>,
+    secs: f64,
+    probe: bool,
+) -> Result<CollectOptions, CliError> {
+    let mut o = CollectOptions {
+        interval: interval(secs)?,
+        ..Default::default()
+    };
     if let Some(ns) = netns {
         o.target = Target::Netns(ns.clone());
     }
@@ -61,23 +73,29 @@ fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CliError> {
 pub fn check(a: CheckArgs) -> Result<i32, CliError> {
     let (facts, input) = match &a.bundle {
         Some(b) => {
-            let mut facts = read_bundle(b)?;
             if a.probe {
-                let results = netsleuth_node::probe_nameservers(&facts, &ProbeOptions::default());
-                netsleuth_node::attach_probes(&mut facts, results);
+                return Err(CliError::Usage(
+                    "--probe queries nameservers from inside the node's namespaces, so it needs the live node, not a bundle (hint: `netsleuth collect --probe` on the node, or `netsleuth check --probe` there)".into(),
+                ));
             }
-            (facts, b.display().to_string())
+            (read_bundle(b)?, b.display().to_string())
         }
         None => {
             let opts = collect_options(a.netns.as_ref(), a.interval, a.probe)?;
-            let what = a.netns.as_ref().map(|n| format!("live netns {}", n.display())).unwrap_or_else(|| "live node".into());
+            let what = a
+                .netns
+                .as_ref()
+                .map(|n| format!("live netns {}", n.display()))
+                .unwrap_or_else(|| "live node".into());
             (collect_live(&opts)?, what)
         }
     };
     let r = netsleuth_node::check(&facts, &CheckOptions::default());
     let mut notes = Vec::new();
     if !a.probe {
-        notes.push("passive check: add --probe to query each nameserver and find dead ones".to_string());
+        notes.push(
+            "passive check: add --probe to query each nameserver and find dead ones".to_string(),
+        );
     }
     let report = Report {
         command: "check",
@@ -91,10 +109,15 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
 }
 
 pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
-    let opts = collect_options(a.netns.as_ref(), a.interval, false)?;
+    let opts = collect_options(a.netns.as_ref(), a.interval, a.probe)?;
     let facts = collect_live(&opts)?;
     netsleuth_node::write_bundle(&facts, &a.output).map_err(|e| CliError::Other(e.to_string()))?;
-    let failed = facts.manifest.artifacts.iter().filter(|x| x.error.is_some()).count();
+    let failed = facts
+        .manifest
+        .artifacts
+        .iter()
+        .filter(|x| x.error.is_some())
+        .count();
     eprintln!(
         "netsleuth: wrote {} ({} artifacts, {} could not be collected: see manifest.json)",
         a.output.display(),
@@ -109,11 +132,13 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
     let fb = read_bundle(&a.b)?;
     let d = netsleuth_node::diff(&fa, &fb);
     let text = match a.format.format {
-        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
-            "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
-        }))
-        .expect("diff serialises")
-            + "\n",
+        Format::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
+            }))
+            .expect("diff serialises")
+                + "\n"
+        }
         Format::Human => {
             let mut s = format!("A = {}\nB = {}\n", d.a, d.b);
             if d.items.is_empty() {
@@ -122,7 +147,11 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
             let mut items = d.items.clone();
             items.sort_by_key(|i| i.rank);
             for i in &items {
-                let tag = i.incident.as_deref().map(|x| format!(" [{x}]")).unwrap_or_default();
+                let tag = i
+                    .incident
+                    .as_deref()
+                    .map(|x| format!(" [{x}]"))
+                    .unwrap_or_default();
                 s.push_str(&format!(
                     "{:<10} {:<48} A: {:<24} B: {}{}\n",
                     i.area,
