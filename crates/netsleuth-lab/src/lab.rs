@@ -41,6 +41,9 @@ pub struct ObservePlan<'a> {
     pub node_role: &'a str,
     /// Role of the pod whose `tcpdump -i eth0` is the client's own view.
     pub client_role: Option<&'a str>,
+    /// Interface of the client capture: `eth0` in a pod; `cni0` in the node namespace sees every
+    /// pod on the bridge before NAT (used when several pods play the client).
+    pub client_iface: &'a str,
     /// Optional capture filter for both captures (keeps fixtures small in busy scenarios).
     pub filter: Option<&'a str>,
 }
@@ -144,13 +147,17 @@ impl Lab {
         let topo = self.topo.as_ref().expect("topology first");
         let node = topo.by_role(plan.node_role).expect("node role exists");
         let mut captures = Vec::new();
+        let filter_note = plan
+            .filter
+            .map(|f| format!(", filter `{f}`"))
+            .unwrap_or_default();
         let node_pcap = self.out.join("node.pcap");
         captures.push((
             ArtifactKind::NodeCapture,
             record::tcpdump(node, "any", &node_pcap, plan.filter)?,
             format!(
-                "tcpdump -i any in the {} namespace (pcap, LINUX_SLL2)",
-                plan.node_role
+                "tcpdump -i any in the {} namespace (pcap, LINUX_SLL2){}",
+                plan.node_role, filter_note
             ),
         ));
         if let Some(client) = plan.client_role {
@@ -158,9 +165,10 @@ impl Lab {
             let path = self.out.join("client.pcap");
             captures.push((
                 ArtifactKind::ClientCapture,
-                record::tcpdump(ns, "eth0", &path, plan.filter)?,
+                record::tcpdump(ns, plan.client_iface, &path, plan.filter)?,
                 format!(
-                    "tcpdump -i eth0 in the {client} pod (pcap, Ethernet): the client's own view"
+                    "tcpdump -i {} in the {client} namespace (pcap, Ethernet){}: the client side's own view",
+                    plan.client_iface, filter_note
                 ),
             ));
         }

@@ -10,17 +10,29 @@ fn bin() -> Command {
 }
 
 fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(p)
 }
 
 fn json(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
 }
 
 #[test]
 fn incident_capture_exits_1_with_versioned_json() {
-    let out = bin().args(["analyze", "--format", "json"]).arg(fixture("lab/bridge-nf-bypass/client.pcap")).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["analyze", "--format", "json"])
+        .arg(fixture("lab/bridge-nf-bypass/client.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out.stdout);
     assert_eq!(v["schema"], "netsleuth.report");
     assert_eq!(v["version"], 1);
@@ -28,18 +40,31 @@ fn incident_capture_exits_1_with_versioned_json() {
     let f = &v["findings"][0];
     assert_eq!(f["id"], "bridge-nf-bypass");
     assert_eq!(f["confidence"], "confirmed");
-    for key in ["summary", "explanation", "remedy", "reasoning", "evidence", "kind"] {
+    for key in [
+        "summary",
+        "explanation",
+        "remedy",
+        "reasoning",
+        "evidence",
+        "kind",
+    ] {
         assert!(!f[key].is_null(), "finding lacks {key}");
     }
     let frame = &f["evidence"][0]["frames"][0];
-    for key in ["frame", "ts_ns", "time", "src", "src_port", "dst", "dst_port"] {
+    for key in [
+        "frame", "ts_ns", "time", "src", "src_port", "dst", "dst_port",
+    ] {
         assert!(!frame[key].is_null(), "frame evidence lacks {key}");
     }
 }
 
 #[test]
 fn healthy_capture_exits_0() {
-    let out = bin().arg("analyze").arg(fixture("lab/healthy/node.pcap")).output().unwrap();
+    let out = bin()
+        .arg("analyze")
+        .arg(fixture("lab/healthy/node.pcap"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("No incident found"));
 }
@@ -51,17 +76,28 @@ fn stdin_and_gzip_are_read() {
     gz.write_all(&bytes).unwrap();
     let gz = gz.finish().unwrap();
     for input in [bytes, gz] {
-        let mut child = bin().args(["analyze", "--format", "json", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = bin()
+            .args(["analyze", "--format", "json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(&input).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(1));
-        assert_eq!(json(&out.stdout)["findings"][0]["id"], "conntrack-snat-remap");
+        assert_eq!(
+            json(&out.stdout)["findings"][0]["id"],
+            "conntrack-snat-remap"
+        );
     }
 }
 
 #[test]
 fn unreadable_input_exits_2_with_a_clear_error() {
-    let out = bin().args(["analyze", "/nonexistent/capture.pcap"]).output().unwrap();
+    let out = bin()
+        .args(["analyze", "/nonexistent/capture.pcap"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
@@ -84,11 +120,24 @@ fn a_file_cut_mid_record_still_gives_its_findings_with_a_note() {
     let cut = dir.join("cut.pcap");
     // Cut inside the last record.
     std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
-    let out = bin().args(["analyze", "--format", "json"]).arg(&cut).output().unwrap();
+    let out = bin()
+        .args(["analyze", "--format", "json"])
+        .arg(&cut)
+        .output()
+        .unwrap();
     let v = json(&out.stdout);
-    let codes: Vec<&str> = v["diagnostics"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
     assert!(codes.contains(&"truncated-file"), "{codes:?}");
-    assert_eq!(out.status.code(), Some(1), "the findings before the cut are still there");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the findings before the cut are still there"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -108,27 +157,58 @@ fn node_facts_from_a_bundle_raise_confidence() {
 
 #[test]
 fn check_bundle_and_diff() {
-    let out = bin().args(["check", "--format", "json", "--bundle"]).arg(fixture("node/masquerade.tar.gz")).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "a latent risk is not an incident");
+    let out = bin()
+        .args(["check", "--format", "json", "--bundle"])
+        .arg(fixture("node/masquerade.tar.gz"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a latent risk is not an incident"
+    );
     let v = json(&out.stdout);
     assert_eq!(v["command"], "check");
-    assert!(v["findings"].as_array().unwrap().iter().any(|f| f["id"] == "snat-port-clash" && f["kind"] == "latent-risk"));
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["id"] == "snat-port-clash" && f["kind"] == "latent-risk"));
 
-    let out = bin().args(["check", "--bundle"]).arg(fixture("node/clean.tar.gz")).output().unwrap();
+    let out = bin()
+        .args(["check", "--bundle"])
+        .arg(fixture("node/clean.tar.gz"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("No incident found"));
 
-    let out = bin().args(["check", "--bundle"]).arg(fixture("node/listen-overflow.tar.gz")).output().unwrap();
+    let out = bin()
+        .args(["check", "--bundle"])
+        .arg(fixture("node/listen-overflow.tar.gz"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 
-    let out = bin().arg("diff").arg(fixture("node/bridge-nf-off.tar.gz")).arg(fixture("node/bridge-nf-on.tar.gz")).output().unwrap();
+    let out = bin()
+        .arg("diff")
+        .arg(fixture("node/bridge-nf-off.tar.gz"))
+        .arg(fixture("node/bridge-nf-on.tar.gz"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("net.bridge.bridge-nf-call-iptables"), "{text}");
+    assert!(
+        text.contains("net.bridge.bridge-nf-call-iptables"),
+        "{text}"
+    );
 }
 
 #[test]
 fn catalogue_lists_eleven_incidents() {
-    let out = bin().args(["catalogue", "--format", "json"]).output().unwrap();
+    let out = bin()
+        .args(["catalogue", "--format", "json"])
+        .output()
+        .unwrap();
     assert_eq!(json(&out.stdout).as_array().unwrap().len(), 11);
 }

@@ -39,11 +39,10 @@ impl Detector {
         if rec.tsval.is_none() {
             return;
         }
-        let server = c.legs[c.leg_of(&rec.first_syn).unwrap_or(0)].server;
-        let v = self
-            .by_pair
-            .entry((rec.first_syn.src.ip, server))
-            .or_default();
+        // The server sees the connection under its last leg (after SNAT): that source address is the
+        // one its per-host cache is keyed by.
+        let Some(leg) = c.legs.last() else { return };
+        let v = self.by_pair.entry((leg.client.ip, leg.server)).or_default();
         if v.len() < MAX_PER_KEY {
             v.push(rec);
         }
@@ -77,17 +76,17 @@ impl Detector {
                 if r.answered && !r.first_unanswered() && backwards {
                     answered_backwards += 1;
                 }
+                // The per-host cache holds the timestamp of the peer's most recent connection (random
+                // 32-bit TS clocks make "the highest" meaningless), so compare with the latest one.
                 if r.answered && !r.first_unanswered() {
-                    let newer = last_accepted.is_none_or(|(_, v, _)| seq_diff(ts, v) > 0);
-                    if newer {
-                        last_accepted = Some((r.first_syn.ts_ns, ts, i));
-                    }
+                    last_accepted = Some((r.first_syn.ts_ns, ts, i));
                 }
             }
-            // PAWS drops exactly the SYNs whose TSval went backwards: a forward-moving SYN dropped, or a
-            // backwards one accepted, means the drops have another cause (per-connection random TS
-            // offsets make "backwards" a coin toss for modern Linux clients).
-            if dropped_backwards.is_empty() || dropped_forward > 0 || answered_backwards > 0 {
+            // PAWS drops only SYNs whose TSval went backwards: a forward-moving SYN dropped means the
+            // drops have another cause (per-connection random TS offsets make "backwards" a coin toss
+            // for modern Linux clients, so one backwards drop alone is weak). A backwards SYN can still
+            // be accepted: the per-host cache is refreshed only when the server closes first.
+            if dropped_backwards.is_empty() || dropped_forward > 0 {
                 continue;
             }
             let confidence = match recycle {
@@ -113,6 +112,11 @@ impl Detector {
                 dropped_forward
             ))
             .because("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ 4.10)");
+            if answered_backwards > 0 {
+                f = f.because(format!(
+                    "{answered_backwards} other backwards SYN(s) were accepted: the server's per-host timestamp is refreshed only by connections it closed first"
+                ));
+            }
             match recycle {
                 Some(true) => {
                     f = f.with_evidence(Evidence::Config { source: ctx.node.source.clone(), line: None, text: "net.ipv4.tcp_tw_recycle = 1".into() })

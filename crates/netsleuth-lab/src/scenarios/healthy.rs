@@ -95,6 +95,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     lab.observe(ObservePlan {
         node_role: "node",
         client_role: Some("client"),
+        client_iface: "eth0",
         filter: None,
     })?;
 

@@ -79,6 +79,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     lab.observe(ObservePlan {
         node_role: "node",
         client_role: Some("remote"),
+        client_iface: "eth0",
         filter: None,
     })?;
 

@@ -80,6 +80,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     lab.observe(ObservePlan {
         node_role: "node",
         client_role: Some("client0"),
+        client_iface: "eth0",
         // SYNs (and any RST) only: hundreds of rounds of full conversations would overflow the
         // capture before the clash; the SYNs are the evidence.
         filter: Some(

@@ -57,7 +57,9 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     };
     lab.observe(ObservePlan {
         node_role: "remote",
-        client_role: Some("client-a"),
+        // Either pod may be the one blocked: the node's bridge sees both before SNAT.
+        client_role: Some("node"),
+        client_iface: "cni0",
         filter: Some("tcp"),
     })?;
 
