@@ -21,7 +21,7 @@
 # and a few keep-alive connections with many small requests. The capture stops once OUT reaches
 # SIZE_MB; the generators stop first so most connections end with their FINs in the capture.
 #
-# Needs root, python3, tcpdump, iproute2, nftables; ethtool is used when present.
+# Needs root, python3, tcpdump, iproute2, nftables, ethtool.
 set -euo pipefail
 
 usage() {
@@ -39,9 +39,10 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "make-bench-capture: needs root (it creates network namespaces)" >&2
     exit 2
 fi
-for tool in ip tcpdump python3 nft; do
+# ethtool is required: without it the veths keep TSO/GRO and tcpdump records 64 KB super-packets.
+for tool in ip tcpdump python3 nft ethtool; do
     if ! command -v "$tool" >/dev/null; then
-        echo "make-bench-capture: $tool not found (apt-get install iproute2 tcpdump python3 nftables)" >&2
+        echo "make-bench-capture: $tool not found (apt-get install iproute2 tcpdump python3 nftables ethtool)" >&2
         exit 2
     fi
 done
@@ -53,13 +54,14 @@ if [ "$free_mb" -lt $((size_mb * 2 + 1024)) ]; then
     exit 2
 fi
 
-# Unique names: pid + a per-run counter from the clock's nanoseconds, short enough for netns names.
+# Unique names: pid + a clock-derived suffix (a reused pid), short enough for interface-name limits.
 tag="nsb$$x$(($(date +%N) % 1000))"
 ns_client="$tag-c"
 ns_node="$tag-n"
 ns_server="$tag-s"
 work="$(mktemp -d /tmp/netsleuth-bench-capture.XXXXXX)"
 pids=()
+created_ns=()
 
 cleanup() {
     local rc=$?
@@ -68,7 +70,7 @@ cleanup() {
         kill "$pid" 2>/dev/null || true
     done
     # Whatever still runs inside our namespaces is ours (we created them): stop it before removing them.
-    for ns in "$ns_client" "$ns_node" "$ns_server"; do
+    for ns in "${created_ns[@]}"; do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do
             kill "$pid" 2>/dev/null || true
         done
@@ -76,7 +78,7 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    for ns in "$ns_client" "$ns_node" "$ns_server"; do
+    for ns in "${created_ns[@]}"; do
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "$work"
@@ -93,6 +95,7 @@ in_ns() {
 
 for ns in "$ns_client" "$ns_node" "$ns_server"; do
     ip netns add "$ns"
+    created_ns+=("$ns")
     in_ns "$ns" ip link set lo up
 done
 # veth ends are created directly inside the namespaces: no interface ever exists on the host.
@@ -101,9 +104,7 @@ ip link add n1 netns "$ns_node" type veth peer name s0 netns "$ns_server"
 
 offloads_off() {
     local ns="$1" dev="$2"
-    if command -v ethtool >/dev/null; then
-        in_ns "$ns" ethtool -K "$dev" tso off gso off gro off >/dev/null 2>&1 || true
-    fi
+    in_ns "$ns" ethtool -K "$dev" tso off gso off gro off >/dev/null
 }
 setup_link() {
     local ns="$1" dev="$2" addr="$3"
@@ -117,7 +118,6 @@ setup_link "$ns_node" n1 198.18.2.1/24
 setup_link "$ns_server" s0 198.18.2.2/24
 in_ns "$ns_client" ip route add default via 198.18.1.1
 in_ns "$ns_server" ip route add default via 198.18.2.1
-in_ns "$ns_server" ip addr add 198.19.0.10/32 dev lo 2>/dev/null || true
 
 # Namespaced sysctls only (each namespace has its own copy).
 in_ns "$ns_node" sysctl -qw net.ipv4.ip_forward=1
@@ -306,13 +306,22 @@ ip netns exec "$ns_node" tcpdump -i any -s 0 -B 131072 -Z root -w "$out" 2>"$wor
 tcpdump_pid=$!
 pids+=("$tcpdump_pid")
 
-# Wait until the server listens and tcpdump has written its file header.
+# Wait until the server listens and tcpdump captures (it says "listening on" then; the file itself
+# stays empty until tcpdump's first buffer flush).
+ready=no
 for _ in $(seq 100); do
-    if [ -s "$out" ] && in_ns "$ns_server" ss -ltn | grep -q ':5002 '; then
+    if grep -q 'listening on' "$work/tcpdump.err" 2>/dev/null &&
+        in_ns "$ns_server" ss -ltn | grep -q ':5002 '; then
+        ready=yes
         break
     fi
     sleep 0.1
 done
+if [ "$ready" != yes ]; then
+    echo "make-bench-capture: tcpdump or the traffic server did not start:" >&2
+    cat "$work/tcpdump.err" >&2
+    exit 1
+fi
 
 start=$(date +%s)
 ip netns exec "$ns_client" python3 "$work/traffic.py" client 198.19.0.10 "$max_seconds" >"$work/client.out" &
