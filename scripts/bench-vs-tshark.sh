@@ -6,15 +6,18 @@
 #
 # Environment:
 #   RUNS=5                 runs per row (tshark runs once: it is slow); the median wall and CPU times
-#                          are reported, with the largest peak RSS of the runs
+#                          are reported, the best run's throughput (on a shared machine the least
+#                          disturbed one), and the largest peak RSS of the runs
 #   TSHARK_MAX_PACKETS=N   run tshark on the first N packets only (a prefix made with `editcap -r`),
 #                          and netsleuth on the same prefix as well, so the two rows compare like with
 #                          like; the full-file rows are still printed
+#   SKIP_TSHARK=1          leave tshark out (a quick run)
 #   BENCH_CPU=1            the core everything is pinned to with `taskset -c`
 #
 # Each tool runs under `/usr/bin/time -v`, pinned to one core, after the file has been read once so
-# that it comes from the page cache. MB means 10^6 bytes. For the stdin row, `cat` feeds the pipe
-# from the other core; only netsleuth's own time and memory are measured.
+# that it comes from the page cache. MB means 10^6 bytes. In the pipe rows the first `cat` is not
+# pinned (it feeds the pipe from the other core): wall time is the pipeline's, CPU time is both
+# processes' together, peak RSS the larger of the two.
 #
 # Needs: cargo, tshark, tcpdump, capinfos/editcap (wireshark tools), taskset, /usr/bin/time
 # (apt-get install tshark tcpdump util-linux time).
@@ -91,13 +94,14 @@ bench() {
         cpus+=("$cpu")
         [ "$rss" -gt "$rss_max" ] && rss_max="$rss"
     done
-    local row
+    local row best
     wall=$(median "${walls[@]}")
+    best=$(printf '%s\n' "${walls[@]}" | sort -g | head -1)
     cpu=$(median "${cpus[@]}")
-    row=$(awk -v l="$label" -v b="$bytes" -v w="$wall" -v c="$cpu" -v r="$rss_max" -v n="$n" 'BEGIN {
+    row=$(awk -v l="$label" -v b="$bytes" -v w="$wall" -v m="$best" -v c="$cpu" -v r="$rss_max" -v n="$n" 'BEGIN {
         gsub(/\|/, "\\|", l)
-        printf "| %s | %.1f | %.3f | %.0f | %.2f | %.0f | %.1f | %d |", l, b / 1e6, w, (w > 0 ? b / 1e6 / w : 0),
-            c, (c > 0 ? b / 1e6 / c : 0), r / 1024, n }')
+        printf "| %s | %.1f | %.3f | %.0f | %.0f | %.2f | %.0f | %.1f | %d |", l, b / 1e6, w, (w > 0 ? b / 1e6 / w : 0),
+            (m > 0 ? b / 1e6 / m : 0), c, (c > 0 ? b / 1e6 / c : 0), r / 1024, n }')
     rows+=("$row")
     echo "$row" >&2
 }
@@ -131,7 +135,7 @@ run_set() {
         sh -c 'cat "$1" | taskset -c "$2" cat >/dev/null' sh "$f" "$pin_cpu"
     bench "0" "tcpdump -nr FILE > /dev/null" "$bytes" \
         sh -c 'taskset -c "$1" tcpdump -nr "$2" >/dev/null 2>&1' sh "$pin_cpu" "$f"
-    if [ "$with_tshark" = yes ]; then
+    if [ "$with_tshark" = yes ] && [ -z "${SKIP_TSHARK:-}" ]; then
         bench "0" "tshark -q -z expert -r FILE" "$bytes" \
             sh -c 'taskset -c "$1" tshark -q -z expert -r "$2" >"$3" 2>&1' sh "$pin_cpu" "$f" "$work/tshark.txt"
     fi
@@ -140,8 +144,8 @@ run_set() {
 # Commands run through `sh -c` (for redirections and the pipe). Linux reports to /usr/bin/time the
 # largest peak RSS of the shell and its waited-for children, i.e. the tool's own (cat's is ~2 MB).
 print_table() {
-    echo "| command | MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB | runs |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| command | MB | wall s | MB/s | MB/s best run | CPU s | MB/s of CPU | peak RSS MB | runs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 }
 

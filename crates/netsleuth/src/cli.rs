@@ -112,6 +112,8 @@ pub enum LabCommand {
     List(FormatArgs),
     /// Run one scenario (or --all) and analyse what it captured.
     Run(LabRunArgs),
+    /// Remove lab namespaces whose run is over (left by --keep, or by a run that was killed).
+    Cleanup,
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,18 @@ pub fn run(a: LabArgs) -> Result<i32, CliError> {
     match a.command {
         LabCommand::List(f) => list(f.format),
         LabCommand::Run(r) => run_scenarios(r),
+        LabCommand::Cleanup => {
+            netsleuth_lab::preflight().map_err(|e| CliError::Other(e.to_string()))?;
+            // Only namespaces whose run is over (its process gone): a lab running beside us keeps its own.
+            let removed = netsleuth_lab::cleanup(false);
+            write_stdout(&format!(
+                "removed {} lab namespace(s){}{}\n",
+                removed.len(),
+                if removed.is_empty() { "" } else { ": " },
+                removed.join(", ")
+            ))?;
+            Ok(0)
+        }
     }
 }
 
