@@ -448,6 +448,7 @@ impl Engine {
         let ctx = Context {
             inputs: &self.names,
             node,
+            capture_end_ns: self.stats.last_ts_ns.unwrap_or(i64::MIN),
         };
         let mut findings = self.detectors.finish(&ctx);
         sort_findings(&mut findings);

@@ -810,3 +810,30 @@ fn memory_follows_live_connections_not_packets() {
         a.stats.tcp_peak_live_connections
     );
 }
+
+#[test]
+fn syns_cut_off_by_the_end_of_the_capture_are_not_an_overflow() {
+    // Regression: unanswered SYNs a few ms before the capture ends were taken for dropped ones.
+    let mut cap = Cap::new();
+    for k in 0..200u32 {
+        handshake(
+            &mut cap,
+            T0 + k as i64 * 5 * MS,
+            (C, 20000 + k as u16),
+            ([10, 2, 0, 1], 80),
+            k * 7919,
+            k * 104729,
+        );
+    }
+    let t = T0 + 1001 * MS;
+    for k in 0..5u32 {
+        cap.send(
+            t + k as i64 * 4 * MS,
+            2,
+            tcp_v4(C, 30000 + k as u16, [10, 2, 0, 1], 80)
+                .seq(77 + k)
+                .flags(SYN),
+        );
+    }
+    assert_quiet(&cap.analyze());
+}

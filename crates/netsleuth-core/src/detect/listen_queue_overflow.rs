@@ -41,15 +41,17 @@ impl Detector {
         let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
         if c.synack_transmissions >= 2 && c.established {
             if let Some(sa) = c.synack {
-                let v = self.synack_retrans.entry(server).or_default();
-                if v.len() < 16 {
-                    v.push(sa);
+                if let Some(v) = super::capped_entry(&mut self.synack_retrans, server) {
+                    if v.len() < 16 {
+                        v.push(sa);
+                    }
                 }
             }
         }
-        let v = self.by_server.entry(server).or_default();
-        if v.len() < MAX_PER_SERVER {
-            v.push(rec);
+        if let Some(v) = super::capped_entry(&mut self.by_server, server) {
+            if v.len() < MAX_PER_SERVER {
+                v.push(rec);
+            }
         }
     }
 
@@ -68,7 +70,14 @@ impl Detector {
             let drops: Vec<&SynRecord> = recs
                 .iter()
                 .filter(|r| explained.binary_search(&r.conn).is_err())
-                .filter(|r| r.first_unanswered() && (r.transmissions >= 2 || !r.answered))
+                .filter(|r| {
+                    // A SYN sent once and never answered counts only if the capture went on long
+                    // enough for the client to have retransmitted it (the first SYN RTO is 1 s).
+                    r.first_unanswered()
+                        && (r.transmissions >= 2
+                            || (!r.answered
+                                && ctx.capture_end_ns - r.first_syn.ts_ns >= 3_000_000_000))
+                })
                 .filter(|r| in_burst(r.first_syn.ts_ns))
                 .collect();
             let synack_retrans = self.synack_retrans.get(&server).map(Vec::len).unwrap_or(0);

@@ -46,7 +46,9 @@ impl Detector {
             .map(|l| l.server)
             .unwrap_or(rec.first_syn.dst);
         if c.synack.is_some() {
-            *self.answered_servers.entry(server).or_default() += 1;
+            if let Some(n) = super::capped_entry(&mut self.answered_servers, server) {
+                *n += 1;
+            }
             if self.answering_ips.len() < 65_536 {
                 self.answering_ips.insert(server.ip);
                 if let Some(l) = c.legs.first() {
@@ -54,12 +56,10 @@ impl Detector {
                 }
             }
         }
-        let v = self
-            .by_pair
-            .entry((rec.first_syn.src.ip, server))
-            .or_default();
-        if v.len() < MAX_KEEP {
-            v.push(rec);
+        if let Some(v) = super::capped_entry(&mut self.by_pair, (rec.first_syn.src.ip, server)) {
+            if v.len() < MAX_KEEP {
+                v.push(rec);
+            }
         }
     }
 

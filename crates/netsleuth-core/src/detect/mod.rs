@@ -49,6 +49,8 @@ pub struct Context<'a> {
     /// Input names by `InputId`.
     pub inputs: &'a [String],
     pub node: &'a NodeContext,
+    /// Capture time of the last packet of all inputs: what happened after it is unknown.
+    pub capture_end_ns: i64,
 }
 
 impl Context<'_> {
@@ -180,6 +182,23 @@ impl Detectors {
         self.go_dns_first.finish(ctx, &mut out);
         out
     }
+}
+
+/// Most distinct keys (servers, source/server pairs) a detector tracks. Detectors see finished
+/// connections, so without a cap their state would grow with every server ever contacted; past the cap
+/// new keys are counted, not kept (a capture with more distinct servers than this is analysed for the
+/// first ones only, and the finding says so where it matters).
+pub(crate) const MAX_KEYS: usize = 65_536;
+
+/// `map.entry(key)` unless the map is full and the key new.
+pub(crate) fn capped_entry<'m, K: std::hash::Hash + Eq, V: Default>(
+    map: &'m mut crate::flow::FxHashMap<K, V>,
+    key: K,
+) -> Option<&'m mut V> {
+    if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+        return None;
+    }
+    Some(map.entry(key).or_default())
 }
 
 /// A connection's SYN history, kept compactly by the SYN-drop detectors.

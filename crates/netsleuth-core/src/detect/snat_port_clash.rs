@@ -52,9 +52,10 @@ impl Detector {
             return;
         }
         for leg in &c.legs {
-            let v = self.syn_times.entry(leg.server).or_default();
-            if v.len() < MAX_KEEP {
-                v.push((c.syns[0].pkt.ts_ns, c.id, c.syns[0].pkt));
+            if let Some(v) = super::capped_entry(&mut self.syn_times, leg.server) {
+                if v.len() < MAX_KEEP {
+                    v.push((c.syns[0].pkt.ts_ns, c.id, c.syns[0].pkt));
+                }
             }
         }
         if c.syns.len() < 2 {

@@ -42,9 +42,10 @@ impl Detector {
         // The server sees the connection under its last leg (after SNAT): that source address is the
         // one its per-host cache is keyed by.
         let Some(leg) = c.legs.last() else { return };
-        let v = self.by_pair.entry((leg.client.ip, leg.server)).or_default();
-        if v.len() < MAX_PER_KEY {
-            v.push(rec);
+        if let Some(v) = super::capped_entry(&mut self.by_pair, (leg.client.ip, leg.server)) {
+            if v.len() < MAX_PER_KEY {
+                v.push(rec);
+            }
         }
     }
 
