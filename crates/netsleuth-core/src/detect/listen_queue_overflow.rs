@@ -29,10 +29,19 @@ const MIN_BURST: usize = 5;
 /// answers others: the signature of a full SYN or accept queue.
 #[derive(Default)]
 pub struct Detector {
-    by_server: FxHashMap<Endpoint, Vec<SynRecord>>,
+    by_server: FxHashMap<Endpoint, ServerSyns>,
     /// Connections whose SYN-ACK the server had to retransmit although the client ACKed it: the
     /// final ACK was dropped because the accept queue was full.
     synack_retrans: FxHashMap<Endpoint, Vec<PktRef>>,
+}
+
+/// Per listener: every first-SYN time (for bursts), full records only for SYNs left unanswered.
+#[derive(Default)]
+struct ServerSyns {
+    times: Vec<i64>,
+    unanswered: Vec<SynRecord>,
+    attempts: u32,
+    answered_at_once: u32,
 }
 
 impl Detector {
@@ -49,8 +58,16 @@ impl Detector {
             }
         }
         if let Some(v) = super::capped_entry(&mut self.by_server, server) {
-            if v.len() < MAX_PER_SERVER {
-                v.push(rec);
+            v.attempts += 1;
+            if v.times.len() < MAX_PER_SERVER {
+                v.times.push(rec.first_syn.ts_ns);
+            }
+            if rec.first_unanswered() {
+                if v.unanswered.len() < MAX_PER_SERVER {
+                    v.unanswered.push(rec);
+                }
+            } else if rec.answered {
+                v.answered_at_once += 1;
             }
         }
     }
@@ -59,15 +76,17 @@ impl Detector {
         let mut mine = Vec::new();
         let mut servers: Vec<_> = self.by_server.into_iter().collect();
         servers.sort_by_key(|(s, _)| *s);
-        for (server, mut recs) in servers {
-            recs.sort_by_key(|r| r.first_syn.ts_ns);
-            let times: Vec<i64> = recs.iter().map(|r| r.first_syn.ts_ns).collect();
+        for (server, mut syns) in servers {
+            syns.times.sort_unstable();
+            syns.unanswered.sort_by_key(|r| r.first_syn.ts_ns);
+            let times = &syns.times;
             let in_burst = |t: i64| {
                 let lo = times.partition_point(|&x| x < t - BURST_WINDOW_NS);
                 let hi = times.partition_point(|&x| x <= t + BURST_WINDOW_NS);
                 hi - lo >= MIN_BURST
             };
-            let drops: Vec<&SynRecord> = recs
+            let drops: Vec<&SynRecord> = syns
+                .unanswered
                 .iter()
                 .filter(|r| explained.binary_search(&r.conn).is_err())
                 .filter(|r| {
@@ -84,10 +103,7 @@ impl Detector {
             if drops.len() < MIN_DROPS && synack_retrans < MIN_DROPS {
                 continue;
             }
-            let answered = recs
-                .iter()
-                .filter(|r| r.answered && !r.first_unanswered())
-                .count();
+            let answered = syns.answered_at_once;
             let confidence = if answered > 0 {
                 Confidence::Likely
             } else {
@@ -100,7 +116,7 @@ impl Detector {
                 format!(
                     "listener {server}: {} of {} connection attempts in bursts had their SYN ignored and retransmitted{}",
                     drops.len(),
-                    recs.len(),
+                    syns.attempts,
                     if synack_retrans > 0 { format!("; {synack_retrans} SYN-ACKs re-sent although ACKed") } else { String::new() }
                 ),
             )

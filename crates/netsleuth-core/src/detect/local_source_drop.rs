@@ -29,10 +29,17 @@ const MAX_KEEP: usize = 1024;
 /// others; with node facts, an address the node owns (kube-ipvs0, table local).
 #[derive(Default)]
 pub struct Detector {
-    by_pair: FxHashMap<(IpAddr, Endpoint), Vec<SynRecord>>,
+    by_pair: FxHashMap<(IpAddr, Endpoint), PairSyns>,
     answered_servers: FxHashMap<Endpoint, u32>,
     /// Addresses this capture point answered SYNs for: the host owns them.
     answering_ips: BTreeSet<IpAddr>,
+}
+
+/// Per source/server pair: whether any SYN was answered, full records only for those that were not.
+#[derive(Default)]
+struct PairSyns {
+    answered: bool,
+    unanswered: Vec<SynRecord>,
 }
 
 impl Detector {
@@ -57,8 +64,10 @@ impl Detector {
             }
         }
         if let Some(v) = super::capped_entry(&mut self.by_pair, (rec.first_syn.src.ip, server)) {
-            if v.len() < MAX_KEEP {
-                v.push(rec);
+            if rec.answered {
+                v.answered = true;
+            } else if v.unanswered.len() < MAX_KEEP {
+                v.unanswered.push(rec);
             }
         }
     }
@@ -66,8 +75,9 @@ impl Detector {
     pub fn finish(self, ctx: &Context<'_>, explained: &[u64], out: &mut Vec<Finding>) {
         let mut pairs: Vec<_> = self.by_pair.into_iter().collect();
         pairs.sort_by_key(|(k, _)| *k);
-        for ((src, server), recs) in pairs {
-            if recs.iter().any(|r| r.answered)
+        for ((src, server), pair) in pairs {
+            let recs = pair.unanswered;
+            if pair.answered
                 || recs
                     .iter()
                     .any(|r| explained.binary_search(&r.conn).is_ok())
