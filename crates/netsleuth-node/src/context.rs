@@ -56,6 +56,23 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
             .filter_map(|n| n.addr.split('%').next()?.parse().ok())
             .collect();
     }
+    // Names pinned in the containers' /etc/hosts (loopback entries aside): a DNS query for one of them
+    // in a capture means the asking program consults DNS before the hosts file.
+    for root in facts.roots.iter().filter(|r| !r.is_node) {
+        for e in root.hosts.present().into_iter().flatten() {
+            let Ok(ip) = e.addr.parse::<IpAddr>() else {
+                continue;
+            };
+            if ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() {
+                continue;
+            }
+            for n in &e.names {
+                if !ctx.hosts.iter().any(|(a, h)| *a == ip && h == n) {
+                    ctx.hosts.push((ip, n.clone()));
+                }
+            }
+        }
+    }
     ctx.masquerade_without_random_fully = node
         .source_nat_rules()
         .into_iter()

@@ -277,3 +277,18 @@ fn insert_failures_rising_with_masquerade_without_random_fully_is_an_incident() 
         .expect("snat-port-clash");
     assert_eq!(f.confidence, Confidence::Possible, "{}", f.summary);
 }
+
+#[test]
+fn node_context_carries_the_containers_hosts_entries() {
+    // analyze --node uses them to recognise DNS queries for names a pod's /etc/hosts pins.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/node/musl-container.tar.gz");
+    let facts = netsleuth_node::read_bundle(&path).expect("fixture bundle");
+    let ctx = netsleuth_node::to_node_context(&facts);
+    let names: Vec<&str> = ctx.hosts.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(names.contains(&"apiserver.internal"), "{names:?}");
+    assert!(
+        !names.contains(&"localhost"),
+        "loopback entries are left out: {names:?}"
+    );
+}
