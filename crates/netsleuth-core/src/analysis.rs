@@ -92,6 +92,7 @@ pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
         // The common case, kept zero-copy: no merge needed.
         let (idx, mut r) = readers.pop().expect("one reader");
         while let Some(rec) = r.next_record() {
+            engine.cur_offset = rec.offset;
             engine.record(
                 idx,
                 rec.frame,
@@ -131,6 +132,7 @@ fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<
         let Some((_, i)) = best else { break };
         let (idx, r) = &mut readers[i];
         let Some(rec) = r.next_record() else { continue };
+        engine.cur_offset = rec.offset;
         engine.record(
             *idx,
             rec.frame,
@@ -159,6 +161,7 @@ impl DecodeProblems {
         source: &str,
         code: &'static str,
         frame: u64,
+        offset: u64,
         msg: impl FnOnce() -> String,
     ) {
         self.by_key
@@ -167,7 +170,7 @@ impl DecodeProblems {
             .or_insert_with(|| Diagnostic {
                 source: source.to_string(),
                 code,
-                offset: None,
+                offset: Some(offset),
                 frame: Some(frame),
                 line: None,
                 count: 1,
@@ -186,6 +189,8 @@ struct Engine {
     problems: DecodeProblems,
     diagnostics: Vec<Diagnostic>,
     qname: String,
+    /// Byte offset of the record being processed, for locating decode problems.
+    cur_offset: u64,
 }
 
 impl Engine {
@@ -200,6 +205,7 @@ impl Engine {
             problems: DecodeProblems::default(),
             diagnostics: Vec::new(),
             qname: String::new(),
+            cur_offset: 0,
         }
     }
 
@@ -227,7 +233,7 @@ impl Engine {
         };
         if pkt.truncated {
             let name = &self.names[input as usize];
-            self.problems.add(input, name, "snaplen-cut", frame, || {
+            self.problems.add(input, name, "snaplen-cut", frame, self.cur_offset, || {
                 format!("frame {frame}: packet cut by the snap length ({} of {orig_len} bytes captured); headers kept, payload partial", data.len())
             });
         }
@@ -248,7 +254,7 @@ impl Engine {
             DecodeError::NotIp { .. } => self.stats.non_ip_frames += 1,
             DecodeError::UnsupportedLinkType(lt) => {
                 self.stats.undecodable_frames += 1;
-                self.problems.add(input, name, "unsupported-linktype", frame, || {
+                self.problems.add(input, name, "unsupported-linktype", frame, self.cur_offset, || {
                     format!("frame {frame}: link type {lt} is not decoded (supported: Ethernet, Linux SLL/SLL2, raw IP, BSD loopback); its frames are counted, not analysed")
                 });
             }
@@ -259,7 +265,7 @@ impl Engine {
                 } else {
                     "truncated-packet"
                 };
-                self.problems.add(input, name, code, frame, || {
+                self.problems.add(input, name, code, frame, self.cur_offset, || {
                     format!("frame {frame}: ends inside the {layer:?} header at byte {offset} ({caplen} of {orig_len} bytes captured)")
                 });
             }
@@ -269,10 +275,14 @@ impl Engine {
                 what,
             } => {
                 self.stats.undecodable_frames += 1;
-                self.problems
-                    .add(input, name, "malformed-packet", frame, || {
-                        format!("frame {frame}: damaged {layer:?} header at byte {offset}: {what}")
-                    });
+                self.problems.add(
+                    input,
+                    name,
+                    "malformed-packet",
+                    frame,
+                    self.cur_offset,
+                    || format!("frame {frame}: damaged {layer:?} header at byte {offset}: {what}"),
+                );
             }
         }
     }
