@@ -294,36 +294,44 @@ impl Engine {
             .ifindex
             .or(Some(interface))
             .filter(|_| pkt.link.ifindex.is_some() || interface != 0);
+        // The same packet reference for TCP and UDP; UDP has no flags or sequence numbers.
+        let pkt_ref =
+            |src_port: u16, dst_port: u16, flags: u8, len: u32, seq: u32, ack: u32| PktRef {
+                input,
+                frame,
+                ts_ns: ts,
+                src: Endpoint {
+                    ip: pkt.ip.src,
+                    port: src_port,
+                },
+                dst: Endpoint {
+                    ip: pkt.ip.dst,
+                    port: dst_port,
+                },
+                flags,
+                len,
+                seq,
+                ack,
+                ifindex,
+            };
         match &pkt.transport {
             Transport::Tcp(seg) => {
                 self.stats.tcp_packets += 1;
-                let src = Endpoint {
-                    ip: pkt.ip.src,
-                    port: seg.src_port,
-                };
-                let dst = Endpoint {
-                    ip: pkt.ip.dst,
-                    port: seg.dst_port,
-                };
-                let r = PktRef {
-                    input,
-                    frame,
-                    ts_ns: ts,
-                    src,
-                    dst,
-                    flags: seg.flags,
-                    len: seg.payload_len,
-                    seq: seg.seq,
-                    ack: seg.ack,
-                    ifindex,
-                };
+                let r = pkt_ref(
+                    seg.src_port,
+                    seg.dst_port,
+                    seg.flags,
+                    seg.payload_len,
+                    seg.seq,
+                    seg.ack,
+                );
                 let outcome = self.tcp.packet(r, pkt.ip.ident, seg);
                 if !outcome.copy
                     && (seg.src_port == 53 || seg.dst_port == 53)
                     && (seg.payload_len > 0
                         || seg.flags & (tcp_flags::FIN | tcp_flags::RST | tcp_flags::SYN) != 0)
                 {
-                    for m in self.dns_tcp.push(src, dst, seg, frame) {
+                    for m in self.dns_tcp.push(r.src, r.dst, seg, frame) {
                         self.dns_message(r, pkt.ip.ident, true, &m.bytes);
                     }
                 }
@@ -332,26 +340,7 @@ impl Engine {
             Transport::Udp(d) => {
                 self.stats.udp_packets += 1;
                 if d.src_port == 53 || d.dst_port == 53 {
-                    let src = Endpoint {
-                        ip: pkt.ip.src,
-                        port: d.src_port,
-                    };
-                    let dst = Endpoint {
-                        ip: pkt.ip.dst,
-                        port: d.dst_port,
-                    };
-                    let r = PktRef {
-                        input,
-                        frame,
-                        ts_ns: ts,
-                        src,
-                        dst,
-                        flags: 0,
-                        len: d.payload_len,
-                        seq: 0,
-                        ack: 0,
-                        ifindex,
-                    };
+                    let r = pkt_ref(d.src_port, d.dst_port, 0, d.payload_len, 0, 0);
                     self.dns_message(r, pkt.ip.ident, false, d.payload);
                 }
             }
