@@ -191,10 +191,10 @@ impl Detectors {
 pub(crate) const MAX_KEYS: usize = 65_536;
 
 /// `map.entry(key)` unless the map is full and the key new.
-pub(crate) fn capped_entry<'m, K: std::hash::Hash + Eq, V: Default>(
-    map: &'m mut crate::flow::FxHashMap<K, V>,
+pub(crate) fn capped_entry<K: std::hash::Hash + Eq, V: Default>(
+    map: &mut crate::flow::FxHashMap<K, V>,
     key: K,
-) -> Option<&'m mut V> {
+) -> Option<&mut V> {
     if map.len() >= MAX_KEYS && !map.contains_key(&key) {
         return None;
     }
