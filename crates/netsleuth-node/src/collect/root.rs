@@ -139,14 +139,26 @@ pub fn detect_libc(root: &Path, programs: &[PathBuf]) -> LibcInfo {
                     .iter()
                     .filter_map(|p| resolve_in_root(root, p)),
             );
-            let interp = candidates.iter().find_map(|p| {
-                let f = std::fs::File::open(p).ok()?;
-                elf_interpreter(&f).map(|i| (p.display().to_string(), i))
-            });
-            match interp {
+            // A majority of the programs decides, not the first one: a glibc node can run a few
+            // musl-linked programs (and an Alpine image a glibc one through gcompat).
+            let interps: Vec<(String, String)> = candidates
+                .iter()
+                .filter_map(|p| {
+                    let f = std::fs::File::open(p).ok()?;
+                    elf_interpreter(&f).map(|i| (p.display().to_string(), i))
+                })
+                .collect();
+            let musl_n = interps
+                .iter()
+                .filter(|(_, i)| i.contains("ld-musl"))
+                .count();
+            match interps.first() {
                 Some((prog, i)) => {
-                    note = format!("; both libcs present, {prog} loads {i}");
-                    i.contains("ld-musl")
+                    note = format!(
+                        "; both libcs present, {musl_n} of {} programs load musl (e.g. {prog} loads {i})",
+                        interps.len()
+                    );
+                    musl_n * 2 > interps.len()
                 }
                 None => {
                     note =
@@ -206,6 +218,54 @@ pub fn detect_libc(root: &Path, programs: &[PathBuf]) -> LibcInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimal ELF64 whose PT_INTERP names `loader`.
+    fn dynamic_elf(loader: &str) -> Vec<u8> {
+        let path = format!("{loader}\0");
+        let mut f = vec![0u8; 0x100];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        f[64..68].copy_from_slice(&3u32.to_le_bytes());
+        f[72..80].copy_from_slice(&0x80u64.to_le_bytes());
+        f[96..104].copy_from_slice(&(path.len() as u64).to_le_bytes());
+        f[0x80..0x80 + path.len()].copy_from_slice(path.as_bytes());
+        f
+    }
+
+    #[test]
+    fn with_both_libcs_the_majority_of_programs_decides() {
+        // Regression: a glibc node running one musl-linked program was reported as musl.
+        let dir = std::env::temp_dir().join(format!("nsnode-libc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("lib/x86_64-linux-gnu")).unwrap();
+        std::fs::write(
+            dir.join("lib/x86_64-linux-gnu/libc.so.6"),
+            b"GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("lib/ld-musl-x86_64.so.1"),
+            b"musl libc (x86_64)\nVersion 1.2.3\n",
+        )
+        .unwrap();
+        let prog = |name: &str, loader: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, dynamic_elf(loader)).unwrap();
+            p
+        };
+        let musl = prog("a-musl", "/lib/ld-musl-x86_64.so.1");
+        let glibc1 = prog("b-glibc", "/lib64/ld-linux-x86-64.so.2");
+        let glibc2 = prog("c-glibc", "/lib64/ld-linux-x86-64.so.2");
+        let info = detect_libc(&dir, &[musl.clone(), glibc1, glibc2]);
+        assert_eq!(info.kind, "glibc", "{info:?}");
+        let info = detect_libc(&dir, &[musl]);
+        assert_eq!(info.kind, "musl", "{info:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn absolute_links_stay_inside_the_root() {
