@@ -19,6 +19,22 @@ pub struct ServiceInfo {
     pub endpoints: Vec<(IpAddr, u16)>,
 }
 
+/// The resolver stack of one container (or of the node): what decides how its DNS queries look.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResolverStack {
+    /// `container <id> (<comm>, pid N)` or `the node`.
+    pub name: String,
+    /// `musl`, `glibc`, `none`.
+    pub libc: Option<String>,
+    pub libc_version: Option<String>,
+    /// Where the libc answer came from.
+    pub libc_evidence: String,
+    pub has_nsswitch_conf: bool,
+    /// Go versions (`go1.15.6`) of the Go programs running there, with their paths.
+    pub go_programs: Vec<(String, String)>,
+}
+
 /// Serialisable so that a lab run (and a bundle) can hand it over as `facts.json`; unknown fields are
 /// ignored and missing ones default, so older and newer files still read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,6 +54,8 @@ pub struct NodeContext {
     pub nameservers: Vec<IpAddr>,
     /// Names that the client's /etc/hosts answers (from a bundle's container, or `--hosts FILE`).
     pub hosts: Vec<(IpAddr, String)>,
+    /// Resolver stacks of the node and its containers.
+    pub resolvers: Vec<ResolverStack>,
     /// Whether some MASQUERADE/SNAT rule lacks --random-fully, with the rule text.
     pub masquerade_without_random_fully: Vec<String>,
 }
@@ -49,5 +67,32 @@ impl NodeContext {
 
     pub fn service_for(&self, ip: IpAddr, port: u16) -> Option<&ServiceInfo> {
         self.services.iter().find(|s| s.vip == ip && s.port == port)
+    }
+}
+
+/// `"1.2.3"` or `"go1.15.6"` → (1, 2, 3); missing parts are 0.
+pub fn version_tuple(v: &str) -> Option<(u32, u32, u32)> {
+    let v = v.trim().trim_start_matches("go").trim_start_matches('v');
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().ok());
+    let a = it.next()??;
+    let b = it.next().flatten().unwrap_or(0);
+    let c = it.next().flatten().unwrap_or(0);
+    Some((a, b, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_tuple;
+
+    #[test]
+    fn versions_compare_as_tuples() {
+        assert_eq!(version_tuple("1.2.3"), Some((1, 2, 3)));
+        assert_eq!(version_tuple("go1.15.6"), Some((1, 15, 6)));
+        assert_eq!(version_tuple("go1.16beta1"), Some((1, 16, 1)));
+        assert!(version_tuple("1.2.3") < version_tuple("1.2.4"));
+        assert_eq!(version_tuple("musl"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! scripts/regen-lab-fixtures.sh): each incident's scenario names its id with the confidence its
 //! vantage point supports; the mitigated runs and the healthy scenario name none.
 
-use netsleuth_core::node::NodeContext;
+use netsleuth_core::node::{NodeContext, ResolverStack};
 use netsleuth_core::{analyze, Confidence, FindingKind, Input};
 use std::path::{Path, PathBuf};
 
@@ -146,6 +146,33 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     let dir = fixtures().join("go-resolver-dns-first");
     let got = incidents(&[dir.join("client.pcap")], &facts(&dir));
     assert_eq!(got, vec![("go-resolver-dns-first", Confidence::Likely)]);
+    // ...and with a container running Go < 1.16 without nsswitch.conf, it is confirmed.
+    let mut node = facts(&dir);
+    node.resolvers.push(ResolverStack {
+        name: "container 1234 (kubectl, pid 42)".into(),
+        libc: Some("musl".into()),
+        has_nsswitch_conf: false,
+        go_programs: vec![("/usr/local/bin/kubectl".into(), "go1.15.6".into())],
+        ..Default::default()
+    });
+    let got = incidents(&[dir.join("client.pcap")], &node);
+    assert_eq!(got, vec![("go-resolver-dns-first", Confidence::Confirmed)]);
+    // A same-ID A/AAAA pair is confirmed as the musl bug when the node runs musl < 1.2.4, not with 1.2.4.
+    let dir = fixtures().join("dns-id-collision");
+    for (version, expected) in [
+        ("1.2.3", Confidence::Confirmed),
+        ("1.2.4", Confidence::Likely),
+    ] {
+        let mut node = NodeContext::default();
+        node.resolvers.push(ResolverStack {
+            name: "container 99 (app, pid 7)".into(),
+            libc: Some("musl".into()),
+            libc_version: Some(version.into()),
+            ..Default::default()
+        });
+        let got = incidents(&[dir.join("client.pcap")], &node);
+        assert_eq!(got, vec![("dns-id-collision", expected)], "musl {version}");
+    }
 }
 
 #[test]

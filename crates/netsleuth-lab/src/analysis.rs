@@ -28,6 +28,7 @@ pub fn node_context(f: &NodeFacts) -> NodeContext {
             })
             .collect(),
         local_addrs: f.local_addrs.clone(),
+        resolvers: Vec::new(),
         ipvs_bound_addrs: f.ipvs_bound_addrs.clone(),
         nameservers: f.nameservers.clone(),
         hosts: f.hosts.clone(),

@@ -1,7 +1,7 @@
 //! Node facts as the capture analyser wants them (`analyze --node BUNDLE`).
 
 use crate::facts::NodeFacts;
-use netsleuth_core::node::{NodeContext, ServiceInfo};
+use netsleuth_core::node::{NodeContext, ResolverStack, ServiceInfo};
 use std::net::IpAddr;
 
 fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
@@ -72,6 +72,24 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
                 }
             }
         }
+    }
+    for root in &facts.roots {
+        ctx.resolvers.push(ResolverStack {
+            name: root.describe(),
+            libc: root.libc.as_ref().map(|l| l.kind.clone()),
+            libc_version: root.libc.as_ref().and_then(|l| l.version.clone()),
+            libc_evidence: root
+                .libc
+                .as_ref()
+                .map(|l| l.evidence.clone())
+                .unwrap_or_default(),
+            has_nsswitch_conf: root.nsswitch.present().is_some(),
+            go_programs: root
+                .go_binaries
+                .iter()
+                .map(|g| (g.path.clone(), g.info.go_version.clone()))
+                .collect(),
+        });
     }
     ctx.masquerade_without_random_fully = node
         .source_nat_rules()

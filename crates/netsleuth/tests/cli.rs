@@ -156,6 +156,20 @@ fn node_facts_from_a_bundle_raise_confidence() {
 }
 
 #[test]
+fn a_check_bundle_confirms_the_musl_id_collision() {
+    // The bundle's container runs musl 1.2.3: the same-ID A/AAAA pair in the capture is its bug.
+    let out = bin()
+        .args(["analyze", "--format", "json", "--node"])
+        .arg(fixture("node/musl-container.tar.gz"))
+        .arg(fixture("lab/dns-id-collision/client.pcap"))
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    assert_eq!(v["findings"][0]["id"], "dns-id-collision", "{v}");
+    assert_eq!(v["findings"][0]["confidence"], "confirmed");
+}
+
+#[test]
 fn check_bundle_and_diff() {
     let out = bin()
         .args(["check", "--format", "json", "--bundle"])

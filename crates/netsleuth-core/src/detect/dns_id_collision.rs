@@ -14,9 +14,10 @@ to an IPv6 address the pod cannot reach.",
 };
 
 use super::{with_packets, Context};
-use crate::finding::{Confidence, Finding, FindingKind};
+use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_AAAA};
 use crate::flow::PktRef;
+use crate::node::version_tuple;
 
 /// Recognises parallel A and AAAA queries of one lookup carrying the same DNS ID where the AAAA
 /// answer reached the client first.
@@ -66,10 +67,28 @@ impl Detector {
         let Some((a, _)) = self.cases.first() else {
             return;
         };
+        // A container on the node with musl before 1.2.4 is the client library that does this.
+        let old_musl: Vec<_> = ctx
+            .node
+            .resolvers
+            .iter()
+            .filter(|r| r.libc.as_deref() == Some("musl"))
+            .filter(|r| {
+                r.libc_version
+                    .as_deref()
+                    .and_then(version_tuple)
+                    .is_some_and(|v| v < (1, 2, 4))
+            })
+            .collect();
+        let confidence = if old_musl.is_empty() {
+            Confidence::Likely
+        } else {
+            Confidence::Confirmed
+        };
         let mut f = Finding::new(
             &INCIDENT,
             FindingKind::Incident,
-            Confidence::Likely,
+            confidence,
             format!(
                 "{} lookup(s) from {} sent A and AAAA with the same DNS ID and got the AAAA answer first (e.g. {} id=0x{:04x})",
                 self.total,
@@ -79,7 +98,23 @@ impl Detector {
             ),
         )
         .because("both queries left one socket together with one ID, so a client that matches answers by ID alone takes the first answer, the AAAA one, for both")
-        .because("the capture cannot show the client's libc; musl before 1.2.4 behaves this way (check the pod's image, e.g. with netsleuth check)");
+        ;
+        if old_musl.is_empty() {
+            f = f.because("the capture cannot show the client's libc; musl before 1.2.4 behaves this way (give --node with a bundle of the node to check the pods' images)");
+        } else {
+            for r in old_musl.iter().take(3) {
+                f = f.with_evidence(Evidence::Fact {
+                    source: ctx.node.source.clone(),
+                    text: format!(
+                        "{}: musl {} ({})",
+                        r.name,
+                        r.libc_version.as_deref().unwrap_or("?"),
+                        r.libc_evidence
+                    ),
+                });
+            }
+            f = f.because("the node runs musl before 1.2.4 (fix 6c858d6f), the library that gives both queries one ID and takes the first answer for both");
+        }
         if self.same_id_pairs > self.total {
             f = f.because(format!(
                 "{} same-ID pairs in all; in the others the A answer came first",

@@ -15,9 +15,10 @@ to the image (or mount it).",
 };
 
 use super::{with_packets, Context};
-use crate::finding::{Confidence, Finding, FindingKind};
+use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::dns::FinishedQuery;
 use crate::flow::PktRef;
+use crate::node::version_tuple;
 
 /// With the client's /etc/hosts known (node facts or `--hosts`), recognises DNS queries for names
 /// that the hosts file answers.
@@ -56,14 +57,43 @@ impl Detector {
         let Some(((_, name, _, _), (ip, _))) = hits.first() else {
             return;
         };
-        let f = Finding::new(
+        // A container without nsswitch.conf running a Go program older than 1.16 is the asker.
+        let old_go: Vec<(&str, &str, &str)> = ctx
+            .node
+            .resolvers
+            .iter()
+            .filter(|r| !r.has_nsswitch_conf)
+            .flat_map(|r| {
+                r.go_programs
+                    .iter()
+                    .map(move |(p, v)| (r.name.as_str(), p.as_str(), v.as_str()))
+            })
+            .filter(|(_, _, v)| version_tuple(v).is_some_and(|t| t < (1, 16, 0)))
+            .collect();
+        let confidence = if old_go.is_empty() {
+            Confidence::Likely
+        } else {
+            Confidence::Confirmed
+        };
+        let mut f = Finding::new(
             &INCIDENT,
             FindingKind::Incident,
-            Confidence::Likely,
+            confidence,
             format!("{} DNS queries for {name}, which /etc/hosts pins to {ip}", hits.len()),
         )
         .because("a resolver that reads /etc/hosts first would never ask DNS for this name; one that asks DNS first does: Go's pure resolver before 1.16 in an image without /etc/nsswitch.conf")
-        .because("the program's Go version and the image's nsswitch.conf are node facts (netsleuth check reads them), not in the capture");
+        ;
+        if old_go.is_empty() {
+            f = f.because("the program's Go version and the image's nsswitch.conf are node facts (netsleuth check reads them), not in the capture");
+        } else {
+            for (name, path, v) in old_go.iter().take(3) {
+                f = f.with_evidence(Evidence::Fact {
+                    source: ctx.node.source.clone(),
+                    text: format!("{name}: {path} built with {v}, and no /etc/nsswitch.conf"),
+                });
+            }
+            f = f.because("the node runs a Go program older than 1.16 in a container without /etc/nsswitch.conf: its pure-Go resolver asks DNS first");
+        }
         let pkts: Vec<(PktRef, String)> = hits
             .iter()
             .take(4)
