@@ -277,14 +277,14 @@ fn request(seq: u32) -> Vec<u8> {
     m
 }
 
-/// Dumps the calling thread's namespace's table into `z`; the first `head` entries are returned as
-/// `conntrack -L` lines. Returns how many messages were damaged.
-pub fn dump(
-    z: &mut ConntrackSummarizer,
-    head: usize,
-    lines: &mut Vec<String>,
-) -> std::io::Result<u64> {
-    // SAFETY: plain socket calls on an fd we own; the buffer length is passed with it.
+/// Opens a NETLINK_NETFILTER socket in the calling thread's network namespace (receive timeout
+/// `timeout_s`, optional receive buffer) and sends `req` on it: the common start of every dump.
+pub(crate) fn netfilter_request(
+    req: &[u8],
+    timeout_s: i64,
+    rcvbuf: Option<libc::c_int>,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket calls on an fd we own; every buffer is passed with its length.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
@@ -297,10 +297,9 @@ pub fn dump(
     }
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let tv = libc::timeval {
-        tv_sec: 10,
+        tv_sec: timeout_s as libc::time_t,
         tv_usec: 0,
     };
-    let rcvbuf: libc::c_int = 4 << 20;
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -309,15 +308,16 @@ pub fn dump(
             &tv as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::timeval>() as u32,
         );
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &rcvbuf as *const _ as *const libc::c_void,
-            4,
-        );
+        if let Some(size) = rcvbuf {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
     }
-    let req = request(1);
     if unsafe {
         libc::send(
             fd.as_raw_fd(),
@@ -329,6 +329,17 @@ pub fn dump(
     {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(fd)
+}
+
+/// Dumps the calling thread's namespace's table into `z`; the first `head` entries are returned as
+/// `conntrack -L` lines. Returns how many messages were damaged.
+pub fn dump(
+    z: &mut ConntrackSummarizer,
+    head: usize,
+    lines: &mut Vec<String>,
+) -> std::io::Result<u64> {
+    let fd = netfilter_request(&request(1), 10, Some(4 << 20))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut damaged = 0;
     loop {

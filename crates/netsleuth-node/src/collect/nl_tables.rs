@@ -3,9 +3,8 @@
 //! Why not `nft list tables`: nft fills its whole cache first, which on a kube-proxy node with 100 k
 //! iptables-nft rules takes seconds; the table dump is a few hundred bytes.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -97,43 +96,7 @@ pub fn parse_chunk(buf: &[u8]) -> Chunk {
 
 /// Dumps the table names of the calling thread's network namespace.
 pub fn list_tables() -> std::io::Result<Vec<(String, String)>> {
-    // SAFETY: plain socket calls on an fd we own; buffers are sized and checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-    }
-    let req = request(1);
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            req.as_ptr() as *const libc::c_void,
-            req.len(),
-            0,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let fd = super::nl_conntrack::netfilter_request(&request(1), 5, None)?;
     let mut tables = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
