@@ -4,7 +4,7 @@
 //! Several inputs are captures of the same incident from different places (a client pod, the client's
 //! node, the server's node): a packet seen in two of them is one packet seen at two points.
 
-use crate::capture::{CaptureReader, OpenError};
+use crate::capture::CaptureReader;
 use crate::detect::{Context, Detectors};
 use crate::finding::{sort_findings, Diagnostic, Finding};
 use crate::flow::dns::{DnsMessageObs, DnsTracker, FinishedQuery};
@@ -85,7 +85,7 @@ pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
     for (idx, input) in inputs.into_iter().enumerate() {
         match CaptureReader::new(input.reader, input.name.clone()) {
             Ok(r) => readers.push((idx as InputId, r)),
-            Err(e) => failed.push((input.name, open_error_text(&e))),
+            Err(e) => failed.push((input.name, e.to_string())),
         }
     }
     if readers.len() == 1 {
@@ -111,10 +111,6 @@ pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
     analysis.failed_inputs = failed;
     analysis.stats.inputs = names.len();
     analysis
-}
-
-fn open_error_text(e: &OpenError) -> String {
-    e.to_string()
 }
 
 /// k-way merge by capture timestamp: each step takes the record of the input whose next record is

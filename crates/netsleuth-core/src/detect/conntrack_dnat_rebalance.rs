@@ -29,8 +29,8 @@ struct Case {
     new_backend: Endpoint,
     gap_ns: i64,
     pkts: Vec<(PktRef, String)>,
-    /// Exact sequence continuation (set for client-view cases, where the RST's seq proves it).
-    rst: bool,
+    /// The new tuple continues the sequence space exactly (client view: the RST's seq proves it).
+    exact: bool,
     /// Only the client's view: an RST that a socketless server sends, after a silence.
     client_view_only: bool,
 }
@@ -88,7 +88,7 @@ impl Detector {
                 new_backend: leg.server,
                 gap_ns: leg.gap_before_ns,
                 pkts,
-                rst: r.exact,
+                exact: r.exact,
                 client_view_only: false,
             });
         }
@@ -136,7 +136,7 @@ impl Detector {
                         ),
                     ),
                 ],
-                rst: true,
+                exact: true,
                 client_view_only: true,
             });
         }
@@ -198,7 +198,7 @@ impl Detector {
                 f = f.because(
                     "the new backend answered with a bare RST (no ACK): it has no such connection",
                 );
-                if !case.rst {
+                if !case.exact {
                     f = f.because("the sequence numbers continue only approximately (packets may be missing from the capture)");
                 }
             }
