@@ -122,6 +122,261 @@ pub fn list_tables() -> std::io::Result<Vec<(String, String)>> {
     }
 }
 
+
+use crate::parse::nft_netlink::{self as nn, Chain, RuleMsg};
+
+
+const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_NEWGEN: u16 = 15;
+
+/// Receives on `fd` until `done` says the conversation is over; each buffer goes to `on_buf`.
+fn recv_until(
+    fd: &std::os::fd::OwnedFd,
+    buf: &mut [u8],
+    mut on_buf: impl FnMut(&[u8]) -> std::io::Result<bool>,
+) -> std::io::Result<()> {
+    loop {
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if n == 0 || on_buf(&buf[..n as usize])? {
+            return Ok(());
+        }
+    }
+}
+
+/// The ruleset generation: it changes with every committed change, so equal numbers before and after
+/// a multi-request read mean the read saw one ruleset.
+pub fn generation() -> std::io::Result<u32> {
+    let mut m = Vec::with_capacity(20);
+    m.extend_from_slice(&20u32.to_ne_bytes());
+    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    let fd = super::nl_conntrack::netfilter_request(&m, 5, None)?;
+    let mut buf = vec![0u8; 8192];
+    let mut gen = None;
+    let mut err = None;
+    recv_until(&fd, &mut buf, |b| {
+        let mut off = 0;
+        while off + 16 <= b.len() {
+            let len = u32::from_ne_bytes(b[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes([b[off + 4], b[off + 5]]);
+            if len < 16 || off + len > b.len() {
+                break;
+            }
+            let body = &b[off + 16..off + len];
+            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN && body.len() >= 4 {
+                gen = nn::attrs(&body[4..])
+                    .find(|(t, _)| *t == 1)
+                    .and_then(|(_, v)| v.get(..4))
+                    .map(|v| u32::from_be_bytes(v.try_into().unwrap()));
+            } else if ty == NLMSG_ERROR {
+                let e = body
+                    .get(..4)
+                    .map(|x| i32::from_ne_bytes(x.try_into().unwrap()))
+                    .unwrap_or(-1);
+                if e != 0 {
+                    err = Some(-e);
+                }
+            }
+            off += (len + 3) & !3;
+        }
+        Ok(gen.is_some() || err.is_some())
+    })?;
+    match (gen, err) {
+        (Some(g), _) => Ok(g),
+        (None, Some(e)) => Err(std::io::Error::from_raw_os_error(e)),
+        (None, None) => Err(std::io::Error::other("no generation in the kernel's answer")),
+    }
+}
+
+/// Every chain of `family`, from one dump.
+pub fn chains(family: u8) -> std::io::Result<Vec<Chain>> {
+    let fd = super::nl_conntrack::netfilter_request(&nn::chain_dump_request(1, family), 5, None)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut err = None;
+    recv_until(&fd, &mut buf, |b| {
+        let c = nn::parse_chunk(b);
+        out.extend(c.chains);
+        err = c.error;
+        Ok(c.done)
+    })?;
+    match err {
+        Some(e) => Err(std::io::Error::from_raw_os_error(e)),
+        None => Ok(out),
+    }
+}
+
+/// A NETLINK_NETFILTER socket for a series of dumps (no request sent yet).
+fn dump_socket() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on an fd we own; every buffer is passed with its length.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            12, /* NETLINK_NETFILTER */
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    Ok(fd)
+}
+
+/// Dumps the rules of each chain of `family`/`table` in turn (see [`nn::rule_dump_request`]) and hands
+/// every rule to `on_rule` as it arrives, in the chains' order and each chain's kernel order. Nothing is
+/// kept: memory stays at one receive buffer. Returns the damaged messages met.
+///
+/// One dump at a time per socket: the kernel answers a second dump request with EBUSY until the first
+/// one's NLMSG_DONE has been read (it is queued only when the data before it is received).
+pub fn rules(
+    family: u8,
+    table: &str,
+    chains: &[String],
+    mut on_rule: impl FnMut(&RuleMsg<'_>),
+) -> std::io::Result<u64> {
+    let fd = dump_socket()?;
+    let mut damaged = 0;
+    let mut buf = vec![0u8; 1 << 15];
+    for (i, chain) in chains.iter().enumerate() {
+        let req = nn::rule_dump_request(i as u32 + 1, family, table, chain);
+        if unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                req.as_ptr() as *const libc::c_void,
+                req.len(),
+                0,
+            )
+        } < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut err = None;
+        recv_until(&fd, &mut buf, |b| {
+            let c = nn::parse_chunk(b);
+            damaged += c.damaged;
+            for r in &c.rules {
+                on_rule(r);
+            }
+            err = c.error;
+            Ok(c.done)
+        })?;
+        match err {
+            // The chain went away between the chain list and its dump: nothing to show.
+            None | Some(libc::ENOENT) => {}
+            Some(e) => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+    Ok(damaged)
+}
+
+/// From this many chains on, a table's rules are dumped by two threads.
+const PARALLEL_CHAINS: usize = 2_000;
+
+/// The iptables-nft tables of `family` written as `iptables-save` text, read over netlink.
+#[derive(Debug, Default)]
+pub struct XtablesDump {
+    /// (table, rendered) for each iptables-layout table, in the kernel's table order.
+    pub tables: Vec<(String, nn::RenderedTable)>,
+    pub damaged: u64,
+    /// Generation changed while reading, on every attempt: the text may mix two rulesets.
+    pub unstable: bool,
+}
+
+/// Reads the iptables-nft tables of `family` (`filter`, `nat`, …: tables whose base chains carry
+/// iptables' names). A rule that does not render is listed in its table's `unrendered`; the caller
+/// then asks iptables-save for that table.
+pub fn xtables(family: u8) -> std::io::Result<XtablesDump> {
+    let mut last = XtablesDump::default();
+    for _attempt in 0..3 {
+        let gen0 = generation().ok();
+        let all = chains(family)?;
+        let mut out = XtablesDump::default();
+        // iptables-save prints tables in the kernel's order, which the chain dump follows.
+        let mut order: Vec<String> = Vec::new();
+        for c in &all {
+            if nn::XTABLES.contains(&c.table.as_str()) && !order.contains(&c.table) {
+                order.push(c.table.clone());
+            }
+        }
+        for t in order {
+            let cs: Vec<Chain> = all.iter().filter(|c| c.table == t).cloned().collect();
+            // Only tables with iptables' base chain names are iptables-nft's.
+            if !cs
+                .iter()
+                .filter(|c| c.hook.is_some())
+                .all(|c| nn::is_xtables_base_chain(&c.name))
+            {
+                continue;
+            }
+            let mut r = nn::TableRenderer::new(family, &t, &cs);
+            let names = r.chain_order().to_vec();
+            // Most of the time is the kernel writing rules out; with many chains, two threads (both in
+            // this namespace) each dump a contiguous half, so the text stays in order.
+            if names.len() >= PARALLEL_CHAINS {
+                let (first, second) = names.split_at(names.len() / 2);
+                let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
+                let (half, damaged) = std::thread::scope(|sc| {
+                    let h = sc.spawn(|| -> std::io::Result<(nn::RenderedTable, u64)> {
+                        // SAFETY: setns on a valid fd; affects only this thread.
+                        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let mut part = nn::RenderedTable::default();
+                        let d = rules(family, &t, second, |rule| part.push_rule(family, rule))?;
+                        Ok((part, d))
+                    });
+                    let d1 = rules(family, &t, first, |rule| r.push(rule));
+                    let second = h
+                        .join()
+                        .map_err(|_| std::io::Error::other("rule dump thread panicked"))?;
+                    let (part, d2) = second?;
+                    Ok::<_, std::io::Error>((part, d1? + d2))
+                })?;
+                r.append(half);
+                out.damaged += damaged;
+            } else {
+                out.damaged += rules(family, &t, &names, |rule| r.push(rule))?;
+            }
+            out.tables.push((t, r.finish()));
+        }
+        let gen1 = generation().ok();
+        if gen0.is_some() && gen0 == gen1 {
+            return Ok(out);
+        }
+        out.unstable = true;
+        last = out;
+    }
+    Ok(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

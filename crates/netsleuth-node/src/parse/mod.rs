@@ -9,6 +9,7 @@ pub mod iptables;
 pub mod ipvs;
 pub mod netstat;
 pub mod nft;
+pub mod nft_netlink;
 pub mod proc_tcp;
 pub mod resolver;
 pub mod ss;
