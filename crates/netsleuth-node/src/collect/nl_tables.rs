@@ -122,9 +122,7 @@ pub fn list_tables() -> std::io::Result<Vec<(String, String)>> {
     }
 }
 
-
 use crate::parse::nft_netlink::{self as nn, Chain, RuleMsg};
-
 
 const NFT_MSG_GETGEN: u16 = 16;
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -197,7 +195,9 @@ pub fn generation() -> std::io::Result<u32> {
     match (gen, err) {
         (Some(g), _) => Ok(g),
         (None, Some(e)) => Err(std::io::Error::from_raw_os_error(e)),
-        (None, None) => Err(std::io::Error::other("no generation in the kernel's answer")),
+        (None, None) => Err(std::io::Error::other(
+            "no generation in the kernel's answer",
+        )),
     }
 }
 
@@ -319,13 +319,15 @@ pub fn xtables(family: u8) -> std::io::Result<XtablesDump> {
         let gen0 = generation().ok();
         let all = chains(family)?;
         let mut out = XtablesDump::default();
-        // iptables-save prints tables in the kernel's order, which the chain dump follows.
+        // The chain dump follows the kernel's table list (oldest first); iptables-save prints the
+        // newest table first.
         let mut order: Vec<String> = Vec::new();
         for c in &all {
             if nn::XTABLES.contains(&c.table.as_str()) && !order.contains(&c.table) {
                 order.push(c.table.clone());
             }
         }
+        order.reverse();
         for t in order {
             let cs: Vec<Chain> = all.iter().filter(|c| c.table == t).cloned().collect();
             // Only tables with iptables' base chain names are iptables-nft's.

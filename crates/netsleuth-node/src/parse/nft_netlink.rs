@@ -78,7 +78,13 @@ pub struct Chunk<'a> {
 
 /// A dump request: every chain of `family`, or the rules of one chain.
 pub fn chain_dump_request(seq: u32, family: u8) -> Vec<u8> {
-    message(NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_DUMP, seq, family, &[])
+    message(
+        NFT_MSG_GETCHAIN,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        family,
+        &[],
+    )
 }
 
 /// Dump request for the rules of `table`/`chain` only: the kernel finds the chain by hash and walks
@@ -329,11 +335,19 @@ impl TableRenderer {
         let _ = writeln!(out.text, "*{table}");
         for c in base.iter().chain(user.iter()) {
             let policy = c.policy.unwrap_or("-");
-            let _ = writeln!(out.text, ":{} {} [{}:{}]", c.name, policy, c.packets, c.bytes);
+            let _ = writeln!(
+                out.text,
+                ":{} {} [{}:{}]",
+                c.name, policy, c.packets, c.bytes
+            );
         }
         TableRenderer {
             family,
-            order: base.iter().chain(user.iter()).map(|c| c.name.clone()).collect(),
+            order: base
+                .iter()
+                .chain(user.iter())
+                .map(|c| c.name.clone())
+                .collect(),
             out,
         }
     }
@@ -389,11 +403,19 @@ pub fn is_xtables_base_chain(name: &str) -> bool {
 /// What a register holds after a load.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Reg {
-    Payload { base: u32, offset: u32, len: u32 },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
     Meta(u32),
     Ct(u32),
     /// A value masked by `bitwise`: the load it came from and the mask.
-    Masked { from: Loaded, mask: [u8; 16], len: usize },
+    Masked {
+        from: Loaded,
+        mask: [u8; 16],
+        len: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -932,8 +954,7 @@ fn proto_name(family: u8, p: u8) -> String {
 /// `xtables_save_string`: bare when only `[A-Za-z0-9_-]`, else double-quoted with `"`, `\`, `'` escaped.
 fn save_string(o: &mut String, s: &str) {
     let bare = !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     o.push(' ');
     if bare {
@@ -985,8 +1006,14 @@ fn match_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<String
             }
         }
         ("tcp", 0) | ("udp", 0) => {
-            let sp = (ne16(info, 0).ok_or_else(short)?, ne16(info, 2).ok_or_else(short)?);
-            let dp = (ne16(info, 4).ok_or_else(short)?, ne16(info, 6).ok_or_else(short)?);
+            let sp = (
+                ne16(info, 0).ok_or_else(short)?,
+                ne16(info, 2).ok_or_else(short)?,
+            );
+            let dp = (
+                ne16(info, 4).ok_or_else(short)?,
+                ne16(info, 6).ok_or_else(short)?,
+            );
             let (option, flg_mask, flg_cmp, inv) = if name == "tcp" {
                 (
                     *info.get(8).ok_or_else(short)?,
@@ -1192,7 +1219,8 @@ fn target_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<Strin
             let r = nat_range(family, 0, info).ok_or_else(short)?;
             masq_options(&mut o, &r);
         }
-        ("MASQUERADE", 1) if family == NFPROTO_IPV6 => {
+        // ip6tables' MASQUERADE rev 0 carries an nf_nat_range (the IPv4 one the old compat layout).
+        ("MASQUERADE", 0) if family == NFPROTO_IPV6 => {
             let r = nat_range(family, 1, info).ok_or_else(short)?;
             masq_options(&mut o, &r);
         }
