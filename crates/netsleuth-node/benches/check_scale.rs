@@ -5,6 +5,7 @@
 //!   cargo bench -p netsleuth-node --bench check_scale -- --entries N --services N
 //!   cargo bench -p netsleuth-node --bench check_scale -- --live     # root: a real namespace (see below)
 //!   cargo bench -p netsleuth-node --bench check_scale -- --live --legacy   # rules in the x_tables backend
+//!   cargo bench -p netsleuth-node --bench check_scale -- --live --pods 3   # + 3 pod namespaces, each full
 //!
 //! Synthetic mode writes `conntrack -L`-format text and an `iptables-save` of kube-proxy's shape to a
 //! temporary directory (not timed), then times what `check` does with them: the conntrack table streamed
@@ -13,7 +14,10 @@
 //!
 //! Live mode builds a namespace with the same ruleset loaded by iptables-restore and as many real
 //! conntrack entries as the host's nf_conntrack_max allows (UDP flows on loopback; the host's limit is
-//! not raised), then times `collect_live` (one sample) + `check`.
+//! not raised, and since kernel 6.x a namespace's own limit cannot exceed it), then times
+//! `collect_live` (one sample) + `check`. With `--pods N`, N more namespaces each get as many entries
+//! and a process (`sleep`) through which `collect` finds them, as it finds a node's pods: the way to
+//! make `check` read more entries than one namespace may hold.
 
 use netsleuth_node::facts::{
     paths, ArtifactEntry, ArtifactStatus, Artifacts, Manifest, NamespaceEntry, RootEntry,
@@ -247,37 +251,35 @@ fn live(services: u32, entries: u32) {
         }
     }
     let _guard = Del(name.clone());
-    sh(&format!("ip -n {name} link set lo up"));
-    sh(&format!("ip netns exec {name} nft add table inet track && ip netns exec {name} nft add chain inet track o '{{ type filter hook output priority 0; }}' && ip netns exec {name} nft add rule inet track o ct state new accept"));
-    // Long-lived UDP entries (this namespace's own timeout), made before the NAT rules exist so that
-    // making them does not pay 10 k linear nat rules per packet.
-    sh(&format!(
-        "ip netns exec {name} sysctl -qw net.netfilter.nf_conntrack_udp_timeout=3600"
-    ));
-    let t = Instant::now();
-    // UDP flows on loopback, each a conntrack entry; bounded by the host's nf_conntrack_max.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let max: u32 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(65536);
     let want = entries.min(max.saturating_sub(2000));
     let path = std::path::PathBuf::from(format!("/run/netns/{name}"));
-    netsleuth_node::collect::run::in_netns(Some(&path), || {
-        // Many clients, few servers, as on a node: distinct source tuples (a fresh socket per flow,
-        // closed after one datagram; its entry lives on) towards a handful of DNS and HTTP endpoints.
-        for i in 0..want {
-            let src = std::net::Ipv4Addr::new(127, 1, (i % 64) as u8, 1 + ((i / 64) % 200) as u8);
-            let Ok(s) = std::net::UdpSocket::bind((src, 0)) else {
-                continue;
-            };
-            let dst = std::net::SocketAddrV4::new(
-                std::net::Ipv4Addr::new(127, 0, 0, 10 + (i % 8) as u8),
-                if i % 3 == 0 { 53 } else { 80 },
-            );
-            let _ = s.send_to(b"x", dst);
-        }
-    })
-    .unwrap();
+    let t = Instant::now();
+    fill(&name, want);
+    let pods: u32 = arg("--pods", 0) as u32;
+    let mut pod_guards = Vec::new();
+    let mut sleepers = Vec::new();
+    for k in 0..pods {
+        let pod = format!("{name}p{k}");
+        sh(&format!("ip netns add {pod}"));
+        pod_guards.push(Del(pod.clone()));
+        fill(&pod, want);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &pod, "sleep", "3600"])
+            .spawn()
+            .unwrap();
+        sleepers.push(Kill(child));
+    }
     let (ruleset, nrules) = kube_ruleset(services);
     let rs_path = std::env::temp_dir().join(format!("{name}.rules"));
     std::fs::write(&rs_path, ruleset).unwrap();
@@ -291,7 +293,8 @@ fn live(services: u32, entries: u32) {
         rs_path.display()
     ));
     let _ = std::fs::remove_file(&rs_path);
-    eprintln!("live namespace ready: {nrules} rules, {want} UDP flows sent (host nf_conntrack_max {max}) in {:.1} s (not timed)", t.elapsed().as_secs_f64());
+    eprintln!("live namespace ready: {nrules} rules, {want} UDP flows sent in each of {} namespace(s) (host nf_conntrack_max {max}) in {:.1} s (not timed)", 1 + pods, t.elapsed().as_secs_f64());
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let root = std::env::temp_dir().join(format!("{name}-root"));
     std::fs::create_dir_all(&root).unwrap();
     let rss0 = peak_rss_mb();
@@ -299,7 +302,11 @@ fn live(services: u32, entries: u32) {
     let facts = netsleuth_node::collect_live(&netsleuth_node::CollectOptions {
         target: netsleuth_node::Target::Netns(path.clone()),
         root: root.clone(),
-        processes: netsleuth_node::ProcessScope::None,
+        processes: if pods > 0 {
+            netsleuth_node::ProcessScope::Pids(sleepers.iter().map(|c| c.0.id()).collect())
+        } else {
+            netsleuth_node::ProcessScope::None
+        },
         samples: 1,
         ..Default::default()
     })
@@ -319,8 +326,15 @@ fn live(services: u32, entries: u32) {
     for (ms, src) in slow.iter().take(6) {
         println!("  {ms:>6} ms  {src}");
     }
+    let all_entries: u64 = facts
+        .namespaces
+        .iter()
+        .map(|n| n.conntrack.as_ref().map(|c| c.entries).unwrap_or(0))
+        .sum();
     println!(
-        "live: {} conntrack entries, {} rules ({} services recognised): collect {:.3} s, total {:.3} s; peak RSS {:.0} MB (before {:.0} MB); {} finding(s)",
+        "live: {} conntrack entries in {} namespace(s) ({} in the node's), {} rules ({} services recognised): collect {:.3} s, total {:.3} s; peak RSS {:.0} MB (before {:.0} MB); {} finding(s)",
+        all_entries,
+        facts.namespaces.len(),
         node.conntrack.as_ref().map(|c| c.entries).unwrap_or(0),
         node.iptables.as_ref().map(|r| r.rules.len()).unwrap_or(0)
             + node.iptables_legacy.as_ref().map(|r| r.rules.len()).unwrap_or(0),
@@ -332,6 +346,42 @@ fn live(services: u32, entries: u32) {
         report.findings.len()
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Fills namespace `name` with `want` long-lived UDP conntrack entries (loopback flows).
+fn fill(name: &str, want: u32) {
+    let sh = |c: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", c])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "failed: {c}");
+    };
+    sh(&format!("ip -n {name} link set lo up"));
+    sh(&format!("ip netns exec {name} nft add table inet track && ip netns exec {name} nft add chain inet track o '{{ type filter hook output priority 0; }}' && ip netns exec {name} nft add rule inet track o ct state new accept"));
+    // Long-lived UDP entries (this namespace's own timeout), made before the NAT rules exist so that
+    // making them does not pay 10 k linear nat rules per packet.
+    sh(&format!(
+        "ip netns exec {name} sysctl -qw net.netfilter.nf_conntrack_udp_timeout=3600"
+    ));
+    let path = std::path::PathBuf::from(format!("/run/netns/{name}"));
+    netsleuth_node::collect::run::in_netns(Some(&path), || {
+        // Many clients, few servers, as on a node: distinct source tuples (a fresh socket per flow,
+        // closed after one datagram; its entry lives on) towards a handful of DNS and HTTP endpoints.
+        for i in 0..want {
+            let src = std::net::Ipv4Addr::new(127, 1, (i % 64) as u8, 1 + ((i / 64) % 200) as u8);
+            let Ok(s) = std::net::UdpSocket::bind((src, 0)) else {
+                continue;
+            };
+            let dst = std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::new(127, 0, 0, 10 + (i % 8) as u8),
+                if i % 3 == 0 { 53 } else { 80 },
+            );
+            let _ = s.send_to(b"x", dst);
+        }
+    })
+    .unwrap();
 }
 
 fn main() {

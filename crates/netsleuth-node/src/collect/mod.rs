@@ -352,8 +352,10 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
             netns: ns.entry.id.clone(),
         });
     }
-    for ns in &namespaces {
-        sink.merge(collect_static(opts, ns));
+    // Namespaces are independent and their dumps are kernel time: read them side by side, merged in
+    // plan order so the bundle does not depend on which finished first.
+    for s in parallel_map(&namespaces, |ns| collect_static(opts, ns)) {
+        sink.merge(s);
     }
     for idx in 2..=nsamples {
         let due = opts
@@ -429,6 +431,34 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
         attach_probes(&mut facts, results);
     }
     Ok(facts)
+}
+
+/// `f` over `items` on up to as many threads as the machine has cores (at most 4), results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+        .min(items.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
 }
 
 /// Reads one counter sample of a namespace; returns its artifacts and when it was taken (ms since `t0`).
@@ -742,10 +772,11 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
     s
 }
 
-/// iptables-nft keeps its rules in nf_tables tables named like the iptables tables; iptables-save shows
-/// them with all their options, while `nft -j` shows them as opaque `xt` expressions and, for a
-/// kube-proxy node, as hundreds of megabytes of JSON. So each table is listed on its own, and the
-/// tables that iptables-save already dumped are left out (the manifest says which).
+/// iptables-nft keeps its rules in nf_tables tables named like the iptables tables; read as iptables
+/// rules (netlink reader or iptables-save) they keep all their options, while `nft -j` shows them as
+/// opaque `xt` expressions and, for a kube-proxy node, as hundreds of megabytes of JSON. So each table
+/// is listed on its own, and the tables already read as iptables rules are left out (the manifest
+/// says which).
 fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
     let path = format!("{pre}/{}", paths::NFT);
     let tables = match nl_tables::list_tables() {
@@ -791,7 +822,7 @@ fn collect_nft(pre: &str, t: Duration, s: &mut Sink) {
     }
     let mut source = "nft -j list table (each table)".to_string();
     if !skipped.is_empty() {
-        source.push_str(&format!("; left to iptables-save: {}", skipped.join(", ")));
+        source.push_str(&format!("; read as iptables rules: {}", skipped.join(", ")));
     }
     if errors.is_empty() {
         s.ok(path, &source, (docs.join("\n") + "\n").into_bytes());
@@ -805,6 +836,22 @@ fn collect_conntrack(opts: &CollectOptions, pre: &str, proc_net: &Path, s: &mut 
     // ctnetlink first (fast, binary); then the conntrack tool; then the procfs table.
     let mut lines = Vec::new();
     let mut z = ConntrackSummarizer::new(opts.conntrack_limits);
+    // The kernel keeps one hash table for all namespaces: a dump walks every entry of the node to find
+    // this namespace's. Most pods' namespaces hold none (conntrack is hooked there only when rules
+    // need it), so a zero count (per namespace) saves a walk of the whole table per pod.
+    let count = std::fs::read_to_string(opts.proc_root.join("sys/net/netfilter/nf_conntrack_count"))
+        .ok()
+        .and_then(|c| c.trim().parse::<u64>().ok());
+    if count == Some(0) {
+        let source = "nf_conntrack_count = 0 (no dump needed)";
+        s.ok(format!("{pre}/{}", paths::CONNTRACK_HEAD), source, Vec::new());
+        s.ok(
+            format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
+            source,
+            serde_json::to_vec_pretty(&z.finish()).unwrap_or_default(),
+        );
+        return;
+    }
     let (source, head) = match nl_conntrack::dump(&mut z, opts.conntrack_head_lines, &mut lines) {
         Ok(damaged) => {
             let mut src = "ctnetlink dump".to_string();
