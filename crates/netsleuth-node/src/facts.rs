@@ -182,6 +182,9 @@ impl NetnsFacts {
         if let Some(r) = &self.iptables_legacy {
             v.extend(r.services());
         }
+        if let Some(r) = &self.ip6tables {
+            v.extend(r.services());
+        }
         if let Some(r) = &self.nft {
             v.extend(r.services());
         }

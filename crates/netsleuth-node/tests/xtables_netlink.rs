@@ -110,6 +110,7 @@ fn collect_reads_rules_natively_and_falls_back_per_table() {
     }
     let ns = Netns::new();
     restore(&ns, "iptables-restore", RICH4);
+    restore(&ns, "ip6tables-restore", RICH6);
     let root = TempDir::new("nsn-xt-root");
     let facts = collect_live(&CollectOptions {
         target: Target::Netns(ns.path()),
@@ -145,6 +146,19 @@ fn collect_reads_rules_natively_and_falls_back_per_table() {
         .find(|s| s.vip == "10.96.0.10")
         .expect("kube-dns");
     assert_eq!(dns.endpoints.len(), 2);
+    // Dual stack: the IPv6 Service comes from the ip6tables rules read the same way.
+    let dns6 = svcs
+        .iter()
+        .find(|s| s.vip == "fd00:10:96::a")
+        .expect("kube-dns IPv6");
+    assert_eq!(
+        dns6.endpoints,
+        vec![("[fd00:10:244::2]:53".to_string(), 1.0)]
+    );
+    let text6 = facts
+        .artifact_text(&format!("netns/node/{}", paths::IP6TABLES))
+        .expect("ip6tables artifact");
+    assert_eq!(blocks(&text6), blocks(&ns.out("ip6tables-save")));
 }
 
 #[test]

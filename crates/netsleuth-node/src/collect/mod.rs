@@ -839,12 +839,17 @@ fn collect_conntrack(opts: &CollectOptions, pre: &str, proc_net: &Path, s: &mut 
     // The kernel keeps one hash table for all namespaces: a dump walks every entry of the node to find
     // this namespace's. Most pods' namespaces hold none (conntrack is hooked there only when rules
     // need it), so a zero count (per namespace) saves a walk of the whole table per pod.
-    let count = std::fs::read_to_string(opts.proc_root.join("sys/net/netfilter/nf_conntrack_count"))
-        .ok()
-        .and_then(|c| c.trim().parse::<u64>().ok());
+    let count =
+        std::fs::read_to_string(opts.proc_root.join("sys/net/netfilter/nf_conntrack_count"))
+            .ok()
+            .and_then(|c| c.trim().parse::<u64>().ok());
     if count == Some(0) {
         let source = "nf_conntrack_count = 0 (no dump needed)";
-        s.ok(format!("{pre}/{}", paths::CONNTRACK_HEAD), source, Vec::new());
+        s.ok(
+            format!("{pre}/{}", paths::CONNTRACK_HEAD),
+            source,
+            Vec::new(),
+        );
         s.ok(
             format!("{pre}/{}", paths::CONNTRACK_SUMMARY),
             source,

@@ -1348,6 +1348,133 @@ mod tests {
         assert_eq!(s, r#" x "ns0/svc0:http" "a \"b\" c""#);
     }
 
+    fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(v);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    fn expr(name: &str, data: &[Vec<u8>]) -> Vec<u8> {
+        let mut n = name.as_bytes().to_vec();
+        n.push(0);
+        attr(1, &[attr(1, &n), attr(2, &data.concat())].concat())
+    }
+
+    fn be(v: u32) -> Vec<u8> {
+        v.to_be_bytes().to_vec()
+    }
+
+    /// The expressions iptables-nft 1.8.9 writes for a kube-proxy Service rule, as a NEWRULE message.
+    fn kube_rule() -> Vec<u8> {
+        let mut comment = b"ns/svc:http cluster IP".to_vec();
+        comment.resize(256, 0);
+        let exprs = [
+            expr("meta", &[attr(2, &be(16)), attr(1, &be(1))]),
+            expr(
+                "cmp",
+                &[attr(1, &be(1)), attr(2, &be(0)), attr(3, &attr(1, &[6]))],
+            ),
+            expr(
+                "payload",
+                &[
+                    attr(1, &be(1)),
+                    attr(2, &be(1)),
+                    attr(3, &be(16)),
+                    attr(4, &be(4)),
+                ],
+            ),
+            expr(
+                "cmp",
+                &[
+                    attr(1, &be(1)),
+                    attr(2, &be(0)),
+                    attr(3, &attr(1, &[10, 96, 0, 1])),
+                ],
+            ),
+            expr(
+                "match",
+                &[attr(1, b"comment\0"), attr(2, &be(0)), attr(3, &comment)],
+            ),
+            expr(
+                "payload",
+                &[
+                    attr(1, &be(1)),
+                    attr(2, &be(2)),
+                    attr(3, &be(2)),
+                    attr(4, &be(2)),
+                ],
+            ),
+            expr(
+                "cmp",
+                &[
+                    attr(1, &be(1)),
+                    attr(2, &be(0)),
+                    attr(3, &attr(1, &80u16.to_be_bytes())),
+                ],
+            ),
+            expr("counter", &[]),
+            expr(
+                "immediate",
+                &[
+                    attr(1, &be(0)),
+                    attr(
+                        2,
+                        &attr(
+                            2,
+                            &[attr(1, &be((-3i32) as u32)), attr(2, b"KUBE-SVC-X\0")].concat(),
+                        ),
+                    ),
+                ],
+            ),
+        ]
+        .concat();
+        let body = [
+            vec![2, 0, 0, 0],
+            attr(1, b"nat\0"),
+            attr(2, b"KUBE-SERVICES\0"),
+            attr(3, &7u64.to_be_bytes()),
+            attr(4, &exprs),
+        ]
+        .concat();
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE).to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn kube_proxy_rule_renders_as_iptables_save_prints_it() {
+        let msg = kube_rule();
+        let c = parse_chunk(&msg);
+        assert_eq!(c.rules.len(), 1);
+        assert_eq!(
+            render_rule(NFPROTO_IPV4, &c.rules[0]).unwrap(),
+            r#"-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "ns/svc:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-X"#
+        );
+        // Every cut of the message parses without panicking and never renders a wrong rule.
+        for cut in 0..msg.len() {
+            let c = parse_chunk(&msg[..cut]);
+            assert!(c.rules.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_expressions_are_named_not_guessed() {
+        let mut msg = kube_rule();
+        let at = msg.windows(7).position(|w| w == b"counter").unwrap();
+        msg[at..at + 7].copy_from_slice(b"quota\0\0");
+        let c = parse_chunk(&msg);
+        let err = render_rule(NFPROTO_IPV4, &c.rules[0]).unwrap_err();
+        assert_eq!(err, "expression quota");
+    }
+
     #[test]
     fn masks_print_as_prefix_or_dotted() {
         assert_eq!(addr_mask(2, &[10, 244], &[255, 255]), "10.244.0.0/16");
