@@ -144,6 +144,9 @@ pub struct NetnsFacts {
     pub conntrack: Option<ConntrackSummary>,
     /// Where to enter this namespace on the live node (never stored in a bundle).
     pub live_path: Option<PathBuf>,
+    /// [`NetnsFacts::services`], assembled once: detectors ask for the node's Services per namespace,
+    /// and on a node with 100 k rules each assembly is tens of milliseconds.
+    services_cache: std::sync::OnceLock<Vec<Service>>,
 }
 
 impl NetnsFacts {
@@ -175,6 +178,12 @@ impl NetnsFacts {
 
     /// Service VIPs and DNAT destinations programmed in this namespace (iptables, nft, IPVS).
     pub fn services(&self) -> Vec<Service> {
+        self.services_cache
+            .get_or_init(|| self.assemble_services())
+            .clone()
+    }
+
+    fn assemble_services(&self) -> Vec<Service> {
         let mut v = Vec::new();
         if let Some(r) = &self.iptables {
             v.extend(r.services());
@@ -550,6 +559,7 @@ impl NodeFacts {
                 }),
                 conntrack,
                 live_path: None,
+                services_cache: Default::default(),
             });
         }
         let mut roots = Vec::new();
