@@ -277,10 +277,9 @@ fn request(seq: u32) -> Vec<u8> {
     m
 }
 
-/// Opens a NETLINK_NETFILTER socket in the calling thread's network namespace (receive timeout
-/// `timeout_s`, optional receive buffer) and sends `req` on it: the common start of every dump.
-pub(crate) fn netfilter_request(
-    req: &[u8],
+/// Opens a NETLINK_NETFILTER socket in the calling thread's network namespace, with a receive
+/// timeout of `timeout_s` and an optional receive buffer size.
+pub(crate) fn netfilter_socket(
     timeout_s: i64,
     rcvbuf: Option<libc::c_int>,
 ) -> std::io::Result<OwnedFd> {
@@ -318,6 +317,12 @@ pub(crate) fn netfilter_request(
             );
         }
     }
+    Ok(fd)
+}
+
+/// Sends one request on a netlink socket.
+pub(crate) fn send(fd: &OwnedFd, req: &[u8]) -> std::io::Result<()> {
+    // SAFETY: the buffer is passed with its length.
     if unsafe {
         libc::send(
             fd.as_raw_fd(),
@@ -329,7 +334,43 @@ pub(crate) fn netfilter_request(
     {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// A fresh NETLINK_NETFILTER socket with `req` sent on it: the common start of every dump.
+pub(crate) fn netfilter_request(
+    req: &[u8],
+    timeout_s: i64,
+    rcvbuf: Option<libc::c_int>,
+) -> std::io::Result<OwnedFd> {
+    let fd = netfilter_socket(timeout_s, rcvbuf)?;
+    send(&fd, req)?;
     Ok(fd)
+}
+
+/// Receives on `fd` until `on_buf` says the conversation is over (or the socket has no more).
+pub(crate) fn recv_until(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    mut on_buf: impl FnMut(&[u8]) -> std::io::Result<bool>,
+) -> std::io::Result<()> {
+    loop {
+        // SAFETY: the buffer is passed with its length.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if n == 0 || on_buf(&buf[..n as usize])? {
+            return Ok(());
+        }
+    }
 }
 
 /// Dumps the calling thread's namespace's table into `z`; the first `head` entries are returned as
@@ -342,19 +383,9 @@ pub fn dump(
     let fd = netfilter_request(&request(1), 10, Some(4 << 20))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut damaged = 0;
-    loop {
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let d = decode(&buf[..n as usize]);
+    let mut err = None;
+    recv_until(&fd, &mut buf, |b| {
+        let d = decode(b);
         damaged += d.damaged;
         for e in &d.entries {
             if lines.len() < head {
@@ -362,12 +393,12 @@ pub fn dump(
             }
             z.feed_flow(&e.flow());
         }
-        if let Some(err) = d.error {
-            return Err(std::io::Error::from_raw_os_error(err));
-        }
-        if d.done || n == 0 {
-            return Ok(damaged);
-        }
+        err = d.error;
+        Ok(d.done || d.error.is_some())
+    })?;
+    match err {
+        Some(e) => Err(std::io::Error::from_raw_os_error(e)),
+        None => Ok(damaged),
     }
 }
 

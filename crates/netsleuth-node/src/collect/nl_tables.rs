@@ -3,6 +3,7 @@
 //! Why not `nft list tables`: nft fills its whole cache first, which on a kube-proxy node with 100 k
 //! iptables-nft rules takes seconds; the table dump is a few hundred bytes.
 
+use super::nl_conntrack::{netfilter_request, netfilter_socket, recv_until, send};
 use std::os::fd::AsRawFd;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -96,29 +97,19 @@ pub fn parse_chunk(buf: &[u8]) -> Chunk {
 
 /// Dumps the table names of the calling thread's network namespace.
 pub fn list_tables() -> std::io::Result<Vec<(String, String)>> {
-    let fd = super::nl_conntrack::netfilter_request(&request(1), 5, None)?;
+    let fd = netfilter_request(&request(1), 5, None)?;
     let mut tables = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let c = parse_chunk(&buf[..n as usize]);
+    let mut err = None;
+    recv_until(&fd, &mut buf, |b| {
+        let c = parse_chunk(b);
         tables.extend(c.tables);
-        if let Some(e) = c.error {
-            return Err(std::io::Error::from_raw_os_error(e));
-        }
-        if c.done || n == 0 {
-            return Ok(tables);
-        }
+        err = c.error;
+        Ok(c.done)
+    })?;
+    match err {
+        Some(e) => Err(std::io::Error::from_raw_os_error(e)),
+        None => Ok(tables),
     }
 }
 
@@ -126,30 +117,6 @@ use crate::parse::nft_netlink::{self as nn, Chain, RuleMsg};
 
 const NFT_MSG_GETGEN: u16 = 16;
 const NFT_MSG_NEWGEN: u16 = 15;
-
-/// Receives on `fd` until `done` says the conversation is over; each buffer goes to `on_buf`.
-fn recv_until(
-    fd: &std::os::fd::OwnedFd,
-    buf: &mut [u8],
-    mut on_buf: impl FnMut(&[u8]) -> std::io::Result<bool>,
-) -> std::io::Result<()> {
-    loop {
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if n == 0 || on_buf(&buf[..n as usize])? {
-            return Ok(());
-        }
-    }
-}
 
 /// The ruleset generation: it changes with every committed change, so equal numbers before and after
 /// a multi-request read mean the read saw one ruleset.
@@ -161,7 +128,7 @@ pub fn generation() -> std::io::Result<u32> {
     m.extend_from_slice(&1u32.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(&[0, 0, 0, 0]);
-    let fd = super::nl_conntrack::netfilter_request(&m, 5, None)?;
+    let fd = netfilter_request(&m, 5, None)?;
     let mut buf = vec![0u8; 8192];
     let mut gen = None;
     let mut err = None;
@@ -203,7 +170,7 @@ pub fn generation() -> std::io::Result<u32> {
 
 /// Every chain of `family`, from one dump.
 pub fn chains(family: u8) -> std::io::Result<Vec<Chain>> {
-    let fd = super::nl_conntrack::netfilter_request(&nn::chain_dump_request(1, family), 5, None)?;
+    let fd = netfilter_request(&nn::chain_dump_request(1, family), 5, None)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut err = None;
@@ -219,37 +186,6 @@ pub fn chains(family: u8) -> std::io::Result<Vec<Chain>> {
     }
 }
 
-/// A NETLINK_NETFILTER socket for a series of dumps (no request sent yet).
-fn dump_socket() -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket calls on an fd we own; every buffer is passed with its length.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            12, /* NETLINK_NETFILTER */
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-    }
-    Ok(fd)
-}
-
 /// Dumps the rules of each chain of `family`/`table` in turn (see [`nn::rule_dump_request`]) and hands
 /// every rule to `on_rule` as it arrives, in the chains' order and each chain's kernel order. Nothing is
 /// kept: memory stays at one receive buffer. Returns the damaged messages met.
@@ -262,22 +198,14 @@ pub fn rules(
     chains: &[String],
     mut on_rule: impl FnMut(&RuleMsg<'_>),
 ) -> std::io::Result<u64> {
-    let fd = dump_socket()?;
+    let fd = netfilter_socket(5, None)?;
     let mut damaged = 0;
     let mut buf = vec![0u8; 1 << 15];
     for (i, chain) in chains.iter().enumerate() {
-        let req = nn::rule_dump_request(i as u32 + 1, family, table, chain);
-        if unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                req.as_ptr() as *const libc::c_void,
-                req.len(),
-                0,
-            )
-        } < 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        send(
+            &fd,
+            &nn::rule_dump_request(i as u32 + 1, family, table, chain),
+        )?;
         let mut err = None;
         recv_until(&fd, &mut buf, |b| {
             let c = nn::parse_chunk(b);
