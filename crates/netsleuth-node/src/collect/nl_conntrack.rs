@@ -17,8 +17,6 @@ const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -133,22 +131,7 @@ impl Entry {
     }
 }
 
-/// Netlink attributes of a payload: (type without flags, value).
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let v = &b[4..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        Some((ty, v))
-    })
-}
+use crate::parse::netlink::{attrs, messages, NLMSG_DONE, NLMSG_ERROR};
 
 fn be16(v: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
@@ -209,24 +192,14 @@ pub struct Decoded {
 /// Decodes one buffer of ctnetlink dump messages.
 pub fn decode(buf: &[u8]) -> Decoded {
     let mut d = Decoded::default();
-    let mut off = 0;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < 16 || off + len > buf.len() {
-            d.damaged += 1;
-            break;
-        }
-        let body = &buf[off + 16..off + len];
-        match ty {
+    let mut msgs = messages(buf);
+    for m in &mut msgs {
+        let body = m.body;
+        match m.ty {
             NLMSG_DONE => d.done = true,
             NLMSG_ERROR => {
-                let e = body
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or([0; 4])))
-                    .unwrap_or(-1);
-                if e != 0 {
-                    d.error = Some(-e);
+                if let Some(e) = m.errno().filter(|e| *e != 0) {
+                    d.error = Some(e);
                 }
                 d.done = true;
             }
@@ -260,7 +233,9 @@ pub fn decode(buf: &[u8]) -> Decoded {
             }
             _ => {}
         }
-        off += (len + 3) & !3;
+    }
+    if msgs.damaged {
+        d.damaged += 1;
     }
     d
 }

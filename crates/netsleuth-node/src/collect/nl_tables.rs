@@ -4,6 +4,7 @@
 //! iptables-nft rules takes seconds; the table dump is a few hundred bytes.
 
 use super::nl_conntrack::{netfilter_request, netfilter_socket, recv_until, send};
+use crate::parse::netlink::{attrs, messages, NLMSG_DONE, NLMSG_ERROR};
 use std::os::fd::AsRawFd;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -11,8 +12,6 @@ const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NFTA_TABLE_NAME: u16 = 1;
 
 fn family_name(f: u8) -> String {
@@ -50,47 +49,27 @@ pub struct Chunk {
 /// Parses one buffer of netlink messages. Pure; never panics on short or damaged input.
 pub fn parse_chunk(buf: &[u8]) -> Chunk {
     let mut c = Chunk::default();
-    let mut off = 0;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-        if len < 16 || off + len > buf.len() {
-            break;
-        }
-        let body = &buf[off + 16..off + len];
-        match ty {
+    for m in messages(buf) {
+        match m.ty {
             NLMSG_DONE => c.done = true,
             NLMSG_ERROR => {
-                let e = body
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                    .unwrap_or(-1);
-                if e != 0 {
-                    c.error = Some(-e);
+                if let Some(e) = m.errno().filter(|e| *e != 0) {
+                    c.error = Some(e);
                 }
                 c.done = true;
             }
-            t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE && body.len() >= 4 => {
-                let family = family_name(body[0]);
-                let mut a = 4;
-                while a + 4 <= body.len() {
-                    let alen = u16::from_ne_bytes([body[a], body[a + 1]]) as usize;
-                    let aty = u16::from_ne_bytes([body[a + 2], body[a + 3]]) & 0x3fff;
-                    if alen < 4 || a + alen > body.len() {
-                        break;
-                    }
-                    if aty == NFTA_TABLE_NAME {
-                        let v = &body[a + 4..a + alen];
+            t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE && m.body.len() >= 4 => {
+                let family = family_name(m.body[0]);
+                for (ty, v) in attrs(&m.body[4..]) {
+                    if ty == NFTA_TABLE_NAME {
                         let v = v.split(|b| *b == 0).next().unwrap_or(v);
                         c.tables
                             .push((family.clone(), String::from_utf8_lossy(v).into_owned()));
                     }
-                    a += (alen + 3) & !3;
                 }
             }
             _ => {}
         }
-        off += (len + 3) & !3;
     }
     c
 }
@@ -133,29 +112,15 @@ pub fn generation() -> std::io::Result<u32> {
     let mut gen = None;
     let mut err = None;
     recv_until(&fd, &mut buf, |b| {
-        let mut off = 0;
-        while off + 16 <= b.len() {
-            let len = u32::from_ne_bytes(b[off..off + 4].try_into().unwrap()) as usize;
-            let ty = u16::from_ne_bytes([b[off + 4], b[off + 5]]);
-            if len < 16 || off + len > b.len() {
-                break;
-            }
-            let body = &b[off + 16..off + len];
-            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN && body.len() >= 4 {
-                gen = nn::attrs(&body[4..])
+        for m in messages(b) {
+            if m.ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN && m.body.len() >= 4 {
+                gen = attrs(&m.body[4..])
                     .find(|(t, _)| *t == 1)
                     .and_then(|(_, v)| v.get(..4))
-                    .map(|v| u32::from_be_bytes(v.try_into().unwrap()));
-            } else if ty == NLMSG_ERROR {
-                let e = body
-                    .get(..4)
-                    .map(|x| i32::from_ne_bytes(x.try_into().unwrap()))
-                    .unwrap_or(-1);
-                if e != 0 {
-                    err = Some(-e);
-                }
+                    .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+            } else if let Some(e) = m.errno().filter(|e| *e != 0) {
+                err = Some(e);
             }
-            off += (len + 3) & !3;
         }
         Ok(gen.is_some() || err.is_some())
     })?;

@@ -19,8 +19,6 @@ pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWRULE: u16 = 6;
 pub const NFT_MSG_GETRULE: u16 = 7;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 
@@ -126,22 +124,8 @@ fn put_str(out: &mut Vec<u8>, ty: u16, s: &str) {
     }
 }
 
-/// Netlink attributes of a message body or nested attribute: (type without flags, payload).
-pub(crate) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let v = &b[4..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        Some((ty, v))
-    })
-}
+pub(crate) use super::netlink::attrs;
+use super::netlink::{messages, NLMSG_DONE, NLMSG_ERROR};
 
 fn cstr(v: &[u8]) -> String {
     let v = v.split(|c| *c == 0).next().unwrap_or(v);
@@ -171,24 +155,14 @@ fn be16_at(v: &[u8], at: usize) -> Option<u16> {
 /// Parses one received buffer of netlink messages.
 pub fn parse_chunk(buf: &[u8]) -> Chunk<'_> {
     let mut c = Chunk::default();
-    let mut off = 0;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < 16 || off + len > buf.len() {
-            c.damaged += 1;
-            break;
-        }
-        let body = &buf[off + 16..off + len];
-        match ty {
+    let mut msgs = messages(buf);
+    for m in &mut msgs {
+        let body = m.body;
+        match m.ty {
             NLMSG_DONE => c.done = true,
             NLMSG_ERROR => {
-                let e = body
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or([0; 4])))
-                    .unwrap_or(-1);
-                if e != 0 {
-                    c.error = Some(-e);
+                if let Some(e) = m.errno().filter(|e| *e != 0) {
+                    c.error = Some(e);
                 }
                 c.done = true;
             }
@@ -206,7 +180,9 @@ pub fn parse_chunk(buf: &[u8]) -> Chunk<'_> {
             }
             _ => {}
         }
-        off += (len + 3) & !3;
+    }
+    if msgs.damaged {
+        c.damaged += 1;
     }
     c
 }
