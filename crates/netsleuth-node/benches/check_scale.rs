@@ -233,14 +233,6 @@ fn live(services: u32, entries: u32) {
         return;
     }
     let name = format!("nsnbench{}", std::process::id());
-    let sh = |c: &str| {
-        let ok = Command::new("sh")
-            .args(["-c", c])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "failed: {c}");
-    };
     sh(&format!("ip netns add {name}"));
     struct Del(String);
     impl Drop for Del {
@@ -348,16 +340,18 @@ fn live(services: u32, entries: u32) {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// Runs a shell command of the benchmark's setup; panics if it fails.
+fn sh(c: &str) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", c])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "failed: {c}");
+}
+
 /// Fills namespace `name` with `want` long-lived UDP conntrack entries (loopback flows).
 fn fill(name: &str, want: u32) {
-    let sh = |c: &str| {
-        let ok = std::process::Command::new("sh")
-            .args(["-c", c])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "failed: {c}");
-    };
     sh(&format!("ip -n {name} link set lo up"));
     sh(&format!("ip netns exec {name} nft add table inet track && ip netns exec {name} nft add chain inet track o '{{ type filter hook output priority 0; }}' && ip netns exec {name} nft add rule inet track o ct state new accept"));
     // Long-lived UDP entries (this namespace's own timeout), made before the NAT rules exist so that

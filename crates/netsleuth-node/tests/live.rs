@@ -94,6 +94,17 @@ fn clean_namespace_gives_no_finding() {
     );
     assert_eq!(node.samples.len(), 2);
     assert!(node.links.as_ref().unwrap().iter().any(|l| l.name == "lo"));
+    // An empty table is not dumped (a dump walks the node-wide table), yet summarised as empty.
+    let ct = facts
+        .manifest
+        .artifact("netns/node/conntrack-summary.json")
+        .expect("conntrack summary");
+    assert!(
+        ct.source.contains("nf_conntrack_count = 0"),
+        "{}",
+        ct.source
+    );
+    assert_eq!(node.conntrack.as_ref().unwrap().entries, 0);
 }
 
 #[test]

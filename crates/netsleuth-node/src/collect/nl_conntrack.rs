@@ -131,7 +131,7 @@ impl Entry {
     }
 }
 
-use crate::parse::netlink::{attrs, messages, NLMSG_DONE, NLMSG_ERROR};
+use crate::parse::netlink::{attrs, messages, DumpEnd};
 
 fn be16(v: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
@@ -192,17 +192,14 @@ pub struct Decoded {
 /// Decodes one buffer of ctnetlink dump messages.
 pub fn decode(buf: &[u8]) -> Decoded {
     let mut d = Decoded::default();
+    let mut end = DumpEnd::default();
     let mut msgs = messages(buf);
     for m in &mut msgs {
         let body = m.body;
+        if end.see(&m) {
+            continue;
+        }
         match m.ty {
-            NLMSG_DONE => d.done = true,
-            NLMSG_ERROR => {
-                if let Some(e) = m.errno().filter(|e| *e != 0) {
-                    d.error = Some(e);
-                }
-                d.done = true;
-            }
             t if t == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
                 if body.len() < 4 {
                     d.damaged += 1;
@@ -237,6 +234,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
     if msgs.damaged {
         d.damaged += 1;
     }
+    (d.done, d.error) = (end.done, end.error);
     d
 }
 

@@ -4,7 +4,7 @@
 //! iptables-nft rules takes seconds; the table dump is a few hundred bytes.
 
 use super::nl_conntrack::{netfilter_request, netfilter_socket, recv_until, send};
-use crate::parse::netlink::{attrs, messages, NLMSG_DONE, NLMSG_ERROR};
+use crate::parse::netlink::{attrs, messages, DumpEnd};
 use std::os::fd::AsRawFd;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -49,15 +49,12 @@ pub struct Chunk {
 /// Parses one buffer of netlink messages. Pure; never panics on short or damaged input.
 pub fn parse_chunk(buf: &[u8]) -> Chunk {
     let mut c = Chunk::default();
+    let mut end = DumpEnd::default();
     for m in messages(buf) {
+        if end.see(&m) {
+            continue;
+        }
         match m.ty {
-            NLMSG_DONE => c.done = true,
-            NLMSG_ERROR => {
-                if let Some(e) = m.errno().filter(|e| *e != 0) {
-                    c.error = Some(e);
-                }
-                c.done = true;
-            }
             t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE && m.body.len() >= 4 => {
                 let family = family_name(m.body[0]);
                 for (ty, v) in attrs(&m.body[4..]) {
@@ -71,6 +68,7 @@ pub fn parse_chunk(buf: &[u8]) -> Chunk {
             _ => {}
         }
     }
+    (c.done, c.error) = (end.done, end.error);
     c
 }
 

@@ -26,6 +26,31 @@ impl Message<'_> {
     }
 }
 
+/// How a dump ended, as its messages say: NLMSG_DONE, or NLMSG_ERROR with the kernel's errno.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DumpEnd {
+    pub done: bool,
+    /// errno (positive) when the kernel refused or broke off the dump.
+    pub error: Option<i32>,
+}
+
+impl DumpEnd {
+    /// Takes in `m` if it is a control message (and then returns true).
+    pub fn see(&mut self, m: &Message<'_>) -> bool {
+        match m.ty {
+            NLMSG_DONE => self.done = true,
+            NLMSG_ERROR => {
+                if let Some(e) = m.errno().filter(|e| *e != 0) {
+                    self.error = Some(e);
+                }
+                self.done = true;
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// The messages of a buffer, in order. Iteration stops at a message whose length does not fit;
 /// `damaged` then says so.
 pub struct Messages<'a> {

@@ -125,7 +125,7 @@ fn put_str(out: &mut Vec<u8>, ty: u16, s: &str) {
 }
 
 pub(crate) use super::netlink::attrs;
-use super::netlink::{messages, NLMSG_DONE, NLMSG_ERROR};
+use super::netlink::{messages, DumpEnd};
 
 fn cstr(v: &[u8]) -> String {
     let v = v.split(|c| *c == 0).next().unwrap_or(v);
@@ -155,17 +155,14 @@ fn be16_at(v: &[u8], at: usize) -> Option<u16> {
 /// Parses one received buffer of netlink messages.
 pub fn parse_chunk(buf: &[u8]) -> Chunk<'_> {
     let mut c = Chunk::default();
+    let mut end = DumpEnd::default();
     let mut msgs = messages(buf);
     for m in &mut msgs {
         let body = m.body;
+        if end.see(&m) {
+            continue;
+        }
         match m.ty {
-            NLMSG_DONE => c.done = true,
-            NLMSG_ERROR => {
-                if let Some(e) = m.errno().filter(|e| *e != 0) {
-                    c.error = Some(e);
-                }
-                c.done = true;
-            }
             t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN && body.len() >= 4 => {
                 match parse_chain(body[0], &body[4..]) {
                     Some(ch) => c.chains.push(ch),
@@ -184,6 +181,7 @@ pub fn parse_chunk(buf: &[u8]) -> Chunk<'_> {
     if msgs.damaged {
         c.damaged += 1;
     }
+    (c.done, c.error) = (end.done, end.error);
     c
 }
 
@@ -528,7 +526,7 @@ fn render_rule_into(family: u8, r: &RuleMsg<'_>, line: &mut String) -> Result<()
                             {
                                 let hi = nget(3).and_then(nla_data_value).ok_or("cmp data")?;
                                 exprs.next();
-                                cmp_range(family, &mut p, reg, &data, &hi, false)?;
+                                cmp_range(&mut p, reg, &data, &hi, false)?;
                                 continue;
                             }
                         }
@@ -544,7 +542,7 @@ fn render_rule_into(family: u8, r: &RuleMsg<'_>, line: &mut String) -> Result<()
                 let lo = get(3).and_then(nla_data_value).ok_or("range data")?;
                 let hi = get(4).and_then(nla_data_value).ok_or("range data")?;
                 let reg = regs[reg_ix(sreg)?].ok_or("range of nothing")?;
-                cmp_range(family, &mut p, reg, &lo, &hi, op == 1)?;
+                cmp_range(&mut p, reg, &lo, &hi, op == 1)?;
             }
             b"immediate" => {
                 let dreg = get32(1).ok_or("immediate")?;
@@ -578,7 +576,7 @@ fn render_rule_into(family: u8, r: &RuleMsg<'_>, line: &mut String) -> Result<()
                 let name = get(1).map(cstr).ok_or("match name")?;
                 let rev = get32(2).unwrap_or(0);
                 let info = get(3).unwrap_or(&[]);
-                let opts = match_options(family, &name, rev, info)?;
+                let opts = match_options(&name, rev, info)?;
                 if matches!(name.as_str(), "tcp" | "udp") {
                     p.l4_match = None;
                 }
@@ -799,15 +797,7 @@ fn cmp(family: u8, p: &mut Parts, reg: Reg, op: u32, data: &[u8]) -> Result<(), 
     Ok(())
 }
 
-fn cmp_range(
-    family: u8,
-    p: &mut Parts,
-    reg: Reg,
-    lo: &[u8],
-    hi: &[u8],
-    inv: bool,
-) -> Result<(), String> {
-    let _ = family;
+fn cmp_range(p: &mut Parts, reg: Reg, lo: &[u8], hi: &[u8], inv: bool) -> Result<(), String> {
     match reg {
         Reg::Payload {
             base: 2,
@@ -948,7 +938,7 @@ fn save_string(o: &mut String, s: &str) {
 }
 
 /// The options `iptables-save` prints after `-m NAME` for the compat (x_tables) matches it knows.
-fn match_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
+fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
     let mut o = String::new();
     let short = || format!("match {name} rev {rev}: info too short");
     match (name, rev) {
@@ -1119,10 +1109,7 @@ fn match_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<String
             o.push_str(" --nfacct-name");
             save_string(&mut o, &cstr(info.get(..32).ok_or_else(short)?));
         }
-        _ => {
-            let _ = family;
-            return Err(format!("match {name} rev {rev}"));
-        }
+        _ => return Err(format!("match {name} rev {rev}")),
     }
     Ok(o)
 }
