@@ -62,7 +62,7 @@ impl Detector {
         // The resolver must have given up on it and re-sent it after its timeout (glibc and musl wait
         // 5 s by default; a quicker retry is another resolver's ordinary loss recovery).
         let Some(retry) = lost.retry else { return };
-        if retry.ts_ns - lost.pkt.ts_ns < 2_000_000_000 {
+        if retry.ts_ns.saturating_sub(lost.pkt.ts_ns) < 2_000_000_000 {
             return;
         }
         self.total += 1;
@@ -81,10 +81,14 @@ impl Detector {
             return;
         };
         let any_nat = self.cases.iter().any(|c| c.died_at_nat);
-        let tight = self
-            .cases
-            .iter()
-            .all(|c| (c.lost.pkt.ts_ns - c.answered.pkt.ts_ns).abs() <= 5_000_000);
+        let tight = self.cases.iter().all(|c| {
+            c.lost
+                .pkt
+                .ts_ns
+                .saturating_sub(c.answered.pkt.ts_ns)
+                .saturating_abs()
+                <= 5_000_000
+        });
         let confidence = if any_nat {
             Confidence::Confirmed
         } else if tight || self.total >= 2 {
@@ -95,7 +99,7 @@ impl Detector {
         let retry_after = first
             .lost
             .retry
-            .map(|r| r.ts_ns - first.lost.pkt.ts_ns)
+            .map(|r| r.ts_ns.saturating_sub(first.lost.pkt.ts_ns))
             .unwrap_or(0);
         let mut f = Finding::new(
             &INCIDENT,
@@ -147,7 +151,7 @@ impl Detector {
                     format!(
                         "{} re-sent after {}",
                         qt(&c.lost),
-                        secs(r.ts_ns - c.lost.pkt.ts_ns)
+                        secs(r.ts_ns.saturating_sub(c.lost.pkt.ts_ns))
                     ),
                 ));
             }

@@ -68,7 +68,7 @@ impl Detector {
             }
             // With no server answering at all, a one-way capture or a capture filter explains as much;
             // speak up only when the silence lasted.
-            let span = s.last_ts - s.first_ts.unwrap_or(s.last_ts);
+            let span = s.last_ts.saturating_sub(s.first_ts.unwrap_or(s.last_ts));
             if answering.is_empty() && (s.queries < 5 || span < 10_000_000_000) {
                 continue;
             }

@@ -81,8 +81,8 @@ impl Detector {
             syns.unanswered.sort_by_key(|r| r.first_syn.ts_ns);
             let times = &syns.times;
             let in_burst = |t: i64| {
-                let lo = times.partition_point(|&x| x < t - BURST_WINDOW_NS);
-                let hi = times.partition_point(|&x| x <= t + BURST_WINDOW_NS);
+                let lo = times.partition_point(|&x| x < t.saturating_sub(BURST_WINDOW_NS));
+                let hi = times.partition_point(|&x| x <= t.saturating_add(BURST_WINDOW_NS));
                 hi - lo >= MIN_BURST
             };
             let drops: Vec<&SynRecord> = syns
@@ -95,7 +95,8 @@ impl Detector {
                     r.first_unanswered()
                         && (r.transmissions >= 2
                             || (!r.answered
-                                && ctx.capture_end_ns - r.first_syn.ts_ns >= 3_000_000_000))
+                                && ctx.capture_end_ns.saturating_sub(r.first_syn.ts_ns)
+                                    >= 3_000_000_000))
                 })
                 .filter(|r| in_burst(r.first_syn.ts_ns))
                 .collect();

@@ -250,7 +250,7 @@ impl SynRecord {
                 *r,
                 format!(
                     "SYN retransmitted after {}",
-                    secs(r.ts_ns - self.first_syn.ts_ns)
+                    secs(r.ts_ns.saturating_sub(self.first_syn.ts_ns))
                 ),
             ));
         }

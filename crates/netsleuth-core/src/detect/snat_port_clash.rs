@@ -68,7 +68,7 @@ impl Detector {
         else {
             // Client view only: the first SYN unanswered, retransmitted ~1 s later, then answered.
             if c.legs.len() == 1 && c.synack.is_some_and(|a| a.ts_ns > c.syns[1].pkt.ts_ns) {
-                let gap = c.syns[1].pkt.ts_ns - first.pkt.ts_ns;
+                let gap = c.syns[1].pkt.ts_ns.saturating_sub(first.pkt.ts_ns);
                 if (700_000_000..=1_500_000_000).contains(&gap) {
                     self.total_drops += 1;
                     if self.drops.len() < MAX_KEEP {
@@ -88,7 +88,7 @@ impl Detector {
         // between the capture points, i.e. inside this node, after NAT chose its tuple.
         // The kernel re-sends an unanswered SYN after 1 s (then 3, 7 s): anything much sooner is a
         // duplicate on the wire, not a retransmission after a drop.
-        let gap = later.pkt.ts_ns - first.pkt.ts_ns;
+        let gap = later.pkt.ts_ns.saturating_sub(first.pkt.ts_ns);
         if !(500_000_000..=8_000_000_000).contains(&gap) {
             return;
         }
@@ -115,7 +115,8 @@ impl Detector {
                 .get(&d.syn.dst)
                 .and_then(|v| {
                     let near = |(t, id, _): &&(i64, u64, PktRef)| {
-                        *id != d.conn && (t - d.syn.ts_ns).abs() <= CONCURRENT_NS
+                        *id != d.conn
+                            && t.saturating_sub(d.syn.ts_ns).saturating_abs() <= CONCURRENT_NS
                     };
                     // Prefer a partner from another host: that is what collides behind a NAT.
                     v.iter()
@@ -155,7 +156,7 @@ impl Detector {
                 "{} SYN(s) to {} dropped inside the NATing node and retransmitted ~{} later",
                 cases.len(),
                 first.syn.dst,
-                secs(first.through.ts_ns - first.syn.ts_ns)
+                secs(first.through.ts_ns.saturating_sub(first.syn.ts_ns))
             ),
         );
         if confidence == Confidence::Possible {
@@ -193,7 +194,7 @@ impl Detector {
                 d.through,
                 format!(
                     "retransmission after {}",
-                    secs(d.through.ts_ns - d.syn.ts_ns)
+                    secs(d.through.ts_ns.saturating_sub(d.syn.ts_ns))
                 ),
             ));
             if let Some(a) = d.through_after_nat {

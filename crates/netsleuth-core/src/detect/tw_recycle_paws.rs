@@ -65,7 +65,7 @@ impl Detector {
             for (i, r) in recs.iter().enumerate() {
                 let ts = r.tsval.expect("filtered on insert");
                 let backwards = last_accepted.is_some_and(|(t, v, _)| {
-                    r.first_syn.ts_ns - t <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0
+                    r.first_syn.ts_ns.saturating_sub(t) <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0
                 });
                 if r.first_unanswered() && r.transmissions >= 2 || !r.answered {
                     if backwards {
@@ -147,7 +147,7 @@ impl Detector {
                         *x,
                         format!(
                             "SYN retransmitted after {}",
-                            secs(x.ts_ns - r.first_syn.ts_ns)
+                            secs(x.ts_ns.saturating_sub(r.first_syn.ts_ns))
                         ),
                     ));
                 }

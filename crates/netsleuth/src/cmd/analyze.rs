@@ -25,7 +25,10 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         inputs.push(open_capture(f).map_err(CliError::io(format!("reading {}", f.display())))?);
     }
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
-    let analysis = netsleuth_core::analyze(inputs, &node);
+    let limits = netsleuth_core::analysis::Limits {
+        memory_budget: (a.memory_budget as usize) << 20,
+    };
+    let analysis = netsleuth_core::analysis::analyze_with(inputs, &node, &limits);
     if analysis.failed_inputs.len() == names.len() {
         let why: Vec<String> = analysis
             .failed_inputs
