@@ -38,8 +38,9 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
-/// `s` made safe to write to a terminal as one field of a line: every control character (see
-/// [`is_unsafe`]) becomes a visible escape (`\x1b`, `\n`, `\u{9b}`). Borrowed when nothing changes.
+/// `s` made safe to write to a terminal as one field of a line: every control character (C0 with
+/// newline and tab, DEL, C1, and the bidirectional and line-separating characters) becomes a visible
+/// escape (`\x1b`, `\n`, `\u{9b}`). Borrowed when nothing changes.
 pub fn for_terminal(s: &str) -> Cow<'_, str> {
     let Some(first) = s.find(is_unsafe) else {
         return Cow::Borrowed(s);
