@@ -73,7 +73,7 @@ pub enum BundleError {
     },
     #[error(
         "bundle {path}: member {member} holds {}, more than the {} one member may hold; nothing was read \
-         (hint: a node with 110 k kube-proxy rules writes ≈ 35 MB of iptables-save; if you trust this \
+         (hint: a node with 110 k kube-proxy rules writes ≈ 30–40 MB of iptables-save; if you trust this \
          bundle, raise the cap with NETSLEUTH_BUNDLE_MEMBER_MIB)",
         size_text(.size), size_text(.max)
     )]
