@@ -318,7 +318,7 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
     let changed = dir.join("escape-seq-changed.tar.gz");
     rewrite_bundle(&seq, &changed, |path, bytes| {
         if path != "netns/node/sysctl.txt" {
-            return bytes;
+            return Some(bytes);
         }
         let text = String::from_utf8(bytes).unwrap();
         let hostile_line = text
@@ -326,8 +326,10 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
             .find(|l| l.contains('\u{1b}') && l.ends_with(" = 1"))
             .expect("the reproducer's hostile sysctl")
             .to_string();
-        text.replace(&hostile_line, &hostile_line.replace(" = 1", " = 2"))
-            .into_bytes()
+        Some(
+            text.replace(&hostile_line, &hostile_line.replace(" = 1", " = 2"))
+                .into_bytes(),
+        )
     });
     let out = bin().arg("diff").arg(&seq).arg(&changed).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -341,8 +343,8 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Copies a bundle with each member's bytes passed through `edit`.
-fn rewrite_bundle(from: &Path, to: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+/// Copies a bundle with each member's bytes passed through `edit` (`None`: leave the member out).
+fn rewrite_bundle(from: &Path, to: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
     let input = flate2::read::GzDecoder::new(std::fs::File::open(from).unwrap());
     let mut ar = tar::Archive::new(input);
     let output = flate2::write::GzEncoder::new(
@@ -355,7 +357,9 @@ fn rewrite_bundle(from: &Path, to: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8
         let path = e.path().unwrap().to_string_lossy().into_owned();
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
-        let bytes = edit(&path, bytes);
+        let Some(bytes) = edit(&path, bytes) else {
+            continue;
+        };
         let mut h = tar::Header::new_gnu();
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);
@@ -558,4 +562,58 @@ fn gzip_on_stdin_is_recognised_when_the_first_read_is_one_byte() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn what_a_bundle_lacks_is_noted_by_diff_and_analyze() {
+    // A collected bundle whose sysctls were cut out: diff's "A: -" for every sysctl comes from that.
+    let dir = std::env::temp_dir().join(format!("netsleuth-cli-cut-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.tar.gz");
+    let clean = fixture("node/clean.tar.gz");
+    rewrite_bundle(&clean, &cut, |path, bytes| {
+        (path != "netns/node/sysctl.txt").then_some(bytes)
+    });
+    let out = bin().arg("diff").arg(&cut).arg(&clean).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("note: A: netns/node/sysctl.txt: listed in manifest.json")),
+        "{text}"
+    );
+    let out = bin()
+        .args(["diff", "--format", "json"])
+        .arg(&clean)
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    assert_eq!(v["notes"].as_array().unwrap().len(), 1, "{v}");
+
+    let out = bin()
+        .args(["check", "--format", "json", "--bundle"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    assert_eq!(v["diagnostics"][0]["code"], "missing-from-bundle", "{v}");
+    assert_eq!(v["diagnostics"][0]["source"], "netns/node/sysctl.txt");
+
+    let out = bin()
+        .args(["analyze", "--format", "json", "--node"])
+        .arg(&cut)
+        .arg(fixture("lab/healthy/node.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out.stdout);
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("netns/node/sysctl.txt: listed in manifest.json")),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
-/// `netsleuth lab` writes beside its captures).
-pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
+/// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks.
+pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError> {
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
             "reading node facts {}",
@@ -28,10 +28,23 @@ pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
         if ctx.source.is_empty() {
             ctx.source = path.display().to_string();
         }
-        return Ok(ctx);
+        return Ok((ctx, Vec::new()));
     }
     let facts = read_bundle(path)?;
-    Ok(netsleuth_node::to_node_context(&facts))
+    let notes = bundle_notes(&format!("--node {}", path.display()), &facts);
+    Ok((netsleuth_node::to_node_context(&facts), notes))
+}
+
+/// What reading a bundle found about the bundle itself (artifacts its manifest claims but it lacks,
+/// members outside its layout), as notes for the commands that do not list input problems (`diff`,
+/// `analyze --node`): a difference or a missed confirmation may come from a cut bundle.
+fn bundle_notes(label: &str, facts: &NodeFacts) -> Vec<String> {
+    facts
+        .diagnostics
+        .iter()
+        .filter(|d| matches!(d.code, "missing-from-bundle" | "unknown-member"))
+        .map(|d| format!("{label}: {}: {}", d.source, d.message))
+        .collect()
 }
 
 fn read_bundle(path: &Path) -> Result<NodeFacts, CliError> {
@@ -163,10 +176,13 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
     let fa = read_bundle(&a.a)?;
     let fb = read_bundle(&a.b)?;
     let d = netsleuth_node::diff(&fa, &fb);
+    let mut notes = bundle_notes("A", &fa);
+    notes.extend(bundle_notes("B", &fb));
     let text = match a.format.format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
+                "notes": notes,
             }))
             .expect("diff serialises")
                 + "\n"
@@ -193,6 +209,9 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
                     for_terminal(i.b.as_deref().unwrap_or("-")),
                     tag
                 ));
+            }
+            for n in &notes {
+                s.push_str(&format!("note: {}\n", for_terminal(n)));
             }
             s
         }
