@@ -281,3 +281,63 @@ fn interesting_counter(name: &str) -> bool {
     ];
     NAMES.contains(&name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_tools_and_paths_is_escaped() {
+        let h = || "\u{1b}]0;PWNED\u{7}\u{1b}[2J\nfake".to_string();
+        let out_dir = PathBuf::from(format!("/tmp/{}", h()));
+        let mut drop_reasons = DropReasons {
+            available: true,
+            ..Default::default()
+        };
+        drop_reasons.by_location.insert(h(), 3);
+        let r = RunReport {
+            scenario: "healthy",
+            incident: None,
+            mitigated: false,
+            reproduction: Reproduction::Native { how: "test" },
+            symptom_seen: false,
+            outcome: h(),
+            events: vec![h()],
+            measurements: vec![Measurement::new(h(), 1.0, "s")],
+            out_dir: out_dir.clone(),
+            artifacts: vec![Artifact {
+                kind: ArtifactKind::Log,
+                path: out_dir.join(h()),
+                description: h(),
+            }],
+            counter_deltas: vec![CounterDelta {
+                source: h(),
+                name: "drop".into(),
+                before: 1,
+                after: 2,
+            }],
+            counters_unavailable: vec![],
+            drop_reasons,
+            node_facts: NodeFacts::default(),
+            notes: vec![h()],
+            namespaces: vec![h()],
+            namespaces_kept: true,
+            wall_time: Duration::from_secs(1),
+            analysis: None,
+        };
+        let text = r.render_text();
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("fake")), "{text}");
+        assert!(text.contains("\\x1b]0;PWNED\\x07\\x1b[2J\\nfake"));
+        let mut unavailable = r.clone();
+        unavailable.drop_reasons = DropReasons {
+            note: h(),
+            ..Default::default()
+        };
+        assert!(!unavailable.render_text().contains('\u{1b}'));
+    }
+}
