@@ -214,11 +214,12 @@ impl<R: Read> Read for Budgeted<R> {
             ));
         }
         // Never more than one byte past the budget: that byte is what tells "at" from "past".
-        let room = usize::try_from(self.budget - spent + 1).unwrap_or(usize::MAX);
+        let room = usize::try_from((self.budget - spent).saturating_add(1)).unwrap_or(usize::MAX);
         let want = buf.len().min(room);
         let n = self.inner.read(&mut buf[..want])?;
-        self.spent.set(spent + n as u64);
-        if spent + n as u64 > self.budget {
+        let spent = spent.saturating_add(n as u64);
+        self.spent.set(spent);
+        if spent > self.budget {
             return Err(std::io::Error::other(
                 "the bundle's decompressed-size budget is spent",
             ));
@@ -304,10 +305,12 @@ pub fn read_bundle_from_with<R: Read>(
             }
             continue;
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        // The header's size, up to the default cap: limits raised by the user grow the buffer as the
+        // data arrives instead of trusting a header with an allocation.
+        let mut bytes = Vec::with_capacity(size.min(MAX_MEMBER) as usize);
         // `take` as well as the header check: the tar reader's idea of the size is the header's.
         (&mut e)
-            .take(limits.member + 1)
+            .take(limits.member.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| fail(e, &current))?;
         if bytes.len() as u64 > limits.member {

@@ -357,3 +357,27 @@ fn shared_gzip_bomb_stays_within_the_budget() {
         }
     }
 }
+
+#[test]
+fn limits_without_bounds_read_a_bundle_and_trust_no_header_with_memory() {
+    let unbounded = ReadLimits {
+        total: u64::MAX,
+        member: u64::MAX,
+    };
+    let bytes = std::fs::read(fixtures_dir().join("clean.tar.gz")).unwrap();
+    let facts = read_bundle_from_with(bytes.as_slice(), Path::new("clean"), &unbounded).unwrap();
+    assert_eq!(facts.artifacts(), fixture("clean").artifacts());
+    // A header claiming 1 TiB, then nothing: a read error, not an attempt to allocate 1 TiB.
+    let mut h = tar::Header::new_gnu();
+    h.set_path("netns/node/iptables-save.txt").unwrap();
+    h.set_size(1 << 40);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(h.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    match read_bundle_from_with(bytes.as_slice(), Path::new("claims"), &unbounded) {
+        Err(BundleError::Archive { .. }) => {}
+        r => panic!("{:?}", r.map(|_| ())),
+    }
+}
