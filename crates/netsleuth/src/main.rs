@@ -18,7 +18,11 @@ fn main() -> ExitCode {
             if e.is_broken_pipe() {
                 return ExitCode::from(0);
             }
-            eprintln!("netsleuth: error: {e}");
+            // Errors quote their inputs (file names, bundle members, environment values).
+            eprintln!(
+                "netsleuth: error: {}",
+                netsleuth_core::report::escape::for_terminal(&e.to_string())
+            );
             2
         }
     };

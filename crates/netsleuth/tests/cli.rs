@@ -226,3 +226,394 @@ fn catalogue_lists_eleven_incidents() {
         .unwrap();
     assert_eq!(json(&out.stdout).as_array().unwrap().len(), 11);
 }
+
+/// A reproducer of `shared/hostile` (beside the checkout: `../shared/hostile`). Absent: `None` with a
+/// note, or a failure when `CI=true` (CI must not pass by skipping).
+fn hostile(name: &str) -> Option<PathBuf> {
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/hostile"
+    ))
+    .join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing and CI=true: the hostile-input reproducers must be checked out beside the repository (../shared/hostile)",
+        p.display()
+    );
+    eprintln!(
+        "SKIP: {} absent (../shared/hostile beside the checkout)",
+        p.display()
+    );
+    None
+}
+
+/// Human output must carry input text escaped: the literal `\x1b`, never the byte, and no control
+/// character but the renderer's own newlines and tabs.
+fn assert_terminal_safe(what: &str, out: &[u8]) {
+    assert!(
+        !out.contains(&0x1b),
+        "{what}: raw ESC in {:?}",
+        String::from_utf8_lossy(out)
+    );
+    let text = String::from_utf8_lossy(out);
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n' && *c != '\t') || *c == '\u{9b}')
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: control characters {bad:?} in {text}"
+    );
+}
+
+#[test]
+fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
+    let (Some(resolv), Some(seq)) = (
+        hostile("escape-container-resolv.tar.gz"),
+        hostile("escape-seq.tar.gz"),
+    ) else {
+        return;
+    };
+    for b in [&resolv, &seq] {
+        let out = bin().args(["check", "--bundle"]).arg(b).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_terminal_safe("check", &out.stdout);
+        assert_terminal_safe("check stderr", &out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("\\x1b]0;PWNED-TITLE\\x07\\x1b[2J"), "{text}");
+    }
+    // The pod's /etc/hosts entry reaches a finding's evidence, not only the input problems.
+    let out = bin()
+        .args(["check", "--bundle"])
+        .arg(&resolv)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("etc/hosts: pinned names") && l.contains("\\x1b]0;PWNED")),
+        "{text}"
+    );
+
+    let out = bin().arg("diff").arg(&resolv).arg(&seq).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_terminal_safe("diff", &out.stdout);
+
+    // diff lists a sysctl both nodes have with different values: the hostile key set to another value.
+    let dir = std::env::temp_dir().join(format!("netsleuth-cli-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let changed = dir.join("escape-seq-changed.tar.gz");
+    rewrite_bundle(&seq, &changed, |path, bytes| {
+        if path != "netns/node/sysctl.txt" {
+            return Some(bytes);
+        }
+        let text = String::from_utf8(bytes).unwrap();
+        let hostile_line = text
+            .lines()
+            .find(|l| l.contains('\u{1b}') && l.ends_with(" = 1"))
+            .expect("the reproducer's hostile sysctl")
+            .to_string();
+        Some(
+            text.replace(&hostile_line, &hostile_line.replace(" = 1", " = 2"))
+                .into_bytes(),
+        )
+    });
+    let out = bin().arg("diff").arg(&seq).arg(&changed).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_terminal_safe("diff", &out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sysctl") && l.contains("net.ipv4.\\x1b]0;PWNED-TITLE\\x07")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Copies a bundle with each member's bytes passed through `edit` (`None`: leave the member out).
+fn rewrite_bundle(from: &Path, to: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    let input = flate2::read::GzDecoder::new(std::fs::File::open(from).unwrap());
+    let mut ar = tar::Archive::new(input);
+    let output = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut out = tar::Builder::new(output);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        let Some(bytes) = edit(&path, bytes) else {
+            continue;
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        out.append_data(&mut h, &path, bytes.as_slice()).unwrap();
+    }
+    out.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn control_characters_in_file_names_are_escaped() {
+    let dir = std::env::temp_dir().join(format!("netsleuth-cli-esc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A capture whose name sets the terminal title, with findings whose evidence names the file.
+    let capture = dir.join("\u{1b}]0;PWNED\u{7}\u{1b}[2J.pcap");
+    std::fs::copy(fixture("lab/bridge-nf-bypass/client.pcap"), &capture).unwrap();
+    let out = bin().arg("analyze").arg(&capture).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_terminal_safe("analyze", &out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\\x1b]0;PWNED\\x07\\x1b[2J.pcap"), "{text}");
+    // An input that cannot be read: the error on stderr quotes the name escaped too.
+    let missing = dir.join("gone\u{1b}[31m.pcap");
+    let out = bin().arg("analyze").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_terminal_safe("analyze stderr", &out.stderr);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gone\\x1b[31m.pcap"));
+    // Same through a bundle path (check --bundle's error, diff's header).
+    let bundle = dir.join("node\u{1b}[2J.tar.gz");
+    std::fs::copy(fixture("node/clean.tar.gz"), &bundle).unwrap();
+    let out = bin()
+        .args(["check", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_terminal_safe("check", &out.stdout);
+    let out = bin()
+        .arg("diff")
+        .arg(&bundle)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_terminal_safe("diff", &out.stdout);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node\\x1b[2J.tar.gz"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bundle_holding_none_of_its_artifacts_exits_2_saying_what_is_missing() {
+    let Some(b) = hostile("manifest-only.tar.gz") else {
+        return;
+    };
+    for args in [vec!["check", "--bundle"], vec!["analyze", "--node"]] {
+        let mut cmd = bin();
+        cmd.args(&args).arg(&b);
+        if args[0] == "analyze" {
+            cmd.arg(fixture("lab/healthy/node.pcap"));
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: no report, no \"No incident found\""
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("none of the 24 artifacts") && err.contains("node/kernel-release"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn bundle_budget_gives_exit_2_naming_the_member_and_can_be_raised() {
+    let Some(b) = hostile("bomb-iptables-20MiB.tar.gz") else {
+        return;
+    };
+    // Within the default budget: checked, with what the bundle lacks listed.
+    let out = bin()
+        .args(["check", "--format", "json", "--bundle"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert!(diags
+        .iter()
+        .any(|d| d["code"] == "missing-from-bundle" && d["source"] == "node/kernel-release"));
+
+    let out = bin()
+        .env("NETSLEUTH_BUNDLE_BUDGET_MIB", "16")
+        .args(["check", "--bundle"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("netns/node/iptables-save.txt") && err.contains("16.0 MiB"),
+        "{err}"
+    );
+    let out = bin()
+        .env("NETSLEUTH_BUNDLE_MEMBER_MIB", "8")
+        .arg("diff")
+        .arg(&b)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("20.0 MiB") && err.contains("8.0 MiB"), "{err}");
+
+    let out = bin()
+        .env("NETSLEUTH_BUNDLE_BUDGET_MIB", "lots")
+        .args(["check", "--bundle"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NETSLEUTH_BUNDLE_BUDGET_MIB=lots"));
+}
+
+/// Runs `analyze --format json -` with `bytes` on stdin, the first byte alone and the rest after a
+/// pause: what a slow pipe hands over.
+fn analyze_stdin_one_byte_first(bytes: &[u8]) -> std::process::Output {
+    let mut child = bin()
+        .args(["analyze", "--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..1]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The child may have given up already (the bug): a broken pipe is its answer, not ours.
+    let _ = stdin.write_all(&bytes[1..]);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The report without what names the input (`-` against the file's name).
+fn without_inputs(mut v: serde_json::Value) -> serde_json::Value {
+    v["inputs"] = serde_json::Value::Null;
+    for f in v["findings"].as_array_mut().unwrap() {
+        for e in f["evidence"].as_array_mut().unwrap() {
+            if e.get("file").is_some() {
+                e["file"] = serde_json::Value::Null;
+            }
+        }
+    }
+    for d in v["diagnostics"].as_array_mut().unwrap() {
+        d["source"] = serde_json::Value::Null;
+    }
+    v
+}
+
+#[test]
+fn gzip_on_stdin_is_recognised_when_the_first_read_is_one_byte() {
+    let plain = std::fs::read(fixture("lab/conntrack-snat-remap/node.pcap")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let mut cases = vec![(
+        "generated".to_string(),
+        gz.finish().unwrap(),
+        fixture("lab/conntrack-snat-remap/node.pcap"),
+    )];
+    if let Some(f) = hostile("stdin-gzip-first-read-1-byte.pcap.gz") {
+        cases.push((f.display().to_string(), std::fs::read(&f).unwrap(), f));
+    }
+    for (name, bytes, file) in cases {
+        let from_file = bin()
+            .args(["analyze", "--format", "json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let from_pipe = analyze_stdin_one_byte_first(&bytes);
+        assert_eq!(
+            from_pipe.status.code(),
+            from_file.status.code(),
+            "{name}: {}",
+            String::from_utf8_lossy(&from_pipe.stderr)
+        );
+        assert_eq!(
+            without_inputs(json(&from_pipe.stdout)),
+            without_inputs(json(&from_file.stdout)),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn what_a_bundle_lacks_is_noted_by_diff_and_analyze() {
+    // A collected bundle whose sysctls were cut out: diff's "A: -" for every sysctl comes from that.
+    let dir = std::env::temp_dir().join(format!("netsleuth-cli-cut-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.tar.gz");
+    let clean = fixture("node/clean.tar.gz");
+    rewrite_bundle(&clean, &cut, |path, bytes| {
+        (path != "netns/node/sysctl.txt").then_some(bytes)
+    });
+    let out = bin().arg("diff").arg(&cut).arg(&clean).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("note: A: netns/node/sysctl.txt: listed in manifest.json")),
+        "{text}"
+    );
+    let out = bin()
+        .args(["diff", "--format", "json"])
+        .arg(&clean)
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    assert_eq!(v["notes"].as_array().unwrap().len(), 1, "{v}");
+
+    let out = bin()
+        .args(["check", "--format", "json", "--bundle"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let v = json(&out.stdout);
+    assert_eq!(v["diagnostics"][0]["code"], "missing-from-bundle", "{v}");
+    assert_eq!(v["diagnostics"][0]["source"], "netns/node/sysctl.txt");
+
+    let out = bin()
+        .args(["analyze", "--format", "json", "--node"])
+        .arg(&cut)
+        .arg(fixture("lab/healthy/node.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out.stdout);
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("netns/node/sysctl.txt: listed in manifest.json")),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

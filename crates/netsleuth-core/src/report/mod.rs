@@ -1,6 +1,7 @@
 //! Reports: the versioned JSON document and the human text, shared by every command that reports
 //! findings (`analyze`, `check`, `lab`).
 
+pub mod escape;
 pub mod human;
 pub mod json;
 

@@ -10,9 +10,9 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
     if a.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         return Err(CliError::Usage("stdin (`-`) can be given only once".into()));
     }
-    let mut node = match &a.node {
+    let (mut node, node_notes) = match &a.node {
         Some(bundle) => super::node::node_context(bundle)?,
-        None => NodeContext::default(),
+        None => (NodeContext::default(), Vec::new()),
     };
     if let Some(h) = &a.hosts {
         node.hosts.extend(read_hosts(h)?);
@@ -45,6 +45,7 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         .iter()
         .map(|(n, e)| format!("{n} was not analysed: {e}"))
         .collect();
+    notes.extend(node_notes);
     if a.node.is_none() {
         notes.push("capture-only analysis: give --node BUNDLE (from `netsleuth collect`) to confirm causes with the node's facts".into());
     }

@@ -22,7 +22,7 @@ pub fn run(a: LabArgs) -> Result<i32, CliError> {
                 "removed {} lab namespace(s){}{}\n",
                 removed.len(),
                 if removed.is_empty() { "" } else { ": " },
-                removed.join(", ")
+                report::escape::for_terminal(&removed.join(", "))
             ))?;
             Ok(0)
         }
@@ -149,7 +149,7 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
                 text.push_str(&format!(
                     "\n=> {}: {}\n\n",
                     if ok { "PROVEN" } else { "NOT PROVEN" },
-                    why
+                    report::escape::for_terminal(&why)
                 ));
                 write_stdout(&text)?;
             }

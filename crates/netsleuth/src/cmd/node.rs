@@ -4,14 +4,16 @@
 use super::{emit, write_stdout, CliError};
 use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
 use netsleuth_core::node::NodeContext;
+use netsleuth_core::report::escape::for_terminal;
 use netsleuth_core::report::Report;
+use netsleuth_node::bundle::ReadLimits;
 use netsleuth_node::{CheckOptions, CollectOptions, NodeFacts, ProbeOptions, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
-/// `netsleuth lab` writes beside its captures).
-pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
+/// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks.
+pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError> {
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
             "reading node facts {}",
@@ -26,14 +28,57 @@ pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
         if ctx.source.is_empty() {
             ctx.source = path.display().to_string();
         }
-        return Ok(ctx);
+        return Ok((ctx, Vec::new()));
     }
     let facts = read_bundle(path)?;
-    Ok(netsleuth_node::to_node_context(&facts))
+    let notes = bundle_notes(&format!("--node {}", path.display()), &facts);
+    Ok((netsleuth_node::to_node_context(&facts), notes))
+}
+
+/// What reading a bundle found about the bundle itself (artifacts its manifest claims but it lacks,
+/// members outside its layout), as notes for the commands that do not list input problems (`diff`,
+/// `analyze --node`): a difference or a missed confirmation may come from a cut bundle.
+fn bundle_notes(label: &str, facts: &NodeFacts) -> Vec<String> {
+    facts
+        .diagnostics
+        .iter()
+        .filter(|d| matches!(d.code, "missing-from-bundle" | "unknown-member"))
+        .map(|d| format!("{label}: {}: {}", d.source, d.message))
+        .collect()
 }
 
 fn read_bundle(path: &Path) -> Result<NodeFacts, CliError> {
-    netsleuth_node::read_bundle(path).map_err(|e| CliError::Other(e.to_string()))
+    netsleuth_node::bundle::read_bundle_with(path, &bundle_limits()?)
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// The bundle reader's limits: the defaults, or `NETSLEUTH_BUNDLE_BUDGET_MIB` (the decompressed total)
+/// and `NETSLEUTH_BUNDLE_MEMBER_MIB` (one member) for a bundle the user trusts that is bigger.
+fn bundle_limits() -> Result<ReadLimits, CliError> {
+    let mut limits = ReadLimits::default();
+    if let Some(total) = mib_from_env("NETSLEUTH_BUNDLE_BUDGET_MIB")? {
+        limits.total = total;
+    }
+    if let Some(member) = mib_from_env("NETSLEUTH_BUNDLE_MEMBER_MIB")? {
+        limits.member = member;
+    }
+    Ok(limits)
+}
+
+/// Bytes from an environment variable holding MiB; `None` when unset.
+fn mib_from_env(var: &str) -> Result<Option<u64>, CliError> {
+    // 1 TiB: beyond any bundle, and far from overflowing a byte count.
+    const MAX_MIB: u64 = 1 << 20;
+    let Some(value) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u64>() {
+        Ok(mib) if (1..=MAX_MIB).contains(&mib) => Ok(Some(mib << 20)),
+        _ => Err(CliError::Usage(format!(
+            "{var}={text}: give a whole number of MiB from 1 to {MAX_MIB} (e.g. {var}=1024), or unset it for the default"
+        ))),
+    }
 }
 
 fn interval(secs: f64) -> Result<Duration, CliError> {
@@ -120,7 +165,7 @@ pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
         .count();
     eprintln!(
         "netsleuth: wrote {} ({} artifacts, {} could not be collected: see manifest.json)",
-        a.output.display(),
+        for_terminal(&a.output.display().to_string()),
         facts.manifest.artifacts.len(),
         failed
     );
@@ -131,16 +176,20 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
     let fa = read_bundle(&a.a)?;
     let fb = read_bundle(&a.b)?;
     let d = netsleuth_node::diff(&fa, &fb);
+    let mut notes = bundle_notes("A", &fa);
+    notes.extend(bundle_notes("B", &fb));
     let text = match a.format.format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
+                "notes": notes,
             }))
             .expect("diff serialises")
                 + "\n"
         }
         Format::Human => {
-            let mut s = format!("A = {}\nB = {}\n", d.a, d.b);
+            // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines).
+            let mut s = format!("A = {}\nB = {}\n", for_terminal(&d.a), for_terminal(&d.b));
             if d.items.is_empty() {
                 s.push_str("no differences that matter\n");
             }
@@ -150,16 +199,19 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
                 let tag = i
                     .incident
                     .as_deref()
-                    .map(|x| format!(" [{x}]"))
+                    .map(|x| format!(" [{}]", for_terminal(x)))
                     .unwrap_or_default();
                 s.push_str(&format!(
                     "{:<10} {:<48} A: {:<24} B: {}{}\n",
-                    i.area,
-                    i.key,
-                    i.a.as_deref().unwrap_or("-"),
-                    i.b.as_deref().unwrap_or("-"),
+                    for_terminal(&i.area),
+                    for_terminal(&i.key),
+                    for_terminal(i.a.as_deref().unwrap_or("-")),
+                    for_terminal(i.b.as_deref().unwrap_or("-")),
                     tag
                 ));
+            }
+            for n in &notes {
+                s.push_str(&format!("note: {}\n", for_terminal(n)));
             }
             s
         }
