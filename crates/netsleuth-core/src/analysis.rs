@@ -12,6 +12,7 @@ use crate::flow::dns_tcp::DnsTcpReassembler;
 use crate::flow::tcp::{Conn, TcpEngine};
 use crate::flow::{Endpoint, InputId, PktRef};
 use crate::node::NodeContext;
+use crate::symptoms::{is_icmp_error, BlindSpot, Symptom, SymptomCollector};
 use crate::wire::{self, tcp_flags, DecodeError, Packet, Transport};
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -71,6 +72,10 @@ pub struct Analysis {
     pub stats: AnalysisStats,
     /// Inputs that could not be opened at all, with why.
     pub failed_inputs: Vec<(String, String)>,
+    /// What the input shows whatever its cause, and what the catalogue made of it.
+    pub symptoms: Vec<Symptom>,
+    /// What the input could not show.
+    pub blind_spots: Vec<BlindSpot>,
 }
 
 impl Analysis {
@@ -268,6 +273,7 @@ pub struct Engine {
     clock: Option<i64>,
     /// A record whose timestamp jumped ahead, waiting for the next record to confirm the jump.
     held: Option<HeldRecord>,
+    symptoms: SymptomCollector,
 }
 
 impl Engine {
@@ -286,6 +292,7 @@ impl Engine {
             cur_offset: 0,
             clock: None,
             held: None,
+            symptoms: SymptomCollector::default(),
         }
     }
 
@@ -506,20 +513,33 @@ impl Engine {
                 self.stats.udp_packets += 1;
                 if d.src_port == 53 || d.dst_port == 53 {
                     let r = pkt_ref(d.src_port, d.dst_port, 0, d.payload_len, 0, 0);
-                    self.dns_message(r, pkt.ip.ident, false, d.payload);
+                    if !self.dns_message(r, pkt.ip.ident, false, d.payload) && pkt.truncated {
+                        self.symptoms.dns_payload_cut();
+                    }
                 }
             }
-            _ => {}
+            Transport::Icmp {
+                v6,
+                icmp_type,
+                code,
+            } => {
+                if is_icmp_error(*v6, *icmp_type) {
+                    let r = pkt_ref(0, 0, 0, 0, 0, 0);
+                    self.symptoms.icmp_error(r, *v6, *icmp_type, *code);
+                }
+            }
+            Transport::Other => {}
         }
     }
 
-    fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) {
+    /// Returns whether the bytes were a DNS message with a question.
+    fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) -> bool {
         let Ok(msg) = wire::dns::parse(bytes) else {
-            return;
+            return false;
         };
-        let Some(q) = &msg.question else { return };
+        let Some(q) = &msg.question else { return false };
         if msg.header.opcode != 0 {
-            return;
+            return true;
         }
         let counts = if msg.header.qr {
             msg.answer_counts()
@@ -550,12 +570,14 @@ impl Engine {
             .dns_peak_live_queries
             .max(self.dns.live_queries() as u64);
         self.drain_dns();
+        true
     }
 
     #[inline]
     fn drain_tcp(&mut self) {
         for c in self.tcp.drain_finished() {
             conn_stats(&mut self.stats, &c);
+            self.symptoms.connection(&c);
             self.detectors.connection(&c);
         }
     }
@@ -573,6 +595,7 @@ impl Engine {
             if q.younger_sibling.is_some() {
                 s.dns_parallel_pairs += 1;
             }
+            self.symptoms.dns(q);
             self.detectors.dns(q);
         }
     }
@@ -653,6 +676,8 @@ impl Engine {
     /// End of input: finalise every connection and query and run the detectors.
     pub fn finish(mut self, node: &NodeContext) -> Analysis {
         self.flush_held();
+        self.symptoms
+            .input_ended(self.stats.last_ts_ns.unwrap_or(i64::MIN));
         self.tcp.finish();
         self.drain_tcp();
         self.dns.finish();
@@ -671,8 +696,16 @@ impl Engine {
             node,
             capture_end_ns: self.stats.last_ts_ns.unwrap_or(i64::MIN),
         };
-        let mut findings = self.detectors.finish(&ctx);
+        let mut findings = crate::detect::one_per_incident(self.detectors.finish(&ctx));
         sort_findings(&mut findings);
+        let undecoded = self
+            .problems
+            .by_key
+            .iter()
+            .filter(|((_, code), _)| *code == "unsupported-linktype")
+            .map(|(_, d)| d.count)
+            .sum();
+        let (symptoms, blind_spots) = self.symptoms.finish(&ctx, &findings, undecoded);
         let dt = self.dns_tcp.stats();
         self.stats.timestamp_outliers = self
             .problems
@@ -698,6 +731,8 @@ impl Engine {
             diagnostics,
             stats: self.stats,
             failed_inputs: Vec::new(),
+            symptoms,
+            blind_spots,
         }
     }
 }

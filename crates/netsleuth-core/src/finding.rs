@@ -120,6 +120,9 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
     /// Why this confidence and not a higher one: what was seen, what was not.
     pub reasoning: Vec<String>,
+    /// Further cases of the same incident in the same input (one line each), when there were several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<String>,
     pub explanation: &'static str,
     pub remedy: &'static str,
 }
@@ -138,6 +141,7 @@ impl Finding {
             summary,
             evidence: Vec::new(),
             reasoning: Vec::new(),
+            cases: Vec::new(),
             explanation: incident.explanation,
             remedy: incident.remedy,
         }

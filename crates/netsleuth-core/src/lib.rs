@@ -13,6 +13,7 @@ pub mod finding;
 pub mod flow;
 pub mod node;
 pub mod report;
+pub mod symptoms;
 pub mod wire;
 
 pub use analysis::{analyze, Analysis, AnalysisStats, Input};

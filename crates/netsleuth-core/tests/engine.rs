@@ -837,3 +837,204 @@ fn syns_cut_off_by_the_end_of_the_capture_are_not_an_overflow() {
     }
     assert_quiet(&cap.analyze());
 }
+
+/// Analyse raw pcap bytes.
+fn analyze_bytes(bytes: Vec<u8>) -> Analysis {
+    analyze(
+        vec![Input {
+            name: "synthetic.pcap".into(),
+            reader: Box::new(std::io::Cursor::new(bytes)),
+        }],
+        &NodeContext::default(),
+    )
+}
+
+#[test]
+fn symptoms_without_a_catalogue_cause_are_listed_with_the_causes_considered() {
+    // A pod-side capture: five connections aborted by the application (RST|ACK), one SYN
+    // retransmitted then answered, and DNS answered after two seconds. No catalogue cause fits, but
+    // the report must not read as "all is well".
+    use netsleuth_core::symptoms::SymptomKind;
+    let mut cap = Cap::new();
+    for k in 0..5u32 {
+        let t = T0 + k as i64 * S;
+        let port = 41000 + k as u16;
+        let (cn, sn) = handshake(
+            &mut cap,
+            t,
+            (C, port),
+            (SRV, 443),
+            1000 * (k + 1),
+            7000 * (k + 1),
+        );
+        cap.send(
+            t + 10 * MS,
+            2,
+            tcp_v4(SRV, 443, C, port).seq(sn).ack(cn).flags(RST | ACK),
+        );
+    }
+    let t = T0 + 10 * S;
+    cap.send(t, 2, tcp_v4(C, 42000, SRV, 443).seq(5).flags(SYN));
+    cap.send(t + S, 2, tcp_v4(C, 42000, SRV, 443).seq(5).flags(SYN));
+    cap.send(
+        t + S + MS,
+        2,
+        tcp_v4(SRV, 443, C, 42000).seq(9).ack(6).flags(SYN | ACK),
+    );
+    let t = T0 + 15 * S;
+    cap.send(
+        t,
+        2,
+        udp_v4(C, 6100, VIP, 53).payload(&dns_query(0x77, "api.example.", 1).build()),
+    );
+    cap.send(
+        t + 2 * S,
+        2,
+        udp_v4(VIP, 53, C, 6100).payload(
+            &dns_response(0x77, "api.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    cap.send(T0 + 40 * S, 2, tcp_v4(C, 42001, SRV, 443).seq(1).flags(ACK));
+    let a = cap.analyze();
+    assert_quiet(&a);
+    let kinds: Vec<_> = a.symptoms.iter().map(|s| (s.kind, s.count)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (SymptomKind::ConnectionResets, 5),
+            (SymptomKind::SynRetransmissions, 1),
+            (SymptomKind::DnsSlow, 1)
+        ],
+        "{:#?}",
+        a.symptoms
+    );
+    let resets = &a.symptoms[0];
+    assert!(
+        resets.summary.contains("5 RST|ACK from the server"),
+        "{}",
+        resets.summary
+    );
+    assert!(resets
+        .considered
+        .iter()
+        .any(|c| c.id == "conntrack-dnat-rebalance" && c.verdict == "not-seen"));
+    assert!(resets
+        .considered
+        .iter()
+        .any(|c| c.id == "application" && c.verdict == "explains"));
+    let syn = &a.symptoms[1];
+    assert!(syn
+        .considered
+        .iter()
+        .any(|c| c.id == "listen-queue-overflow" && c.why.contains("ListenOverflows")));
+    assert!(syn.otherwise.is_some());
+    assert!(!syn.evidence.is_empty());
+    let dns = &a.symptoms[2];
+    assert!(dns.considered.iter().all(|c| c.verdict == "not-seen"));
+}
+
+#[test]
+fn a_healthy_capture_has_no_symptoms() {
+    let mut cap = Cap::new();
+    handshake(&mut cap, T0, (C, 40000), (SRV, 443), 100, 900);
+    let a = cap.analyze();
+    assert!(a.symptoms.is_empty(), "{:#?}", a.symptoms);
+    assert!(a.blind_spots.is_empty(), "{:#?}", a.blind_spots);
+}
+
+#[test]
+fn two_ports_of_one_overloaded_listener_are_one_finding_with_two_cases() {
+    let mut cap = Cap::new();
+    for (i, sport) in [8080u16, 8443].into_iter().enumerate() {
+        for k in 0..10u32 {
+            let t = T0 + i as i64 * 30 * S + k as i64 * 10 * MS;
+            let port = 33000 + (i as u16) * 100 + k as u16;
+            let isn = 10_000 * (k + 1) + i as u32;
+            cap.send(t, 2, tcp_v4(C, port, SRV, sport).seq(isn).flags(SYN));
+            let answer_at = if k % 3 == 0 {
+                cap.send(t + S, 2, tcp_v4(C, port, SRV, sport).seq(isn).flags(SYN));
+                t + S + MS
+            } else {
+                t + MS
+            };
+            cap.send(
+                answer_at,
+                2,
+                tcp_v4(SRV, sport, C, port)
+                    .seq(k)
+                    .ack(isn + 1)
+                    .flags(SYN | ACK),
+            );
+        }
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("listen-queue-overflow", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    let f = &a.findings[0];
+    assert_eq!(f.cases.len(), 1, "{:#?}", f);
+    assert!(
+        f.summary.contains(":8080") && f.cases[0].contains(":8443"),
+        "{} / {:?}",
+        f.summary,
+        f.cases
+    );
+}
+
+#[test]
+fn blind_spots_are_named() {
+    // DNS cut by a 64-byte snap length: the question cannot be read.
+    let mut w = PcapWriter::with(LINKTYPE_ETHERNET, true, false, 64);
+    let q = udp_v4(C, 6000, VIP, 53)
+        .payload(&dns_query(1, "a-rather-long-name.svc.cluster.local.", 1).build());
+    for k in 0..3 {
+        let frame = q.ethernet();
+        w.push_cut(T0 + k * S, &frame, 64);
+    }
+    let a = analyze_bytes(w.finish());
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("cut by the snap length")
+                && b.undecided.contains(&"dns-id-collision")),
+        "{:#?}",
+        a.blind_spots
+    );
+
+    // A query in the last seconds of the capture: its answer may have come after the end.
+    let mut cap = Cap::new();
+    handshake(&mut cap, T0, (C, 40000), (SRV, 443), 100, 900);
+    cap.send(
+        T0 + S,
+        2,
+        udp_v4(C, 6001, VIP, 53).payload(&dns_query(2, "late.example.", 1).build()),
+    );
+    let a = cap.analyze();
+    assert!(a.symptoms.is_empty(), "not a symptom: {:#?}", a.symptoms);
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("before the capture ended")),
+        "{:#?}",
+        a.blind_spots
+    );
+
+    // Frames of a link type netsleuth does not decode (802.11).
+    let w = PcapWriter::new(105)
+        .packet(T0, &[0u8; 40])
+        .packet(T0 + S, &[0u8; 40]);
+    let a = analyze_bytes(w.finish());
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("not examined")),
+        "{:#?}",
+        a.blind_spots
+    );
+    assert_eq!(a.stats.ip_packets, 0);
+}

@@ -111,7 +111,7 @@ pub(crate) fn with_packets(
     f
 }
 
-pub(crate) fn secs(ns: i64) -> String {
+pub fn secs(ns: i64) -> String {
     let s = ns as f64 / 1e9;
     if s >= 3600.0 {
         format!("{:.1} h", s / 3600.0)
@@ -329,13 +329,60 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
     out
 }
 
+fn first_packet_ts(f: &Finding) -> i64 {
+    f.evidence
+        .iter()
+        .filter_map(|e| match e {
+            Evidence::Packets { frames, .. } => frames.iter().map(|fr| fr.ts_ns).min(),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
+/// One finding per incident id and kind in a report: several findings of one incident (two ports of one
+/// overloaded listener, two dead nameservers) become one, led by the strongest and earliest, with the
+/// others listed as its further cases and their evidence kept (the first few).
+pub fn one_per_incident(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    let mut groups: Vec<Vec<Finding>> = Vec::new();
+    for f in findings {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].id == f.id && g[0].kind == f.kind)
+        {
+            Some(g) => g.push(f),
+            None => groups.push(vec![f]),
+        }
+    }
+    for mut g in groups {
+        g.sort_by_key(|f| (std::cmp::Reverse(f.confidence), first_packet_ts(f)));
+        let mut lead = g.remove(0);
+        for other in g {
+            lead.cases.push(other.summary);
+            if lead.cases.len() <= 3 {
+                lead.evidence.extend(other.evidence);
+            }
+            for why in other.reasoning {
+                if !lead.reasoning.contains(&why) {
+                    lead.reasoning.push(why);
+                }
+            }
+        }
+        out.push(lead);
+    }
+    out
+}
+
 /// One finding per incident and capture: the strongest case leads, up to two more cases add their
 /// packets, and the summary says how many connections showed it.
 pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Finding>) {
     if cases.is_empty() {
         return;
     }
-    cases.sort_by_key(|f| std::cmp::Reverse(f.confidence));
+    // The strongest case leads; among equals the earliest, so the lead does not depend on the order
+    // in which connections were finalised.
+    cases.sort_by_key(|f| (std::cmp::Reverse(f.confidence), first_packet_ts(f)));
     let mut rest = cases.split_off(1);
     let mut lead = cases.pop().expect("one case");
     for other in rest.drain(..).take(2) {

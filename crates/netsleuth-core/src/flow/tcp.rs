@@ -140,6 +140,8 @@ pub struct Conn {
     pub rsts: Vec<RstSeen>,
     pub rst_count: u32,
     pub fin: [bool; 2],
+    /// When each direction's first FIN was seen.
+    pub fin_ts: [Option<i64>; 2],
     pub closed_ts: Option<i64>,
     /// The longest silence between two unique packets, and the packet that ended it.
     pub longest_gap_ns: i64,
@@ -178,6 +180,7 @@ impl Conn {
             rsts: Vec::new(),
             rst_count: 0,
             fin: [false, false],
+            fin_ts: [None, None],
             closed_ts: None,
             longest_gap_ns: 0,
             longest_gap_end: None,
@@ -473,6 +476,7 @@ impl TcpEngine {
         }
         if seg.has(FIN) {
             conn.fin[dir] = true;
+            conn.fin_ts[dir].get_or_insert(pkt.ts_ns);
             if conn.fin[0] && conn.fin[1] {
                 conn.closed_ts.get_or_insert(pkt.ts_ns);
             }

@@ -34,7 +34,46 @@ pub fn render(r: &Report) -> String {
                 f.id,
                 esc(&f.summary)
             );
+            if !f.cases.is_empty() {
+                let _ = writeln!(out, "      and {} more case(s) of it", f.cases.len());
+            }
         }
+    }
+    if !r.symptoms.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} symptom(s) seen{}:",
+            r.symptoms.len(),
+            if r.symptoms
+                .iter()
+                .any(|s| !s.considered.iter().any(|c| c.verdict == "explains"))
+            {
+                " (some with no catalogue cause: see \"Symptoms\" below)"
+            } else {
+                ""
+            }
+        );
+        for s in &r.symptoms {
+            let by: Vec<&str> = s
+                .considered
+                .iter()
+                .filter(|c| c.verdict == "explains")
+                .map(|c| c.id)
+                .collect();
+            let by = if by.is_empty() {
+                String::new()
+            } else {
+                format!(" — explained by {}", by.join(", "))
+            };
+            let _ = writeln!(out, "  {}{by}", esc(&s.summary));
+        }
+    }
+    if !r.blind_spots.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} blind spot(s): see \"Not examined\" below",
+            r.blind_spots.len()
+        );
     }
     if !risks.is_empty() {
         let _ = writeln!(out, "{} latent risk(s):", risks.len());
@@ -62,6 +101,9 @@ pub fn render(r: &Report) -> String {
             f.confidence.as_str()
         );
         let _ = writeln!(out, "   {}", esc(&f.summary));
+        for c in &f.cases {
+            let _ = writeln!(out, "   also: {}", esc(c));
+        }
         if !f.reasoning.is_empty() {
             let _ = writeln!(out, "   Why {}:", f.confidence.as_str());
             for why in &f.reasoning {
@@ -72,53 +114,40 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "   Evidence:");
         }
         for e in &f.evidence {
-            match e {
-                Evidence::Packets { file, frames, note } => {
-                    let _ = writeln!(out, "     {}: {}", esc(file), esc(note));
-                    for fr in frames {
-                        let _ = writeln!(
-                            out,
-                            "       #{:<6} {}  {}:{} > {}:{}  {}",
-                            fr.frame,
-                            esc(time_of_day(&fr.time)),
-                            fr.src,
-                            fr.src_port,
-                            fr.dst,
-                            fr.dst_port,
-                            esc(&fr.what)
-                        );
-                    }
-                }
-                Evidence::Counter {
-                    source,
-                    name,
-                    before,
-                    after,
-                } => {
-                    let (source, name) = (esc(source), esc(name));
-                    let _ = match before {
-                        Some(b) => writeln!(
-                            out,
-                            "     {source}: {name} {b} → {after} (+{})",
-                            after.saturating_sub(*b)
-                        ),
-                        None => writeln!(out, "     {source}: {name} = {after}"),
-                    };
-                }
-                Evidence::Config { source, line, text } => {
-                    let (source, text) = (esc(source), esc(text));
-                    let _ = match line {
-                        Some(l) => writeln!(out, "     {source}:{l}: {text}"),
-                        None => writeln!(out, "     {source}: {text}"),
-                    };
-                }
-                Evidence::Fact { source, text } => {
-                    let _ = writeln!(out, "     {}: {}", esc(source), esc(text));
-                }
-            }
+            write_evidence(&mut out, e, "     ");
         }
         let _ = writeln!(out, "   Mechanism: {}", f.explanation);
         let _ = writeln!(out, "   Fix: {}", f.remedy);
+    }
+    for (i, sy) in r.symptoms.iter().enumerate() {
+        if i == 0 {
+            let _ = writeln!(
+                out,
+                "\nSymptoms (what the input shows, whatever the cause):"
+            );
+        }
+        let _ = writeln!(out, "\n  {}", esc(&sy.summary));
+        for e in &sy.evidence {
+            write_evidence(&mut out, e, "     ");
+        }
+        if !sy.considered.is_empty() {
+            let _ = writeln!(out, "   Causes considered:");
+        }
+        for c in &sy.considered {
+            let _ = writeln!(out, "     - {} ({}): {}", c.id, c.verdict, esc(&c.why));
+        }
+        if let Some(o) = &sy.otherwise {
+            let _ = writeln!(out, "   Otherwise: {}", esc(o));
+        }
+    }
+    if !r.blind_spots.is_empty() {
+        let _ = writeln!(out, "\nNot examined (no finding is claimed for these):");
+        for b in &r.blind_spots {
+            let _ = writeln!(out, "  - {}", esc(&b.what));
+            if !b.undecided.is_empty() {
+                let _ = writeln!(out, "    undecided: {}", b.undecided.join(", "));
+            }
+        }
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out);
@@ -151,6 +180,54 @@ pub fn render(r: &Report) -> String {
         }
     }
     out
+}
+
+/// One piece of evidence, indented by `indent`; input-derived text escaped.
+fn write_evidence(out: &mut String, e: &Evidence, indent: &str) {
+    match e {
+        Evidence::Packets { file, frames, note } => {
+            let _ = writeln!(out, "{indent}{}: {}", esc(file), esc(note));
+            for fr in frames {
+                let _ = writeln!(
+                    out,
+                    "{indent}  #{:<6} {}  {}:{} > {}:{}  {}",
+                    fr.frame,
+                    esc(time_of_day(&fr.time)),
+                    fr.src,
+                    fr.src_port,
+                    fr.dst,
+                    fr.dst_port,
+                    esc(&fr.what)
+                );
+            }
+        }
+        Evidence::Counter {
+            source,
+            name,
+            before,
+            after,
+        } => {
+            let (source, name) = (esc(source), esc(name));
+            let _ = match before {
+                Some(b) => writeln!(
+                    out,
+                    "{indent}{source}: {name} {b} → {after} (+{})",
+                    after.saturating_sub(*b)
+                ),
+                None => writeln!(out, "{indent}{source}: {name} = {after}"),
+            };
+        }
+        Evidence::Config { source, line, text } => {
+            let (source, text) = (esc(source), esc(text));
+            let _ = match line {
+                Some(l) => writeln!(out, "{indent}{source}:{l}: {text}"),
+                None => writeln!(out, "{indent}{source}: {text}"),
+            };
+        }
+        Evidence::Fact { source, text } => {
+            let _ = writeln!(out, "{indent}{}: {}", esc(source), esc(text));
+        }
+    }
 }
 
 /// `08:24:34.685334` of `2026-11-23T08:24:34.685334Z`; the whole text when it is not of that shape (a
@@ -225,6 +302,8 @@ mod tests {
             }],
             stats: serde_json::Value::Null,
             notes: vec![h()],
+            symptoms: Vec::new(),
+            blind_spots: Vec::new(),
         }
     }
 

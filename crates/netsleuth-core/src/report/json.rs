@@ -3,7 +3,10 @@
 //! Shape (version 1):
 //! `{ "schema": "netsleuth.report", "version": 1, "tool": {..}, "command": "analyze", "inputs": [..],
 //!    "summary": {"incidents": n, "latent_risks": n, "exit_code": n}, "findings": [Finding..],
-//!    "diagnostics": [Diagnostic..], "stats": {..}, "notes": [..] }`
+//!    "diagnostics": [Diagnostic..], "stats": {..}, "notes": [..], "symptoms": [Symptom..],
+//!    "blind_spots": [BlindSpot..] }`
+//! A `Symptom` carries `kind`, `count`, `summary`, `evidence`, `considered` (`id`, `verdict`, `why`) and
+//! `otherwise`; a `BlindSpot` `what` and `undecided` (incident ids).
 //! A `Finding` carries `id`, `kind`, `confidence`, `summary`, `evidence`, `reasoning`, `explanation`,
 //! `remedy`. Adding a field is compatible; renaming or removing one bumps `SCHEMA_VERSION`.
 
@@ -39,6 +42,8 @@ struct Document<'a> {
     diagnostics: &'a [crate::finding::Diagnostic],
     stats: &'a serde_json::Value,
     notes: &'a [String],
+    symptoms: &'a [crate::symptoms::Symptom],
+    blind_spots: &'a [crate::symptoms::BlindSpot],
 }
 
 /// Exit code convention shared by all reporting commands: 0 no incident, 1 incident(s) found.
@@ -78,6 +83,8 @@ pub fn render(r: &Report) -> String {
         diagnostics: &r.diagnostics,
         stats: &r.stats,
         notes: &r.notes,
+        symptoms: &r.symptoms,
+        blind_spots: &r.blind_spots,
     };
     let mut s = serde_json::to_string_pretty(&doc).expect("report types serialise");
     s.push('\n');

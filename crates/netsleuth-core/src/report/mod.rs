@@ -20,4 +20,8 @@ pub struct Report {
     pub stats: serde_json::Value,
     /// Free-form lines a command adds (e.g. the lab's emulation label).
     pub notes: Vec<String>,
+    /// Symptoms the input shows, with the causes considered for each (captures).
+    pub symptoms: Vec<crate::symptoms::Symptom>,
+    /// What the input could not show, and the incidents that leaves undecided.
+    pub blind_spots: Vec<crate::symptoms::BlindSpot>,
 }

@@ -40,6 +40,21 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
             why.join("; ")
         )));
     }
+    let st = &analysis.stats;
+    if st.records > 0 && st.ip_packets == 0 && st.non_ip_frames == 0 {
+        // Every frame was of a link type we do not decode (or damaged): an all-clear would be a lie.
+        let why: Vec<String> = analysis
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}: {} ×{}", d.source, d.code, d.count))
+            .collect();
+        return Err(CliError::Other(format!(
+            "nothing in {} could be examined: none of its {} frame(s) could be decoded ({}); no incident can be decided from it",
+            names.join(", "),
+            st.records,
+            why.join("; ")
+        )));
+    }
     let mut notes: Vec<String> = analysis
         .failed_inputs
         .iter()
@@ -56,6 +71,8 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         diagnostics: analysis.diagnostics,
         stats: serde_json::to_value(&analysis.stats).expect("stats serialise"),
         notes,
+        symptoms: analysis.symptoms,
+        blind_spots: analysis.blind_spots,
     };
     emit(&report, a.format.format)
 }

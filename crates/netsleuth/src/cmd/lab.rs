@@ -140,6 +140,8 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
             diagnostics: analysis.diagnostics,
             stats: serde_json::json!({ "run": &r, "capture": analysis.stats }),
             notes,
+            symptoms: analysis.symptoms,
+            blind_spots: analysis.blind_spots,
         };
         match a.format.format {
             Format::Human => {

@@ -145,10 +145,12 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
     let report = Report {
         command: "check",
         inputs: vec![input],
-        findings: r.findings,
+        findings: netsleuth_core::detect::one_per_incident(r.findings),
         diagnostics: r.diagnostics,
         stats: serde_json::to_value(&r.summary).expect("summary serialises"),
         notes,
+        symptoms: Vec::new(),
+        blind_spots: Vec::new(),
     };
     emit(&report, a.format.format)
 }
