@@ -123,6 +123,9 @@ pub struct Finding {
     /// Further cases of the same incident in the same input (one line each), when there were several.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cases: Vec<String>,
+    /// The look-alike causes considered, and the evidence that rules each out (or why it could not be).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub look_alikes: Vec<LookAlike>,
     pub explanation: &'static str,
     pub remedy: &'static str,
 }
@@ -142,6 +145,7 @@ impl Finding {
             evidence: Vec::new(),
             reasoning: Vec::new(),
             cases: Vec::new(),
+            look_alikes: Vec::new(),
             explanation: incident.explanation,
             remedy: incident.remedy,
         }
@@ -156,6 +160,36 @@ impl Finding {
         self.reasoning.push(why.into());
         self
     }
+
+    /// A look-alike cause that the evidence rules out, and how.
+    pub fn rules_out(mut self, id: &'static str, why: impl Into<String>) -> Self {
+        self.look_alikes.push(LookAlike {
+            id,
+            ruled_out: true,
+            why: why.into(),
+        });
+        self
+    }
+
+    /// A look-alike cause the evidence cannot tell apart, and what would.
+    pub fn cannot_rule_out(mut self, id: &'static str, why: impl Into<String>) -> Self {
+        self.look_alikes.push(LookAlike {
+            id,
+            ruled_out: false,
+            why: why.into(),
+        });
+        self
+    }
+}
+
+/// A cause that produces a similar picture, and whether the evidence rules it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LookAlike {
+    /// A catalogue id, or a plain cause (`application`, `server-restart`, `middlebox-idle-timeout`).
+    pub id: &'static str,
+    pub ruled_out: bool,
+    /// The evidence that rules it out, or what would decide.
+    pub why: String,
 }
 
 /// A problem with the input itself (a damaged record, an unknown link type, a truncated file): counted,

@@ -1038,3 +1038,140 @@ fn blind_spots_are_named() {
     );
     assert_eq!(a.stats.ip_packets, 0);
 }
+
+/// Client pod's view of a connection to `server`: handshake, silence of `idle`, then a data segment
+/// answered by `answer_flags` (with seq = what the client acknowledged).
+fn client_view_after_idle(
+    server: ([u8; 4], u16),
+    idle: i64,
+    answer_flags: u8,
+    fin_first: bool,
+) -> Analysis {
+    let mut cap = Cap::new();
+    let (cn, sn) = handshake(&mut cap, T0, (C, 45000), server, 1000, 5000);
+    let mut t = T0 + 5 * MS;
+    if fin_first {
+        cap.send(
+            t,
+            2,
+            tcp_v4(server.0, server.1, C, 45000)
+                .seq(sn)
+                .ack(cn)
+                .flags(FIN | ACK),
+        );
+        t += MS;
+    }
+    t += idle;
+    cap.send(
+        t,
+        2,
+        tcp_v4(C, 45000, server.0, server.1)
+            .seq(cn)
+            .ack(sn)
+            .flags(ACK | PSH)
+            .payload(b"ping"),
+    );
+    let ack = if answer_flags & ACK != 0 { cn + 4 } else { 0 };
+    cap.send(
+        t + MS,
+        2,
+        tcp_v4(server.0, server.1, C, 45000)
+            .seq(sn)
+            .ack(ack)
+            .flags(answer_flags),
+    );
+    cap.analyze()
+}
+
+#[test]
+fn client_view_of_a_lost_conntrack_entry_is_possible_and_names_its_look_alikes() {
+    let a = client_view_after_idle((VIP, 80), 30 * S, RST, false);
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-dnat-rebalance", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+    let f = &a.findings[0];
+    assert!(
+        f.reasoning.iter().any(|r| r.contains("-i any")),
+        "{:#?}",
+        f.reasoning
+    );
+    let alike = |id: &str| {
+        f.look_alikes
+            .iter()
+            .find(|l| l.id == id)
+            .unwrap_or_else(|| panic!("{id}: {:#?}", f.look_alikes))
+    };
+    assert!(alike("application").ruled_out);
+    assert!(!alike("conntrack-snat-remap").ruled_out);
+    assert!(!alike("server-restart").ruled_out);
+
+    // Healthy look-alikes: an application's RST|ACK after idle, a RST after the server's FIN, and a
+    // bare RST from a server on the open internet (a load balancer's, a restarted server's).
+    assert_quiet(&client_view_after_idle((VIP, 80), 30 * S, RST | ACK, false));
+    assert_quiet(&client_view_after_idle((VIP, 80), 30 * S, RST, true));
+    assert_quiet(&client_view_after_idle(
+        ([93, 184, 216, 34], 443),
+        30 * S,
+        RST,
+        false,
+    ));
+}
+
+#[test]
+fn localhost_asked_from_dns_without_hosts_is_a_possible_go_resolver_finding() {
+    let mut cap = Cap::new();
+    for (k, name) in ["localhost.default.svc.cluster.local.", "localhost."]
+        .into_iter()
+        .enumerate()
+    {
+        let t = T0 + k as i64 * S;
+        cap.send(
+            t,
+            2,
+            udp_v4(C, 6200 + k as u16, VIP, 53)
+                .payload(&dns_query(0x40 + k as u16, name, 1).build()),
+        );
+        cap.send(
+            t + MS,
+            2,
+            udp_v4(VIP, 53, C, 6200 + k as u16)
+                .payload(&dns_response(0x40 + k as u16, name, 1).rcode(3).build()),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("go-resolver-dns-first", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(a.findings[0]
+        .reasoning
+        .iter()
+        .any(|r| r.contains("nsswitch.conf")));
+
+    // A name that is not in the given hosts file, asked from DNS: healthy.
+    let mut cap = Cap::new();
+    cap.send(
+        T0,
+        2,
+        udp_v4(C, 6300, VIP, 53).payload(&dns_query(0x50, "db.example.", 1).build()),
+    );
+    cap.send(
+        T0 + MS,
+        2,
+        udp_v4(VIP, 53, C, 6300).payload(
+            &dns_response(0x50, "db.example.", 1)
+                .answer_a([10, 1, 1, 1])
+                .build(),
+        ),
+    );
+    let node = NodeContext {
+        hosts: vec![("127.0.0.1".parse().unwrap(), "localhost".into())],
+        ..NodeContext::default()
+    };
+    assert_quiet(&cap.analyze_with(&node));
+}

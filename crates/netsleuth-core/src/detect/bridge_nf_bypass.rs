@@ -116,6 +116,9 @@ impl Detector {
                 Some(v) => f = f.because(format!("note: the node facts say bridge-nf-call-iptables = {v}; another path bypasses conntrack (e.g. a direct route or hairpin)")),
                 None => f = f.because("the node's bridge-nf-call-iptables setting is not known to this analysis (give --node to check it)"),
             }
+            f = f
+                .rules_out(super::conntrack_dnat_rebalance::INCIDENT.id, "the reply from the backend's address answers the handshake of a new connection; no established connection changed backend")
+                .rules_out("application", "the RST came from the client, refusing a SYN-ACK from an address it never contacted, not from the server");
             found.push(with_packets(
                 f,
                 ctx,

@@ -115,6 +115,11 @@ left off, without a handshake: the same socket was translated anew ({} after its
             if case.pre_nat_seen {
                 f = f.because("the client-side (pre-SNAT) view kept its tuple while the post-SNAT tuple changed: both NAT legs are visible");
             }
+            f = f
+                .rules_out(super::conntrack_dnat_rebalance::INCIDENT.id, "the server side of the tuple stayed the same; only the client's translated source changed")
+                .rules_out("application", "the server's RST carries no ACK: it had no connection under the new port, so it did not abort one")
+                .rules_out(super::snat_port_clash::INCIDENT.id, "the new source port appeared mid-connection, not on a SYN: an existing connection was re-translated, not a new one dropped")
+                .rules_out("middlebox-idle-timeout", "the segment left under a new source port: the node's own SNAT chose anew");
             found.push(with_packets(
                 f,
                 ctx,

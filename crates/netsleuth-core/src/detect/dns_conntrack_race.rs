@@ -156,6 +156,9 @@ impl Detector {
                 ));
             }
         }
+        f = f
+            .rules_out(super::dns_upstream_unreachable::INCIDENT.id, "the server answered the twin query from the same socket at the same moment: it is alive and reachable")
+            .rules_out(super::dns_id_collision::INCIDENT.id, "the two queries carry different ids and only one was answered: no answer was taken for the wrong question");
         out.push(with_packets(
             f,
             ctx,

@@ -144,6 +144,15 @@ impl Detector {
                 ));
             }
         }
+        f = f
+            .rules_out(
+                super::dns_conntrack_race::INCIDENT.id,
+                "both queries were answered; none was lost at NAT",
+            )
+            .rules_out(
+                super::dns_upstream_unreachable::INCIDENT.id,
+                "the servers answered",
+            );
         out.push(with_packets(
             f,
             ctx,

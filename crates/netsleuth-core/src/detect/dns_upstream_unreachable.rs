@@ -106,6 +106,15 @@ impl Detector {
                 .iter()
                 .map(|p| (*p, "query never answered".to_string()))
                 .collect();
+            f = f.rules_out(super::dns_conntrack_race::INCIDENT.id, "every query to this server went unanswered, not one of a parallel pair whose twin was answered");
+            f = if answering.is_empty() {
+                f.cannot_rule_out("capture-filter", "no server answered in this capture: a one-way capture or a filter would look the same")
+            } else {
+                f.rules_out(
+                    "capture-filter",
+                    "answers from other servers are in the same capture, so it does see replies",
+                )
+            };
             out.push(with_packets(
                 f,
                 ctx,

@@ -40,7 +40,7 @@ impl Detector {
 
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if ctx.node.hosts.is_empty() {
-            return;
+            return self.finish_without_hosts(ctx, out);
         }
         let pinned = |name: &str| {
             let name = name.trim_end_matches('.');
@@ -99,11 +99,69 @@ impl Detector {
             .take(4)
             .map(|((p, n, _, _), _)| (*p, format!("query for {n}")))
             .collect();
+        f = f
+            .rules_out(super::dns_upstream_unreachable::INCIDENT.id, "the name should never have been asked at all: whatever DNS answers, the resolver's order is the fault")
+            .cannot_rule_out("hosts-file-missing", "the name may be absent from this container's /etc/hosts (a custom image, hostAliases not set): then asking DNS is correct; the container's hosts file (in a node bundle) decides");
         out.push(with_packets(
             f,
             ctx,
             &pkts,
             "DNS queries for a name pinned in /etc/hosts",
+        ));
+    }
+}
+
+/// `localhost` and its search-list expansions (`localhost.default.svc.cluster.local`, …).
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case("localhost."))
+}
+
+impl Detector {
+    /// Without the client's hosts file: queries for `localhost`, which every hosts file answers, are
+    /// the signature from the capture alone.
+    fn finish_without_hosts(self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let hits: Vec<_> = self.queries.iter().filter(|q| is_localhost(&q.1)).collect();
+        let Some(first) = hits.first() else {
+            return;
+        };
+        let clients: std::collections::BTreeSet<_> = hits.iter().map(|q| q.0.src.ip).collect();
+        let f = Finding::new(
+            &INCIDENT,
+            FindingKind::Incident,
+            Confidence::Possible,
+            format!(
+                "{} DNS quer(ies) for localhost or its search-list expansions (first: {}) left {}",
+                hits.len(),
+                first.1,
+                clients
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .because("every /etc/hosts maps localhost, so a resolver that reads the hosts file first never asks DNS for it; one that asks DNS first does: Go's pure resolver before 1.16 in an image without /etc/nsswitch.conf")
+        .because("what would confirm it is not in a capture: the program's Go version and whether its image has /etc/nsswitch.conf (give --node with a bundle from `netsleuth collect`), or the container's hosts file (--hosts)")
+        .cannot_rule_out("direct-dns-client", "a tool that queries DNS directly (dig, nslookup, a DNS library used on purpose) also asks for localhost");
+        let pkts: Vec<(PktRef, String)> = hits
+            .iter()
+            .take(4)
+            .map(|q| {
+                (
+                    q.0,
+                    format!("DNS query for {}, which the hosts file answers", q.1),
+                )
+            })
+            .collect();
+        out.push(with_packets(
+            f,
+            ctx,
+            &pkts,
+            "queries for a name every hosts file resolves",
         ));
     }
 }

@@ -141,6 +141,14 @@ impl Detector {
                 }
             }
             mine.extend(drops.iter().map(|r| r.conn));
+            f = f
+                .rules_out(super::local_source_drop::INCIDENT.id, "the unanswered SYNs came in bursts from sources whose other SYNs were answered, not every SYN of one source")
+                .rules_out(super::tw_recycle_paws::INCIDENT.id, "SYNs explained by their timestamps falling behind were set aside before this finding was made");
+            f = if answered > 0 {
+                f.rules_out("network-loss", "the listener answered other SYNs in the same bursts; loss on the path would not pick the SYNs that arrive when the queue is full")
+            } else {
+                f.cannot_rule_out("network-loss", "no SYN was answered on the first try, so loss or a firewall on the path is as likely; TcpExt ListenOverflows on the server decides")
+            };
             out.push(with_packets(
                 f,
                 ctx,

@@ -127,6 +127,9 @@ impl Detector {
             for r in recs.iter().take(3) {
                 pkts.extend(r.evidence());
             }
+            f = f
+                .rules_out(super::listen_queue_overflow::INCIDENT.id, "every SYN from this one source went unanswered while other sources were answered at once: not bursts at a full queue")
+                .cannot_rule_out("firewall", "a firewall rule or NetworkPolicy dropping this source looks the same from the wire; the node's routing table `local` or the drop reason (IP_LOCAL_SOURCE) decides");
             out.push(with_packets(
                 f,
                 ctx,

@@ -368,6 +368,11 @@ pub fn one_per_incident(findings: Vec<Finding>) -> Vec<Finding> {
                     lead.reasoning.push(why);
                 }
             }
+            for l in other.look_alikes {
+                if !lead.look_alikes.iter().any(|x| x.id == l.id) {
+                    lead.look_alikes.push(l);
+                }
+            }
         }
         out.push(lead);
     }

@@ -207,6 +207,10 @@ impl Detector {
                 self.total_drops
             ));
         }
+        f = f
+            .rules_out(super::listen_queue_overflow::INCIDENT.id, "the SYNs were lost between the node's NAT decision and its egress (or, from the client, only those sent together with another to the same destination), not at a listener that answered others in bursts")
+            .rules_out(super::tw_recycle_paws::INCIDENT.id, "the lost SYN's retransmission with the same timestamp clock was answered: the server did not reject it for its timestamp")
+            .cannot_rule_out("conntrack-table-full", "a full conntrack table also drops first packets; `conntrack -S` (insert_failed rising vs drop rising) decides");
         out.push(with_packets(
             f,
             ctx,

@@ -153,6 +153,10 @@ impl Detector {
                 }
             }
             explained.extend(dropped_backwards.iter().map(|(i, _)| recs[*i].conn));
+            f = f
+                .rules_out(super::listen_queue_overflow::INCIDENT.id, "the dropped SYNs are exactly those whose timestamps fell behind the last accepted one from the address; SYNs with newer timestamps were answered at the same time")
+                .rules_out(super::snat_port_clash::INCIDENT.id, "the SYNs were dropped by the server (no SYN-ACK) according to their timestamps, not lost inside a NATing node")
+                .cannot_rule_out("timewait-paws-reject", "without tcp_tw_recycle, a server in TIME_WAIT answers an old-timestamp SYN with a bare ACK instead of dropping it: a bare ACK before the client's RST would point there");
             out.push(with_packets(
                 f,
                 ctx,

@@ -110,6 +110,17 @@ pub fn render(r: &Report) -> String {
                 let _ = writeln!(out, "     - {}", esc(why));
             }
         }
+        if !f.look_alikes.is_empty() {
+            let _ = writeln!(out, "   Look-alikes:");
+            for l in &f.look_alikes {
+                let verdict = if l.ruled_out {
+                    "not"
+                } else {
+                    "cannot rule out"
+                };
+                let _ = writeln!(out, "     - {verdict} {}: {}", l.id, esc(&l.why));
+            }
+        }
         if !f.evidence.is_empty() {
             let _ = writeln!(out, "   Evidence:");
         }
