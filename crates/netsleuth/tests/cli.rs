@@ -681,3 +681,46 @@ fn symptoms_and_blind_spots_are_in_both_outputs() {
     assert_eq!(v["symptoms"][0]["kind"], "connection-resets");
     assert!(v["blind_spots"].is_array());
 }
+
+#[test]
+fn a_live_check_without_privileges_exits_2_saying_what_it_could_not_read() {
+    // setpriv drops to nobody with no capabilities (util-linux; present on Debian).
+    let Ok(status) = Command::new("setpriv").arg("--version").output() else {
+        panic!("setpriv (util-linux) is needed for this test");
+    };
+    assert!(status.status.success());
+    // As root, run the binary as nobody; as a normal user it already lacks the capability.
+    let exe = env!("CARGO_BIN_EXE_netsleuth");
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ]);
+        c.arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let out = cmd.args(["check", "--interval", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains("CAP_NET_ADMIN") && err.contains("no incident could be ruled out"),
+        "{err}"
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}

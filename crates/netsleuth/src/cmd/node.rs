@@ -112,7 +112,26 @@ fn collect_options(
 }
 
 fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CliError> {
+    if !has_net_admin() {
+        // Without CAP_NET_ADMIN the conntrack table and statistics, the rules and the other
+        // namespaces cannot be read: an all-clear from what is left would be a lie.
+        return Err(CliError::Other(
+            "reading the live node needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter pod namespaces): without it the conntrack table and counters, the iptables/nftables rules and the pods' namespaces cannot be read, so no incident could be ruled out\n  hint: run it with sudo, or `sudo netsleuth collect -o node.tar.gz` and `netsleuth check --bundle node.tar.gz` anywhere".into(),
+        ));
+    }
     netsleuth_node::collect_live(opts).map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Whether this process holds CAP_NET_ADMIN (bit 12 of the effective set in /proc/self/status).
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
 pub fn check(a: CheckArgs) -> Result<i32, CliError> {
