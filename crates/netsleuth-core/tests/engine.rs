@@ -1175,3 +1175,55 @@ fn localhost_asked_from_dns_without_hosts_is_a_possible_go_resolver_finding() {
     };
     assert_quiet(&cap.analyze_with(&node));
 }
+
+#[test]
+fn a_routing_node_sees_each_packet_twice_and_the_id_collision_still_shows() {
+    // `tcpdump -i any` on a node that only routes: every packet on the pod's veth (ifindex 5) and on
+    // the uplink (ifindex 2), same tuple, same IP id. musl sends A and AAAA with one id, the AAAA is
+    // answered first.
+    let mut cap = Cap::new();
+    let q = |qt| udp_v4(C, 6400, SRV, 53).payload(&dns_query(0x5151, "svc.example.", qt).build());
+    let ia = cap.send(T0, 5, q(1));
+    cap.copy(T0 + 20_000, 2, ia, q(1));
+    let iaaaa = cap.send(T0 + 10_000, 5, q(28));
+    cap.copy(T0 + 30_000, 2, iaaaa, q(28));
+    let r6 = udp_v4(SRV, 53, C, 6400).payload(&dns_response(0x5151, "svc.example.", 28).build());
+    let i6 = cap.send(T0 + MS, 2, r6.clone());
+    cap.copy(T0 + MS + 20_000, 5, i6, r6);
+    let r4 = udp_v4(SRV, 53, C, 6400).payload(
+        &dns_response(0x5151, "svc.example.", 1)
+            .answer_a([1, 2, 3, 4])
+            .build(),
+    );
+    let i4 = cap.send(T0 + 2 * MS, 2, r4.clone());
+    cap.copy(T0 + 2 * MS + 20_000, 5, i4, r4);
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-id-collision", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert_eq!(
+        a.stats.dns_queries, 2,
+        "copies are one query seen at two points"
+    );
+    assert_eq!(a.stats.dns_retries, 0);
+
+    // The same routing node, healthy: distinct ids, each answered; copies stay quiet.
+    let mut cap = Cap::new();
+    for (k, qt) in [(0u16, 1u16), (1, 28)] {
+        let q =
+            udp_v4(C, 6500, SRV, 53).payload(&dns_query(0x6000 + k, "svc.example.", qt).build());
+        let t = T0 + k as i64 * 10_000;
+        let i = cap.send(t, 5, q.clone());
+        cap.copy(t + 20_000, 2, i, q);
+        let r =
+            udp_v4(SRV, 53, C, 6500).payload(&dns_response(0x6000 + k, "svc.example.", qt).build());
+        let i = cap.send(t + MS, 2, r.clone());
+        cap.copy(t + MS + 20_000, 5, i, r);
+    }
+    let a = cap.analyze();
+    assert_quiet(&a);
+    assert!(a.symptoms.is_empty(), "{:#?}", a.symptoms);
+}

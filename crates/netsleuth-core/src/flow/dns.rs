@@ -35,6 +35,8 @@ pub struct DnsMessageObs<'a> {
 #[derive(Debug, Clone)]
 pub struct DnsResponse {
     pub pkt: PktRef,
+    /// IPv4 identification, to recognise the same response seen at another point.
+    pub ip_ident: u16,
     pub rcode: u8,
     pub answers: u16,
     pub answers_a: u16,
@@ -197,8 +199,12 @@ impl DnsTracker {
         // The same transmission at another point?
         if let Some(&seq) = self.by_identity.get(&identity) {
             if let Some(q) = self.get_mut(seq) {
+                // Another point: another tuple (NAT), another capture file, or another interface
+                // of one `-i any` capture (a routing node records a packet on its way in and out).
+                let other_ifindex =
+                    matches!((q.pkt.ifindex, m.pkt.ifindex), (Some(a), Some(b)) if a != b);
                 if m.pkt.ts_ns.saturating_sub(q.pkt.ts_ns).saturating_abs() <= COPY_WINDOW_NS
-                    && (!q.points.contains(&tuple) || q.pkt.input != m.pkt.input)
+                    && (!q.points.contains(&tuple) || q.pkt.input != m.pkt.input || other_ifindex)
                 {
                     if !q.points.contains(&tuple) && q.points.len() < 8 {
                         q.points.push(tuple);
@@ -357,15 +363,29 @@ impl DnsTracker {
 }
 
 fn record_response(q: &mut DnsQuery, m: &DnsMessageObs<'_>) {
-    q.responses += 1;
+    let at_origin = (m.pkt.dst, m.pkt.src) == q.points[0];
+    // The same response seen at another point (another interface or tuple): not a second answer.
+    let copy = q.response.as_ref().is_some_and(|r| {
+        r.ip_ident == m.ip_ident
+            && r.rcode == m.rcode
+            && r.answers == m.answers
+            && m.pkt.ts_ns.saturating_sub(r.pkt.ts_ns).saturating_abs() <= COPY_WINDOW_NS
+            && (r.pkt.ifindex != m.pkt.ifindex
+                || r.pkt.src != m.pkt.src
+                || r.pkt.dst != m.pkt.dst
+                || r.pkt.input != m.pkt.input)
+    });
+    if !copy {
+        q.responses += 1;
+    }
     let r = DnsResponse {
         pkt: m.pkt,
+        ip_ident: m.ip_ident,
         rcode: m.rcode,
         answers: m.answers,
         answers_a: m.answers_a,
         answers_aaaa: m.answers_aaaa,
     };
-    let at_origin = (m.pkt.dst, m.pkt.src) == q.points[0];
     if at_origin && q.response_at_origin.is_none() {
         q.response_at_origin = Some(r.clone());
     }
