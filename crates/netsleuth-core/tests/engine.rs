@@ -1227,3 +1227,69 @@ fn a_routing_node_sees_each_packet_twice_and_the_id_collision_still_shows() {
     assert_quiet(&a);
     assert!(a.symptoms.is_empty(), "{:#?}", a.symptoms);
 }
+
+#[test]
+fn paws_with_the_hosts_behind_snat_visible_is_confirmed() {
+    // A node's `-i any`: two pods (their own TS clocks) SNATed to one node address; the server drops
+    // exactly the SYN whose TSval is behind the last accepted one from that address.
+    const SNAT: [u8; 4] = [192, 168, 50, 10];
+    let mut cap = Cap::new();
+    let mut connect =
+        |t: i64, pod: [u8; 4], port: u16, snat_port: u16, isn: u32, tsval: u32, answered: bool| {
+            let syn = |src: [u8; 4], sport: u16| {
+                tcp_v4(src, sport, SRV, 80).seq(isn).flags(SYN).ts(tsval, 0)
+            };
+            let tries = if answered { 1 } else { 3 };
+            for k in 0..tries {
+                let at = t + k as i64 * S;
+                let id = cap.send(at, 5, syn(pod, port));
+                cap.copy(at + 10_000, 2, id, syn(SNAT, snat_port));
+            }
+            if answered {
+                let sa = |dst: [u8; 4], dport: u16| {
+                    tcp_v4(SRV, 80, dst, dport)
+                        .seq(isn ^ 0x5555)
+                        .ack(isn + 1)
+                        .flags(SYN | ACK)
+                        .ts(77, tsval)
+                };
+                let id = cap.send(t + MS, 2, sa(SNAT, snat_port));
+                cap.copy(t + MS + 10_000, 5, id, sa(pod, port));
+            }
+        };
+    connect(T0, [10, 244, 1, 11], 40000, 50000, 1_000, 9_000_000, true);
+    connect(
+        T0 + 100 * MS,
+        [10, 244, 1, 12],
+        40001,
+        50001,
+        2_000,
+        4_000,
+        false,
+    );
+    connect(
+        T0 + 200 * MS,
+        [10, 244, 1, 11],
+        40002,
+        50002,
+        3_000,
+        9_000_100,
+        true,
+    );
+    cap.send(T0 + 10 * S, 2, tcp_v4(SRV, 80, C, 1).seq(1).flags(ACK));
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("tw-recycle-paws", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0]
+            .reasoning
+            .iter()
+            .any(|r| r.contains("before SNAT")),
+        "{:#?}",
+        a.findings[0].reasoning
+    );
+}

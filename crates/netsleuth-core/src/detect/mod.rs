@@ -206,6 +206,8 @@ pub(crate) fn capped_entry<K: std::hash::Hash + Eq, V: Default>(
 pub(crate) struct SynRecord {
     pub conn: u64,
     pub first_syn: PktRef,
+    /// The client's address on the connection's first leg: before SNAT, when the capture saw that.
+    pub origin_ip: std::net::IpAddr,
     pub transmissions: u32,
     pub tsval: Option<u32>,
     /// SYN-ACK or RST from the server.
@@ -226,6 +228,11 @@ impl SynRecord {
         Some(SynRecord {
             conn: c.id,
             first_syn: first.pkt,
+            origin_ip: c
+                .legs
+                .first()
+                .map(|l| l.client.ip)
+                .unwrap_or(first.pkt.src.ip),
             transmissions: c.syn_transmissions,
             tsval: first.tsval,
             answered: answer.is_some(),

@@ -90,9 +90,22 @@ impl Detector {
             if dropped_backwards.is_empty() || dropped_forward > 0 {
                 continue;
             }
+            // The hosts behind the SNAT address, when the capture saw the connections before SNAT
+            // (a node's `-i any`): each with its own timestamp clock.
+            let hosts_behind: std::collections::BTreeSet<IpAddr> = recs
+                .iter()
+                .map(|r| r.origin_ip)
+                .filter(|ip| *ip != src)
+                .collect();
+            let accepted_ahead = recs
+                .iter()
+                .filter(|r| r.answered && !r.first_unanswered())
+                .count();
+            let both_legs = hosts_behind.len() >= 2 && accepted_ahead >= 1;
             let confidence = match recycle {
                 Some(true) => Confidence::Confirmed,
                 Some(false) => Confidence::Possible,
+                None if both_legs => Confidence::Confirmed,
                 None if dropped_backwards.len() >= 2 => Confidence::Likely,
                 None => Confidence::Possible,
             };
@@ -112,7 +125,16 @@ impl Detector {
                 secs(PAWS_WINDOW_NS),
                 dropped_forward
             ))
-            .because("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ 4.10)");
+            ;
+            f = if both_legs {
+                f.because(format!(
+                    "the capture shows the connections before SNAT: {} hosts ({}) with their own timestamp clocks reach the server as {src}; exactly the SYNs whose TSval was behind the last accepted one were dropped while {accepted_ahead} SYN(s) ahead were answered: the server's per-host PAWS check at work",
+                    hosts_behind.len(),
+                    hosts_behind.iter().take(4).map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+                ))
+            } else {
+                f.because("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ 4.10); the capture does not show the hosts before SNAT (a node's -i any would)")
+            };
             if answered_backwards > 0 {
                 f = f.because(format!(
                     "{answered_backwards} other backwards SYN(s) were accepted: the server's per-host timestamp is refreshed only by connections it closed first"
