@@ -1293,3 +1293,63 @@ fn paws_with_the_hosts_behind_snat_visible_is_confirmed() {
         a.findings[0].reasoning
     );
 }
+
+#[test]
+fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
+    // SYNs from the LB address arrive on the uplink and are never answered while the NodePort answers
+    // others; the same capture shows the node's own connection to the LB address over `lo`.
+    let lb = [170, 106, 134, 124];
+    let mut cap = Cap::new();
+    for k in 0..2u32 {
+        for d in [0i64, 1, 3] {
+            cap.send(
+                T0 + k as i64 * 20 * S + d * S,
+                2,
+                tcp_v4(lb, 40000 + k as u16, N, 30080)
+                    .seq(5000 + k)
+                    .flags(SYN),
+            );
+        }
+    }
+    handshake(
+        &mut cap,
+        T0 + 50 * S,
+        ([10, 0, 9, 9], 45000),
+        (N, 30080),
+        1,
+        2,
+    );
+    // A probe from the node itself to lb:80, routed over lo (ifindex 1).
+    cap.send(T0 + 55 * S, 1, tcp_v4(lb, 51000, lb, 80).seq(70).flags(SYN));
+    cap.send(
+        T0 + 55 * S + MS,
+        1,
+        tcp_v4(lb, 80, lb, 51000).seq(90).ack(71).flags(SYN | ACK),
+    );
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("local-source-drop", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0]
+            .reasoning
+            .iter()
+            .any(|r| r.contains("loopback")),
+        "{:#?}",
+        a.findings[0].reasoning
+    );
+
+    // Healthy: a SYN-ACK to a local (non-LB) address and nothing unanswered.
+    let mut cap = Cap::new();
+    handshake(&mut cap, T0, (N, 45000), (SRV, 443), 1, 2);
+    cap.send(T0 + S, 1, tcp_v4(N, 51000, N, 80).seq(70).flags(SYN));
+    cap.send(
+        T0 + S + MS,
+        1,
+        tcp_v4(N, 80, N, 51000).seq(90).ack(71).flags(SYN | ACK),
+    );
+    assert_quiet(&cap.analyze());
+}

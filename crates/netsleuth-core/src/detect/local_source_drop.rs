@@ -33,7 +33,13 @@ pub struct Detector {
     answered_servers: FxHashMap<Endpoint, u32>,
     /// Addresses this capture point answered SYNs for: the host owns them.
     answering_ips: BTreeSet<IpAddr>,
+    /// Addresses of connections carried over the loopback interface (ifindex 1 in a Linux `-i any`
+    /// capture): only local addresses are routed over `lo`.
+    loopback_ips: BTreeSet<IpAddr>,
 }
+
+/// The loopback device's index in every Linux network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// Per source/server pair: whether any SYN was answered, full records only for those that were not.
 #[derive(Default)]
@@ -61,6 +67,16 @@ impl Detector {
                 if let Some(l) = c.legs.first() {
                     self.answering_ips.insert(l.server.ip);
                 }
+            }
+        }
+        if self.loopback_ips.len() < 65_536 {
+            for leg in c
+                .legs
+                .iter()
+                .filter(|l| l.first.ifindex == Some(LOOPBACK_IFINDEX))
+            {
+                self.loopback_ips.insert(leg.client.ip);
+                self.loopback_ips.insert(leg.server.ip);
             }
         }
         if let Some(v) = super::capped_entry(&mut self.by_pair, (rec.first_syn.src.ip, server)) {
@@ -91,7 +107,8 @@ impl Detector {
             let others_answered = self.answered_servers.get(&server).copied().unwrap_or(0);
             let node_owned =
                 ctx.node.ipvs_bound_addrs.contains(&src) || ctx.node.local_addrs.contains(&src);
-            let seen_owned = self.answering_ips.contains(&src);
+            let seen_on_lo = self.loopback_ips.contains(&src) && !src.is_loopback();
+            let seen_owned = self.answering_ips.contains(&src) || seen_on_lo;
             let confidence = if node_owned {
                 Confidence::Confirmed
             } else if seen_owned && others_answered > 0 {
@@ -118,6 +135,8 @@ impl Detector {
                     source: ctx.node.source.clone(),
                     text,
                 });
+            } else if seen_on_lo {
+                f = f.because(format!("this capture shows connections to {src} carried over the node's loopback interface (ifindex {LOOPBACK_IFINDEX}): only local addresses are routed there, so the node owns {src} and packets arriving FROM it are martians (with accept_local=0)"));
             } else if seen_owned {
                 f = f.because(format!("this capture shows the host answering connections to {src}: the host owns that address, so packets arriving FROM it are martians"));
             } else {
