@@ -117,7 +117,11 @@ fn a_million_syn_flood_stays_within_the_connection_cap_and_is_still_found() {
     assert_eq!(a.stats.tcp_evicted, 1_000_000 - cap);
     let caps = state_cap_diagnostics(&a);
     assert_eq!(caps.len(), 1, "{:?}", a.diagnostics);
-    assert!(caps[0].contains("state cap reached at frame"), "{}", caps[0]);
+    assert!(
+        caps[0].contains("state cap reached at frame"),
+        "{}",
+        caps[0]
+    );
     assert!(
         a.findings
             .iter()
@@ -142,7 +146,10 @@ fn a_million_unanswered_queries_stay_within_the_dns_cap() {
         a.stats.dns_peak_live_queries
     );
     assert_eq!(a.stats.dns_queries, 1_000_000);
-    assert_eq!(a.stats.dns_unanswered, 1_000_000, "every query is still accounted for");
+    assert_eq!(
+        a.stats.dns_unanswered, 1_000_000,
+        "every query is still accounted for"
+    );
     assert!(a.stats.dns_evicted > 0);
     assert_eq!(state_cap_diagnostics(&a).len(), 1, "{:?}", a.diagnostics);
 }
@@ -191,7 +198,10 @@ fn fifty_thousand_mid_stream_connections_are_matched_without_scanning_them_all()
     };
     let a = run(&roomy, 50_000, 10_000, |i| frames[i as usize].clone());
     assert_eq!(a.stats.tcp_connections, 50_000);
-    assert_eq!(a.stats.tcp_mid_stream_legs, 0, "no segment joined another connection");
+    assert_eq!(
+        a.stats.tcp_mid_stream_legs, 0,
+        "no segment joined another connection"
+    );
     assert_eq!(a.stats.tcp_evicted, 0);
     assert!(state_cap_diagnostics(&a).is_empty());
 
@@ -232,15 +242,27 @@ fn upstream_capture(outlier_at: Option<u64>) -> Analysis {
     };
     for i in 0..240u64 {
         let t = T0 + i as i64 * 500_000_000;
-        let server = if i % 2 == 0 { [10, 0, 0, 2] } else { [10, 0, 0, 3] };
+        let server = if i % 2 == 0 {
+            [10, 0, 0, 2]
+        } else {
+            [10, 0, 0, 3]
+        };
         let q = dns_query_udp(40_000 + i as u16, i as u16, i, 0);
-        push(&mut engine, t, ipv4_frame([10, 244, 1, 5], server, 17, i as u16, 0, &q));
+        push(
+            &mut engine,
+            t,
+            ipv4_frame([10, 244, 1, 5], server, 17, i as u16, 0, &q),
+        );
         if server == [10, 0, 0, 2] {
             let mut r = q.clone();
             r.swap(0, 2);
             r.swap(1, 3);
             r[10] |= 0x80; // QR
-            push(&mut engine, t + 1_000_000, ipv4_frame(server, [10, 244, 1, 5], 17, 9, 0, &r));
+            push(
+                &mut engine,
+                t + 1_000_000,
+                ipv4_frame(server, [10, 244, 1, 5], 17, 9, 0, &r),
+            );
         }
     }
     engine.finish(&NodeContext::default())
@@ -279,7 +301,12 @@ fn a_long_idle_the_next_record_confirms_is_not_an_outlier() {
     let limits = Limits::default();
     let mut engine = Engine::new(vec!["generated.pcap".into()], &limits);
     let h = 3 * 3_600_000_000_000i64;
-    for (frame, ts) in [(1u64, T0), (2, T0 + 1_000), (3, T0 + h), (4, T0 + h + 1_000)] {
+    for (frame, ts) in [
+        (1u64, T0),
+        (2, T0 + 1_000),
+        (3, T0 + h),
+        (4, T0 + h + 1_000),
+    ] {
         let tcp = tcp_header(40_000, 80, 1000 + frame as u32, 5000, 0x10);
         let data = ipv4_frame([10, 0, 0, 1], [10, 0, 0, 2], 6, frame as u16, 0, &tcp);
         engine.push(

@@ -35,7 +35,7 @@ fn incident_capture_exits_1_with_versioned_json() {
     );
     let v = json(&out.stdout);
     assert_eq!(v["schema"], "netsleuth.report");
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
     assert_eq!(v["command"], "analyze");
     let f = &v["findings"][0];
     assert_eq!(f["id"], "bridge-nf-bypass");
@@ -210,7 +210,8 @@ fn check_bundle_and_diff() {
         .arg(fixture("node/bridge-nf-on.tar.gz"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    // Differences found: exit 1 (the README's exit codes).
+    assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("net.bridge.bridge-nf-call-iptables"),
@@ -224,7 +225,7 @@ fn catalogue_lists_eleven_incidents() {
         .args(["catalogue", "--format", "json"])
         .output()
         .unwrap();
-    assert_eq!(json(&out.stdout).as_array().unwrap().len(), 11);
+    assert_eq!(json(&out.stdout)["catalogue"].as_array().unwrap().len(), 11);
 }
 
 /// A reproducer of `shared/hostile` (beside the checkout: `../shared/hostile`). Absent: `None` with a
@@ -304,9 +305,10 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
     );
 
     let out = bin().arg("diff").arg(&resolv).arg(&seq).output().unwrap();
+    // Two different nodes: differences found, exit 1 (2 would be an error).
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -332,7 +334,7 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
         )
     });
     let out = bin().arg("diff").arg(&seq).arg(&changed).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     assert_terminal_safe("diff", &out.stdout);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -575,7 +577,8 @@ fn what_a_bundle_lacks_is_noted_by_diff_and_analyze() {
         (path != "netns/node/sysctl.txt").then_some(bytes)
     });
     let out = bin().arg("diff").arg(&cut).arg(&clean).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    // The relevant sysctls A lacks are differences: exit 1.
+    assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()

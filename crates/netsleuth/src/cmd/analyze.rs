@@ -30,15 +30,9 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
     };
     let analysis = netsleuth_core::analysis::analyze_with(inputs, &node, &limits);
     if analysis.failed_inputs.len() == names.len() {
-        let why: Vec<String> = analysis
-            .failed_inputs
-            .iter()
-            .map(|(n, e)| format!("{n}: {e}"))
-            .collect();
-        return Err(CliError::Other(format!(
-            "no capture could be read: {}",
-            why.join("; ")
-        )));
+        return Err(CliError::NoCapture {
+            why: analysis.failed_inputs,
+        });
     }
     let mut notes: Vec<String> = analysis
         .failed_inputs
