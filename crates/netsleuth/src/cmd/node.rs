@@ -15,6 +15,12 @@ use std::time::Duration;
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
 /// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks.
 pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError> {
+    if !path.exists() && path.to_string_lossy().trim_start().starts_with(['{', '[']) {
+        return Err(CliError::Usage(format!(
+            "--node {}: give a file, not inline JSON (hint: a bundle from `netsleuth collect`, or a facts.json such as a lab run writes)",
+            path.display()
+        )));
+    }
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
             "reading node facts {}",
