@@ -830,5 +830,21 @@ fn errors_print_what_failed_then_each_cause_then_the_hint() {
     );
     assert!(lines[1].starts_with("  caused by: "), "{err}");
     assert_eq!(lines[2], "  hint: was it written by `netsleuth collect`?");
+    // A collection error keeps its layers too.
+    let out = bin()
+        .args(["check", "--interval", "0", "--netns"])
+        .arg(dir.join("no-such-netns"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[0].starts_with("netsleuth: error: cannot open the target network namespace ")
+            && lines[1].starts_with("  caused by: ")
+            && lines[2] == "  hint: run as root; check the path",
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
