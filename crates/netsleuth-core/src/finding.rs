@@ -5,15 +5,13 @@
 //! remedy come from the incident's own detector module (see `detect::*::INCIDENT`), so that the words
 //! that explain a mechanism live beside the code that recognises it.
 //!
-//! These types are serialised as-is into the versioned JSON document (`report::json`); changing a field
-//! name here is a schema change and must bump `report::json::SCHEMA_VERSION`.
+//! These types are free to change: the JSON document has its own types (`report::json`), converted
+//! from these once, so a rename here changes no output.
 
-use serde::Serialize;
 use std::net::IpAddr;
 
 /// How sure a finding is. Ordered: `Confirmed` > `Likely` > `Possible`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Confidence {
     /// Only what the evidence could also mean by chance; worth a look, not a conclusion.
     Possible,
@@ -36,8 +34,7 @@ impl Confidence {
 
 /// Whether the finding is an incident that happened (or is happening), or a risk that the node's state
 /// carries without evidence that it has bitten yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FindingKind {
     /// Evidence that the incident happened or is under way. Drives exit code 1.
     Incident,
@@ -60,7 +57,7 @@ pub struct Incident {
 }
 
 /// One packet that a finding points at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameRef {
     /// 1-based frame number within its file (as Wireshark numbers them).
     pub frame: u64,
@@ -75,13 +72,11 @@ pub struct FrameRef {
     /// What the packet is, in tcpdump's terms (`SYN`, `RST`, `ACK len=1`, `DNS A? example.com id=0x1a2b`).
     pub what: String,
     /// Interface name or index where the capture saw it, if the capture says.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
 }
 
 /// A piece of evidence. Each variant says where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evidence {
     /// Packets of one capture file.
     Packets {
@@ -94,14 +89,12 @@ pub enum Evidence {
     Counter {
         source: String,
         name: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
         after: u64,
     },
     /// A line of a configuration: a sysctl, an iptables rule, a resolv.conf line.
     Config {
         source: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
         line: Option<u32>,
         text: String,
     },
@@ -110,7 +103,7 @@ pub enum Evidence {
 }
 
 /// What netsleuth concluded, with the evidence and how sure it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub id: &'static str,
     pub kind: FindingKind,
@@ -121,10 +114,8 @@ pub struct Finding {
     /// Why this confidence and not a higher one: what was seen, what was not.
     pub reasoning: Vec<String>,
     /// Further cases of the same incident in the same input (one line each), when there were several.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cases: Vec<String>,
     /// The look-alike causes considered, and the evidence that rules each out (or why it could not be).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub look_alikes: Vec<LookAlike>,
     pub explanation: &'static str,
     pub remedy: &'static str,
@@ -183,7 +174,7 @@ impl Finding {
 }
 
 /// A cause that produces a similar picture, and whether the evidence rules it out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookAlike {
     /// A catalogue id, or a plain cause (`application`, `server-restart`, `middlebox-idle-timeout`).
     pub id: &'static str,
@@ -194,18 +185,15 @@ pub struct LookAlike {
 
 /// A problem with the input itself (a damaged record, an unknown link type, a truncated file): counted,
 /// located, reported; never fatal to the rest of the analysis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     /// Which input (file name, `-` for stdin, a node fact source).
     pub source: String,
     /// Stable short code, e.g. `truncated-record`, `unknown-linktype`, `snaplen-cut`.
     pub code: &'static str,
     /// Where: a byte offset into the file, a frame number, a line number.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub frame: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     /// How many times this code occurred in this source (the location is that of the first).
     pub count: u64,

@@ -20,7 +20,6 @@ use crate::flow::dns::FinishedQuery;
 use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
 use crate::wire::tcp_flags::ACK;
-use serde::Serialize;
 
 /// How many examples a symptom keeps (the worst first).
 const EXAMPLES: usize = 5;
@@ -31,8 +30,7 @@ const DNS_ANSWER_WINDOW_NS: i64 = 5_000_000_000;
 const SYN_ANSWER_WINDOW_NS: i64 = 3_000_000_000;
 
 /// What kind of trouble a symptom is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SymptomKind {
     ConnectionResets,
     SynRetransmissions,
@@ -41,8 +39,21 @@ pub enum SymptomKind {
     IcmpErrors,
 }
 
+impl SymptomKind {
+    /// The kind's name in the JSON document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SymptomKind::ConnectionResets => "connection-resets",
+            SymptomKind::SynRetransmissions => "syn-retransmissions",
+            SymptomKind::DnsUnanswered => "dns-unanswered",
+            SymptomKind::DnsSlow => "dns-slow",
+            SymptomKind::IcmpErrors => "icmp-errors",
+        }
+    }
+}
+
 /// A catalogue cause considered for a symptom, and what the analysis made of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Considered {
     pub id: &'static str,
     /// `explains` (a finding of this id is in the report) or `not-seen` (its signature is not in the
@@ -53,7 +64,7 @@ pub struct Considered {
 }
 
 /// A symptom the input shows, counted, with its worst examples.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Symptom {
     pub kind: SymptomKind,
     pub count: u64,
@@ -61,12 +72,11 @@ pub struct Symptom {
     pub evidence: Vec<Evidence>,
     pub considered: Vec<Considered>,
     /// What is left when every listed cause was ruled out.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub otherwise: Option<String>,
 }
 
 /// Something the input could not show, and the incidents that leaves undecided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlindSpot {
     pub what: String,
     pub undecided: Vec<&'static str>,

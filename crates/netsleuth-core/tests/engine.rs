@@ -152,7 +152,7 @@ fn snat_remap_seed_000_shape_is_confirmed() {
         "{}",
         f.summary
     );
-    let json = serde_json::to_value(f).unwrap();
+    let json = serde_json::to_value(netsleuth_core::report::json::Finding::from(f)).unwrap();
     let frames: Vec<u64> = json["evidence"][0]["frames"]
         .as_array()
         .unwrap()

@@ -35,7 +35,7 @@ fn incident_capture_exits_1_with_versioned_json() {
     );
     let v = json(&out.stdout);
     assert_eq!(v["schema"], "netsleuth.report");
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
     assert_eq!(v["command"], "analyze");
     let f = &v["findings"][0];
     assert_eq!(f["id"], "bridge-nf-bypass");
@@ -210,7 +210,8 @@ fn check_bundle_and_diff() {
         .arg(fixture("node/bridge-nf-on.tar.gz"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    // Differences found: exit 1 (the README's exit codes).
+    assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("net.bridge.bridge-nf-call-iptables"),
@@ -224,7 +225,7 @@ fn catalogue_lists_eleven_incidents() {
         .args(["catalogue", "--format", "json"])
         .output()
         .unwrap();
-    assert_eq!(json(&out.stdout).as_array().unwrap().len(), 11);
+    assert_eq!(json(&out.stdout)["catalogue"].as_array().unwrap().len(), 11);
 }
 
 /// A reproducer of `shared/hostile` (beside the checkout: `../shared/hostile`). Absent: `None` with a
@@ -304,9 +305,10 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
     );
 
     let out = bin().arg("diff").arg(&resolv).arg(&seq).output().unwrap();
+    // Two different nodes: differences found, exit 1 (2 would be an error).
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -332,7 +334,7 @@ fn control_characters_from_bundles_are_escaped_in_check_and_diff() {
         )
     });
     let out = bin().arg("diff").arg(&seq).arg(&changed).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     assert_terminal_safe("diff", &out.stdout);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -577,7 +579,8 @@ fn what_a_bundle_lacks_is_noted_by_diff_and_analyze() {
         (path != "netns/node/sysctl.txt").then_some(bytes)
     });
     let out = bin().arg("diff").arg(&cut).arg(&clean).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    // The relevant sysctls A lacks are differences: exit 1.
+    assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
@@ -723,4 +726,232 @@ fn is_root() -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn diff_exit_codes_say_whether_the_nodes_differ() {
+    let same = bin()
+        .arg("diff")
+        .arg(fixture("node/clean.tar.gz"))
+        .arg(fixture("node/clean.tar.gz"))
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&same.stdout).contains("no differences that matter"));
+    for format in ["human", "json"] {
+        let differ = bin()
+            .args(["diff", "--format", format])
+            .arg(fixture("node/bridge-nf-off.tar.gz"))
+            .arg(fixture("node/bridge-nf-on.tar.gz"))
+            .output()
+            .unwrap();
+        assert_eq!(differ.status.code(), Some(1), "{format}");
+    }
+    let error = bin()
+        .arg("diff")
+        .arg(fixture("node/clean.tar.gz"))
+        .arg("/nonexistent/b.tar.gz")
+        .output()
+        .unwrap();
+    assert_eq!(error.status.code(), Some(2));
+}
+
+#[test]
+fn node_facts_that_are_not_node_facts_are_an_error_saying_what_was_expected() {
+    let dir = std::env::temp_dir().join(format!("netsleuth-cli-facts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = fixture("lab/healthy/node.pcap");
+    for (name, text) in [
+        ("foo.json", r#"{"foo":1}"#),
+        ("source-only.json", r#"{"source":"x"}"#),
+        ("array.json", "[]"),
+        ("cut.json", r#"{"sysctls": {"#),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = bin()
+            .args(["analyze", "--node"])
+            .arg(&file)
+            .arg(&pcap)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(out.stdout.is_empty(), "{name}: no report");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a node facts file"), "{name}: {err}");
+        assert!(err.contains("hint: give a bundle"), "{name}: {err}");
+        if name != "cut.json" {
+            assert!(
+                err.contains("expected a JSON object with some of:") && err.contains("sysctls"),
+                "{name}: {err}"
+            );
+        }
+    }
+    // Inline JSON where a file is expected.
+    let out = bin()
+        .args(["analyze", "--node", r#"{"foo":1}"#])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a file, not inline JSON"));
+    // Fields it does not know are named, the rest is used.
+    let file = dir.join("extra.json");
+    std::fs::write(&file, r#"{"kernel_release": "6.1.0", "foo": 1}"#).unwrap();
+    let out = bin()
+        .args(["analyze", "--format", "json", "--node"])
+        .arg(&file)
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out.stdout);
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("fields not understood, ignored: foo")),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bundle_is_not_told_to_add_probe() {
+    for b in ["node/clean.tar.gz", "node/dead-nameserver.tar.gz"] {
+        let out = bin()
+            .args(["check", "--bundle"])
+            .arg(fixture(b))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("add --probe"), "{b}: {text}");
+        // What it does say about probes can be done: `collect --probe` is a real flag.
+        if text.contains("--probe") {
+            assert!(text.contains("`netsleuth collect --probe`"), "{b}: {text}");
+        }
+    }
+    let help = bin().args(["collect", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--probe"));
+    // And `check --bundle --probe` is refused with the way to do it.
+    let out = bin()
+        .args(["check", "--probe", "--bundle"])
+        .arg(fixture("node/clean.tar.gz"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("netsleuth collect --probe"));
+}
+
+/// Every `netsleuth WORD` that an output mentions names a command that exists.
+#[test]
+fn outputs_mention_only_commands_that_exist() {
+    let mut texts = Vec::new();
+    let node = fixture("node");
+    let mut bundles: Vec<PathBuf> = std::fs::read_dir(&node)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    bundles.sort();
+    for b in &bundles {
+        for format in ["human", "json"] {
+            let out = bin()
+                .args(["check", "--format", format, "--bundle"])
+                .arg(b)
+                .output()
+                .unwrap();
+            texts.push((b.display().to_string(), out.stdout, out.stderr));
+        }
+    }
+    for dir in std::fs::read_dir(fixture("lab")).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut cmd = bin();
+        cmd.arg("analyze");
+        if dir.join("facts.json").is_file() {
+            cmd.arg("--node").arg(dir.join("facts.json"));
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "pcap") {
+                cmd.arg(f);
+            }
+        }
+        let out = cmd.output().unwrap();
+        texts.push((dir.display().to_string(), out.stdout, out.stderr));
+    }
+    for args in [vec!["--help"], vec!["catalogue"], vec!["lab", "list"]] {
+        let out = bin().args(&args).output().unwrap();
+        texts.push((args.join(" "), out.stdout, out.stderr));
+    }
+    let help = String::from_utf8(bin().arg("--help").output().unwrap().stdout).unwrap();
+    let mut mentioned = std::collections::BTreeSet::new();
+    for (what, out, err) in &texts {
+        for text in [out, err] {
+            let text = String::from_utf8_lossy(text);
+            for (i, _) in text.match_indices("netsleuth ") {
+                let word: String = text[i + "netsleuth ".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase())
+                    .collect();
+                if !word.is_empty() {
+                    mentioned.insert((word, what.clone()));
+                }
+            }
+        }
+    }
+    assert!(
+        !mentioned.is_empty(),
+        "the scan found the commands mentioned"
+    );
+    for (word, what) in &mentioned {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{word} "))),
+            "{what}: mentions `netsleuth {word}`, which is not a command"
+        );
+    }
+}
+
+#[test]
+fn errors_print_what_failed_then_each_cause_then_the_hint() {
+    let dir = std::env::temp_dir().join(format!("netsleuth-cli-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.tar.gz");
+    std::fs::write(&bad, "not a bundle\n").unwrap();
+    let out = bin()
+        .args(["check", "--bundle"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with("netsleuth: error: bundle ")
+            && lines[0].ends_with("bad.tar.gz is not a readable tar.gz"),
+        "{err}"
+    );
+    assert!(lines[1].starts_with("  caused by: "), "{err}");
+    assert_eq!(lines[2], "  hint: was it written by `netsleuth collect`?");
+    // A collection error keeps its layers too.
+    let out = bin()
+        .args(["check", "--interval", "0", "--netns"])
+        .arg(dir.join("no-such-netns"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[0].starts_with("netsleuth: error: cannot open the target network namespace ")
+            && lines[1].starts_with("  caused by: ")
+            && lines[2] == "  hint: run as root; check the path",
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,5 +1,5 @@
-//! Reports: the versioned JSON document and the human text, shared by every command that reports
-//! findings (`analyze`, `check`, `lab`).
+//! Reports: the versioned JSON document (`json`, its own types, converted from the core's) and the
+//! human text, shared by every command (`analyze`, `check`, `diff`, `lab`, `catalogue`).
 
 pub mod escape;
 pub mod human;

@@ -269,7 +269,7 @@ pub(super) fn local_source_drop(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Findin
             ctx.kernel().unwrap_or(""),
         ) == Some(true)
         {
-            f = f.because("this kernel reports these drops as IP_LOCAL_SOURCE on skb:kfree_skb (netsleuth watch can attribute them)");
+            f = f.because("this kernel reports these drops as IP_LOCAL_SOURCE on the skb:kfree_skb tracepoint (tracing it on the node, e.g. `perf record -e skb:kfree_skb -a`, counts them)");
         }
         out.push(f);
     }

@@ -170,7 +170,9 @@ pub fn ids(report: &netsleuth_node::CheckReport) -> Vec<(String, String)> {
 }
 
 pub fn show(report: &netsleuth_node::CheckReport) -> String {
-    serde_json::to_string_pretty(&report.findings).unwrap()
+    let findings: Vec<netsleuth_core::report::json::Finding> =
+        report.findings.iter().map(Into::into).collect();
+    serde_json::to_string_pretty(&findings).unwrap()
 }
 
 /// A reproducer of `shared/hostile` (beside the checkout: `../shared/hostile`). Absent: `None` with a

@@ -30,15 +30,9 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
     };
     let analysis = netsleuth_core::analysis::analyze_with(inputs, &node, &limits);
     if analysis.failed_inputs.len() == names.len() {
-        let why: Vec<String> = analysis
-            .failed_inputs
-            .iter()
-            .map(|(n, e)| format!("{n}: {e}"))
-            .collect();
-        return Err(CliError::Other(format!(
-            "no capture could be read: {}",
-            why.join("; ")
-        )));
+        return Err(CliError::NoCapture {
+            why: analysis.failed_inputs,
+        });
     }
     let st = &analysis.stats;
     if st.records > 0 && st.ip_packets == 0 && st.non_ip_frames == 0 {
@@ -48,12 +42,11 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
             .iter()
             .map(|d| format!("{}: {} ×{}", d.source, d.code, d.count))
             .collect();
-        return Err(CliError::Other(format!(
-            "nothing in {} could be examined: none of its {} frame(s) could be decoded ({}); no incident can be decided from it",
-            names.join(", "),
-            st.records,
-            why.join("; ")
-        )));
+        return Err(CliError::NothingExamined {
+            inputs: names.join(", "),
+            records: st.records,
+            why: why.join("; "),
+        });
     }
     let mut notes: Vec<String> = analysis
         .failed_inputs

@@ -1,10 +1,11 @@
 //! `check`, `collect`, `diff` and `analyze --node`: thin adapters over the node crate. All of them
 //! only read the node; `--probe` (opt-in) is the one step that sends packets (DNS queries).
 
-use super::{emit, write_stdout, CliError};
+use super::{emit, emit_document, write_stdout, CliError, NodeFactsError};
 use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::escape::for_terminal;
+use netsleuth_core::report::json::{self, Document};
 use netsleuth_core::report::Report;
 use netsleuth_node::bundle::ReadLimits;
 use netsleuth_node::{CheckOptions, CollectOptions, NodeFacts, ProbeOptions, Target};
@@ -14,25 +15,68 @@ use std::time::Duration;
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
 /// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks.
 pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError> {
+    if !path.exists() && path.to_string_lossy().trim_start().starts_with(['{', '[']) {
+        return Err(CliError::Usage(format!(
+            "--node {}: give a file, not inline JSON (hint: a bundle from `netsleuth collect`, or a facts.json such as a lab run writes)",
+            path.display()
+        )));
+    }
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
             "reading node facts {}",
             path.display()
         )))?;
-        let mut ctx: NodeContext = serde_json::from_str(&text).map_err(|e| {
-            CliError::Other(format!(
-                "{} is not a node facts file: {e} (hint: give a bundle from `netsleuth collect` or a lab run's facts.json)",
-                path.display()
-            ))
-        })?;
+        let (mut ctx, notes) = parse_node_facts(path, &text)?;
         if ctx.source.is_empty() {
             ctx.source = path.display().to_string();
         }
-        return Ok((ctx, Vec::new()));
+        return Ok((ctx, notes));
     }
     let facts = read_bundle(path)?;
     let notes = bundle_notes(&format!("--node {}", path.display()), &facts);
     Ok((netsleuth_node::to_node_context(&facts), notes))
+}
+
+/// A facts.json: an object with at least one field of [`NodeContext`]. Missing fields default and
+/// unknown ones are ignored (older and newer files still read), but a file with none of the fields
+/// would silently mean "no node facts": that is an error. Unknown fields are named in a note.
+fn parse_node_facts(path: &Path, text: &str) -> Result<(NodeContext, Vec<String>), CliError> {
+    let bad = |source: NodeFactsError| CliError::NodeFacts {
+        path: path.to_path_buf(),
+        source,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(NodeFactsError::Json(e)))?;
+    // The field names of the current NodeContext, read off its own serialisation.
+    let known: Vec<String> = match serde_json::to_value(NodeContext::default()) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+        _ => Vec::new(),
+    };
+    let keys: Vec<&String> = value
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    // `source` only names where facts came from: alone, it is no fact.
+    let facts: Vec<String> = known.iter().filter(|k| *k != "source").cloned().collect();
+    if !keys.iter().any(|k| facts.contains(k)) {
+        return Err(bad(NodeFactsError::NoKnownField { expected: facts }));
+    }
+    let ctx: NodeContext =
+        serde_json::from_value(value.clone()).map_err(|e| bad(NodeFactsError::Json(e)))?;
+    let unknown: Vec<&str> = keys
+        .iter()
+        .filter(|k| !known.contains(k))
+        .map(|k| k.as_str())
+        .collect();
+    let mut notes = Vec::new();
+    if !unknown.is_empty() {
+        notes.push(format!(
+            "--node {}: fields not understood, ignored: {}",
+            path.display(),
+            unknown.join(", ")
+        ));
+    }
+    Ok((ctx, notes))
 }
 
 /// What reading a bundle found about the bundle itself (artifacts its manifest claims but it lacks,
@@ -48,8 +92,10 @@ fn bundle_notes(label: &str, facts: &NodeFacts) -> Vec<String> {
 }
 
 fn read_bundle(path: &Path) -> Result<NodeFacts, CliError> {
-    netsleuth_node::bundle::read_bundle_with(path, &bundle_limits()?)
-        .map_err(|e| CliError::Other(e.to_string()))
+    Ok(netsleuth_node::bundle::read_bundle_with(
+        path,
+        &bundle_limits()?,
+    )?)
 }
 
 /// The bundle reader's limits: the defaults, or `NETSLEUTH_BUNDLE_BUDGET_MIB` (the decompressed total)
@@ -115,11 +161,9 @@ fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CliError> {
     if !has_net_admin() {
         // Without CAP_NET_ADMIN the conntrack table and statistics, the rules and the other
         // namespaces cannot be read: an all-clear from what is left would be a lie.
-        return Err(CliError::Other(
-            "reading the live node needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter pod namespaces): without it the conntrack table and counters, the iptables/nftables rules and the pods' namespaces cannot be read, so no incident could be ruled out\n  hint: run it with sudo, or `sudo netsleuth collect -o node.tar.gz` and `netsleuth check --bundle node.tar.gz` anywhere".into(),
-        ));
+        return Err(CliError::NeedsPrivilege);
     }
-    netsleuth_node::collect_live(opts).map_err(|e| CliError::Other(e.to_string()))
+    Ok(netsleuth_node::collect_live(opts)?)
 }
 
 /// Whether this process holds CAP_NET_ADMIN (bit 12 of the effective set in /proc/self/status).
@@ -156,10 +200,15 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
     };
     let r = netsleuth_node::check(&facts, &CheckOptions::default());
     let mut notes = Vec::new();
-    if !a.probe {
-        notes.push(
+    // --probe needs the live node: a bundle is told how its node can be probed instead.
+    match (&a.bundle, a.probe) {
+        (None, false) => notes.push(
             "passive check: add --probe to query each nameserver and find dead ones".to_string(),
-        );
+        ),
+        (Some(_), _) if facts.probes.is_empty() => notes.push(
+            "the bundle holds no nameserver answers: `netsleuth collect --probe` on the node records them, to find dead nameservers".to_string(),
+        ),
+        _ => {}
     }
     let report = Report {
         command: "check",
@@ -177,7 +226,7 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
 pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
     let opts = collect_options(a.netns.as_ref(), a.interval, a.probe)?;
     let facts = collect_live(&opts)?;
-    netsleuth_node::write_bundle(&facts, &a.output).map_err(|e| CliError::Other(e.to_string()))?;
+    netsleuth_node::write_bundle(&facts, &a.output)?;
     let failed = facts
         .manifest
         .artifacts
@@ -193,50 +242,62 @@ pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
+/// Exit code 1 when the diff lists a difference (what it lists is what matters: volatile keys and
+/// per-device sysctls are left out), 0 when none.
 pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
     let fa = read_bundle(&a.a)?;
     let fb = read_bundle(&a.b)?;
     let d = netsleuth_node::diff(&fa, &fb);
     let mut notes = bundle_notes("A", &fa);
     notes.extend(bundle_notes("B", &fb));
-    let text = match a.format.format {
-        Format::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({
-                "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
-                "notes": notes,
-            }))
-            .expect("diff serialises")
-                + "\n"
-        }
-        Format::Human => {
-            // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines).
-            let mut s = format!("A = {}\nB = {}\n", for_terminal(&d.a), for_terminal(&d.b));
-            if d.items.is_empty() {
-                s.push_str("no differences that matter\n");
-            }
-            let mut items = d.items.clone();
-            items.sort_by_key(|i| i.rank);
-            for i in &items {
-                let tag = i
-                    .incident
-                    .as_deref()
-                    .map(|x| format!(" [{}]", for_terminal(x)))
-                    .unwrap_or_default();
-                s.push_str(&format!(
-                    "{:<10} {:<48} A: {:<24} B: {}{}\n",
-                    for_terminal(&i.area),
-                    for_terminal(&i.key),
-                    for_terminal(i.a.as_deref().unwrap_or("-")),
-                    for_terminal(i.b.as_deref().unwrap_or("-")),
-                    tag
-                ));
-            }
-            for n in &notes {
-                s.push_str(&format!("note: {}\n", for_terminal(n)));
-            }
-            s
-        }
-    };
-    write_stdout(&text)?;
-    Ok(0)
+    let doc = Document::diff(
+        vec![a.a.display().to_string(), a.b.display().to_string()],
+        json::Diff {
+            a: d.a.clone(),
+            b: d.b.clone(),
+            items: d.items.iter().map(diff_item).collect(),
+        },
+        notes,
+    );
+    if a.format.format == Format::Json {
+        return emit_document(&doc);
+    }
+    // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines).
+    let mut s = format!("A = {}\nB = {}\n", for_terminal(&d.a), for_terminal(&d.b));
+    if d.items.is_empty() {
+        s.push_str("no differences that matter\n");
+    }
+    let mut items = d.items.clone();
+    items.sort_by_key(|i| i.rank);
+    for i in &items {
+        let tag = i
+            .incident
+            .as_deref()
+            .map(|x| format!(" [{}]", for_terminal(x)))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{:<10} {:<48} A: {:<24} B: {}{}\n",
+            for_terminal(&i.area),
+            for_terminal(&i.key),
+            for_terminal(i.a.as_deref().unwrap_or("-")),
+            for_terminal(i.b.as_deref().unwrap_or("-")),
+            tag
+        ));
+    }
+    for n in &doc.notes {
+        s.push_str(&format!("note: {}\n", for_terminal(n)));
+    }
+    write_stdout(&s)?;
+    Ok(doc.summary.exit_code)
+}
+
+fn diff_item(i: &netsleuth_node::DiffItem) -> json::DiffItem {
+    json::DiffItem {
+        rank: i.rank,
+        area: i.area.clone(),
+        key: i.key.clone(),
+        a: i.a.clone(),
+        b: i.b.clone(),
+        incident: i.incident.clone(),
+    }
 }
