@@ -8,6 +8,7 @@
 //! These types are serialised as-is into the versioned JSON document (`report::json`); changing a field
 //! name here is a schema change and must bump `report::json::SCHEMA_VERSION`.
 
+use crate::versions::VersionFact;
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -45,9 +46,10 @@ pub enum FindingKind {
     LatentRisk,
 }
 
-/// A catalogue entry: the stable id, and the words a person needs. One per incident, defined in the
-/// incident's detector module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A catalogue entry: everything that is about one incident, in one value. Each incident's detector
+/// module defines its `INCIDENT`; `detect::CATALOGUE` lists them, and every registry (capture
+/// detectors, node detectors, lab scenarios, `diff`) is keyed by `&'static Incident`, never by the id.
+#[derive(Debug)]
 pub struct Incident {
     /// Stable id from `incidents.md`, used verbatim in JSON and tests.
     pub id: &'static str,
@@ -55,8 +57,29 @@ pub struct Incident {
     pub title: &'static str,
     /// Two or three sentences: the mechanism.
     pub explanation: &'static str,
-    /// What to change, most effective first.
+    /// The fix: what to change, most effective first.
     pub remedy: &'static str,
+    /// The sysctls that decide whether the incident can happen (`diff` ranks differences in them first,
+    /// the lab records them).
+    pub sysctls: &'static [&'static str],
+    /// The behaviour changes of the kernel and libraries that decide it, in the version table.
+    pub versions: &'static [&'static VersionFact],
+}
+
+/// An incident is its id: ids are unique in the catalogue (tested), so two references to one incident
+/// compare equal wherever they were taken.
+impl PartialEq for Incident {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Incident {}
+
+impl std::hash::Hash for Incident {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state)
+    }
 }
 
 /// One packet that a finding points at.
@@ -239,6 +262,8 @@ mod tests {
             title: "",
             explanation: "",
             remedy: "",
+            sysctls: &[],
+            versions: &[],
         };
         let mut v = vec![
             Finding::new(
