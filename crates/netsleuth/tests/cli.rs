@@ -219,10 +219,13 @@ fn check_bundle_and_diff() {
 }
 
 #[test]
-fn catalogue_lists_eleven_incidents() {
+fn catalogue_lists_every_incident() {
     let out = bin()
         .args(["catalogue", "--format", "json"])
         .output()
         .unwrap();
-    assert_eq!(json(&out.stdout).as_array().unwrap().len(), 11);
+    assert_eq!(
+        json(&out.stdout).as_array().unwrap().len(),
+        netsleuth_core::detect::CATALOGUE.len()
+    );
 }
