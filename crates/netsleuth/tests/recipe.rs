@@ -17,13 +17,17 @@ fn every_incident_has_each_step_of_the_recipe() {
             ));
         }
         // An entry either reads node state or says why the incident leaves none.
-        if !netsleuth_node::detect::DETECTORS
+        match netsleuth_node::detect::DETECTORS
             .iter()
-            .any(|d| d.incident == *incident)
+            .find(|d| d.incident == *incident)
         {
-            missing.push(format!(
+            Some(d) if d.no_node_evidence().is_some_and(str::is_empty) => {
+                missing.push(format!("{id}: NoNodeEvidence must say why"))
+            }
+            Some(_) => {}
+            None => missing.push(format!(
                 "{id}: no entry in netsleuth_node::detect::DETECTORS (a detector or NoNodeEvidence)"
-            ));
+            )),
         }
         match netsleuth_lab::scenarios()
             .iter()

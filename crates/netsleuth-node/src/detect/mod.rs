@@ -72,7 +72,7 @@ enum Scope {
     Node(fn(&Ctx, &mut Vec<Finding>)),
     /// The incident leaves nothing in a node's state to read: a capture or the live kernel is its only
     /// evidence. Says why.
-    #[allow(dead_code)]
+    #[allow(dead_code)] // every incident of today's catalogue has node evidence
     NoNodeEvidence(&'static str),
 }
 
@@ -83,9 +83,12 @@ pub struct NodeDetector {
 }
 
 impl NodeDetector {
-    /// Whether the incident has node evidence at all (else its entry says why not).
-    pub fn reads_node_state(&self) -> bool {
-        !matches!(self.scope, Scope::NoNodeEvidence(_))
+    /// Why a node's state cannot show the incident, for an incident whose entry says so.
+    pub fn no_node_evidence(&self) -> Option<&'static str> {
+        match self.scope {
+            Scope::NoNodeEvidence(why) => Some(why),
+            _ => None,
+        }
     }
 }
 
