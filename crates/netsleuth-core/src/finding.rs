@@ -8,6 +8,7 @@
 //! These types are free to change: the JSON document has its own types (`report::json`), converted
 //! from these once, so a rename here changes no output.
 
+use crate::versions::VersionFact;
 use std::net::IpAddr;
 
 /// How sure a finding is. Ordered: `Confirmed` > `Likely` > `Possible`.
@@ -42,9 +43,10 @@ pub enum FindingKind {
     LatentRisk,
 }
 
-/// A catalogue entry: the stable id, and the words a person needs. One per incident, defined in the
-/// incident's detector module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A catalogue entry: everything that is about one incident, in one value. Each incident's detector
+/// module defines its `INCIDENT`; `detect::CATALOGUE` lists them, and every registry (capture
+/// detectors, node detectors, lab scenarios, `diff`) is keyed by `&'static Incident`, never by the id.
+#[derive(Debug)]
 pub struct Incident {
     /// Stable id from `incidents.md`, used verbatim in JSON and tests.
     pub id: &'static str,
@@ -52,8 +54,29 @@ pub struct Incident {
     pub title: &'static str,
     /// Two or three sentences: the mechanism.
     pub explanation: &'static str,
-    /// What to change, most effective first.
+    /// The fix: what to change, most effective first.
     pub remedy: &'static str,
+    /// The sysctls that decide whether the incident can happen (`diff` ranks differences in them first,
+    /// the lab records them).
+    pub sysctls: &'static [&'static str],
+    /// The behaviour changes of the kernel and libraries that decide it, in the version table.
+    pub versions: &'static [&'static VersionFact],
+}
+
+/// An incident is its id: ids are unique in the catalogue (tested), so two references to one incident
+/// compare equal wherever they were taken.
+impl PartialEq for Incident {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Incident {}
+
+impl std::hash::Hash for Incident {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state)
+    }
 }
 
 /// One packet that a finding points at.
@@ -265,6 +288,8 @@ mod tests {
             title: "",
             explanation: "",
             remedy: "",
+            sysctls: &[],
+            versions: &[],
         };
         let mut v = vec![
             Finding::new(

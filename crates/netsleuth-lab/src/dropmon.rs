@@ -111,10 +111,12 @@ fn monitor_thread(
         })?;
         let names = parse_reason_names(&format);
         if !format.contains("reason") {
-            return Err(
-                "this kernel's skb:kfree_skb has no `reason` field (drop reasons need ≥ 5.17)"
-                    .into(),
-            );
+            return Err(format!(
+                "this kernel's skb:kfree_skb has no `reason` field (drop reasons need ≥ {})",
+                netsleuth_core::versions::DROP_REASONS
+                    .mainline()
+                    .unwrap_or("?")
+            ));
         }
         // A leftover instance of an earlier run in this pid would hold old events.
         let _ = std::fs::remove_dir(&instance);

@@ -253,7 +253,13 @@ fn every_scenario_is_listed_with_its_reproduction() {
     let names: Vec<_> = netsleuth_lab::scenarios().iter().map(|s| s.name).collect();
     for (name, id, _) in EXPECTED {
         assert!(names.contains(name), "{name} missing from scenarios()");
-        assert_eq!(netsleuth_lab::scenario(name).unwrap().incident, Some(*id));
+        assert_eq!(
+            netsleuth_lab::scenario(name)
+                .unwrap()
+                .incident
+                .map(|i| i.id),
+            Some(*id)
+        );
     }
     assert!(names.contains(&"healthy"));
     assert_eq!(names.len(), EXPECTED.len() + 1);

@@ -220,12 +220,15 @@ fn check_bundle_and_diff() {
 }
 
 #[test]
-fn catalogue_lists_eleven_incidents() {
+fn catalogue_lists_every_incident() {
     let out = bin()
         .args(["catalogue", "--format", "json"])
         .output()
         .unwrap();
-    assert_eq!(json(&out.stdout)["catalogue"].as_array().unwrap().len(), 11);
+    assert_eq!(
+        json(&out.stdout)["catalogue"].as_array().unwrap().len(),
+        netsleuth_core::detect::CATALOGUE.len()
+    );
 }
 
 /// A reproducer of `shared/hostile` (beside the checkout: `../shared/hostile`). Absent: `None` with a

@@ -3,7 +3,7 @@
 
 use crate::finding::Incident;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "conntrack-dnat-rebalance",
     title: "a long-lived connection lost its conntrack entry and was sent to a different Service backend",
     explanation: "kube-proxy's DNAT to a Service backend is decided once per conntrack entry. When the entry \
@@ -14,6 +14,12 @@ nf_conntrack_tcp_loose=0 the segment is INVALID instead and dropped: a silent ha
     remedy: "Enable TCP keepalive on long-lived connections with a keepalive time shorter than \
 nf_conntrack_tcp_timeout_established (e.g. SO_KEEPALIVE with tcp_keepalive_time=600), or have the \
 application send heartbeats; do not flush conntrack on nodes with live Service connections.",
+    sysctls: &[
+        "net.netfilter.nf_conntrack_tcp_timeout_established",
+        "net.netfilter.nf_conntrack_tcp_loose",
+        "net.ipv4.tcp_keepalive_time",
+    ],
+    versions: &[],
 };
 
 use super::{remaps, secs, with_packets, Context};
@@ -256,5 +262,21 @@ impl Detector {
             ));
         }
         super::merge_cases(found, self.total, out);
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

@@ -2,8 +2,9 @@
 //! one is dropped at conntrack insert and the client waits for its resolver timeout.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "dns-conntrack-race",
     title: "one of the parallel A/AAAA DNS queries lost at conntrack insert: 5 s lookups",
     explanation: "glibc and musl send the A and AAAA queries of one lookup together from the same UDP \
@@ -14,6 +15,8 @@ its timeout (5 s by default) and re-sends: lookups take 5 s. Clash resolution in
     remedy: "Add 'options single-request-reopen' (glibc; or single-request, or use-vc for TCP) to the \
 pods' resolv.conf via dnsConfig; for musl-based images (which ignore those options) run NodeLocal \
 DNSCache; upgrade the node kernel (clash resolution, 5.x).",
+    sysctls: &[],
+    versions: &[&versions::CLASH_RESOLVE_MATCHING, &versions::CLASH_NAT_SAME_ORIGIN, &versions::CLASH_INSERT_CLASHING, &versions::MUSL_RESOLV_OPTIONS],
 };
 
 use super::{secs, with_packets, Context};
@@ -165,5 +168,21 @@ impl Detector {
             &pkts,
             "parallel A/AAAA queries, one lost",
         ));
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn query(&mut self, q: &FinishedQuery) {
+        Detector::query(self, q)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

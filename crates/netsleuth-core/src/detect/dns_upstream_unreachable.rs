@@ -3,7 +3,7 @@
 
 use crate::finding::Incident;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "dns-upstream-unreachable",
     title: "a DNS server never answers while the others do",
     explanation: "A resolver (a pod's libc, or CoreDNS forwarding to the node's /etc/resolv.conf) sends \
@@ -12,6 +12,10 @@ tried, so lookups fail or take seconds intermittently. Such entries are often in
 back, e.g. by /etc/resolvconf/resolv.conf.d/base or cloud-init.",
     remedy: "Remove the dead nameserver from the node's resolv.conf and from where it is generated \
 (/etc/resolvconf/resolv.conf.d/base|head, cloud-init, DHCP); restart CoreDNS so it re-reads the list.",
+    sysctls: &[
+        "net.netfilter.nf_conntrack_udp_timeout",
+    ],
+    versions: &[],
 };
 
 use super::{with_packets, Context};
@@ -122,5 +126,21 @@ impl Detector {
                 "queries to a server that never answers",
             ));
         }
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn query(&mut self, q: &FinishedQuery) {
+        Detector::query(self, q)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

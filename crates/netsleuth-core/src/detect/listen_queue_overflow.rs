@@ -2,8 +2,9 @@
 //! dropped and retransmitted, probes fail.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "listen-queue-overflow",
     title: "SYNs dropped because a listener's queue is full",
     explanation: "A listening socket holds at most min(backlog, net.core.somaxconn) established connections \
@@ -13,6 +14,12 @@ rise and clients retransmit their SYN after 1, 3, 7 s; health probes time out.",
     remedy: "Raise the application's listen() backlog together with net.core.somaxconn and \
 net.ipv4.tcp_max_syn_backlog (in the pod's network namespace), make the application accept faster, keep \
 tcp_syncookies=1.",
+    sysctls: &[
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_syncookies",
+    ],
+    versions: &[&versions::DROP_REASON_LISTEN_OVERFLOW],
 };
 
 use super::{secs, with_packets, Context, SynRecord};
@@ -157,5 +164,20 @@ impl Detector {
             ));
         }
         mine
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, explained, out)
     }
 }

@@ -2,8 +2,9 @@
 //! source is that IP (the LB's health checks) are dropped as martian.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "local-source-drop",
     title: "packets from the LoadBalancer IP dropped as martian (the node owns that address)",
     explanation: "kube-proxy in IPVS mode binds Service and LoadBalancer IPs to the dummy device kube-ipvs0, \
@@ -14,6 +15,11 @@ unhealthy.",
     remedy: "Exclude LoadBalancer IPs from kube-ipvs0 (kube-proxy --exclude-external-ip / newer kube-proxy \
 behaviour, or ipvs strictARP settings as the provider documents), or have the LB probe from another address; \
 net.ipv4.conf.<dev>.accept_local=1 alone lets the probe in, but the reply must still route back.",
+    sysctls: &[
+        "net.ipv4.conf.all.accept_local",
+        "net.ipv4.conf.all.rp_filter",
+    ],
+    versions: &[&versions::DROP_REASON_IP_LOCAL_SOURCE],
 };
 
 use super::{with_packets, Context, SynRecord};
@@ -156,5 +162,21 @@ impl Detector {
                 "SYNs from one source, never answered",
             ));
         }
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, explained, out);
+        Vec::new()
     }
 }

@@ -2,8 +2,9 @@
 //! fails and its SYN is dropped.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "snat-port-clash",
     title: "SYN dropped at conntrack insert after an SNAT port clash",
     explanation: "NAT picks a source port when a connection's first packet is processed, but the conntrack \
@@ -13,6 +14,11 @@ insert_failed, drop), its SYN is dropped, and the client retransmits it about 1 
     remedy: "Add --random-fully to the MASQUERADE/SNAT rules (nft: 'masquerade fully-random'; kube-proxy \
 and flannel do it on recent versions), widen the SNAT port range or the set of SNAT addresses, and \
 avoid SNAT for pod-to-pod traffic.",
+    sysctls: &[
+        "net.ipv4.ip_local_port_range",
+        "net.netfilter.nf_conntrack_max",
+    ],
+    versions: &[&versions::CLASH_RESOLVE_STAT, &versions::DROP_REASONS],
 };
 
 use super::{secs, with_packets, Context};
@@ -218,5 +224,20 @@ impl Detector {
             "SYNs lost between the NAT decision and the wire",
         ));
         explained
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out)
     }
 }

@@ -2,8 +2,9 @@
 //! SNAT address whose timestamp clocks differ.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "tw-recycle-paws",
     title: "SYNs silently dropped by the server's per-host PAWS check (tcp_tw_recycle)",
     explanation: "With net.ipv4.tcp_tw_recycle=1 and TCP timestamps on (kernels before 4.12), the server \
@@ -13,6 +14,11 @@ one of them looks 'old' and is dropped without a reply; the client retransmits a
 out. TcpExt PAWSPassive counts these drops.",
     remedy: "Set net.ipv4.tcp_tw_recycle=0 on the server (the option was removed in Linux 4.12 because of \
 this). Do not disable tcp_timestamps to work around it.",
+    sysctls: &[
+        "net.ipv4.tcp_tw_recycle",
+        "net.ipv4.tcp_timestamps",
+    ],
+    versions: &[&versions::TW_RECYCLE_REMOVED, &versions::TS_OFFSET_PER_CONNECTION],
 };
 
 use super::{secs, with_packets, Context, SynRecord};
@@ -133,7 +139,7 @@ impl Detector {
                     hosts_behind.iter().take(4).map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
                 ))
             } else {
-                f.because("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ 4.10); the capture does not show the hosts before SNAT (a node's -i any would)")
+                f.because(format!("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ {}); the capture does not show the hosts before SNAT (a node's -i any would)", versions::TS_OFFSET_PER_CONNECTION.mainline().unwrap_or("?")))
             };
             if answered_backwards > 0 {
                 f = f.because(format!(
@@ -145,7 +151,7 @@ impl Detector {
                     f = f.with_evidence(Evidence::Config { source: ctx.node.source.clone(), line: None, text: "net.ipv4.tcp_tw_recycle = 1".into() })
                 }
                 Some(false) => f = f.because("the node facts say tcp_tw_recycle is 0: another PAWS-like drop is at work"),
-                None => f = f.because("whether the server has net.ipv4.tcp_tw_recycle=1 (kernels < 4.12) is not known from the capture"),
+                None => f = f.because(format!("whether the server has net.ipv4.tcp_tw_recycle=1 (kernels < {}) is not known from the capture", versions::TW_RECYCLE_REMOVED.mainline().unwrap_or("?"))),
             }
             let mut pkts = Vec::new();
             for (i, prev) in dropped_backwards.iter().take(3) {
@@ -187,5 +193,20 @@ impl Detector {
             ));
         }
         explained
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out)
     }
 }

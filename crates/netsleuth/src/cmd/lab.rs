@@ -42,7 +42,7 @@ fn list(format: Format) -> Result<i32, CliError> {
                 s.push_str(&format!(
                     "{:<28} {:<26} {:<9} {}\n{:<28} {}\n{:<28} mitigated: {}\n\n",
                     sc.name,
-                    sc.incident.unwrap_or("(healthy)"),
+                    sc.incident.map_or("(healthy)", |i| i.id),
                     sc.reproduction.label(),
                     sc.summary,
                     "",
