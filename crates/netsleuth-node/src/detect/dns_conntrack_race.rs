@@ -116,6 +116,7 @@ pub(super) fn check(ctx: &Ctx, root: &RootFacts, out: &mut Vec<Finding>) {
     if let Some((a, b, _)) = insert_failed {
         f = f.with_evidence(counter(&src, "insert_failed", Some(a), b));
         f = f.because("insert_failed rose, but the counter does not say whether DNS or other SNAT/DNAT flows failed");
+        f = f.cannot_rule_out(netsleuth_core::detect::snat_port_clash::INCIDENT.id, "concurrent TCP connections through SNAT raise the same insert_failed; a capture on the node (-i any) shows whether DNS queries were the ones lost");
     }
     if let Some(c) = &node.conntrack {
         for (n, _) in &dnat_ns {

@@ -106,5 +106,10 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
     } else if full.is_empty() {
         f = f.because("no listener was caught with a full queue at the moment of the socket dump; the SYN queue may be the one overflowing");
     }
+    if f.kind == FindingKind::Incident {
+        f = f
+            .rules_out("network-loss", "ListenOverflows/ListenDrops count SYNs the listening socket itself refused: the packets reached it")
+            .rules_out(netsleuth_core::detect::local_source_drop::INCIDENT.id, "martian drops happen before any socket is looked up and are not counted as listen drops");
+    }
     out.push(f);
 }

@@ -50,6 +50,14 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
             f = f.with_evidence(config(&r.source, Some(r.line), &r.text));
         }
         f = f.because("the counters do not say which flow failed: a DNS A/AAAA race (dns-conntrack-race) raises the same ones");
+        f = f.cannot_rule_out(netsleuth_core::detect::dns_conntrack_race::INCIDENT.id, "the same insert_failed/drop counters rise for DNS A/AAAA pairs racing through DNAT; a capture on the node (-i any) shows which flows lost their first packet");
+        f = match (ns.sysctl("net.netfilter.nf_conntrack_count"), ns.sysctl("net.netfilter.nf_conntrack_max")) {
+            (Some(c), Some(m)) if c.trim().parse::<u64>().ok().zip(m.trim().parse::<u64>().ok()).is_some_and(|(c, m)| c * 10 < m * 9) => f.rules_out(
+                "conntrack-table-full",
+                format!("nf_conntrack_count {} is well below nf_conntrack_max {}: the table was not full", c.trim(), m.trim()),
+            ),
+            _ => f.cannot_rule_out("conntrack-table-full", "a full table drops first packets too (`drop` rises, insert_failed does not); nf_conntrack_count against nf_conntrack_max decides"),
+        };
         if !separate_clash_stat {
             f = f.because(format!(
                 "kernel {kernel} counts resolved clashes in insert_failed too; `drop` is the loss"
