@@ -274,11 +274,14 @@ pub struct Engine {
     /// A record whose timestamp jumped ahead, waiting for the next record to confirm the jump.
     held: Option<HeldRecord>,
     symptoms: SymptomCollector,
+    /// Packets cut by the snap length per input (the diagnostic is made at the first, counted here).
+    snaplen_cuts: Vec<u64>,
 }
 
 impl Engine {
     /// An engine for inputs named `names` (indexed by `InputId`).
     pub fn new(names: Vec<String>, limits: &Limits) -> Self {
+        let names_len = names.len();
         Engine {
             names,
             tcp: TcpEngine::with_max_live(limits.max_live_connections()),
@@ -293,6 +296,7 @@ impl Engine {
             clock: None,
             held: None,
             symptoms: SymptomCollector::default(),
+            snaplen_cuts: vec![0; names_len],
         }
     }
 
@@ -404,10 +408,19 @@ impl Engine {
             Err(e) => return self.decode_error(input, frame, e, data.len(), orig_len),
         };
         if pkt.truncated {
-            let name = &self.names[input as usize];
-            self.problems.add(input, name, "snaplen-cut", frame, self.cur_offset, || {
-                format!("frame {frame}: packet cut by the snap length ({} of {orig_len} bytes captured); headers kept, payload partial", data.len())
-            });
+            // Per packet on a snaplen capture: after the first, only a counter (no map lookup).
+            match self.snaplen_cuts.get_mut(input as usize) {
+                Some(n) if *n > 0 => *n += 1,
+                _ => {
+                    let name = &self.names[input as usize];
+                    self.problems.add(input, name, "snaplen-cut", frame, self.cur_offset, || {
+                        format!("frame {frame}: packet cut by the snap length ({} of {orig_len} bytes captured); headers kept, payload partial", data.len())
+                    });
+                    if let Some(n) = self.snaplen_cuts.get_mut(input as usize) {
+                        *n = 1;
+                    }
+                }
+            }
         }
         self.stats.ip_packets += 1;
         self.packet(input, frame, ts, interface, &pkt);
@@ -706,6 +719,11 @@ impl Engine {
             .map(|(_, d)| d.count)
             .sum();
         let (symptoms, blind_spots) = self.symptoms.finish(&ctx, &findings, undecoded);
+        for (input, n) in self.snaplen_cuts.iter().enumerate() {
+            if let Some(d) = self.problems.by_key.get_mut(&(input as InputId, "snaplen-cut")) {
+                d.count += n.saturating_sub(1);
+            }
+        }
         let dt = self.dns_tcp.stats();
         self.stats.timestamp_outliers = self
             .problems

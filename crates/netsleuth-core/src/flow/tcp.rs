@@ -227,15 +227,50 @@ pub struct TcpOutcome {
     pub new_leg: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct LegKey(Endpoint, Endpoint);
+/// A tuple without direction, as plain integers: hashed and compared once per packet, so it avoids the
+/// enum `IpAddr` (whose derived `Hash` and `Ord` branch on the family byte by byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LegKey {
+    lo: u128,
+    hi: u128,
+    /// Address family (bit 32) and the two ports, `lo`'s first.
+    ports: u64,
+}
+
+impl std::hash::Hash for LegKey {
+    /// One well-mixed word: FxHash keeps the low bits of its last input almost as they are, and the
+    /// table indexes buckets by the low bits, so many connections to one server port (the same last
+    /// word) would otherwise share a few buckets.
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+        let mut h = fold(self.lo).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ fold(self.hi).rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ self.ports.wrapping_mul(0x1656_67B1_9E37_79F9);
+        h ^= h >> 29;
+        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 32;
+        state.write_u64(h);
+    }
+}
+
+fn ip_bits(ip: IpAddr) -> (u128, u64) {
+    match ip {
+        IpAddr::V4(a) => (u32::from(a) as u128, 0),
+        IpAddr::V6(a) => (u128::from(a), 1 << 32),
+    }
+}
 
 impl LegKey {
+    #[inline]
     fn new(a: Endpoint, b: Endpoint) -> Self {
-        if a <= b {
-            LegKey(a, b)
-        } else {
-            LegKey(b, a)
+        let ((ia, fam), (ib, _)) = (ip_bits(a.ip), ip_bits(b.ip));
+        let (lo, hi) = ((ia, a.port), (ib, b.port));
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+        LegKey {
+            lo: lo.0,
+            hi: hi.0,
+            ports: fam | (lo.1 as u64) << 16 | hi.1 as u64,
         }
     }
 }
