@@ -588,6 +588,9 @@ impl Engine {
 
     #[inline]
     fn drain_tcp(&mut self) {
+        if !self.tcp.has_finished() {
+            return;
+        }
         for c in self.tcp.drain_finished() {
             conn_stats(&mut self.stats, &c);
             self.symptoms.connection(&c);

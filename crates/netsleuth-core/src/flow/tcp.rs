@@ -382,6 +382,12 @@ impl TcpEngine {
         self.max_live
     }
 
+    /// Whether connections were finalised since the last `drain_finished`.
+    #[inline]
+    pub fn has_finished(&self) -> bool {
+        !self.finished.is_empty()
+    }
+
     /// Connections finalised since the last call.
     pub fn drain_finished(&mut self) -> std::vec::Drain<'_, Conn> {
         self.finished.drain(..)
