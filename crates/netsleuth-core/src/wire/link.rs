@@ -258,14 +258,14 @@ pub(super) fn locate_ip(
 
 /// Ethernet II header at `at` with its VLAN tags: the network protocol, where its header starts, and
 /// the outermost VLAN id.
-#[inline]
+#[inline(always)]
 pub(super) fn ethernet(frame: &[u8], at: usize) -> Result<(Net, usize, Option<u16>), DecodeError> {
     let h = EthernetHeader::new_checked(frame, at).map_err(truncated(Layer::Link, at))?;
     ethertype_chain(frame, h.ethertype(), at + ethernet::HEADER_LEN)
 }
 
 /// Follow VLAN tags (and a PPPoE session) from an EtherType whose payload starts at `at`.
-#[inline]
+#[inline(always)]
 fn ethertype_chain(
     frame: &[u8],
     mut ethertype: EtherType,
@@ -362,7 +362,7 @@ fn nflog(frame: &[u8]) -> Result<(Net, usize, usize), DecodeError> {
 }
 
 /// Linux cooked v2: protocol, ifindex, ARPHRD, pkttype, address.
-#[inline]
+#[inline(always)]
 fn sll2(frame: &[u8], link: &mut LinkMeta) -> Result<(Net, usize), DecodeError> {
     let h = Sll2Header::new_checked(frame).map_err(truncated(Layer::Link, 0))?;
     link.ifindex = Some(h.ifindex());
