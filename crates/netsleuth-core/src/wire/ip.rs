@@ -704,7 +704,7 @@ mod tests {
         ] {
             assert!(f.end <= ipv4::HEADER_LEN, "{f:?}");
         }
-        assert!(ipv4::field::PROTOCOL < ipv4::HEADER_LEN);
+        const { assert!(ipv4::field::PROTOCOL < ipv4::HEADER_LEN) };
         for f in [
             ipv6::field::VER_TC_FLOW,
             ipv6::field::LENGTH,
@@ -713,9 +713,9 @@ mod tests {
         ] {
             assert!(f.end <= ipv6::HEADER_LEN, "{f:?}");
         }
-        assert!(vxlan::field::VNI.end <= vxlan::HEADER_LEN);
-        assert!(geneve::field::VNI.end <= geneve::HEADER_LEN);
-        assert!(gre::field::PROTOCOL.end <= gre::HEADER_LEN);
+        const { assert!(vxlan::field::VNI.end <= vxlan::HEADER_LEN) };
+        const { assert!(geneve::field::VNI.end <= geneve::HEADER_LEN) };
+        const { assert!(gre::field::PROTOCOL.end <= gre::HEADER_LEN) };
         assert_eq!(ipv6::frag::HEADER_LEN, 8);
     }
 

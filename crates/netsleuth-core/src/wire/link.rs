@@ -460,10 +460,10 @@ mod tests {
         assert_eq!(h.direction(), PacketDirection::Unknown(255));
         assert_eq!(h.protocol(), EtherType::Unknown(0));
         assert!(SllHeader::new_checked(&s[..15]).is_err());
-        assert!(ethernet::field::ETHERTYPE.end <= ethernet::HEADER_LEN);
-        assert!(sll::field::PROTOCOL.end <= sll::HEADER_LEN);
-        assert!(sll2::field::ADDR.end <= sll2::HEADER_LEN);
-        assert!(pppoe::field::PPP_PROTOCOL.end <= pppoe::HEADER_LEN);
+        const { assert!(ethernet::field::ETHERTYPE.end <= ethernet::HEADER_LEN) };
+        const { assert!(sll::field::PROTOCOL.end <= sll::HEADER_LEN) };
+        const { assert!(sll2::field::ADDR.end <= sll2::HEADER_LEN) };
+        const { assert!(pppoe::field::PPP_PROTOCOL.end <= pppoe::HEADER_LEN) };
     }
 
     fn eth(ethertype: u16, rest: &[u8]) -> Vec<u8> {

@@ -129,7 +129,7 @@ impl<'a> UdpHeader<'a> {
         u16::from_be_bytes(get(self.0, udp::field::DST_PORT))
     }
     #[inline(always)]
-    pub fn len(&self) -> u16 {
+    pub fn length(&self) -> u16 {
         u16::from_be_bytes(get(self.0, udp::field::LENGTH))
     }
 }
@@ -321,7 +321,7 @@ fn udp(
             offset: at,
         });
     };
-    let udp_len = h.len() as u32;
+    let udp_len = h.length() as u32;
     let payload_len = if udp_len == 0 {
         // Jumbogram or GSO super-datagram: the IP length is the only length.
         ip_payload_len - HEADER_LEN
@@ -379,7 +379,7 @@ mod tests {
         );
         let u = UdpHeader::new_checked(&b, 12).unwrap();
         assert_eq!(
-            (u.src_port(), u.dst_port(), u.len()),
+            (u.src_port(), u.dst_port(), u.length()),
             (0x0D0E, 0x0F10, 0x1112)
         );
         assert!(UdpHeader::new_checked(&b, 13).is_err());
@@ -404,7 +404,7 @@ mod tests {
         ] {
             assert!(f.end <= udp::HEADER_LEN, "{f:?}");
         }
-        assert!(icmp::field::REST_OF_HEADER.end <= icmp::HEADER_LEN);
+        const { assert!(icmp::field::REST_OF_HEADER.end <= icmp::HEADER_LEN) };
     }
 
     #[test]
