@@ -1388,12 +1388,7 @@ mod tests {
 
     fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
-        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&ty.to_ne_bytes());
-        a.extend_from_slice(v);
-        while a.len() % 4 != 0 {
-            a.push(0);
-        }
+        crate::parse::netlink::put_attr(&mut a, ty, v);
         a
     }
 
