@@ -52,10 +52,8 @@ pub fn build_query(id: u16) -> Vec<u8> {
 
 /// The RCODE if `resp` is a response to query `id`; `None` if it is not (wrong id, not a response, short).
 pub fn response_rcode(resp: &[u8], id: u16) -> Option<u8> {
-    if resp.len() < 12 || u16::from_be_bytes([resp[0], resp[1]]) != id || resp[2] & 0x80 == 0 {
-        return None;
-    }
-    Some(resp[3] & 0x0f)
+    let h = netsleuth_core::wire::dns::DnsHeader::parse(resp)?;
+    (h.id == id && h.qr).then_some(h.rcode)
 }
 
 /// Queries one nameserver from the calling thread's network namespace.

@@ -6,8 +6,9 @@
 //! pointer loop cannot hang the parser. The question name is the only allocation (one `String` per
 //! message; DNS messages are rare next to TCP segments).
 
+use super::field::{self as f, get};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// Record types the detectors talk about.
 pub mod rtype {
@@ -34,7 +35,61 @@ pub mod rcode {
     pub const REFUSED: u8 = 5;
 }
 
-pub const HEADER_LEN: usize = 12;
+/// The fixed header (RFC 1035 4.1.1).
+pub mod field {
+    use crate::wire::field::{Field, Rest};
+    pub const ID: Field = 0..2;
+    /// QR, opcode (4 bits), AA, TC, RD.
+    pub const FLAGS_HI: usize = 2;
+    /// RA, Z, AD, CD, RCODE (4 bits).
+    pub const FLAGS_LO: usize = 3;
+    pub const QDCOUNT: Field = 4..6;
+    pub const ANCOUNT: Field = 6..8;
+    pub const NSCOUNT: Field = 8..10;
+    pub const ARCOUNT: Field = 10..12;
+    pub const QUESTIONS: Rest = 12..;
+}
+
+/// Bits of `field::FLAGS_HI` and `field::FLAGS_LO`.
+pub mod flags {
+    pub const QR: u8 = 0x80;
+    pub const OPCODE_SHIFT: u8 = 3;
+    pub const OPCODE_MASK: u8 = 0x0F;
+    pub const AA: u8 = 0x04;
+    pub const TC: u8 = 0x02;
+    pub const RD: u8 = 0x01;
+    pub const RA: u8 = 0x80;
+    pub const RCODE_MASK: u8 = 0x0F;
+}
+
+/// What follows a question's name.
+pub mod question {
+    use crate::wire::field::Field;
+    pub const QTYPE: Field = 0..2;
+    pub const QCLASS: Field = 2..4;
+    pub const LEN: usize = QCLASS.end;
+}
+
+/// What follows a resource record's owner name; RDLENGTH bytes of data come next.
+pub mod record {
+    use crate::wire::field::{Field, Rest};
+    pub const TYPE: Field = 0..2;
+    pub const CLASS: Field = 2..4;
+    pub const TTL: Field = 4..8;
+    pub const RDLENGTH: Field = 8..10;
+    pub const RDATA: Rest = 10..;
+    pub const LEN: usize = RDATA.start;
+}
+
+/// The first byte of a label says what it is (RFC 1035 4.1.4).
+mod label {
+    pub const KIND_MASK: u8 = 0xC0;
+    pub const PLAIN: u8 = 0x00;
+    pub const POINTER: u8 = 0xC0;
+    pub const POINTER_HI_MASK: u8 = 0x3F;
+}
+
+pub const HEADER_LEN: usize = field::QUESTIONS.start;
 /// Longest name on the wire (RFC 1035 2.3.4).
 const MAX_NAME_WIRE_LEN: usize = 255;
 /// More compression jumps than a legal name can need (at most 127 labels): a loop.
@@ -64,21 +119,22 @@ impl DnsHeader {
     /// Read the header; `None` when fewer than 12 bytes are given.
     #[inline]
     pub fn parse(msg: &[u8]) -> Option<DnsHeader> {
-        let h = msg.get(..HEADER_LEN)?;
-        let be = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+        let h = f::bytes::<HEADER_LEN>(msg, 0).ok()?;
+        let be = |at| u16::from_be_bytes(get(h, at));
+        let (hi, lo) = (h[field::FLAGS_HI], h[field::FLAGS_LO]);
         Some(DnsHeader {
-            id: be(0),
-            qr: h[2] & 0x80 != 0,
-            opcode: (h[2] >> 3) & 0x0F,
-            aa: h[2] & 0x04 != 0,
-            tc: h[2] & 0x02 != 0,
-            rd: h[2] & 0x01 != 0,
-            ra: h[3] & 0x80 != 0,
-            rcode: h[3] & 0x0F,
-            qdcount: be(4),
-            ancount: be(6),
-            nscount: be(8),
-            arcount: be(10),
+            id: be(field::ID),
+            qr: hi & flags::QR != 0,
+            opcode: (hi >> flags::OPCODE_SHIFT) & flags::OPCODE_MASK,
+            aa: hi & flags::AA != 0,
+            tc: hi & flags::TC != 0,
+            rd: hi & flags::RD != 0,
+            ra: lo & flags::RA != 0,
+            rcode: lo & flags::RCODE_MASK,
+            qdcount: be(field::QDCOUNT),
+            ancount: be(field::ANCOUNT),
+            nscount: be(field::NSCOUNT),
+            arcount: be(field::ARCOUNT),
         })
     }
 }
@@ -160,16 +216,9 @@ pub struct Answer<'a> {
 impl Answer<'_> {
     /// The address of an A or AAAA record.
     pub fn addr(&self) -> Option<IpAddr> {
-        match (self.rtype, self.rdata.len()) {
-            (rtype::A, 4) => {
-                let r = self.rdata;
-                Some(IpAddr::V4(Ipv4Addr::new(r[0], r[1], r[2], r[3])))
-            }
-            (rtype::AAAA, 16) => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(self.rdata);
-                Some(IpAddr::V6(Ipv6Addr::from(a)))
-            }
+        match self.rtype {
+            rtype::A => <[u8; 4]>::try_from(self.rdata).ok().map(IpAddr::from),
+            rtype::AAAA => <[u8; 16]>::try_from(self.rdata).ok().map(IpAddr::from),
             _ => None,
         }
     }
@@ -211,18 +260,18 @@ pub fn parse(msg: &[u8]) -> Result<DnsMessage<'_>, DnsError> {
                 return Ok(m);
             }
         };
-        let Some(q) = msg.get(end..end + 4) else {
+        let Ok(q) = f::bytes::<{ question::LEN }>(msg, end) else {
             m.error = Some(DnsError::Truncated { offset: msg.len() });
             return Ok(m);
         };
         if i == 0 {
             m.question = Some(Question {
                 name,
-                qtype: u16::from_be_bytes([q[0], q[1]]),
-                qclass: u16::from_be_bytes([q[2], q[3]]),
+                qtype: u16::from_be_bytes(get(q, question::QTYPE)),
+                qclass: u16::from_be_bytes(get(q, question::QCLASS)),
             });
         }
-        at = end + 4;
+        at = end + question::LEN;
     }
     m.answers_at = Some(at);
     Ok(m)
@@ -313,22 +362,22 @@ impl<'a> Iterator for Answers<'a> {
 
 fn read_record(msg: &[u8], at: usize) -> Result<(Answer<'_>, usize), DnsError> {
     let end = skip_name(msg, at)?;
-    let f = msg
-        .get(end..end + 10)
-        .ok_or(DnsError::Truncated { offset: msg.len() })?;
-    let rdlen = u16::from_be_bytes([f[8], f[9]]) as usize;
+    let r = f::bytes::<{ record::LEN }>(msg, end)
+        .map_err(|_| DnsError::Truncated { offset: msg.len() })?;
+    let rdlen = u16::from_be_bytes(get(r, record::RDLENGTH)) as usize;
+    let rdata_at = end + record::RDATA.start;
     let rdata = msg
-        .get(end + 10..end + 10 + rdlen)
+        .get(rdata_at..rdata_at + rdlen)
         .ok_or(DnsError::Truncated { offset: msg.len() })?;
     Ok((
         Answer {
             name_at: at,
-            rtype: u16::from_be_bytes([f[0], f[1]]),
-            class: u16::from_be_bytes([f[2], f[3]]),
-            ttl: u32::from_be_bytes([f[4], f[5], f[6], f[7]]),
+            rtype: u16::from_be_bytes(get(r, record::TYPE)),
+            class: u16::from_be_bytes(get(r, record::CLASS)),
+            ttl: u32::from_be_bytes(get(r, record::TTL)),
             rdata,
         },
-        end + 10 + rdlen,
+        rdata_at + rdlen,
     ))
 }
 
@@ -339,15 +388,15 @@ fn skip_name(msg: &[u8], mut at: usize) -> Result<usize, DnsError> {
         let len = *msg
             .get(at)
             .ok_or(DnsError::Truncated { offset: msg.len() })?;
-        match len & 0xC0 {
-            0x00 if len == 0 => return Ok(at + 1),
-            0x00 => {
+        match len & label::KIND_MASK {
+            label::PLAIN if len == 0 => return Ok(at + 1),
+            label::PLAIN => {
                 at += 1 + len as usize;
                 if at - start > MAX_NAME_WIRE_LEN {
                     return Err(DnsError::NameTooLong { offset: start });
                 }
             }
-            0xC0 => {
+            label::POINTER => {
                 msg.get(at + 1)
                     .ok_or(DnsError::Truncated { offset: msg.len() })?;
                 return Ok(at + 2);
@@ -368,9 +417,9 @@ pub fn read_name(msg: &[u8], at: usize, out: &mut String) -> Result<usize, DnsEr
         let len = *msg
             .get(p)
             .ok_or(DnsError::Truncated { offset: msg.len() })?;
-        match len & 0xC0 {
-            0x00 if len == 0 => return Ok(end_in_place.unwrap_or(p + 1)),
-            0x00 => {
+        match len & label::KIND_MASK {
+            label::PLAIN if len == 0 => return Ok(end_in_place.unwrap_or(p + 1)),
+            label::PLAIN => {
                 let label = msg
                     .get(p + 1..p + 1 + len as usize)
                     .ok_or(DnsError::Truncated { offset: msg.len() })?;
@@ -384,11 +433,11 @@ pub fn read_name(msg: &[u8], at: usize, out: &mut String) -> Result<usize, DnsEr
                 push_label(out, label);
                 p += 1 + len as usize;
             }
-            0xC0 => {
+            label::POINTER => {
                 let lo = *msg
                     .get(p + 1)
                     .ok_or(DnsError::Truncated { offset: msg.len() })?;
-                let target = (((len & 0x3F) as usize) << 8) | lo as usize;
+                let target = (((len & label::POINTER_HI_MASK) as usize) << 8) | lo as usize;
                 if end_in_place.is_none() {
                     end_in_place = Some(p + 2);
                 }

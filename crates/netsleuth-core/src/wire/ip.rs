@@ -5,16 +5,213 @@
 //! padding must not become payload; a frame cut by the snap length keeps the header's lengths and marks
 //! the packet `truncated`.
 
+use super::field::{self, get, Short};
 use super::link;
+use super::proto::{EtherType, Icmpv4Message, Icmpv6Message, IpProtocol};
 use super::transport;
-use super::{DecodeError, IpHeader, Layer, LinkMeta, Packet, Transport, Tunnel};
+use super::{DecodeError, IpHeader, Layer, LinkMeta, Net, Packet, Transport, Tunnel};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Network protocol chosen by the link layer.
+/// IPv4 (RFC 791).
+pub mod ipv4 {
+    pub mod field {
+        use crate::wire::field::Field;
+        /// Version (4 bits) and header length in 32-bit words (4 bits).
+        pub const VER_IHL: usize = 0;
+        pub const DSCP_ECN: usize = 1;
+        pub const LENGTH: Field = 2..4;
+        pub const IDENT: Field = 4..6;
+        /// Flags (3 bits) and fragment offset in 8-byte units (13 bits).
+        pub const FLG_OFF: Field = 6..8;
+        pub const TTL: usize = 8;
+        pub const PROTOCOL: usize = 9;
+        pub const CHECKSUM: Field = 10..12;
+        pub const SRC_ADDR: Field = 12..16;
+        pub const DST_ADDR: Field = 16..20;
+    }
+    /// The fixed part; options may follow.
+    pub const HEADER_LEN: usize = field::DST_ADDR.end;
+    pub const FLAG_MORE_FRAGMENTS: u16 = 0x2000;
+    pub const FRAG_OFFSET_MASK: u16 = 0x1FFF;
+}
+
+/// IPv6 (RFC 8200) and the extension headers walked to find the transport.
+pub mod ipv6 {
+    pub mod field {
+        use crate::wire::field::Field;
+        /// Version (4 bits), traffic class (8), flow label (20).
+        pub const VER_TC_FLOW: Field = 0..4;
+        pub const LENGTH: Field = 4..6;
+        pub const NXT_HDR: usize = 6;
+        pub const HOP_LIMIT: usize = 7;
+        pub const SRC_ADDR: Field = 8..24;
+        pub const DST_ADDR: Field = 24..40;
+    }
+    pub const HEADER_LEN: usize = field::DST_ADDR.end;
+
+    /// The start every extension header shares: the next header and a length.
+    pub mod ext {
+        pub const NXT_HDR: usize = 0;
+        /// In 8-byte units not counting the first 8 (options headers), or 4-byte units not counting
+        /// the first 8 (AH).
+        pub const LENGTH: usize = 1;
+        pub const HEADER_LEN: usize = 2;
+    }
+
+    /// The fragment header (always 8 bytes).
+    pub mod frag {
+        use crate::wire::field::Field;
+        pub const NXT_HDR: usize = 0;
+        pub const RESERVED: usize = 1;
+        /// Fragment offset in 8-byte units (13 bits), 2 reserved bits, M flag.
+        pub const FR_OF_M: Field = 2..4;
+        pub const IDENT: Field = 4..8;
+        pub const HEADER_LEN: usize = IDENT.end;
+        pub const OFFSET_MASK: u16 = 0xFFF8;
+        pub const FLAG_MORE: u16 = 0x0001;
+    }
+}
+
+/// VXLAN (RFC 7348).
+pub mod vxlan {
+    pub mod field {
+        use crate::wire::field::{Field, Rest};
+        pub const FLAGS: usize = 0;
+        pub const RESERVED1: Field = 1..4;
+        /// 24 bits; the byte after it is reserved.
+        pub const VNI: Field = 4..7;
+        pub const RESERVED2: usize = 7;
+        pub const PAYLOAD: Rest = 8..;
+    }
+    pub const HEADER_LEN: usize = field::PAYLOAD.start;
+    /// The VNI is valid.
+    pub const FLAG_I: u8 = 0x08;
+    /// VXLAN's IANA port and the port Linux (flannel's default) uses.
+    pub const PORTS: [u16; 2] = [4789, 8472];
+}
+
+/// Geneve (RFC 8926; OVN-Kubernetes, Antrea).
+pub mod geneve {
+    pub mod field {
+        use crate::wire::field::{Field, Rest};
+        /// Version (2 bits) and options length in 4-byte units (6 bits).
+        pub const VER_OPT_LEN: usize = 0;
+        pub const FLAGS: usize = 1;
+        pub const PROTOCOL: Field = 2..4;
+        pub const VNI: Field = 4..7;
+        pub const RESERVED: usize = 7;
+        pub const OPTIONS: Rest = 8..;
+    }
+    pub const HEADER_LEN: usize = field::OPTIONS.start;
+    pub const PORT: u16 = 6081;
+}
+
+/// GRE (RFC 2784/2890): flags and version, protocol, then the optional fields the flags announce.
+pub mod gre {
+    pub mod field {
+        use crate::wire::field::{Field, Rest};
+        pub const FLAGS_VER: Field = 0..2;
+        pub const PROTOCOL: Field = 2..4;
+        pub const OPTIONAL: Rest = 4..;
+    }
+    pub const HEADER_LEN: usize = field::OPTIONAL.start;
+    pub const FLAG_CHECKSUM: u16 = 0x8000;
+    pub const FLAG_ROUTING: u16 = 0x4000;
+    pub const FLAG_KEY: u16 = 0x2000;
+    pub const FLAG_SEQUENCE: u16 = 0x1000;
+    /// Version 0 is GRE; version 1 is PPTP's enhanced GRE.
+    pub const VERSION_MASK: u16 = 0x0007;
+    /// Each optional field (checksum + reserved, key, sequence number) is 4 bytes.
+    pub const OPTIONAL_FIELD_LEN: usize = 4;
+}
+
+/// An IPv4 header whose fixed 20 bytes are there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Net {
-    V4,
-    V6,
+pub struct Ipv4Header<'a>(&'a [u8; ipv4::HEADER_LEN]);
+
+impl<'a> Ipv4Header<'a> {
+    #[inline(always)]
+    pub fn new_checked(b: &'a [u8], at: usize) -> Result<Self, Short> {
+        field::bytes(b, at).map(Ipv4Header)
+    }
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.0[ipv4::field::VER_IHL] >> 4
+    }
+    /// Header length in bytes (options included).
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        ((self.0[ipv4::field::VER_IHL] & 0x0F) as usize) * 4
+    }
+    #[inline(always)]
+    pub fn total_len(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, ipv4::field::LENGTH))
+    }
+    #[inline(always)]
+    pub fn ident(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, ipv4::field::IDENT))
+    }
+    #[inline(always)]
+    pub fn more_fragments(&self) -> bool {
+        u16::from_be_bytes(get(self.0, ipv4::field::FLG_OFF)) & ipv4::FLAG_MORE_FRAGMENTS != 0
+    }
+    /// Fragment offset in bytes.
+    #[inline(always)]
+    pub fn frag_offset(&self) -> u32 {
+        (u16::from_be_bytes(get(self.0, ipv4::field::FLG_OFF)) & ipv4::FRAG_OFFSET_MASK) as u32 * 8
+    }
+    #[inline(always)]
+    pub fn ttl(&self) -> u8 {
+        self.0[ipv4::field::TTL]
+    }
+    #[inline(always)]
+    pub fn protocol(&self) -> IpProtocol {
+        self.0[ipv4::field::PROTOCOL].into()
+    }
+    #[inline(always)]
+    pub fn src_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(get::<4>(self.0, ipv4::field::SRC_ADDR))
+    }
+    #[inline(always)]
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(get::<4>(self.0, ipv4::field::DST_ADDR))
+    }
+}
+
+/// An IPv6 header whose fixed 40 bytes are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Header<'a>(&'a [u8; ipv6::HEADER_LEN]);
+
+impl<'a> Ipv6Header<'a> {
+    #[inline(always)]
+    pub fn new_checked(b: &'a [u8], at: usize) -> Result<Self, Short> {
+        field::bytes(b, at).map(Ipv6Header)
+    }
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.0[ipv6::field::VER_TC_FLOW.start] >> 4
+    }
+    /// Payload length (extension headers included).
+    #[inline(always)]
+    pub fn payload_len(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, ipv6::field::LENGTH))
+    }
+    #[inline(always)]
+    pub fn next_header(&self) -> IpProtocol {
+        self.0[ipv6::field::NXT_HDR].into()
+    }
+    #[inline(always)]
+    pub fn hop_limit(&self) -> u8 {
+        self.0[ipv6::field::HOP_LIMIT]
+    }
+    #[inline(always)]
+    pub fn src_addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(get::<16>(self.0, ipv6::field::SRC_ADDR))
+    }
+    #[inline(always)]
+    pub fn dst_addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(get::<16>(self.0, ipv6::field::DST_ADDR))
+    }
 }
 
 /// Fragment information of an IPv4 packet or of an IPv6 packet with a Fragment header.
@@ -28,24 +225,8 @@ pub struct Ipv4Fragment {
     pub id: u32,
 }
 
-/// VXLAN's IANA port and the port Linux (flannel's default) uses.
-const VXLAN_PORTS: [u16; 2] = [4789, 8472];
-const GENEVE_PORT: u16 = 6081;
 /// Bound on IPv6 extension headers walked, against crafted chains.
 const MAX_IPV6_EXTENSIONS: usize = 16;
-
-const PROTO_HOPOPT: u8 = 0;
-const PROTO_ROUTING: u8 = 43;
-const PROTO_FRAGMENT: u8 = 44;
-const PROTO_AH: u8 = 51;
-const PROTO_DSTOPTS: u8 = 60;
-const PROTO_MOBILITY: u8 = 135;
-const PROTO_HIP: u8 = 139;
-const PROTO_SHIM6: u8 = 140;
-pub(super) const PROTO_UDP: u8 = 17;
-const PROTO_IPIP: u8 = 4;
-const PROTO_IPV6_IN_IP: u8 = 41;
-const PROTO_GRE: u8 = 47;
 
 /// The network layer of a packet: its header and where its payload lies.
 pub(super) struct NetLayer<'a> {
@@ -114,34 +295,28 @@ pub(super) fn network(frame: &[u8], at: usize, net: Net) -> Result<NetLayer<'_>,
 
 #[inline(always)]
 fn ipv4(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
-    let Some(h) = frame.get(at..at + 20) else {
+    let Ok(h) = Ipv4Header::new_checked(frame, at) else {
         return Err(DecodeError::Truncated {
             layer: Layer::Ipv4,
             offset: at,
         });
     };
-    if h[0] >> 4 != 4 {
+    if h.version() != 4 {
         return Err(DecodeError::Malformed {
             layer: Layer::Ipv4,
             offset: at,
             what: "IP version is not 4",
         });
     }
-    let header_len = ((h[0] & 0x0F) as usize) * 4;
-    if header_len < 20 {
+    let header_len = h.header_len();
+    if header_len < ipv4::HEADER_LEN {
         return Err(DecodeError::Malformed {
             layer: Layer::Ipv4,
             offset: at,
             what: "IPv4 header length below 20",
         });
     }
-    let declared = u16::from_be_bytes([h[2], h[3]]) as usize;
-    let ident = u16::from_be_bytes([h[4], h[5]]);
-    let frag_field = u16::from_be_bytes([h[6], h[7]]);
-    let ttl = h[8];
-    let proto = h[9];
-    let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
-    let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+    let declared = h.total_len() as usize;
     if frame.len() < at + header_len {
         return Err(DecodeError::Truncated {
             layer: Layer::Ipv4,
@@ -156,7 +331,7 @@ fn ipv4(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
     } else if declared < header_len {
         return Err(DecodeError::Malformed {
             layer: Layer::Ipv4,
-            offset: at + 2,
+            offset: at + ipv4::field::LENGTH.start,
             what: "IPv4 total length below the header length",
         });
     } else {
@@ -166,18 +341,19 @@ fn ipv4(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
     // Ignore link padding beyond the IP packet.
     let ip_bytes = &frame[..at + total_len.min(captured)];
 
-    let more_fragments = frag_field & 0x2000 != 0;
-    let frag_offset = ((frag_field & 0x1FFF) as u32) * 8;
+    let ident = h.ident();
+    let more_fragments = h.more_fragments();
+    let frag_offset = h.frag_offset();
     let fragment = (more_fragments || frag_offset != 0).then_some(Ipv4Fragment {
         offset: frag_offset,
         more_fragments,
         id: ident as u32,
     });
     let ip = IpHeader {
-        src: IpAddr::V4(src),
-        dst: IpAddr::V4(dst),
-        proto,
-        ttl,
+        src: IpAddr::V4(h.src_addr()),
+        dst: IpAddr::V4(h.dst_addr()),
+        proto: h.protocol(),
+        ttl: h.ttl(),
         ident,
         total_len: total_len as u32,
         fragment,
@@ -193,78 +369,61 @@ fn ipv4(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
 
 #[inline(always)]
 fn ipv6(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
-    let Some(h) = frame.get(at..at + 40) else {
+    let Ok(h) = Ipv6Header::new_checked(frame, at) else {
         return Err(DecodeError::Truncated {
             layer: Layer::Ipv6,
             offset: at,
         });
     };
-    if h[0] >> 4 != 6 {
+    if h.version() != 6 {
         return Err(DecodeError::Malformed {
             layer: Layer::Ipv6,
             offset: at,
             what: "IP version is not 6",
         });
     }
-    let declared = u16::from_be_bytes([h[4], h[5]]) as usize;
-    let mut next = h[6];
-    let hop_limit = h[7];
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&h[8..24]);
-    let src = Ipv6Addr::from(a);
-    a.copy_from_slice(&h[24..40]);
-    let dst = Ipv6Addr::from(a);
-    let captured = frame.len() - at - 40;
+    let declared = h.payload_len() as usize;
+    let mut next = h.next_header();
+    let captured = frame.len() - at - ipv6::HEADER_LEN;
     // Payload length 0: a jumbogram or a TSO super-segment; use what was captured.
     let payload_total = if declared == 0 { captured } else { declared };
     let ip_truncated = captured < payload_total;
-    let ip_bytes = &frame[..at + 40 + payload_total.min(captured)];
+    let ip_bytes = &frame[..at + ipv6::HEADER_LEN + payload_total.min(captured)];
 
-    let mut p = at + 40;
+    let mut p = at + ipv6::HEADER_LEN;
     let mut remaining = payload_total;
     let mut fragment = None;
     let mut later_fragment = false;
+    let cut = |p: usize| {
+        move |_: Short| DecodeError::Truncated {
+            layer: Layer::Ipv6,
+            offset: p,
+        }
+    };
     for _ in 0..MAX_IPV6_EXTENSIONS {
         let ext_len = match next {
-            PROTO_HOPOPT | PROTO_ROUTING | PROTO_DSTOPTS | PROTO_MOBILITY | PROTO_HIP
-            | PROTO_SHIM6 => {
-                let Some(e) = ip_bytes.get(p..p + 2) else {
-                    return Err(DecodeError::Truncated {
-                        layer: Layer::Ipv6,
-                        offset: p,
-                    });
-                };
-                next = e[0];
-                (e[1] as usize + 1) * 8
-            }
-            PROTO_AH => {
-                let Some(e) = ip_bytes.get(p..p + 2) else {
-                    return Err(DecodeError::Truncated {
-                        layer: Layer::Ipv6,
-                        offset: p,
-                    });
-                };
-                next = e[0];
-                (e[1] as usize + 2) * 4
-            }
-            PROTO_FRAGMENT => {
-                let Some(e) = ip_bytes.get(p..p + 8) else {
-                    return Err(DecodeError::Truncated {
-                        layer: Layer::Ipv6,
-                        offset: p,
-                    });
-                };
-                next = e[0];
-                let field = u16::from_be_bytes([e[2], e[3]]);
-                let offset = (field & 0xFFF8) as u32;
-                let more_fragments = field & 1 != 0;
+            IpProtocol::Ipv6Frag => {
+                let e = field::bytes::<{ ipv6::frag::HEADER_LEN }>(ip_bytes, p).map_err(cut(p))?;
+                next = e[ipv6::frag::NXT_HDR].into();
+                let fr_of_m = u16::from_be_bytes(get(e, ipv6::frag::FR_OF_M));
+                let offset = (fr_of_m & ipv6::frag::OFFSET_MASK) as u32;
                 fragment = Some(Ipv4Fragment {
                     offset,
-                    more_fragments,
-                    id: u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+                    more_fragments: fr_of_m & ipv6::frag::FLAG_MORE != 0,
+                    id: u32::from_be_bytes(get(e, ipv6::frag::IDENT)),
                 });
                 later_fragment = offset != 0;
-                8
+                ipv6::frag::HEADER_LEN
+            }
+            IpProtocol::Ah => {
+                let e = field::bytes::<{ ipv6::ext::HEADER_LEN }>(ip_bytes, p).map_err(cut(p))?;
+                next = e[ipv6::ext::NXT_HDR].into();
+                (e[ipv6::ext::LENGTH] as usize + 2) * 4
+            }
+            proto if proto.is_ipv6_option_header() => {
+                let e = field::bytes::<{ ipv6::ext::HEADER_LEN }>(ip_bytes, p).map_err(cut(p))?;
+                next = e[ipv6::ext::NXT_HDR].into();
+                (e[ipv6::ext::LENGTH] as usize + 1) * 8
             }
             _ => break,
         };
@@ -282,12 +441,12 @@ fn ipv6(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
         }
     }
     let ip = IpHeader {
-        src: IpAddr::V6(src),
-        dst: IpAddr::V6(dst),
+        src: IpAddr::V6(h.src_addr()),
+        dst: IpAddr::V6(h.dst_addr()),
         proto: next,
-        ttl: hop_limit,
+        ttl: h.hop_limit(),
         ident: 0,
-        total_len: (40 + payload_total) as u32,
+        total_len: (ipv6::HEADER_LEN + payload_total) as u32,
         fragment,
     };
     Ok(NetLayer {
@@ -301,10 +460,10 @@ fn ipv6(frame: &[u8], at: usize) -> Result<NetLayer<'_>, DecodeError> {
 
 /// Whether the transport may be a tunnel we open: the cheap test on the hot path.
 #[inline(always)]
-fn may_be_tunnel(t: &Transport<'_>, proto: u8) -> bool {
+fn may_be_tunnel(t: &Transport<'_>, proto: IpProtocol) -> bool {
     match t {
-        Transport::Udp(u) => VXLAN_PORTS.contains(&u.dst_port) || u.dst_port == GENEVE_PORT,
-        Transport::Other => matches!(proto, PROTO_IPIP | PROTO_IPV6_IN_IP | PROTO_GRE),
+        Transport::Udp(u) => vxlan::PORTS.contains(&u.dst_port) || u.dst_port == geneve::PORT,
+        Transport::Other => matches!(proto, IpProtocol::IpIp | IpProtocol::Ipv6 | IpProtocol::Gre),
         _ => false,
     }
 }
@@ -327,12 +486,12 @@ fn open_tunnel<'a>(
     };
     let (b, at) = (n.ip_bytes, t.payload_at);
     match t.transport {
-        Transport::Udp(udp) if VXLAN_PORTS.contains(&udp.dst_port) => vxlan(b, at, &outer),
-        Transport::Udp(udp) if udp.dst_port == GENEVE_PORT => geneve(b, at, &outer),
+        Transport::Udp(udp) if vxlan::PORTS.contains(&udp.dst_port) => vxlan(b, at, &outer),
+        Transport::Udp(udp) if udp.dst_port == geneve::PORT => geneve(b, at, &outer),
         Transport::Other => match n.ip.proto {
-            PROTO_IPIP => inner_packet(b, at, Inner::Ip(Net::V4), 0, &outer),
-            PROTO_IPV6_IN_IP => inner_packet(b, at, Inner::Ip(Net::V6), 0, &outer),
-            PROTO_GRE => gre(b, at, &outer),
+            IpProtocol::IpIp => inner_packet(b, at, Inner::Ip(Net::V4), 0, &outer),
+            IpProtocol::Ipv6 => inner_packet(b, at, Inner::Ip(Net::V6), 0, &outer),
+            IpProtocol::Gre => gre(b, at, &outer),
             _ => None,
         },
         _ => None,
@@ -351,6 +510,18 @@ struct Outer {
 enum Inner {
     Ethernet,
     Ip(Net),
+}
+
+impl Inner {
+    /// What a Geneve or GRE protocol field announces.
+    fn of(ethertype: EtherType) -> Option<Inner> {
+        match ethertype {
+            EtherType::TransparentEthernet => Some(Inner::Ethernet),
+            EtherType::Ipv4 => Some(Inner::Ip(Net::V4)),
+            EtherType::Ipv6 => Some(Inner::Ip(Net::V6)),
+            _ => None,
+        }
+    }
 }
 
 /// Decode the packet a tunnel carries at `at`.
@@ -378,61 +549,69 @@ fn inner_packet<'a>(
     Some(packet)
 }
 
-/// VXLAN (RFC 7348): 8 bytes, flags with the I bit, 24-bit VNI, then an Ethernet frame.
+/// A 24-bit VNI (VXLAN, Geneve).
+fn vni(h: &[u8; 8], f: field::Field) -> u32 {
+    let [a, b, c] = get::<3>(h, f);
+    u32::from_be_bytes([0, a, b, c])
+}
+
+/// VXLAN: flags with the I bit, 24-bit VNI, then an Ethernet frame.
 fn vxlan<'a>(ip_bytes: &'a [u8], at: usize, outer: &Outer) -> Option<Packet<'a>> {
-    let h = ip_bytes.get(at..at + 8)?;
+    let h = field::bytes::<{ vxlan::HEADER_LEN }>(ip_bytes, at).ok()?;
     // The I flag says the VNI is valid; without it this is not VXLAN as we know it.
-    if h[0] & 0x08 == 0 {
+    if h[vxlan::field::FLAGS] & vxlan::FLAG_I == 0 {
         return None;
     }
-    let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
-    inner_packet(ip_bytes, at + 8, Inner::Ethernet, vni, outer)
+    let vni = vni(h, vxlan::field::VNI);
+    inner_packet(
+        ip_bytes,
+        at + vxlan::HEADER_LEN,
+        Inner::Ethernet,
+        vni,
+        outer,
+    )
 }
 
-/// Geneve (RFC 8926; OVN-Kubernetes, Antrea): 8 bytes plus options, protocol type, 24-bit VNI.
+/// Geneve: 8 bytes plus options, protocol type, 24-bit VNI.
 fn geneve<'a>(ip_bytes: &'a [u8], at: usize, outer: &Outer) -> Option<Packet<'a>> {
-    let h = ip_bytes.get(at..at + 8)?;
-    if h[0] >> 6 != 0 {
+    let h = field::bytes::<{ geneve::HEADER_LEN }>(ip_bytes, at).ok()?;
+    let ver_opt_len = h[geneve::field::VER_OPT_LEN];
+    if ver_opt_len >> 6 != 0 {
         return None;
     }
-    let options_len = ((h[0] & 0x3F) as usize) * 4;
-    let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
-    let inner = match u16::from_be_bytes([h[2], h[3]]) {
-        0x6558 => Inner::Ethernet,
-        0x0800 => Inner::Ip(Net::V4),
-        0x86DD => Inner::Ip(Net::V6),
-        _ => return None,
-    };
-    inner_packet(ip_bytes, at + 8 + options_len, inner, vni, outer)
+    let options_len = ((ver_opt_len & 0x3F) as usize) * 4;
+    let vni = vni(h, geneve::field::VNI);
+    let inner = Inner::of(u16::from_be_bytes(get(h, geneve::field::PROTOCOL)).into())?;
+    inner_packet(
+        ip_bytes,
+        at + geneve::HEADER_LEN + options_len,
+        inner,
+        vni,
+        outer,
+    )
 }
 
-/// GRE (RFC 2784/2890) carrying IP or Ethernet; the key, if present, is reported as the VNI.
+/// GRE carrying IP or Ethernet; the key, if present, is reported as the VNI.
 fn gre<'a>(ip_bytes: &'a [u8], at: usize, outer: &Outer) -> Option<Packet<'a>> {
-    let h = ip_bytes.get(at..at + 4)?;
-    let flags = u16::from_be_bytes([h[0], h[1]]);
+    let h = field::bytes::<{ gre::HEADER_LEN }>(ip_bytes, at).ok()?;
+    let flags = u16::from_be_bytes(get(h, gre::field::FLAGS_VER));
     // Version 0 only (version 1 is PPTP's enhanced GRE); no routing field.
-    if flags & 0x0007 != 0 || flags & 0x4000 != 0 {
+    if flags & gre::VERSION_MASK != 0 || flags & gre::FLAG_ROUTING != 0 {
         return None;
     }
-    let mut p = at + 4;
-    if flags & 0x8000 != 0 {
-        p += 4;
+    let mut p = at + gre::HEADER_LEN;
+    if flags & gre::FLAG_CHECKSUM != 0 {
+        p += gre::OPTIONAL_FIELD_LEN;
     }
     let mut key = 0;
-    if flags & 0x2000 != 0 {
-        let k = ip_bytes.get(p..p + 4)?;
-        key = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
-        p += 4;
+    if flags & gre::FLAG_KEY != 0 {
+        key = field::be32(ip_bytes, field::at::<4>(p)).ok()?;
+        p += gre::OPTIONAL_FIELD_LEN;
     }
-    if flags & 0x1000 != 0 {
-        p += 4;
+    if flags & gre::FLAG_SEQUENCE != 0 {
+        p += gre::OPTIONAL_FIELD_LEN;
     }
-    let inner = match u16::from_be_bytes([h[2], h[3]]) {
-        0x6558 => Inner::Ethernet,
-        0x0800 => Inner::Ip(Net::V4),
-        0x86DD => Inner::Ip(Net::V6),
-        _ => return None,
-    };
+    let inner = Inner::of(u16::from_be_bytes(get(h, gre::field::PROTOCOL)).into())?;
     inner_packet(ip_bytes, p, inner, key, outer)
 }
 
@@ -454,12 +633,12 @@ pub(super) fn icmp_quote(frame: &[u8], at: usize, net: Net, link: LinkMeta) -> O
     let Transport::Icmp { v6, icmp_type, .. } = t.transport else {
         return None;
     };
-    let is_error = if v6 {
-        (1..=4).contains(&icmp_type)
+    let quotes = if v6 {
+        Icmpv6Message::from(icmp_type).quotes_packet()
     } else {
-        matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+        Icmpv4Message::from(icmp_type).quotes_packet()
     };
-    if !is_error {
+    if !quotes {
         return None;
     }
     let inner = match n.ip_bytes.get(t.payload_at)? >> 4 {
@@ -473,11 +652,71 @@ pub(super) fn icmp_quote(frame: &[u8], at: usize, net: Net, link: LinkMeta) -> O
 #[cfg(test)]
 mod tests {
     use crate::capture::test_support::*;
-    use crate::wire::{decode, DecodeError, Layer, PacketDirection, TcpOptions, Transport};
+    use crate::wire::{
+        decode, DecodeError, IpProtocol, Layer, PacketDirection, TcpOptions, Transport,
+    };
     use std::net::IpAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn header_views_check_once_then_read_every_field() {
+        use crate::wire::ip::*;
+        let f = tcp([10, 1, 2, 3], 1, [10, 9, 8, 7], 2)
+            .ttl(63)
+            .ident(0xBEEF)
+            .fragment(1480, true)
+            .raw();
+        let h = Ipv4Header::new_checked(&f, 0).unwrap();
+        assert_eq!((h.version(), h.header_len()), (4, 20));
+        assert_eq!(
+            (h.total_len() as usize, h.ident(), h.ttl()),
+            (f.len(), 0xBEEF, 63)
+        );
+        assert_eq!((h.more_fragments(), h.frag_offset()), (true, 1480));
+        assert_eq!(h.protocol(), IpProtocol::Tcp);
+        assert_eq!(
+            (h.src_addr().octets(), h.dst_addr().octets()),
+            ([10, 1, 2, 3], [10, 9, 8, 7])
+        );
+        assert!(Ipv4Header::new_checked(&f[..19], 0).is_err());
+        assert!(Ipv4Header::new_checked(&f[..20], 1).is_err());
+
+        let f = udp_v6("fd00::1", 53, "fd00::2", 9).payload(b"abc").raw();
+        let h = Ipv6Header::new_checked(&f, 0).unwrap();
+        assert_eq!((h.version(), h.payload_len(), h.hop_limit()), (6, 11, 64));
+        assert_eq!(h.next_header(), IpProtocol::Udp);
+        assert_eq!(
+            (IpAddr::V6(h.src_addr()), IpAddr::V6(h.dst_addr())),
+            (ip("fd00::1"), ip("fd00::2"))
+        );
+        assert!(Ipv6Header::new_checked(&f[..39], 0).is_err());
+
+        for f in [
+            ipv4::field::LENGTH,
+            ipv4::field::IDENT,
+            ipv4::field::FLG_OFF,
+            ipv4::field::CHECKSUM,
+            ipv4::field::SRC_ADDR,
+            ipv4::field::DST_ADDR,
+        ] {
+            assert!(f.end <= ipv4::HEADER_LEN, "{f:?}");
+        }
+        const { assert!(ipv4::field::PROTOCOL < ipv4::HEADER_LEN) };
+        for f in [
+            ipv6::field::VER_TC_FLOW,
+            ipv6::field::LENGTH,
+            ipv6::field::SRC_ADDR,
+            ipv6::field::DST_ADDR,
+        ] {
+            assert!(f.end <= ipv6::HEADER_LEN, "{f:?}");
+        }
+        const { assert!(vxlan::field::VNI.end <= vxlan::HEADER_LEN) };
+        const { assert!(geneve::field::VNI.end <= geneve::HEADER_LEN) };
+        const { assert!(gre::field::PROTOCOL.end <= gre::HEADER_LEN) };
+        assert_eq!(ipv6::frag::HEADER_LEN, 8);
     }
 
     #[test]
@@ -500,7 +739,7 @@ mod tests {
         assert_eq!(p.ip.dst, ip("10.9.8.7"));
         assert_eq!(
             (p.ip.proto, p.ip.ttl, p.ip.ident, p.ip.fragment),
-            (6, 63, 0xBEEF, None)
+            (IpProtocol::Tcp, 63, 0xBEEF, None)
         );
         assert_eq!(p.ip.total_len as usize, f.len() - 14);
         assert!(!p.truncated && p.tunnel.is_none() && p.link.vlan.is_none());
@@ -632,7 +871,7 @@ mod tests {
         let plen = (f.len() - 40) as u16;
         f[4..6].copy_from_slice(&plen.to_be_bytes());
         let p = decode(LINKTYPE_IPV6, &f).unwrap();
-        assert_eq!(p.ip.proto, 6);
+        assert_eq!(p.ip.proto, IpProtocol::Tcp);
         assert_eq!((p.ip.src, p.ip.ident), (ip("fd00::1"), 0));
         let Transport::Tcp(t) = p.transport else {
             panic!()
@@ -656,7 +895,7 @@ mod tests {
             .fragment(0, true)
             .raw();
         let p = decode(LINKTYPE_RAW, &first).unwrap();
-        assert_eq!(p.ip.proto, 17);
+        assert_eq!(p.ip.proto, IpProtocol::Udp);
         let frag = p.ip.fragment.unwrap();
         assert_eq!((frag.offset, frag.more_fragments, frag.id), (0, true, 9));
         assert!(matches!(p.transport, Transport::Udp(_)));

@@ -8,26 +8,22 @@
 //! Invariant: nothing in this module allocates per packet or panics on any input.
 
 pub mod dns;
+pub mod field;
+pub mod ip;
 pub mod link;
-
-mod ip;
-mod transport;
+pub mod proto;
+pub mod transport;
 
 pub use ip::Ipv4Fragment;
-pub use link::icmp_quote;
+pub use proto::{EtherType, Icmpv4Message, Icmpv6Message, IpProtocol, LinkType, PppProtocol};
 
 use std::net::IpAddr;
 
-/// Link types we decode (pcap LINKTYPE_* values).
-pub mod linktype {
-    pub const NULL: u32 = 0;
-    pub const ETHERNET: u32 = 1;
-    pub const RAW: u32 = 101;
-    pub const LOOP: u32 = 108;
-    pub const LINUX_SLL: u32 = 113;
-    pub const IPV4: u32 = 228;
-    pub const IPV6: u32 = 229;
-    pub const LINUX_SLL2: u32 = 276;
+/// Network protocol chosen by the link layer (or by a tunnel header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    V4,
+    V6,
 }
 
 /// TCP flag bits as on the wire (low byte of the flags field).
@@ -81,8 +77,8 @@ pub struct Tunnel {
 pub struct IpHeader {
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// IP protocol number of the transport (after IPv6 extension headers).
-    pub proto: u8,
+    /// The transport's protocol (after IPv6 extension headers).
+    pub proto: IpProtocol,
     pub ttl: u8,
     /// IPv4 identification; 0 for IPv6.
     pub ident: u16,
@@ -188,7 +184,16 @@ pub enum DecodeError {
     },
 }
 
-/// Decode one captured frame of the given link type.
+/// Decode one captured frame of the given link type (a pcap LINKTYPE_* value, see `LinkType`).
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
-    link::decode(linktype, frame)
+    let (net, at, end, link) = link::locate_ip(LinkType::from(linktype), frame)?;
+    ip::decode(&frame[..end], at, net, link, true)
+}
+
+/// For an ICMP/ICMPv6 error (port unreachable, time exceeded...), the packet it quotes, decoded as far
+/// as the quote goes (usually `truncated`; addresses and ports as the original sender sent them).
+/// `None` for any other frame. Costs a second decode: call it only for ICMP errors.
+pub fn icmp_quote(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
+    let (net, at, end, link) = link::locate_ip(LinkType::from(linktype), frame).ok()?;
+    ip::icmp_quote(&frame[..end], at, net, link)
 }

@@ -1,11 +1,138 @@
 //! TCP (with the options the detectors need), UDP and ICMP.
 
+use super::field::{self, get, Short};
+use super::proto::IpProtocol;
 use super::{DecodeError, Layer, TcpOptions, TcpSegment, Transport, UdpDatagram};
+use tcp::option::{
+    END, MSS, MSS_LEN, NOP, SACK_PERMITTED, SACK_PERMITTED_LEN, TIMESTAMPS, TIMESTAMPS_LEN, WSCALE,
+    WSCALE_LEN,
+};
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = super::ip::PROTO_UDP;
-const PROTO_ICMPV6: u8 = 58;
+/// TCP (RFC 9293).
+pub mod tcp {
+    pub mod field {
+        use crate::wire::field::{Field, Rest};
+        pub const SRC_PORT: Field = 0..2;
+        pub const DST_PORT: Field = 2..4;
+        pub const SEQ_NUM: Field = 4..8;
+        pub const ACK_NUM: Field = 8..12;
+        /// Data offset in 32-bit words (upper 4 bits).
+        pub const DATA_OFF: usize = 12;
+        /// The flag bits (`wire::tcp_flags`).
+        pub const FLAGS: usize = 13;
+        pub const WIN_SIZE: Field = 14..16;
+        pub const CHECKSUM: Field = 16..18;
+        pub const URGENT: Field = 18..20;
+        pub const OPTIONS: Rest = 20..;
+    }
+    /// The fixed part; options may follow.
+    pub const HEADER_LEN: usize = field::OPTIONS.start;
+
+    /// Option kinds (and the lengths of the ones we keep), as on the wire.
+    pub mod option {
+        pub const END: u8 = 0;
+        pub const NOP: u8 = 1;
+        pub const MSS: u8 = 2;
+        pub const MSS_LEN: u8 = 4;
+        pub const WSCALE: u8 = 3;
+        pub const WSCALE_LEN: u8 = 3;
+        pub const SACK_PERMITTED: u8 = 4;
+        pub const SACK_PERMITTED_LEN: u8 = 2;
+        pub const TIMESTAMPS: u8 = 8;
+        pub const TIMESTAMPS_LEN: u8 = 10;
+    }
+}
+
+/// UDP (RFC 768).
+pub mod udp {
+    pub mod field {
+        use crate::wire::field::{Field, Rest};
+        pub const SRC_PORT: Field = 0..2;
+        pub const DST_PORT: Field = 2..4;
+        /// Header and payload; 0 for a jumbogram or a GSO super-datagram.
+        pub const LENGTH: Field = 4..6;
+        pub const CHECKSUM: Field = 6..8;
+        pub const PAYLOAD: Rest = 8..;
+    }
+    pub const HEADER_LEN: usize = field::PAYLOAD.start;
+}
+
+/// ICMP and ICMPv6 share the first four bytes; the rest of the 8-byte header depends on the type,
+/// and an error's quote follows it.
+pub mod icmp {
+    pub mod field {
+        use crate::wire::field::{Field, Rest};
+        pub const TYPE: usize = 0;
+        pub const CODE: usize = 1;
+        pub const CHECKSUM: Field = 2..4;
+        pub const REST_OF_HEADER: Field = 4..8;
+        pub const PAYLOAD: Rest = 8..;
+    }
+    pub const HEADER_LEN: usize = field::PAYLOAD.start;
+}
+
+/// A TCP header whose fixed 20 bytes are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeader<'a>(&'a [u8; tcp::HEADER_LEN]);
+
+impl<'a> TcpHeader<'a> {
+    #[inline(always)]
+    pub fn new_checked(b: &'a [u8], at: usize) -> Result<Self, Short> {
+        field::bytes(b, at).map(TcpHeader)
+    }
+    #[inline(always)]
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, tcp::field::SRC_PORT))
+    }
+    #[inline(always)]
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, tcp::field::DST_PORT))
+    }
+    #[inline(always)]
+    pub fn seq_number(&self) -> u32 {
+        u32::from_be_bytes(get(self.0, tcp::field::SEQ_NUM))
+    }
+    #[inline(always)]
+    pub fn ack_number(&self) -> u32 {
+        u32::from_be_bytes(get(self.0, tcp::field::ACK_NUM))
+    }
+    /// Header length in bytes (options included).
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        ((self.0[tcp::field::DATA_OFF] >> 4) as usize) * 4
+    }
+    #[inline(always)]
+    pub fn flags(&self) -> u8 {
+        self.0[tcp::field::FLAGS]
+    }
+    #[inline(always)]
+    pub fn window_len(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, tcp::field::WIN_SIZE))
+    }
+}
+
+/// A UDP header whose 8 bytes are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpHeader<'a>(&'a [u8; udp::HEADER_LEN]);
+
+impl<'a> UdpHeader<'a> {
+    #[inline(always)]
+    pub fn new_checked(b: &'a [u8], at: usize) -> Result<Self, Short> {
+        field::bytes(b, at).map(UdpHeader)
+    }
+    #[inline(always)]
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, udp::field::SRC_PORT))
+    }
+    #[inline(always)]
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, udp::field::DST_PORT))
+    }
+    #[inline(always)]
+    pub fn length(&self) -> u16 {
+        u16::from_be_bytes(get(self.0, udp::field::LENGTH))
+    }
+}
 
 /// A decoded transport and where its payload starts in the frame.
 pub(super) struct Decoded<'a> {
@@ -22,30 +149,32 @@ pub(super) struct Decoded<'a> {
 pub(super) fn decode(
     ip_bytes: &[u8],
     at: usize,
-    proto: u8,
+    proto: IpProtocol,
     payload_len: u32,
     fragmented: bool,
 ) -> Result<Decoded<'_>, DecodeError> {
     match proto {
-        PROTO_TCP => tcp(ip_bytes, at, payload_len),
-        PROTO_UDP => udp(ip_bytes, at, payload_len, fragmented),
-        PROTO_ICMP | PROTO_ICMPV6 => Ok(match ip_bytes.get(at..at + 2) {
-            Some(h) => Decoded {
-                transport: Transport::Icmp {
-                    v6: proto == PROTO_ICMPV6,
-                    icmp_type: h[0],
-                    code: h[1],
+        IpProtocol::Tcp => tcp(ip_bytes, at, payload_len),
+        IpProtocol::Udp => udp(ip_bytes, at, payload_len, fragmented),
+        IpProtocol::Icmp | IpProtocol::Icmpv6 => {
+            Ok(match field::bytes::<2>(ip_bytes, at + icmp::field::TYPE) {
+                Ok(h) => Decoded {
+                    transport: Transport::Icmp {
+                        v6: proto == IpProtocol::Icmpv6,
+                        icmp_type: h[icmp::field::TYPE],
+                        code: h[icmp::field::CODE],
+                    },
+                    truncated: false,
+                    // The rest of the 8-byte ICMP header comes first; an error's quote follows it.
+                    payload_at: at + icmp::HEADER_LEN,
                 },
-                truncated: false,
-                // The rest of the 8-byte ICMP header comes first; an error's quote follows it.
-                payload_at: at + 8,
-            },
-            None => Decoded {
-                transport: Transport::Other,
-                truncated: true,
-                payload_at: at,
-            },
-        }),
+                Err(_) => Decoded {
+                    transport: Transport::Other,
+                    truncated: true,
+                    payload_at: at,
+                },
+            })
+        }
         _ => Ok(Decoded {
             transport: Transport::Other,
             truncated: false,
@@ -56,37 +185,37 @@ pub(super) fn decode(
 
 #[inline(always)]
 fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, DecodeError> {
-    if ip_payload_len < 20 {
+    if ip_payload_len < tcp::HEADER_LEN as u32 {
         return Err(DecodeError::Malformed {
             layer: Layer::Tcp,
             offset: at,
             what: "IP payload shorter than a TCP header",
         });
     }
-    let Some(h) = ip_bytes.get(at..at + 20) else {
+    let Ok(h) = TcpHeader::new_checked(ip_bytes, at) else {
         return Err(DecodeError::Truncated {
             layer: Layer::Tcp,
             offset: at,
         });
     };
-    let header_len = ((h[12] >> 4) as usize) * 4;
-    if header_len < 20 {
+    let header_len = h.header_len();
+    if header_len < tcp::HEADER_LEN {
         return Err(DecodeError::Malformed {
             layer: Layer::Tcp,
-            offset: at + 12,
+            offset: at + tcp::field::DATA_OFF,
             what: "TCP data offset below 5",
         });
     }
     if header_len as u32 > ip_payload_len {
         return Err(DecodeError::Malformed {
             layer: Layer::Tcp,
-            offset: at + 12,
+            offset: at + tcp::field::DATA_OFF,
             what: "TCP header longer than the IP payload",
         });
     }
     let header_end = at + header_len;
     let options_captured = ip_bytes
-        .get(at + 20..header_end.min(ip_bytes.len()))
+        .get(at + tcp::HEADER_LEN..header_end.min(ip_bytes.len()))
         .unwrap_or(&[]);
     let options = parse_options(options_captured);
     let payload_len = ip_payload_len - header_len as u32;
@@ -97,12 +226,12 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
     let truncated = ip_bytes.len() < header_end || payload.len() < payload_len as usize;
     Ok(Decoded {
         transport: Transport::Tcp(TcpSegment {
-            src_port: u16::from_be_bytes([h[0], h[1]]),
-            dst_port: u16::from_be_bytes([h[2], h[3]]),
-            seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-            ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-            flags: h[13],
-            window: u16::from_be_bytes([h[14], h[15]]),
+            src_port: h.src_port(),
+            dst_port: h.dst_port(),
+            seq: h.seq_number(),
+            ack: h.ack_number(),
+            flags: h.flags(),
+            window: h.window_len(),
             options,
             payload_len,
             payload,
@@ -117,7 +246,7 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
 /// per packet.
 fn parse_options(o: &[u8]) -> TcpOptions {
     match o {
-        [1, 1, 8, 10, a, b, c, d, e, f, g, h, ..] => TcpOptions {
+        [NOP, NOP, TIMESTAMPS, TIMESTAMPS_LEN, a, b, c, d, e, f, g, h, ..] => TcpOptions {
             timestamp: Some((
                 u32::from_be_bytes([*a, *b, *c, *d]),
                 u32::from_be_bytes([*e, *f, *g, *h]),
@@ -133,7 +262,7 @@ fn parse_options(o: &[u8]) -> TcpOptions {
 fn tcp_options(mut o: &[u8]) -> TcpOptions {
     let mut opts = TcpOptions::default();
     // Fast path: Linux puts NOP, NOP, Timestamps on every segment after the handshake.
-    if let [1, 1, 8, 10, a, b, c, d, e, f, g, h] = *o {
+    if let [NOP, NOP, TIMESTAMPS, TIMESTAMPS_LEN, a, b, c, d, e, f, g, h] = *o {
         opts.timestamp = Some((
             u32::from_be_bytes([a, b, c, d]),
             u32::from_be_bytes([e, f, g, h]),
@@ -142,32 +271,31 @@ fn tcp_options(mut o: &[u8]) -> TcpOptions {
     }
     while let Some(&kind) = o.first() {
         match kind {
-            0 => break,
-            1 => {
+            END => break,
+            NOP => {
                 o = &o[1..];
                 continue;
             }
             _ => {}
         }
         let Some(&len) = o.get(1) else { break };
-        let len = len as usize;
-        if len < 2 || len > o.len() {
+        if len < 2 || len as usize > o.len() {
             break;
         }
-        let v = &o[2..len];
-        match (kind, len) {
-            (2, 4) => opts.mss = Some(u16::from_be_bytes([v[0], v[1]])),
-            (3, 3) => opts.wscale = Some(v[0]),
-            (4, 2) => opts.sack_permitted = true,
-            (8, 10) => {
+        let v = &o[2..len as usize];
+        match (kind, len, v) {
+            (MSS, MSS_LEN, &[a, b]) => opts.mss = Some(u16::from_be_bytes([a, b])),
+            (WSCALE, WSCALE_LEN, &[shift]) => opts.wscale = Some(shift),
+            (SACK_PERMITTED, SACK_PERMITTED_LEN, _) => opts.sack_permitted = true,
+            (TIMESTAMPS, TIMESTAMPS_LEN, &[a, b, c, d, e, f, g, h]) => {
                 opts.timestamp = Some((
-                    u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-                    u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
+                    u32::from_be_bytes([a, b, c, d]),
+                    u32::from_be_bytes([e, f, g, h]),
                 ))
             }
             _ => {}
         }
-        o = &o[len..];
+        o = &o[len as usize..];
     }
     opts
 }
@@ -179,36 +307,37 @@ fn udp(
     ip_payload_len: u32,
     fragmented: bool,
 ) -> Result<Decoded<'_>, DecodeError> {
-    if ip_payload_len < 8 {
+    const HEADER_LEN: u32 = udp::HEADER_LEN as u32;
+    if ip_payload_len < HEADER_LEN {
         return Err(DecodeError::Malformed {
             layer: Layer::Udp,
             offset: at,
             what: "IP payload shorter than a UDP header",
         });
     }
-    let Some(h) = ip_bytes.get(at..at + 8) else {
+    let Ok(h) = UdpHeader::new_checked(ip_bytes, at) else {
         return Err(DecodeError::Truncated {
             layer: Layer::Udp,
             offset: at,
         });
     };
-    let udp_len = u16::from_be_bytes([h[4], h[5]]) as u32;
+    let udp_len = h.length() as u32;
     let payload_len = if udp_len == 0 {
         // Jumbogram or GSO super-datagram: the IP length is the only length.
-        ip_payload_len - 8
-    } else if udp_len < 8 {
+        ip_payload_len - HEADER_LEN
+    } else if udp_len < HEADER_LEN {
         return Err(DecodeError::Malformed {
             layer: Layer::Udp,
-            offset: at + 4,
+            offset: at + udp::field::LENGTH.start,
             what: "UDP length below 8",
         });
     } else if fragmented {
-        udp_len - 8
+        udp_len - HEADER_LEN
     } else {
         // A UDP length beyond the IP payload is a lie; the IP length bounds what was sent.
-        udp_len.min(ip_payload_len) - 8
+        udp_len.min(ip_payload_len) - HEADER_LEN
     };
-    let start = at + 8;
+    let start = at + udp::HEADER_LEN;
     let end = start
         .saturating_add(payload_len as usize)
         .min(ip_bytes.len());
@@ -217,8 +346,8 @@ fn udp(
     let truncated = !fragmented && payload.len() < payload_len as usize;
     Ok(Decoded {
         transport: Transport::Udp(UdpDatagram {
-            src_port: u16::from_be_bytes([h[0], h[1]]),
-            dst_port: u16::from_be_bytes([h[2], h[3]]),
+            src_port: h.src_port(),
+            dst_port: h.dst_port(),
             payload_len,
             payload,
         }),
@@ -230,6 +359,53 @@ fn udp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_views_check_once_then_read_every_field() {
+        let mut b = [0u8; tcp::HEADER_LEN];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8 + 1;
+        }
+        let h = TcpHeader::new_checked(&b, 0).unwrap();
+        assert_eq!((h.src_port(), h.dst_port()), (0x0102, 0x0304));
+        assert_eq!((h.seq_number(), h.ack_number()), (0x0506_0708, 0x090A_0B0C));
+        assert_eq!((h.header_len(), h.flags(), h.window_len()), (0, 14, 0x0F10));
+        assert_eq!(
+            TcpHeader::new_checked(&b, 1),
+            Err(Short {
+                end: tcp::HEADER_LEN + 1,
+                len: tcp::HEADER_LEN
+            })
+        );
+        let u = UdpHeader::new_checked(&b, 12).unwrap();
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.length()),
+            (0x0D0E, 0x0F10, 0x1112)
+        );
+        assert!(UdpHeader::new_checked(&b, 13).is_err());
+        assert!(UdpHeader::new_checked(&b[..7], 0).is_err());
+        // Every named field lies inside its header's fixed part.
+        for f in [
+            tcp::field::SRC_PORT,
+            tcp::field::DST_PORT,
+            tcp::field::SEQ_NUM,
+            tcp::field::ACK_NUM,
+            tcp::field::WIN_SIZE,
+            tcp::field::CHECKSUM,
+            tcp::field::URGENT,
+        ] {
+            assert!(f.end <= tcp::HEADER_LEN, "{f:?}");
+        }
+        for f in [
+            udp::field::SRC_PORT,
+            udp::field::DST_PORT,
+            udp::field::LENGTH,
+            udp::field::CHECKSUM,
+        ] {
+            assert!(f.end <= udp::HEADER_LEN, "{f:?}");
+        }
+        const { assert!(icmp::field::REST_OF_HEADER.end <= icmp::HEADER_LEN) };
+    }
 
     #[test]
     fn options_parse_all_kinds_we_keep() {

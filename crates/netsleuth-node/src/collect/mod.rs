@@ -6,6 +6,7 @@
 //! process itself never leaves its own.
 
 pub mod nl_conntrack;
+mod nl_socket;
 pub mod nl_tables;
 pub mod root;
 pub mod run;

@@ -6,17 +6,18 @@
 //!
 //! [`decode`] is pure (bytes in, entries out) and never panics on damaged input; [`dump`] is the socket.
 
+use super::nl_socket::{netfilter_request, recv_until};
 use crate::parse::conntrack::{ConntrackSummarizer, Flow};
+use crate::parse::netlink::{attrs, messages, value, DumpEnd, Request, Subsystem};
+use netsleuth_core::wire::IpProtocol;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::IpAddr;
 
-const NETLINK_NETFILTER: i32 = 12;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+/// ctnetlink messages (`linux/netfilter/nfnetlink_conntrack.h`).
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
+/// A dump request for every family.
+const AF_UNSPEC: u8 = 0;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -25,6 +26,10 @@ const CTA_PROTOINFO: u16 = 4;
 const CTA_TIMEOUT: u16 = 7;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
@@ -53,16 +58,17 @@ pub struct Entry {
     pub timeout_s: Option<u32>,
 }
 
+/// The protocol as `conntrack -L` names it.
 pub fn proto_name(p: u8) -> &'static str {
-    match p {
-        1 => "icmp",
-        6 => "tcp",
-        17 => "udp",
-        33 => "dccp",
-        47 => "gre",
-        58 => "icmpv6",
-        132 => "sctp",
-        136 => "udplite",
+    match IpProtocol::from(p) {
+        IpProtocol::Icmp => "icmp",
+        IpProtocol::Tcp => "tcp",
+        IpProtocol::Udp => "udp",
+        IpProtocol::Dccp => "dccp",
+        IpProtocol::Gre => "gre",
+        IpProtocol::Icmpv6 => "icmpv6",
+        IpProtocol::Sctp => "sctp",
+        IpProtocol::UdpLite => "udplite",
         _ => "unknown",
     }
 }
@@ -131,20 +137,10 @@ impl Entry {
     }
 }
 
-use crate::parse::netlink::{attrs, messages, DumpEnd};
-
-fn be16(v: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
-}
-
-fn be32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
-}
-
 fn ip(v: &[u8]) -> Option<IpAddr> {
     match v.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(v).ok()?))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(v).ok()?))),
+        4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
         _ => None,
     }
 }
@@ -156,8 +152,8 @@ fn tuple(v: &[u8]) -> Tuple {
             CTA_TUPLE_IP => {
                 for (k, a) in attrs(x) {
                     match k {
-                        1 | 3 => t.src = ip(a),
-                        2 | 4 => t.dst = ip(a),
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = ip(a),
+                        CTA_IP_V4_DST | CTA_IP_V6_DST => t.dst = ip(a),
                         _ => {}
                     }
                 }
@@ -166,8 +162,8 @@ fn tuple(v: &[u8]) -> Tuple {
                 for (k, a) in attrs(x) {
                     match k {
                         CTA_PROTO_NUM => t.proto = a.first().copied().unwrap_or(0),
-                        CTA_PROTO_SRC_PORT => t.sport = be16(a),
-                        CTA_PROTO_DST_PORT => t.dport = be16(a),
+                        CTA_PROTO_SRC_PORT => t.sport = value::be16(a),
+                        CTA_PROTO_DST_PORT => t.dport = value::be16(a),
                         _ => {}
                     }
                 }
@@ -195,41 +191,38 @@ pub fn decode(buf: &[u8]) -> Decoded {
     let mut end = DumpEnd::default();
     let mut msgs = messages(buf);
     for m in &mut msgs {
-        let body = m.body;
         if end.see(&m) {
             continue;
         }
-        match m.ty {
-            t if t == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
-                if body.len() < 4 {
-                    d.damaged += 1;
-                } else {
-                    let mut e = Entry::default();
-                    for (k, v) in attrs(&body[4..]) {
-                        match k {
-                            CTA_TUPLE_ORIG => e.orig = tuple(v),
-                            CTA_TUPLE_REPLY => e.reply = tuple(v),
-                            CTA_STATUS => e.status = be32(v).unwrap_or(0),
-                            CTA_TIMEOUT => e.timeout_s = be32(v),
-                            CTA_PROTOINFO => {
-                                for (p, pv) in attrs(v) {
-                                    if p == CTA_PROTOINFO_TCP {
-                                        for (q, qv) in attrs(pv) {
-                                            if q == CTA_PROTOINFO_TCP_STATE {
-                                                e.tcp_state = qv.first().copied();
-                                            }
-                                        }
-                                    }
+        if m.ty != Subsystem::Ctnetlink.message(IPCTNL_MSG_CT_NEW) {
+            continue;
+        }
+        let Some(body) = m.nfnetlink() else {
+            d.damaged += 1;
+            continue;
+        };
+        let mut e = Entry::default();
+        for (k, v) in attrs(body.attrs) {
+            match k {
+                CTA_TUPLE_ORIG => e.orig = tuple(v),
+                CTA_TUPLE_REPLY => e.reply = tuple(v),
+                CTA_STATUS => e.status = value::be32(v).unwrap_or(0),
+                CTA_TIMEOUT => e.timeout_s = value::be32(v),
+                CTA_PROTOINFO => {
+                    for (p, pv) in attrs(v) {
+                        if p == CTA_PROTOINFO_TCP {
+                            for (q, qv) in attrs(pv) {
+                                if q == CTA_PROTOINFO_TCP_STATE {
+                                    e.tcp_state = qv.first().copied();
                                 }
                             }
-                            _ => {}
                         }
                     }
-                    d.entries.push(e);
                 }
+                _ => {}
             }
-            _ => {}
         }
+        d.entries.push(e);
     }
     if msgs.damaged {
         d.damaged += 1;
@@ -238,112 +231,9 @@ pub fn decode(buf: &[u8]) -> Decoded {
     d
 }
 
+/// The dump request: every entry of every family.
 fn request(seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(20);
-    m.extend_from_slice(&20u32.to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: AF_UNSPEC dumps every family.
-    m.extend_from_slice(&[0, 0, 0, 0]);
-    m
-}
-
-/// Opens a NETLINK_NETFILTER socket in the calling thread's network namespace, with a receive
-/// timeout of `timeout_s` and an optional receive buffer size.
-pub(crate) fn netfilter_socket(
-    timeout_s: i64,
-    rcvbuf: Option<libc::c_int>,
-) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket calls on an fd we own; every buffer is passed with its length.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: timeout_s as libc::time_t,
-        tv_usec: 0,
-    };
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        if let Some(size) = rcvbuf {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
-    }
-    Ok(fd)
-}
-
-/// Sends one request on a netlink socket.
-pub(crate) fn send(fd: &OwnedFd, req: &[u8]) -> std::io::Result<()> {
-    // SAFETY: the buffer is passed with its length.
-    if unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            req.as_ptr() as *const libc::c_void,
-            req.len(),
-            0,
-        )
-    } < 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// A fresh NETLINK_NETFILTER socket with `req` sent on it: the common start of every dump.
-pub(crate) fn netfilter_request(
-    req: &[u8],
-    timeout_s: i64,
-    rcvbuf: Option<libc::c_int>,
-) -> std::io::Result<OwnedFd> {
-    let fd = netfilter_socket(timeout_s, rcvbuf)?;
-    send(&fd, req)?;
-    Ok(fd)
-}
-
-/// Receives on `fd` until `on_buf` says the conversation is over (or the socket has no more).
-pub(crate) fn recv_until(
-    fd: &OwnedFd,
-    buf: &mut [u8],
-    mut on_buf: impl FnMut(&[u8]) -> std::io::Result<bool>,
-) -> std::io::Result<()> {
-    loop {
-        // SAFETY: the buffer is passed with its length.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if n == 0 || on_buf(&buf[..n as usize])? {
-            return Ok(());
-        }
-    }
+    Request::dump(Subsystem::Ctnetlink, IPCTNL_MSG_CT_GET, seq, AF_UNSPEC).finish()
 }
 
 /// Dumps the calling thread's namespace's table into `z`; the first `head` entries are returned as
@@ -381,12 +271,7 @@ mod tests {
 
     fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
-        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&ty.to_ne_bytes());
-        a.extend_from_slice(v);
-        while a.len() % 4 != 0 {
-            a.push(0);
-        }
+        crate::parse::netlink::put_attr(&mut a, ty, v);
         a
     }
 
@@ -435,5 +320,29 @@ mod tests {
         for cut in 0..msg.len() {
             let _ = decode(&msg[..cut]);
         }
+    }
+
+    /// The exact dump request `conntrack`'s netlink reader sends (little-endian host: netlink headers
+    /// are in host order).
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn the_dump_request_is_byte_exact() {
+        assert_eq!(
+            request(1),
+            [
+                20, 0, 0, 0, // length: nlmsghdr + nfgenmsg
+                1, 1, // IPCTNL_MSG_CT_GET of NFNL_SUBSYS_CTNETLINK
+                1, 3, // NLM_F_REQUEST | NLM_F_DUMP
+                1, 0, 0, 0, // seq
+                0, 0, 0, 0, // pid
+                0, 0, 0, 0, // nfgenmsg: AF_UNSPEC (every family), NFNETLINK_V0, res_id 0
+            ]
+        );
+        let r = request(7);
+        let m = messages(&r).next().unwrap();
+        assert_eq!(
+            (m.ty, m.seq),
+            (Subsystem::Ctnetlink.message(IPCTNL_MSG_CT_GET), 7)
+        );
     }
 }

@@ -14,13 +14,21 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// nf_tables messages (`linux/netfilter/nf_tables.h`, `enum nf_tables_msg_types`).
+pub const NFT_MSG_NEWTABLE: u16 = 0;
+pub const NFT_MSG_GETTABLE: u16 = 1;
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWRULE: u16 = 6;
 pub const NFT_MSG_GETRULE: u16 = 7;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
+pub const NFT_MSG_NEWGEN: u16 = 15;
+pub const NFT_MSG_GETGEN: u16 = 16;
+
+/// Attributes of a table, a rule and the generation message.
+pub const NFTA_TABLE_NAME: u16 = 1;
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_GEN_ID: u16 = 1;
 
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
@@ -74,82 +82,37 @@ pub struct Chunk<'a> {
     pub damaged: u64,
 }
 
-/// A dump request: every chain of `family`, or the rules of one chain.
+/// A dump request: every chain of `family`.
 pub fn chain_dump_request(seq: u32, family: u8) -> Vec<u8> {
-    message(
-        NFT_MSG_GETCHAIN,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-        family,
-        &[],
-    )
+    Request::dump(Subsystem::Nftables, NFT_MSG_GETCHAIN, seq, family).finish()
 }
 
 /// Dump request for the rules of `table`/`chain` only: the kernel finds the chain by hash and walks
 /// its rules alone, where a whole-table dump rescans every earlier rule for each buffer it fills.
 pub fn rule_dump_request(seq: u32, family: u8, table: &str, chain: &str) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    put_str(&mut attrs, 1, table); // NFTA_RULE_TABLE
-    put_str(&mut attrs, 2, chain); // NFTA_RULE_CHAIN
-    message(
-        NFT_MSG_GETRULE,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-        family,
-        &attrs,
-    )
-}
-
-fn message(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = 16 + 4 + attrs.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[family, 0, 0, 0]);
-    m.extend_from_slice(attrs);
-    m
-}
-
-fn put_str(out: &mut Vec<u8>, ty: u16, s: &str) {
-    let len = 4 + s.len() + 1;
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(s.as_bytes());
-    out.push(0);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    Request::dump(Subsystem::Nftables, NFT_MSG_GETRULE, seq, family)
+        .attr_str(NFTA_RULE_TABLE, table)
+        .attr_str(NFTA_RULE_CHAIN, chain)
+        .finish()
 }
 
 pub(crate) use super::netlink::attrs;
-use super::netlink::{messages, DumpEnd};
+use super::netlink::value::cstr as zstr;
+use super::netlink::value::{self, be32, be64};
+use super::netlink::{messages, DumpEnd, Request, Subsystem};
+use netsleuth_core::wire::field;
+use netsleuth_core::wire::ip::{ipv4, ipv6};
+use netsleuth_core::wire::transport::tcp;
+use netsleuth_core::wire::IpProtocol;
+
+/// Transport header offsets a `payload` load of base 2 (NFT_PAYLOAD_TRANSPORT_HEADER) compares: the
+/// ports (TCP and UDP agree) and TCP's flags byte.
+const TH_SPORT: u32 = tcp::field::SRC_PORT.start as u32;
+const TH_DPORT: u32 = tcp::field::DST_PORT.start as u32;
+const TH_FLAGS: u32 = tcp::field::FLAGS as u32;
 
 fn cstr(v: &[u8]) -> String {
-    let v = v.split(|c| *c == 0).next().unwrap_or(v);
-    String::from_utf8_lossy(v).into_owned()
-}
-
-fn be32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
-}
-
-fn be64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
-}
-
-fn ne16(v: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(v.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn ne32(v: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(v.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn be16_at(v: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(v.get(at..at + 2)?.try_into().ok()?))
+    String::from_utf8_lossy(zstr(v)).into_owned()
 }
 
 /// Parses one received buffer of netlink messages.
@@ -158,19 +121,19 @@ pub fn parse_chunk(buf: &[u8]) -> Chunk<'_> {
     let mut end = DumpEnd::default();
     let mut msgs = messages(buf);
     for m in &mut msgs {
-        let body = m.body;
         if end.see(&m) {
             continue;
         }
+        let Some(body) = m.nfnetlink() else { continue };
         match m.ty {
-            t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN && body.len() >= 4 => {
-                match parse_chain(body[0], &body[4..]) {
+            t if t == Subsystem::Nftables.message(NFT_MSG_NEWCHAIN) => {
+                match parse_chain(body.family, body.attrs) {
                     Some(ch) => c.chains.push(ch),
                     None => c.damaged += 1,
                 }
             }
-            t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE && body.len() >= 4 => {
-                match parse_rule(body[0], &body[4..]) {
+            t if t == Subsystem::Nftables.message(NFT_MSG_NEWRULE) => {
+                match parse_rule(body.family, body.attrs) {
                     Some(r) => c.rules.push(r),
                     None => c.damaged += 1,
                 }
@@ -226,10 +189,6 @@ fn parse_chain(family: u8, body: &[u8]) -> Option<Chain> {
         }
     }
     (!ch.name.is_empty()).then_some(ch)
-}
-
-fn zstr(v: &[u8]) -> &[u8] {
-    v.split(|c| *c == 0).next().unwrap_or(v)
 }
 
 fn parse_rule(family: u8, body: &[u8]) -> Option<RuleMsg<'_>> {
@@ -697,8 +656,12 @@ fn cmp(family: u8, p: &mut Parts, reg: Reg, op: u32, data: &[u8]) -> Result<(), 
         Reg::Masked { from, mask, len } => (from, Some((mask, len))),
         r => (r.loaded(), None),
     };
-    let nh_src = if family == NFPROTO_IPV6 { 8 } else { 12 };
-    let nh_dst = if family == NFPROTO_IPV6 { 24 } else { 16 };
+    let (nh_src, nh_dst) = if family == NFPROTO_IPV6 {
+        (ipv6::field::SRC_ADDR.start, ipv6::field::DST_ADDR.start)
+    } else {
+        (ipv4::field::SRC_ADDR.start, ipv4::field::DST_ADDR.start)
+    };
+    let (nh_src, nh_dst) = (nh_src as u32, nh_dst as u32);
     match from {
         Loaded::Payload {
             base: 1,
@@ -731,9 +694,9 @@ fn cmp(family: u8, p: &mut Parts, reg: Reg, op: u32, data: &[u8]) -> Result<(), 
         }
         Loaded::Meta(3) => {
             // -m mark [!] --mark value[/mask] (meta mark is host-endian).
-            let v = ne32(data, 0).ok_or("mark value")?;
+            let v = value::ne32(data).ok_or("mark value")?;
             let m = match mask {
-                Some((m, _)) => u32::from_ne_bytes([m[0], m[1], m[2], m[3]]),
+                Some((m, _)) => u32::from_ne_bytes(field::get(&m, 0..4)),
                 None => u32::MAX,
             };
             let mut o = String::new();
@@ -752,7 +715,7 @@ fn cmp(family: u8, p: &mut Parts, reg: Reg, op: u32, data: &[u8]) -> Result<(), 
             if data.iter().any(|b| *b != 0) {
                 return Err("ct state compared to a value".into());
             }
-            let bits = u32::from_ne_bytes([m[0], m[1], m[2], m[3]]);
+            let bits = u32::from_ne_bytes(field::get(&m, 0..4));
             let mut o = String::new();
             if !inv {
                 o.push_str(" !");
@@ -780,11 +743,11 @@ fn cmp(family: u8, p: &mut Parts, reg: Reg, op: u32, data: &[u8]) -> Result<(), 
         } => {
             let proto = p.proto.filter(|(_, inv)| !inv).map(|(pr, _)| pr);
             match (offset, len, mask) {
-                (0 | 2, 2, None) => {
-                    let port = be16_at(data, 0).ok_or("port")?;
+                (TH_SPORT | TH_DPORT, 2, None) => {
+                    let port = value::be16(data).ok_or("port")?;
                     l4_port(p, proto, offset, (port, port, inv))?;
                 }
-                (13, 1, Some((m, _))) if proto == Some(6) => {
+                (TH_FLAGS, 1, Some((m, _))) if proto == Some(IpProtocol::Tcp.into()) => {
                     let v = *data.first().ok_or("tcp flags")?;
                     l4_slot(p, proto)?;
                     p.l4_ports.flags = Some((m[0], v, inv));
@@ -801,12 +764,12 @@ fn cmp_range(p: &mut Parts, reg: Reg, lo: &[u8], hi: &[u8], inv: bool) -> Result
     match reg {
         Reg::Payload {
             base: 2,
-            offset: offset @ (0 | 2),
+            offset: offset @ (TH_SPORT | TH_DPORT),
             len: 2,
         } => {
             let proto = p.proto.filter(|(_, inv)| !inv).map(|(pr, _)| pr);
-            let lo = be16_at(lo, 0).ok_or("port")?;
-            let hi = be16_at(hi, 0).ok_or("port")?;
+            let lo = value::be16(lo).ok_or("port")?;
+            let hi = value::be16(hi).ok_or("port")?;
             l4_port(p, proto, offset, (lo, hi, inv))
         }
         other => Err(format!("range on {other:?}")),
@@ -817,9 +780,9 @@ fn cmp_range(p: &mut Parts, reg: Reg, lo: &[u8], hi: &[u8], inv: bool) -> Result
 /// `-m tcp`/`-m udp` at the place of the first one).
 fn l4_slot(p: &mut Parts, proto: Option<u8>) -> Result<(), String> {
     if p.l4_match.is_none() {
-        let name = match proto {
-            Some(6) => "tcp",
-            Some(17) => "udp",
+        let name = match proto.map(IpProtocol::from) {
+            Some(IpProtocol::Tcp) => "tcp",
+            Some(IpProtocol::Udp) => "udp",
             _ => return Err("port compare without -p tcp/udp".into()),
         };
         p.matches.push((name.into(), String::new()));
@@ -835,7 +798,7 @@ fn l4_port(
     v: (u16, u16, bool),
 ) -> Result<(), String> {
     l4_slot(p, proto)?;
-    if offset == 0 {
+    if offset == TH_SPORT {
         p.l4_ports.sport = Some(v);
     } else {
         p.l4_ports.dport = Some(v);
@@ -870,13 +833,14 @@ fn l4_options(l: &L4Ports) -> String {
 }
 
 fn tcp_flags(o: &mut String, mut flags: u8) {
+    use netsleuth_core::wire::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
     const NAMES: [(&str, u8); 6] = [
-        ("FIN", 1),
-        ("SYN", 2),
-        ("RST", 4),
-        ("PSH", 8),
-        ("ACK", 16),
-        ("URG", 32),
+        ("FIN", FIN),
+        ("SYN", SYN),
+        ("RST", RST),
+        ("PSH", PSH),
+        ("ACK", ACK),
+        ("URG", URG),
     ];
     let mut first = true;
     for (name, bit) in NAMES {
@@ -902,18 +866,19 @@ fn print_mark(o: &mut String, mark: u32, mask: u32) {
     }
 }
 
+/// The protocol as `iptables-save` names it (its `/etc/protocols`-like table), else the number.
 fn proto_name(family: u8, p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 if family == NFPROTO_IPV6 => "ipv6-icmp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        50 => "esp".into(),
-        51 => "ah".into(),
-        other => other.to_string(),
+    match IpProtocol::from(p) {
+        IpProtocol::Tcp => "tcp".into(),
+        IpProtocol::Udp => "udp".into(),
+        IpProtocol::Icmp => "icmp".into(),
+        IpProtocol::Icmpv6 if family == NFPROTO_IPV6 => "ipv6-icmp".into(),
+        IpProtocol::Icmpv6 => "icmpv6".into(),
+        IpProtocol::Sctp => "sctp".into(),
+        IpProtocol::UdpLite => "udplite".into(),
+        IpProtocol::Esp => "esp".into(),
+        IpProtocol::Ah => "ah".into(),
+        _ => p.to_string(),
     }
 }
 
@@ -937,31 +902,126 @@ fn save_string(o: &mut String, s: &str) {
     o.push('"');
 }
 
+/// The x_tables info structs iptables-nft keeps in its `match` and `target` expressions (host byte
+/// order unless a field says network order), by the kernel's `linux/netfilter/xt_*.h` layouts.
+mod xt {
+    /// `struct xt_statistic_info`.
+    pub mod statistic {
+        use netsleuth_core::wire::field::Field;
+        pub const MODE: Field = 0..2;
+        pub const FLAGS: Field = 2..4;
+        /// Random mode: probability × 2³¹.
+        pub const PROBABILITY: Field = 4..8;
+        /// Nth mode.
+        pub const EVERY: Field = 4..8;
+        pub const PACKET: Field = 8..12;
+        pub const MODE_RANDOM: u16 = 0;
+        pub const MODE_NTH: u16 = 1;
+        pub const INVERT: u16 = 1;
+    }
+    /// `struct xt_tcp` and `struct xt_udp` (which ends after its flags byte).
+    pub mod tcp_udp {
+        use netsleuth_core::wire::field::Field;
+        pub const SPORT_MIN: Field = 0..2;
+        pub const SPORT_MAX: Field = 2..4;
+        pub const DPORT_MIN: Field = 4..6;
+        pub const DPORT_MAX: Field = 6..8;
+        pub const TCP_OPTION: usize = 8;
+        pub const TCP_FLG_MASK: usize = 9;
+        pub const TCP_FLG_CMP: usize = 10;
+        pub const TCP_INVFLAGS: usize = 11;
+        pub const UDP_INVFLAGS: usize = 8;
+        pub const INV_SRCPT: u8 = 1;
+        pub const INV_DSTPT: u8 = 2;
+        pub const INV_FLAGS: u8 = 4;
+        pub const INV_OPTION: u8 = 8;
+    }
+    /// `struct xt_addrtype_info_v1`.
+    pub mod addrtype {
+        use netsleuth_core::wire::field::Field;
+        pub const SOURCE: Field = 0..2;
+        pub const DEST: Field = 2..4;
+        pub const FLAGS: Field = 4..8;
+        pub const INVERT_SOURCE: u32 = 1;
+        pub const INVERT_DEST: u32 = 2;
+        pub const LIMIT_IFACE_IN: u32 = 4;
+        pub const LIMIT_IFACE_OUT: u32 = 8;
+    }
+    /// `struct xt_mark_mtinfo1` (match) and `struct xt_mark_tginfo2` (target).
+    pub mod mark {
+        use netsleuth_core::wire::field::Field;
+        pub const MARK: Field = 0..4;
+        pub const MASK: Field = 4..8;
+        pub const INVERT: usize = 8;
+    }
+    /// `struct xt_conntrack_mtinfo3`: the state part after the addresses, ports and expiry.
+    pub mod conntrack {
+        use netsleuth_core::wire::field::Field;
+        pub const MATCH_FLAGS: Field = 146..148;
+        pub const INVERT_FLAGS: Field = 148..150;
+        pub const STATE_MASK: Field = 150..152;
+    }
+    /// `struct xt_nfacct_match_info`.
+    pub mod nfacct {
+        use netsleuth_core::wire::field::Field;
+        pub const NAME: Field = 0..32;
+    }
+    /// `struct nf_nat_ipv4_multi_range_compat` with its one range (NAT targets rev 0); ports in
+    /// network order.
+    pub mod nat_v0 {
+        use netsleuth_core::wire::field::Field;
+        pub const RANGESIZE: Field = 0..4;
+        pub const FLAGS: Field = 4..8;
+        pub const MIN_IP: Field = 8..12;
+        pub const MAX_IP: Field = 12..16;
+        pub const MIN_PORT: Field = 16..18;
+        pub const MAX_PORT: Field = 18..20;
+    }
+    /// `struct nf_nat_range` (rev 1) and `struct nf_nat_range2` (rev 2, with the base port);
+    /// addresses are `union nf_inet_addr` (16 bytes, an IPv4 address in the first 4); ports in
+    /// network order.
+    pub mod nat_range {
+        use netsleuth_core::wire::field::Field;
+        pub const FLAGS: Field = 0..4;
+        pub const MIN_ADDR: Field = 4..20;
+        pub const MAX_ADDR: Field = 20..36;
+        pub const MIN_PORT: Field = 36..38;
+        pub const MAX_PORT: Field = 38..40;
+        pub const BASE_PORT: Field = 40..42;
+    }
+    /// `struct ipt_reject_info` / `struct ip6t_reject_info`.
+    pub mod reject {
+        use netsleuth_core::wire::field::Field;
+        pub const WITH: Field = 0..4;
+    }
+}
+
 /// The options `iptables-save` prints after `-m NAME` for the compat (x_tables) matches it knows.
 fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
     let mut o = String::new();
-    let short = || format!("match {name} rev {rev}: info too short");
+    let short = |_: field::Short| format!("match {name} rev {rev}: info too short");
     match (name, rev) {
         ("comment", 0) => {
             o.push_str(" --comment");
             save_string(&mut o, &cstr(info));
         }
         ("statistic", 0) => {
-            let mode = ne16(info, 0).ok_or_else(short)?;
-            let flags = ne16(info, 2).ok_or_else(short)?;
-            let inv = if flags & 1 != 0 { " !" } else { "" };
+            use xt::statistic::*;
+            let mode = field::ne16(info, MODE).map_err(short)?;
+            let flags = field::ne16(info, FLAGS).map_err(short)?;
+            let inv = if flags & INVERT != 0 { " !" } else { "" };
             match mode {
-                0 => {
-                    let p = ne32(info, 4).ok_or_else(short)?;
+                MODE_RANDOM => {
+                    let p = field::ne32(info, PROBABILITY).map_err(short)?;
                     let _ = write!(
                         o,
                         " --mode random{inv} --probability {:.11}",
                         p as f64 / 2147483648.0
                     );
                 }
-                1 => {
-                    let every = ne32(info, 4).ok_or_else(short)?;
-                    let packet = ne32(info, 8).ok_or_else(short)?;
+                MODE_NTH => {
+                    let every = field::ne32(info, EVERY).map_err(short)?;
+                    let packet = field::ne32(info, PACKET).map_err(short)?;
                     let _ = write!(
                         o,
                         " --mode nth{inv} --every {} --packet {packet}",
@@ -972,40 +1032,41 @@ fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
             }
         }
         ("tcp", 0) | ("udp", 0) => {
+            use xt::tcp_udp::*;
             let sp = (
-                ne16(info, 0).ok_or_else(short)?,
-                ne16(info, 2).ok_or_else(short)?,
+                field::ne16(info, SPORT_MIN).map_err(short)?,
+                field::ne16(info, SPORT_MAX).map_err(short)?,
             );
             let dp = (
-                ne16(info, 4).ok_or_else(short)?,
-                ne16(info, 6).ok_or_else(short)?,
+                field::ne16(info, DPORT_MIN).map_err(short)?,
+                field::ne16(info, DPORT_MAX).map_err(short)?,
             );
             let (option, flg_mask, flg_cmp, inv) = if name == "tcp" {
                 (
-                    *info.get(8).ok_or_else(short)?,
-                    *info.get(9).ok_or_else(short)?,
-                    *info.get(10).ok_or_else(short)?,
-                    *info.get(11).ok_or_else(short)?,
+                    field::u8(info, TCP_OPTION).map_err(short)?,
+                    field::u8(info, TCP_FLG_MASK).map_err(short)?,
+                    field::u8(info, TCP_FLG_CMP).map_err(short)?,
+                    field::u8(info, TCP_INVFLAGS).map_err(short)?,
                 )
             } else {
-                (0, 0, 0, *info.get(8).ok_or_else(short)?)
+                (0, 0, 0, field::u8(info, UDP_INVFLAGS).map_err(short)?)
             };
             let mut l = L4Ports::default();
             if sp != (0, 0xffff) {
-                l.sport = Some((sp.0, sp.1, inv & 1 != 0));
+                l.sport = Some((sp.0, sp.1, inv & INV_SRCPT != 0));
             }
             if dp != (0, 0xffff) {
-                l.dport = Some((dp.0, dp.1, inv & 2 != 0));
+                l.dport = Some((dp.0, dp.1, inv & INV_DSTPT != 0));
             }
             o = l4_options(&L4Ports { flags: None, ..l });
-            if option != 0 || inv & 8 != 0 {
-                if inv & 8 != 0 {
+            if option != 0 || inv & INV_OPTION != 0 {
+                if inv & INV_OPTION != 0 {
                     o.push_str(" !");
                 }
                 let _ = write!(o, " --tcp-option {option}");
             }
-            if flg_mask != 0 || inv & 4 != 0 {
-                if inv & 4 != 0 {
+            if flg_mask != 0 || inv & INV_FLAGS != 0 {
+                if inv & INV_FLAGS != 0 {
                     o.push_str(" !");
                 }
                 o.push_str(" --tcp-flags ");
@@ -1029,9 +1090,10 @@ fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
                 "NAT",
                 "XRESOLVE",
             ];
-            let src = ne16(info, 0).ok_or_else(short)?;
-            let dst = ne16(info, 2).ok_or_else(short)?;
-            let flags = ne32(info, 4).ok_or_else(short)?;
+            use xt::addrtype::*;
+            let src = field::ne16(info, SOURCE).map_err(short)?;
+            let dst = field::ne16(info, DEST).map_err(short)?;
+            let flags = field::ne32(info, FLAGS).map_err(short)?;
             let types = |o: &mut String, m: u16| {
                 let mut sep = "";
                 for (i, n) in RTN.iter().enumerate() {
@@ -1042,30 +1104,30 @@ fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
                 }
             };
             if src != 0 {
-                if flags & 1 != 0 {
+                if flags & INVERT_SOURCE != 0 {
                     o.push_str(" !");
                 }
                 o.push_str(" --src-type ");
                 types(&mut o, src);
             }
             if dst != 0 {
-                if flags & 2 != 0 {
+                if flags & INVERT_DEST != 0 {
                     o.push_str(" !");
                 }
                 o.push_str(" --dst-type ");
                 types(&mut o, dst);
             }
-            if flags & 4 != 0 {
+            if flags & LIMIT_IFACE_IN != 0 {
                 o.push_str(" --limit-iface-in");
             }
-            if flags & 8 != 0 {
+            if flags & LIMIT_IFACE_OUT != 0 {
                 o.push_str(" --limit-iface-out");
             }
         }
         ("mark", 1) => {
-            let mark = ne32(info, 0).ok_or_else(short)?;
-            let mask = ne32(info, 4).ok_or_else(short)?;
-            if *info.get(8).ok_or_else(short)? != 0 {
+            let mark = field::ne32(info, xt::mark::MARK).map_err(short)?;
+            let mask = field::ne32(info, xt::mark::MASK).map_err(short)?;
+            if field::u8(info, xt::mark::INVERT).map_err(short)? != 0 {
                 o.push_str(" !");
             }
             o.push_str(" --mark");
@@ -1073,9 +1135,10 @@ fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
         }
         ("conntrack", 3) => {
             // Only the state part (`--ctstate`), the one firewalls and kube-proxy use.
-            let match_flags = ne16(info, 146).ok_or_else(short)?;
-            let invert = ne16(info, 148).ok_or_else(short)?;
-            let state = ne16(info, 150).ok_or_else(short)?;
+            use xt::conntrack::*;
+            let match_flags = field::ne16(info, MATCH_FLAGS).map_err(short)?;
+            let invert = field::ne16(info, INVERT_FLAGS).map_err(short)?;
+            let state = field::ne16(info, STATE_MASK).map_err(short)?;
             if match_flags & !0x2001 != 0 {
                 return Err(format!("conntrack match flags {match_flags:#x}"));
             }
@@ -1107,7 +1170,8 @@ fn match_options(name: &str, rev: u32, info: &[u8]) -> Result<String, String> {
         }
         ("nfacct", _) => {
             o.push_str(" --nfacct-name");
-            save_string(&mut o, &cstr(info.get(..32).ok_or_else(short)?));
+            let name = field::slice(info, xt::nfacct::NAME).map_err(short)?;
+            save_string(&mut o, &cstr(name));
         }
         _ => return Err(format!("match {name} rev {rev}")),
     }
@@ -1127,24 +1191,33 @@ struct NatRange {
 fn nat_range(family: u8, rev: u32, info: &[u8]) -> Option<NatRange> {
     match rev {
         // nf_nat_ipv4_multi_range_compat: rangesize, flags, min_ip, max_ip, min, max
-        0 => Some(NatRange {
-            flags: ne32(info, 4)?,
-            min_addr: info.get(8..12)?.to_vec(),
-            max_addr: info.get(12..16)?.to_vec(),
-            min_port: be16_at(info, 16)?,
-            max_port: be16_at(info, 18)?,
-            base_port: 0,
-        }),
+        0 => {
+            use xt::nat_v0::*;
+            Some(NatRange {
+                flags: field::ne32(info, FLAGS).ok()?,
+                min_addr: field::slice(info, MIN_IP).ok()?.to_vec(),
+                max_addr: field::slice(info, MAX_IP).ok()?.to_vec(),
+                min_port: field::be16(info, MIN_PORT).ok()?,
+                max_port: field::be16(info, MAX_PORT).ok()?,
+                base_port: 0,
+            })
+        }
         // nf_nat_range (rev 1) and nf_nat_range2 (rev 2): flags, min_addr[16], max_addr[16], min, max[, base]
         1 | 2 => {
+            use xt::nat_range::*;
             let n = addr_len(family);
+            let addr = |f: field::Field| field::slice(info, f.start..f.start + n).ok();
             Some(NatRange {
-                flags: ne32(info, 0)?,
-                min_addr: info.get(4..4 + n)?.to_vec(),
-                max_addr: info.get(20..20 + n)?.to_vec(),
-                min_port: be16_at(info, 36)?,
-                max_port: be16_at(info, 38)?,
-                base_port: if rev == 2 { be16_at(info, 40)? } else { 0 },
+                flags: field::ne32(info, FLAGS).ok()?,
+                min_addr: addr(MIN_ADDR)?.to_vec(),
+                max_addr: addr(MAX_ADDR)?.to_vec(),
+                min_port: field::be16(info, MIN_PORT).ok()?,
+                max_port: field::be16(info, MAX_PORT).ok()?,
+                base_port: if rev == 2 {
+                    field::be16(info, BASE_PORT).ok()?
+                } else {
+                    0
+                },
             })
         }
         _ => None,
@@ -1174,8 +1247,8 @@ fn target_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<Strin
     let short = || format!("target {name} rev {rev}: info too short");
     match (name, rev) {
         ("MARK", 2) => {
-            let mark = ne32(info, 0).ok_or_else(short)?;
-            let mask = ne32(info, 4).ok_or_else(short)?;
+            let mark = field::ne32(info, xt::mark::MARK).map_err(|_| short())?;
+            let mask = field::ne32(info, xt::mark::MASK).map_err(|_| short())?;
             let _ = write!(o, " --set-xmark 0x{mark:x}/0x{mask:x}");
         }
         ("MASQUERADE", 0) if family == NFPROTO_IPV4 => {
@@ -1188,7 +1261,9 @@ fn target_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<Strin
             masq_options(&mut o, &r);
         }
         ("DNAT" | "SNAT", 0..=2) => {
-            if rev == 0 && (family != NFPROTO_IPV4 || ne32(info, 0) != Some(1)) {
+            if rev == 0
+                && (family != NFPROTO_IPV4 || field::ne32(info, xt::nat_v0::RANGESIZE) != Ok(1))
+            {
                 return Err(format!("{name} rev 0 with several ranges"));
             }
             let r = nat_range(family, rev, info).ok_or_else(short)?;
@@ -1233,7 +1308,7 @@ fn target_options(family: u8, name: &str, rev: u32, info: &[u8]) -> Result<Strin
             }
         }
         ("REJECT", 0) => {
-            let with = ne32(info, 0).ok_or_else(short)?;
+            let with = field::ne32(info, xt::reject::WITH).map_err(|_| short())?;
             let names: &[&str] = if family == NFPROTO_IPV6 {
                 &[
                     "icmp6-no-route",
@@ -1313,12 +1388,7 @@ mod tests {
 
     fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
-        a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&ty.to_ne_bytes());
-        a.extend_from_slice(v);
-        while a.len() % 4 != 0 {
-            a.push(0);
-        }
+        crate::parse::netlink::put_attr(&mut a, ty, v);
         a
     }
 
@@ -1406,7 +1476,7 @@ mod tests {
         .concat();
         let mut m = Vec::new();
         m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE).to_ne_bytes());
+        m.extend_from_slice(&Subsystem::Nftables.message(NFT_MSG_NEWRULE).to_ne_bytes());
         m.extend_from_slice(&[0; 10]);
         m.extend_from_slice(&body);
         m
