@@ -723,7 +723,11 @@ impl Engine {
             .sum();
         let (symptoms, blind_spots) = self.symptoms.finish(&ctx, &findings, undecoded);
         for (input, n) in self.snaplen_cuts.iter().enumerate() {
-            if let Some(d) = self.problems.by_key.get_mut(&(input as InputId, "snaplen-cut")) {
+            if let Some(d) = self
+                .problems
+                .by_key
+                .get_mut(&(input as InputId, "snaplen-cut"))
+            {
                 d.count += n.saturating_sub(1);
             }
         }

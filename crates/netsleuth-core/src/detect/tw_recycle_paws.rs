@@ -58,6 +58,17 @@ impl Detector {
     /// Returns the ids of connections it explained.
     pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
         let mut explained = Vec::new();
+        // Before SNAT (a client pod's own capture), the hosts that share the SNAT address show as
+        // separate sources: compare them per server too, at `possible`, if no pair decided it.
+        let mut by_server: FxHashMap<Endpoint, Vec<SynRecord>> = FxHashMap::default();
+        for ((_, server), recs) in &self.by_pair {
+            if by_server.len() < 4096 || by_server.contains_key(server) {
+                by_server
+                    .entry(*server)
+                    .or_default()
+                    .extend(recs.iter().cloned());
+            }
+        }
         let recycle = ctx
             .node
             .sysctl("net.ipv4.tcp_tw_recycle")
@@ -192,8 +203,103 @@ impl Detector {
                 "SYNs from one address with timestamps going backwards",
             ));
         }
+        let mut servers: Vec<_> = by_server.into_iter().collect();
+        servers.sort_by_key(|(s, _)| *s);
+        for (server, recs) in servers {
+            if recs.iter().any(|r| explained.contains(&r.conn)) {
+                continue;
+            }
+            if let Some((f, conns)) = across_sources(ctx, server, recs) {
+                explained.extend(conns);
+                out.push(f);
+            }
+        }
         explained
     }
+}
+
+/// Several sources to one server, seen before SNAT: SYNs from one of them dropped exactly when their
+/// TSval is behind the last one the server accepted from another (as it would be if both reach the
+/// server through one SNAT address), each dropped persistently (a PAWS drop repeats on every
+/// retransmission; a random loss rarely does three times).
+fn across_sources(
+    ctx: &Context<'_>,
+    server: Endpoint,
+    mut recs: Vec<SynRecord>,
+) -> Option<(Finding, Vec<u64>)> {
+    let sources: std::collections::BTreeSet<IpAddr> = recs.iter().map(|r| r.origin_ip).collect();
+    if sources.len() < 2 {
+        return None;
+    }
+    recs.sort_by_key(|r| r.first_syn.ts_ns);
+    let mut last_accepted: Option<(i64, u32, IpAddr, usize)> = None;
+    let mut dropped = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        let ts = r.tsval?;
+        let accepted = r.answered && !r.first_unanswered();
+        if !r.answered && r.transmissions >= 3 {
+            let behind_other = last_accepted.is_some_and(|(t, v, from, _)| {
+                from != r.origin_ip
+                    && r.first_syn.ts_ns.saturating_sub(t) <= PAWS_WINDOW_NS
+                    && seq_diff(ts, v) < 0
+            });
+            if !behind_other {
+                return None; // a persistent drop that timestamps do not explain
+            }
+            dropped.push((i, last_accepted.map(|(_, _, _, j)| j)));
+        }
+        if accepted {
+            last_accepted = Some((r.first_syn.ts_ns, ts, r.origin_ip, i));
+        }
+    }
+    if dropped.is_empty() {
+        return None;
+    }
+    let victim = recs[dropped[0].0].origin_ip;
+    let f = Finding::new(
+        &INCIDENT,
+        FindingKind::Incident,
+        Confidence::Possible,
+        format!(
+            "{} connection(s) from {victim} to {server} never answered, each SYN's TCP timestamp behind one the server had just accepted from another client",
+            dropped.len()
+        ),
+    )
+    .because("every retransmission of these SYNs went unanswered while other clients' SYNs to the same server were answered; each carried a TSval behind the one the server had last accepted from another client")
+    .because("that is a PAWS drop only if these clients reach the server through one SNAT address (pods of one node behind MASQUERADE): this capture shows them before SNAT, so that link is not seen; the node's -i any capture or the server's side would show one source address with its timestamps going backwards")
+    .rules_out(super::local_source_drop::INCIDENT.id, "the dropped SYNs are exactly those whose timestamps fell behind another client's; a martian source would be dropped whatever its timestamps")
+    .cannot_rule_out("network-loss", "without the SNAT address seen, a path that drops one client's packets looks the same; the timestamps' order is the only link");
+    let mut pkts = Vec::new();
+    for (i, prev) in dropped.iter().take(2) {
+        if let Some(j) = prev {
+            let p = &recs[*j];
+            pkts.push((
+                p.first_syn,
+                format!(
+                    "accepted SYN from another client, TSval {}",
+                    p.tsval.unwrap_or(0)
+                ),
+            ));
+        }
+        let r = &recs[*i];
+        pkts.push((
+            r.first_syn,
+            format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0)),
+        ));
+        for x in r.retransmits.iter().take(2) {
+            pkts.push((*x, "SYN retransmitted, no reply".to_string()));
+        }
+    }
+    let conns = dropped.iter().map(|(i, _)| recs[*i].conn).collect();
+    Some((
+        with_packets(
+            f,
+            ctx,
+            &pkts,
+            "SYNs whose timestamps fell behind another client's",
+        ),
+        conns,
+    ))
 }
 
 impl super::CaptureDetector for Detector {

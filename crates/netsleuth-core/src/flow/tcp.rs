@@ -245,7 +245,9 @@ impl std::hash::Hash for LegKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
         let mut h = fold(self.lo).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ fold(self.hi).rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ fold(self.hi)
+                .rotate_left(23)
+                .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
             ^ self.ports.wrapping_mul(0x1656_67B1_9E37_79F9);
         h ^= h >> 29;
         h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
