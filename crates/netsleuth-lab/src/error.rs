@@ -56,6 +56,10 @@ pub enum LabError {
         detail: String,
     },
 
+    /// A scenario's scene names something its topology does not have (a bug in the scenario).
+    #[error("the scene declares {detail}")]
+    Scene { detail: String },
+
     #[error("interrupted by signal {0}; the lab's namespaces were removed")]
     Interrupted(i32),
 }

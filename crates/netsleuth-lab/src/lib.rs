@@ -12,10 +12,12 @@
 //! # Ok::<(), netsleuth_lab::LabError>(())
 //! ```
 //!
-//! Code map: [`scenarios`] (one module per incident) build a [`topology`] of namespaces, load
-//! [`kube`]-proxy-style rules, start the recorders ([`record`], [`counters`], [`dropmon`]), drive
-//! [`traffic`] and [`dns`] and return what the application saw; `lab` owns the run's resources and
-//! its teardown; `analysis` is the one place that calls the analysis core.
+//! Code map: `scenarios` (one module per incident) each declare a `scene` — a [`topology`] of
+//! namespaces, [`kube`]-proxy-style rules, servers, where it is recorded from — and keep only their
+//! traffic ([`traffic`], [`dns`]) and their judgement of what the application saw; the scene builder
+//! brings the declaration up in order and starts the recorders (`observe`: [`record`], [`counters`],
+//! [`dropmon`]) before the traffic; `lab` owns the run directory and the teardown; `analysis` is the
+//! one place that calls the analysis core.
 //!
 //! Invariant: nothing here changes the host's network namespace: every state-changing command runs
 //! under `ip -n NS` / `ip netns exec NS` for a namespace named `nsl-<pid>-<n>-<role>`, and every such
@@ -29,10 +31,12 @@ mod error;
 pub mod kube;
 mod lab;
 pub mod netns;
+mod observe;
 pub mod record;
 pub mod registry;
 mod report;
 mod scenarios;
+mod scene;
 pub mod topology;
 pub mod traffic;
 

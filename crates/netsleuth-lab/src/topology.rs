@@ -9,7 +9,7 @@
 //! The node namespace routes between its bridge and the remote node and holds the kube-proxy-style
 //! rules (see [`crate::kube`]). Every name is lab-owned; the host's namespace is never touched.
 
-use crate::error::Result;
+use crate::error::{LabError, Result};
 use crate::netns::Netns;
 use std::net::Ipv4Addr;
 
@@ -142,19 +142,6 @@ impl Topology {
         Ok(self.pods.last().expect("just pushed"))
     }
 
-    pub fn pod(&self, role: &str) -> &Pod {
-        self.pods
-            .iter()
-            .find(|p| p.role == role)
-            .unwrap_or_else(|| panic!("scenario has no pod `{role}`"))
-    }
-
-    pub fn remote(&self) -> &Netns {
-        self.remote
-            .as_ref()
-            .expect("scenario added the remote node")
-    }
-
     /// Every namespace, node first.
     pub fn all(&self) -> Vec<&Netns> {
         let mut v = vec![&self.node];
@@ -165,6 +152,13 @@ impl Topology {
 
     pub fn by_role(&self, role: &str) -> Option<&Netns> {
         self.all().into_iter().find(|n| n.role() == role)
+    }
+
+    /// The namespace of `role` (`node`, `remote` or a pod's role), as a scene names it.
+    pub fn ns(&self, role: &str) -> Result<&Netns> {
+        self.by_role(role).ok_or_else(|| LabError::Scene {
+            detail: format!("the namespace `{role}`, which is not in its topology"),
+        })
     }
 
     pub fn keep_all(&mut self) {

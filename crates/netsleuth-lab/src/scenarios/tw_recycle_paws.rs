@@ -9,10 +9,10 @@
 //! TCP_PAWS_WINDOW (1) behind the last TSval the peer sent.
 
 use crate::error::{LabError, Result};
-use crate::kube::Rules;
-use crate::lab::{Lab, ObservePlan, Outcome};
+use crate::lab::{Lab, Outcome};
 use crate::netns::Netns;
-use crate::topology::{Machine, Topology, NODE_IP, REMOTE_IP};
+use crate::scene::{Recorded, Scene};
+use crate::topology::{NODE_IP, REMOTE_IP};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -27,41 +27,28 @@ const MITIGATED_ATTEMPTS: usize = 6;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(4500);
 const TABLE: &str = "netsleuth_tw_recycle";
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_remote(false)?;
-    t.add_pod("client-a", Ipv4Addr::new(10, 244, 1, 11), Machine::Node)?;
-    t.add_pod("client-b", Ipv4Addr::new(10, 244, 1, 12), Machine::Node)?;
-    lab.set_topology(t);
-    lab.apply_rules(&Rules {
-        extra_postrouting: vec!["-s 10.244.0.0/16 ! -d 10.244.0.0/16 -m comment --comment \"ip-masq-agent\" -j MASQUERADE".into()],
-        ..Default::default()
-    })?;
-    let server = lab.topo().remote();
-    let _web = traffic::serve(
-        server,
-        "server",
-        addr(Ipv4Addr::UNSPECIFIED, PORT),
-        128,
-        Behaviour::RespondAndClose { bytes: 512 },
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
+    let mut net = lab.build(
+        Scene::new()
+            .remote()
+            .pod("client-a", Ipv4Addr::new(10, 244, 1, 11))
+            .pod("client-b", Ipv4Addr::new(10, 244, 1, 12))
+            .postrouting("-s 10.244.0.0/16 ! -d 10.244.0.0/16 -m comment --comment \"ip-masq-agent\" -j MASQUERADE")
+            .serve("remote", PORT, Behaviour::RespondAndClose { bytes: 512 })
+            // The server's node is the one with the incident.
+            .record_node("remote")
+            // Either pod may be the one blocked: the node's bridge sees both before SNAT.
+            .client_view("node", "cni0")
+            .capture_filter("tcp"),
     )?;
-
-    lab.emulated_sysctl(
-        "net.ipv4.tcp_tw_recycle",
-        if lab.mitigated { "0" } else { "1" },
-    );
-    let emulator = if lab.mitigated {
+    let mitigated = net.mitigated;
+    net.emulated_sysctl("net.ipv4.tcp_tw_recycle", if mitigated { "0" } else { "1" });
+    let emulator = if mitigated {
         None
     } else {
-        Some(PawsEmulator::start(lab.topo().remote())?)
+        Some(PawsEmulator::start(net.ns("remote")?)?)
     };
-    lab.observe(ObservePlan {
-        node_role: "remote",
-        // Either pod may be the one blocked: the node's bridge sees both before SNAT.
-        client_role: Some("node"),
-        client_iface: "cni0",
-        filter: Some("tcp"),
-    })?;
+    let live = net.observe()?;
 
     // Pods take turns, each connection answered and closed first by the server (TIME_WAIT there).
     // This kernel gives every connection its own random timestamp offset, so each new connection's
@@ -86,7 +73,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
                 ));
             }
         }
-        let h = lab.topo().pod(role).ns.spawn("client", move || {
+        let (r, took) = live.run(role, move || {
             let t0 = Instant::now();
             let r = traffic::connect(
                 addr(REMOTE_IP, PORT),
@@ -104,7 +91,6 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             });
             Ok((r.map_err(|e| traffic::errno_name(&e)), t0.elapsed()))
         })?;
-        let (r, took) = super::join(NAME, h)?;
         match r {
             Ok(ts) => out.event(format!(
                 "attempt {}: {role} → {REMOTE_IP}:{PORT} (SNAT {NODE_IP}) served in {:.1} ms, TS clock {}; server closed first",
@@ -118,7 +104,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
                 break;
             }
         }
-        if lab.mitigated && attempt + 1 >= MITIGATED_ATTEMPTS {
+        if mitigated && attempt + 1 >= MITIGATED_ATTEMPTS {
             break;
         }
     }
@@ -143,7 +129,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             )
         }
     }
-    Ok(out)
+    Ok(live.finish(out))
 }
 
 /// The old kernel's per-host PAWS check, played by a packet watcher and nft in the server namespace.
