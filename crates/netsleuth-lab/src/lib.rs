@@ -27,6 +27,7 @@ pub mod cmd;
 pub mod counters;
 pub mod dns;
 pub mod dropmon;
+mod emulate;
 mod error;
 pub mod kube;
 mod lab;
