@@ -17,7 +17,7 @@ const LOOKUPS: usize = 3;
 pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut zone = Zone::default().with(HOST, &[Ipv4Addr::new(10, 0, 0, 80)], &[]);
     // The A answer is fetched upstream, the AAAA NODATA comes from cache: AAAA leaves first.
-    zone.delay.insert(dns::TYPE_A, Duration::from_millis(30));
+    zone.delay.insert(dns::rtype::A, Duration::from_millis(30));
     let ids = if lab.mitigated {
         MuslIds::Distinct124
     } else {
