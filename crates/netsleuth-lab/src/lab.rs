@@ -4,12 +4,11 @@
 use crate::counters;
 use crate::dropmon::DropReasons;
 use crate::error::{LabError, Result};
-use crate::kube::{Rules, Service};
+use crate::kube::Rules;
 use crate::netns::Netns;
 use crate::observe::Recording;
-use crate::report::{Artifact, ArtifactKind, Measurement, NodeFacts, RunReport};
+use crate::report::{Artifact, ArtifactKind, Measurement, RunReport};
 use crate::scene::Recorded;
-use crate::topology::Topology;
 use crate::{registry, RunOptions, ScenarioInfo};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,9 +42,6 @@ pub struct Lab {
     pub out: PathBuf,
     notes: Vec<String>,
     artifacts: Vec<Artifact>,
-    services: Vec<Service>,
-    nameservers: Vec<std::net::IpAddr>,
-    hosts: Vec<(std::net::IpAddr, String)>,
     emulated_sysctls: BTreeMap<String, String>,
 }
 
@@ -56,6 +52,8 @@ impl Lab {
         self.notes.push(n.into());
     }
 
+    /// A sysctl this kernel lacks that the scenario plays (tcp_tw_recycle): the node facts the
+    /// analysis reads carry it, as the old kernel's node would show it.
     pub fn emulated_sysctl(&mut self, key: &str, value: &str) {
         self.emulated_sysctls.insert(key.into(), value.into());
     }
@@ -82,23 +80,9 @@ impl Lab {
         Ok(path)
     }
 
-    /// The resolv.conf of the node (for node facts).
-    pub fn set_node_nameservers(&mut self, ns: &[std::net::Ipv4Addr]) {
-        self.nameservers = ns.iter().map(|i| std::net::IpAddr::V4(*i)).collect();
-    }
-
-    /// The client container's /etc/hosts entries (for node facts: what the pod's hosts file answers).
-    pub fn set_client_hosts(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) {
-        self.hosts = entries
-            .iter()
-            .map(|(i, n)| (std::net::IpAddr::V4(*i), n.to_string()))
-            .collect();
-    }
-
     /// Loads kube-proxy-style rules into the node namespace and keeps their text in the run directory.
     pub(crate) fn apply_rules(&mut self, node: &Netns, rules: &Rules) -> Result<()> {
         let text = rules.apply(node)?;
-        self.services.extend(rules.services.iter().cloned());
         self.write_file(
             "node/iptables-restore.txt",
             &text,
@@ -152,125 +136,7 @@ impl Lab {
         )?;
         Ok((deltas, unavailable, drops))
     }
-
-    /// Node facts measured in the node namespace (and written to node/).
-    fn node_facts(&mut self, topo: &Topology, node_role: &str) -> NodeFacts {
-        let mut f = NodeFacts {
-            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .ok()
-                .map(|s| s.trim().to_string()),
-            emulated_sysctls: self.emulated_sysctls.clone(),
-            services: self.services.clone(),
-            service_names: self
-                .services
-                .iter()
-                .map(|s| format!("{} {}:{}/{}", s.name, s.vip, s.port, s.protocol))
-                .collect(),
-            nameservers: self.nameservers.clone(),
-            hosts: self.hosts.clone(),
-            ..Default::default()
-        };
-        let Some(node) = topo.by_role(node_role) else {
-            return f;
-        };
-        for key in NODE_SYSCTLS {
-            if let Some(v) = node.sysctl_get(key) {
-                f.sysctls.insert(key.to_string(), v);
-            }
-        }
-        for (k, v) in &self.emulated_sysctls {
-            f.sysctls.insert(k.clone(), v.clone());
-        }
-        let save = node.exec("iptables-save", &[]).unwrap_or_default();
-        f.masquerade_without_random_fully = save
-            .lines()
-            .filter(|l| {
-                (l.contains("-j MASQUERADE") || l.contains("-j SNAT"))
-                    && !l.contains("--random-fully")
-            })
-            .map(str::to_string)
-            .collect();
-        let addrs = node.ip(&["-j", "addr", "show"]).unwrap_or_default();
-        let routes_local = node
-            .ip(&["route", "show", "table", "local"])
-            .unwrap_or_default();
-        if let Ok(serde_json::Value::Array(links)) =
-            serde_json::from_str::<serde_json::Value>(&addrs)
-        {
-            for link in links {
-                let ifname = link["ifname"].as_str().unwrap_or("").to_string();
-                for a in link["addr_info"].as_array().into_iter().flatten() {
-                    let Some(ip) = a["local"]
-                        .as_str()
-                        .and_then(|s| s.parse::<std::net::IpAddr>().ok())
-                    else {
-                        continue;
-                    };
-                    if ip.is_loopback() {
-                        continue;
-                    }
-                    if ifname == "kube-ipvs0" {
-                        // Only an address that is in table local makes the kernel treat it as ours.
-                        if routes_local
-                            .lines()
-                            .any(|l| l.split_whitespace().nth(1) == Some(&ip.to_string()))
-                        {
-                            f.ipvs_bound_addrs.push(ip);
-                        }
-                    } else {
-                        f.local_addrs.push(ip);
-                    }
-                }
-            }
-        }
-        let routes_all = node
-            .ip(&["route", "show", "table", "all"])
-            .unwrap_or_default();
-        let dir = self.out.join("node");
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join("iptables-save.txt"), &save);
-        let _ = std::fs::write(dir.join("ip-addr.json"), &addrs);
-        let _ = std::fs::write(dir.join("ip-route-all.txt"), &routes_all);
-        let sysctl_text: String = f
-            .sysctls
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect();
-        let _ = std::fs::write(dir.join("sysctl.txt"), sysctl_text);
-        let _ = std::fs::write(
-            dir.join("facts.json"),
-            serde_json::to_string_pretty(&f).unwrap_or_default(),
-        );
-        self.artifacts.push(Artifact {
-            kind: ArtifactKind::NodeState,
-            path: dir,
-            description: "iptables-save, ip addr (JSON), routes of all tables, sysctls, facts.json"
-                .into(),
-        });
-        f
-    }
 }
-
-/// Sysctls of the node namespace recorded as node facts.
-const NODE_SYSCTLS: &[&str] = &[
-    "net.ipv4.ip_forward",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.tcp_timestamps",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.ipv4.tcp_syncookies",
-    "net.core.somaxconn",
-    "net.ipv4.conf.all.accept_local",
-    "net.ipv4.conf.all.rp_filter",
-    "net.ipv4.conf.eth0.accept_local",
-    "net.ipv4.conf.eth0.rp_filter",
-    "net.bridge.bridge-nf-call-iptables",
-    "net.bridge.bridge-nf-call-ip6tables",
-    "net.netfilter.nf_conntrack_tcp_timeout_established",
-    "net.netfilter.nf_conntrack_tcp_loose",
-    "net.netfilter.nf_conntrack_udp_timeout",
-    "net.netfilter.nf_conntrack_max",
-];
 
 /// Runs `info`'s scenario end to end.
 pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> {
@@ -293,9 +159,6 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
         out: out.clone(),
         notes: Vec::new(),
         artifacts: Vec::new(),
-        services: Vec::new(),
-        nameservers: Vec::new(),
-        hosts: Vec::new(),
         emulated_sysctls: BTreeMap::new(),
     };
     if let crate::Reproduction::Emulated { why, how } = info.reproduction {
@@ -316,7 +179,13 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
     let node_role = obs.node_role.clone();
     let recording = obs.stop(&topo);
     let (counter_deltas, counters_unavailable, drop_reasons) = lab.keep_recording(recording)?;
-    let node_facts = lab.node_facts(&topo, &node_role);
+    let facts = crate::facts::collect(&topo, &node_role, &lab.out, &lab.emulated_sysctls)?;
+    lab.artifacts.extend(facts.artifacts);
+    for (k, v) in &lab.emulated_sysctls {
+        lab.notes.push(format!(
+            "node facts: {k} = {v} is emulated (this kernel has no such sysctl); the analysis reads it as the old kernel's node showed it"
+        ));
+    }
     let namespaces: Vec<String> = topo.all().iter().map(|n| n.name().to_string()).collect();
     if opts.keep {
         topo.keep_all();
@@ -337,7 +206,7 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
     let analysis = if opts.skip_analysis {
         None
     } else {
-        Some(crate::analysis::analyze_captures(&captures, &node_facts))
+        Some(crate::analysis::analyze_captures(&captures, &facts.context))
     };
     let symptom_seen = outcome.symptom.is_some();
     let outcome_line = outcome
@@ -358,7 +227,8 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
         counter_deltas,
         counters_unavailable,
         drop_reasons,
-        node_facts,
+        node_context: facts.context,
+        emulated_sysctls: std::mem::take(&mut lab.emulated_sysctls),
         notes: std::mem::take(&mut lab.notes),
         namespaces,
         namespaces_kept: opts.keep,

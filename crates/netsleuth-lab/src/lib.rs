@@ -29,6 +29,7 @@ pub mod dns;
 pub mod dropmon;
 mod emulate;
 mod error;
+mod facts;
 pub mod kube;
 mod lab;
 pub mod netns;
@@ -44,7 +45,7 @@ pub mod traffic;
 mod analysis;
 
 pub use error::LabError;
-pub use report::{Artifact, ArtifactKind, Measurement, NodeFacts, RunReport};
+pub use report::{Artifact, ArtifactKind, Measurement, RunReport, Verdict};
 
 use serde::Serialize;
 use std::path::PathBuf;

@@ -67,7 +67,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         if !live.mitigated {
             // The old kernel's masq_device_event/inet_cmp: every entry masqueraded out of eth0 goes.
             let listed = node
-                .exec("conntrack", &["-L", "--src-nat"])
+                .read(&["conntrack", "-L", "--src-nat"])
                 .unwrap_or_default();
             flushed_total += listed.lines().filter(|l| l.contains("src=")).count();
             let _ = node.exec("conntrack", &["-D", "--src-nat"]);
@@ -104,10 +104,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     client.join()?;
     let entries = live
         .node()
-        .exec(
-            "conntrack",
-            &["-L", "-p", "tcp", "--dport", &PORT.to_string()],
-        )
+        .read(&["conntrack", "-L", "-p", "tcp", "--dport", &PORT.to_string()])
         .unwrap_or_default();
     for l in entries.lines().filter(|l| l.contains("src=")) {
         out.event(format!("conntrack now: {}", l.trim()));

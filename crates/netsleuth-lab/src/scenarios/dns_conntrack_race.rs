@@ -51,7 +51,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let dropped = nft_counter(
         &live
             .node()
-            .exec("nft", &["list", "table", "ip", TABLE])
+            .read(&["nft", "list", "table", "ip", TABLE])
             .unwrap_or_default(),
     );
 

@@ -35,7 +35,6 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         ));
     }
     resolv.push_str(&format!("nameserver {GOOD}\n"));
-    lab.set_node_nameservers(&nameservers);
     let mut zone = Zone::default();
     for (i, n) in NAMES.iter().enumerate() {
         zone = zone.with(n, &[Ipv4Addr::new(198, 51, 100, 10 + i as u8)], &[]);

@@ -43,7 +43,6 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         }
         None => lab.note("the client image has no /etc/nsswitch.conf (alpine); the resolver is Go 1.15's pure-Go one"),
     }
-    lab.set_client_hosts(&[(HOST_IP, HOST)]);
     let order = dns::go_lookup_order(nsswitch, true);
     let live = lab.build(scene)?.observe()?;
 

@@ -118,7 +118,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let lost = super::dns_conntrack_race::nft_counter(
         &live
             .node()
-            .exec("nft", &["list", "table", "ip", LOSS_TABLE])
+            .read(&["nft", "list", "table", "ip", LOSS_TABLE])
             .unwrap_or_default(),
     );
     if lost == 0 {

@@ -30,7 +30,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         Ok(connect_burst(addr(SERVER, 8080), BURST, PROBE_TIMEOUT))
     })?;
     let netstat = live.ns("server")?.proc_net("netstat").unwrap_or_default();
-    let m = crate::counters::parse_proc_net_pairs(&netstat);
+    let m = netsleuth_node::parse::netstat::parse_counters(&netstat).value;
     let overflows = m.get("TcpExt.ListenOverflows").copied().unwrap_or(0);
     let drops = m.get("TcpExt.ListenDrops").copied().unwrap_or(0);
 

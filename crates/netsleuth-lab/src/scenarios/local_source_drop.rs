@@ -140,7 +140,8 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
 fn martian_src() -> u64 {
     std::fs::read_to_string("/proc/net/stat/rt_cache")
         .map(|t| {
-            crate::counters::parse_proc_stat_table(&t)
+            netsleuth_node::parse::netstat::parse_stat_table(&t)
+                .value
                 .get("in_martian_src")
                 .copied()
                 .unwrap_or(0)

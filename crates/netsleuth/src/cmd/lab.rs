@@ -7,8 +7,7 @@
 use super::{write_stdout, CliError};
 use crate::cli::{Format, LabArgs, LabCommand, LabRunArgs};
 use netsleuth_core::report::{self, Report};
-use netsleuth_core::FindingKind;
-use netsleuth_lab::{RunOptions, RunReport};
+use netsleuth_lab::RunOptions;
 
 pub fn run(a: LabArgs) -> Result<i32, CliError> {
     match a.command {
@@ -57,42 +56,6 @@ fn list(format: Format) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// Whether the run proved what it should, and why not.
-fn verdict(r: &RunReport) -> (bool, String) {
-    let incidents: Vec<&str> = r
-        .analysis
-        .iter()
-        .flat_map(|a| a.findings.iter())
-        .filter(|f| f.kind == FindingKind::Incident)
-        .map(|f| f.id)
-        .collect();
-    match (r.incident, r.mitigated) {
-        (Some(id), false) => {
-            let named = incidents.contains(&id);
-            match (r.symptom_seen, named) {
-                (true, true) => (true, format!("reproduced {id}, and the analysis named it")),
-                (false, _) => (false, format!("{id} did NOT reproduce this time")),
-                (true, false) => (false, format!("{id} reproduced but the analysis did not name it (it named: {incidents:?})")),
-            }
-        }
-        (_, _) => {
-            let what = if r.mitigated {
-                "mitigated run"
-            } else {
-                "healthy run"
-            };
-            match (r.symptom_seen, incidents.is_empty()) {
-                (false, true) => (true, format!("{what}: no symptom, no incident finding")),
-                (true, _) => (false, format!("{what}: the symptom still showed")),
-                (false, false) => (
-                    false,
-                    format!("{what}: no symptom, but the analysis named {incidents:?}"),
-                ),
-            }
-        }
-    }
-}
-
 fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
     let names: Vec<&'static str> = if a.all {
         netsleuth_lab::scenarios().iter().map(|s| s.name).collect()
@@ -115,7 +78,7 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
             skip_analysis: false,
         };
         let r = netsleuth_lab::run(name, &opts).map_err(|e| CliError::Other(e.to_string()))?;
-        let (ok, why) = verdict(&r);
+        let netsleuth_lab::Verdict { proven: ok, why } = r.verdict();
         all_ok &= ok;
         let analysis = r.analysis.clone().unwrap_or_default();
         let mut notes = vec![format!(
