@@ -192,6 +192,8 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
     }
     // Namespaces go now, before the analysis, which needs only the files.
     drop(topo);
+    // The run is judged on the node's and the client's views analysed together (two points of one
+    // incident); the other vantages are recorded for those who capture elsewhere (fixtures/lab).
     let captures: Vec<PathBuf> = lab
         .artifacts
         .iter()

@@ -20,6 +20,12 @@ pub enum ArtifactKind {
     NodeCapture,
     /// The client pod's own `tcpdump -i eth0` (pcap, Ethernet).
     ClientCapture,
+    /// The server's own `tcpdump -i eth0` (a pod's, or the remote node's).
+    ServerCapture,
+    /// The node's interface toward the server (the server pod's veth on the node, else `eth0`).
+    VethCapture,
+    /// `tcpdump -i any` on a node that only routes (the remote node with pods, no NAT).
+    RoutingCapture,
     /// `conntrack -E -o timestamp,id` in the node namespace.
     ConntrackEvents,
     /// `ip -ts monitor address route link` in the node namespace.

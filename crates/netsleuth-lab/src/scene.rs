@@ -71,9 +71,20 @@ enum ServerSpec {
     },
 }
 
+impl ServerSpec {
+    fn role(&self) -> &str {
+        match self {
+            ServerSpec::Tcp { role, .. }
+            | ServerSpec::Dns { role, .. }
+            | ServerSpec::Forwarder { role, .. } => role,
+        }
+    }
+}
+
 impl Scene {
-    /// The node namespace with its bridge, recorded from the node (`-i any`) and from the `client`
-    /// pod's `eth0`.
+    /// The node namespace with its bridge, recorded from every vantage its topology will have: the
+    /// node (`-i any`), the `client` pod's `eth0`, the server's `eth0` and the node's interface toward
+    /// it, and a routing-only remote node when it has pods.
     pub fn new() -> Scene {
         Scene::default()
     }
@@ -191,6 +202,13 @@ impl Scene {
         self
     }
 
+    /// The server whose own view is recorded (`server.pcap`, and the node's interface toward it,
+    /// `veth.pcap`); default: the first server declared.
+    pub fn server_view(mut self, role: &str) -> Scene {
+        self.views.server = Some(role.into());
+        self
+    }
+
     /// A capture filter for every capture of the run.
     pub fn capture_filter(mut self, filter: &'static str) -> Scene {
         self.views.filter = Some(filter);
@@ -298,8 +316,11 @@ impl<'l> Net<'l> {
             lab,
             topo,
             servers,
-            views,
+            mut views,
         } = self;
+        if views.server.is_none() {
+            views.server = servers.first().map(|s| s.role().to_string());
+        }
         let mut running = Vec::new();
         for spec in servers {
             running.push(start_server(&topo, spec)?);

@@ -142,6 +142,16 @@ impl Topology {
         Ok(self.pods.last().expect("just pushed"))
     }
 
+    /// The pod of `role`, if it is one.
+    pub fn pod(&self, role: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.role == role)
+    }
+
+    /// Whether the remote node has pods behind it (it then routes for them, without NAT).
+    pub fn remote_has_pods(&self) -> bool {
+        self.remote_bridge
+    }
+
     /// Every namespace, node first.
     pub fn all(&self) -> Vec<&Netns> {
         let mut v = vec![&self.node];

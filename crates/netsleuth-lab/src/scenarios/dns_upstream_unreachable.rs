@@ -51,7 +51,9 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
             )
             // The upstream network is behind the remote node.
             .dns_at("remote", addr(GOOD, 53), zone)
-            .dns_forwarder("coredns", nameservers, UPSTREAM_TIMEOUT),
+            .dns_forwarder("coredns", nameservers, UPSTREAM_TIMEOUT)
+            // The client's server is the forwarder.
+            .server_view("coredns"),
     )?;
     net.node().ip(&[
         "route",

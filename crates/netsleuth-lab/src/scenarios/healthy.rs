@@ -61,7 +61,8 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
             .serve(role, 8081, Behaviour::CloseWithUnread)
             .serve(role, 8082, Behaviour::Echo);
     }
-    let live = lab.build(scene)?.observe()?;
+    // web-b's own view has the application reset and the closed port's reset.
+    let live = lab.build(scene.server_view("web-b"))?.observe()?;
 
     let events = live.run("client", move || {
         let mut ev: Vec<(String, bool)> = Vec::new();
