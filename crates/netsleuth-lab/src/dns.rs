@@ -4,11 +4,13 @@
 //! socket (and `single-request-reopen`), musl 1.2.3's same-ID queries and ID-only answer matching,
 //! and Go < 1.16's pure-Go resolver order without /etc/nsswitch.conf.
 
+use crate::error::{LabError, Result};
+use crate::netns::{Daemon, Netns};
 use netsleuth_core::wire::dns::{self, DnsRepr, Record};
 use netsleuth_node::parse::resolver::{parse_hosts, parse_nsswitch};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,10 +120,9 @@ impl Zone {
     }
 }
 
-/// A server thread; stops (and joins) when dropped.
+/// A DNS server or forwarder thread; stops (and joins) when dropped.
 pub struct ServerHandle {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<crate::error::Result<()>>>,
+    _daemon: Daemon,
     pub queries: Arc<AtomicU64>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -132,33 +133,18 @@ impl ServerHandle {
     }
 }
 
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// An authoritative UDP server on `bind` inside `ns`, answering from `zone`.
-pub fn serve(
-    ns: &crate::netns::Netns,
-    bind: SocketAddrV4,
-    zone: Zone,
-) -> crate::error::Result<ServerHandle> {
-    let stop = Arc::new(AtomicBool::new(false));
+pub fn serve(ns: &Netns, bind: SocketAddrV4, zone: Zone) -> Result<ServerHandle> {
     let queries = Arc::new(AtomicU64::new(0));
-    let (s, q) = (Arc::clone(&stop), Arc::clone(&queries));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = ns.spawn("dns-server", move || {
+    let q = Arc::clone(&queries);
+    let daemon = Daemon::start(ns, "dns-server", move |ctl| {
         let sock = UdpSocket::bind(bind)
-            .map_err(|e| crate::error::LabError::io(format!("binding DNS server to {bind}"), e))?;
+            .map_err(|e| LabError::io(format!("binding DNS server to {bind}"), e))?;
         sock.set_read_timeout(Some(Duration::from_millis(5))).ok();
-        let _ = ready_tx.send(());
+        ctl.ready();
         let mut pending: Vec<(Instant, Vec<u8>, SocketAddr)> = Vec::new();
         let mut buf = [0u8; 1500];
-        while !s.load(Ordering::SeqCst) {
+        while !ctl.stopping() {
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
                 q.fetch_add(1, Ordering::SeqCst);
                 if let Some((resp, delay)) = zone.answer(&buf[..n]) {
@@ -177,10 +163,8 @@ pub fn serve(
         }
         Ok(())
     })?;
-    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
     Ok(ServerHandle {
-        stop,
-        thread: Some(thread),
+        _daemon: daemon,
         queries,
         log: Arc::new(Mutex::new(Vec::new())),
     })
@@ -190,51 +174,38 @@ pub fn serve(
 /// to the next upstream; if no answer comes within `upstream_timeout`, it logs CoreDNS's error line and
 /// tries the next upstream.
 pub fn forward(
-    ns: &crate::netns::Netns,
+    ns: &Netns,
     bind: SocketAddrV4,
     upstreams: Vec<Ipv4Addr>,
     upstream_timeout: Duration,
-) -> crate::error::Result<ServerHandle> {
-    let stop = Arc::new(AtomicBool::new(false));
+) -> Result<ServerHandle> {
     let queries = Arc::new(AtomicU64::new(0));
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (s, q, lg) = (Arc::clone(&stop), Arc::clone(&queries), Arc::clone(&log));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = ns.spawn("dns-forwarder", move || {
-        let sock = Arc::new(UdpSocket::bind(bind).map_err(|e| crate::error::LabError::io(format!("binding forwarder to {bind}"), e))?);
+    let (q, lg) = (Arc::clone(&queries), Arc::clone(&log));
+    let daemon = Daemon::start(ns, "dns-forwarder", move |ctl| {
+        let sock = Arc::new(
+            UdpSocket::bind(bind)
+                .map_err(|e| LabError::io(format!("binding forwarder to {bind}"), e))?,
+        );
         sock.set_read_timeout(Some(Duration::from_millis(20))).ok();
-        let _ = ready_tx.send(());
+        ctl.ready();
         let mut next = 0usize;
         let mut workers = Vec::new();
         let mut buf = [0u8; 1500];
-        while !s.load(Ordering::SeqCst) {
-            let Ok((n, client)) = sock.recv_from(&mut buf) else { continue };
+        while !ctl.stopping() {
+            let Ok((n, client)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
             q.fetch_add(1, Ordering::SeqCst);
             let query = buf[..n].to_vec();
-            let order: Vec<Ipv4Addr> = (0..upstreams.len()).map(|i| upstreams[(next + i) % upstreams.len()]).collect();
+            let order: Vec<Ipv4Addr> = (0..upstreams.len())
+                .map(|i| upstreams[(next + i) % upstreams.len()])
+                .collect();
             next = next.wrapping_add(1);
             let (sock, lg) = (Arc::clone(&sock), Arc::clone(&lg));
             // The worker inherits this thread's namespace: threads are created in the caller's netns.
             workers.push(std::thread::spawn(move || {
-                let name = dns::parse(&query).ok().and_then(|m| m.question).map(|q| format!("{} {}", q.name, qtype_name(q.qtype))).unwrap_or_default();
-                for up in order {
-                    let Ok(u) = UdpSocket::bind("0.0.0.0:0") else { return };
-                    let _ = u.set_read_timeout(Some(upstream_timeout));
-                    let _ = u.send_to(&query, (up, 53));
-                    let mut rb = [0u8; 1500];
-                    match u.recv_from(&mut rb) {
-                        Ok((rn, _)) => {
-                            let _ = sock.send_to(&rb[..rn], client);
-                            return;
-                        }
-                        Err(_) => {
-                            let local = u.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                            lg.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
-                                "[ERROR] plugin/errors: 2 {name}: unreachable backend: read udp {local}->{up}:53: i/o timeout"
-                            ));
-                        }
-                    }
-                }
+                forward_one(&sock, client, &query, &order, upstream_timeout, &lg)
             }));
         }
         for w in workers {
@@ -242,13 +213,47 @@ pub fn forward(
         }
         Ok(())
     })?;
-    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
     Ok(ServerHandle {
-        stop,
-        thread: Some(thread),
+        _daemon: daemon,
         queries,
         log,
     })
+}
+
+/// Asks each upstream in `order` until one answers within `timeout`, and relays the answer.
+fn forward_one(
+    sock: &UdpSocket,
+    client: SocketAddr,
+    query: &[u8],
+    order: &[Ipv4Addr],
+    timeout: Duration,
+    log: &Mutex<Vec<String>>,
+) {
+    let name = dns::parse(query)
+        .ok()
+        .and_then(|m| m.question)
+        .map(|q| format!("{} {}", q.name, qtype_name(q.qtype)))
+        .unwrap_or_default();
+    for up in order {
+        let Ok(u) = UdpSocket::bind("0.0.0.0:0") else {
+            return;
+        };
+        let _ = u.set_read_timeout(Some(timeout));
+        let _ = u.send_to(query, (*up, 53));
+        let mut rb = [0u8; 1500];
+        match u.recv_from(&mut rb) {
+            Ok((rn, _)) => {
+                let _ = sock.send_to(&rb[..rn], client);
+                return;
+            }
+            Err(_) => {
+                let local = u.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                    "[ERROR] plugin/errors: 2 {name}: unreachable backend: read udp {local}->{up}:53: i/o timeout"
+                ));
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -270,6 +275,29 @@ pub struct Lookup {
     /// The answer came from /etc/hosts.
     pub from_hosts: bool,
     pub detail: Vec<String>,
+}
+
+impl Lookup {
+    /// One line for the run's events: `getaddrinfo(NAME) → [addresses] in T s, N queries sent`, with
+    /// the re-send and the error the application got.
+    pub fn line(&self) -> String {
+        format!(
+            "getaddrinfo({}) → {:?} in {:.3} s, {} queries sent{}{}",
+            self.name,
+            self.a,
+            self.elapsed.as_secs_f64(),
+            self.queries_sent,
+            if self.retransmitted {
+                ", re-sent after the timeout"
+            } else {
+                ""
+            },
+            self.error
+                .as_deref()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        )
+    }
 }
 
 fn fresh_id() -> u16 {

@@ -1,7 +1,9 @@
 //! netsleuth lab: reproduces the catalogue's incidents on the running kernel, inside network namespaces
-//! the lab creates, with real sockets; captures them (the node's `tcpdump -i any` view and the client
-//! pod's own view), records conntrack events, counters and kernel drop reasons, and runs netsleuth's
-//! analysis on its own captures.
+//! the lab creates, with real sockets; captures them from every vantage point the topology has (the
+//! node's `tcpdump -i any`, the client's and the server's own views, the node's interface toward the
+//! server, a routing-only node), records conntrack events, counters and kernel drop reasons, collects
+//! its node namespace into a bundle with the node crate, and runs netsleuth's analysis on its own
+//! captures with that bundle's facts, as `analyze --node` would.
 //!
 //! ```no_run
 //! for s in netsleuth_lab::scenarios() {

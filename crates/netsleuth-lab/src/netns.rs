@@ -11,6 +11,7 @@ use netsleuth_node::collect::run::{in_netns, run_text};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -159,6 +160,79 @@ impl Netns {
                 f()
             })
             .map_err(|e| LabError::io("spawning a lab thread", e))
+    }
+}
+
+/// A long-running thread inside a namespace (a server): it runs until dropped, which stops and joins
+/// it.
+pub struct Daemon {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Handed to a [`Daemon`]'s body: whether to stop, and how to say it is ready.
+pub struct DaemonCtl {
+    stop: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+}
+
+impl DaemonCtl {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The daemon listens: [`Daemon::start`] returns.
+    pub fn ready(&self) {
+        let _ = self.ready.send(());
+    }
+}
+
+impl Daemon {
+    /// Runs `body` on a thread in `ns` and returns once it said it is ready; an error it returns
+    /// before that (a failed bind) is returned here.
+    pub fn start(
+        ns: &Netns,
+        thread_name: &str,
+        body: impl FnOnce(DaemonCtl) -> Result<()> + Send + 'static,
+    ) -> Result<Daemon> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ctl = DaemonCtl {
+            stop: Arc::clone(&stop),
+            ready: ready_tx,
+        };
+        let thread = ns.spawn(thread_name, move || body(ctl))?;
+        match ready_rx.recv_timeout(Duration::from_secs(3)) {
+            Ok(()) => Ok(Daemon {
+                stop,
+                thread: Some(thread),
+            }),
+            // Gone before it was ready: its own error says why.
+            Err(_) if thread.is_finished() => Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => LabError::traffic(
+                    "server",
+                    format!("{thread_name} stopped before it was ready"),
+                ),
+            }),
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                let _ = thread.join();
+                Err(LabError::traffic(
+                    "server",
+                    format!("{thread_name} in {} was not ready after 3 s", ns.role()),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

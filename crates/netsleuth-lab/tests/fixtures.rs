@@ -58,7 +58,10 @@ fn facts_json_is_what_analyze_reads_from_the_runs_bundle() {
             facts.manifest.target
         );
         read["source"].take();
-        assert_eq!(read, written, "{name}: facts.json is not the bundle's context");
+        assert_eq!(
+            read, written,
+            "{name}: facts.json is not the bundle's context"
+        );
     }
 }
 

@@ -58,22 +58,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut out = Outcome::default();
     let mut slow = Vec::new();
     for l in &lookups {
-        out.event(format!(
-            "getaddrinfo({}) → {:?} in {:.2} s, {} queries sent{}{}",
-            l.name,
-            l.a,
-            l.elapsed.as_secs_f64(),
-            l.queries_sent,
-            if l.retransmitted {
-                ", re-sent after the 5 s timeout"
-            } else {
-                ""
-            },
-            l.error
-                .as_deref()
-                .map(|e| format!(", error: {e}"))
-                .unwrap_or_default()
-        ));
+        out.event(l.line());
         if l.elapsed >= Duration::from_secs(4) {
             slow.push(l.elapsed.as_secs_f64());
         }

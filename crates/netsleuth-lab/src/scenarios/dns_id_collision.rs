@@ -43,15 +43,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut out = Outcome::default();
     let mut failed = 0;
     for l in &lookups {
-        out.event(format!(
-            "getaddrinfo({HOST}) → {:?} in {:.1} ms{}",
-            l.a,
-            l.elapsed.as_secs_f64() * 1e3,
-            l.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ));
+        out.event(l.line());
         for d in &l.detail {
             out.event(format!("  {d}"));
         }

@@ -82,16 +82,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut out = Outcome::default();
     let mut slow = 0;
     for l in &lookups {
-        out.event(format!(
-            "getaddrinfo({}) → {:?} in {:.2} s{}",
-            l.name,
-            l.a,
-            l.elapsed.as_secs_f64(),
-            l.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ));
+        out.event(l.line());
         slow += usize::from(l.elapsed >= Duration::from_millis(1500) || l.error.is_some());
     }
     for line in &log {
