@@ -44,7 +44,7 @@ kernel="$(uname -r)"
     echo
     echo "Captures are pcap at snaplen 262 (\`tcpdump -s 262\`), one file per vantage point the scenario's"
     echo "topology has (\`run.json\` lists the exact capture commands); snat-port-clash and tw-recycle-paws"
-    echo "capture TCP only, snat-port-clash SYNs and RSTs only."
+    echo "capture TCP only, snat-port-clash handshakes (SYN, SYN-ACK) and RSTs only."
     echo
     echo "- \`node.pcap\`: \`tcpdump -i any\` in the incident node's namespace (LINUX_SLL2): each packet on every"
     echo "  interface, before and after NAT (a forwarded packet appears on its way in and out)."
