@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates fixtures/lab/: runs every lab scenario (the incident, and its --mitigated run; healthy
-# once) on this machine's kernel and keeps the node-view and client-view captures of each run, plus
-# the node facts and conntrack events that go with them, and writes fixtures/lab/README.md.
+# once) on this machine's kernel and keeps the captures of each run from every vantage its topology
+# has, the node bundle and node facts that go with them, the conntrack events, and writes
+# fixtures/lab/README.md.
 #
 # Needs root, jq and the lab's tools (apt-get install iproute2 iptables nftables conntrack tcpdump
 # procps jq).
@@ -41,15 +42,26 @@ kernel="$(uname -r)"
     echo
     echo "Files per run:"
     echo
-    echo "- \`node.pcap\`: \`tcpdump -i any\` in the incident node's namespace (pcap, LINUX_SLL2, snaplen 256): each"
-    echo "  packet on every interface, before and after NAT (a forwarded packet appears on its way in and out)."
-    echo "- \`client.pcap\`: the client side's own view (pcap, Ethernet, snaplen 256): \`tcpdump -i eth0\` in the client"
-    echo "  pod; for tw-recycle-paws \`-i cni0\` in the client node (both client pods, before SNAT); for"
-    echo "  local-source-drop \`-i eth0\` of the load balancer. snat-port-clash and tw-recycle-paws capture TCP"
-    echo "  only, snat-port-clash SYNs and RSTs only (\`run.json\` lists the exact capture commands)."
+    echo "Captures are pcap at snaplen 262 (\`tcpdump -s 262\`), one file per vantage point the scenario's"
+    echo "topology has (\`run.json\` lists the exact capture commands); snat-port-clash and tw-recycle-paws"
+    echo "capture TCP only, snat-port-clash handshakes (SYN, SYN-ACK) and RSTs only."
+    echo
+    echo "- \`node.pcap\`: \`tcpdump -i any\` in the incident node's namespace (LINUX_SLL2): each packet on every"
+    echo "  interface, before and after NAT (a forwarded packet appears on its way in and out)."
+    echo "- \`client.pcap\`: the client side's own view (Ethernet): \`tcpdump -i eth0\` in the client pod; for"
+    echo "  tw-recycle-paws \`-i cni0\` in the client node (both client pods, before SNAT); for local-source-drop"
+    echo "  \`-i eth0\` of the load balancer."
+    echo "- \`server.pcap\`: the server's own view (Ethernet): \`tcpdump -i eth0\` in the server pod (the DNS pod for"
+    echo "  the DNS scenarios), or in the remote node when the server is the remote node itself."
+    echo "- \`veth.pcap\`: the node's interface toward the server (Ethernet): the server pod's veth on the node, or"
+    echo "  the node's \`eth0\` when the server is behind the remote node."
+    echo "- \`routing.pcap\`: where the scenario has one, a node that only routes (the remote node with the backend"
+    echo "  pods behind it, no NAT): \`tcpdump -i any\` there (LINUX_SLL2), each packet seen twice."
+    echo "- \`node.tar.gz\`: \`netsleuth collect\` of the incident node's namespace and its pods (a real bundle:"
+    echo "  \`netsleuth check --bundle\`, \`analyze --node\`)."
+    echo "- \`facts.json\`: the node facts the run's analysis read: the bundle's (\`NodeFacts\` → \`NodeContext\`), plus"
+    echo "  the sysctls an emulated scenario plays (\`emulated_sysctls\` in \`run.json\`); \`analyze --node facts.json\`."
     echo "- \`conntrack-events.txt\`: \`conntrack -E -o timestamp,id\` in the node namespace during the run."
-    echo "- \`facts.json\`: node facts measured in the node namespace (sysctls, services, addresses, resolv.conf"
-    echo "  nameservers, the client's hosts entries); \`emulated_sysctls\` lists values the scenario emulates."
     echo "- \`run.json\`: the run's outcome as the application saw it, counter deltas, drop reasons, notes."
     echo
     echo "| run | incident | reproduction | kernel | outcome |"
@@ -61,11 +73,10 @@ for run_dir in "$work"/runs/*/; do
     out="$dest/$name"
     rm -rf "$out"
     mkdir -p "$out"
-    for f in node.pcap client.pcap conntrack-events.txt; do
-        [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$out/$f"
+    for f in node.pcap client.pcap server.pcap veth.pcap routing.pcap node.tar.gz facts.json \
+        conntrack-events.txt run.json; do
+        if [ -f "$run_dir/$f" ]; then cp "$run_dir/$f" "$out/$f"; fi
     done
-    [ -f "$run_dir/node/facts.json" ] && cp "$run_dir/node/facts.json" "$out/facts.json"
-    [ -f "$run_dir/run.json" ] && cp "$run_dir/run.json" "$out/run.json"
     for f in "$out"/*.pcap; do
         size=$(stat -c %s "$f")
         if [ "$size" -gt "$max_bytes" ]; then
@@ -78,8 +89,9 @@ done
 for out in "$dest"/*/; do
     name="$(basename "$out")"
     [ -f "$out/run.json" ] || continue
-    jq -r --arg name "$name" \
-        '"| `\($name)` | \(.incident // "healthy") | \(.reproduction.kind) | \(.node_facts.kernel_release // "?") | \(.outcome | gsub("\\|"; "/")) |"' \
+    kernel="$(jq -r '.kernel_release // "?"' "$out/facts.json" 2>/dev/null || echo "?")"
+    jq -r --arg name "$name" --arg kernel "$kernel" \
+        '"| `\($name)` | \(.incident // "healthy") | \(.reproduction.kind) | \($kernel) | \(.outcome | gsub("\\|"; "/")) |"' \
         "$out/run.json" >> "$work/README.md"
 done
 cp "$work/README.md" "$dest/README.md"

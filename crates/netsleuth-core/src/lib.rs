@@ -7,6 +7,11 @@
 //! Invariant: this crate opens no files, sockets or processes and reads no clock; time is the capture's.
 //! Callers hand it `Read` implementations (a file, stdin, a buffer) and optional node facts.
 
+// The test packet builder (`tests/support`) is also compiled into the unit tests: let it name this
+// crate as the integration tests do.
+#[cfg(test)]
+extern crate self as netsleuth_core;
+
 pub mod analysis;
 pub mod capture;
 pub mod detect;

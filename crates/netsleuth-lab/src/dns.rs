@@ -4,167 +4,64 @@
 //! socket (and `single-request-reopen`), musl 1.2.3's same-ID queries and ID-only answer matching,
 //! and Go < 1.16's pure-Go resolver order without /etc/nsswitch.conf.
 
+use crate::error::{LabError, Result};
+use crate::netns::{Daemon, Netns};
+use netsleuth_core::wire::dns::{self, DnsRepr, Record};
+use netsleuth_node::parse::resolver::{parse_hosts, parse_nsswitch};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const TYPE_A: u16 = 1;
-pub const TYPE_AAAA: u16 = 28;
-pub const RCODE_NOERROR: u8 = 0;
-pub const RCODE_SERVFAIL: u8 = 2;
-pub const RCODE_NXDOMAIN: u8 = 3;
+pub use netsleuth_core::wire::dns::{rcode, rtype};
 
 pub fn qtype_name(t: u16) -> &'static str {
     match t {
-        TYPE_A => "A",
-        TYPE_AAAA => "AAAA",
+        rtype::A => "A",
+        rtype::AAAA => "AAAA",
         _ => "?",
     }
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Wire format
+// Wire format: the core's decoder and its owned counterpart (`DnsRepr`) write and read every message.
 
-/// A parsed message: header fields, the first question, and A/AAAA answers.
+fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    DnsRepr::query(id, name, qtype).emit()
+}
+
+/// What a resolver takes from a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub id: u16,
-    pub response: bool,
-    pub rcode: u8,
-    pub qname: String,
-    pub qtype: u16,
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
+struct Reply {
+    id: u16,
+    rcode: u8,
+    qtype: u16,
+    a: Vec<Ipv4Addr>,
+    aaaa: Vec<Ipv6Addr>,
 }
 
-pub fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut b = Vec::with_capacity(64);
-    b.extend_from_slice(&id.to_be_bytes());
-    b.extend_from_slice(&[0x01, 0x00]); // RD
-    b.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    push_name(&mut b, name);
-    b.extend_from_slice(&qtype.to_be_bytes());
-    b.extend_from_slice(&[0, 1]); // IN
-    b
-}
-
-fn push_name(b: &mut Vec<u8>, name: &str) {
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        b.push(label.len().min(63) as u8);
-        b.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
-    }
-    b.push(0);
-}
-
-/// Reads a (possibly compressed) name at `pos`; returns it and the position after it in the message.
-fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
-    let mut labels = Vec::new();
-    let mut end = None;
-    let mut hops = 0;
-    loop {
-        let len = *msg.get(pos)? as usize;
-        if len & 0xc0 == 0xc0 {
-            let ptr = ((len & 0x3f) << 8) | *msg.get(pos + 1)? as usize;
-            end.get_or_insert(pos + 2);
-            pos = ptr;
-            hops += 1;
-            if hops > 16 {
-                return None;
-            }
-            continue;
-        }
-        if len == 0 {
-            return Some((labels.join("."), end.unwrap_or(pos + 1)));
-        }
-        let label = msg.get(pos + 1..pos + 1 + len)?;
-        labels.push(String::from_utf8_lossy(label).into_owned());
-        pos += 1 + len;
-    }
-}
-
-pub fn parse(msg: &[u8]) -> Option<Message> {
-    if msg.len() < 12 {
+/// A response read with the core's decoder; `None` for a query or a message shorter than a header.
+fn reply(bytes: &[u8]) -> Option<Reply> {
+    let m = dns::parse(bytes).ok()?;
+    let r = DnsRepr::from_message(&m);
+    if !r.is_response() {
         return None;
     }
-    let id = u16::from_be_bytes([msg[0], msg[1]]);
-    let response = msg[2] & 0x80 != 0;
-    let rcode = msg[3] & 0x0f;
-    let qd = u16::from_be_bytes([msg[4], msg[5]]);
-    let an = u16::from_be_bytes([msg[6], msg[7]]);
-    let mut pos = 12;
-    let (mut qname, mut qtype) = (String::new(), 0);
-    for i in 0..qd {
-        let (name, p) = read_name(msg, pos)?;
-        if i == 0 {
-            qname = name;
-            qtype = u16::from_be_bytes([*msg.get(p)?, *msg.get(p + 1)?]);
+    let (mut a, mut aaaa) = (Vec::new(), Vec::new());
+    for ip in r.addrs() {
+        match ip {
+            IpAddr::V4(v4) => a.push(v4),
+            IpAddr::V6(v6) => aaaa.push(v6),
         }
-        pos = p + 4;
     }
-    let mut m = Message {
-        id,
-        response,
-        rcode,
-        qname,
-        qtype,
-        a: vec![],
-        aaaa: vec![],
-    };
-    for _ in 0..an {
-        let (_, p) = read_name(msg, pos)?;
-        let rtype = u16::from_be_bytes([*msg.get(p)?, *msg.get(p + 1)?]);
-        let rdlen = u16::from_be_bytes([*msg.get(p + 8)?, *msg.get(p + 9)?]) as usize;
-        let rdata = msg.get(p + 10..p + 10 + rdlen)?;
-        match (rtype, rdlen) {
-            (TYPE_A, 4) => {
-                m.a.push(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))
-            }
-            (TYPE_AAAA, 16) => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(rdata);
-                m.aaaa.push(Ipv6Addr::from(o));
-            }
-            _ => {}
-        }
-        pos = p + 10 + rdlen;
-    }
-    Some(m)
-}
-
-/// A response to `query` (the raw query bytes) with `rcode` and A/AAAA answers.
-pub fn build_response(
-    query: &[u8],
-    rcode: u8,
-    a: &[Ipv4Addr],
-    aaaa: &[Ipv6Addr],
-) -> Option<Vec<u8>> {
-    let q = parse(query)?;
-    let mut b = Vec::with_capacity(128);
-    b.extend_from_slice(&q.id.to_be_bytes());
-    b.push(0x81 | (query[2] & 0x01)); // QR, RD copied… and AA
-    b.push(0x80 | (rcode & 0x0f)); // RA
-    let answers = a.len() + aaaa.len();
-    b.extend_from_slice(&[0, 1]);
-    b.extend_from_slice(&(answers as u16).to_be_bytes());
-    b.extend_from_slice(&[0, 0, 0, 0]);
-    push_name(&mut b, &q.qname);
-    b.extend_from_slice(&q.qtype.to_be_bytes());
-    b.extend_from_slice(&[0, 1]);
-    for ip in a {
-        b.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
-        b.extend_from_slice(&ip.octets());
-    }
-    for ip in aaaa {
-        b.extend_from_slice(&[0xc0, 0x0c, 0, 28, 0, 1, 0, 0, 0, 30, 0, 16]);
-        b.extend_from_slice(&ip.octets());
-    }
-    Some(b)
+    Some(Reply {
+        id: r.id,
+        rcode: r.rcode(),
+        qtype: r.question.as_ref().map_or(0, |q| q.qtype),
+        a,
+        aaaa,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -199,27 +96,33 @@ impl Zone {
     }
 
     fn answer(&self, query: &[u8]) -> Option<(Vec<u8>, Duration)> {
-        let q = parse(query)?;
-        if q.response {
+        let m = dns::parse(query).ok()?;
+        let q = m.question.as_ref()?;
+        if m.header.qr {
             return None;
         }
         let delay = self.delay.get(&q.qtype).copied().unwrap_or_default();
-        let resp = match self.names.get(&q.qname.to_ascii_lowercase()) {
-            None => build_response(query, RCODE_NXDOMAIN, &[], &[]),
+        let asked = DnsRepr::from_message(&m);
+        let addrs: Vec<IpAddr> = match self.names.get(&q.name.to_ascii_lowercase()) {
+            None => return Some((asked.response(rcode::NXDOMAIN).emit(), delay)),
             Some(r) => match q.qtype {
-                TYPE_A => build_response(query, RCODE_NOERROR, &r.a, &[]),
-                TYPE_AAAA => build_response(query, RCODE_NOERROR, &[], &r.aaaa),
-                _ => build_response(query, RCODE_NOERROR, &[], &[]),
+                rtype::A => r.a.iter().map(|&a| IpAddr::V4(a)).collect(),
+                rtype::AAAA => r.aaaa.iter().map(|&a| IpAddr::V6(a)).collect(),
+                _ => Vec::new(),
             },
-        }?;
-        Some((resp, delay))
+        };
+        let resp = addrs
+            .into_iter()
+            .fold(asked.response(rcode::NOERROR), |r, ip| {
+                r.answer(Record::addr(&q.name, ip, 30))
+            });
+        Some((resp.emit(), delay))
     }
 }
 
-/// A server thread; stops (and joins) when dropped.
+/// A DNS server or forwarder thread; stops (and joins) when dropped.
 pub struct ServerHandle {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<crate::error::Result<()>>>,
+    _daemon: Daemon,
     pub queries: Arc<AtomicU64>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -230,33 +133,18 @@ impl ServerHandle {
     }
 }
 
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// An authoritative UDP server on `bind` inside `ns`, answering from `zone`.
-pub fn serve(
-    ns: &crate::netns::Netns,
-    bind: SocketAddrV4,
-    zone: Zone,
-) -> crate::error::Result<ServerHandle> {
-    let stop = Arc::new(AtomicBool::new(false));
+pub fn serve(ns: &Netns, bind: SocketAddrV4, zone: Zone) -> Result<ServerHandle> {
     let queries = Arc::new(AtomicU64::new(0));
-    let (s, q) = (Arc::clone(&stop), Arc::clone(&queries));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = ns.spawn("dns-server", move || {
+    let q = Arc::clone(&queries);
+    let daemon = Daemon::start(ns, "dns-server", move |ctl| {
         let sock = UdpSocket::bind(bind)
-            .map_err(|e| crate::error::LabError::io(format!("binding DNS server to {bind}"), e))?;
+            .map_err(|e| LabError::io(format!("binding DNS server to {bind}"), e))?;
         sock.set_read_timeout(Some(Duration::from_millis(5))).ok();
-        let _ = ready_tx.send(());
+        ctl.ready();
         let mut pending: Vec<(Instant, Vec<u8>, SocketAddr)> = Vec::new();
         let mut buf = [0u8; 1500];
-        while !s.load(Ordering::SeqCst) {
+        while !ctl.stopping() {
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
                 q.fetch_add(1, Ordering::SeqCst);
                 if let Some((resp, delay)) = zone.answer(&buf[..n]) {
@@ -275,10 +163,8 @@ pub fn serve(
         }
         Ok(())
     })?;
-    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
     Ok(ServerHandle {
-        stop,
-        thread: Some(thread),
+        _daemon: daemon,
         queries,
         log: Arc::new(Mutex::new(Vec::new())),
     })
@@ -288,51 +174,38 @@ pub fn serve(
 /// to the next upstream; if no answer comes within `upstream_timeout`, it logs CoreDNS's error line and
 /// tries the next upstream.
 pub fn forward(
-    ns: &crate::netns::Netns,
+    ns: &Netns,
     bind: SocketAddrV4,
     upstreams: Vec<Ipv4Addr>,
     upstream_timeout: Duration,
-) -> crate::error::Result<ServerHandle> {
-    let stop = Arc::new(AtomicBool::new(false));
+) -> Result<ServerHandle> {
     let queries = Arc::new(AtomicU64::new(0));
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (s, q, lg) = (Arc::clone(&stop), Arc::clone(&queries), Arc::clone(&log));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = ns.spawn("dns-forwarder", move || {
-        let sock = Arc::new(UdpSocket::bind(bind).map_err(|e| crate::error::LabError::io(format!("binding forwarder to {bind}"), e))?);
+    let (q, lg) = (Arc::clone(&queries), Arc::clone(&log));
+    let daemon = Daemon::start(ns, "dns-forwarder", move |ctl| {
+        let sock = Arc::new(
+            UdpSocket::bind(bind)
+                .map_err(|e| LabError::io(format!("binding forwarder to {bind}"), e))?,
+        );
         sock.set_read_timeout(Some(Duration::from_millis(20))).ok();
-        let _ = ready_tx.send(());
+        ctl.ready();
         let mut next = 0usize;
         let mut workers = Vec::new();
         let mut buf = [0u8; 1500];
-        while !s.load(Ordering::SeqCst) {
-            let Ok((n, client)) = sock.recv_from(&mut buf) else { continue };
+        while !ctl.stopping() {
+            let Ok((n, client)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
             q.fetch_add(1, Ordering::SeqCst);
             let query = buf[..n].to_vec();
-            let order: Vec<Ipv4Addr> = (0..upstreams.len()).map(|i| upstreams[(next + i) % upstreams.len()]).collect();
+            let order: Vec<Ipv4Addr> = (0..upstreams.len())
+                .map(|i| upstreams[(next + i) % upstreams.len()])
+                .collect();
             next = next.wrapping_add(1);
             let (sock, lg) = (Arc::clone(&sock), Arc::clone(&lg));
             // The worker inherits this thread's namespace: threads are created in the caller's netns.
             workers.push(std::thread::spawn(move || {
-                let name = parse(&query).map(|m| format!("{} {}", m.qname, qtype_name(m.qtype))).unwrap_or_default();
-                for up in order {
-                    let Ok(u) = UdpSocket::bind("0.0.0.0:0") else { return };
-                    let _ = u.set_read_timeout(Some(upstream_timeout));
-                    let _ = u.send_to(&query, (up, 53));
-                    let mut rb = [0u8; 1500];
-                    match u.recv_from(&mut rb) {
-                        Ok((rn, _)) => {
-                            let _ = sock.send_to(&rb[..rn], client);
-                            return;
-                        }
-                        Err(_) => {
-                            let local = u.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                            lg.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
-                                "[ERROR] plugin/errors: 2 {name}: unreachable backend: read udp {local}->{up}:53: i/o timeout"
-                            ));
-                        }
-                    }
-                }
+                forward_one(&sock, client, &query, &order, upstream_timeout, &lg)
             }));
         }
         for w in workers {
@@ -340,13 +213,47 @@ pub fn forward(
         }
         Ok(())
     })?;
-    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
     Ok(ServerHandle {
-        stop,
-        thread: Some(thread),
+        _daemon: daemon,
         queries,
         log,
     })
+}
+
+/// Asks each upstream in `order` until one answers within `timeout`, and relays the answer.
+fn forward_one(
+    sock: &UdpSocket,
+    client: SocketAddr,
+    query: &[u8],
+    order: &[Ipv4Addr],
+    timeout: Duration,
+    log: &Mutex<Vec<String>>,
+) {
+    let name = dns::parse(query)
+        .ok()
+        .and_then(|m| m.question)
+        .map(|q| format!("{} {}", q.name, qtype_name(q.qtype)))
+        .unwrap_or_default();
+    for up in order {
+        let Ok(u) = UdpSocket::bind("0.0.0.0:0") else {
+            return;
+        };
+        let _ = u.set_read_timeout(Some(timeout));
+        let _ = u.send_to(query, (*up, 53));
+        let mut rb = [0u8; 1500];
+        match u.recv_from(&mut rb) {
+            Ok((rn, _)) => {
+                let _ = sock.send_to(&rb[..rn], client);
+                return;
+            }
+            Err(_) => {
+                let local = u.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                    "[ERROR] plugin/errors: 2 {name}: unreachable backend: read udp {local}->{up}:53: i/o timeout"
+                ));
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -368,6 +275,29 @@ pub struct Lookup {
     /// The answer came from /etc/hosts.
     pub from_hosts: bool,
     pub detail: Vec<String>,
+}
+
+impl Lookup {
+    /// One line for the run's events: `getaddrinfo(NAME) → [addresses] in T s, N queries sent`, with
+    /// the re-send and the error the application got.
+    pub fn line(&self) -> String {
+        format!(
+            "getaddrinfo({}) → {:?} in {:.3} s, {} queries sent{}{}",
+            self.name,
+            self.a,
+            self.elapsed.as_secs_f64(),
+            self.queries_sent,
+            if self.retransmitted {
+                ", re-sent after the timeout"
+            } else {
+                ""
+            },
+            self.error
+                .as_deref()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        )
+    }
 }
 
 fn fresh_id() -> u16 {
@@ -392,7 +322,7 @@ pub fn glibc_lookup(
         name: name.into(),
         ..Default::default()
     };
-    let qtypes = [TYPE_A, TYPE_AAAA];
+    let qtypes = [rtype::A, rtype::AAAA];
     let mut answered = [false, false];
     let mut sock: Option<UdpSocket> = None;
     for attempt in 0..attempts {
@@ -438,13 +368,13 @@ pub fn glibc_lookup(
             }
             let deadline = Instant::now() + timeout;
             while answered.iter().any(|a| !a) {
-                let want = |m: &Message| {
+                let want = |m: &Reply| {
                     (0..2).any(|i| !answered[i] && m.id == ids[i] && m.qtype == qtypes[i])
                 };
                 let Some(m) = recv_matching(s, want, start, deadline) else {
                     break;
                 };
-                let i = if m.qtype == TYPE_A { 0 } else { 1 };
+                let i = if m.qtype == rtype::A { 0 } else { 1 };
                 answered[i] = true;
                 absorb(&mut l, &m, start);
             }
@@ -462,7 +392,7 @@ pub fn glibc_lookup(
     l
 }
 
-fn absorb(l: &mut Lookup, m: &Message, start: Instant) {
+fn absorb(l: &mut Lookup, m: &Reply, start: Instant) {
     l.detail.push(format!(
         "{:>7.1} ms  answer id={:#06x} {} rcode={} a={:?} aaaa={:?}",
         start.elapsed().as_secs_f64() * 1e3,
@@ -472,7 +402,7 @@ fn absorb(l: &mut Lookup, m: &Message, start: Instant) {
         m.a,
         m.aaaa
     ));
-    if m.rcode == RCODE_NXDOMAIN {
+    if m.rcode == rcode::NXDOMAIN {
         l.error = Some("NXDOMAIN".into());
     }
     l.a.extend(&m.a);
@@ -488,10 +418,10 @@ fn udp_connected(server: SocketAddrV4) -> std::io::Result<UdpSocket> {
 /// Receives until a message satisfies `want` or `deadline` passes.
 fn recv_matching(
     s: &UdpSocket,
-    want: impl Fn(&Message) -> bool,
+    want: impl Fn(&Reply) -> bool,
     _start: Instant,
     deadline: Instant,
-) -> Option<Message> {
+) -> Option<Reply> {
     let mut buf = [0u8; 1500];
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -501,8 +431,8 @@ fn recv_matching(
         s.set_read_timeout(Some(left)).ok()?;
         match s.recv(&mut buf) {
             Ok(n) => {
-                if let Some(m) = parse(&buf[..n]) {
-                    if m.response && want(&m) {
+                if let Some(m) = reply(&buf[..n]) {
+                    if want(&m) {
                         return Some(m);
                     }
                 }
@@ -540,7 +470,7 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
         name: name.into(),
         ..Default::default()
     };
-    let qtypes = [TYPE_A, TYPE_AAAA];
+    let qtypes = [rtype::A, rtype::AAAA];
     let mut qids = [0u16; 2];
     for (i, q) in qids.iter_mut().enumerate() {
         *q = match ids {
@@ -574,7 +504,7 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
         "sent A id={:#06x} and AAAA id={:#06x} from one socket",
         qids[0], qids[1]
     ));
-    let mut slots: [Option<Message>; 2] = [None, None];
+    let mut slots: [Option<Reply>; 2] = [None, None];
     let mut next = 0usize;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
@@ -585,7 +515,7 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
         s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .ok();
         let Ok(n) = s.recv(&mut buf) else { break };
-        let Some(m) = parse(&buf[..n]) else { continue };
+        let Some(m) = reply(&buf[..n]) else { continue };
         // musl: `for (j=next; j<nqueries && memcmp(answer, query[j], 2); j++);` — the ID alone.
         let Some(j) = (next..2).find(|&j| qids[j] == m.id) else {
             continue;
@@ -614,12 +544,12 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
     // name_from_dns: each slot is parsed for the record type its query asked (`rr != ctx->rrtype`).
     for (j, slot) in slots.iter().enumerate() {
         let m = slot.as_ref().expect("checked above");
-        if m.rcode == RCODE_NXDOMAIN {
+        if m.rcode == rcode::NXDOMAIN {
             l.error = Some("Name does not resolve (NXDOMAIN)".into());
             return l;
         }
         match qtypes[j] {
-            TYPE_A => l.a.extend(&m.a),
+            rtype::A => l.a.extend(&m.a),
             _ => l.aaaa.extend(&m.aaaa),
         }
     }
@@ -640,16 +570,10 @@ pub enum GoOrder {
 /// `hosts:` line decides; without it, Go < 1.16 uses DNS first (`hostLookupDNSFiles`), Go ≥ 1.16
 /// files first (golang/go#35305).
 pub fn go_lookup_order(nsswitch: Option<&str>, go_before_1_16: bool) -> GoOrder {
-    match nsswitch.and_then(|t| t.lines().find(|l| l.trim_start().starts_with("hosts:"))) {
-        Some(line) => {
-            let srcs: Vec<&str> = line
-                .split(':')
-                .nth(1)
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let files = srcs.iter().position(|s| *s == "files");
-            let dns = srcs.iter().position(|s| *s == "dns");
+    match nsswitch.and_then(|t| parse_nsswitch(t).value.hosts) {
+        Some(srcs) => {
+            let files = srcs.iter().position(|s| s == "files");
+            let dns = srcs.iter().position(|s| s == "dns");
             match (files, dns) {
                 (Some(f), Some(d)) if d < f => GoOrder::DnsFiles,
                 _ => GoOrder::FilesDns,
@@ -660,20 +584,15 @@ pub fn go_lookup_order(nsswitch: Option<&str>, go_before_1_16: bool) -> GoOrder 
     }
 }
 
-/// Looks `name` up in hosts-file text.
+/// The IPv4 addresses hosts-file text gives `name` (read with the node crate's hosts parser).
 pub fn hosts_lookup(hosts: &str, name: &str) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    for line in hosts.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut it = line.split_whitespace();
-        let Some(ip) = it.next().and_then(|i| i.parse::<Ipv4Addr>().ok()) else {
-            continue;
-        };
-        if it.any(|n| n.eq_ignore_ascii_case(name.trim_end_matches('.'))) {
-            out.push(ip);
-        }
-    }
-    out
+    let name = name.trim_end_matches('.');
+    parse_hosts(hosts)
+        .value
+        .iter()
+        .filter(|e| e.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .filter_map(|e| e.addr.parse().ok())
+        .collect()
 }
 
 /// The candidate names of a lookup under resolv.conf's `search` and `ndots` (as Go and glibc try
@@ -723,7 +642,7 @@ pub fn go_lookup(
     }
     for cand in search_candidates(name, search, ndots) {
         let mut socks = Vec::new();
-        for qt in [TYPE_A, TYPE_AAAA] {
+        for qt in [rtype::A, rtype::AAAA] {
             if let Ok(s) = udp_connected(server) {
                 let id = fresh_id();
                 let _ = s.send(&build_query(id, &cand, qt));
@@ -745,7 +664,7 @@ pub fn go_lookup(
                     qtype_name(m.qtype),
                     m.rcode
                 ));
-                if m.rcode == RCODE_NOERROR && (!m.a.is_empty() || !m.aaaa.is_empty()) {
+                if m.rcode == rcode::NOERROR && (!m.a.is_empty() || !m.aaaa.is_empty()) {
                     l.a.extend(&m.a);
                     l.aaaa.extend(&m.aaaa);
                     found = true;
@@ -776,25 +695,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_and_response_round_trip() {
-        let q = build_query(0x1234, "web.default.svc.cluster.local", TYPE_A);
-        let m = parse(&q).unwrap();
-        assert_eq!((m.id, m.response, m.qtype), (0x1234, false, TYPE_A));
-        assert_eq!(m.qname, "web.default.svc.cluster.local");
-        let r = build_response(&q, RCODE_NOERROR, &[Ipv4Addr::new(10, 96, 0, 20)], &[]).unwrap();
-        let m = parse(&r).unwrap();
-        assert!(m.response);
-        assert_eq!(m.a, vec![Ipv4Addr::new(10, 96, 0, 20)]);
-    }
-
-    #[test]
-    fn zone_gives_nxdomain_and_nodata() {
+    fn zone_gives_answers_nxdomain_and_nodata() {
         let z = Zone::default().with("a.example", &[Ipv4Addr::new(1, 2, 3, 4)], &[]);
-        let (r, _) = z.answer(&build_query(1, "b.example", TYPE_A)).unwrap();
-        assert_eq!(parse(&r).unwrap().rcode, RCODE_NXDOMAIN);
-        let (r, _) = z.answer(&build_query(1, "a.example", TYPE_AAAA)).unwrap();
-        let m = parse(&r).unwrap();
-        assert_eq!((m.rcode, m.aaaa.len()), (RCODE_NOERROR, 0));
+        let (r, _) = z.answer(&build_query(1, "b.example", rtype::A)).unwrap();
+        assert_eq!(reply(&r).unwrap().rcode, rcode::NXDOMAIN);
+        let (r, _) = z.answer(&build_query(2, "a.example", rtype::AAAA)).unwrap();
+        let m = reply(&r).unwrap();
+        assert_eq!((m.id, m.rcode, m.aaaa.len()), (2, rcode::NOERROR, 0));
+        let (r, _) = z.answer(&build_query(3, "A.example.", rtype::A)).unwrap();
+        let m = reply(&r).unwrap();
+        assert_eq!(
+            (m.qtype, m.a.as_slice()),
+            (rtype::A, &[Ipv4Addr::new(1, 2, 3, 4)][..])
+        );
+        assert!(z.answer(&r).is_none(), "a response is not answered");
     }
 
     #[test]

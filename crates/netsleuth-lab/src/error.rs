@@ -56,6 +56,19 @@ pub enum LabError {
         detail: String,
     },
 
+    #[error("cannot run in namespace {netns}: {detail}")]
+    Enter { netns: String, detail: String },
+
+    #[error("collecting the lab's node facts: {0}")]
+    Collect(#[from] netsleuth_node::CollectError),
+
+    #[error("writing the lab's node bundle: {0}")]
+    Bundle(#[from] netsleuth_node::BundleError),
+
+    /// A scenario's scene names something its topology does not have (a bug in the scenario).
+    #[error("the scene declares {detail}")]
+    Scene { detail: String },
+
     #[error("interrupted by signal {0}; the lab's namespaces were removed")]
     Interrupted(i32),
 }

@@ -22,6 +22,32 @@ pub struct Service {
     pub node_port: Option<u16>,
 }
 
+impl Service {
+    /// A ClusterIP Service `name` at `vip:port`/`protocol` balanced over `endpoints`.
+    pub fn new(
+        name: &str,
+        vip: Ipv4Addr,
+        port: u16,
+        protocol: &'static str,
+        endpoints: &[(Ipv4Addr, u16)],
+    ) -> Service {
+        Service {
+            name: name.into(),
+            vip,
+            port,
+            protocol,
+            endpoints: endpoints.to_vec(),
+            node_port: None,
+        }
+    }
+
+    /// The same Service also exposed on every node's `port` (NodePort, externalTrafficPolicy: Local).
+    pub fn with_node_port(mut self, port: u16) -> Service {
+        self.node_port = Some(port);
+        self
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     pub services: Vec<Service>,

@@ -1,7 +1,9 @@
 //! netsleuth lab: reproduces the catalogue's incidents on the running kernel, inside network namespaces
-//! the lab creates, with real sockets; captures them (the node's `tcpdump -i any` view and the client
-//! pod's own view), records conntrack events, counters and kernel drop reasons, and runs netsleuth's
-//! analysis on its own captures.
+//! the lab creates, with real sockets; captures them from every vantage point the topology has (the
+//! node's `tcpdump -i any`, the client's and the server's own views, the node's interface toward the
+//! server, a routing-only node), records conntrack events, counters and kernel drop reasons, collects
+//! its node namespace into a bundle with the node crate, and runs netsleuth's analysis on its own
+//! captures with that bundle's facts, as `analyze --node` would.
 //!
 //! ```no_run
 //! for s in netsleuth_lab::scenarios() {
@@ -13,10 +15,12 @@
 //! # Ok::<(), netsleuth_lab::LabError>(())
 //! ```
 //!
-//! Code map: [`scenarios`] (one module per incident) build a [`topology`] of namespaces, load
-//! [`kube`]-proxy-style rules, start the recorders ([`record`], [`counters`], [`dropmon`]), drive
-//! [`traffic`] and [`dns`] and return what the application saw; `lab` owns the run's resources and
-//! its teardown; `analysis` is the one place that calls the analysis core.
+//! Code map: `scenarios` (one module per incident) each declare a `scene` — a [`topology`] of
+//! namespaces, [`kube`]-proxy-style rules, servers, where it is recorded from — and keep only their
+//! traffic ([`traffic`], [`dns`]) and their judgement of what the application saw; the scene builder
+//! brings the declaration up in order and starts the recorders (`observe`: [`record`], [`counters`],
+//! [`dropmon`]) before the traffic; `lab` owns the run directory and the teardown; `analysis` is the
+//! one place that calls the analysis core.
 //!
 //! Invariant: nothing here changes the host's network namespace: every state-changing command runs
 //! under `ip -n NS` / `ip netns exec NS` for a namespace named `nsl-<pid>-<n>-<role>`, and every such
@@ -26,21 +30,25 @@ pub mod cmd;
 pub mod counters;
 pub mod dns;
 pub mod dropmon;
+mod emulate;
 mod error;
+mod facts;
 pub mod kube;
 mod lab;
 pub mod netns;
+mod observe;
 pub mod record;
 pub mod registry;
 mod report;
 mod scenarios;
+mod scene;
 pub mod topology;
 pub mod traffic;
 
 mod analysis;
 
 pub use error::LabError;
-pub use report::{Artifact, ArtifactKind, Measurement, NodeFacts, RunReport};
+pub use report::{Artifact, ArtifactKind, Measurement, RunReport, Verdict};
 
 use netsleuth_core::Incident;
 use serde::Serialize;
@@ -91,7 +99,7 @@ pub struct ScenarioInfo {
     pub mitigation: &'static str,
     /// Builds the scene, drives the traffic and says what the application saw.
     #[serde(skip)]
-    pub(crate) run: fn(&mut lab::Lab) -> error::Result<lab::Outcome>,
+    pub(crate) run: fn(&mut lab::Lab) -> error::Result<scene::Recorded>,
 }
 
 fn incident_id<S: serde::Serializer>(

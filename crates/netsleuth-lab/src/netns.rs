@@ -7,10 +7,17 @@
 use crate::cmd;
 use crate::error::{LabError, Result};
 use crate::registry;
+use netsleuth_node::collect::run::{in_netns, run_text};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Deadline of a read-only tool run in a lab namespace.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A network namespace created by the lab (`/run/netns/nsl-…`). Deleted when dropped, unless kept.
 pub struct Netns {
@@ -90,7 +97,7 @@ impl Netns {
     /// Reads a sysctl of this namespace; `None` if it does not exist here.
     pub fn sysctl_get(&self, key: &str) -> Option<String> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        self.run(move || {
+        self.run(|| {
             Ok(std::fs::read_to_string(&path)
                 .ok()
                 .map(|s| s.trim().to_string()))
@@ -103,25 +110,39 @@ impl Netns {
     /// leader's namespace; `/proc/thread-self/net` follows the reading thread's.)
     pub fn proc_net(&self, file: &str) -> Result<String> {
         let path = format!("/proc/thread-self/net/{file}");
-        let ns = self.name.clone();
-        self.run(move || {
+        self.run(|| {
             std::fs::read_to_string(&path).map_err(|source| LabError::Netns {
-                netns: ns,
+                netns: self.name.clone(),
                 what: format!("reading {path}"),
                 source,
             })
         })
     }
 
-    /// Runs `f` on a new thread inside this namespace and returns its result.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        match self.spawn("lab-run", f)?.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+    /// The namespace file (`/run/netns/NAME`).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Runs `f` on a thread inside this namespace (the node crate's `in_netns`) and returns its
+    /// result.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        in_netns(Some(&self.path()), f).map_err(|detail| LabError::Enter {
+            netns: self.name.clone(),
+            detail,
+        })?
+    }
+
+    /// Runs a read-only tool (`conntrack -S`, `nft list table …`) inside this namespace with the node
+    /// crate's runner, and returns its output.
+    pub fn read(&self, argv: &[&str]) -> Result<String> {
+        self.run(|| {
+            run_text(argv, READ_TIMEOUT).map_err(|e| LabError::Command {
+                command: argv.join(" "),
+                netns: Some(self.name.clone()),
+                detail: e.to_string(),
+            })
+        })
     }
 
     /// Spawns a named thread that enters this namespace, then runs `f`.
@@ -139,6 +160,79 @@ impl Netns {
                 f()
             })
             .map_err(|e| LabError::io("spawning a lab thread", e))
+    }
+}
+
+/// A long-running thread inside a namespace (a server): it runs until dropped, which stops and joins
+/// it.
+pub struct Daemon {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Handed to a [`Daemon`]'s body: whether to stop, and how to say it is ready.
+pub struct DaemonCtl {
+    stop: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+}
+
+impl DaemonCtl {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The daemon listens: [`Daemon::start`] returns.
+    pub fn ready(&self) {
+        let _ = self.ready.send(());
+    }
+}
+
+impl Daemon {
+    /// Runs `body` on a thread in `ns` and returns once it said it is ready; an error it returns
+    /// before that (a failed bind) is returned here.
+    pub fn start(
+        ns: &Netns,
+        thread_name: &str,
+        body: impl FnOnce(DaemonCtl) -> Result<()> + Send + 'static,
+    ) -> Result<Daemon> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ctl = DaemonCtl {
+            stop: Arc::clone(&stop),
+            ready: ready_tx,
+        };
+        let thread = ns.spawn(thread_name, move || body(ctl))?;
+        match ready_rx.recv_timeout(Duration::from_secs(3)) {
+            Ok(()) => Ok(Daemon {
+                stop,
+                thread: Some(thread),
+            }),
+            // Gone before it was ready: its own error says why.
+            Err(_) if thread.is_finished() => Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => LabError::traffic(
+                    "server",
+                    format!("{thread_name} stopped before it was ready"),
+                ),
+            }),
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                let _ = thread.join();
+                Err(LabError::traffic(
+                    "server",
+                    format!("{thread_name} in {} was not ready after 3 s", ns.role()),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -14,8 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Snap length of lab captures: headers, and DNS messages whole; keeps fixtures small.
-pub const SNAPLEN: u32 = 256;
+/// Snap length of lab captures (`tcpdump -s 262`): headers, and DNS messages whole; keeps fixtures
+/// small.
+pub const SNAPLEN: u32 = 262;
 /// At most this many packets per capture file.
 pub const MAX_PACKETS: u32 = 3000;
 

@@ -3,9 +3,10 @@
 
 use crate::counters::CounterDelta;
 use crate::dropmon::DropReasons;
-use crate::kube::Service;
 use crate::Reproduction;
+use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::escape::for_terminal as esc;
+use netsleuth_core::FindingKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,13 +20,22 @@ pub enum ArtifactKind {
     NodeCapture,
     /// The client pod's own `tcpdump -i eth0` (pcap, Ethernet).
     ClientCapture,
+    /// The server's own `tcpdump -i eth0` (a pod's, or the remote node's).
+    ServerCapture,
+    /// The node's interface toward the server (the server pod's veth on the node, else `eth0`).
+    VethCapture,
+    /// `tcpdump -i any` on a node that only routes (the remote node with pods, no NAT).
+    RoutingCapture,
     /// `conntrack -E -o timestamp,id` in the node namespace.
     ConntrackEvents,
     /// `ip -ts monitor address route link` in the node namespace.
     NetlinkEvents,
     /// Counters before/after and their deltas (JSON), plus the raw texts.
     Counters,
-    /// The node's state: iptables-save, addresses, routes, sysctls, facts.json.
+    /// `node.tar.gz`: `netsleuth collect` of the recorded node's namespace and its pods.
+    NodeBundle,
+    /// Files of the node's state: the rules and nft rulesets the lab loaded, its resolv.conf,
+    /// facts.json (the node facts the analysis read).
     NodeState,
     /// A file as a container sees it (resolv.conf, hosts, nsswitch.conf).
     ContainerFile,
@@ -58,23 +68,66 @@ impl Measurement {
     }
 }
 
-/// Node facts of the lab's node namespace, measured there after the run (the shape of
-/// `netsleuth_core::node::NodeContext`, kept here so that the lab's JSON does not depend on the core's
-/// types).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct NodeFacts {
-    pub kernel_release: Option<String>,
-    pub sysctls: BTreeMap<String, String>,
-    /// Sysctl values that this kernel lacks and the scenario emulates (e.g. tcp_tw_recycle).
-    pub emulated_sysctls: BTreeMap<String, String>,
-    #[serde(skip)]
-    pub services: Vec<Service>,
-    pub service_names: Vec<String>,
-    pub local_addrs: Vec<std::net::IpAddr>,
-    pub ipvs_bound_addrs: Vec<std::net::IpAddr>,
-    pub nameservers: Vec<std::net::IpAddr>,
-    pub hosts: Vec<(std::net::IpAddr, String)>,
-    pub masquerade_without_random_fully: Vec<String>,
+/// Whether a run proved what it should: the one judgement the CLI, the tests and the fixture
+/// regeneration use. An incident run must show its symptom and, when its captures were analysed, the
+/// analysis must name its id; a mitigated or healthy run must show neither the symptom nor any
+/// incident finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub proven: bool,
+    /// One line: what the run proved, or what it did not.
+    pub why: String,
+}
+
+impl Verdict {
+    /// The one judgement of a run: an incident run must show its symptom and the analysis must name
+    /// its id; a mitigated or healthy run must show neither. `named` is what the analysis named
+    /// (`None`: the captures were not analysed). Used for live runs and for recorded ones.
+    pub fn judge(
+        incident: Option<&str>,
+        mitigated: bool,
+        symptom_seen: bool,
+        named: Option<&[&str]>,
+    ) -> Verdict {
+        let (proven, why) = match (incident, mitigated) {
+            (Some(id), false) => match (symptom_seen, named) {
+                (false, _) => (false, format!("{id} did NOT reproduce this time")),
+                (true, None) => (
+                    true,
+                    format!("reproduced {id} (its captures were not analysed)"),
+                ),
+                (true, Some(n)) if n.contains(&id) => {
+                    (true, format!("reproduced {id}, and the analysis named it"))
+                }
+                (true, Some(n)) => (
+                    false,
+                    format!("{id} reproduced but the analysis did not name it (it named: {n:?})"),
+                ),
+            },
+            _ => {
+                let what = if mitigated {
+                    "mitigated run"
+                } else {
+                    "healthy run"
+                };
+                match (symptom_seen, named) {
+                    (true, _) => (false, format!("{what}: the symptom still showed")),
+                    (false, None) => (
+                        true,
+                        format!("{what}: no symptom (its captures were not analysed)"),
+                    ),
+                    (false, Some(n)) if n.is_empty() => {
+                        (true, format!("{what}: no symptom, no incident finding"))
+                    }
+                    (false, Some(n)) => (
+                        false,
+                        format!("{what}: no symptom, but the analysis named {n:?}"),
+                    ),
+                }
+            }
+        };
+        Verdict { proven, why }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +149,14 @@ pub struct RunReport {
     pub counter_deltas: Vec<CounterDelta>,
     pub counters_unavailable: Vec<String>,
     pub drop_reasons: DropReasons,
-    pub node_facts: NodeFacts,
+    /// The node facts the analysis read (from the run's bundle, `node.tar.gz`, plus
+    /// `emulated_sysctls`); not repeated in run.json: they are its `facts.json`, which
+    /// `analyze --node facts.json` reads.
+    #[serde(skip)]
+    pub node_context: NodeContext,
+    /// Sysctls this kernel lacks that the scenario plays (e.g. tcp_tw_recycle), as the old node had
+    /// them; they are in `node_context` too.
+    pub emulated_sysctls: BTreeMap<String, String>,
     /// The emulation label, what was mitigated, and anything else worth knowing about this run.
     pub notes: Vec<String>,
     /// The namespaces of the run; removed unless `keep`.
@@ -109,14 +169,21 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Did the scenario do what it promised? An incident run must show its symptom, a mitigated or
-    /// healthy run must not.
-    pub fn as_expected(&self) -> bool {
-        if self.mitigated || self.incident.is_none() {
-            !self.symptom_seen
-        } else {
-            self.symptom_seen
-        }
+    /// Did the run prove what it should? See [`Verdict`].
+    pub fn verdict(&self) -> Verdict {
+        let named: Option<Vec<&str>> = self.analysis.as_ref().map(|a| {
+            a.findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::Incident)
+                .map(|f| f.id)
+                .collect()
+        });
+        Verdict::judge(
+            self.incident,
+            self.mitigated,
+            self.symptom_seen,
+            named.as_deref(),
+        )
     }
 
     pub fn artifact(&self, kind: ArtifactKind) -> Option<&Artifact> {
@@ -318,7 +385,8 @@ mod tests {
             }],
             counters_unavailable: vec![],
             drop_reasons,
-            node_facts: NodeFacts::default(),
+            node_context: NodeContext::default(),
+            emulated_sysctls: BTreeMap::new(),
             notes: vec![h()],
             namespaces: vec![h()],
             namespaces_kept: true,

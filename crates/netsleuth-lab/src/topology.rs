@@ -9,7 +9,7 @@
 //! The node namespace routes between its bridge and the remote node and holds the kube-proxy-style
 //! rules (see [`crate::kube`]). Every name is lab-owned; the host's namespace is never touched.
 
-use crate::error::Result;
+use crate::error::{LabError, Result};
 use crate::netns::Netns;
 use std::net::Ipv4Addr;
 
@@ -142,17 +142,14 @@ impl Topology {
         Ok(self.pods.last().expect("just pushed"))
     }
 
-    pub fn pod(&self, role: &str) -> &Pod {
-        self.pods
-            .iter()
-            .find(|p| p.role == role)
-            .unwrap_or_else(|| panic!("scenario has no pod `{role}`"))
+    /// The pod of `role`, if it is one.
+    pub fn pod(&self, role: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.role == role)
     }
 
-    pub fn remote(&self) -> &Netns {
-        self.remote
-            .as_ref()
-            .expect("scenario added the remote node")
+    /// Whether the remote node has pods behind it (it then routes for them, without NAT).
+    pub fn remote_has_pods(&self) -> bool {
+        self.remote_bridge
     }
 
     /// Every namespace, node first.
@@ -165,6 +162,13 @@ impl Topology {
 
     pub fn by_role(&self, role: &str) -> Option<&Netns> {
         self.all().into_iter().find(|n| n.role() == role)
+    }
+
+    /// The namespace of `role` (`node`, `remote` or a pod's role), as a scene names it.
+    pub fn ns(&self, role: &str) -> Result<&Netns> {
+        self.by_role(role).ok_or_else(|| LabError::Scene {
+            detail: format!("the namespace `{role}`, which is not in its topology"),
+        })
     }
 
     pub fn keep_all(&mut self) {

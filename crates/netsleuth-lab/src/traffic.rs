@@ -3,7 +3,7 @@
 //! that callers run on threads inside a namespace (see [`crate::netns::Netns::spawn`]).
 
 use crate::error::{LabError, Result};
-use crate::netns::Netns;
+use crate::netns::{Daemon, Netns};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -47,6 +47,23 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
+/// SO_REUSEADDR, then bind to `addr`.
+fn bind_reusing(fd: i32, addr: SocketAddrV4) -> std::io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let sa = sockaddr(addr);
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Connects with `opts`, giving up after `timeout` (the SYN retransmissions within it are the
 /// kernel's: 1 s, then 3 s after the first SYN, …).
 pub fn connect(
@@ -75,16 +92,7 @@ pub fn prepare(opts: ConnectOpts) -> std::io::Result<Prepared> {
         // Owned from here on, so every early return closes it.
         let stream = TcpStream::from_raw_fd(fd);
         if let Some(src) = opts.bind {
-            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-            let sa = sockaddr(src);
-            if libc::bind(
-                fd,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            bind_reusing(fd, src)?;
         }
         if let Some((idle, intvl)) = opts.keepalive {
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
@@ -201,18 +209,8 @@ pub enum Behaviour {
 
 /// A server thread (plus per-connection threads); stopped and joined when dropped.
 pub struct TcpServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    _daemon: Daemon,
     pub accepted: Arc<AtomicU64>,
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Listens on `bind` inside `ns` with `backlog`, serving each connection with `behaviour`.
@@ -223,22 +221,16 @@ pub fn serve(
     backlog: i32,
     behaviour: Behaviour,
 ) -> Result<TcpServer> {
-    let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
-    let (s, acc) = (Arc::clone(&stop), Arc::clone(&accepted));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::result::Result<(), String>>();
+    let acc = Arc::clone(&accepted);
     let server_name = name.to_string();
-    let thread = ns.spawn("tcp-server", move || {
-        let listener = match listen(bind, backlog) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready_tx.send(Err(format!("listen on {bind}: {e}")));
-                return Err(LabError::io(format!("listen on {bind}"), e));
-            }
-        };
-        let _ = ready_tx.send(Ok(()));
+    let daemon = Daemon::start(ns, "tcp-server", move |ctl| {
+        let listener =
+            listen(bind, backlog).map_err(|e| LabError::io(format!("listen on {bind}"), e))?;
+        ctl.ready();
+        let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
-        while !s.load(Ordering::SeqCst) {
+        while !ctl.stopping() {
             if behaviour == Behaviour::NeverAccept {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
@@ -246,7 +238,7 @@ pub fn serve(
             match listener.accept() {
                 Ok((conn, _)) => {
                     acc.fetch_add(1, Ordering::SeqCst);
-                    let (st, nm) = (Arc::clone(&s), server_name.clone());
+                    let (st, nm) = (Arc::clone(&stop), server_name.clone());
                     workers.push(std::thread::spawn(move || {
                         handle(conn, behaviour, &nm, &st)
                     }));
@@ -254,26 +246,16 @@ pub fn serve(
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
+        stop.store(true, Ordering::SeqCst);
         for w in workers {
             let _ = w.join();
         }
         Ok(())
     })?;
-    match ready_rx.recv_timeout(Duration::from_secs(3)) {
-        Ok(Ok(())) => Ok(TcpServer {
-            stop,
-            thread: Some(thread),
-            accepted,
-        }),
-        Ok(Err(e)) => Err(LabError::Traffic {
-            scenario: "server",
-            detail: e,
-        }),
-        Err(_) => Err(LabError::Traffic {
-            scenario: "server",
-            detail: format!("server {name} on {bind} did not start"),
-        }),
-    }
+    Ok(TcpServer {
+        _daemon: daemon,
+        accepted,
+    })
 }
 
 fn listen(bind: SocketAddrV4, backlog: i32) -> std::io::Result<TcpListener> {
@@ -283,16 +265,7 @@ fn listen(bind: SocketAddrV4, backlog: i32) -> std::io::Result<TcpListener> {
             return Err(std::io::Error::last_os_error());
         }
         let l = TcpListener::from_raw_fd(fd);
-        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        let sa = sockaddr(bind);
-        if libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        bind_reusing(fd, bind)?;
         if libc::listen(fd, backlog) != 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -184,8 +184,13 @@ fn check_symptoms(name: &str) -> Option<(Run, Run)> {
     Some((incident, mitigated))
 }
 
-/// The analysis part: the right id at the expected confidence; nothing when mitigated.
+/// The analysis part: the run's verdict, and the right id at the expected confidence; nothing when
+/// mitigated.
 fn check_analysis(name: &str, incident: &RunReport, mitigated: &RunReport) {
+    for r in [incident, mitigated] {
+        let v = r.verdict();
+        assert!(v.proven, "{name}: not proven: {}", v.why);
+    }
     let (_, id, min) = EXPECTED
         .iter()
         .find(|e| e.0 == name)
@@ -246,6 +251,8 @@ fn healthy_traffic_gives_no_incident() {
         found.is_empty(),
         "healthy traffic produced incident findings {found:?}"
     );
+    let v = r.verdict();
+    assert!(v.proven, "healthy: not proven: {}", v.why);
 }
 
 #[test]
@@ -305,10 +312,11 @@ fn reproduction_rate() {
                 };
                 match run(s.name, &opts) {
                     Ok(r) => {
-                        good += usize::from(r.as_expected());
+                        let verdict = r.verdict();
+                        good += usize::from(verdict.proven);
                         times.push(r.wall_time.as_secs_f64());
-                        if !r.as_expected() {
-                            errors.push(r.outcome.clone());
+                        if !verdict.proven {
+                            errors.push(format!("{}: {}", verdict.why, r.outcome));
                         }
                     }
                     Err(e) => errors.push(e.to_string()),
@@ -405,7 +413,7 @@ fn write_fixture_runs() {
                 };
                 let r = run(s.name, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
                 eprintln!("{name}: {}", r.outcome);
-                if r.as_expected() {
+                if r.verdict().proven {
                     ok = true;
                     break;
                 }

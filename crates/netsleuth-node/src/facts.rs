@@ -298,11 +298,11 @@ impl RootFacts {
             "the node".to_string()
         } else {
             let who = self.comms.first().map(String::as_str).unwrap_or("?");
-            format!(
-                "container {} ({who}, pid {})",
-                self.id,
-                self.pids.first().copied().unwrap_or(0)
-            )
+            match self.pids.first() {
+                Some(pid) => format!("container {} ({who}, pid {pid})", self.id),
+                // A container named by the collector's caller, not found through a process.
+                None => format!("container {} ({who})", self.id),
+            }
         }
     }
 }

@@ -28,8 +28,8 @@ pub mod probe;
 pub use bundle::{read_bundle, write_bundle, BundleError};
 pub use check::{check, CheckReport, FactsSummary};
 pub use collect::{
-    attach_probes, collect_live, probe_nameservers, CollectError, CollectOptions, ProcessScope,
-    Target,
+    attach_probes, collect_live, probe_nameservers, CollectError, CollectOptions, Container,
+    ProcessScope, Target,
 };
 pub use context::to_node_context;
 pub use detect::CheckOptions;

@@ -2,6 +2,7 @@
 //! nameserver of the node's and the containers' resolv.conf, from the network namespace that uses it,
 //! with a short timeout. The query and answer checks are pure; [`probe_one`] is the socket adapter.
 
+use netsleuth_core::wire::dns::{rtype, DnsHeader, DnsRepr};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -41,18 +42,12 @@ pub struct ProbeResult {
 
 /// A standard query for `. NS` with the given id.
 pub fn build_query(id: u16) -> Vec<u8> {
-    let mut q = Vec::with_capacity(17);
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00]); // RD
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // QD=1
-    q.push(0); // root name
-    q.extend_from_slice(&[0, 2, 0, 1]); // NS, IN
-    q
+    DnsRepr::query(id, "", rtype::NS).emit()
 }
 
 /// The RCODE if `resp` is a response to query `id`; `None` if it is not (wrong id, not a response, short).
 pub fn response_rcode(resp: &[u8], id: u16) -> Option<u8> {
-    let h = netsleuth_core::wire::dns::DnsHeader::parse(resp)?;
+    let h = DnsHeader::parse(resp)?;
     (h.id == id && h.qr).then_some(h.rcode)
 }
 

@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use netsleuth_node::{
-    check, collect_live, write_bundle, CheckOptions, CheckReport, CollectOptions, NodeFacts,
-    ProbeOptions, ProcessScope, Target,
+    check, collect_live, write_bundle, CheckOptions, CheckReport, CollectOptions, Container,
+    NodeFacts, ProbeOptions, ProcessScope, Target,
 };
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
@@ -119,6 +119,50 @@ fn clean_namespace_gives_no_finding() {
         ct.source
     );
     assert_eq!(node.conntrack.as_ref().unwrap().entries, 0);
+}
+
+/// A container the caller names (as the lab names its pods) is collected without any process: its
+/// namespace beside the node's, its root's files, and what they say reaches the analysis context.
+#[test]
+fn declared_containers_are_collected_without_processes() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let (node, pod) = (Netns::new(), Netns::new());
+    let node_root = TempDir::new("nsn-declared-node");
+    let pod_root = TempDir::new("nsn-declared-pod");
+    pod_root.write("etc/hosts", "127.0.0.1 localhost\n10.0.0.5 api.internal\n");
+    let mut o = opts(&node, node_root.path(), 0);
+    o.samples = 1;
+    o.containers = vec![
+        Container {
+            name: "client".into(),
+            netns: Some(pod.path()),
+            root: Some(pod_root.path().to_path_buf()),
+        },
+        Container {
+            name: "sidecar".into(),
+            netns: Some(pod.path()),
+            root: None,
+        },
+    ];
+    let (facts, _) = collect_and_check(&o, "declared-containers");
+    assert_eq!(
+        facts.namespaces.len(),
+        2,
+        "one namespace per distinct netns"
+    );
+    let pod_ns = facts.namespaces.iter().find(|n| !n.is_node).unwrap();
+    assert_eq!(pod_ns.comms, ["client", "sidecar"]);
+    assert!(pod_ns.sysctls.is_some(), "the pod's namespace is collected");
+    let root = facts.roots.iter().find(|r| r.id == "root-client").unwrap();
+    assert_eq!(root.netns.as_deref(), Some(pod_ns.id.as_str()));
+    assert_eq!(root.describe(), "container root-client (client)");
+    assert_eq!(facts.roots.len(), 2, "no root for a container without one");
+    let ctx = netsleuth_node::to_node_context(&facts);
+    assert!(ctx
+        .hosts
+        .contains(&("10.0.0.5".parse().unwrap(), "api.internal".to_string())));
 }
 
 #[test]

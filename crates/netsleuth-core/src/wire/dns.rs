@@ -4,11 +4,14 @@
 //! `DnsMessage::error` (the header is still useful: id, flags and rcode), damage in an answer ends the
 //! answer iteration with an `Err` item. Names follow compression pointers with a jump limit, so a
 //! pointer loop cannot hang the parser. The question name is the only allocation (one `String` per
-//! message; DNS messages are rare next to TCP segments).
+//! message; DNS messages are rare next to TCP segments). [`DnsRepr`] writes messages back.
 
 use super::field::{self as f, get};
 use std::fmt;
 use std::net::IpAddr;
+
+mod emit;
+pub use emit::{header_flags, write_name, DnsRepr, Record, CLASS_IN};
 
 /// Record types the detectors talk about.
 pub mod rtype {

@@ -13,6 +13,7 @@
 //! Checksums are computed, so the frames also look right to tshark/tcpdump.
 #![allow(dead_code)]
 
+use netsleuth_core::wire::dns::{header_flags as dns_flags, DnsRepr, Record};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const LINKTYPE_NULL: u32 = 0;
@@ -636,121 +637,67 @@ impl PacketBuilder {
     }
 }
 
-/// A DNS message under construction.
+/// A DNS message under construction: the core's own [`DnsRepr`], with shorthands for tests.
 #[derive(Debug, Clone)]
-pub struct DnsMsg {
-    id: u16,
-    flags: u16,
-    question: Option<(String, u16)>,
-    answers: Vec<(String, u16, u32, Vec<u8>)>,
-}
-
-fn encode_name(name: &str, out: &mut Vec<u8>) {
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-}
+pub struct DnsMsg(DnsRepr);
 
 /// A recursive query (RD set) for `name`/`qtype`.
 pub fn dns_query(id: u16, name: &str, qtype: u16) -> DnsMsg {
-    DnsMsg {
-        id,
-        flags: 0x0100,
-        question: Some((name.to_string(), qtype)),
-        answers: Vec::new(),
-    }
+    DnsMsg(DnsRepr::query(id, name, qtype))
 }
 
 /// A NOERROR response (QR, RD, RA) to `name`/`qtype` with no answers yet.
 pub fn dns_response(id: u16, name: &str, qtype: u16) -> DnsMsg {
-    DnsMsg {
-        id,
-        flags: 0x8180,
-        question: Some((name.to_string(), qtype)),
-        answers: Vec::new(),
-    }
+    DnsMsg(DnsRepr::query(id, name, qtype).response(0))
 }
 
 impl DnsMsg {
     pub fn rcode(mut self, rcode: u8) -> Self {
-        self.flags = (self.flags & !0x000F) | (rcode as u16 & 0x0F);
+        self.0.flags = (self.0.flags & !dns_flags::RCODE) | (rcode as u16 & dns_flags::RCODE);
         self
     }
     /// Set the TC (truncated) bit.
     pub fn tc(mut self) -> Self {
-        self.flags |= 0x0200;
+        self.0.flags |= dns_flags::TC;
         self
     }
     /// Replace the whole flags word.
     pub fn flags(mut self, flags: u16) -> Self {
-        self.flags = flags;
+        self.0.flags = flags;
         self
     }
     fn owner(&self) -> String {
-        self.question
+        self.0
+            .question
             .as_ref()
-            .map(|q| q.0.clone())
+            .map(|q| q.name.clone())
             .unwrap_or_default()
     }
     pub fn answer_a(mut self, addr: [u8; 4]) -> Self {
         let owner = self.owner();
-        self.answers.push((owner, QTYPE_A, 60, addr.to_vec()));
+        self.0 = self.0.answer(Record::addr(&owner, IpAddr::from(addr), 60));
         self
     }
     pub fn answer_aaaa(mut self, addr: &str) -> Self {
         let owner = self.owner();
         let a: Ipv6Addr = addr.parse().unwrap();
-        self.answers
-            .push((owner, QTYPE_AAAA, 60, a.octets().to_vec()));
+        self.0 = self.0.answer(Record::addr(&owner, IpAddr::V6(a), 60));
         self
     }
     pub fn answer_cname(mut self, target: &str) -> Self {
         let owner = self.owner();
-        let mut rdata = Vec::new();
-        encode_name(target, &mut rdata);
-        self.answers.push((owner, QTYPE_CNAME, 60, rdata));
+        self.0 = self.0.answer(Record::cname(&owner, target, 60));
         self
     }
     /// Any record (owner name, type, rdata).
     pub fn answer_raw(mut self, owner: &str, rtype: u16, rdata: &[u8]) -> Self {
-        self.answers
-            .push((owner.to_string(), rtype, 60, rdata.to_vec()));
+        self.0 = self.0.answer(Record::new(owner, rtype, 60, rdata));
         self
     }
 
     /// The message bytes (answer owners equal to the question name are compressed to a pointer).
     pub fn build(&self) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&self.id.to_be_bytes());
-        m.extend_from_slice(&self.flags.to_be_bytes());
-        m.extend_from_slice(&(self.question.is_some() as u16).to_be_bytes());
-        m.extend_from_slice(&(self.answers.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0, 0, 0, 0]);
-        let qname = self.question.as_ref().map(|q| q.0.clone());
-        if let Some((name, qtype)) = &self.question {
-            encode_name(name, &mut m);
-            m.extend_from_slice(&qtype.to_be_bytes());
-            m.extend_from_slice(&1u16.to_be_bytes());
-        }
-        for (owner, rtype, ttl, rdata) in &self.answers {
-            if Some(owner) == qname.as_ref() {
-                m.extend_from_slice(&[0xC0, 12]);
-            } else {
-                encode_name(owner, &mut m);
-            }
-            m.extend_from_slice(&rtype.to_be_bytes());
-            m.extend_from_slice(&1u16.to_be_bytes());
-            m.extend_from_slice(&ttl.to_be_bytes());
-            m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-            m.extend_from_slice(rdata);
-        }
-        m
+        self.0.emit()
     }
 
     /// The message with its 2-byte TCP length prefix.

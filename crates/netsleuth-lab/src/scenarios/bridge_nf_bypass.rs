@@ -2,66 +2,40 @@
 //! same bridge gets its SYN-ACK bridged straight back from the backend's pod IP, without reverse NAT;
 //! the client resets it and its connect times out. Via the pod IP everything works.
 
-use crate::error::{LabError, Result};
-use crate::kube::{Rules, Service};
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology};
+use crate::error::Result;
+use crate::kube::Service;
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = netsleuth_core::detect::bridge_nf_bypass::INCIDENT.id;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3500);
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_pod("client", CLIENT, Machine::Node)?;
-    t.add_pod("backend", BACKEND, Machine::Node)?;
-    lab.set_topology(t);
-    if lab
-        .topo()
-        .node
-        .sysctl_get("net.bridge.bridge-nf-call-iptables")
-        .is_none()
-    {
-        return Err(LabError::MissingKernelFeature {
-            what: "net.bridge.bridge-nf-call-iptables is missing in the lab's node namespace (br_netfilter is not loaded)".into(),
-            hint: "load it on the host with `modprobe br_netfilter` (the lab does not load modules)".into(),
-        });
-    }
-    lab.apply_rules(&Rules {
-        services: vec![Service {
-            name: "spring-prod/frontend:http".into(),
-            vip: VIP,
-            port: 8080,
-            protocol: "tcp",
-            endpoints: vec![(BACKEND, 8080)],
-            node_port: None,
-        }],
-        ..Default::default()
-    })?;
-    let value = if lab.mitigated { "1" } else { "0" };
-    lab.topo()
-        .node
-        .sysctl("net.bridge.bridge-nf-call-iptables", value)?;
-    let _srv = traffic::serve(
-        &lab.topo().pod("backend").ns,
-        "backend",
-        addr(Ipv4Addr::UNSPECIFIED, 8080),
-        128,
-        Behaviour::Echo,
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
+    let bridge_nf = if lab.mitigated { "1" } else { "0" };
+    let live = lab
+        .build(
+            Scene::new()
+                .pod("client", CLIENT)
+                .pod("backend", BACKEND)
+                .service(Service::new(
+                    "spring-prod/frontend:http",
+                    VIP,
+                    8080,
+                    "tcp",
+                    &[(BACKEND, 8080)],
+                ))
+                // Per namespace on this kernel: only the lab's node changes.
+                .sysctl("node", "net.bridge.bridge-nf-call-iptables", bridge_nf)
+                .serve("backend", 8080, Behaviour::Echo),
+        )?
+        .observe()?;
 
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let results = live.run("client", move || {
         let mut results = Vec::new();
         for dst in [addr(VIP, 8080), addr(BACKEND, 8080)] {
             let t0 = Instant::now();
@@ -73,7 +47,6 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         Ok(results)
     })?;
-    let results = super::join(NAME, h)?;
     let mut out = Outcome::default();
     let mut vip_failed = None;
     for (dst, r, took) in &results {
@@ -96,7 +69,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     }
     out.measure(
         "net.bridge.bridge-nf-call-iptables (node)",
-        if lab.mitigated { 1.0 } else { 0.0 },
+        if live.mitigated { 1.0 } else { 0.0 },
         "",
     );
     match vip_failed {
@@ -108,5 +81,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         None => out.fine = format!("ClusterIP {VIP}:8080 and pod IP {BACKEND}:8080 both answered"),
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

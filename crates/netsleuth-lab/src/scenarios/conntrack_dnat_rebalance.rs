@@ -5,9 +5,9 @@
 //! moves is 2⁻¹⁰.
 
 use crate::error::{LabError, Result};
-use crate::kube::{Rules, Service};
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology};
+use crate::kube::Service;
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -22,53 +22,34 @@ const CT_TIMEOUT_S: u32 = 2;
 const IDLE: Duration = Duration::from_millis(3500);
 const MAX_ROUNDS: usize = 3;
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_remote(true)?;
-    t.add_pod("client", CLIENT, Machine::Node)?;
-    t.add_pod("backend-a", BACKEND_A, Machine::Remote)?;
-    t.add_pod("backend-b", BACKEND_B, Machine::Remote)?;
-    lab.set_topology(t);
-    lab.apply_rules(&Rules {
-        services: vec![Service {
-            name: "default/web:http".into(),
-            vip: VIP,
-            port: 80,
-            protocol: "tcp",
-            endpoints: vec![(BACKEND_A, 8080), (BACKEND_B, 8080)],
-            node_port: None,
-        }],
-        ..Default::default()
-    })?;
-    // Stands for a day of idleness against kube-proxy's 86400 s: the mechanism is the same.
-    lab.topo().node.sysctl(
-        "net.netfilter.nf_conntrack_tcp_timeout_established",
-        &CT_TIMEOUT_S.to_string(),
-    )?;
-    let _a = traffic::serve(
-        &lab.topo().pod("backend-a").ns,
-        "backend-a",
-        addr(Ipv4Addr::UNSPECIFIED, 8080),
-        128,
-        Behaviour::Echo,
-    )?;
-    let _b = traffic::serve(
-        &lab.topo().pod("backend-b").ns,
-        "backend-b",
-        addr(Ipv4Addr::UNSPECIFIED, 8080),
-        128,
-        Behaviour::Echo,
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
+    let live = lab
+        .build(
+            Scene::new()
+                .pod("client", CLIENT)
+                .remote_pod("backend-a", BACKEND_A)
+                .remote_pod("backend-b", BACKEND_B)
+                .service(Service::new(
+                    "default/web:http",
+                    VIP,
+                    80,
+                    "tcp",
+                    &[(BACKEND_A, 8080), (BACKEND_B, 8080)],
+                ))
+                // Stands for a day of idleness against kube-proxy's 86400 s: the mechanism is the same.
+                .sysctl(
+                    "node",
+                    "net.netfilter.nf_conntrack_tcp_timeout_established",
+                    &CT_TIMEOUT_S.to_string(),
+                )
+                .serve("backend-a", 8080, Behaviour::Echo)
+                .serve("backend-b", 8080, Behaviour::Echo),
+        )?
+        .observe()?;
 
-    let mitigated = lab.mitigated;
+    let mitigated = live.mitigated;
     let keepalive = mitigated.then_some((1, 1));
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let results = live.run("client", move || {
         let mut conns: Vec<(std::net::TcpStream, String)> = Vec::new();
         for i in 0..CONNECTIONS {
             let mut s = traffic::connect(
@@ -120,7 +101,6 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         Ok(results)
     })?;
-    let results = super::join(NAME, h)?;
 
     let mut out = Outcome::default();
     let mut resets = 0;
@@ -169,5 +149,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             }
         );
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

@@ -4,9 +4,9 @@
 //! connection and resets it.
 
 use crate::error::{LabError, Result};
-use crate::kube::Rules;
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology, NODE_IP, REMOTE_IP};
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
+use crate::topology::{NODE_IP, REMOTE_IP};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -17,36 +17,22 @@ const VIP: &str = "192.168.50.100/32";
 const PORT: u16 = 8899;
 const MAX_MOVES: usize = 3;
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_remote(false)?;
-    t.add_pod("client", CLIENT, Machine::Node)?;
-    lab.set_topology(t);
-    lab.apply_rules(&Rules {
-        // flannel's rule for pod traffic leaving the cluster network.
-        extra_postrouting: vec![
-            "-s 10.244.0.0/16 ! -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully".into(),
-        ],
-        ..Default::default()
-    })?;
-    let _srv = traffic::serve(
-        lab.topo().remote(),
-        "server",
-        addr(Ipv4Addr::UNSPECIFIED, PORT),
-        128,
-        Behaviour::Echo,
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
+    let live = lab
+        .build(
+            Scene::new()
+                .remote()
+                .pod("client", CLIENT)
+                // flannel's rule for pod traffic leaving the cluster network.
+                .postrouting("-s 10.244.0.0/16 ! -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully")
+                .serve("remote", PORT, Behaviour::Echo),
+        )?
+        .observe()?;
 
     let (to_client, from_main) = std::sync::mpsc::channel::<()>();
     let (to_main, from_client) =
         std::sync::mpsc::channel::<(u16, std::io::Result<String>, Duration)>();
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let client = live.spawn("client", move || {
         let mut s = traffic::connect(
             addr(REMOTE_IP, PORT),
             Duration::from_secs(3),
@@ -73,15 +59,15 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     let mut reset = None;
     let mut flushed_total = 0usize;
     for i in 0..MAX_MOVES {
-        let node = &lab.topo().node;
+        let node = live.node();
         // keepalived: the VIP arrives, then leaves (RTM_NEWADDR, RTM_DELADDR on eth0).
         node.ip(&["addr", "add", VIP, "dev", "eth0"])?;
         std::thread::sleep(Duration::from_millis(200));
         node.ip(&["addr", "del", VIP, "dev", "eth0"])?;
-        if !lab.mitigated {
+        if !live.mitigated {
             // The old kernel's masq_device_event/inet_cmp: every entry masqueraded out of eth0 goes.
             let listed = node
-                .exec("conntrack", &["-L", "--src-nat"])
+                .read(&["conntrack", "-L", "--src-nat"])
                 .unwrap_or_default();
             flushed_total += listed.lines().filter(|l| l.contains("src=")).count();
             let _ = node.exec("conntrack", &["-D", "--src-nat"]);
@@ -109,20 +95,16 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
                 break;
             }
         }
-        if lab.mitigated {
+        if live.mitigated {
             // One move shows the fixed kernel keeps the entry; more would only repeat it.
             break;
         }
     }
     drop(to_client);
-    super::join(NAME, h)?;
-    let entries = lab
-        .topo()
-        .node
-        .exec(
-            "conntrack",
-            &["-L", "-p", "tcp", "--dport", &PORT.to_string()],
-        )
+    client.join()?;
+    let entries = live
+        .node()
+        .read(&["conntrack", "-L", "-p", "tcp", "--dport", &PORT.to_string()])
         .unwrap_or_default();
     for l in entries.lines().filter(|l| l.contains("src=")) {
         out.event(format!("conntrack now: {}", l.trim()));
@@ -141,5 +123,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         None => out.fine = format!("the connection to {REMOTE_IP}:{PORT} survived the VIP moving off eth0 (its conntrack entry stayed)"),
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

@@ -7,33 +7,23 @@
 //! arrives within 100 ms of the first. The emulated old kernel stays in place in the mitigated run:
 //! the fix is the client's `single-request-reopen`.
 
-use crate::dns::{self, Zone};
+use crate::dns::Zone;
 use crate::error::Result;
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::traffic::addr;
+use crate::lab::{Lab, Outcome};
+use crate::scene::Recorded;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = netsleuth_core::detect::dns_conntrack_race::INCIDENT.id;
 const NAMES: &[&str] = &[
     "web.default.svc.cluster.local",
     "db.default.svc.cluster.local",
 ];
+const TABLE: &str = "netsleuth_old_conntrack_race";
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mitigated = lab.mitigated;
-    super::dns_node(
-        lab,
-        false,
-        vec![],
-        if mitigated {
-            "single-request-reopen"
-        } else {
-            ""
-        },
-    )?;
     let nft = format!(
-        "table ip netsleuth_old_conntrack_race {{\n\
+        "table ip {TABLE} {{\n\
          \tset same_socket_pair {{ type ipv4_addr . inet_service; flags timeout; timeout 100ms; }}\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority -150; policy accept;\n\
@@ -45,71 +35,33 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             .mainline()
             .unwrap_or("?")
     );
-    lab.topo().node.exec_stdin("nft", &["-f", "-"], &nft)?;
-    lab.write_file(
-        "node/emulation.nft",
-        &nft,
-        crate::report::ArtifactKind::NodeState,
-        "the nft rules that emulate the old kernel's lost query",
-    )?;
     let zone = Zone::default()
         .with(NAMES[0], &[Ipv4Addr::new(10, 96, 0, 20)], &[])
         .with(NAMES[1], &[Ipv4Addr::new(10, 96, 0, 21)], &[]);
-    let _dns = dns::serve(
-        &lab.topo().pod("coredns").ns,
-        addr(Ipv4Addr::UNSPECIFIED, 53),
-        zone,
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+    let live = lab
+        .build(
+            super::dns_scene(if mitigated {
+                "single-request-reopen"
+            } else {
+                ""
+            })
+            .nft("node", "emulation.nft", nft)
+            .dns("coredns", zone),
+        )?
+        .observe()?;
 
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
-        let mut v = Vec::new();
-        for name in NAMES {
-            v.push(dns::glibc_lookup(
-                addr(super::DNS_VIP, 53),
-                name,
-                Duration::from_secs(5),
-                2,
-                mitigated,
-            ));
-        }
-        Ok(v)
-    })?;
-    let lookups = super::join(NAME, h)?;
+    let lookups = live.run("client", super::glibc_lookups(NAMES, mitigated))?;
     let dropped = nft_counter(
-        &lab.topo()
-            .node
-            .exec(
-                "nft",
-                &["list", "table", "ip", "netsleuth_old_conntrack_race"],
-            )
+        &live
+            .node()
+            .read(&["nft", "list", "table", "ip", TABLE])
             .unwrap_or_default(),
     );
 
     let mut out = Outcome::default();
     let mut slow = Vec::new();
     for l in &lookups {
-        out.event(format!(
-            "getaddrinfo({}) → {:?} in {:.2} s, {} queries sent{}{}",
-            l.name,
-            l.a,
-            l.elapsed.as_secs_f64(),
-            l.queries_sent,
-            if l.retransmitted {
-                ", re-sent after the 5 s timeout"
-            } else {
-                ""
-            },
-            l.error
-                .as_deref()
-                .map(|e| format!(", error: {e}"))
-                .unwrap_or_default()
-        ));
+        out.event(l.line());
         if l.elapsed >= Duration::from_secs(4) {
             slow.push(l.elapsed.as_secs_f64());
         }
@@ -137,7 +89,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             super::DNS_VIP
         ));
     }
-    Ok(out)
+    Ok(live.finish(out))
 }
 
 /// Packets of the first `counter packets N` in an nft listing.

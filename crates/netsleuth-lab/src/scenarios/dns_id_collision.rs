@@ -5,38 +5,29 @@
 
 use crate::dns::{self, MuslIds, Zone};
 use crate::error::Result;
-use crate::lab::{Lab, ObservePlan, Outcome};
+use crate::lab::{Lab, Outcome};
+use crate::scene::Recorded;
 use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = netsleuth_core::detect::dns_id_collision::INCIDENT.id;
 const HOST: &str = "loginspub.example-inc.net";
 const LOOKUPS: usize = 3;
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    super::dns_node(lab, false, vec![], "")?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut zone = Zone::default().with(HOST, &[Ipv4Addr::new(10, 0, 0, 80)], &[]);
     // The A answer is fetched upstream, the AAAA NODATA comes from cache: AAAA leaves first.
-    zone.delay.insert(dns::TYPE_A, Duration::from_millis(30));
-    let _dns = dns::serve(
-        &lab.topo().pod("coredns").ns,
-        addr(Ipv4Addr::UNSPECIFIED, 53),
-        zone,
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
-
+    zone.delay.insert(dns::rtype::A, Duration::from_millis(30));
     let ids = if lab.mitigated {
         MuslIds::Distinct124
     } else {
         MuslIds::Clock123CoarseClock
     };
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let live = lab
+        .build(super::dns_scene("").dns("coredns", zone))?
+        .observe()?;
+
+    let lookups = live.run("client", move || {
         let mut v = Vec::new();
         for _ in 0..LOOKUPS {
             v.push(dns::musl_lookup(
@@ -49,19 +40,10 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         Ok(v)
     })?;
-    let lookups = super::join(NAME, h)?;
     let mut out = Outcome::default();
     let mut failed = 0;
     for l in &lookups {
-        out.event(format!(
-            "getaddrinfo({HOST}) → {:?} in {:.1} ms{}",
-            l.a,
-            l.elapsed.as_secs_f64() * 1e3,
-            l.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ));
+        out.event(l.line());
         for d in &l.detail {
             out.event(format!("  {d}"));
         }
@@ -80,5 +62,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     } else {
         out.fine = format!("all {LOOKUPS} lookups of {HOST} returned 10.0.0.80");
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

@@ -3,16 +3,16 @@
 //! in turn; queries sent to the dead one get no answer until its timeout, and lookups through it are
 //! slow or fail.
 
-use crate::dns::{self, Zone};
+use crate::dns::Zone;
 use crate::error::Result;
-use crate::lab::{Lab, ObservePlan, Outcome};
+use crate::lab::{Lab, Outcome};
 use crate::report::ArtifactKind;
+use crate::scene::Recorded;
 use crate::topology::REMOTE_IP;
 use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = netsleuth_core::detect::dns_upstream_unreachable::INCIDENT.id;
 const DEAD: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 99);
 const GOOD: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 53);
 const NAMES: &[&str] = &[
@@ -22,25 +22,7 @@ const NAMES: &[&str] = &[
 ];
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    super::dns_node(
-        lab,
-        true,
-        vec!["-s 10.244.0.0/16 ! -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully".into()],
-        "",
-    )?;
-    let node = &lab.topo().node;
-    node.ip(&[
-        "route",
-        "add",
-        "192.168.60.0/24",
-        "via",
-        &REMOTE_IP.to_string(),
-    ])?;
-    let upstream_net = lab.topo().remote();
-    upstream_net.ip(&["addr", "add", &format!("{GOOD}/32"), "dev", "lo"])?;
-    // The retired server: packets to it vanish without an ICMP error, as to a host that is gone.
-    upstream_net.ip(&["route", "add", "blackhole", &format!("{DEAD}/32")])?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let nameservers: Vec<Ipv4Addr> = if lab.mitigated {
         vec![GOOD]
     } else {
@@ -53,50 +35,44 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         ));
     }
     resolv.push_str(&format!("nameserver {GOOD}\n"));
-    lab.write_file(
-        "node/etc/resolv.conf",
-        &resolv,
-        ArtifactKind::NodeState,
-        "the node's /etc/resolv.conf (CoreDNS forwards to it)",
-    )?;
-    lab.set_node_nameservers(&nameservers);
     let mut zone = Zone::default();
     for (i, n) in NAMES.iter().enumerate() {
         zone = zone.with(n, &[Ipv4Addr::new(198, 51, 100, 10 + i as u8)], &[]);
     }
-    let _upstream = dns::serve(lab.topo().remote(), addr(GOOD, 53), zone)?;
-    let forwarder = dns::forward(
-        &lab.topo().pod("coredns").ns,
-        addr(Ipv4Addr::UNSPECIFIED, 53),
-        nameservers,
-        UPSTREAM_TIMEOUT,
+    let net = lab.build(
+        super::dns_scene("")
+            .remote()
+            .postrouting("-s 10.244.0.0/16 ! -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully")
+            .file(
+                "node",
+                "etc/resolv.conf",
+                &resolv,
+                "the node's /etc/resolv.conf (CoreDNS forwards to it)",
+            )
+            // The upstream network is behind the remote node.
+            .dns_at("remote", addr(GOOD, 53), zone)
+            .dns_forwarder("coredns", nameservers, UPSTREAM_TIMEOUT)
+            // The client's server is the forwarder.
+            .server_view("coredns"),
     )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+    net.node().ip(&[
+        "route",
+        "add",
+        "192.168.60.0/24",
+        "via",
+        &REMOTE_IP.to_string(),
+    ])?;
+    let upstream_net = net.ns("remote")?;
+    upstream_net.ip(&["addr", "add", &format!("{GOOD}/32"), "dev", "lo"])?;
+    // The retired server: packets to it vanish without an ICMP error, as to a host that is gone.
+    upstream_net.ip(&["route", "add", "blackhole", &format!("{DEAD}/32")])?;
+    let mut live = net.observe()?;
 
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
-        let mut v = Vec::new();
-        for name in NAMES {
-            // One query at a time (single-request): every query's fate is its own.
-            v.push(dns::glibc_lookup(
-                addr(super::DNS_VIP, 53),
-                name,
-                Duration::from_secs(5),
-                2,
-                true,
-            ));
-        }
-        Ok(v)
-    })?;
-    let lookups = super::join(NAME, h)?;
-    let log = forwarder.log_lines();
-    drop(forwarder);
+    // One query at a time (single-request): every query's fate is its own.
+    let lookups = live.run("client", super::glibc_lookups(NAMES, true))?;
+    let log = live.server_log("coredns");
     let log_text: String = log.iter().map(|l| format!("{l}\n")).collect();
-    lab.write_file(
+    live.write_file(
         "coredns.log",
         &log_text,
         ArtifactKind::Log,
@@ -106,16 +82,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     let mut out = Outcome::default();
     let mut slow = 0;
     for l in &lookups {
-        out.event(format!(
-            "getaddrinfo({}) → {:?} in {:.2} s{}",
-            l.name,
-            l.a,
-            l.elapsed.as_secs_f64(),
-            l.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ));
+        out.event(l.line());
         slow += usize::from(l.elapsed >= Duration::from_millis(1500) || l.error.is_some());
     }
     for line in &log {
@@ -140,5 +107,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             lookups.len()
         );
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

@@ -4,13 +4,12 @@
 
 use crate::dns::{self, Zone};
 use crate::error::Result;
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::report::ArtifactKind;
+use crate::lab::{Lab, Outcome};
+use crate::scene::Recorded;
 use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = netsleuth_core::detect::go_resolver_dns_first::INCIDENT.id;
 const HOST: &str = "apiserver.cluster-b.internal";
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const SEARCH: &[&str] = &[
@@ -19,44 +18,35 @@ const SEARCH: &[&str] = &[
     "cluster.local",
 ];
 const LOOKUPS: usize = 2;
+/// The fix: the image gets an nsswitch.conf.
+const NSSWITCH: &str = "hosts: files dns\n";
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    super::dns_node(lab, false, vec![], "")?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let hosts = format!("127.0.0.1\tlocalhost\n{}\tclient\n# kubectl for cluster b: its internal LB has no DNS name\n{HOST_IP}\t{HOST}\n", super::DNS_CLIENT);
-    lab.write_file(
-        "client/etc/hosts",
-        &hosts,
-        ArtifactKind::ContainerFile,
-        "the client pod's /etc/hosts (has the name)",
-    )?;
-    let nsswitch = if lab.mitigated {
-        let text = "hosts: files dns\n";
-        lab.write_file(
-            "client/etc/nsswitch.conf",
-            text,
-            ArtifactKind::ContainerFile,
-            "the client pod's /etc/nsswitch.conf (the fix)",
-        )?;
-        Some(text.to_string())
-    } else {
-        lab.note("the client image has no /etc/nsswitch.conf (alpine); the resolver is Go 1.15's pure-Go one");
-        None
-    };
-    lab.set_client_hosts(&[(HOST_IP, HOST)]);
-    let order = dns::go_lookup_order(nsswitch.as_deref(), true);
-    let _dns = dns::serve(
-        &lab.topo().pod("coredns").ns,
-        addr(Ipv4Addr::UNSPECIFIED, 53),
-        Zone::default(),
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+    let mut scene = super::dns_scene("")
+        .file(
+            "client",
+            "etc/hosts",
+            &hosts,
+            "the client pod's /etc/hosts (has the name)",
+        )
+        .dns("coredns", Zone::default());
+    let nsswitch = lab.mitigated.then_some(NSSWITCH);
+    match nsswitch {
+        Some(text) => {
+            scene = scene.file(
+                "client",
+                "etc/nsswitch.conf",
+                text,
+                "the client pod's /etc/nsswitch.conf (the fix)",
+            )
+        }
+        None => lab.note("the client image has no /etc/nsswitch.conf (alpine); the resolver is Go 1.15's pure-Go one"),
+    }
+    let order = dns::go_lookup_order(nsswitch, true);
+    let live = lab.build(scene)?.observe()?;
 
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let lookups = live.run("client", move || {
         let mut v = Vec::new();
         for _ in 0..LOOKUPS {
             v.push(dns::go_lookup(
@@ -71,7 +61,6 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         Ok(v)
     })?;
-    let lookups = super::join(NAME, h)?;
     let mut out = Outcome::default();
     let queries: u32 = lookups.iter().map(|l| l.queries_sent).sum();
     for l in &lookups {
@@ -106,5 +95,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     } else {
         out.fine = format!("{HOST} was answered from /etc/hosts without any DNS query");
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

@@ -5,9 +5,9 @@
 
 use crate::dns::{self, Zone};
 use crate::error::{LabError, Result};
-use crate::kube::{Rules, Service};
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology};
+use crate::kube::Service;
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -20,41 +20,9 @@ const WEB_A: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 11);
 const WEB_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 12);
 const SHORT_CONNECTIONS: usize = 24;
 const LOSSY_SOURCE_PORT: u16 = 45000;
+const LOSS_TABLE: &str = "netsleuth_healthy_loss";
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_remote(true)?;
-    t.add_pod("client", CLIENT, Machine::Node)?;
-    t.add_pod("coredns", super::DNS_POD, Machine::Node)?;
-    t.add_pod("web-a", WEB_A, Machine::Remote)?;
-    t.add_pod("web-b", WEB_B, Machine::Remote)?;
-    lab.set_topology(t);
-    lab.apply_rules(&Rules {
-        services: vec![
-            Service {
-                name: "default/web:http".into(),
-                vip: VIP,
-                port: 80,
-                protocol: "tcp",
-                endpoints: vec![(WEB_A, 8080), (WEB_B, 8080)],
-                node_port: None,
-            },
-            super::kube_dns_service(),
-        ],
-        ..Default::default()
-    })?;
-    // One segment of one connection is lost on the way once (its 6th packet); conntrack accounting
-    // numbers the packets, so the retransmission (7th) passes.
-    let node = &lab.topo().node;
-    node.sysctl("net.netfilter.nf_conntrack_acct", "1")?;
-    node.exec_stdin(
-        "nft",
-        &["-f", "-"],
-        &format!(
-            "table ip netsleuth_healthy_loss {{\n\tchain forward {{\n\t\ttype filter hook forward priority 0; policy accept;\n\
-             \t\tip saddr {CLIENT} tcp sport {LOSSY_SOURCE_PORT} ct original packets 6 counter drop comment \"one lost segment\"\n\t}}\n}}\n"
-        ),
-    )?;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let zone = Zone::default()
         .with("web.default.svc.cluster.local", &[VIP], &[])
         .with(
@@ -62,44 +30,41 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             &[Ipv4Addr::new(10, 96, 0, 21)],
             &[],
         );
-    let _dns = dns::serve(
-        &lab.topo().pod("coredns").ns,
-        addr(Ipv4Addr::UNSPECIFIED, 53),
-        zone,
-    )?;
-    let mut servers = Vec::new();
-    for (role, name) in [("web-a", "web-a"), ("web-b", "web-b")] {
-        let ns = &lab.topo().pod(role).ns;
-        servers.push(traffic::serve(
-            ns,
-            name,
-            addr(Ipv4Addr::UNSPECIFIED, 8080),
-            128,
-            Behaviour::RespondAndClose { bytes: 600 },
-        )?);
-        servers.push(traffic::serve(
-            ns,
-            name,
-            addr(Ipv4Addr::UNSPECIFIED, 8081),
-            128,
-            Behaviour::CloseWithUnread,
-        )?);
-        servers.push(traffic::serve(
-            ns,
-            name,
-            addr(Ipv4Addr::UNSPECIFIED, 8082),
-            128,
-            Behaviour::Echo,
-        )?);
+    let mut scene = Scene::new()
+        .pod("client", CLIENT)
+        .pod("coredns", super::DNS_POD)
+        .remote_pod("web-a", WEB_A)
+        .remote_pod("web-b", WEB_B)
+        .service(Service::new(
+            "default/web:http",
+            VIP,
+            80,
+            "tcp",
+            &[(WEB_A, 8080), (WEB_B, 8080)],
+        ))
+        .service(super::kube_dns_service())
+        // One segment of one connection is lost on the way once (its 6th packet); conntrack
+        // accounting numbers the packets, so the retransmission (7th) passes.
+        .sysctl("node", "net.netfilter.nf_conntrack_acct", "1")
+        .nft(
+            "node",
+            "loss.nft",
+            format!(
+                "table ip {LOSS_TABLE} {{\n\tchain forward {{\n\t\ttype filter hook forward priority 0; policy accept;\n\
+                 \t\tip saddr {CLIENT} tcp sport {LOSSY_SOURCE_PORT} ct original packets 6 counter drop comment \"one lost segment\"\n\t}}\n}}\n"
+            ),
+        )
+        .dns("coredns", zone);
+    for role in ["web-a", "web-b"] {
+        scene = scene
+            .serve(role, 8080, Behaviour::RespondAndClose { bytes: 600 })
+            .serve(role, 8081, Behaviour::CloseWithUnread)
+            .serve(role, 8082, Behaviour::Echo);
     }
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+    // web-b's own view has the application reset and the closed port's reset.
+    let live = lab.build(scene.server_view("web-b"))?.observe()?;
 
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let events = live.run("client", move || {
         let mut ev: Vec<(String, bool)> = Vec::new();
         let dns_server = addr(super::DNS_VIP, 53);
         // Lookups: parallel A+AAAA from one socket (answered: no race symptom), and NXDOMAIN.
@@ -151,14 +116,12 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         ev.push((format!("connect to closed port {WEB_B}:9999 → {}", r.map(|_| "connected?!".to_string()).unwrap_or_else(|e| traffic::errno_name(&e))), refused));
         Ok(ev)
     })?;
-    let events = super::join(NAME, h)?;
     let lost = super::dns_conntrack_race::nft_counter(
-        &lab.topo()
-            .node
-            .exec("nft", &["list", "table", "ip", "netsleuth_healthy_loss"])
+        &live
+            .node()
+            .read(&["nft", "list", "table", "ip", LOSS_TABLE])
             .unwrap_or_default(),
     );
-    drop(servers);
     if lost == 0 {
         return Err(LabError::traffic(
             NAME,
@@ -185,5 +148,5 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             unexpected.join("; ")
         ));
     }
-    Ok(out)
+    Ok(live.finish(out))
 }

@@ -3,46 +3,34 @@
 //! pod's namespace), clients retransmit them, and probes with a short timeout fail.
 
 use crate::error::Result;
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology};
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
 use crate::traffic::{self, addr, Behaviour};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = netsleuth_core::detect::listen_queue_overflow::INCIDENT.id;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const BURST: usize = 20;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(2500);
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_pod("client", CLIENT, Machine::Node)?;
-    t.add_pod("server", SERVER, Machine::Node)?;
-    lab.set_topology(t);
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let backlog = if lab.mitigated { 128 } else { 2 };
-    // The app is stuck (a GC pause, a full worker pool): it accepts nothing during the burst.
-    let _srv = traffic::serve(
-        &lab.topo().pod("server").ns,
-        "server",
-        addr(Ipv4Addr::UNSPECIFIED, 8080),
-        backlog,
-        Behaviour::NeverAccept,
-    )?;
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+    let live = lab
+        .build(
+            Scene::new()
+                .pod("client", CLIENT)
+                .pod("server", SERVER)
+                // The app is stuck (a GC pause, a full worker pool): it accepts nothing during the burst.
+                .listen("server", 8080, backlog, Behaviour::NeverAccept),
+        )?
+        .observe()?;
 
-    let h = lab.topo().pod("client").ns.spawn("client", move || {
+    let results = live.run("client", move || {
         Ok(connect_burst(addr(SERVER, 8080), BURST, PROBE_TIMEOUT))
     })?;
-    let results = super::join(NAME, h)?;
-    let server_ns = &lab.topo().pod("server").ns;
-    let netstat = server_ns.proc_net("netstat").unwrap_or_default();
-    let m = crate::counters::parse_proc_net_pairs(&netstat);
+    let netstat = live.ns("server")?.proc_net("netstat").unwrap_or_default();
+    let m = netsleuth_node::parse::netstat::parse_counters(&netstat).value;
     let overflows = m.get("TcpExt.ListenOverflows").copied().unwrap_or(0);
     let drops = m.get("TcpExt.ListenDrops").copied().unwrap_or(0);
 
@@ -76,7 +64,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     } else {
         out.fine = format!("all {BURST} connects completed at once (backlog {backlog}, ListenOverflows={overflows})");
     }
-    Ok(out)
+    Ok(live.finish(out))
 }
 
 /// Starts `n` non-blocking connects at once and waits for each up to `timeout`:

@@ -4,9 +4,10 @@
 //! (`accept_local=0`): the node looks unhealthy although its backend is fine.
 
 use crate::error::{LabError, Result};
-use crate::kube::{Rules, Service};
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology, NODE_IP, REMOTE_IP};
+use crate::kube::Service;
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
+use crate::topology::{NODE_IP, REMOTE_IP};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -18,12 +19,27 @@ const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const NODE_PORT: u16 = 30080;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(3500);
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_remote(false)?;
-    t.add_pod("backend", BACKEND, Machine::Node)?;
-    lab.set_topology(t);
-    let node = &lab.topo().node;
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
+    let mut net = lab.build(
+        Scene::new()
+            .remote()
+            .pod("backend", BACKEND)
+            .service(
+                Service::new("default/web-lb:http", VIP, 80, "tcp", &[(BACKEND, 8080)])
+                    .with_node_port(NODE_PORT),
+            )
+            .sysctl("node", "net.ipv4.conf.all.accept_local", "0")
+            .sysctl("node", "net.ipv4.conf.eth0.accept_local", "0")
+            // The LB sources its health checks from its own VIP. It is not on the node's L2 in a
+            // cloud, so its ARP must not carry the VIP either (arp_announce=2: ask with the eth0
+            // address).
+            .sysctl("remote", "net.ipv4.conf.all.arp_announce", "2")
+            .sysctl("remote", "net.ipv4.conf.eth0.arp_announce", "2")
+            .serve("backend", 8080, Behaviour::Echo)
+            // The "client" here is the LB side; its own view is the remote namespace's eth0.
+            .client_view("remote", "eth0"),
+    )?;
+    let node = net.node();
     let mut device_note = None;
     if node
         .ip(&["link", "add", "kube-ipvs0", "type", "dummy"])
@@ -34,7 +50,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         node.ip(&["link", "add", "kube-ipvs0", "type", "bridge"])?;
         device_note = Some("this kernel has no dummy driver; kube-ipvs0 is a port-less bridge, which puts its address in table local the same way");
     }
-    if !lab.mitigated {
+    if !net.mitigated {
         node.ip(&["addr", "add", &format!("{LB_IP}/32"), "dev", "kube-ipvs0"])?;
     }
     // The cloud LB is reached through the VPC, here the remote side of eth0.
@@ -45,46 +61,15 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         "via",
         &REMOTE_IP.to_string(),
     ])?;
-    node.sysctl("net.ipv4.conf.all.accept_local", "0")?;
-    node.sysctl("net.ipv4.conf.eth0.accept_local", "0")?;
-    // The LB sources its health checks from its own VIP. It is not on the node's L2 in a cloud, so its
-    // ARP must not carry the VIP either (arp_announce=2: ask with the eth0 address).
-    let lb = lab.topo().remote();
-    lb.ip(&["addr", "add", &format!("{LB_IP}/32"), "dev", "lo"])?;
-    lb.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-    lb.sysctl("net.ipv4.conf.eth0.arp_announce", "2")?;
-    lab.apply_rules(&Rules {
-        services: vec![Service {
-            name: "default/web-lb:http".into(),
-            vip: VIP,
-            port: 80,
-            protocol: "tcp",
-            endpoints: vec![(BACKEND, 8080)],
-            node_port: Some(NODE_PORT),
-        }],
-        ..Default::default()
-    })?;
+    net.ns("remote")?
+        .ip(&["addr", "add", &format!("{LB_IP}/32"), "dev", "lo"])?;
     if let Some(n) = device_note {
-        lab.note(n);
+        net.note(n);
     }
-    let _srv = traffic::serve(
-        &lab.topo().pod("backend").ns,
-        "backend",
-        addr(Ipv4Addr::UNSPECIFIED, 8080),
-        128,
-        Behaviour::Echo,
-    )?;
-    // The "client" here is the LB side; its own view is the remote namespace's eth0, which is not a
-    // pod: capture the node only, plus the LB's eth0 as the client view.
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("remote"),
-        client_iface: "eth0",
-        filter: None,
-    })?;
+    let live = net.observe()?;
 
     let martian_before = martian_src();
-    let h = lab.topo().remote().spawn("lb", move || {
+    let results = live.run("remote", move || {
         let mut results = Vec::new();
         for (what, bind) in [
             ("health check from the LB IP", Some(addr(LB_IP, 0))),
@@ -109,7 +94,6 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         Ok(results)
     })?;
-    let results = super::join(NAME, h)?;
     let martian = martian_src().saturating_sub(martian_before);
 
     let mut out = Outcome::default();
@@ -150,13 +134,14 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
             "the ordinary client could not reach the NodePort either: the topology is broken",
         ));
     }
-    Ok(out)
+    Ok(live.finish(out))
 }
 
 fn martian_src() -> u64 {
     std::fs::read_to_string("/proc/net/stat/rt_cache")
         .map(|t| {
-            crate::counters::parse_proc_stat_table(&t)
+            netsleuth_node::parse::netstat::parse_stat_table(&t)
+                .value
                 .get("in_martian_src")
                 .copied()
                 .unwrap_or(0)

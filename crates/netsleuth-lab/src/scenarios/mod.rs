@@ -1,11 +1,12 @@
-//! One module per scenario. Each builds its topology, starts the recorders (`Lab::observe`) before
-//! any traffic, drives the traffic with real sockets, and returns what the application saw.
+//! One module per scenario. Each declares its scene (`crate::scene`), adds what setup is its own,
+//! drives its traffic with real sockets once the scene records, and judges what the application saw.
 //!
 //! Addresses (inside the lab's namespaces only): node pods 10.244.1.0/24 on the node's cni0, remote
 //! pods 10.244.2.0/24, node 192.168.50.10 ↔ remote node 192.168.50.20, ClusterIPs 10.96.0.0/16.
 
 use crate::error::Result;
-use crate::lab::{Lab, Outcome};
+use crate::lab::Lab;
+use crate::scene::{Recorded, Scene};
 use crate::{Reproduction, ScenarioInfo};
 use netsleuth_core::detect as core;
 
@@ -150,19 +151,8 @@ pub static INFOS: &[ScenarioInfo] = &[
     },
 ];
 
-pub fn drive(lab: &mut Lab) -> Result<Outcome> {
+pub fn drive(lab: &mut Lab) -> Result<Recorded> {
     (lab.info.run)(lab)
-}
-
-/// Joins a traffic thread, turning a panic into a traffic error.
-pub(crate) fn join<T>(scenario: &'static str, h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
-    match h.join() {
-        Ok(r) => r,
-        Err(_) => Err(crate::LabError::traffic(
-            scenario,
-            "a traffic thread panicked",
-        )),
-    }
 }
 
 pub(crate) const DNS_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
@@ -171,44 +161,52 @@ pub(crate) const DNS_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 24
 
 /// The kube-dns Service: ClusterIP 10.96.0.10:53/udp → the DNS pod 10.244.1.53:53.
 pub(crate) fn kube_dns_service() -> crate::kube::Service {
-    crate::kube::Service {
-        name: "kube-system/kube-dns:dns".into(),
-        vip: DNS_VIP,
-        port: 53,
-        protocol: "udp",
-        endpoints: vec![(DNS_POD, 53)],
-        node_port: None,
+    crate::kube::Service::new(
+        "kube-system/kube-dns:dns",
+        DNS_VIP,
+        53,
+        "udp",
+        &[(DNS_POD, 53)],
+    )
+}
+
+/// glibc lookups of `names` one after the other through the kube-dns ClusterIP (`timeout:5
+/// attempts:2`), each sending A and AAAA from one socket, or with `single-request-reopen`.
+pub(crate) fn glibc_lookups(
+    names: &'static [&'static str],
+    single_request_reopen: bool,
+) -> impl FnOnce() -> Result<Vec<crate::dns::Lookup>> + Send + 'static {
+    move || {
+        Ok(names
+            .iter()
+            .map(|name| {
+                crate::dns::glibc_lookup(
+                    crate::traffic::addr(DNS_VIP, 53),
+                    name,
+                    std::time::Duration::from_secs(5),
+                    2,
+                    single_request_reopen,
+                )
+            })
+            .collect())
     }
 }
 
-/// A node with a client pod and a DNS pod behind the kube-dns ClusterIP (plus `extra` rules), and the
-/// client's resolv.conf written under `client/etc/` in the run directory.
-pub(crate) fn dns_node(
-    lab: &mut Lab,
-    with_remote: bool,
-    extra_postrouting: Vec<String>,
-    resolv_options: &str,
-) -> Result<()> {
-    let mut t = crate::topology::Topology::new()?;
-    if with_remote {
-        t.add_remote(false)?;
-    }
-    t.add_pod("client", DNS_CLIENT, crate::topology::Machine::Node)?;
-    t.add_pod("coredns", DNS_POD, crate::topology::Machine::Node)?;
-    lab.set_topology(t);
-    lab.apply_rules(&crate::kube::Rules {
-        services: vec![kube_dns_service()],
-        extra_postrouting,
-    })?;
+/// A node with a client pod and a DNS pod behind the kube-dns ClusterIP, and the client's
+/// resolv.conf (with `options resolv_options` when given).
+pub(crate) fn dns_scene(resolv_options: &str) -> Scene {
     let mut resolv = format!("nameserver {DNS_VIP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n");
     if !resolv_options.is_empty() {
         resolv.push_str(&format!("options {resolv_options}\n"));
     }
-    lab.write_file(
-        "client/etc/resolv.conf",
-        &resolv,
-        crate::report::ArtifactKind::ContainerFile,
-        "the client pod's /etc/resolv.conf",
-    )?;
-    Ok(())
+    Scene::new()
+        .pod("client", DNS_CLIENT)
+        .pod("coredns", DNS_POD)
+        .service(kube_dns_service())
+        .file(
+            "client",
+            "etc/resolv.conf",
+            &resolv,
+            "the client pod's /etc/resolv.conf",
+        )
 }

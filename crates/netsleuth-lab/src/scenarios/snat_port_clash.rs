@@ -8,9 +8,9 @@
 //! until a clash shows or the time budget is spent; measured here it shows in the first rounds.
 
 use crate::error::{LabError, Result};
-use crate::kube::Rules;
-use crate::lab::{Lab, ObservePlan, Outcome};
-use crate::topology::{Machine, Topology, NODE_IP, REMOTE_IP};
+use crate::lab::{Lab, Outcome};
+use crate::scene::{Recorded, Scene};
+use crate::topology::{NODE_IP, REMOTE_IP};
 use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,55 +38,37 @@ const BUDGET: Duration = Duration::from_secs(16);
 /// same one (the seed's "same starting point of the port search").
 const SOURCE_PORT: u16 = 40000;
 
-pub fn run(lab: &mut Lab) -> Result<Outcome> {
-    let mut t = Topology::new()?;
-    t.add_remote(false)?;
-    for i in 0..PODS {
-        t.add_pod(
-            &format!("client{i}"),
-            Ipv4Addr::new(10, 244, 1, 11 + i as u8),
-            Machine::Node,
-        )?;
-    }
-    lab.set_topology(t);
+pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let snat = if lab.mitigated {
         format!("-j SNAT --to-source {NODE_IP} --random-fully")
     } else {
         format!("-j SNAT --to-source {NODE_IP}:{SNAT_PORTS}")
     };
-    lab.apply_rules(&Rules {
-        extra_postrouting: vec![format!(
-            "-s 10.244.0.0/16 -o eth0 -p tcp -m comment --comment \"ip-masq-agent\" {snat}"
-        )],
-        ..Default::default()
-    })?;
+    let mut scene = Scene::new().remote();
+    for i in 0..PODS {
+        scene = scene.pod(&format!("client{i}"), pod_ip(i));
+    }
+    let net = lab.build(
+        scene
+            .postrouting(format!(
+                "-s 10.244.0.0/16 -o eth0 -p tcp -m comment --comment \"ip-masq-agent\" {snat}"
+            ))
+            .serve("remote", SERVER_PORT, Behaviour::Echo)
+            // The first pod's view is the "client view".
+            .client_view("client0", "eth0")
+            // Handshakes (and any RST) only: hundreds of rounds of full conversations would overflow
+            // the capture before the clash. The SYNs are the evidence; the SYN-ACKs show which were
+            // answered (without them every SYN looks unanswered from the server's side).
+            .capture_filter("tcp[tcpflags] & tcp-syn != 0 or tcp[tcpflags] & tcp-rst != 0"),
+    )?;
     // One server, many addresses (the remote answers for all of 10.200.0.0/16): each round goes to
     // a fresh destination, so earlier rounds' entries never collide, and SNAT's port choice, which
     // depends on the addresses, starts afresh.
-    lab.topo()
-        .remote()
+    net.ns("remote")?
         .ip(&["route", "add", "local", SERVER_NET, "dev", "lo"])?;
-    lab.topo()
-        .node
+    net.node()
         .ip(&["route", "add", SERVER_NET, "via", &REMOTE_IP.to_string()])?;
-    let server = traffic::serve(
-        lab.topo().remote(),
-        "server",
-        addr(Ipv4Addr::UNSPECIFIED, SERVER_PORT),
-        128,
-        Behaviour::Echo,
-    )?;
-    // The client pods are renamed client0.. ; the first one's view is the "client view".
-    lab.observe(ObservePlan {
-        node_role: "node",
-        client_role: Some("client0"),
-        client_iface: "eth0",
-        // SYNs (and any RST) only: hundreds of rounds of full conversations would overflow the
-        // capture before the clash; the SYNs are the evidence.
-        filter: Some(
-            "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn or tcp[tcpflags] & tcp-rst != 0",
-        ),
-    })?;
+    let live = net.observe()?;
 
     let started = Instant::now();
     let mut out = Outcome::default();
@@ -104,9 +86,8 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         let (p, q) = PAIRS[r as usize % PAIRS.len()];
         for i in [p, q] {
             let (go, ready) = (Arc::clone(&go), Arc::clone(&ready));
-            let ns = &lab.topo().pod(&format!("client{i}")).ns;
-            let src = addr(Ipv4Addr::new(10, 244, 1, 11 + i as u8), SOURCE_PORT);
-            handles.push(ns.spawn("client", move || {
+            let src = addr(pod_ip(i), SOURCE_PORT);
+            handles.push(live.spawn(&format!("client{i}"), move || {
                 // Everything but the SYN happens before the start signal.
                 let sock = traffic::prepare(ConnectOpts {
                     bind: Some(src),
@@ -129,7 +110,7 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
         }
         go.store(true, Ordering::Release);
         for h in handles {
-            let (src, result, took) = super::join(NAME, h)?;
+            let (src, result, took) = h.join()?;
             match result {
                 Err(e) => {
                     return Err(LabError::traffic(
@@ -147,14 +128,13 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
                 Ok(()) => {}
             }
         }
-        if !lab.mitigated && !slow.is_empty() {
+        if !live.mitigated && !slow.is_empty() {
             break;
         }
-        if (lab.mitigated && rounds >= MITIGATED_ROUNDS as u32) || started.elapsed() > BUDGET {
+        if (live.mitigated && rounds >= MITIGATED_ROUNDS as u32) || started.elapsed() > BUDGET {
             break;
         }
     }
-    drop(server);
     out.measure("rounds of simultaneous connects", rounds as f64, "");
     out.measure("clients per round", CLIENTS as f64, "");
     out.measure(
@@ -172,5 +152,9 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     } else {
         out.fine = format!("{} connects in {rounds} rounds of {CLIENTS} simultaneous SYNs all completed without a retransmission", rounds * CLIENTS as u32);
     }
-    Ok(out)
+    Ok(live.finish(out))
+}
+
+fn pod_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, 11 + i as u8)
 }

@@ -42,6 +42,19 @@ pub enum ProcessScope {
     None,
 }
 
+/// A container the caller names (a lab's pod, a test's fixture) rather than one found through its
+/// processes: collected as a found one is, its namespace beside the node's, its root's files with the
+/// node's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Its name (`client`); its root is `root-<name>` in the bundle (a `/` becomes `_`).
+    pub name: String,
+    /// Its network namespace file (`/run/netns/NAME`), when it has its own.
+    pub netns: Option<PathBuf>,
+    /// Its filesystem root (where its `etc/resolv.conf`, `etc/hosts` are), when known.
+    pub root: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct CollectOptions {
     pub target: Target,
@@ -50,6 +63,8 @@ pub struct CollectOptions {
     /// Where procfs is mounted.
     pub proc_root: PathBuf,
     pub processes: ProcessScope,
+    /// Containers named by the caller, collected besides those found through `processes`.
+    pub containers: Vec<Container>,
     /// Counter samples per namespace (2 gives deltas; 1 for a quick snapshot).
     pub samples: u32,
     /// Time between the first and the last sample.
@@ -72,6 +87,7 @@ impl Default for CollectOptions {
             root: PathBuf::from("/"),
             proc_root: PathBuf::from("/proc"),
             processes: ProcessScope::All,
+            containers: Vec::new(),
             samples: 2,
             interval: Duration::from_secs(3),
             conntrack_limits: SummaryLimits::default(),
@@ -92,6 +108,12 @@ pub enum CollectError {
     },
     #[error("cannot read the node root {path}: {source}")]
     Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the network namespace {path} of container {name}: {source}")]
+    Container {
+        name: String,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -331,6 +353,52 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
             if !e.comms.contains(&p.comm) {
                 e.comms.push(p.comm.clone());
             }
+        }
+    }
+
+    for c in &opts.containers {
+        let ns_id = match &c.netns {
+            None => None,
+            Some(path) => {
+                let ino = std::fs::metadata(path)
+                    .map_err(|source| CollectError::Container {
+                        name: c.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?
+                    .ino();
+                let ni = *ns_index.entry(ino).or_insert_with(|| {
+                    namespaces.push(NsPlan {
+                        entry: NamespaceEntry {
+                            id: format!("netns-{ino}"),
+                            inode: Some(ino),
+                            is_node: false,
+                            pids: vec![],
+                            comms: vec![],
+                        },
+                        path: Some(path.clone()),
+                    });
+                    namespaces.len() - 1
+                });
+                let e = &mut namespaces[ni].entry;
+                if !e.comms.contains(&c.name) {
+                    e.comms.push(c.name.clone());
+                }
+                Some(e.id.clone())
+            }
+        };
+        if let Some(root) = &c.root {
+            roots.push(RootPlan {
+                entry: RootEntry {
+                    id: format!("root-{}", c.name.replace('/', "_")),
+                    is_node: false,
+                    netns: ns_id.or_else(|| Some("node".into())),
+                    pids: vec![],
+                    comms: vec![c.name.clone()],
+                    path: root.display().to_string(),
+                },
+                path: root.clone(),
+            });
         }
     }
 

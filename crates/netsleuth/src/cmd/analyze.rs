@@ -79,17 +79,12 @@ pub fn read_hosts(path: &Path) -> Result<Vec<(IpAddr, String)>, CliError> {
     Ok(parse_hosts(&text))
 }
 
+/// Each (address, name) pair of the hosts file, read with the node crate's parser.
 pub fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
-            continue;
-        };
-        for name in words {
-            out.push((ip, name.to_string()));
-        }
-    }
-    out
+    netsleuth_node::parse::resolver::parse_hosts(text)
+        .value
+        .into_iter()
+        .filter_map(|e| Some((e.addr.parse::<IpAddr>().ok()?, e.names)))
+        .flat_map(|(ip, names)| names.into_iter().map(move |n| (ip, n)))
+        .collect()
 }

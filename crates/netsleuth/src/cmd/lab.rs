@@ -97,40 +97,22 @@ impl RunView {
         }
     }
 
-    /// Whether the run proved what it should, and why not.
+    /// Whether the run proved what it should, and why not: the lab's one judgement.
     fn verdict(&self) -> (bool, String) {
-        let incidents: Vec<&str> = self
+        let named: Vec<&str> = self
             .analysis
             .findings
             .iter()
             .filter(|f| f.kind == FindingKind::Incident)
             .map(|f| f.id)
             .collect();
-        match (self.incident.as_deref(), self.mitigated) {
-            (Some(id), false) => {
-                let named = incidents.contains(&id);
-                match (self.symptom_seen, named) {
-                    (true, true) => (true, format!("reproduced {id}, and the analysis named it")),
-                    (false, _) => (false, format!("{id} did NOT reproduce this time")),
-                    (true, false) => (false, format!("{id} reproduced but the analysis did not name it (it named: {incidents:?})")),
-                }
-            }
-            (_, _) => {
-                let what = if self.mitigated {
-                    "mitigated run"
-                } else {
-                    "healthy run"
-                };
-                match (self.symptom_seen, incidents.is_empty()) {
-                    (false, true) => (true, format!("{what}: no symptom, no incident finding")),
-                    (true, _) => (false, format!("{what}: the symptom still showed")),
-                    (false, false) => (
-                        false,
-                        format!("{what}: no symptom, but the analysis named {incidents:?}"),
-                    ),
-                }
-            }
-        }
+        let v = netsleuth_lab::Verdict::judge(
+            self.incident.as_deref(),
+            self.mitigated,
+            self.symptom_seen,
+            Some(&named),
+        );
+        (v.proven, v.why)
     }
 
     /// The analysis of the run's captures as a report, its first note the verdict.
