@@ -158,14 +158,17 @@ pub struct ChainDecl {
     policy: NameId,
 }
 
+const EMPTY: u64 = u64::MAX;
+
 /// Interned names (tables, chains, targets, policies): each stored once, found by an open-addressing
 /// table hashed with a per-process random key (hostile names cannot be made to collide).
 #[derive(Clone, Default)]
 struct Names {
     text: String,
     spans: Vec<(u32, u32)>,
-    /// Slot → id, `NO_NAME` empty; the length is a power of two, at most half full.
-    slots: Vec<NameId>,
+    /// Slot → the name's id in the low half and 32 bits of its hash in the high half (a probe compares
+    /// text only when they match), `EMPTY` empty; the length is a power of two, at most half full.
+    slots: Vec<u64>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -193,13 +196,14 @@ impl Names {
         self.spans.len()
     }
 
-    /// The slot where `s` is or would go.
-    fn slot(&self, s: &str) -> usize {
+    /// The slot where `s` (of hash `h`) is or would go.
+    fn slot(&self, s: &str, h: u64) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = self.hasher.hash_one(s) as usize & mask;
+        let tag = h >> 32;
+        let mut i = h as usize & mask;
         loop {
-            let id = self.slots[i];
-            if id == NO_NAME || self.get(id) == s {
+            let v = self.slots[i];
+            if v == EMPTY || (v >> 32 == tag && self.get(v as NameId) == s) {
                 return i;
             }
             i = (i + 1) & mask;
@@ -210,31 +214,33 @@ impl Names {
         if self.slots.is_empty() {
             return None;
         }
-        let id = self.slots[self.slot(s)];
-        (id != NO_NAME).then_some(id)
+        let v = self.slots[self.slot(s, self.hasher.hash_one(s))];
+        (v != EMPTY).then_some(v as NameId)
     }
 
     fn intern(&mut self, s: &str) -> NameId {
         if self.slots.len() < 2 * (self.spans.len() + 1) {
             self.grow();
         }
-        let i = self.slot(s);
-        if self.slots[i] != NO_NAME {
-            return self.slots[i];
+        let h = self.hasher.hash_one(s);
+        let i = self.slot(s, h);
+        if self.slots[i] != EMPTY {
+            return self.slots[i] as NameId;
         }
         let id = self.spans.len() as NameId;
         self.spans.push((self.text.len() as u32, s.len() as u32));
         self.text.push_str(s);
-        self.slots[i] = id;
+        self.slots[i] = (h >> 32 << 32) | id as u64;
         id
     }
 
     fn grow(&mut self) {
         let n = (self.slots.len() * 2).max(64);
-        self.slots = vec![NO_NAME; n];
+        self.slots = vec![EMPTY; n];
         for id in 0..self.spans.len() as NameId {
-            let i = self.slot(self.get(id));
-            self.slots[i] = id;
+            let h = self.hasher.hash_one(self.get(id));
+            let i = self.slot(self.get(id), h);
+            self.slots[i] = (h >> 32 << 32) | id as u64;
         }
     }
 
@@ -242,7 +248,7 @@ impl Names {
     fn heap_bytes(&self) -> usize {
         self.text.capacity()
             + self.spans.capacity() * std::mem::size_of::<(u32, u32)>()
-            + self.slots.capacity() * std::mem::size_of::<NameId>()
+            + self.slots.capacity() * std::mem::size_of::<u64>()
     }
 }
 
@@ -599,6 +605,8 @@ struct Parser<'b> {
     scratch: String,
     /// Unescaped values to store after the current rule's text: (field, range of `scratch`).
     extras: Vec<(usize, u32, u32)>,
+    /// The previous rule's chain: rules of a chain come together.
+    last_chain: NameId,
 }
 
 /// A rule as the walk lifted it: word indexes of the options' values.
@@ -624,6 +632,7 @@ pub fn parse_iptables_save_within(text: &str, budget: &mut RuleBudget) -> Parsed
         words: Vec::with_capacity(32),
         scratch: String::new(),
         extras: Vec::new(),
+        last_chain: NO_NAME,
     };
     for (n, line) in numbered_lines(text) {
         p.line(n, line);
@@ -818,7 +827,13 @@ impl Parser<'_> {
             }
             None => NO_NAME,
         };
-        let chain = name(self, l.chain);
+        let chain = match l.chain.map(|i| self.words[i].get(t, &self.scratch)) {
+            Some(c) if self.last_chain != NO_NAME && self.rs.names.get(self.last_chain) == c => {
+                self.last_chain
+            }
+            _ => name(self, l.chain),
+        };
+        self.last_chain = chain;
         let target = name(self, l.target);
         let start = self.rs.text.len() as u32;
         self.rs.text.push_str(t);
