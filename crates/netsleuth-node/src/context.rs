@@ -27,7 +27,7 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
             name: svc.name.clone(),
             vip,
             port: svc.port.unwrap_or(0),
-            protocol: svc.protocol.clone(),
+            protocol: svc.protocol.to_string(),
             endpoints: svc
                 .endpoints
                 .iter()

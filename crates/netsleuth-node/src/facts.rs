@@ -168,17 +168,24 @@ impl NetnsFacts {
 
     fn list_source_nat_rules(&self) -> Vec<SourceNatRule> {
         let mut v = Vec::new();
+        let mut add = |s: Vec<SourceNatRule>| {
+            if v.is_empty() {
+                v = s;
+            } else {
+                v.extend(s);
+            }
+        };
         if let Some(r) = &self.iptables {
-            v.extend(r.source_nat_rules(&format!("{}/iptables-save.txt", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/iptables-save.txt", self.prefix())));
         }
         if let Some(r) = &self.iptables_legacy {
-            v.extend(r.source_nat_rules(&format!("{}/iptables-legacy-save.txt", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/iptables-legacy-save.txt", self.prefix())));
         }
         if let Some(r) = &self.ip6tables {
-            v.extend(r.source_nat_rules(&format!("{}/ip6tables-save.txt", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/ip6tables-save.txt", self.prefix())));
         }
         if let Some(r) = &self.nft {
-            v.extend(r.source_nat_rules(&format!("{}/nft.json", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/nft.json", self.prefix())));
         }
         v
     }
@@ -190,17 +197,25 @@ impl NetnsFacts {
 
     fn assemble_services(&self) -> Vec<Service> {
         let mut v = Vec::new();
+        // The first non-empty list is taken as it is, not copied (it can hold 750 k Services).
+        let mut add = |s: Vec<Service>| {
+            if v.is_empty() {
+                v = s;
+            } else {
+                v.extend(s);
+            }
+        };
         if let Some(r) = &self.iptables {
-            v.extend(r.services());
+            add(r.services());
         }
         if let Some(r) = &self.iptables_legacy {
-            v.extend(r.services());
+            add(r.services());
         }
         if let Some(r) = &self.ip6tables {
-            v.extend(r.services());
+            add(r.services());
         }
         if let Some(r) = &self.nft {
-            v.extend(r.services());
+            add(r.services());
         }
         for vs in self.ipvs.iter().flatten() {
             let (ip, port) = crate::parse::ss::split_endpoint(&vs.address);
@@ -208,8 +223,8 @@ impl NetnsFacts {
                 name: format!("ipvs {}", vs.address),
                 vip: ip.to_string(),
                 port,
-                protocol: vs.protocol.clone(),
-                kind: "ipvs".into(),
+                protocol: vs.protocol.clone().into(),
+                kind: "ipvs",
                 endpoints: vs
                     .real_servers
                     .iter()

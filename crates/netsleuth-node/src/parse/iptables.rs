@@ -410,9 +410,11 @@ pub struct Service {
     pub name: String,
     pub vip: String,
     pub port: Option<u16>,
-    pub protocol: String,
-    /// `cluster IP`, `loadbalancer IP`, `external IP`, `dnat` (a plain DNAT rule, not kube-proxy's).
-    pub kind: String,
+    /// `tcp`, `udp`, `all` … (common names are static: no allocation per Service).
+    pub protocol: Cow<'static, str>,
+    /// `cluster IP`, `loadbalancer IP`, `external IP`, `dnat` (a plain DNAT rule, not kube-proxy's),
+    /// `ipvs`.
+    pub kind: &'static str,
     /// Endpoints `ip:port` with the probability of choosing each (1.0 for the last).
     pub endpoints: Vec<(String, f64)>,
 }
@@ -1013,11 +1015,8 @@ impl Ruleset {
                 name: name.to_string(),
                 vip: strip_prefix_len(&dst.value).to_string(),
                 port: port(r.dport()),
-                protocol: r
-                    .protocol()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "tcp".into()),
-                kind: kind.to_string(),
+                protocol: r.protocol().map_or(Cow::Borrowed("tcp"), protocol_name),
+                kind,
                 endpoints,
             });
         }
@@ -1037,11 +1036,8 @@ impl Ruleset {
                 name: format!("{}:{}", r.chain(), r.line()),
                 vip: strip_prefix_len(&dst.value).to_string(),
                 port: port(r.dport()),
-                protocol: r
-                    .protocol()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "all".into()),
-                kind: "dnat".into(),
+                protocol: r.protocol().map_or(Cow::Borrowed("all"), protocol_name),
+                kind: "dnat",
                 endpoints: vec![(to.to_string(), 1.0)],
             });
         }
@@ -1055,6 +1051,15 @@ impl Ruleset {
             self.names.find("KUBE-POSTROUTING"),
         ];
         self.chains.iter().any(|c| ids.contains(&Some(c.name)))
+    }
+}
+
+/// A protocol as a Service names it (`!tcp` when negated); the usual ones without an allocation.
+fn protocol_name(p: Arg<'_>) -> Cow<'static, str> {
+    const KNOWN: [&str; 8] = ["tcp", "udp", "sctp", "all", "icmp", "icmpv6", "udplite", "esp"];
+    match KNOWN.iter().find(|k| **k == p.value) {
+        Some(k) if !p.negated => Cow::Borrowed(k),
+        _ => Cow::Owned(p.to_string()),
     }
 }
 

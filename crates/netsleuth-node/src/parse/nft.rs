@@ -249,8 +249,8 @@ impl NftRuleset {
                     name,
                     vip,
                     port,
-                    protocol,
-                    kind: "cluster IP".into(),
+                    protocol: protocol.into(),
+                    kind: "cluster IP",
                     endpoints,
                 });
             }
@@ -281,7 +281,7 @@ impl NftRuleset {
                     vip,
                     port: dport,
                     protocol: "all".into(),
-                    kind: "dnat".into(),
+                    kind: "dnat",
                     endpoints: vec![(dnat_text(d), 1.0)],
                 });
             }
