@@ -47,7 +47,7 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
             f = f.with_evidence(counter(&src, "drop", Some(a), b));
         }
         for r in unrandom.iter().take(4) {
-            f = f.with_evidence(config(&r.source, Some(r.line), &r.text));
+            f = f.with_evidence(config(&*r.source, Some(r.line), &r.text));
         }
         f = f.because("the counters do not say which flow failed: a DNS A/AAAA race (dns-conntrack-race) raises the same ones");
         if !separate_clash_stat {
@@ -72,7 +72,7 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
         ),
     );
     for r in unrandom.iter() {
-        f = f.with_evidence(config(&r.source, Some(r.line), &r.text));
+        f = f.with_evidence(config(&*r.source, Some(r.line), &r.text));
     }
     if let Some(s) = ns.samples.last() {
         if let Some(v) = s.conntrack.get("insert_failed") {

@@ -422,7 +422,8 @@ pub struct Service {
 /// A NAT rule that rewrites the source: what `snat-port-clash` and `conntrack-snat-remap` look at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceNatRule {
-    pub source: String,
+    /// The artifact it was read from (shared by the rules of one artifact).
+    pub source: std::sync::Arc<str>,
     pub line: u32,
     pub text: String,
     pub masquerade: bool,
@@ -943,11 +944,12 @@ impl Ruleset {
     /// shadowed by it and not listed again.
     pub fn source_nat_rules(&self, source: &str) -> Vec<SourceNatRule> {
         let mut seen = HashSet::new();
+        let source: std::sync::Arc<str> = source.into();
         self.iter()
             .filter(|r| matches!(r.target(), Some("MASQUERADE") | Some("SNAT")))
             .filter(|r| seen.insert((r.rule.table, r.text())))
             .map(|r| SourceNatRule {
-                source: source.to_string(),
+                source: source.clone(),
                 line: r.line(),
                 text: r.text().to_string(),
                 masquerade: r.target() == Some("MASQUERADE"),
