@@ -8,6 +8,9 @@ use netsleuth_core::detect::snat_port_clash::INCIDENT;
 use netsleuth_core::versions;
 use netsleuth_core::{Confidence, Finding, FindingKind};
 
+/// Rules listed as evidence of the latent risk.
+const MAX_LISTED: usize = 16;
+
 pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
     let rules = ns.source_nat_rules();
     let unrandom: Vec<_> = rules.iter().filter(|r| !r.random_fully).collect();
@@ -71,8 +74,15 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
             ns.id
         ),
     );
-    for r in unrandom.iter() {
+    // Evidence names the first rules; a ruleset can hold hundreds of thousands.
+    for r in unrandom.iter().take(MAX_LISTED) {
         f = f.with_evidence(config(&*r.source, Some(r.line), &r.text));
+    }
+    if unrandom.len() > MAX_LISTED {
+        f = f.because(format!(
+            "{} more rule(s) without --random-fully are not listed",
+            unrandom.len() - MAX_LISTED
+        ));
     }
     if let Some(s) = ns.samples.last() {
         if let Some(v) = s.conntrack.get("insert_failed") {
