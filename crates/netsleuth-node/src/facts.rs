@@ -8,7 +8,9 @@
 use crate::binary::{GoBuildInfo, LibcInfo};
 use crate::parse::conntrack::{parse_stats, ConntrackSummary};
 use crate::parse::ip::{parse_addr_json, parse_route_json, parse_rule_json, Link, Route};
-use crate::parse::iptables::{parse_iptables_save_within, RuleBudget, Ruleset, Service, SourceNatRule};
+use crate::parse::iptables::{
+    parse_iptables_save_within, RuleBudget, Ruleset, Service, SourceNatRule,
+};
 use crate::parse::ipvs::{parse_ipvs, VirtualService};
 use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
 use crate::parse::nft::{parse_nft_json, NftRuleset};
@@ -500,7 +502,11 @@ impl Reader<'_> {
         });
     }
 
-    fn parse<T>(&mut self, path: &str, f: impl FnOnce(&str) -> crate::parse::Parsed<T>) -> Option<T> {
+    fn parse<T>(
+        &mut self,
+        path: &str,
+        f: impl FnOnce(&str) -> crate::parse::Parsed<T>,
+    ) -> Option<T> {
         // Borrowed when the bytes are UTF-8 (they are, but for damage): a big ruleset is not copied.
         let artifacts = self.artifacts;
         let text = String::from_utf8_lossy(artifacts.get(path)?);

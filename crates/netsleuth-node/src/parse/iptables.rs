@@ -490,7 +490,11 @@ fn split_words(s: &str, out: &mut Vec<Word>, scratch: &mut String) {
                 end: end as u32,
                 owned: false,
             }
-        } else if quotes == 2 && !escapes && end - start >= 2 && b[start] == b'"' && b[end - 1] == b'"'
+        } else if quotes == 2
+            && !escapes
+            && end - start >= 2
+            && b[start] == b'"'
+            && b[end - 1] == b'"'
         {
             Word {
                 start: start as u32 + 1,
@@ -656,7 +660,8 @@ impl Parser<'_> {
             self.budget.declarations
         };
         // The arena's offsets are 32-bit: a text near 4 GiB ends the budget too.
-        let room = self.rs.text.len() + self.rs.names.text.len() < u32::MAX as usize - 2 * (1 << 16);
+        let room =
+            self.rs.text.len() + self.rs.names.text.len() < u32::MAX as usize - 2 * (1 << 16);
         if self.rs.overflow.is_none() && left > 0 && room {
             return true;
         }
@@ -767,7 +772,11 @@ impl Parser<'_> {
                 l.fields[f as usize] = next;
                 if negatable {
                     let bit = NEGATED[f as usize];
-                    l.flags = if negate { l.flags | bit } else { l.flags & !bit };
+                    l.flags = if negate {
+                        l.flags | bit
+                    } else {
+                        l.flags & !bit
+                    };
                 }
             };
             match w {
@@ -893,7 +902,9 @@ impl Ruleset {
 
     /// The rules in file order.
     pub fn iter(&self) -> impl Iterator<Item = RuleRef<'_>> + '_ {
-        self.rules.iter().map(move |rule| RuleRef { rs: self, rule })
+        self.rules
+            .iter()
+            .map(move |rule| RuleRef { rs: self, rule })
     }
 
     /// Chain declarations as (table, name, policy); the policy is `-` for a user chain.
@@ -1030,7 +1041,9 @@ impl Ruleset {
             let (Some(dst), Some(to)) = (r.dst(), r.to_destination()) else {
                 continue;
             };
-            if dst.negated || dst.value.starts_with('!') || !seen_dnat.insert((r.rule.table, r.text()))
+            if dst.negated
+                || dst.value.starts_with('!')
+                || !seen_dnat.insert((r.rule.table, r.text()))
             {
                 continue;
             }
@@ -1058,7 +1071,9 @@ impl Ruleset {
 
 /// A protocol as a Service names it (`!tcp` when negated); the usual ones without an allocation.
 fn protocol_name(p: Arg<'_>) -> Cow<'static, str> {
-    const KNOWN: [&str; 8] = ["tcp", "udp", "sctp", "all", "icmp", "icmpv6", "udplite", "esp"];
+    const KNOWN: [&str; 8] = [
+        "tcp", "udp", "sctp", "all", "icmp", "icmpv6", "udplite", "esp",
+    ];
     match KNOWN.iter().find(|k| **k == p.value) {
         Some(k) if !p.negated => Cow::Borrowed(k),
         _ => Cow::Owned(p.to_string()),
