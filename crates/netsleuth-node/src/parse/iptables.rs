@@ -610,8 +610,8 @@ struct Parser<'b> {
     table: NameId,
     words: Vec<Word>,
     scratch: String,
-    /// Unescaped values to store after the current rule's text: (field, range of `scratch`).
-    extras: Vec<(usize, u32, u32)>,
+    /// Unescaped values to store after the current rule's text, in field order: ranges of `scratch`.
+    extras: Vec<(u32, u32)>,
     /// The previous rule's chain: rules of a chain come together.
     last_chain: NameId,
 }
@@ -815,7 +815,7 @@ impl Parser<'_> {
             let (off, len) = if w.owned {
                 let off = end;
                 end += (w.end - w.start) as usize;
-                self.extras.push((f, w.start, w.end));
+                self.extras.push((w.start, w.end));
                 (off, w.end - w.start)
             } else {
                 (w.start as usize, w.end - w.start)
@@ -849,7 +849,7 @@ impl Parser<'_> {
         let target = name(self, l.target);
         let start = self.rs.text.len() as u32;
         self.rs.text.push_str(t);
-        for &(_, a, b) in &self.extras {
+        for &(a, b) in &self.extras {
             self.rs.text.push_str(&self.scratch[a as usize..b as usize]);
         }
         self.rs.rules.push(Rule {
