@@ -10,7 +10,8 @@
 //! Synthetic mode writes `conntrack -L`-format text and an `iptables-save` of kube-proxy's shape to a
 //! temporary directory (not timed), then times what `check` does with them: the conntrack table streamed
 //! through the summariser from a reader (as the collector streams `conntrack -L`'s pipe), the ruleset
-//! parsed, facts built, detectors run.
+//! parsed, facts built, detectors run. Before that it times the ruleset parse and the Service assembly
+//! alone, `--repeat N` times (default 9), and prints the median and best of each.
 //!
 //! Live mode builds a namespace with the same ruleset loaded by iptables-restore and as many real
 //! conntrack entries as the host's nf_conntrack_max allows (UDP flows on loopback; the host's limit is
@@ -135,6 +136,7 @@ fn synthetic(entries: u32, services: u32) {
     let (ruleset, nrules) = kube_ruleset(services);
     eprintln!("generated {entries} entries ({:.0} MB) and {nrules} rules ({:.1} MB) in {:.1} s (not timed)", bytes as f64 / 1e6, ruleset.len() as f64 / 1e6, t.elapsed().as_secs_f64());
     let rss0 = peak_rss_mb();
+    rules_alone(&ruleset, arg("--repeat", 9));
 
     let start = Instant::now();
     let mut z = ConntrackSummarizer::new(SummaryLimits::default());
@@ -224,6 +226,37 @@ fn synthetic(entries: u32, services: u32) {
     );
     assert_eq!(summary.entries, entries as u64);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ruleset parse and the Service assembly alone, `repeat` times: median and best wall time.
+fn rules_alone(text: &str, repeat: usize) {
+    use netsleuth_node::parse::iptables::parse_iptables_save;
+    let (mut parse, mut assemble) = (Vec::new(), Vec::new());
+    let mut found = (0, 0);
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let p = parse_iptables_save(text);
+        parse.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let svcs = p.value.services();
+        assemble.push(t.elapsed().as_secs_f64());
+        found = (p.value.rules.len(), svcs.len());
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0])
+    };
+    let ((pm, pb), (am, ab)) = (med(&mut parse), med(&mut assemble));
+    println!(
+        "rules alone ({} rules, {} services, {} runs): parse median {:.1} ms (best {:.1}), services median {:.1} ms (best {:.1})",
+        found.0,
+        found.1,
+        parse.len(),
+        pm * 1e3,
+        pb * 1e3,
+        am * 1e3,
+        ab * 1e3
+    );
 }
 
 fn live(services: u32, entries: u32) {

@@ -27,7 +27,7 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
             name: svc.name.clone(),
             vip,
             port: svc.port.unwrap_or(0),
-            protocol: svc.protocol.clone(),
+            protocol: svc.protocol.to_string(),
             endpoints: svc
                 .endpoints
                 .iter()
@@ -93,9 +93,9 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
     }
     ctx.masquerade_without_random_fully = node
         .source_nat_rules()
-        .into_iter()
+        .iter()
         .filter(|r| !r.random_fully)
-        .map(|r| r.text)
+        .map(|r| r.text.clone())
         .collect();
     ctx
 }

@@ -8,7 +8,9 @@
 use crate::binary::{GoBuildInfo, LibcInfo};
 use crate::parse::conntrack::{parse_stats, ConntrackSummary};
 use crate::parse::ip::{parse_addr_json, parse_route_json, parse_rule_json, Link, Route};
-use crate::parse::iptables::{parse_iptables_save, Ruleset, Service, SourceNatRule};
+use crate::parse::iptables::{
+    parse_iptables_save_within, RuleBudget, Ruleset, Service, SourceNatRule,
+};
 use crate::parse::ipvs::{parse_ipvs, VirtualService};
 use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
 use crate::parse::nft::{parse_nft_json, NftRuleset};
@@ -147,6 +149,8 @@ pub struct NetnsFacts {
     /// [`NetnsFacts::services`], assembled once: detectors ask for the node's Services per namespace,
     /// and on a node with 100 k rules each assembly is tens of milliseconds.
     services_cache: std::sync::OnceLock<Vec<Service>>,
+    /// [`NetnsFacts::source_nat_rules`], listed once.
+    source_nat_cache: std::sync::OnceLock<Vec<SourceNatRule>>,
 }
 
 impl NetnsFacts {
@@ -159,43 +163,61 @@ impl NetnsFacts {
     }
 
     /// Every MASQUERADE/SNAT rule of iptables, ip6tables and native nft.
-    pub fn source_nat_rules(&self) -> Vec<SourceNatRule> {
+    pub fn source_nat_rules(&self) -> &[SourceNatRule] {
+        self.source_nat_cache
+            .get_or_init(|| self.list_source_nat_rules())
+    }
+
+    fn list_source_nat_rules(&self) -> Vec<SourceNatRule> {
         let mut v = Vec::new();
+        let mut add = |s: Vec<SourceNatRule>| {
+            if v.is_empty() {
+                v = s;
+            } else {
+                v.extend(s);
+            }
+        };
         if let Some(r) = &self.iptables {
-            v.extend(r.source_nat_rules(&format!("{}/iptables-save.txt", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/iptables-save.txt", self.prefix())));
         }
         if let Some(r) = &self.iptables_legacy {
-            v.extend(r.source_nat_rules(&format!("{}/iptables-legacy-save.txt", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/iptables-legacy-save.txt", self.prefix())));
         }
         if let Some(r) = &self.ip6tables {
-            v.extend(r.source_nat_rules(&format!("{}/ip6tables-save.txt", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/ip6tables-save.txt", self.prefix())));
         }
         if let Some(r) = &self.nft {
-            v.extend(r.source_nat_rules(&format!("{}/nft.json", self.prefix())));
+            add(r.source_nat_rules(&format!("{}/nft.json", self.prefix())));
         }
         v
     }
 
     /// Service VIPs and DNAT destinations programmed in this namespace (iptables, nft, IPVS).
-    pub fn services(&self) -> Vec<Service> {
-        self.services_cache
-            .get_or_init(|| self.assemble_services())
-            .clone()
+    pub fn services(&self) -> &[Service] {
+        self.services_cache.get_or_init(|| self.assemble_services())
     }
 
     fn assemble_services(&self) -> Vec<Service> {
         let mut v = Vec::new();
+        // The first non-empty list is taken as it is, not copied (it can hold 750 k Services).
+        let mut add = |s: Vec<Service>| {
+            if v.is_empty() {
+                v = s;
+            } else {
+                v.extend(s);
+            }
+        };
         if let Some(r) = &self.iptables {
-            v.extend(r.services());
+            add(r.services());
         }
         if let Some(r) = &self.iptables_legacy {
-            v.extend(r.services());
+            add(r.services());
         }
         if let Some(r) = &self.ip6tables {
-            v.extend(r.services());
+            add(r.services());
         }
         if let Some(r) = &self.nft {
-            v.extend(r.services());
+            add(r.services());
         }
         for vs in self.ipvs.iter().flatten() {
             let (ip, port) = crate::parse::ss::split_endpoint(&vs.address);
@@ -203,8 +225,8 @@ impl NetnsFacts {
                 name: format!("ipvs {}", vs.address),
                 vip: ip.to_string(),
                 port,
-                protocol: vs.protocol.clone(),
-                kind: "ipvs".into(),
+                protocol: vs.protocol.clone().into(),
+                kind: "ipvs",
                 endpoints: vs
                     .real_servers
                     .iter()
@@ -434,6 +456,8 @@ struct Reader<'a> {
     manifest: &'a Manifest,
     artifacts: &'a Artifacts,
     diagnostics: Vec<Diagnostic>,
+    /// Shared by every ruleset of the bundle.
+    rule_budget: RuleBudget,
 }
 
 impl Reader<'_> {
@@ -478,11 +502,36 @@ impl Reader<'_> {
         });
     }
 
-    fn parse<T>(&mut self, path: &str, f: impl Fn(&str) -> crate::parse::Parsed<T>) -> Option<T> {
-        let text = self.text(path)?;
+    fn parse<T>(
+        &mut self,
+        path: &str,
+        f: impl FnOnce(&str) -> crate::parse::Parsed<T>,
+    ) -> Option<T> {
+        // Borrowed when the bytes are UTF-8 (they are, but for damage): a big ruleset is not copied.
+        let artifacts = self.artifacts;
+        let text = String::from_utf8_lossy(artifacts.get(path)?);
         let p = f(&text);
         self.note(path, &p.issues);
         Some(p.value)
+    }
+
+    /// An `iptables-save` artifact, within the bundle's rule budget: what is past it is named.
+    fn rules(&mut self, path: &str) -> Option<Ruleset> {
+        let mut budget = self.rule_budget;
+        let rs = self.parse(path, |t| parse_iptables_save_within(t, &mut budget))?;
+        self.rule_budget = budget;
+        if let Some(o) = &rs.overflow {
+            self.diagnostics.push(Diagnostic {
+                source: path.to_string(),
+                code: "rule-budget",
+                offset: None,
+                frame: None,
+                line: Some(o.line),
+                count: o.rules,
+                message: o.message(path),
+            });
+        }
+        Some(rs)
     }
 
     fn json<T: for<'de> Deserialize<'de>>(&mut self, path: &str) -> Option<T> {
@@ -527,6 +576,7 @@ impl NodeFacts {
             manifest: &manifest,
             artifacts: &artifacts,
             diagnostics: Vec::new(),
+            rule_budget: RuleBudget::default(),
         };
         for a in &manifest.artifacts {
             if a.status == ArtifactStatus::Failed {
@@ -598,9 +648,9 @@ impl NodeFacts {
                 comms: ns.comms.clone(),
                 sysctls: r.parse(&p(paths::SYSCTL), parse_sysctls),
                 samples,
-                iptables: r.parse(&p(paths::IPTABLES), parse_iptables_save),
-                iptables_legacy: r.parse(&p(paths::IPTABLES_LEGACY), parse_iptables_save),
-                ip6tables: r.parse(&p(paths::IP6TABLES), parse_iptables_save),
+                iptables: r.rules(&p(paths::IPTABLES)),
+                iptables_legacy: r.rules(&p(paths::IPTABLES_LEGACY)),
+                ip6tables: r.rules(&p(paths::IP6TABLES)),
                 nft: r.parse(&p(paths::NFT), parse_nft_json),
                 ipvs,
                 links: r.parse(&p(paths::ADDR), parse_addr_json),
@@ -616,6 +666,7 @@ impl NodeFacts {
                 conntrack,
                 live_path: None,
                 services_cache: Default::default(),
+                source_nat_cache: Default::default(),
             });
         }
         let mut roots = Vec::new();

@@ -381,3 +381,33 @@ fn limits_without_bounds_read_a_bundle_and_trust_no_header_with_memory() {
         r => panic!("{:?}", r.map(|_| ())),
     }
 }
+
+/// The bomb's 287,281 copies of one 72-byte rule (and a cut one at the end) are all kept, as compact
+/// records: the parsed ruleset is its text once plus a fixed record per rule (the parser before took
+/// ≈ 1.1 KB per rule, 16× the text), and the copies, shadowed by the first, make one Service.
+#[test]
+fn shared_gzip_bomb_rules_cost_their_text_and_a_small_record_each() {
+    use netsleuth_node::parse::iptables::{Rule, MAX_RULES};
+    let Some(p) = hostile("bomb-iptables-20MiB.tar.gz") else {
+        return;
+    };
+    let facts = read_bundle(&p).unwrap();
+    let text = facts.artifacts()["netns/node/iptables-save.txt"].len();
+    let ns = facts.node_netns().unwrap();
+    let rs = ns.iptables.as_ref().unwrap();
+    assert_eq!(rs.rules.len(), 287_282);
+    assert!(rs.rules.len() < MAX_RULES && rs.overflow.is_none());
+    assert!(!facts.diagnostics.iter().any(|d| d.code == "rule-budget"));
+    let record = std::mem::size_of::<Rule>();
+    assert!(record <= 56, "{record}");
+    let bound = text + rs.rules.len() * record + (64 << 10);
+    assert!(rs.heap_bytes() <= bound, "{} > {bound}", rs.heap_bytes());
+    // 20 MiB of text: under 40 MiB parsed (it was ≈ 310 MB).
+    assert!(rs.heap_bytes() < 40 * MIB as usize, "{}", rs.heap_bytes());
+    let svcs = ns.services();
+    assert_eq!(svcs.len(), 1, "{svcs:?}");
+    assert_eq!(
+        (svcs[0].vip.as_str(), svcs[0].port, svcs[0].name.as_str()),
+        ("10.96.0.1", Some(443), "KUBE-SVC-X")
+    );
+}

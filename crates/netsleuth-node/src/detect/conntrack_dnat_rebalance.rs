@@ -122,7 +122,8 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
     out.push(f);
 }
 
-fn service_for<'a>(svcs: &'a [Service], ip: &str, port: Option<u16>) -> Option<&'a Service> {
+fn service_for<'a>(svcs: &[&'a Service], ip: &str, port: Option<u16>) -> Option<&'a Service> {
     svcs.iter()
+        .copied()
         .find(|s| s.vip == ip && (s.port.is_none() || port.is_none() || s.port == port))
 }

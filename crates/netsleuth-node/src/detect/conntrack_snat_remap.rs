@@ -64,7 +64,7 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
                     addrs.len()
                 ),
             )
-            .with_evidence(config(&rule.source, Some(rule.line), &rule.text))
+            .with_evidence(config(&*rule.source, Some(rule.line), &rule.text))
             .with_evidence(fact(format!("{}/ip-addr.json", ns.prefix()), format!("{}: {}", dev.name, addrs.join(", "))))
             .with_evidence(fact("node/kernel-release", versions::MASQUERADE_FLUSH_PER_ADDRESS.status(kernel)));
             f = f.because(match fixed {

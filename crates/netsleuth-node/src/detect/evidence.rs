@@ -51,10 +51,10 @@ pub(crate) fn sysctl_evidence(ns: &NetnsFacts, name: &str) -> Option<Evidence> {
 
 /// Services whose DNAT this namespace's traffic goes through: its own, and for a pod namespace the
 /// node's (kube-proxy programs the node; pod traffic is DNATed there).
-pub(crate) fn reachable_services(ctx: &Ctx, ns: &NetnsFacts) -> Vec<Service> {
-    let mut v = ns.services();
+pub(crate) fn reachable_services<'a>(ctx: &Ctx<'a>, ns: &'a NetnsFacts) -> Vec<&'a Service> {
+    let mut v: Vec<&Service> = ns.services().iter().collect();
     if !ns.is_node {
-        if let Some(node) = ctx.node() {
+        if let Some(node) = ctx.facts.node_netns() {
             v.extend(node.services());
         }
     }

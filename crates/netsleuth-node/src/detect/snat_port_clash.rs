@@ -8,6 +8,9 @@ use netsleuth_core::detect::snat_port_clash::INCIDENT;
 use netsleuth_core::versions;
 use netsleuth_core::{Confidence, Finding, FindingKind};
 
+/// Rules listed as evidence of the latent risk.
+const MAX_LISTED: usize = 16;
+
 pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
     let rules = ns.source_nat_rules();
     let unrandom: Vec<_> = rules.iter().filter(|r| !r.random_fully).collect();
@@ -47,7 +50,7 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
             f = f.with_evidence(counter(&src, "drop", Some(a), b));
         }
         for r in unrandom.iter().take(4) {
-            f = f.with_evidence(config(&r.source, Some(r.line), &r.text));
+            f = f.with_evidence(config(&*r.source, Some(r.line), &r.text));
         }
         f = f.because("the counters do not say which flow failed: a DNS A/AAAA race (dns-conntrack-race) raises the same ones");
         f = f.cannot_rule_out(netsleuth_core::detect::dns_conntrack_race::INCIDENT.id, "the same insert_failed/drop counters rise for DNS A/AAAA pairs racing through DNAT; a capture on the node (-i any) shows which flows lost their first packet");
@@ -79,8 +82,15 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
             ns.id
         ),
     );
-    for r in unrandom.iter() {
-        f = f.with_evidence(config(&r.source, Some(r.line), &r.text));
+    // Evidence names the first rules; a ruleset can hold hundreds of thousands.
+    for r in unrandom.iter().take(MAX_LISTED) {
+        f = f.with_evidence(config(&*r.source, Some(r.line), &r.text));
+    }
+    if unrandom.len() > MAX_LISTED {
+        f = f.because(format!(
+            "{} more rule(s) without --random-fully are not listed",
+            unrandom.len() - MAX_LISTED
+        ));
     }
     if let Some(s) = ns.samples.last() {
         if let Some(v) = s.conntrack.get("insert_failed") {

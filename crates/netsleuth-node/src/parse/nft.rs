@@ -171,7 +171,7 @@ impl NftRuleset {
                     _ => continue,
                 };
                 out.push(SourceNatRule {
-                    source: source.to_string(),
+                    source: source.into(),
                     line: r.index,
                     text: rule_text(r),
                     masquerade,
@@ -249,8 +249,8 @@ impl NftRuleset {
                     name,
                     vip,
                     port,
-                    protocol,
-                    kind: "cluster IP".into(),
+                    protocol: protocol.into(),
+                    kind: "cluster IP",
                     endpoints,
                 });
             }
@@ -281,7 +281,7 @@ impl NftRuleset {
                     vip,
                     port: dport,
                     protocol: "all".into(),
-                    kind: "dnat".into(),
+                    kind: "dnat",
                     endpoints: vec![(dnat_text(d), 1.0)],
                 });
             }
@@ -371,7 +371,7 @@ pub fn parse_nft_text(text: &str) -> Parsed<NftTextRuleset> {
             if masquerade || snat {
                 let out_iface = oifname_text(t);
                 rs.source_nat.push(SourceNatRule {
-                    source: String::new(),
+                    source: "".into(),
                     line: n as u32,
                     text: format!("{table} {chain}: {t}"),
                     masquerade,
