@@ -1353,3 +1353,53 @@ fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
     );
     assert_quiet(&cap.analyze());
 }
+
+#[test]
+fn a_query_lost_beyond_the_node_after_dnat_is_not_a_race() {
+    // Node view: A and AAAA both leave the node after DNAT; the AAAA's answer never comes back (lost
+    // beyond the node) and the resolver re-sends it after its timeout. Not the conntrack race: the
+    // query did get through NAT.
+    let mut cap = Cap::new();
+    let (qa, qaaaa) = dns_pair(&mut cap, T0, 6150, (0x310, 0x311));
+    let id = cap.send(T0, 3, qa);
+    cap.copy(
+        T0 + 5_000,
+        4,
+        id,
+        udp_v4(C, 6150, B1, 53).payload(&dns_query(0x310, "svc.example.", 1).build()),
+    );
+    let id = cap.send(T0 + 20_000, 3, qaaaa.clone());
+    cap.copy(
+        T0 + 25_000,
+        4,
+        id,
+        udp_v4(C, 6150, B1, 53).payload(&dns_query(0x311, "svc.example.", 28).build()),
+    );
+    let r = |qt| {
+        udp_v4(B1, 53, C, 6150)
+            .payload(&dns_response(if qt == 1 { 0x310 } else { 0x311 }, "svc.example.", qt).build())
+    };
+    let id = cap.send(T0 + MS, 4, r(1));
+    cap.copy(
+        T0 + MS + 5_000,
+        3,
+        id,
+        udp_v4(VIP, 53, C, 6150).payload(&dns_response(0x310, "svc.example.", 1).build()),
+    );
+    let id = cap.send(T0 + 5 * S, 3, qaaaa);
+    cap.copy(
+        T0 + 5 * S + 5_000,
+        4,
+        id,
+        udp_v4(C, 6150, B1, 53).payload(&dns_query(0x311, "svc.example.", 28).build()),
+    );
+    let id = cap.send(T0 + 5 * S + MS, 4, r(28));
+    cap.copy(
+        T0 + 5 * S + MS + 5_000,
+        3,
+        id,
+        udp_v4(VIP, 53, C, 6150).payload(&dns_response(0x311, "svc.example.", 28).build()),
+    );
+    cap.send(T0 + 40 * S, 3, tcp_v4(C, 1, SRV, 2).seq(1).flags(ACK));
+    assert_quiet(&cap.analyze());
+}

@@ -68,6 +68,11 @@ impl Detector {
         if retry.ts_ns.saturating_sub(lost.pkt.ts_ns) < 2_000_000_000 {
             return;
         }
+        if lost.points.len() > 1 && lost.points.len() >= answered.points.len() {
+            // The lost query was seen on both sides of the DNAT, as far as its answered twin: it got
+            // through conntrack, so it was lost beyond the node, not in the insert race.
+            return;
+        }
         self.total += 1;
         if self.cases.len() < 3 {
             let died_at_nat = answered.points.len() > lost.points.len();
