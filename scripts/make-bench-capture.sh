@@ -55,7 +55,7 @@ if [ "$free_mb" -lt $((size_mb * 2 + 1024)) ]; then
 fi
 
 # Unique names: pid + a clock-derived suffix (a reused pid), short enough for interface-name limits.
-tag="nsb$$x$(($(date +%N) % 1000))"
+tag="nsb$$x$((10#$(date +%N) % 1000))"
 ns_client="$tag-c"
 ns_node="$tag-n"
 ns_server="$tag-s"

@@ -4,17 +4,19 @@
 //! Several inputs are captures of the same incident from different places (a client pod, the client's
 //! node, the server's node): a packet seen in two of them is one packet seen at two points.
 
-use crate::capture::CaptureReader;
+use crate::capture::{CaptureReader, Record};
 use crate::detect::{Context, Detectors};
-use crate::finding::{sort_findings, Diagnostic, Finding};
+use crate::finding::{format_ts, sort_findings, Diagnostic, Finding};
 use crate::flow::dns::{DnsMessageObs, DnsTracker, FinishedQuery};
 use crate::flow::dns_tcp::DnsTcpReassembler;
 use crate::flow::tcp::{Conn, TcpEngine};
 use crate::flow::{Endpoint, InputId, PktRef};
 use crate::node::NodeContext;
+use crate::symptoms::{is_icmp_error, BlindSpot, Symptom, SymptomCollector};
 use crate::wire::{self, tcp_flags, DecodeError, Packet, Transport};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Read;
 
 /// One capture to analyse: a name for reports and the bytes.
@@ -53,6 +55,11 @@ pub struct AnalysisStats {
     pub dns_retries: u64,
     pub dns_parallel_pairs: u64,
     pub dns_peak_live_queries: u64,
+    /// Connections and queries finalised early because their live cap was reached.
+    pub tcp_evicted: u64,
+    pub dns_evicted: u64,
+    /// Records whose timestamp was taken as an outlier and analysed at the analysis clock.
+    pub timestamp_outliers: u64,
     /// Capture time covered, nanoseconds.
     pub first_ts_ns: Option<i64>,
     pub last_ts_ns: Option<i64>,
@@ -65,6 +72,10 @@ pub struct Analysis {
     pub stats: AnalysisStats,
     /// Inputs that could not be opened at all, with why.
     pub failed_inputs: Vec<(String, String)>,
+    /// What the input shows whatever its cause, and what the catalogue made of it.
+    pub symptoms: Vec<Symptom>,
+    /// What the input could not show.
+    pub blind_spots: Vec<BlindSpot>,
 }
 
 impl Analysis {
@@ -75,16 +86,67 @@ impl Analysis {
     }
 }
 
+/// What one analysis may use. Every piece of per-flow and per-query state is capped from the memory
+/// budget; past a cap the oldest (half-open, never answered) entries are finalised early, counted, and
+/// reported as a `state-cap` diagnostic, so a flood costs a bounded window and is still seen whole by
+/// the detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes the analysis state may use (flow tables, DNS window, read buffers, detector state).
+    pub memory_budget: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_budget: Limits::DEFAULT_MEMORY_BUDGET,
+        }
+    }
+}
+
+impl Limits {
+    pub const DEFAULT_MEMORY_BUDGET: usize = 200 << 20;
+    /// Measured cost of one live connection (the record, its legs, SYN and RST evidence, its index
+    /// entries and their share of the tables' spare capacity): see BENCHMARKS.md "Hostile input".
+    const CONNECTION_COST: usize = 3 << 10;
+    /// Measured cost of one live DNS query (the record, its name, four index entries).
+    const QUERY_COST: usize = 3 << 10;
+
+    /// Live TCP connections: 40 % of the budget.
+    pub fn max_live_connections(&self) -> usize {
+        (self.memory_budget / 10 * 4 / Self::CONNECTION_COST).max(1024)
+    }
+
+    /// Live DNS queries: 30 % of the budget.
+    pub fn max_live_dns_queries(&self) -> usize {
+        (self.memory_budget / 10 * 3 / Self::QUERY_COST).max(1024)
+    }
+
+    /// Read buffer per input: 10 % of the budget shared by the inputs (64 KiB to 4 MiB each).
+    pub fn input_buffer(&self, inputs: usize) -> usize {
+        self.memory_budget / 10 / inputs.max(1)
+    }
+}
+
 /// Analyse captures of one incident together. Never fails as a whole: an input that cannot be opened
 /// is reported in `failed_inputs`, damage inside an input in `diagnostics`.
 pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
+    analyze_with(inputs, node, &Limits::default())
+}
+
+/// `analyze` within the given limits.
+pub fn analyze_with(inputs: Vec<Input>, node: &NodeContext, limits: &Limits) -> Analysis {
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
-    let mut engine = Engine::new(names.clone());
+    let mut engine = Engine::new(names.clone(), limits);
     let mut readers = Vec::new();
     let mut failed = Vec::new();
+    let buffer = limits.input_buffer(inputs.len());
     for (idx, input) in inputs.into_iter().enumerate() {
         match CaptureReader::new(input.reader, input.name.clone()) {
-            Ok(r) => readers.push((idx as InputId, r)),
+            Ok(mut r) => {
+                r.set_working_buffer(buffer);
+                readers.push((idx as InputId, r))
+            }
             Err(e) => failed.push((input.name, e.to_string())),
         }
     }
@@ -92,16 +154,7 @@ pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
         // The common case, kept zero-copy: no merge needed.
         let (idx, mut r) = readers.pop().expect("one reader");
         while let Some(rec) = r.next_record() {
-            engine.cur_offset = rec.offset;
-            engine.record(
-                idx,
-                rec.frame,
-                rec.ts_ns,
-                rec.linktype,
-                rec.interface,
-                rec.data,
-                rec.orig_len,
-            );
+            engine.push(idx, &rec);
         }
         engine.diagnostics.extend(r.diagnostics());
     } else if !readers.is_empty() {
@@ -115,32 +168,59 @@ pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
 
 /// k-way merge by capture timestamp: each step takes the record of the input whose next record is
 /// the earliest (ties go to the earlier input), so packets seen in several captures meet in time order.
+/// A heap keyed by (next timestamp, input) makes each step O(log inputs).
 fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<R>)>) {
-    loop {
-        let mut best: Option<(i64, usize)> = None;
-        for (i, (_, r)) in readers.iter_mut().enumerate() {
-            if let Some(ts) = r.peek_ts() {
-                if best.is_none_or(|(b, _)| ts < b) {
-                    best = Some((ts, i));
-                }
-            }
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::with_capacity(readers.len());
+    for (i, (_, r)) in readers.iter_mut().enumerate() {
+        if let Some(ts) = r.peek_ts() {
+            heap.push(Reverse((ts, i)));
         }
-        let Some((_, i)) = best else { break };
+    }
+    while let Some(Reverse((_, i))) = heap.pop() {
         let (idx, r) = &mut readers[i];
-        let Some(rec) = r.next_record() else { continue };
-        engine.cur_offset = rec.offset;
-        engine.record(
-            *idx,
-            rec.frame,
-            rec.ts_ns,
-            rec.linktype,
-            rec.interface,
-            rec.data,
-            rec.orig_len,
-        );
+        if let Some(rec) = r.next_record() {
+            engine.push(*idx, &rec);
+        }
+        if let Some(ts) = r.peek_ts() {
+            heap.push(Reverse((ts, i)));
+        }
     }
     for (_, r) in &readers {
         engine.diagnostics.extend(r.diagnostics());
+    }
+}
+
+/// Forward jumps in capture time longer than this are held back one record: a jump the next record
+/// confirms is real (a long idle), one it contradicts is a single outlying timestamp.
+const SUSPECT_JUMP_NS: i64 = 10_000_000_000;
+/// A record this far behind the analysis clock is taken as damaged and analysed at the clock.
+const MAX_BACKWARD_NS: i64 = 3_600_000_000_000;
+/// A jump no later record could confirm (the input's last record) is accepted up to this.
+const MAX_UNCONFIRMED_JUMP_NS: i64 = 7 * 86_400_000_000_000;
+
+/// A record held back because its timestamp jumped ahead (its bytes copied; rare).
+struct HeldRecord {
+    input: InputId,
+    frame: u64,
+    offset: u64,
+    ts_ns: i64,
+    linktype: u32,
+    interface: u32,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+impl HeldRecord {
+    fn as_record(&self) -> Record<'_> {
+        Record {
+            frame: self.frame,
+            offset: self.offset,
+            ts_ns: self.ts_ns,
+            linktype: self.linktype,
+            interface: self.interface,
+            orig_len: self.orig_len,
+            data: &self.data,
+        }
     }
 }
 
@@ -175,7 +255,9 @@ impl DecodeProblems {
     }
 }
 
-struct Engine {
+/// The sans-IO analysis engine: push capture records in capture-time order (time comes in the
+/// record, never from the clock), then `finish` for the findings. `analyze` is a loop over it.
+pub struct Engine {
     names: Vec<String>,
     tcp: TcpEngine,
     dns: DnsTracker,
@@ -187,14 +269,20 @@ struct Engine {
     qname: String,
     /// Byte offset of the record being processed, for locating decode problems.
     cur_offset: u64,
+    /// The analysis clock: the latest accepted capture time. Monotone; expiry runs on it.
+    clock: Option<i64>,
+    /// A record whose timestamp jumped ahead, waiting for the next record to confirm the jump.
+    held: Option<HeldRecord>,
+    symptoms: SymptomCollector,
 }
 
 impl Engine {
-    fn new(names: Vec<String>) -> Self {
+    /// An engine for inputs named `names` (indexed by `InputId`).
+    pub fn new(names: Vec<String>, limits: &Limits) -> Self {
         Engine {
             names,
-            tcp: TcpEngine::new(),
-            dns: DnsTracker::new(),
+            tcp: TcpEngine::with_max_live(limits.max_live_connections()),
+            dns: DnsTracker::with_max_live(limits.max_live_dns_queries()),
             dns_tcp: DnsTcpReassembler::new(),
             detectors: Detectors::new(),
             stats: AnalysisStats::default(),
@@ -202,21 +290,109 @@ impl Engine {
             diagnostics: Vec::new(),
             qname: String::new(),
             cur_offset: 0,
+            clock: None,
+            held: None,
+            symptoms: SymptomCollector::default(),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One capture record of input `input`. Records must come in capture-time order across inputs;
+    /// a timestamp far from its neighbours (a damaged record, a clock jump, an interface's
+    /// `if_tsoffset`) is analysed at the clock instead and reported, so one outlier cannot stop expiry
+    /// or change what is found.
+    pub fn push(&mut self, input: InputId, rec: &Record<'_>) {
+        if let Some(held) = self.held.take() {
+            let (confirmed, instead) = match self.clock {
+                // The first record: confirmed unless the second lies far before it.
+                None => (
+                    rec.ts_ns >= held.ts_ns.saturating_sub(SUSPECT_JUMP_NS),
+                    rec.ts_ns,
+                ),
+                // A jump: confirmed when the next record is nearer the new time than the clock.
+                Some(clock) => {
+                    let half = ((held.ts_ns as i128 - clock as i128) / 2) as i64;
+                    (rec.ts_ns >= clock.saturating_add(half), clock)
+                }
+            };
+            let ts = if confirmed {
+                held.ts_ns
+            } else {
+                self.outlier(&held.as_record(), held.input, instead)
+            };
+            self.clock = Some(self.clock.map_or(ts, |c| c.max(ts)));
+            self.record(held.input, &held.as_record(), ts);
+        }
+        let Some(clock) = self.clock else {
+            // The very first record: nothing to compare with yet; the next one confirms it.
+            self.hold(input, rec);
+            return;
+        };
+        if rec.ts_ns > clock.saturating_add(SUSPECT_JUMP_NS) {
+            self.hold(input, rec);
+            return;
+        }
+        let ts = if rec.ts_ns < clock.saturating_sub(MAX_BACKWARD_NS) {
+            self.outlier(rec, input, clock)
+        } else {
+            rec.ts_ns
+        };
+        self.clock = Some(clock.max(ts));
+        self.record(input, rec, ts);
+    }
+
+    fn hold(&mut self, input: InputId, rec: &Record<'_>) {
+        self.held = Some(HeldRecord {
+            input,
+            frame: rec.frame,
+            offset: rec.offset,
+            ts_ns: rec.ts_ns,
+            linktype: rec.linktype,
+            interface: rec.interface,
+            orig_len: rec.orig_len,
+            data: rec.data.to_vec(),
+        });
+    }
+
+    /// End of input: a record still held is the last one; its jump is accepted unless absurd.
+    fn flush_held(&mut self) {
+        if let Some(held) = self.held.take() {
+            let ts = match self.clock {
+                None => held.ts_ns,
+                Some(clock) if held.ts_ns <= clock.saturating_add(MAX_UNCONFIRMED_JUMP_NS) => {
+                    held.ts_ns
+                }
+                Some(clock) => self.outlier(&held.as_record(), held.input, clock),
+            };
+            self.clock = Some(self.clock.map_or(ts, |c| c.max(ts)));
+            self.record(held.input, &held.as_record(), ts);
+        }
+    }
+
+    /// Report a timestamp taken as an outlier; returns the time it is analysed at.
+    fn outlier(&mut self, rec: &Record<'_>, input: InputId, clock: i64) -> i64 {
+        let name = &self.names[input as usize];
+        let (frame, ts) = (rec.frame, rec.ts_ns);
+        self.problems
+            .add(input, name, "timestamp-outlier", frame, rec.offset, || {
+                format!(
+                    "frame {frame}: timestamp {} is far from the packets around it (a damaged record, a clock jump or an interface's if_tsoffset); analysed as if at {}",
+                    format_ts(ts),
+                    format_ts(clock)
+                )
+            });
+        clock
+    }
+
     #[inline]
-    fn record(
-        &mut self,
-        input: InputId,
-        frame: u64,
-        ts: i64,
-        linktype: u32,
-        interface: u32,
-        data: &[u8],
-        orig_len: u32,
-    ) {
+    fn record(&mut self, input: InputId, rec: &Record<'_>, ts: i64) {
+        self.cur_offset = rec.offset;
+        let (frame, linktype, interface, data, orig_len) = (
+            rec.frame,
+            rec.linktype,
+            rec.interface,
+            rec.data,
+            rec.orig_len,
+        );
         self.stats.records += 1;
         self.stats.bytes += data.len() as u64;
         if self.stats.first_ts_ns.is_none() {
@@ -337,20 +513,33 @@ impl Engine {
                 self.stats.udp_packets += 1;
                 if d.src_port == 53 || d.dst_port == 53 {
                     let r = pkt_ref(d.src_port, d.dst_port, 0, d.payload_len, 0, 0);
-                    self.dns_message(r, pkt.ip.ident, false, d.payload);
+                    if !self.dns_message(r, pkt.ip.ident, false, d.payload) && pkt.truncated {
+                        self.symptoms.dns_payload_cut();
+                    }
                 }
             }
-            _ => {}
+            Transport::Icmp {
+                v6,
+                icmp_type,
+                code,
+            } => {
+                if is_icmp_error(*v6, *icmp_type) {
+                    let r = pkt_ref(0, 0, 0, 0, 0, 0);
+                    self.symptoms.icmp_error(r, *v6, *icmp_type, *code);
+                }
+            }
+            Transport::Other => {}
         }
     }
 
-    fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) {
+    /// Returns whether the bytes were a DNS message with a question.
+    fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) -> bool {
         let Ok(msg) = wire::dns::parse(bytes) else {
-            return;
+            return false;
         };
-        let Some(q) = &msg.question else { return };
+        let Some(q) = &msg.question else { return false };
         if msg.header.opcode != 0 {
-            return;
+            return true;
         }
         let counts = if msg.header.qr {
             msg.answer_counts()
@@ -381,12 +570,14 @@ impl Engine {
             .dns_peak_live_queries
             .max(self.dns.live_queries() as u64);
         self.drain_dns();
+        true
     }
 
     #[inline]
     fn drain_tcp(&mut self) {
         for c in self.tcp.drain_finished() {
             conn_stats(&mut self.stats, &c);
+            self.symptoms.connection(&c);
             self.detectors.connection(&c);
         }
     }
@@ -404,6 +595,7 @@ impl Engine {
             if q.younger_sibling.is_some() {
                 s.dns_parallel_pairs += 1;
             }
+            self.symptoms.dns(q);
             self.detectors.dns(q);
         }
     }
@@ -428,7 +620,64 @@ fn conn_stats(s: &mut AnalysisStats, c: &Conn) {
 }
 
 impl Engine {
-    fn finish(mut self, node: &NodeContext) -> Analysis {
+    /// What the caps cost the analysis, if any was reached.
+    fn cap_diagnostics(&mut self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let ts = self.tcp.stats;
+        let evicted = ts.evicted_half_open + ts.evicted_established;
+        self.stats.tcp_evicted = evicted;
+        if let Some(at) = ts.cap_reached_at.filter(|_| evicted > 0) {
+            out.push(Diagnostic {
+                source: self.names.get(at.input as usize).cloned().unwrap_or_default(),
+                code: "state-cap",
+                offset: None,
+                frame: Some(at.frame),
+                line: None,
+                count: evicted,
+                message: format!(
+                    "state cap reached at frame {}: more than {} connections live at once; {} connection(s) without a completed handshake and {} established one(s) were handed to the detectors early (oldest without a handshake first). SYN floods and unanswered SYNs are still counted, so listen-queue-overflow and the other SYN-drop causes are still decided; a SYN retransmitted after its connection was handed over starts a new record. Raise the budget with --memory-budget to keep more.",
+                    at.frame, self.tcp.max_live(), ts.evicted_half_open, ts.evicted_established
+                ),
+            });
+        }
+        let ds = self.dns.stats;
+        self.stats.dns_evicted = ds.evicted;
+        if let Some(at) = ds.cap_reached_at.filter(|_| ds.evicted > 0) {
+            out.push(Diagnostic {
+                source: self.names.get(at.input as usize).cloned().unwrap_or_default(),
+                code: "state-cap",
+                offset: None,
+                frame: Some(at.frame),
+                line: None,
+                count: ds.evicted,
+                message: format!(
+                    "DNS state cap reached at frame {}: more than {} queries in the 30 s window; {} queries ({} unanswered so far) were handed to the detectors before their 30 s (oldest first). A response arriving after its query was handed over is counted as unmatched. Raise the budget with --memory-budget to keep more.",
+                    at.frame, self.dns.max_live(), ds.evicted, ds.evicted_unanswered
+                ),
+            });
+        }
+        if ts.endpoint_scans_cut > 0 {
+            out.push(Diagnostic {
+                source: self.names.join(", "),
+                code: "state-cap",
+                offset: None,
+                frame: None,
+                line: None,
+                count: ts.endpoint_scans_cut,
+                message: format!(
+                    "{} segment(s) seen under a new tuple were compared with only the newest {} connections of their client endpoint (more were live): a NAT re-translation among the older ones could be missed",
+                    ts.endpoint_scans_cut, 64
+                ),
+            });
+        }
+        out
+    }
+
+    /// End of input: finalise every connection and query and run the detectors.
+    pub fn finish(mut self, node: &NodeContext) -> Analysis {
+        self.flush_held();
+        self.symptoms
+            .input_ended(self.stats.last_ts_ns.unwrap_or(i64::MIN));
         self.tcp.finish();
         self.drain_tcp();
         self.dns.finish();
@@ -440,15 +689,31 @@ impl Engine {
         self.stats.tcp_peak_live_connections = ts.peak_live;
         self.stats.dns_queries = self.dns.stats.queries;
         self.stats.dns_responses = self.dns.stats.responses;
+        let mut diagnostics = std::mem::take(&mut self.diagnostics);
+        diagnostics.extend(self.cap_diagnostics());
         let ctx = Context {
             inputs: &self.names,
             node,
             capture_end_ns: self.stats.last_ts_ns.unwrap_or(i64::MIN),
         };
-        let mut findings = self.detectors.finish(&ctx);
+        let mut findings = crate::detect::one_per_incident(self.detectors.finish(&ctx));
         sort_findings(&mut findings);
+        let undecoded = self
+            .problems
+            .by_key
+            .iter()
+            .filter(|((_, code), _)| *code == "unsupported-linktype")
+            .map(|(_, d)| d.count)
+            .sum();
+        let (symptoms, blind_spots) = self.symptoms.finish(&ctx, &findings, undecoded);
         let dt = self.dns_tcp.stats();
-        let mut diagnostics = self.diagnostics;
+        self.stats.timestamp_outliers = self
+            .problems
+            .by_key
+            .iter()
+            .filter(|((_, code), _)| *code == "timestamp-outlier")
+            .map(|(_, d)| d.count)
+            .sum();
         diagnostics.extend(self.problems.by_key.into_values());
         if dt.gaps + dt.bad_lengths > 0 {
             diagnostics.push(Diagnostic {
@@ -466,6 +731,8 @@ impl Engine {
             diagnostics,
             stats: self.stats,
             failed_inputs: Vec::new(),
+            symptoms,
+            blind_spots,
         }
     }
 }

@@ -5,15 +5,14 @@
 //! remedy come from the incident's own detector module (see `detect::*::INCIDENT`), so that the words
 //! that explain a mechanism live beside the code that recognises it.
 //!
-//! These types are serialised as-is into the versioned JSON document (`report::json`); changing a field
-//! name here is a schema change and must bump `report::json::SCHEMA_VERSION`.
+//! These types are free to change: the JSON document has its own types (`report::json`), converted
+//! from these once, so a rename here changes no output.
 
-use serde::Serialize;
+use crate::versions::VersionFact;
 use std::net::IpAddr;
 
 /// How sure a finding is. Ordered: `Confirmed` > `Likely` > `Possible`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Confidence {
     /// Only what the evidence could also mean by chance; worth a look, not a conclusion.
     Possible,
@@ -36,8 +35,7 @@ impl Confidence {
 
 /// Whether the finding is an incident that happened (or is happening), or a risk that the node's state
 /// carries without evidence that it has bitten yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FindingKind {
     /// Evidence that the incident happened or is under way. Drives exit code 1.
     Incident,
@@ -45,9 +43,10 @@ pub enum FindingKind {
     LatentRisk,
 }
 
-/// A catalogue entry: the stable id, and the words a person needs. One per incident, defined in the
-/// incident's detector module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A catalogue entry: everything that is about one incident, in one value. Each incident's detector
+/// module defines its `INCIDENT`; `detect::CATALOGUE` lists them, and every registry (capture
+/// detectors, node detectors, lab scenarios, `diff`) is keyed by `&'static Incident`, never by the id.
+#[derive(Debug)]
 pub struct Incident {
     /// Stable id from `incidents.md`, used verbatim in JSON and tests.
     pub id: &'static str,
@@ -55,12 +54,33 @@ pub struct Incident {
     pub title: &'static str,
     /// Two or three sentences: the mechanism.
     pub explanation: &'static str,
-    /// What to change, most effective first.
+    /// The fix: what to change, most effective first.
     pub remedy: &'static str,
+    /// The sysctls that decide whether the incident can happen (`diff` ranks differences in them first,
+    /// the lab records them).
+    pub sysctls: &'static [&'static str],
+    /// The behaviour changes of the kernel and libraries that decide it, in the version table.
+    pub versions: &'static [&'static VersionFact],
+}
+
+/// An incident is its id: ids are unique in the catalogue (tested), so two references to one incident
+/// compare equal wherever they were taken.
+impl PartialEq for Incident {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Incident {}
+
+impl std::hash::Hash for Incident {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state)
+    }
 }
 
 /// One packet that a finding points at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameRef {
     /// 1-based frame number within its file (as Wireshark numbers them).
     pub frame: u64,
@@ -75,13 +95,11 @@ pub struct FrameRef {
     /// What the packet is, in tcpdump's terms (`SYN`, `RST`, `ACK len=1`, `DNS A? example.com id=0x1a2b`).
     pub what: String,
     /// Interface name or index where the capture saw it, if the capture says.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
 }
 
 /// A piece of evidence. Each variant says where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evidence {
     /// Packets of one capture file.
     Packets {
@@ -94,14 +112,12 @@ pub enum Evidence {
     Counter {
         source: String,
         name: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
         after: u64,
     },
     /// A line of a configuration: a sysctl, an iptables rule, a resolv.conf line.
     Config {
         source: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
         line: Option<u32>,
         text: String,
     },
@@ -110,7 +126,7 @@ pub enum Evidence {
 }
 
 /// What netsleuth concluded, with the evidence and how sure it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub id: &'static str,
     pub kind: FindingKind,
@@ -120,6 +136,10 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
     /// Why this confidence and not a higher one: what was seen, what was not.
     pub reasoning: Vec<String>,
+    /// Further cases of the same incident in the same input (one line each), when there were several.
+    pub cases: Vec<String>,
+    /// The look-alike causes considered, and the evidence that rules each out (or why it could not be).
+    pub look_alikes: Vec<LookAlike>,
     pub explanation: &'static str,
     pub remedy: &'static str,
 }
@@ -138,6 +158,8 @@ impl Finding {
             summary,
             evidence: Vec::new(),
             reasoning: Vec::new(),
+            cases: Vec::new(),
+            look_alikes: Vec::new(),
             explanation: incident.explanation,
             remedy: incident.remedy,
         }
@@ -152,22 +174,49 @@ impl Finding {
         self.reasoning.push(why.into());
         self
     }
+
+    /// A look-alike cause that the evidence rules out, and how.
+    pub fn rules_out(mut self, id: &'static str, why: impl Into<String>) -> Self {
+        self.look_alikes.push(LookAlike {
+            id,
+            ruled_out: true,
+            why: why.into(),
+        });
+        self
+    }
+
+    /// A look-alike cause the evidence cannot tell apart, and what would.
+    pub fn cannot_rule_out(mut self, id: &'static str, why: impl Into<String>) -> Self {
+        self.look_alikes.push(LookAlike {
+            id,
+            ruled_out: false,
+            why: why.into(),
+        });
+        self
+    }
+}
+
+/// A cause that produces a similar picture, and whether the evidence rules it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookAlike {
+    /// A catalogue id, or a plain cause (`application`, `server-restart`, `middlebox-idle-timeout`).
+    pub id: &'static str,
+    pub ruled_out: bool,
+    /// The evidence that rules it out, or what would decide.
+    pub why: String,
 }
 
 /// A problem with the input itself (a damaged record, an unknown link type, a truncated file): counted,
 /// located, reported; never fatal to the rest of the analysis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     /// Which input (file name, `-` for stdin, a node fact source).
     pub source: String,
     /// Stable short code, e.g. `truncated-record`, `unknown-linktype`, `snaplen-cut`.
     pub code: &'static str,
     /// Where: a byte offset into the file, a frame number, a line number.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub frame: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     /// How many times this code occurred in this source (the location is that of the first).
     pub count: u64,
@@ -239,6 +288,8 @@ mod tests {
             title: "",
             explanation: "",
             remedy: "",
+            sysctls: &[],
+            versions: &[],
         };
         let mut v = vec![
             Finding::new(

@@ -2,6 +2,7 @@
 //!
 //! Data flow: `capture` (pcap/pcapng framing) → `wire` (header views) → `flow` (connections with their
 //! NAT legs, DNS transactions) → `detect` (one detector per catalogue incident) → `finding` → `report`.
+//! `versions` is the table of kernel/musl/Go behaviour changes that the detectors of every crate consult.
 //!
 //! Invariant: this crate opens no files, sockets or processes and reads no clock; time is the capture's.
 //! Callers hand it `Read` implementations (a file, stdin, a buffer) and optional node facts.
@@ -13,6 +14,8 @@ pub mod finding;
 pub mod flow;
 pub mod node;
 pub mod report;
+pub mod symptoms;
+pub mod versions;
 pub mod wire;
 
 pub use analysis::{analyze, Analysis, AnalysisStats, Input};

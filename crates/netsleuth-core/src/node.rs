@@ -69,30 +69,3 @@ impl NodeContext {
         self.services.iter().find(|s| s.vip == ip && s.port == port)
     }
 }
-
-/// `"1.2.3"` or `"go1.15.6"` → (1, 2, 3); missing parts are 0.
-pub fn version_tuple(v: &str) -> Option<(u32, u32, u32)> {
-    let v = v.trim().trim_start_matches("go").trim_start_matches('v');
-    let mut it = v
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u32>().ok());
-    let a = it.next()??;
-    let b = it.next().flatten().unwrap_or(0);
-    let c = it.next().flatten().unwrap_or(0);
-    Some((a, b, c))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::version_tuple;
-
-    #[test]
-    fn versions_compare_as_tuples() {
-        assert_eq!(version_tuple("1.2.3"), Some((1, 2, 3)));
-        assert_eq!(version_tuple("go1.15.6"), Some((1, 15, 6)));
-        assert_eq!(version_tuple("go1.16beta1"), Some((1, 16, 1)));
-        assert!(version_tuple("1.2.3") < version_tuple("1.2.4"));
-        assert_eq!(version_tuple("musl"), None);
-    }
-}

@@ -152,7 +152,7 @@ fn snat_remap_seed_000_shape_is_confirmed() {
         "{}",
         f.summary
     );
-    let json = serde_json::to_value(f).unwrap();
+    let json = serde_json::to_value(netsleuth_core::report::json::Finding::from(f)).unwrap();
     let frames: Vec<u64> = json["evidence"][0]["frames"]
         .as_array()
         .unwrap()
@@ -835,5 +835,521 @@ fn syns_cut_off_by_the_end_of_the_capture_are_not_an_overflow() {
                 .flags(SYN),
         );
     }
+    assert_quiet(&cap.analyze());
+}
+
+/// Analyse raw pcap bytes.
+fn analyze_bytes(bytes: Vec<u8>) -> Analysis {
+    analyze(
+        vec![Input {
+            name: "synthetic.pcap".into(),
+            reader: Box::new(std::io::Cursor::new(bytes)),
+        }],
+        &NodeContext::default(),
+    )
+}
+
+#[test]
+fn symptoms_without_a_catalogue_cause_are_listed_with_the_causes_considered() {
+    // A pod-side capture: five connections aborted by the application (RST|ACK), one SYN
+    // retransmitted then answered, and DNS answered after two seconds. No catalogue cause fits, but
+    // the report must not read as "all is well".
+    use netsleuth_core::symptoms::SymptomKind;
+    let mut cap = Cap::new();
+    for k in 0..5u32 {
+        let t = T0 + k as i64 * S;
+        let port = 41000 + k as u16;
+        let (cn, sn) = handshake(
+            &mut cap,
+            t,
+            (C, port),
+            (SRV, 443),
+            1000 * (k + 1),
+            7000 * (k + 1),
+        );
+        cap.send(
+            t + 10 * MS,
+            2,
+            tcp_v4(SRV, 443, C, port).seq(sn).ack(cn).flags(RST | ACK),
+        );
+    }
+    let t = T0 + 10 * S;
+    cap.send(t, 2, tcp_v4(C, 42000, SRV, 443).seq(5).flags(SYN));
+    cap.send(t + S, 2, tcp_v4(C, 42000, SRV, 443).seq(5).flags(SYN));
+    cap.send(
+        t + S + MS,
+        2,
+        tcp_v4(SRV, 443, C, 42000).seq(9).ack(6).flags(SYN | ACK),
+    );
+    let t = T0 + 15 * S;
+    cap.send(
+        t,
+        2,
+        udp_v4(C, 6100, VIP, 53).payload(&dns_query(0x77, "api.example.", 1).build()),
+    );
+    cap.send(
+        t + 2 * S,
+        2,
+        udp_v4(VIP, 53, C, 6100).payload(
+            &dns_response(0x77, "api.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    cap.send(T0 + 40 * S, 2, tcp_v4(C, 42001, SRV, 443).seq(1).flags(ACK));
+    let a = cap.analyze();
+    assert_quiet(&a);
+    let kinds: Vec<_> = a.symptoms.iter().map(|s| (s.kind, s.count)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (SymptomKind::ConnectionResets, 5),
+            (SymptomKind::SynRetransmissions, 1),
+            (SymptomKind::DnsSlow, 1)
+        ],
+        "{:#?}",
+        a.symptoms
+    );
+    let resets = &a.symptoms[0];
+    assert!(
+        resets.summary.contains("5 RST|ACK from the server"),
+        "{}",
+        resets.summary
+    );
+    assert!(resets
+        .considered
+        .iter()
+        .any(|c| c.id == "conntrack-dnat-rebalance" && c.verdict == "not-seen"));
+    assert!(resets
+        .considered
+        .iter()
+        .any(|c| c.id == "application" && c.verdict == "explains"));
+    let syn = &a.symptoms[1];
+    assert!(syn
+        .considered
+        .iter()
+        .any(|c| c.id == "listen-queue-overflow" && c.why.contains("ListenOverflows")));
+    assert!(syn.otherwise.is_some());
+    assert!(!syn.evidence.is_empty());
+    let dns = &a.symptoms[2];
+    assert!(dns.considered.iter().all(|c| c.verdict == "not-seen"));
+}
+
+#[test]
+fn a_healthy_capture_has_no_symptoms() {
+    let mut cap = Cap::new();
+    handshake(&mut cap, T0, (C, 40000), (SRV, 443), 100, 900);
+    let a = cap.analyze();
+    assert!(a.symptoms.is_empty(), "{:#?}", a.symptoms);
+    assert!(a.blind_spots.is_empty(), "{:#?}", a.blind_spots);
+}
+
+#[test]
+fn two_ports_of_one_overloaded_listener_are_one_finding_with_two_cases() {
+    let mut cap = Cap::new();
+    for (i, sport) in [8080u16, 8443].into_iter().enumerate() {
+        for k in 0..10u32 {
+            let t = T0 + i as i64 * 30 * S + k as i64 * 10 * MS;
+            let port = 33000 + (i as u16) * 100 + k as u16;
+            let isn = 10_000 * (k + 1) + i as u32;
+            cap.send(t, 2, tcp_v4(C, port, SRV, sport).seq(isn).flags(SYN));
+            let answer_at = if k % 3 == 0 {
+                cap.send(t + S, 2, tcp_v4(C, port, SRV, sport).seq(isn).flags(SYN));
+                t + S + MS
+            } else {
+                t + MS
+            };
+            cap.send(
+                answer_at,
+                2,
+                tcp_v4(SRV, sport, C, port)
+                    .seq(k)
+                    .ack(isn + 1)
+                    .flags(SYN | ACK),
+            );
+        }
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("listen-queue-overflow", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    let f = &a.findings[0];
+    assert_eq!(f.cases.len(), 1, "{:#?}", f);
+    assert!(
+        f.summary.contains(":8080") && f.cases[0].contains(":8443"),
+        "{} / {:?}",
+        f.summary,
+        f.cases
+    );
+}
+
+#[test]
+fn blind_spots_are_named() {
+    // DNS cut by a 64-byte snap length: the question cannot be read.
+    let mut w = PcapWriter::with(LINKTYPE_ETHERNET, true, false, 64);
+    let q = udp_v4(C, 6000, VIP, 53)
+        .payload(&dns_query(1, "a-rather-long-name.svc.cluster.local.", 1).build());
+    for k in 0..3 {
+        let frame = q.ethernet();
+        w.push_cut(T0 + k * S, &frame, 64);
+    }
+    let a = analyze_bytes(w.finish());
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("cut by the snap length")
+                && b.undecided.contains(&"dns-id-collision")),
+        "{:#?}",
+        a.blind_spots
+    );
+
+    // A query in the last seconds of the capture: its answer may have come after the end.
+    let mut cap = Cap::new();
+    handshake(&mut cap, T0, (C, 40000), (SRV, 443), 100, 900);
+    cap.send(
+        T0 + S,
+        2,
+        udp_v4(C, 6001, VIP, 53).payload(&dns_query(2, "late.example.", 1).build()),
+    );
+    let a = cap.analyze();
+    assert!(a.symptoms.is_empty(), "not a symptom: {:#?}", a.symptoms);
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("before the capture ended")),
+        "{:#?}",
+        a.blind_spots
+    );
+
+    // Frames of a link type netsleuth does not decode (802.11).
+    let w = PcapWriter::new(105)
+        .packet(T0, &[0u8; 40])
+        .packet(T0 + S, &[0u8; 40]);
+    let a = analyze_bytes(w.finish());
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("not examined")),
+        "{:#?}",
+        a.blind_spots
+    );
+    assert_eq!(a.stats.ip_packets, 0);
+}
+
+/// Client pod's view of a connection to `server`: handshake, silence of `idle`, then a data segment
+/// answered by `answer_flags` (with seq = what the client acknowledged).
+fn client_view_after_idle(
+    server: ([u8; 4], u16),
+    idle: i64,
+    answer_flags: u8,
+    fin_first: bool,
+) -> Analysis {
+    let mut cap = Cap::new();
+    let (cn, sn) = handshake(&mut cap, T0, (C, 45000), server, 1000, 5000);
+    let mut t = T0 + 5 * MS;
+    if fin_first {
+        cap.send(
+            t,
+            2,
+            tcp_v4(server.0, server.1, C, 45000)
+                .seq(sn)
+                .ack(cn)
+                .flags(FIN | ACK),
+        );
+        t += MS;
+    }
+    t += idle;
+    cap.send(
+        t,
+        2,
+        tcp_v4(C, 45000, server.0, server.1)
+            .seq(cn)
+            .ack(sn)
+            .flags(ACK | PSH)
+            .payload(b"ping"),
+    );
+    let ack = if answer_flags & ACK != 0 { cn + 4 } else { 0 };
+    cap.send(
+        t + MS,
+        2,
+        tcp_v4(server.0, server.1, C, 45000)
+            .seq(sn)
+            .ack(ack)
+            .flags(answer_flags),
+    );
+    cap.analyze()
+}
+
+#[test]
+fn client_view_of_a_lost_conntrack_entry_is_possible_and_names_its_look_alikes() {
+    let a = client_view_after_idle((VIP, 80), 30 * S, RST, false);
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-dnat-rebalance", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+    let f = &a.findings[0];
+    assert!(
+        f.reasoning.iter().any(|r| r.contains("-i any")),
+        "{:#?}",
+        f.reasoning
+    );
+    let alike = |id: &str| {
+        f.look_alikes
+            .iter()
+            .find(|l| l.id == id)
+            .unwrap_or_else(|| panic!("{id}: {:#?}", f.look_alikes))
+    };
+    assert!(alike("application").ruled_out);
+    assert!(!alike("conntrack-snat-remap").ruled_out);
+    assert!(!alike("server-restart").ruled_out);
+
+    // Healthy look-alikes: an application's RST|ACK after idle, a RST after the server's FIN, and a
+    // bare RST from a server on the open internet (a load balancer's, a restarted server's).
+    assert_quiet(&client_view_after_idle((VIP, 80), 30 * S, RST | ACK, false));
+    assert_quiet(&client_view_after_idle((VIP, 80), 30 * S, RST, true));
+    assert_quiet(&client_view_after_idle(
+        ([93, 184, 216, 34], 443),
+        30 * S,
+        RST,
+        false,
+    ));
+}
+
+#[test]
+fn localhost_asked_from_dns_without_hosts_is_a_possible_go_resolver_finding() {
+    let mut cap = Cap::new();
+    for (k, name) in ["localhost.default.svc.cluster.local.", "localhost."]
+        .into_iter()
+        .enumerate()
+    {
+        let t = T0 + k as i64 * S;
+        cap.send(
+            t,
+            2,
+            udp_v4(C, 6200 + k as u16, VIP, 53)
+                .payload(&dns_query(0x40 + k as u16, name, 1).build()),
+        );
+        cap.send(
+            t + MS,
+            2,
+            udp_v4(VIP, 53, C, 6200 + k as u16)
+                .payload(&dns_response(0x40 + k as u16, name, 1).rcode(3).build()),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("go-resolver-dns-first", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(a.findings[0]
+        .reasoning
+        .iter()
+        .any(|r| r.contains("nsswitch.conf")));
+
+    // A name that is not in the given hosts file, asked from DNS: healthy.
+    let mut cap = Cap::new();
+    cap.send(
+        T0,
+        2,
+        udp_v4(C, 6300, VIP, 53).payload(&dns_query(0x50, "db.example.", 1).build()),
+    );
+    cap.send(
+        T0 + MS,
+        2,
+        udp_v4(VIP, 53, C, 6300).payload(
+            &dns_response(0x50, "db.example.", 1)
+                .answer_a([10, 1, 1, 1])
+                .build(),
+        ),
+    );
+    let node = NodeContext {
+        hosts: vec![("127.0.0.1".parse().unwrap(), "localhost".into())],
+        ..NodeContext::default()
+    };
+    assert_quiet(&cap.analyze_with(&node));
+}
+
+#[test]
+fn a_routing_node_sees_each_packet_twice_and_the_id_collision_still_shows() {
+    // `tcpdump -i any` on a node that only routes: every packet on the pod's veth (ifindex 5) and on
+    // the uplink (ifindex 2), same tuple, same IP id. musl sends A and AAAA with one id, the AAAA is
+    // answered first.
+    let mut cap = Cap::new();
+    let q = |qt| udp_v4(C, 6400, SRV, 53).payload(&dns_query(0x5151, "svc.example.", qt).build());
+    let ia = cap.send(T0, 5, q(1));
+    cap.copy(T0 + 20_000, 2, ia, q(1));
+    let iaaaa = cap.send(T0 + 10_000, 5, q(28));
+    cap.copy(T0 + 30_000, 2, iaaaa, q(28));
+    let r6 = udp_v4(SRV, 53, C, 6400).payload(&dns_response(0x5151, "svc.example.", 28).build());
+    let i6 = cap.send(T0 + MS, 2, r6.clone());
+    cap.copy(T0 + MS + 20_000, 5, i6, r6);
+    let r4 = udp_v4(SRV, 53, C, 6400).payload(
+        &dns_response(0x5151, "svc.example.", 1)
+            .answer_a([1, 2, 3, 4])
+            .build(),
+    );
+    let i4 = cap.send(T0 + 2 * MS, 2, r4.clone());
+    cap.copy(T0 + 2 * MS + 20_000, 5, i4, r4);
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-id-collision", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert_eq!(
+        a.stats.dns_queries, 2,
+        "copies are one query seen at two points"
+    );
+    assert_eq!(a.stats.dns_retries, 0);
+
+    // The same routing node, healthy: distinct ids, each answered; copies stay quiet.
+    let mut cap = Cap::new();
+    for (k, qt) in [(0u16, 1u16), (1, 28)] {
+        let q =
+            udp_v4(C, 6500, SRV, 53).payload(&dns_query(0x6000 + k, "svc.example.", qt).build());
+        let t = T0 + k as i64 * 10_000;
+        let i = cap.send(t, 5, q.clone());
+        cap.copy(t + 20_000, 2, i, q);
+        let r =
+            udp_v4(SRV, 53, C, 6500).payload(&dns_response(0x6000 + k, "svc.example.", qt).build());
+        let i = cap.send(t + MS, 2, r.clone());
+        cap.copy(t + MS + 20_000, 5, i, r);
+    }
+    let a = cap.analyze();
+    assert_quiet(&a);
+    assert!(a.symptoms.is_empty(), "{:#?}", a.symptoms);
+}
+
+#[test]
+fn paws_with_the_hosts_behind_snat_visible_is_confirmed() {
+    // A node's `-i any`: two pods (their own TS clocks) SNATed to one node address; the server drops
+    // exactly the SYN whose TSval is behind the last accepted one from that address.
+    const SNAT: [u8; 4] = [192, 168, 50, 10];
+    let mut cap = Cap::new();
+    let mut connect =
+        |t: i64, pod: [u8; 4], port: u16, snat_port: u16, isn: u32, tsval: u32, answered: bool| {
+            let syn = |src: [u8; 4], sport: u16| {
+                tcp_v4(src, sport, SRV, 80).seq(isn).flags(SYN).ts(tsval, 0)
+            };
+            let tries = if answered { 1 } else { 3 };
+            for k in 0..tries {
+                let at = t + k as i64 * S;
+                let id = cap.send(at, 5, syn(pod, port));
+                cap.copy(at + 10_000, 2, id, syn(SNAT, snat_port));
+            }
+            if answered {
+                let sa = |dst: [u8; 4], dport: u16| {
+                    tcp_v4(SRV, 80, dst, dport)
+                        .seq(isn ^ 0x5555)
+                        .ack(isn + 1)
+                        .flags(SYN | ACK)
+                        .ts(77, tsval)
+                };
+                let id = cap.send(t + MS, 2, sa(SNAT, snat_port));
+                cap.copy(t + MS + 10_000, 5, id, sa(pod, port));
+            }
+        };
+    connect(T0, [10, 244, 1, 11], 40000, 50000, 1_000, 9_000_000, true);
+    connect(
+        T0 + 100 * MS,
+        [10, 244, 1, 12],
+        40001,
+        50001,
+        2_000,
+        4_000,
+        false,
+    );
+    connect(
+        T0 + 200 * MS,
+        [10, 244, 1, 11],
+        40002,
+        50002,
+        3_000,
+        9_000_100,
+        true,
+    );
+    cap.send(T0 + 10 * S, 2, tcp_v4(SRV, 80, C, 1).seq(1).flags(ACK));
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("tw-recycle-paws", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0]
+            .reasoning
+            .iter()
+            .any(|r| r.contains("before SNAT")),
+        "{:#?}",
+        a.findings[0].reasoning
+    );
+}
+
+#[test]
+fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
+    // SYNs from the LB address arrive on the uplink and are never answered while the NodePort answers
+    // others; the same capture shows the node's own connection to the LB address over `lo`.
+    let lb = [170, 106, 134, 124];
+    let mut cap = Cap::new();
+    for k in 0..2u32 {
+        for d in [0i64, 1, 3] {
+            cap.send(
+                T0 + k as i64 * 20 * S + d * S,
+                2,
+                tcp_v4(lb, 40000 + k as u16, N, 30080)
+                    .seq(5000 + k)
+                    .flags(SYN),
+            );
+        }
+    }
+    handshake(
+        &mut cap,
+        T0 + 50 * S,
+        ([10, 0, 9, 9], 45000),
+        (N, 30080),
+        1,
+        2,
+    );
+    // A probe from the node itself to lb:80, routed over lo (ifindex 1).
+    cap.send(T0 + 55 * S, 1, tcp_v4(lb, 51000, lb, 80).seq(70).flags(SYN));
+    cap.send(
+        T0 + 55 * S + MS,
+        1,
+        tcp_v4(lb, 80, lb, 51000).seq(90).ack(71).flags(SYN | ACK),
+    );
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("local-source-drop", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0]
+            .reasoning
+            .iter()
+            .any(|r| r.contains("loopback")),
+        "{:#?}",
+        a.findings[0].reasoning
+    );
+
+    // Healthy: a SYN-ACK to a local (non-LB) address and nothing unanswered.
+    let mut cap = Cap::new();
+    handshake(&mut cap, T0, (N, 45000), (SRV, 443), 1, 2);
+    cap.send(T0 + S, 1, tcp_v4(N, 51000, N, 80).seq(70).flags(SYN));
+    cap.send(
+        T0 + S + MS,
+        1,
+        tcp_v4(N, 80, N, 51000).seq(90).ack(71).flags(SYN | ACK),
+    );
     assert_quiet(&cap.analyze());
 }

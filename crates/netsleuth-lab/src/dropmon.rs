@@ -4,7 +4,8 @@
 //!
 //! Best effort: the tracepoint is kernel-wide (it carries no namespace), so a busy host adds its own
 //! drops to the counts; the report says so. If tracefs is not mounted, it is mounted inside a private
-//! mount namespace of the monitoring thread only, so the host's mount table does not change.
+//! mount namespace of the monitoring thread only, so the host's mount table does not change; its mount
+//! point, a directory in the temp dir, is removed on every exit path (see `PrivateTracefs`).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -67,9 +68,10 @@ impl DropMonitor {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // The thread unmounts and removes its private tracefs mount point itself (`PrivateTracefs`),
+        // also when it panics: only it can unmount inside its own mount namespace.
         let out = self.thread.take().and_then(|t| t.join().ok());
         crate::registry::forget_trace_instance(&instance_name());
-        let _ = std::fs::remove_dir(private_mount_dir());
         out
     }
 }
@@ -85,8 +87,10 @@ fn monitor_thread(
     ready: mpsc::Sender<Result<(), String>>,
     stop: mpsc::Receiver<()>,
 ) -> DropReasons {
-    let root = match tracefs_root() {
-        Ok(r) => r,
+    // Held to the end of this function: dropping it unmounts a private tracefs and removes its mount
+    // point, on every way out (early returns, the end, a panic's unwinding).
+    let tracefs = match Tracefs::find_or_mount() {
+        Ok(t) => t,
         Err(why) => {
             let _ = ready.send(Err(why.clone()));
             return DropReasons {
@@ -96,6 +100,7 @@ fn monitor_thread(
             };
         }
     };
+    let root = tracefs.root();
     let instance = root
         .join("instances")
         .join(format!("netsleuth-lab-{}", std::process::id()));
@@ -106,10 +111,12 @@ fn monitor_thread(
         })?;
         let names = parse_reason_names(&format);
         if !format.contains("reason") {
-            return Err(
-                "this kernel's skb:kfree_skb has no `reason` field (drop reasons need ≥ 5.17)"
-                    .into(),
-            );
+            return Err(format!(
+                "this kernel's skb:kfree_skb has no `reason` field (drop reasons need ≥ {})",
+                netsleuth_core::versions::DROP_REASONS
+                    .mainline()
+                    .unwrap_or("?")
+            ));
         }
         // A leftover instance of an earlier run in this pid would hold old events.
         let _ = std::fs::remove_dir(&instance);
@@ -158,59 +165,98 @@ fn monitor_thread(
     out
 }
 
-/// Finds a mounted tracefs, or mounts one in this thread's private mount namespace.
-fn tracefs_root() -> Result<PathBuf, String> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        if Path::new(p).join("instances").is_dir() {
-            return Ok(PathBuf::from(p));
+/// The tracefs this thread uses: the host's, or one it mounted in its private mount namespace.
+enum Tracefs {
+    Host(PathBuf),
+    Private(PrivateTracefs),
+}
+
+/// A tracefs mounted on `netsleuth-lab-tracefs-<pid>-<n>` in the temp dir, inside the private mount
+/// namespace of the thread that mounted it. The directory itself exists on the host (the temp dir is
+/// shared), so it must be removed on every exit path: dropping this (on the mounting thread) unmounts
+/// and then removes it, and the signal path removes what is still registered (`registry::cleanup_all`).
+struct PrivateTracefs {
+    dir: PathBuf,
+}
+
+impl Drop for PrivateTracefs {
+    fn drop(&mut self) {
+        // In this thread's namespace the directory is a mount point: rmdir would fail with EBUSY.
+        if let Ok(target) = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+        crate::registry::forget_tracefs_dir(&self.dir);
+    }
+}
+
+impl Tracefs {
+    fn root(&self) -> &Path {
+        match self {
+            Tracefs::Host(p) => p,
+            Tracefs::Private(m) => &m.dir,
         }
     }
-    // Not mounted: unshare the mount namespace of this thread only (CLONE_NEWNS implies CLONE_FS,
-    // which a thread may unshare), make it private so nothing propagates back, and mount there.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+
+    /// Finds a mounted tracefs, or mounts one in this thread's private mount namespace.
+    fn find_or_mount() -> Result<Tracefs, String> {
+        for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+            if Path::new(p).join("instances").is_dir() {
+                return Ok(Tracefs::Host(PathBuf::from(p)));
+            }
+        }
+        // Not mounted: unshare the mount namespace of this thread only (CLONE_NEWNS implies CLONE_FS,
+        // which a thread may unshare), make it private so nothing propagates back, and mount there.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(format!(
+                    "tracefs is not mounted and unshare(CLONE_NEWNS) failed: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let root = c"/";
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(format!(
+                    "making the private mount namespace private failed: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        let dir = new_private_mount_dir();
+        // Registered before it exists: a signal between the two must still find it.
+        crate::registry::add_tracefs_dir(&dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            crate::registry::forget_tracefs_dir(&dir);
+            return Err(format!("creating {}: {e}", dir.display()));
+        }
+        // From here on, dropping the guard removes the directory (and unmounts it once mounted).
+        let guard = PrivateTracefs { dir };
+        let target = std::ffi::CString::new(guard.dir.as_os_str().as_encoded_bytes())
+            .map_err(|e| e.to_string())?;
+        let r = unsafe {
+            libc::mount(
+                c"nodev".as_ptr(),
+                target.as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
             return Err(format!(
-                "tracefs is not mounted and unshare(CLONE_NEWNS) failed: {}",
+                "tracefs is not mounted and mounting it privately failed: {} (hint: the kernel needs CONFIG_TRACING)",
                 std::io::Error::last_os_error()
             ));
         }
-        let root = c"/";
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(format!(
-                "making the private mount namespace private failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        Ok(Tracefs::Private(guard))
     }
-    let dir = private_mount_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let target =
-        std::ffi::CString::new(dir.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-    let r = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(format!(
-            "tracefs is not mounted and mounting it privately failed: {} (hint: the kernel needs CONFIG_TRACING)",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // On the host the directory stays an empty mount point of nothing; `finish` removes it once this
-    // thread, and with it the private mount namespace, is gone.
-    Ok(dir)
 }
 
 /// The tracefs instance of this process (one run at a time per process uses it).
@@ -228,10 +274,12 @@ pub fn remove_instances(name: Option<&str>) -> Vec<String> {
     let name = name.map(str::to_string);
     let t = std::thread::spawn(move || {
         let mut removed = Vec::new();
-        let Ok(root) = tracefs_root() else {
+        // Dropped at the end of this thread's work: a private mount is unmounted and its directory
+        // removed before the thread ends.
+        let Ok(tracefs) = Tracefs::find_or_mount() else {
             return removed;
         };
-        let Ok(dir) = std::fs::read_dir(root.join("instances")) else {
+        let Ok(dir) = std::fs::read_dir(tracefs.root().join("instances")) else {
             return removed;
         };
         for e in dir.flatten() {
@@ -260,8 +308,10 @@ pub fn remove_instances(name: Option<&str>) -> Vec<String> {
         if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
             for e in dir.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
+                // `<pid>-<n>`, or `<pid>` as earlier versions named it.
                 let Some(pid) = n
-                    .strip_prefix("netsleuth-lab-tracefs-")
+                    .strip_prefix(MOUNT_DIR_PREFIX)
+                    .and_then(|rest| rest.split('-').next())
                     .and_then(|p| p.parse::<i32>().ok())
                 else {
                     continue;
@@ -275,8 +325,15 @@ pub fn remove_instances(name: Option<&str>) -> Vec<String> {
     removed
 }
 
-fn private_mount_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("netsleuth-lab-tracefs-{}", std::process::id()))
+/// Prefix of the private tracefs mount points in the temp dir: `netsleuth-lab-tracefs-<pid>-<n>`.
+pub const MOUNT_DIR_PREFIX: &str = "netsleuth-lab-tracefs-";
+
+/// A mount point of its own for each private mount: the monitor and a cleanup running beside it
+/// (the signal path, another run's stale sweep) never share, so neither removes the other's.
+fn new_private_mount_dir() -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{MOUNT_DIR_PREFIX}{}-{n}", std::process::id()))
 }
 
 fn read_overrun(instance: &Path) -> u64 {

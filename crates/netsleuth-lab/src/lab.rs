@@ -312,9 +312,9 @@ impl Lab {
         let Some(node) = topo.by_role(node_role) else {
             return f;
         };
-        for key in NODE_SYSCTLS {
-            if let Some(v) = node.sysctl_get(key) {
-                f.sysctls.insert(key.to_string(), v);
+        for key in node_sysctls() {
+            if let Some(v) = node.sysctl_get(&key) {
+                f.sysctls.insert(key, v);
             }
         }
         for (k, v) in &self.emulated_sysctls {
@@ -390,26 +390,24 @@ impl Lab {
     }
 }
 
-/// Sysctls of the node namespace recorded as node facts.
-const NODE_SYSCTLS: &[&str] = &[
-    "net.ipv4.ip_forward",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.tcp_timestamps",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.ipv4.tcp_syncookies",
-    "net.core.somaxconn",
-    "net.ipv4.conf.all.accept_local",
-    "net.ipv4.conf.all.rp_filter",
-    "net.ipv4.conf.eth0.accept_local",
-    "net.ipv4.conf.eth0.rp_filter",
-    "net.bridge.bridge-nf-call-iptables",
-    "net.bridge.bridge-nf-call-ip6tables",
-    "net.netfilter.nf_conntrack_tcp_timeout_established",
-    "net.netfilter.nf_conntrack_tcp_loose",
-    "net.netfilter.nf_conntrack_udp_timeout",
-    "net.netfilter.nf_conntrack_max",
-];
+/// The sysctls facts.json records: every catalogue incident's (`Incident::sysctls`), the copies of the
+/// per-interface ones for the lab node's uplink eth0 (the kernel reads both `all` and the device's),
+/// and forwarding, which the lab's topology turns on.
+fn node_sysctls() -> Vec<String> {
+    let mut keys: Vec<String> = netsleuth_core::detect::CATALOGUE
+        .iter()
+        .flat_map(|i| i.sysctls)
+        .map(|k| k.to_string())
+        .collect();
+    let uplink: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("net.ipv4.conf.all."))
+        .map(|rest| format!("net.ipv4.conf.eth0.{rest}"))
+        .collect();
+    keys.extend(uplink);
+    keys.push("net.ipv4.ip_forward".into());
+    keys
+}
 
 /// Runs `info`'s scenario end to end.
 pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> {
@@ -488,7 +486,7 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
         .unwrap_or_else(|| outcome.fine.clone());
     let report = RunReport {
         scenario: info.name,
-        incident: info.incident,
+        incident: info.incident.map(|i| i.id),
         mitigated: opts.mitigated,
         reproduction: info.reproduction,
         symptom_seen,

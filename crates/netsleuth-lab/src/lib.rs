@@ -5,9 +5,10 @@
 //!
 //! ```no_run
 //! for s in netsleuth_lab::scenarios() {
-//!     println!("{:28} {:26} {}", s.name, s.incident.unwrap_or("healthy"), s.reproduction.label());
+//!     println!("{:28} {:26} {}", s.name, s.incident.map_or("healthy", |i| i.id), s.reproduction.label());
 //! }
-//! let report = netsleuth_lab::run("conntrack-dnat-rebalance", &netsleuth_lab::RunOptions::default())?;
+//! let scenario = netsleuth_core::detect::conntrack_dnat_rebalance::INCIDENT.id;
+//! let report = netsleuth_lab::run(scenario, &netsleuth_lab::RunOptions::default())?;
 //! println!("{}", report.render_text());
 //! # Ok::<(), netsleuth_lab::LabError>(())
 //! ```
@@ -41,6 +42,7 @@ mod analysis;
 pub use error::LabError;
 pub use report::{Artifact, ArtifactKind, Measurement, NodeFacts, RunReport};
 
+use netsleuth_core::Incident;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -79,13 +81,24 @@ impl Reproduction {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioInfo {
     pub name: &'static str,
-    /// The catalogue id it reproduces; `None` for the healthy scenario.
-    pub incident: Option<&'static str>,
+    /// The catalogue incident it reproduces (serialised as its id); `None` for the healthy scenario.
+    #[serde(serialize_with = "incident_id")]
+    pub incident: Option<&'static Incident>,
     pub reproduction: Reproduction,
     /// One line: what happens.
     pub summary: &'static str,
     /// What `--mitigated` changes (the documented fix).
     pub mitigation: &'static str,
+    /// Builds the scene, drives the traffic and says what the application saw.
+    #[serde(skip)]
+    pub(crate) run: fn(&mut lab::Lab) -> error::Result<lab::Outcome>,
+}
+
+fn incident_id<S: serde::Serializer>(
+    incident: &Option<&'static Incident>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    incident.map(|i| i.id).serialize(s)
 }
 
 /// Every scenario, in catalogue order, healthy last.

@@ -5,6 +5,7 @@ use crate::counters::CounterDelta;
 use crate::dropmon::DropReasons;
 use crate::kube::Service;
 use crate::Reproduction;
+use netsleuth_core::report::escape::for_terminal as esc;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -132,7 +133,8 @@ impl RunReport {
     }
 
     /// Human text: outcome, numbers, files, counters, drop reasons, notes. The analysis is rendered by
-    /// the caller with the core's report renderer.
+    /// the caller with the core's report renderer. Text that came from outside the lab's own code
+    /// (tool output, kernel names, paths) is escaped as it is formatted.
     pub fn render_text(&self) -> String {
         let mut s = String::new();
         let verdict = match (self.incident, self.mitigated, self.symptom_seen) {
@@ -150,14 +152,20 @@ impl RunReport {
             if self.mitigated { " --mitigated" } else { "" }
         );
         let _ = writeln!(s, "  {}", self.reproduction.explain());
-        let _ = writeln!(s, "  outcome: {}", self.outcome);
+        let _ = writeln!(s, "  outcome: {}", esc(&self.outcome));
         for e in &self.events {
-            let _ = writeln!(s, "    {e}");
+            let _ = writeln!(s, "    {}", esc(e));
         }
         if !self.measurements.is_empty() {
             let _ = writeln!(s, "  measured:");
             for m in &self.measurements {
-                let _ = writeln!(s, "    {:<44} {} {}", m.name, trim_float(m.value), m.unit);
+                let _ = writeln!(
+                    s,
+                    "    {:<44} {} {}",
+                    esc(&m.name),
+                    trim_float(m.value),
+                    m.unit
+                );
             }
         }
         if !self.counter_deltas.is_empty() {
@@ -170,8 +178,8 @@ impl RunReport {
                 let _ = writeln!(
                     s,
                     "    {:<38} {:<28} {:>8} → {:<8} ({:+})",
-                    d.source,
-                    d.name,
+                    esc(&d.source),
+                    esc(&d.name),
                     d.before,
                     d.after,
                     d.delta()
@@ -185,7 +193,7 @@ impl RunReport {
                 .iter()
                 .filter(|(k, _)| !k.starts_with("NOT_SPECIFIED"))
                 .take(8)
-                .map(|(k, v)| format!("{k} ×{v}"))
+                .map(|(k, v)| format!("{} ×{v}", esc(k)))
                 .collect();
             let _ = writeln!(
                 s,
@@ -200,13 +208,22 @@ impl RunReport {
             let _ = writeln!(
                 s,
                 "  kernel drop reasons: unavailable ({})",
-                self.drop_reasons.note
+                esc(&self.drop_reasons.note)
             );
         }
-        let _ = writeln!(s, "  files in {}:", self.out_dir.display());
+        let _ = writeln!(
+            s,
+            "  files in {}:",
+            esc(&self.out_dir.display().to_string())
+        );
         for a in &self.artifacts {
             let rel = a.path.strip_prefix(&self.out_dir).unwrap_or(&a.path);
-            let _ = writeln!(s, "    {:<34} {}", rel.display(), a.description);
+            let _ = writeln!(
+                s,
+                "    {:<34} {}",
+                esc(&rel.display().to_string()),
+                esc(&a.description)
+            );
         }
         // The emulation label is the second line already.
         for n in self
@@ -214,13 +231,13 @@ impl RunReport {
             .iter()
             .filter(|n| !n.starts_with("EMULATED on this kernel"))
         {
-            let _ = writeln!(s, "  note: {n}");
+            let _ = writeln!(s, "  note: {}", esc(n));
         }
         if self.namespaces_kept {
             let _ = writeln!(
                 s,
                 "  namespaces kept: {} (remove with `netsleuth lab cleanup`)",
-                self.namespaces.join(" ")
+                esc(&self.namespaces.join(" "))
             );
         }
         let _ = writeln!(s, "  wall time: {:.1} s", self.wall_time.as_secs_f64());
@@ -263,4 +280,64 @@ fn interesting_counter(name: &str) -> bool {
         "Ip.InAddrErrors",
     ];
     NAMES.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_tools_and_paths_is_escaped() {
+        let h = || "\u{1b}]0;PWNED\u{7}\u{1b}[2J\nfake".to_string();
+        let out_dir = PathBuf::from(format!("/tmp/{}", h()));
+        let mut drop_reasons = DropReasons {
+            available: true,
+            ..Default::default()
+        };
+        drop_reasons.by_location.insert(h(), 3);
+        let r = RunReport {
+            scenario: "healthy",
+            incident: None,
+            mitigated: false,
+            reproduction: Reproduction::Native { how: "test" },
+            symptom_seen: false,
+            outcome: h(),
+            events: vec![h()],
+            measurements: vec![Measurement::new(h(), 1.0, "s")],
+            out_dir: out_dir.clone(),
+            artifacts: vec![Artifact {
+                kind: ArtifactKind::Log,
+                path: out_dir.join(h()),
+                description: h(),
+            }],
+            counter_deltas: vec![CounterDelta {
+                source: h(),
+                name: "drop".into(),
+                before: 1,
+                after: 2,
+            }],
+            counters_unavailable: vec![],
+            drop_reasons,
+            node_facts: NodeFacts::default(),
+            notes: vec![h()],
+            namespaces: vec![h()],
+            namespaces_kept: true,
+            wall_time: Duration::from_secs(1),
+            analysis: None,
+        };
+        let text = r.render_text();
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("fake")), "{text}");
+        assert!(text.contains("\\x1b]0;PWNED\\x07\\x1b[2J\\nfake"));
+        let mut unavailable = r.clone();
+        unavailable.drop_reasons = DropReasons {
+            note: h(),
+            ..Default::default()
+        };
+        assert!(!unavailable.render_text().contains('\u{1b}'));
+    }
 }

@@ -337,19 +337,6 @@ pub fn elf_interpreter(r: &dyn ReadAt) -> Option<String> {
     Some(String::from_utf8_lossy(b).into_owned())
 }
 
-/// `go1.15.6` → (1, 15, 6); `go1.16beta1` → (1, 16, 0); `devel …` → None.
-pub fn parse_go_version(v: &str) -> Option<(u32, u32, u32)> {
-    let rest = v.strip_prefix("go")?;
-    let mut nums = rest.split('.').map(|p| {
-        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse::<u32>().ok()
-    });
-    let major = nums.next()??;
-    let minor = nums.next().flatten().unwrap_or(0);
-    let patch = nums.next().flatten().unwrap_or(0);
-    Some((major, minor, patch))
-}
-
 /// Which C library an image carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LibcInfo {
@@ -446,19 +433,6 @@ pub fn dpkg_package_version(status: &str, name: &str) -> Option<String> {
     None
 }
 
-/// Compares dotted versions numerically (`1.2.3` < `1.2.10`); a package revision (`-r4`) is ignored.
-pub fn version_lt(a: &str, b: &str) -> Option<bool> {
-    let parse = |s: &str| -> Option<Vec<u32>> {
-        s.split(['-', '_', '+'])
-            .next()?
-            .split('.')
-            .map(|p| p.parse().ok())
-            .collect()
-    };
-    let (x, y) = (parse(a)?, parse(b)?);
-    Some(x < y)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,8 +477,6 @@ mod tests {
     fn go_pointer_format_and_inline_format() {
         let old = fake_go_elf("go1.15.6");
         assert_eq!(go_build_info(&old).unwrap().go_version, "go1.15.6");
-        assert_eq!(parse_go_version("go1.15.6"), Some((1, 15, 6)));
-        assert_eq!(parse_go_version("go1.16beta1"), Some((1, 16, 0)));
         assert!(go_build_info(&b"not an elf".to_vec()).is_none());
     }
 
@@ -572,7 +544,5 @@ mod tests {
             dpkg_package_version("Package: libc6\nVersion: 2.36-9\n\n", "libc6").as_deref(),
             Some("2.36-9")
         );
-        assert_eq!(version_lt("1.2.3-r4", "1.2.4"), Some(true));
-        assert_eq!(version_lt("1.2.10", "1.2.4"), Some(false));
     }
 }

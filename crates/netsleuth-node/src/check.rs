@@ -49,7 +49,8 @@ pub struct FactsSummary {
     pub probes: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Not serialised as-is: the CLI turns it into the report document (`netsleuth_core::report::json`).
+#[derive(Debug, Clone)]
 pub struct CheckReport {
     pub findings: Vec<Finding>,
     pub diagnostics: Vec<Diagnostic>,

@@ -4,32 +4,15 @@
 use crate::check::check;
 use crate::detect::CheckOptions;
 use crate::facts::{NodeFacts, Presence};
+use netsleuth_core::detect::{self as core, CATALOGUE};
+use netsleuth_core::Incident;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Sysctls that decide a catalogue incident, with the incident.
-pub const RELEVANT_SYSCTLS: &[(&str, &str)] = &[
-    ("net.ipv4.tcp_tw_recycle", "tw-recycle-paws"),
-    ("net.ipv4.tcp_timestamps", "tw-recycle-paws"),
-    ("net.bridge.bridge-nf-call-iptables", "bridge-nf-bypass"),
-    ("net.bridge.bridge-nf-call-ip6tables", "bridge-nf-bypass"),
-    (
-        "net.netfilter.nf_conntrack_tcp_timeout_established",
-        "conntrack-dnat-rebalance",
-    ),
-    (
-        "net.netfilter.nf_conntrack_tcp_loose",
-        "conntrack-dnat-rebalance",
-    ),
-    ("net.ipv4.tcp_keepalive_time", "conntrack-dnat-rebalance"),
-    ("net.core.somaxconn", "listen-queue-overflow"),
-    ("net.ipv4.tcp_max_syn_backlog", "listen-queue-overflow"),
-    ("net.ipv4.tcp_syncookies", "listen-queue-overflow"),
-    ("net.ipv4.conf.all.accept_local", "local-source-drop"),
-    ("net.ipv4.conf.all.rp_filter", "local-source-drop"),
-    ("net.ipv4.ip_local_port_range", "snat-port-clash"),
-    ("net.netfilter.nf_conntrack_max", "snat-port-clash"),
-];
+/// The catalogue incident a sysctl decides (`Incident::sysctls`), if any.
+pub fn relevant_sysctl(key: &str) -> Option<&'static Incident> {
+    CATALOGUE.iter().copied().find(|i| i.sysctls.contains(&key))
+}
 
 /// Keys whose values differ on every node or every boot, never by configuration.
 fn volatile(key: &str) -> bool {
@@ -50,6 +33,7 @@ pub struct DiffItem {
     pub key: String,
     pub a: Option<String>,
     pub b: Option<String>,
+    /// The id of the catalogue incident the difference decides.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<String>,
 }
@@ -67,7 +51,7 @@ fn item(
     key: impl Into<String>,
     a: Option<String>,
     b: Option<String>,
-    incident: Option<&str>,
+    incident: Option<&'static Incident>,
 ) -> DiffItem {
     DiffItem {
         rank,
@@ -75,7 +59,7 @@ fn item(
         key: key.into(),
         a,
         b,
-        incident: incident.map(str::to_string),
+        incident: incident.map(|i| i.id.to_string()),
     }
 }
 
@@ -103,21 +87,20 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             "br_netfilter loaded",
             has_brnf(a),
             has_brnf(b),
-            Some("bridge-nf-bypass"),
+            Some(&core::bridge_nf_bypass::INCIDENT),
         ));
     }
     let (na, nb) = (a.node_netns(), b.node_netns());
     let empty = BTreeMap::new();
     let sa = na.and_then(|n| n.sysctls.as_ref()).unwrap_or(&empty);
     let sb = nb.and_then(|n| n.sysctls.as_ref()).unwrap_or(&empty);
-    let relevant: BTreeMap<&str, &str> = RELEVANT_SYSCTLS.iter().copied().collect();
     let keys: BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
     for k in keys {
         let (va, vb) = (sa.get(k), sb.get(k));
         if va == vb || volatile(k) {
             continue;
         }
-        match relevant.get(k.as_str()) {
+        match relevant_sysctl(k) {
             Some(inc) => items.push(item(
                 0,
                 "sysctl",
@@ -165,7 +148,7 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             r.clone(),
             ra.contains(r).then(|| "present".into()),
             rb.contains(r).then(|| "present".into()),
-            Some("snat-port-clash"),
+            Some(&core::snat_port_clash::INCIDENT),
         ));
     }
     let resolver = |f: &NodeFacts| -> (Option<String>, Option<String>, &'static str) {
@@ -202,7 +185,7 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             "node nameservers",
             xa.0,
             xb.0,
-            Some("dns-upstream-unreachable"),
+            Some(&core::dns_upstream_unreachable::INCIDENT),
         ));
     }
     if xa.1 != xb.1 {
@@ -212,7 +195,7 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             "node resolv.conf options",
             xa.1,
             xb.1,
-            Some("dns-conntrack-race"),
+            Some(&core::dns_conntrack_race::INCIDENT),
         ));
     }
     if xa.2 != xb.2 {
@@ -222,7 +205,7 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
             "node nsswitch.conf",
             Some(xa.2.into()),
             Some(xb.2.into()),
-            Some("go-resolver-dns-first"),
+            Some(&core::go_resolver_dns_first::INCIDENT),
         ));
     }
     // Container images are matched by their processes' names (pids differ between nodes).
@@ -266,22 +249,27 @@ pub fn diff(a: &NodeFacts, b: &NodeFacts) -> DiffReport {
         }
     }
     let opts = CheckOptions::default();
-    let fa: BTreeSet<(String, String)> = check(a, &opts)
+    let fa: BTreeSet<(&'static str, String)> = check(a, &opts)
         .findings
         .iter()
-        .map(|f| (f.id.to_string(), format!("{:?}", f.kind)))
+        .map(|f| (f.id, format!("{:?}", f.kind)))
         .collect();
-    let fb: BTreeSet<(String, String)> = check(b, &opts)
+    let fb: BTreeSet<(&'static str, String)> = check(b, &opts)
         .findings
         .iter()
-        .map(|f| (f.id.to_string(), format!("{:?}", f.kind)))
+        .map(|f| (f.id, format!("{:?}", f.kind)))
         .collect();
     for (id, kind) in fa.symmetric_difference(&fb) {
-        let has = |s: &BTreeSet<(String, String)>| {
-            s.contains(&(id.clone(), kind.clone()))
-                .then(|| kind.clone())
-        };
-        items.push(item(0, "finding", id.clone(), has(&fa), has(&fb), Some(id)));
+        let has =
+            |s: &BTreeSet<(&str, String)>| s.contains(&(*id, kind.clone())).then(|| kind.clone());
+        items.push(item(
+            0,
+            "finding",
+            *id,
+            has(&fa),
+            has(&fb),
+            core::incident(id),
+        ));
     }
     items.sort_by(|x, y| {
         x.rank

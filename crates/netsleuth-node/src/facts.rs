@@ -372,6 +372,62 @@ pub mod paths {
         "etc/resolvconf/resolv.conf.d/original",
         "run/systemd/resolve/resolv.conf",
     ];
+    /// Artifacts of the node as a whole, at the top of the bundle.
+    pub const NODE_FILES: &[&str] = &[KERNEL, HOSTNAME, MODULES, PROBES];
+    /// Artifacts of one namespace: `netns/<id>/<name>`.
+    pub const NETNS_FILES: &[&str] = &[
+        SYSCTL,
+        IPTABLES,
+        IPTABLES_LEGACY,
+        IP6TABLES,
+        NFT,
+        IPVS,
+        ADDR,
+        ROUTE,
+        RULE,
+        SS,
+        PROC_TCP,
+        PROC_TCP6,
+        CONNTRACK_SUMMARY,
+        CONNTRACK_HEAD,
+    ];
+    /// Artifacts of one counter sample of a namespace: `netns/<id>/sample-<n>/<name>`.
+    pub const SAMPLE_FILES: &[&str] = &[NETSTAT, SNMP, RT_CACHE, CT_STAT, CT_S];
+    /// What is recorded about a root besides its [`ROOT_FILES`]: `root/<id>/<name>`.
+    pub const ROOT_FACTS: &[&str] = &[RESOLV_LINK, LIBC, GO_BINARIES];
+
+    /// Whether `path` is a place of the bundle layout (this module's paths under their namespace, sample
+    /// and root directories). The bundle reader keeps only these: anything else is skipped unread.
+    pub fn is_layout_member(path: &str) -> bool {
+        // One path segment: a namespace or root id, as the collector names them.
+        let id = |s: &str| !s.is_empty() && s != "." && s != "..";
+        if path == MANIFEST || NODE_FILES.contains(&path) {
+            return true;
+        }
+        if let Some(rest) = path.strip_prefix("netns/") {
+            let Some((ns, file)) = rest.split_once('/') else {
+                return false;
+            };
+            if !id(ns) {
+                return false;
+            }
+            if NETNS_FILES.contains(&file) {
+                return true;
+            }
+            return file.split_once('/').is_some_and(|(sample, name)| {
+                sample
+                    .strip_prefix("sample-")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    && SAMPLE_FILES.contains(&name)
+            });
+        }
+        if let Some(rest) = path.strip_prefix("root/") {
+            return rest.split_once('/').is_some_and(|(root, file)| {
+                id(root) && (ROOT_FILES.contains(&file) || ROOT_FACTS.contains(&file))
+            });
+        }
+        false
+    }
 }
 
 struct Reader<'a> {

@@ -5,11 +5,11 @@
 //! - `parse::*` — pure parsers of node-state text (sysctl, /proc counters, conntrack, iptables-save,
 //!   `nft -j`, iproute2, ss, resolver files). Never fail whole: unknown lines are counted with their line.
 //! - `binary` — libc and Go build-info readers over bounded byte reads.
-//! - `versions` — the one table of kernel/musl/Go behaviour changes, each row with its source.
 //! - `facts` — raw artifacts + manifest → [`NodeFacts`]; the same path for live checks and bundles.
 //! - `collect` — the live adapter: `/proc`, `setns` per thread, the read-only tools; `--probe`.
 //! - `bundle` — tar.gz of manifest.json + raw artifacts.
-//! - `detect` — one detector per incident, incident vs latent risk; `check` and `diff` on top.
+//! - `detect` — one module per catalogue incident (the core's module names), incident vs latent risk;
+//!   `check` and `diff` on top. Version facts come from `netsleuth_core::versions`.
 //! - `context` — facts for the capture analyser (`netsleuth_core::node::NodeContext`).
 //!
 //! Invariant: nothing in this crate changes the node. The only packets it sends are `--probe` queries.
@@ -24,7 +24,6 @@ pub mod diff;
 pub mod facts;
 pub mod parse;
 pub mod probe;
-pub mod versions;
 
 pub use bundle::{read_bundle, write_bundle, BundleError};
 pub use check::{check, CheckReport, FactsSummary};

@@ -67,12 +67,7 @@ fn each_fixture_names_its_incident_and_only_it() {
         got.sort();
         let mut want: Vec<_> = expected.to_vec();
         want.sort();
-        assert_eq!(
-            got,
-            want,
-            "{name}: {}",
-            serde_json::to_string_pretty(&r.findings).unwrap()
-        );
+        assert_eq!(got, want, "{name}: {}", common::show(&r));
         for f in &r.findings {
             assert!(
                 !f.evidence.is_empty(),

@@ -29,6 +29,20 @@ fn opts(ns: &Netns, root: &Path, interval_ms: u64) -> CollectOptions {
 fn collect_and_check(o: &CollectOptions, fixture: &str) -> (NodeFacts, CheckReport) {
     let facts = collect_live(o).expect("collect");
     let report = check(&facts, &CheckOptions::default());
+    // The bundle reader keeps exactly what the collector writes: no member outside its layout, no
+    // claimed artifact missing.
+    let mut bundle = Vec::new();
+    netsleuth_node::bundle::write_bundle_to(&facts, &mut bundle).unwrap();
+    let again = netsleuth_node::bundle::read_bundle_from(bundle.as_slice(), Path::new(fixture))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.artifacts(), facts.artifacts(), "{fixture}");
+    for d in &again.diagnostics {
+        assert!(
+            d.code != "unknown-member" && d.code != "missing-from-bundle",
+            "{fixture}: {}",
+            d.message
+        );
+    }
     if update_fixtures() {
         let dir = fixtures_dir();
         std::fs::create_dir_all(&dir).unwrap();

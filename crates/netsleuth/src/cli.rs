@@ -54,6 +54,11 @@ pub struct AnalyzeArgs {
     /// The client's /etc/hosts (to recognise DNS queries for pinned names).
     #[arg(long)]
     pub hosts: Option<PathBuf>,
+    /// Memory the analysis state may use, in MiB (flow and DNS tables, read buffers). Past it the
+    /// oldest half-open connections and queries are handed to the detectors early, and the report
+    /// says so.
+    #[arg(long, value_name = "MIB", default_value_t = 200, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    pub memory_budget: u64,
     #[command(flatten)]
     pub format: FormatArgs,
 }

@@ -1,6 +1,7 @@
 //! `netsleuth`: parse flags → run one command → documented exit code.
 //!
-//! Exit codes (all reporting commands): 0 no incident found, 1 incident(s) found, 2 error (bad usage,
+//! Exit codes: 0 nothing found (no incident; `diff`: no difference that matters; `lab run`: every run
+//! proven), 1 something found (an incident; a difference; a run not proven), 2 error (bad usage,
 //! unreadable input, missing privileges or tools). A broken pipe (e.g. `| head`) exits quietly.
 
 mod cli;
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
             if e.is_broken_pipe() {
                 return ExitCode::from(0);
             }
-            eprintln!("netsleuth: error: {e}");
+            eprintln!("netsleuth: {}", cmd::describe(&e));
             2
         }
     };

@@ -300,6 +300,8 @@ pub struct CaptureReader<R: Read> {
     reader: R,
     source: String,
     buf: Vec<u8>,
+    /// The buffer's working size once the input proved larger than the first buffer.
+    working: usize,
     /// `buf[start..end]` holds bytes read but not yet consumed.
     start: usize,
     end: usize,
@@ -402,6 +404,7 @@ impl<R: Read> CaptureReader<R> {
             reader,
             source: source.into(),
             buf: vec![0u8; FIRST_BUFFER],
+            working: INITIAL_BUFFER,
             start: 0,
             end: 0,
             buf_file_pos: 0,
@@ -518,6 +521,13 @@ impl<R: Read> CaptureReader<R> {
             Format::Pcap(p) => (interface == 0).then_some(p.linktype),
             Format::PcapNg(_) => self.interfaces.get(interface as usize).map(|i| i.linktype),
         }
+    }
+
+    /// Cap the working size of the read buffer (between 64 KiB and 4 MiB): with many inputs open at
+    /// once, their buffers share a budget instead of taking 4 MiB each. Records larger than the
+    /// working size still grow the buffer while they are read.
+    pub fn set_working_buffer(&mut self, bytes: usize) {
+        self.working = bytes.clamp(FIRST_BUFFER, INITIAL_BUFFER);
     }
 
     /// Current capacity of the read buffer, to check that memory stays bounded.
@@ -733,17 +743,17 @@ impl<R: Read> CaptureReader<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() > INITIAL_BUFFER && need <= INITIAL_BUFFER && self.end <= INITIAL_BUFFER {
+        if self.buf.len() > self.working && need <= self.working && self.end <= self.working {
             // Give back the memory of a past oversized record.
-            self.buf.truncate(INITIAL_BUFFER);
+            self.buf.truncate(self.working);
             self.buf.shrink_to_fit();
         }
         while self.end < need {
             if self.end == self.buf.len() {
                 // A record larger than the buffer: grow by doubling as its bytes actually arrive, so a
                 // damaged length field cannot make us allocate for data that is not there.
-                let target = if self.buf.len() < INITIAL_BUFFER {
-                    INITIAL_BUFFER
+                let target = if self.buf.len() < self.working {
+                    self.working
                 } else {
                     self.buf.len() * 2
                 };
@@ -760,9 +770,9 @@ impl<R: Read> CaptureReader<R> {
                 Err(e) => return Err(OpenError::Io(e)),
             }
         }
-        if self.end == self.buf.len() && self.buf.len() < INITIAL_BUFFER {
+        if self.end == self.buf.len() && self.buf.len() < self.working {
             // The input is larger than the first buffer: use the working size from the next read on.
-            self.buf.resize(INITIAL_BUFFER, 0);
+            self.buf.resize(self.working, 0);
         }
         Ok(())
     }

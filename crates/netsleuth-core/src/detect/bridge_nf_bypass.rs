@@ -2,8 +2,9 @@
 //! bridged without passing iptables, so its source is never translated back to the VIP.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "bridge-nf-bypass",
     title: "Service replies bypass reverse NAT on the bridge and are reset by the client",
     explanation: "The client's SYN to the ClusterIP was DNATed to a backend pod on the same bridge. The \
@@ -14,6 +15,11 @@ connection attempt times out.",
     remedy: "modprobe br_netfilter and set net.bridge.bridge-nf-call-iptables=1 (and ...-ip6tables=1) on \
 the node, persistently (/etc/sysctl.d, /etc/modules-load.d); or enable the bridge CNI's hairpin / \
 masquerade settings that route same-node Service traffic through the host.",
+    sysctls: &[
+        "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
+    ],
+    versions: &[&versions::BRIDGE_NF_PER_NETNS],
 };
 
 use super::{with_packets, Context};
@@ -116,6 +122,9 @@ impl Detector {
                 Some(v) => f = f.because(format!("note: the node facts say bridge-nf-call-iptables = {v}; another path bypasses conntrack (e.g. a direct route or hairpin)")),
                 None => f = f.because("the node's bridge-nf-call-iptables setting is not known to this analysis (give --node to check it)"),
             }
+            f = f
+                .rules_out(super::conntrack_dnat_rebalance::INCIDENT.id, "the reply from the backend's address answers the handshake of a new connection; no established connection changed backend")
+                .rules_out("application", "the RST came from the client, refusing a SYN-ACK from an address it never contacted, not from the server");
             found.push(with_packets(
                 f,
                 ctx,
@@ -124,5 +133,21 @@ impl Detector {
             ));
         }
         super::merge_cases(found, self.total, out);
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

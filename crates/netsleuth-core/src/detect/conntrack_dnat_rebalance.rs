@@ -3,7 +3,7 @@
 
 use crate::finding::Incident;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "conntrack-dnat-rebalance",
     title: "a long-lived connection lost its conntrack entry and was sent to a different Service backend",
     explanation: "kube-proxy's DNAT to a Service backend is decided once per conntrack entry. When the entry \
@@ -14,6 +14,12 @@ nf_conntrack_tcp_loose=0 the segment is INVALID instead and dropped: a silent ha
     remedy: "Enable TCP keepalive on long-lived connections with a keepalive time shorter than \
 nf_conntrack_tcp_timeout_established (e.g. SO_KEEPALIVE with tcp_keepalive_time=600), or have the \
 application send heartbeats; do not flush conntrack on nodes with live Service connections.",
+    sysctls: &[
+        "net.netfilter.nf_conntrack_tcp_timeout_established",
+        "net.netfilter.nf_conntrack_tcp_loose",
+        "net.ipv4.tcp_keepalive_time",
+    ],
+    versions: &[],
 };
 
 use super::{remaps, secs, with_packets, Context};
@@ -43,8 +49,22 @@ pub struct Detector {
     total: u32,
 }
 
-/// From the client's view alone, a reset right after a silence at least this long is worth a mention.
-const CLIENT_VIEW_MIN_GAP_NS: i64 = 60_000_000_000;
+/// From the client's view alone, a reset right after a silence at least this long is worth a mention
+/// (conntrack entries are forgotten after a timeout, a flush or a NAT box restart, so the silence can
+/// be short; what matters is that the connection was quiet, then its next segment met no socket).
+const CLIENT_VIEW_MIN_GAP_NS: i64 = 2_000_000_000;
+
+/// Whether a server address is one a pod reaches through DNAT (a ClusterIP or another cluster-internal
+/// address) rather than an external one it reaches through SNAT: private, shared (CGNAT), ULA.
+fn cluster_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_private() || a.is_loopback() || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        std::net::IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00 || a.is_loopback(),
+    }
+}
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
@@ -109,6 +129,17 @@ impl Detector {
             return;
         }
         if !(end.src == c.legs[0].client && rst.pkt.ts_ns >= end.ts_ns && rst.pkt.seq == end.ack) {
+            return;
+        }
+        if c.fin_ts.iter().flatten().any(|&t| t <= rst.pkt.ts_ns) {
+            // A side had closed: a RST for data after a FIN is how TCP ends a half-closed connection.
+            return;
+        }
+        if !cluster_internal(c.legs[0].server.ip) {
+            // Toward an external address the client is SNATed, but captures from the open internet
+            // show bare RSTs after a silence from load balancers and restarted servers all the time;
+            // from the client's side alone nothing tells a lost SNAT entry from those, so it stays a
+            // symptom (listed with the causes considered), not a finding.
             return;
         }
         self.total += 1;
@@ -185,7 +216,11 @@ impl Detector {
             if case.client_view_only {
                 f = f
                     .because("the capture shows only the client's side: the RST carries no ACK and its sequence number is exactly what the client had acknowledged, which is how a host answers a segment for a connection it does not have")
-                    .because("a Service backend change is the usual cause after a silence, but a restarted server gives the same picture; a capture on the node (-i any) would show the DNAT legs");
+                    .because(format!("{} is a cluster-internal address (a Service is reached through DNAT), so a new backend choice after the entry was lost is the likelier cause than a re-SNAT; a node capture (-i any) or `conntrack -E` on the node would show the DNAT legs and confirm it", case.new_backend.ip))
+                    .rules_out("application", "an application abort is RST|ACK; this RST has no ACK, and it came after the client's data, not after a FIN")
+                    .cannot_rule_out(super::conntrack_snat_remap::INCIDENT.id, "if the client is SNATed on the way (hostNetwork peers, egress MASQUERADE), a lost SNAT entry looks the same from the client")
+                    .cannot_rule_out("server-restart", "a server that restarted during the silence has no socket either")
+                    .cannot_rule_out("middlebox-idle-timeout", "a load balancer in the path that forgot the idle connection answers the same way");
             } else {
                 f = f.because("the segment after the silence continues the connection's sequence numbers under a new destination, without a handshake: DNAT chose a backend anew, so the connection's conntrack entry was gone");
                 if case.vip.is_some() {
@@ -201,6 +236,11 @@ impl Detector {
                 if !case.exact {
                     f = f.because("the sequence numbers continue only approximately (packets may be missing from the capture)");
                 }
+                f = f
+                    .rules_out(super::conntrack_snat_remap::INCIDENT.id, "the client's side of the tuple stayed the same; only the backend changed")
+                    .rules_out(super::bridge_nf_bypass::INCIDENT.id, "the new backend's packets were answered through the new DNAT entry, not from an un-NATed pod address to a client that expected the Service address")
+                    .rules_out("application", "the backend's RST carries no ACK: it had no such connection, so it did not abort one")
+                    .rules_out("middlebox-idle-timeout", "the segment after the silence went to another backend: the translation was chosen anew, which a middlebox's own timeout does not do");
             }
             if let Some(t) = timeout {
                 let why = if case.gap_ns >= t * 1_000_000_000 {
@@ -222,5 +262,21 @@ impl Detector {
             ));
         }
         super::merge_cases(found, self.total, out);
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

@@ -2,8 +2,9 @@
 //! SNATed to a new source port; the server, which knows only the old port, answered RST.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "conntrack-snat-remap",
     title: "a live connection was re-SNATed to a new source port and reset by the server",
     explanation: "The connection's conntrack entry disappeared while the connection was alive (old kernels' \
@@ -14,6 +15,8 @@ it. The server has no connection on that port, so it answered RST, and the clien
 deleted on device' (097f95d319f8; 4.14.155, 4.19.85, mainline 4.20). Until then, keep VIPs off the \
 MASQUERADE egress device, or use SNAT --to-source instead of MASQUERADE on it; never flush conntrack on a \
 node with live NATed connections.",
+    sysctls: &[],
+    versions: &[&versions::MASQUERADE_FLUSH_PER_ADDRESS],
 };
 
 use super::{remaps, secs, with_packets, Context};
@@ -115,6 +118,11 @@ left off, without a handshake: the same socket was translated anew ({} after its
             if case.pre_nat_seen {
                 f = f.because("the client-side (pre-SNAT) view kept its tuple while the post-SNAT tuple changed: both NAT legs are visible");
             }
+            f = f
+                .rules_out(super::conntrack_dnat_rebalance::INCIDENT.id, "the server side of the tuple stayed the same; only the client's translated source changed")
+                .rules_out("application", "the server's RST carries no ACK: it had no connection under the new port, so it did not abort one")
+                .rules_out(super::snat_port_clash::INCIDENT.id, "the new source port appeared mid-connection, not on a SYN: an existing connection was re-translated, not a new one dropped")
+                .rules_out("middlebox-idle-timeout", "the segment left under a new source port: the node's own SNAT chose anew");
             found.push(with_packets(
                 f,
                 ctx,
@@ -123,5 +131,21 @@ left off, without a handshake: the same socket was translated anew ({} after its
             ));
         }
         super::merge_cases(found, self.total, out);
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

@@ -2,8 +2,9 @@
 //! one is dropped at conntrack insert and the client waits for its resolver timeout.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "dns-conntrack-race",
     title: "one of the parallel A/AAAA DNS queries lost at conntrack insert: 5 s lookups",
     explanation: "glibc and musl send the A and AAAA queries of one lookup together from the same UDP \
@@ -14,6 +15,8 @@ its timeout (5 s by default) and re-sends: lookups take 5 s. Clash resolution in
     remedy: "Add 'options single-request-reopen' (glibc; or single-request, or use-vc for TCP) to the \
 pods' resolv.conf via dnsConfig; for musl-based images (which ignore those options) run NodeLocal \
 DNSCache; upgrade the node kernel (clash resolution, 5.x).",
+    sysctls: &[],
+    versions: &[&versions::CLASH_RESOLVE_MATCHING, &versions::CLASH_NAT_SAME_ORIGIN, &versions::CLASH_INSERT_CLASHING, &versions::MUSL_RESOLV_OPTIONS],
 };
 
 use super::{secs, with_packets, Context};
@@ -62,7 +65,7 @@ impl Detector {
         // The resolver must have given up on it and re-sent it after its timeout (glibc and musl wait
         // 5 s by default; a quicker retry is another resolver's ordinary loss recovery).
         let Some(retry) = lost.retry else { return };
-        if retry.ts_ns - lost.pkt.ts_ns < 2_000_000_000 {
+        if retry.ts_ns.saturating_sub(lost.pkt.ts_ns) < 2_000_000_000 {
             return;
         }
         self.total += 1;
@@ -81,10 +84,14 @@ impl Detector {
             return;
         };
         let any_nat = self.cases.iter().any(|c| c.died_at_nat);
-        let tight = self
-            .cases
-            .iter()
-            .all(|c| (c.lost.pkt.ts_ns - c.answered.pkt.ts_ns).abs() <= 5_000_000);
+        let tight = self.cases.iter().all(|c| {
+            c.lost
+                .pkt
+                .ts_ns
+                .saturating_sub(c.answered.pkt.ts_ns)
+                .saturating_abs()
+                <= 5_000_000
+        });
         let confidence = if any_nat {
             Confidence::Confirmed
         } else if tight || self.total >= 2 {
@@ -95,7 +102,7 @@ impl Detector {
         let retry_after = first
             .lost
             .retry
-            .map(|r| r.ts_ns - first.lost.pkt.ts_ns)
+            .map(|r| r.ts_ns.saturating_sub(first.lost.pkt.ts_ns))
             .unwrap_or(0);
         let mut f = Finding::new(
             &INCIDENT,
@@ -147,16 +154,35 @@ impl Detector {
                     format!(
                         "{} re-sent after {}",
                         qt(&c.lost),
-                        secs(r.ts_ns - c.lost.pkt.ts_ns)
+                        secs(r.ts_ns.saturating_sub(c.lost.pkt.ts_ns))
                     ),
                 ));
             }
         }
+        f = f
+            .rules_out(super::dns_upstream_unreachable::INCIDENT.id, "the server answered the twin query from the same socket at the same moment: it is alive and reachable")
+            .rules_out(super::dns_id_collision::INCIDENT.id, "the two queries carry different ids and only one was answered: no answer was taken for the wrong question");
         out.push(with_packets(
             f,
             ctx,
             &pkts,
             "parallel A/AAAA queries, one lost",
         ));
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn query(&mut self, q: &FinishedQuery) {
+        Detector::query(self, q)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

@@ -2,8 +2,9 @@
 //! ID; the AAAA answer arrives first and is taken for the A answer.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "dns-id-collision",
     title: "parallel A and AAAA queries share one DNS ID; the AAAA answer is taken for the A answer",
     explanation: "musl before 1.2.4 derives the query ID from the clock without a lock, so the A and AAAA \
@@ -11,13 +12,14 @@ queries of one lookup can carry the same ID. The client matches answers by ID; w
 (NODATA or IPv6 records) arrives first it is taken for both, so the name looks unresolvable or resolves \
 to an IPv6 address the pod cannot reach.",
     remedy: "Use an image with musl 1.2.4 or later (Alpine 3.18+), or a glibc-based image.",
+    sysctls: &[],
+    versions: &[&versions::MUSL_DNS_ID_UNIQUE],
 };
 
 use super::{with_packets, Context};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_AAAA};
 use crate::flow::PktRef;
-use crate::node::version_tuple;
 
 /// Recognises parallel A and AAAA queries of one lookup carrying the same DNS ID where the AAAA
 /// answer reached the client first.
@@ -67,19 +69,17 @@ impl Detector {
         let Some((a, _)) = self.cases.first() else {
             return;
         };
-        // A container on the node with musl before 1.2.4 is the client library that does this.
+        // A container on the node with a musl that lacks distinct query IDs is the client library
+        // that does this.
+        let fix = &versions::MUSL_DNS_ID_UNIQUE;
         let old_musl: Vec<_> = ctx
             .node
             .resolvers
             .iter()
             .filter(|r| r.libc.as_deref() == Some("musl"))
-            .filter(|r| {
-                r.libc_version
-                    .as_deref()
-                    .and_then(version_tuple)
-                    .is_some_and(|v| v < (1, 2, 4))
-            })
+            .filter(|r| r.libc_version.as_deref().and_then(|v| fix.has(v)) == Some(false))
             .collect();
+        let fixed_in = fix.mainline().unwrap_or("?");
         let confidence = if old_musl.is_empty() {
             Confidence::Likely
         } else {
@@ -100,7 +100,7 @@ impl Detector {
         .because("both queries left one socket together with one ID, so a client that matches answers by ID alone takes the first answer, the AAAA one, for both")
         ;
         if old_musl.is_empty() {
-            f = f.because("the capture cannot show the client's libc; musl before 1.2.4 behaves this way (give --node with a bundle of the node to check the pods' images)");
+            f = f.because(format!("the capture cannot show the client's libc; musl before {fixed_in} behaves this way (give --node with a bundle of the node to check the pods' images)"));
         } else {
             for r in old_musl.iter().take(3) {
                 f = f.with_evidence(Evidence::Fact {
@@ -113,7 +113,7 @@ impl Detector {
                     ),
                 });
             }
-            f = f.because("the node runs musl before 1.2.4 (fix 6c858d6f), the library that gives both queries one ID and takes the first answer for both");
+            f = f.because(format!("the node runs musl before {fixed_in} ({}), the library that gives both queries one ID and takes the first answer for both", fix.source));
         }
         if self.same_id_pairs > self.total {
             f = f.because(format!(
@@ -144,11 +144,36 @@ impl Detector {
                 ));
             }
         }
+        f = f
+            .rules_out(
+                super::dns_conntrack_race::INCIDENT.id,
+                "both queries were answered; none was lost at NAT",
+            )
+            .rules_out(
+                super::dns_upstream_unreachable::INCIDENT.id,
+                "the servers answered",
+            );
         out.push(with_packets(
             f,
             ctx,
             &pkts,
             "parallel queries sharing one DNS ID",
         ));
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn query(&mut self, q: &FinishedQuery) {
+        Detector::query(self, q)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

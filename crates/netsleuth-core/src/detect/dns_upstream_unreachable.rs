@@ -3,7 +3,7 @@
 
 use crate::finding::Incident;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "dns-upstream-unreachable",
     title: "a DNS server never answers while the others do",
     explanation: "A resolver (a pod's libc, or CoreDNS forwarding to the node's /etc/resolv.conf) sends \
@@ -12,6 +12,10 @@ tried, so lookups fail or take seconds intermittently. Such entries are often in
 back, e.g. by /etc/resolvconf/resolv.conf.d/base or cloud-init.",
     remedy: "Remove the dead nameserver from the node's resolv.conf and from where it is generated \
 (/etc/resolvconf/resolv.conf.d/base|head, cloud-init, DHCP); restart CoreDNS so it re-reads the list.",
+    sysctls: &[
+        "net.netfilter.nf_conntrack_udp_timeout",
+    ],
+    versions: &[],
 };
 
 use super::{with_packets, Context};
@@ -68,7 +72,7 @@ impl Detector {
             }
             // With no server answering at all, a one-way capture or a capture filter explains as much;
             // speak up only when the silence lasted.
-            let span = s.last_ts - s.first_ts.unwrap_or(s.last_ts);
+            let span = s.last_ts.saturating_sub(s.first_ts.unwrap_or(s.last_ts));
             if answering.is_empty() && (s.queries < 5 || span < 10_000_000_000) {
                 continue;
             }
@@ -106,6 +110,15 @@ impl Detector {
                 .iter()
                 .map(|p| (*p, "query never answered".to_string()))
                 .collect();
+            f = f.rules_out(super::dns_conntrack_race::INCIDENT.id, "every query to this server went unanswered, not one of a parallel pair whose twin was answered");
+            f = if answering.is_empty() {
+                f.cannot_rule_out("capture-filter", "no server answered in this capture: a one-way capture or a filter would look the same")
+            } else {
+                f.rules_out(
+                    "capture-filter",
+                    "answers from other servers are in the same capture, so it does see replies",
+                )
+            };
             out.push(with_packets(
                 f,
                 ctx,
@@ -113,5 +126,21 @@ impl Detector {
                 "queries to a server that never answers",
             ));
         }
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn query(&mut self, q: &FinishedQuery) {
+        Detector::query(self, q)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out);
+        Vec::new()
     }
 }

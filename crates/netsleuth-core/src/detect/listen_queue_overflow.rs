@@ -2,8 +2,9 @@
 //! dropped and retransmitted, probes fail.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "listen-queue-overflow",
     title: "SYNs dropped because a listener's queue is full",
     explanation: "A listening socket holds at most min(backlog, net.core.somaxconn) established connections \
@@ -13,6 +14,12 @@ rise and clients retransmit their SYN after 1, 3, 7 s; health probes time out.",
     remedy: "Raise the application's listen() backlog together with net.core.somaxconn and \
 net.ipv4.tcp_max_syn_backlog (in the pod's network namespace), make the application accept faster, keep \
 tcp_syncookies=1.",
+    sysctls: &[
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_syncookies",
+    ],
+    versions: &[&versions::DROP_REASON_LISTEN_OVERFLOW],
 };
 
 use super::{secs, with_packets, Context, SynRecord};
@@ -81,8 +88,8 @@ impl Detector {
             syns.unanswered.sort_by_key(|r| r.first_syn.ts_ns);
             let times = &syns.times;
             let in_burst = |t: i64| {
-                let lo = times.partition_point(|&x| x < t - BURST_WINDOW_NS);
-                let hi = times.partition_point(|&x| x <= t + BURST_WINDOW_NS);
+                let lo = times.partition_point(|&x| x < t.saturating_sub(BURST_WINDOW_NS));
+                let hi = times.partition_point(|&x| x <= t.saturating_add(BURST_WINDOW_NS));
                 hi - lo >= MIN_BURST
             };
             let drops: Vec<&SynRecord> = syns
@@ -95,7 +102,8 @@ impl Detector {
                     r.first_unanswered()
                         && (r.transmissions >= 2
                             || (!r.answered
-                                && ctx.capture_end_ns - r.first_syn.ts_ns >= 3_000_000_000))
+                                && ctx.capture_end_ns.saturating_sub(r.first_syn.ts_ns)
+                                    >= 3_000_000_000))
                 })
                 .filter(|r| in_burst(r.first_syn.ts_ns))
                 .collect();
@@ -140,6 +148,14 @@ impl Detector {
                 }
             }
             mine.extend(drops.iter().map(|r| r.conn));
+            f = f
+                .rules_out(super::local_source_drop::INCIDENT.id, "the unanswered SYNs came in bursts from sources whose other SYNs were answered, not every SYN of one source")
+                .rules_out(super::tw_recycle_paws::INCIDENT.id, "SYNs explained by their timestamps falling behind were set aside before this finding was made");
+            f = if answered > 0 {
+                f.rules_out("network-loss", "the listener answered other SYNs in the same bursts; loss on the path would not pick the SYNs that arrive when the queue is full")
+            } else {
+                f.cannot_rule_out("network-loss", "no SYN was answered on the first try, so loss or a firewall on the path is as likely; TcpExt ListenOverflows on the server decides")
+            };
             out.push(with_packets(
                 f,
                 ctx,
@@ -148,5 +164,20 @@ impl Detector {
             ));
         }
         mine
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, explained, out)
     }
 }

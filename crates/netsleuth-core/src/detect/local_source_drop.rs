@@ -2,8 +2,9 @@
 //! source is that IP (the LB's health checks) are dropped as martian.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "local-source-drop",
     title: "packets from the LoadBalancer IP dropped as martian (the node owns that address)",
     explanation: "kube-proxy in IPVS mode binds Service and LoadBalancer IPs to the dummy device kube-ipvs0, \
@@ -14,6 +15,11 @@ unhealthy.",
     remedy: "Exclude LoadBalancer IPs from kube-ipvs0 (kube-proxy --exclude-external-ip / newer kube-proxy \
 behaviour, or ipvs strictARP settings as the provider documents), or have the LB probe from another address; \
 net.ipv4.conf.<dev>.accept_local=1 alone lets the probe in, but the reply must still route back.",
+    sysctls: &[
+        "net.ipv4.conf.all.accept_local",
+        "net.ipv4.conf.all.rp_filter",
+    ],
+    versions: &[&versions::DROP_REASON_IP_LOCAL_SOURCE],
 };
 
 use super::{with_packets, Context, SynRecord};
@@ -33,7 +39,13 @@ pub struct Detector {
     answered_servers: FxHashMap<Endpoint, u32>,
     /// Addresses this capture point answered SYNs for: the host owns them.
     answering_ips: BTreeSet<IpAddr>,
+    /// Addresses of connections carried over the loopback interface (ifindex 1 in a Linux `-i any`
+    /// capture): only local addresses are routed over `lo`.
+    loopback_ips: BTreeSet<IpAddr>,
 }
+
+/// The loopback device's index in every Linux network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// Per source/server pair: whether any SYN was answered, full records only for those that were not.
 #[derive(Default)]
@@ -61,6 +73,16 @@ impl Detector {
                 if let Some(l) = c.legs.first() {
                     self.answering_ips.insert(l.server.ip);
                 }
+            }
+        }
+        if self.loopback_ips.len() < 65_536 {
+            for leg in c
+                .legs
+                .iter()
+                .filter(|l| l.first.ifindex == Some(LOOPBACK_IFINDEX))
+            {
+                self.loopback_ips.insert(leg.client.ip);
+                self.loopback_ips.insert(leg.server.ip);
             }
         }
         if let Some(v) = super::capped_entry(&mut self.by_pair, (rec.first_syn.src.ip, server)) {
@@ -91,7 +113,8 @@ impl Detector {
             let others_answered = self.answered_servers.get(&server).copied().unwrap_or(0);
             let node_owned =
                 ctx.node.ipvs_bound_addrs.contains(&src) || ctx.node.local_addrs.contains(&src);
-            let seen_owned = self.answering_ips.contains(&src);
+            let seen_on_lo = self.loopback_ips.contains(&src) && !src.is_loopback();
+            let seen_owned = self.answering_ips.contains(&src) || seen_on_lo;
             let confidence = if node_owned {
                 Confidence::Confirmed
             } else if seen_owned && others_answered > 0 {
@@ -118,6 +141,8 @@ impl Detector {
                     source: ctx.node.source.clone(),
                     text,
                 });
+            } else if seen_on_lo {
+                f = f.because(format!("this capture shows connections to {src} carried over the node's loopback interface (ifindex {LOOPBACK_IFINDEX}): only local addresses are routed there, so the node owns {src} and packets arriving FROM it are martians (with accept_local=0)"));
             } else if seen_owned {
                 f = f.because(format!("this capture shows the host answering connections to {src}: the host owns that address, so packets arriving FROM it are martians"));
             } else {
@@ -127,6 +152,9 @@ impl Detector {
             for r in recs.iter().take(3) {
                 pkts.extend(r.evidence());
             }
+            f = f
+                .rules_out(super::listen_queue_overflow::INCIDENT.id, "every SYN from this one source went unanswered while other sources were answered at once: not bursts at a full queue")
+                .cannot_rule_out("firewall", "a firewall rule or NetworkPolicy dropping this source looks the same from the wire; the node's routing table `local` or the drop reason (IP_LOCAL_SOURCE) decides");
             out.push(with_packets(
                 f,
                 ctx,
@@ -134,5 +162,21 @@ impl Detector {
                 "SYNs from one source, never answered",
             ));
         }
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, explained, out);
+        Vec::new()
     }
 }

@@ -1,5 +1,6 @@
-//! Detectors: one module per catalogue incident, each with its explanation and remedy (`INCIDENT`)
-//! beside the code that recognises it from capture evidence.
+//! Detectors: one module per catalogue incident, each with its catalogue entry (`INCIDENT`: words,
+//! fix, sysctls, version facts) beside the code that recognises it from capture evidence.
+//! [`CATALOGUE`] lists the incidents and [`DETECTORS`] their capture detectors.
 //!
 //! Detectors see finalised connections (`flow::tcp::Conn`) and DNS queries (`flow::dns::FinishedQuery`)
 //! as the flow engine hands them out, keep bounded state, and produce findings at the end. Node facts
@@ -25,8 +26,8 @@ use crate::flow::PktRef;
 use crate::node::NodeContext;
 use crate::wire::tcp_flags::ACK;
 
-/// Every incident of the catalogue, in catalogue order.
-pub const CATALOGUE: [&Incident; 11] = [
+/// Every incident of the catalogue, in catalogue order (`incidents.md`).
+pub static CATALOGUE: &[&Incident] = &[
     &conntrack_snat_remap::INCIDENT,
     &conntrack_dnat_rebalance::INCIDENT,
     &bridge_nf_bypass::INCIDENT,
@@ -40,9 +41,83 @@ pub const CATALOGUE: [&Incident; 11] = [
     &local_source_drop::INCIDENT,
 ];
 
+/// The catalogue entry with this id, for ids that come from outside (a command line, a test).
 pub fn incident(id: &str) -> Option<&'static Incident> {
     CATALOGUE.iter().copied().find(|i| i.id == id)
 }
+
+/// A capture detector: it sees connections and DNS transactions as the flow engine finalises them,
+/// keeps bounded state, and reports at the end.
+pub trait CaptureDetector: Send {
+    fn connection(&mut self, _c: &Conn) {}
+    fn query(&mut self, _q: &FinishedQuery) {}
+    /// Appends this detector's findings to `out`. `explained` holds the connections (ids, sorted) that
+    /// detectors earlier in [`DETECTORS`] have explained; the return value is the ones this one
+    /// explains, so that one dropped SYN is offered as evidence of one cause only.
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64>;
+}
+
+/// A registry entry: an incident and how to make its capture detector.
+pub struct DetectorEntry {
+    pub incident: &'static Incident,
+    pub new: fn() -> Box<dyn CaptureDetector>,
+}
+
+/// Every capture detector, one per incident, in the order `finish` runs them. The order matters for
+/// the SYN-drop detectors, which share evidence: a connection explained by one cause is not offered as
+/// evidence of another, so PAWS and NAT clashes (more specific) come before a full listen queue, which
+/// comes before a source-address drop.
+pub static DETECTORS: &[DetectorEntry] = &[
+    DetectorEntry {
+        incident: &conntrack_snat_remap::INCIDENT,
+        new: || Box::<conntrack_snat_remap::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &conntrack_dnat_rebalance::INCIDENT,
+        new: || Box::<conntrack_dnat_rebalance::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &bridge_nf_bypass::INCIDENT,
+        new: || Box::<bridge_nf_bypass::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &tw_recycle_paws::INCIDENT,
+        new: || Box::<tw_recycle_paws::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &snat_port_clash::INCIDENT,
+        new: || Box::<snat_port_clash::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &listen_queue_overflow::INCIDENT,
+        new: || Box::<listen_queue_overflow::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &local_source_drop::INCIDENT,
+        new: || Box::<local_source_drop::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &dns_conntrack_race::INCIDENT,
+        new: || Box::<dns_conntrack_race::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &dns_id_collision::INCIDENT,
+        new: || Box::<dns_id_collision::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &dns_upstream_unreachable::INCIDENT,
+        new: || Box::<dns_upstream_unreachable::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &go_resolver_dns_first::INCIDENT,
+        new: || Box::<go_resolver_dns_first::Detector>::default(),
+    },
+];
 
 /// What detectors need to turn evidence into findings.
 pub struct Context<'a> {
@@ -111,7 +186,7 @@ pub(crate) fn with_packets(
     f
 }
 
-pub(crate) fn secs(ns: i64) -> String {
+pub fn secs(ns: i64) -> String {
     let s = ns as f64 / 1e9;
     if s >= 3600.0 {
         format!("{:.1} h", s / 3600.0)
@@ -122,64 +197,46 @@ pub(crate) fn secs(ns: i64) -> String {
     }
 }
 
-/// All capture detectors, fed by the analysis loop.
-#[derive(Default)]
+/// All capture detectors of [`DETECTORS`], fed by the analysis loop.
 pub struct Detectors {
-    snat_remap: conntrack_snat_remap::Detector,
-    dnat_rebalance: conntrack_dnat_rebalance::Detector,
-    bridge: bridge_nf_bypass::Detector,
-    paws: tw_recycle_paws::Detector,
-    clash: snat_port_clash::Detector,
-    listen: listen_queue_overflow::Detector,
-    local_source: local_source_drop::Detector,
-    dns_race: dns_conntrack_race::Detector,
-    dns_id: dns_id_collision::Detector,
-    dns_upstream: dns_upstream_unreachable::Detector,
-    go_dns_first: go_resolver_dns_first::Detector,
+    running: Vec<Box<dyn CaptureDetector>>,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Detectors {
     pub fn new() -> Self {
-        Self::default()
+        Detectors {
+            running: DETECTORS.iter().map(|d| (d.new)()).collect(),
+        }
     }
 
     pub fn connection(&mut self, c: &Conn) {
-        self.snat_remap.connection(c);
-        self.dnat_rebalance.connection(c);
-        self.bridge.connection(c);
-        self.paws.connection(c);
-        self.clash.connection(c);
-        self.listen.connection(c);
-        self.local_source.connection(c);
+        for d in &mut self.running {
+            d.connection(c);
+        }
     }
 
     pub fn dns(&mut self, q: &FinishedQuery) {
-        self.dns_race.query(q);
-        self.dns_id.query(q);
-        self.dns_upstream.query(q);
-        self.go_dns_first.query(q);
+        for d in &mut self.running {
+            d.query(q);
+        }
     }
 
     pub fn finish(self, ctx: &Context<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.snat_remap.finish(ctx, &mut out);
-        self.dnat_rebalance.finish(ctx, &mut out);
-        self.bridge.finish(ctx, &mut out);
-        // SYN-drop detectors share evidence: a connection explained by one cause is not offered as
-        // evidence of another (PAWS and NAT clashes are more specific than a full listen queue, which
-        // is more specific than a source-address drop).
-        let paws_conns = self.paws.finish(ctx, &mut out);
-        let clash_conns = self.clash.finish(ctx, &mut out);
-        let mut explained: Vec<u64> = paws_conns.into_iter().chain(clash_conns).collect();
-        explained.sort_unstable();
-        let listen_conns = self.listen.finish(ctx, &explained, &mut out);
-        explained.extend(listen_conns);
-        explained.sort_unstable();
-        self.local_source.finish(ctx, &explained, &mut out);
-        self.dns_race.finish(ctx, &mut out);
-        self.dns_id.finish(ctx, &mut out);
-        self.dns_upstream.finish(ctx, &mut out);
-        self.go_dns_first.finish(ctx, &mut out);
+        let mut explained: Vec<u64> = Vec::new();
+        for d in self.running {
+            let more = d.finish(ctx, &explained, &mut out);
+            if !more.is_empty() {
+                explained.extend(more);
+                explained.sort_unstable();
+            }
+        }
         out
     }
 }
@@ -206,6 +263,8 @@ pub(crate) fn capped_entry<K: std::hash::Hash + Eq, V: Default>(
 pub(crate) struct SynRecord {
     pub conn: u64,
     pub first_syn: PktRef,
+    /// The client's address on the connection's first leg: before SNAT, when the capture saw that.
+    pub origin_ip: std::net::IpAddr,
     pub transmissions: u32,
     pub tsval: Option<u32>,
     /// SYN-ACK or RST from the server.
@@ -226,6 +285,11 @@ impl SynRecord {
         Some(SynRecord {
             conn: c.id,
             first_syn: first.pkt,
+            origin_ip: c
+                .legs
+                .first()
+                .map(|l| l.client.ip)
+                .unwrap_or(first.pkt.src.ip),
             transmissions: c.syn_transmissions,
             tsval: first.tsval,
             answered: answer.is_some(),
@@ -250,7 +314,7 @@ impl SynRecord {
                 *r,
                 format!(
                     "SYN retransmitted after {}",
-                    secs(r.ts_ns - self.first_syn.ts_ns)
+                    secs(r.ts_ns.saturating_sub(self.first_syn.ts_ns))
                 ),
             ));
         }
@@ -329,13 +393,65 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
     out
 }
 
+fn first_packet_ts(f: &Finding) -> i64 {
+    f.evidence
+        .iter()
+        .filter_map(|e| match e {
+            Evidence::Packets { frames, .. } => frames.iter().map(|fr| fr.ts_ns).min(),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
+/// One finding per incident id and kind in a report: several findings of one incident (two ports of one
+/// overloaded listener, two dead nameservers) become one, led by the strongest and earliest, with the
+/// others listed as its further cases and their evidence kept (the first few).
+pub fn one_per_incident(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    let mut groups: Vec<Vec<Finding>> = Vec::new();
+    for f in findings {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].id == f.id && g[0].kind == f.kind)
+        {
+            Some(g) => g.push(f),
+            None => groups.push(vec![f]),
+        }
+    }
+    for mut g in groups {
+        g.sort_by_key(|f| (std::cmp::Reverse(f.confidence), first_packet_ts(f)));
+        let mut lead = g.remove(0);
+        for other in g {
+            lead.cases.push(other.summary);
+            if lead.cases.len() <= 3 {
+                lead.evidence.extend(other.evidence);
+            }
+            for why in other.reasoning {
+                if !lead.reasoning.contains(&why) {
+                    lead.reasoning.push(why);
+                }
+            }
+            for l in other.look_alikes {
+                if !lead.look_alikes.iter().any(|x| x.id == l.id) {
+                    lead.look_alikes.push(l);
+                }
+            }
+        }
+        out.push(lead);
+    }
+    out
+}
+
 /// One finding per incident and capture: the strongest case leads, up to two more cases add their
 /// packets, and the summary says how many connections showed it.
 pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Finding>) {
     if cases.is_empty() {
         return;
     }
-    cases.sort_by_key(|f| std::cmp::Reverse(f.confidence));
+    // The strongest case leads; among equals the earliest, so the lead does not depend on the order
+    // in which connections were finalised.
+    cases.sort_by_key(|f| (std::cmp::Reverse(f.confidence), first_packet_ts(f)));
     let mut rest = cases.split_off(1);
     let mut lead = cases.pop().expect("one case");
     for other in rest.drain(..).take(2) {
@@ -349,4 +465,37 @@ pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Fin
         );
     }
     out.push(lead);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_incident_has_one_capture_detector_and_a_unique_id() {
+        for i in CATALOGUE {
+            let n = DETECTORS.iter().filter(|d| d.incident == *i).count();
+            assert_eq!(n, 1, "{}: {n} capture detectors", i.id);
+            assert_eq!(incident(i.id), Some(*i));
+        }
+        assert_eq!(DETECTORS.len(), CATALOGUE.len());
+        let mut ids: Vec<_> = CATALOGUE.iter().map(|i| i.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), CATALOGUE.len());
+    }
+
+    #[test]
+    fn every_version_fact_an_incident_names_is_in_the_table() {
+        for i in CATALOGUE {
+            for v in i.versions {
+                assert!(
+                    crate::versions::TABLE.iter().any(|t| std::ptr::eq(*t, *v)),
+                    "{}: {}",
+                    i.id,
+                    v.id
+                );
+            }
+        }
+    }
 }

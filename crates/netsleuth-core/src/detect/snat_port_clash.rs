@@ -2,8 +2,9 @@
 //! fails and its SYN is dropped.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "snat-port-clash",
     title: "SYN dropped at conntrack insert after an SNAT port clash",
     explanation: "NAT picks a source port when a connection's first packet is processed, but the conntrack \
@@ -13,6 +14,11 @@ insert_failed, drop), its SYN is dropped, and the client retransmits it about 1 
     remedy: "Add --random-fully to the MASQUERADE/SNAT rules (nft: 'masquerade fully-random'; kube-proxy \
 and flannel do it on recent versions), widen the SNAT port range or the set of SNAT addresses, and \
 avoid SNAT for pod-to-pod traffic.",
+    sysctls: &[
+        "net.ipv4.ip_local_port_range",
+        "net.netfilter.nf_conntrack_max",
+    ],
+    versions: &[&versions::CLASH_RESOLVE_STAT, &versions::DROP_REASONS],
 };
 
 use super::{secs, with_packets, Context};
@@ -68,7 +74,7 @@ impl Detector {
         else {
             // Client view only: the first SYN unanswered, retransmitted ~1 s later, then answered.
             if c.legs.len() == 1 && c.synack.is_some_and(|a| a.ts_ns > c.syns[1].pkt.ts_ns) {
-                let gap = c.syns[1].pkt.ts_ns - first.pkt.ts_ns;
+                let gap = c.syns[1].pkt.ts_ns.saturating_sub(first.pkt.ts_ns);
                 if (700_000_000..=1_500_000_000).contains(&gap) {
                     self.total_drops += 1;
                     if self.drops.len() < MAX_KEEP {
@@ -88,7 +94,7 @@ impl Detector {
         // between the capture points, i.e. inside this node, after NAT chose its tuple.
         // The kernel re-sends an unanswered SYN after 1 s (then 3, 7 s): anything much sooner is a
         // duplicate on the wire, not a retransmission after a drop.
-        let gap = later.pkt.ts_ns - first.pkt.ts_ns;
+        let gap = later.pkt.ts_ns.saturating_sub(first.pkt.ts_ns);
         if !(500_000_000..=8_000_000_000).contains(&gap) {
             return;
         }
@@ -115,7 +121,8 @@ impl Detector {
                 .get(&d.syn.dst)
                 .and_then(|v| {
                     let near = |(t, id, _): &&(i64, u64, PktRef)| {
-                        *id != d.conn && (t - d.syn.ts_ns).abs() <= CONCURRENT_NS
+                        *id != d.conn
+                            && t.saturating_sub(d.syn.ts_ns).saturating_abs() <= CONCURRENT_NS
                     };
                     // Prefer a partner from another host: that is what collides behind a NAT.
                     v.iter()
@@ -155,7 +162,7 @@ impl Detector {
                 "{} SYN(s) to {} dropped inside the NATing node and retransmitted ~{} later",
                 cases.len(),
                 first.syn.dst,
-                secs(first.through.ts_ns - first.syn.ts_ns)
+                secs(first.through.ts_ns.saturating_sub(first.syn.ts_ns))
             ),
         );
         if confidence == Confidence::Possible {
@@ -193,7 +200,7 @@ impl Detector {
                 d.through,
                 format!(
                     "retransmission after {}",
-                    secs(d.through.ts_ns - d.syn.ts_ns)
+                    secs(d.through.ts_ns.saturating_sub(d.syn.ts_ns))
                 ),
             ));
             if let Some(a) = d.through_after_nat {
@@ -206,6 +213,10 @@ impl Detector {
                 self.total_drops
             ));
         }
+        f = f
+            .rules_out(super::listen_queue_overflow::INCIDENT.id, "the SYNs were lost between the node's NAT decision and its egress (or, from the client, only those sent together with another to the same destination), not at a listener that answered others in bursts")
+            .rules_out(super::tw_recycle_paws::INCIDENT.id, "the lost SYN's retransmission with the same timestamp clock was answered: the server did not reject it for its timestamp")
+            .cannot_rule_out("conntrack-table-full", "a full conntrack table also drops first packets; `conntrack -S` (insert_failed rising vs drop rising) decides");
         out.push(with_packets(
             f,
             ctx,
@@ -213,5 +224,20 @@ impl Detector {
             "SYNs lost between the NAT decision and the wire",
         ));
         explained
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out)
     }
 }

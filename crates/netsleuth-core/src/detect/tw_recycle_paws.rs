@@ -2,8 +2,9 @@
 //! SNAT address whose timestamp clocks differ.
 
 use crate::finding::Incident;
+use crate::versions;
 
-pub const INCIDENT: Incident = Incident {
+pub static INCIDENT: Incident = Incident {
     id: "tw-recycle-paws",
     title: "SYNs silently dropped by the server's per-host PAWS check (tcp_tw_recycle)",
     explanation: "With net.ipv4.tcp_tw_recycle=1 and TCP timestamps on (kernels before 4.12), the server \
@@ -13,6 +14,11 @@ one of them looks 'old' and is dropped without a reply; the client retransmits a
 out. TcpExt PAWSPassive counts these drops.",
     remedy: "Set net.ipv4.tcp_tw_recycle=0 on the server (the option was removed in Linux 4.12 because of \
 this). Do not disable tcp_timestamps to work around it.",
+    sysctls: &[
+        "net.ipv4.tcp_tw_recycle",
+        "net.ipv4.tcp_timestamps",
+    ],
+    versions: &[&versions::TW_RECYCLE_REMOVED, &versions::TS_OFFSET_PER_CONNECTION],
 };
 
 use super::{secs, with_packets, Context, SynRecord};
@@ -65,7 +71,7 @@ impl Detector {
             for (i, r) in recs.iter().enumerate() {
                 let ts = r.tsval.expect("filtered on insert");
                 let backwards = last_accepted.is_some_and(|(t, v, _)| {
-                    r.first_syn.ts_ns - t <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0
+                    r.first_syn.ts_ns.saturating_sub(t) <= PAWS_WINDOW_NS && seq_diff(ts, v) < 0
                 });
                 if r.first_unanswered() && r.transmissions >= 2 || !r.answered {
                     if backwards {
@@ -90,9 +96,22 @@ impl Detector {
             if dropped_backwards.is_empty() || dropped_forward > 0 {
                 continue;
             }
+            // The hosts behind the SNAT address, when the capture saw the connections before SNAT
+            // (a node's `-i any`): each with its own timestamp clock.
+            let hosts_behind: std::collections::BTreeSet<IpAddr> = recs
+                .iter()
+                .map(|r| r.origin_ip)
+                .filter(|ip| *ip != src)
+                .collect();
+            let accepted_ahead = recs
+                .iter()
+                .filter(|r| r.answered && !r.first_unanswered())
+                .count();
+            let both_legs = hosts_behind.len() >= 2 && accepted_ahead >= 1;
             let confidence = match recycle {
                 Some(true) => Confidence::Confirmed,
                 Some(false) => Confidence::Possible,
+                None if both_legs => Confidence::Confirmed,
                 None if dropped_backwards.len() >= 2 => Confidence::Likely,
                 None => Confidence::Possible,
             };
@@ -112,7 +131,16 @@ impl Detector {
                 secs(PAWS_WINDOW_NS),
                 dropped_forward
             ))
-            .because("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ 4.10)");
+            ;
+            f = if both_legs {
+                f.because(format!(
+                    "the capture shows the connections before SNAT: {} hosts ({}) with their own timestamp clocks reach the server as {src}; exactly the SYNs whose TSval was behind the last accepted one were dropped while {accepted_ahead} SYN(s) ahead were answered: the server's per-host PAWS check at work",
+                    hosts_behind.len(),
+                    hosts_behind.iter().take(4).map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+                ))
+            } else {
+                f.because(format!("different TS clocks behind one source address mean several hosts behind SNAT (or per-connection TS offsets, Linux ≥ {}); the capture does not show the hosts before SNAT (a node's -i any would)", versions::TS_OFFSET_PER_CONNECTION.mainline().unwrap_or("?")))
+            };
             if answered_backwards > 0 {
                 f = f.because(format!(
                     "{answered_backwards} other backwards SYN(s) were accepted: the server's per-host timestamp is refreshed only by connections it closed first"
@@ -123,7 +151,7 @@ impl Detector {
                     f = f.with_evidence(Evidence::Config { source: ctx.node.source.clone(), line: None, text: "net.ipv4.tcp_tw_recycle = 1".into() })
                 }
                 Some(false) => f = f.because("the node facts say tcp_tw_recycle is 0: another PAWS-like drop is at work"),
-                None => f = f.because("whether the server has net.ipv4.tcp_tw_recycle=1 (kernels < 4.12) is not known from the capture"),
+                None => f = f.because(format!("whether the server has net.ipv4.tcp_tw_recycle=1 (kernels < {}) is not known from the capture", versions::TW_RECYCLE_REMOVED.mainline().unwrap_or("?"))),
             }
             let mut pkts = Vec::new();
             for (i, prev) in dropped_backwards.iter().take(3) {
@@ -147,12 +175,16 @@ impl Detector {
                         *x,
                         format!(
                             "SYN retransmitted after {}",
-                            secs(x.ts_ns - r.first_syn.ts_ns)
+                            secs(x.ts_ns.saturating_sub(r.first_syn.ts_ns))
                         ),
                     ));
                 }
             }
             explained.extend(dropped_backwards.iter().map(|(i, _)| recs[*i].conn));
+            f = f
+                .rules_out(super::listen_queue_overflow::INCIDENT.id, "the dropped SYNs are exactly those whose timestamps fell behind the last accepted one from the address; SYNs with newer timestamps were answered at the same time")
+                .rules_out(super::snat_port_clash::INCIDENT.id, "the SYNs were dropped by the server (no SYN-ACK) according to their timestamps, not lost inside a NATing node")
+                .cannot_rule_out("timewait-paws-reject", "without tcp_tw_recycle, a server in TIME_WAIT answers an old-timestamp SYN with a bare ACK instead of dropping it: a bare ACK before the client's RST would point there");
             out.push(with_packets(
                 f,
                 ctx,
@@ -161,5 +193,20 @@ impl Detector {
             ));
         }
         explained
+    }
+}
+
+impl super::CaptureDetector for Detector {
+    fn connection(&mut self, c: &Conn) {
+        Detector::connection(self, c)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        ctx: &Context<'_>,
+        _explained: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        Detector::finish(*self, ctx, out)
     }
 }

@@ -35,6 +35,8 @@ pub struct DnsMessageObs<'a> {
 #[derive(Debug, Clone)]
 pub struct DnsResponse {
     pub pkt: PktRef,
+    /// IPv4 identification, to recognise the same response seen at another point.
+    pub ip_ident: u16,
     pub rcode: u8,
     pub answers: u16,
     pub answers_a: u16,
@@ -91,6 +93,8 @@ const SIBLING_WINDOW_NS: i64 = 50_000_000;
 const RETRY_MIN_NS: i64 = 300_000_000;
 const RETRY_MAX_NS: i64 = 15_000_000_000;
 const FINALISE_AFTER_NS: i64 = 30_000_000_000;
+/// Default cap on queries held in the window (see `analysis::Limits`).
+pub const DEFAULT_MAX_LIVE: usize = 65_536;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DnsStats {
@@ -98,10 +102,17 @@ pub struct DnsStats {
     pub responses: u64,
     pub unmatched_responses: u64,
     pub copies: u64,
+    /// Queries finalised before their 30 s because the window was full (a flood of queries).
+    pub evicted: u64,
+    pub evicted_unanswered: u64,
+    /// The first query that met the cap.
+    pub cap_reached_at: Option<PktRef>,
 }
 
-#[derive(Default)]
+/// Memory: at most `max_live` queries are held; past that the oldest is finalised early (counted in
+/// `DnsStats::evicted`), so a flood of unanswered queries costs a bounded window, not the flood.
 pub struct DnsTracker {
+    max_live: usize,
     window: VecDeque<DnsQuery>,
     /// seq of window[0].
     base: u64,
@@ -122,9 +133,31 @@ fn name_hash(name: &str) -> u64 {
     h.finish()
 }
 
+impl Default for DnsTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DnsTracker {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_live(DEFAULT_MAX_LIVE)
+    }
+
+    /// A tracker holding at most `max_live` queries (at least 16).
+    pub fn with_max_live(max_live: usize) -> Self {
+        DnsTracker {
+            max_live: max_live.max(16),
+            window: VecDeque::new(),
+            base: 0,
+            next_seq: 0,
+            by_identity: FxHashMap::default(),
+            by_tuple: FxHashMap::default(),
+            by_socket_name: FxHashMap::default(),
+            by_client_name_type: FxHashMap::default(),
+            finished: Vec::new(),
+            stats: DnsStats::default(),
+        }
     }
 
     fn get(&self, seq: u64) -> Option<&DnsQuery> {
@@ -145,6 +178,11 @@ impl DnsTracker {
         self.window.len()
     }
 
+    /// The cap on queries held.
+    pub fn max_live(&self) -> usize {
+        self.max_live
+    }
+
     pub fn message(&mut self, m: &DnsMessageObs<'_>) {
         self.expire(m.pkt.ts_ns);
         if m.response {
@@ -161,8 +199,12 @@ impl DnsTracker {
         // The same transmission at another point?
         if let Some(&seq) = self.by_identity.get(&identity) {
             if let Some(q) = self.get_mut(seq) {
-                if (m.pkt.ts_ns - q.pkt.ts_ns).abs() <= COPY_WINDOW_NS
-                    && (!q.points.contains(&tuple) || q.pkt.input != m.pkt.input)
+                // Another point: another tuple (NAT), another capture file, or another interface
+                // of one `-i any` capture (a routing node records a packet on its way in and out).
+                let other_ifindex =
+                    matches!((q.pkt.ifindex, m.pkt.ifindex), (Some(a), Some(b)) if a != b);
+                if m.pkt.ts_ns.saturating_sub(q.pkt.ts_ns).saturating_abs() <= COPY_WINDOW_NS
+                    && (!q.points.contains(&tuple) || q.pkt.input != m.pkt.input || other_ifindex)
                 {
                     if !q.points.contains(&tuple) && q.points.len() < 8 {
                         q.points.push(tuple);
@@ -172,6 +214,14 @@ impl DnsTracker {
                     return;
                 }
             }
+        }
+        if self.window.len() >= self.max_live {
+            if let Some(front) = self.window.front() {
+                self.stats.evicted += 1;
+                self.stats.evicted_unanswered += front.response.is_none() as u64;
+                self.stats.cap_reached_at.get_or_insert(m.pkt);
+            }
+            self.pop_front();
         }
         self.stats.queries += 1;
         let seq = self.next_seq;
@@ -200,7 +250,10 @@ impl DnsTracker {
             if let Some(o) = self.get_mut(other) {
                 let paired = (o.qtype == QTYPE_A && m.qtype == QTYPE_AAAA)
                     || (o.qtype == QTYPE_AAAA && m.qtype == QTYPE_A);
-                if paired && o.sibling.is_none() && m.pkt.ts_ns - o.pkt.ts_ns <= SIBLING_WINDOW_NS {
+                if paired
+                    && o.sibling.is_none()
+                    && m.pkt.ts_ns.saturating_sub(o.pkt.ts_ns) <= SIBLING_WINDOW_NS
+                {
                     o.sibling = Some(seq);
                     q.sibling = Some(other);
                 }
@@ -210,7 +263,7 @@ impl DnsTracker {
         let retry_key = (m.pkt.src.ip, nh, m.qtype);
         if let Some(&prev) = self.by_client_name_type.get(&retry_key) {
             if let Some(p) = self.get_mut(prev) {
-                let gap = m.pkt.ts_ns - p.pkt.ts_ns;
+                let gap = m.pkt.ts_ns.saturating_sub(p.pkt.ts_ns);
                 if p.response.is_none()
                     && p.retry.is_none()
                     && (RETRY_MIN_NS..=RETRY_MAX_NS).contains(&gap)
@@ -260,7 +313,7 @@ impl DnsTracker {
     /// Finalise queries older than the window.
     fn expire(&mut self, now: i64) {
         while let Some(front) = self.window.front() {
-            if now - front.pkt.ts_ns <= FINALISE_AFTER_NS {
+            if now.saturating_sub(front.pkt.ts_ns) <= FINALISE_AFTER_NS {
                 break;
             }
             self.pop_front();
@@ -310,15 +363,29 @@ impl DnsTracker {
 }
 
 fn record_response(q: &mut DnsQuery, m: &DnsMessageObs<'_>) {
-    q.responses += 1;
+    let at_origin = (m.pkt.dst, m.pkt.src) == q.points[0];
+    // The same response seen at another point (another interface or tuple): not a second answer.
+    let copy = q.response.as_ref().is_some_and(|r| {
+        r.ip_ident == m.ip_ident
+            && r.rcode == m.rcode
+            && r.answers == m.answers
+            && m.pkt.ts_ns.saturating_sub(r.pkt.ts_ns).saturating_abs() <= COPY_WINDOW_NS
+            && (r.pkt.ifindex != m.pkt.ifindex
+                || r.pkt.src != m.pkt.src
+                || r.pkt.dst != m.pkt.dst
+                || r.pkt.input != m.pkt.input)
+    });
+    if !copy {
+        q.responses += 1;
+    }
     let r = DnsResponse {
         pkt: m.pkt,
+        ip_ident: m.ip_ident,
         rcode: m.rcode,
         answers: m.answers,
         answers_a: m.answers_a,
         answers_aaaa: m.answers_aaaa,
     };
-    let at_origin = (m.pkt.dst, m.pkt.src) == q.points[0];
     if at_origin && q.response_at_origin.is_none() {
         q.response_at_origin = Some(r.clone());
     }

@@ -14,6 +14,8 @@
 use super::{seq_diff, Endpoint, FxHashMap, PktRef};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 use crate::wire::TcpSegment;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
 
 /// Evidence lists are capped; counters are not.
@@ -41,7 +43,17 @@ const SYN_JOIN_WINDOW_NS: i64 = 3_000_000_000;
 /// How far a mid-stream segment's seq/ack may be from what was last seen and still continue the
 /// connection's sequence space.
 const SEQ_JOIN_WINDOW: i64 = 1 << 20;
+/// Sequence-window index buckets: twice the join window, so a window around any sequence number
+/// spans at most its own bucket and the two beside it.
+const SEQ_BUCKET_SHIFT: u32 = 21;
+const SEQ_BUCKETS: u32 = 1 << (32 - SEQ_BUCKET_SHIFT);
+/// Connections sharing one client endpoint that a mid-stream segment is compared with (newest
+/// first). Normally one or two; many only when roles were guessed wrongly (a server port above the
+/// client's), and then the scan is cut here and counted.
+const MAX_ENDPOINT_CANDIDATES: usize = 64;
 const SWEEP_EVERY_NS: i64 = 1_000_000_000;
+/// Default cap on live connections (see `analysis::Limits`).
+pub const DEFAULT_MAX_LIVE: usize = 65_536;
 
 /// One tuple under which a connection was seen.
 #[derive(Debug, Clone)]
@@ -128,6 +140,8 @@ pub struct Conn {
     pub rsts: Vec<RstSeen>,
     pub rst_count: u32,
     pub fin: [bool; 2],
+    /// When each direction's first FIN was seen.
+    pub fin_ts: [Option<i64>; 2],
     pub closed_ts: Option<i64>,
     /// The longest silence between two unique packets, and the packet that ended it.
     pub longest_gap_ns: i64,
@@ -139,6 +153,8 @@ pub struct Conn {
     last_leg: u8,
     recent: [Obs; 8],
     recent_pos: u8,
+    /// The expiry deadline of this connection's live entry in the engine's deadline queue.
+    queued_deadline: i64,
 }
 
 impl Conn {
@@ -164,6 +180,7 @@ impl Conn {
             rsts: Vec::new(),
             rst_count: 0,
             fin: [false, false],
+            fin_ts: [None, None],
             closed_ts: None,
             longest_gap_ns: 0,
             longest_gap_end: None,
@@ -173,6 +190,16 @@ impl Conn {
             last_leg: 0,
             recent: [Obs::default(); 8],
             recent_pos: 0,
+            queued_deadline: i64::MAX,
+        }
+    }
+
+    /// Capture time after which the connection is finalised if nothing more is seen.
+    fn deadline(&self) -> i64 {
+        match self.closed_ts {
+            Some(t) => t.max(self.last_ts).saturating_add(CLOSE_LINGER_NS),
+            None if !self.established => self.last_ts.saturating_add(HALF_OPEN_IDLE_NS),
+            None => self.last_ts.saturating_add(ESTABLISHED_IDLE_NS),
         }
     }
 
@@ -221,18 +248,55 @@ pub struct TcpStats {
     pub legs: u64,
     pub mid_stream_legs: u64,
     pub peak_live: u64,
+    /// Connections finalised early because the live cap was reached, by state.
+    pub evicted_half_open: u64,
+    pub evicted_established: u64,
+    /// The first packet that met the cap.
+    pub cap_reached_at: Option<PktRef>,
+    /// Mid-stream lookups whose candidate list (one client endpoint) was cut at
+    /// `MAX_ENDPOINT_CANDIDATES`.
+    pub endpoint_scans_cut: u64,
 }
 
 /// The TCP side of the flow engine. Feed it packets in capture-time order; collect finalised
 /// connections with `drain_finished`.
+/// Key of the sequence-window index: a leg's client address and server endpoint, a direction
+/// (0 = client → server) and the bucket of that direction's next sequence number. A segment seen
+/// under a new tuple (re-SNAT keeps the client address, changes its port) is compared only with the
+/// connections whose sequence space is near its own, so a capture started on a busy SNAT node costs
+/// a few comparisons per new tuple, not one per live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeqWindowKey {
+    client_ip: IpAddr,
+    server: Endpoint,
+    dir: u8,
+    bucket: u32,
+}
+
+fn seq_bucket(seq: u32) -> u32 {
+    seq >> SEQ_BUCKET_SHIFT
+}
+
+/// The TCP side of the flow engine. Feed it packets in capture-time order; collect finalised
+/// connections with `drain_finished`.
+///
+/// Memory is bounded: at most `max_live` connections are live; past that the oldest half-open one
+/// (never answered first) is finalised early, else the one closest to its expiry, and the eviction is
+/// counted. Expiry uses a deadline queue (each connection is looked at when its deadline may have
+/// come, not every capture second), so the cost is per packet, not per live connection and second.
 pub struct TcpEngine {
     slab: Vec<Option<Conn>>,
     free: Vec<u32>,
     live: u64,
+    max_live: u64,
     legs: FxHashMap<LegKey, (u32, u8)>,
     by_isn: FxHashMap<u32, u32>,
     by_client: FxHashMap<Endpoint, Vec<u32>>,
-    by_client_ip_server: FxHashMap<(IpAddr, Endpoint), Vec<u32>>,
+    by_seq_window: FxHashMap<SeqWindowKey, Vec<u32>>,
+    /// (deadline, slot, connection id): lazily updated; stale entries are skipped when popped.
+    deadlines: BinaryHeap<Reverse<(i64, u32, u64)>>,
+    /// Connections created by a handshake packet, oldest first (lazily pruned): eviction candidates.
+    half_open: VecDeque<(u32, u64)>,
     finished: Vec<Conn>,
     next_id: u64,
     last_sweep_ts: i64,
@@ -247,14 +311,22 @@ impl Default for TcpEngine {
 
 impl TcpEngine {
     pub fn new() -> Self {
+        Self::with_max_live(DEFAULT_MAX_LIVE)
+    }
+
+    /// An engine that keeps at most `max_live` connections live (at least 16).
+    pub fn with_max_live(max_live: usize) -> Self {
         TcpEngine {
             slab: Vec::new(),
             free: Vec::new(),
             live: 0,
+            max_live: max_live.max(16) as u64,
             legs: FxHashMap::default(),
             by_isn: FxHashMap::default(),
             by_client: FxHashMap::default(),
-            by_client_ip_server: FxHashMap::default(),
+            by_seq_window: FxHashMap::default(),
+            deadlines: BinaryHeap::new(),
+            half_open: VecDeque::new(),
             finished: Vec::new(),
             next_id: 0,
             last_sweep_ts: i64::MIN,
@@ -268,6 +340,11 @@ impl TcpEngine {
 
     pub fn live_connections(&self) -> u64 {
         self.live
+    }
+
+    /// The cap on live connections.
+    pub fn max_live(&self) -> u64 {
+        self.max_live
     }
 
     /// Connections finalised since the last call.
@@ -288,7 +365,7 @@ impl TcpEngine {
     pub fn packet(&mut self, pkt: PktRef, ip_ident: u16, seg: &TcpSegment<'_>) -> TcpOutcome {
         self.stats.packets += 1;
         if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
-            self.sweep(pkt.ts_ns);
+            self.expire(pkt.ts_ns);
             self.last_sweep_ts = pkt.ts_ns;
         }
         let is_syn = seg.has(SYN) && !seg.has(ACK);
@@ -360,7 +437,7 @@ impl TcpEngine {
         let mut obs = obs;
         conn.packets += 1;
         if let Some(last) = conn.last_pkt {
-            let gap = pkt.ts_ns - last.ts_ns;
+            let gap = pkt.ts_ns.saturating_sub(last.ts_ns);
             conn.last_gap_ns = gap;
             if gap > conn.longest_gap_ns {
                 conn.longest_gap_ns = gap;
@@ -399,6 +476,7 @@ impl TcpEngine {
         }
         if seg.has(FIN) {
             conn.fin[dir] = true;
+            conn.fin_ts[dir].get_or_insert(pkt.ts_ns);
             if conn.fin[0] && conn.fin[1] {
                 conn.closed_ts.get_or_insert(pkt.ts_ns);
             }
@@ -415,7 +493,12 @@ impl TcpEngine {
                         conn.data_retransmissions += 1;
                     }
                 }
-                _ => conn.next_seq[dir] = Some(end),
+                old => {
+                    conn.next_seq[dir] = Some(end);
+                    if old.map(seq_bucket) != Some(seq_bucket(end)) {
+                        reindex_seq(&mut self.by_seq_window, slot, conn, dir, old, Some(end));
+                    }
+                }
             }
         }
         if seg.has(ACK) && !seg.has(SYN) && !seg.has(RST) {
@@ -428,6 +511,13 @@ impl TcpEngine {
         }
         conn.bytes[dir] += pkt.len as u64;
         conn.last_ts = conn.last_ts.max(pkt.ts_ns);
+        // A close (FIN both ways, RST) brings the deadline forward: queue the earlier one. Later
+        // deadlines (activity) are picked up when the queued one comes due.
+        let deadline = conn.deadline();
+        if deadline < conn.queued_deadline {
+            conn.queued_deadline = deadline;
+            self.deadlines.push(Reverse((deadline, slot, conn.id)));
+        }
         conn.prev_pkt = conn.last_pkt;
         conn.last_pkt = Some(pkt);
         conn.last_leg = leg_idx;
@@ -476,7 +566,7 @@ impl TcpEngine {
                             .last()
                             .map(|s| s.pkt.ts_ns)
                             .unwrap_or(conn.first_ts);
-                        (pkt.ts_ns - recent_syn).abs() <= SYN_JOIN_WINDOW_NS
+                        pkt.ts_ns.saturating_sub(recent_syn).saturating_abs() <= SYN_JOIN_WINDOW_NS
                     };
                     if conn.client_isn == Some(isn) && join {
                         let (client, server) = if is_syn {
@@ -496,7 +586,7 @@ impl TcpEngine {
             } else {
                 (pkt.dst, pkt.src)
             };
-            let slot = self.new_conn(pkt.ts_ns);
+            let slot = self.new_conn(&pkt);
             let conn = self.slab[slot as usize].as_mut().expect("new slot");
             conn.roles_known = true;
             conn.client_isn = Some(isn);
@@ -526,12 +616,12 @@ impl TcpEngine {
         } else {
             (pkt.dst, pkt.src)
         };
-        let slot = self.new_conn(pkt.ts_ns);
+        let slot = self.new_conn(&pkt);
         let leg = self.add_leg(slot, client, server, pkt, false).unwrap_or(0);
         (slot, leg)
     }
 
-    fn find_by_sequence(&self, pkt: &PktRef) -> Option<(u32, bool)> {
+    fn find_by_sequence(&mut self, pkt: &PktRef) -> Option<(u32, bool)> {
         let has_ack = pkt.flags & ACK != 0;
         let near =
             |x: u32, n: Option<u32>| n.is_some_and(|n| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW);
@@ -550,36 +640,67 @@ impl TcpEngine {
                 c.next_seq[mine] == Some(pkt.seq)
             }
         };
-        let candidates = |client: Endpoint, server: Endpoint| {
-            let a = self.by_client.get(&client).into_iter().flatten();
-            let b = self
-                .by_client_ip_server
-                .get(&(client.ip, server))
-                .into_iter()
-                .flatten();
-            a.chain(b).copied()
-        };
-        for slot in candidates(pkt.src, pkt.dst) {
-            if check(slot, true) {
-                return Some((slot, true));
+        let mut cut = false;
+        let mut found = None;
+        'sides: for from_client in [true, false] {
+            let (client, server) = if from_client {
+                (pkt.src, pkt.dst)
+            } else {
+                (pkt.dst, pkt.src)
+            };
+            // Same client endpoint (DNAT chose another server), newest first.
+            if let Some(list) = self.by_client.get(&client) {
+                cut |= list.len() > MAX_ENDPOINT_CANDIDATES;
+                for &slot in list.iter().rev().take(MAX_ENDPOINT_CANDIDATES) {
+                    if check(slot, from_client) {
+                        found = Some((slot, from_client));
+                        break 'sides;
+                    }
+                }
+            }
+            // Same client address and server, another port (SNAT chose another port): only the
+            // connections whose sequence number in this direction is near the segment's.
+            let dir = if from_client { 0 } else { 1 };
+            let b = seq_bucket(pkt.seq);
+            for bucket in [
+                b,
+                (b + 1) % SEQ_BUCKETS,
+                (b + SEQ_BUCKETS - 1) % SEQ_BUCKETS,
+            ] {
+                let key = SeqWindowKey {
+                    client_ip: client.ip,
+                    server,
+                    dir,
+                    bucket,
+                };
+                for &slot in self.by_seq_window.get(&key).into_iter().flatten() {
+                    if check(slot, from_client) {
+                        found = Some((slot, from_client));
+                        break 'sides;
+                    }
+                }
             }
         }
-        for slot in candidates(pkt.dst, pkt.src) {
-            if check(slot, false) {
-                return Some((slot, false));
-            }
+        if cut {
+            self.stats.endpoint_scans_cut += 1;
         }
-        None
+        found
     }
 
-    fn new_conn(&mut self, ts: i64) -> u32 {
+    fn new_conn(&mut self, pkt: &PktRef) -> u32 {
+        let ts = pkt.ts_ns;
+        if self.live >= self.max_live {
+            self.evict_one(pkt);
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.stats.connections += 1;
         self.live += 1;
         self.stats.peak_live = self.stats.peak_live.max(self.live);
-        let conn = Conn::new(id, ts);
-        match self.free.pop() {
+        let mut conn = Conn::new(id, ts);
+        let deadline = conn.deadline();
+        conn.queued_deadline = deadline;
+        let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = Some(conn);
                 slot
@@ -588,6 +709,66 @@ impl TcpEngine {
                 self.slab.push(Some(conn));
                 (self.slab.len() - 1) as u32
             }
+        };
+        self.deadlines.push(Reverse((deadline, slot, id)));
+        self.half_open.push_back((slot, id));
+        self.compact_queues();
+        slot
+    }
+
+    /// The live cap is reached: finalise the oldest connection that never completed a handshake,
+    /// or else the one whose deadline comes first. Detectors see it as they would at its expiry.
+    fn evict_one(&mut self, at: &PktRef) {
+        while let Some((slot, id)) = self.half_open.pop_front() {
+            let Some(c) = self.slab[slot as usize].as_ref() else {
+                continue;
+            };
+            if c.id != id || c.established {
+                continue;
+            }
+            self.stats.evicted_half_open += 1;
+            self.stats.cap_reached_at.get_or_insert(*at);
+            self.finalise(slot);
+            return;
+        }
+        while let Some(Reverse((deadline, slot, id))) = self.deadlines.pop() {
+            let Some(c) = self.slab[slot as usize].as_ref() else {
+                continue;
+            };
+            if c.id != id || c.queued_deadline != deadline {
+                continue;
+            }
+            self.stats.evicted_established += 1;
+            self.stats.cap_reached_at.get_or_insert(*at);
+            self.finalise(slot);
+            return;
+        }
+    }
+
+    /// The queues hold stale entries of finalised connections until they come up; rebuild them
+    /// when stale entries outnumber live ones, so their size stays proportional to the live set.
+    fn compact_queues(&mut self) {
+        let bound = 4 * self.live as usize + 1024;
+        if self.deadlines.len() > bound {
+            let slab = &self.slab;
+            let live: Vec<_> = self
+                .deadlines
+                .drain()
+                .filter(|Reverse((d, slot, id))| {
+                    slab[*slot as usize]
+                        .as_ref()
+                        .is_some_and(|c| c.id == *id && c.queued_deadline == *d)
+                })
+                .collect();
+            self.deadlines = BinaryHeap::from(live);
+        }
+        if self.half_open.len() > bound {
+            let slab = &self.slab;
+            self.half_open.retain(|(slot, id)| {
+                slab[*slot as usize]
+                    .as_ref()
+                    .is_some_and(|c| c.id == *id && !c.established)
+            });
         }
     }
 
@@ -626,7 +807,7 @@ impl TcpEngine {
             Some(last) if same_transmission(&last, &pkt) => {
                 (conn.prev_pkt, conn.last_gap_ns, Some(conn.last_leg))
             }
-            Some(last) => (Some(last), pkt.ts_ns - last.ts_ns, None),
+            Some(last) => (Some(last), pkt.ts_ns.saturating_sub(last.ts_ns), None),
             None => (None, 0, None),
         };
         conn.legs.push(Leg {
@@ -647,16 +828,17 @@ impl TcpEngine {
         self.stats.legs += 1;
         self.legs.insert(LegKey::new(client, server), (slot, idx));
         self.by_client.entry(client).or_default().push(slot);
-        let list = self
-            .by_client_ip_server
-            .entry((client.ip, server))
-            .or_default();
-        // Lazy removal: finalised slots are pruned when the list doubles.
-        if list.len() >= 8 && list.len().is_power_of_two() {
-            let slab = &self.slab;
-            list.retain(|&s| slab.get(s as usize).is_some_and(|c| c.is_some()));
+        for dir in 0..2u8 {
+            if let Some(n) = conn.next_seq[dir as usize] {
+                let key = SeqWindowKey {
+                    client_ip: client.ip,
+                    server,
+                    dir,
+                    bucket: seq_bucket(n),
+                };
+                self.by_seq_window.entry(key).or_default().push(slot);
+            }
         }
-        list.push(slot);
         Some(idx)
     }
 
@@ -677,13 +859,15 @@ impl TcpEngine {
                     self.by_client.remove(&leg.client);
                 }
             }
-            let pair = (leg.client.ip, leg.server);
-            if let Some(list) = self.by_client_ip_server.get_mut(&pair) {
-                if list.len() <= 4 {
-                    list.retain(|&s| s != slot);
-                    if list.is_empty() {
-                        self.by_client_ip_server.remove(&pair);
-                    }
+            for dir in 0..2u8 {
+                if let Some(n) = conn.next_seq[dir as usize] {
+                    let key = SeqWindowKey {
+                        client_ip: leg.client.ip,
+                        server: leg.server,
+                        dir,
+                        bucket: seq_bucket(n),
+                    };
+                    remove_from(&mut self.by_seq_window, &key, slot);
                 }
             }
         }
@@ -695,19 +879,63 @@ impl TcpEngine {
         self.finished.push(conn);
     }
 
-    fn sweep(&mut self, now: i64) {
-        for slot in 0..self.slab.len() {
-            let expired = match &self.slab[slot] {
-                None => false,
-                Some(c) => match c.closed_ts {
-                    Some(t) => now - t.max(c.last_ts) > CLOSE_LINGER_NS,
-                    None if !c.established => now - c.last_ts > HALF_OPEN_IDLE_NS,
-                    None => now - c.last_ts > ESTABLISHED_IDLE_NS,
-                },
-            };
-            if expired {
-                self.finalise(slot as u32);
+    /// Finalise every connection whose deadline is before `now`.
+    fn expire(&mut self, now: i64) {
+        while let Some(&Reverse((deadline, slot, id))) = self.deadlines.peek() {
+            if deadline >= now {
+                break;
             }
+            self.deadlines.pop();
+            let Some(c) = self.slab[slot as usize].as_mut() else {
+                continue;
+            };
+            if c.id != id || c.queued_deadline != deadline {
+                continue; // stale: the connection is gone or has an earlier entry
+            }
+            let actual = c.deadline();
+            if actual < now {
+                self.finalise(slot);
+            } else {
+                c.queued_deadline = actual;
+                self.deadlines.push(Reverse((actual, slot, id)));
+            }
+        }
+    }
+}
+
+/// Move a connection's entries in the sequence-window index when its next sequence number in `dir`
+/// changed bucket (or was first known).
+fn reindex_seq(
+    index: &mut FxHashMap<SeqWindowKey, Vec<u32>>,
+    slot: u32,
+    conn: &Conn,
+    dir: usize,
+    old: Option<u32>,
+    new: Option<u32>,
+) {
+    for leg in &conn.legs {
+        let key = |n: u32| SeqWindowKey {
+            client_ip: leg.client.ip,
+            server: leg.server,
+            dir: dir as u8,
+            bucket: seq_bucket(n),
+        };
+        if let Some(o) = old {
+            remove_from(index, &key(o), slot);
+        }
+        if let Some(n) = new {
+            index.entry(key(n)).or_default().push(slot);
+        }
+    }
+}
+
+fn remove_from(index: &mut FxHashMap<SeqWindowKey, Vec<u32>>, key: &SeqWindowKey, slot: u32) {
+    if let Some(list) = index.get_mut(key) {
+        if let Some(i) = list.iter().position(|&s| s == slot) {
+            list.swap_remove(i);
+        }
+        if list.is_empty() {
+            index.remove(key);
         }
     }
 }
@@ -732,7 +960,7 @@ fn is_copy_time(prev: &Obs, ts: i64, input: u16) -> bool {
     } else {
         COPY_WINDOW_CROSS_INPUT_NS
     };
-    (ts - prev.ts).abs() <= window
+    ts.saturating_sub(prev.ts).saturating_abs() <= window
 }
 
 fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
@@ -740,5 +968,5 @@ fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
         && a.ack == b.ack
         && a.flags == b.flags
         && a.len == b.len
-        && (b.ts_ns - a.ts_ns).abs() <= COPY_WINDOW_CROSS_INPUT_NS
+        && b.ts_ns.saturating_sub(a.ts_ns).saturating_abs() <= COPY_WINDOW_CROSS_INPUT_NS
 }

@@ -1,85 +1,672 @@
-//! The versioned JSON document (`--format json`).
+//! The versioned JSON document (`--format json`): one shape for every command.
 //!
-//! Shape (version 1):
-//! `{ "schema": "netsleuth.report", "version": 1, "tool": {..}, "command": "analyze", "inputs": [..],
-//!    "summary": {"incidents": n, "latent_risks": n, "exit_code": n}, "findings": [Finding..],
-//!    "diagnostics": [Diagnostic..], "stats": {..}, "notes": [..] }`
-//! A `Finding` carries `id`, `kind`, `confidence`, `summary`, `evidence`, `reasoning`, `explanation`,
-//! `remedy`. Adding a field is compatible; renaming or removing one bumps `SCHEMA_VERSION`.
+//! These types are the format, not the core's: `Finding`, `Diagnostic` and the rest of the core stay
+//! free to change, and are converted here once. `docs/netsleuth.schema.json` is generated from these
+//! types (the `schema_file_is_current` test below fails when it is stale; rerun it with
+//! `NETSLEUTH_WRITE_SCHEMA=1` to rewrite it), and the CLI tests validate every command's output against
+//! that file.
+//!
+//! Every document has the same envelope: `schema`, `version`, `tool`, `command`, `inputs`, `summary`,
+//! `findings`, `symptoms`, `blind_spots`, `diagnostics`, `stats`, `notes`. One section is added by the
+//! commands that report something other than findings: `diff` (for `diff`), `runs` (for `lab run`, one
+//! run or many: always an array), `catalogue` (for `catalogue`).
+//!
+//! Adding a field is compatible; renaming or removing one bumps [`SCHEMA_VERSION`] (and the README's
+//! table of versions says what changed).
 
 use super::Report;
-use crate::finding::FindingKind;
-use serde::Serialize;
+use crate::finding as model;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
 
 pub const SCHEMA: &str = "netsleuth.report";
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: one document for every command (`diff`, `lab run --all` and `catalogue` included), `symptoms`
+/// and `blind_spots` arrays.
+pub const SCHEMA_VERSION: u32 = 2;
 
-#[derive(Serialize)]
-struct Tool {
-    name: &'static str,
-    version: &'static str,
+/// A JSON object whose keys are not fixed by this schema (figures that grow with the tool).
+pub type Object = Map<String, Value>;
+
+/// What every `--format json` output of netsleuth is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(title = "netsleuth report document"))]
+// Each command's own section is there when, and only when, the command wrote it.
+#[cfg_attr(test, schemars(extend("allOf" = [
+    {"if": {"properties": {"command": {"const": "diff"}}},
+     "then": {"required": ["diff"]}, "else": {"not": {"required": ["diff"]}}},
+    {"if": {"properties": {"command": {"const": "lab"}}},
+     "then": {"required": ["runs"]}, "else": {"not": {"required": ["runs"]}}},
+    {"if": {"properties": {"command": {"const": "catalogue"}}},
+     "then": {"required": ["catalogue"]}, "else": {"not": {"required": ["catalogue"]}}}
+])))]
+pub struct Document {
+    /// Always `netsleuth.report`.
+    #[cfg_attr(test, schemars(extend("const" = "netsleuth.report")))]
+    pub schema: String,
+    /// The version of this shape.
+    #[cfg_attr(test, schemars(extend("const" = 2)))]
+    pub version: u32,
+    pub tool: Tool,
+    /// The command that wrote the document (`lab` for `lab run`).
+    #[cfg_attr(test, schemars(extend("enum" = ["analyze", "check", "diff", "lab", "catalogue"])))]
+    pub command: String,
+    /// What was read: capture files, bundles, `live node`; for `lab`, every run's captures.
+    pub inputs: Vec<String>,
+    pub summary: Summary,
+    /// Incidents and latent risks, incidents first. For `lab` they are per run, under `runs`.
+    pub findings: Vec<Finding>,
+    /// What the inputs show went wrong, whether or not a cause was named.
+    #[serde(default)]
+    pub symptoms: Vec<Symptom>,
+    /// What the inputs could not show (and so what no finding can be about).
+    #[serde(default)]
+    pub blind_spots: Vec<BlindSpot>,
+    /// Problems with the inputs themselves, counted and located; the rest was analysed.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Command-specific figures: capture statistics (`analyze`), a summary of the node's facts
+    /// (`check`); empty for the others.
+    pub stats: Object,
+    pub notes: Vec<String>,
+    /// `diff` only: the differences between the two bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Diff>,
+    /// `lab` only: one entry per scenario run, in the order they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<LabRun>>,
+    /// `catalogue` only: the incidents netsleuth knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<Vec<Incident>>,
 }
 
-#[derive(Serialize)]
-struct Summary {
-    incidents: usize,
-    latent_risks: usize,
-    exit_code: i32,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
 }
 
-#[derive(Serialize)]
-struct Document<'a> {
-    schema: &'static str,
-    version: u32,
-    tool: Tool,
-    command: &'a str,
-    inputs: &'a [String],
-    summary: Summary,
-    findings: &'a [crate::finding::Finding],
-    diagnostics: &'a [crate::finding::Diagnostic],
-    stats: &'a serde_json::Value,
-    notes: &'a [String],
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Summary {
+    /// Incident findings (for `lab`: over every run).
+    pub incidents: usize,
+    /// Latent-risk findings (for `lab`: over every run).
+    pub latent_risks: usize,
+    /// The process's exit code: 0 nothing found (no incident; no difference; every lab run proven),
+    /// 1 something found.
+    pub exit_code: i32,
+}
+
+/// How sure a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Possible,
+    Likely,
+    Confirmed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// Evidence that the incident happened or is under way.
+    Incident,
+    /// A configuration known to cause the incident under some load; nothing shows it bit yet.
+    LatentRisk,
+}
+
+/// A catalogue incident (or a latent risk of one), how sure, and the evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Finding {
+    /// The catalogue id (`netsleuth catalogue`).
+    pub id: String,
+    pub kind: FindingKind,
+    pub confidence: Confidence,
+    /// One line, specific to this case.
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+    /// Why this confidence and not a higher one.
+    pub reasoning: Vec<String>,
+    /// The mechanism.
+    pub explanation: String,
+    /// What to change, most effective first.
+    pub remedy: String,
+    /// Further cases of the same incident in the same report, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<String>,
+    /// Look-alike causes considered, and whether the evidence rules each out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub look_alikes: Vec<LookAlike>,
+}
+
+/// A cause that produces a similar picture, and the evidence that rules it out (or what would).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct LookAlike {
+    /// A catalogue id, or a plain cause (`application`, `server-restart`, `middlebox-idle-timeout`, …).
+    pub id: String,
+    pub ruled_out: bool,
+    pub why: String,
+}
+
+/// A symptom the input shows whatever its cause: counted, its worst examples, the causes considered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Symptom {
+    /// `connection-resets`, `syn-retransmissions`, `dns-unanswered`, `dns-slow`, `icmp-errors`.
+    pub kind: String,
+    pub count: u64,
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+    pub considered: Vec<Considered>,
+    /// What is left when every listed cause was ruled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otherwise: Option<String>,
+}
+
+/// A cause considered for a symptom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Considered {
+    pub id: String,
+    /// `explains` (a finding of the report names it) or `not-seen` (its signature is not in the input).
+    pub verdict: String,
+    pub why: String,
+}
+
+/// Something the input could not show, and the incidents it leaves undecided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BlindSpot {
+    pub what: String,
+    pub undecided: Vec<String>,
+}
+
+impl From<&crate::symptoms::Symptom> for Symptom {
+    fn from(s: &crate::symptoms::Symptom) -> Self {
+        Symptom {
+            kind: s.kind.as_str().to_string(),
+            count: s.count,
+            summary: s.summary.clone(),
+            evidence: s.evidence.iter().map(Evidence::from).collect(),
+            considered: s
+                .considered
+                .iter()
+                .map(|c| Considered {
+                    id: c.id.to_string(),
+                    verdict: c.verdict.to_string(),
+                    why: c.why.clone(),
+                })
+                .collect(),
+            otherwise: s.otherwise.clone(),
+        }
+    }
+}
+
+impl From<&crate::symptoms::BlindSpot> for BlindSpot {
+    fn from(b: &crate::symptoms::BlindSpot) -> Self {
+        BlindSpot {
+            what: b.what.clone(),
+            undecided: b.undecided.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+}
+
+/// One packet a finding points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct FrameRef {
+    /// 1-based frame number within its file (as Wireshark numbers them).
+    pub frame: u64,
+    /// Capture timestamp, nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    /// The same timestamp as RFC 3339 text.
+    pub time: String,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    /// What the packet is, in tcpdump's terms.
+    pub what: String,
+    /// Interface name or index where the capture saw it, if the capture says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+/// A piece of evidence; `type` says where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Evidence {
+    /// Packets of one capture file.
+    Packets {
+        file: String,
+        frames: Vec<FrameRef>,
+        note: String,
+    },
+    /// A counter and how it moved (`before` absent when only one sample exists).
+    Counter {
+        source: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        after: u64,
+    },
+    /// A line of a configuration: a sysctl, a rule, a resolv.conf line.
+    Config {
+        source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<u32>,
+        text: String,
+    },
+    /// Any other fact with its source.
+    Fact { source: String, text: String },
+}
+
+/// A problem with an input itself, counted and located.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Diagnostic {
+    /// Which input (file name, `-` for stdin, a bundle member).
+    pub source: String,
+    /// Stable short code, e.g. `truncated-record`, `missing-from-bundle`.
+    pub code: String,
+    /// Byte offset of the first occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Occurrences of this code in this source.
+    pub count: u64,
+    pub message: String,
+}
+
+/// `diff A B`: what differs, the differences that decide a catalogue incident first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Diff {
+    /// Node A as its bundle names it.
+    pub a: String,
+    pub b: String,
+    /// Sorted by rank, area, key. Empty: no difference that matters.
+    pub items: Vec<DiffItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct DiffItem {
+    /// 0 decides a catalogue incident, 1 node identity (kernel, libc, images), 2 other.
+    pub rank: u8,
+    /// `kernel`, `sysctl`, `module`, `nat-rule`, `resolver`, `image`, `finding`.
+    pub area: String,
+    pub key: String,
+    /// The value on node A; null where A lacks it.
+    pub a: Option<String>,
+    pub b: Option<String>,
+    /// The catalogue incident the difference can decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+}
+
+/// One `lab run`: the scenario, whether it proved what it should, and the analysis of its captures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct LabRun {
+    pub scenario: String,
+    /// The catalogue id the scenario reproduces; null for the healthy scenario.
+    pub incident: Option<String>,
+    /// The documented fix was applied: neither symptom nor finding may show.
+    pub mitigated: bool,
+    /// The run proved what it should (an incident run reproduced and the analysis named it; a
+    /// mitigated or healthy run showed neither).
+    pub proven: bool,
+    /// Why (not) proven, in one line.
+    pub verdict: String,
+    /// The run's captures.
+    pub inputs: Vec<String>,
+    pub findings: Vec<Finding>,
+    #[serde(default)]
+    pub symptoms: Vec<Symptom>,
+    #[serde(default)]
+    pub blind_spots: Vec<BlindSpot>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// `run`: the lab's record of the run (outcome, measurements, files, counters, drop reasons);
+    /// `capture`: the capture statistics of its analysis.
+    pub stats: Object,
+    pub notes: Vec<String>,
+}
+
+/// A catalogue entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Incident {
+    pub id: String,
+    pub title: String,
+    pub explanation: String,
+    pub remedy: String,
+}
+
+impl From<model::Confidence> for Confidence {
+    fn from(c: model::Confidence) -> Self {
+        match c {
+            model::Confidence::Possible => Confidence::Possible,
+            model::Confidence::Likely => Confidence::Likely,
+            model::Confidence::Confirmed => Confidence::Confirmed,
+        }
+    }
+}
+
+impl From<model::FindingKind> for FindingKind {
+    fn from(k: model::FindingKind) -> Self {
+        match k {
+            model::FindingKind::Incident => FindingKind::Incident,
+            model::FindingKind::LatentRisk => FindingKind::LatentRisk,
+        }
+    }
+}
+
+impl From<&model::FrameRef> for FrameRef {
+    fn from(f: &model::FrameRef) -> Self {
+        FrameRef {
+            frame: f.frame,
+            ts_ns: f.ts_ns,
+            time: f.time.clone(),
+            src: f.src,
+            src_port: f.src_port,
+            dst: f.dst,
+            dst_port: f.dst_port,
+            what: f.what.clone(),
+            interface: f.interface.clone(),
+        }
+    }
+}
+
+impl From<&model::Evidence> for Evidence {
+    fn from(e: &model::Evidence) -> Self {
+        match e {
+            model::Evidence::Packets { file, frames, note } => Evidence::Packets {
+                file: file.clone(),
+                frames: frames.iter().map(FrameRef::from).collect(),
+                note: note.clone(),
+            },
+            model::Evidence::Counter {
+                source,
+                name,
+                before,
+                after,
+            } => Evidence::Counter {
+                source: source.clone(),
+                name: name.clone(),
+                before: *before,
+                after: *after,
+            },
+            model::Evidence::Config { source, line, text } => Evidence::Config {
+                source: source.clone(),
+                line: *line,
+                text: text.clone(),
+            },
+            model::Evidence::Fact { source, text } => Evidence::Fact {
+                source: source.clone(),
+                text: text.clone(),
+            },
+        }
+    }
+}
+
+impl From<&model::Finding> for Finding {
+    fn from(f: &model::Finding) -> Self {
+        Finding {
+            id: f.id.to_string(),
+            kind: f.kind.into(),
+            confidence: f.confidence.into(),
+            summary: f.summary.clone(),
+            evidence: f.evidence.iter().map(Evidence::from).collect(),
+            reasoning: f.reasoning.clone(),
+            explanation: f.explanation.to_string(),
+            remedy: f.remedy.to_string(),
+            cases: f.cases.clone(),
+            look_alikes: f
+                .look_alikes
+                .iter()
+                .map(|l| LookAlike {
+                    id: l.id.to_string(),
+                    ruled_out: l.ruled_out,
+                    why: l.why.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&model::Diagnostic> for Diagnostic {
+    fn from(d: &model::Diagnostic) -> Self {
+        Diagnostic {
+            source: d.source.clone(),
+            code: d.code.to_string(),
+            offset: d.offset,
+            frame: d.frame,
+            line: d.line,
+            count: d.count,
+            message: d.message.clone(),
+        }
+    }
+}
+
+impl From<&model::Incident> for Incident {
+    fn from(i: &model::Incident) -> Self {
+        Incident {
+            id: i.id.to_string(),
+            title: i.title.to_string(),
+            explanation: i.explanation.to_string(),
+            remedy: i.remedy.to_string(),
+        }
+    }
+}
+
+/// A JSON object of a command's figures (a value that is not an object is kept under `value`).
+pub fn object(v: Value) -> Object {
+    match v {
+        Value::Object(m) => m,
+        Value::Null => Object::new(),
+        other => Object::from_iter([("value".to_string(), other)]),
+    }
 }
 
 /// Exit code convention shared by all reporting commands: 0 no incident, 1 incident(s) found.
 /// (2, an error, is decided by the caller.)
 pub fn exit_code(r: &Report) -> i32 {
-    if r.findings.iter().any(|f| f.kind == FindingKind::Incident) {
-        1
-    } else {
-        0
+    i32::from(
+        r.findings
+            .iter()
+            .any(|f| f.kind == model::FindingKind::Incident),
+    )
+}
+
+fn count(findings: &[Finding], kind: FindingKind) -> usize {
+    findings.iter().filter(|f| f.kind == kind).count()
+}
+
+impl Document {
+    /// An empty document of `command`.
+    fn new(command: &str, inputs: Vec<String>) -> Document {
+        Document {
+            schema: SCHEMA.into(),
+            version: SCHEMA_VERSION,
+            tool: Tool {
+                name: "netsleuth".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            command: command.into(),
+            inputs,
+            summary: Summary {
+                incidents: 0,
+                latent_risks: 0,
+                exit_code: 0,
+            },
+            findings: Vec::new(),
+            symptoms: Vec::new(),
+            blind_spots: Vec::new(),
+            diagnostics: Vec::new(),
+            stats: Object::new(),
+            notes: Vec::new(),
+            diff: None,
+            runs: None,
+            catalogue: None,
+        }
+    }
+
+    /// The document of a command that reports findings (`analyze`, `check`).
+    pub fn from_report(r: &Report) -> Document {
+        let findings: Vec<Finding> = r.findings.iter().map(Finding::from).collect();
+        Document {
+            summary: Summary {
+                incidents: count(&findings, FindingKind::Incident),
+                latent_risks: count(&findings, FindingKind::LatentRisk),
+                exit_code: exit_code(r),
+            },
+            findings,
+            symptoms: r.symptoms.iter().map(Symptom::from).collect(),
+            blind_spots: r.blind_spots.iter().map(BlindSpot::from).collect(),
+            diagnostics: r.diagnostics.iter().map(Diagnostic::from).collect(),
+            stats: object(r.stats.clone()),
+            notes: r.notes.clone(),
+            ..Document::new(r.command, r.inputs.clone())
+        }
+    }
+
+    /// `diff`: exit code 1 when it lists a difference (what it lists is what matters).
+    pub fn diff(inputs: Vec<String>, diff: Diff, notes: Vec<String>) -> Document {
+        Document {
+            summary: Summary {
+                incidents: 0,
+                latent_risks: 0,
+                exit_code: i32::from(!diff.items.is_empty()),
+            },
+            notes,
+            diff: Some(diff),
+            ..Document::new("diff", inputs)
+        }
+    }
+
+    /// `lab run`, one run or many: exit code 1 when some run did not prove what it should.
+    pub fn lab(runs: Vec<LabRun>) -> Document {
+        let inputs = runs.iter().flat_map(|r| r.inputs.iter().cloned()).collect();
+        Document {
+            summary: Summary {
+                incidents: runs
+                    .iter()
+                    .map(|r| count(&r.findings, FindingKind::Incident))
+                    .sum(),
+                latent_risks: runs
+                    .iter()
+                    .map(|r| count(&r.findings, FindingKind::LatentRisk))
+                    .sum(),
+                exit_code: i32::from(runs.iter().any(|r| !r.proven)),
+            },
+            runs: Some(runs),
+            ..Document::new("lab", inputs)
+        }
+    }
+
+    /// `catalogue`.
+    pub fn catalogue(incidents: &[&model::Incident]) -> Document {
+        Document {
+            catalogue: Some(incidents.iter().map(|i| Incident::from(*i)).collect()),
+            ..Document::new("catalogue", Vec::new())
+        }
+    }
+
+    /// Pretty JSON with a final newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report types serialise");
+        s.push('\n');
+        s
     }
 }
 
+impl LabRun {
+    /// A run's entry: `report` is the analysis of its captures, rendered like `analyze`'s.
+    pub fn new(
+        scenario: &str,
+        incident: Option<&str>,
+        mitigated: bool,
+        proven: bool,
+        verdict: String,
+        report: &Report,
+    ) -> LabRun {
+        let doc = Document::from_report(report);
+        LabRun {
+            scenario: scenario.into(),
+            incident: incident.map(str::to_string),
+            mitigated,
+            proven,
+            verdict,
+            inputs: doc.inputs,
+            findings: doc.findings,
+            symptoms: doc.symptoms,
+            blind_spots: doc.blind_spots,
+            diagnostics: doc.diagnostics,
+            stats: doc.stats,
+            notes: doc.notes,
+        }
+    }
+}
+
+/// The document of a report (`analyze`, `check`) as JSON text.
 pub fn render(r: &Report) -> String {
-    let doc = Document {
-        schema: SCHEMA,
-        version: SCHEMA_VERSION,
-        tool: Tool {
-            name: "netsleuth",
-            version: env!("CARGO_PKG_VERSION"),
-        },
-        command: r.command,
-        inputs: &r.inputs,
-        summary: Summary {
-            incidents: r
-                .findings
-                .iter()
-                .filter(|f| f.kind == FindingKind::Incident)
-                .count(),
-            latent_risks: r
-                .findings
-                .iter()
-                .filter(|f| f.kind == FindingKind::LatentRisk)
-                .count(),
-            exit_code: exit_code(r),
-        },
-        findings: &r.findings,
-        diagnostics: &r.diagnostics,
-        stats: &r.stats,
-        notes: &r.notes,
-    };
-    let mut s = serde_json::to_string_pretty(&doc).expect("report types serialise");
-    s.push('\n');
-    s
+    Document::from_report(r).to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::CATALOGUE;
+    use std::path::PathBuf;
+
+    fn schema_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/netsleuth.schema.json")
+    }
+
+    /// The schema of [`Document`] as the checked-in file holds it.
+    fn generated_schema() -> String {
+        let schema = schemars::schema_for!(Document);
+        let mut text = serde_json::to_string_pretty(&schema).unwrap();
+        text.push('\n');
+        text
+    }
+
+    #[test]
+    fn schema_file_is_current() {
+        let want = generated_schema();
+        let path = schema_path();
+        if std::env::var_os("NETSLEUTH_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is stale: the report types changed (hint: regenerate it with \
+             `NETSLEUTH_WRITE_SCHEMA=1 cargo test -p netsleuth-core --lib schema_file_is_current`, \
+             and bump SCHEMA_VERSION if a field was renamed or removed)",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn documents_read_back_as_written() {
+        let catalogue = Document::catalogue(&CATALOGUE);
+        let back: Document = serde_json::from_str(&catalogue.to_json()).unwrap();
+        assert_eq!(back, catalogue);
+        let lab = Document::lab(vec![]);
+        let back: Document = serde_json::from_str(&lab.to_json()).unwrap();
+        assert_eq!(back, lab);
+    }
 }

@@ -1,6 +1,7 @@
-//! Reports: the versioned JSON document and the human text, shared by every command that reports
-//! findings (`analyze`, `check`, `lab`).
+//! Reports: the versioned JSON document (`json`, its own types, converted from the core's) and the
+//! human text, shared by every command (`analyze`, `check`, `diff`, `lab`, `catalogue`).
 
+pub mod escape;
 pub mod human;
 pub mod json;
 
@@ -19,4 +20,8 @@ pub struct Report {
     pub stats: serde_json::Value,
     /// Free-form lines a command adds (e.g. the lab's emulation label).
     pub notes: Vec<String>,
+    /// Symptoms the input shows, with the causes considered for each (captures).
+    pub symptoms: Vec<crate::symptoms::Symptom>,
+    /// What the input could not show, and the incidents that leaves undecided.
+    pub blind_spots: Vec<crate::symptoms::BlindSpot>,
 }

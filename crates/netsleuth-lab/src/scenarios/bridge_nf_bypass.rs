@@ -10,7 +10,7 @@ use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "bridge-nf-bypass";
+const NAME: &str = netsleuth_core::detect::bridge_nf_bypass::INCIDENT.id;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);

@@ -12,7 +12,7 @@ use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "conntrack-dnat-rebalance";
+const NAME: &str = netsleuth_core::detect::conntrack_dnat_rebalance::INCIDENT.id;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
 const BACKEND_A: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 11);

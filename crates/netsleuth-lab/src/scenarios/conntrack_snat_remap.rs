@@ -11,7 +11,7 @@ use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "conntrack-snat-remap";
+const NAME: &str = netsleuth_core::detect::conntrack_snat_remap::INCIDENT.id;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
 const VIP: &str = "192.168.50.100/32";
 const PORT: u16 = 8899;

@@ -14,7 +14,7 @@ use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = "dns-conntrack-race";
+const NAME: &str = netsleuth_core::detect::dns_conntrack_race::INCIDENT.id;
 const NAMES: &[&str] = &[
     "web.default.svc.cluster.local",
     "db.default.svc.cluster.local",
@@ -37,10 +37,13 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
          \tset same_socket_pair {{ type ipv4_addr . inet_service; flags timeout; timeout 100ms; }}\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority -150; policy accept;\n\
-         \t\tip daddr {vip} udp dport 53 ip saddr . udp sport @same_socket_pair counter drop comment \"emulated: lost at conntrack insert (kernels < 5.0)\"\n\
+         \t\tip daddr {vip} udp dport 53 ip saddr . udp sport @same_socket_pair counter drop comment \"emulated: lost at conntrack insert (kernels < {fixed})\"\n\
          \t\tip daddr {vip} udp dport 53 add @same_socket_pair {{ ip saddr . udp sport }}\n\
          \t}}\n}}\n",
-        vip = super::DNS_VIP
+        vip = super::DNS_VIP,
+        fixed = netsleuth_core::versions::CLASH_NAT_SAME_ORIGIN
+            .mainline()
+            .unwrap_or("?")
     );
     lab.topo().node.exec_stdin("nft", &["-f", "-"], &nft)?;
     lab.write_file(

@@ -10,7 +10,7 @@ use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = "dns-id-collision";
+const NAME: &str = netsleuth_core::detect::dns_id_collision::INCIDENT.id;
 const HOST: &str = "loginspub.example-inc.net";
 const LOOKUPS: usize = 3;
 

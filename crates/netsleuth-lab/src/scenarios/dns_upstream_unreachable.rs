@@ -12,7 +12,7 @@ use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = "dns-upstream-unreachable";
+const NAME: &str = netsleuth_core::detect::dns_upstream_unreachable::INCIDENT.id;
 const DEAD: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 99);
 const GOOD: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 53);
 const NAMES: &[&str] = &[

@@ -10,7 +10,7 @@ use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const NAME: &str = "go-resolver-dns-first";
+const NAME: &str = netsleuth_core::detect::go_resolver_dns_first::INCIDENT.id;
 const HOST: &str = "apiserver.cluster-b.internal";
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const SEARCH: &[&str] = &[
@@ -99,8 +99,9 @@ pub fn run(lab: &mut Lab) -> Result<Outcome> {
     );
     if queries > 0 {
         out.symptom = Some(format!(
-            "{queries} DNS queries ({} lookups) were sent for {HOST}, which the pod's /etc/hosts maps to {HOST_IP}: without /etc/nsswitch.conf Go < 1.16 asks DNS first",
-            lookups.len()
+            "{queries} DNS queries ({} lookups) were sent for {HOST}, which the pod's /etc/hosts maps to {HOST_IP}: without /etc/nsswitch.conf Go < {} asks DNS first",
+            lookups.len(),
+            netsleuth_core::versions::GO_FILES_FIRST_WITHOUT_NSSWITCH.mainline().unwrap_or("?")
         ));
     } else {
         out.fine = format!("{HOST} was answered from /etc/hosts without any DNS query");

@@ -9,7 +9,7 @@ use crate::traffic::{self, addr, Behaviour};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "listen-queue-overflow";
+const NAME: &str = netsleuth_core::detect::listen_queue_overflow::INCIDENT.id;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const BURST: usize = 20;

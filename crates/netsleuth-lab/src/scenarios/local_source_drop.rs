@@ -11,7 +11,7 @@ use crate::traffic::{self, addr, Behaviour, ConnectOpts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "local-source-drop";
+const NAME: &str = netsleuth_core::detect::local_source_drop::INCIDENT.id;
 const LB_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);

@@ -7,6 +7,7 @@
 use crate::error::Result;
 use crate::lab::{Lab, Outcome};
 use crate::{Reproduction, ScenarioInfo};
+use netsleuth_core::detect as core;
 
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
@@ -23,8 +24,9 @@ mod tw_recycle_paws;
 
 pub static INFOS: &[ScenarioInfo] = &[
     ScenarioInfo {
-        name: "conntrack-snat-remap",
-        incident: Some("conntrack-snat-remap"),
+        name: core::conntrack_snat_remap::INCIDENT.id,
+        incident: Some(&core::conntrack_snat_remap::INCIDENT),
+        run: conntrack_snat_remap::run,
         reproduction: Reproduction::Emulated {
             why: "kernels before 4.14.155/4.19.85 (before 097f95d319f8) flushed every MASQUERADE conntrack entry of a device when any address of it was deleted; this kernel deletes only the entries of the deleted address.",
             how: "deletes the device's masqueraded conntrack entries itself (conntrack -D --src-nat) right after RTM_DELADDR, as the old kernel did; everything else (MASQUERADE --random-fully, the new SNAT port, the server's RST) is the running kernel's own behaviour.",
@@ -33,8 +35,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "a kernel with 097f95d319f8 (only the deleted address's entries go): the lab leaves conntrack alone, as this kernel does",
     },
     ScenarioInfo {
-        name: "conntrack-dnat-rebalance",
-        incident: Some("conntrack-dnat-rebalance"),
+        name: core::conntrack_dnat_rebalance::INCIDENT.id,
+        incident: Some(&core::conntrack_dnat_rebalance::INCIDENT),
+        run: conntrack_dnat_rebalance::run,
         reproduction: Reproduction::Native {
             how: "nf_conntrack_tcp_timeout_established is set to 2 s inside the lab's node namespace; idle connections to a two-backend ClusterIP outlive their entries and their next segment is DNATed afresh by -m statistic.",
         },
@@ -42,8 +45,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "TCP keepalive (idle 1 s) shorter than the conntrack timeout keeps the entries alive",
     },
     ScenarioInfo {
-        name: "bridge-nf-bypass",
-        incident: Some("bridge-nf-bypass"),
+        name: core::bridge_nf_bypass::INCIDENT.id,
+        incident: Some(&core::bridge_nf_bypass::INCIDENT),
+        run: bridge_nf_bypass::run,
         reproduction: Reproduction::Native {
             how: "net.bridge.bridge-nf-call-iptables=0 inside the lab's node namespace (per namespace on this kernel); client and backend pods share cni0.",
         },
@@ -51,8 +55,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "net.bridge.bridge-nf-call-iptables=1 in the node namespace",
     },
     ScenarioInfo {
-        name: "tw-recycle-paws",
-        incident: Some("tw-recycle-paws"),
+        name: core::tw_recycle_paws::INCIDENT.id,
+        incident: Some(&core::tw_recycle_paws::INCIDENT),
+        run: tw_recycle_paws::run,
         reproduction: Reproduction::Emulated {
             why: "net.ipv4.tcp_tw_recycle was removed in 4.12; this kernel has no per-host PAWS check on SYNs.",
             how: "emulates the old server's check with an nft rule on the server node, installed when the server closes a connection first: SYNs from that peer IP whose TSval is behind the last TSval seen from it (within 60 s) are dropped silently. Two client pods with different timestamp clocks (this kernel's per-address TS offsets) share the node IP through MASQUERADE.",
@@ -61,8 +66,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "tcp_tw_recycle=0 (the emulated PAWS rule is not installed)",
     },
     ScenarioInfo {
-        name: "snat-port-clash",
-        incident: Some("snat-port-clash"),
+        name: core::snat_port_clash::INCIDENT.id,
+        incident: Some(&core::snat_port_clash::INCIDENT),
+        run: snat_port_clash::run,
         reproduction: Reproduction::Native {
             how: "pods connect simultaneously, all from the same source port, through SNAT to a --to-source range of two ports (two pods per round, three pods taking turns); conntrack insertion fails (insert_failed, drop) and the SYN is retransmitted a second later.",
         },
@@ -70,8 +76,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "SNAT with the full port range and --random-fully",
     },
     ScenarioInfo {
-        name: "dns-conntrack-race",
-        incident: Some("dns-conntrack-race"),
+        name: core::dns_conntrack_race::INCIDENT.id,
+        incident: Some(&core::dns_conntrack_race::INCIDENT),
+        run: dns_conntrack_race::run,
         reproduction: Reproduction::Emulated {
             why: "this kernel resolves the A/AAAA conntrack race (clash_resolve rises) and loses no reply; kernels before 5.0 dropped one of the two queries at conntrack insert.",
             how: "drops, in the node's prerouting, the second query of a same-socket pair to the DNS ClusterIP that arrives within 100 ms of the first (an nft set with a timeout), so the query enters the node and is never forwarded — the old kernels' wire picture; the glibc-like client then waits its 5 s timeout and re-sends.",
@@ -80,8 +87,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "options single-request-reopen in the pod's resolv.conf (each query from its own socket, one after the other)",
     },
     ScenarioInfo {
-        name: "go-resolver-dns-first",
-        incident: Some("go-resolver-dns-first"),
+        name: core::go_resolver_dns_first::INCIDENT.id,
+        incident: Some(&core::go_resolver_dns_first::INCIDENT),
+        run: go_resolver_dns_first::run,
         reproduction: Reproduction::Emulated {
             why: "Go ≥ 1.16 reads /etc/hosts first even without /etc/nsswitch.conf (golang/go#35305), and no Go toolchain is needed for the lab.",
             how: "runs a resolver that follows Go 1.15's pure-Go lookup order (hostLookupDNSFiles without nsswitch.conf, the search list, A and AAAA from separate sockets) in a pod whose /etc/hosts (written in the run directory) has the name.",
@@ -90,8 +98,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "an /etc/nsswitch.conf with `hosts: files dns` in the image",
     },
     ScenarioInfo {
-        name: "dns-upstream-unreachable",
-        incident: Some("dns-upstream-unreachable"),
+        name: core::dns_upstream_unreachable::INCIDENT.id,
+        incident: Some(&core::dns_upstream_unreachable::INCIDENT),
+        run: dns_upstream_unreachable::run,
         reproduction: Reproduction::Native {
             how: "the node's resolv.conf (in the run directory) lists a dead nameserver first; a CoreDNS-like forwarder in the DNS pod (forward . /etc/resolv.conf, round robin, 2 s upstream timeout) waits on it.",
         },
@@ -99,8 +108,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "the dead nameserver removed from the node's resolv.conf",
     },
     ScenarioInfo {
-        name: "dns-id-collision",
-        incident: Some("dns-id-collision"),
+        name: core::dns_id_collision::INCIDENT.id,
+        incident: Some(&core::dns_id_collision::INCIDENT),
+        run: dns_id_collision::run,
         reproduction: Reproduction::Emulated {
             why: "musl 1.2.3 derives the query ID from the clock, so on a coarse clock the A and AAAA queries share an ID; no musl binary is needed for the lab.",
             how: "runs a resolver that builds IDs as musl 1.2.3 does, reading CLOCK_REALTIME_COARSE, and matches answers by ID only as musl's __res_msend_rc does; the DNS server answers AAAA before A.",
@@ -109,8 +119,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "musl ≥ 1.2.4 (distinct IDs for the two queries)",
     },
     ScenarioInfo {
-        name: "listen-queue-overflow",
-        incident: Some("listen-queue-overflow"),
+        name: core::listen_queue_overflow::INCIDENT.id,
+        incident: Some(&core::listen_queue_overflow::INCIDENT),
+        run: listen_queue_overflow::run,
         reproduction: Reproduction::Native {
             how: "a server pod listens with backlog 2 and does not accept; a burst of 20 connects overflows its accept queue (ListenOverflows/ListenDrops in the server pod's namespace).",
         },
@@ -118,8 +129,9 @@ pub static INFOS: &[ScenarioInfo] = &[
         mitigation: "a listen backlog (128) larger than the burst",
     },
     ScenarioInfo {
-        name: "local-source-drop",
-        incident: Some("local-source-drop"),
+        name: core::local_source_drop::INCIDENT.id,
+        incident: Some(&core::local_source_drop::INCIDENT),
+        run: local_source_drop::run,
         reproduction: Reproduction::Native {
             how: "the LoadBalancer IP is bound to a dummy kube-ipvs0 in the node namespace (so it is in table local) with accept_local=0; the LB's health checks come from that IP to the NodePort.",
         },
@@ -129,6 +141,7 @@ pub static INFOS: &[ScenarioInfo] = &[
     ScenarioInfo {
         name: "healthy",
         incident: None,
+        run: healthy::run,
         reproduction: Reproduction::Native {
             how: "busy but sound traffic through a ClusterIP, a normal application reset, a reset from a closed port, one lost segment retransmitted, NXDOMAIN answers, parallel A+AAAA lookups that all get answers.",
         },
@@ -138,21 +151,7 @@ pub static INFOS: &[ScenarioInfo] = &[
 ];
 
 pub fn drive(lab: &mut Lab) -> Result<Outcome> {
-    match lab.info.name {
-        "conntrack-snat-remap" => conntrack_snat_remap::run(lab),
-        "conntrack-dnat-rebalance" => conntrack_dnat_rebalance::run(lab),
-        "bridge-nf-bypass" => bridge_nf_bypass::run(lab),
-        "tw-recycle-paws" => tw_recycle_paws::run(lab),
-        "snat-port-clash" => snat_port_clash::run(lab),
-        "dns-conntrack-race" => dns_conntrack_race::run(lab),
-        "go-resolver-dns-first" => go_resolver_dns_first::run(lab),
-        "dns-upstream-unreachable" => dns_upstream_unreachable::run(lab),
-        "dns-id-collision" => dns_id_collision::run(lab),
-        "listen-queue-overflow" => listen_queue_overflow::run(lab),
-        "local-source-drop" => local_source_drop::run(lab),
-        "healthy" => healthy::run(lab),
-        other => Err(crate::LabError::UnknownScenario(other.to_string())),
-    }
+    (lab.info.run)(lab)
 }
 
 /// Joins a traffic thread, turning a panic into a traffic error.

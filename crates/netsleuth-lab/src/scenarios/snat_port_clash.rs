@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "snat-port-clash";
+const NAME: &str = netsleuth_core::detect::snat_port_clash::INCIDENT.id;
 /// SYNs per round.
 const CLIENTS: usize = 2;
 /// Client pods; each round takes the next pair. SNAT's starting point in the port range depends on

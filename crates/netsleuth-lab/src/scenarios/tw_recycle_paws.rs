@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "tw-recycle-paws";
+const NAME: &str = netsleuth_core::detect::tw_recycle_paws::INCIDENT.id;
 const PORT: u16 = 80;
 const MAX_ATTEMPTS: usize = 12;
 const MITIGATED_ATTEMPTS: usize = 6;

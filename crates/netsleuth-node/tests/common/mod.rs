@@ -170,5 +170,30 @@ pub fn ids(report: &netsleuth_node::CheckReport) -> Vec<(String, String)> {
 }
 
 pub fn show(report: &netsleuth_node::CheckReport) -> String {
-    serde_json::to_string_pretty(&report.findings).unwrap()
+    let findings: Vec<netsleuth_core::report::json::Finding> =
+        report.findings.iter().map(Into::into).collect();
+    serde_json::to_string_pretty(&findings).unwrap()
+}
+
+/// A reproducer of `shared/hostile` (beside the checkout: `../shared/hostile`). Absent: `None` with a
+/// note, or a failure when `CI=true` (CI must not pass by skipping).
+pub fn hostile(name: &str) -> Option<PathBuf> {
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/hostile"
+    ))
+    .join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing and CI=true: the hostile-input reproducers must be checked out beside the repository (../shared/hostile)",
+        p.display()
+    );
+    eprintln!(
+        "SKIP: {} absent (../shared/hostile beside the checkout)",
+        p.display()
+    );
+    None
 }

@@ -10,9 +10,9 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
     if a.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         return Err(CliError::Usage("stdin (`-`) can be given only once".into()));
     }
-    let mut node = match &a.node {
+    let (mut node, node_notes) = match &a.node {
         Some(bundle) => super::node::node_context(bundle)?,
-        None => NodeContext::default(),
+        None => (NodeContext::default(), Vec::new()),
     };
     if let Some(h) = &a.hosts {
         node.hosts.extend(read_hosts(h)?);
@@ -25,23 +25,35 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         inputs.push(open_capture(f).map_err(CliError::io(format!("reading {}", f.display())))?);
     }
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
-    let analysis = netsleuth_core::analyze(inputs, &node);
+    let limits = netsleuth_core::analysis::Limits {
+        memory_budget: (a.memory_budget as usize) << 20,
+    };
+    let analysis = netsleuth_core::analysis::analyze_with(inputs, &node, &limits);
     if analysis.failed_inputs.len() == names.len() {
+        return Err(CliError::NoCapture {
+            why: analysis.failed_inputs,
+        });
+    }
+    let st = &analysis.stats;
+    if st.records > 0 && st.ip_packets == 0 && st.non_ip_frames == 0 {
+        // Every frame was of a link type we do not decode (or damaged): an all-clear would be a lie.
         let why: Vec<String> = analysis
-            .failed_inputs
+            .diagnostics
             .iter()
-            .map(|(n, e)| format!("{n}: {e}"))
+            .map(|d| format!("{}: {} ×{}", d.source, d.code, d.count))
             .collect();
-        return Err(CliError::Other(format!(
-            "no capture could be read: {}",
-            why.join("; ")
-        )));
+        return Err(CliError::NothingExamined {
+            inputs: names.join(", "),
+            records: st.records,
+            why: why.join("; "),
+        });
     }
     let mut notes: Vec<String> = analysis
         .failed_inputs
         .iter()
         .map(|(n, e)| format!("{n} was not analysed: {e}"))
         .collect();
+    notes.extend(node_notes);
     if a.node.is_none() {
         notes.push("capture-only analysis: give --node BUNDLE (from `netsleuth collect`) to confirm causes with the node's facts".into());
     }
@@ -52,6 +64,8 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         diagnostics: analysis.diagnostics,
         stats: serde_json::to_value(&analysis.stats).expect("stats serialise"),
         notes,
+        symptoms: analysis.symptoms,
+        blind_spots: analysis.blind_spots,
     };
     emit(&report, a.format.format)
 }

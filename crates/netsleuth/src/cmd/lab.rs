@@ -4,10 +4,11 @@
 //! Exit codes: 0 every run proved what it should (an incident run reproduced its symptom and the
 //! analysis named its id; a mitigated or healthy run showed neither), 1 some run did not, 2 error.
 
-use super::{write_stdout, CliError};
+use super::{emit_document, write_stdout, CliError};
 use crate::cli::{Format, LabArgs, LabCommand, LabRunArgs};
+use netsleuth_core::report::json::{Document, LabRun};
 use netsleuth_core::report::{self, Report};
-use netsleuth_core::FindingKind;
+use netsleuth_core::{Analysis, FindingKind};
 use netsleuth_lab::{RunOptions, RunReport};
 
 pub fn run(a: LabArgs) -> Result<i32, CliError> {
@@ -15,14 +16,14 @@ pub fn run(a: LabArgs) -> Result<i32, CliError> {
         LabCommand::List(f) => list(f.format),
         LabCommand::Run(r) => run_scenarios(r),
         LabCommand::Cleanup => {
-            netsleuth_lab::preflight().map_err(|e| CliError::Other(e.to_string()))?;
+            netsleuth_lab::preflight()?;
             // Only namespaces whose run is over (its process gone): a lab running beside us keeps its own.
             let removed = netsleuth_lab::cleanup(false);
             write_stdout(&format!(
                 "removed {} lab namespace(s){}{}\n",
                 removed.len(),
                 if removed.is_empty() { "" } else { ": " },
-                removed.join(", ")
+                report::escape::for_terminal(&removed.join(", "))
             ))?;
             Ok(0)
         }
@@ -41,7 +42,7 @@ fn list(format: Format) -> Result<i32, CliError> {
                 s.push_str(&format!(
                     "{:<28} {:<26} {:<9} {}\n{:<28} {}\n{:<28} mitigated: {}\n\n",
                     sc.name,
-                    sc.incident.unwrap_or("(healthy)"),
+                    sc.incident.map_or("(healthy)", |i| i.id),
                     sc.reproduction.label(),
                     sc.summary,
                     "",
@@ -57,39 +58,112 @@ fn list(format: Format) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// Whether the run proved what it should, and why not.
-fn verdict(r: &RunReport) -> (bool, String) {
-    let incidents: Vec<&str> = r
-        .analysis
-        .iter()
-        .flat_map(|a| a.findings.iter())
-        .filter(|f| f.kind == FindingKind::Incident)
-        .map(|f| f.id)
-        .collect();
-    match (r.incident, r.mitigated) {
-        (Some(id), false) => {
-            let named = incidents.contains(&id);
-            match (r.symptom_seen, named) {
-                (true, true) => (true, format!("reproduced {id}, and the analysis named it")),
-                (false, _) => (false, format!("{id} did NOT reproduce this time")),
-                (true, false) => (false, format!("{id} reproduced but the analysis did not name it (it named: {incidents:?})")),
+/// One run as the CLI reports it: the facts the verdict needs, the lab's record of the run, and the
+/// analysis of its captures. A recorded run (a lab fixture's run.json and captures) makes one too,
+/// which is how the tests check the JSON of `lab run` without root.
+struct RunView {
+    scenario: String,
+    incident: Option<String>,
+    mitigated: bool,
+    symptom_seen: bool,
+    /// The lab's record of the run (its `run.json`).
+    record: serde_json::Value,
+    /// The run's captures.
+    captures: Vec<String>,
+    analysis: Analysis,
+    notes: Vec<String>,
+}
+
+impl RunView {
+    fn of(r: &RunReport) -> RunView {
+        RunView {
+            scenario: r.scenario.to_string(),
+            incident: r.incident.map(str::to_string),
+            mitigated: r.mitigated,
+            symptom_seen: r.symptom_seen,
+            record: serde_json::to_value(r).expect("run report serialises"),
+            captures: r
+                .artifacts
+                .iter()
+                .filter(|x| {
+                    x.path
+                        .extension()
+                        .is_some_and(|e| e == "pcap" || e == "pcapng")
+                })
+                .map(|x| x.path.display().to_string())
+                .collect(),
+            analysis: r.analysis.clone().unwrap_or_default(),
+            notes: r.notes.clone(),
+        }
+    }
+
+    /// Whether the run proved what it should, and why not.
+    fn verdict(&self) -> (bool, String) {
+        let incidents: Vec<&str> = self
+            .analysis
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Incident)
+            .map(|f| f.id)
+            .collect();
+        match (self.incident.as_deref(), self.mitigated) {
+            (Some(id), false) => {
+                let named = incidents.contains(&id);
+                match (self.symptom_seen, named) {
+                    (true, true) => (true, format!("reproduced {id}, and the analysis named it")),
+                    (false, _) => (false, format!("{id} did NOT reproduce this time")),
+                    (true, false) => (false, format!("{id} reproduced but the analysis did not name it (it named: {incidents:?})")),
+                }
+            }
+            (_, _) => {
+                let what = if self.mitigated {
+                    "mitigated run"
+                } else {
+                    "healthy run"
+                };
+                match (self.symptom_seen, incidents.is_empty()) {
+                    (false, true) => (true, format!("{what}: no symptom, no incident finding")),
+                    (true, _) => (false, format!("{what}: the symptom still showed")),
+                    (false, false) => (
+                        false,
+                        format!("{what}: no symptom, but the analysis named {incidents:?}"),
+                    ),
+                }
             }
         }
-        (_, _) => {
-            let what = if r.mitigated {
-                "mitigated run"
-            } else {
-                "healthy run"
-            };
-            match (r.symptom_seen, incidents.is_empty()) {
-                (false, true) => (true, format!("{what}: no symptom, no incident finding")),
-                (true, _) => (false, format!("{what}: the symptom still showed")),
-                (false, false) => (
-                    false,
-                    format!("{what}: no symptom, but the analysis named {incidents:?}"),
-                ),
-            }
+    }
+
+    /// The analysis of the run's captures as a report, its first note the verdict.
+    fn report(&self, ok: bool, why: &str) -> Report {
+        let mut notes = vec![format!(
+            "{}: {}",
+            if ok { "PROVEN" } else { "NOT PROVEN" },
+            why
+        )];
+        notes.extend(self.notes.iter().cloned());
+        Report {
+            command: "lab",
+            inputs: self.captures.clone(),
+            findings: self.analysis.findings.clone(),
+            diagnostics: self.analysis.diagnostics.clone(),
+            stats: serde_json::json!({ "run": &self.record, "capture": self.analysis.stats }),
+            notes,
+            symptoms: self.analysis.symptoms.clone(),
+            blind_spots: self.analysis.blind_spots.clone(),
         }
+    }
+
+    /// The run's entry in the JSON document.
+    fn json(&self) -> LabRun {
+        let (ok, why) = self.verdict();
+        LabRun::new(
+            &self.scenario,
+            self.incident.as_deref(),
+            self.mitigated,
+            ok,
+            why.clone(),
+            &self.report(ok, &why),
+        )
     }
 }
 
@@ -114,58 +188,121 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
             keep: a.keep,
             skip_analysis: false,
         };
-        let r = netsleuth_lab::run(name, &opts).map_err(|e| CliError::Other(e.to_string()))?;
-        let (ok, why) = verdict(&r);
-        all_ok &= ok;
-        let analysis = r.analysis.clone().unwrap_or_default();
-        let mut notes = vec![format!(
-            "{}: {}",
-            if ok { "PROVEN" } else { "NOT PROVEN" },
-            why
-        )];
-        notes.extend(r.notes.iter().cloned());
-        let rep = Report {
-            command: "lab",
-            inputs: r
-                .artifacts
-                .iter()
-                .filter(|x| {
-                    x.path
-                        .extension()
-                        .is_some_and(|e| e == "pcap" || e == "pcapng")
-                })
-                .map(|x| x.path.display().to_string())
-                .collect(),
-            findings: analysis.findings,
-            diagnostics: analysis.diagnostics,
-            stats: serde_json::json!({ "run": &r, "capture": analysis.stats }),
-            notes,
-        };
+        let r = netsleuth_lab::run(name, &opts)?;
+        let view = RunView::of(&r);
         match a.format.format {
             Format::Human => {
+                let (ok, why) = view.verdict();
+                all_ok &= ok;
                 let mut text = r.render_text();
                 text.push_str("\nAnalysis of the run's captures:\n");
-                text.push_str(&report::human::render(&rep));
+                text.push_str(&report::human::render(&view.report(ok, &why)));
                 text.push_str(&format!(
                     "\n=> {}: {}\n\n",
                     if ok { "PROVEN" } else { "NOT PROVEN" },
-                    why
+                    report::escape::for_terminal(&why)
                 ));
                 write_stdout(&text)?;
             }
-            Format::Json => json_runs.push(
-                serde_json::from_str::<serde_json::Value>(&report::json::render(&rep))
-                    .expect("own json"),
-            ),
+            // One document for one run or many: `runs` is always an array.
+            Format::Json => json_runs.push(view.json()),
         }
     }
-    if a.format.format == Format::Json {
-        let doc = if json_runs.len() == 1 {
-            json_runs.pop().expect("one")
-        } else {
-            serde_json::Value::Array(json_runs)
-        };
-        write_stdout(&(serde_json::to_string_pretty(&doc).expect("json") + "\n"))?;
+    match a.format.format {
+        Format::Json => emit_document(&Document::lab(json_runs)),
+        Format::Human => Ok(if all_ok { 0 } else { 1 }),
     }
-    Ok(if all_ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lab")
+    }
+
+    /// A recorded run: its run.json and the analysis of its captures.
+    fn recorded(dir: &Path) -> RunView {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+        let mut captures: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+            .collect();
+        captures.sort();
+        let inputs = captures
+            .iter()
+            .map(|p| netsleuth_core::Input {
+                name: p.display().to_string(),
+                reader: Box::new(std::fs::File::open(p).unwrap()),
+            })
+            .collect();
+        let facts = dir.join("facts.json");
+        let node = if facts.is_file() {
+            crate::cmd::node::node_context(&facts).unwrap().0
+        } else {
+            Default::default()
+        };
+        let text = |k: &str| record[k].as_str().map(str::to_string);
+        RunView {
+            scenario: text("scenario").unwrap(),
+            incident: text("incident"),
+            mitigated: record["mitigated"].as_bool().unwrap(),
+            symptom_seen: record["symptom_seen"].as_bool().unwrap(),
+            notes: serde_json::from_value(record["notes"].clone()).unwrap(),
+            captures: captures.iter().map(|p| p.display().to_string()).collect(),
+            analysis: netsleuth_core::analyze(inputs, &node),
+            record,
+        }
+    }
+
+    fn schema() -> jsonschema::Validator {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/netsleuth.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    }
+
+    fn assert_valid(what: &str, doc: &serde_json::Value) {
+        let errors: Vec<String> = schema()
+            .iter_errors(doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:#?}");
+    }
+
+    /// `lab run SCENARIO` and `lab run --all` print one document shape, valid against the schema.
+    #[test]
+    fn lab_run_json_of_recorded_runs_follows_the_schema() {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("run.json").is_file())
+            .collect();
+        dirs.sort();
+        assert!(dirs.len() >= 12, "{dirs:?}");
+        let runs: Vec<LabRun> = dirs.iter().map(|d| recorded(d).json()).collect();
+        for run in &runs {
+            let one: serde_json::Value =
+                serde_json::from_str(&Document::lab(vec![run.clone()]).to_json()).unwrap();
+            assert_valid(&run.scenario, &one);
+            assert_eq!(one["runs"].as_array().unwrap().len(), 1);
+            assert_eq!(one["summary"]["exit_code"], i32::from(!run.proven));
+            assert!(
+                one["runs"][0]["stats"]["run"]["outcome"].is_string(),
+                "the lab's record is kept"
+            );
+        }
+        let all: serde_json::Value =
+            serde_json::from_str(&Document::lab(runs.clone()).to_json()).unwrap();
+        assert_valid("--all", &all);
+        assert_eq!(all["runs"].as_array().unwrap().len(), runs.len());
+        // Every recorded run proves what its name says.
+        for run in &runs {
+            assert!(run.proven, "{}: {}", run.scenario, run.verdict);
+        }
+    }
 }

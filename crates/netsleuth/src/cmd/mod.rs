@@ -6,16 +6,63 @@ mod lab;
 mod node;
 
 use crate::cli::{Cli, Command, Format};
+use netsleuth_core::report::escape::for_terminal;
+use netsleuth_core::report::json::Document;
 use netsleuth_core::report::{self, Report};
-use std::fmt;
+use netsleuth_lab::LabError;
+use netsleuth_node::{BundleError, CollectError};
+use std::error::Error;
 use std::io::{self, Write};
+use std::path::PathBuf;
 
-/// What a command can fail with; every message says what failed and, where the user can act, how.
-#[derive(Debug)]
+/// What a command can fail with. The typed errors of the crates below keep their chain (each layer's
+/// context, its source, its hint): [`describe`] prints them one layer per line.
+#[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    Io { what: String, source: io::Error },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
     Usage(String),
-    Other(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("{} is not a node facts file (hint: give a bundle from `netsleuth collect`, or a lab run's facts.json)", path.display())]
+    NodeFacts {
+        path: PathBuf,
+        #[source]
+        source: NodeFactsError,
+    },
+    #[error("no capture could be read: {}", why.iter().map(|(name, e)| format!("{name}: {e}")).collect::<Vec<_>>().join("; "))]
+    NoCapture {
+        /// Each input with why it could not be read.
+        why: Vec<(String, String)>,
+    },
+    /// Every frame of the inputs was undecodable: an all-clear would be a lie.
+    #[error("nothing in {inputs} could be examined: none of its {records} frame(s) could be decoded ({why}); no incident can be decided from it (hint: netsleuth decodes Ethernet, Linux SLL/SLL2, raw IP and BSD loopback; capture with `tcpdump -i any`)")]
+    NothingExamined {
+        inputs: String,
+        records: u64,
+        why: String,
+    },
+    /// The live node cannot be read without privileges.
+    #[error("reading the live node needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter pod namespaces): without it the conntrack table and counters, the iptables/nftables rules and the pods' namespaces cannot be read, so no incident could be ruled out (hint: run it with sudo, or `sudo netsleuth collect -o node.tar.gz` and `netsleuth check --bundle node.tar.gz` anywhere)")]
+    NeedsPrivilege,
+}
+
+/// Why a `--node FILE.json` is not node facts.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeFactsError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("it holds none of the fields of node facts (expected a JSON object with some of: {})", expected.join(", "))]
+    NoKnownField { expected: Vec<String> },
 }
 
 impl CliError {
@@ -28,13 +75,58 @@ impl CliError {
     }
 }
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CliError::Io { what, source } => write!(f, "{what}: {source}"),
-            CliError::Usage(m) | CliError::Other(m) => f.write_str(m),
+/// The error as the user reads it, nextest style: what failed, then each cause on its own line, then
+/// the hints, e.g.
+///
+/// ```text
+/// error: bundle x.tar.gz is not a readable tar.gz
+///   caused by: failed to fill whole buffer
+///   hint: was it written by `netsleuth collect`?
+/// ```
+///
+/// The crates below write their source and hint into their own message as well (`…: {source} (hint:
+/// …)`, for callers that print one line); here each layer keeps only its own words. Errors quote their
+/// inputs (file names, bundle members, environment values): each piece is escaped for the terminal,
+/// and the line breaks are only ours.
+pub fn describe(e: &(dyn Error + 'static)) -> String {
+    let mut layers: Vec<String> = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let next = err.source();
+        let (mut text, hint) = split_hint(&err.to_string());
+        if let Some(n) = next {
+            let (inner, _) = split_hint(&n.to_string());
+            if let Some(own) = text.strip_suffix(&format!(": {inner}")) {
+                text = own.to_string();
+            }
+        }
+        // `#[error(transparent)]` layers repeat their source's message word for word.
+        if layers.last() != Some(&text) {
+            layers.push(text);
+        }
+        hints.extend(hint);
+        cur = next;
+    }
+    hints.dedup();
+    let mut out = format!("error: {}", for_terminal(&layers[0]));
+    for l in &layers[1..] {
+        out.push_str(&format!("\n  caused by: {}", for_terminal(l)));
+    }
+    for h in &hints {
+        out.push_str(&format!("\n  hint: {}", for_terminal(h)));
+    }
+    out
+}
+
+/// `message (hint: what to do)` → (`message`, `what to do`).
+fn split_hint(msg: &str) -> (String, Option<String>) {
+    if let Some(at) = msg.rfind(" (hint: ") {
+        if let Some(hint) = msg[at + " (hint: ".len()..].strip_suffix(')') {
+            return (msg[..at].to_string(), Some(hint.to_string()));
         }
     }
+    (msg.to_string(), None)
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
@@ -58,9 +150,46 @@ pub fn emit(r: &Report, format: Format) -> Result<i32, CliError> {
     Ok(report::json::exit_code(r))
 }
 
+/// Write a JSON document to stdout; returns its exit code.
+pub fn emit_document(doc: &Document) -> Result<i32, CliError> {
+    write_stdout(&doc.to_json())?;
+    Ok(doc.summary.exit_code)
+}
+
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
         .map_err(CliError::io("writing the report"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_layer_keeps_its_own_words_and_hints_come_last() {
+        let path = PathBuf::from("/x/b.tar.gz");
+        let e = CliError::from(BundleError::Archive {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer"),
+        });
+        assert_eq!(
+            describe(&e),
+            "error: bundle /x/b.tar.gz is not a readable tar.gz\n  caused by: failed to fill whole buffer\n  hint: was it written by `netsleuth collect`?"
+        );
+        let e = CliError::from(LabError::NotRoot);
+        assert_eq!(
+            describe(&e),
+            "error: the lab needs root (it creates network namespaces, veth pairs and netfilter rules)\n  hint: run it with sudo"
+        );
+        let e = CliError::Io {
+            what: "reading hosts file h".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            describe(&e),
+            "error: reading hosts file h\n  caused by: entity not found"
+        );
+    }
 }

@@ -1,39 +1,130 @@
 //! `check`, `collect`, `diff` and `analyze --node`: thin adapters over the node crate. All of them
 //! only read the node; `--probe` (opt-in) is the one step that sends packets (DNS queries).
 
-use super::{emit, write_stdout, CliError};
+use super::{emit, emit_document, write_stdout, CliError, NodeFactsError};
 use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
 use netsleuth_core::node::NodeContext;
+use netsleuth_core::report::escape::for_terminal;
+use netsleuth_core::report::json::{self, Document};
 use netsleuth_core::report::Report;
+use netsleuth_node::bundle::ReadLimits;
 use netsleuth_node::{CheckOptions, CollectOptions, NodeFacts, ProbeOptions, Target};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
-/// `netsleuth lab` writes beside its captures).
-pub fn node_context(path: &Path) -> Result<NodeContext, CliError> {
+/// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks.
+pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError> {
+    if !path.exists() && path.to_string_lossy().trim_start().starts_with(['{', '[']) {
+        return Err(CliError::Usage(format!(
+            "--node {}: give a file, not inline JSON (hint: a bundle from `netsleuth collect`, or a facts.json such as a lab run writes)",
+            path.display()
+        )));
+    }
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(CliError::io(format!(
             "reading node facts {}",
             path.display()
         )))?;
-        let mut ctx: NodeContext = serde_json::from_str(&text).map_err(|e| {
-            CliError::Other(format!(
-                "{} is not a node facts file: {e} (hint: give a bundle from `netsleuth collect` or a lab run's facts.json)",
-                path.display()
-            ))
-        })?;
+        let (mut ctx, notes) = parse_node_facts(path, &text)?;
         if ctx.source.is_empty() {
             ctx.source = path.display().to_string();
         }
-        return Ok(ctx);
+        return Ok((ctx, notes));
     }
     let facts = read_bundle(path)?;
-    Ok(netsleuth_node::to_node_context(&facts))
+    let notes = bundle_notes(&format!("--node {}", path.display()), &facts);
+    Ok((netsleuth_node::to_node_context(&facts), notes))
+}
+
+/// A facts.json: an object with at least one field of [`NodeContext`]. Missing fields default and
+/// unknown ones are ignored (older and newer files still read), but a file with none of the fields
+/// would silently mean "no node facts": that is an error. Unknown fields are named in a note.
+fn parse_node_facts(path: &Path, text: &str) -> Result<(NodeContext, Vec<String>), CliError> {
+    let bad = |source: NodeFactsError| CliError::NodeFacts {
+        path: path.to_path_buf(),
+        source,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(NodeFactsError::Json(e)))?;
+    // The field names of the current NodeContext, read off its own serialisation.
+    let known: Vec<String> = match serde_json::to_value(NodeContext::default()) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+        _ => Vec::new(),
+    };
+    let keys: Vec<&String> = value
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    // `source` only names where facts came from: alone, it is no fact.
+    let facts: Vec<String> = known.iter().filter(|k| *k != "source").cloned().collect();
+    if !keys.iter().any(|k| facts.contains(k)) {
+        return Err(bad(NodeFactsError::NoKnownField { expected: facts }));
+    }
+    let ctx: NodeContext =
+        serde_json::from_value(value.clone()).map_err(|e| bad(NodeFactsError::Json(e)))?;
+    let unknown: Vec<&str> = keys
+        .iter()
+        .filter(|k| !known.contains(k))
+        .map(|k| k.as_str())
+        .collect();
+    let mut notes = Vec::new();
+    if !unknown.is_empty() {
+        notes.push(format!(
+            "--node {}: fields not understood, ignored: {}",
+            path.display(),
+            unknown.join(", ")
+        ));
+    }
+    Ok((ctx, notes))
+}
+
+/// What reading a bundle found about the bundle itself (artifacts its manifest claims but it lacks,
+/// members outside its layout), as notes for the commands that do not list input problems (`diff`,
+/// `analyze --node`): a difference or a missed confirmation may come from a cut bundle.
+fn bundle_notes(label: &str, facts: &NodeFacts) -> Vec<String> {
+    facts
+        .diagnostics
+        .iter()
+        .filter(|d| matches!(d.code, "missing-from-bundle" | "unknown-member"))
+        .map(|d| format!("{label}: {}: {}", d.source, d.message))
+        .collect()
 }
 
 fn read_bundle(path: &Path) -> Result<NodeFacts, CliError> {
-    netsleuth_node::read_bundle(path).map_err(|e| CliError::Other(e.to_string()))
+    Ok(netsleuth_node::bundle::read_bundle_with(
+        path,
+        &bundle_limits()?,
+    )?)
+}
+
+/// The bundle reader's limits: the defaults, or `NETSLEUTH_BUNDLE_BUDGET_MIB` (the decompressed total)
+/// and `NETSLEUTH_BUNDLE_MEMBER_MIB` (one member) for a bundle the user trusts that is bigger.
+fn bundle_limits() -> Result<ReadLimits, CliError> {
+    let mut limits = ReadLimits::default();
+    if let Some(total) = mib_from_env("NETSLEUTH_BUNDLE_BUDGET_MIB")? {
+        limits.total = total;
+    }
+    if let Some(member) = mib_from_env("NETSLEUTH_BUNDLE_MEMBER_MIB")? {
+        limits.member = member;
+    }
+    Ok(limits)
+}
+
+/// Bytes from an environment variable holding MiB; `None` when unset.
+fn mib_from_env(var: &str) -> Result<Option<u64>, CliError> {
+    // 1 TiB: beyond any bundle, and far from overflowing a byte count.
+    const MAX_MIB: u64 = 1 << 20;
+    let Some(value) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u64>() {
+        Ok(mib) if (1..=MAX_MIB).contains(&mib) => Ok(Some(mib << 20)),
+        _ => Err(CliError::Usage(format!(
+            "{var}={text}: give a whole number of MiB from 1 to {MAX_MIB} (e.g. {var}=1024), or unset it for the default"
+        ))),
+    }
 }
 
 fn interval(secs: f64) -> Result<Duration, CliError> {
@@ -67,7 +158,24 @@ fn collect_options(
 }
 
 fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CliError> {
-    netsleuth_node::collect_live(opts).map_err(|e| CliError::Other(e.to_string()))
+    if !has_net_admin() {
+        // Without CAP_NET_ADMIN the conntrack table and statistics, the rules and the other
+        // namespaces cannot be read: an all-clear from what is left would be a lie.
+        return Err(CliError::NeedsPrivilege);
+    }
+    Ok(netsleuth_node::collect_live(opts)?)
+}
+
+/// Whether this process holds CAP_NET_ADMIN (bit 12 of the effective set in /proc/self/status).
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
 pub fn check(a: CheckArgs) -> Result<i32, CliError> {
@@ -92,18 +200,25 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
     };
     let r = netsleuth_node::check(&facts, &CheckOptions::default());
     let mut notes = Vec::new();
-    if !a.probe {
-        notes.push(
+    // --probe needs the live node: a bundle is told how its node can be probed instead.
+    match (&a.bundle, a.probe) {
+        (None, false) => notes.push(
             "passive check: add --probe to query each nameserver and find dead ones".to_string(),
-        );
+        ),
+        (Some(_), _) if facts.probes.is_empty() => notes.push(
+            "the bundle holds no nameserver answers: `netsleuth collect --probe` on the node records them, to find dead nameservers".to_string(),
+        ),
+        _ => {}
     }
     let report = Report {
         command: "check",
         inputs: vec![input],
-        findings: r.findings,
+        findings: netsleuth_core::detect::one_per_incident(r.findings),
         diagnostics: r.diagnostics,
         stats: serde_json::to_value(&r.summary).expect("summary serialises"),
         notes,
+        symptoms: Vec::new(),
+        blind_spots: Vec::new(),
     };
     emit(&report, a.format.format)
 }
@@ -111,7 +226,7 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
 pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
     let opts = collect_options(a.netns.as_ref(), a.interval, a.probe)?;
     let facts = collect_live(&opts)?;
-    netsleuth_node::write_bundle(&facts, &a.output).map_err(|e| CliError::Other(e.to_string()))?;
+    netsleuth_node::write_bundle(&facts, &a.output)?;
     let failed = facts
         .manifest
         .artifacts
@@ -120,50 +235,69 @@ pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
         .count();
     eprintln!(
         "netsleuth: wrote {} ({} artifacts, {} could not be collected: see manifest.json)",
-        a.output.display(),
+        for_terminal(&a.output.display().to_string()),
         facts.manifest.artifacts.len(),
         failed
     );
     Ok(0)
 }
 
+/// Exit code 1 when the diff lists a difference (what it lists is what matters: volatile keys and
+/// per-device sysctls are left out), 0 when none.
 pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
     let fa = read_bundle(&a.a)?;
     let fb = read_bundle(&a.b)?;
     let d = netsleuth_node::diff(&fa, &fb);
-    let text = match a.format.format {
-        Format::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({
-                "schema": "netsleuth.diff", "version": 1, "a": d.a, "b": d.b, "items": d.items,
-            }))
-            .expect("diff serialises")
-                + "\n"
-        }
-        Format::Human => {
-            let mut s = format!("A = {}\nB = {}\n", d.a, d.b);
-            if d.items.is_empty() {
-                s.push_str("no differences that matter\n");
-            }
-            let mut items = d.items.clone();
-            items.sort_by_key(|i| i.rank);
-            for i in &items {
-                let tag = i
-                    .incident
-                    .as_deref()
-                    .map(|x| format!(" [{x}]"))
-                    .unwrap_or_default();
-                s.push_str(&format!(
-                    "{:<10} {:<48} A: {:<24} B: {}{}\n",
-                    i.area,
-                    i.key,
-                    i.a.as_deref().unwrap_or("-"),
-                    i.b.as_deref().unwrap_or("-"),
-                    tag
-                ));
-            }
-            s
-        }
-    };
-    write_stdout(&text)?;
-    Ok(0)
+    let mut notes = bundle_notes("A", &fa);
+    notes.extend(bundle_notes("B", &fb));
+    let doc = Document::diff(
+        vec![a.a.display().to_string(), a.b.display().to_string()],
+        json::Diff {
+            a: d.a.clone(),
+            b: d.b.clone(),
+            items: d.items.iter().map(diff_item).collect(),
+        },
+        notes,
+    );
+    if a.format.format == Format::Json {
+        return emit_document(&doc);
+    }
+    // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines).
+    let mut s = format!("A = {}\nB = {}\n", for_terminal(&d.a), for_terminal(&d.b));
+    if d.items.is_empty() {
+        s.push_str("no differences that matter\n");
+    }
+    let mut items = d.items.clone();
+    items.sort_by_key(|i| i.rank);
+    for i in &items {
+        let tag = i
+            .incident
+            .as_deref()
+            .map(|x| format!(" [{}]", for_terminal(x)))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{:<10} {:<48} A: {:<24} B: {}{}\n",
+            for_terminal(&i.area),
+            for_terminal(&i.key),
+            for_terminal(i.a.as_deref().unwrap_or("-")),
+            for_terminal(i.b.as_deref().unwrap_or("-")),
+            tag
+        ));
+    }
+    for n in &doc.notes {
+        s.push_str(&format!("note: {}\n", for_terminal(n)));
+    }
+    write_stdout(&s)?;
+    Ok(doc.summary.exit_code)
+}
+
+fn diff_item(i: &netsleuth_node::DiffItem) -> json::DiffItem {
+    json::DiffItem {
+        rank: i.rank,
+        area: i.area.clone(),
+        key: i.key.clone(),
+        a: i.a.clone(),
+        b: i.b.clone(),
+        incident: i.incident.clone(),
+    }
 }
