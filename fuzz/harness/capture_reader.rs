@@ -49,6 +49,8 @@ pub fn run(data: &[u8]) {
         diagnostics: analysis.diagnostics,
         stats: serde_json::to_value(&analysis.stats).expect("stats serialise"),
         notes: Vec::new(),
+        symptoms: analysis.symptoms,
+        blind_spots: analysis.blind_spots,
     };
     let _ = human::render(&report);
     let _ = json::render(&report);

@@ -12,7 +12,8 @@ use netsleuth_node::parse::conntrack::{self, ConntrackSummarizer, SummaryLimits}
 use netsleuth_node::parse::{
     ip, iptables, ipvs, netlink, netstat, nft, nft_netlink, proc_tcp, resolver, ss, sysctl, IssueLog,
 };
-use netsleuth_node::{probe, versions};
+use netsleuth_core::versions::{self, Version};
+use netsleuth_node::probe;
 
 /// Parser names, in selector order (the seed script uses the same order).
 pub const PARSERS: [&str; 30] = [
@@ -175,33 +176,29 @@ pub fn run(data: &[u8]) {
         "corefile" => issues(&resolver::parse_corefile(&text_of(b)).issues),
         "elf" => {
             if let Some(g) = binary::go_build_info(&b) {
-                let _ = binary::parse_go_version(&g.go_version);
-                let _ = versions::numeric(&g.go_version);
+                let _ = Version::parse(&g.go_version);
             }
             let _ = binary::elf_interpreter(&b);
         }
         "libc-banner" => {
             let m = binary::musl_version_from_bytes(b);
             let g = binary::glibc_version_from_bytes(b);
-            if let (Some(m), Some(g)) = (&m, &g) {
-                let _ = binary::version_lt(m, g);
+            for v in [m, g].iter().flatten() {
+                let _ = Version::parse(v);
             }
         }
         "package-db" => {
             let t = text_of(b);
             let a = binary::apk_package_version(&t, "musl");
             let d = binary::dpkg_package_version(&t, "libc6");
-            if let (Some(a), Some(d)) = (&a, &d) {
-                let _ = binary::version_lt(a, d);
+            for v in [a, d].iter().flatten() {
+                let _ = Version::parse(v);
             }
+            // Every version row against every line: the one version parser and comparison.
             for l in t.lines().take(64) {
-                let _ = binary::parse_go_version(l);
-                let _ = binary::version_lt(l, "1.2.4");
-                let _ = versions::numeric(l);
-                let _ = netsleuth_core::node::version_tuple(l);
-                for c in versions::CHANGES {
-                    let _ = versions::has_change(c.id, l);
-                    let _ = versions::status(c.id, l);
+                let _ = Version::parse(l);
+                for f in versions::TABLE {
+                    let _ = (f.has(l), f.status(l), f.mainline());
                 }
             }
         }
