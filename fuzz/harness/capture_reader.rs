@@ -24,7 +24,10 @@ pub fn run(data: &[u8]) {
             let Some(rec) = r.next_record() else { break };
             n += 1;
             bytes += rec.data.len();
-            assert!(rec.data.len() <= data.len(), "a record larger than its file");
+            assert!(
+                rec.data.len() <= data.len(),
+                "a record larger than its file"
+            );
             let (iface, lt) = (rec.interface, rec.linktype);
             let _ = r.interface_name(iface);
             assert_eq!(r.interface_linktype(iface).unwrap_or(lt), lt);

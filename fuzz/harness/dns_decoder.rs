@@ -76,7 +76,11 @@ pub fn run(data: &[u8]) {
         walk(rest, (mode >> 1) as usize);
         return;
     }
-    let cap = if mode & 2 != 0 { 2 } else { DEFAULT_MAX_STREAMS };
+    let cap = if mode & 2 != 0 {
+        2
+    } else {
+        DEFAULT_MAX_STREAMS
+    };
     let mut re = DnsTcpReassembler::with_max_streams(cap);
     let client = |conn: u16| Endpoint {
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),

@@ -6,13 +6,14 @@
 //! Shared by the fuzz target (fuzz/fuzz_targets/node_parsers.rs) and the stable replay tests, which include
 //! this file with `#[path]`: a reproducer replays through exactly the code that found it.
 
+use netsleuth_core::versions::{self, Version};
 use netsleuth_node::binary;
 use netsleuth_node::collect::{nl_conntrack, nl_tables};
 use netsleuth_node::parse::conntrack::{self, ConntrackSummarizer, SummaryLimits};
 use netsleuth_node::parse::{
-    ip, iptables, ipvs, netlink, netstat, nft, nft_netlink, proc_tcp, resolver, ss, sysctl, IssueLog,
+    ip, iptables, ipvs, netlink, netstat, nft, nft_netlink, proc_tcp, resolver, ss, sysctl,
+    IssueLog,
 };
-use netsleuth_core::versions::{self, Version};
 use netsleuth_node::probe;
 
 /// Parser names, in selector order (the seed script uses the same order).
@@ -215,7 +216,11 @@ pub fn run(data: &[u8]) {
         }
         "nft-netlink" => {
             let c = nft_netlink::parse_chunk(b);
-            let family = c.rules.first().map(|r| r.family).unwrap_or(nft_netlink::NFPROTO_IPV4);
+            let family = c
+                .rules
+                .first()
+                .map(|r| r.family)
+                .unwrap_or(nft_netlink::NFPROTO_IPV4);
             let mut t = nft_netlink::TableRenderer::new(family, "filter", &c.chains);
             for name in t.chain_order() {
                 let _ = nft_netlink::is_xtables_base_chain(name);
@@ -245,7 +250,10 @@ pub fn run(data: &[u8]) {
             let _ = nl_tables::parse_chunk(b);
         }
         "dns-probe-response" => {
-            let id = u16::from_be_bytes([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0)]);
+            let id = u16::from_be_bytes([
+                b.first().copied().unwrap_or(0),
+                b.get(1).copied().unwrap_or(0),
+            ]);
             let _ = probe::response_rcode(b, id);
             let _ = probe::response_rcode(b, id ^ 1);
         }

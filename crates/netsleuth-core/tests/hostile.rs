@@ -72,9 +72,16 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn is_capture(p: &Path) -> bool {
     let n = p.file_name().unwrap().to_string_lossy().to_lowercase();
     !n.ends_with(".tar.gz")
-        && [".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz"]
-            .iter()
-            .any(|s| n.ends_with(s))
+        && [
+            ".pcap",
+            ".pcapng",
+            ".cap",
+            ".pcap.gz",
+            ".pcapng.gz",
+            ".cap.gz",
+        ]
+        .iter()
+        .any(|s| n.ends_with(s))
 }
 
 /// The file's bytes, gunzipped when they are gzip (as `netsleuth analyze` does).
@@ -126,7 +133,12 @@ fn hostile_captures_analyse_without_panic() {
         "expected the hostile captures in {}",
         dir.display()
     );
-    replay("hostile captures", &caps, capture_reader::run, capture_bytes);
+    replay(
+        "hostile captures",
+        &caps,
+        capture_reader::run,
+        capture_bytes,
+    );
 }
 
 #[test]
@@ -194,7 +206,11 @@ fn future_stamped_twin_gives_same_findings() {
             differ.push(format!("{stem}: fut0 {a:?}\n    fut1 {b:?}"));
         }
     }
-    assert!(pairs >= 2, "expected the future-stamped twins in {}", dir.display());
+    assert!(
+        pairs >= 2,
+        "expected the future-stamped twins in {}",
+        dir.display()
+    );
     assert!(
         differ.is_empty(),
         "one future timestamp changed the findings:\n{}",

@@ -294,7 +294,13 @@ fn pcapng_timestamps_beyond_the_limit_are_clamped_and_reported() {
     let normal = w.interface(1, None, Some(9), 0);
     w.packet(late, 1_000, &f[0]);
     w.packet(early, 1_000, &f[0]);
-    w.epb_raw(coarse, u64::MAX, f[0].len() as u32, f[0].len() as u32, &f[0]);
+    w.epb_raw(
+        coarse,
+        u64::MAX,
+        f[0].len() as u32,
+        f[0].len() as u32,
+        &f[0],
+    );
     w.packet(normal, 1_600_000_000_000_000_000, &f[0]);
     let bytes = w.finish();
     let mut r = open(&bytes);
