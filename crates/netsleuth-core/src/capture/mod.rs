@@ -21,6 +21,8 @@
 //! - `oversized-record`: more captured bytes than the snap length; kept, as Wireshark keeps them.
 //! - `unreadable-tail`: no valid record found after damage; the rest of the input is ignored.
 //! - `read-error`: the `Read` failed (e.g. a corrupt gzip stream); reading stops.
+//! - `timestamp-out-of-range`: a pcapng timestamp beyond ±`MAX_TS_NS` (an absurd `if_tsresol` or
+//!   `if_tsoffset`); clamped to the limit.
 //!
 //! Invariant: no panic on any input; no allocation per record; memory bounded by the largest record
 //! (records above `MAX_RECORD_LEN` are refused).
@@ -42,6 +44,11 @@ pub const MAX_RECORD_LEN: usize = 256 << 20;
 const PLAUSIBLE_CAPLEN: u32 = 262_144;
 
 const PCAP_HEADER_LEN: usize = 24;
+/// Record timestamps stay within ±(2^62 − 1) ns of the epoch (years 1823 to 2116, beyond the 2106 that a
+/// classic pcap's 32-bit seconds reach): the difference of any two timestamps then fits in an `i64`, so
+/// the flow engine and the detectors can subtract them and add windows without overflow. Only pcapng
+/// can say more (an absurd `if_tsresol` or `if_tsoffset`); such timestamps are clamped and reported.
+pub const MAX_TS_NS: i64 = (1 << 62) - 1;
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 const PCAPNG_IDB: u32 = 0x0000_0001;
 const PCAPNG_OPB: u32 = 0x0000_0002;
@@ -644,9 +651,13 @@ impl<R: Read> CaptureReader<R> {
                     return None;
                 }
                 let ts_units = ((u32_at(b, 12, be) as u64) << 32) | u32_at(b, 16, be) as u64;
+                let ts_ns = iface.unit.to_ns(ts_units).saturating_add(iface.offset_ns);
+                if !(-MAX_TS_NS..=MAX_TS_NS).contains(&ts_ns) {
+                    return None; // clamped and reported by the slow path
+                }
                 let meta = RecordMeta {
                     offset,
-                    ts_ns: iface.unit.to_ns(ts_units).saturating_add(iface.offset_ns),
+                    ts_ns,
                     linktype: iface.linktype,
                     interface: idx as u32,
                     orig_len: u32_at(b, 24, be),
@@ -1100,9 +1111,19 @@ impl<R: Read> CaptureReader<R> {
             return Step::Skip;
         };
         let iface = &self.interfaces[idx];
-        let ts_ns = iface.unit.to_ns(ts_units).saturating_add(iface.offset_ns);
+        let raw_ts_ns = iface.unit.to_ns(ts_units).saturating_add(iface.offset_ns);
         let linktype = iface.linktype;
         let snaplen = iface.snaplen;
+        let ts_ns = raw_ts_ns.clamp(-MAX_TS_NS, MAX_TS_NS);
+        if ts_ns != raw_ts_ns {
+            let frame = self.frame + 1;
+            self.diag("timestamp-out-of-range", offset, Some(frame), || {
+                format!(
+                    "packet block at byte {offset} has a timestamp {raw_ts_ns} ns from the epoch (interface \
+                     {idx}'s if_tsresol/if_tsoffset), beyond ±2^62 ns; clamped"
+                )
+            });
+        }
         if snaplen != 0 && caplen > snaplen as usize {
             let frame = self.frame + 1;
             self.diag("oversized-record", offset, Some(frame), || {

@@ -284,6 +284,37 @@ fn pcapng_sections_interfaces_and_block_kinds() {
 }
 
 #[test]
+fn pcapng_timestamps_beyond_the_limit_are_clamped_and_reported() {
+    let f = sample_frames();
+    let mut w = PcapNgWriter::new();
+    // if_tsoffset ±2^62 s and if_tsresol 1 s with the largest count: far beyond ±2^62 ns.
+    let late = w.interface_with_offset(1, None, Some(9), 0, Some(1 << 62));
+    let early = w.interface_with_offset(1, None, Some(9), 0, Some(-(1 << 62)));
+    let coarse = w.interface(1, None, Some(0), 0);
+    let normal = w.interface(1, None, Some(9), 0);
+    w.packet(late, 1_000, &f[0]);
+    w.packet(early, 1_000, &f[0]);
+    w.epb_raw(
+        coarse,
+        u64::MAX,
+        f[0].len() as u32,
+        f[0].len() as u32,
+        &f[0],
+    );
+    w.packet(normal, 1_600_000_000_000_000_000, &f[0]);
+    let bytes = w.finish();
+    let mut r = open(&bytes);
+    let recs = read_all(&mut r);
+    assert_eq!(
+        recs.iter().map(|r| r.ts_ns).collect::<Vec<_>>(),
+        [MAX_TS_NS, -MAX_TS_NS, MAX_TS_NS, 1_600_000_000_000_000_000]
+    );
+    assert_eq!(codes(&r), [("timestamp-out-of-range", 3)]);
+    // Any two differ by less than i64::MAX.
+    assert!(MAX_TS_NS.checked_sub(-MAX_TS_NS).is_some());
+}
+
+#[test]
 fn pcapng_big_endian_section() {
     let f = sample_frames();
     let mut w = PcapNgWriter::big_endian();

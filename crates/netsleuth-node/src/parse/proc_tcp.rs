@@ -28,6 +28,10 @@ fn state_name(hex: &str) -> &'static str {
 pub fn decode_endpoint(s: &str) -> Option<String> {
     let (a, p) = s.split_once(':')?;
     let port = u16::from_str_radix(p, 16).ok()?;
+    // Hex digits only: the IPv6 case slices by byte offsets, which must not fall inside a character.
+    if !a.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     match a.len() {
         8 => {
             let v = u32::from_str_radix(a, 16).ok()?;
@@ -69,10 +73,12 @@ pub fn parse_proc_net_tcp(text: &str) -> Parsed<Vec<Socket>> {
         let (tx, rx) = f[4].split_once(':').unwrap_or(("0", "0"));
         let (tr, when) = f[5].split_once(':').unwrap_or(("00", "0"));
         let hz_ticks = u64::from_str_radix(when, 16).unwrap_or(0);
+        // Jiffies at USER_HZ 100 → ms; a damaged field can hold any number.
+        let ms = hz_ticks.saturating_mul(10);
         let timer = match tr {
-            "02" => Some(("keepalive".to_string(), hz_ticks * 10)),
-            "01" => Some(("on".to_string(), hz_ticks * 10)),
-            "04" => Some(("persist".to_string(), hz_ticks * 10)),
+            "02" => Some(("keepalive".to_string(), ms)),
+            "01" => Some(("on".to_string(), ms)),
+            "04" => Some(("persist".to_string(), ms)),
             _ => None,
         };
         out.push(Socket {
@@ -105,5 +111,20 @@ mod tests {
         let p = parse_proc_net_tcp("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 3500007F:0035 00000000:0000 0A 00000000:00000002 00:00000000 00000000   101        0 34000 1\n");
         assert_eq!(p.value[0].state, "LISTEN");
         assert_eq!(p.value[0].recv_q, 2);
+    }
+
+    /// Found by the node_parsers fuzz target (fuzz/crashers/node_parsers/): a non-ASCII character in a
+    /// 32-byte address split the IPv6 words inside it; a huge timer overflowed the ms conversion.
+    #[test]
+    fn damaged_fields_are_refused_not_panics() {
+        // 32 bytes, the 2-byte character across the first word's end.
+        let a = format!("{}\u{e9}{}", "0".repeat(7), "0".repeat(23));
+        assert_eq!(a.len(), 32);
+        assert_eq!(decode_endpoint(&format!("{a}:0050")), None);
+        assert_eq!(decode_endpoint("+100007F:0050"), None);
+        let p = parse_proc_net_tcp(
+            "   0: 3500007F:0035 00000000:0000 01 00000000:00000000 02:FFFFFFFFFFFFFFFF 00000000 0 0 1 1\n",
+        );
+        assert_eq!(p.value[0].timer, Some(("keepalive".to_string(), u64::MAX)));
     }
 }
