@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn text_from_tools_and_paths_is_escaped() {
         let h = || "\u{1b}]0;PWNED\u{7}\u{1b}[2J\nfake".to_string();
-        let out_dir = PathBuf::from(format!("/tmp/{}", h()));
+        let out_dir = std::env::temp_dir().join(h());
         let mut drop_reasons = DropReasons {
             available: true,
             ..Default::default()
