@@ -36,6 +36,8 @@ const MIN_BURST: usize = 5;
 /// answers others: the signature of a full SYN or accept queue.
 #[derive(Default)]
 pub struct Detector {
+    /// Most distinct keys kept (0: the default `MAX_KEYS`).
+    max_keys: usize,
     by_server: FxHashMap<Endpoint, ServerSyns>,
     /// Connections whose SYN-ACK the server had to retransmit although the client ACKed it: the
     /// final ACK was dropped because the accept queue was full.
@@ -57,14 +59,16 @@ impl Detector {
         let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
         if c.synack_transmissions >= 2 && c.established {
             if let Some(sa) = c.synack {
-                if let Some(v) = super::capped_entry(&mut self.synack_retrans, server) {
+                if let Some(v) =
+                    super::capped_entry(&mut self.synack_retrans, server, self.max_keys)
+                {
                     if v.len() < 16 {
                         v.push(sa);
                     }
                 }
             }
         }
-        if let Some(v) = super::capped_entry(&mut self.by_server, server) {
+        if let Some(v) = super::capped_entry(&mut self.by_server, server, self.max_keys) {
             v.attempts += 1;
             if v.times.len() < MAX_PER_SERVER {
                 v.times.push(rec.first_syn.ts_ns);
@@ -168,6 +172,10 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
+    fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
     fn connection(&mut self, c: &Conn) {
         Detector::connection(self, c)
     }

@@ -35,6 +35,8 @@ const MAX_KEEP: usize = 1024;
 /// others; with node facts, an address the node owns (kube-ipvs0, table local).
 #[derive(Default)]
 pub struct Detector {
+    /// Most distinct keys kept (0: the default `MAX_KEYS`).
+    max_keys: usize,
     by_pair: FxHashMap<(IpAddr, Endpoint), PairSyns>,
     answered_servers: FxHashMap<Endpoint, u32>,
     /// Addresses this capture point answered SYNs for: the host owns them.
@@ -65,7 +67,8 @@ impl Detector {
             .map(|l| l.server)
             .unwrap_or(rec.first_syn.dst);
         if c.synack.is_some() {
-            if let Some(n) = super::capped_entry(&mut self.answered_servers, server) {
+            if let Some(n) = super::capped_entry(&mut self.answered_servers, server, self.max_keys)
+            {
                 *n += 1;
             }
             if self.answering_ips.len() < 65_536 {
@@ -85,7 +88,11 @@ impl Detector {
                 self.loopback_ips.insert(leg.server.ip);
             }
         }
-        if let Some(v) = super::capped_entry(&mut self.by_pair, (rec.first_syn.src.ip, server)) {
+        if let Some(v) = super::capped_entry(
+            &mut self.by_pair,
+            (rec.first_syn.src.ip, server),
+            self.max_keys,
+        ) {
             if rec.answered {
                 v.answered = true;
             } else if v.unanswered.len() < MAX_KEEP {
@@ -166,6 +173,10 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
+    fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
     fn connection(&mut self, c: &Conn) {
         Detector::connection(self, c)
     }

@@ -60,6 +60,10 @@ pub trait CaptureDetector: Send {
         explained: &[u64],
         out: &mut Vec<Finding>,
     ) -> Vec<u64>;
+
+    /// The most distinct keys (servers, source/server pairs) this detector may keep (see
+    /// [`MAX_KEYS`]); detectors without per-key state ignore it.
+    fn set_max_keys(&mut self, _max_keys: usize) {}
 }
 
 /// A registry entry: an incident and how to make its capture detector.
@@ -210,9 +214,17 @@ impl Default for Detectors {
 
 impl Detectors {
     pub fn new() -> Self {
-        Detectors {
-            running: DETECTORS.iter().map(|d| (d.new)()).collect(),
+        Self::with_max_keys(MAX_KEYS)
+    }
+
+    /// Detectors that keep at most `max_keys` distinct keys each (from the memory budget).
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        let mut running: Vec<Box<dyn CaptureDetector>> =
+            DETECTORS.iter().map(|d| (d.new)()).collect();
+        for d in &mut running {
+            d.set_max_keys(max_keys);
         }
+        Detectors { running }
     }
 
     pub fn connection(&mut self, c: &Conn) {
@@ -241,18 +253,22 @@ impl Detectors {
     }
 }
 
-/// Most distinct keys (servers, source/server pairs) a detector tracks. Detectors see finished
-/// connections, so without a cap their state would grow with every server ever contacted; past the cap
-/// new keys are counted, not kept (a capture with more distinct servers than this is analysed for the
-/// first ones only, and the finding says so where it matters).
-pub(crate) const MAX_KEYS: usize = 65_536;
+/// Most distinct keys (servers, source/server pairs) a detector tracks by default; `analysis::Limits`
+/// scales it down with the memory budget. Detectors see finished connections, so without a cap their
+/// state would grow with every server ever contacted; past the cap new keys are counted, not kept (a
+/// capture with more distinct servers than this is analysed for the first ones only, and the finding
+/// says so where it matters).
+pub const MAX_KEYS: usize = 65_536;
 
-/// `map.entry(key)` unless the map is full and the key new.
+/// `map.entry(key)` unless the map holds `max` keys already and the key is new (`max` 0: the default
+/// [`MAX_KEYS`]).
 pub(crate) fn capped_entry<K: std::hash::Hash + Eq, V: Default>(
     map: &mut crate::flow::FxHashMap<K, V>,
     key: K,
+    max: usize,
 ) -> Option<&mut V> {
-    if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+    let max = if max == 0 { MAX_KEYS } else { max };
+    if map.len() >= max && !map.contains_key(&key) {
         return None;
     }
     Some(map.entry(key).or_default())

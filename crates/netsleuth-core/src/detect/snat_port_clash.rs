@@ -46,6 +46,8 @@ struct Drop {
 /// while another connection's SYN to the same destination goes through, then pass on retransmission.
 #[derive(Default)]
 pub struct Detector {
+    /// Most distinct keys kept (0: the default `MAX_KEYS`).
+    max_keys: usize,
     drops: Vec<Drop>,
     total_drops: u32,
     /// First-SYN times per destination (post-NAT server endpoint and pre-NAT), to prove concurrency.
@@ -58,7 +60,7 @@ impl Detector {
             return;
         }
         for leg in &c.legs {
-            if let Some(v) = super::capped_entry(&mut self.syn_times, leg.server) {
+            if let Some(v) = super::capped_entry(&mut self.syn_times, leg.server, self.max_keys) {
                 if v.len() < MAX_KEEP {
                     v.push((c.syns[0].pkt.ts_ns, c.id, c.syns[0].pkt));
                 }
@@ -228,6 +230,10 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
+    fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
     fn connection(&mut self, c: &Conn) {
         Detector::connection(self, c)
     }

@@ -36,6 +36,8 @@ const MAX_PER_KEY: usize = 4096;
 /// accepted from the same source address.
 #[derive(Default)]
 pub struct Detector {
+    /// Most distinct keys kept (0: the default `MAX_KEYS`).
+    max_keys: usize,
     by_pair: FxHashMap<(IpAddr, Endpoint), Vec<SynRecord>>,
 }
 
@@ -48,7 +50,11 @@ impl Detector {
         // The server sees the connection under its last leg (after SNAT): that source address is the
         // one its per-host cache is keyed by.
         let Some(leg) = c.legs.last() else { return };
-        if let Some(v) = super::capped_entry(&mut self.by_pair, (leg.client.ip, leg.server)) {
+        if let Some(v) = super::capped_entry(
+            &mut self.by_pair,
+            (leg.client.ip, leg.server),
+            self.max_keys,
+        ) {
             if v.len() < MAX_PER_KEY {
                 v.push(rec);
             }
@@ -303,6 +309,10 @@ fn across_sources(
 }
 
 impl super::CaptureDetector for Detector {
+    fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
     fn connection(&mut self, c: &Conn) {
         Detector::connection(self, c)
     }
