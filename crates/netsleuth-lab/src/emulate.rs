@@ -121,7 +121,7 @@ impl PawsEmulator {
             .unwrap_or(false)
         {
             return Err(LabError::traffic(
-                "tw-recycle-paws",
+                netsleuth_core::detect::tw_recycle_paws::INCIDENT.id,
                 "the PAWS emulation could not open its packet socket",
             ));
         }
