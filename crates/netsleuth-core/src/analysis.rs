@@ -689,7 +689,8 @@ impl Engine {
                 count: ts.endpoint_scans_cut,
                 message: format!(
                     "{} segment(s) seen under a new tuple were compared with only the newest {} connections of their client endpoint (more were live): a NAT re-translation among the older ones could be missed",
-                    ts.endpoint_scans_cut, 64
+                    ts.endpoint_scans_cut,
+                    crate::flow::tcp::MAX_ENDPOINT_CANDIDATES
                 ),
             });
         }

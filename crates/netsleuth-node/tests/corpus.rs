@@ -2,32 +2,15 @@
 //! every other parser too) without a panic; what a parser did not understand is counted, and the files
 //! that are exactly the format a parser targets must parse without unknown lines.
 
+mod common;
+
 use netsleuth_node::parse::{
     conntrack, ip, iptables, ipvs, netstat, nft, proc_tcp, resolver, ss, sysctl, IssueLog,
 };
 use std::path::{Path, PathBuf};
 
-/// The node artifacts of the shared corpus, next to the checkout.
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/node");
-
-/// Under CI the shared material must be there: a test that skips would pass by not running.
-fn required_under_ci(found: Option<PathBuf>, what: &str) -> Option<PathBuf> {
-    assert!(
-        found.is_some() || std::env::var("CI").is_err(),
-        "{what} is missing next to the checkout (../shared) and CI is set: the test must run"
-    );
-    found
-}
-
 fn corpus_dir() -> Option<PathBuf> {
-    required_under_ci(find_corpus_dir(), "../shared/corpus/node")
-}
-
-fn find_corpus_dir() -> Option<PathBuf> {
-    let p = std::env::var_os("NETSLEUTH_NODE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(CORPUS));
-    p.is_dir().then_some(p)
+    common::node_corpus_dir()
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -201,7 +184,7 @@ fn parse_all(rel: &str, text: &str) -> (&'static str, IssueLog, usize) {
 #[test]
 fn every_corpus_file_parses_without_panic_and_unknowns_are_counted() {
     let Some(dir) = corpus_dir() else {
-        eprintln!("SKIP: corpus {CORPUS} absent (set NETSLEUTH_NODE_CORPUS)");
+        eprintln!("SKIP: ../shared/corpus/node absent (set NETSLEUTH_NODE_CORPUS)");
         return;
     };
     let mut total_unknown = 0u64;

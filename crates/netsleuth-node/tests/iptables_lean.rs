@@ -17,26 +17,8 @@ use netsleuth_node::parse::iptables::{
 use netsleuth_node::{check, CheckOptions, NodeFacts};
 use std::path::{Path, PathBuf};
 
-/// Under CI the shared material must be there: a test that skips would pass by not running.
-fn required_under_ci(found: Option<PathBuf>, what: &str) -> Option<PathBuf> {
-    assert!(
-        found.is_some() || std::env::var("CI").is_err(),
-        "{what} is missing next to the checkout (../shared) and CI is set: the test must run"
-    );
-    found
-}
-
 fn corpus_dir() -> Option<PathBuf> {
-    required_under_ci(find_corpus_dir(), "../shared/corpus/node")
-}
-
-fn find_corpus_dir() -> Option<PathBuf> {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/node");
-    std::env::var_os("NETSLEUTH_NODE_CORPUS")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([beside])
-        .find(|p| p.is_dir())
+    common::node_corpus_dir()
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

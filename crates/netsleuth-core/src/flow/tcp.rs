@@ -50,7 +50,7 @@ const SEQ_BUCKETS: u32 = 1 << (32 - SEQ_BUCKET_SHIFT);
 /// Connections sharing one client endpoint that a mid-stream segment is compared with (newest
 /// first). Normally one or two; many only when roles were guessed wrongly (a server port above the
 /// client's), and then the scan is cut here and counted.
-const MAX_ENDPOINT_CANDIDATES: usize = 64;
+pub const MAX_ENDPOINT_CANDIDATES: usize = 64;
 const SWEEP_EVERY_NS: i64 = 1_000_000_000;
 /// Default cap on live connections (see `analysis::Limits`).
 pub const DEFAULT_MAX_LIVE: usize = 65_536;

@@ -197,3 +197,20 @@ pub fn hostile(name: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// The node artifacts of the shared corpus (`$NETSLEUTH_NODE_CORPUS`, or `../shared/corpus/node` next
+/// to the checkout). Absent: `None`, or a failure when CI is set (a skipped test would pass by not
+/// running).
+pub fn node_corpus_dir() -> Option<PathBuf> {
+    let found = std::env::var_os("NETSLEUTH_NODE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/node")
+        });
+    let found = found.is_dir().then_some(found);
+    assert!(
+        found.is_some() || std::env::var("CI").is_err(),
+        "../shared/corpus/node is missing next to the checkout and CI is set: the test must run"
+    );
+    found
+}
