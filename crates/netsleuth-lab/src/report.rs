@@ -116,9 +116,7 @@ impl Verdict {
                         true,
                         format!("{what}: no symptom (its captures were not analysed)"),
                     ),
-                    (false, Some(n)) if n.is_empty() => {
-                        (true, format!("{what}: no symptom, no incident finding"))
-                    }
+                    (false, Some([])) => (true, format!("{what}: no symptom, no incident finding")),
                     (false, Some(n)) => (
                         false,
                         format!("{what}: no symptom, but the analysis named {n:?}"),

@@ -629,10 +629,7 @@ fn what_a_bundle_lacks_is_noted_by_diff_and_analyze() {
 #[test]
 fn a_capture_nothing_of_which_could_be_decoded_exits_2_saying_so() {
     // pcap, link type 105 (IEEE 802.11): netsleuth does not decode it, so no all-clear.
-    let mut pcap = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        pcap.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut pcap = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     pcap.extend_from_slice(&2u16.to_le_bytes());
     pcap.extend_from_slice(&4u16.to_le_bytes());
     for v in [0u32, 0, 65_535, 105] {

@@ -662,7 +662,7 @@ mod tests {
 
     #[test]
     fn documents_read_back_as_written() {
-        let catalogue = Document::catalogue(&CATALOGUE);
+        let catalogue = Document::catalogue(CATALOGUE);
         let back: Document = serde_json::from_str(&catalogue.to_json()).unwrap();
         assert_eq!(back, catalogue);
         let lab = Document::lab(vec![]);

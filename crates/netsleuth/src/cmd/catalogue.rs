@@ -13,6 +13,6 @@ pub fn run(a: FormatArgs) -> Result<i32, CliError> {
             write_stdout(&s)?;
             Ok(0)
         }
-        Format::Json => emit_document(&Document::catalogue(&CATALOGUE)),
+        Format::Json => emit_document(&Document::catalogue(CATALOGUE)),
     }
 }
