@@ -61,6 +61,9 @@ pub struct Incident {
     pub sysctls: &'static [&'static str],
     /// The behaviour changes of the kernel and libraries that decide it, in the version table.
     pub versions: &'static [&'static VersionFact],
+    /// What shows it, source by source (capture, node state, live, lab), in the catalogue's words:
+    /// `netsleuth explain ID` and the JSON catalogue print it.
+    pub evidence: &'static str,
 }
 
 /// An incident is its id: ids are unique in the catalogue (tested), so two references to one incident
@@ -290,6 +293,7 @@ mod tests {
             remedy: "",
             sysctls: &[],
             versions: &[],
+            evidence: "",
         };
         let mut v = vec![
             Finding::new(

@@ -20,6 +20,10 @@ masquerade settings that route same-node Service traffic through the host.",
         "net.bridge.bridge-nf-call-ip6tables",
     ],
     versions: &[&versions::BRIDGE_NF_PER_NETNS],
+    evidence: "Node: `/proc/sys/net/bridge/bridge-nf-call-iptables` = 0 (or `br_netfilter` absent) while \
+pods hang on a Linux bridge (cni0/cbr0). Capture (client side): SYN to ClusterIP:port, SYN-ACK from the \
+backend's pod IP (not the VIP), client RST; client retries then times out. conntrack: the DNAT entry stays \
+`[UNREPLIED]`.",
 };
 
 use super::{with_packets, Context};

@@ -20,6 +20,13 @@ application send heartbeats; do not flush conntrack on nodes with live Service c
         "net.ipv4.tcp_keepalive_time",
     ],
     versions: &[],
+    evidence: "Capture: an idle gap on a flow, then a non-SYN segment; on the node it is DNATed to \
+a backend other than the connection's original one; that backend answers RST. Gap vs \
+`nf_conntrack_tcp_timeout_established` (kernel default 432000 s; kube-proxy sets 86400). With \
+`nf_conntrack_tcp_loose=0` the segment is INVALID instead (kube-proxy drops INVALID → silent timeouts). Live: a \
+DESTROY event for an ASSURED entry whose socket is still open. Node: established sockets without keepalive, or \
+keepalive time (`tcp_keepalive_time` 7200 s default) longer than the conntrack timeout. Fix: keepalive shorter \
+than the timeout.",
 };
 
 use super::{remaps, secs, with_packets, Context};

@@ -17,6 +17,12 @@ MASQUERADE egress device, or use SNAT --to-source instead of MASQUERADE on it; n
 node with live NATed connections.",
     sysctls: &[],
     versions: &[&versions::MASQUERADE_FLUSH_PER_ADDRESS],
+    evidence: "Capture on the node (`-i any`): the same TCP connection (same sequence space: the ISNs \
+of both sides carry through NAT) leaves with a new SNAT source port, no SYN; the server answers RST; the client \
+gets ECONNRESET. Live: RTM_DELADDR on the MASQUERADE egress device, then within ms a burst of conntrack \
+DESTROY events. Node: `-j MASQUERADE` on the device that carries the VIP (keepalived); kernel lacking \
+\"netfilter: masquerade: don't flush all conntracks if only one address deleted on device\" (097f95d319f8; \
+mainline 2018, backported to 4.14.155 and 4.19.85; after it only entries of the deleted address go).",
 };
 
 use super::{remaps, secs, with_packets, Context};

@@ -17,6 +17,11 @@ pods' resolv.conf via dnsConfig; for musl-based images (which ignore those optio
 DNSCache; upgrade the node kernel (clash resolution, 5.x).",
     sysctls: &[],
     versions: &[&versions::CLASH_RESOLVE_MATCHING, &versions::CLASH_NAT_SAME_ORIGIN, &versions::CLASH_INSERT_CLASHING, &versions::MUSL_RESOLV_OPTIONS],
+    evidence: "Capture: A and AAAA from the same IP:port within microseconds to the DNS ClusterIP; one \
+answered, the other re-sent after 5 s (glibc `timeout:5 attempts:2`). Counters: `insert_failed`/`drop`. Kernel \
+history: clash resolution 4.19 (ed07d9a021df), 5.0 (4e35c1cb9460), ≈5.6 (6a757c07e51f). Node/containers: \
+resolv.conf `options single-request-reopen` / `single-request` / `use-vc`, NodeLocal DNSCache; musl ignores \
+those options (it parses only `ndots`, `attempts`, `timeout`).",
 };
 
 use super::{secs, with_packets, Context};

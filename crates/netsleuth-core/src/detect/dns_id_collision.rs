@@ -14,6 +14,8 @@ to an IPv6 address the pod cannot reach.",
     remedy: "Use an image with musl 1.2.4 or later (Alpine 3.18+), or a glibc-based image.",
     sysctls: &[],
     versions: &[&versions::MUSL_DNS_ID_UNIQUE],
+    evidence: "Capture: A and AAAA from one socket carrying the same DNS ID; the AAAA response (NODATA or \
+AAAA records) arrives first. Container: libc is musl < 1.2.4 (Alpine < 3.18; fix 6c858d6f).",
 };
 
 use super::{with_packets, Context};

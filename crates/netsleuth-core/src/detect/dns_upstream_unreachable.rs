@@ -16,6 +16,10 @@ back, e.g. by /etc/resolvconf/resolv.conf.d/base or cloud-init.",
         "net.netfilter.nf_conntrack_udp_timeout",
     ],
     versions: &[],
+    evidence: "Node: a `nameserver` in `/etc/resolv.conf` that does not answer (probe it, opt-in); \
+its origin (`/etc/resolvconf/resolv.conf.d/base|head`, cloud-init). CoreDNS with `forward . /etc/resolv.conf`. \
+Capture: queries to that server never answered while the other upstreams answer. conntrack: UDP entries to it \
+stay `[UNREPLIED]`.",
 };
 
 use super::{with_packets, Context};

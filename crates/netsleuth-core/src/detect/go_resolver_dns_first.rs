@@ -15,6 +15,9 @@ every lookup of a name pinned in /etc/hosts went to DNS first, and inherited eve
 to the image (or mount it).",
     sysctls: &[],
     versions: &[&versions::GO_FILES_FIRST_WITHOUT_NSSWITCH],
+    evidence: "Container: no `/etc/nsswitch.conf`, a Go binary (its build info gives the Go version; \
+pure-Go resolver when CGO is off or `netgo`), Go < 1.16 (golang/go#35305, fix c80022204e8f); the name is in \
+`/etc/hosts`. Capture: DNS queries for names that `/etc/hosts` answers.",
 };
 
 use super::{with_packets, Context};

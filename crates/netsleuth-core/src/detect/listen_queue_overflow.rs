@@ -20,6 +20,10 @@ tcp_syncookies=1.",
         "net.ipv4.tcp_syncookies",
     ],
     versions: &[&versions::DROP_REASON_LISTEN_OVERFLOW],
+    evidence: "Counters (per network namespace — each pod has its own): TcpExt `ListenOverflows`, \
+`ListenDrops`, `TCPReqQFullDrop`, `TCPReqQFullDoCookies`. Sockets: a listener's accept queue at its backlog. \
+Sysctls: `net.core.somaxconn`, `net.ipv4.tcp_max_syn_backlog`, `tcp_syncookies`. Drop reason \
+TCP_LISTEN_OVERFLOW (≈6.15+). Capture: SYN bursts with unanswered, retransmitted SYNs.",
 };
 
 use super::{secs, with_packets, Context, SynRecord};

@@ -20,6 +20,9 @@ net.ipv4.conf.<dev>.accept_local=1 alone lets the probe in, but the reply must s
         "net.ipv4.conf.all.rp_filter",
     ],
     versions: &[&versions::DROP_REASON_IP_LOCAL_SOURCE],
+    evidence: "Node: the Service's LoadBalancer IP is an address on `kube-ipvs0` (so `local <IP>` in table \
+local) and `accept_local=0`; `externalTrafficPolicy: Local`. Counter: `/proc/net/stat/rt_cache` `in_martian_src`. \
+Drop reason IP_LOCAL_SOURCE (≈6.13+). Capture: SYNs from the LB IP to the NodePort, never answered.",
 };
 
 use super::{with_packets, Context, SynRecord};

@@ -19,6 +19,10 @@ avoid SNAT for pod-to-pod traffic.",
         "net.netfilter.nf_conntrack_max",
     ],
     versions: &[&versions::CLASH_RESOLVE_STAT, &versions::DROP_REASONS],
+    evidence: "Counters: conntrack stats `insert_failed` and `drop` rising on the NATing node (before 5.10 \
+`insert_failed` also counted resolved clashes; since 5.10 `clash_resolve` counts those). Drop reason (≥5.17): \
+NETFILTER_DROP. Capture: client SYN retransmitted after ~1 s with the same source port; the node's egress shows \
+only one of two near-simultaneous SYNs. Node: MASQUERADE/SNAT without `--random-fully` (nft: `fully-random`).",
 };
 
 use super::{secs, with_packets, Context};

@@ -19,6 +19,10 @@ this). Do not disable tcp_timestamps to work around it.",
         "net.ipv4.tcp_timestamps",
     ],
     versions: &[&versions::TW_RECYCLE_REMOVED, &versions::TS_OFFSET_PER_CONNECTION],
+    evidence: "Node: `net.ipv4.tcp_tw_recycle=1` with `tcp_timestamps=1` (kernels < 4.12 only; per-connection \
+random TS offsets since 4.10 broke it even without NAT). Counter: TcpExt `PAWSPassive` rising. Capture: SYNs \
+from one source IP whose TSval goes backwards against that IP's previous connection; no SYN-ACK; SYN \
+retransmits 1, 3, 7 s. No drop reasons exist on such kernels: counters and captures are the evidence.",
 };
 
 use super::{secs, with_packets, Context, SynRecord};

@@ -351,6 +351,9 @@ pub struct Incident {
     pub title: String,
     pub explanation: String,
     pub remedy: String,
+    /// What shows it, source by source (capture, node state, live, lab).
+    #[serde(default)]
+    pub evidence: String,
 }
 
 impl From<model::Confidence> for Confidence {
@@ -466,6 +469,7 @@ impl From<&model::Incident> for Incident {
             title: i.title.to_string(),
             explanation: i.explanation.to_string(),
             remedy: i.remedy.to_string(),
+            evidence: i.evidence.to_string(),
         }
     }
 }
