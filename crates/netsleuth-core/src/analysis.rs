@@ -136,15 +136,32 @@ impl Limits {
 }
 
 /// Analyse captures of one incident together. Never fails as a whole: an input that cannot be opened
-/// is reported in `failed_inputs`, damage inside an input in `diagnostics`.
+/// is reported in `failed_inputs`, damaged records become diagnostics, the rest is analysed.
 pub fn analyze(inputs: Vec<Input>, node: &NodeContext) -> Analysis {
     analyze_with(inputs, node, &Limits::default())
 }
 
-/// `analyze` within the given limits.
+/// `analyze` within the given limits, on one thread (the reference the pipeline is tested against).
 pub fn analyze_with(inputs: Vec<Input>, node: &NodeContext, limits: &Limits) -> Analysis {
+    analyze_threads(inputs, node, limits, 1)
+}
+
+/// `analyze` on up to `threads` threads. With two or more, reading, framing and decoding run on one
+/// thread and the flow engine, DNS tracking and detectors on another (`pipeline`); the second sees
+/// exactly the packets, in exactly the order, that the one-thread run gives it, so the findings are
+/// the same byte for byte. More than two threads give nothing more yet: the work after decoding is
+/// one ordered stream (NAT legs join connections across tuples, so it cannot be split by flow).
+pub fn analyze_threads(
+    inputs: Vec<Input>,
+    node: &NodeContext,
+    limits: &Limits,
+    threads: usize,
+) -> Analysis {
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
-    let mut engine = Engine::new(names.clone(), limits);
+    let Engine {
+        mut front,
+        mut back,
+    } = Engine::new(names.clone(), limits);
     let mut readers = Vec::new();
     let mut failed = Vec::new();
     let buffer = limits.input_buffer(inputs.len());
@@ -157,26 +174,44 @@ pub fn analyze_with(inputs: Vec<Input>, node: &NodeContext, limits: &Limits) -> 
             Err(e) => failed.push((input.name, e.to_string())),
         }
     }
-    if readers.len() == 1 {
-        // The common case, kept zero-copy: no merge needed.
-        let (idx, mut r) = readers.pop().expect("one reader");
-        while let Some(rec) = r.next_record() {
-            engine.push(idx, &rec);
-        }
-        engine.diagnostics.extend(r.diagnostics());
-    } else if !readers.is_empty() {
-        merge(&mut engine, readers);
+    if threads >= 2 && !readers.is_empty() {
+        back = pipeline::run(&mut front, back, readers);
+    } else {
+        feed(&mut front, &mut back, readers);
+        front.flush_held(&mut back);
     }
-    let mut analysis = engine.finish(node);
+    let mut analysis = finish_parts(front, back, node);
     analysis.failed_inputs = failed;
     analysis.stats.inputs = names.len();
     analysis
 }
 
+/// Every record of every reader through the front into `sink`, in capture-time order.
+fn feed<R: Read, S: PacketSink>(
+    front: &mut Front,
+    sink: &mut S,
+    mut readers: Vec<(InputId, CaptureReader<R>)>,
+) {
+    if readers.len() == 1 {
+        // The common case, kept zero-copy: no merge needed.
+        let (idx, mut r) = readers.pop().expect("one reader");
+        while let Some(rec) = r.next_record() {
+            front.push(idx, &rec, sink);
+        }
+        front.diagnostics.extend(r.diagnostics());
+    } else if !readers.is_empty() {
+        merge(front, sink, readers);
+    }
+}
+
 /// k-way merge by capture timestamp: each step takes the record of the input whose next record is
 /// the earliest (ties go to the earlier input), so packets seen in several captures meet in time order.
 /// A heap keyed by (next timestamp, input) makes each step O(log inputs).
-fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<R>)>) {
+fn merge<R: Read, S: PacketSink>(
+    front: &mut Front,
+    sink: &mut S,
+    mut readers: Vec<(InputId, CaptureReader<R>)>,
+) {
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::with_capacity(readers.len());
     for (i, (_, r)) in readers.iter_mut().enumerate() {
         if let Some(ts) = r.peek_ts() {
@@ -186,14 +221,14 @@ fn merge<R: Read>(engine: &mut Engine, mut readers: Vec<(InputId, CaptureReader<
     while let Some(Reverse((_, i))) = heap.pop() {
         let (idx, r) = &mut readers[i];
         if let Some(rec) = r.next_record() {
-            engine.push(*idx, &rec);
+            front.push(*idx, &rec, sink);
         }
         if let Some(ts) = r.peek_ts() {
             heap.push(Reverse((ts, i)));
         }
     }
     for (_, r) in &readers {
-        engine.diagnostics.extend(r.diagnostics());
+        front.diagnostics.extend(r.diagnostics());
     }
 }
 
@@ -264,25 +299,12 @@ impl DecodeProblems {
 
 /// The sans-IO analysis engine: push capture records in capture-time order (time comes in the
 /// record, never from the clock), then `finish` for the findings. `analyze` is a loop over it.
+///
+/// It is two halves: the `Front` keeps the analysis clock and decodes; the `Back` follows flows and
+/// DNS and runs the detectors. One thread runs both here; `analyze_threads` runs them on two.
 pub struct Engine {
-    names: Vec<String>,
-    tcp: TcpEngine,
-    dns: DnsTracker,
-    dns_tcp: DnsTcpReassembler,
-    detectors: Detectors,
-    stats: AnalysisStats,
-    problems: DecodeProblems,
-    diagnostics: Vec<Diagnostic>,
-    qname: String,
-    /// Byte offset of the record being processed, for locating decode problems.
-    cur_offset: u64,
-    /// The analysis clock: the latest accepted capture time. Monotone; expiry runs on it.
-    clock: Option<i64>,
-    /// A record whose timestamp jumped ahead, waiting for the next record to confirm the jump.
-    held: Option<HeldRecord>,
-    symptoms: SymptomCollector,
-    /// Packets cut by the snap length per input (the diagnostic is made at the first, counted here).
-    snaplen_cuts: Vec<u64>,
+    front: Front,
+    back: Back,
 }
 
 impl Engine {
@@ -290,20 +312,26 @@ impl Engine {
     pub fn new(names: Vec<String>, limits: &Limits) -> Self {
         let names_len = names.len();
         Engine {
-            names,
-            tcp: TcpEngine::with_max_live(limits.max_live_connections()),
-            dns: DnsTracker::with_max_live(limits.max_live_dns_queries()),
-            dns_tcp: DnsTcpReassembler::new(),
-            detectors: Detectors::with_max_keys(limits.max_detector_keys()),
-            stats: AnalysisStats::default(),
-            problems: DecodeProblems::default(),
-            diagnostics: Vec::new(),
-            qname: String::new(),
-            cur_offset: 0,
-            clock: None,
-            held: None,
-            symptoms: SymptomCollector::default(),
-            snaplen_cuts: vec![0; names_len],
+            back: Back {
+                names: names.clone(),
+                tcp: TcpEngine::with_max_live(limits.max_live_connections()),
+                dns: DnsTracker::with_max_live(limits.max_live_dns_queries()),
+                dns_tcp: DnsTcpReassembler::new(),
+                detectors: Detectors::with_max_keys(limits.max_detector_keys()),
+                stats: AnalysisStats::default(),
+                qname: String::new(),
+                symptoms: SymptomCollector::default(),
+            },
+            front: Front {
+                names,
+                stats: AnalysisStats::default(),
+                problems: DecodeProblems::default(),
+                diagnostics: Vec::new(),
+                cur_offset: 0,
+                clock: None,
+                held: None,
+                snaplen_cuts: vec![0; names_len],
+            },
         }
     }
 
@@ -312,6 +340,61 @@ impl Engine {
     /// `if_tsoffset`) is analysed at the clock instead and reported, so one outlier cannot stop expiry
     /// or change what is found.
     pub fn push(&mut self, input: InputId, rec: &Record<'_>) {
+        self.front.push(input, rec, &mut self.back);
+    }
+
+    /// End of input: finalise every connection and query and run the detectors.
+    pub fn finish(self, node: &NodeContext) -> Analysis {
+        let Engine {
+            mut front,
+            mut back,
+        } = self;
+        front.flush_held(&mut back);
+        finish_parts(front, back, node)
+    }
+}
+
+/// Where the front hands each decoded packet: the back itself, or the pipeline's queue to it.
+pub(crate) trait PacketSink {
+    fn packet(&mut self, input: InputId, frame: u64, ts: i64, interface: u32, pkt: &Packet<'_>);
+}
+
+/// The engine's first half: the monotone analysis clock, decoding, and what decoding found wrong.
+/// Its `stats` are the record-level ones (records, bytes, time span, IP/non-IP/undecodable).
+struct Front {
+    names: Vec<String>,
+    stats: AnalysisStats,
+    problems: DecodeProblems,
+    diagnostics: Vec<Diagnostic>,
+    /// Byte offset of the record being processed, for locating decode problems.
+    cur_offset: u64,
+    /// The analysis clock: the latest accepted capture time. Monotone; expiry runs on it.
+    clock: Option<i64>,
+    /// A record whose timestamp jumped ahead, waiting for the next record to confirm the jump.
+    held: Option<HeldRecord>,
+    /// Packets cut by the snap length per input (the diagnostic is made at the first, counted here).
+    snaplen_cuts: Vec<u64>,
+}
+
+/// The engine's second half: TCP connections across NAT legs, DNS transactions, symptoms and the
+/// detectors. Its `stats` are the packet-level ones.
+struct Back {
+    names: Vec<String>,
+    tcp: TcpEngine,
+    dns: DnsTracker,
+    dns_tcp: DnsTcpReassembler,
+    detectors: Detectors,
+    stats: AnalysisStats,
+    qname: String,
+    symptoms: SymptomCollector,
+}
+
+impl Front {
+    /// One capture record of input `input`. Records must come in capture-time order across inputs;
+    /// a timestamp far from its neighbours (a damaged record, a clock jump, an interface's
+    /// `if_tsoffset`) is analysed at the clock instead and reported, so one outlier cannot stop expiry
+    /// or change what is found.
+    fn push<S: PacketSink>(&mut self, input: InputId, rec: &Record<'_>, sink: &mut S) {
         if let Some(held) = self.held.take() {
             let (confirmed, instead) = match self.clock {
                 // The first record: confirmed unless the second lies far before it.
@@ -331,7 +414,7 @@ impl Engine {
                 self.outlier(&held.as_record(), held.input, instead)
             };
             self.clock = Some(self.clock.map_or(ts, |c| c.max(ts)));
-            self.record(held.input, &held.as_record(), ts);
+            self.record(held.input, &held.as_record(), ts, sink);
         }
         let Some(clock) = self.clock else {
             // The very first record: nothing to compare with yet; the next one confirms it.
@@ -348,7 +431,7 @@ impl Engine {
             rec.ts_ns
         };
         self.clock = Some(clock.max(ts));
-        self.record(input, rec, ts);
+        self.record(input, rec, ts, sink);
     }
 
     fn hold(&mut self, input: InputId, rec: &Record<'_>) {
@@ -365,7 +448,7 @@ impl Engine {
     }
 
     /// End of input: a record still held is the last one; its jump is accepted unless absurd.
-    fn flush_held(&mut self) {
+    fn flush_held<S: PacketSink>(&mut self, sink: &mut S) {
         if let Some(held) = self.held.take() {
             let ts = match self.clock {
                 None => held.ts_ns,
@@ -375,7 +458,7 @@ impl Engine {
                 Some(clock) => self.outlier(&held.as_record(), held.input, clock),
             };
             self.clock = Some(self.clock.map_or(ts, |c| c.max(ts)));
-            self.record(held.input, &held.as_record(), ts);
+            self.record(held.input, &held.as_record(), ts, sink);
         }
     }
 
@@ -395,7 +478,7 @@ impl Engine {
     }
 
     #[inline]
-    fn record(&mut self, input: InputId, rec: &Record<'_>, ts: i64) {
+    fn record<S: PacketSink>(&mut self, input: InputId, rec: &Record<'_>, ts: i64, sink: &mut S) {
         self.cur_offset = rec.offset;
         let (frame, linktype, interface, data, orig_len) = (
             rec.frame,
@@ -430,7 +513,7 @@ impl Engine {
             }
         }
         self.stats.ip_packets += 1;
-        self.packet(input, frame, ts, interface, &pkt);
+        sink.packet(input, frame, ts, interface, &pkt);
     }
 
     fn decode_error(
@@ -478,7 +561,18 @@ impl Engine {
             }
         }
     }
+}
 
+impl Back {
+    /// Whether `packet` reads the payload of a packet between these ports (only DNS's): the pipeline
+    /// copies those payloads across threads and no others.
+    #[inline]
+    pub(crate) fn reads_payload(src_port: u16, dst_port: u16) -> bool {
+        src_port == 53 || dst_port == 53
+    }
+}
+
+impl PacketSink for Back {
     #[inline]
     fn packet(&mut self, input: InputId, frame: u64, ts: i64, interface: u32, pkt: &Packet<'_>) {
         let ifindex = pkt
@@ -551,7 +645,9 @@ impl Engine {
             Transport::Other => {}
         }
     }
+}
 
+impl Back {
     /// Returns whether the bytes were a DNS message with a question.
     fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) -> bool {
         let Ok(msg) = wire::dns::parse(bytes) else {
@@ -642,7 +738,7 @@ fn conn_stats(s: &mut AnalysisStats, c: &Conn) {
     }
 }
 
-impl Engine {
+impl Back {
     /// What the caps cost the analysis, if any was reached.
     fn cap_diagnostics(&mut self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
@@ -696,76 +792,275 @@ impl Engine {
         }
         out
     }
+}
 
-    /// End of input: finalise every connection and query and run the detectors.
-    pub fn finish(mut self, node: &NodeContext) -> Analysis {
-        self.flush_held();
-        self.symptoms
-            .input_ended(self.stats.last_ts_ns.unwrap_or(i64::MIN));
-        self.tcp.finish();
-        self.drain_tcp();
-        self.dns.finish();
-        self.drain_dns();
-        let ts = self.tcp.stats;
-        self.stats.tcp_copies = ts.copies;
-        self.stats.tcp_connections = ts.connections;
-        self.stats.tcp_mid_stream_legs = ts.mid_stream_legs;
-        self.stats.tcp_peak_live_connections = ts.peak_live;
-        self.stats.dns_queries = self.dns.stats.queries;
-        self.stats.dns_responses = self.dns.stats.responses;
-        let mut diagnostics = std::mem::take(&mut self.diagnostics);
-        diagnostics.extend(self.cap_diagnostics());
-        let ctx = Context {
-            inputs: &self.names,
-            node,
-            capture_end_ns: self.stats.last_ts_ns.unwrap_or(i64::MIN),
-        };
-        let mut findings = crate::detect::one_per_incident(self.detectors.finish(&ctx));
-        sort_findings(&mut findings);
-        let undecoded = self
-            .problems
-            .by_key
-            .iter()
-            .filter(|((_, code), _)| *code == "unsupported-linktype")
-            .map(|(_, d)| d.count)
-            .sum();
-        let (symptoms, blind_spots) = self.symptoms.finish(&ctx, &findings, undecoded);
-        for (input, n) in self.snaplen_cuts.iter().enumerate() {
-            if let Some(d) = self
-                .problems
-                .by_key
-                .get_mut(&(input as InputId, "snaplen-cut"))
-            {
-                d.count += n.saturating_sub(1);
+/// The end of the analysis: the back's findings, with what the front saw.
+fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
+    let Front {
+        stats: fstats,
+        mut problems,
+        diagnostics: front_diagnostics,
+        snaplen_cuts,
+        ..
+    } = front;
+    // Record-level figures are the front's; everything else is the back's.
+    let s = &mut back.stats;
+    s.records = fstats.records;
+    s.bytes = fstats.bytes;
+    s.ip_packets = fstats.ip_packets;
+    s.non_ip_frames = fstats.non_ip_frames;
+    s.undecodable_frames = fstats.undecodable_frames;
+    s.first_ts_ns = fstats.first_ts_ns;
+    s.last_ts_ns = fstats.last_ts_ns;
+    back.symptoms
+        .input_ended(back.stats.last_ts_ns.unwrap_or(i64::MIN));
+    back.tcp.finish();
+    back.drain_tcp();
+    back.dns.finish();
+    back.drain_dns();
+    let ts = back.tcp.stats;
+    back.stats.tcp_copies = ts.copies;
+    back.stats.tcp_connections = ts.connections;
+    back.stats.tcp_mid_stream_legs = ts.mid_stream_legs;
+    back.stats.tcp_peak_live_connections = ts.peak_live;
+    back.stats.dns_queries = back.dns.stats.queries;
+    back.stats.dns_responses = back.dns.stats.responses;
+    let mut diagnostics = front_diagnostics;
+    diagnostics.extend(back.cap_diagnostics());
+    let ctx = Context {
+        inputs: &back.names,
+        node,
+        capture_end_ns: back.stats.last_ts_ns.unwrap_or(i64::MIN),
+    };
+    let mut findings = crate::detect::one_per_incident(back.detectors.finish(&ctx));
+    sort_findings(&mut findings);
+    let undecoded = problems
+        .by_key
+        .iter()
+        .filter(|((_, code), _)| *code == "unsupported-linktype")
+        .map(|(_, d)| d.count)
+        .sum();
+    let (symptoms, blind_spots) = back.symptoms.finish(&ctx, &findings, undecoded);
+    for (input, n) in snaplen_cuts.iter().enumerate() {
+        if let Some(d) = problems.by_key.get_mut(&(input as InputId, "snaplen-cut")) {
+            d.count += n.saturating_sub(1);
+        }
+    }
+    let dt = back.dns_tcp.stats();
+    back.stats.timestamp_outliers = problems
+        .by_key
+        .iter()
+        .filter(|((_, code), _)| *code == "timestamp-outlier")
+        .map(|(_, d)| d.count)
+        .sum();
+    diagnostics.extend(problems.by_key.into_values());
+    if dt.gaps + dt.bad_lengths > 0 {
+        diagnostics.push(Diagnostic {
+            source: back.names.join(", "),
+            code: "dns-tcp-gap",
+            offset: None,
+            frame: None,
+            line: None,
+            count: dt.gaps + dt.bad_lengths,
+            message: format!("DNS over TCP: {} sequence gaps and {} bad length prefixes; the messages around them were skipped", dt.gaps, dt.bad_lengths),
+        });
+    }
+    Analysis {
+        findings,
+        diagnostics,
+        stats: back.stats,
+        failed_inputs: Vec::new(),
+        symptoms,
+        blind_spots,
+    }
+}
+
+/// The two-thread analysis: this thread reads, frames and decodes (the `Front`); a second thread
+/// follows flows and DNS and runs the detectors (the `Back`). Decoded packets cross in batches whose
+/// buffers come back for reuse, so the steady state allocates nothing. The back gets exactly the
+/// packets, in exactly the order, of the one-thread run, so the findings are identical; what crosses
+/// is the decoded header with the payload bytes only where the back reads them (`Back::reads_payload`).
+mod pipeline {
+    use super::{Back, CaptureReader, Front, InputId, PacketSink};
+    use crate::wire::{Packet, TcpSegment, Transport, UdpDatagram};
+    use std::io::Read;
+    use std::ops::Range;
+    use std::sync::mpsc::{self, Receiver, SyncSender};
+
+    /// Packets per batch: large enough that the hand-over costs nothing per packet, small enough that
+    /// the batches in flight stay a few megabytes.
+    const BATCH: usize = 4096;
+    /// Batches queued toward the back before the front waits (bounds the memory in flight).
+    const QUEUED: usize = 4;
+
+    /// One decoded packet in a batch: its header fields, with its payload (if kept) in the batch's
+    /// byte buffer.
+    struct Staged {
+        input: InputId,
+        frame: u64,
+        ts: i64,
+        interface: u32,
+        /// The packet with empty payload slices.
+        pkt: Packet<'static>,
+        payload: Range<usize>,
+    }
+
+    #[derive(Default)]
+    struct Batch {
+        packets: Vec<Staged>,
+        payloads: Vec<u8>,
+    }
+
+    impl Staged {
+        /// The packet as the front decoded it (payload bytes restored from the batch where kept).
+        fn packet<'a>(&self, payloads: &'a [u8]) -> Packet<'a> {
+            let payload = &payloads[self.payload.clone()];
+            let transport = match self.pkt.transport {
+                Transport::Tcp(seg) => Transport::Tcp(TcpSegment { payload, ..seg }),
+                Transport::Udp(d) => Transport::Udp(UdpDatagram { payload, ..d }),
+                Transport::Icmp {
+                    v6,
+                    icmp_type,
+                    code,
+                } => Transport::Icmp {
+                    v6,
+                    icmp_type,
+                    code,
+                },
+                Transport::Other => Transport::Other,
+            };
+            Packet {
+                transport,
+                ..self.pkt
             }
         }
-        let dt = self.dns_tcp.stats();
-        self.stats.timestamp_outliers = self
-            .problems
-            .by_key
-            .iter()
-            .filter(|((_, code), _)| *code == "timestamp-outlier")
-            .map(|(_, d)| d.count)
-            .sum();
-        diagnostics.extend(self.problems.by_key.into_values());
-        if dt.gaps + dt.bad_lengths > 0 {
-            diagnostics.push(Diagnostic {
-                source: self.names.join(", "),
-                code: "dns-tcp-gap",
-                offset: None,
-                frame: None,
-                line: None,
-                count: dt.gaps + dt.bad_lengths,
-                message: format!("DNS over TCP: {} sequence gaps and {} bad length prefixes; the messages around them were skipped", dt.gaps, dt.bad_lengths),
+    }
+
+    /// The front's sink in the pipeline: fills a batch, sends it when full.
+    struct Batcher {
+        current: Batch,
+        to_back: SyncSender<Batch>,
+        recycled: Receiver<Batch>,
+        /// The back thread has gone (it panicked): stop sending; its panic is raised at the join.
+        back_gone: bool,
+    }
+
+    impl Batcher {
+        fn send(&mut self) {
+            if self.current.packets.is_empty() || self.back_gone {
+                return;
+            }
+            let next = self.recycled.try_recv().unwrap_or_else(|_| Batch {
+                packets: Vec::with_capacity(BATCH),
+                payloads: Vec::new(),
             });
+            let full = std::mem::replace(&mut self.current, next);
+            if self.to_back.send(full).is_err() {
+                self.back_gone = true;
+            }
         }
-        Analysis {
-            findings,
-            diagnostics,
-            stats: self.stats,
-            failed_inputs: Vec::new(),
-            symptoms,
-            blind_spots,
+    }
+
+    impl PacketSink for Batcher {
+        #[inline]
+        fn packet(
+            &mut self,
+            input: InputId,
+            frame: u64,
+            ts: i64,
+            interface: u32,
+            pkt: &Packet<'_>,
+        ) {
+            let b = &mut self.current;
+            let start = b.payloads.len();
+            let transport = match pkt.transport {
+                Transport::Tcp(seg) => {
+                    if Back::reads_payload(seg.src_port, seg.dst_port) {
+                        b.payloads.extend_from_slice(seg.payload);
+                    }
+                    Transport::Tcp(TcpSegment {
+                        payload: &[],
+                        ..seg
+                    })
+                }
+                Transport::Udp(d) => {
+                    if Back::reads_payload(d.src_port, d.dst_port) {
+                        b.payloads.extend_from_slice(d.payload);
+                    }
+                    Transport::Udp(UdpDatagram { payload: &[], ..d })
+                }
+                Transport::Icmp {
+                    v6,
+                    icmp_type,
+                    code,
+                } => Transport::Icmp {
+                    v6,
+                    icmp_type,
+                    code,
+                },
+                Transport::Other => Transport::Other,
+            };
+            b.packets.push(Staged {
+                input,
+                frame,
+                ts,
+                interface,
+                pkt: Packet {
+                    transport,
+                    link: pkt.link,
+                    tunnel: pkt.tunnel,
+                    ip: pkt.ip,
+                    truncated: pkt.truncated,
+                },
+                payload: start..b.payloads.len(),
+            });
+            if b.packets.len() >= BATCH {
+                self.send();
+            }
         }
+    }
+
+    /// Runs the readers through `front` here and `back` on a second thread; returns the back once it
+    /// has seen every packet. A panic in the back is raised here.
+    pub(super) fn run<R: Read>(
+        front: &mut Front,
+        back: Back,
+        readers: Vec<(InputId, CaptureReader<R>)>,
+    ) -> Back {
+        let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
+        let (to_front, recycled) = mpsc::channel::<Batch>();
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(move || {
+                let mut back = back;
+                for mut batch in from_front {
+                    for s in &batch.packets {
+                        let pkt = s.packet(&batch.payloads);
+                        back.packet(s.input, s.frame, s.ts, s.interface, &pkt);
+                    }
+                    batch.packets.clear();
+                    batch.payloads.clear();
+                    // The front may have finished and gone: then the batch is simply dropped.
+                    let _ = to_front.send(batch);
+                }
+                back
+            });
+            let mut batcher = Batcher {
+                current: Batch {
+                    packets: Vec::with_capacity(BATCH),
+                    payloads: Vec::new(),
+                },
+                to_back,
+                recycled,
+                back_gone: false,
+            };
+            super::feed(front, &mut batcher, readers);
+            front.flush_held(&mut batcher);
+            batcher.send();
+            drop(batcher);
+            match worker.join() {
+                Ok(back) => back,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 }

@@ -59,6 +59,10 @@ pub struct AnalyzeArgs {
     /// says so.
     #[arg(long, value_name = "MIB", default_value_t = 200, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
     pub memory_budget: u64,
+    /// Threads to use: with 2 or more, reading and decoding run beside the flow engine and detectors
+    /// (the findings are identical to one thread's). Default: the cores available, at most 2.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
     #[command(flatten)]
     pub format: FormatArgs,
 }

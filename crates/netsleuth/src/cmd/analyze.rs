@@ -28,7 +28,11 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
     let limits = netsleuth_core::analysis::Limits {
         memory_budget: (a.memory_budget as usize) << 20,
     };
-    let analysis = netsleuth_core::analysis::analyze_with(inputs, &node, &limits);
+    let threads = a
+        .threads
+        .map(|n| n as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)));
+    let analysis = netsleuth_core::analysis::analyze_threads(inputs, &node, &limits, threads);
     if analysis.failed_inputs.len() == names.len() {
         return Err(CliError::NoCapture {
             why: analysis.failed_inputs,

@@ -1,0 +1,156 @@
+//! The two-thread pipeline (`analyze_threads` with 2) must report exactly what the one-thread engine
+//! reports — the JSON document byte for byte — over every lab fixture (each capture alone, and all of
+//! a scenario's captures together, which takes the merge path), every capture of ../shared/corpus and
+//! every capture of ../shared/field. The one-thread run is the reference.
+
+use netsleuth_core::analysis::{analyze_threads, Limits};
+use netsleuth_core::node::NodeContext;
+use netsleuth_core::report::json::Document;
+use netsleuth_core::report::Report;
+use netsleuth_core::Input;
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `../shared/<what>` next to the workspace; missing is a failure under CI, a skip elsewhere.
+fn shared(what: &str) -> Option<PathBuf> {
+    let dir = workspace().join("../shared").join(what);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{} is missing next to the workspace: under CI this test must run",
+        dir.display()
+    );
+    eprintln!("skipping {}: not found", dir.display());
+    None
+}
+
+fn captures_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "node") {
+                continue;
+            }
+            captures_under(&p, out);
+        } else if p.extension().is_some_and(|x| {
+            ["pcap", "pcapng", "cap", "gz", "dmp", "trace", "ntar"]
+                .contains(&x.to_str().unwrap_or(""))
+        }) || p.extension().is_none()
+        {
+            out.push(p);
+        }
+    }
+}
+
+fn open(p: &Path) -> Input {
+    let file = std::fs::File::open(p).unwrap();
+    let reader: Box<dyn std::io::Read + Send> = if p.extension().is_some_and(|x| x == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    Input {
+        name: p.display().to_string(),
+        reader,
+    }
+}
+
+fn document(files: &[PathBuf], threads: usize, limits: &Limits) -> String {
+    let inputs: Vec<Input> = files.iter().map(|f| open(f)).collect();
+    let names = inputs.iter().map(|i| i.name.clone()).collect();
+    let a = analyze_threads(inputs, &NodeContext::default(), limits, threads);
+    let report = Report {
+        command: "analyze",
+        inputs: names,
+        findings: a.findings,
+        diagnostics: a.diagnostics,
+        stats: serde_json::to_value(&a.stats).unwrap(),
+        notes: a
+            .failed_inputs
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect(),
+        symptoms: a.symptoms,
+        blind_spots: a.blind_spots,
+    };
+    Document::from_report(&report).to_json()
+}
+
+fn assert_same(sets: &[Vec<PathBuf>], limits: &Limits) -> usize {
+    let mut differ = Vec::new();
+    for files in sets {
+        let one = document(files, 1, limits);
+        let two = document(files, 2, limits);
+        if one != two {
+            differ.push(format!("{files:?}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "two threads report differently from one on {} input set(s):\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+    sets.len()
+}
+
+#[test]
+fn lab_fixtures_two_threads_report_exactly_what_one_does() {
+    let lab = workspace().join("fixtures/lab");
+    let mut sets = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&lab)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let mut caps: Vec<PathBuf> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+            .collect();
+        caps.sort();
+        for c in &caps {
+            sets.push(vec![c.clone()]);
+        }
+        if caps.len() > 1 {
+            sets.push(caps);
+        }
+    }
+    assert!(
+        sets.len() > 20,
+        "lab fixtures not found under {}",
+        lab.display()
+    );
+    assert_same(&sets, &Limits::default());
+    // A budget so small that the state caps are reached: eviction must happen at the same packets.
+    let tight = Limits {
+        memory_budget: 1 << 20,
+    };
+    assert_same(&sets, &tight);
+}
+
+#[test]
+fn corpus_and_field_two_threads_report_exactly_what_one_does() {
+    for what in ["corpus", "field"] {
+        let Some(dir) = shared(what) else { continue };
+        let mut files = Vec::new();
+        captures_under(&dir, &mut files);
+        files.retain(|f| !f.extension().is_some_and(|x| x == "tsv" || x == "md"));
+        files.sort();
+        let sets: Vec<Vec<PathBuf>> = files.into_iter().map(|f| vec![f]).collect();
+        let n = assert_same(&sets, &Limits::default());
+        assert!(n > 10, "{what}: only {n} captures found");
+    }
+}
