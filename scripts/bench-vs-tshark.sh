@@ -13,6 +13,7 @@
 #                          like; the full-file rows are still printed
 #   SKIP_TSHARK=1          leave tshark out (a quick run)
 #   BENCH_CPU=1            the core everything is pinned to with `taskset -c`
+#   BENCH_CPUS_2=0,1       the two cores of the `--threads 2` row
 #
 # Each tool runs under `/usr/bin/time -v`, pinned to one core, after the file has been read once so
 # that it comes from the page cache. MB means 10^6 bytes. In the pipe rows the first `cat` is not
@@ -30,6 +31,7 @@ fi
 file="$1"
 runs="${RUNS:-5}"
 pin_cpu="${BENCH_CPU:-1}"
+two_cpus="${BENCH_CPUS_2:-0,1}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 for tool in tshark tcpdump capinfos editcap taskset /usr/bin/time; do
@@ -124,11 +126,20 @@ run_set() {
     bytes=$(stat -c %s "$f")
     warm "$f"
     # netsleuth exits 1 when it finds an incident: still a complete run.
-    bench "0 1" "netsleuth analyze --format json FILE" "$bytes" \
-        sh -c 'exec taskset -c "$1" "$2" analyze --format json "$3" >"$4"' sh \
+    bench "0 1" "netsleuth analyze --threads 1 --format json FILE" "$bytes" \
+        sh -c 'exec taskset -c "$1" "$2" analyze --threads 1 --format json "$3" >"$4"' sh \
         "$pin_cpu" "$netsleuth" "$f" "$work/report.json"
-    bench "0 1" "cat FILE | netsleuth analyze --format json -" "$bytes" \
-        sh -c 'cat "$1" | taskset -c "$2" "$3" analyze --format json - >"$4"' sh \
+    # Both cores: decoding on one, the flow engine and detectors on the other. The report must be the
+    # one-thread report byte for byte.
+    bench "0 1" "netsleuth analyze --threads 2 --format json FILE (2 cores)" "$bytes" \
+        sh -c 'exec taskset -c "$1" "$2" analyze --threads 2 --format json "$3" >"$4"' sh \
+        "$two_cpus" "$netsleuth" "$f" "$work/report-2.json"
+    cmp -s "$work/report.json" "$work/report-2.json" || {
+        echo "bench-vs-tshark: the two-thread report differs from the one-thread report" >&2
+        exit 1
+    }
+    bench "0 1" "cat FILE | netsleuth analyze --threads 1 --format json -" "$bytes" \
+        sh -c 'cat "$1" | taskset -c "$2" "$3" analyze --threads 1 --format json - >"$4"' sh \
         "$f" "$pin_cpu" "$netsleuth" "$work/report-stdin.json"
     # The pipe's own ceiling on this machine, for reading the stdin row.
     bench "0" "cat FILE | cat > /dev/null" "$bytes" \
@@ -167,7 +178,7 @@ fi
 
 echo
 echo "netsleuth stats (full file):"
-"$netsleuth" analyze --format json "$file" | python3 -c '
+"$netsleuth" analyze --threads 1 --format json "$file" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)["stats"]
 keys = ["records", "bytes", "tcp_packets", "tcp_copies", "tcp_connections", "tcp_connections_multi_leg",
