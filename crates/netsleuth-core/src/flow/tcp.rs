@@ -983,14 +983,17 @@ fn remove_from(index: &mut FxHashMap<SeqWindowKey, Vec<u32>>, key: &SeqWindowKey
     }
 }
 
+/// Called for each of the 8 recent observations of every packet: the sequence number, which differs
+/// for nearly every pair, is compared first so most comparisons end at once.
+#[inline(always)]
 fn is_copy(prev: &Obs, obs: &Obs) -> bool {
-    if !prev.valid
-        || prev.from_client != obs.from_client
-        || prev.seq != obs.seq
+    if prev.seq != obs.seq
         || prev.ack != obs.ack
-        || prev.flags != obs.flags
         || prev.len != obs.len
+        || prev.flags != obs.flags
         || prev.ident != obs.ident
+        || prev.from_client != obs.from_client
+        || !prev.valid
     {
         return false;
     }
