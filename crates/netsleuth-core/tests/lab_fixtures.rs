@@ -90,11 +90,12 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "listen-queue-overflow",
         Confidence::Likely,
     ),
+    // The node's own probe of the LB IP went over lo: the capture proves the address local.
     (
         "local-source-drop",
         "node.pcap",
         "local-source-drop",
-        Confidence::Possible,
+        Confidence::Likely,
     ),
     (
         "snat-port-clash",
@@ -102,12 +103,33 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "snat-port-clash",
         Confidence::Confirmed,
     ),
-    // One dropped connection: a backwards TSval is a coin toss on its own, so capture alone says possible.
+    // The server's node sees one source address (after SNAT) whose two dropped connections both had
+    // their TSval behind: likely; the client's node (`-i any`) sees the pods behind that address too.
     (
         "tw-recycle-paws",
         "node.pcap",
         "tw-recycle-paws",
+        Confidence::Likely,
+    ),
+    (
+        "tw-recycle-paws",
+        "client.pcap",
+        "tw-recycle-paws",
+        Confidence::Confirmed,
+    ),
+    // Queries for localhost under the search list: the Go resolver's order, from the capture alone.
+    (
+        "go-resolver-dns-first",
+        "client.pcap",
+        "go-resolver-dns-first",
         Confidence::Possible,
+    ),
+    // A routing-only node records every query and answer twice: folded, the collision still shows.
+    (
+        "dns-id-collision",
+        "routing.pcap",
+        "dns-id-collision",
+        Confidence::Likely,
     ),
 ];
 

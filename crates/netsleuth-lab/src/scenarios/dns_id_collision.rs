@@ -2,17 +2,24 @@
 //! A and AAAA queries of one lookup get the same ID. Answers are matched by ID alone, so the AAAA
 //! answer (NODATA), arriving first, fills the A slot and the A answer the AAAA slot; each slot is
 //! parsed for its own type and the name "does not resolve".
+//!
+//! The DNS pod runs on the other node, which only routes (flannel host-gw: no DNAT, no SNAT on its
+//! path): its `tcpdump -i any` records every query and answer twice, on its uplink and on the pod's
+//! veth — the vantage where copies must be folded, not taken for retries.
 
 use crate::dns::{self, MuslIds, Zone};
 use crate::error::Result;
 use crate::lab::{Lab, Outcome};
-use crate::scene::Recorded;
+use crate::kube::Service;
+use crate::scene::{Recorded, Scene};
 use crate::traffic::addr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 const HOST: &str = "loginspub.example-inc.net";
 const LOOKUPS: usize = 3;
+/// The DNS pod, on the routing-only node's bridge.
+const REMOTE_DNS_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 53);
 
 pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut zone = Zone::default().with(HOST, &[Ipv4Addr::new(10, 0, 0, 80)], &[]);
@@ -23,9 +30,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     } else {
         MuslIds::Clock123CoarseClock
     };
-    let live = lab
-        .build(super::dns_scene("").dns("coredns", zone))?
-        .observe()?;
+    let live = lab.build(scene().dns("coredns", zone))?.observe()?;
 
     let lookups = live.run("client", move || {
         let mut v = Vec::new();
@@ -63,4 +68,25 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         out.fine = format!("all {LOOKUPS} lookups of {HOST} returned 10.0.0.80");
     }
     Ok(live.finish(out))
+}
+
+/// The client pod on the node, the kube-dns ClusterIP DNATed by the node to a DNS pod behind the
+/// other node, which routes without NAT.
+fn scene() -> Scene {
+    Scene::new()
+        .pod("client", super::DNS_CLIENT)
+        .remote_pod("coredns", REMOTE_DNS_POD)
+        .service(Service::new(
+            "kube-system/kube-dns:dns",
+            super::DNS_VIP,
+            53,
+            "udp",
+            &[(REMOTE_DNS_POD, 53)],
+        ))
+        .file(
+            "client",
+            "etc/resolv.conf",
+            &format!("nameserver {}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", super::DNS_VIP),
+            "the client pod's /etc/resolv.conf",
+        )
 }
