@@ -158,6 +158,9 @@ impl Detector {
             } else {
                 f = f.because("why this source is dropped is not in the capture: a source address the node owns (table local) is one cause; give --node to check");
             }
+            if !node_owned && seen_owned {
+                f = f.because("not confirmed: the capture shows the address is local, not which device holds it nor the node's accept_local; the node's facts (--node: the address on kube-ipvs0, in table local, accept_local=0) would confirm it");
+            }
             let mut pkts = Vec::new();
             for r in recs.iter().take(3) {
                 pkts.extend(r.evidence());
