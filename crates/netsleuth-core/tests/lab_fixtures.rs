@@ -287,7 +287,10 @@ fn the_healthy_run_holds_the_look_alikes_it_stays_quiet_on() {
         client.stats.tcp_resets_by_application, 2,
         "an application reset with unread data, and one after a silence: {resets}"
     );
-    assert!(resets.contains("1 after a FIN"), "a RST after the server's FIN: {resets}");
+    assert!(
+        resets.contains("1 after a FIN"),
+        "a RST after the server's FIN: {resets}"
+    );
     assert!(
         client.stats.dns_unanswered >= 1 && client.stats.dns_retries >= 1,
         "one query lost and re-sent after the resolver's timeout: {:?}",

@@ -9,8 +9,8 @@
 
 use crate::dns::{self, MuslIds, Zone};
 use crate::error::Result;
-use crate::lab::{Lab, Outcome};
 use crate::kube::Service;
+use crate::lab::{Lab, Outcome};
 use crate::scene::{Recorded, Scene};
 use crate::traffic::addr;
 use std::net::Ipv4Addr;

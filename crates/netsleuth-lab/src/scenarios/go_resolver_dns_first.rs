@@ -40,7 +40,10 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
             &hosts,
             "the client pod's /etc/hosts (has the name)",
         )
-        .dns("coredns", Zone::default().with(SERVICE_HOST, &[SERVICE_IP], &[]));
+        .dns(
+            "coredns",
+            Zone::default().with(SERVICE_HOST, &[SERVICE_IP], &[]),
+        );
     let nsswitch = lab.mitigated.then_some(NSSWITCH);
     match nsswitch {
         Some(text) => {
@@ -118,7 +121,10 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     if others[1].a != [SERVICE_IP] {
         return Err(crate::error::LabError::traffic(
             netsleuth_core::detect::go_resolver_dns_first::INCIDENT.id,
-            format!("the Service name {SERVICE_HOST} did not resolve from DNS: {:?}", others[1].error),
+            format!(
+                "the Service name {SERVICE_HOST} did not resolve from DNS: {:?}",
+                others[1].error
+            ),
         ));
     }
     if queries > 0 {

@@ -239,7 +239,11 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         }
     }
     out.measure("segments lost once and retransmitted", lost as f64, "");
-    out.measure("DNS queries lost beyond the node and re-sent", dns_lost as f64, "");
+    out.measure(
+        "DNS queries lost beyond the node and re-sent",
+        dns_lost as f64,
+        "",
+    );
     out.measure("short connections", SHORT_CONNECTIONS as f64, "");
     if unexpected.is_empty() {
         out.fine = format!(

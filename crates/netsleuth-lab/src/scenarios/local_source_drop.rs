@@ -43,7 +43,11 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
             .sysctl("remote", "net.ipv4.conf.eth0.arp_announce", "2")
             .serve("backend", 8080, Behaviour::Echo)
             // Declared after the backend: the server whose own view is recorded stays the backend.
-            .serve("node", HEALTHZ_PORT, Behaviour::RespondAndClose { bytes: 64 })
+            .serve(
+                "node",
+                HEALTHZ_PORT,
+                Behaviour::RespondAndClose { bytes: 64 },
+            )
             // The "client" here is the LB side; its own view is the remote namespace's eth0.
             .client_view("remote", "eth0"),
     )?;

@@ -105,7 +105,11 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
             ))
             }
             Err(e) => {
-                out.event(format!("attempt {}: {role} → {REMOTE_IP}:{PORT}: {e} after {:.1} s", attempt + 1, took.as_secs_f64()));
+                out.event(format!(
+                    "attempt {}: {role} → {REMOTE_IP}:{PORT}: {e} after {:.1} s",
+                    attempt + 1,
+                    took.as_secs_f64()
+                ));
                 blocked = Some((role, e, took));
                 blocked_attempts += 1;
                 if blocked_attempts >= BLOCKED_ATTEMPTS {
