@@ -1403,3 +1403,58 @@ fn a_query_lost_beyond_the_node_after_dnat_is_not_a_race() {
     cap.send(T0 + 40 * S, 3, tcp_v4(C, 1, SRV, 2).seq(1).flags(ACK));
     assert_quiet(&cap.analyze());
 }
+
+#[test]
+fn one_same_id_lookup_sent_to_two_nameservers_is_one_lookup_with_every_answer_matched() {
+    // musl sends A and AAAA, one id, from one socket to each nameserver of resolv.conf at once; each
+    // server answers AAAA (NODATA) before A. Every answer belongs to the query of its server and type:
+    // none is "never answered", and the two pairs are one lookup.
+    const NS2: [u8; 4] = [10, 96, 0, 11];
+    let mut cap = Cap::new();
+    let q = |ns: [u8; 4], qt| {
+        udp_v4(C, 6600, ns, 53).payload(&dns_query(0x7171, "svc.example.", qt).build())
+    };
+    cap.send(T0, 2, q(SRV, 1));
+    cap.send(T0 + 10_000, 2, q(NS2, 1));
+    cap.send(T0 + 20_000, 2, q(SRV, 28));
+    cap.send(T0 + 30_000, 2, q(NS2, 28));
+    for (k, ns) in [SRV, NS2].into_iter().enumerate() {
+        let at = T0 + MS + k as i64 * 10_000;
+        cap.send(
+            at,
+            2,
+            udp_v4(ns, 53, C, 6600).payload(&dns_response(0x7171, "svc.example.", 28).build()),
+        );
+        cap.send(
+            at + 30 * MS,
+            2,
+            udp_v4(ns, 53, C, 6600).payload(
+                &dns_response(0x7171, "svc.example.", 1)
+                    .answer_a([1, 2, 3, 4])
+                    .build(),
+            ),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-id-collision", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0].summary.starts_with("1 lookup(s)"),
+        "{}",
+        a.findings[0].summary
+    );
+    assert_eq!(
+        (
+            a.stats.dns_queries,
+            a.stats.dns_unanswered,
+            a.stats.dns_retries
+        ),
+        (4, 0, 0),
+        "{:?}",
+        a.stats
+    );
+}

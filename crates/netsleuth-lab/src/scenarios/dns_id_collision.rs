@@ -3,9 +3,11 @@
 //! answer (NODATA), arriving first, fills the A slot and the A answer the AAAA slot; each slot is
 //! parsed for its own type and the name "does not resolve".
 //!
-//! The DNS pod runs on the other node, which only routes (flannel host-gw: no DNAT, no SNAT on its
-//! path): its `tcpdump -i any` records every query and answer twice, on its uplink and on the pod's
-//! veth — the vantage where copies must be folded, not taken for retries.
+//! The pod's resolv.conf lists two nameservers (two DNS Services), and musl sends each query to both
+//! at once. Their DNS pods run on the other node, which only routes (flannel host-gw: no DNAT, no SNAT
+//! on its path): its `tcpdump -i any` records every query and answer twice, on its uplink and on the
+//! pod's veth — the vantage where copies must be folded, not taken for retries, while the same query
+//! sent to the two nameservers stays two queries.
 
 use crate::dns::{self, MuslIds, Zone};
 use crate::error::Result;
@@ -18,8 +20,10 @@ use std::time::Duration;
 
 const HOST: &str = "loginspub.example-inc.net";
 const LOOKUPS: usize = 3;
-/// The DNS pod, on the routing-only node's bridge.
+/// The DNS pods, on the routing-only node's bridge, behind the two nameservers' ClusterIPs.
 const REMOTE_DNS_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 53);
+const SECOND_DNS_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 54);
+const SECOND_DNS_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 
 pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut zone = Zone::default().with(HOST, &[Ipv4Addr::new(10, 0, 0, 80)], &[]);
@@ -30,13 +34,15 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     } else {
         MuslIds::Clock123CoarseClock
     };
-    let live = lab.build(scene().dns("coredns", zone))?.observe()?;
+    let live = lab
+        .build(scene().dns("coredns", zone.clone()).dns("coredns-b", zone))?
+        .observe()?;
 
     let lookups = live.run("client", move || {
         let mut v = Vec::new();
         for _ in 0..LOOKUPS {
             v.push(dns::musl_lookup(
-                addr(super::DNS_VIP, 53),
+                &[addr(super::DNS_VIP, 53), addr(SECOND_DNS_VIP, 53)],
                 HOST,
                 ids,
                 Duration::from_secs(5),
@@ -70,12 +76,13 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     Ok(live.finish(out))
 }
 
-/// The client pod on the node, the kube-dns ClusterIP DNATed by the node to a DNS pod behind the
-/// other node, which routes without NAT.
+/// The client pod on the node; two DNS ClusterIPs, DNATed by the node to DNS pods behind the other
+/// node, which routes without NAT.
 fn scene() -> Scene {
     Scene::new()
         .pod("client", super::DNS_CLIENT)
         .remote_pod("coredns", REMOTE_DNS_POD)
+        .remote_pod("coredns-b", SECOND_DNS_POD)
         .service(Service::new(
             "kube-system/kube-dns:dns",
             super::DNS_VIP,
@@ -83,10 +90,17 @@ fn scene() -> Scene {
             "udp",
             &[(REMOTE_DNS_POD, 53)],
         ))
+        .service(Service::new(
+            "kube-system/kube-dns-b:dns",
+            SECOND_DNS_VIP,
+            53,
+            "udp",
+            &[(SECOND_DNS_POD, 53)],
+        ))
         .file(
             "client",
             "etc/resolv.conf",
-            &format!("nameserver {}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", super::DNS_VIP),
-            "the client pod's /etc/resolv.conf",
+            &format!("nameserver {}\nnameserver {SECOND_DNS_VIP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", super::DNS_VIP),
+            "the client pod's /etc/resolv.conf (two nameservers: musl asks both at once)",
         )
 }
