@@ -379,7 +379,7 @@ impl SymptomCollector {
         }
         let dns_causes = || {
             vec![
-                consider(&dns_conntrack_race::INCIDENT, "looked for one query of a parallel A/AAAA pair lost while its sibling from the same socket was answered; not seen".into()),
+                consider(&dns_conntrack_race::INCIDENT, "looked for parallel A/AAAA pairs from one socket that lost one query at NAT (seen before DNAT, not after) or, at one point, in ≥ 2 lookups; not seen".into()),
                 consider(&dns_upstream_unreachable::INCIDENT, "looked for a DNS server that answered none of ≥ 3 queries while another answered; not seen".into()),
                 consider(&dns_id_collision::INCIDENT, "looked for an A/AAAA pair with one id whose answers came from two servers; not seen".into()),
             ]

@@ -465,6 +465,41 @@ fn dns_race_one_point_is_likely_and_nat_view_is_confirmed() {
         "{:#?}",
         a.findings
     );
+    assert!(a.findings[0]
+        .reasoning
+        .iter()
+        .any(|r| r.contains("2 lookups")));
+
+    // One such lookup alone, at one point, is any lost packet: a symptom with the race considered,
+    // not a finding (a query lost beyond the node looks the same from the pod).
+    let mut cap = Cap::new();
+    let (a4, a6) = dns_pair(&mut cap, T0, 6050, (0x150, 0x250));
+    cap.send(T0, 2, a4);
+    cap.send(T0 + 30_000, 2, a6.clone());
+    cap.send(
+        T0 + MS,
+        2,
+        udp_v4(VIP, 53, C, 6050).payload(
+            &dns_response(0x150, "svc.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    cap.send(T0 + 5 * S, 2, a6);
+    cap.send(
+        T0 + 5 * S + MS,
+        2,
+        udp_v4(VIP, 53, C, 6050).payload(&dns_response(0x250, "svc.example.", 28).build()),
+    );
+    let a = cap.analyze();
+    assert_eq!(ids(&a), vec![], "{:#?}", a.findings);
+    assert!(
+        a.symptoms
+            .iter()
+            .any(|s| s.considered.iter().any(|c| c.id == "dns-conntrack-race")),
+        "{:#?}",
+        a.symptoms
+    );
 
     // Node view: the lost AAAA is seen before DNAT only; the A at both points.
     let mut cap = Cap::new();
