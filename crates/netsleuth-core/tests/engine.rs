@@ -1377,6 +1377,42 @@ fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
         a.findings[0].reasoning
     );
 
+    // A server the node only forwards to (its connection seen on two interfaces) is not the node's
+    // own address: its unanswered SYNs to the NodePort stay `possible`.
+    let mut cap = Cap::new();
+    for k in 0..2u32 {
+        for d in [0i64, 1, 3] {
+            cap.send(
+                T0 + k as i64 * 20 * S + d * S,
+                2,
+                tcp_v4(SRV, 40000 + k as u16, N, 30080)
+                    .seq(5000 + k)
+                    .flags(SYN),
+            );
+        }
+    }
+    handshake(
+        &mut cap,
+        T0 + 50 * S,
+        ([10, 0, 9, 9], 45000),
+        (N, 30080),
+        1,
+        2,
+    );
+    let syn = tcp_v4(C, 46000, SRV, 443).seq(10).flags(SYN);
+    let id = cap.send(T0 + 55 * S, 5, syn.clone());
+    cap.copy(T0 + 55 * S + 10_000, 2, id, syn);
+    let sa = tcp_v4(SRV, 443, C, 46000).seq(20).ack(11).flags(SYN | ACK);
+    let id = cap.send(T0 + 55 * S + MS, 2, sa.clone());
+    cap.copy(T0 + 55 * S + MS + 10_000, 5, id, sa);
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("local-source-drop", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+
     // Healthy: a SYN-ACK to a local (non-LB) address and nothing unanswered.
     let mut cap = Cap::new();
     handshake(&mut cap, T0, (N, 45000), (SRV, 443), 1, 2);

@@ -74,7 +74,9 @@ impl Detector {
             {
                 *n += 1;
             }
-            if self.answering_ips.len() < 65_536 {
+            // A connection seen at several points of one `-i any` capture was forwarded: its server
+            // is beyond the node, whose owning the address that answered proves nothing.
+            if c.copies == 0 && self.answering_ips.len() < 65_536 {
                 self.answering_ips.insert(server.ip);
                 if let Some(l) = c.legs.first() {
                     self.answering_ips.insert(l.server.ip);
