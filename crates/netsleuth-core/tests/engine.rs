@@ -1529,3 +1529,27 @@ fn one_same_id_lookup_sent_to_two_nameservers_is_one_lookup_with_every_answer_ma
         a.stats
     );
 }
+
+#[test]
+fn an_icmp_error_seen_at_two_points_of_one_capture_counts_once() {
+    // A routing node's `-i any`: each port-unreachable on the pod's veth and on the uplink, same IP
+    // identification; two distinct errors stay two.
+    let mut cap = Cap::new();
+    for k in 0..2i64 {
+        let e = icmp(
+            std::net::Ipv4Addr::from(C),
+            std::net::Ipv4Addr::from(SRV),
+            3,
+            3,
+        );
+        let id = cap.send(T0 + k * S, 5, e.clone());
+        cap.copy(T0 + k * S + 20_000, 2, id, e);
+    }
+    let a = cap.analyze();
+    let icmp = a
+        .symptoms
+        .iter()
+        .find(|s| s.summary.contains("ICMP"))
+        .unwrap_or_else(|| panic!("{:#?}", a.symptoms));
+    assert_eq!(icmp.count, 2, "{}", icmp.summary);
+}
