@@ -639,7 +639,8 @@ impl PacketSink for Back {
             } => {
                 if is_icmp_error(*v6, *icmp_type) {
                     let r = pkt_ref(0, 0, 0, 0, 0, 0);
-                    self.symptoms.icmp_error(r, *v6, *icmp_type, *code);
+                    self.symptoms
+                        .icmp_error(r, *v6, pkt.ip.ident, *icmp_type, *code);
                 }
             }
             Transport::Other => {}

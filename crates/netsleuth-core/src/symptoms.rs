@@ -23,6 +23,10 @@ use crate::wire::tcp_flags::ACK;
 
 /// How many examples a symptom keeps (the worst first).
 const EXAMPLES: usize = 5;
+/// A copy of one ICMP error at another point of the capture arrives within this.
+const ICMP_COPY_WINDOW_NS: i64 = 5_000_000;
+/// ICMP errors remembered to recognise their copies.
+const ICMP_RECENT: usize = 16;
 /// A DNS answer this late is a symptom (resolvers time out after 1–5 s).
 const SLOW_DNS_NS: i64 = 1_000_000_000;
 /// A question asked this close to the end of the capture may have been answered after it.
@@ -132,6 +136,9 @@ pub struct SymptomCollector {
     // ICMP errors.
     icmp_errors: u64,
     icmp_examples: Worst,
+    /// The last IPv4 ICMP errors (time, source, IP identification, type, code, where seen), to count
+    /// a copy of one at another point (`-i any` on a routing or NATing node) once.
+    icmp_recent: std::collections::VecDeque<(i64, std::net::IpAddr, u16, u8, u8, PktRef)>,
     /// The capture's end, once known (`i64::MAX` while streaming: whatever is finalised before the
     /// end waited its full window, so it is not a question the end cut off).
     capture_end_ns: i64,
@@ -160,6 +167,7 @@ impl Default for SymptomCollector {
             dns_cut: 0,
             icmp_errors: 0,
             icmp_examples: Worst::default(),
+            icmp_recent: Default::default(),
             capture_end_ns: i64::MAX,
         }
     }
@@ -281,8 +289,27 @@ impl SymptomCollector {
         self.dns_cut += 1;
     }
 
-    /// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too big).
-    pub fn icmp_error(&mut self, p: PktRef, v6: bool, icmp_type: u8, code: u8) {
+    /// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too big);
+    /// `ident` is the IPv4 identification, which a copy of the same error at another point keeps.
+    pub fn icmp_error(&mut self, p: PktRef, v6: bool, ident: u16, icmp_type: u8, code: u8) {
+        if !v6 {
+            let copy = self.icmp_recent.iter().any(|(ts, src, id, t, c, at)| {
+                *id == ident
+                    && *t == icmp_type
+                    && *c == code
+                    && *src == p.src.ip
+                    && p.ts_ns.saturating_sub(*ts).saturating_abs() <= ICMP_COPY_WINDOW_NS
+                    && (at.ifindex != p.ifindex || at.input != p.input || at.dst != p.dst)
+            });
+            if copy {
+                return;
+            }
+            if self.icmp_recent.len() == ICMP_RECENT {
+                self.icmp_recent.pop_front();
+            }
+            self.icmp_recent
+                .push_back((p.ts_ns, p.src.ip, ident, icmp_type, code, p));
+        }
         self.icmp_errors += 1;
         let score = if self.icmp_errors as usize <= EXAMPLES {
             -(self.icmp_errors as i64)
@@ -379,7 +406,7 @@ impl SymptomCollector {
         }
         let dns_causes = || {
             vec![
-                consider(&dns_conntrack_race::INCIDENT, "looked for one query of a parallel A/AAAA pair lost while its sibling from the same socket was answered; not seen".into()),
+                consider(&dns_conntrack_race::INCIDENT, "looked for parallel A/AAAA pairs from one socket that lost one query at NAT (seen before DNAT, not after) or, at one point, in ≥ 2 lookups; not seen".into()),
                 consider(&dns_upstream_unreachable::INCIDENT, "looked for a DNS server that answered none of ≥ 3 queries while another answered; not seen".into()),
                 consider(&dns_id_collision::INCIDENT, "looked for an A/AAAA pair with one id whose answers came from two servers; not seen".into()),
             ]

@@ -465,6 +465,41 @@ fn dns_race_one_point_is_likely_and_nat_view_is_confirmed() {
         "{:#?}",
         a.findings
     );
+    assert!(a.findings[0]
+        .reasoning
+        .iter()
+        .any(|r| r.contains("2 lookups")));
+
+    // One such lookup alone, at one point, is any lost packet: a symptom with the race considered,
+    // not a finding (a query lost beyond the node looks the same from the pod).
+    let mut cap = Cap::new();
+    let (a4, a6) = dns_pair(&mut cap, T0, 6050, (0x150, 0x250));
+    cap.send(T0, 2, a4);
+    cap.send(T0 + 30_000, 2, a6.clone());
+    cap.send(
+        T0 + MS,
+        2,
+        udp_v4(VIP, 53, C, 6050).payload(
+            &dns_response(0x150, "svc.example.", 1)
+                .answer_a([1, 2, 3, 4])
+                .build(),
+        ),
+    );
+    cap.send(T0 + 5 * S, 2, a6);
+    cap.send(
+        T0 + 5 * S + MS,
+        2,
+        udp_v4(VIP, 53, C, 6050).payload(&dns_response(0x250, "svc.example.", 28).build()),
+    );
+    let a = cap.analyze();
+    assert_eq!(ids(&a), vec![], "{:#?}", a.findings);
+    assert!(
+        a.symptoms
+            .iter()
+            .any(|s| s.considered.iter().any(|c| c.id == "dns-conntrack-race")),
+        "{:#?}",
+        a.symptoms
+    );
 
     // Node view: the lost AAAA is seen before DNAT only; the A at both points.
     let mut cap = Cap::new();
@@ -1342,6 +1377,42 @@ fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
         a.findings[0].reasoning
     );
 
+    // A server the node only forwards to (its connection seen on two interfaces) is not the node's
+    // own address: its unanswered SYNs to the NodePort stay `possible`.
+    let mut cap = Cap::new();
+    for k in 0..2u32 {
+        for d in [0i64, 1, 3] {
+            cap.send(
+                T0 + k as i64 * 20 * S + d * S,
+                2,
+                tcp_v4(SRV, 40000 + k as u16, N, 30080)
+                    .seq(5000 + k)
+                    .flags(SYN),
+            );
+        }
+    }
+    handshake(
+        &mut cap,
+        T0 + 50 * S,
+        ([10, 0, 9, 9], 45000),
+        (N, 30080),
+        1,
+        2,
+    );
+    let syn = tcp_v4(C, 46000, SRV, 443).seq(10).flags(SYN);
+    let id = cap.send(T0 + 55 * S, 5, syn.clone());
+    cap.copy(T0 + 55 * S + 10_000, 2, id, syn);
+    let sa = tcp_v4(SRV, 443, C, 46000).seq(20).ack(11).flags(SYN | ACK);
+    let id = cap.send(T0 + 55 * S + MS, 2, sa.clone());
+    cap.copy(T0 + 55 * S + MS + 10_000, 5, id, sa);
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("local-source-drop", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+
     // Healthy: a SYN-ACK to a local (non-LB) address and nothing unanswered.
     let mut cap = Cap::new();
     handshake(&mut cap, T0, (N, 45000), (SRV, 443), 1, 2);
@@ -1402,4 +1473,83 @@ fn a_query_lost_beyond_the_node_after_dnat_is_not_a_race() {
     );
     cap.send(T0 + 40 * S, 3, tcp_v4(C, 1, SRV, 2).seq(1).flags(ACK));
     assert_quiet(&cap.analyze());
+}
+
+#[test]
+fn one_same_id_lookup_sent_to_two_nameservers_is_one_lookup_with_every_answer_matched() {
+    // musl sends A and AAAA, one id, from one socket to each nameserver of resolv.conf at once; each
+    // server answers AAAA (NODATA) before A. Every answer belongs to the query of its server and type:
+    // none is "never answered", and the two pairs are one lookup.
+    const NS2: [u8; 4] = [10, 96, 0, 11];
+    let mut cap = Cap::new();
+    let q = |ns: [u8; 4], qt| {
+        udp_v4(C, 6600, ns, 53).payload(&dns_query(0x7171, "svc.example.", qt).build())
+    };
+    cap.send(T0, 2, q(SRV, 1));
+    cap.send(T0 + 10_000, 2, q(NS2, 1));
+    cap.send(T0 + 20_000, 2, q(SRV, 28));
+    cap.send(T0 + 30_000, 2, q(NS2, 28));
+    for (k, ns) in [SRV, NS2].into_iter().enumerate() {
+        let at = T0 + MS + k as i64 * 10_000;
+        cap.send(
+            at,
+            2,
+            udp_v4(ns, 53, C, 6600).payload(&dns_response(0x7171, "svc.example.", 28).build()),
+        );
+        cap.send(
+            at + 30 * MS,
+            2,
+            udp_v4(ns, 53, C, 6600).payload(
+                &dns_response(0x7171, "svc.example.", 1)
+                    .answer_a([1, 2, 3, 4])
+                    .build(),
+            ),
+        );
+    }
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("dns-id-collision", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0].summary.starts_with("1 lookup(s)"),
+        "{}",
+        a.findings[0].summary
+    );
+    assert_eq!(
+        (
+            a.stats.dns_queries,
+            a.stats.dns_unanswered,
+            a.stats.dns_retries
+        ),
+        (4, 0, 0),
+        "{:?}",
+        a.stats
+    );
+}
+
+#[test]
+fn an_icmp_error_seen_at_two_points_of_one_capture_counts_once() {
+    // A routing node's `-i any`: each port-unreachable on the pod's veth and on the uplink, same IP
+    // identification; two distinct errors stay two.
+    let mut cap = Cap::new();
+    for k in 0..2i64 {
+        let e = icmp(
+            std::net::Ipv4Addr::from(C),
+            std::net::Ipv4Addr::from(SRV),
+            3,
+            3,
+        );
+        let id = cap.send(T0 + k * S, 5, e.clone());
+        cap.copy(T0 + k * S + 20_000, 2, id, e);
+    }
+    let a = cap.analyze();
+    let icmp = a
+        .symptoms
+        .iter()
+        .find(|s| s.summary.contains("ICMP"))
+        .unwrap_or_else(|| panic!("{:#?}", a.symptoms));
+    assert_eq!(icmp.count, 2, "{}", icmp.summary);
 }

@@ -90,11 +90,12 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "listen-queue-overflow",
         Confidence::Likely,
     ),
+    // The node's own probe of the LB IP went over lo: the capture proves the address local.
     (
         "local-source-drop",
         "node.pcap",
         "local-source-drop",
-        Confidence::Possible,
+        Confidence::Likely,
     ),
     (
         "snat-port-clash",
@@ -102,12 +103,33 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "snat-port-clash",
         Confidence::Confirmed,
     ),
-    // One dropped connection: a backwards TSval is a coin toss on its own, so capture alone says possible.
+    // The server's node sees one source address (after SNAT) whose two dropped connections both had
+    // their TSval behind: likely; the client's node (`-i any`) sees the pods behind that address too.
     (
         "tw-recycle-paws",
         "node.pcap",
         "tw-recycle-paws",
+        Confidence::Likely,
+    ),
+    (
+        "tw-recycle-paws",
+        "client.pcap",
+        "tw-recycle-paws",
+        Confidence::Confirmed,
+    ),
+    // Queries for localhost under the search list: the Go resolver's order, from the capture alone.
+    (
+        "go-resolver-dns-first",
+        "client.pcap",
+        "go-resolver-dns-first",
         Confidence::Possible,
+    ),
+    // A routing-only node records every query and answer twice: folded, the collision still shows.
+    (
+        "dns-id-collision",
+        "routing.pcap",
+        "dns-id-collision",
+        Confidence::Likely,
     ),
 ];
 
@@ -217,4 +239,70 @@ fn mitigated_and_healthy_runs_name_no_incident() {
         "expected the mitigated and healthy fixtures, found {seen} captures"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn analysis_of(path: &Path) -> netsleuth_core::Analysis {
+    analyze(
+        vec![Input {
+            name: path.display().to_string(),
+            reader: Box::new(std::fs::File::open(path).unwrap()),
+        }],
+        &NodeContext::default(),
+    )
+}
+
+#[test]
+fn a_routing_node_sees_each_query_twice_and_counts_it_once() {
+    // The DNS pod is behind a node that only routes: its `-i any` holds each query and answer on the
+    // uplink and on the pod's veth. Folded, it counts what the client sent, and no copy is a retry.
+    for run in ["dns-id-collision", "dns-id-collision-mitigated"] {
+        let dir = fixtures().join(run);
+        let client = analysis_of(&dir.join("client.pcap")).stats;
+        let routing = analysis_of(&dir.join("routing.pcap")).stats;
+        assert!(
+            routing.udp_packets >= 2 * client.dns_queries,
+            "{run}: the routing capture should hold every query twice"
+        );
+        assert_eq!(
+            (routing.dns_queries, routing.dns_retries),
+            (client.dns_queries, 0),
+            "{run}: copies on a routing node are one query seen at two points"
+        );
+    }
+}
+
+#[test]
+fn the_healthy_run_holds_the_look_alikes_it_stays_quiet_on() {
+    // The healthy run's quiet (mitigated_and_healthy_runs_name_no_incident, and tests/vantages.rs from
+    // every vantage) only means something if its captures hold the look-alikes.
+    let dir = fixtures().join("healthy");
+    let client = analysis_of(&dir.join("client.pcap"));
+    let resets = client
+        .symptoms
+        .iter()
+        .find(|s| s.summary.contains("TCP reset"))
+        .map(|s| s.summary.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        client.stats.tcp_resets_by_application, 2,
+        "an application reset with unread data, and one after a silence: {resets}"
+    );
+    assert!(
+        resets.contains("1 after a FIN"),
+        "a RST after the server's FIN: {resets}"
+    );
+    assert!(
+        client.stats.dns_unanswered >= 1
+            && client.stats.dns_retries >= 1
+            && client.stats.dns_parallel_pairs >= 1,
+        "one query of a parallel pair lost and re-sent after the resolver's timeout: {:?}",
+        client.stats
+    );
+    // On the node, the lost query is seen before and after DNAT: it left the node.
+    let node = analysis_of(&dir.join("node.pcap"));
+    assert!(node.stats.dns_unanswered >= 1, "{:?}", node.stats);
+    assert!(
+        analysis_of(&dir.join("routing.pcap")).stats.tcp_copies > 0,
+        "the routing node's -i any copies"
+    );
 }

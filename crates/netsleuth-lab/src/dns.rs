@@ -461,10 +461,16 @@ pub enum MuslIds {
     Distinct124,
 }
 
-/// musl's `name_from_dns` for AF_UNSPEC: A and AAAA from one socket; an answer is matched to a query
-/// by its 2-byte ID only (`__res_msend_rc`), filling the first free slot whose query has that ID; each
-/// slot is then parsed for its own record type.
-pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Duration) -> Lookup {
+/// musl's `name_from_dns` for AF_UNSPEC: A and AAAA from one socket, each sent to every nameserver of
+/// resolv.conf at once (`__res_msend_rc`); an answer from any of them is matched to a query by its
+/// 2-byte ID only, filling the first free slot whose query has that ID (later answers for a filled
+/// slot are ignored); each slot is then parsed for its own record type.
+pub fn musl_lookup(
+    servers: &[SocketAddrV4],
+    name: &str,
+    ids: MuslIds,
+    timeout: Duration,
+) -> Lookup {
     let start = Instant::now();
     let mut l = Lookup {
         name: name.into(),
@@ -489,7 +495,7 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
     if ids == MuslIds::Distinct124 && qids[0] == qids[1] {
         qids[1] = qids[1].wrapping_add(1);
     }
-    let Ok(s) = udp_connected(server) else {
+    let Ok(s) = UdpSocket::bind("0.0.0.0:0") else {
         l.error = Some("socket failed".into());
         return l;
     };
@@ -497,12 +503,16 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
         .map(|i| build_query(qids[i], name, qtypes[i]))
         .collect();
     for q in &queries {
-        let _ = s.send(q);
-        l.queries_sent += 1;
+        for server in servers {
+            let _ = s.send_to(q, server);
+            l.queries_sent += 1;
+        }
     }
     l.detail.push(format!(
-        "sent A id={:#06x} and AAAA id={:#06x} from one socket",
-        qids[0], qids[1]
+        "sent A id={:#06x} and AAAA id={:#06x} from one socket to {} nameserver(s)",
+        qids[0],
+        qids[1],
+        servers.len()
     ));
     let mut slots: [Option<Reply>; 2] = [None, None];
     let mut next = 0usize;
@@ -514,17 +524,25 @@ pub fn musl_lookup(server: SocketAddrV4, name: &str, ids: MuslIds, timeout: Dura
         };
         s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .ok();
-        let Ok(n) = s.recv(&mut buf) else { break };
+        let Ok((n, from)) = s.recv_from(&mut buf) else {
+            break;
+        };
+        // musl takes answers only from the nameservers it asked.
+        if !servers
+            .iter()
+            .any(|sv| std::net::SocketAddr::V4(*sv) == from)
+        {
+            continue;
+        }
         let Some(m) = reply(&buf[..n]) else { continue };
         // musl: `for (j=next; j<nqueries && memcmp(answer, query[j], 2); j++);` — the ID alone.
         let Some(j) = (next..2).find(|&j| qids[j] == m.id) else {
             continue;
         };
         l.detail.push(format!(
-            "{:>7.1} ms  answer id={:#06x} for {} (asked {}) went to the {} slot",
+            "{:>7.1} ms  answer id={:#06x} for {} from {from} went to the {} slot",
             start.elapsed().as_secs_f64() * 1e3,
             m.id,
-            qtype_name(m.qtype),
             qtype_name(m.qtype),
             qtype_name(qtypes[j])
         ));

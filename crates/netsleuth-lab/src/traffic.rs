@@ -205,6 +205,9 @@ pub enum Behaviour {
     CloseWithUnread,
     /// Never accept (listen queue scenarios).
     NeverAccept,
+    /// Echo the first request; when the next one comes (after however long a silence), abort the
+    /// connection (SO_LINGER 0, close): the kernel sends RST|ACK, an application's own reset.
+    AbortOnSecondRequest,
 }
 
 /// A server thread (plus per-connection threads); stopped and joined when dropped.
@@ -323,6 +326,45 @@ fn handle(mut conn: TcpStream, behaviour: Behaviour, name: &str, stop: &AtomicBo
             std::thread::sleep(Duration::from_millis(50));
         }
         Behaviour::NeverAccept => {}
+        Behaviour::AbortOnSecondRequest => {
+            let mut requests = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match conn.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) if requests == 0 => {
+                        requests += 1;
+                        let mut reply = format!("{name}:").into_bytes();
+                        reply.extend_from_slice(&buf[..n]);
+                        if conn.write_all(&reply).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {
+                        // l_onoff=1, l_linger=0: close() discards the connection with a RST.
+                        let linger = libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        unsafe {
+                            libc::setsockopt(
+                                conn.as_raw_fd(),
+                                libc::SOL_SOCKET,
+                                libc::SO_LINGER,
+                                (&linger as *const libc::linger).cast(),
+                                std::mem::size_of::<libc::linger>() as u32,
+                            )
+                        };
+                        return;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        }
     }
 }
 

@@ -21,7 +21,8 @@ AAAA records) arrives first. Container: libc is musl < 1.2.4 (Alpine < 3.18; fix
 use super::{with_packets, Context};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_AAAA};
-use crate::flow::PktRef;
+use crate::flow::{Endpoint, PktRef};
+use std::collections::VecDeque;
 
 /// Recognises parallel A and AAAA queries of one lookup carrying the same DNS ID where the AAAA
 /// answer reached the client first.
@@ -30,7 +31,17 @@ pub struct Detector {
     cases: Vec<(DnsQuery, DnsQuery)>,
     total: u32,
     same_id_pairs: u32,
+    /// Lookups seen lately (client socket, id, name) and whether each was counted as AAAA-first: musl
+    /// sends its pair to every nameserver at once, one pair per server, and that is one lookup.
+    recent: VecDeque<(LookupKey, bool)>,
+    /// Pairs that were the same lookup sent to a further nameserver.
+    further_servers: u32,
 }
+
+type LookupKey = (Endpoint, u16, Box<str>);
+
+/// Lookups remembered to recognise one lookup's pairs to several nameservers (finalised together).
+const RECENT_LOOKUPS: usize = 64;
 
 impl Detector {
     pub fn query(&mut self, f: &FinishedQuery) {
@@ -41,7 +52,13 @@ impl Detector {
         if q.id != sib.id {
             return;
         }
-        self.same_id_pairs += 1;
+        let key: LookupKey = (q.client(), q.id, q.qname.to_ascii_lowercase().into());
+        let seen = self.recent.iter().position(|(k, _)| *k == key);
+        if seen.is_none() {
+            self.same_id_pairs += 1;
+        } else {
+            self.further_servers += 1;
+        }
         let (a, aaaa) = if q.qtype == QTYPE_AAAA {
             (sib, q)
         } else {
@@ -58,8 +75,22 @@ impl Detector {
             (None, Some(_)) => true,
             _ => false,
         };
-        if !aaaa_first {
-            return;
+        match seen {
+            Some(i) => {
+                if self.recent[i].1 || !aaaa_first {
+                    return;
+                }
+                self.recent[i].1 = true;
+            }
+            None => {
+                if self.recent.len() == RECENT_LOOKUPS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((key, aaaa_first));
+                if !aaaa_first {
+                    return;
+                }
+            }
         }
         self.total += 1;
         if self.cases.len() < 3 {
@@ -116,6 +147,12 @@ impl Detector {
                 });
             }
             f = f.because(format!("the node runs musl before {fixed_in} ({}), the library that gives both queries one ID and takes the first answer for both", fix.source));
+        }
+        if self.further_servers > 0 {
+            f = f.because(format!(
+                "{} further same-ID pair(s) were the same lookups sent to another nameserver at once (musl asks every nameserver of resolv.conf): counted once per lookup",
+                self.further_servers
+            ));
         }
         if self.same_id_pairs > self.total {
             f = f.because(format!(

@@ -74,7 +74,9 @@ impl Detector {
             {
                 *n += 1;
             }
-            if self.answering_ips.len() < 65_536 {
+            // A connection seen at several points of one `-i any` capture was forwarded: its server
+            // is beyond the node, whose owning the address that answered proves nothing.
+            if c.copies == 0 && self.answering_ips.len() < 65_536 {
                 self.answering_ips.insert(server.ip);
                 if let Some(l) = c.legs.first() {
                     self.answering_ips.insert(l.server.ip);
@@ -157,6 +159,9 @@ impl Detector {
                 f = f.because(format!("this capture shows the host answering connections to {src}: the host owns that address, so packets arriving FROM it are martians"));
             } else {
                 f = f.because("why this source is dropped is not in the capture: a source address the node owns (table local) is one cause; give --node to check");
+            }
+            if !node_owned && seen_owned {
+                f = f.because("not confirmed: the capture shows the address is local, not which device holds it nor the node's accept_local; the node's facts (--node: the address on kube-ipvs0, in table local, accept_local=0) would confirm it");
             }
             let mut pkts = Vec::new();
             for r in recs.iter().take(3) {

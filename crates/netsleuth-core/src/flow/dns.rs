@@ -118,8 +118,12 @@ pub struct DnsTracker {
     base: u64,
     next_seq: u64,
     by_identity: FxHashMap<(u16, u16, u64, u16), u64>,
-    by_tuple: FxHashMap<(Endpoint, Endpoint, u16), u64>,
-    by_socket_name: FxHashMap<(Endpoint, u64), u64>,
+    /// (client, server, id, question type): a resolver may send its A and AAAA with one id to one
+    /// server (musl < 1.2.4), and each answer names its question.
+    by_tuple: FxHashMap<(Endpoint, Endpoint, u16, u16), u64>,
+    /// (client socket, server, name): the parallel A/AAAA pair goes to one server; a resolver that
+    /// asks several nameservers at once (musl) makes one pair per server.
+    by_socket_name: FxHashMap<(Endpoint, Endpoint, u64), u64>,
     by_client_name_type: FxHashMap<(IpAddr, u64, u16), u64>,
     finished: Vec<FinishedQuery>,
     pub stats: DnsStats,
@@ -210,7 +214,7 @@ impl DnsTracker {
                         q.points.push(tuple);
                     }
                     self.stats.copies += 1;
-                    self.by_tuple.insert((tuple.0, tuple.1, m.id), seq);
+                    self.by_tuple.insert((tuple.0, tuple.1, m.id, m.qtype), seq);
                     return;
                 }
             }
@@ -246,7 +250,7 @@ impl DnsTracker {
             ident: m.ip_ident,
         };
         // Parallel A/AAAA of one lookup: same socket, same name, the other type, sent together.
-        if let Some(&other) = self.by_socket_name.get(&(m.pkt.src, nh)) {
+        if let Some(&other) = self.by_socket_name.get(&(m.pkt.src, m.pkt.dst, nh)) {
             if let Some(o) = self.get_mut(other) {
                 let paired = (o.qtype == QTYPE_A && m.qtype == QTYPE_AAAA)
                     || (o.qtype == QTYPE_AAAA && m.qtype == QTYPE_A);
@@ -274,8 +278,8 @@ impl DnsTracker {
             }
         }
         self.by_identity.insert(identity, seq);
-        self.by_tuple.insert((tuple.0, tuple.1, m.id), seq);
-        self.by_socket_name.insert((m.pkt.src, nh), seq);
+        self.by_tuple.insert((tuple.0, tuple.1, m.id, m.qtype), seq);
+        self.by_socket_name.insert((m.pkt.src, m.pkt.dst, nh), seq);
         self.by_client_name_type.insert(retry_key, seq);
         self.window.push_back(q);
     }
@@ -283,7 +287,7 @@ impl DnsTracker {
     fn response(&mut self, m: &DnsMessageObs<'_>) {
         self.stats.responses += 1;
         // The response travels server → client.
-        let key = (m.pkt.dst, m.pkt.src, m.id);
+        let key = (m.pkt.dst, m.pkt.src, m.id, m.qtype);
         let Some(&seq) = self.by_tuple.get(&key) else {
             self.stats.unmatched_responses += 1;
             return;
@@ -292,18 +296,8 @@ impl DnsTracker {
             self.stats.unmatched_responses += 1;
             return;
         };
-        // Same id but another question: not this query's answer (a collision is for the detector to
-        // see through the sibling, not for us to paper over).
-        if q.qtype != m.qtype || !q.qname.eq_ignore_ascii_case(m.qname) {
-            // An answer for the sibling's question carrying this id: attach it to the sibling.
-            if let Some(sib) = q.sibling {
-                if let Some(s) = self.get_mut(sib) {
-                    if s.id == m.id && s.qtype == m.qtype && s.qname.eq_ignore_ascii_case(m.qname) {
-                        record_response(s, m);
-                        return;
-                    }
-                }
-            }
+        // Same id and type but another name: not this query's answer.
+        if !q.qname.eq_ignore_ascii_case(m.qname) {
             self.stats.unmatched_responses += 1;
             return;
         }
@@ -332,13 +326,13 @@ impl DnsTracker {
             self.by_identity.remove(&(q.id, q.qtype, nh, q.ident));
         }
         for &(c, s) in &q.points {
-            if remove_if(self.by_tuple.get(&(c, s, q.id))) {
-                self.by_tuple.remove(&(c, s, q.id));
+            if remove_if(self.by_tuple.get(&(c, s, q.id, q.qtype))) {
+                self.by_tuple.remove(&(c, s, q.id, q.qtype));
             }
         }
         let origin = q.points[0];
-        if remove_if(self.by_socket_name.get(&(origin.0, nh))) {
-            self.by_socket_name.remove(&(origin.0, nh));
+        if remove_if(self.by_socket_name.get(&(origin.0, origin.1, nh))) {
+            self.by_socket_name.remove(&(origin.0, origin.1, nh));
         }
         if remove_if(self.by_client_name_type.get(&(origin.0.ip, nh, q.qtype))) {
             self.by_client_name_type.remove(&(origin.0.ip, nh, q.qtype));

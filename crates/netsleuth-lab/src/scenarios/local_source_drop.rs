@@ -2,6 +2,10 @@
 //! in table `local`. The cloud LB's health checks come from that same IP to the NodePort; the node
 //! sees a packet from one of its own addresses arriving on eth0 and drops it as martian
 //! (`accept_local=0`): the node looks unhealthy although its backend is fine.
+//!
+//! A host-network agent on the node also probes the LB IP's kube-proxy health port: with the IP on
+//! kube-ipvs0 that probe never leaves the node (it is carried over `lo`, source and destination the LB
+//! IP), which is how a node's own capture proves the address local.
 
 use crate::error::{LabError, Result};
 use crate::kube::Service;
@@ -17,6 +21,8 @@ const LB_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const NODE_PORT: u16 = 30080;
+/// kube-proxy's health port (`--healthz-bind-address`, 0.0.0.0:10256), served in the node namespace.
+const HEALTHZ_PORT: u16 = 10256;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(3500);
 
 pub fn run(lab: &mut Lab) -> Result<Recorded> {
@@ -36,6 +42,12 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
             .sysctl("remote", "net.ipv4.conf.all.arp_announce", "2")
             .sysctl("remote", "net.ipv4.conf.eth0.arp_announce", "2")
             .serve("backend", 8080, Behaviour::Echo)
+            // Declared after the backend: the server whose own view is recorded stays the backend.
+            .serve(
+                "node",
+                HEALTHZ_PORT,
+                Behaviour::RespondAndClose { bytes: 64 },
+            )
             // The "client" here is the LB side; its own view is the remote namespace's eth0.
             .client_view("remote", "eth0"),
     )?;
@@ -68,6 +80,18 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     }
     let live = net.observe()?;
 
+    // The node's own probe of the LB IP: over lo while the IP is on kube-ipvs0 (SYN-ACK to the LB IP
+    // delivered locally); with the fix it leaves for the LB, which has nothing on that port.
+    let local_probe = live.run("node", move || {
+        let t0 = Instant::now();
+        let r = traffic::connect(
+            addr(LB_IP, HEALTHZ_PORT),
+            Duration::from_secs(2),
+            ConnectOpts::default(),
+        )
+        .and_then(|mut s| traffic::request(&mut s, "GET /healthz\n", Duration::from_secs(2)));
+        Ok((r.map(drop), t0.elapsed()))
+    })?;
     let martian_before = martian_src();
     let results = live.run("remote", move || {
         let mut results = Vec::new();
@@ -97,6 +121,14 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let martian = martian_src().saturating_sub(martian_before);
 
     let mut out = Outcome::default();
+    out.event(format!(
+        "host-network probe from the node to {LB_IP}:{HEALTHZ_PORT}: {} in {:.1} ms",
+        match &local_probe.0 {
+            Ok(()) => "answered by the node itself (the LB IP is local)".to_string(),
+            Err(e) => traffic::errno_name(e),
+        },
+        local_probe.1.as_secs_f64() * 1e3
+    ));
     let mut probe_failed = None;
     for (what, src, r, took) in &results {
         match r {
