@@ -28,8 +28,9 @@ use std::net::IpAddr;
 pub const MAX_DIAGRAMS: usize = 8;
 /// Packets drawn per diagram; the rest are counted.
 pub const MAX_ARROWS: usize = 60;
-/// A silence at least this long between two packets of a ladder is drawn as a labelled break.
-const IDLE_BREAK_NS: i64 = 1_000_000_000;
+/// A silence at least this long between two packets of a ladder is drawn as a labelled break (rows
+/// are evenly spaced whatever the time between them; the break says where time was left out).
+const IDLE_BREAK_NS: i64 = 200_000_000;
 
 const STYLE: &str = r#"
 :root{--fg:#1d232a;--muted:#5b6570;--line:#d5dbe1;--bg:#fff;--panel:#f6f8fa;--bad:#c62828;--warn:#b26a00;--ok:#2e7d32;--accent:#1565c0}
@@ -600,8 +601,18 @@ impl Page {
         };
         let mut clients: Vec<Ep> = Vec::new();
         let mut servers: Vec<Ep> = Vec::new();
+        let mut roles: Vec<(LegKey, Ep)> = Vec::new();
         for k in &legs {
-            let c = client_of(k);
+            // A leg that shares an endpoint with an earlier one (NAT rewrote the other side) keeps
+            // that endpoint's role; otherwise the handshake, else the port, decides.
+            let c = if clients.contains(&k.0) || servers.contains(&k.1) {
+                k.0
+            } else if clients.contains(&k.1) || servers.contains(&k.0) {
+                k.1
+            } else {
+                client_of(k)
+            };
+            roles.push((*k, c));
             let s = if c == k.0 { k.1 } else { k.0 };
             if !clients.contains(&c) && !servers.contains(&c) {
                 clients.push(c);
@@ -701,7 +712,7 @@ impl Page {
                 ys.iter().copied().fold(f64::MIN, f64::max) + 9.0,
             );
             let colour = LANE_COLOURS[li % LANE_COLOURS.len()];
-            let c = client_of(k);
+            let c = roles[li].1;
             let s = if c == k.0 { k.1 } else { k.0 };
             let tuple = format!("{} ↔ {}", endpoint(c.0, c.1), endpoint(s.0, s.1));
             let _ = write!(
