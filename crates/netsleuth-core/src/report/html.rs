@@ -379,7 +379,9 @@ impl Page {
     /// A finding's evidence: diagrams of its packets, charts of its counters, its config lines and
     /// facts, and the tshark filter of its packets.
     fn evidence(&mut self, evidence: &[Evidence]) {
-        let flows = flows_of(evidence);
+        let mut flows = flows_of(evidence);
+        // The connections that hold a decisive packet first: they are what the finding is about.
+        flows.sort_by_key(|f| !f.frames.iter().any(|fr| fr.decisive));
         let drawn = flows.len().min(MAX_DIAGRAMS);
         for fl in &flows[..drawn] {
             match fl.kind {
@@ -673,9 +675,10 @@ impl Page {
             .collect::<Vec<_>>()
             .join(" ");
         let mid = self.id("arrow");
+        let did = self.id("diagram-");
         let _ = write!(
             self.out,
-            "<div class=\"diagram\"><svg class=\"ladder\" data-file=\"{}\" data-flow=\"{}\" data-lanes=\"{}\" data-packets=\"{}\" data-decisive-frames=\"{decisive_attr}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"ladder diagram of one connection\">\
+            "<div class=\"diagram\" id=\"{did}\"><svg class=\"ladder\" data-file=\"{}\" data-flow=\"{}\" data-lanes=\"{}\" data-packets=\"{}\" data-decisive-frames=\"{decisive_attr}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"ladder diagram of one connection\">\
 <defs><marker id=\"{mid}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerUnits=\"userSpaceOnUse\" markerWidth=\"11\" markerHeight=\"11\" orient=\"auto-start-reverse\"><path d=\"M0,0L10,5L0,10z\" fill=\"context-stroke\"/></marker></defs>",
             esc(fl.file),
             esc(&fl.key),
@@ -879,9 +882,10 @@ impl Page {
             .map(|f| f.frame)
             .collect();
         let client = frames.first().map(|f| client_of(f));
+        let did = self.id("diagram-");
         let _ = write!(
             self.out,
-            "<div class=\"diagram\"><svg class=\"dns-timeline\" data-file=\"{}\" data-flow=\"{}\" data-rows=\"{}\" data-packets=\"{}\" data-decisive-frames=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline of one DNS lookup\">",
+            "<div class=\"diagram\" id=\"{did}\"><svg class=\"dns-timeline\" data-file=\"{}\" data-flow=\"{}\" data-rows=\"{}\" data-packets=\"{}\" data-decisive-frames=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline of one DNS lookup\">",
             esc(fl.file),
             esc(&fl.key),
             row_keys.len(),
