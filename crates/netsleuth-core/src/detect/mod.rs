@@ -159,7 +159,10 @@ impl Context<'_> {
 
     /// Packets grouped by capture file, in frame order, as evidence items.
     pub fn packets(&self, pkts: &[(PktRef, String)], note: &str) -> Vec<Evidence> {
-        let marked: Vec<Marked> = pkts.iter().map(|(p, w)| Marked::new(*p, w.clone())).collect();
+        let marked: Vec<Marked> = pkts
+            .iter()
+            .map(|(p, w)| Marked::new(*p, w.clone()))
+            .collect();
         self.marked_packets(&marked, note)
     }
 

@@ -99,12 +99,7 @@ pub fn render(doc: &Document) -> String {
     } else if let Some(diff) = &doc.diff {
         p.diff(diff);
     } else {
-        p.body(
-            &doc.findings,
-            &doc.symptoms,
-            &doc.blind_spots,
-            &doc.inputs,
-        );
+        p.body(&doc.findings, &doc.symptoms, &doc.blind_spots, &doc.inputs);
     }
     p.diagnostics(&doc.diagnostics);
     p.notes(&doc.notes);
@@ -218,11 +213,7 @@ impl Page {
             self.cause_list(&incidents, findings);
         }
         if !symptoms.is_empty() {
-            let _ = write!(
-                self.out,
-                "<h4>{} symptom(s) seen</h4><ul>",
-                symptoms.len()
-            );
+            let _ = write!(self.out, "<h4>{} symptom(s) seen</h4><ul>", symptoms.len());
             for s in symptoms {
                 let by: Vec<&str> = s
                     .considered
@@ -249,8 +240,9 @@ impl Page {
             self.symptom(s);
         }
         if !blind_spots.is_empty() {
-            self.out
-                .push_str("<h2>Not examined</h2><p class=\"muted\">No finding is claimed for these.</p><ul>");
+            self.out.push_str(
+                "<h2>Not examined</h2><p class=\"muted\">No finding is claimed for these.</p><ul>",
+            );
             for b in blind_spots {
                 let _ = write!(self.out, "<li>{}", esc(&b.what));
                 if !b.undecided.is_empty() {
@@ -324,13 +316,18 @@ impl Page {
             self.out.push_str("</ul>");
         }
         if !f.look_alikes.is_empty() {
-            self.out.push_str("<h4>Look-alikes</h4><ul class=\"lookalikes\">");
+            self.out
+                .push_str("<h4>Look-alikes</h4><ul class=\"lookalikes\">");
             for l in &f.look_alikes {
                 let _ = write!(
                     self.out,
                     "<li class=\"{}\">{} <b>{}</b>: {}</li>",
                     if l.ruled_out { "not" } else { "open" },
-                    if l.ruled_out { "not" } else { "cannot rule out" },
+                    if l.ruled_out {
+                        "not"
+                    } else {
+                        "cannot rule out"
+                    },
                     esc(&l.id),
                     esc(&l.why)
                 );
@@ -953,7 +950,10 @@ impl Page {
                 let retry = fr.dns.as_ref().is_some_and(|d| d.retry);
                 let (shape, label) = if response {
                     (
-                        format!("<path d=\"M{x:.1},{:.1}l7,7l-7,7l-7,-7z\" fill=\"#2e7d32\"/>", y - 7.0),
+                        format!(
+                            "<path d=\"M{x:.1},{:.1}l7,7l-7,7l-7,-7z\" fill=\"#2e7d32\"/>",
+                            y - 7.0
+                        ),
                         format!("answer from {}", endpoint(fr.src, fr.src_port)),
                     )
                 } else if fr.decisive {
@@ -1137,10 +1137,9 @@ fn flows_of(evidence: &[Evidence]) -> Vec<Flow<'_>> {
         }
         for f in &mut out[start..] {
             f.frames.sort_by_key(|fr| (fr.ts_ns, fr.frame));
-            let dns = f
-                .frames
-                .iter()
-                .all(|fr| fr.tcp.is_none() && (fr.dns.is_some() || fr.src_port == 53 || fr.dst_port == 53));
+            let dns = f.frames.iter().all(|fr| {
+                fr.tcp.is_none() && (fr.dns.is_some() || fr.src_port == 53 || fr.dst_port == 53)
+            });
             if dns {
                 f.kind = FlowKind::Dns;
             }
@@ -1219,8 +1218,7 @@ fn time_of_day(rfc3339: &str) -> &str {
 /// `s` as one POSIX shell word: bare when it holds only safe characters, else single-quoted.
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:,+@%=".contains(c))
     {
         s.to_string()
@@ -1264,8 +1262,20 @@ mod tests {
         for c in 0..connections {
             let mut frames = vec![
                 frame(88, 0.0, "10.244.1.10:50814", "10.96.0.20:80", "ACK"),
-                frame(245, 11520.0, "10.244.1.10:50814", "10.244.2.12:8080", "PSH|ACK"),
-                frame(247, 11520.001, "10.244.2.12:8080", "10.244.1.10:50814", "RST"),
+                frame(
+                    245,
+                    11520.0,
+                    "10.244.1.10:50814",
+                    "10.244.2.12:8080",
+                    "PSH|ACK",
+                ),
+                frame(
+                    247,
+                    11520.001,
+                    "10.244.2.12:8080",
+                    "10.244.1.10:50814",
+                    "RST",
+                ),
             ];
             for f in &mut frames {
                 f.flow = Some(c as u64);
@@ -1288,10 +1298,8 @@ mod tests {
             cases: vec![],
             look_alikes: vec![],
         };
-        let mut doc: Document = serde_json::from_str(
-            &crate::report::json::Document::catalogue(&[]).to_json(),
-        )
-        .unwrap();
+        let mut doc: Document =
+            serde_json::from_str(&crate::report::json::Document::catalogue(&[]).to_json()).unwrap();
         doc.command = "analyze".into();
         doc.catalogue = None;
         doc.findings = vec![f];
@@ -1318,6 +1326,31 @@ mod tests {
         assert_eq!(html.matches("<svg class=\"ladder\"").count(), MAX_DIAGRAMS);
         assert!(html.contains(&format!("and {} more like it", 500 - MAX_DIAGRAMS)));
         assert!(html.len() < 200_000, "{} bytes", html.len());
+    }
+
+    #[test]
+    fn a_counter_is_charted_over_its_samples() {
+        let mut doc = dnat_doc(0);
+        doc.command = "check".into();
+        doc.findings[0].evidence = vec![
+            Evidence::Counter {
+                source: "netns/node/netstat".into(),
+                name: "TcpExt.ListenOverflows".into(),
+                before: Some(10),
+                after: 250,
+            },
+            Evidence::Counter {
+                source: "netns/node/conntrack-S.txt".into(),
+                name: "insert_failed".into(),
+                before: None,
+                after: 1,
+            },
+        ];
+        let html = render(&doc);
+        assert!(html.contains("data-counter=\"TcpExt.ListenOverflows\" data-samples=\"2\""));
+        assert!(html.contains("data-counter=\"insert_failed\" data-samples=\"1\""));
+        assert!(html.contains("<b>+240</b>"));
+        assert_eq!(html.matches("<svg class=\"ladder\"").count(), 0);
     }
 
     #[test]
