@@ -83,9 +83,9 @@ pub fn render(doc: &Document) -> String {
         esc(&doc.command),
         esc(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         p.out,
-        "<h1>netsleuth {}</h1><div class=\"inputs\">{}</div><div class=\"muted\">{} {} · schema {} v{} · exit code {}</div>\n",
+        "<h1>netsleuth {}</h1><div class=\"inputs\">{}</div><div class=\"muted\">{} {} · schema {} v{} · exit code {}</div>",
         esc(&doc.command),
         esc(&doc.inputs.join(", ")),
         esc(&doc.tool.name),
@@ -338,9 +338,9 @@ impl Page {
             self.out.push_str("<h4>Evidence</h4>");
             self.evidence(&f.evidence);
         }
-        let _ = write!(
+        let _ = writeln!(
             self.out,
-            "<h4>Mechanism</h4><p>{}</p><h4>Fix</h4><p>{}</p></section>\n",
+            "<h4>Mechanism</h4><p>{}</p><h4>Fix</h4><p>{}</p></section>",
             esc(&f.explanation),
             esc(&f.remedy)
         );
