@@ -1,5 +1,5 @@
-//! The HTML report as a browser sees it: for lab fixtures of four kinds of incident (a conntrack one
-//! with two NAT legs, a DNS race, a listen overflow, a node check), `--format html -o FILE` is opened
+//! The HTML report as a browser sees it: for lab fixtures of four kinds of incident (conntrack ones
+//! with two NAT legs, DNS races and ID collisions, a listen overflow, a node check), `--format html -o FILE` is opened
 //! in headless Chromium, which takes a screenshot and dumps the DOM it built. The test asserts that
 //! the page ran without a console message or script error, fetched nothing, draws one diagram per
 //! evidence connection or lookup with one lane per NAT leg, highlights exactly the frames the JSON
@@ -57,6 +57,7 @@ fn cases() -> Vec<Case> {
         analyze("conntrack-snat-remap", "conntrack-snat-remap"),
         analyze("dns-conntrack-race", "dns-conntrack-race"),
         analyze("listen-queue-overflow", "listen-queue-overflow"),
+        analyze("dns-id-collision", "dns-id-collision"),
         Case {
             name: "check",
             args: vec![
@@ -327,6 +328,14 @@ fn html_reports_render_in_headless_chromium() {
                 assert!(
                     timelines.iter().all(|t| t.contains("class=\"timeout\"")),
                     "each lookup shows the resolver's timeout before its retry"
+                );
+            }
+            "dns-id-collision" => {
+                assert!(
+                    timelines
+                        .iter()
+                        .all(|t| t.contains("answer taken (first for its ID)")),
+                    "each lookup shows the answer the client took"
                 );
             }
             "listen-queue-overflow" => {

@@ -855,7 +855,7 @@ impl Page {
         // Time runs to the right in proportion, except that events closer than MIN_DX apart (a query
         // and its answer within a millisecond, beside a 5 s timeout) are pushed apart: each label
         // says its time.
-        const MIN_DX: f64 = 120.0;
+        const MIN_DX: f64 = 190.0;
         let mut xs: Vec<(u64, f64)> = Vec::new();
         let mut last_x = f64::MIN;
         for fr in &frames {
@@ -944,32 +944,57 @@ impl Page {
                     human_duration(r.ts_ns - l.ts_ns)
                 );
             }
-            for fr in &in_row {
+            for (ei, fr) in in_row.iter().enumerate() {
                 let x = x_of_frame(fr);
+                // Long words of neighbouring events alternate between two lines.
+                let label_y = y + if ei % 2 == 1 && fr.dns.is_none() {
+                    32.0
+                } else {
+                    20.0
+                };
                 let response = fr.dns.as_ref().map_or(fr.src_port == 53, |d| d.response);
                 let retry = fr.dns.as_ref().is_some_and(|d| d.retry);
-                let (shape, label) = if response {
+                // Without the detector's DNS marks, the detector's own words say what the packet is.
+                let words = (fr.dns.is_none()).then(|| shorten(&fr.what, 44));
+                let (shape, label) = if response && fr.decisive {
+                    (
+                        format!(
+                            "<path d=\"M{x:.1},{:.1}l9,9l-9,9l-9,-9z\" fill=\"#c62828\"/>",
+                            y - 9.0
+                        ),
+                        words.clone().unwrap_or_else(|| {
+                            format!(
+                                "answer taken (first for its ID), from {}",
+                                endpoint(fr.src, fr.src_port)
+                            )
+                        }),
+                    )
+                } else if response {
                     (
                         format!(
                             "<path d=\"M{x:.1},{:.1}l7,7l-7,7l-7,-7z\" fill=\"#2e7d32\"/>",
                             y - 7.0
                         ),
-                        format!("answer from {}", endpoint(fr.src, fr.src_port)),
+                        words.clone().unwrap_or_else(|| {
+                            format!("answer from {}", endpoint(fr.src, fr.src_port))
+                        }),
                     )
                 } else if fr.decisive {
                     (
                         format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"7\" fill=\"#fff\" stroke=\"#c62828\" stroke-width=\"3\"/>"),
-                        "query, never answered".to_string(),
+                        words
+                            .clone()
+                            .unwrap_or_else(|| "query, never answered".to_string()),
                     )
                 } else if retry {
                     (
                         format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"#b26a00\"/>"),
-                        "retry".to_string(),
+                        words.clone().unwrap_or_else(|| "retry".to_string()),
                     )
                 } else {
                     (
                         format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"#1565c0\"/>"),
-                        "query".to_string(),
+                        words.clone().unwrap_or_else(|| "query".to_string()),
                     )
                 };
                 let _ = write!(
@@ -985,7 +1010,7 @@ impl Page {
                     y - 12.0,
                     fr.frame,
                     human_duration(fr.ts_ns - t0),
-                    y + 20.0,
+                    label_y,
                     if fr.decisive { " fill=\"#c62828\" font-weight=\"700\"" } else { "" },
                     esc(&label)
                 );
@@ -1204,6 +1229,14 @@ pub fn human_duration(ns: i64) -> String {
         format!("{} ms", ns / 1_000_000)
     } else {
         format!("{} µs", ns / 1_000)
+    }
+}
+
+/// `s` cut to `max` characters, with `…` when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
     }
 }
 
