@@ -59,6 +59,14 @@ fn cases() -> Vec<Case> {
         analyze("listen-queue-overflow", "listen-queue-overflow"),
         analyze("dns-id-collision", "dns-id-collision"),
         Case {
+            name: "diff",
+            args: vec![
+                "diff".into(),
+                fixture("snat-port-clash/node.tar.gz"),
+                fixture("snat-port-clash-mitigated/node.tar.gz"),
+            ],
+        },
+        Case {
             name: "check",
             args: vec![
                 "check".into(),
@@ -342,10 +350,14 @@ fn html_reports_render_in_headless_chromium() {
                 assert!(want_ladders >= 3 && !want_decisive.is_empty());
             }
             "check" => assert!(counters > 0, "the node check charts its counter"),
+            "diff" => assert!(
+                dom.contains("<table class=\"diff\">"),
+                "diff lists its differences"
+            ),
             _ => {}
         }
         assert!(
-            dom.contains("tshark -r ") || case.name == "check",
+            dom.contains("tshark -r ") || ["check", "diff"].contains(&case.name),
             "{}: a tshark filter",
             case.name
         );
