@@ -744,7 +744,7 @@ impl Page {
         }
         let _ = write!(
             self.out,
-            "<text x=\"6\" y=\"18\" font-size=\"11\" font-weight=\"700\">frame</text><text x=\"62\" y=\"18\" font-size=\"11\" font-weight=\"700\">time</text>"
+            "<text x=\"6\" y=\"18\" font-size=\"11\" font-weight=\"700\">frame</text><text x=\"62\" y=\"18\" font-size=\"11\" font-weight=\"700\">time (UTC)</text>"
         );
         for r in &rows {
             match r {
