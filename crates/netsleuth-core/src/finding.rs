@@ -99,6 +99,63 @@ pub struct FrameRef {
     pub what: String,
     /// Interface name or index where the capture saw it, if the capture says.
     pub interface: Option<String>,
+    /// TCP flags and sequence numbers (absent for UDP).
+    pub tcp: Option<TcpFields>,
+    /// Transport payload length.
+    pub len: Option<u32>,
+    /// The connection (TCP, across its NAT legs) or DNS lookup (a resolver's A/AAAA queries from one
+    /// socket) the packet belongs to: packets of one finding with the same value are one of them.
+    /// Absent when the detector did not say (a report then draws one diagram per tuple).
+    pub flow: Option<u64>,
+    /// This packet is the one that decides the finding (the segment under a new tuple, the query that
+    /// was never answered, the SYN the listener dropped).
+    pub decisive: bool,
+    /// The DNS message, for DNS packets whose detector says which it is.
+    pub dns: Option<DnsFields>,
+}
+
+/// A TCP segment's header fields, as a ladder diagram shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFields {
+    /// `crate::wire::tcp_flags` bits.
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+}
+
+impl TcpFields {
+    /// `SYN|ACK`, tcpdump's names in its order; `none` for no flag.
+    pub fn flag_names(&self) -> String {
+        use crate::wire::tcp_flags::*;
+        let names: Vec<&str> = [
+            (SYN, "SYN"),
+            (FIN, "FIN"),
+            (RST, "RST"),
+            (PSH, "PSH"),
+            (ACK, "ACK"),
+        ]
+        .iter()
+        .filter(|(bit, _)| self.flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join("|")
+        }
+    }
+}
+
+/// A DNS message of a lookup, as a timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsFields {
+    pub id: u16,
+    /// `A`, `AAAA`, …
+    pub qtype: &'static str,
+    /// A response (else a query).
+    pub response: bool,
+    /// A query sent again after the resolver's timeout.
+    pub retry: bool,
 }
 
 /// A piece of evidence. Each variant says where it came from.

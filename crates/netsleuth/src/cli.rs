@@ -34,6 +34,8 @@ pub enum Command {
 pub enum Format {
     Human,
     Json,
+    /// One self-contained page (ladder diagrams, DNS timelines, counter charts); with `-o FILE`.
+    Html,
 }
 
 #[derive(Args, Debug)]
@@ -41,6 +43,9 @@ pub struct FormatArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
+    /// Write the report to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -26,7 +26,7 @@ backend's pod IP (not the VIP), client RST; client retries then times out. connt
 `[UNREPLIED]`.",
 };
 
-use super::{with_packets, Context};
+use super::{one_flow, with_marked_packets, Context};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, PktRef};
@@ -36,6 +36,9 @@ struct Case {
     vip: Endpoint,
     backend: Endpoint,
     pkts: Vec<(PktRef, String)>,
+    /// The connection's flow-engine id; the SYN-ACK that skipped reverse NAT decides.
+    conn: u64,
+    decisive: PktRef,
 }
 
 /// Recognises a SYN to one address answered by a SYN-ACK from another (un-reversed DNAT) that the
@@ -91,6 +94,8 @@ impl Detector {
             vip: origin.server,
             backend: leg.server,
             pkts,
+            conn: c.id,
+            decisive: synack,
         });
     }
 
@@ -129,10 +134,10 @@ impl Detector {
             f = f
                 .rules_out(super::conntrack_dnat_rebalance::INCIDENT.id, "the reply from the backend's address answers the handshake of a new connection; no established connection changed backend")
                 .rules_out("application", "the RST came from the client, refusing a SYN-ACK from an address it never contacted, not from the server");
-            found.push(with_packets(
+            found.push(with_marked_packets(
                 f,
                 ctx,
-                &case.pkts,
+                &one_flow(&case.pkts, case.conn, &case.decisive),
                 "handshake whose reply skipped reverse NAT",
             ));
         }

@@ -29,7 +29,7 @@ keepalive time (`tcp_keepalive_time` 7200 s default) longer than the conntrack t
 than the timeout.",
 };
 
-use super::{remaps, secs, with_packets, Context};
+use super::{one_flow, remaps, secs, with_marked_packets, Context};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, PktRef};
@@ -42,6 +42,9 @@ struct Case {
     new_backend: Endpoint,
     gap_ns: i64,
     pkts: Vec<(PktRef, String)>,
+    /// The connection's flow-engine id, and the packet that decides the case.
+    conn: u64,
+    decisive: PktRef,
     /// The new tuple continues the sequence space exactly (client view: the RST's seq proves it).
     exact: bool,
     /// Only the client's view: an RST that a socketless server sends, after a silence.
@@ -115,6 +118,8 @@ impl Detector {
                 new_backend: leg.server,
                 gap_ns: leg.gap_before_ns,
                 pkts,
+                conn: c.id,
+                decisive: leg.first,
                 exact: r.exact,
                 client_view_only: false,
             });
@@ -174,6 +179,8 @@ impl Detector {
                         ),
                     ),
                 ],
+                conn: c.id,
+                decisive: rst.pkt,
                 exact: true,
                 client_view_only: true,
             });
@@ -261,10 +268,10 @@ impl Detector {
                     text: format!("net.netfilter.nf_conntrack_tcp_timeout_established = {t}"),
                 });
             }
-            found.push(with_packets(
+            found.push(with_marked_packets(
                 f,
                 ctx,
-                &case.pkts,
+                &one_flow(&case.pkts, case.conn, &case.decisive),
                 "one TCP connection before and after its silence",
             ));
         }

@@ -25,7 +25,7 @@ DESTROY events. Node: `-j MASQUERADE` on the device that carries the VIP (keepal
 mainline 2018, backported to 4.14.155 and 4.19.85; after it only entries of the deleted address go).",
 };
 
-use super::{remaps, secs, with_packets, Context};
+use super::{one_flow, remaps, secs, with_marked_packets, Context};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
@@ -36,6 +36,9 @@ struct Case {
     server: crate::flow::Endpoint,
     gap_ns: i64,
     pkts: Vec<(PktRef, String)>,
+    /// The connection's flow-engine id, and the packet that decides the case.
+    conn: u64,
+    decisive: PktRef,
     exact: bool,
     pre_nat_seen: bool,
 }
@@ -88,6 +91,8 @@ impl Detector {
                 server: leg.server,
                 gap_ns: leg.gap_before_ns,
                 pkts,
+                conn: c.id,
+                decisive: leg.first,
                 exact: r.exact,
                 pre_nat_seen: r.pre_nat_leg.is_some(),
             });
@@ -129,10 +134,10 @@ left off, without a handshake: the same socket was translated anew ({} after its
                 .rules_out("application", "the server's RST carries no ACK: it had no connection under the new port, so it did not abort one")
                 .rules_out(super::snat_port_clash::INCIDENT.id, "the new source port appeared mid-connection, not on a SYN: an existing connection was re-translated, not a new one dropped")
                 .rules_out("middlebox-idle-timeout", "the segment left under a new source port: the node's own SNAT chose anew");
-            found.push(with_packets(
+            found.push(with_marked_packets(
                 f,
                 ctx,
-                &case.pkts,
+                &one_flow(&case.pkts, case.conn, &case.decisive),
                 "same TCP sequence space under two source tuples",
             ));
         }

@@ -24,10 +24,9 @@ resolv.conf `options single-request-reopen` / `single-request` / `use-vc`, NodeL
 those options (it parses only `ndots`, `attempts`, `timeout`).",
 };
 
-use super::{secs, with_packets, Context};
-use crate::finding::{Confidence, Finding, FindingKind};
+use super::{secs, with_marked_packets, Context, Marked};
+use crate::finding::{Confidence, DnsFields, Finding, FindingKind};
 use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_A};
-use crate::flow::PktRef;
 
 struct Case {
     lost: DnsQuery,
@@ -129,47 +128,71 @@ impl Detector {
             f = f.because(format!("{} lookups lost one query of their pair the same way: the race's pattern, where one lost packet would be chance", self.total))
                 .because("the capture shows one point only, so where the queries died is not shown; a capture on the node (-i any) would prove it: a query seen before DNAT and not after it");
         }
-        let mut pkts: Vec<(PktRef, String)> = Vec::new();
-        for c in &self.cases {
-            pkts.push((
-                c.answered.pkt,
-                format!(
-                    "{} {}? id=0x{:04x}",
-                    qt(&c.answered),
-                    c.answered.qname,
-                    c.answered.id
-                ),
-            ));
-            if let Some(r) = &c.answered.response {
-                pkts.push((
-                    r.pkt,
-                    format!("answer to {} id=0x{:04x}", qt(&c.answered), c.answered.id),
-                ));
-            }
-            pkts.push((
-                c.lost.pkt,
-                format!(
-                    "{} {}? id=0x{:04x}: never answered",
-                    qt(&c.lost),
-                    c.lost.qname,
-                    c.lost.id
-                ),
-            ));
-            if let Some(r) = c.lost.retry {
-                pkts.push((
-                    r,
+        let mut pkts: Vec<Marked> = Vec::new();
+        for (lookup, c) in self.cases.iter().enumerate() {
+            let lookup = lookup as u64;
+            let dns = |q: &DnsQuery, response: bool, retry: bool| DnsFields {
+                id: q.id,
+                qtype: qt(q),
+                response,
+                retry,
+            };
+            pkts.push(
+                Marked::new(
+                    c.answered.pkt,
                     format!(
-                        "{} re-sent after {}",
-                        qt(&c.lost),
-                        secs(r.ts_ns.saturating_sub(c.lost.pkt.ts_ns))
+                        "{} {}? id=0x{:04x}",
+                        qt(&c.answered),
+                        c.answered.qname,
+                        c.answered.id
                     ),
-                ));
+                )
+                .flow(lookup)
+                .dns(dns(&c.answered, false, false)),
+            );
+            if let Some(r) = &c.answered.response {
+                pkts.push(
+                    Marked::new(
+                        r.pkt,
+                        format!("answer to {} id=0x{:04x}", qt(&c.answered), c.answered.id),
+                    )
+                    .flow(lookup)
+                    .dns(dns(&c.answered, true, false)),
+                );
+            }
+            pkts.push(
+                Marked::new(
+                    c.lost.pkt,
+                    format!(
+                        "{} {}? id=0x{:04x}: never answered",
+                        qt(&c.lost),
+                        c.lost.qname,
+                        c.lost.id
+                    ),
+                )
+                .flow(lookup)
+                .decisive(true)
+                .dns(dns(&c.lost, false, false)),
+            );
+            if let Some(r) = c.lost.retry {
+                pkts.push(
+                    Marked::new(
+                        r,
+                        format!(
+                            "{} re-sent after {}",
+                            qt(&c.lost),
+                            secs(r.ts_ns.saturating_sub(c.lost.pkt.ts_ns))
+                        ),
+                    )
+                    .flow(lookup)
+                    .dns(dns(&c.lost, false, true)),
+                );
             }
         }
         f = f
             .rules_out(super::dns_upstream_unreachable::INCIDENT.id, "the server answered the twin query from the same socket at the same moment: it is alive and reachable")
             .rules_out(super::dns_id_collision::INCIDENT.id, "the two queries carry different ids and only one was answered: no answer was taken for the wrong question");
-        out.push(with_packets(
+        out.push(with_marked_packets(
             f,
             ctx,
             &pkts,

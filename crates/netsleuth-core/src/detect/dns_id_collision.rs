@@ -18,10 +18,10 @@ to an IPv6 address the pod cannot reach.",
 AAAA records) arrives first. Container: libc is musl < 1.2.4 (Alpine < 3.18; fix 6c858d6f).",
 };
 
-use super::{with_packets, Context};
-use crate::finding::{Confidence, Evidence, Finding, FindingKind};
+use super::{with_marked_packets, Context, Marked};
+use crate::finding::{Confidence, DnsFields, Evidence, Finding, FindingKind};
 use crate::flow::dns::{DnsQuery, FinishedQuery, QTYPE_AAAA};
-use crate::flow::{Endpoint, PktRef};
+use crate::flow::Endpoint;
 use std::collections::VecDeque;
 
 /// Recognises parallel A and AAAA queries of one lookup carrying the same DNS ID where the AAAA
@@ -160,27 +160,52 @@ impl Detector {
                 self.same_id_pairs
             ));
         }
-        let mut pkts: Vec<(PktRef, String)> = Vec::new();
-        for (a, aaaa) in &self.cases {
-            pkts.push((a.pkt, format!("A {}? id=0x{:04x}", a.qname, a.id)));
-            pkts.push((
-                aaaa.pkt,
-                format!("AAAA {}? id=0x{:04x} (same ID)", aaaa.qname, aaaa.id),
-            ));
+        let mut pkts: Vec<Marked> = Vec::new();
+        for (lookup, (a, aaaa)) in self.cases.iter().enumerate() {
+            let lookup = lookup as u64;
+            let dns = |id: u16, qtype: &'static str, response: bool| DnsFields {
+                id,
+                qtype,
+                response,
+                retry: false,
+            };
+            pkts.push(
+                Marked::new(a.pkt, format!("A {}? id=0x{:04x}", a.qname, a.id))
+                    .flow(lookup)
+                    .dns(dns(a.id, "A", false)),
+            );
+            pkts.push(
+                Marked::new(
+                    aaaa.pkt,
+                    format!("AAAA {}? id=0x{:04x} (same ID)", aaaa.qname, aaaa.id),
+                )
+                .flow(lookup)
+                .dns(dns(aaaa.id, "AAAA", false)),
+            );
+            // The AAAA answer, first in, is the one the client takes for both questions.
             if let Some(r) = aaaa.response_at_origin.as_ref().or(aaaa.response.as_ref()) {
-                pkts.push((
-                    r.pkt,
-                    format!(
-                        "AAAA answer first ({} AAAA records, rcode {})",
-                        r.answers_aaaa, r.rcode
-                    ),
-                ));
+                pkts.push(
+                    Marked::new(
+                        r.pkt,
+                        format!(
+                            "AAAA answer first ({} AAAA records, rcode {})",
+                            r.answers_aaaa, r.rcode
+                        ),
+                    )
+                    .flow(lookup)
+                    .decisive(true)
+                    .dns(dns(aaaa.id, "AAAA", true)),
+                );
             }
             if let Some(r) = a.response_at_origin.as_ref().or(a.response.as_ref()) {
-                pkts.push((
-                    r.pkt,
-                    format!("A answer second ({} A records)", r.answers_a),
-                ));
+                pkts.push(
+                    Marked::new(
+                        r.pkt,
+                        format!("A answer second ({} A records)", r.answers_a),
+                    )
+                    .flow(lookup)
+                    .dns(dns(a.id, "A", true)),
+                );
             }
         }
         f = f
@@ -192,7 +217,7 @@ impl Detector {
                 super::dns_upstream_unreachable::INCIDENT.id,
                 "the servers answered",
             );
-        out.push(with_packets(
+        out.push(with_marked_packets(
             f,
             ctx,
             &pkts,

@@ -26,7 +26,7 @@ Sysctls: `net.core.somaxconn`, `net.ipv4.tcp_max_syn_backlog`, `tcp_syncookies`.
 TCP_LISTEN_OVERFLOW (≈6.15+). Capture: SYN bursts with unanswered, retransmitted SYNs.",
 };
 
-use super::{secs, with_packets, Context, SynRecord};
+use super::{one_flow, secs, with_marked_packets, Context, Marked, SynRecord};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};
@@ -148,11 +148,12 @@ impl Detector {
             f = f.because("the counters that would prove it (TcpExt ListenOverflows, ListenDrops, TCPReqQFullDrop) are node facts, not in a capture");
             let mut pkts = Vec::new();
             for r in drops.iter().take(3) {
-                pkts.extend(r.evidence());
+                // The first SYN is the one the full queue dropped.
+                pkts.extend(one_flow(&r.evidence(), r.conn, &r.first_syn));
             }
             if let Some(v) = self.synack_retrans.get(&server) {
                 for p in v.iter().take(2) {
-                    pkts.push((*p, "SYN-ACK the server had to re-send".into()));
+                    pkts.push(Marked::new(*p, "SYN-ACK the server had to re-send".into()));
                 }
             }
             mine.extend(drops.iter().map(|r| r.conn));
@@ -164,7 +165,7 @@ impl Detector {
             } else {
                 f.cannot_rule_out("network-loss", "no SYN was answered on the first try, so loss or a firewall on the path is as likely; TcpExt ListenOverflows on the server decides")
             };
-            out.push(with_packets(
+            out.push(with_marked_packets(
                 f,
                 ctx,
                 &pkts,

@@ -25,7 +25,7 @@ local) and `accept_local=0`; `externalTrafficPolicy: Local`. Counter: `/proc/net
 Drop reason IP_LOCAL_SOURCE (≈6.13+). Capture: SYNs from the LB IP to the NodePort, never answered.",
 };
 
-use super::{with_packets, Context, SynRecord};
+use super::{one_flow, with_marked_packets, Context, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap};
@@ -165,12 +165,13 @@ impl Detector {
             }
             let mut pkts = Vec::new();
             for r in recs.iter().take(3) {
-                pkts.extend(r.evidence());
+                // The first SYN is the one the kernel dropped as a martian.
+                pkts.extend(one_flow(&r.evidence(), r.conn, &r.first_syn));
             }
             f = f
                 .rules_out(super::listen_queue_overflow::INCIDENT.id, "every SYN from this one source went unanswered while other sources were answered at once: not bursts at a full queue")
                 .cannot_rule_out("firewall", "a firewall rule or NetworkPolicy dropping this source looks the same from the wire; the node's routing table `local` or the drop reason (IP_LOCAL_SOURCE) decides");
-            out.push(with_packets(
+            out.push(with_marked_packets(
                 f,
                 ctx,
                 &pkts,

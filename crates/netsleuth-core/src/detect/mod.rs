@@ -19,7 +19,7 @@ pub mod local_source_drop;
 pub mod snat_port_clash;
 pub mod tw_recycle_paws;
 
-use crate::finding::{format_ts, Evidence, Finding, FrameRef, Incident};
+use crate::finding::{format_ts, DnsFields, Evidence, Finding, FrameRef, Incident, TcpFields};
 use crate::flow::dns::FinishedQuery;
 use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
@@ -144,14 +144,38 @@ impl Context<'_> {
             dst_port: p.dst.port,
             what: what.into(),
             interface: p.ifindex.map(|i| format!("ifindex {i}")),
+            // UDP packets carry no flags; a flagless TCP segment is shown without its header fields.
+            tcp: (p.flags != 0).then_some(TcpFields {
+                flags: p.flags,
+                seq: p.seq,
+                ack: p.ack,
+            }),
+            len: Some(p.len),
+            flow: None,
+            decisive: false,
+            dns: None,
         }
     }
 
     /// Packets grouped by capture file, in frame order, as evidence items.
     pub fn packets(&self, pkts: &[(PktRef, String)], note: &str) -> Vec<Evidence> {
+        let marked: Vec<Marked> = pkts
+            .iter()
+            .map(|(p, w)| Marked::new(*p, w.clone()))
+            .collect();
+        self.marked_packets(&marked, note)
+    }
+
+    /// Packets grouped by capture file, in frame order, as evidence items, with the connection or
+    /// lookup each belongs to and the decisive one marked (what a report's diagrams draw).
+    pub(crate) fn marked_packets(&self, pkts: &[Marked], note: &str) -> Vec<Evidence> {
         let mut by_input: Vec<(u16, Vec<FrameRef>)> = Vec::new();
-        for (p, what) in pkts {
-            let fr = self.frame(p, what.clone());
+        for m in pkts {
+            let p = &m.pkt;
+            let mut fr = self.frame(p, m.what.clone());
+            fr.flow = m.flow;
+            fr.decisive = m.decisive;
+            fr.dns = m.dns.clone();
             match by_input.iter_mut().find(|(i, _)| *i == p.input) {
                 Some((_, v)) => {
                     if !v.iter().any(|f| f.frame == fr.frame) {
@@ -177,6 +201,66 @@ impl Context<'_> {
             })
             .collect()
     }
+}
+
+/// A packet offered as evidence, with what a report's diagram needs beyond the packet itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Marked {
+    pub pkt: PktRef,
+    pub what: String,
+    /// The connection (its flow-engine id) or DNS lookup (any id unique within the finding).
+    pub flow: Option<u64>,
+    pub decisive: bool,
+    pub dns: Option<DnsFields>,
+}
+
+impl Marked {
+    pub fn new(pkt: PktRef, what: String) -> Marked {
+        Marked {
+            pkt,
+            what,
+            flow: None,
+            decisive: false,
+            dns: None,
+        }
+    }
+
+    pub fn flow(mut self, flow: u64) -> Marked {
+        self.flow = Some(flow);
+        self
+    }
+
+    pub fn decisive(mut self, decisive: bool) -> Marked {
+        self.decisive = decisive;
+        self
+    }
+
+    pub fn dns(mut self, dns: DnsFields) -> Marked {
+        self.dns = Some(dns);
+        self
+    }
+}
+
+/// The packets of one connection, `decisive` marked.
+pub(crate) fn one_flow(pkts: &[(PktRef, String)], flow: u64, decisive: &PktRef) -> Vec<Marked> {
+    pkts.iter()
+        .map(|(p, w)| {
+            Marked::new(*p, w.clone())
+                .flow(flow)
+                .decisive(p == decisive)
+        })
+        .collect()
+}
+
+/// Add marked packet evidence to a finding.
+pub(crate) fn with_marked_packets(
+    mut f: Finding,
+    ctx: &Context<'_>,
+    pkts: &[Marked],
+    note: &str,
+) -> Finding {
+    f.evidence.extend(ctx.marked_packets(pkts, note));
+    f
 }
 
 /// Add packet evidence to a finding.

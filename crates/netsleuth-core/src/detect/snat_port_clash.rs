@@ -25,7 +25,7 @@ NETFILTER_DROP. Capture: client SYN retransmitted after ~1 s with the same sourc
 only one of two near-simultaneous SYNs. Node: MASQUERADE/SNAT without `--random-fully` (nft: `fully-random`).",
 };
 
-use super::{secs, with_packets, Context};
+use super::{secs, with_marked_packets, Context, Marked};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};
@@ -195,22 +195,30 @@ impl Detector {
         }
         let mut pkts = Vec::new();
         for (d, concurrent) in cases.iter().take(3) {
-            pkts.push((d.syn, "SYN seen before NAT only".to_string()));
+            // The first SYN, lost between the NAT decision and the wire, decides.
+            pkts.push(
+                Marked::new(d.syn, "SYN seen before NAT only".to_string())
+                    .flow(d.conn)
+                    .decisive(true),
+            );
             if let Some(k) = concurrent {
-                pkts.push((
+                pkts.push(Marked::new(
                     *k,
                     "concurrent SYN of another connection to the same destination".to_string(),
                 ));
             }
-            pkts.push((
-                d.through,
-                format!(
-                    "retransmission after {}",
-                    secs(d.through.ts_ns.saturating_sub(d.syn.ts_ns))
-                ),
-            ));
+            pkts.push(
+                Marked::new(
+                    d.through,
+                    format!(
+                        "retransmission after {}",
+                        secs(d.through.ts_ns.saturating_sub(d.syn.ts_ns))
+                    ),
+                )
+                .flow(d.conn),
+            );
             if let Some(a) = d.through_after_nat {
-                pkts.push((a, "the retransmission after NAT".to_string()));
+                pkts.push(Marked::new(a, "the retransmission after NAT".to_string()).flow(d.conn));
             }
         }
         if self.total_drops as usize > cases.len() {
@@ -223,7 +231,7 @@ impl Detector {
             .rules_out(super::listen_queue_overflow::INCIDENT.id, "the SYNs were lost between the node's NAT decision and its egress (or, from the client, only those sent together with another to the same destination), not at a listener that answered others in bursts")
             .rules_out(super::tw_recycle_paws::INCIDENT.id, "the lost SYN's retransmission with the same timestamp clock was answered: the server did not reject it for its timestamp")
             .cannot_rule_out("conntrack-table-full", "a full conntrack table also drops first packets; `conntrack -S` (insert_failed rising vs drop rising) decides");
-        out.push(with_packets(
+        out.push(with_marked_packets(
             f,
             ctx,
             &pkts,

@@ -25,7 +25,7 @@ from one source IP whose TSval goes backwards against that IP's previous connect
 retransmits 1, 3, 7 s. No drop reasons exist on such kernels: counters and captures are the evidence.",
 };
 
-use super::{secs, with_packets, Context, SynRecord};
+use super::{secs, with_marked_packets, Context, Marked, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::FxHashMap;
@@ -179,26 +179,37 @@ impl Detector {
                 let r = &recs[*i];
                 if let Some(j) = prev {
                     let p = &recs[*j];
-                    pkts.push((
-                        p.first_syn,
-                        format!("accepted SYN, TSval {}", p.tsval.unwrap_or(0)),
-                    ));
+                    pkts.push(
+                        Marked::new(
+                            p.first_syn,
+                            format!("accepted SYN, TSval {}", p.tsval.unwrap_or(0)),
+                        )
+                        .flow(p.conn),
+                    );
                     if let Some(a) = p.answer {
-                        pkts.push((a, "SYN-ACK".to_string()));
+                        pkts.push(Marked::new(a, "SYN-ACK".to_string()).flow(p.conn));
                     }
                 }
-                pkts.push((
-                    r.first_syn,
-                    format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0)),
-                ));
+                // The SYN dropped for its older timestamp decides.
+                pkts.push(
+                    Marked::new(
+                        r.first_syn,
+                        format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0)),
+                    )
+                    .flow(r.conn)
+                    .decisive(true),
+                );
                 for x in r.retransmits.iter().take(3) {
-                    pkts.push((
-                        *x,
-                        format!(
-                            "SYN retransmitted after {}",
-                            secs(x.ts_ns.saturating_sub(r.first_syn.ts_ns))
-                        ),
-                    ));
+                    pkts.push(
+                        Marked::new(
+                            *x,
+                            format!(
+                                "SYN retransmitted after {}",
+                                secs(x.ts_ns.saturating_sub(r.first_syn.ts_ns))
+                            ),
+                        )
+                        .flow(r.conn),
+                    );
                 }
             }
             explained.extend(dropped_backwards.iter().map(|(i, _)| recs[*i].conn));
@@ -206,7 +217,7 @@ impl Detector {
                 .rules_out(super::listen_queue_overflow::INCIDENT.id, "the dropped SYNs are exactly those whose timestamps fell behind the last accepted one from the address; SYNs with newer timestamps were answered at the same time")
                 .rules_out(super::snat_port_clash::INCIDENT.id, "the SYNs were dropped by the server (no SYN-ACK) according to their timestamps, not lost inside a NATing node")
                 .cannot_rule_out("timewait-paws-reject", "without tcp_tw_recycle, a server in TIME_WAIT answers an old-timestamp SYN with a bare ACK instead of dropping it: a bare ACK before the client's RST would point there");
-            out.push(with_packets(
+            out.push(with_marked_packets(
                 f,
                 ctx,
                 &pkts,
@@ -283,26 +294,33 @@ fn across_sources(
     for (i, prev) in dropped.iter().take(2) {
         if let Some(j) = prev {
             let p = &recs[*j];
-            pkts.push((
-                p.first_syn,
-                format!(
-                    "accepted SYN from another client, TSval {}",
-                    p.tsval.unwrap_or(0)
-                ),
-            ));
+            pkts.push(
+                Marked::new(
+                    p.first_syn,
+                    format!(
+                        "accepted SYN from another client, TSval {}",
+                        p.tsval.unwrap_or(0)
+                    ),
+                )
+                .flow(p.conn),
+            );
         }
         let r = &recs[*i];
-        pkts.push((
-            r.first_syn,
-            format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0)),
-        ));
+        pkts.push(
+            Marked::new(
+                r.first_syn,
+                format!("SYN with older TSval {}: no reply", r.tsval.unwrap_or(0)),
+            )
+            .flow(r.conn)
+            .decisive(true),
+        );
         for x in r.retransmits.iter().take(2) {
-            pkts.push((*x, "SYN retransmitted, no reply".to_string()));
+            pkts.push(Marked::new(*x, "SYN retransmitted, no reply".to_string()).flow(r.conn));
         }
     }
     let conns = dropped.iter().map(|(i, _)| recs[*i].conn).collect();
     Some((
-        with_packets(
+        with_marked_packets(
             f,
             ctx,
             &pkts,

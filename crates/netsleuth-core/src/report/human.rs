@@ -270,6 +270,11 @@ mod tests {
             dst_port: 53,
             what: h(),
             interface: Some(h()),
+            tcp: None,
+            len: None,
+            flow: None,
+            decisive: false,
+            dns: None,
         };
         let finding = |kind| {
             Finding::new(CATALOGUE[0], kind, Confidence::Likely, h())

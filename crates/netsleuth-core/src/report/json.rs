@@ -236,6 +236,48 @@ pub struct FrameRef {
     /// Interface name or index where the capture saw it, if the capture says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// TCP header fields (absent for UDP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpFields>,
+    /// Transport payload length in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u32>,
+    /// The connection (TCP, across its NAT legs) or DNS lookup (a resolver's A/AAAA queries from one
+    /// socket) the packet belongs to: frames of one finding with the same `flow` are one of them.
+    /// Absent when the detector did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<u64>,
+    /// The packet that decides the finding (the segment under a new tuple, the query never
+    /// answered, the SYN the full queue dropped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decisive: bool,
+    /// The DNS message, when the detector says which it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFields>,
+}
+
+/// A TCP segment's header fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct TcpFields {
+    /// The flags set, tcpdump's names joined by `|` (`SYN|ACK`, `RST`, `none`).
+    pub flags: String,
+    pub seq: u32,
+    pub ack: u32,
+}
+
+/// A DNS message of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct DnsFields {
+    pub id: u16,
+    /// The question's type (`A`, `AAAA`).
+    pub qtype: String,
+    /// A response (else a query).
+    pub response: bool,
+    /// A query sent again after the resolver's timeout.
+    #[serde(default)]
+    pub retry: bool,
 }
 
 /// A piece of evidence; `type` says where it came from.
@@ -387,6 +429,20 @@ impl From<&model::FrameRef> for FrameRef {
             dst_port: f.dst_port,
             what: f.what.clone(),
             interface: f.interface.clone(),
+            tcp: f.tcp.map(|t| TcpFields {
+                flags: t.flag_names(),
+                seq: t.seq,
+                ack: t.ack,
+            }),
+            len: f.len,
+            flow: f.flow,
+            decisive: f.decisive,
+            dns: f.dns.as_ref().map(|d| DnsFields {
+                id: d.id,
+                qtype: d.qtype.to_string(),
+                response: d.response,
+                retry: d.retry,
+            }),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Reports: the versioned JSON document (`json`, its own types, converted from the core's) and the
-//! human text, shared by every command (`analyze`, `check`, `diff`, `lab`, `catalogue`).
+//! human text and the HTML page (`html`, drawn from the JSON document), shared by every command
+//! (`analyze`, `check`, `diff`, `lab`, `catalogue`).
 
 pub mod escape;
+pub mod html;
 pub mod human;
 pub mod json;
 

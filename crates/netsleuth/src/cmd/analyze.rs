@@ -71,7 +71,7 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         symptoms: analysis.symptoms,
         blind_spots: analysis.blind_spots,
     };
-    emit(&report, a.format.format)
+    emit(&report, &a.format)
 }
 
 /// Parse an /etc/hosts file: `IP name [aliases...]`, comments and junk skipped.

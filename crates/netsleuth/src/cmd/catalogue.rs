@@ -1,4 +1,4 @@
-use super::{emit_document, write_stdout, CliError};
+use super::{emit_document, CliError, Sink};
 use crate::cli::{Format, FormatArgs};
 use netsleuth_core::detect::CATALOGUE;
 use netsleuth_core::report::json::Document;
@@ -10,9 +10,9 @@ pub fn run(a: FormatArgs) -> Result<i32, CliError> {
             for i in CATALOGUE {
                 s.push_str(&format!("{:<26} {}\n", i.id, i.title));
             }
-            write_stdout(&s)?;
+            Sink::new(&a).write(&s)?;
             Ok(0)
         }
-        Format::Json => emit_document(&Document::catalogue(CATALOGUE)),
+        Format::Json | Format::Html => emit_document(&Document::catalogue(CATALOGUE), &a),
     }
 }

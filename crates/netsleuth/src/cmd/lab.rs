@@ -4,8 +4,8 @@
 //! Exit codes: 0 every run proved what it should (an incident run reproduced its symptom and the
 //! analysis named its id; a mitigated or healthy run showed neither), 1 some run did not, 2 error.
 
-use super::{emit_document, write_stdout, CliError};
-use crate::cli::{Format, LabArgs, LabCommand, LabRunArgs};
+use super::{emit_document, write_stdout, CliError, Sink};
+use crate::cli::{Format, FormatArgs, LabArgs, LabCommand, LabRunArgs};
 use netsleuth_core::report::json::{Document, LabRun};
 use netsleuth_core::report::{self, Report};
 use netsleuth_core::{Analysis, FindingKind};
@@ -13,7 +13,7 @@ use netsleuth_lab::{RunOptions, RunReport};
 
 pub fn run(a: LabArgs) -> Result<i32, CliError> {
     match a.command {
-        LabCommand::List(f) => list(f.format),
+        LabCommand::List(f) => list(&f),
         LabCommand::Run(r) => run_scenarios(r),
         LabCommand::Cleanup => {
             netsleuth_lab::preflight()?;
@@ -30,9 +30,14 @@ pub fn run(a: LabArgs) -> Result<i32, CliError> {
     }
 }
 
-fn list(format: Format) -> Result<i32, CliError> {
+fn list(f: &FormatArgs) -> Result<i32, CliError> {
     let scenarios = netsleuth_lab::scenarios();
-    let text = match format {
+    let text = match f.format {
+        Format::Html => {
+            return Err(CliError::Usage(
+                "`lab list` has no HTML form (hint: use --format human or json)".into(),
+            ))
+        }
         Format::Json => {
             serde_json::to_string_pretty(scenarios).expect("scenario info serialises") + "\n"
         }
@@ -54,7 +59,7 @@ fn list(format: Format) -> Result<i32, CliError> {
             s
         }
     };
-    write_stdout(&text)?;
+    Sink::new(f).write(&text)?;
     Ok(0)
 }
 
@@ -160,6 +165,7 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
     };
     let mut all_ok = true;
     let mut json_runs = Vec::new();
+    let mut sink = Sink::new(&a.format);
     for name in names {
         let opts = RunOptions {
             mitigated: a.mitigated,
@@ -184,14 +190,14 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
                     if ok { "PROVEN" } else { "NOT PROVEN" },
                     report::escape::for_terminal(&why)
                 ));
-                write_stdout(&text)?;
+                sink.write(&text)?;
             }
             // One document for one run or many: `runs` is always an array.
-            Format::Json => json_runs.push(view.json()),
+            Format::Json | Format::Html => json_runs.push(view.json()),
         }
     }
     match a.format.format {
-        Format::Json => emit_document(&Document::lab(json_runs)),
+        Format::Json | Format::Html => emit_document(&Document::lab(json_runs), &a.format),
         Format::Human => Ok(if all_ok { 0 } else { 1 }),
     }
 }

@@ -5,7 +5,7 @@ mod catalogue;
 mod lab;
 mod node;
 
-use crate::cli::{Cli, Command, Format};
+use crate::cli::{Cli, Command, Format, FormatArgs};
 use netsleuth_core::report::escape::for_terminal;
 use netsleuth_core::report::json::Document;
 use netsleuth_core::report::{self, Report};
@@ -140,20 +140,55 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
-/// Render a report to stdout in the chosen format; returns the exit code it implies.
-pub fn emit(r: &Report, format: Format) -> Result<i32, CliError> {
-    let text = match format {
+/// Render a report in the chosen format to stdout or `-o FILE`; returns the exit code it implies.
+pub fn emit(r: &Report, f: &FormatArgs) -> Result<i32, CliError> {
+    let text = match f.format {
         Format::Human => report::human::render(r),
         Format::Json => report::json::render(r),
+        Format::Html => report::html::render(&Document::from_report(r)),
     };
-    write_stdout(&text)?;
+    Sink::new(f).write(&text)?;
     Ok(report::json::exit_code(r))
 }
 
-/// Write a JSON document to stdout; returns its exit code.
-pub fn emit_document(doc: &Document) -> Result<i32, CliError> {
-    write_stdout(&doc.to_json())?;
+/// Write a document as JSON (or, with `--format html`, as the HTML page drawn from it) to stdout or
+/// `-o FILE`; returns its exit code.
+pub fn emit_document(doc: &Document, f: &FormatArgs) -> Result<i32, CliError> {
+    let text = match f.format {
+        Format::Html => report::html::render(doc),
+        Format::Json | Format::Human => doc.to_json(),
+    };
+    Sink::new(f).write(&text)?;
     Ok(doc.summary.exit_code)
+}
+
+/// Where a command's output goes: stdout, or the file of `-o` (created on the first write, then
+/// appended to, so a command that reports piece by piece writes one file).
+pub struct Sink {
+    path: Option<PathBuf>,
+    file: Option<std::fs::File>,
+}
+
+impl Sink {
+    pub fn new(f: &FormatArgs) -> Sink {
+        Sink {
+            path: f.output.clone(),
+            file: None,
+        }
+    }
+
+    pub fn write(&mut self, text: &str) -> Result<(), CliError> {
+        let Some(path) = &self.path else {
+            return write_stdout(text);
+        };
+        let what = || format!("writing the report to {}", path.display());
+        if self.file.is_none() {
+            self.file = Some(std::fs::File::create(path).map_err(CliError::io(what()))?);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        file.write_all(text.as_bytes())
+            .map_err(CliError::io(what()))
+    }
 }
 
 pub fn write_stdout(text: &str) -> Result<(), CliError> {

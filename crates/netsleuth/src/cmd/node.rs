@@ -1,7 +1,7 @@
 //! `check`, `collect`, `diff` and `analyze --node`: thin adapters over the node crate. All of them
 //! only read the node; `--probe` (opt-in) is the one step that sends packets (DNS queries).
 
-use super::{emit, emit_document, write_stdout, CliError, NodeFactsError};
+use super::{emit, emit_document, CliError, NodeFactsError, Sink};
 use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::escape::for_terminal;
@@ -220,7 +220,7 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
         symptoms: Vec::new(),
         blind_spots: Vec::new(),
     };
-    emit(&report, a.format.format)
+    emit(&report, &a.format)
 }
 
 pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
@@ -259,8 +259,8 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
         },
         notes,
     );
-    if a.format.format == Format::Json {
-        return emit_document(&doc);
+    if a.format.format != Format::Human {
+        return emit_document(&doc, &a.format);
     }
     // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines).
     let mut s = format!("A = {}\nB = {}\n", for_terminal(&d.a), for_terminal(&d.b));
@@ -287,7 +287,7 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
     for n in &doc.notes {
         s.push_str(&format!("note: {}\n", for_terminal(n)));
     }
-    write_stdout(&s)?;
+    Sink::new(&a.format).write(&s)?;
     Ok(doc.summary.exit_code)
 }
 
