@@ -19,7 +19,7 @@ use crate::facts::{
 use crate::parse::conntrack::{ConntrackSummarizer, SummaryLimits};
 use crate::probe::{probe_one, ProbeOptions, ProbeResult};
 use root::{detect_libc, link_in_root, read_in_root, FileRead};
-use run::{in_netns, run_lines, run_text};
+use run::{in_netns, run_lines, run_text, RunError};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -193,6 +193,32 @@ impl Sink {
         self.artifacts.extend(other.artifacts);
         self.entries.extend(other.entries);
     }
+}
+
+/// The pods of the node's container runtime with their addresses, read-only: `crictl pods -q`, then
+/// `crictl inspectp -o json` of those sandboxes. A node without crictl records the artifact absent.
+fn collect_pods(sink: &mut Sink) {
+    const SOURCE: &str = "crictl pods -q; crictl inspectp -o json ID...";
+    let timeout = Duration::from_secs(10);
+    let t0 = Instant::now();
+    match run_text(&["crictl", "pods", "-q"], timeout) {
+        Err(RunError::NotFound(_)) => sink.absent(paths::K8S_PODS.into(), SOURCE),
+        Err(e) => sink.failed(paths::K8S_PODS.into(), SOURCE, e.to_string()),
+        Ok(ids) => {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() {
+                sink.ok(paths::K8S_PODS.into(), SOURCE, Vec::new());
+            } else {
+                let mut argv = vec!["crictl", "inspectp", "-o", "json"];
+                argv.extend(ids);
+                match run_text(&argv, timeout) {
+                    Ok(t) => sink.ok(paths::K8S_PODS.into(), SOURCE, t.into_bytes()),
+                    Err(e) => sink.failed(paths::K8S_PODS.into(), SOURCE, e.to_string()),
+                }
+            }
+        }
+    }
+    sink.took(t0);
 }
 
 struct Proc {
@@ -407,6 +433,9 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     sink.file(paths::KERNEL.into(), &sys("kernel/osrelease"));
     sink.file(paths::HOSTNAME.into(), &sys("kernel/hostname"));
     sink.file(paths::MODULES.into(), &opts.proc_root.join("modules"));
+    if matches!(opts.target, Target::Host) {
+        collect_pods(&mut sink);
+    }
 
     // Counters first, then the slow dumps, then the second sample: the dumps fill the interval.
     let t0 = Instant::now();

@@ -4,17 +4,17 @@
 //! Exit codes: 0 every run proved what it should (an incident run reproduced its symptom and the
 //! analysis named its id; a mitigated or healthy run showed neither), 1 some run did not, 2 error.
 
-use super::{emit_document, write_stdout, CliError};
+use super::{emit_document, load_names, write_stdout, CliError, Term};
 use crate::cli::{Format, LabArgs, LabCommand, LabRunArgs};
 use netsleuth_core::report::json::{Document, LabRun};
 use netsleuth_core::report::{self, Report};
 use netsleuth_core::{Analysis, FindingKind};
 use netsleuth_lab::{RunOptions, RunReport};
 
-pub fn run(a: LabArgs) -> Result<i32, CliError> {
+pub fn run(a: LabArgs, term: &Term) -> Result<i32, CliError> {
     match a.command {
         LabCommand::List(f) => list(f.format),
-        LabCommand::Run(r) => run_scenarios(r),
+        LabCommand::Run(r) => run_scenarios(r, term),
         LabCommand::Cleanup => {
             netsleuth_lab::preflight()?;
             // Only namespaces whose run is over (its process gone): a lab running beside us keeps its own.
@@ -149,7 +149,8 @@ impl RunView {
     }
 }
 
-fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
+fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
+    let k8s_names = load_names(a.format.k8s.as_deref())?;
     let names: Vec<&'static str> = if a.all {
         netsleuth_lab::scenarios().iter().map(|s| s.name).collect()
     } else {
@@ -160,6 +161,8 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
     };
     let mut all_ok = true;
     let mut json_runs = Vec::new();
+    // (scenario, proven) of each run, for the tally of `--all`.
+    let mut tally: Vec<(&'static str, bool)> = Vec::new();
     for name in names {
         let opts = RunOptions {
             mitigated: a.mitigated,
@@ -176,14 +179,23 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
             Format::Human => {
                 let (ok, why) = view.verdict();
                 all_ok &= ok;
-                let mut text = r.render_text();
-                text.push_str("\nAnalysis of the run's captures:\n");
-                text.push_str(&report::human::render(&view.report(ok, &why)));
-                text.push_str(&format!(
-                    "\n=> {}: {}\n\n",
-                    if ok { "PROVEN" } else { "NOT PROVEN" },
-                    report::escape::for_terminal(&why)
-                ));
+                tally.push((name, ok));
+                let text = term.with_style(Some(&k8s_names), |st| {
+                    let mut text = String::new();
+                    if !st.headline_only {
+                        text.push_str(&r.render_text());
+                        text.push_str("\nAnalysis of the run's captures:\n");
+                    }
+                    text.push_str(&report::human::render_with(&view.report(ok, &why), st));
+                    st.wrap(
+                        &mut text,
+                        "\n=> ",
+                        "   ",
+                        &format!("{}: {}", st.verdict(ok), st.text(&why)),
+                    );
+                    text.push('\n');
+                    text
+                });
                 write_stdout(&text)?;
             }
             // One document for one run or many: `runs` is always an array.
@@ -191,9 +203,42 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
         }
     }
     match a.format.format {
-        Format::Json => emit_document(&Document::lab(json_runs)),
-        Format::Human => Ok(if all_ok { 0 } else { 1 }),
+        Format::Json => emit_document(&Document::lab(json_runs).with_names(&k8s_names)),
+        Format::Human => {
+            if a.all {
+                write_stdout(&term.with_style(None, |st| render_tally(&tally, st)))?;
+            }
+            Ok(if all_ok { 0 } else { 1 })
+        }
     }
+}
+
+/// The end of `lab run --all`: how many runs proved what they should, and which did not.
+fn render_tally(tally: &[(&str, bool)], st: &report::human::Style<'_>) -> String {
+    let proven = tally.iter().filter(|(_, ok)| *ok).count();
+    let failed: Vec<&str> = tally
+        .iter()
+        .filter(|(_, ok)| !*ok)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut s = String::new();
+    let head = format!(
+        "Tally: {proven} of {} run(s) {}",
+        tally.len(),
+        st.verdict(true)
+    );
+    let line = if failed.is_empty() {
+        head
+    } else {
+        format!(
+            "{head}; {} {}: {}",
+            failed.len(),
+            st.verdict(false),
+            failed.join(", ")
+        )
+    };
+    st.wrap(&mut s, "", "  ", &line);
+    s
 }
 
 #[cfg(test)]

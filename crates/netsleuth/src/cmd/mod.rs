@@ -4,8 +4,10 @@ mod analyze;
 mod catalogue;
 mod lab;
 mod node;
+mod terminal;
 
 use crate::cli::{Cli, Command, Format};
+use netsleuth_core::names::{Names, NamesError};
 use netsleuth_core::report::escape::for_terminal;
 use netsleuth_core::report::json::Document;
 use netsleuth_core::report::{self, Report};
@@ -13,7 +15,10 @@ use netsleuth_lab::LabError;
 use netsleuth_node::{BundleError, CollectError};
 use std::error::Error;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use terminal::Term;
 
 /// What a command can fail with. The typed errors of the crates below keep their chain (each layer's
 /// context, its source, its hint): [`describe`] prints them one layer per line.
@@ -50,6 +55,12 @@ pub enum CliError {
         inputs: String,
         records: u64,
         why: String,
+    },
+    #[error("{} is not a file of Kubernetes objects (hint: write it with `kubectl get pods,services,endpointslices,nodes -A -o json > FILE`)", path.display())]
+    K8s {
+        path: PathBuf,
+        #[source]
+        source: NamesError,
     },
     /// The live node cannot be read without privileges.
     #[error("reading the live node needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter pod namespaces): without it the conntrack table and counters, the iptables/nftables rules and the pods' namespaces cannot be read, so no incident could be ruled out (hint: run it with sudo, or `sudo netsleuth collect -o node.tar.gz` and `netsleuth check --bundle node.tar.gz` anywhere)")]
@@ -130,21 +141,41 @@ fn split_hint(msg: &str) -> (String, Option<String>) {
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let term = Term::new(&cli.terminal);
     match cli.command {
-        Command::Analyze(a) => analyze::run(a),
-        Command::Check(a) => node::check(a),
-        Command::Collect(a) => node::collect(a),
-        Command::Diff(a) => node::diff(a),
-        Command::Lab(a) => lab::run(a),
-        Command::Catalogue(a) => catalogue::run(a),
+        Command::Analyze(a) => analyze::run(a, &term),
+        Command::Check(a) => node::check(a, &term),
+        Command::Collect(a) => node::collect(a, &term),
+        Command::Diff(a) => node::diff(a, &term),
+        Command::Lab(a) => lab::run(a, &term),
+        Command::Catalogue(a) => catalogue::run(a, &term),
+        Command::Explain(a) => catalogue::explain(a, &term),
+        Command::Completions(a) => terminal::completions(a.shell),
+        Command::Man => terminal::man(),
     }
 }
 
-/// Render a report to stdout in the chosen format; returns the exit code it implies.
-pub fn emit(r: &Report, format: Format) -> Result<i32, CliError> {
+/// The Kubernetes names of `--k8s FILE` (an empty table without it).
+pub fn load_names(path: Option<&Path>) -> Result<Names, CliError> {
+    let Some(path) = path else {
+        return Ok(Names::default());
+    };
+    let bytes = std::fs::read(path).map_err(CliError::io(format!(
+        "reading Kubernetes objects {}",
+        path.display()
+    )))?;
+    Names::from_json(&bytes).map_err(|source| CliError::K8s {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Render a report to stdout in the chosen format, its addresses named by `names`; returns the exit
+/// code it implies.
+pub fn emit(r: &Report, format: Format, names: &Names, term: &Term) -> Result<i32, CliError> {
     let text = match format {
-        Format::Human => report::human::render(r),
-        Format::Json => report::json::render(r),
+        Format::Human => term.with_style(Some(names), |st| report::human::render_with(r, st)),
+        Format::Json => Document::from_report(r).with_names(names).to_json(),
     };
     write_stdout(&text)?;
     Ok(report::json::exit_code(r))
@@ -156,11 +187,26 @@ pub fn emit_document(doc: &Document) -> Result<i32, CliError> {
     Ok(doc.summary.exit_code)
 }
 
+/// Set once stdout is closed (`| head`): the rest of the output is dropped, and the command still
+/// ends with the exit code of what it found.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
+    write_stdout_bytes(text.as_bytes())
+}
+
+pub fn write_stdout_bytes(bytes: &[u8]) -> Result<(), CliError> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .map_err(CliError::io("writing the report"))
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        r => r.map_err(CliError::io("writing the report")),
+    }
 }
 
 #[cfg(test)]
