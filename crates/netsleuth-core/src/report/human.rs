@@ -410,12 +410,24 @@ pub fn render_with(r: &Report, st: &Style<'_>) -> String {
         for n in &r.notes {
             st.wrap(&mut out, "note: ", "  ", &st.text(n));
         }
+        // One line per kind of fact, however many inputs share it (`captured with snaplen 262`).
+        let mut shown: Vec<&str> = Vec::new();
         for d in &info {
-            let cut = match d.frame {
-                Some(fr) => format!(" ({} packet(s) cut, the first frame {fr})", d.count),
-                None => format!(" ({} packet(s) cut)", d.count),
+            if shown.contains(&d.message.as_str()) {
+                continue;
+            }
+            shown.push(&d.message);
+            let same: Vec<&&Diagnostic> = info.iter().filter(|x| x.message == d.message).collect();
+            let packets: u64 = same.iter().map(|x| x.count).sum();
+            let whence = if same.len() == 1 {
+                st.text(&d.source)
+            } else {
+                format!("{} files", same.len())
             };
-            let line = format!("{}: {}{cut}", st.text(&d.source), st.text(&d.message));
+            let line = format!(
+                "{} ({packets} packet(s) cut in {whence})",
+                st.text(&d.message)
+            );
             st.wrap(&mut out, "info: ", "  ", &line);
         }
     }
