@@ -346,3 +346,73 @@ fn collect_to_stdout_refuses_a_terminal() {
         "{tty}"
     );
 }
+
+/// A copy of a bundle with one more member.
+fn bundle_with(from: &Path, to: &Path, member: &str, bytes: &[u8]) {
+    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(from).unwrap(),
+    ));
+    let out = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(out);
+    for e in input.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let mut h = e.header().clone();
+        b.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(bytes.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, member, bytes).unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn a_bundle_that_recorded_its_pods_names_them_on_another_machine() {
+    let dir = std::env::temp_dir().join(format!("netsleuth-bundle-pods-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("node.tar.gz");
+    // What `collect` records from the container runtime (`crictl inspectp -o json`).
+    let pods = br#"{"status":{"metadata":{"name":"client-from-runtime","namespace":"shop"},"network":{"ip":"10.244.1.10"},"linux":{"namespaces":{"options":{"network":"POD"}}}}}"#;
+    bundle_with(
+        Path::new(&fixture("lab/conntrack-dnat-rebalance/node.tar.gz")),
+        &bundle,
+        "node/k8s-pods.json",
+        pods,
+    );
+    let out = bin()
+        .args(["analyze", "--node"])
+        .arg(&bundle)
+        .arg(fixture(DNAT))
+        .output()
+        .unwrap();
+    let t = text(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        t.contains("connection pod shop/client-from-runtime (10.244.1.10:50814)"),
+        "{t}"
+    );
+    // --k8s is asked first: its name wins over the bundle's.
+    let out = bin()
+        .args(["analyze", "--k8s", &fixture(K8S), "--node"])
+        .arg(&bundle)
+        .arg(fixture(DNAT))
+        .output()
+        .unwrap();
+    let t = text(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        t.contains("connection pod default/client-7d9f (10.244.1.10:50814)"),
+        "{t}"
+    );
+    let out = bin()
+        .args(["check", "--format", "json", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)));
+    std::fs::remove_dir_all(&dir).ok();
+}

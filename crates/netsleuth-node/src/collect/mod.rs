@@ -197,11 +197,11 @@ impl Sink {
 
 /// The pods of the node's container runtime with their addresses, read-only: `crictl pods -q`, then
 /// `crictl inspectp -o json` of those sandboxes. A node without crictl records the artifact absent.
-fn collect_pods(sink: &mut Sink) {
+fn collect_pods(sink: &mut Sink, crictl: &str) {
     const SOURCE: &str = "crictl pods -q; crictl inspectp -o json ID...";
     let timeout = Duration::from_secs(10);
     let t0 = Instant::now();
-    match run_text(&["crictl", "pods", "-q"], timeout) {
+    match run_text(&[crictl, "pods", "-q"], timeout) {
         Err(RunError::NotFound(_)) => sink.absent(paths::K8S_PODS.into(), SOURCE),
         Err(e) => sink.failed(paths::K8S_PODS.into(), SOURCE, e.to_string()),
         Ok(ids) => {
@@ -209,7 +209,7 @@ fn collect_pods(sink: &mut Sink) {
             if ids.is_empty() {
                 sink.ok(paths::K8S_PODS.into(), SOURCE, Vec::new());
             } else {
-                let mut argv = vec!["crictl", "inspectp", "-o", "json"];
+                let mut argv = vec![crictl, "inspectp", "-o", "json"];
                 argv.extend(ids);
                 match run_text(&argv, timeout) {
                     Ok(t) => sink.ok(paths::K8S_PODS.into(), SOURCE, t.into_bytes()),
@@ -434,7 +434,7 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     sink.file(paths::HOSTNAME.into(), &sys("kernel/hostname"));
     sink.file(paths::MODULES.into(), &opts.proc_root.join("modules"));
     if matches!(opts.target, Target::Host) {
-        collect_pods(&mut sink);
+        collect_pods(&mut sink, "crictl");
     }
 
     // Counters first, then the slow dumps, then the second sample: the dumps fill the interval.
@@ -1157,4 +1157,44 @@ pub fn attach_probes(facts: &mut NodeFacts, results: Vec<ProbeResult>) {
         duration_ms: None,
     });
     facts.probes = results;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The pods come from the runtime's own listing, read-only; a node without crictl records the
+    /// artifact absent, not failed.
+    #[test]
+    fn pods_are_recorded_from_crictl() {
+        let dir = std::env::temp_dir().join(format!("netsleuth-crictl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("crictl");
+        std::fs::write(
+            &fake,
+            r#"#!/bin/sh
+case "$1" in
+  pods) echo abc ;;
+  inspectp) echo '{"status":{"metadata":{"name":"p-'"$4"'","namespace":"ns"},"network":{"ip":"10.244.9.3"}}}' ;;
+esac
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut sink = Sink::default();
+        collect_pods(&mut sink, fake.to_str().unwrap());
+        let bytes = sink.artifacts.get(paths::K8S_PODS).expect("recorded");
+        let names = netsleuth_core::names::Names::from_json(bytes).unwrap();
+        assert_eq!(
+            names.name(&"10.244.9.3".parse().unwrap(), None).as_deref(),
+            Some("pod ns/p-abc"),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+        let mut sink = Sink::default();
+        collect_pods(&mut sink, dir.join("no-such-crictl").to_str().unwrap());
+        assert!(matches!(sink.entries[0].status, ArtifactStatus::Absent));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
