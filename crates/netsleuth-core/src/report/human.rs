@@ -195,6 +195,23 @@ pub fn wrap_into(out: &mut String, width: usize, first: &str, rest: &str, text: 
     out.push('\n');
 }
 
+/// Text laid out by someone else (the lab's record of a run) made to fit `width`: a longer line is
+/// wrapped under its own indentation, its continuation two columns deeper.
+pub fn fit(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if visible_width(line) <= width {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        wrap_into(&mut out, width, indent, &format!("{indent}  "), body);
+    }
+    out
+}
+
 /// The report as a pipe gets it (see [`Style::default`]).
 pub fn render(r: &Report) -> String {
     render_with(r, &Style::default())
@@ -626,5 +643,78 @@ mod tests {
         // The extremes of the clock saturate instead of overflowing.
         st.timestamp(i64::MAX);
         st.timestamp(i64::MIN);
+    }
+
+    /// The text with the renderer's colour sequences taken out.
+    fn strip_sgr(s: &str) -> String {
+        let mut out = String::new();
+        let mut in_escape = false;
+        for c in s.chars() {
+            if in_escape {
+                in_escape = c != 'm';
+            } else if c == '\x1b' {
+                in_escape = true;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn colour_only_when_asked_and_every_line_fits_the_width() {
+        let mut r = hostile_report();
+        r.findings[0].summary = format!("{} {}", "word ".repeat(40), "x".repeat(200));
+        let plain = render(&r);
+        assert!(!plain.contains('\x1b'));
+        let coloured = render_with(
+            &r,
+            &Style {
+                color: true,
+                ..Style::default()
+            },
+        );
+        assert!(coloured.contains("\x1b[1;31mlikely") || coloured.contains("\x1b[33mlikely"));
+        assert!(coloured.contains("\x1b[1;31mincident\x1b[0m"));
+        // The same words at the same places: colour takes no column.
+        assert_eq!(strip_sgr(&coloured), plain);
+        for l in plain.lines() {
+            assert!(
+                l.chars().count() <= WIDTH,
+                "{} columns: {l}",
+                l.chars().count()
+            );
+        }
+        // A token longer than a line is broken, not left overflowing.
+        assert!(plain.contains(&"x".repeat(70)));
+    }
+
+    #[test]
+    fn headline_only_stops_after_the_causes() {
+        let r = hostile_report();
+        let st = Style {
+            headline_only: true,
+            ..Style::default()
+        };
+        let text = render_with(&r, &st);
+        assert!(text.contains("latent risk(s):"));
+        assert!(!text.contains("Mechanism:") && !text.contains("Input problems"));
+    }
+
+    #[test]
+    fn wrapping_keeps_indents_and_words() {
+        let mut out = String::new();
+        wrap_into(
+            &mut out,
+            20,
+            "  - ",
+            "    ",
+            "one two three four five six seven",
+        );
+        assert_eq!(out, "  - one two three\n    four five six\n    seven\n");
+        let mut out = String::new();
+        wrap_into(&mut out, 10, "", "  ", "abcdefghijklmnopqrstuvwxyz");
+        assert!(out.lines().all(|l| l.chars().count() <= 10), "{out}");
+        assert_eq!(out.replace(['\n', ' '], ""), "abcdefghijklmnopqrstuvwxyz");
     }
 }

@@ -37,19 +37,22 @@ fn list(format: Format) -> Result<i32, CliError> {
             serde_json::to_string_pretty(scenarios).expect("scenario info serialises") + "\n"
         }
         Format::Human => {
+            // Each scenario: its name, incident and reproduction on one line, then what it shows,
+            // how, and its fix, wrapped within 80 columns.
+            let st = report::human::Style::default();
             let mut s = String::new();
             for sc in scenarios {
-                s.push_str(&format!(
-                    "{:<28} {:<26} {:<9} {}\n{:<28} {}\n{:<28} mitigated: {}\n\n",
+                let head = format!(
+                    "{}  {}  {}",
                     sc.name,
                     sc.incident.map_or("(healthy)", |i| i.id),
-                    sc.reproduction.label(),
-                    sc.summary,
-                    "",
-                    sc.reproduction.explain(),
-                    "",
-                    sc.mitigation
-                ));
+                    sc.reproduction.label()
+                );
+                st.wrap(&mut s, "", "    ", &head);
+                st.wrap(&mut s, "  ", "  ", sc.summary);
+                st.wrap(&mut s, "  ", "  ", &sc.reproduction.explain());
+                st.wrap(&mut s, "  mitigated: ", "    ", sc.mitigation);
+                s.push('\n');
             }
             s
         }
@@ -183,7 +186,7 @@ fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
                 let text = term.with_style(Some(&k8s_names), |st| {
                     let mut text = String::new();
                     if !st.headline_only {
-                        text.push_str(&r.render_text());
+                        text.push_str(&report::human::fit(&r.render_text(), st.width));
                         text.push_str("\nAnalysis of the run's captures:\n");
                     }
                     text.push_str(&report::human::render_with(&view.report(ok, &why), st));
@@ -331,5 +334,14 @@ mod tests {
         for run in &runs {
             assert!(run.proven, "{}: {}", run.scenario, run.verdict);
         }
+    }
+
+    #[test]
+    fn lab_run_all_ends_with_a_tally() {
+        let st = report::human::Style::default();
+        let all = render_tally(&[("a", true), ("b", true)], &st);
+        assert_eq!(all, "Tally: 2 of 2 run(s) PROVEN\n");
+        let some = render_tally(&[("a", true), ("b", false), ("c", false)], &st);
+        assert_eq!(some, "Tally: 1 of 3 run(s) PROVEN; 2 NOT PROVEN: b, c\n");
     }
 }

@@ -75,6 +75,9 @@ pub fn decide_color(choice: ColorChoice, stdout_tty: bool, no_color: bool, dumb:
 /// The local zone at Unix time `secs`: its offset from UTC and its abbreviation (`CET`, or `+0530`
 /// when the zone has none), as the C library reads `TZ` and `/etc/localtime`.
 fn local_zone(secs: i64) -> (i32, String) {
+    // libc marks time_t deprecated on musl (its width changes in a future libc release); it is the
+    // type localtime_r takes on both C libraries.
+    #[allow(deprecated)]
     let t = secs as libc::time_t;
     // SAFETY: `tm` is plain data that localtime_r fills; it reads `t` and writes only `tm`.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
