@@ -416,3 +416,72 @@ fn a_bundle_that_recorded_its_pods_names_them_on_another_machine() {
     assert!(matches!(out.status.code(), Some(0 | 1)));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A pcap (raw IP) of `size` bytes or more: one UDP flow of full-size datagrams, nothing to find.
+fn big_capture(path: &Path, size: usize) {
+    let mut out = Vec::with_capacity(size + 2048);
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+    let payload = 1472usize;
+    let mut i: u32 = 0;
+    while out.len() < size {
+        let len = 20 + 8 + payload;
+        out.extend_from_slice(&(1_700_000_000u32 + i / 1000).to_le_bytes());
+        out.extend_from_slice(&((i % 1000) * 1000).to_le_bytes());
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        out.extend_from_slice(&ip);
+        out.extend_from_slice(&9000u16.to_be_bytes());
+        out.extend_from_slice(&9001u16.to_be_bytes());
+        out.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.resize(out.len() + payload, 0x5a);
+        i += 1;
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_long_input_gets_a_progress_bar_on_a_terminal_only() {
+    let dir = std::env::temp_dir().join(format!("netsleuth-progress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.pcap");
+    big_capture(&big, 33 << 20);
+    let big = big.display().to_string();
+    // A pipe: the report and nothing on stderr.
+    let out = bin().args(["analyze", &big]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text(&out).starts_with("No incident found"));
+    if let Some(tty) = on_tty(&["analyze", &big], &[]) {
+        assert!(tty.contains("reading captures"), "{tty:?}");
+        // --quiet draws none.
+        let tty = on_tty(&["analyze", "--quiet", &big], &[]).unwrap();
+        assert!(!tty.contains("reading captures"), "{tty:?}");
+    }
+    // A short input draws none either.
+    let tty = on_tty(&["analyze", &fixture(DNAT)], &[]);
+    assert!(tty.is_none_or(|t| !t.contains("reading captures")));
+    std::fs::remove_dir_all(&dir).ok();
+}

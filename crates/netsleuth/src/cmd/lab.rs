@@ -186,7 +186,15 @@ fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
                 let text = term.with_style(Some(&k8s_names), |st| {
                     let mut text = String::new();
                     if !st.headline_only {
-                        text.push_str(&report::human::fit(&r.render_text(), st.width));
+                        // The lab's record of the run, its addresses named too (`--k8s`).
+                        let mut record = r.render_text();
+                        if let Some(names) = st.names {
+                            record = record
+                                .lines()
+                                .map(|l| names.annotate(l).into_owned() + "\n")
+                                .collect();
+                        }
+                        text.push_str(&report::human::fit(&record, st.width));
                         text.push_str("\nAnalysis of the run's captures:\n");
                     }
                     text.push_str(&report::human::render_with(&view.report(ok, &why), st));
