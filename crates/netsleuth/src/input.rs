@@ -10,13 +10,8 @@ use std::path::Path;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Open a capture file or `-` (stdin). Gzip input (`tcpdump -w - | gzip`, `.pcap.gz`) is decompressed.
-#[cfg(test)]
-pub fn open_capture(path: &Path) -> io::Result<Input> {
-    open_capture_with(path, None)
-}
-
-/// [`open_capture`], advancing `progress` by the bytes read from the file (before decompression, so
-/// it ends at the file's size).
+/// `progress` advances by the bytes read from the file (before decompression, so it ends at the
+/// file's size).
 pub fn open_capture_with(
     path: &Path,
     progress: Option<indicatif::ProgressBar>,
