@@ -37,12 +37,27 @@ pub struct Named {
     /// Absent for nodes (cluster-scoped).
     pub namespace: Option<String>,
     pub name: String,
-    /// Services only: the Service ports on this address (port number → port name, possibly empty).
-    pub ports: BTreeMap<u16, String>,
+    /// Services only: the Service's ports on this address.
+    pub ports: Vec<ServicePort>,
+}
+
+/// A port of a Service (`dns` 53/UDP and `dns-tcp` 53/TCP are two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub port: u16,
+    /// `TCP` (the default), `UDP`, `SCTP`.
+    pub protocol: String,
+    /// The port's name in the Service; may be empty.
+    pub name: String,
 }
 
 impl Named {
     /// `pod default/client-7d9f`, `service default/web`, `node worker-2`.
+    /// Whether `port` is one of the Service's ports.
+    pub fn has_port(&self, port: u16) -> bool {
+        self.ports.iter().any(|p| p.port == port)
+    }
+
     pub fn label(&self) -> String {
         match &self.namespace {
             Some(ns) => format!("{} {}/{}", self.kind.as_str(), ns, self.name),
@@ -186,15 +201,18 @@ impl Names {
             }
             "Service" => {
                 let spec = o.get("spec");
-                let ports: BTreeMap<u16, String> = spec
+                let ports: Vec<ServicePort> = spec
                     .and_then(|s| s.get("ports"))
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                     .filter_map(|p| {
-                        let port = u16::try_from(p.get("port")?.as_u64()?).ok()?;
-                        let pname = p.get("name").and_then(Value::as_str).unwrap_or("");
-                        Some((port, pname.to_string()))
+                        let text = |k: &str| p.get(k).and_then(Value::as_str);
+                        Some(ServicePort {
+                            port: u16::try_from(p.get("port")?.as_u64()?).ok()?,
+                            protocol: text("protocol").unwrap_or("TCP").to_string(),
+                            name: text("name").unwrap_or("").to_string(),
+                        })
                     })
                     .collect();
                 let mut ips: Vec<&str> = Vec::new();
@@ -253,7 +271,7 @@ impl Names {
                                 kind: Kind::Pod,
                                 namespace: tns.clone(),
                                 name: tname.to_string(),
-                                ports: BTreeMap::new(),
+                                ports: Vec::new(),
                             });
                         }
                     }
@@ -294,7 +312,7 @@ impl Names {
         kind: Kind,
         namespace: Option<String>,
         name: &str,
-        ports: Option<&BTreeMap<u16, String>>,
+        ports: Option<&Vec<ServicePort>>,
     ) {
         // `None` and headless Services' clusterIP are not addresses.
         let Ok(addr) = ip.parse::<IpAddr>() else {
@@ -319,7 +337,7 @@ impl Names {
     pub fn name(&self, addr: &IpAddr, port: Option<u16>) -> Option<String> {
         let n = self.by_addr.get(addr)?;
         Some(match (n.kind, port) {
-            (Kind::Service, Some(p)) if n.ports.contains_key(&p) => format!("{}:{p}", n.label()),
+            (Kind::Service, Some(p)) if n.has_port(p) => format!("{}:{p}", n.label()),
             _ => n.label(),
         })
     }
@@ -337,7 +355,7 @@ impl Names {
             return raw;
         };
         match (n.kind, port) {
-            (Kind::Service, Some(p)) if n.ports.contains_key(&p) => {
+            (Kind::Service, Some(p)) if n.has_port(p) => {
                 format!("{}:{p} ({addr})", n.label())
             }
             _ => format!("{} ({raw})", n.label()),
@@ -539,6 +557,17 @@ mod tests {
         // The host-network pod does not take the node's address.
         assert_eq!(n.name(&a("192.168.50.10"), None).unwrap(), "node worker-1");
         assert_eq!(n.len(), 5);
+        let web = n.get(&a("10.96.0.20")).unwrap();
+        assert_eq!(web.ports[0].protocol, "TCP", "the default protocol");
+        // One port number, two protocols: both kept.
+        let dns = r#"{"kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},"spec":{"clusterIP":"10.96.0.10","ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}"#;
+        let n = Names::from_json(dns.as_bytes()).unwrap();
+        let ports = &n.get(&a("10.96.0.10")).unwrap().ports;
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            n.name(&a("10.96.0.10"), Some(53)).unwrap(),
+            "service kube-system/kube-dns:53"
+        );
     }
 
     #[test]

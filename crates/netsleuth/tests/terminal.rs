@@ -249,6 +249,29 @@ fn kubernetes_names_in_human_and_json_and_nothing_without_them() {
     let named = json(&["analyze", "--format", "json", "--k8s", &k8s, &dnat]);
     let plain = json(&["analyze", "--format", "json", &dnat]);
     assert_eq!(named["version"], 3);
+    // Valid against the checked-in schema, names and all.
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(workspace().join("docs/netsleuth.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&named)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let check = json(&[
+        "check",
+        "--format",
+        "json",
+        "--k8s",
+        &k8s,
+        "--bundle",
+        &fixture("lab/go-resolver-dns-first/node.tar.gz"),
+    ]);
+    assert!(validator.is_valid(&check));
+    assert_eq!(check["names"][0]["label"], "service kube-system/kube-dns");
+    assert_eq!(check["names"][0]["ports"].as_array().unwrap().len(), 2);
     let frame = &named["findings"][0]["evidence"][0]["frames"][0];
     assert_eq!(frame["src"], "10.244.1.10", "the raw address stays");
     assert_eq!(frame["src_name"], "pod default/client-7d9f");

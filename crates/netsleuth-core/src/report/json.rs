@@ -107,6 +107,8 @@ pub struct Name {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ServicePort {
     pub port: u16,
+    /// `TCP`, `UDP`, `SCTP`.
+    pub protocol: String,
     /// The port's name in the Service (may be empty).
     pub name: String,
 }
@@ -680,9 +682,10 @@ impl Document {
                     ports: n
                         .ports
                         .iter()
-                        .map(|(port, name)| ServicePort {
-                            port: *port,
-                            name: name.clone(),
+                        .map(|p| ServicePort {
+                            port: p.port,
+                            protocol: p.protocol.clone(),
+                            name: p.name.clone(),
                         })
                         .collect(),
                 })
@@ -776,5 +779,63 @@ mod tests {
         let lab = Document::lab(vec![]);
         let back: Document = serde_json::from_str(&lab.to_json()).unwrap();
         assert_eq!(back, lab);
+    }
+
+    #[test]
+    fn names_are_added_to_lab_runs_and_an_empty_table_changes_nothing() {
+        let frame = model::FrameRef {
+            frame: 1,
+            ts_ns: 0,
+            time: "1970-01-01T00:00:00.000000Z".into(),
+            src: "10.244.1.10".parse().unwrap(),
+            src_port: 40000,
+            dst: "10.96.0.20".parse().unwrap(),
+            dst_port: 80,
+            what: "SYN".into(),
+            interface: None,
+        };
+        let finding = model::Finding::new(
+            CATALOGUE[0],
+            model::FindingKind::Incident,
+            model::Confidence::Likely,
+            "connection 10.244.1.10:40000 → 10.96.0.20:80".into(),
+        )
+        .with_evidence(model::Evidence::Packets {
+            file: "x.pcap".into(),
+            frames: vec![frame],
+            note: "n".into(),
+        });
+        let report = Report {
+            command: "lab",
+            inputs: vec!["x.pcap".into()],
+            findings: vec![finding],
+            diagnostics: Vec::new(),
+            stats: Value::Null,
+            notes: Vec::new(),
+            symptoms: Vec::new(),
+            blind_spots: Vec::new(),
+        };
+        let run = LabRun::new("s", None, false, true, "ok".into(), &report);
+        let doc = Document::lab(vec![run]);
+        assert_eq!(doc.clone().with_names(&Default::default()), doc);
+        let names = crate::names::Names::from_json(
+            br#"{"kind":"List","items":[
+              {"kind":"Pod","metadata":{"name":"c","namespace":"d"},"status":{"podIP":"10.244.1.10"}},
+              {"kind":"Service","metadata":{"name":"web","namespace":"d"},"spec":{"clusterIP":"10.96.0.20","ports":[{"port":80}]}},
+              {"kind":"Node","metadata":{"name":"n1"},"status":{"addresses":[{"address":"192.168.0.1"}]}}]}"#,
+        )
+        .unwrap();
+        let named = doc.with_names(&names);
+        let f = &named.runs.as_ref().unwrap()[0].findings[0];
+        let Evidence::Packets { frames, .. } = &f.evidence[0] else {
+            panic!()
+        };
+        assert_eq!(frames[0].src_name.as_deref(), Some("pod d/c"));
+        assert_eq!(frames[0].dst_name.as_deref(), Some("service d/web:80"));
+        // Only the addresses the document mentions: not the node.
+        let labels: Vec<&str> = named.names.iter().map(|n| n.label.as_str()).collect();
+        assert_eq!(labels, ["service d/web", "pod d/c"]);
+        let back: Document = serde_json::from_str(&named.to_json()).unwrap();
+        assert_eq!(back, named);
     }
 }
