@@ -96,6 +96,10 @@ pub struct ReportArgs {
     /// pods,services,endpointslices,nodes -A -o json` (a kubelet's pod list also reads).
     #[arg(long, value_name = "FILE")]
     pub k8s: Option<PathBuf>,
+    /// Read the same objects from the API server: in a pod its service account, elsewhere the
+    /// kubeconfig (`KUBECONFIG`, ~/.kube/config). Needs a build with `--features k8s-api`.
+    #[arg(long)]
+    pub k8s_api: bool,
 }
 
 #[derive(Args, Debug)]

@@ -508,3 +508,21 @@ fn a_long_input_gets_a_progress_bar_on_a_terminal_only() {
     assert!(tty.is_none_or(|t| !t.contains("reading captures")));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The default build has no API reader: `--k8s-api` says how to get one instead of naming nothing.
+#[cfg(not(feature = "k8s-api"))]
+#[test]
+fn k8s_api_without_the_feature_says_how_to_build_it() {
+    let out = bin()
+        .args(["analyze", "--k8s-api", &fixture(DNAT)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--features k8s-api") && err.contains("--k8s FILE"),
+        "{err}"
+    );
+    let out = bin().arg("--version").output().unwrap();
+    assert!(text(&out).contains("features: none"));
+}

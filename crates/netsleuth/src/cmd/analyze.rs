@@ -11,7 +11,7 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
     if a.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         return Err(CliError::Usage("stdin (`-`) can be given only once".into()));
     }
-    let mut k8s_names = load_names(a.format.k8s.as_deref())?;
+    let mut k8s_names = load_names(&a.format)?;
     let (mut node, node_notes, bundle_names) = match &a.node {
         Some(bundle) => super::node::node_context(bundle)?,
         None => (NodeContext::default(), Vec::new(), Default::default()),

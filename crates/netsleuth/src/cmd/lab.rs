@@ -153,7 +153,7 @@ impl RunView {
 }
 
 fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
-    let k8s_names = load_names(a.format.k8s.as_deref())?;
+    let k8s_names = load_names(&a.format)?;
     let names: Vec<&'static str> = if a.all {
         netsleuth_lab::scenarios().iter().map(|s| s.name).collect()
     } else {

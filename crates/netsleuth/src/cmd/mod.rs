@@ -2,6 +2,7 @@
 
 mod analyze;
 mod catalogue;
+mod k8s_api;
 mod lab;
 mod node;
 mod terminal;
@@ -15,7 +16,7 @@ use netsleuth_lab::LabError;
 use netsleuth_node::{BundleError, CollectError};
 use std::error::Error;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use terminal::Term;
@@ -62,6 +63,8 @@ pub enum CliError {
         #[source]
         source: NamesError,
     },
+    #[error("{0}")]
+    K8sApi(String),
     /// The live node cannot be read without privileges.
     #[error("reading the live node needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter pod namespaces): without it the conntrack table and counters, the iptables/nftables rules and the pods' namespaces cannot be read, so no incident could be ruled out (hint: run it with sudo, or `sudo netsleuth collect -o node.tar.gz` and `netsleuth check --bundle node.tar.gz` anywhere)")]
     NeedsPrivilege,
@@ -155,19 +158,24 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
-/// The Kubernetes names of `--k8s FILE` (an empty table without it).
-pub fn load_names(path: Option<&Path>) -> Result<Names, CliError> {
-    let Some(path) = path else {
-        return Ok(Names::default());
-    };
-    let bytes = std::fs::read(path).map_err(CliError::io(format!(
-        "reading Kubernetes objects {}",
-        path.display()
-    )))?;
-    Names::from_json(&bytes).map_err(|source| CliError::K8s {
-        path: path.to_path_buf(),
-        source,
-    })
+/// The Kubernetes names of `--k8s FILE` and `--k8s-api` (the file's first where both name an
+/// address); an empty table without either.
+pub fn load_names(args: &crate::cli::ReportArgs) -> Result<Names, CliError> {
+    let mut names = Names::default();
+    if let Some(path) = &args.k8s {
+        let bytes = std::fs::read(path).map_err(CliError::io(format!(
+            "reading Kubernetes objects {}",
+            path.display()
+        )))?;
+        names = Names::from_json(&bytes).map_err(|source| CliError::K8s {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    if args.k8s_api {
+        names.merge(k8s_api::read()?);
+    }
+    Ok(names)
 }
 
 /// Render a report to stdout in the chosen format, its addresses named by `names`; returns the exit

@@ -195,7 +195,7 @@ fn has_net_admin() -> bool {
 }
 
 pub fn check(a: CheckArgs, term: &Term) -> Result<i32, CliError> {
-    let mut names = load_names(a.format.k8s.as_deref())?;
+    let mut names = load_names(&a.format)?;
     let (facts, input) = match &a.bundle {
         Some(b) => {
             if a.probe {
@@ -280,7 +280,7 @@ pub fn collect(a: CollectArgs, term: &Term) -> Result<i32, CliError> {
 /// Exit code 1 when the diff lists a difference (what it lists is what matters: volatile keys and
 /// per-device sysctls are left out), 0 when none.
 pub fn diff(a: DiffArgs, term: &Term) -> Result<i32, CliError> {
-    let mut names = load_names(a.format.k8s.as_deref())?;
+    let mut names = load_names(&a.format)?;
     let fa = read_bundle(&a.a)?;
     let fb = read_bundle(&a.b)?;
     names.merge(bundle_names(&fa));
