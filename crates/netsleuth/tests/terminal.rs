@@ -526,3 +526,62 @@ fn k8s_api_without_the_feature_says_how_to_build_it() {
     let out = bin().arg("--version").output().unwrap();
     assert!(text(&out).contains("features: none"));
 }
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `collect -o -` writes the bundle to stdout (read-only on the node: this reads the host's state and
+/// changes nothing); `check --bundle` reads it back. Needs root, like every live collection.
+#[test]
+fn collect_writes_a_bundle_to_stdout() {
+    if !is_root() {
+        eprintln!("skipped: a live collect needs root");
+        return;
+    }
+    let out = bin()
+        .args(["collect", "--interval", "0", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(&out.stdout[..2], &[0x1f, 0x8b], "a gzip stream");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrote the bundle to stdout"));
+    let dir = std::env::temp_dir().join(format!("netsleuth-collect-stdout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("node.tar.gz");
+    std::fs::write(&bundle, &out.stdout).unwrap();
+    let check = bin()
+        .args(["check", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        matches!(check.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // --quiet: nothing on stderr.
+    let out = bin()
+        .args(["collect", "--quiet", "--interval", "0", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
