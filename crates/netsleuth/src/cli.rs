@@ -200,3 +200,34 @@ pub struct LabRunArgs {
     #[command(flatten)]
     pub format: ReportArgs,
 }
+
+/// `netsleuth completions SHELL`: the completion script, generated from these definitions.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "netsleuth", &mut buf);
+    buf
+}
+
+/// `netsleuth man`: the man page (roff) of the command, then a section per subcommand so every flag
+/// is documented.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name().to_string();
+        let sub = sub.clone().display_name(format!("netsleuth-{name}"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub).render(&mut page)?;
+        buf.extend_from_slice(format!(".\\\" netsleuth {name}\n").as_bytes());
+        // The subcommand's page without its own title line: a section of this page.
+        let text = String::from_utf8_lossy(&page);
+        for line in text.lines().filter(|l| !l.starts_with(".TH ")) {
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        }
+    }
+    Ok(buf)
+}

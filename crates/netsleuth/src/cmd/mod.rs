@@ -153,8 +153,15 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Lab(a) => lab::run(a, &term),
         Command::Catalogue(a) => catalogue::run(a, &term),
         Command::Explain(a) => catalogue::explain(a, &term),
-        Command::Completions(a) => terminal::completions(a.shell),
-        Command::Man => terminal::man(),
+        Command::Completions(a) => {
+            write_stdout_bytes(&crate::cli::completion_script(a.shell))?;
+            Ok(0)
+        }
+        Command::Man => {
+            let page = crate::cli::man_page().map_err(CliError::io("rendering the man page"))?;
+            write_stdout_bytes(&page)?;
+            Ok(0)
+        }
     }
 }
 

@@ -1,10 +1,7 @@
 //! The terminal conventions: colour (`--color`, `NO_COLOR`), `--quiet`, the local zone of timestamps
-//! (`--utc`), a progress bar on stderr only when stderr is a terminal, shell completions and the man
-//! page generated from the clap definitions.
+//! (`--utc`), a progress bar on stderr only when stderr is a terminal.
 
-use super::{write_stdout_bytes, CliError};
-use crate::cli::{Cli, ColorChoice, TerminalArgs};
-use clap::CommandFactory;
+use crate::cli::{ColorChoice, TerminalArgs};
 use netsleuth_core::names::Names;
 use netsleuth_core::report::human::{Style, Zone};
 use std::ffi::CStr;
@@ -121,41 +118,6 @@ pub fn progress_bar(term: &Term, total: u64, what: &str) -> Option<indicatif::Pr
     bar.set_style(style);
     bar.set_message(what.to_string());
     Some(bar)
-}
-
-/// `netsleuth completions SHELL`.
-pub fn completions(shell: clap_complete::Shell) -> Result<i32, CliError> {
-    let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "netsleuth", &mut buf);
-    write_stdout_bytes(&buf)?;
-    Ok(0)
-}
-
-/// `netsleuth man`: the man page (roff) of the command and its subcommands.
-pub fn man() -> Result<i32, CliError> {
-    let cmd = Cli::command();
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone())
-        .render(&mut buf)
-        .map_err(CliError::io("rendering the man page"))?;
-    // Each subcommand's own section, so `man netsleuth` documents every flag.
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = sub.get_name().to_string();
-        let sub = sub.clone().display_name(format!("netsleuth-{name}"));
-        let mut page = Vec::new();
-        clap_mangen::Man::new(sub)
-            .render(&mut page)
-            .map_err(CliError::io("rendering the man page"))?;
-        buf.extend_from_slice(format!(".\\\" netsleuth {name}\n").as_bytes());
-        // The subcommand's page without its own title header: a section of this page.
-        let text = String::from_utf8_lossy(&page);
-        for line in text.lines().filter(|l| !l.starts_with(".TH ")) {
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
-        }
-    }
-    write_stdout_bytes(&buf)?;
-    Ok(0)
 }
 
 #[cfg(test)]
