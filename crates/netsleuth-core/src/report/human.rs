@@ -217,12 +217,6 @@ pub fn render(r: &Report) -> String {
     render_with(r, &Style::default())
 }
 
-/// Whether a diagnostic is a fact about how the input was made rather than damage to it: a capture
-/// taken with a snap length cuts payloads, which is normal and loses nothing the detectors read.
-pub fn is_info(d: &Diagnostic) -> bool {
-    d.code == "snaplen-cut"
-}
-
 pub fn render_with(r: &Report, st: &Style<'_>) -> String {
     let mut out = String::new();
     let incidents: Vec<_> = r
@@ -421,7 +415,7 @@ pub fn render_with(r: &Report, st: &Style<'_>) -> String {
         }
     }
     let (info, problems): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
-        r.diagnostics.iter().partition(|d| is_info(d));
+        r.diagnostics.iter().partition(|d| d.is_info());
     if !r.notes.is_empty() || !info.is_empty() {
         let _ = writeln!(out);
         for n in &r.notes {
@@ -521,8 +515,8 @@ fn write_evidence(out: &mut String, st: &Style<'_>, e: &Evidence, indent: &str) 
     }
 }
 
-/// `#88 2026-11-23 21:02:32.360527 UTC 10.244.1.10:50814 > 10.96.0.20:80`, then what the packet is
-/// on the lines below.
+/// `#88 2026-11-23 21:02:32.360527 UTC 10.244.1.10:50814 > 10.96.0.20:80`, then what the packet is:
+/// on the same line when it fits, else on the lines below.
 fn write_frame(out: &mut String, st: &Style<'_>, fr: &FrameRef, first: &str, rest: &str) {
     let line = format!(
         "#{} {} {} > {}",
@@ -531,8 +525,14 @@ fn write_frame(out: &mut String, st: &Style<'_>, fr: &FrameRef, first: &str, res
         st.socket(&fr.src, fr.src_port),
         st.socket(&fr.dst, fr.dst_port)
     );
+    let what = st.text(&fr.what);
+    // A short description (`SYN`) stays on the packet's line; a longer one goes below it.
+    if visible_width(first) + visible_width(&line) + 2 + visible_width(&what) <= st.width {
+        out.push_str(&format!("{first}{line}  {what}\n"));
+        return;
+    }
     st.wrap(out, first, rest, &line);
-    st.wrap(out, rest, rest, &st.text(&fr.what));
+    st.wrap(out, rest, rest, &what);
 }
 
 #[cfg(test)]

@@ -502,12 +502,7 @@ impl From<&model::Diagnostic> for Diagnostic {
             line: d.line,
             count: d.count,
             message: d.message.clone(),
-            severity: if super::human::is_info(d) {
-                "info"
-            } else {
-                "problem"
-            }
-            .into(),
+            severity: if d.is_info() { "info" } else { "problem" }.into(),
         }
     }
 }
