@@ -163,3 +163,28 @@ fn the_human_report_of_every_lab_fixture_matches_its_golden_file() {
         problems.join("\n")
     );
 }
+
+/// `check --bundle` of every lab bundle keeps the same layout rules (no golden file: the bundles'
+/// notes change with the collector, the layout must not).
+#[test]
+fn the_check_of_every_lab_bundle_fits_80_columns_with_the_cause_first() {
+    let mut problems = Vec::new();
+    for run in fixture_runs() {
+        let bundle = Path::new("fixtures/lab").join(&run).join("node.tar.gz");
+        if !workspace().join(&bundle).is_file() {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_netsleuth"))
+            .current_dir(workspace())
+            .args(["check", "--bundle"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{run}");
+        problems.extend(check_layout(
+            &format!("check {run}"),
+            &String::from_utf8_lossy(&out.stdout),
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
