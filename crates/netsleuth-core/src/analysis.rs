@@ -503,9 +503,12 @@ impl Front {
                 Some(n) if *n > 0 => *n += 1,
                 _ => {
                     let name = &self.names[input as usize];
-                    self.problems.add(input, name, "snaplen-cut", frame, self.cur_offset, || {
-                        format!("frame {frame}: packet cut by the snap length ({} of {orig_len} bytes captured); headers kept, payload partial", data.len())
-                    });
+                    self.problems
+                        .add(input, name, "snaplen-cut", frame, self.cur_offset, || {
+                            // Normal for `tcpdump -s N`: one info line, not a problem (the
+                            // renderers tell it from damage by its code).
+                            format!("captured with snaplen {}: headers complete", data.len())
+                        });
                     if let Some(n) = self.snaplen_cuts.get_mut(input as usize) {
                         *n = 1;
                     }
@@ -535,8 +538,9 @@ impl Front {
             }
             DecodeError::Truncated { layer, offset } => {
                 self.stats.undecodable_frames += 1;
+                // A header cut by the snap length is not analysed: a problem, unlike a cut payload.
                 let code = if (caplen as u32) < orig_len {
-                    "snaplen-cut"
+                    "snaplen-header-cut"
                 } else {
                     "truncated-packet"
                 };

@@ -283,6 +283,15 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// Whether it is a fact about how the input was made rather than damage to it: a capture taken
+    /// with a snap length cuts payloads, which is normal and loses nothing the detectors read (a
+    /// header cut by it is `snaplen-header-cut`, a problem).
+    pub fn is_info(&self) -> bool {
+        self.code == "snaplen-cut"
+    }
+}
+
 /// Sort findings the way reports show them: incidents first, then by confidence, then by id.
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {

@@ -17,6 +17,7 @@ pub mod capture;
 pub mod detect;
 pub mod finding;
 pub mod flow;
+pub mod names;
 pub mod node;
 pub mod report;
 pub mod symptoms;

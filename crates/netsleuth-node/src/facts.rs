@@ -351,6 +351,9 @@ pub mod paths {
     pub const HOSTNAME: &str = "node/hostname";
     pub const MODULES: &str = "node/modules";
     pub const PROBES: &str = "probes.json";
+    /// The pods the node's container runtime knows, with their addresses (`crictl inspectp -o json`
+    /// of every sandbox): the Kubernetes names of a bundle's addresses, read on another machine.
+    pub const K8S_PODS: &str = "node/k8s-pods.json";
     pub const SYSCTL: &str = "sysctl.txt";
     pub const IPTABLES: &str = "iptables-save.txt";
     pub const IPTABLES_LEGACY: &str = "iptables-legacy-save.txt";
@@ -395,7 +398,7 @@ pub mod paths {
         "run/systemd/resolve/resolv.conf",
     ];
     /// Artifacts of the node as a whole, at the top of the bundle.
-    pub const NODE_FILES: &[&str] = &[KERNEL, HOSTNAME, MODULES, PROBES];
+    pub const NODE_FILES: &[&str] = &[KERNEL, HOSTNAME, MODULES, PROBES, K8S_PODS];
     /// Artifacts of one namespace: `netns/<id>/<name>`.
     pub const NETNS_FILES: &[&str] = &[
         SYSCTL,

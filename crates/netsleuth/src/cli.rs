@@ -6,12 +6,35 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "netsleuth",
-    version,
+    version = crate::build_info::VERSION,
     about = "Names the root cause of Kubernetes/Linux node-networking failures: from a capture, a node, or a lab reproduction."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub terminal: TerminalArgs,
+}
+
+/// How the output looks on a terminal; valid with every command.
+#[derive(Args, Debug, Clone)]
+pub struct TerminalArgs {
+    /// Colour for confidence, kinds and headings: `auto` colours a terminal unless NO_COLOR is set.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub color: ColorChoice,
+    /// Only the causes (the report's headline), no progress bar, nothing on stderr but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Capture timestamps in UTC instead of the local zone.
+    #[arg(long, global = true)]
+    pub utc: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand, Debug)]
@@ -28,6 +51,26 @@ pub enum Command {
     Lab(LabArgs),
     /// List the incident catalogue.
     Catalogue(FormatArgs),
+    /// Print one catalogue entry: mechanism, evidence per source, fix, sysctls, version facts.
+    Explain(ExplainArgs),
+    /// Print a shell completion script (e.g. `netsleuth completions bash > /etc/bash_completion.d/netsleuth`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `netsleuth man > netsleuth.1`.
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// A catalogue id (`netsleuth catalogue` lists them).
+    pub id: String,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +86,25 @@ pub struct FormatArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
+    /// Write the report to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// The options of the commands that report findings.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Kubernetes objects to name addresses by: the output of `kubectl get
+    /// pods,services,endpointslices,nodes -A -o json` (a kubelet's pod list also reads).
+    #[arg(long, value_name = "FILE")]
+    pub k8s: Option<PathBuf>,
+    /// Read the same objects from the API server: in a pod its service account, elsewhere the
+    /// kubeconfig (`KUBECONFIG`, ~/.kube/config). Needs a build with `--features k8s-api`.
+    #[arg(long)]
+    pub k8s_api: bool,
     /// Write the report to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -69,7 +131,7 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
     #[command(flatten)]
-    pub format: FormatArgs,
+    pub format: ReportArgs,
 }
 
 #[derive(Args, Debug)]
@@ -87,12 +149,12 @@ pub struct CheckArgs {
     #[arg(long)]
     pub netns: Option<PathBuf>,
     #[command(flatten)]
-    pub format: FormatArgs,
+    pub format: ReportArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct CollectArgs {
-    /// Bundle file to write (tar.gz).
+    /// Bundle file to write (tar.gz); `-` writes it to stdout.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Also query each nameserver (the only active step) and keep the answers in the bundle.
@@ -111,7 +173,7 @@ pub struct DiffArgs {
     pub a: PathBuf,
     pub b: PathBuf,
     #[command(flatten)]
-    pub format: FormatArgs,
+    pub format: ReportArgs,
 }
 
 #[derive(Args, Debug)]
@@ -148,5 +210,36 @@ pub struct LabRunArgs {
     #[arg(long)]
     pub keep: bool,
     #[command(flatten)]
-    pub format: FormatArgs,
+    pub format: ReportArgs,
+}
+
+/// `netsleuth completions SHELL`: the completion script, generated from these definitions.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "netsleuth", &mut buf);
+    buf
+}
+
+/// `netsleuth man`: the man page (roff) of the command, then a section per subcommand so every flag
+/// is documented.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name().to_string();
+        let sub = sub.clone().display_name(format!("netsleuth-{name}"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub).render(&mut page)?;
+        buf.extend_from_slice(format!(".\\\" netsleuth {name}\n").as_bytes());
+        // The subcommand's page without its own title line: a section of this page.
+        let text = String::from_utf8_lossy(&page);
+        for line in text.lines().filter(|l| !l.starts_with(".TH ")) {
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        }
+    }
+    Ok(buf)
 }

@@ -10,9 +10,14 @@ use std::path::Path;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Open a capture file or `-` (stdin). Gzip input (`tcpdump -w - | gzip`, `.pcap.gz`) is decompressed.
-pub fn open_capture(path: &Path) -> io::Result<Input> {
+/// `progress` advances by the bytes read from the file (before decompression, so it ends at the
+/// file's size).
+pub fn open_capture_with(
+    path: &Path,
+    progress: Option<indicatif::ProgressBar>,
+) -> io::Result<Input> {
     let name = path.display().to_string();
-    let raw: Box<dyn Read + Send> =
+    let mut raw: Box<dyn Read + Send> =
         if name == "-" {
             Box::new(io::stdin())
         } else {
@@ -20,6 +25,9 @@ pub fn open_capture(path: &Path) -> io::Result<Input> {
                 io::Error::new(e.kind(), format!("cannot open capture {name}: {e}"))
             })?)
         };
+    if let Some(bar) = progress {
+        raw = Box::new(bar.wrap_read(raw));
+    }
     Ok(Input {
         name,
         reader: undo_gzip(raw)?,

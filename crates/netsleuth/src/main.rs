@@ -2,8 +2,18 @@
 //!
 //! Exit codes: 0 nothing found (no incident; `diff`: no difference that matters; `lab run`: every run
 //! proven), 1 something found (an incident; a difference; a run not proven), 2 error (bad usage,
-//! unreadable input, missing privileges or tools). A broken pipe (e.g. `| head`) exits quietly.
+//! unreadable input, missing privileges or tools). A broken pipe (e.g. `| head`) drops the rest of the
+//! output quietly and keeps the exit code of what was found.
 
+mod build_info {
+    /// `0.1.0 (commit …, release build, x86_64-unknown-linux-musl (static), features: none)`.
+    pub const VERSION: &str = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("NETSLEUTH_BUILD"),
+        ")"
+    );
+}
 mod cli;
 mod cmd;
 mod input;

@@ -637,6 +637,21 @@ impl Page {
             };
             cols.push((*s, role.into()));
         }
+        // Kubernetes names (`--k8s`), where the document carries them: under the role, per column.
+        for (ep, role) in cols.iter_mut() {
+            let name = frames.iter().find_map(|f| {
+                if (f.src, f.src_port) == *ep {
+                    f.src_name.as_deref()
+                } else if (f.dst, f.dst_port) == *ep {
+                    f.dst_name.as_deref()
+                } else {
+                    None
+                }
+            });
+            if let Some(name) = name {
+                *role = format!("{role} · {name}");
+            }
+        }
         let col_x = |ep: Ep| -> f64 {
             let i = cols.iter().position(|(e, _)| *e == ep).unwrap_or(0);
             GUTTER + COL_W / 2.0 + COL_W * i as f64
@@ -1287,6 +1302,8 @@ mod tests {
             flow: Some(3),
             decisive: n == 245,
             dns: None,
+            src_name: None,
+            dst_name: None,
         }
     }
 

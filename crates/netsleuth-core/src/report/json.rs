@@ -22,8 +22,9 @@ use std::net::IpAddr;
 
 pub const SCHEMA: &str = "netsleuth.report";
 /// 2: one document for every command (`diff`, `lab run --all` and `catalogue` included), `symptoms`
-/// and `blind_spots` arrays.
-pub const SCHEMA_VERSION: u32 = 2;
+/// and `blind_spots` arrays. 3: Kubernetes names (`names`, a frame's `src_name`/`dst_name`, with
+/// `--k8s`), a diagnostic's `severity` (a snap length's cut payloads are `info`, not a problem).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A JSON object whose keys are not fixed by this schema (figures that grow with the tool).
 pub type Object = Map<String, Value>;
@@ -46,7 +47,7 @@ pub struct Document {
     #[cfg_attr(test, schemars(extend("const" = "netsleuth.report")))]
     pub schema: String,
     /// The version of this shape.
-    #[cfg_attr(test, schemars(extend("const" = 2)))]
+    #[cfg_attr(test, schemars(extend("const" = 3)))]
     pub version: u32,
     pub tool: Tool,
     /// The command that wrote the document (`lab` for `lab run`).
@@ -78,6 +79,38 @@ pub struct Document {
     /// `catalogue` only: the incidents netsleuth knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<Vec<Incident>>,
+    /// With `--k8s` (or a bundle that recorded its pods): the Kubernetes object of each address the
+    /// document mentions. The addresses themselves stay as they are everywhere else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<Name>,
+}
+
+/// The Kubernetes object an address of the document belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Name {
+    pub address: IpAddr,
+    #[cfg_attr(test, schemars(extend("enum" = ["pod", "service", "node"])))]
+    pub kind: String,
+    /// Absent for nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// How the human report names it: `pod default/client-7d9f`, `service default/web`, `node worker-2`.
+    pub label: String,
+    /// Services: their ports on this address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ServicePort {
+    pub port: u16,
+    /// `TCP`, `UDP`, `SCTP`.
+    pub protocol: String,
+    /// The port's name in the Service (may be empty).
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +287,11 @@ pub struct FrameRef {
     /// The DNS message, when the detector says which it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsFields>,
+    /// The Kubernetes name of `src` (with `--k8s`): `pod default/client-7d9f`, `service default/web:80`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_name: Option<String>,
 }
 
 /// A TCP segment's header fields.
@@ -328,6 +366,10 @@ pub struct Diagnostic {
     /// Occurrences of this code in this source.
     pub count: u64,
     pub message: String,
+    /// `problem`: damage, counted and located, the rest analysed; `info`: how the input was made
+    /// (a snap length cut payloads, headers complete).
+    #[cfg_attr(test, schemars(extend("enum" = ["problem", "info"])))]
+    pub severity: String,
 }
 
 /// `diff A B`: what differs, the differences that decide a catalogue incident first.
@@ -443,6 +485,8 @@ impl From<&model::FrameRef> for FrameRef {
                 response: d.response,
                 retry: d.retry,
             }),
+            src_name: None,
+            dst_name: None,
         }
     }
 }
@@ -514,6 +558,7 @@ impl From<&model::Diagnostic> for Diagnostic {
             line: d.line,
             count: d.count,
             message: d.message.clone(),
+            severity: if d.is_info() { "info" } else { "problem" }.into(),
         }
     }
 }
@@ -579,6 +624,7 @@ impl Document {
             diff: None,
             runs: None,
             catalogue: None,
+            names: Vec::new(),
         }
     }
 
@@ -641,6 +687,62 @@ impl Document {
             catalogue: Some(incidents.iter().map(|i| Incident::from(*i)).collect()),
             ..Document::new("catalogue", Vec::new())
         }
+    }
+
+    /// The document with the Kubernetes names of its addresses: each frame's `src_name` and
+    /// `dst_name`, and `names` for every address of the table the document mentions (in frames or in
+    /// text). The addresses themselves are unchanged. An empty table changes nothing.
+    pub fn with_names(mut self, names: &crate::names::Names) -> Document {
+        if names.is_empty() {
+            return self;
+        }
+        let name_frames = |evidence: &mut Vec<Evidence>| {
+            for e in evidence {
+                if let Evidence::Packets { frames, .. } = e {
+                    for f in frames {
+                        f.src_name = names.name(&f.src, Some(f.src_port));
+                        f.dst_name = names.name(&f.dst, Some(f.dst_port));
+                    }
+                }
+            }
+        };
+        let name_findings = |findings: &mut Vec<Finding>, symptoms: &mut Vec<Symptom>| {
+            for f in findings {
+                name_frames(&mut f.evidence);
+            }
+            for s in symptoms {
+                name_frames(&mut s.evidence);
+            }
+        };
+        name_findings(&mut self.findings, &mut self.symptoms);
+        for run in self.runs.iter_mut().flatten() {
+            name_findings(&mut run.findings, &mut run.symptoms);
+        }
+        let text = self.to_json();
+        self.names = names
+            .mentioned_in(&text)
+            .into_iter()
+            .filter_map(|addr| {
+                let n = names.get(&addr)?;
+                Some(Name {
+                    address: addr,
+                    kind: n.kind.as_str().into(),
+                    namespace: n.namespace.clone(),
+                    name: n.name.clone(),
+                    label: n.label(),
+                    ports: n
+                        .ports
+                        .iter()
+                        .map(|p| ServicePort {
+                            port: p.port,
+                            protocol: p.protocol.clone(),
+                            name: p.name.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        self
     }
 
     /// Pretty JSON with a final newline.
@@ -728,5 +830,63 @@ mod tests {
         let lab = Document::lab(vec![]);
         let back: Document = serde_json::from_str(&lab.to_json()).unwrap();
         assert_eq!(back, lab);
+    }
+
+    #[test]
+    fn names_are_added_to_lab_runs_and_an_empty_table_changes_nothing() {
+        let frame = model::FrameRef {
+            frame: 1,
+            ts_ns: 0,
+            time: "1970-01-01T00:00:00.000000Z".into(),
+            src: "10.244.1.10".parse().unwrap(),
+            src_port: 40000,
+            dst: "10.96.0.20".parse().unwrap(),
+            dst_port: 80,
+            what: "SYN".into(),
+            interface: None,
+        };
+        let finding = model::Finding::new(
+            CATALOGUE[0],
+            model::FindingKind::Incident,
+            model::Confidence::Likely,
+            "connection 10.244.1.10:40000 → 10.96.0.20:80".into(),
+        )
+        .with_evidence(model::Evidence::Packets {
+            file: "x.pcap".into(),
+            frames: vec![frame],
+            note: "n".into(),
+        });
+        let report = Report {
+            command: "lab",
+            inputs: vec!["x.pcap".into()],
+            findings: vec![finding],
+            diagnostics: Vec::new(),
+            stats: Value::Null,
+            notes: Vec::new(),
+            symptoms: Vec::new(),
+            blind_spots: Vec::new(),
+        };
+        let run = LabRun::new("s", None, false, true, "ok".into(), &report);
+        let doc = Document::lab(vec![run]);
+        assert_eq!(doc.clone().with_names(&Default::default()), doc);
+        let names = crate::names::Names::from_json(
+            br#"{"kind":"List","items":[
+              {"kind":"Pod","metadata":{"name":"c","namespace":"d"},"status":{"podIP":"10.244.1.10"}},
+              {"kind":"Service","metadata":{"name":"web","namespace":"d"},"spec":{"clusterIP":"10.96.0.20","ports":[{"port":80}]}},
+              {"kind":"Node","metadata":{"name":"n1"},"status":{"addresses":[{"address":"192.168.0.1"}]}}]}"#,
+        )
+        .unwrap();
+        let named = doc.with_names(&names);
+        let f = &named.runs.as_ref().unwrap()[0].findings[0];
+        let Evidence::Packets { frames, .. } = &f.evidence[0] else {
+            panic!()
+        };
+        assert_eq!(frames[0].src_name.as_deref(), Some("pod d/c"));
+        assert_eq!(frames[0].dst_name.as_deref(), Some("service d/web:80"));
+        // Only the addresses the document mentions: not the node.
+        let labels: Vec<&str> = named.names.iter().map(|n| n.label.as_str()).collect();
+        assert_eq!(labels, ["service d/web", "pod d/c"]);
+        let back: Document = serde_json::from_str(&named.to_json()).unwrap();
+        assert_eq!(back, named);
     }
 }

@@ -19,7 +19,7 @@ use crate::facts::{
 use crate::parse::conntrack::{ConntrackSummarizer, SummaryLimits};
 use crate::probe::{probe_one, ProbeOptions, ProbeResult};
 use root::{detect_libc, link_in_root, read_in_root, FileRead};
-use run::{in_netns, run_lines, run_text};
+use run::{in_netns, run_lines, run_text, RunError};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -193,6 +193,32 @@ impl Sink {
         self.artifacts.extend(other.artifacts);
         self.entries.extend(other.entries);
     }
+}
+
+/// The pods of the node's container runtime with their addresses, read-only: `crictl pods -q`, then
+/// `crictl inspectp -o json` of those sandboxes. A node without crictl records the artifact absent.
+fn collect_pods(sink: &mut Sink, crictl: &str) {
+    const SOURCE: &str = "crictl pods -q; crictl inspectp -o json ID...";
+    let timeout = Duration::from_secs(10);
+    let t0 = Instant::now();
+    match run_text(&[crictl, "pods", "-q"], timeout) {
+        Err(RunError::NotFound(_)) => sink.absent(paths::K8S_PODS.into(), SOURCE),
+        Err(e) => sink.failed(paths::K8S_PODS.into(), SOURCE, e.to_string()),
+        Ok(ids) => {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() {
+                sink.ok(paths::K8S_PODS.into(), SOURCE, Vec::new());
+            } else {
+                let mut argv = vec![crictl, "inspectp", "-o", "json"];
+                argv.extend(ids);
+                match run_text(&argv, timeout) {
+                    Ok(t) => sink.ok(paths::K8S_PODS.into(), SOURCE, t.into_bytes()),
+                    Err(e) => sink.failed(paths::K8S_PODS.into(), SOURCE, e.to_string()),
+                }
+            }
+        }
+    }
+    sink.took(t0);
 }
 
 struct Proc {
@@ -407,6 +433,9 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     sink.file(paths::KERNEL.into(), &sys("kernel/osrelease"));
     sink.file(paths::HOSTNAME.into(), &sys("kernel/hostname"));
     sink.file(paths::MODULES.into(), &opts.proc_root.join("modules"));
+    if matches!(opts.target, Target::Host) {
+        collect_pods(&mut sink, "crictl");
+    }
 
     // Counters first, then the slow dumps, then the second sample: the dumps fill the interval.
     let t0 = Instant::now();
@@ -1128,4 +1157,44 @@ pub fn attach_probes(facts: &mut NodeFacts, results: Vec<ProbeResult>) {
         duration_ms: None,
     });
     facts.probes = results;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The pods come from the runtime's own listing, read-only; a node without crictl records the
+    /// artifact absent, not failed.
+    #[test]
+    fn pods_are_recorded_from_crictl() {
+        let dir = std::env::temp_dir().join(format!("netsleuth-crictl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("crictl");
+        std::fs::write(
+            &fake,
+            r#"#!/bin/sh
+case "$1" in
+  pods) echo abc ;;
+  inspectp) echo '{"status":{"metadata":{"name":"p-'"$4"'","namespace":"ns"},"network":{"ip":"10.244.9.3"}}}' ;;
+esac
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut sink = Sink::default();
+        collect_pods(&mut sink, fake.to_str().unwrap());
+        let bytes = sink.artifacts.get(paths::K8S_PODS).expect("recorded");
+        let names = netsleuth_core::names::Names::from_json(bytes).unwrap();
+        assert_eq!(
+            names.name(&"10.244.9.3".parse().unwrap(), None).as_deref(),
+            Some("pod ns/p-abc"),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+        let mut sink = Sink::default();
+        collect_pods(&mut sink, dir.join("no-such-crictl").to_str().unwrap());
+        assert!(matches!(sink.entries[0].status, ArtifactStatus::Absent));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -1,28 +1,44 @@
-use super::{emit, CliError};
+use super::terminal::progress_bar;
+use super::{emit, load_names, CliError, Term};
 use crate::cli::AnalyzeArgs;
-use crate::input::open_capture;
+use crate::input::open_capture_with;
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::Report;
 use std::net::IpAddr;
 use std::path::Path;
 
-pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
+pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
     if a.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         return Err(CliError::Usage("stdin (`-`) can be given only once".into()));
     }
-    let (mut node, node_notes) = match &a.node {
+    let mut k8s_names = load_names(&a.format)?;
+    let (mut node, node_notes, bundle_names) = match &a.node {
         Some(bundle) => super::node::node_context(bundle)?,
-        None => (NodeContext::default(), Vec::new()),
+        None => (NodeContext::default(), Vec::new(), Default::default()),
     };
+    k8s_names.merge(bundle_names);
     if let Some(h) = &a.hosts {
         node.hosts.extend(read_hosts(h)?);
         if node.source.is_empty() {
             node.source = h.display().to_string();
         }
     }
+    // A long input gets a progress bar on a terminal's stderr (its bytes as read from the files;
+    // stdin's length is unknown).
+    let total: u64 = a
+        .files
+        .iter()
+        .filter(|f| f.as_os_str() != "-")
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(term, total, "reading captures");
     let mut inputs = Vec::new();
     for f in &a.files {
-        inputs.push(open_capture(f).map_err(CliError::io(format!("reading {}", f.display())))?);
+        inputs.push(
+            open_capture_with(f, bar.clone())
+                .map_err(CliError::io(format!("reading {}", f.display())))?,
+        );
     }
     let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
     let limits = netsleuth_core::analysis::Limits {
@@ -33,6 +49,9 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         .map(|n| n as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)));
     let analysis = netsleuth_core::analysis::analyze_threads(inputs, &node, &limits, threads);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     if analysis.failed_inputs.len() == names.len() {
         return Err(CliError::NoCapture {
             why: analysis.failed_inputs,
@@ -71,7 +90,7 @@ pub fn run(a: AnalyzeArgs) -> Result<i32, CliError> {
         symptoms: analysis.symptoms,
         blind_spots: analysis.blind_spots,
     };
-    emit(&report, &a.format)
+    emit(&report, (&a.format).into(), &k8s_names, term)
 }
 
 /// Parse an /etc/hosts file: `IP name [aliases...]`, comments and junk skipped.

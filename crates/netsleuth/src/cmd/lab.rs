@@ -4,17 +4,17 @@
 //! Exit codes: 0 every run proved what it should (an incident run reproduced its symptom and the
 //! analysis named its id; a mitigated or healthy run showed neither), 1 some run did not, 2 error.
 
-use super::{emit_document, write_stdout, CliError, Sink};
+use super::{emit_document, load_names, write_stdout, CliError, Sink, Term};
 use crate::cli::{Format, FormatArgs, LabArgs, LabCommand, LabRunArgs};
 use netsleuth_core::report::json::{Document, LabRun};
 use netsleuth_core::report::{self, Report};
 use netsleuth_core::{Analysis, FindingKind};
 use netsleuth_lab::{RunOptions, RunReport};
 
-pub fn run(a: LabArgs) -> Result<i32, CliError> {
+pub fn run(a: LabArgs, term: &Term) -> Result<i32, CliError> {
     match a.command {
         LabCommand::List(f) => list(&f),
-        LabCommand::Run(r) => run_scenarios(r),
+        LabCommand::Run(r) => run_scenarios(r, term),
         LabCommand::Cleanup => {
             netsleuth_lab::preflight()?;
             // Only namespaces whose run is over (its process gone): a lab running beside us keeps its own.
@@ -42,24 +42,27 @@ fn list(f: &FormatArgs) -> Result<i32, CliError> {
             serde_json::to_string_pretty(scenarios).expect("scenario info serialises") + "\n"
         }
         Format::Human => {
+            // Each scenario: its name, incident and reproduction on one line, then what it shows,
+            // how, and its fix, wrapped within 80 columns.
+            let st = report::human::Style::default();
             let mut s = String::new();
             for sc in scenarios {
-                s.push_str(&format!(
-                    "{:<28} {:<26} {:<9} {}\n{:<28} {}\n{:<28} mitigated: {}\n\n",
+                let head = format!(
+                    "{}  {}  {}",
                     sc.name,
                     sc.incident.map_or("(healthy)", |i| i.id),
-                    sc.reproduction.label(),
-                    sc.summary,
-                    "",
-                    sc.reproduction.explain(),
-                    "",
-                    sc.mitigation
-                ));
+                    sc.reproduction.label()
+                );
+                st.wrap(&mut s, "", "    ", &head);
+                st.wrap(&mut s, "  ", "  ", sc.summary);
+                st.wrap(&mut s, "  ", "  ", &sc.reproduction.explain());
+                st.wrap(&mut s, "  mitigated: ", "    ", sc.mitigation);
+                s.push('\n');
             }
             s
         }
     };
-    Sink::new(f).write(&text)?;
+    Sink::new(f.into()).write(&text)?;
     Ok(0)
 }
 
@@ -154,7 +157,8 @@ impl RunView {
     }
 }
 
-fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
+fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
+    let k8s_names = load_names(&a.format)?;
     let names: Vec<&'static str> = if a.all {
         netsleuth_lab::scenarios().iter().map(|s| s.name).collect()
     } else {
@@ -165,7 +169,14 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
     };
     let mut all_ok = true;
     let mut json_runs = Vec::new();
-    let mut sink = Sink::new(&a.format);
+    let mut sink = Sink::new((&a.format).into());
+    // A file (`-o`) never gets colour.
+    let term = &Term {
+        color: term.color && a.format.output.is_none(),
+        ..*term
+    };
+    // (scenario, proven) of each run, for the tally of `--all`.
+    let mut tally: Vec<(&'static str, bool)> = Vec::new();
     for name in names {
         let opts = RunOptions {
             mitigated: a.mitigated,
@@ -182,14 +193,31 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
             Format::Human => {
                 let (ok, why) = view.verdict();
                 all_ok &= ok;
-                let mut text = r.render_text();
-                text.push_str("\nAnalysis of the run's captures:\n");
-                text.push_str(&report::human::render(&view.report(ok, &why)));
-                text.push_str(&format!(
-                    "\n=> {}: {}\n\n",
-                    if ok { "PROVEN" } else { "NOT PROVEN" },
-                    report::escape::for_terminal(&why)
-                ));
+                tally.push((name, ok));
+                let text = term.with_style(Some(&k8s_names), |st| {
+                    let mut text = String::new();
+                    if !st.headline_only {
+                        // The lab's record of the run, its addresses named too (`--k8s`).
+                        let mut record = r.render_text();
+                        if let Some(names) = st.names {
+                            record = record
+                                .lines()
+                                .map(|l| names.annotate(l).into_owned() + "\n")
+                                .collect();
+                        }
+                        text.push_str(&report::human::fit(&record, st.width));
+                        text.push_str("\nAnalysis of the run's captures:\n");
+                    }
+                    text.push_str(&report::human::render_with(&view.report(ok, &why), st));
+                    st.wrap(
+                        &mut text,
+                        "\n=> ",
+                        "   ",
+                        &format!("{}: {}", st.verdict(ok), st.text(&why)),
+                    );
+                    text.push('\n');
+                    text
+                });
                 sink.write(&text)?;
             }
             // One document for one run or many: `runs` is always an array.
@@ -197,9 +225,45 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
         }
     }
     match a.format.format {
-        Format::Json | Format::Html => emit_document(&Document::lab(json_runs), &a.format),
-        Format::Human => Ok(if all_ok { 0 } else { 1 }),
+        Format::Json | Format::Html => emit_document(
+            &Document::lab(json_runs).with_names(&k8s_names),
+            (&a.format).into(),
+        ),
+        Format::Human => {
+            if a.all {
+                sink.write(&term.with_style(None, |st| render_tally(&tally, st)))?;
+            }
+            Ok(if all_ok { 0 } else { 1 })
+        }
     }
+}
+
+/// The end of `lab run --all`: how many runs proved what they should, and which did not.
+fn render_tally(tally: &[(&str, bool)], st: &report::human::Style<'_>) -> String {
+    let proven = tally.iter().filter(|(_, ok)| *ok).count();
+    let failed: Vec<&str> = tally
+        .iter()
+        .filter(|(_, ok)| !*ok)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut s = String::new();
+    let head = format!(
+        "Tally: {proven} of {} run(s) {}",
+        tally.len(),
+        st.verdict(true)
+    );
+    let line = if failed.is_empty() {
+        head
+    } else {
+        format!(
+            "{head}; {} {}: {}",
+            failed.len(),
+            st.verdict(false),
+            failed.join(", ")
+        )
+    };
+    st.wrap(&mut s, "", "  ", &line);
+    s
 }
 
 #[cfg(test)]
@@ -292,5 +356,14 @@ mod tests {
         for run in &runs {
             assert!(run.proven, "{}: {}", run.scenario, run.verdict);
         }
+    }
+
+    #[test]
+    fn lab_run_all_ends_with_a_tally() {
+        let st = report::human::Style::default();
+        let all = render_tally(&[("a", true), ("b", true)], &st);
+        assert_eq!(all, "Tally: 2 of 2 run(s) PROVEN\n");
+        let some = render_tally(&[("a", true), ("b", false), ("c", false)], &st);
+        assert_eq!(some, "Tally: 1 of 3 run(s) PROVEN; 2 NOT PROVEN: b, c\n");
     }
 }

@@ -2,10 +2,13 @@
 
 mod analyze;
 mod catalogue;
+mod k8s_api;
 mod lab;
 mod node;
+mod terminal;
 
-use crate::cli::{Cli, Command, Format, FormatArgs};
+use crate::cli::{Cli, Command, Format, FormatArgs, ReportArgs};
+use netsleuth_core::names::{Names, NamesError};
 use netsleuth_core::report::escape::for_terminal;
 use netsleuth_core::report::json::Document;
 use netsleuth_core::report::{self, Report};
@@ -13,7 +16,10 @@ use netsleuth_lab::LabError;
 use netsleuth_node::{BundleError, CollectError};
 use std::error::Error;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use terminal::Term;
 
 /// What a command can fail with. The typed errors of the crates below keep their chain (each layer's
 /// context, its source, its hint): [`describe`] prints them one layer per line.
@@ -51,6 +57,14 @@ pub enum CliError {
         records: u64,
         why: String,
     },
+    #[error("{} is not a file of Kubernetes objects (hint: write it with `kubectl get pods,services,endpointslices,nodes -A -o json > FILE`)", path.display())]
+    K8s {
+        path: PathBuf,
+        #[source]
+        source: NamesError,
+    },
+    #[error("{0}")]
+    K8sApi(String),
     /// The live node cannot be read without privileges.
     #[error("reading the live node needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter pod namespaces): without it the conntrack table and counters, the iptables/nftables rules and the pods' namespaces cannot be read, so no incident could be ruled out (hint: run it with sudo, or `sudo netsleuth collect -o node.tar.gz` and `netsleuth check --bundle node.tar.gz` anywhere)")]
     NeedsPrivilege,
@@ -130,35 +144,98 @@ fn split_hint(msg: &str) -> (String, Option<String>) {
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let term = Term::new(&cli.terminal);
     match cli.command {
-        Command::Analyze(a) => analyze::run(a),
-        Command::Check(a) => node::check(a),
-        Command::Collect(a) => node::collect(a),
-        Command::Diff(a) => node::diff(a),
-        Command::Lab(a) => lab::run(a),
-        Command::Catalogue(a) => catalogue::run(a),
+        Command::Analyze(a) => analyze::run(a, &term),
+        Command::Check(a) => node::check(a, &term),
+        Command::Collect(a) => node::collect(a, &term),
+        Command::Diff(a) => node::diff(a, &term),
+        Command::Lab(a) => lab::run(a, &term),
+        Command::Catalogue(a) => catalogue::run(a, &term),
+        Command::Explain(a) => catalogue::explain(a, &term),
+        Command::Completions(a) => {
+            write_stdout_bytes(&crate::cli::completion_script(a.shell))?;
+            Ok(0)
+        }
+        Command::Man => {
+            let page = crate::cli::man_page().map_err(CliError::io("rendering the man page"))?;
+            write_stdout_bytes(&page)?;
+            Ok(0)
+        }
     }
 }
 
-/// Render a report in the chosen format to stdout or `-o FILE`; returns the exit code it implies.
-pub fn emit(r: &Report, f: &FormatArgs) -> Result<i32, CliError> {
-    let text = match f.format {
-        Format::Human => report::human::render(r),
-        Format::Json => report::json::render(r),
-        Format::Html => report::html::render(&Document::from_report(r)),
+/// The Kubernetes names of `--k8s FILE` and `--k8s-api` (the file's first where both name an
+/// address); an empty table without either.
+pub fn load_names(args: &crate::cli::ReportArgs) -> Result<Names, CliError> {
+    let mut names = Names::default();
+    if let Some(path) = &args.k8s {
+        let bytes = std::fs::read(path).map_err(CliError::io(format!(
+            "reading Kubernetes objects {}",
+            path.display()
+        )))?;
+        names = Names::from_json(&bytes).map_err(|source| CliError::K8s {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    if args.k8s_api {
+        names.merge(k8s_api::read()?);
+    }
+    Ok(names)
+}
+
+/// Where and how a command writes its report: the format, and `-o FILE` (stdout without it).
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub format: Format,
+    pub path: Option<&'a Path>,
+}
+
+impl<'a> From<&'a FormatArgs> for Output<'a> {
+    fn from(f: &'a FormatArgs) -> Self {
+        Output {
+            format: f.format,
+            path: f.output.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a ReportArgs> for Output<'a> {
+    fn from(f: &'a ReportArgs) -> Self {
+        Output {
+            format: f.format,
+            path: f.output.as_deref(),
+        }
+    }
+}
+
+/// Render a report in the chosen format, its addresses named by `names`, to stdout or `-o FILE`;
+/// returns the exit code it implies. A file never gets colour (it is read later, elsewhere).
+pub fn emit(r: &Report, out: Output<'_>, names: &Names, term: &Term) -> Result<i32, CliError> {
+    let text = match out.format {
+        Format::Human => {
+            let term = Term {
+                color: term.color && out.path.is_none(),
+                ..*term
+            };
+            term.with_style(Some(names), |st| report::human::render_with(r, st))
+        }
+        Format::Json => Document::from_report(r).with_names(names).to_json(),
+        Format::Html => report::html::render(&Document::from_report(r).with_names(names)),
     };
-    Sink::new(f).write(&text)?;
+    Sink::new(out).write(&text)?;
     Ok(report::json::exit_code(r))
 }
 
 /// Write a document as JSON (or, with `--format html`, as the HTML page drawn from it) to stdout or
 /// `-o FILE`; returns its exit code.
-pub fn emit_document(doc: &Document, f: &FormatArgs) -> Result<i32, CliError> {
-    let text = match f.format {
+pub fn emit_document(doc: &Document, out: Output<'_>) -> Result<i32, CliError> {
+    let text = match out.format {
         Format::Html => report::html::render(doc),
         Format::Json | Format::Human => doc.to_json(),
     };
-    Sink::new(f).write(&text)?;
+    Sink::new(out).write(&text)?;
     Ok(doc.summary.exit_code)
 }
 
@@ -170,9 +247,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(f: &FormatArgs) -> Sink {
+    pub fn new(out: Output<'_>) -> Sink {
         Sink {
-            path: f.output.clone(),
+            path: out.path.map(Path::to_path_buf),
             file: None,
         }
     }
@@ -191,11 +268,26 @@ impl Sink {
     }
 }
 
+/// Set once stdout is closed (`| head`): the rest of the output is dropped, and the command still
+/// ends with the exit code of what it found.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
+    write_stdout_bytes(text.as_bytes())
+}
+
+pub fn write_stdout_bytes(bytes: &[u8]) -> Result<(), CliError> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .map_err(CliError::io("writing the report"))
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        r => r.map_err(CliError::io("writing the report")),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! `check`, `collect`, `diff` and `analyze --node`: thin adapters over the node crate. All of them
 //! only read the node; `--probe` (opt-in) is the one step that sends packets (DNS queries).
 
-use super::{emit, emit_document, CliError, NodeFactsError, Sink};
+use super::{
+    emit, emit_document, load_names, write_stdout_bytes, CliError, NodeFactsError, Sink, Term,
+};
 use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
+use netsleuth_core::names::Names;
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::escape::for_terminal;
 use netsleuth_core::report::json::{self, Document};
@@ -13,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Node facts for `analyze --node`: a bundle from `netsleuth collect`, or a `facts.json` (the shape
-/// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks.
-pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError> {
+/// `netsleuth lab` writes beside its captures); with notes on what the bundle itself lacks, and the
+/// Kubernetes names the bundle recorded.
+pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>, Names), CliError> {
     if !path.exists() && path.to_string_lossy().trim_start().starts_with(['{', '[']) {
         return Err(CliError::Usage(format!(
             "--node {}: give a file, not inline JSON (hint: a bundle from `netsleuth collect`, or a facts.json such as a lab run writes)",
@@ -30,11 +34,22 @@ pub fn node_context(path: &Path) -> Result<(NodeContext, Vec<String>), CliError>
         if ctx.source.is_empty() {
             ctx.source = path.display().to_string();
         }
-        return Ok((ctx, notes));
+        return Ok((ctx, notes, Names::default()));
     }
     let facts = read_bundle(path)?;
     let notes = bundle_notes(&format!("--node {}", path.display()), &facts);
-    Ok((netsleuth_node::to_node_context(&facts), notes))
+    let names = bundle_names(&facts);
+    Ok((netsleuth_node::to_node_context(&facts), notes, names))
+}
+
+/// The names of the pods the bundle's node knew (`collect` records its container runtime's pods); an
+/// empty table when it recorded none or they do not read.
+pub fn bundle_names(facts: &NodeFacts) -> Names {
+    facts
+        .artifacts()
+        .get(netsleuth_node::facts::paths::K8S_PODS)
+        .and_then(|bytes| Names::from_json(bytes).ok())
+        .unwrap_or_default()
 }
 
 /// A facts.json: an object with at least one field of [`NodeContext`]. Missing fields default and
@@ -178,7 +193,8 @@ fn has_net_admin() -> bool {
         .is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
-pub fn check(a: CheckArgs) -> Result<i32, CliError> {
+pub fn check(a: CheckArgs, term: &Term) -> Result<i32, CliError> {
+    let mut names = load_names(&a.format)?;
     let (facts, input) = match &a.bundle {
         Some(b) => {
             if a.probe {
@@ -198,6 +214,7 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
             (collect_live(&opts)?, what)
         }
     };
+    names.merge(bundle_names(&facts));
     let r = netsleuth_node::check(&facts, &CheckOptions::default());
     let mut notes = Vec::new();
     // --probe needs the live node: a bundle is told how its node can be probed instead.
@@ -220,33 +237,53 @@ pub fn check(a: CheckArgs) -> Result<i32, CliError> {
         symptoms: Vec::new(),
         blind_spots: Vec::new(),
     };
-    emit(&report, &a.format)
+    emit(&report, (&a.format).into(), &names, term)
 }
 
-pub fn collect(a: CollectArgs) -> Result<i32, CliError> {
+pub fn collect(a: CollectArgs, term: &Term) -> Result<i32, CliError> {
+    let to_stdout = a.output.as_os_str() == "-";
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(CliError::Usage(
+            "-o - writes a tar.gz to stdout, which is a terminal here (hint: redirect it, e.g. `netsleuth collect -o - > node.tar.gz`, or pipe it: `| ssh host 'cat > node.tar.gz'`)".into(),
+        ));
+    }
     let opts = collect_options(a.netns.as_ref(), a.interval, a.probe)?;
     let facts = collect_live(&opts)?;
-    netsleuth_node::write_bundle(&facts, &a.output)?;
+    if to_stdout {
+        let mut buf = Vec::new();
+        netsleuth_node::bundle::write_bundle_to(&facts, &mut buf)
+            .map_err(CliError::io("writing the bundle"))?;
+        write_stdout_bytes(&buf)?;
+    } else {
+        netsleuth_node::write_bundle(&facts, &a.output)?;
+    }
     let failed = facts
         .manifest
         .artifacts
         .iter()
         .filter(|x| x.error.is_some())
         .count();
-    eprintln!(
-        "netsleuth: wrote {} ({} artifacts, {} could not be collected: see manifest.json)",
-        for_terminal(&a.output.display().to_string()),
+    let target = if to_stdout {
+        "the bundle to stdout".to_string()
+    } else {
+        for_terminal(&a.output.display().to_string()).into_owned()
+    };
+    term.say(&format!(
+        "netsleuth: wrote {target} ({} artifacts, {} could not be collected: see manifest.json)",
         facts.manifest.artifacts.len(),
         failed
-    );
+    ));
     Ok(0)
 }
 
 /// Exit code 1 when the diff lists a difference (what it lists is what matters: volatile keys and
 /// per-device sysctls are left out), 0 when none.
-pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
+pub fn diff(a: DiffArgs, term: &Term) -> Result<i32, CliError> {
+    let mut names = load_names(&a.format)?;
     let fa = read_bundle(&a.a)?;
     let fb = read_bundle(&a.b)?;
+    names.merge(bundle_names(&fa));
+    names.merge(bundle_names(&fb));
     let d = netsleuth_node::diff(&fa, &fb);
     let mut notes = bundle_notes("A", &fa);
     notes.extend(bundle_notes("B", &fb));
@@ -260,34 +297,51 @@ pub fn diff(a: DiffArgs) -> Result<i32, CliError> {
         notes,
     );
     if a.format.format != Format::Human {
-        return emit_document(&doc, &a.format);
+        return emit_document(&doc.with_names(&names), (&a.format).into());
     }
-    // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines).
-    let mut s = format!("A = {}\nB = {}\n", for_terminal(&d.a), for_terminal(&d.b));
-    if d.items.is_empty() {
-        s.push_str("no differences that matter\n");
-    }
-    let mut items = d.items.clone();
-    items.sort_by_key(|i| i.rank);
-    for i in &items {
-        let tag = i
-            .incident
-            .as_deref()
-            .map(|x| format!(" [{}]", for_terminal(x)))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "{:<10} {:<48} A: {:<24} B: {}{}\n",
-            for_terminal(&i.area),
-            for_terminal(&i.key),
-            for_terminal(i.a.as_deref().unwrap_or("-")),
-            for_terminal(i.b.as_deref().unwrap_or("-")),
-            tag
-        ));
-    }
-    for n in &doc.notes {
-        s.push_str(&format!("note: {}\n", for_terminal(n)));
-    }
-    Sink::new(&a.format).write(&s)?;
+    // A file (`-o`) never gets colour.
+    let term = &Term {
+        color: term.color && a.format.output.is_none(),
+        ..*term
+    };
+    // Keys and values are the bundles' own text (sysctl names, rules, resolv.conf lines): each item
+    // is a line `area key [incident]` and its two values below it, so it fits 80 columns.
+    let s = term.with_style(Some(&names), |st| {
+        let mut s = String::new();
+        st.wrap(&mut s, "A = ", "    ", &st.text(&d.a));
+        st.wrap(&mut s, "B = ", "    ", &st.text(&d.b));
+        if d.items.is_empty() {
+            s.push_str("no differences that matter\n");
+        }
+        let mut items = d.items.clone();
+        items.sort_by_key(|i| i.rank);
+        for i in &items {
+            let tag = i
+                .incident
+                .as_deref()
+                .map(|x| format!(" [{}]", st.paint("1;31", &for_terminal(x))))
+                .unwrap_or_default();
+            let head = format!("{} {}{tag}", st.bold(&st.text(&i.area)), st.text(&i.key));
+            st.wrap(&mut s, "", "    ", &head);
+            st.wrap(
+                &mut s,
+                "  A: ",
+                "     ",
+                &st.text(i.a.as_deref().unwrap_or("-")),
+            );
+            st.wrap(
+                &mut s,
+                "  B: ",
+                "     ",
+                &st.text(i.b.as_deref().unwrap_or("-")),
+            );
+        }
+        for n in &doc.notes {
+            st.wrap(&mut s, "note: ", "  ", &st.text(n));
+        }
+        s
+    });
+    Sink::new((&a.format).into()).write(&s)?;
     Ok(doc.summary.exit_code)
 }
 
