@@ -844,6 +844,11 @@ mod tests {
             dst_port: 80,
             what: "SYN".into(),
             interface: None,
+            tcp: None,
+            len: None,
+            flow: None,
+            decisive: false,
+            dns: None,
         };
         let finding = model::Finding::new(
             CATALOGUE[0],
