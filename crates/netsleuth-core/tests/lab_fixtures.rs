@@ -109,6 +109,19 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "tw-recycle-paws",
         Confidence::Possible,
     ),
+    // Three destinations refused together while one of them answers an existing connection.
+    (
+        "conntrack-table-full",
+        "node.pcap",
+        "conntrack-table-full",
+        Confidence::Likely,
+    ),
+    (
+        "conntrack-table-full",
+        "client.pcap",
+        "conntrack-table-full",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]
@@ -157,6 +170,10 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     });
     let got = incidents(&[dir.join("client.pcap")], &node);
     assert_eq!(got, vec![("go-resolver-dns-first", Confidence::Confirmed)]);
+    // With the node's nf_conntrack_count at nf_conntrack_max, the refused destinations are confirmed.
+    let dir = fixtures().join("conntrack-table-full");
+    let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
+    assert_eq!(got, vec![("conntrack-table-full", Confidence::Confirmed)]);
     // A same-ID A/AAAA pair is confirmed as the musl bug when the node runs musl < 1.2.4, not with 1.2.4.
     let dir = fixtures().join("dns-id-collision");
     for (version, expected) in [

@@ -10,6 +10,7 @@
 pub mod bridge_nf_bypass;
 pub mod conntrack_dnat_rebalance;
 pub mod conntrack_snat_remap;
+pub mod conntrack_table_full;
 pub mod dns_conntrack_race;
 pub mod dns_id_collision;
 pub mod dns_upstream_unreachable;
@@ -39,6 +40,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &dns_id_collision::INCIDENT,
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
+    &conntrack_table_full::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -88,6 +90,13 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &bridge_nf_bypass::INCIDENT,
         new: || Box::<bridge_nf_bypass::Detector>::default(),
+    },
+    // Before the per-server SYN-drop detectors: new connections to several destinations refused
+    // together, one of them answering an existing connection meanwhile, is the more specific picture;
+    // it claims only those SYNs, so a single backwards TSval among them is not read as PAWS.
+    DetectorEntry {
+        incident: &conntrack_table_full::INCIDENT,
+        new: || Box::<conntrack_table_full::Detector>::default(),
     },
     DetectorEntry {
         incident: &tw_recycle_paws::INCIDENT,

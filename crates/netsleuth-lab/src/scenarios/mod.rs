@@ -13,6 +13,7 @@ use netsleuth_core::detect as core;
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
 mod conntrack_snat_remap;
+mod conntrack_table_full;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_upstream_unreachable;
@@ -138,6 +139,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "health checks whose source is the LB IP reach the NodePort; the node owns that IP (kube-ipvs0) and drops them as martian",
         mitigation: "the LB IP not bound to kube-ipvs0 (kubernetes#79783's --exclude-external-ip): on this kernel deleting only its table-local route is not enough, as source validation also checks interface addresses when rp_filter=0",
+    },
+    ScenarioInfo {
+        name: core::conntrack_table_full::INCIDENT.id,
+        incident: Some(&core::conntrack_table_full::INCIDENT),
+        run: conntrack_table_full::run,
+        reproduction: Reproduction::Native {
+            how: "nf_conntrack_max is the host's value and read-only in a child namespace, but the count is per namespace: the lab fills the node namespace's own table up to that max with assured UDP entries between documentation addresses (198.18.0.0/15), inserted over ctnetlink as `conntrack -I --status ASSURED` would; early_drop finds nothing to evict, so the kernel refuses new flows (drop rises, \"nf_conntrack: table full, dropping packet\").",
+        },
+        summary: "with the node's conntrack table full, a pod's new connections to two backends and a ClusterIP time out while its existing connection to one of them keeps working",
+        mitigation: "a table with room for the load: the fill stops at 70 % of nf_conntrack_max (the same entries on a table 1.4× larger, which is what raising nf_conntrack_max gives; a child namespace cannot raise it)",
     },
     ScenarioInfo {
         name: "healthy",

@@ -12,6 +12,7 @@
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
 mod conntrack_snat_remap;
+mod conntrack_table_full;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_upstream_unreachable;
@@ -137,6 +138,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::local_source_drop::INCIDENT,
         scope: Scope::Netns(local_source_drop::check),
+    },
+    NodeDetector {
+        incident: &core::conntrack_table_full::INCIDENT,
+        scope: Scope::Netns(conntrack_table_full::check),
     },
 ];
 

@@ -1,0 +1,167 @@
+//! Issue 15's conntrack incidents on synthetic packet sequences: each signature gives its finding at
+//! the confidence its evidence supports, and the healthy look-alike of each stays quiet.
+
+mod support;
+
+use netsleuth_core::node::NodeContext;
+use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
+use support::*;
+
+const T0: i64 = 1_700_000_000_000_000_000;
+const MS: i64 = 1_000_000;
+const S: i64 = 1_000_000_000;
+
+/// A capture under construction, as a pod's own `tcpdump -i eth0` would record it (raw IPv4 frames
+/// in SLL2 with one interface).
+struct Cap {
+    w: PcapWriter,
+    ident: u16,
+}
+
+impl Cap {
+    fn new() -> Self {
+        Cap {
+            w: PcapWriter::nanos(LINKTYPE_LINUX_SLL2),
+            ident: 1,
+        }
+    }
+    fn send(&mut self, ts: i64, b: PacketBuilder) {
+        self.ident = self.ident.wrapping_add(1);
+        self.w.push(ts, &b.ident(self.ident).sll2(2, 4));
+    }
+    fn analyze_with(self, node: &NodeContext) -> Analysis {
+        analyze(
+            vec![Input {
+                name: "synthetic.pcap".into(),
+                reader: Box::new(std::io::Cursor::new(self.w.finish())),
+            }],
+            node,
+        )
+    }
+}
+
+fn ids(a: &Analysis) -> Vec<(&'static str, Confidence)> {
+    a.findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Incident)
+        .map(|f| (f.id, f.confidence))
+        .collect()
+}
+
+const C: [u8; 4] = [10, 244, 1, 10];
+
+/// A connection to `s` opened at `t` that exchanges one request/answer every 500 ms until `until`.
+fn long_connection(cap: &mut Cap, t: i64, until: i64, s: [u8; 4], cport: u16) {
+    let (ic, is) = (1000u32, 9000u32);
+    cap.send(t, tcp_v4(C, cport, s, 8080).seq(ic).flags(SYN));
+    cap.send(
+        t + MS,
+        tcp_v4(s, 8080, C, cport)
+            .seq(is)
+            .ack(ic + 1)
+            .flags(SYN | ACK),
+    );
+    cap.send(
+        t + 2 * MS,
+        tcp_v4(C, cport, s, 8080).seq(ic + 1).ack(is + 1).flags(ACK),
+    );
+    let (mut c, mut sv) = (ic + 1, is + 1);
+    let mut now = t + 10 * MS;
+    while now < until {
+        cap.send(
+            now,
+            tcp_v4(C, cport, s, 8080)
+                .seq(c)
+                .ack(sv)
+                .flags(ACK | PSH)
+                .payload(b"ping"),
+        );
+        c += 4;
+        cap.send(
+            now + MS,
+            tcp_v4(s, 8080, C, cport)
+                .seq(sv)
+                .ack(c)
+                .flags(ACK | PSH)
+                .payload(b"pong!"),
+        );
+        sv += 5;
+        now += 500 * MS;
+    }
+}
+
+/// A connection attempt whose SYN is sent at `t`, `t + 1 s` and `t + 3 s` and never answered.
+fn refused(cap: &mut Cap, t: i64, s: [u8; 4], cport: u16) {
+    for k in [0, 1, 3] {
+        cap.send(
+            t + k * S,
+            tcp_v4(C, cport, s, 8080)
+                .seq(50_000 + cport as u32)
+                .flags(SYN),
+        );
+    }
+}
+
+fn table_full_capture(destinations: &[[u8; 4]]) -> Cap {
+    let mut cap = Cap::new();
+    let alive = [10, 244, 2, 11];
+    long_connection(&mut cap, T0, T0 + 8 * S, alive, 40_000);
+    for (i, d) in destinations.iter().enumerate() {
+        refused(&mut cap, T0 + 2 * S + i as i64 * MS, *d, 41_000 + i as u16);
+    }
+    cap
+}
+
+#[test]
+fn conntrack_table_full_three_destinations_one_alive_is_likely_and_confirmed_with_the_count() {
+    let dests = [[10, 244, 2, 11], [10, 244, 2, 12], [10, 96, 0, 20]];
+    let a = table_full_capture(&dests).analyze_with(&NodeContext::default());
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-table-full", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+    let mut node = NodeContext::default();
+    node.sysctls
+        .insert("net.netfilter.nf_conntrack_count".into(), "262144".into());
+    node.sysctls
+        .insert("net.netfilter.nf_conntrack_max".into(), "262144".into());
+    let a = table_full_capture(&dests).analyze_with(&node);
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-table-full", Confidence::Confirmed)]
+    );
+    // A table far from full when the node was read: the capture alone cannot say more than possible.
+    node.sysctls
+        .insert("net.netfilter.nf_conntrack_count".into(), "1200".into());
+    let a = table_full_capture(&dests).analyze_with(&node);
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-table-full", Confidence::Possible)]
+    );
+}
+
+#[test]
+fn conntrack_table_full_two_destinations_is_possible() {
+    let a = table_full_capture(&[[10, 244, 2, 11], [10, 244, 2, 12]])
+        .analyze_with(&NodeContext::default());
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-table-full", Confidence::Possible)]
+    );
+}
+
+/// Healthy look-alike: new connections to three hosts that are down (a stale endpoint list) fail
+/// together while an existing connection to a fourth host flows. Nothing proves the failing hosts
+/// alive, so it is a symptom, not a full table.
+#[test]
+fn dead_hosts_while_another_connection_flows_are_not_a_full_table() {
+    let a = table_full_capture(&[[10, 244, 3, 1], [10, 244, 3, 2], [10, 244, 3, 3]])
+        .analyze_with(&NodeContext::default());
+    assert!(ids(&a).is_empty(), "{:#?}", a.findings);
+    assert!(
+        !a.symptoms.is_empty(),
+        "the retransmitted SYNs stay a symptom"
+    );
+}
