@@ -165,3 +165,118 @@ fn dead_hosts_while_another_connection_flows_are_not_a_full_table() {
         "the retransmitted SYNs stay a symptom"
     );
 }
+
+const VIP: [u8; 4] = [10, 96, 0, 30];
+const POD: [u8; 4] = [10, 244, 2, 11];
+
+/// The client's view of an established connection to the Service address; with `stray`, one segment
+/// from the backend's own address arrives on the same port and the client resets it, then the
+/// Service connection is reset on the next request.
+fn invalid_reset_client_view(stray: bool) -> Cap {
+    let mut cap = Cap::new();
+    let (cport, ic, is) = (45_000u16, 7000u32, 3_000_000u32);
+    cap.send(T0, tcp_v4(C, cport, VIP, 80).seq(ic).flags(SYN));
+    cap.send(
+        T0 + MS,
+        tcp_v4(VIP, 80, C, cport)
+            .seq(is)
+            .ack(ic + 1)
+            .flags(SYN | ACK),
+    );
+    cap.send(
+        T0 + 2 * MS,
+        tcp_v4(C, cport, VIP, 80).seq(ic + 1).ack(is + 1).flags(ACK),
+    );
+    cap.send(
+        T0 + 3 * MS,
+        tcp_v4(C, cport, VIP, 80)
+            .seq(ic + 1)
+            .ack(is + 1)
+            .flags(ACK | PSH)
+            .payload(b"hello\n"),
+    );
+    cap.send(
+        T0 + 4 * MS,
+        tcp_v4(VIP, 80, C, cport)
+            .seq(is + 1)
+            .ack(ic + 7)
+            .flags(ACK | PSH)
+            .payload(b"pod:hello\n"),
+    );
+    cap.send(
+        T0 + 40 * MS,
+        tcp_v4(C, cport, VIP, 80)
+            .seq(ic + 7)
+            .ack(is + 11)
+            .flags(ACK),
+    );
+    if stray {
+        let late = is + 11 + (1 << 30);
+        cap.send(
+            T0 + S,
+            tcp_v4(POD, 8080, C, cport)
+                .seq(late)
+                .ack(ic + 7)
+                .flags(ACK | PSH)
+                .payload(b"late\n"),
+        );
+        cap.send(
+            T0 + S + MS / 10,
+            tcp_v4(C, cport, POD, 8080).seq(ic + 7).flags(RST),
+        );
+        cap.send(
+            T0 + 2 * S,
+            tcp_v4(C, cport, VIP, 80)
+                .seq(ic + 7)
+                .ack(is + 11)
+                .flags(ACK | PSH)
+                .payload(b"after\n"),
+        );
+        cap.send(
+            T0 + 2 * S + MS,
+            tcp_v4(VIP, 80, C, cport).seq(ic + 7).flags(RST),
+        );
+    } else {
+        // Healthy: the client's application aborts the connection (RST|ACK to the Service address).
+        cap.send(
+            T0 + 2 * S,
+            tcp_v4(C, cport, VIP, 80)
+                .seq(ic + 7)
+                .ack(is + 11)
+                .flags(RST | ACK),
+        );
+    }
+    cap
+}
+
+#[test]
+fn conntrack_invalid_reset_from_the_client_is_likely() {
+    let a = invalid_reset_client_view(true).analyze_with(&NodeContext::default());
+    assert_eq!(
+        ids(&a),
+        vec![("conntrack-invalid-reset", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// Healthy look-alikes: an application abort of a Service connection, and a segment from an
+/// unrelated host to a client port that no established connection uses (a scan, a stale peer),
+/// answered by the client's RST: no reply skipped reverse NAT.
+#[test]
+fn application_aborts_and_unrelated_strays_are_not_invalid_resets() {
+    let a = invalid_reset_client_view(false).analyze_with(&NodeContext::default());
+    assert!(ids(&a).is_empty(), "{:#?}", a.findings);
+    let mut cap = Cap::new();
+    cap.send(
+        T0,
+        tcp_v4(POD, 8080, C, 47_000)
+            .seq(5)
+            .ack(99)
+            .flags(ACK | PSH)
+            .payload(b"x"),
+    );
+    cap.send(T0 + MS, tcp_v4(C, 47_000, POD, 8080).seq(99).flags(RST));
+    let a = cap.analyze_with(&NodeContext::default());
+    assert!(ids(&a).is_empty(), "{:#?}", a.findings);
+}

@@ -122,6 +122,19 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "conntrack-table-full",
         Confidence::Likely,
     ),
+    // One reply skipped reverse NAT inside an established Service connection; the client reset it.
+    (
+        "conntrack-invalid-reset",
+        "node.pcap",
+        "conntrack-invalid-reset",
+        Confidence::Likely,
+    ),
+    (
+        "conntrack-invalid-reset",
+        "client.pcap",
+        "conntrack-invalid-reset",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]
@@ -174,6 +187,13 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     let dir = fixtures().join("conntrack-table-full");
     let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
     assert_eq!(got, vec![("conntrack-table-full", Confidence::Confirmed)]);
+    // With nf_conntrack_tcp_be_liberal=0 known, the client's RST to the backend's address is confirmed.
+    let dir = fixtures().join("conntrack-invalid-reset");
+    let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
+    assert_eq!(
+        got,
+        vec![("conntrack-invalid-reset", Confidence::Confirmed)]
+    );
     // A same-ID A/AAAA pair is confirmed as the musl bug when the node runs musl < 1.2.4, not with 1.2.4.
     let dir = fixtures().join("dns-id-collision");
     for (version, expected) in [

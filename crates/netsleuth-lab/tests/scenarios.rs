@@ -64,6 +64,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "conntrack-table-full",
         Confidence::Likely,
     ),
+    (
+        "conntrack-invalid-reset",
+        "conntrack-invalid-reset",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -235,6 +240,7 @@ scenario_tests! {
     listen_queue_overflow => "listen-queue-overflow",
     local_source_drop => "local-source-drop",
     conntrack_table_full => "conntrack-table-full",
+    conntrack_invalid_reset => "conntrack-invalid-reset",
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 pub mod bridge_nf_bypass;
 pub mod conntrack_dnat_rebalance;
+pub mod conntrack_invalid_reset;
 pub mod conntrack_snat_remap;
 pub mod conntrack_table_full;
 pub mod dns_conntrack_race;
@@ -41,6 +42,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
     &conntrack_table_full::INCIDENT,
+    &conntrack_invalid_reset::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -129,6 +131,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &go_resolver_dns_first::INCIDENT,
         new: || Box::<go_resolver_dns_first::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &conntrack_invalid_reset::INCIDENT,
+        new: || Box::<conntrack_invalid_reset::Detector>::default(),
     },
 ];
 

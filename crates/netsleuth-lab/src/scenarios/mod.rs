@@ -12,6 +12,7 @@ use netsleuth_core::detect as core;
 
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
+mod conntrack_invalid_reset;
 mod conntrack_snat_remap;
 mod conntrack_table_full;
 mod dns_conntrack_race;
@@ -149,6 +150,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "with the node's conntrack table full, a pod's new connections to two backends and a ClusterIP time out while its existing connection to one of them keeps working",
         mitigation: "a table with room for the load: the fill stops at 70 % of nf_conntrack_max (the same entries on a table 1.4× larger, which is what raising nf_conntrack_max gives; a child namespace cannot raise it)",
+    },
+    ScenarioInfo {
+        name: core::conntrack_invalid_reset::INCIDENT.id,
+        incident: Some(&core::conntrack_invalid_reset::INCIDENT),
+        run: conntrack_invalid_reset::run,
+        reproduction: Reproduction::Native {
+            how: "a pod's connection to a ClusterIP whose backend is on the other node; the node has nf_conntrack_tcp_be_liberal=0 and, as kube-proxy before 1.15, no INVALID drop in KUBE-FORWARD. The backend's namespace sends one segment of the connection 1 GiB past its window (standing for a late retransmission after heavy loss; its ACK read from the backend's eth0); the node's conntrack marks it INVALID, reverse NAT skips it, and the client's RST to the pod address resets the backend — all the running kernel's doing.",
+        },
+        summary: "one out-of-window reply of an established Service connection skips reverse NAT; the client resets the pod address and the connection dies (ECONNRESET)",
+        mitigation: "`-m conntrack --ctstate INVALID -j DROP` in KUBE-FORWARD (kube-proxy ≥ 1.15): the stray segment is dropped on the node",
     },
     ScenarioInfo {
         name: "healthy",

@@ -11,6 +11,7 @@
 
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
+mod conntrack_invalid_reset;
 mod conntrack_snat_remap;
 mod conntrack_table_full;
 mod dns_conntrack_race;
@@ -142,6 +143,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::conntrack_table_full::INCIDENT,
         scope: Scope::Netns(conntrack_table_full::check),
+    },
+    NodeDetector {
+        incident: &core::conntrack_invalid_reset::INCIDENT,
+        scope: Scope::Netns(conntrack_invalid_reset::check),
     },
 ];
 
