@@ -384,6 +384,7 @@ impl SymptomCollector {
                 consider(&dns_conntrack_race::INCIDENT, "looked for one query of a parallel A/AAAA pair lost while its sibling from the same socket was answered; not seen".into()),
                 consider(&dns_upstream_unreachable::INCIDENT, "looked for a DNS server that answered none of ≥ 3 queries while another answered; not seen".into()),
                 consider(&dns_id_collision::INCIDENT, "looked for an A/AAAA pair with one id whose answers came from two servers; not seen".into()),
+                consider(&crate::detect::stale_udp_conntrack::INCIDENT, "looked for one socket's queries to an address unanswered ≥ 3 times in a row while another socket's queries to the same address were answered; not seen".into()),
             ]
         };
         if self.dns_unanswered > 0 {

@@ -280,3 +280,134 @@ fn application_aborts_and_unrelated_strays_are_not_invalid_resets() {
     let a = cap.analyze_with(&NodeContext::default());
     assert!(ids(&a).is_empty(), "{:#?}", a.findings);
 }
+
+const DNS_VIP: [u8; 4] = [10, 96, 0, 10];
+
+fn query(cap: &mut Cap, t: i64, cport: u16, id: u16, name: &str, server: [u8; 4], answered: bool) {
+    cap.send(
+        t,
+        udp_v4(C, cport, server, 53).payload(&dns_query(id, name, QTYPE_A).build()),
+    );
+    if answered {
+        cap.send(
+            t + MS,
+            udp_v4(server, 53, C, cport).payload(
+                &dns_response(id, name, QTYPE_A)
+                    .answer_a([10, 96, 1, 1])
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// One long-lived socket answered, then unanswered for 3 s while a new socket to the same address is
+/// answered (`stale`); or every socket to a dead server unanswered (a dead nameserver, the look-alike).
+fn stale_udp_capture(stale: bool) -> Cap {
+    let mut cap = Cap::new();
+    let names = [
+        "api.default.svc.cluster.local",
+        "db.default.svc.cluster.local",
+    ];
+    for i in 0..4 {
+        query(
+            &mut cap,
+            T0 + i * 250 * MS,
+            40_001,
+            100 + i as u16,
+            names[i as usize % 2],
+            DNS_VIP,
+            stale,
+        );
+    }
+    for i in 0..12 {
+        let t = T0 + 2 * S + i * 250 * MS;
+        query(
+            &mut cap,
+            t,
+            40_001,
+            200 + i as u16,
+            names[i as usize % 2],
+            DNS_VIP,
+            false,
+        );
+        if i % 3 == 1 {
+            query(
+                &mut cap,
+                t + 10 * MS,
+                40_002 + i as u16,
+                300 + i as u16,
+                names[i as usize % 2],
+                DNS_VIP,
+                stale,
+            );
+        }
+    }
+    cap
+}
+
+#[test]
+fn stale_udp_conntrack_from_the_client_is_likely() {
+    let a = stale_udp_capture(true).analyze_with(&NodeContext::default());
+    assert_eq!(
+        ids(&a),
+        vec![("stale-udp-conntrack", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// Healthy look-alike for this detector: a nameserver that answers no socket at all is
+/// dns-upstream-unreachable's (or nobody's), never a pinned flow.
+#[test]
+fn a_server_that_answers_no_socket_is_not_a_stale_entry() {
+    let a = stale_udp_capture(false).analyze_with(&NodeContext::default());
+    assert!(
+        ids(&a).iter().all(|(id, _)| *id != "stale-udp-conntrack"),
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// Healthy look-alike (as in the corpus's wwwww.pcap): one name retried from a socket that was
+/// answered before, unanswered for seconds (a slow upstream), while other sockets are answered.
+#[test]
+fn one_name_retried_unanswered_is_not_a_stale_entry() {
+    let mut cap = Cap::new();
+    let name = "www.perldoc.com";
+    query(
+        &mut cap,
+        T0,
+        40_001,
+        7,
+        "metrics.example.com",
+        DNS_VIP,
+        true,
+    );
+    for k in [0, 2, 4, 8] {
+        query(&mut cap, T0 + S + k * S, 40_001, 9, name, DNS_VIP, false);
+    }
+    query(
+        &mut cap,
+        T0 + S + 10 * MS,
+        40_002,
+        11,
+        "www.ietf.org",
+        DNS_VIP,
+        true,
+    );
+    query(
+        &mut cap,
+        T0 + 4 * S,
+        40_003,
+        12,
+        "api.example.com",
+        DNS_VIP,
+        true,
+    );
+    let a = cap.analyze_with(&NodeContext::default());
+    assert!(
+        ids(&a).iter().all(|(id, _)| *id != "stale-udp-conntrack"),
+        "{:#?}",
+        a.findings
+    );
+}

@@ -134,6 +134,18 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "client.pcap",
         "conntrack-invalid-reset",
         Confidence::Likely,
+    ), // One socket's queries pinned to a deleted DNS pod while a new socket's are answered.
+    (
+        "stale-udp-conntrack",
+        "node.pcap",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ),
+    (
+        "stale-udp-conntrack",
+        "client.pcap",
+        "stale-udp-conntrack",
+        Confidence::Likely,
     ),
 ];
 
@@ -194,6 +206,10 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
         got,
         vec![("conntrack-invalid-reset", Confidence::Confirmed)]
     );
+    // With the Service's endpoints known (the old pod is not among them), the pinned flow is confirmed.
+    let dir = fixtures().join("stale-udp-conntrack");
+    let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
+    assert_eq!(got, vec![("stale-udp-conntrack", Confidence::Confirmed)]);
     // A same-ID A/AAAA pair is confirmed as the musl bug when the node runs musl < 1.2.4, not with 1.2.4.
     let dir = fixtures().join("dns-id-collision");
     for (version, expected) in [

@@ -104,6 +104,7 @@ fn every_run_has_every_vantage_small() {
                 | "healthy"
                 | "conntrack-table-full"
                 | "conntrack-invalid-reset"
+                | "stale-udp-conntrack"
         ) {
             files.push(("routing.pcap", 276));
         } else {
@@ -151,6 +152,11 @@ fn check_names_the_node_visible_incidents_of_the_runs() {
         (
             "conntrack-invalid-reset",
             FindingKind::LatentRisk,
+            Confidence::Likely,
+        ),
+        (
+            "stale-udp-conntrack",
+            FindingKind::Incident,
             Confidence::Likely,
         ),
     ];

@@ -69,6 +69,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "conntrack-invalid-reset",
         Confidence::Likely,
     ),
+    (
+        "stale-udp-conntrack",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -241,6 +246,7 @@ scenario_tests! {
     local_source_drop => "local-source-drop",
     conntrack_table_full => "conntrack-table-full",
     conntrack_invalid_reset => "conntrack-invalid-reset",
+    stale_udp_conntrack => "stale-udp-conntrack",
 }
 
 #[test]

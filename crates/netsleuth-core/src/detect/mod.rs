@@ -19,6 +19,7 @@ pub mod go_resolver_dns_first;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod snat_port_clash;
+pub mod stale_udp_conntrack;
 pub mod tw_recycle_paws;
 
 use crate::finding::{format_ts, Evidence, Finding, FrameRef, Incident};
@@ -43,6 +44,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &local_source_drop::INCIDENT,
     &conntrack_table_full::INCIDENT,
     &conntrack_invalid_reset::INCIDENT,
+    &stale_udp_conntrack::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -135,6 +137,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &conntrack_invalid_reset::INCIDENT,
         new: || Box::<conntrack_invalid_reset::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &stale_udp_conntrack::INCIDENT,
+        new: || Box::<stale_udp_conntrack::Detector>::default(),
     },
 ];
 

@@ -23,6 +23,7 @@ mod healthy;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
+mod stale_udp_conntrack;
 mod tw_recycle_paws;
 
 pub static INFOS: &[ScenarioInfo] = &[
@@ -160,6 +161,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "one out-of-window reply of an established Service connection skips reverse NAT; the client resets the pod address and the connection dies (ECONNRESET)",
         mitigation: "`-m conntrack --ctstate INVALID -j DROP` in KUBE-FORWARD (kube-proxy ≥ 1.15): the stray segment is dropped on the node",
+    },
+    ScenarioInfo {
+        name: core::stale_udp_conntrack::INCIDENT.id,
+        incident: Some(&core::stale_udp_conntrack::INCIDENT),
+        run: stale_udp_conntrack::run,
+        reproduction: Reproduction::Native {
+            how: "a client pod queries the kube-dns ClusterIP from one long-lived UDP socket; the DNS pod behind it is deleted (its eth0 goes down) and the Service's rules are rewritten to a new DNS pod, as kube-proxy does, without deleting the Service's UDP conntrack entries (the missed cleanup of kubernetes #19029/#125467): the socket's entry keeps DNATing to the old address.",
+        },
+        summary: "a long-lived UDP socket's queries to a DNS Service stay pinned by conntrack to a deleted pod and are never answered, while a new socket's are",
+        mitigation: "the Service's UDP conntrack entries toward the removed pod are deleted (`conntrack -D -p udp --orig-dst VIP --reply-src OLD`), as kube-proxy does on an endpoint change",
     },
     ScenarioInfo {
         name: "healthy",

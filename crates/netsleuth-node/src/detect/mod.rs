@@ -22,6 +22,7 @@ mod go_resolver_dns_first;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
+mod stale_udp_conntrack;
 mod tw_recycle_paws;
 
 use crate::facts::{NetnsFacts, NodeFacts, RootFacts};
@@ -147,6 +148,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::conntrack_invalid_reset::INCIDENT,
         scope: Scope::Netns(conntrack_invalid_reset::check),
+    },
+    NodeDetector {
+        incident: &core::stale_udp_conntrack::INCIDENT,
+        scope: Scope::Netns(stale_udp_conntrack::check),
     },
 ];
 
