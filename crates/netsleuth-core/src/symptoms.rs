@@ -326,6 +326,7 @@ impl SymptomCollector {
                 consider(&conntrack_dnat_rebalance::INCIDENT, "looked for a connection whose segments went on to another backend without a handshake, then a bare RST from it; none here changed backend (a node capture with `-i any`, or `conntrack -E`, shows both NAT legs)".into()),
                 consider(&conntrack_snat_remap::INCIDENT, "looked for a connection whose segments left under a new source port after a pause, then a RST; none here changed its source tuple".into()),
                 consider(&bridge_nf_bypass::INCIDENT, "looked for a reply from the backend's own address instead of the Service address, answered by a RST; none seen".into()),
+                consider(&crate::detect::idle_timeout_reset::INCIDENT, "looked for a RST after an idle period whose IP TTL differs from the server's (made by a box on the path); none seen".into()),
                 consider(&crate::detect::conntrack_invalid_reset::INCIDENT, "looked for a client RST to a backend's own address inside an established connection to a Service address (one reply that skipped reverse NAT); none seen".into()),
             ];
             if self.resets_bare_mid_stream == 0 {

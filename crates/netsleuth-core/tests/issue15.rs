@@ -411,3 +411,101 @@ fn one_name_retried_unanswered_is_not_a_stale_entry() {
         a.findings
     );
 }
+
+const LB: [u8; 4] = [203, 0, 113, 10];
+
+/// A connection to a balancer's address, idle for `idle`, then the client's next segment answered by
+/// a bare RST with TTL `rst_ttl` (the server's packets arrive with TTL 62).
+fn idle_then_reset(idle: i64, rst_ttl: u8) -> Cap {
+    let mut cap = Cap::new();
+    let (cport, ic, is) = (46_000u16, 500u32, 80_000u32);
+    cap.send(T0, tcp_v4(C, cport, LB, 443).seq(ic).flags(SYN).ttl(64));
+    cap.send(
+        T0 + MS,
+        tcp_v4(LB, 443, C, cport)
+            .seq(is)
+            .ack(ic + 1)
+            .flags(SYN | ACK)
+            .ttl(62),
+    );
+    cap.send(
+        T0 + 2 * MS,
+        tcp_v4(C, cport, LB, 443)
+            .seq(ic + 1)
+            .ack(is + 1)
+            .flags(ACK)
+            .ttl(64),
+    );
+    cap.send(
+        T0 + 3 * MS,
+        tcp_v4(C, cport, LB, 443)
+            .seq(ic + 1)
+            .ack(is + 1)
+            .flags(ACK | PSH)
+            .payload(b"hi")
+            .ttl(64),
+    );
+    cap.send(
+        T0 + 4 * MS,
+        tcp_v4(LB, 443, C, cport)
+            .seq(is + 1)
+            .ack(ic + 3)
+            .flags(ACK | PSH)
+            .payload(b"yo")
+            .ttl(62),
+    );
+    cap.send(
+        T0 + 40 * MS,
+        tcp_v4(C, cport, LB, 443)
+            .seq(ic + 3)
+            .ack(is + 3)
+            .flags(ACK)
+            .ttl(64),
+    );
+    let t = T0 + 40 * MS + idle;
+    cap.send(
+        t,
+        tcp_v4(C, cport, LB, 443)
+            .seq(ic + 3)
+            .ack(is + 3)
+            .flags(ACK | PSH)
+            .payload(b"again")
+            .ttl(64),
+    );
+    cap.send(
+        t + MS,
+        tcp_v4(LB, 443, C, cport)
+            .seq(is + 3)
+            .flags(RST)
+            .ttl(rst_ttl),
+    );
+    cap
+}
+
+#[test]
+fn idle_timeout_reset_by_a_nearer_box_is_likely() {
+    let a = idle_then_reset(360 * S, 63).analyze_with(&NodeContext::default());
+    assert_eq!(
+        ids(&a),
+        vec![("idle-timeout-reset", Confidence::Likely)],
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// Healthy look-alikes: the server itself resets after the idle time (same TTL as its SYN-ACK: a
+/// restarted server or an application that dropped the connection), and a long idle followed by a
+/// normal exchange.
+#[test]
+fn the_servers_own_reset_after_idle_is_not_a_middlebox() {
+    let a = idle_then_reset(360 * S, 62).analyze_with(&NodeContext::default());
+    assert!(
+        ids(&a).iter().all(|(id, _)| *id != "idle-timeout-reset"),
+        "{:#?}",
+        a.findings
+    );
+    let mut cap = Cap::new();
+    long_connection(&mut cap, T0, T0 + S, LB, 46_100);
+    long_connection(&mut cap, T0 + 400 * S, T0 + 401 * S, LB, 46_101);
+    assert!(ids(&cap.analyze_with(&NodeContext::default())).is_empty());
+}

@@ -146,6 +146,18 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "client.pcap",
         "stale-udp-conntrack",
         Confidence::Likely,
+    ), // A RST after the idle time with another TTL than the server's: the balancer made it.
+    (
+        "idle-timeout-reset",
+        "client.pcap",
+        "idle-timeout-reset",
+        Confidence::Likely,
+    ),
+    (
+        "idle-timeout-reset",
+        "node.pcap",
+        "idle-timeout-reset",
+        Confidence::Likely,
     ),
 ];
 

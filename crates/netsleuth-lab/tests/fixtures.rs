@@ -105,6 +105,7 @@ fn every_run_has_every_vantage_small() {
                 | "conntrack-table-full"
                 | "conntrack-invalid-reset"
                 | "stale-udp-conntrack"
+                | "idle-timeout-reset"
         ) {
             files.push(("routing.pcap", 276));
         } else {

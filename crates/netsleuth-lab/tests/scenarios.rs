@@ -74,6 +74,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "stale-udp-conntrack",
         Confidence::Likely,
     ),
+    (
+        "idle-timeout-reset",
+        "idle-timeout-reset",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -247,6 +252,7 @@ scenario_tests! {
     conntrack_table_full => "conntrack-table-full",
     conntrack_invalid_reset => "conntrack-invalid-reset",
     stale_udp_conntrack => "stale-udp-conntrack",
+    idle_timeout_reset => "idle-timeout-reset",
 }
 
 #[test]

@@ -97,6 +97,14 @@ impl Detector {
                 if leg.server.ip == origin.server.ip || origin.packets_from_server == 0 {
                     continue;
                 }
+                // Inside the connection: nothing had closed or reset it yet (a stray segment after a
+                // reset — a late FIN from a backend whose NAT entry is gone — is the aftermath of
+                // another cause, not this one).
+                let earlier_close = c.rsts.iter().any(|x| x.pkt.ts_ns < r.pkt.ts_ns)
+                    || c.fin_ts.iter().flatten().any(|&t| t < r.pkt.ts_ns);
+                if earlier_close {
+                    continue;
+                }
                 self.total += 1;
                 if self.node_cases.len() < MAX_CASES {
                     let mut pkts = Vec::new();
@@ -203,6 +211,7 @@ impl Detector {
             };
             let Some(server) = e.server else { continue };
             if server.ip == s.from.ip
+                || e.reset.is_some_and(|r| r.ts_ns < s.pkt.ts_ns)
                 || s.pkt.ts_ns < e.first_ts
                 || s.pkt.ts_ns > e.last_ts.saturating_add(3_000_000_000)
             {

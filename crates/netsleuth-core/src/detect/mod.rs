@@ -16,6 +16,7 @@ pub mod dns_conntrack_race;
 pub mod dns_id_collision;
 pub mod dns_upstream_unreachable;
 pub mod go_resolver_dns_first;
+pub mod idle_timeout_reset;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod snat_port_clash;
@@ -45,6 +46,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &conntrack_table_full::INCIDENT,
     &conntrack_invalid_reset::INCIDENT,
     &stale_udp_conntrack::INCIDENT,
+    &idle_timeout_reset::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -70,6 +72,10 @@ pub trait CaptureDetector: Send {
     /// The most distinct keys (servers, source/server pairs) this detector may keep (see
     /// [`MAX_KEYS`]); detectors without per-key state ignore it.
     fn set_max_keys(&mut self, _max_keys: usize) {}
+
+    /// A TCP packet with SYN or RST (first sighting, not a copy) and its IP TTL / hop limit: the one
+    /// per-packet look detectors get, narrow because handshakes and resets are rare. Default: nothing.
+    fn tcp_control(&mut self, _pkt: &PktRef, _ttl: u8) {}
 }
 
 /// A registry entry: an incident and how to make its capture detector.
@@ -141,6 +147,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &stale_udp_conntrack::INCIDENT,
         new: || Box::<stale_udp_conntrack::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &idle_timeout_reset::INCIDENT,
+        new: || Box::<idle_timeout_reset::Detector>::default(),
     },
 ];
 
@@ -251,6 +261,13 @@ impl Detectors {
     pub fn connection(&mut self, c: &Conn) {
         for d in &mut self.running {
             d.connection(c);
+        }
+    }
+
+    /// A SYN, SYN-ACK or RST (first sighting) with its TTL, for the detectors that compare hops.
+    pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
+        for d in &mut self.running {
+            d.tcp_control(p, ttl);
         }
     }
 

@@ -20,6 +20,7 @@ mod dns_id_collision;
 mod dns_upstream_unreachable;
 mod go_resolver_dns_first;
 mod healthy;
+mod idle_timeout_reset;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
@@ -171,6 +172,17 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a long-lived UDP socket's queries to a DNS Service stay pinned by conntrack to a deleted pod and are never answered, while a new socket's are",
         mitigation: "the Service's UDP conntrack entries toward the removed pod are deleted (`conntrack -D -p udp --orig-dst VIP --reply-src OLD`), as kube-proxy does on an endpoint change",
+    },
+    ScenarioInfo {
+        name: core::idle_timeout_reset::INCIDENT.id,
+        incident: Some(&core::idle_timeout_reset::INCIDENT),
+        run: idle_timeout_reset::run,
+        reproduction: Reproduction::Emulated {
+            why: "a cloud load balancer (Azure LB 4 min, AWS NLB 350 s idle timeouts) is not in the lab, and minutes of idleness do not fit a test run.",
+            how: "makes the remote node a load balancer: 203.0.113.10:443 DNATed to a backend pod, its own conntrack forgetting established flows after 3 s with nf_conntrack_tcp_loose=0, so a segment after the idle time reaches the balancer's own address and its kernel answers RST, as AWS NLB, NAT gateway and Azure LB with TCP reset do; the client's node and pod are untouched.",
+        },
+        summary: "a pod's connection through a load balancer outside the cluster idles past the balancer's timeout; the balancer resets the next segment (ECONNRESET)",
+        mitigation: "TCP keepalive (idle 1 s) shorter than the balancer's idle timeout",
     },
     ScenarioInfo {
         name: "healthy",

@@ -19,6 +19,7 @@ mod dns_id_collision;
 mod dns_upstream_unreachable;
 mod evidence;
 mod go_resolver_dns_first;
+mod idle_timeout_reset;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
@@ -152,6 +153,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::stale_udp_conntrack::INCIDENT,
         scope: Scope::Netns(stale_udp_conntrack::check),
+    },
+    NodeDetector {
+        incident: &core::idle_timeout_reset::INCIDENT,
+        scope: Scope::Netns(idle_timeout_reset::check),
     },
 ];
 
