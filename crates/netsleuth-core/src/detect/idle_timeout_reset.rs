@@ -195,6 +195,10 @@ impl super::CaptureDetector for Detector {
         Detector::tcp_control(self, p, ttl)
     }
 
+    fn wants_tcp_control(&self) -> bool {
+        true
+    }
+
     fn connection(&mut self, c: &Conn) {
         Detector::connection(self, c)
     }

@@ -76,6 +76,12 @@ pub trait CaptureDetector: Send {
     /// A TCP packet with SYN or RST (first sighting, not a copy) and its IP TTL / hop limit: the one
     /// per-packet look detectors get, narrow because handshakes and resets are rare. Default: nothing.
     fn tcp_control(&mut self, _pkt: &PktRef, _ttl: u8) {}
+
+    /// Whether this detector implements [`CaptureDetector::tcp_control`]: only those are called for
+    /// each SYN and RST.
+    fn wants_tcp_control(&self) -> bool {
+        false
+    }
 }
 
 /// A registry entry: an incident and how to make its capture detector.
@@ -235,6 +241,8 @@ pub fn secs(ns: i64) -> String {
 /// All capture detectors of [`DETECTORS`], fed by the analysis loop.
 pub struct Detectors {
     running: Vec<Box<dyn CaptureDetector>>,
+    /// Indices into `running` of the detectors that look at SYNs and RSTs.
+    control: Vec<usize>,
 }
 
 impl Default for Detectors {
@@ -255,7 +263,10 @@ impl Detectors {
         for d in &mut running {
             d.set_max_keys(max_keys);
         }
-        Detectors { running }
+        let control = (0..running.len())
+            .filter(|&i| running[i].wants_tcp_control())
+            .collect();
+        Detectors { running, control }
     }
 
     pub fn connection(&mut self, c: &Conn) {
@@ -266,8 +277,8 @@ impl Detectors {
 
     /// A SYN, SYN-ACK or RST (first sighting) with its TTL, for the detectors that compare hops.
     pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
-        for d in &mut self.running {
-            d.tcp_control(p, ttl);
+        for &i in &self.control {
+            self.running[i].tcp_control(p, ttl);
         }
     }
 
