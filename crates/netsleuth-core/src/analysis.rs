@@ -616,6 +616,9 @@ impl PacketSink for Back {
                     seg.ack,
                 );
                 let outcome = self.tcp.packet(r, pkt.ip.ident, seg);
+                if seg.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 && !outcome.copy {
+                    self.detectors.tcp_control(&r, pkt.ip.ttl);
+                }
                 if !outcome.copy
                     && (seg.src_port == 53 || seg.dst_port == 53)
                     && (seg.payload_len > 0

@@ -353,6 +353,8 @@ impl SymptomCollector {
                 consider(&conntrack_dnat_rebalance::INCIDENT, "looked for a connection whose segments went on to another backend without a handshake, then a bare RST from it; none here changed backend (a node capture with `-i any`, or `conntrack -E`, shows both NAT legs)".into()),
                 consider(&conntrack_snat_remap::INCIDENT, "looked for a connection whose segments left under a new source port after a pause, then a RST; none here changed its source tuple".into()),
                 consider(&bridge_nf_bypass::INCIDENT, "looked for a reply from the backend's own address instead of the Service address, answered by a RST; none seen".into()),
+                consider(&crate::detect::idle_timeout_reset::INCIDENT, "looked for a RST after an idle period whose IP TTL differs from the server's (made by a box on the path); none seen".into()),
+                consider(&crate::detect::conntrack_invalid_reset::INCIDENT, "looked for a client RST to a backend's own address inside an established connection to a Service address (one reply that skipped reverse NAT); none seen".into()),
             ];
             if self.resets_bare_mid_stream == 0 {
                 considered.push(Considered {
@@ -389,6 +391,7 @@ impl SymptomCollector {
                 consider(&snat_port_clash::INCIDENT, "looked for concurrent SYNs from different clients that left with the same SNAT address and port, one of them dropped; not seen".into()),
                 consider(&listen_queue_overflow::INCIDENT, format!("looked for ≥ 3 SYNs dropped in bursts to one listener that answered others; the retransmitted SYNs went to {listeners} listener(s), at most {busiest} to one. Node counters decide: TcpExt ListenOverflows/ListenDrops (`netsleuth check`)")),
                 consider(&local_source_drop::INCIDENT, "looked for a source whose every SYN to a port went unanswered while the port answered others; not seen".into()),
+                consider(&crate::detect::conntrack_table_full::INCIDENT, "looked for new connections to ≥ 2 destinations unanswered together while one of those destinations answered an existing connection; not seen (nf_conntrack_count against nf_conntrack_max and `conntrack -S` drop decide on the node)".into()),
             ];
             out.push(Symptom {
                 kind: SymptomKind::SynRetransmissions,
@@ -409,6 +412,7 @@ impl SymptomCollector {
                 consider(&dns_conntrack_race::INCIDENT, "looked for parallel A/AAAA pairs from one socket that lost one query at NAT (seen before DNAT, not after) or, at one point, in ≥ 2 lookups; not seen".into()),
                 consider(&dns_upstream_unreachable::INCIDENT, "looked for a DNS server that answered none of ≥ 3 queries while another answered; not seen".into()),
                 consider(&dns_id_collision::INCIDENT, "looked for an A/AAAA pair with one id whose answers came from two servers; not seen".into()),
+                consider(&crate::detect::stale_udp_conntrack::INCIDENT, "looked for one socket's queries to an address unanswered ≥ 3 times in a row while another socket's queries to the same address were answered; not seen".into()),
             ]
         };
         if self.dns_unanswered > 0 {

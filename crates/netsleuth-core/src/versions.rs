@@ -183,6 +183,20 @@ pub static GO_BUILDINFO_INLINE: VersionFact = VersionFact {
     note: "",
 };
 
+pub static CONNTRACK_MAX_INIT_NETNS_ONLY: VersionFact = VersionFact {
+    id: "kernel-conntrack-max-init-netns-only",
+    component: Component::Kernel,
+    since: &[],
+    what: "nf_conntrack_max is one value for the whole host, writable only in the initial network \
+           namespace (0444 elsewhere), while nf_conntrack_count is kept per namespace and compared \
+           with that one max: each namespace (each node of a kind cluster, each pod with its own \
+           conntrack users) can fill up to the host's max on its own",
+    source: "net/netfilter/nf_conntrack_standalone.c (nf_conntrack_standalone_init_sysctl: \
+             \"Don't allow non-init_net ns to alter global sysctls\"); nf_conntrack_core.c \
+             __nf_conntrack_alloc compares cnet->count with nf_conntrack_max",
+    note: "standing behaviour; checked read-only in a child namespace on 6.18",
+};
+
 /// Every row, in the order above.
 pub static TABLE: &[&VersionFact] = &[
     &MASQUERADE_FLUSH_PER_ADDRESS,
@@ -201,6 +215,7 @@ pub static TABLE: &[&VersionFact] = &[
     &MUSL_NO_NSSWITCH,
     &GO_FILES_FIRST_WITHOUT_NSSWITCH,
     &GO_BUILDINFO_INLINE,
+    &CONNTRACK_MAX_INIT_NETNS_ONLY,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

@@ -131,6 +131,56 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "dns-id-collision",
         Confidence::Likely,
     ),
+    // Three destinations refused together while one of them answers an existing connection.
+    (
+        "conntrack-table-full",
+        "node.pcap",
+        "conntrack-table-full",
+        Confidence::Likely,
+    ),
+    (
+        "conntrack-table-full",
+        "client.pcap",
+        "conntrack-table-full",
+        Confidence::Likely,
+    ),
+    // One reply skipped reverse NAT inside an established Service connection; the client reset it.
+    (
+        "conntrack-invalid-reset",
+        "node.pcap",
+        "conntrack-invalid-reset",
+        Confidence::Likely,
+    ),
+    (
+        "conntrack-invalid-reset",
+        "client.pcap",
+        "conntrack-invalid-reset",
+        Confidence::Likely,
+    ), // One socket's queries pinned to a deleted DNS pod while a new socket's are answered.
+    (
+        "stale-udp-conntrack",
+        "node.pcap",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ),
+    (
+        "stale-udp-conntrack",
+        "client.pcap",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ), // A RST after the idle time with another TTL than the server's: the balancer made it.
+    (
+        "idle-timeout-reset",
+        "client.pcap",
+        "idle-timeout-reset",
+        Confidence::Likely,
+    ),
+    (
+        "idle-timeout-reset",
+        "node.pcap",
+        "idle-timeout-reset",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]
@@ -179,6 +229,21 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     });
     let got = incidents(&[dir.join("client.pcap")], &node);
     assert_eq!(got, vec![("go-resolver-dns-first", Confidence::Confirmed)]);
+    // With the node's nf_conntrack_count at nf_conntrack_max, the refused destinations are confirmed.
+    let dir = fixtures().join("conntrack-table-full");
+    let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
+    assert_eq!(got, vec![("conntrack-table-full", Confidence::Confirmed)]);
+    // With nf_conntrack_tcp_be_liberal=0 known, the client's RST to the backend's address is confirmed.
+    let dir = fixtures().join("conntrack-invalid-reset");
+    let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
+    assert_eq!(
+        got,
+        vec![("conntrack-invalid-reset", Confidence::Confirmed)]
+    );
+    // With the Service's endpoints known (the old pod is not among them), the pinned flow is confirmed.
+    let dir = fixtures().join("stale-udp-conntrack");
+    let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
+    assert_eq!(got, vec![("stale-udp-conntrack", Confidence::Confirmed)]);
     // A same-ID A/AAAA pair is confirmed as the musl bug when the node runs musl < 1.2.4, not with 1.2.4.
     let dir = fixtures().join("dns-id-collision");
     for (version, expected) in [

@@ -101,7 +101,13 @@ fn every_run_has_every_vantage_small() {
         let mut files: Vec<(&str, u32)> = VANTAGES.to_vec();
         if matches!(
             scenario,
-            "conntrack-dnat-rebalance" | "dns-id-collision" | "healthy"
+            "conntrack-dnat-rebalance"
+                | "dns-id-collision"
+                | "healthy"
+                | "conntrack-table-full"
+                | "conntrack-invalid-reset"
+                | "stale-udp-conntrack"
+                | "idle-timeout-reset"
         ) {
             files.push(("routing.pcap", 276));
         } else {
@@ -134,5 +140,55 @@ fn every_run_has_every_vantage_small() {
             assert!(snaplen <= 262, "{name}/{file}: snaplen {snaplen}");
             assert_eq!(link, linktype, "{name}/{file}: link type");
         }
+    }
+}
+
+/// `check` on the bundles the lab collected from namespaces built to carry each node-visible incident
+/// of issue 15: the incident run names it as under way (with the kind the node's state supports),
+/// the mitigated run does not name it at all.
+#[test]
+fn check_names_the_node_visible_incidents_of_the_runs() {
+    use netsleuth_core::{Confidence, FindingKind};
+    let cases: &[(&str, FindingKind, Confidence)] = &[
+        (
+            "conntrack-table-full",
+            FindingKind::Incident,
+            Confidence::Likely,
+        ),
+        // The INVALID packets were counted before the node was read: the state is a latent risk.
+        (
+            "conntrack-invalid-reset",
+            FindingKind::LatentRisk,
+            Confidence::Likely,
+        ),
+        (
+            "stale-udp-conntrack",
+            FindingKind::Incident,
+            Confidence::Likely,
+        ),
+    ];
+    for (scenario, kind, min) in cases {
+        let facts = netsleuth_node::read_bundle(&fixtures().join(scenario).join("node.tar.gz"))
+            .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+        let r = netsleuth_node::check(&facts, &netsleuth_node::CheckOptions::default());
+        let mine: Vec<_> = r.findings.iter().filter(|f| f.id == *scenario).collect();
+        assert!(
+            mine.iter()
+                .any(|f| f.kind == *kind && f.confidence >= *min && !f.evidence.is_empty()),
+            "{scenario}: check should name it as {kind:?} ≥ {min:?}: {:?}",
+            r.findings
+                .iter()
+                .map(|f| (f.id, f.kind, f.confidence, &f.summary))
+                .collect::<Vec<_>>()
+        );
+        let mitigated = fixtures().join(format!("{scenario}-mitigated"));
+        let facts = netsleuth_node::read_bundle(&mitigated.join("node.tar.gz"))
+            .unwrap_or_else(|e| panic!("{scenario}-mitigated: {e}"));
+        let r = netsleuth_node::check(&facts, &netsleuth_node::CheckOptions::default());
+        assert!(
+            r.findings.iter().all(|f| f.id != *scenario),
+            "{scenario}-mitigated: check still names it: {:?}",
+            r.findings.iter().map(|f| &f.summary).collect::<Vec<_>>()
+        );
     }
 }

@@ -59,6 +59,26 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         Confidence::Likely,
     ),
     ("local-source-drop", "local-source-drop", Confidence::Likely),
+    (
+        "conntrack-table-full",
+        "conntrack-table-full",
+        Confidence::Likely,
+    ),
+    (
+        "conntrack-invalid-reset",
+        "conntrack-invalid-reset",
+        Confidence::Likely,
+    ),
+    (
+        "stale-udp-conntrack",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ),
+    (
+        "idle-timeout-reset",
+        "idle-timeout-reset",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -229,6 +249,10 @@ scenario_tests! {
     dns_id_collision => "dns-id-collision",
     listen_queue_overflow => "listen-queue-overflow",
     local_source_drop => "local-source-drop",
+    conntrack_table_full => "conntrack-table-full",
+    conntrack_invalid_reset => "conntrack-invalid-reset",
+    stale_udp_conntrack => "stale-udp-conntrack",
+    idle_timeout_reset => "idle-timeout-reset",
 }
 
 #[test]

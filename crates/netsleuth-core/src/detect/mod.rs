@@ -9,14 +9,18 @@
 
 pub mod bridge_nf_bypass;
 pub mod conntrack_dnat_rebalance;
+pub mod conntrack_invalid_reset;
 pub mod conntrack_snat_remap;
+pub mod conntrack_table_full;
 pub mod dns_conntrack_race;
 pub mod dns_id_collision;
 pub mod dns_upstream_unreachable;
 pub mod go_resolver_dns_first;
+pub mod idle_timeout_reset;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod snat_port_clash;
+pub mod stale_udp_conntrack;
 pub mod tw_recycle_paws;
 
 use crate::finding::{format_ts, DnsFields, Evidence, Finding, FrameRef, Incident, TcpFields};
@@ -39,6 +43,10 @@ pub static CATALOGUE: &[&Incident] = &[
     &dns_id_collision::INCIDENT,
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
+    &conntrack_table_full::INCIDENT,
+    &conntrack_invalid_reset::INCIDENT,
+    &stale_udp_conntrack::INCIDENT,
+    &idle_timeout_reset::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -64,6 +72,16 @@ pub trait CaptureDetector: Send {
     /// The most distinct keys (servers, source/server pairs) this detector may keep (see
     /// [`MAX_KEYS`]); detectors without per-key state ignore it.
     fn set_max_keys(&mut self, _max_keys: usize) {}
+
+    /// A TCP packet with SYN or RST (first sighting, not a copy) and its IP TTL / hop limit: the one
+    /// per-packet look detectors get, narrow because handshakes and resets are rare. Default: nothing.
+    fn tcp_control(&mut self, _pkt: &PktRef, _ttl: u8) {}
+
+    /// Whether this detector implements [`CaptureDetector::tcp_control`]: only those are called for
+    /// each SYN and RST.
+    fn wants_tcp_control(&self) -> bool {
+        false
+    }
 }
 
 /// A registry entry: an incident and how to make its capture detector.
@@ -88,6 +106,13 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &bridge_nf_bypass::INCIDENT,
         new: || Box::<bridge_nf_bypass::Detector>::default(),
+    },
+    // Before the per-server SYN-drop detectors: new connections to several destinations refused
+    // together, one of them answering an existing connection meanwhile, is the more specific picture;
+    // it claims only those SYNs, so a single backwards TSval among them is not read as PAWS.
+    DetectorEntry {
+        incident: &conntrack_table_full::INCIDENT,
+        new: || Box::<conntrack_table_full::Detector>::default(),
     },
     DetectorEntry {
         incident: &tw_recycle_paws::INCIDENT,
@@ -120,6 +145,18 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &go_resolver_dns_first::INCIDENT,
         new: || Box::<go_resolver_dns_first::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &conntrack_invalid_reset::INCIDENT,
+        new: || Box::<conntrack_invalid_reset::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &stale_udp_conntrack::INCIDENT,
+        new: || Box::<stale_udp_conntrack::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &idle_timeout_reset::INCIDENT,
+        new: || Box::<idle_timeout_reset::Detector>::default(),
     },
 ];
 
@@ -288,6 +325,8 @@ pub fn secs(ns: i64) -> String {
 /// All capture detectors of [`DETECTORS`], fed by the analysis loop.
 pub struct Detectors {
     running: Vec<Box<dyn CaptureDetector>>,
+    /// Indices into `running` of the detectors that look at SYNs and RSTs.
+    control: Vec<usize>,
 }
 
 impl Default for Detectors {
@@ -308,12 +347,22 @@ impl Detectors {
         for d in &mut running {
             d.set_max_keys(max_keys);
         }
-        Detectors { running }
+        let control = (0..running.len())
+            .filter(|&i| running[i].wants_tcp_control())
+            .collect();
+        Detectors { running, control }
     }
 
     pub fn connection(&mut self, c: &Conn) {
         for d in &mut self.running {
             d.connection(c);
+        }
+    }
+
+    /// A SYN, SYN-ACK or RST (first sighting) with its TTL, for the detectors that compare hops.
+    pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
+        for &i in &self.control {
+            self.running[i].tcp_control(p, ttl);
         }
     }
 

@@ -14,10 +14,8 @@ insert_failed, drop), its SYN is dropped, and the client retransmits it about 1 
     remedy: "Add --random-fully to the MASQUERADE/SNAT rules (nft: 'masquerade fully-random'; kube-proxy \
 and flannel do it on recent versions), widen the SNAT port range or the set of SNAT addresses, and \
 avoid SNAT for pod-to-pod traffic.",
-    sysctls: &[
-        "net.ipv4.ip_local_port_range",
-        "net.netfilter.nf_conntrack_max",
-    ],
+    // nf_conntrack_max decides conntrack-table-full (each sysctl names one incident for `diff`).
+    sysctls: &["net.ipv4.ip_local_port_range"],
     versions: &[&versions::CLASH_RESOLVE_STAT, &versions::DROP_REASONS],
     evidence: "Counters: conntrack stats `insert_failed` and `drop` rising on the NATing node (before 5.10 \
 `insert_failed` also counted resolved clashes; since 5.10 `clash_resolve` counts those). Drop reason (≥5.17): \

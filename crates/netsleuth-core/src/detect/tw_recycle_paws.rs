@@ -342,9 +342,17 @@ impl super::CaptureDetector for Detector {
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,
-        _explained: &[u64],
+        explained: &[u64],
         out: &mut Vec<Finding>,
     ) -> Vec<u64> {
-        Detector::finish(*self, ctx, out)
+        let mut me = *self;
+        // SYNs an earlier, more specific cause explained (a full conntrack table refusing several
+        // destinations at once) are not offered as PAWS drops.
+        if !explained.is_empty() {
+            for recs in me.by_pair.values_mut() {
+                recs.retain(|r| explained.binary_search(&r.conn).is_err());
+            }
+        }
+        Detector::finish(me, ctx, out)
     }
 }

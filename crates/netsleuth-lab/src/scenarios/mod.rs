@@ -12,15 +12,19 @@ use netsleuth_core::detect as core;
 
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
+mod conntrack_invalid_reset;
 mod conntrack_snat_remap;
+mod conntrack_table_full;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_upstream_unreachable;
 mod go_resolver_dns_first;
 mod healthy;
+mod idle_timeout_reset;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
+mod stale_udp_conntrack;
 mod tw_recycle_paws;
 
 pub static INFOS: &[ScenarioInfo] = &[
@@ -138,6 +142,47 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "health checks whose source is the LB IP reach the NodePort; the node owns that IP (kube-ipvs0) and drops them as martian",
         mitigation: "the LB IP not bound to kube-ipvs0 (kubernetes#79783's --exclude-external-ip): on this kernel deleting only its table-local route is not enough, as source validation also checks interface addresses when rp_filter=0",
+    },
+    ScenarioInfo {
+        name: core::conntrack_table_full::INCIDENT.id,
+        incident: Some(&core::conntrack_table_full::INCIDENT),
+        run: conntrack_table_full::run,
+        reproduction: Reproduction::Native {
+            how: "nf_conntrack_max is the host's value and read-only in a child namespace, but the count is per namespace: the lab fills the node namespace's own table up to that max with assured UDP entries between documentation addresses (198.18.0.0/15), inserted over ctnetlink as `conntrack -I --status ASSURED` would; early_drop finds nothing to evict, so the kernel refuses new flows (drop rises, \"nf_conntrack: table full, dropping packet\").",
+        },
+        summary: "with the node's conntrack table full, a pod's new connections to two backends and a ClusterIP time out while its existing connection to one of them keeps working",
+        mitigation: "a table with room for the load: the fill stops at 70 % of nf_conntrack_max (the same entries on a table 1.4× larger, which is what raising nf_conntrack_max gives; a child namespace cannot raise it)",
+    },
+    ScenarioInfo {
+        name: core::conntrack_invalid_reset::INCIDENT.id,
+        incident: Some(&core::conntrack_invalid_reset::INCIDENT),
+        run: conntrack_invalid_reset::run,
+        reproduction: Reproduction::Native {
+            how: "a pod's connection to a ClusterIP whose backend is on the other node; the node has nf_conntrack_tcp_be_liberal=0 and, as kube-proxy before 1.15, no INVALID drop in KUBE-FORWARD. The backend's namespace sends one segment of the connection 1 GiB past its window (standing for a late retransmission after heavy loss; its ACK read from the backend's eth0); the node's conntrack marks it INVALID, reverse NAT skips it, and the client's RST to the pod address resets the backend — all the running kernel's doing.",
+        },
+        summary: "one out-of-window reply of an established Service connection skips reverse NAT; the client resets the pod address and the connection dies (ECONNRESET)",
+        mitigation: "`-m conntrack --ctstate INVALID -j DROP` in KUBE-FORWARD (kube-proxy ≥ 1.15): the stray segment is dropped on the node",
+    },
+    ScenarioInfo {
+        name: core::stale_udp_conntrack::INCIDENT.id,
+        incident: Some(&core::stale_udp_conntrack::INCIDENT),
+        run: stale_udp_conntrack::run,
+        reproduction: Reproduction::Native {
+            how: "a client pod queries the kube-dns ClusterIP from one long-lived UDP socket; the DNS pod behind it is deleted (its eth0 goes down) and the Service's rules are rewritten to a new DNS pod, as kube-proxy does, without deleting the Service's UDP conntrack entries (the missed cleanup of kubernetes #19029/#125467): the socket's entry keeps DNATing to the old address.",
+        },
+        summary: "a long-lived UDP socket's queries to a DNS Service stay pinned by conntrack to a deleted pod and are never answered, while a new socket's are",
+        mitigation: "the Service's UDP conntrack entries toward the removed pod are deleted (`conntrack -D -p udp --orig-dst VIP --reply-src OLD`), as kube-proxy does on an endpoint change",
+    },
+    ScenarioInfo {
+        name: core::idle_timeout_reset::INCIDENT.id,
+        incident: Some(&core::idle_timeout_reset::INCIDENT),
+        run: idle_timeout_reset::run,
+        reproduction: Reproduction::Emulated {
+            why: "a cloud load balancer (Azure LB 4 min, AWS NLB 350 s idle timeouts) is not in the lab, and minutes of idleness do not fit a test run.",
+            how: "makes the remote node a load balancer: 203.0.113.10:443 DNATed to a backend pod, its own conntrack forgetting established flows after 3 s with nf_conntrack_tcp_loose=0, so a segment after the idle time reaches the balancer's own address and its kernel answers RST, as AWS NLB, NAT gateway and Azure LB with TCP reset do; the client's node and pod are untouched.",
+        },
+        summary: "a pod's connection through a load balancer outside the cluster idles past the balancer's timeout; the balancer resets the next segment (ECONNRESET)",
+        mitigation: "TCP keepalive (idle 1 s) shorter than the balancer's idle timeout",
     },
     ScenarioInfo {
         name: "healthy",

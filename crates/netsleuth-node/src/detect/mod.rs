@@ -11,15 +11,19 @@
 
 mod bridge_nf_bypass;
 mod conntrack_dnat_rebalance;
+mod conntrack_invalid_reset;
 mod conntrack_snat_remap;
+mod conntrack_table_full;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_upstream_unreachable;
 mod evidence;
 mod go_resolver_dns_first;
+mod idle_timeout_reset;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
+mod stale_udp_conntrack;
 mod tw_recycle_paws;
 
 use crate::facts::{NetnsFacts, NodeFacts, RootFacts};
@@ -137,6 +141,22 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::local_source_drop::INCIDENT,
         scope: Scope::Netns(local_source_drop::check),
+    },
+    NodeDetector {
+        incident: &core::conntrack_table_full::INCIDENT,
+        scope: Scope::Netns(conntrack_table_full::check),
+    },
+    NodeDetector {
+        incident: &core::conntrack_invalid_reset::INCIDENT,
+        scope: Scope::Netns(conntrack_invalid_reset::check),
+    },
+    NodeDetector {
+        incident: &core::stale_udp_conntrack::INCIDENT,
+        scope: Scope::Netns(stale_udp_conntrack::check),
+    },
+    NodeDetector {
+        incident: &core::idle_timeout_reset::INCIDENT,
+        scope: Scope::Netns(idle_timeout_reset::check),
     },
 ];
 
