@@ -616,7 +616,7 @@ impl PacketSink for Back {
                     seg.ack,
                 );
                 let outcome = self.tcp.packet(r, pkt.ip.ident, seg);
-                if seg.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 && !outcome.copy {
+                if seg.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
                     self.detectors.tcp_control(&r, pkt.ip.ttl);
                 }
                 if !outcome.copy

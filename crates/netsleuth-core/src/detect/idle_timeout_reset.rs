@@ -48,6 +48,11 @@ const MAX_FORGED: usize = 64;
 const MAX_CASES: usize = 5;
 
 /// A RST from the server's address whose TTL is not the server's.
+/// Where a packet was seen: (input, interface).
+type Point = (u16, Option<u32>);
+/// Capture points remembered per connection (an `-i any` capture sees a packet at 2–4 of them).
+const MAX_POINTS: usize = 8;
+
 #[derive(Clone, Copy)]
 struct Foreign {
     rst: PktRef,
@@ -60,8 +65,9 @@ struct Foreign {
 #[derive(Default)]
 pub struct Detector {
     max_keys: usize,
-    /// The server's SYN-ACK TTL per (server, client) while the connection lives.
-    synack_ttl: FxHashMap<(Endpoint, Endpoint), u8>,
+    /// The server's SYN-ACK TTL per (server, client) and capture point (input, interface) while the
+    /// connection lives: a TTL is only comparable with one seen at the same point.
+    synack_ttl: FxHashMap<(Endpoint, Endpoint), Vec<(Point, u8)>>,
     foreign: Vec<Foreign>,
     cases: Vec<(Finding, Vec<(PktRef, String)>)>,
     total: u32,
@@ -69,12 +75,23 @@ pub struct Detector {
 
 impl Detector {
     pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
+        let point: Point = (p.input, p.ifindex);
         if p.flags & SYN != 0 && p.flags & ACK != 0 {
-            if let Some(t) = capped_entry(&mut self.synack_ttl, (p.src, p.dst), self.max_keys) {
-                *t = ttl;
+            if let Some(points) = capped_entry(&mut self.synack_ttl, (p.src, p.dst), self.max_keys)
+            {
+                if let Some(i) = points.iter().position(|(pt, _)| *pt == point) {
+                    points[i].1 = ttl;
+                } else if points.len() < MAX_POINTS {
+                    points.push((point, ttl));
+                }
             }
         } else if p.flags & RST != 0 && p.flags & SYN == 0 {
-            if let Some(&server_ttl) = self.synack_ttl.get(&(p.src, p.dst)) {
+            let server_ttl = self
+                .synack_ttl
+                .get(&(p.src, p.dst))
+                .and_then(|points| points.iter().find(|(pt, _)| *pt == point))
+                .map(|&(_, t)| t);
+            if let Some(server_ttl) = server_ttl {
                 if server_ttl != ttl && self.foreign.len() < MAX_FORGED {
                     self.foreign.push(Foreign {
                         rst: *p,
@@ -110,10 +127,13 @@ impl Detector {
         let Some(f) = self
             .foreign
             .iter()
+            // The same RST, seen at any point (the first sighting is what the connection keeps; the
+            // differing TTL may have been seen at another point, where the SYN-ACK was seen too).
             .find(|f| {
-                f.rst.ts_ns == r.pkt.ts_ns
-                    && f.rst.frame == r.pkt.frame
-                    && f.rst.input == r.pkt.input
+                f.rst.seq == r.pkt.seq
+                    && f.rst.ack == r.pkt.ack
+                    && f.rst.flags == r.pkt.flags
+                    && f.rst.ts_ns.saturating_sub(r.pkt.ts_ns).saturating_abs() <= 1_000_000_000
             })
             .copied()
         else {

@@ -73,8 +73,10 @@ pub trait CaptureDetector: Send {
     /// [`MAX_KEYS`]); detectors without per-key state ignore it.
     fn set_max_keys(&mut self, _max_keys: usize) {}
 
-    /// A TCP packet with SYN or RST (first sighting, not a copy) and its IP TTL / hop limit: the one
-    /// per-packet look detectors get, narrow because handshakes and resets are rare. Default: nothing.
+    /// A TCP packet with SYN or RST and its IP TTL / hop limit, at every point it was seen (copies of
+    /// one packet in an `-i any` capture or in several inputs each come, with their own `input` and
+    /// `ifindex`, because the TTL differs by point): the one per-packet look detectors get, narrow
+    /// because handshakes and resets are rare. Default: nothing.
     fn tcp_control(&mut self, _pkt: &PktRef, _ttl: u8) {}
 
     /// Whether this detector implements [`CaptureDetector::tcp_control`]: only those are called for
