@@ -109,6 +109,19 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "tw-recycle-paws",
         Confidence::Possible,
     ),
+    // The walk held each external lookup back 1.2 s: a contributing cause, seen from every point.
+    (
+        "dns-ndots-amplification",
+        "client.pcap",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
+    (
+        "dns-ndots-amplification",
+        "node.pcap",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]

@@ -81,6 +81,9 @@ pub struct Zone {
     /// Extra delay before answering a type (models an answer fetched upstream while the other came
     /// from cache: the AAAA NODATA answer leaves before the A answer).
     pub delay: HashMap<u16, Duration>,
+    /// Extra delay before answering a name under a suffix (models a search domain whose answers come
+    /// from a slow upstream: the node's own domain, forwarded by CoreDNS).
+    pub slow_suffixes: Vec<(String, Duration)>,
 }
 
 impl Zone {
@@ -95,13 +98,27 @@ impl Zone {
         self
     }
 
+    /// Answers for names under `suffix` leave `delay` late.
+    pub fn with_slow_suffix(mut self, suffix: &str, delay: Duration) -> Zone {
+        self.slow_suffixes
+            .push((suffix.trim_matches('.').to_ascii_lowercase(), delay));
+        self
+    }
+
     fn answer(&self, query: &[u8]) -> Option<(Vec<u8>, Duration)> {
         let m = dns::parse(query).ok()?;
         let q = m.question.as_ref()?;
         if m.header.qr {
             return None;
         }
-        let delay = self.delay.get(&q.qtype).copied().unwrap_or_default();
+        let lower = q.name.trim_end_matches('.').to_ascii_lowercase();
+        let suffix_delay = self
+            .slow_suffixes
+            .iter()
+            .find(|(s, _)| lower.ends_with(&format!(".{s}")))
+            .map(|(_, d)| *d)
+            .unwrap_or_default();
+        let delay = self.delay.get(&q.qtype).copied().unwrap_or_default() + suffix_delay;
         let asked = DnsRepr::from_message(&m);
         let addrs: Vec<IpAddr> = match self.names.get(&q.name.to_ascii_lowercase()) {
             None => return Some((asked.response(rcode::NXDOMAIN).emit(), delay)),
@@ -448,6 +465,43 @@ fn recv_matching(
             Err(_) => return None,
         }
     }
+}
+
+/// glibc's `getaddrinfo` with a search list: each candidate of [`search_candidates`] in turn
+/// ([`glibc_lookup`] for each, A and AAAA from one socket), until one is answered with an address;
+/// NXDOMAIN moves on to the next. The queries and time of every candidate are summed.
+pub fn glibc_search_lookup(
+    server: SocketAddrV4,
+    name: &str,
+    search: &[&str],
+    ndots: usize,
+    timeout: Duration,
+) -> Lookup {
+    let start = Instant::now();
+    let mut total = Lookup {
+        name: name.into(),
+        ..Default::default()
+    };
+    for candidate in search_candidates(name, search, ndots) {
+        let l = glibc_lookup(server, &candidate, timeout, 2, false);
+        total.queries_sent += l.queries_sent;
+        total.retransmitted |= l.retransmitted;
+        total.detail.push(format!(
+            "{candidate}: {} queries, {:.1} ms, {}",
+            l.queries_sent,
+            l.elapsed.as_secs_f64() * 1e3,
+            l.error.as_deref().unwrap_or("answered")
+        ));
+        if !l.a.is_empty() || !l.aaaa.is_empty() {
+            total.a = l.a;
+            total.aaaa = l.aaaa;
+            total.error = None;
+            break;
+        }
+        total.error = l.error;
+    }
+    total.elapsed = start.elapsed();
+    total
 }
 
 /// How musl builds the query ID.

@@ -12,6 +12,7 @@ pub mod conntrack_dnat_rebalance;
 pub mod conntrack_snat_remap;
 pub mod dns_conntrack_race;
 pub mod dns_id_collision;
+pub mod dns_ndots_amplification;
 pub mod dns_upstream_unreachable;
 pub mod go_resolver_dns_first;
 pub mod listen_queue_overflow;
@@ -39,6 +40,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &dns_id_collision::INCIDENT,
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
+    &dns_ndots_amplification::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -120,6 +122,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &go_resolver_dns_first::INCIDENT,
         new: || Box::<go_resolver_dns_first::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &dns_ndots_amplification::INCIDENT,
+        new: || Box::<dns_ndots_amplification::Detector>::default(),
     },
 ];
 

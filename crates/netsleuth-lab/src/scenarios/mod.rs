@@ -15,6 +15,7 @@ mod conntrack_dnat_rebalance;
 mod conntrack_snat_remap;
 mod dns_conntrack_race;
 mod dns_id_collision;
+mod dns_ndots_amplification;
 mod dns_upstream_unreachable;
 mod go_resolver_dns_first;
 mod healthy;
@@ -138,6 +139,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "health checks whose source is the LB IP reach the NodePort; the node owns that IP (kube-ipvs0) and drops them as martian",
         mitigation: "the LB IP not bound to kube-ipvs0 (kubernetes#79783's --exclude-external-ip): on this kernel deleting only its table-local route is not enough, as source validation also checks interface addresses when rp_filter=0",
+    },
+    ScenarioInfo {
+        name: core::dns_ndots_amplification::INCIDENT.id,
+        incident: Some(&core::dns_ndots_amplification::INCIDENT),
+        run: dns_ndots_amplification::run,
+        reproduction: Reproduction::Native {
+            how: "the client pod's resolver walks its search list as glibc's getaddrinfo does (ndots:5, four search domains, A and AAAA from one socket per candidate); the DNS pod answers names under the node's own search domain 1.2 s late, as CoreDNS forwarding them to a slow upstream does.",
+        },
+        summary: "with ndots:5 every external name is asked under four search domains first (8 NXDOMAIN queries per lookup); the node's search domain answers slowly, so every external lookup waits 1.2 s",
+        mitigation: "external names written as FQDNs with a trailing dot (api.example.com.): 2 queries per lookup, no walk",
     },
     ScenarioInfo {
         name: "healthy",

@@ -14,6 +14,7 @@ mod conntrack_dnat_rebalance;
 mod conntrack_snat_remap;
 mod dns_conntrack_race;
 mod dns_id_collision;
+mod dns_ndots_amplification;
 mod dns_upstream_unreachable;
 mod evidence;
 mod go_resolver_dns_first;
@@ -137,6 +138,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::local_source_drop::INCIDENT,
         scope: Scope::Netns(local_source_drop::check),
+    },
+    NodeDetector {
+        incident: &core::dns_ndots_amplification::INCIDENT,
+        scope: Scope::Root(dns_ndots_amplification::check),
     },
 ];
 

@@ -1,0 +1,95 @@
+//! The DNS, overlay and routing incidents of the catalogue's second part, on the lab's recordings
+//! (fixtures/lab) and on hand-made look-alikes: what each capture must show, and what must stay quiet.
+
+use netsleuth_core::node::NodeContext;
+use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lab")
+}
+
+fn run(files: &[PathBuf]) -> Analysis {
+    analyze(
+        files
+            .iter()
+            .map(|f| Input {
+                name: f.display().to_string(),
+                reader: Box::new(
+                    std::fs::File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+                ),
+            })
+            .collect(),
+        &NodeContext::default(),
+    )
+}
+
+fn of<'a>(a: &'a Analysis, id: &str) -> Vec<&'a netsleuth_core::Finding> {
+    a.findings.iter().filter(|f| f.id == id).collect()
+}
+
+#[test]
+fn ndots_walk_that_held_lookups_back_is_a_contributing_cause() {
+    let dir = fixtures().join("dns-ndots-amplification");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "dns-ndots-amplification");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Likely),
+            "{v}"
+        );
+        // The evidence is the walk: each search candidate NXDOMAIN, then the name itself.
+        let frames: usize = f[0]
+            .evidence
+            .iter()
+            .map(|e| match e {
+                netsleuth_core::Evidence::Packets { frames, .. } => frames.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(frames >= 10, "{v}: {frames} frames of evidence");
+        assert!(
+            f[0].summary.contains("4 search domain(s)"),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].look_alikes.iter().all(|l| l.ruled_out));
+        // The slow-DNS symptom names it as its explanation.
+        assert!(a.symptoms.iter().any(|s| s
+            .considered
+            .iter()
+            .any(|c| c.id == "dns-ndots-amplification" && c.verdict == "explains")));
+    }
+}
+
+/// The healthy look-alike: the same pod (ndots:5, four search domains) resolving in-cluster short
+/// names, which the first search domain answers, and external names as FQDNs: no finding at all.
+#[test]
+fn ndots_pod_resolving_in_cluster_names_is_quiet() {
+    let dir = fixtures().join("dns-ndots-amplification-mitigated");
+    for v in ["client.pcap", "node.pcap"] {
+        let a = run(&[dir.join(v)]);
+        assert!(
+            of(&a, "dns-ndots-amplification").is_empty(),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+    // The other DNS scenarios' pods have ndots:5 too and ask single names: no walk there.
+    for d in [
+        "dns-conntrack-race",
+        "dns-id-collision",
+        "dns-upstream-unreachable",
+        "go-resolver-dns-first",
+        "healthy",
+    ] {
+        let a = run(&[fixtures().join(d).join("node.pcap")]);
+        assert!(
+            of(&a, "dns-ndots-amplification").is_empty(),
+            "{d}: {:#?}",
+            a.findings
+        );
+    }
+}
