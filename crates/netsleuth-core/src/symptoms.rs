@@ -358,6 +358,7 @@ impl SymptomCollector {
             let busiest = self.syn_listeners.values().copied().max().unwrap_or(0);
             let listeners = self.syn_listeners.len();
             let considered = vec![
+                consider(&crate::detect::hairpin_off::INCIDENT, "looked for SYNs from a Service's own backend to the Service, DNATed to the client itself (or never seen after DNAT) and never answered; not seen".into()),
                 consider(&tw_recycle_paws::INCIDENT, "looked for SYNs from one address whose TCP timestamps fell behind an earlier connection's and were dropped while newer ones were answered; not seen".into()),
                 consider(&snat_port_clash::INCIDENT, "looked for concurrent SYNs from different clients that left with the same SNAT address and port, one of them dropped; not seen".into()),
                 consider(&listen_queue_overflow::INCIDENT, format!("looked for ≥ 3 SYNs dropped in bursts to one listener that answered others; the retransmitted SYNs went to {listeners} listener(s), at most {busiest} to one. Node counters decide: TcpExt ListenOverflows/ListenDrops (`netsleuth check`)")),

@@ -10,6 +10,15 @@ fn fixtures() -> PathBuf {
 }
 
 fn run(files: &[PathBuf]) -> Analysis {
+    run_with(files, &NodeContext::default())
+}
+
+fn facts(dir: &Path) -> NodeContext {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("facts.json")).expect("facts.json"))
+        .expect("facts.json is a NodeContext")
+}
+
+fn run_with(files: &[PathBuf], node: &NodeContext) -> Analysis {
     analyze(
         files
             .iter()
@@ -20,7 +29,7 @@ fn run(files: &[PathBuf]) -> Analysis {
                 ),
             })
             .collect(),
-        &NodeContext::default(),
+        node,
     )
 }
 
@@ -89,6 +98,56 @@ fn ndots_pod_resolving_in_cluster_names_is_quiet() {
         assert!(
             of(&a, "dns-ndots-amplification").is_empty(),
             "{d}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+#[test]
+fn hairpin_dnat_to_self_is_seen_from_the_node() {
+    let dir = fixtures().join("hairpin-off");
+    let a = run(&[dir.join("node.pcap")]);
+    let f = of(&a, "hairpin-off");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(
+        (f[0].kind, f[0].confidence),
+        (FindingKind::Incident, Confidence::Likely)
+    );
+    assert!(
+        f[0].summary.contains("the client itself"),
+        "{}",
+        f[0].summary
+    );
+    // The SYN translated to its own sender is in the evidence.
+    assert!(f[0].evidence.iter().any(
+        |e| matches!(e, netsleuth_core::Evidence::Packets { frames, .. }
+        if frames.iter().any(|fr| fr.src == fr.dst && fr.what.contains("after DNAT")))
+    ));
+    // A first SYN lost at the bridge whose retransmission was balanced elsewhere is not a SNAT clash.
+    assert!(of(&a, "snat-port-clash").is_empty(), "{:#?}", a.findings);
+    // The client pod alone sees unanswered SYNs; the node facts (the Service's endpoints) link them.
+    let a = run(&[dir.join("client.pcap")]);
+    assert!(
+        a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+        "{:#?}",
+        a.findings
+    );
+    let a = run_with(&[dir.join("client.pcap")], &facts(&dir));
+    let f = of(&a, "hairpin-off");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(f[0].confidence, Confidence::Likely);
+}
+
+/// The healthy look-alike: hairpin on, the pod's connects to its own Service DNATed to itself and
+/// answered (masqueraded by kube-proxy): nothing from any vantage, with or without node facts.
+#[test]
+fn hairpin_on_is_quiet() {
+    let dir = fixtures().join("hairpin-off-mitigated");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
             a.findings
         );
     }

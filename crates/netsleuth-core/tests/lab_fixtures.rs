@@ -122,6 +122,13 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "dns-ndots-amplification",
         Confidence::Likely,
     ),
+    // The node sees the SYN DNATed to its own sender; the client pod only unanswered SYNs.
+    (
+        "hairpin-off",
+        "node.pcap",
+        "hairpin-off",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]

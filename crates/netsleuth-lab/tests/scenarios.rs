@@ -64,6 +64,7 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "dns-ndots-amplification",
         Confidence::Likely,
     ),
+    ("hairpin-off", "hairpin-off", Confidence::Likely),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -235,6 +236,7 @@ scenario_tests! {
     listen_queue_overflow => "listen-queue-overflow",
     local_source_drop => "local-source-drop",
     dns_ndots_amplification => "dns-ndots-amplification",
+    hairpin_off => "hairpin-off",
 }
 
 #[test]

@@ -48,3 +48,26 @@ fn ndots_with_a_long_search_list_is_a_latent_risk() {
     let r = check_file(&common::fixtures_dir().join("musl-container.tar.gz"));
     assert!(of(&r, "dns-ndots-amplification").is_empty());
 }
+
+#[test]
+fn a_service_backend_behind_a_hairpin_off_port_is_a_latent_risk() {
+    let r = check_file(&lab_bundle("hairpin-off"));
+    let f = of(&r, "hairpin-off");
+    // The client pod (10.244.1.10) and the other backend (10.244.1.11) both back the Service; both
+    // ports have hairpin off.
+    assert_eq!(f.len(), 2, "{}", common::show(&r));
+    assert!(f
+        .iter()
+        .all(|(k, c, _)| (*k, *c) == (FindingKind::LatentRisk, Confidence::Likely)));
+    assert!(f
+        .iter()
+        .any(|(_, _, s)| s.contains("10.244.1.10") && s.contains("veth0")));
+    // The fix turned hairpin on for the client's port: only the other backend is left.
+    let r = check_file(&lab_bundle("hairpin-off-mitigated"));
+    let f = of(&r, "hairpin-off");
+    assert_eq!(f.len(), 1, "{}", common::show(&r));
+    assert!(f[0].2.contains("10.244.1.11"), "{}", f[0].2);
+    // bridge-nf-call-iptables=0: DNAT happens when the frame is routed, no hairpin needed.
+    let r = check_file(&lab_bundle("bridge-nf-bypass"));
+    assert!(of(&r, "hairpin-off").is_empty(), "{}", common::show(&r));
+}

@@ -15,6 +15,7 @@ pub mod dns_id_collision;
 pub mod dns_ndots_amplification;
 pub mod dns_upstream_unreachable;
 pub mod go_resolver_dns_first;
+pub mod hairpin_off;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod snat_port_clash;
@@ -41,6 +42,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
     &dns_ndots_amplification::INCIDENT,
+    &hairpin_off::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -98,6 +100,12 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &snat_port_clash::INCIDENT,
         new: || Box::<snat_port_clash::Detector>::default(),
+    },
+    // Before the listen queue: SYNs to a Service from its own backend, never DNATed onward, are the
+    // hairpin's, not a full accept queue's.
+    DetectorEntry {
+        incident: &hairpin_off::INCIDENT,
+        new: || Box::<hairpin_off::Detector>::default(),
     },
     DetectorEntry {
         incident: &listen_queue_overflow::INCIDENT,

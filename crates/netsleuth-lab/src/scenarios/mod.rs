@@ -18,6 +18,7 @@ mod dns_id_collision;
 mod dns_ndots_amplification;
 mod dns_upstream_unreachable;
 mod go_resolver_dns_first;
+mod hairpin_off;
 mod healthy;
 mod listen_queue_overflow;
 mod local_source_drop;
@@ -149,6 +150,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "with ndots:5 every external name is asked under four search domains first (8 NXDOMAIN queries per lookup); the node's search domain answers slowly, so every external lookup waits 1.2 s",
         mitigation: "external names written as FQDNs with a trailing dot (api.example.com.): 2 queries per lookup, no walk",
+    },
+    ScenarioInfo {
+        name: core::hairpin_off::INCIDENT.id,
+        incident: Some(&core::hairpin_off::INCIDENT),
+        run: hairpin_off::run,
+        reproduction: Reproduction::Native {
+            how: "bridge-nf-call-iptables=1 in the node namespace and hairpin off on the client pod's cni0 port; the client pod is one of the two backends of the ClusterIP it calls, so DNAT sends about half of its connects to itself.",
+        },
+        summary: "a pod that backs a Service connects to it; when DNAT picks the pod itself the bridge drops the frame (hairpin off) and the connect times out, while another pod reaches the Service",
+        mitigation: "hairpin on for the pod's bridge port (kubelet --hairpin-mode=hairpin-veth)",
     },
     ScenarioInfo {
         name: "healthy",

@@ -18,6 +18,7 @@ mod dns_ndots_amplification;
 mod dns_upstream_unreachable;
 mod evidence;
 mod go_resolver_dns_first;
+mod hairpin_off;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
@@ -142,6 +143,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::dns_ndots_amplification::INCIDENT,
         scope: Scope::Root(dns_ndots_amplification::check),
+    },
+    NodeDetector {
+        incident: &core::hairpin_off::INCIDENT,
+        scope: Scope::Netns(hairpin_off::check),
     },
 ];
 
