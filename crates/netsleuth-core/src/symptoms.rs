@@ -358,6 +358,7 @@ impl SymptomCollector {
             let busiest = self.syn_listeners.values().copied().max().unwrap_or(0);
             let listeners = self.syn_listeners.len();
             let considered = vec![
+                consider(&crate::detect::rp_filter_drop::INCIDENT, "looked for a source whose SYNs died on one interface while it was answered on another (a node's `-i any` names the interface); not seen".into()),
                 consider(&crate::detect::hairpin_off::INCIDENT, "looked for SYNs from a Service's own backend to the Service, DNATed to the client itself (or never seen after DNAT) and never answered; not seen".into()),
                 consider(&tw_recycle_paws::INCIDENT, "looked for SYNs from one address whose TCP timestamps fell behind an earlier connection's and were dropped while newer ones were answered; not seen".into()),
                 consider(&snat_port_clash::INCIDENT, "looked for concurrent SYNs from different clients that left with the same SNAT address and port, one of them dropped; not seen".into()),

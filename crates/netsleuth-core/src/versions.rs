@@ -135,6 +135,15 @@ pub static DROP_REASON_LISTEN_OVERFLOW: VersionFact = VersionFact {
     note: "release approximate (≈6.15)",
 };
 
+pub static DROP_REASON_IP_RPFILTER: VersionFact = VersionFact {
+    id: "kernel-drop-reason-ip-rpfilter",
+    component: Component::Kernel,
+    since: &["5.18"],
+    what: "drop reason IP_RPFILTER for packets that fail the reverse-path check (ip_rcv_finish_core)",
+    source: "include/net/dropreason-core.h SKB_DROP_REASON_IP_RPFILTER (net: ipv4: use kfree_skb_reason() in ip_rcv_finish_core())",
+    note: "release approximate (≈5.18, not checked against a kernel tree here); TcpExt IPReversePathFilter counts the drops on every kernel netsleuth reads",
+};
+
 pub static MUSL_DNS_ID_UNIQUE: VersionFact = VersionFact {
     id: "musl-dns-query-ids-distinct",
     component: Component::Musl,
@@ -201,6 +210,7 @@ pub static TABLE: &[&VersionFact] = &[
     &MUSL_NO_NSSWITCH,
     &GO_FILES_FIRST_WITHOUT_NSSWITCH,
     &GO_BUILDINFO_INLINE,
+    &DROP_REASON_IP_RPFILTER,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

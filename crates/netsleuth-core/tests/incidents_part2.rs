@@ -152,3 +152,55 @@ fn hairpin_on_is_quiet() {
         );
     }
 }
+
+#[test]
+fn syns_dying_on_one_interface_are_the_reverse_path_filter() {
+    let dir = fixtures().join("rp-filter-drop");
+    let a = run(&[dir.join("node.pcap")]);
+    let f = of(&a, "rp-filter-drop");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(
+        (f[0].kind, f[0].confidence),
+        (FindingKind::Incident, Confidence::Likely)
+    );
+    assert!(f[0].summary.contains("192.168.60.5"), "{}", f[0].summary);
+    // The node facts (net.ipv4.conf.all.rp_filter = 1) confirm it.
+    let a = run_with(&[dir.join("node.pcap")], &facts(&dir));
+    let f = of(&a, "rp-filter-drop");
+    assert_eq!(f[0].confidence, Confidence::Confirmed, "{:#?}", f[0]);
+    // Analysed together with the client's capture (which names no interface, and sees each SYN
+    // first), the node's copies still say where the SYNs came in.
+    let a = run(&[dir.join("client.pcap"), dir.join("node.pcap")]);
+    assert_eq!(
+        a.findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Incident)
+            .map(|f| (f.id, f.confidence))
+            .collect::<Vec<_>>(),
+        vec![("rp-filter-drop", Confidence::Likely)]
+    );
+    // With node facts saying rp_filter is loose everywhere, only `possible`.
+    let mut loose = facts(&dir);
+    for (k, v) in loose.sysctls.iter_mut() {
+        if k.ends_with(".rp_filter") {
+            *v = "2".into();
+        }
+    }
+    let a = run_with(&[dir.join("node.pcap")], &loose);
+    assert_eq!(of(&a, "rp-filter-drop")[0].confidence, Confidence::Possible);
+}
+
+/// The healthy look-alike: the same asymmetric path with loose filtering (rp_filter=2): the SYN
+/// comes in on eth1 and is answered out of eth0. Nothing from any vantage.
+#[test]
+fn an_asymmetric_path_with_loose_filtering_is_quiet() {
+    let dir = fixtures().join("rp-filter-drop-mitigated");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}

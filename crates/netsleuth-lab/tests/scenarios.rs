@@ -65,6 +65,7 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         Confidence::Likely,
     ),
     ("hairpin-off", "hairpin-off", Confidence::Likely),
+    ("rp-filter-drop", "rp-filter-drop", Confidence::Likely),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -237,6 +238,7 @@ scenario_tests! {
     local_source_drop => "local-source-drop",
     dns_ndots_amplification => "dns-ndots-amplification",
     hairpin_off => "hairpin-off",
+    rp_filter_drop => "rp-filter-drop",
 }
 
 #[test]

@@ -71,3 +71,27 @@ fn a_service_backend_behind_a_hairpin_off_port_is_a_latent_risk() {
     let r = check_file(&lab_bundle("bridge-nf-bypass"));
     assert!(of(&r, "hairpin-off").is_empty(), "{}", common::show(&r));
 }
+
+#[test]
+fn strict_rp_filter_on_two_uplinks_is_a_latent_risk_and_loose_is_not() {
+    let r = check_file(&lab_bundle("rp-filter-drop"));
+    let f = of(&r, "rp-filter-drop");
+    assert_eq!(f.len(), 1, "{}", common::show(&r));
+    // The bundle is collected after the traffic: the counter did not move while it was read.
+    assert_eq!(
+        (f[0].0, f[0].1),
+        (FindingKind::LatentRisk, Confidence::Likely)
+    );
+    assert!(f[0].2.contains("eth0, eth1"), "{}", f[0].2);
+    let r = check_file(&lab_bundle("rp-filter-drop-mitigated"));
+    assert!(of(&r, "rp-filter-drop").is_empty(), "{}", common::show(&r));
+    // One uplink and no policy routing: strict filtering cannot see an asymmetric path.
+    for b in ["clean", "bridge-nf-on", "masquerade", "lb-ip-local"] {
+        let r = check_file(&common::fixtures_dir().join(format!("{b}.tar.gz")));
+        assert!(
+            of(&r, "rp-filter-drop").is_empty(),
+            "{b}: {}",
+            common::show(&r)
+        );
+    }
+}

@@ -18,6 +18,7 @@ pub mod go_resolver_dns_first;
 pub mod hairpin_off;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
+pub mod rp_filter_drop;
 pub mod snat_port_clash;
 pub mod tw_recycle_paws;
 
@@ -43,6 +44,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &local_source_drop::INCIDENT,
     &dns_ndots_amplification::INCIDENT,
     &hairpin_off::INCIDENT,
+    &rp_filter_drop::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -106,6 +108,12 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &hairpin_off::INCIDENT,
         new: || Box::<hairpin_off::Detector>::default(),
+    },
+    // Also before the listen queue: a source's SYNs dying on one interface while it is answered on
+    // another are the reverse-path filter's.
+    DetectorEntry {
+        incident: &rp_filter_drop::INCIDENT,
+        new: || Box::<rp_filter_drop::Detector>::default(),
     },
     DetectorEntry {
         incident: &listen_queue_overflow::INCIDENT,

@@ -87,6 +87,9 @@ pub struct SynAttempt {
     pub legs_seen: u32,
     /// Bit i set: seen in input i (capture file).
     pub inputs_seen: u32,
+    /// The interface of its first sighting that named one (a `-i any` capture's ifindex), also when
+    /// an earlier sighting came from a capture of one interface.
+    pub ifindex: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +129,8 @@ pub struct Conn {
     pub syns: Vec<SynAttempt>,
     pub syn_transmissions: u32,
     pub synack: Option<PktRef>,
+    /// The interface of the first SYN-ACK sighting that named one.
+    pub synack_ifindex: Option<u32>,
     pub synack_transmissions: u32,
     /// The client acknowledged the SYN-ACK or data flowed both ways.
     pub established: bool,
@@ -168,6 +173,7 @@ impl Conn {
             syns: Vec::new(),
             syn_transmissions: 0,
             synack: None,
+            synack_ifindex: None,
             synack_transmissions: 0,
             established: false,
             first_ts: ts,
@@ -455,6 +461,9 @@ impl TcpEngine {
             syn_idx: u8::MAX,
             rst_idx: u8::MAX,
         };
+        if is_synack && !from_client && conn.synack_ifindex.is_none() {
+            conn.synack_ifindex = pkt.ifindex;
+        }
         if let Some(prev) = conn.recent.iter().find(|o| is_copy(o, &obs)).copied() {
             conn.copies += 1;
             self.stats.copies += 1;
@@ -463,6 +472,7 @@ impl TcpEngine {
             if let Some(s) = conn.syns.get_mut(prev.syn_idx as usize) {
                 s.legs_seen |= bit;
                 s.inputs_seen |= input_bit;
+                s.ifindex = s.ifindex.or(pkt.ifindex);
             }
             if let Some(r) = conn.rsts.get_mut(prev.rst_idx as usize) {
                 r.legs_seen |= bit;
@@ -496,6 +506,7 @@ impl TcpEngine {
                     tsval: seg.options.timestamp.map(|t| t.0),
                     legs_seen: 1 << leg_idx.min(31),
                     inputs_seen: 1 << pkt.input.min(31),
+                    ifindex: pkt.ifindex,
                 });
             }
         }

@@ -22,6 +22,7 @@ mod hairpin_off;
 mod healthy;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod rp_filter_drop;
 mod snat_port_clash;
 mod tw_recycle_paws;
 
@@ -160,6 +161,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a pod that backs a Service connects to it; when DNAT picks the pod itself the bridge drops the frame (hairpin off) and the connect times out, while another pod reaches the Service",
         mitigation: "hairpin on for the pod's bridge port (kubelet --hairpin-mode=hairpin-veth)",
+    },
+    ScenarioInfo {
+        name: core::rp_filter_drop::INCIDENT.id,
+        incident: Some(&core::rp_filter_drop::INCIDENT),
+        run: rp_filter_drop::run,
+        reproduction: Reproduction::Native {
+            how: "the node namespace has two links to the remote node and rp_filter=1 (all and eth1); a client address behind the remote node is routed back via eth0 but connects to the node's eth1 address, arriving on eth1.",
+        },
+        summary: "connects that arrive on eth1 from a source whose route back is eth0 are dropped by strict reverse-path filtering (IPReversePathFilter rises); the same source over eth0 and eth1's own subnet are answered",
+        mitigation: "loose reverse-path filtering (rp_filter=2 on all and eth1)",
     },
     ScenarioInfo {
         name: "healthy",

@@ -21,6 +21,7 @@ mod go_resolver_dns_first;
 mod hairpin_off;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod rp_filter_drop;
 mod snat_port_clash;
 mod tw_recycle_paws;
 
@@ -147,6 +148,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::hairpin_off::INCIDENT,
         scope: Scope::Netns(hairpin_off::check),
+    },
+    NodeDetector {
+        incident: &core::rp_filter_drop::INCIDENT,
+        scope: Scope::Netns(rp_filter_drop::check),
     },
 ];
 
