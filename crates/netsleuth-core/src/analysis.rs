@@ -583,6 +583,7 @@ impl Engine {
             answers: msg.header.ancount,
             answers_a: counts.a,
             answers_aaaa: counts.aaaa,
+            truncated: msg.header.qr && msg.header.tc,
         };
         self.dns.message(&obs);
         self.stats.dns_peak_live_queries = self

@@ -384,6 +384,7 @@ impl SymptomCollector {
                 consider(&dns_conntrack_race::INCIDENT, "looked for one query of a parallel A/AAAA pair lost while its sibling from the same socket was answered; not seen".into()),
                 consider(&dns_upstream_unreachable::INCIDENT, "looked for a DNS server that answered none of ≥ 3 queries while another answered; not seen".into()),
                 consider(&dns_id_collision::INCIDENT, "looked for an A/AAAA pair with one id whose answers came from two servers; not seen".into()),
+                consider(&crate::detect::dns_truncation_fallback::INCIDENT, "looked for a truncated answer (TC=1) whose retry over TCP 53 failed or was never made; not seen".into()),
                 consider(&crate::detect::dns_ndots_amplification::INCIDENT, "looked for a search-list walk (NXDOMAIN for NAME.<search domain>, then NAME) that held a lookup back ≥ 1 s; not seen".into()),
             ]
         };

@@ -163,6 +163,16 @@ pub static MUSL_RESOLV_OPTIONS: VersionFact = VersionFact {
     note: "",
 };
 
+pub static MUSL_DNS_TCP_FALLBACK: VersionFact = VersionFact {
+    id: "musl-dns-tcp-fallback",
+    component: Component::Musl,
+    since: &["1.2.4"],
+    what: "the stub resolver re-asks over TCP when a UDP answer is truncated (TC=1); before, the \
+           truncated answer was all the application got",
+    source: "https://musl.libc.org/releases.html (1.2.4: \"TCP fallback in DNS lookups\")",
+    note: "Alpine 3.18 is the first release with musl 1.2.4",
+};
+
 pub static MUSL_NO_NSSWITCH: VersionFact = VersionFact {
     id: "musl-no-nsswitch",
     component: Component::Musl,
@@ -211,6 +221,7 @@ pub static TABLE: &[&VersionFact] = &[
     &GO_FILES_FIRST_WITHOUT_NSSWITCH,
     &GO_BUILDINFO_INLINE,
     &DROP_REASON_IP_RPFILTER,
+    &MUSL_DNS_TCP_FALLBACK,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

@@ -204,3 +204,55 @@ fn an_asymmetric_path_with_loose_filtering_is_quiet() {
         );
     }
 }
+
+#[test]
+fn a_truncated_answer_whose_tcp_retry_dies_is_the_fallback() {
+    let dir = fixtures().join("dns-truncation-fallback");
+    for v in ["client.pcap", "node.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "dns-truncation-fallback");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Likely),
+            "{v}"
+        );
+        assert!(f[0].summary.contains("never answered"), "{}", f[0].summary);
+        // The TCP 53 SYNs are the fallback's, not another SYN-drop cause's.
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::Incident)
+                .count(),
+            1
+        );
+    }
+    // The node facts show the kube-dns Service with 53/udp only: confirmed.
+    let a = run_with(&[dir.join("client.pcap")], &facts(&dir));
+    assert_eq!(
+        of(&a, "dns-truncation-fallback")[0].confidence,
+        Confidence::Confirmed
+    );
+    // The DNS pod's own view has the truncated answers and no TCP: not enough without the libc.
+    let a = run(&[dir.join("server.pcap")]);
+    assert!(
+        of(&a, "dns-truncation-fallback").is_empty(),
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// The healthy look-alike: a legitimate TC=1 answer re-asked over TCP and answered (the answer is
+/// larger than the capture's snap length, so only its bytes are seen): quiet from every vantage.
+#[test]
+fn a_truncated_answer_retried_over_tcp_is_quiet() {
+    let dir = fixtures().join("dns-truncation-fallback-mitigated");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}

@@ -66,6 +66,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
     ),
     ("hairpin-off", "hairpin-off", Confidence::Likely),
     ("rp-filter-drop", "rp-filter-drop", Confidence::Likely),
+    (
+        "dns-truncation-fallback",
+        "dns-truncation-fallback",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -239,6 +244,7 @@ scenario_tests! {
     dns_ndots_amplification => "dns-ndots-amplification",
     hairpin_off => "hairpin-off",
     rp_filter_drop => "rp-filter-drop",
+    dns_truncation_fallback => "dns-truncation-fallback",
 }
 
 #[test]

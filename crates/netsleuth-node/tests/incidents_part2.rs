@@ -95,3 +95,19 @@ fn strict_rp_filter_on_two_uplinks_is_a_latent_risk_and_loose_is_not() {
         );
     }
 }
+
+#[test]
+fn a_dns_service_without_tcp_is_a_latent_risk() {
+    let r = check_file(&lab_bundle("dns-truncation-fallback"));
+    let f = of(&r, "dns-truncation-fallback");
+    assert_eq!(f.len(), 1, "{}", common::show(&r));
+    assert_eq!(f[0].0, FindingKind::LatentRisk);
+    assert!(f[0].2.contains("udp only"), "{}", f[0].2);
+    // With 53/tcp in the Service: nothing.
+    let r = check_file(&lab_bundle("dns-truncation-fallback-mitigated"));
+    assert!(
+        of(&r, "dns-truncation-fallback").is_empty(),
+        "{}",
+        common::show(&r)
+    );
+}

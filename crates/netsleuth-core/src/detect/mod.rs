@@ -13,6 +13,7 @@ pub mod conntrack_snat_remap;
 pub mod dns_conntrack_race;
 pub mod dns_id_collision;
 pub mod dns_ndots_amplification;
+pub mod dns_truncation_fallback;
 pub mod dns_upstream_unreachable;
 pub mod go_resolver_dns_first;
 pub mod hairpin_off;
@@ -45,6 +46,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &dns_ndots_amplification::INCIDENT,
     &hairpin_off::INCIDENT,
     &rp_filter_drop::INCIDENT,
+    &dns_truncation_fallback::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -108,6 +110,11 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &hairpin_off::INCIDENT,
         new: || Box::<hairpin_off::Detector>::default(),
+    },
+    // A TCP 53 SYN after a truncated answer is the fallback's, not a listener's or a source's.
+    DetectorEntry {
+        incident: &dns_truncation_fallback::INCIDENT,
+        new: || Box::<dns_truncation_fallback::Detector>::default(),
     },
     // Also before the listen queue: a source's SYNs dying on one interface while it is answered on
     // another are the reverse-path filter's.

@@ -16,6 +16,7 @@ mod conntrack_snat_remap;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_ndots_amplification;
+mod dns_truncation_fallback;
 mod dns_upstream_unreachable;
 mod go_resolver_dns_first;
 mod hairpin_off;
@@ -171,6 +172,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "connects that arrive on eth1 from a source whose route back is eth0 are dropped by strict reverse-path filtering (IPReversePathFilter rises); the same source over eth0 and eth1's own subnet are answered",
         mitigation: "loose reverse-path filtering (rp_filter=2 on all and eth1)",
+    },
+    ScenarioInfo {
+        name: core::dns_truncation_fallback::INCIDENT.id,
+        incident: Some(&core::dns_truncation_fallback::INCIDENT),
+        run: dns_truncation_fallback::run,
+        reproduction: Reproduction::Native {
+            how: "the DNS pod answers a name with forty A records over UDP truncated (TC=1, as BIND and CoreDNS do past 512 bytes) and in full over TCP; the kube-dns Service exposes 53/udp only, so the client's TCP retry to the ClusterIP is not DNATed and is lost (a blackhole route for the Service range stands for the upstream that drops it). The client re-asks over TCP as glibc does; the lab gives its TCP connect 2 s.",
+        },
+        summary: "a DNS answer too large for UDP comes back truncated; the client's retry over TCP goes to a Service port that does not exist and the lookup fails",
+        mitigation: "53/tcp in the kube-dns Service: the truncated answer is re-asked over TCP and answered",
     },
     ScenarioInfo {
         name: "healthy",

@@ -15,6 +15,7 @@ mod conntrack_snat_remap;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_ndots_amplification;
+mod dns_truncation_fallback;
 mod dns_upstream_unreachable;
 mod evidence;
 mod go_resolver_dns_first;
@@ -152,6 +153,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::rp_filter_drop::INCIDENT,
         scope: Scope::Netns(rp_filter_drop::check),
+    },
+    NodeDetector {
+        incident: &core::dns_truncation_fallback::INCIDENT,
+        scope: Scope::Netns(dns_truncation_fallback::check),
     },
 ];
 
