@@ -546,6 +546,7 @@ impl Engine {
                 if is_icmp_error(*v6, *icmp_type) {
                     let r = pkt_ref(0, 0, 0, 0, 0, 0);
                     self.symptoms.icmp_error(r, *v6, *icmp_type, *code);
+                    self.detectors.icmp_error(&r, *v6, *icmp_type, *code);
                 }
             }
             Transport::Other => {}

@@ -256,3 +256,53 @@ fn a_truncated_answer_retried_over_tcp_is_quiet() {
         );
     }
 }
+
+#[test]
+fn full_size_segments_never_acknowledged_are_the_overlay_mtu() {
+    let dir = fixtures().join("overlay-mtu-blackhole");
+    for v in ["server.pcap", "routing.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "overlay-mtu-blackhole");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Likely),
+            "{v}"
+        );
+        assert!(f[0].reasoning.iter().any(|r| r.contains("no ICMP")), "{v}");
+    }
+    // The receiving side sees a request answered by nothing: no finding.
+    let a = run(&[dir.join("client.pcap")]);
+    assert!(
+        of(&a, "overlay-mtu-blackhole").is_empty(),
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// The healthy look-alike: the same overlay with the ICMP let through: frag-needed reaches the
+/// sender, its path MTU adapts, the transfer completes. The ICMP is in the capture; no finding.
+#[test]
+fn frag_needed_arriving_and_pmtu_adapting_is_quiet() {
+    let dir = fixtures().join("overlay-mtu-blackhole-mitigated");
+    let a = run(&[dir.join("server.pcap")]);
+    assert!(
+        a.symptoms.iter().any(|s| s.summary.contains("ICMP")),
+        "{:#?}",
+        a.symptoms
+    );
+    for v in [
+        "client.pcap",
+        "server.pcap",
+        "node.pcap",
+        "veth.pcap",
+        "routing.pcap",
+    ] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}

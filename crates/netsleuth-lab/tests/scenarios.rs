@@ -71,6 +71,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "dns-truncation-fallback",
         Confidence::Likely,
     ),
+    (
+        "overlay-mtu-blackhole",
+        "overlay-mtu-blackhole",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -245,6 +250,7 @@ scenario_tests! {
     hairpin_off => "hairpin-off",
     rp_filter_drop => "rp-filter-drop",
     dns_truncation_fallback => "dns-truncation-fallback",
+    overlay_mtu_blackhole => "overlay-mtu-blackhole",
 }
 
 #[test]

@@ -111,3 +111,28 @@ fn a_dns_service_without_tcp_is_a_latent_risk() {
         common::show(&r)
     );
 }
+
+#[test]
+fn pod_interfaces_larger_than_the_overlay_are_a_latent_risk() {
+    let r = check_file(&lab_bundle("overlay-mtu-blackhole"));
+    let f = of(&r, "overlay-mtu-blackhole");
+    assert_eq!(f.len(), 1, "{}", common::show(&r));
+    assert_eq!(
+        (f[0].0, f[0].1),
+        (FindingKind::LatentRisk, Confidence::Likely)
+    );
+    assert!(
+        f[0].2.contains("flannel.1") && f[0].2.contains("1450"),
+        "{}",
+        f[0].2
+    );
+    // No overlay device: nothing to compare.
+    for b in ["clean", "bridge-nf-on", "masquerade"] {
+        let r = check_file(&common::fixtures_dir().join(format!("{b}.tar.gz")));
+        assert!(
+            of(&r, "overlay-mtu-blackhole").is_empty(),
+            "{b}: {}",
+            common::show(&r)
+        );
+    }
+}

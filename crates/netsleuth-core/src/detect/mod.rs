@@ -19,6 +19,7 @@ pub mod go_resolver_dns_first;
 pub mod hairpin_off;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
+pub mod overlay_mtu_blackhole;
 pub mod rp_filter_drop;
 pub mod snat_port_clash;
 pub mod tw_recycle_paws;
@@ -47,6 +48,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &hairpin_off::INCIDENT,
     &rp_filter_drop::INCIDENT,
     &dns_truncation_fallback::INCIDENT,
+    &overlay_mtu_blackhole::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -59,6 +61,9 @@ pub fn incident(id: &str) -> Option<&'static Incident> {
 pub trait CaptureDetector: Send {
     fn connection(&mut self, _c: &Conn) {}
     fn query(&mut self, _q: &FinishedQuery) {}
+    /// An ICMP error packet (destination unreachable, too big, time exceeded): only those reach it,
+    /// not every packet.
+    fn icmp_error(&mut self, _p: &PktRef, _v6: bool, _icmp_type: u8, _code: u8) {}
     /// Appends this detector's findings to `out`. `explained` holds the connections (ids, sorted) that
     /// detectors earlier in [`DETECTORS`] have explained; the return value is the ones this one
     /// explains, so that one dropped SYN is offered as evidence of one cause only.
@@ -149,6 +154,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &dns_ndots_amplification::INCIDENT,
         new: || Box::<dns_ndots_amplification::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &overlay_mtu_blackhole::INCIDENT,
+        new: || Box::<overlay_mtu_blackhole::Detector>::default(),
     },
 ];
 
@@ -259,6 +268,12 @@ impl Detectors {
     pub fn connection(&mut self, c: &Conn) {
         for d in &mut self.running {
             d.connection(c);
+        }
+    }
+
+    pub fn icmp_error(&mut self, p: &PktRef, v6: bool, icmp_type: u8, code: u8) {
+        for d in &mut self.running {
+            d.icmp_error(p, v6, icmp_type, code);
         }
     }
 

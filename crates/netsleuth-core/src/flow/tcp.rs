@@ -117,6 +117,10 @@ struct Obs {
     rst_idx: u8,
 }
 
+/// A segment this large is near a full-size one on any Ethernet path (MSS 1460 less options and
+/// overlay overhead): the kind an MTU too small for the path drops.
+pub const BIG_SEGMENT: u32 = 1200;
+
 /// A TCP connection and everything the detectors need to know about it.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -142,6 +146,13 @@ pub struct Conn {
     pub packets: u64,
     pub copies: u64,
     pub data_retransmissions: u32,
+    /// Largest payload seen per direction.
+    pub max_len: [u32; 2],
+    /// Retransmitted segments of at least [`BIG_SEGMENT`] bytes per direction, and the last one.
+    pub big_retransmits: [u32; 2],
+    pub big_retransmit: [Option<PktRef>; 2],
+    /// Highest acknowledgement number sent per direction.
+    pub highest_ack: [Option<u32>; 2],
     pub rsts: Vec<RstSeen>,
     pub rst_count: u32,
     pub fin: [bool; 2],
@@ -183,6 +194,10 @@ impl Conn {
             packets: 0,
             copies: 0,
             data_retransmissions: 0,
+            max_len: [0, 0],
+            big_retransmits: [0, 0],
+            big_retransmit: [None, None],
+            highest_ack: [None, None],
             rsts: Vec::new(),
             rst_count: 0,
             fin: [false, false],
@@ -535,6 +550,10 @@ impl TcpEngine {
                 conn.closed_ts.get_or_insert(pkt.ts_ns);
             }
         }
+        conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
+        if seg.has(ACK) && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0) {
+            conn.highest_ack[dir] = Some(pkt.ack);
+        }
         if !seg.has(RST) {
             let end = pkt
                 .seq
@@ -545,6 +564,10 @@ impl TcpEngine {
                 Some(n) if seq_diff(end, n) <= 0 => {
                     if pkt.len > 0 {
                         conn.data_retransmissions += 1;
+                    }
+                    if pkt.len >= BIG_SEGMENT {
+                        conn.big_retransmits[dir] += 1;
+                        conn.big_retransmit[dir] = Some(pkt);
                     }
                 }
                 old => {

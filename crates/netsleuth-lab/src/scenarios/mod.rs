@@ -23,6 +23,7 @@ mod hairpin_off;
 mod healthy;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod overlay_mtu_blackhole;
 mod rp_filter_drop;
 mod snat_port_clash;
 mod tw_recycle_paws;
@@ -182,6 +183,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a DNS answer too large for UDP comes back truncated; the client's retry over TCP goes to a Service port that does not exist and the lookup fails",
         mitigation: "53/tcp in the kube-dns Service: the truncated answer is re-asked over TCP and answered",
+    },
+    ScenarioInfo {
+        name: core::overlay_mtu_blackhole::INCIDENT.id,
+        incident: Some(&core::overlay_mtu_blackhole::INCIDENT),
+        run: overlay_mtu_blackhole::run,
+        reproduction: Reproduction::Native {
+            how: "the two nodes route pod traffic through a VXLAN device (flannel.1, UDP 8472, MTU 1450) while the pods keep MTU 1500; an nft rule in the server's node drops the ICMP fragmentation-needed it sends (a firewall dropping ICMP).",
+        },
+        summary: "a pod's request to a pod on the other node goes through; the full-size segments of the response do not fit the overlay and the ICMP that would say so is dropped: the response stalls",
+        mitigation: "ICMP fragmentation-needed let through: the server's path MTU adapts to the overlay (the lasting fix is the pods' MTU = underlay − 50, the CNI's mtu setting)",
     },
     ScenarioInfo {
         name: "healthy",

@@ -22,6 +22,7 @@ mod go_resolver_dns_first;
 mod hairpin_off;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod overlay_mtu_blackhole;
 mod rp_filter_drop;
 mod snat_port_clash;
 mod tw_recycle_paws;
@@ -157,6 +158,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::dns_truncation_fallback::INCIDENT,
         scope: Scope::Netns(dns_truncation_fallback::check),
+    },
+    NodeDetector {
+        incident: &core::overlay_mtu_blackhole::INCIDENT,
+        scope: Scope::Node(overlay_mtu_blackhole::check),
     },
 ];
 
