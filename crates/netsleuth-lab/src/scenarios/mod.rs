@@ -189,7 +189,7 @@ pub static INFOS: &[ScenarioInfo] = &[
         incident: Some(&core::overlay_mtu_blackhole::INCIDENT),
         run: overlay_mtu_blackhole::run,
         reproduction: Reproduction::Native {
-            how: "the two nodes route pod traffic through a VXLAN device (flannel.1, UDP 8472, MTU 1450) while the pods keep MTU 1500; an nft rule in the server's node drops the ICMP fragmentation-needed it sends (a firewall dropping ICMP).",
+            how: "the two nodes route pod traffic through a VXLAN device (flannel.1, UDP 8472, MTU 1450) while the pods keep MTU 1500; an nft rule in the server's node drops the ICMP fragmentation-needed it sends (a firewall dropping ICMP). The node view (node.pcap, the bundle) is the server's node.",
         },
         summary: "a pod's request to a pod on the other node goes through; the full-size segments of the response do not fit the overlay and the ICMP that would say so is dropped: the response stalls",
         mitigation: "ICMP fragmentation-needed let through: the server's path MTU adapts to the overlay (the lasting fix is the pods' MTU = underlay − 50, the CNI's mtu setting)",

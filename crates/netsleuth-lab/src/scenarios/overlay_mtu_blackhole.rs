@@ -73,7 +73,10 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
                 bytes: RESPONSE_BYTES,
             },
         )
-        .server_view("web");
+        .server_view("web")
+        // The incident happens on the server's node, where the response should enter the overlay:
+        // that node's `-i any` (and its collected state) is the node view.
+        .record_node("remote");
     if !lab.mitigated {
         // A firewall on the server's node that drops ICMP "fragmentation needed" it would send.
         scene = scene.nft(
