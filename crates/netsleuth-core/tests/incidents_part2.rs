@@ -292,13 +292,7 @@ fn frag_needed_arriving_and_pmtu_adapting_is_quiet() {
         "{:#?}",
         a.symptoms
     );
-    for v in [
-        "client.pcap",
-        "server.pcap",
-        "node.pcap",
-        "veth.pcap",
-        "routing.pcap",
-    ] {
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
         let a = run_with(&[dir.join(v)], &facts(&dir));
         assert!(
             a.findings.iter().all(|f| f.kind != FindingKind::Incident),
