@@ -3,7 +3,8 @@
 //! [`CATALOGUE`] lists the incidents and [`DETECTORS`] their capture detectors.
 //!
 //! Detectors see finalised connections (`flow::tcp::Conn`) and DNS queries (`flow::dns::FinishedQuery`)
-//! as the flow engine hands them out, keep bounded state, and produce findings at the end. Node facts
+//! as the flow engine hands them out (and ICMP errors, the only packets that reach them one by one),
+//! keep bounded state, and produce findings at the end. Node facts
 //! (`NodeContext`), when given, only raise or lower confidence and add evidence; a detector never
 //! claims more than its evidence shows.
 

@@ -25,7 +25,7 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
         if seen.contains(&s.vip.as_str()) {
             continue;
         }
-        let used = nameservers.iter().any(|n| *n == s.vip);
+        let used = nameservers.contains(&s.vip);
         if !used && !s.name.contains("dns") {
             continue;
         }
