@@ -648,6 +648,7 @@ impl PacketSink for Back {
                     let r = pkt_ref(0, 0, 0, 0, 0, 0);
                     self.symptoms
                         .icmp_error(r, *v6, pkt.ip.ident, *icmp_type, *code);
+                    self.detectors.icmp_error(&r, *v6, *icmp_type, *code);
                 }
             }
             Transport::Other => {}
@@ -687,6 +688,7 @@ impl Back {
             answers: msg.header.ancount,
             answers_a: counts.a,
             answers_aaaa: counts.aaaa,
+            truncated: msg.header.qr && msg.header.tc,
         };
         self.dns.message(&obs);
         self.stats.dns_peak_live_queries = self

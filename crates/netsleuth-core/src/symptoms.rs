@@ -387,6 +387,8 @@ impl SymptomCollector {
             let busiest = self.syn_listeners.values().copied().max().unwrap_or(0);
             let listeners = self.syn_listeners.len();
             let considered = vec![
+                consider(&crate::detect::rp_filter_drop::INCIDENT, "looked for a source whose SYNs died on one interface while it was answered on another (a node's `-i any` names the interface); not seen".into()),
+                consider(&crate::detect::hairpin_off::INCIDENT, "looked for SYNs from a Service's own backend to the Service, DNATed to the client itself (or never seen after DNAT) and never answered; not seen".into()),
                 consider(&tw_recycle_paws::INCIDENT, "looked for SYNs from one address whose TCP timestamps fell behind an earlier connection's and were dropped while newer ones were answered; not seen".into()),
                 consider(&snat_port_clash::INCIDENT, "looked for concurrent SYNs from different clients that left with the same SNAT address and port, one of them dropped; not seen".into()),
                 consider(&listen_queue_overflow::INCIDENT, format!("looked for ≥ 3 SYNs dropped in bursts to one listener that answered others; the retransmitted SYNs went to {listeners} listener(s), at most {busiest} to one. Node counters decide: TcpExt ListenOverflows/ListenDrops (`netsleuth check`)")),
@@ -413,6 +415,8 @@ impl SymptomCollector {
                 consider(&dns_upstream_unreachable::INCIDENT, "looked for a DNS server that answered none of ≥ 3 queries while another answered; not seen".into()),
                 consider(&dns_id_collision::INCIDENT, "looked for an A/AAAA pair with one id whose answers came from two servers; not seen".into()),
                 consider(&crate::detect::stale_udp_conntrack::INCIDENT, "looked for one socket's queries to an address unanswered ≥ 3 times in a row while another socket's queries to the same address were answered; not seen".into()),
+                consider(&crate::detect::dns_truncation_fallback::INCIDENT, "looked for a truncated answer (TC=1) whose retry over TCP 53 failed or was never made; not seen".into()),
+                consider(&crate::detect::dns_ndots_amplification::INCIDENT, "looked for a search-list walk (NXDOMAIN for NAME.<search domain>, then NAME) that held a lookup back ≥ 1 s; not seen".into()),
             ]
         };
         if self.dns_unanswered > 0 {

@@ -135,6 +135,15 @@ pub static DROP_REASON_LISTEN_OVERFLOW: VersionFact = VersionFact {
     note: "release approximate (≈6.15)",
 };
 
+pub static DROP_REASON_IP_RPFILTER: VersionFact = VersionFact {
+    id: "kernel-drop-reason-ip-rpfilter",
+    component: Component::Kernel,
+    since: &["5.18"],
+    what: "drop reason IP_RPFILTER for packets that fail the reverse-path check (ip_rcv_finish_core)",
+    source: "include/net/dropreason-core.h SKB_DROP_REASON_IP_RPFILTER (net: ipv4: use kfree_skb_reason() in ip_rcv_finish_core())",
+    note: "release approximate (≈5.18, not checked against a kernel tree here); TcpExt IPReversePathFilter counts the drops on every kernel netsleuth reads",
+};
+
 pub static MUSL_DNS_ID_UNIQUE: VersionFact = VersionFact {
     id: "musl-dns-query-ids-distinct",
     component: Component::Musl,
@@ -152,6 +161,16 @@ pub static MUSL_RESOLV_OPTIONS: VersionFact = VersionFact {
            single-request-reopen and use-vc are ignored",
     source: "https://git.musl-libc.org/cgit/musl/tree/src/network/resolvconf.c",
     note: "",
+};
+
+pub static MUSL_DNS_TCP_FALLBACK: VersionFact = VersionFact {
+    id: "musl-dns-tcp-fallback",
+    component: Component::Musl,
+    since: &["1.2.4"],
+    what: "the stub resolver re-asks over TCP when a UDP answer is truncated (TC=1); before, the \
+           truncated answer was all the application got",
+    source: "https://musl.libc.org/releases.html (1.2.4: \"TCP fallback in DNS lookups\")",
+    note: "Alpine 3.18 is the first release with musl 1.2.4",
 };
 
 pub static MUSL_NO_NSSWITCH: VersionFact = VersionFact {
@@ -216,6 +235,8 @@ pub static TABLE: &[&VersionFact] = &[
     &GO_FILES_FIRST_WITHOUT_NSSWITCH,
     &GO_BUILDINFO_INLINE,
     &CONNTRACK_MAX_INIT_NETNS_ONLY,
+    &DROP_REASON_IP_RPFILTER,
+    &MUSL_DNS_TCP_FALLBACK,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

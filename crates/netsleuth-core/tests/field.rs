@@ -120,3 +120,28 @@ fn field_captures_report_their_symptoms_and_blind_spots() {
         a.symptoms
     );
 }
+
+/// x04 is a real search-list walk (ndots:5: `example.com` asked under three search domains, six
+/// NXDOMAINs, then answered, all within 4 ms). It is the one field capture that shows
+/// dns-ndots-amplification, and only as a latent risk: the walk cost queries, not time.
+#[test]
+fn x04_search_list_walk_is_a_latent_ndots_risk_not_an_incident() {
+    let Some(dir) = field_dir() else { return };
+    let a = run(&dir.join("x04-k8s-pod-dns-ndots5-healthy.pcapng"));
+    let got: Vec<_> = a
+        .findings
+        .iter()
+        .map(|f| (f.id, f.kind, f.confidence))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            "dns-ndots-amplification",
+            FindingKind::LatentRisk,
+            Confidence::Likely
+        )],
+        "{:#?}",
+        a.findings
+    );
+    assert!(a.findings[0].summary.contains("8 queries where 2 would do"));
+}

@@ -181,6 +181,26 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "idle-timeout-reset",
         Confidence::Likely,
     ),
+    // The walk held each external lookup back 1.2 s: a contributing cause, seen from every point.
+    (
+        "dns-ndots-amplification",
+        "client.pcap",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
+    (
+        "dns-ndots-amplification",
+        "node.pcap",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
+    // The node sees the SYN DNATed to its own sender; the client pod only unanswered SYNs.
+    (
+        "hairpin-off",
+        "node.pcap",
+        "hairpin-off",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]

@@ -81,6 +81,9 @@ pub struct Zone {
     /// Extra delay before answering a type (models an answer fetched upstream while the other came
     /// from cache: the AAAA NODATA answer leaves before the A answer).
     pub delay: HashMap<u16, Duration>,
+    /// Extra delay before answering a name under a suffix (models a search domain whose answers come
+    /// from a slow upstream: the node's own domain, forwarded by CoreDNS).
+    pub slow_suffixes: Vec<(String, Duration)>,
 }
 
 impl Zone {
@@ -95,13 +98,41 @@ impl Zone {
         self
     }
 
+    /// Answers for names under `suffix` leave `delay` late.
+    pub fn with_slow_suffix(mut self, suffix: &str, delay: Duration) -> Zone {
+        self.slow_suffixes
+            .push((suffix.trim_matches('.').to_ascii_lowercase(), delay));
+        self
+    }
+
+    /// The answer as a UDP server sends it: one larger than 512 bytes (no EDNS) goes out truncated,
+    /// TC set and its answer section empty, as BIND and CoreDNS do.
+    fn answer_udp(&self, query: &[u8]) -> Option<(Vec<u8>, Duration)> {
+        let (full, delay) = self.answer(query)?;
+        if full.len() <= UDP_ANSWER_LIMIT {
+            return Some((full, delay));
+        }
+        let m = dns::parse(&full).ok()?;
+        let mut r = DnsRepr::from_message(&m);
+        r.answers.clear();
+        r.flags |= dns::header_flags::TC;
+        Some((r.emit(), delay))
+    }
+
     fn answer(&self, query: &[u8]) -> Option<(Vec<u8>, Duration)> {
         let m = dns::parse(query).ok()?;
         let q = m.question.as_ref()?;
         if m.header.qr {
             return None;
         }
-        let delay = self.delay.get(&q.qtype).copied().unwrap_or_default();
+        let lower = q.name.trim_end_matches('.').to_ascii_lowercase();
+        let suffix_delay = self
+            .slow_suffixes
+            .iter()
+            .find(|(s, _)| lower.ends_with(&format!(".{s}")))
+            .map(|(_, d)| *d)
+            .unwrap_or_default();
+        let delay = self.delay.get(&q.qtype).copied().unwrap_or_default() + suffix_delay;
         let asked = DnsRepr::from_message(&m);
         let addrs: Vec<IpAddr> = match self.names.get(&q.name.to_ascii_lowercase()) {
             None => return Some((asked.response(rcode::NXDOMAIN).emit(), delay)),
@@ -119,6 +150,9 @@ impl Zone {
         Some((resp.emit(), delay))
     }
 }
+
+/// The largest UDP answer without EDNS (RFC 1035 §4.2.1).
+pub const UDP_ANSWER_LIMIT: usize = 512;
 
 /// A DNS server or forwarder thread; stops (and joins) when dropped.
 pub struct ServerHandle {
@@ -147,7 +181,7 @@ pub fn serve(ns: &Netns, bind: SocketAddrV4, zone: Zone) -> Result<ServerHandle>
         while !ctl.stopping() {
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
                 q.fetch_add(1, Ordering::SeqCst);
-                if let Some((resp, delay)) = zone.answer(&buf[..n]) {
+                if let Some((resp, delay)) = zone.answer_udp(&buf[..n]) {
                     pending.push((Instant::now() + delay, resp, from));
                 }
             }
@@ -168,6 +202,127 @@ pub fn serve(ns: &Netns, bind: SocketAddrV4, zone: Zone) -> Result<ServerHandle>
         queries,
         log: Arc::new(Mutex::new(Vec::new())),
     })
+}
+
+/// An authoritative server for DNS over TCP on `bind` inside `ns` (RFC 1035 §4.2.2: each message
+/// behind its 2-byte length), answering from `zone` in full.
+pub fn serve_tcp(ns: &Netns, bind: SocketAddrV4, zone: Zone) -> Result<ServerHandle> {
+    let queries = Arc::new(AtomicU64::new(0));
+    let q = Arc::clone(&queries);
+    let daemon = Daemon::start(ns, "dns-tcp-server", move |ctl| {
+        let l = std::net::TcpListener::bind(bind)
+            .map_err(|e| LabError::io(format!("binding the DNS TCP server to {bind}"), e))?;
+        l.set_nonblocking(true).ok();
+        ctl.ready();
+        while !ctl.stopping() {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            s.set_nonblocking(false).ok();
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            if let Some(query) = read_tcp_message(&mut s) {
+                q.fetch_add(1, Ordering::SeqCst);
+                if let Some((resp, _)) = zone.answer(&query) {
+                    let _ = write_tcp_message(&mut s, &resp);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(ServerHandle {
+        _daemon: daemon,
+        queries,
+        log: Arc::new(Mutex::new(Vec::new())),
+    })
+}
+
+fn read_tcp_message(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg).ok()?;
+    Some(msg)
+}
+
+fn write_tcp_message(s: &mut std::net::TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(msg);
+    s.write_all(&framed)
+}
+
+/// A stub resolver asking `name`/A over UDP and, when the answer comes back truncated (TC=1),
+/// again over TCP, as glibc does (and musl ≥ 1.2.4). glibc's TCP connect has no timeout of its own
+/// (the kernel's SYN retries, ~2 min); the lab gives up after `tcp_timeout`.
+pub fn tc_fallback_lookup(
+    server: SocketAddrV4,
+    name: &str,
+    timeout: Duration,
+    tcp_timeout: Duration,
+) -> Lookup {
+    let start = Instant::now();
+    let mut l = Lookup {
+        name: name.into(),
+        ..Default::default()
+    };
+    let Ok(sock) = udp_connected(server) else {
+        l.error = Some("socket failed".into());
+        return l;
+    };
+    let id = fresh_id();
+    let _ = sock.send(&build_query(id, name, rtype::A));
+    l.queries_sent += 1;
+    let mut buf = [0u8; 1500];
+    sock.set_read_timeout(Some(timeout)).ok();
+    let (n, truncated) = match sock.recv(&mut buf) {
+        Ok(n) => (
+            n,
+            dns::parse(&buf[..n]).map(|m| m.header.tc).unwrap_or(false),
+        ),
+        Err(_) => {
+            l.error = Some(format!("timed out after {:.1} s", timeout.as_secs_f64()));
+            l.elapsed = start.elapsed();
+            return l;
+        }
+    };
+    if !truncated {
+        if let Some(m) = reply(&buf[..n]) {
+            l.a = m.a;
+        }
+        l.elapsed = start.elapsed();
+        return l;
+    }
+    l.detail.push(format!(
+        "{:>7.1} ms  UDP answer truncated (TC=1): re-asking over TCP",
+        start.elapsed().as_secs_f64() * 1e3
+    ));
+    let tcp = std::net::TcpStream::connect_timeout(&SocketAddr::V4(server), tcp_timeout);
+    let mut s = match tcp {
+        Ok(s) => s,
+        Err(e) => {
+            l.error = Some(format!(
+                "truncated answer, and TCP to {server} failed: {}",
+                crate::traffic::errno_name(&e)
+            ));
+            l.elapsed = start.elapsed();
+            return l;
+        }
+    };
+    s.set_read_timeout(Some(timeout)).ok();
+    let id = fresh_id();
+    l.queries_sent += 1;
+    if write_tcp_message(&mut s, &build_query(id, name, rtype::A)).is_err() {
+        l.error = Some("truncated answer, and the TCP query could not be sent".into());
+    } else {
+        match read_tcp_message(&mut s).and_then(|m| reply(&m)) {
+            Some(m) => l.a = m.a,
+            None => l.error = Some("truncated answer, and no answer over TCP".into()),
+        }
+    }
+    l.elapsed = start.elapsed();
+    l
 }
 
 /// A CoreDNS-like forwarder (`forward . /etc/resolv.conf` with `policy round_robin`): each query goes
@@ -448,6 +603,43 @@ fn recv_matching(
             Err(_) => return None,
         }
     }
+}
+
+/// glibc's `getaddrinfo` with a search list: each candidate of [`search_candidates`] in turn
+/// ([`glibc_lookup`] for each, A and AAAA from one socket), until one is answered with an address;
+/// NXDOMAIN moves on to the next. The queries and time of every candidate are summed.
+pub fn glibc_search_lookup(
+    server: SocketAddrV4,
+    name: &str,
+    search: &[&str],
+    ndots: usize,
+    timeout: Duration,
+) -> Lookup {
+    let start = Instant::now();
+    let mut total = Lookup {
+        name: name.into(),
+        ..Default::default()
+    };
+    for candidate in search_candidates(name, search, ndots) {
+        let l = glibc_lookup(server, &candidate, timeout, 2, false);
+        total.queries_sent += l.queries_sent;
+        total.retransmitted |= l.retransmitted;
+        total.detail.push(format!(
+            "{candidate}: {} queries, {:.1} ms, {}",
+            l.queries_sent,
+            l.elapsed.as_secs_f64() * 1e3,
+            l.error.as_deref().unwrap_or("answered")
+        ));
+        if !l.a.is_empty() || !l.aaaa.is_empty() {
+            total.a = l.a;
+            total.aaaa = l.aaaa;
+            total.error = None;
+            break;
+        }
+        total.error = l.error;
+    }
+    total.elapsed = start.elapsed();
+    total
 }
 
 /// How musl builds the query ID.

@@ -306,6 +306,11 @@ impl Net<'_> {
     pub fn node(&self) -> &Netns {
         &self.topo.node
     }
+
+    /// The name of `role`'s veth end on its machine's bridge (a `cni0` port), if `role` is a pod.
+    pub fn host_veth(&self, role: &str) -> Option<&str> {
+        self.topo.pod(role).map(|p| p.host_veth.as_str())
+    }
 }
 
 impl<'l> Net<'l> {

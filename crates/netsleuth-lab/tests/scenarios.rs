@@ -79,6 +79,23 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "idle-timeout-reset",
         Confidence::Likely,
     ),
+    (
+        "dns-ndots-amplification",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
+    ("hairpin-off", "hairpin-off", Confidence::Likely),
+    ("rp-filter-drop", "rp-filter-drop", Confidence::Likely),
+    (
+        "dns-truncation-fallback",
+        "dns-truncation-fallback",
+        Confidence::Likely,
+    ),
+    (
+        "overlay-mtu-blackhole",
+        "overlay-mtu-blackhole",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -253,6 +270,11 @@ scenario_tests! {
     conntrack_invalid_reset => "conntrack-invalid-reset",
     stale_udp_conntrack => "stale-udp-conntrack",
     idle_timeout_reset => "idle-timeout-reset",
+    dns_ndots_amplification => "dns-ndots-amplification",
+    hairpin_off => "hairpin-off",
+    rp_filter_drop => "rp-filter-drop",
+    dns_truncation_fallback => "dns-truncation-fallback",
+    overlay_mtu_blackhole => "overlay-mtu-blackhole",
 }
 
 #[test]

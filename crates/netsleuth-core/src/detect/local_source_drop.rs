@@ -15,10 +15,8 @@ unhealthy.",
     remedy: "Exclude LoadBalancer IPs from kube-ipvs0 (kube-proxy --exclude-external-ip / newer kube-proxy \
 behaviour, or ipvs strictARP settings as the provider documents), or have the LB probe from another address; \
 net.ipv4.conf.<dev>.accept_local=1 alone lets the probe in, but the reply must still route back.",
-    sysctls: &[
-        "net.ipv4.conf.all.accept_local",
-        "net.ipv4.conf.all.rp_filter",
-    ],
+    // rp_filter also takes part in source validation; it is listed (once) by rp-filter-drop.
+    sysctls: &["net.ipv4.conf.all.accept_local"],
     versions: &[&versions::DROP_REASON_IP_LOCAL_SOURCE],
     evidence: "Node: the Service's LoadBalancer IP is an address on `kube-ipvs0` (so `local <IP>` in table \
 local) and `accept_local=0`; `externalTrafficPolicy: Local`. Counter: `/proc/net/stat/rt_cache` `in_martian_src`. \

@@ -3,7 +3,8 @@
 //! [`CATALOGUE`] lists the incidents and [`DETECTORS`] their capture detectors.
 //!
 //! Detectors see finalised connections (`flow::tcp::Conn`) and DNS queries (`flow::dns::FinishedQuery`)
-//! as the flow engine hands them out, keep bounded state, and produce findings at the end. Node facts
+//! as the flow engine hands them out (and ICMP errors, the only packets that reach them one by one),
+//! keep bounded state, and produce findings at the end. Node facts
 //! (`NodeContext`), when given, only raise or lower confidence and add evidence; a detector never
 //! claims more than its evidence shows.
 
@@ -14,11 +15,16 @@ pub mod conntrack_snat_remap;
 pub mod conntrack_table_full;
 pub mod dns_conntrack_race;
 pub mod dns_id_collision;
+pub mod dns_ndots_amplification;
+pub mod dns_truncation_fallback;
 pub mod dns_upstream_unreachable;
 pub mod go_resolver_dns_first;
 pub mod idle_timeout_reset;
+pub mod hairpin_off;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
+pub mod overlay_mtu_blackhole;
+pub mod rp_filter_drop;
 pub mod snat_port_clash;
 pub mod stale_udp_conntrack;
 pub mod tw_recycle_paws;
@@ -47,6 +53,11 @@ pub static CATALOGUE: &[&Incident] = &[
     &conntrack_invalid_reset::INCIDENT,
     &stale_udp_conntrack::INCIDENT,
     &idle_timeout_reset::INCIDENT,
+    &dns_ndots_amplification::INCIDENT,
+    &hairpin_off::INCIDENT,
+    &rp_filter_drop::INCIDENT,
+    &dns_truncation_fallback::INCIDENT,
+    &overlay_mtu_blackhole::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -59,6 +70,9 @@ pub fn incident(id: &str) -> Option<&'static Incident> {
 pub trait CaptureDetector: Send {
     fn connection(&mut self, _c: &Conn) {}
     fn query(&mut self, _q: &FinishedQuery) {}
+    /// An ICMP error packet (destination unreachable, too big, time exceeded): only those reach it,
+    /// not every packet.
+    fn icmp_error(&mut self, _p: &PktRef, _v6: bool, _icmp_type: u8, _code: u8) {}
     /// Appends this detector's findings to `out`. `explained` holds the connections (ids, sorted) that
     /// detectors earlier in [`DETECTORS`] have explained; the return value is the ones this one
     /// explains, so that one dropped SYN is offered as evidence of one cause only.
@@ -124,6 +138,23 @@ pub static DETECTORS: &[DetectorEntry] = &[
         incident: &snat_port_clash::INCIDENT,
         new: || Box::<snat_port_clash::Detector>::default(),
     },
+    // Before the listen queue: SYNs to a Service from its own backend, never DNATed onward, are the
+    // hairpin's, not a full accept queue's.
+    DetectorEntry {
+        incident: &hairpin_off::INCIDENT,
+        new: || Box::<hairpin_off::Detector>::default(),
+    },
+    // A TCP 53 SYN after a truncated answer is the fallback's, not a listener's or a source's.
+    DetectorEntry {
+        incident: &dns_truncation_fallback::INCIDENT,
+        new: || Box::<dns_truncation_fallback::Detector>::default(),
+    },
+    // Also before the listen queue: a source's SYNs dying on one interface while it is answered on
+    // another are the reverse-path filter's.
+    DetectorEntry {
+        incident: &rp_filter_drop::INCIDENT,
+        new: || Box::<rp_filter_drop::Detector>::default(),
+    },
     DetectorEntry {
         incident: &listen_queue_overflow::INCIDENT,
         new: || Box::<listen_queue_overflow::Detector>::default(),
@@ -159,6 +190,14 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &idle_timeout_reset::INCIDENT,
         new: || Box::<idle_timeout_reset::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &dns_ndots_amplification::INCIDENT,
+        new: || Box::<dns_ndots_amplification::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &overlay_mtu_blackhole::INCIDENT,
+        new: || Box::<overlay_mtu_blackhole::Detector>::default(),
     },
 ];
 
@@ -365,6 +404,13 @@ impl Detectors {
     pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
         for &i in &self.control {
             self.running[i].tcp_control(p, ttl);
+        }
+    }
+
+    /// An ICMP error (frag-needed, unreachable) for the detectors that look at them.
+    pub fn icmp_error(&mut self, p: &PktRef, v6: bool, icmp_type: u8, code: u8) {
+        for d in &mut self.running {
+            d.icmp_error(p, v6, icmp_type, code);
         }
     }
 

@@ -71,6 +71,12 @@ impl Detector {
         if c.syns.len() < 2 {
             return;
         }
+        // A SYN DNATed to its own sender and lost there is the bridge's hairpin (hairpin-off), not a
+        // clash: its retransmission may be balanced elsewhere and pass, which looks like one.
+        let sender = c.legs[0].client.ip;
+        if c.legs.iter().skip(1).any(|l| l.server.ip == sender) {
+            return;
+        }
         let first = &c.syns[0];
         let Some(later) = c.syns[1..]
             .iter()

@@ -30,6 +30,8 @@ pub struct DnsMessageObs<'a> {
     pub answers: u16,
     pub answers_a: u16,
     pub answers_aaaa: u16,
+    /// TC: the answer did not fit (a UDP answer the client should re-ask over TCP).
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub struct DnsResponse {
     pub answers: u16,
     pub answers_a: u16,
     pub answers_aaaa: u16,
+    pub truncated: bool,
 }
 
 /// A query and what became of it.
@@ -379,6 +382,7 @@ fn record_response(q: &mut DnsQuery, m: &DnsMessageObs<'_>) {
         answers: m.answers,
         answers_a: m.answers_a,
         answers_aaaa: m.answers_aaaa,
+        truncated: m.truncated,
     };
     if at_origin && q.response_at_origin.is_none() {
         q.response_at_origin = Some(r.clone());

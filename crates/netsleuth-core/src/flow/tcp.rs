@@ -87,6 +87,9 @@ pub struct SynAttempt {
     pub legs_seen: u32,
     /// Bit i set: seen in input i (capture file).
     pub inputs_seen: u32,
+    /// The interface of its first sighting that named one (a `-i any` capture's ifindex), also when
+    /// an earlier sighting came from a capture of one interface.
+    pub ifindex: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,10 @@ struct Obs {
     rst_idx: u8,
 }
 
+/// A segment this large is near a full-size one on any Ethernet path (MSS 1460 less options and
+/// overlay overhead): the kind an MTU too small for the path drops.
+pub const BIG_SEGMENT: u32 = 1200;
+
 /// A TCP connection and everything the detectors need to know about it.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -126,6 +133,8 @@ pub struct Conn {
     pub syns: Vec<SynAttempt>,
     pub syn_transmissions: u32,
     pub synack: Option<PktRef>,
+    /// The interface of the first SYN-ACK sighting that named one.
+    pub synack_ifindex: Option<u32>,
     pub synack_transmissions: u32,
     /// The client acknowledged the SYN-ACK or data flowed both ways.
     pub established: bool,
@@ -137,6 +146,13 @@ pub struct Conn {
     pub packets: u64,
     pub copies: u64,
     pub data_retransmissions: u32,
+    /// Largest payload seen per direction.
+    pub max_len: [u32; 2],
+    /// Retransmitted segments of at least [`BIG_SEGMENT`] bytes per direction, and the last one.
+    pub big_retransmits: [u32; 2],
+    pub big_retransmit: [Option<PktRef>; 2],
+    /// Highest acknowledgement number sent per direction.
+    pub highest_ack: [Option<u32>; 2],
     pub rsts: Vec<RstSeen>,
     pub rst_count: u32,
     pub fin: [bool; 2],
@@ -168,6 +184,7 @@ impl Conn {
             syns: Vec::new(),
             syn_transmissions: 0,
             synack: None,
+            synack_ifindex: None,
             synack_transmissions: 0,
             established: false,
             first_ts: ts,
@@ -177,6 +194,10 @@ impl Conn {
             packets: 0,
             copies: 0,
             data_retransmissions: 0,
+            max_len: [0, 0],
+            big_retransmits: [0, 0],
+            big_retransmit: [None, None],
+            highest_ack: [None, None],
             rsts: Vec::new(),
             rst_count: 0,
             fin: [false, false],
@@ -455,6 +476,9 @@ impl TcpEngine {
             syn_idx: u8::MAX,
             rst_idx: u8::MAX,
         };
+        if is_synack && !from_client && conn.synack_ifindex.is_none() {
+            conn.synack_ifindex = pkt.ifindex;
+        }
         if let Some(prev) = conn.recent.iter().find(|o| is_copy(o, &obs)).copied() {
             conn.copies += 1;
             self.stats.copies += 1;
@@ -463,6 +487,7 @@ impl TcpEngine {
             if let Some(s) = conn.syns.get_mut(prev.syn_idx as usize) {
                 s.legs_seen |= bit;
                 s.inputs_seen |= input_bit;
+                s.ifindex = s.ifindex.or(pkt.ifindex);
             }
             if let Some(r) = conn.rsts.get_mut(prev.rst_idx as usize) {
                 r.legs_seen |= bit;
@@ -496,6 +521,7 @@ impl TcpEngine {
                     tsval: seg.options.timestamp.map(|t| t.0),
                     legs_seen: 1 << leg_idx.min(31),
                     inputs_seen: 1 << pkt.input.min(31),
+                    ifindex: pkt.ifindex,
                 });
             }
         }
@@ -524,6 +550,10 @@ impl TcpEngine {
                 conn.closed_ts.get_or_insert(pkt.ts_ns);
             }
         }
+        conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
+        if seg.has(ACK) && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0) {
+            conn.highest_ack[dir] = Some(pkt.ack);
+        }
         if !seg.has(RST) {
             let end = pkt
                 .seq
@@ -534,6 +564,10 @@ impl TcpEngine {
                 Some(n) if seq_diff(end, n) <= 0 => {
                     if pkt.len > 0 {
                         conn.data_retransmissions += 1;
+                    }
+                    if pkt.len >= BIG_SEGMENT {
+                        conn.big_retransmits[dir] += 1;
+                        conn.big_retransmit[dir] = Some(pkt);
                     }
                 }
                 old => {

@@ -17,12 +17,17 @@ mod conntrack_snat_remap;
 mod conntrack_table_full;
 mod dns_conntrack_race;
 mod dns_id_collision;
+mod dns_ndots_amplification;
+mod dns_truncation_fallback;
 mod dns_upstream_unreachable;
 mod go_resolver_dns_first;
+mod hairpin_off;
 mod healthy;
 mod idle_timeout_reset;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod overlay_mtu_blackhole;
+mod rp_filter_drop;
 mod snat_port_clash;
 mod stale_udp_conntrack;
 mod tw_recycle_paws;
@@ -183,6 +188,56 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a pod's connection through a load balancer outside the cluster idles past the balancer's timeout; the balancer resets the next segment (ECONNRESET)",
         mitigation: "TCP keepalive (idle 1 s) shorter than the balancer's idle timeout",
+    },
+    ScenarioInfo {
+        name: core::dns_ndots_amplification::INCIDENT.id,
+        incident: Some(&core::dns_ndots_amplification::INCIDENT),
+        run: dns_ndots_amplification::run,
+        reproduction: Reproduction::Native {
+            how: "the client pod's resolver walks its search list as glibc's getaddrinfo does (ndots:5, four search domains, A and AAAA from one socket per candidate); the DNS pod answers names under the node's own search domain 1.2 s late, as CoreDNS forwarding them to a slow upstream does.",
+        },
+        summary: "with ndots:5 every external name is asked under four search domains first (8 NXDOMAIN queries per lookup); the node's search domain answers slowly, so every external lookup waits 1.2 s",
+        mitigation: "external names written as FQDNs with a trailing dot (api.example.com.): 2 queries per lookup, no walk",
+    },
+    ScenarioInfo {
+        name: core::hairpin_off::INCIDENT.id,
+        incident: Some(&core::hairpin_off::INCIDENT),
+        run: hairpin_off::run,
+        reproduction: Reproduction::Native {
+            how: "bridge-nf-call-iptables=1 in the node namespace and hairpin off on the client pod's cni0 port; the client pod is one of the two backends of the ClusterIP it calls, so DNAT sends about half of its connects to itself.",
+        },
+        summary: "a pod that backs a Service connects to it; when DNAT picks the pod itself the bridge drops the frame (hairpin off) and the connect times out, while another pod reaches the Service",
+        mitigation: "hairpin on for the pod's bridge port (kubelet --hairpin-mode=hairpin-veth)",
+    },
+    ScenarioInfo {
+        name: core::rp_filter_drop::INCIDENT.id,
+        incident: Some(&core::rp_filter_drop::INCIDENT),
+        run: rp_filter_drop::run,
+        reproduction: Reproduction::Native {
+            how: "the node namespace has two links to the remote node and rp_filter=1 (all and eth1); a client address behind the remote node is routed back via eth0 but connects to the node's eth1 address, arriving on eth1.",
+        },
+        summary: "connects that arrive on eth1 from a source whose route back is eth0 are dropped by strict reverse-path filtering (IPReversePathFilter rises); the same source over eth0 and eth1's own subnet are answered",
+        mitigation: "loose reverse-path filtering (rp_filter=2 on all and eth1)",
+    },
+    ScenarioInfo {
+        name: core::dns_truncation_fallback::INCIDENT.id,
+        incident: Some(&core::dns_truncation_fallback::INCIDENT),
+        run: dns_truncation_fallback::run,
+        reproduction: Reproduction::Native {
+            how: "the DNS pod answers a name with forty A records over UDP truncated (TC=1, as BIND and CoreDNS do past 512 bytes) and in full over TCP; the kube-dns Service exposes 53/udp only, so the client's TCP retry to the ClusterIP is not DNATed and is lost (a blackhole route for the Service range stands for the upstream that drops it). The client re-asks over TCP as glibc does; the lab gives its TCP connect 2 s.",
+        },
+        summary: "a DNS answer too large for UDP comes back truncated; the client's retry over TCP goes to a Service port that does not exist and the lookup fails",
+        mitigation: "53/tcp in the kube-dns Service: the truncated answer is re-asked over TCP and answered",
+    },
+    ScenarioInfo {
+        name: core::overlay_mtu_blackhole::INCIDENT.id,
+        incident: Some(&core::overlay_mtu_blackhole::INCIDENT),
+        run: overlay_mtu_blackhole::run,
+        reproduction: Reproduction::Native {
+            how: "the two nodes route pod traffic through a VXLAN device (flannel.1, UDP 8472, MTU 1450) while the pods keep MTU 1500; an nft rule in the server's node drops the ICMP fragmentation-needed it sends (a firewall dropping ICMP). The node view (node.pcap, the bundle) is the server's node.",
+        },
+        summary: "a pod's request to a pod on the other node goes through; the full-size segments of the response do not fit the overlay and the ICMP that would say so is dropped: the response stalls",
+        mitigation: "ICMP fragmentation-needed let through: the server's path MTU adapts to the overlay (the lasting fix is the pods' MTU = underlay − 50, the CNI's mtu setting)",
     },
     ScenarioInfo {
         name: "healthy",

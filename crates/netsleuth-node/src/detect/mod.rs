@@ -16,12 +16,17 @@ mod conntrack_snat_remap;
 mod conntrack_table_full;
 mod dns_conntrack_race;
 mod dns_id_collision;
+mod dns_ndots_amplification;
+mod dns_truncation_fallback;
 mod dns_upstream_unreachable;
 mod evidence;
 mod go_resolver_dns_first;
 mod idle_timeout_reset;
+mod hairpin_off;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod overlay_mtu_blackhole;
+mod rp_filter_drop;
 mod snat_port_clash;
 mod stale_udp_conntrack;
 mod tw_recycle_paws;
@@ -157,6 +162,26 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::idle_timeout_reset::INCIDENT,
         scope: Scope::Netns(idle_timeout_reset::check),
+    },
+    NodeDetector {
+        incident: &core::dns_ndots_amplification::INCIDENT,
+        scope: Scope::Root(dns_ndots_amplification::check),
+    },
+    NodeDetector {
+        incident: &core::hairpin_off::INCIDENT,
+        scope: Scope::Netns(hairpin_off::check),
+    },
+    NodeDetector {
+        incident: &core::rp_filter_drop::INCIDENT,
+        scope: Scope::Netns(rp_filter_drop::check),
+    },
+    NodeDetector {
+        incident: &core::dns_truncation_fallback::INCIDENT,
+        scope: Scope::Netns(dns_truncation_fallback::check),
+    },
+    NodeDetector {
+        incident: &core::overlay_mtu_blackhole::INCIDENT,
+        scope: Scope::Node(overlay_mtu_blackhole::check),
     },
 ];
 

@@ -26,6 +26,11 @@ pub struct Link {
     pub flags: Vec<String>,
     /// A bridge's own `nf_call_iptables` option (it overrides a 0 sysctl for that bridge).
     pub bridge_nf_call_iptables: Option<bool>,
+    /// A bridge port's hairpin mode (`ip -d`: `info_slave_data.hairpin`).
+    pub hairpin: Option<bool>,
+    /// The peer's ifindex of a veth (in the namespace `link_netnsid` names), or the lower device's.
+    pub link_index: Option<u32>,
+    pub mtu: Option<u32>,
     pub addrs: Vec<Addr>,
 }
 
@@ -111,6 +116,15 @@ pub fn parse_addr_json(text: &str) -> Parsed<Vec<Link>> {
                 .and_then(|d| d.get("nf_call_iptables"))
                 .and_then(Value::as_u64)
                 .map(|v| v != 0),
+            hairpin: info
+                .and_then(|i| i.get("info_slave_data"))
+                .and_then(|d| d.get("hairpin"))
+                .and_then(|h| h.as_bool().or_else(|| h.as_u64().map(|v| v != 0))),
+            link_index: l
+                .get("link_index")
+                .and_then(Value::as_u64)
+                .map(|v| v as u32),
+            mtu: l.get("mtu").and_then(Value::as_u64).map(|v| v as u32),
             addrs,
         });
     }
@@ -283,6 +297,7 @@ pub fn parse_addr_text(text: &str) -> Parsed<Vec<Link>> {
                 master: after("master"),
                 operstate: after("state").unwrap_or_default(),
                 flags,
+                mtu: after("mtu").and_then(|m| m.parse().ok()),
                 ..Default::default()
             });
             after_link_line = false;

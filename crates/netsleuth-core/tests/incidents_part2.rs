@@ -1,0 +1,303 @@
+//! The DNS, overlay and routing incidents of the catalogue's second part, on the lab's recordings
+//! (fixtures/lab) and on hand-made look-alikes: what each capture must show, and what must stay quiet.
+
+use netsleuth_core::node::NodeContext;
+use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lab")
+}
+
+fn run(files: &[PathBuf]) -> Analysis {
+    run_with(files, &NodeContext::default())
+}
+
+fn facts(dir: &Path) -> NodeContext {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("facts.json")).expect("facts.json"))
+        .expect("facts.json is a NodeContext")
+}
+
+fn run_with(files: &[PathBuf], node: &NodeContext) -> Analysis {
+    analyze(
+        files
+            .iter()
+            .map(|f| Input {
+                name: f.display().to_string(),
+                reader: Box::new(
+                    std::fs::File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+                ),
+            })
+            .collect(),
+        node,
+    )
+}
+
+fn of<'a>(a: &'a Analysis, id: &str) -> Vec<&'a netsleuth_core::Finding> {
+    a.findings.iter().filter(|f| f.id == id).collect()
+}
+
+#[test]
+fn ndots_walk_that_held_lookups_back_is_a_contributing_cause() {
+    let dir = fixtures().join("dns-ndots-amplification");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "dns-ndots-amplification");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Likely),
+            "{v}"
+        );
+        // The evidence is the walk: each search candidate NXDOMAIN, then the name itself.
+        let frames: usize = f[0]
+            .evidence
+            .iter()
+            .map(|e| match e {
+                netsleuth_core::Evidence::Packets { frames, .. } => frames.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(frames >= 10, "{v}: {frames} frames of evidence");
+        assert!(
+            f[0].summary.contains("4 search domain(s)"),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].look_alikes.iter().all(|l| l.ruled_out));
+        // The slow-DNS symptom names it as its explanation.
+        assert!(a.symptoms.iter().any(|s| s
+            .considered
+            .iter()
+            .any(|c| c.id == "dns-ndots-amplification" && c.verdict == "explains")));
+    }
+}
+
+/// The healthy look-alike: the same pod (ndots:5, four search domains) resolving in-cluster short
+/// names, which the first search domain answers, and external names as FQDNs: no finding at all.
+#[test]
+fn ndots_pod_resolving_in_cluster_names_is_quiet() {
+    let dir = fixtures().join("dns-ndots-amplification-mitigated");
+    for v in ["client.pcap", "node.pcap"] {
+        let a = run(&[dir.join(v)]);
+        assert!(
+            of(&a, "dns-ndots-amplification").is_empty(),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+    // The other DNS scenarios' pods have ndots:5 too and ask single names: no walk there.
+    for d in [
+        "dns-conntrack-race",
+        "dns-id-collision",
+        "dns-upstream-unreachable",
+        "go-resolver-dns-first",
+        "healthy",
+    ] {
+        let a = run(&[fixtures().join(d).join("node.pcap")]);
+        assert!(
+            of(&a, "dns-ndots-amplification").is_empty(),
+            "{d}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+#[test]
+fn hairpin_dnat_to_self_is_seen_from_the_node() {
+    let dir = fixtures().join("hairpin-off");
+    let a = run(&[dir.join("node.pcap")]);
+    let f = of(&a, "hairpin-off");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(
+        (f[0].kind, f[0].confidence),
+        (FindingKind::Incident, Confidence::Likely)
+    );
+    assert!(
+        f[0].summary.contains("the client itself"),
+        "{}",
+        f[0].summary
+    );
+    // The SYN translated to its own sender is in the evidence.
+    assert!(f[0].evidence.iter().any(
+        |e| matches!(e, netsleuth_core::Evidence::Packets { frames, .. }
+        if frames.iter().any(|fr| fr.src == fr.dst && fr.what.contains("after DNAT")))
+    ));
+    // A first SYN lost at the bridge whose retransmission was balanced elsewhere is not a SNAT clash.
+    assert!(of(&a, "snat-port-clash").is_empty(), "{:#?}", a.findings);
+    // The client pod alone sees unanswered SYNs; the node facts (the Service's endpoints) link them.
+    let a = run(&[dir.join("client.pcap")]);
+    assert!(
+        a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+        "{:#?}",
+        a.findings
+    );
+    let a = run_with(&[dir.join("client.pcap")], &facts(&dir));
+    let f = of(&a, "hairpin-off");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(f[0].confidence, Confidence::Likely);
+}
+
+/// The healthy look-alike: hairpin on, the pod's connects to its own Service DNATed to itself and
+/// answered (masqueraded by kube-proxy): nothing from any vantage, with or without node facts.
+#[test]
+fn hairpin_on_is_quiet() {
+    let dir = fixtures().join("hairpin-off-mitigated");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+#[test]
+fn syns_dying_on_one_interface_are_the_reverse_path_filter() {
+    let dir = fixtures().join("rp-filter-drop");
+    let a = run(&[dir.join("node.pcap")]);
+    let f = of(&a, "rp-filter-drop");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(
+        (f[0].kind, f[0].confidence),
+        (FindingKind::Incident, Confidence::Likely)
+    );
+    assert!(f[0].summary.contains("192.168.60.5"), "{}", f[0].summary);
+    // The node facts (net.ipv4.conf.all.rp_filter = 1) confirm it.
+    let a = run_with(&[dir.join("node.pcap")], &facts(&dir));
+    let f = of(&a, "rp-filter-drop");
+    assert_eq!(f[0].confidence, Confidence::Confirmed, "{:#?}", f[0]);
+    // Analysed together with the client's capture (which names no interface, and sees each SYN
+    // first), the node's copies still say where the SYNs came in.
+    let a = run(&[dir.join("client.pcap"), dir.join("node.pcap")]);
+    assert_eq!(
+        a.findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Incident)
+            .map(|f| (f.id, f.confidence))
+            .collect::<Vec<_>>(),
+        vec![("rp-filter-drop", Confidence::Likely)]
+    );
+    // With node facts saying rp_filter is loose everywhere, only `possible`.
+    let mut loose = facts(&dir);
+    for (k, v) in loose.sysctls.iter_mut() {
+        if k.ends_with(".rp_filter") {
+            *v = "2".into();
+        }
+    }
+    let a = run_with(&[dir.join("node.pcap")], &loose);
+    assert_eq!(of(&a, "rp-filter-drop")[0].confidence, Confidence::Possible);
+}
+
+/// The healthy look-alike: the same asymmetric path with loose filtering (rp_filter=2): the SYN
+/// comes in on eth1 and is answered out of eth0. Nothing from any vantage.
+#[test]
+fn an_asymmetric_path_with_loose_filtering_is_quiet() {
+    let dir = fixtures().join("rp-filter-drop-mitigated");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+#[test]
+fn a_truncated_answer_whose_tcp_retry_dies_is_the_fallback() {
+    let dir = fixtures().join("dns-truncation-fallback");
+    for v in ["client.pcap", "node.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "dns-truncation-fallback");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Likely),
+            "{v}"
+        );
+        assert!(f[0].summary.contains("never answered"), "{}", f[0].summary);
+        // The TCP 53 SYNs are the fallback's, not another SYN-drop cause's.
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::Incident)
+                .count(),
+            1
+        );
+    }
+    // The node facts show the kube-dns Service with 53/udp only: confirmed.
+    let a = run_with(&[dir.join("client.pcap")], &facts(&dir));
+    assert_eq!(
+        of(&a, "dns-truncation-fallback")[0].confidence,
+        Confidence::Confirmed
+    );
+    // The DNS pod's own view has the truncated answers and no TCP: not enough without the libc.
+    let a = run(&[dir.join("server.pcap")]);
+    assert!(
+        of(&a, "dns-truncation-fallback").is_empty(),
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// The healthy look-alike: a legitimate TC=1 answer re-asked over TCP and answered (the answer is
+/// larger than the capture's snap length, so only its bytes are seen): quiet from every vantage.
+#[test]
+fn a_truncated_answer_retried_over_tcp_is_quiet() {
+    let dir = fixtures().join("dns-truncation-fallback-mitigated");
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+#[test]
+fn full_size_segments_never_acknowledged_are_the_overlay_mtu() {
+    let dir = fixtures().join("overlay-mtu-blackhole");
+    // The sender's own view and its node's `-i any` (the lab records the server's node as the node).
+    for v in ["server.pcap", "node.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "overlay-mtu-blackhole");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Likely),
+            "{v}"
+        );
+        assert!(f[0].reasoning.iter().any(|r| r.contains("no ICMP")), "{v}");
+    }
+    // The receiving side sees a request answered by nothing: no finding.
+    let a = run(&[dir.join("client.pcap")]);
+    assert!(
+        of(&a, "overlay-mtu-blackhole").is_empty(),
+        "{:#?}",
+        a.findings
+    );
+}
+
+/// The healthy look-alike: the same overlay with the ICMP let through: frag-needed reaches the
+/// sender, its path MTU adapts, the transfer completes. The ICMP is in the capture; no finding.
+#[test]
+fn frag_needed_arriving_and_pmtu_adapting_is_quiet() {
+    let dir = fixtures().join("overlay-mtu-blackhole-mitigated");
+    let a = run(&[dir.join("server.pcap")]);
+    assert!(
+        a.symptoms.iter().any(|s| s.summary.contains("ICMP")),
+        "{:#?}",
+        a.symptoms
+    );
+    for v in ["client.pcap", "server.pcap", "node.pcap", "veth.pcap"] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}
