@@ -183,6 +183,16 @@ pub static GO_BUILDINFO_INLINE: VersionFact = VersionFact {
     note: "",
 };
 
+pub static TS_OFFSET_PER_HOST: VersionFact = VersionFact {
+    id: "kernel-tcp-ts-offset-per-host",
+    component: Component::Kernel,
+    since: &["4.11"],
+    what: "secure_seq: downgrade to per-host timestamp offsets (one TS clock per source/destination address \
+           pair: one host keeps one clock toward a server, so two clocks on one source address are two hosts)",
+    source: "https://git.kernel.org/torvalds/c/28ee1b746f49",
+    note: "",
+};
+
 /// Every row, in the order above.
 pub static TABLE: &[&VersionFact] = &[
     &MASQUERADE_FLUSH_PER_ADDRESS,
@@ -201,6 +211,7 @@ pub static TABLE: &[&VersionFact] = &[
     &MUSL_NO_NSSWITCH,
     &GO_FILES_FIRST_WITHOUT_NSSWITCH,
     &GO_BUILDINFO_INLINE,
+    &TS_OFFSET_PER_HOST,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

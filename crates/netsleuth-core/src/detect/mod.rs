@@ -17,6 +17,7 @@ pub mod go_resolver_dns_first;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod snat_port_clash;
+pub mod timewait_paws_reject;
 pub mod tw_recycle_paws;
 
 use crate::finding::{format_ts, Evidence, Finding, FrameRef, Incident};
@@ -39,6 +40,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &dns_id_collision::INCIDENT,
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
+    &timewait_paws_reject::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -96,6 +98,12 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &snat_port_clash::INCIDENT,
         new: || Box::<snat_port_clash::Detector>::default(),
+    },
+    // Before the detectors of silent SYN drops: a SYN answered by a TIME_WAIT socket's bare ACK was
+    // not dropped, and its retry a second later is this incident's, not a drop's.
+    DetectorEntry {
+        incident: &timewait_paws_reject::INCIDENT,
+        new: || Box::<timewait_paws_reject::Detector>::default(),
     },
     DetectorEntry {
         incident: &listen_queue_overflow::INCIDENT,
@@ -297,7 +305,13 @@ impl SynRecord {
             return None;
         }
         let rst_answer = c.rsts.iter().find(|r| !r.from_client).map(|r| r.pkt);
-        let answer = c.synack.or(rst_answer);
+        // A bare ACK from a socket already synchronised on the tuple (TIME_WAIT) answers the SYN too:
+        // the SYN reached the server and was not dropped on the way.
+        let ack_answer = c.syn_answered_by_ack.map(|(p, _)| p);
+        let answer = [c.synack, rst_answer, ack_answer]
+            .into_iter()
+            .flatten()
+            .min_by_key(|p| p.ts_ns);
         Some(SynRecord {
             conn: c.id,
             first_syn: first.pkt,

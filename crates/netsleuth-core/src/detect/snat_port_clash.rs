@@ -60,7 +60,8 @@ pub struct Detector {
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
-        if !c.roles_known || c.syns.is_empty() {
+        // A SYN answered by a TIME_WAIT socket's bare ACK reached the server: not a drop.
+        if !c.roles_known || c.syns.is_empty() || c.syn_answered_by_ack.is_some() {
             return;
         }
         for leg in &c.legs {

@@ -47,6 +47,11 @@ pub struct Detector {
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
+        // A SYN answered by a bare ACK met a TIME_WAIT socket (timewait-paws-reject): the server
+        // answered it, which tcp_tw_recycle's check never does, and did not accept it either.
+        if c.syn_answered_by_ack.is_some() {
+            return;
+        }
         let Some(rec) = SynRecord::of(c) else { return };
         if rec.tsval.is_none() {
             return;
@@ -205,7 +210,7 @@ impl Detector {
             f = f
                 .rules_out(super::listen_queue_overflow::INCIDENT.id, "the dropped SYNs are exactly those whose timestamps fell behind the last accepted one from the address; SYNs with newer timestamps were answered at the same time")
                 .rules_out(super::snat_port_clash::INCIDENT.id, "the SYNs were dropped by the server (no SYN-ACK) according to their timestamps, not lost inside a NATing node")
-                .cannot_rule_out("timewait-paws-reject", "without tcp_tw_recycle, a server in TIME_WAIT answers an old-timestamp SYN with a bare ACK instead of dropping it: a bare ACK before the client's RST would point there");
+                .rules_out(super::timewait_paws_reject::INCIDENT.id, "no SYN was answered by a bare ACK of an older connection: the SYNs were dropped without a reply, which a TIME_WAIT socket never does");
             out.push(with_packets(
                 f,
                 ctx,
