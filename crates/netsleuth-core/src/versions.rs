@@ -183,14 +183,24 @@ pub static GO_BUILDINFO_INLINE: VersionFact = VersionFact {
     note: "",
 };
 
-pub static TS_OFFSET_PER_HOST: VersionFact = VersionFact {
-    id: "kernel-tcp-ts-offset-per-host",
+pub static SYN_RESEND_AFTER_BAD_ACK: VersionFact = VersionFact {
+    id: "kernel-tcp-syn-resend-after-suspicious-ack",
     component: Component::Kernel,
-    since: &["4.11"],
-    what: "secure_seq: downgrade to per-host timestamp offsets (one TS clock per source/destination address \
-           pair: one host keeps one clock toward a server, so two clocks on one source address are two hosts)",
-    source: "https://git.kernel.org/torvalds/c/28ee1b746f49",
-    note: "",
+    since: &["5.6"],
+    what: "tcp: Reduce SYN resend delay if a suspicous ACK is received (a client in SYN-SENT that resets an \
+           unacceptable ACK retransmits its SYN after 2 jiffies, not the 1 s initial RTO)",
+    source: "https://git.kernel.org/torvalds/c/9603d47bad46",
+    note: "committed Feb 2020 in the 5.6 cycle (release inferred from the date)",
+};
+
+pub static PAWS_TW_COUNTER: VersionFact = VersionFact {
+    id: "kernel-tcp-paws-timewait-counter",
+    component: Component::Kernel,
+    since: &["6.16"],
+    what: "tcp: add LINUX_MIB_PAWS_TW_REJECTED counter (TcpExt PAWSTimewait) and the TCP_RFC7323_TW_PAWS drop \
+           reason; before, a SYN rejected by PAWS in TIME_WAIT counted in TcpExt PAWSEstab",
+    source: "https://git.kernel.org/torvalds/c/c449d5f3a3d7 (drop reason: 04271411121a)",
+    note: "merged into net-next in April 2025 (6.16 inferred from the date)",
 };
 
 /// Every row, in the order above.
@@ -211,7 +221,8 @@ pub static TABLE: &[&VersionFact] = &[
     &MUSL_NO_NSSWITCH,
     &GO_FILES_FIRST_WITHOUT_NSSWITCH,
     &GO_BUILDINFO_INLINE,
-    &TS_OFFSET_PER_HOST,
+    &SYN_RESEND_AFTER_BAD_ACK,
+    &PAWS_TW_COUNTER,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

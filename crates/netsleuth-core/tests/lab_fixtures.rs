@@ -109,6 +109,21 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "tw-recycle-paws",
         Confidence::Possible,
     ),
+    // The server's TIME_WAIT answers an old-timestamp SYN with a bare ACK of the connection it closed
+    // first on the same SNAT tuple: the node sees that connection and the reject, so it is confirmed.
+    (
+        "timewait-paws-reject",
+        "node.pcap",
+        "timewait-paws-reject",
+        Confidence::Confirmed,
+    ),
+    // Before SNAT (the bridge) the previous connection on the tuple was another pod's: not seen.
+    (
+        "timewait-paws-reject",
+        "client.pcap",
+        "timewait-paws-reject",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]

@@ -59,6 +59,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         Confidence::Likely,
     ),
     ("local-source-drop", "local-source-drop", Confidence::Likely),
+    (
+        "timewait-paws-reject",
+        "timewait-paws-reject",
+        Confidence::Confirmed,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -229,6 +234,7 @@ scenario_tests! {
     dns_id_collision => "dns-id-collision",
     listen_queue_overflow => "listen-queue-overflow",
     local_source_drop => "local-source-drop",
+    timewait_paws_reject => "timewait-paws-reject",
 }
 
 #[test]

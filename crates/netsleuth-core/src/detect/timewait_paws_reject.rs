@@ -14,29 +14,35 @@ peer's last TCP timestamp (ts_recent) and next sequence number. A new SYN on the
 TIME_WAIT only if its sequence number is beyond the old connection's or its TSval is newer \
 (tcp_timewait_state_process). When several hosts share one source address and port (SNAT, a NAT gateway \
 that reuses ports sooner than 60 s), their timestamp clocks differ: a SYN whose TSval is behind ts_recent \
-fails the PAWS check (TcpExt PAWSEstab counts it) and is answered with a bare ACK of the old connection \
-instead of a SYN-ACK. The client, in SYN-SENT, answers that ACK with a RST (which also ends the server's \
-TIME_WAIT) and retransmits its SYN after its 1 s initial RTO, which then succeeds: every such connect takes \
-one second longer. tcp_tw_recycle plays no part (it drops SYNs silently and was removed in 4.12).",
+fails the PAWS check (TcpExt PAWSEstab counts it; PAWSTimewait since 6.16) and is answered with a bare ACK of \
+the old connection instead of a SYN-ACK. The client, in SYN-SENT, answers that ACK with a RST (which also ends \
+the server's TIME_WAIT) and retransmits its SYN after its 1 s initial RTO (client kernels before 5.6 and other \
+stacks; Linux ≥ 5.6 retransmits after a few milliseconds), which then succeeds: every such connect takes one \
+second longer. tcp_tw_recycle plays no part (it drops SYNs silently and was removed in 4.12).",
     remedy: "Stop sharing one source address:port among hosts toward a server that closes first: give the \
 NAT more addresses or ports so a port is not reused within the server's 60 s TIME_WAIT (conntrack's own \
 TIME_WAIT timeout of 120 s does that on a Linux SNAT node; shorter NAT-gateway timeouts do not), or let the \
 clients close first (HTTP keep-alive, the client sends FIN first) so TIME_WAIT sits on the client. Do not set \
 tcp_tw_recycle (gone since 4.12) and do not turn tcp_timestamps off on the server: without timestamps the \
 sequence check still rejects SYNs below the old connection's.",
+    // tcp_timestamps is tw-recycle-paws's sysctl, ip_local_port_range snat-port-clash's (one owner each).
     sysctls: &[
-        "net.ipv4.tcp_timestamps",
         "net.ipv4.tcp_rfc1337",
         "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
-        "net.ipv4.ip_local_port_range",
     ],
-    versions: &[&versions::TW_RECYCLE_REMOVED, &versions::TS_OFFSET_PER_HOST],
+    versions: &[
+        &versions::TW_RECYCLE_REMOVED,
+        &versions::SYN_RESEND_AFTER_BAD_ACK,
+        &versions::PAWS_TW_COUNTER,
+    ],
     evidence: "Capture (either end or the server's node): on one 4-tuple, a connection the server closed \
 first (its FIN before the client's), then within 60 s a SYN whose TSval is behind the TSecr the server \
 echoes in its answer, a bare ACK (no SYN) acknowledging the old connection's sequence numbers, the client's \
-RST with the ACK's ack number as its seq, and the SYN retransmitted ~1 s later and answered. Two timestamp \
-clocks on one source address:port betray the hosts behind it. Counter (server's namespace): TcpExt \
-`PAWSEstab` rising while `PAWSPassive` (tcp_tw_recycle) does not. Node: server-side TIME_WAIT sockets on a \
+RST with the ACK's ack number as its seq, and the SYN retransmitted ~1 s later (a few ms from Linux ≥ 5.6 \
+clients) and answered. Two timestamp clocks on one source address:port show the hosts behind it (or \
+per-connection timestamp offsets). Counter \
+(server's namespace): TcpExt `PAWSEstab` (`PAWSTimewait` since 6.16) rising while `PAWSPassive` \
+(tcp_tw_recycle) does not; drop reason TCP_RFC7323_TW_PAWS (6.16). Node: server-side TIME_WAIT sockets on a \
 listening port. Real capture: ../shared/field/x07 (bonnefoa/flowstats tests/pcaps/reuse_port.pcap). Kernel: \
 net/ipv4/tcp_minisocks.c tcp_timewait_state_process (PAWSESTABREJECTED → TCP_TW_ACK).",
 };
@@ -242,7 +248,7 @@ fn finding(ctx: &Context<'_>, r: &Reject) -> Option<Finding> {
     );
     f = match paws {
         Some(true) => f.because(format!(
-            "the answer is an ACK without SYN whose TSecr {} is newer than the SYN's TSval {}: the server's socket for this tuple holds a later timestamp from {client} and failed the SYN on PAWS (TcpExt PAWSEstab)",
+            "the answer is an ACK without SYN whose TSecr {} is newer than the SYN's TSval {}: the server's socket for this tuple holds a later timestamp from {client} and failed the SYN on PAWS (TcpExt PAWSEstab, PAWSTimewait since 6.16)",
             r.ack_tsecr.unwrap_or(0),
             r.syn_tsval.unwrap_or(0)
         )),
@@ -256,7 +262,7 @@ fn finding(ctx: &Context<'_>, r: &Reject) -> Option<Finding> {
         if let (Some(a), Some(b)) = (o.syn_tsval, r.syn_tsval) {
             if seq_diff(b, a) < 0 {
                 f = f.because(format!(
-                    "two timestamp clocks on {client}: the earlier connection's SYN carried TSval {a}, this later one {b}: two hosts share this address and port (SNAT)"
+                    "two timestamp clocks on {client}: the earlier connection's SYN carried TSval {a}, this later one {b}, behind it: several hosts share this address and port (SNAT), or the client's kernel gives each connection its own timestamp offset"
                 ));
             }
         }
@@ -267,7 +273,8 @@ fn finding(ctx: &Context<'_>, r: &Reject) -> Option<Finding> {
     }
     if r.client_rst.is_some() && r.retransmit.is_some() {
         f = f.because(format!(
-            "the client answered the ACK with a RST carrying the ACK's ack number and sent its SYN again after {retry}: the one-second delay of every such connect"
+            "the client answered the ACK with a RST carrying the ACK's ack number and sent its SYN again after {retry} (1 s from clients before Linux 5.6 and most other stacks; milliseconds since {})",
+            versions::SYN_RESEND_AFTER_BAD_ACK.source
         ));
     }
     f = f

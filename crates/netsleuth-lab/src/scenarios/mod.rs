@@ -21,6 +21,7 @@ mod healthy;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
+mod timewait_paws_reject;
 mod tw_recycle_paws;
 
 pub static INFOS: &[ScenarioInfo] = &[
@@ -138,6 +139,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "health checks whose source is the LB IP reach the NodePort; the node owns that IP (kube-ipvs0) and drops them as martian",
         mitigation: "the LB IP not bound to kube-ipvs0 (kubernetes#79783's --exclude-external-ip): on this kernel deleting only its table-local route is not enough, as source validation also checks interface addresses when rp_filter=0",
+    },
+    ScenarioInfo {
+        name: core::timewait_paws_reject::INCIDENT.id,
+        incident: Some(&core::timewait_paws_reject::INCIDENT),
+        run: timewait_paws_reject::run,
+        reproduction: Reproduction::Native {
+            how: "two pods leave through the node's SNAT with one address and port (--to-source NODE_IP:40000) to a server that closes first; the node's conntrack forgets closed connections after 1 s (nf_conntrack_tcp_timeout_time_wait=1 in the node namespace, as a NAT gateway that reuses ports within the server's 60 s TIME_WAIT), so the pods' connections share one 4-tuple; their timestamp clocks differ (per address pair offsets) and the server's TIME_WAIT rejects the SYN whose TSval is behind (PAWSEstab) with a bare ACK.",
+        },
+        summary: "pods behind one SNAT address:port reach a server that closes first; a SYN with an older timestamp meets the server's TIME_WAIT, gets a bare ACK, is reset by the pod and retried after 1 s",
+        mitigation: "SNAT over the full port range with --random-fully and conntrack's default TIME_WAIT timeout (120 s): no source port is reused while the server holds TIME_WAIT",
     },
     ScenarioInfo {
         name: "healthy",

@@ -20,6 +20,7 @@ mod go_resolver_dns_first;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
+mod timewait_paws_reject;
 mod tw_recycle_paws;
 
 use crate::facts::{NetnsFacts, NodeFacts, RootFacts};
@@ -137,6 +138,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::local_source_drop::INCIDENT,
         scope: Scope::Netns(local_source_drop::check),
+    },
+    NodeDetector {
+        incident: &core::timewait_paws_reject::INCIDENT,
+        scope: Scope::Netns(timewait_paws_reject::check),
     },
 ];
 
