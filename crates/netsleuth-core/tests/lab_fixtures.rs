@@ -157,6 +157,18 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     let dir = fixtures().join("tw-recycle-paws");
     let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
     assert_eq!(got, vec![("tw-recycle-paws", Confidence::Confirmed)]);
+    // The client pod's ten-port ip_local_port_range, known from the node facts, is what makes ten held
+    // ports an exhaustion; capture alone cannot know the range (Linux's default holds 28,232 ports).
+    let dir = fixtures().join("ephemeral-port-exhaustion");
+    for file in ["client.pcap", "node.pcap"] {
+        let got = incidents(&[dir.join(file)], &facts(&dir));
+        assert_eq!(got, vec![("ephemeral-port-exhaustion", Confidence::Confirmed)], "{file}");
+        let got = incidents(&[dir.join(file)], &NodeContext::default());
+        assert_eq!(got, vec![], "{file} without node facts");
+    }
+    let dir = fixtures().join("ephemeral-port-exhaustion-mitigated");
+    let got = incidents(&[dir.join("client.pcap")], &facts(&dir));
+    assert_eq!(got, vec![], "the default range is far from used up");
     // With the pod's /etc/hosts known, DNS queries for a pinned name are the Go resolver's order.
     let dir = fixtures().join("go-resolver-dns-first");
     let got = incidents(&[dir.join("client.pcap")], &facts(&dir));

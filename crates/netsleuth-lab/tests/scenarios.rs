@@ -64,6 +64,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "timewait-paws-reject",
         Confidence::Confirmed,
     ),
+    (
+        "ephemeral-port-exhaustion",
+        "ephemeral-port-exhaustion",
+        Confidence::Confirmed,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -235,6 +240,7 @@ scenario_tests! {
     listen_queue_overflow => "listen-queue-overflow",
     local_source_drop => "local-source-drop",
     timewait_paws_reject => "timewait-paws-reject",
+    ephemeral_port_exhaustion => "ephemeral-port-exhaustion",
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod conntrack_snat_remap;
 pub mod dns_conntrack_race;
 pub mod dns_id_collision;
 pub mod dns_upstream_unreachable;
+pub mod ephemeral_port_exhaustion;
 pub mod go_resolver_dns_first;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
@@ -41,6 +42,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &listen_queue_overflow::INCIDENT,
     &local_source_drop::INCIDENT,
     &timewait_paws_reject::INCIDENT,
+    &ephemeral_port_exhaustion::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -128,6 +130,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &go_resolver_dns_first::INCIDENT,
         new: || Box::<go_resolver_dns_first::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &ephemeral_port_exhaustion::INCIDENT,
+        new: || Box::<ephemeral_port_exhaustion::Detector>::default(),
     },
 ];
 

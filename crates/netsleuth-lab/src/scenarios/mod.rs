@@ -16,6 +16,7 @@ mod conntrack_snat_remap;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_upstream_unreachable;
+mod ephemeral_port_exhaustion;
 mod go_resolver_dns_first;
 mod healthy;
 mod listen_queue_overflow;
@@ -149,6 +150,16 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "pods behind one SNAT address:port reach a server that closes first; a SYN with an older timestamp meets the server's TIME_WAIT, gets a bare ACK, is reset by the pod and retried after 1 s",
         mitigation: "SNAT over the full port range with --random-fully and conntrack's default TIME_WAIT timeout (120 s): no source port is reused while the server holds TIME_WAIT",
+    },
+    ScenarioInfo {
+        name: core::ephemeral_port_exhaustion::INCIDENT.id,
+        incident: Some(&core::ephemeral_port_exhaustion::INCIDENT),
+        run: ephemeral_port_exhaustion::run,
+        reproduction: Reproduction::Native {
+            how: "the client pod's namespace has net.ipv4.ip_local_port_range 40000 40009 (10 ports); it makes 14 one-connection requests to one server and closes each first, so each 4-tuple stays in its TIME_WAIT and connect() fails with EADDRNOTAVAIL once the ten are taken.",
+        },
+        summary: "a pod opens and closes (client first) one connection per request to one server; its ten-port ip_local_port_range fills with TIME_WAIT and connect() fails with EADDRNOTAVAIL",
+        mitigation: "the default ip_local_port_range (32768 60999) in the pod's namespace",
     },
     ScenarioInfo {
         name: "healthy",

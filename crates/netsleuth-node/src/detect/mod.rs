@@ -15,6 +15,7 @@ mod conntrack_snat_remap;
 mod dns_conntrack_race;
 mod dns_id_collision;
 mod dns_upstream_unreachable;
+mod ephemeral_port_exhaustion;
 mod evidence;
 mod go_resolver_dns_first;
 mod listen_queue_overflow;
@@ -142,6 +143,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::timewait_paws_reject::INCIDENT,
         scope: Scope::Netns(timewait_paws_reject::check),
+    },
+    NodeDetector {
+        incident: &core::ephemeral_port_exhaustion::INCIDENT,
+        scope: Scope::Netns(ephemeral_port_exhaustion::check),
     },
 ];
 
