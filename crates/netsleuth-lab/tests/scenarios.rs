@@ -69,6 +69,8 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "ephemeral-port-exhaustion",
         Confidence::Confirmed,
     ),
+    // The lab's kernel (≥ 5.9) has the IPVS fix: its node facts keep the emulated drop at likely.
+    ("ipvs-conn-reuse", "ipvs-conn-reuse", Confidence::Likely),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -241,6 +243,7 @@ scenario_tests! {
     local_source_drop => "local-source-drop",
     timewait_paws_reject => "timewait-paws-reject",
     ephemeral_port_exhaustion => "ephemeral-port-exhaustion",
+    ipvs_conn_reuse => "ipvs-conn-reuse",
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod dns_id_collision;
 pub mod dns_upstream_unreachable;
 pub mod ephemeral_port_exhaustion;
 pub mod go_resolver_dns_first;
+pub mod ipvs_conn_reuse;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod snat_port_clash;
@@ -43,6 +44,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &local_source_drop::INCIDENT,
     &timewait_paws_reject::INCIDENT,
     &ephemeral_port_exhaustion::INCIDENT,
+    &ipvs_conn_reuse::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -92,6 +94,13 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &bridge_nf_bypass::INCIDENT,
         new: || Box::<bridge_nf_bypass::Detector>::default(),
+    },
+    // Before tw-recycle-paws and snat-port-clash: a first SYN lost exactly when it reused a recently
+    // closed client port of the same service is IPVS's, whatever its timestamp, and one lost beside a
+    // concurrent SYN of another client is a clash.
+    DetectorEntry {
+        incident: &ipvs_conn_reuse::INCIDENT,
+        new: || Box::<ipvs_conn_reuse::Detector>::default(),
     },
     DetectorEntry {
         incident: &tw_recycle_paws::INCIDENT,

@@ -119,10 +119,15 @@ impl Detector {
         }
     }
 
-    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
+    pub fn finish(self, ctx: &Context<'_>, explained: &[u64], out: &mut Vec<Finding>) -> Vec<u64> {
         let mut confirmed = Vec::new();
         let mut unproven = Vec::new();
-        for d in &self.drops {
+        // Drops a more specific detector explained (a reused port's SYN dropped by IPVS) are its.
+        for d in self
+            .drops
+            .iter()
+            .filter(|d| explained.binary_search(&d.conn).is_err())
+        {
             let concurrent = self
                 .syn_times
                 .get(&d.syn.dst)
@@ -246,9 +251,9 @@ impl super::CaptureDetector for Detector {
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,
-        _explained: &[u64],
+        explained: &[u64],
         out: &mut Vec<Finding>,
     ) -> Vec<u64> {
-        Detector::finish(*self, ctx, out)
+        Detector::finish(*self, ctx, explained, out)
     }
 }

@@ -71,7 +71,19 @@ impl Detector {
     }
 
     /// Returns the ids of connections it explained.
-    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
+    pub fn finish(
+        mut self,
+        ctx: &Context<'_>,
+        already: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        // SYNs an earlier detector explained (a reused port's SYN dropped by IPVS) are neither drops
+        // nor acceptances of this one's.
+        if !already.is_empty() {
+            for recs in self.by_pair.values_mut() {
+                recs.retain(|r| already.binary_search(&r.conn).is_err());
+            }
+        }
         let mut explained = Vec::new();
         // Before SNAT (a client pod's own capture), the hosts that share the SNAT address show as
         // separate sources: compare them per server too, at `possible`, if no pair decided it.
@@ -329,9 +341,9 @@ impl super::CaptureDetector for Detector {
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,
-        _explained: &[u64],
+        explained: &[u64],
         out: &mut Vec<Finding>,
     ) -> Vec<u64> {
-        Detector::finish(*self, ctx, out)
+        Detector::finish(*self, ctx, explained, out)
     }
 }

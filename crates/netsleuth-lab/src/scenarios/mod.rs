@@ -19,6 +19,7 @@ mod dns_upstream_unreachable;
 mod ephemeral_port_exhaustion;
 mod go_resolver_dns_first;
 mod healthy;
+mod ipvs_conn_reuse;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
@@ -160,6 +161,17 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a pod opens and closes (client first) one connection per request to one server; its ten-port ip_local_port_range fills with TIME_WAIT and connect() fails with EADDRNOTAVAIL",
         mitigation: "the default ip_local_port_range (32768 60999) in the pod's namespace",
+    },
+    ScenarioInfo {
+        name: core::ipvs_conn_reuse::INCIDENT.id,
+        incident: Some(&core::ipvs_conn_reuse::INCIDENT),
+        run: ipvs_conn_reuse::run,
+        reproduction: Reproduction::Emulated {
+            why: "this kernel has no IPVS module, and since 5.9 IPVS no longer drops the first SYN of a reused port (\"ipvs: allow connection reuse for unconfirmed conntrack\"); kernels before 5.9 with conn_reuse_mode=1 and vs/conntrack=1 did.",
+            how: "serves the ClusterIP with kube-proxy-style DNAT, binds it on a kube-ipvs0 dummy, and plays the old IPVS drop with an nft rule in the node's prerouting before conntrack: a SYN to the ClusterIP from an address:port seen toward it within 120 s (IPVS's TIME_WAIT) is dropped once and its retransmission passes. The client pod reuses one source port (the backends close first) between connects from fresh ports.",
+        },
+        summary: "a pod reuses its source port toward an IPVS ClusterIP while the previous connection is in IPVS's TIME_WAIT; conn_reuse_mode=1 on a kernel < 5.9 drops the first SYN and the connect takes 1 s",
+        mitigation: "a kernel ≥ 5.9 (IPVS reschedules the reused port without dropping the SYN): the lab does not install the emulated drop",
     },
     ScenarioInfo {
         name: "healthy",

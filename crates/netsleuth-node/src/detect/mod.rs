@@ -18,6 +18,7 @@ mod dns_upstream_unreachable;
 mod ephemeral_port_exhaustion;
 mod evidence;
 mod go_resolver_dns_first;
+mod ipvs_conn_reuse;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod snat_port_clash;
@@ -147,6 +148,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::ephemeral_port_exhaustion::INCIDENT,
         scope: Scope::Netns(ephemeral_port_exhaustion::check),
+    },
+    NodeDetector {
+        incident: &core::ipvs_conn_reuse::INCIDENT,
+        scope: Scope::Netns(ipvs_conn_reuse::check),
     },
 ];
 
