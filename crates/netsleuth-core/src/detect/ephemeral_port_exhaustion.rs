@@ -43,8 +43,9 @@ use std::net::IpAddr;
 const TIME_WAIT_NS: i64 = 60_000_000_000;
 /// Linux's default ip_local_port_range, 32768–60999.
 const DEFAULT_RANGE_PORTS: u32 = 60999 - 32768 + 1;
-/// Occupancy intervals kept over all keys (16 bytes each): past it new connections are counted only.
-const MAX_INTERVALS: usize = 262_144;
+/// Occupancy intervals kept over all keys (24 bytes each), per key the detector may keep: past it new
+/// connections are counted only (4 × 65,536 keys: 6 MB at the default memory budget).
+const INTERVALS_PER_KEY: usize = 4;
 /// SYNs on a tuple the client itself closed less than 60 s before, from one address to one server,
 /// that make tcp_tw_reuse's port recycling worth naming without the range.
 const MIN_TW_REUSES: u32 = 3;
@@ -73,11 +74,14 @@ pub struct Detector {
     client_closed: FxHashMap<(Endpoint, Endpoint), (i64, PktRef)>,
     intervals: usize,
     dropped_intervals: u64,
+    next_prune_ts: i64,
 }
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
-        if !c.roles_known {
+        // A port is the client's own only for connections that got an answer: a flood of unanswered
+        // (often spoofed) SYNs holds no client's ports and adds no state here.
+        if !c.roles_known || !c.established {
             return;
         }
         let (Some(first), Some(leg)) = (c.syns.first(), c.legs.first()) else {
@@ -108,10 +112,12 @@ impl Detector {
             self.max_keys
         };
         if client_first {
-            if self.client_closed.len() >= max {
-                let now = first.pkt.ts_ns;
+            // Forget TIME_WAITs that are over when full, at most once per second of capture time.
+            let now = first.pkt.ts_ns;
+            if self.client_closed.len() >= max && now >= self.next_prune_ts {
                 self.client_closed
                     .retain(|_, (t, _)| now.saturating_sub(*t) < TIME_WAIT_NS);
+                self.next_prune_ts = now.saturating_add(1_000_000_000);
             }
             if self.client_closed.len() < max {
                 if let Some(last) = c.last_pkt {
@@ -130,7 +136,7 @@ impl Detector {
             d.tw_reuses += 1;
             d.tw_reuse_example.get_or_insert((old, first.pkt));
         }
-        if self.intervals < MAX_INTERVALS {
+        if self.intervals < INTERVALS_PER_KEY * max {
             d.held.push((first.pkt.ts_ns, end.max(first.pkt.ts_ns), client.port));
             self.intervals += 1;
         } else {

@@ -82,6 +82,7 @@ pub struct Detector {
     last_close: FxHashMap<(Endpoint, Endpoint), (i64, PktRef)>,
     services: FxHashMap<Endpoint, Service>,
     cases: Vec<Case>,
+    next_prune_ts: i64,
 }
 
 impl Detector {
@@ -151,21 +152,28 @@ impl Detector {
             }
             _ => {}
         }
-        // This connection's own end: the IPVS entry lives on for its TIME_WAIT.
-        let end = c.closed_ts.unwrap_or(c.last_ts);
+        // A closed connection's IPVS entry lives on for its TIME_WAIT; one never answered or still
+        // open leaves nothing a reused port could meet (and a SYN flood adds no state here).
+        let (Some(end), Some(last)) = (c.closed_ts, c.last_pkt) else {
+            return;
+        };
+        if !c.established {
+            return;
+        }
         let max = if self.max_keys == 0 {
             super::MAX_KEYS
         } else {
             self.max_keys
         };
-        if self.last_close.len() >= max {
+        // When full, forget entries past IPVS's TIME_WAIT, at most once per second of capture time
+        // (a scan per connection would make a long busy capture quadratic).
+        if self.last_close.len() >= max && end >= self.next_prune_ts {
             self.last_close
                 .retain(|_, (t, _)| end.saturating_sub(*t) <= IPVS_TIME_WAIT_NS);
+            self.next_prune_ts = end.saturating_add(1_000_000_000);
         }
         if self.last_close.len() < max || self.last_close.contains_key(&key) {
-            if let Some(last) = c.last_pkt {
-                self.last_close.insert(key, (end, last));
-            }
+            self.last_close.insert(key, (end, last));
         }
     }
 

@@ -108,7 +108,7 @@ pub struct Detector {
     /// Per post-NAT tuple (client, server): the last connection closed by the server first.
     server_closed: FxHashMap<(Endpoint, Endpoint), ServerClosed>,
     rejects: Vec<Reject>,
-    total: u32,
+    next_prune_ts: i64,
 }
 
 impl Detector {
@@ -135,10 +135,12 @@ impl Detector {
         } else {
             self.max_keys
         };
-        // Entries whose TIME_WAIT is over cannot explain anything: drop them when the map is full.
-        if self.server_closed.len() >= max {
+        // Entries whose TIME_WAIT is over cannot explain anything: drop them when the map is full, at
+        // most once per second of capture time (a scan per connection would be quadratic).
+        if self.server_closed.len() >= max && closed_ts >= self.next_prune_ts {
             self.server_closed
                 .retain(|_, o| closed_ts.saturating_sub(o.closed_ts) <= TIME_WAIT_NS);
+            self.next_prune_ts = closed_ts.saturating_add(1_000_000_000);
         }
         let key = (leg.client, leg.server);
         if self.server_closed.len() < max || self.server_closed.contains_key(&key) {
@@ -185,7 +187,6 @@ impl Detector {
                 first.pkt.ts_ns >= o.closed_ts
                     && first.pkt.ts_ns.saturating_sub(o.closed_ts) <= TIME_WAIT_NS
             });
-        self.total += 1;
         if self.rejects.len() < MAX_KEEP {
             self.rejects.push(Reject {
                 conn: c.id,
