@@ -161,7 +161,10 @@ fn x07_is_a_timewait_paws_reject() {
             })
             .collect();
         for n in [15, 16, 17, 18] {
-            assert!(frames.contains(&n), "{file}: frame {n} not in the evidence: {frames:?}");
+            assert!(
+                frames.contains(&n),
+                "{file}: frame {n} not in the evidence: {frames:?}"
+            );
         }
         assert!(
             f.look_alikes

@@ -176,7 +176,11 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     let dir = fixtures().join("ephemeral-port-exhaustion");
     for file in ["client.pcap", "node.pcap"] {
         let got = incidents(&[dir.join(file)], &facts(&dir));
-        assert_eq!(got, vec![("ephemeral-port-exhaustion", Confidence::Confirmed)], "{file}");
+        assert_eq!(
+            got,
+            vec![("ephemeral-port-exhaustion", Confidence::Confirmed)],
+            "{file}"
+        );
         let got = incidents(&[dir.join(file)], &NodeContext::default());
         assert_eq!(got, vec![], "{file} without node facts");
     }

@@ -294,7 +294,8 @@ fn node_context_carries_the_containers_hosts_entries() {
 fn lab_bundles_of_the_port_and_time_wait_incidents() {
     let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lab");
     let of = |run: &str, id: &str| -> Vec<(FindingKind, Confidence, String)> {
-        let facts = read_bundle(&lab.join(run).join("node.tar.gz")).unwrap_or_else(|e| panic!("{e}"));
+        let facts =
+            read_bundle(&lab.join(run).join("node.tar.gz")).unwrap_or_else(|e| panic!("{e}"));
         check(&facts, &CheckOptions::default())
             .findings
             .into_iter()
@@ -308,12 +309,19 @@ fn lab_bundles_of_the_port_and_time_wait_incidents() {
         matches!(got.as_slice(), [(FindingKind::Incident, Confidence::Confirmed, s)] if s.contains("all 10 ports")),
         "{got:?}"
     );
-    assert!(of("ephemeral-port-exhaustion-mitigated", "ephemeral-port-exhaustion").is_empty());
+    assert!(of(
+        "ephemeral-port-exhaustion-mitigated",
+        "ephemeral-port-exhaustion"
+    )
+    .is_empty());
     // The SNAT node forgets closed connections after 1 s: a latent risk there (the PAWS counter is
     // the server's, on another node).
     let got = of("timewait-paws-reject", "timewait-paws-reject");
     assert!(
-        matches!(got.as_slice(), [(FindingKind::LatentRisk, Confidence::Likely, _)]),
+        matches!(
+            got.as_slice(),
+            [(FindingKind::LatentRisk, Confidence::Likely, _)]
+        ),
         "{got:?}"
     );
     assert!(of("timewait-paws-reject-mitigated", "timewait-paws-reject").is_empty());

@@ -351,7 +351,10 @@ fn bound_connect(src: &str, dst: &str) -> TcpStream {
         );
         let s = sockaddr(src);
         let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        assert_eq!(libc::bind(fd, &s as *const _ as *const libc::sockaddr, len), 0);
+        assert_eq!(
+            libc::bind(fd, &s as *const _ as *const libc::sockaddr, len),
+            0
+        );
         let d = sockaddr(dst);
         assert_eq!(
             libc::connect(fd, &d as *const _ as *const libc::sockaddr, len),

@@ -137,7 +137,8 @@ impl Detector {
             d.tw_reuse_example.get_or_insert((old, first.pkt));
         }
         if self.intervals < INTERVALS_PER_KEY * max {
-            d.held.push((first.pkt.ts_ns, end.max(first.pkt.ts_ns), client.port));
+            d.held
+                .push((first.pkt.ts_ns, end.max(first.pkt.ts_ns), client.port));
             self.intervals += 1;
         } else {
             self.dropped_intervals += 1;
@@ -258,7 +259,10 @@ fn finding(
         pkts.push((p, format!("first SYN from {ip} to {server}")));
     }
     if let Some((old, new)) = d.tw_reuse_example {
-        pkts.push((old, "end of a connection the client closed first (TIME_WAIT on the client)".to_string()));
+        pkts.push((
+            old,
+            "end of a connection the client closed first (TIME_WAIT on the client)".to_string(),
+        ));
         pkts.push((
             new,
             format!(

@@ -101,12 +101,9 @@ impl Detector {
                 first.pkt.ts_ns > *t && first.pkt.ts_ns.saturating_sub(*t) <= IPVS_TIME_WAIT_NS
             })
             .map(|(_, p)| *p);
-        let answer = c.synack.or_else(|| {
-            c.rsts
-                .iter()
-                .find(|r| !r.from_client)
-                .map(|r| r.pkt)
-        });
+        let answer = c
+            .synack
+            .or_else(|| c.rsts.iter().find(|r| !r.from_client).map(|r| r.pkt));
         let retransmit = c.syns.get(1);
         let first_unanswered = match (answer, retransmit) {
             (None, _) => true,
@@ -185,7 +182,10 @@ impl Detector {
                 None => by_service.push((c.service, vec![c])),
             }
         }
-        let reuse_mode = ctx.node.sysctl("net.ipv4.vs.conn_reuse_mode").map(str::trim);
+        let reuse_mode = ctx
+            .node
+            .sysctl("net.ipv4.vs.conn_reuse_mode")
+            .map(str::trim);
         let vs_conntrack = ctx.node.sysctl("net.ipv4.vs.conntrack").map(str::trim);
         let kernel_fixed = ctx
             .node
@@ -278,14 +278,27 @@ impl Detector {
                 .rules_out(super::tw_recycle_paws::INCIDENT.id, "the retransmission, with the same timestamp clock, passed at once: no timestamp check dropped the SYN");
             let mut pkts = Vec::new();
             for c in cases.iter().take(3) {
-                pkts.push((c.previous, "last packet of the previous connection on this client port and service".to_string()));
-                pkts.push((c.syn, "SYN reusing the port: dropped, no answer".to_string()));
+                pkts.push((
+                    c.previous,
+                    "last packet of the previous connection on this client port and service"
+                        .to_string(),
+                ));
+                pkts.push((
+                    c.syn,
+                    "SYN reusing the port: dropped, no answer".to_string(),
+                ));
                 pkts.push((
                     c.retransmit,
-                    format!("SYN retransmitted after {}", secs(c.retransmit.ts_ns.saturating_sub(c.syn.ts_ns))),
+                    format!(
+                        "SYN retransmitted after {}",
+                        secs(c.retransmit.ts_ns.saturating_sub(c.syn.ts_ns))
+                    ),
                 ));
                 if let Some(p) = c.forwarded {
-                    pkts.push((p, "the retransmission forwarded to a real server".to_string()));
+                    pkts.push((
+                        p,
+                        "the retransmission forwarded to a real server".to_string(),
+                    ));
                 }
                 if let Some(a) = c.answer {
                     pkts.push((a, a.tcp_what()));

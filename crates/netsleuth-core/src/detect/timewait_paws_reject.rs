@@ -129,7 +129,9 @@ impl Detector {
             return;
         }
         let Some(leg) = c.legs.last() else { return };
-        let closed_ts = c.fin_ts[0].unwrap_or(c.last_ts).max(c.fin_ts[1].unwrap_or(0));
+        let closed_ts = c.fin_ts[0]
+            .unwrap_or(c.last_ts)
+            .max(c.fin_ts[1].unwrap_or(0));
         let max = if self.max_keys == 0 {
             super::MAX_KEYS
         } else {
@@ -298,13 +300,20 @@ fn finding(ctx: &Context<'_>, r: &Reject) -> Option<Finding> {
     }
     pkts.push((
         r.syn,
-        format!("SYN, TSval {}", r.syn_tsval.map(|v| v.to_string()).unwrap_or_else(|| "none".into())),
+        format!(
+            "SYN, TSval {}",
+            r.syn_tsval
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
     ));
     pkts.push((
         r.ack,
         format!(
             "bare ACK of the old connection instead of a SYN-ACK, TSecr {}",
-            r.ack_tsecr.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+            r.ack_tsecr
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into())
         ),
     ));
     if let Some(p) = r.client_rst {
@@ -313,7 +322,10 @@ fn finding(ctx: &Context<'_>, r: &Reject) -> Option<Finding> {
     if let Some(p) = r.retransmit {
         pkts.push((
             p,
-            format!("SYN retransmitted after {}", secs(p.ts_ns.saturating_sub(r.syn.ts_ns))),
+            format!(
+                "SYN retransmitted after {}",
+                secs(p.ts_ns.saturating_sub(r.syn.ts_ns))
+            ),
         ));
     }
     if let Some(p) = r.synack {

@@ -142,8 +142,16 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         }
     }
     out.measure("connects from the reused port", (ROUNDS + 1) as f64, "");
-    out.measure("reused-port connects that lost their first SYN", slow_reused.len() as f64, "");
-    out.measure("fresh-port connects that lost their first SYN", slow_fresh as f64, "");
+    out.measure(
+        "reused-port connects that lost their first SYN",
+        slow_reused.len() as f64,
+        "",
+    );
+    out.measure(
+        "fresh-port connects that lost their first SYN",
+        slow_fresh as f64,
+        "",
+    );
     match slow_reused.iter().max() {
         Some(max) if slow_fresh == 0 => {
             out.measure("slowest reused-port connect", max.as_secs_f64(), "s");

@@ -47,7 +47,11 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         .client_view("node", "cni0")
         .capture_filter("tcp");
     if !mitigated {
-        scene = scene.sysctl("node", "net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1");
+        scene = scene.sysctl(
+            "node",
+            "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
+            "1",
+        );
     }
     let net = lab.build(scene)?;
     let live = net.observe()?;
@@ -64,7 +68,11 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         MAX_ATTEMPTS
     };
     for attempt in 0..attempts {
-        let role = if attempt % 2 == 0 { "client" } else { "client-b" };
+        let role = if attempt % 2 == 0 {
+            "client"
+        } else {
+            "client-b"
+        };
         if attempt > 0 {
             std::thread::sleep(PAUSE);
         }
@@ -112,9 +120,15 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         }
     }
     let paws_after = live.run("remote", || Ok(paws_rejects()))?;
-    let paws = paws_after.zip(paws_before).map(|(a, b)| a.saturating_sub(b));
+    let paws = paws_after
+        .zip(paws_before)
+        .map(|(a, b)| a.saturating_sub(b));
     if let Some(p) = paws {
-        out.measure("server TIME_WAIT PAWS rejects (TcpExt PAWSTimewait, or PAWSEstab before 6.16)", p as f64, "");
+        out.measure(
+            "server TIME_WAIT PAWS rejects (TcpExt PAWSTimewait, or PAWSEstab before 6.16)",
+            p as f64,
+            "",
+        );
     }
     out.measure("connects", out.events.len() as f64, "");
     match slow {

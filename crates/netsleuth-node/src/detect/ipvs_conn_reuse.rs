@@ -66,7 +66,9 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
         _ => return,
     };
     if fixed.is_none() {
-        f = f.because("the kernel version is unknown or unreadable: whether it has the 5.9 fix is not known");
+        f = f.because(
+            "the kernel version is unknown or unreadable: whether it has the 5.9 fix is not known",
+        );
     }
     for key in [
         "net.ipv4.vs.conn_reuse_mode",

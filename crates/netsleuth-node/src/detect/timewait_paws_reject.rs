@@ -20,7 +20,10 @@ fn port_of(endpoint: &str) -> Option<u16> {
 }
 
 fn host_of(endpoint: &str) -> &str {
-    endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint)
+    endpoint
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(endpoint)
 }
 
 pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
@@ -85,7 +88,9 @@ pub(super) fn check(ctx: &Ctx, ns: &NetnsFacts, out: &mut Vec<Finding>) {
         f = if server_tw_total > 0 {
             f.because("the namespace's servers close connections first (TIME_WAIT on their listening ports): their TIME_WAIT meets reused client ports")
         } else {
-            f.because("no server-side TIME_WAIT socket was caught in the socket list (they last 60 s)")
+            f.because(
+                "no server-side TIME_WAIT socket was caught in the socket list (they last 60 s)",
+            )
         };
         f = f.rules_out(
             netsleuth_core::detect::tw_recycle_paws::INCIDENT.id,
