@@ -1403,3 +1403,49 @@ fn a_query_lost_beyond_the_node_after_dnat_is_not_a_race() {
     cap.send(T0 + 40 * S, 3, tcp_v4(C, 1, SRV, 2).seq(1).flags(ACK));
     assert_quiet(&cap.analyze());
 }
+
+/// A client that closes first and connects again on the same 4-tuple within 60 s (tcp_tw_reuse taking
+/// its TIME_WAIT ports) three times: possible port pressure from the capture alone; with the client's
+/// range known to hold only that port, every port was held: confirmed.
+#[test]
+fn ports_reused_inside_the_clients_time_wait_are_port_pressure() {
+    let build = || {
+        let mut cap = Cap::new();
+        for round in 0..4u32 {
+            let t = T0 + i64::from(round) * 2 * S;
+            let isn = 1000 + round * 100_000;
+            let (cs, ss) = handshake(&mut cap, t, (C, 42100), (SRV, 80), isn, 9000 + round);
+            cap.send(
+                t + 10 * MS,
+                2,
+                tcp_v4(C, 42100, SRV, 80).seq(cs).ack(ss).flags(FIN | ACK),
+            );
+            cap.send(
+                t + 11 * MS,
+                2,
+                tcp_v4(SRV, 80, C, 42100)
+                    .seq(ss)
+                    .ack(cs + 1)
+                    .flags(FIN | ACK),
+            );
+            cap.send(
+                t + 12 * MS,
+                2,
+                tcp_v4(C, 42100, SRV, 80).seq(cs + 1).ack(ss + 1).flags(ACK),
+            );
+        }
+        cap
+    };
+    assert_eq!(
+        ids(&build().analyze()),
+        vec![("ephemeral-port-exhaustion", Confidence::Possible)]
+    );
+    let node = NodeContext {
+        local_port_ranges: vec![(std::net::IpAddr::from(C), 42100, 42100)],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&build().analyze_with(&node)),
+        vec![("ephemeral-port-exhaustion", Confidence::Confirmed)]
+    );
+}
