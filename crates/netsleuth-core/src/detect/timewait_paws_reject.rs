@@ -119,10 +119,10 @@ impl Detector {
         if let Some((ack, tsecr)) = c.syn_answered_by_ack {
             self.reject(c, ack, tsecr);
         }
-        // The server's FIN came first: the server holds TIME_WAIT for this tuple.
+        // FINs both ways, the server's first: the server holds TIME_WAIT for this tuple (with only its
+        // own FIN seen it could still be in FIN_WAIT).
         let server_first = match c.fin_ts {
             [Some(client), Some(server)] => server < client,
-            [None, Some(_)] => true,
             _ => false,
         };
         if !(c.established && server_first) {
@@ -285,7 +285,7 @@ fn finding(ctx: &Context<'_>, r: &Reject) -> Option<Finding> {
         .rules_out(super::snat_port_clash::INCIDENT.id, "the SYN reached the server and was answered; a clash at conntrack insert drops it inside the NATing node")
         .rules_out(super::listen_queue_overflow::INCIDENT.id, "the answer came from the old connection's socket (it acknowledges that connection's sequence numbers), not from a listener that dropped the SYN");
     f = if r.old.is_some() {
-        f.rules_out("server-half-open", "the old connection was closed by FINs both ways before the SYN: the server held it in TIME_WAIT, not established")
+        f.rules_out("server-half-open", "the old connection was closed by FINs both ways, the server's first, before the SYN: the server held it in TIME_WAIT, not established")
     } else {
         f.cannot_rule_out("server-half-open", "a server that still believes the old connection established also answers a SYN with an ACK (RFC 5961 challenge ACK); the old connection's close, seen in a longer capture, decides")
     };
