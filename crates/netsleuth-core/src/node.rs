@@ -58,11 +58,22 @@ pub struct NodeContext {
     pub resolvers: Vec<ResolverStack>,
     /// Whether some MASQUERADE/SNAT rule lacks --random-fully, with the rule text.
     pub masquerade_without_random_fully: Vec<String>,
+    /// `net.ipv4.ip_local_port_range` of each namespace (the node's and its pods') by the addresses it
+    /// holds: the source ports a client with that address picks from (first, last).
+    pub local_port_ranges: Vec<(IpAddr, u16, u16)>,
 }
 
 impl NodeContext {
     pub fn sysctl(&self, name: &str) -> Option<&str> {
         self.sysctls.get(name).map(String::as_str)
+    }
+
+    /// The ephemeral port range of the namespace holding `ip`, when the facts know it.
+    pub fn local_port_range(&self, ip: IpAddr) -> Option<(u16, u16)> {
+        self.local_port_ranges
+            .iter()
+            .find(|(a, _, _)| *a == ip)
+            .map(|(_, lo, hi)| (*lo, *hi))
     }
 
     pub fn service_for(&self, ip: IpAddr, port: u16) -> Option<&ServiceInfo> {

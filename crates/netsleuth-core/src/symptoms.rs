@@ -394,6 +394,8 @@ impl SymptomCollector {
                 consider(&listen_queue_overflow::INCIDENT, format!("looked for ≥ 3 SYNs dropped in bursts to one listener that answered others; the retransmitted SYNs went to {listeners} listener(s), at most {busiest} to one. Node counters decide: TcpExt ListenOverflows/ListenDrops (`netsleuth check`)")),
                 consider(&local_source_drop::INCIDENT, "looked for a source whose every SYN to a port went unanswered while the port answered others; not seen".into()),
                 consider(&crate::detect::conntrack_table_full::INCIDENT, "looked for new connections to ≥ 2 destinations unanswered together while one of those destinations answered an existing connection; not seen (nf_conntrack_count against nf_conntrack_max and `conntrack -S` drop decide on the node)".into()),
+                consider(&crate::detect::timewait_paws_reject::INCIDENT, "looked for a SYN answered by a bare ACK of the tuple's previous connection (a TIME_WAIT socket), then reset by the client and retried; not seen".into()),
+                consider(&crate::detect::ipvs_conn_reuse::INCIDENT, "looked for first SYNs dropped exactly when they reused a client port whose previous connection to the same service ended within IPVS's 2-minute TIME_WAIT; not seen".into()),
             ];
             out.push(Symptom {
                 kind: SymptomKind::SynRetransmissions,

@@ -216,6 +216,49 @@ pub static CONNTRACK_MAX_INIT_NETNS_ONLY: VersionFact = VersionFact {
     note: "standing behaviour; checked read-only in a child namespace on 6.18",
 };
 
+pub static SYN_RESEND_AFTER_BAD_ACK: VersionFact = VersionFact {
+    id: "kernel-tcp-syn-resend-after-suspicious-ack",
+    component: Component::Kernel,
+    since: &["5.6"],
+    what: "tcp: Reduce SYN resend delay if a suspicous ACK is received (a client in SYN-SENT that resets an \
+           unacceptable ACK retransmits its SYN after 2 jiffies, not the 1 s initial RTO)",
+    source: "https://git.kernel.org/torvalds/c/9603d47bad46",
+    note: "committed Feb 2020 in the 5.6 cycle (release inferred from the date)",
+};
+
+pub static PAWS_TW_COUNTER: VersionFact = VersionFact {
+    id: "kernel-tcp-paws-timewait-counter",
+    component: Component::Kernel,
+    since: &["6.16"],
+    what: "tcp: add LINUX_MIB_PAWS_TW_REJECTED counter (TcpExt PAWSTimewait) and the TCP_RFC7323_TW_PAWS drop \
+           reason; before, a SYN rejected by PAWS in TIME_WAIT counted in TcpExt PAWSEstab",
+    source: "https://git.kernel.org/torvalds/c/c449d5f3a3d7 (drop reason: 04271411121a)",
+    note: "merged into net-next in April 2025 (6.16 inferred from the date)",
+};
+
+pub static IPVS_CONN_REUSE_UNCONFIRMED_CT: VersionFact = VersionFact {
+    id: "kernel-ipvs-conn-reuse-unconfirmed-conntrack",
+    component: Component::Kernel,
+    since: &["5.9"],
+    what: "ipvs: allow connection reuse for unconfirmed conntrack (a SYN reusing a port of a connection in \
+           IPVS's TIME_WAIT is rescheduled without dropping it; before, conn_reuse_mode=1 with conntrack dropped \
+           that first SYN, since f719e3754ee2)",
+    source: "https://patchwork.ozlabs.org/project/netfilter-devel/patch/20200701151719.4751-1-ja@ssi.bg/ \
+             (kubernetes/kubernetes#93297, #102122)",
+    note: "5.9 as kubernetes#93297 and kube-proxy's connReuseMinSupportedKernelVersion (#102122) state",
+};
+
+pub static IPVS_EXPIRE_NODEST_CONN: VersionFact = VersionFact {
+    id: "kernel-ipvs-expire-nodest-conn-delayed-work",
+    component: Component::Kernel,
+    since: &["5.9"],
+    what: "ipvs: queue delayed work to expire no destination connections if expire_nodest_conn=1 (a reused \
+           port no longer reaches a removed real server)",
+    source: "https://patchwork.ozlabs.org/project/netfilter-devel/patch/20200708161638.13584-1-kim.andrewsy@gmail.com/ \
+             (kubernetes/kubernetes#81775, #93297)",
+    note: "5.9 as kubernetes#93297 states",
+};
+
 /// Every row, in the order above.
 pub static TABLE: &[&VersionFact] = &[
     &MASQUERADE_FLUSH_PER_ADDRESS,
@@ -237,6 +280,10 @@ pub static TABLE: &[&VersionFact] = &[
     &CONNTRACK_MAX_INIT_NETNS_ONLY,
     &DROP_REASON_IP_RPFILTER,
     &MUSL_DNS_TCP_FALLBACK,
+    &SYN_RESEND_AFTER_BAD_ACK,
+    &PAWS_TW_COUNTER,
+    &IPVS_CONN_REUSE_UNCONFIRMED_CT,
+    &IPVS_EXPIRE_NODEST_CONN,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

@@ -1553,3 +1553,49 @@ fn an_icmp_error_seen_at_two_points_of_one_capture_counts_once() {
         .unwrap_or_else(|| panic!("{:#?}", a.symptoms));
     assert_eq!(icmp.count, 2, "{}", icmp.summary);
 }
+
+/// A client that closes first and connects again on the same 4-tuple within 60 s (tcp_tw_reuse taking
+/// its TIME_WAIT ports) three times: possible port pressure from the capture alone; with the client's
+/// range known to hold only that port, every port was held: confirmed.
+#[test]
+fn ports_reused_inside_the_clients_time_wait_are_port_pressure() {
+    let build = || {
+        let mut cap = Cap::new();
+        for round in 0..4u32 {
+            let t = T0 + i64::from(round) * 2 * S;
+            let isn = 1000 + round * 100_000;
+            let (cs, ss) = handshake(&mut cap, t, (C, 42100), (SRV, 80), isn, 9000 + round);
+            cap.send(
+                t + 10 * MS,
+                2,
+                tcp_v4(C, 42100, SRV, 80).seq(cs).ack(ss).flags(FIN | ACK),
+            );
+            cap.send(
+                t + 11 * MS,
+                2,
+                tcp_v4(SRV, 80, C, 42100)
+                    .seq(ss)
+                    .ack(cs + 1)
+                    .flags(FIN | ACK),
+            );
+            cap.send(
+                t + 12 * MS,
+                2,
+                tcp_v4(C, 42100, SRV, 80).seq(cs + 1).ack(ss + 1).flags(ACK),
+            );
+        }
+        cap
+    };
+    assert_eq!(
+        ids(&build().analyze()),
+        vec![("ephemeral-port-exhaustion", Confidence::Possible)]
+    );
+    let node = NodeContext {
+        local_port_ranges: vec![(std::net::IpAddr::from(C), 42100, 42100)],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&build().analyze_with(&node)),
+        vec![("ephemeral-port-exhaustion", Confidence::Confirmed)]
+    );
+}

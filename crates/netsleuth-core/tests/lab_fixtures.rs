@@ -201,6 +201,35 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "hairpin-off",
         Confidence::Likely,
     ),
+    // The server's TIME_WAIT answers an old-timestamp SYN with a bare ACK of the connection it closed
+    // first on the same SNAT tuple: the node sees that connection and the reject, so it is confirmed.
+    (
+        "timewait-paws-reject",
+        "node.pcap",
+        "timewait-paws-reject",
+        Confidence::Confirmed,
+    ),
+    // Before SNAT (the bridge) the previous connection on the tuple was another pod's: not seen.
+    (
+        "timewait-paws-reject",
+        "client.pcap",
+        "timewait-paws-reject",
+        Confidence::Likely,
+    ),
+    // Only the reused port's first SYNs lost, fresh ports answered at once; the node also shows them
+    // dying before the real server. Whether it is IPVS before 5.9 takes node facts.
+    (
+        "ipvs-conn-reuse",
+        "node.pcap",
+        "ipvs-conn-reuse",
+        Confidence::Likely,
+    ),
+    (
+        "ipvs-conn-reuse",
+        "client.pcap",
+        "ipvs-conn-reuse",
+        Confidence::Likely,
+    ),
 ];
 
 #[test]
@@ -234,6 +263,37 @@ fn node_facts_raise_confidence_where_they_prove_the_cause() {
     let dir = fixtures().join("tw-recycle-paws");
     let got = incidents(&[dir.join("node.pcap")], &facts(&dir));
     assert_eq!(got, vec![("tw-recycle-paws", Confidence::Confirmed)]);
+    // The client pod's ten-port ip_local_port_range, known from the node facts, is what makes ten held
+    // ports an exhaustion; capture alone cannot know the range (Linux's default holds 28,232 ports).
+    let dir = fixtures().join("ephemeral-port-exhaustion");
+    for file in ["client.pcap", "node.pcap"] {
+        let got = incidents(&[dir.join(file)], &facts(&dir));
+        assert_eq!(
+            got,
+            vec![("ephemeral-port-exhaustion", Confidence::Confirmed)],
+            "{file}"
+        );
+        let got = incidents(&[dir.join(file)], &NodeContext::default());
+        assert_eq!(got, vec![], "{file} without node facts");
+    }
+    let dir = fixtures().join("ephemeral-port-exhaustion-mitigated");
+    let got = incidents(&[dir.join("client.pcap")], &facts(&dir));
+    assert_eq!(got, vec![], "the default range is far from used up");
+    // IPVS with conn_reuse_mode=1 (emulated sysctls) on the lab's own kernel, which has the 5.9 fix:
+    // still likely; on a kernel before 5.9 the node facts confirm it; with conn_reuse_mode=0 IPVS would
+    // not drop those SYNs, so only possible.
+    let dir = fixtures().join("ipvs-conn-reuse");
+    let mut node = facts(&dir);
+    assert_eq!(node.sysctl("net.ipv4.vs.conn_reuse_mode"), Some("1"));
+    let got = incidents(&[dir.join("node.pcap")], &node);
+    assert_eq!(got, vec![("ipvs-conn-reuse", Confidence::Likely)]);
+    node.kernel_release = Some("5.4.0-150-generic".into());
+    let got = incidents(&[dir.join("node.pcap")], &node);
+    assert_eq!(got, vec![("ipvs-conn-reuse", Confidence::Confirmed)]);
+    node.sysctls
+        .insert("net.ipv4.vs.conn_reuse_mode".into(), "0".into());
+    let got = incidents(&[dir.join("node.pcap")], &node);
+    assert_eq!(got, vec![("ipvs-conn-reuse", Confidence::Possible)]);
     // With the pod's /etc/hosts known, DNS queries for a pinned name are the Go resolver's order.
     let dir = fixtures().join("go-resolver-dns-first");
     let got = incidents(&[dir.join("client.pcap")], &facts(&dir));

@@ -169,6 +169,37 @@ pub fn tcp_timestamp(s: &TcpStream) -> Option<u32> {
     (r == 0).then_some(v)
 }
 
+/// How many times the connection retransmitted so far (`TCP_INFO` `tcpi_total_retrans`): read right
+/// after connect, the SYNs sent again before the handshake completed.
+pub fn total_retransmissions(s: &TcpStream) -> Option<u32> {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as u32;
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(info.tcpi_total_retrans)
+}
+
+/// A `TcpExt` counter of the calling thread's network namespace (`/proc/thread-self/net/netstat`).
+pub fn tcp_ext_counter(name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let (Some(head), Some(values)) = (lines.next(), lines.next()) {
+        if !head.starts_with("TcpExt:") {
+            continue;
+        }
+        let i = head.split_whitespace().position(|h| h == name)?;
+        return values.split_whitespace().nth(i)?.parse().ok();
+    }
+    None
+}
+
 /// The local port of a socket.
 pub fn local_port(s: &TcpStream) -> u16 {
     s.local_addr().map(|a| a.port()).unwrap_or(0)

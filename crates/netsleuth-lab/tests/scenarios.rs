@@ -96,6 +96,18 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
         "overlay-mtu-blackhole",
         Confidence::Likely,
     ),
+    (
+        "timewait-paws-reject",
+        "timewait-paws-reject",
+        Confidence::Confirmed,
+    ),
+    (
+        "ephemeral-port-exhaustion",
+        "ephemeral-port-exhaustion",
+        Confidence::Confirmed,
+    ),
+    // The lab's kernel (≥ 5.9) has the IPVS fix: its node facts keep the emulated drop at likely.
+    ("ipvs-conn-reuse", "ipvs-conn-reuse", Confidence::Likely),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -275,6 +287,9 @@ scenario_tests! {
     rp_filter_drop => "rp-filter-drop",
     dns_truncation_fallback => "dns-truncation-fallback",
     overlay_mtu_blackhole => "overlay-mtu-blackhole",
+    timewait_paws_reject => "timewait-paws-reject",
+    ephemeral_port_exhaustion => "ephemeral-port-exhaustion",
+    ipvs_conn_reuse => "ipvs-conn-reuse",
 }
 
 #[test]

@@ -91,6 +91,27 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
                 .collect(),
         });
     }
+    // Each namespace's ephemeral port range, by the addresses it holds (a pod's address is how its
+    // connections appear in a capture).
+    for ns in &facts.namespaces {
+        let Some(range) = ns
+            .sysctl("net.ipv4.ip_local_port_range")
+            .and_then(parse_port_range)
+        else {
+            continue;
+        };
+        for l in ns.links.iter().flatten() {
+            for a in &l.addrs {
+                let Ok(ip) = a.local.parse::<IpAddr>() else {
+                    continue;
+                };
+                if ip.is_loopback() || ctx.local_port_ranges.iter().any(|(x, _, _)| *x == ip) {
+                    continue;
+                }
+                ctx.local_port_ranges.push((ip, range.0, range.1));
+            }
+        }
+    }
     ctx.masquerade_without_random_fully = node
         .source_nat_rules()
         .iter()
@@ -98,4 +119,12 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
         .map(|r| r.text.clone())
         .collect();
     ctx
+}
+
+/// `32768\t60999` (as sysctl prints it) → (32768, 60999).
+fn parse_port_range(v: &str) -> Option<(u16, u16)> {
+    let mut w = v.split_whitespace();
+    let lo = w.next()?.parse().ok()?;
+    let hi = w.next()?.parse().ok()?;
+    (lo <= hi).then_some((lo, hi))
 }

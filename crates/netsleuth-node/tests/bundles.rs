@@ -289,3 +289,42 @@ fn node_context_carries_the_containers_hosts_entries() {
         "loopback entries are left out: {names:?}"
     );
 }
+
+/// The lab's bundles of the issue-15 scenarios (fixtures/lab/<run>/node.tar.gz): the node's state
+/// names what it can see of each, and the mitigated runs' state names nothing of it.
+#[test]
+fn lab_bundles_of_the_port_and_time_wait_incidents() {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lab");
+    let of = |run: &str, id: &str| -> Vec<(FindingKind, Confidence, String)> {
+        let facts =
+            read_bundle(&lab.join(run).join("node.tar.gz")).unwrap_or_else(|e| panic!("{e}"));
+        check(&facts, &CheckOptions::default())
+            .findings
+            .into_iter()
+            .filter(|f| f.id == id)
+            .map(|f| (f.kind, f.confidence, f.summary))
+            .collect()
+    };
+    // The client pod's ten-port range, every port in TIME_WAIT toward the server: under way.
+    let got = of("ephemeral-port-exhaustion", "ephemeral-port-exhaustion");
+    assert!(
+        matches!(got.as_slice(), [(FindingKind::Incident, Confidence::Confirmed, s)] if s.contains("all 10 ports")),
+        "{got:?}"
+    );
+    assert!(of(
+        "ephemeral-port-exhaustion-mitigated",
+        "ephemeral-port-exhaustion"
+    )
+    .is_empty());
+    // The SNAT node forgets closed connections after 1 s: a latent risk there (the PAWS counter is
+    // the server's, on another node).
+    let got = of("timewait-paws-reject", "timewait-paws-reject");
+    assert!(
+        matches!(
+            got.as_slice(),
+            [(FindingKind::LatentRisk, Confidence::Likely, _)]
+        ),
+        "{got:?}"
+    );
+    assert!(of("timewait-paws-reject-mitigated", "timewait-paws-reject").is_empty());
+}

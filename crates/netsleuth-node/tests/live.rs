@@ -284,6 +284,88 @@ fn overflowing_listener_is_named_as_under_way() {
     drop((listener, clients));
 }
 
+/// A server that closes first, and a client that reconnects from the same address and port while the
+/// server holds TIME_WAIT, with two timestamp clocks as two hosts behind one NAT would have: the
+/// namespace's tcp_timestamps alternates between 1 (random offset) and 2 (none), so every other switch
+/// sends a SYN whose timestamp is behind, and the TIME_WAIT socket rejects it on PAWS with a bare ACK.
+/// The PAWS counter rises while `check` samples it: an incident under way.
+#[test]
+fn timewait_paws_rejects_are_named_as_under_way() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run("ip link set lo up");
+    let listener = ns.within(|| socket2_listen("127.0.0.1:8081", 16));
+    let root = TempDir::new("nsn-twpaws-root");
+    let r = std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| {
+            ns.within(|| {
+                std::thread::sleep(Duration::from_millis(400));
+                let listener = TcpListener::from(listener);
+                for i in 0..16 {
+                    let clock = if i % 2 == 0 { "1" } else { "2" };
+                    std::fs::write("/proc/sys/net/ipv4/tcp_timestamps", clock).unwrap();
+                    let client = bound_connect("127.0.0.1:40000", "127.0.0.1:8081");
+                    let (mut server, _) = listener.accept().unwrap();
+                    std::io::Write::write_all(&mut server, b"x").unwrap();
+                    drop(server); // the server closes first: TIME_WAIT on its side
+                    let mut client = client;
+                    let mut sink = [0u8; 16];
+                    while matches!(std::io::Read::read(&mut client, &mut sink), Ok(n) if n > 0) {}
+                    drop(client);
+                    std::thread::sleep(Duration::from_millis(60));
+                }
+            })
+        });
+        let (_, r) = collect_and_check(&opts(&ns, root.path(), 3000), "timewait-paws");
+        traffic.join().unwrap();
+        r
+    });
+    let f = find(&r, "timewait-paws-reject")
+        .unwrap_or_else(|| panic!("timewait-paws-reject not named: {}", show(&r)));
+    assert_eq!(
+        f.kind,
+        netsleuth_core::FindingKind::Incident,
+        "{}",
+        show(&r)
+    );
+    assert!(f.summary.contains("rising"), "{}", f.summary);
+}
+
+/// Connects from `src` (SO_REUSEADDR, so the same port every time) to `dst`, blocking.
+fn bound_connect(src: &str, dst: &str) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let (src, dst): (std::net::SocketAddrV4, std::net::SocketAddrV4) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            4,
+        );
+        let s = sockaddr(src);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        assert_eq!(
+            libc::bind(fd, &s as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        let d = sockaddr(dst);
+        assert_eq!(
+            libc::connect(fd, &d as *const _ as *const libc::sockaddr, len),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
 #[test]
 fn idle_service_sockets_without_keepalive_are_named() {
     if !can_make_namespaces() {

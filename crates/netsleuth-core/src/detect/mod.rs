@@ -18,15 +18,18 @@ pub mod dns_id_collision;
 pub mod dns_ndots_amplification;
 pub mod dns_truncation_fallback;
 pub mod dns_upstream_unreachable;
+pub mod ephemeral_port_exhaustion;
 pub mod go_resolver_dns_first;
 pub mod idle_timeout_reset;
 pub mod hairpin_off;
+pub mod ipvs_conn_reuse;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
 pub mod overlay_mtu_blackhole;
 pub mod rp_filter_drop;
 pub mod snat_port_clash;
 pub mod stale_udp_conntrack;
+pub mod timewait_paws_reject;
 pub mod tw_recycle_paws;
 
 use crate::finding::{format_ts, DnsFields, Evidence, Finding, FrameRef, Incident, TcpFields};
@@ -58,6 +61,9 @@ pub static CATALOGUE: &[&Incident] = &[
     &rp_filter_drop::INCIDENT,
     &dns_truncation_fallback::INCIDENT,
     &overlay_mtu_blackhole::INCIDENT,
+    &timewait_paws_reject::INCIDENT,
+    &ephemeral_port_exhaustion::INCIDENT,
+    &ipvs_conn_reuse::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -130,6 +136,13 @@ pub static DETECTORS: &[DetectorEntry] = &[
         incident: &conntrack_table_full::INCIDENT,
         new: || Box::<conntrack_table_full::Detector>::default(),
     },
+    // Before tw-recycle-paws and snat-port-clash: a first SYN lost exactly when it reused a recently
+    // closed client port of the same service is IPVS's, whatever its timestamp, and one lost beside a
+    // concurrent SYN of another client is a clash.
+    DetectorEntry {
+        incident: &ipvs_conn_reuse::INCIDENT,
+        new: || Box::<ipvs_conn_reuse::Detector>::default(),
+    },
     DetectorEntry {
         incident: &tw_recycle_paws::INCIDENT,
         new: || Box::<tw_recycle_paws::Detector>::default(),
@@ -154,6 +167,12 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &rp_filter_drop::INCIDENT,
         new: || Box::<rp_filter_drop::Detector>::default(),
+    },
+    // Before the detectors of silent SYN drops: a SYN answered by a TIME_WAIT socket's bare ACK was
+    // not dropped, and its retry a second later is this incident's, not a drop's.
+    DetectorEntry {
+        incident: &timewait_paws_reject::INCIDENT,
+        new: || Box::<timewait_paws_reject::Detector>::default(),
     },
     DetectorEntry {
         incident: &listen_queue_overflow::INCIDENT,
@@ -198,6 +217,10 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &overlay_mtu_blackhole::INCIDENT,
         new: || Box::<overlay_mtu_blackhole::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &ephemeral_port_exhaustion::INCIDENT,
+        new: || Box::<ephemeral_port_exhaustion::Detector>::default(),
     },
 ];
 
@@ -478,7 +501,13 @@ impl SynRecord {
             return None;
         }
         let rst_answer = c.rsts.iter().find(|r| !r.from_client).map(|r| r.pkt);
-        let answer = c.synack.or(rst_answer);
+        // A bare ACK from a socket already synchronised on the tuple (TIME_WAIT) answers the SYN too:
+        // the SYN reached the server and was not dropped on the way.
+        let ack_answer = c.syn_answered_by_ack.map(|(p, _)| p);
+        let answer = [c.synack, rst_answer, ack_answer]
+            .into_iter()
+            .flatten()
+            .min_by_key(|p| p.ts_ns);
         Some(SynRecord {
             conn: c.id,
             first_syn: first.pkt,

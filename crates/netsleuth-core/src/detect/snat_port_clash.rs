@@ -58,7 +58,8 @@ pub struct Detector {
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
-        if !c.roles_known || c.syns.is_empty() {
+        // A SYN answered by a TIME_WAIT socket's bare ACK reached the server: not a drop.
+        if !c.roles_known || c.syns.is_empty() || c.syn_answered_by_ack.is_some() {
             return;
         }
         for leg in &c.legs {
@@ -122,10 +123,15 @@ impl Detector {
         }
     }
 
-    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
+    pub fn finish(self, ctx: &Context<'_>, explained: &[u64], out: &mut Vec<Finding>) -> Vec<u64> {
         let mut confirmed = Vec::new();
         let mut unproven = Vec::new();
-        for d in &self.drops {
+        // Drops a more specific detector explained (a reused port's SYN dropped by IPVS) are its.
+        for d in self
+            .drops
+            .iter()
+            .filter(|d| explained.binary_search(&d.conn).is_err())
+        {
             let concurrent = self
                 .syn_times
                 .get(&d.syn.dst)
@@ -257,9 +263,9 @@ impl super::CaptureDetector for Detector {
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,
-        _explained: &[u64],
+        explained: &[u64],
         out: &mut Vec<Finding>,
     ) -> Vec<u64> {
-        Detector::finish(*self, ctx, out)
+        Detector::finish(*self, ctx, explained, out)
     }
 }

@@ -47,6 +47,11 @@ pub struct Detector {
 
 impl Detector {
     pub fn connection(&mut self, c: &Conn) {
+        // A SYN answered by a bare ACK met a TIME_WAIT socket (timewait-paws-reject): the server
+        // answered it, which tcp_tw_recycle's check never does, and did not accept it either.
+        if c.syn_answered_by_ack.is_some() {
+            return;
+        }
         let Some(rec) = SynRecord::of(c) else { return };
         if rec.tsval.is_none() {
             return;
@@ -66,7 +71,19 @@ impl Detector {
     }
 
     /// Returns the ids of connections it explained.
-    pub fn finish(self, ctx: &Context<'_>, out: &mut Vec<Finding>) -> Vec<u64> {
+    pub fn finish(
+        mut self,
+        ctx: &Context<'_>,
+        already: &[u64],
+        out: &mut Vec<Finding>,
+    ) -> Vec<u64> {
+        // SYNs an earlier detector explained (a reused port's SYN dropped by IPVS) are neither drops
+        // nor acceptances of this one's.
+        if !already.is_empty() {
+            for recs in self.by_pair.values_mut() {
+                recs.retain(|r| already.binary_search(&r.conn).is_err());
+            }
+        }
         let mut explained = Vec::new();
         // Before SNAT (a client pod's own capture), the hosts that share the SNAT address show as
         // separate sources: compare them per server too, at `possible`, if no pair decided it.
@@ -216,7 +233,7 @@ impl Detector {
             f = f
                 .rules_out(super::listen_queue_overflow::INCIDENT.id, "the dropped SYNs are exactly those whose timestamps fell behind the last accepted one from the address; SYNs with newer timestamps were answered at the same time")
                 .rules_out(super::snat_port_clash::INCIDENT.id, "the SYNs were dropped by the server (no SYN-ACK) according to their timestamps, not lost inside a NATing node")
-                .cannot_rule_out("timewait-paws-reject", "without tcp_tw_recycle, a server in TIME_WAIT answers an old-timestamp SYN with a bare ACK instead of dropping it: a bare ACK before the client's RST would point there");
+                .rules_out(super::timewait_paws_reject::INCIDENT.id, "no SYN was answered by a bare ACK of an older connection: the SYNs were dropped without a reply, which a TIME_WAIT socket never does");
             out.push(with_marked_packets(
                 f,
                 ctx,
@@ -345,14 +362,6 @@ impl super::CaptureDetector for Detector {
         explained: &[u64],
         out: &mut Vec<Finding>,
     ) -> Vec<u64> {
-        let mut me = *self;
-        // SYNs an earlier, more specific cause explained (a full conntrack table refusing several
-        // destinations at once) are not offered as PAWS drops.
-        if !explained.is_empty() {
-            for recs in me.by_pair.values_mut() {
-                recs.retain(|r| explained.binary_search(&r.conn).is_err());
-            }
-        }
-        Detector::finish(me, ctx, out)
+        Detector::finish(*self, ctx, explained, out)
     }
 }

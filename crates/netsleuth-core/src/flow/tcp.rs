@@ -136,6 +136,10 @@ pub struct Conn {
     /// The interface of the first SYN-ACK sighting that named one.
     pub synack_ifindex: Option<u32>,
     pub synack_transmissions: u32,
+    /// The server's first reply to the client's SYN when it was a bare ACK (no SYN, no RST) before any
+    /// SYN-ACK, with the TSecr it echoed: a socket already synchronised on this tuple answered (one in
+    /// TIME_WAIT rejecting the SYN, or one the server believes established), not the listener.
+    pub syn_answered_by_ack: Option<(PktRef, Option<u32>)>,
     /// The client acknowledged the SYN-ACK or data flowed both ways.
     pub established: bool,
     pub first_ts: i64,
@@ -186,6 +190,7 @@ impl Conn {
             synack: None,
             synack_ifindex: None,
             synack_transmissions: 0,
+            syn_answered_by_ack: None,
             established: false,
             first_ts: ts,
             last_ts: ts,
@@ -550,11 +555,27 @@ impl TcpEngine {
                 conn.closed_ts.get_or_insert(pkt.ts_ns);
             }
         }
+        // A bare ACK from the server answering the SYN acknowledges another connection's sequence
+        // space (the old one on this tuple): it must not move this connection's.
+        let stray_ack = !from_client
+            && conn.synack.is_none()
+            && !conn.syns.is_empty()
+            && seg.has(ACK)
+            && !seg.has(SYN)
+            && !seg.has(RST)
+            && !seg.has(FIN)
+            && pkt.len == 0;
+        if stray_ack && conn.syn_answered_by_ack.is_none() {
+            conn.syn_answered_by_ack = Some((pkt, seg.options.timestamp.map(|t| t.1)));
+        }
         conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
-        if seg.has(ACK) && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0) {
+        if seg.has(ACK)
+            && !stray_ack
+            && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0)
+        {
             conn.highest_ack[dir] = Some(pkt.ack);
         }
-        if !seg.has(RST) {
+        if !seg.has(RST) && !stray_ack {
             let end = pkt
                 .seq
                 .wrapping_add(pkt.len)

@@ -20,16 +20,19 @@ mod dns_id_collision;
 mod dns_ndots_amplification;
 mod dns_truncation_fallback;
 mod dns_upstream_unreachable;
+mod ephemeral_port_exhaustion;
 mod go_resolver_dns_first;
 mod hairpin_off;
 mod healthy;
 mod idle_timeout_reset;
+mod ipvs_conn_reuse;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod overlay_mtu_blackhole;
 mod rp_filter_drop;
 mod snat_port_clash;
 mod stale_udp_conntrack;
+mod timewait_paws_reject;
 mod tw_recycle_paws;
 
 pub static INFOS: &[ScenarioInfo] = &[
@@ -238,6 +241,37 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a pod's request to a pod on the other node goes through; the full-size segments of the response do not fit the overlay and the ICMP that would say so is dropped: the response stalls",
         mitigation: "ICMP fragmentation-needed let through: the server's path MTU adapts to the overlay (the lasting fix is the pods' MTU = underlay − 50, the CNI's mtu setting)",
+    },
+    ScenarioInfo {
+        name: core::timewait_paws_reject::INCIDENT.id,
+        incident: Some(&core::timewait_paws_reject::INCIDENT),
+        run: timewait_paws_reject::run,
+        reproduction: Reproduction::Native {
+            how: "two pods leave through the node's SNAT with one address and port (--to-source NODE_IP:40000) to a server that closes first; the node's conntrack forgets closed connections after 1 s (nf_conntrack_tcp_timeout_time_wait=1 in the node namespace, as a NAT gateway that reuses ports within the server's 60 s TIME_WAIT), so the pods' connections share one 4-tuple; their timestamp clocks differ (per address pair offsets) and the server's TIME_WAIT rejects the SYN whose TSval is behind (PAWSEstab) with a bare ACK.",
+        },
+        summary: "pods behind one SNAT address:port reach a server that closes first; a SYN with an older timestamp meets the server's TIME_WAIT, gets a bare ACK, is reset by the pod and retried after 1 s",
+        mitigation: "SNAT over the full port range with --random-fully and conntrack's default TIME_WAIT timeout (120 s): no source port is reused while the server holds TIME_WAIT",
+    },
+    ScenarioInfo {
+        name: core::ephemeral_port_exhaustion::INCIDENT.id,
+        incident: Some(&core::ephemeral_port_exhaustion::INCIDENT),
+        run: ephemeral_port_exhaustion::run,
+        reproduction: Reproduction::Native {
+            how: "the client pod's namespace has net.ipv4.ip_local_port_range 40000 40009 (10 ports); it makes 14 one-connection requests to one server and closes each first, so each 4-tuple stays in its TIME_WAIT and connect() fails with EADDRNOTAVAIL once the ten are taken.",
+        },
+        summary: "a pod opens and closes (client first) one connection per request to one server; its ten-port ip_local_port_range fills with TIME_WAIT and connect() fails with EADDRNOTAVAIL",
+        mitigation: "the default ip_local_port_range (32768 60999) in the pod's namespace",
+    },
+    ScenarioInfo {
+        name: core::ipvs_conn_reuse::INCIDENT.id,
+        incident: Some(&core::ipvs_conn_reuse::INCIDENT),
+        run: ipvs_conn_reuse::run,
+        reproduction: Reproduction::Emulated {
+            why: "this kernel has no IPVS module, and since 5.9 IPVS no longer drops the first SYN of a reused port (\"ipvs: allow connection reuse for unconfirmed conntrack\"); kernels before 5.9 with conn_reuse_mode=1 and vs/conntrack=1 did.",
+            how: "serves the ClusterIP with kube-proxy-style DNAT, binds it on a kube-ipvs0 dummy, and plays the old IPVS drop with an nft rule in the node's prerouting before conntrack: a SYN to the ClusterIP from an address:port seen toward it within 120 s (IPVS's TIME_WAIT) is dropped once and its retransmission passes. The client pod reuses one source port (the backends close first) between connects from fresh ports.",
+        },
+        summary: "a pod reuses its source port toward an IPVS ClusterIP while the previous connection is in IPVS's TIME_WAIT; conn_reuse_mode=1 on a kernel < 5.9 drops the first SYN and the connect takes 1 s",
+        mitigation: "a kernel ≥ 5.9 (IPVS reschedules the reused port without dropping the SYN): the lab does not install the emulated drop",
     },
     ScenarioInfo {
         name: "healthy",

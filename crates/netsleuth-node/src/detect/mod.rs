@@ -19,16 +19,19 @@ mod dns_id_collision;
 mod dns_ndots_amplification;
 mod dns_truncation_fallback;
 mod dns_upstream_unreachable;
+mod ephemeral_port_exhaustion;
 mod evidence;
 mod go_resolver_dns_first;
 mod idle_timeout_reset;
 mod hairpin_off;
+mod ipvs_conn_reuse;
 mod listen_queue_overflow;
 mod local_source_drop;
 mod overlay_mtu_blackhole;
 mod rp_filter_drop;
 mod snat_port_clash;
 mod stale_udp_conntrack;
+mod timewait_paws_reject;
 mod tw_recycle_paws;
 
 use crate::facts::{NetnsFacts, NodeFacts, RootFacts};
@@ -182,6 +185,18 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::overlay_mtu_blackhole::INCIDENT,
         scope: Scope::Node(overlay_mtu_blackhole::check),
+    },
+    NodeDetector {
+        incident: &core::timewait_paws_reject::INCIDENT,
+        scope: Scope::Netns(timewait_paws_reject::check),
+    },
+    NodeDetector {
+        incident: &core::ephemeral_port_exhaustion::INCIDENT,
+        scope: Scope::Netns(ephemeral_port_exhaustion::check),
+    },
+    NodeDetector {
+        incident: &core::ipvs_conn_reuse::INCIDENT,
+        scope: Scope::Netns(ipvs_conn_reuse::check),
     },
 ];
 
