@@ -29,7 +29,8 @@
 pub mod cmd;
 pub mod counters;
 pub mod dns;
-pub mod dropmon;
+/// Kernel drop reasons: the node crate's monitor, shared with `netsleuth watch`.
+pub use netsleuth_node::live::dropmon;
 mod emulate;
 mod error;
 mod facts;

@@ -5,7 +5,7 @@
 //! [`Observation::stop`] runs after the traffic (`lab::run`), before the namespaces go.
 
 use crate::counters::Snapshot;
-use crate::dropmon::{DropMonitor, DropReasons};
+use crate::dropmon::{DropMonitor, DropReasons, Owner};
 use crate::error::Result;
 use crate::netns::Netns;
 use crate::record::{self, Recorder};
@@ -162,7 +162,7 @@ impl Observation {
             ct_events,
             ip_monitor,
             before,
-            dropmon: DropMonitor::start(),
+            dropmon: DropMonitor::start(Owner::Lab),
         })
     }
 
