@@ -43,6 +43,7 @@ pub mod registry;
 mod report;
 mod scenarios;
 mod scene;
+pub mod watch;
 pub mod topology;
 pub mod traffic;
 
@@ -131,6 +132,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// Skip running the analysis on the captures (the report then has none).
     pub skip_analysis: bool,
+    /// Run `netsleuth watch` on the run's namespaces while the incident happens; what it named is in
+    /// the report (`RunReport::watch`).
+    pub watch: bool,
 }
 
 /// Runs one scenario. Needs root and the tools of [`cmd::REQUIRED_TOOLS`]; see [`preflight`].

@@ -161,6 +161,9 @@ pub struct RunReport {
     pub namespaces: Vec<String>,
     pub namespaces_kept: bool,
     pub wall_time: Duration,
+    /// What `netsleuth watch` named while the run happened (`--watch` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watch::WatchRecord>,
     /// netsleuth's analysis of the run's captures (node view and client view together).
     #[serde(skip)]
     pub analysis: Option<netsleuth_core::Analysis>,

@@ -28,6 +28,51 @@ pub enum Command {
     Lab(LabArgs),
     /// List the incident catalogue.
     Catalogue(FormatArgs),
+    /// Watch the live node (and its pods' namespaces) and name incidents as they happen, read-only.
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Watch this network namespace (a name in /run/netns, or a path such as /proc/PID/ns/net)
+    /// instead of the node's own and its processes'; repeatable.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+    /// Watch every network namespace a process lives in (the default without --netns), and those
+    /// that appear later.
+    #[arg(long)]
+    pub all_netns: bool,
+    /// Stop after this long (`90s`, `5m`, `1h`; default: until SIGINT/SIGTERM).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Receive buffer of each netlink event socket, in KiB.
+    #[arg(long, default_value_t = 8192, hide = true)]
+    pub rcvbuf_kib: u32,
+    /// Output: human lines as findings happen, or JSON Lines (one finding or notice per line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+/// `90`, `90s`, `5m`, `1h`, `250ms`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 5m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0 && secs < 1e9) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +183,10 @@ pub struct LabRunArgs {
     /// Keep the namespaces after the run (for inspection; remove them with `ip netns del`).
     #[arg(long)]
     pub keep: bool,
+    /// Run `netsleuth watch` on the lab's namespaces while the incident happens, and show what it
+    /// named and when.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub format: FormatArgs,
 }

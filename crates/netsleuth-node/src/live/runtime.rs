@@ -38,6 +38,8 @@ pub struct WatchOptions {
     pub proc_root: PathBuf,
     /// Use the drop-reason tracepoint (creates a private tracefs instance).
     pub drop_reasons: bool,
+    /// Told once every source is open and the first dumps are read (before the first event is waited for).
+    pub ready: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Default for WatchOptions {
@@ -52,6 +54,7 @@ impl Default for WatchOptions {
             rcvbuf: 8 << 20,
             proc_root: PathBuf::from("/proc"),
             drop_reasons: true,
+            ready: None,
         }
     }
 }
@@ -254,6 +257,9 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
             costs: "incidents seen only on the wire (bridge-nf-bypass, tw-recycle-paws, dns-id-collision, go-resolver-dns-first, dns-upstream-unreachable, and the RST itself) are not watched live; capture and `netsleuth analyze` them".into(),
         },
     });
+    if let Some(r) = &opts.ready {
+        let _ = r.send(());
+    }
     let mono_off = mono_to_real_offset();
     let mut buf = vec![0u8; 1 << 20];
     let mut next_tick = Instant::now();

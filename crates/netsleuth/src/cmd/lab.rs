@@ -169,6 +169,7 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
                 .map(|d| if a.all { d.join(name) } else { d.clone() }),
             keep: a.keep,
             skip_analysis: false,
+            watch: a.watch,
         };
         let r = netsleuth_lab::run(name, &opts)?;
         let view = RunView::of(&r);
@@ -177,6 +178,9 @@ fn run_scenarios(a: LabRunArgs) -> Result<i32, CliError> {
                 let (ok, why) = view.verdict();
                 all_ok &= ok;
                 let mut text = r.render_text();
+                if let Some(w) = &r.watch {
+                    text.push_str(&super::watch::render_lab_record(w));
+                }
                 text.push_str("\nAnalysis of the run's captures:\n");
                 text.push_str(&report::human::render(&view.report(ok, &why)));
                 text.push_str(&format!(

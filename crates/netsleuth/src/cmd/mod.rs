@@ -4,6 +4,7 @@ mod analyze;
 mod catalogue;
 mod lab;
 mod node;
+mod watch;
 
 use crate::cli::{Cli, Command, Format};
 use netsleuth_core::report::escape::for_terminal;
@@ -137,6 +138,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Diff(a) => node::diff(a),
         Command::Lab(a) => lab::run(a),
         Command::Catalogue(a) => catalogue::run(a),
+        Command::Watch(a) => watch::run(a),
     }
 }
 
