@@ -23,7 +23,9 @@ const CTA_STATS_EARLY_DROP: u16 = 11;
 const CTA_STATS_CLASH_RESOLVE: u16 = 14;
 
 /// Decodes one buffer of ctnetlink event messages; returns how many messages were damaged.
-pub fn decode_events(buf: &[u8], mut on_event: impl FnMut(CtKind, Entry)) -> u64 {
+/// `on_event` gets the kind, the entry and whether a userspace request caused it (a DESTROY by
+/// `conntrack -D` or a flush, not by the kernel's timeout).
+pub fn decode_events(buf: &[u8], mut on_event: impl FnMut(CtKind, Entry, bool)) -> u64 {
     let mut damaged = 0;
     let mut msgs = messages(buf);
     for m in &mut msgs {
@@ -39,7 +41,7 @@ pub fn decode_events(buf: &[u8], mut on_event: impl FnMut(CtKind, Entry)) -> u64
             continue;
         };
         match m.nfnetlink() {
-            Some(body) => on_event(kind, entry(body.attrs)),
+            Some(body) => on_event(kind, entry(body.attrs), m.pid != 0),
             None => damaged += 1,
         }
     }
@@ -95,7 +97,7 @@ impl CtSource {
     }
 
     /// Reads every waiting event; returns true when the kernel reported a loss (then resync).
-    pub fn read(&mut self, buf: &mut [u8], on_event: &mut impl FnMut(CtKind, Entry)) -> bool {
+    pub fn read(&mut self, buf: &mut [u8], on_event: &mut impl FnMut(CtKind, Entry, bool)) -> bool {
         let mut lost = false;
         loop {
             match sock::recv(self.events.as_raw_fd(), buf) {
@@ -180,7 +182,7 @@ mod tests {
         buf.extend(msg(0x100, 0, &body));
         buf.extend(msg(0x102, 0, &body));
         let mut seen = Vec::new();
-        let damaged = decode_events(&buf, |k, e| seen.push((k, e.id, e.start_ns, e.stop_ns)));
+        let damaged = decode_events(&buf, |k, e, _| seen.push((k, e.id, e.start_ns, e.stop_ns)));
         assert_eq!(damaged, 0);
         assert_eq!(
             seen,
@@ -191,7 +193,7 @@ mod tests {
             ]
         );
         for cut in 0..buf.len() {
-            let _ = decode_events(&buf[..cut], |_, _| {});
+            let _ = decode_events(&buf[..cut], |_, _, _| {});
         }
     }
 

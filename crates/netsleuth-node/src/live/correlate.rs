@@ -165,6 +165,9 @@ pub struct Correlator {
     latest: BTreeMap<(&'static str, String), Finding>,
     noticed: BTreeSet<String>,
     local_source_drops: u64,
+    local_source_location: String,
+    /// in_martian_src (kernel-wide) since it first rose: (before, now).
+    martian_counter: Option<(u64, u64)>,
     pub events: u64,
 }
 
@@ -189,11 +192,19 @@ impl Correlator {
             .unwrap_or_else(|| format!("namespace #{id}"))
     }
 
-    /// The findings so far, one per incident and case, at their best confidence; incidents first.
+    /// The findings so far: one per incident and kind (a report has one finding per incident), the
+    /// most certain case first and the others listed under it (`cases`); incidents first.
     pub fn summary(&self) -> Vec<Finding> {
-        let mut v: Vec<Finding> = self.latest.values().cloned().collect();
-        v.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.confidence.cmp(&a.confidence)));
-        v
+        let mut all: Vec<&Finding> = self.latest.values().collect();
+        all.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.confidence.cmp(&a.confidence)));
+        let mut out: Vec<Finding> = Vec::new();
+        for f in all {
+            match out.iter_mut().find(|o| o.id == f.id && o.kind == f.kind) {
+                Some(o) => o.cases.push(format!("[{}] {}", f.confidence.as_str(), f.summary)),
+                None => out.push(f.clone()),
+            }
+        }
+        out
     }
 
     /// Reports `f` for `case` if it says more than what was reported for it before.
@@ -209,7 +220,11 @@ impl Correlator {
         if f.kind == FindingKind::Incident {
             self.latest.remove(&risk_key);
         }
-        if better {
+        let same = self.reported.get(&(id, case.clone())) == Some(&f.confidence);
+        if same {
+            // Nothing new to say now; the summary keeps the fuller evidence.
+            self.latest.insert((id, case), f);
+        } else if better {
             self.reported.insert((id, case.clone()), f.confidence);
             self.latest.insert((id, case), f.clone());
             out.push(Output::Finding {
@@ -278,8 +293,8 @@ impl Correlator {
                     track(s, ts, e);
                 }
             }
-            (Some(n), Event::Conntrack { kind, entry }) => {
-                self.conntrack(&mut out, ts, n, kind, entry, owners)
+            (Some(n), Event::Conntrack { kind, entry, by_userspace }) => {
+                self.conntrack(&mut out, ts, n, kind, entry, by_userspace, owners)
             }
             (Some(n), Event::Sockets { sockets }) => self.ns(n).sockets = sockets,
             (Some(n), Event::Counters { snmp, conntrack }) => {
@@ -288,7 +303,8 @@ impl Correlator {
             (_, Event::Drop { reason, location }) => {
                 if reason == "IP_LOCAL_SOURCE" {
                     self.local_source_drops += 1;
-                    let f = self.local_source_finding(None, self.local_source_drops, 0, &location);
+                    self.local_source_location = location;
+                    let f = self.local_source_finding();
                     self.report(&mut out, ts, "kernel-wide".into(), f);
                 }
             }
@@ -349,6 +365,7 @@ impl Correlator {
         n: NsId,
         kind: CtKind,
         e: Entry,
+        by_userspace: bool,
         owners: &mut dyn OwnerLookup,
     ) {
         match kind {
@@ -367,8 +384,10 @@ impl Correlator {
                 self.classify_insert_failed(out, ts, n);
             }
             CtKind::Destroy => {
+                // The new translation of a broken connection destroyed in CLOSE: the reset.
+                self.follow(out, ts, n, e);
                 let prev = self.ns(n).tracked.remove(&key(&e));
-                self.destroyed(out, ts, n, e, prev, owners);
+                self.destroyed(out, ts, n, e, prev, by_userspace, owners);
             }
         }
     }
@@ -381,6 +400,7 @@ impl Correlator {
         n: NsId,
         e: Entry,
         prev: Option<Tracked>,
+        by_userspace: bool,
         owners: &mut dyn OwnerLookup,
     ) {
         if e.orig.proto != TCP || !(snat(&e) || dnat(&e)) {
@@ -414,13 +434,15 @@ impl Correlator {
                 g.prefix_len,
                 g.ifname
             )
+        } else if by_userspace {
+            "deleted by a userspace request (conntrack -D or a flush)".to_string()
         } else {
             match prev.as_ref().and_then(|p| Some((p.last_ts, p.entry.timeout_s?))) {
                 Some((last, t)) if ts >= last + i64::from(t) * SEC - SEC => format!(
                     "expired: idle since {} with {t} s left then",
                     clock(last)
                 ),
-                Some(_) => "deleted before its timeout (a flush or conntrack -D)".to_string(),
+                Some(_) => "destroyed by the kernel before its timeout".to_string(),
                 None => "destroyed (its last update was not seen)".to_string(),
             }
         };
@@ -686,23 +708,23 @@ impl Correlator {
             let case = who.map(|w| w.0).unwrap_or_default();
             self.report(out, ts, format!("{label} {case}"), f);
         }
-        // Martian sources, per namespace.
+        // Martian sources: rt_cache's counters are kernel-wide (one per CPU, not per namespace), so
+        // the runtime samples them in the first namespace only.
         let martian = |c: &Counters| c.get("rt_cache.in_martian_src").copied();
         if let (Some(a), Some(b)) = (martian(&psnmp), martian(&snmp)) {
             if b > a {
-                let f = self.local_source_finding(Some(n), b - a, a, "in_martian_src");
-                self.report(out, ts, label, f);
+                self.martian_counter = Some((self.martian_counter.map_or(a, |m| m.0), b));
+                let f = self.local_source_finding();
+                self.report(out, ts, "kernel-wide".into(), f);
             }
         }
     }
 
-    fn local_source_finding(&self, n: Option<NsId>, count: u64, before: u64, location: &str) -> Finding {
+    /// Martian drops of local sources, from the kernel-wide counter and the drop reason together.
+    fn local_source_finding(&self) -> Finding {
         // The addresses a load balancer's health checks would come from: those on a dummy kube-ipvs0.
         let mut lb = Vec::new();
         for (i, s) in self.ns.iter().enumerate() {
-            if n.is_some_and(|n| n as usize != i) {
-                continue;
-            }
             for (idx, name) in &s.links {
                 if name == "kube-ipvs0" {
                     for a in s.addrs.get(idx).into_iter().flatten() {
@@ -711,28 +733,33 @@ impl Correlator {
                 }
             }
         }
-        let (conf, where_) = match n {
-            Some(n) => (Confidence::Likely, format!("in {}", self.label(n))),
-            None => (Confidence::Likely, "kernel-wide (the tracepoint carries no namespace)".to_string()),
-        };
+        let count = self
+            .martian_counter
+            .map_or(0, |(a, b)| b - a)
+            .max(self.local_source_drops);
         let mut f = Finding::new(
             &local_source_drop::INCIDENT,
             FindingKind::Incident,
-            conf,
-            format!("{count} packet(s) dropped as martians because their source is a local address ({where_})"),
+            Confidence::Likely,
+            format!("{count} packet(s) dropped as martians because their source is a local address (kernel-wide: neither source says which namespace)"),
         );
-        f = match n {
-            Some(_) => f.with_evidence(Evidence::Counter {
-                source: "/proc/net/stat/rt_cache".into(),
+        if let Some((a, b)) = self.martian_counter {
+            f = f.with_evidence(Evidence::Counter {
+                source: "/proc/net/stat/rt_cache (kernel-wide)".into(),
                 name: "in_martian_src".into(),
-                before: Some(before),
-                after: before + count,
-            }),
-            None => f.with_evidence(Evidence::Fact {
+                before: Some(a),
+                after: b,
+            });
+        }
+        if self.local_source_drops > 0 {
+            f = f.with_evidence(Evidence::Fact {
                 source: "skb:kfree_skb".into(),
-                text: format!("drop reason IP_LOCAL_SOURCE at {location} ×{count}"),
-            }),
-        };
+                text: format!(
+                    "drop reason IP_LOCAL_SOURCE at {} ×{}",
+                    self.local_source_location, self.local_source_drops
+                ),
+            });
+        }
         for a in &lb {
             f = f.with_evidence(Evidence::Fact {
                 source: "rtnetlink".into(),
@@ -886,7 +913,7 @@ mod tests {
     }
 
     fn ct(kind: CtKind, e: Entry) -> Event {
-        Event::Conntrack { kind, entry: e }
+        Event::Conntrack { kind, entry: e, by_userspace: false }
     }
 
     fn run(events: Vec<Stamped>) -> (Correlator, Vec<Output>) {
@@ -942,7 +969,8 @@ mod tests {
         assert_eq!(findings(&out), [(conntrack_snat_remap::INCIDENT.id, FindingKind::Incident, Confidence::Likely)]);
         new.tcp_state = Some(CT_CLOSE);
         let mut more = events;
-        more.push(ev(t0 + S + S / 4, 0, ct(CtKind::Update, new)));
+        // The server's RST on an unreplied entry: the kernel destroys it in CLOSE at once.
+        more.push(ev(t0 + S + S / 4, 0, ct(CtKind::Destroy, new)));
         let (c, out) = run(more);
         assert_eq!(
             findings(&out),
@@ -1108,6 +1136,14 @@ mod tests {
             ev(t0, 0, Event::Unavailable { source: "x".into(), why: "y".into(), costs: "z".into() }),
         ]);
         assert_eq!(findings(&out), [(local_source_drop::INCIDENT.id, FindingKind::Incident, Confidence::Likely)]);
+        // The drop reason adds to the same finding; it is not a second one.
+        let (c, _) = run(vec![
+            ev(t0, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 0)]), conntrack: None }),
+            ev(t0 + S, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 4)]), conntrack: None }),
+            Stamped { ts_ns: t0 + S, ns: None, event: Event::Drop { reason: "IP_LOCAL_SOURCE".into(), location: "ip_route_input_slow".into() } },
+        ]);
+        assert_eq!(c.summary().len(), 1);
+        assert_eq!(c.summary()[0].evidence.len(), 2);
         assert_eq!(out.iter().filter(|o| matches!(o, Output::Notice { text, .. } if text.contains("unavailable"))).count(), 1);
     }
 }

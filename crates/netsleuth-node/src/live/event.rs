@@ -62,7 +62,12 @@ pub struct CtStats {
 pub enum Event {
     /// A namespace the watcher now follows (the node, a pod's), with its label.
     Namespace { label: String },
-    Conntrack { kind: CtKind, entry: Entry },
+    Conntrack {
+        kind: CtKind,
+        entry: Entry,
+        /// A userspace request caused it (`conntrack -D`, a flush), not the kernel itself.
+        by_userspace: bool,
+    },
     /// The whole table, read after a loss (or at the start): the correlator's state is replaced.
     ConntrackTable { entries: Vec<Entry> },
     Address {

@@ -116,6 +116,8 @@ impl OwnerLookup for ProcOwners {
 }
 
 fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>) {
+    // rt_cache's counters are kernel-wide: read once, with the first namespace.
+    let kernel_wide = id == 0;
     let r = in_netns(path, || {
         let mut unavailable = Vec::new();
         let ct = CtSource::open(rcvbuf)
@@ -141,6 +143,9 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
             .ok();
         let mut files = Vec::new();
         for (name, rel) in [("netstat", "netstat"), ("snmp", "snmp"), ("rt_cache", "stat/rt_cache")] {
+            if name == "rt_cache" && !kernel_wide {
+                continue;
+            }
             match File::open(Path::new("/proc/thread-self/net").join(rel)) {
                 Ok(f) => files.push((name.to_string(), f)),
                 Err(e) => unavailable.push(Event::Unavailable {
@@ -340,9 +345,9 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
                     let id = s.id;
                     let ct = s.ct.as_mut().expect("polled");
                     let mut n = 0u64;
-                    let lost = ct.read(&mut buf, &mut |kind, entry| {
+                    let lost = ct.read(&mut buf, &mut |kind, entry, by_userspace| {
                         n += 1;
-                        evs.push(Stamped { ts_ns: ts, ns: Some(id), event: Event::Conntrack { kind, entry } });
+                        evs.push(Stamped { ts_ns: ts, ns: Some(id), event: Event::Conntrack { kind, entry, by_userspace } });
                     });
                     st.summary.conntrack_events += n;
                     if lost {
