@@ -118,3 +118,197 @@ fn healthy_and_mitigated_runs_give_watch_no_incident() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A namespace whose conntrack tracks (an nf_tables rule uses it), removed on drop.
+fn tracked_namespace(role: &str) -> netsleuth_lab::netns::Netns {
+    netsleuth_lab::registry::install_signal_cleanup();
+    let ns = netsleuth_lab::netns::Netns::create(role).expect("creating a namespace");
+    ns.exec_stdin(
+        "nft",
+        &["-f", "-"],
+        "table ip watchtest {\n chain out {\n  type filter hook output priority 0;\n  ct state new accept\n }\n}\n",
+    )
+    .expect("loading a conntrack-using rule");
+    ns
+}
+
+/// `n` UDP datagrams to distinct ports on the namespace's loopback: `n` conntrack entries (NEW events).
+fn udp_burst(ns: &netsleuth_lab::netns::Netns, n: u16) {
+    ns.run(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for p in 0..n {
+            let _ = s.send_to(b"x", ("127.0.0.1", 20000 + p));
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// A netlink event socket with a tiny receive buffer overruns under a burst: the loss is counted and
+/// reported, and the conntrack table is dumped again so the watcher's state is whole.
+#[test]
+fn a_netlink_overrun_is_reported_and_followed_by_a_resync() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        return;
+    }
+    let ns = tracked_namespace("overrun");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let opts = netsleuth_node::live::WatchOptions {
+        targets: vec![netsleuth_node::live::NsTarget {
+            label: "overrun".into(),
+            path: Some(ns.path()),
+        }],
+        processes: false,
+        drop_reasons: false,
+        // The kernel's minimum: a couple of events fill it.
+        rcvbuf: 1,
+        ready: Some(ready_tx),
+        ..Default::default()
+    };
+    let summary = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| netsleuth_node::live::watch(&opts, &stop, |_| {}));
+        ready_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("watch ready");
+        udp_burst(&ns, 3000);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher.join().unwrap()
+    });
+    eprintln!(
+        "overrun: {} losses, {} resyncs, {} conntrack events; notices {:#?}",
+        summary.losses, summary.resyncs, summary.conntrack_events, summary.notices
+    );
+    assert!(summary.losses >= 1, "no loss reported");
+    assert!(summary.resyncs >= 1, "no resync after the loss");
+    assert!(summary.conntrack_events < 3000, "every event arrived: the buffer was not tiny");
+    assert!(summary.notices.iter().any(|n| n.contains("ENOBUFS")));
+    // The resync read the table: the entries the lost events announced are in it.
+    let dumped: Vec<u64> = summary
+        .notices
+        .iter()
+        .filter_map(|n| n.split("conntrack table dumped: ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(dumped.iter().any(|n| *n > 0), "resync dumps: {dumped:?}");
+    // What the events lost, the last dump holds: more entries than events arrived.
+    assert!(
+        dumped.last().is_some_and(|n| *n > summary.conntrack_events),
+        "resync dumps {dumped:?} vs {} events received",
+        summary.conntrack_events
+    );
+}
+
+/// Everything `watch` could change, as text: rules, sysctls, addresses, routes, conntrack entries
+/// (without their countdown), of the namespace `ns` (or the host's).
+fn node_state(ns: Option<&netsleuth_lab::netns::Netns>) -> Vec<(String, String)> {
+    let run = |argv: &[&str]| -> String {
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns.name()]).args(argv);
+                c
+            }
+            None => {
+                let mut c = std::process::Command::new(argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        let out = cmd.output().expect(argv[0]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let sysctls = run(&["sysctl", "-a"])
+        .lines()
+        // Counters and random values that move on their own.
+        .filter(|l| !l.contains("random") && !l.contains("stat") && !l.contains("count") && !l.starts_with("fs.") && !l.starts_with("kernel.") && !l.starts_with("vm."))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let conntrack = {
+        let mut v: Vec<String> = run(&["conntrack", "-L"])
+            .lines()
+            .map(|l| {
+                // `udp 17 28 src=…`: drop the seconds left.
+                let mut f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() > 2 {
+                    f.remove(2);
+                }
+                f.join(" ")
+            })
+            .collect();
+        v.sort();
+        v.join("\n")
+    };
+    vec![
+        ("nft".into(), run(&["nft", "list", "ruleset"])),
+        ("iptables".into(), run(&["iptables-save"]).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")),
+        ("sysctl".into(), sysctls),
+        ("addresses".into(), run(&["ip", "-o", "addr"])),
+        ("routes".into(), run(&["ip", "route", "show", "table", "all"])),
+        ("conntrack".into(), conntrack),
+    ]
+}
+
+fn tracefs_left(pid: u32) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{}{pid}", netsleuth_node::live::dropmon::MOUNT_DIR_PREFIX)))
+        .collect();
+    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let i = std::path::Path::new(root).join(format!("instances/netsleuth-watch-{pid}"));
+        if i.exists() {
+            left.push(i.display().to_string());
+        }
+    }
+    left
+}
+
+/// `watch` is read-only: the node's rules, sysctls, addresses, routes and conntrack entries are the
+/// same before and after (a lab namespace with state, and the host's own namespace with every process
+/// namespace), and its tracefs instance is gone.
+#[test]
+fn watch_changes_nothing_and_removes_its_tracefs_instance() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        return;
+    }
+    let ns = tracked_namespace("readonly");
+    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "lo"]).unwrap();
+    udp_burst(&ns, 20);
+    let before_ns = node_state(Some(&ns));
+    let before_host = node_state(None);
+    for (targets, processes) in [
+        (
+            vec![netsleuth_node::live::NsTarget {
+                label: "readonly".into(),
+                path: Some(ns.path()),
+            }],
+            false,
+        ),
+        (netsleuth_node::live::WatchOptions::default().targets, true),
+    ] {
+        let opts = netsleuth_node::live::WatchOptions {
+            targets,
+            processes,
+            duration: Some(std::time::Duration::from_secs(3)),
+            ..Default::default()
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let s = netsleuth_node::live::watch(&opts, &stop, |_| {});
+        assert!(s.events > 0);
+        assert!(tracefs_left(std::process::id()).is_empty(), "{:?}", tracefs_left(std::process::id()));
+    }
+    for ((what, a), (_, b)) in before_ns.iter().zip(node_state(Some(&ns)).iter()) {
+        assert_eq!(a, b, "the lab namespace's {what} changed");
+    }
+    for ((what, a), (_, b)) in before_host.iter().zip(node_state(None).iter()) {
+        // The host is shared with other work on this machine: only what watch itself could change
+        // is compared (its own conntrack table and addresses move with others' traffic).
+        if what == "conntrack" {
+            continue;
+        }
+        assert_eq!(a, b, "the host's {what} changed");
+    }
+}
