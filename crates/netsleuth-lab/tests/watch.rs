@@ -85,6 +85,18 @@ fn watch_names_each_live_visible_incident_while_it_happens_and_nothing_else() {
         if let Some(other) = named.iter().find(|(id, _, _)| Some(id.as_str()) != own) {
             failures.push(format!("{}: watch named {} ({:?}), not the run's incident", s.name, other.0, other.1));
         }
+        // The rebalance scenario's idle connections are named at risk before their entries expire.
+        if s.name == "conntrack-dnat-rebalance" {
+            let first_break = named.iter().map(|(_, _, ts)| *ts).min().unwrap_or(i64::MAX);
+            let at_risk = w.findings.iter().find(|f| {
+                f.finding.kind == FindingKind::LatentRisk && f.finding.summary.contains("will be reset if idle another")
+            });
+            match at_risk {
+                Some(f) if f.ts_ns < first_break => {}
+                Some(f) => failures.push(format!("{}: at-risk list at {} is not before the first break at {first_break}", s.name, f.ts_ns)),
+                None => failures.push(format!("{}: no connection named at risk", s.name)),
+            }
+        }
         if let Some((_, id, conf)) = LIVE.iter().find(|(n, _, _)| *n == s.name) {
             match named.iter().find(|(i, c, _)| i == id && c == conf) {
                 Some((_, _, ts)) => {
@@ -112,6 +124,12 @@ fn healthy_and_mitigated_runs_give_watch_no_incident() {
         let Some(w) = watched(s.name, mitigated) else { continue };
         let named = incidents(&w);
         eprintln!("{} (mitigated: {mitigated}): watch named {named:?}", s.name);
+        // With keepalive shorter than the timeout, no connection is at risk.
+        if s.name == "conntrack-dnat-rebalance" {
+            if let Some(f) = w.findings.iter().find(|f| f.finding.summary.contains("will be reset if idle another")) {
+                failures.push(format!("{} mitigated: at risk despite keepalive: {}", s.name, f.finding.summary));
+            }
+        }
         if !named.is_empty() {
             failures.push(format!("{} (mitigated: {mitigated}): {named:?}", s.name));
         }

@@ -152,6 +152,23 @@ struct NsState {
     gone: VecDeque<AddrGone>,
     pending_insert_failed: Option<(i64, u64, u64, u64)>,
     cap_noticed: bool,
+    timeout_established: Option<u64>,
+}
+
+/// One connection whose conntrack entry will expire before its next packet if it stays idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtRisk {
+    /// The client's tuple (to the Service address).
+    pub conn: String,
+    /// The backend it is DNATed to now.
+    pub backend: String,
+    pub idle_s: u64,
+    /// Seconds left before the entry expires if nothing is sent.
+    pub remaining_s: u64,
+    /// The keepalive timer: `None` off; else when it fires next (s).
+    pub keepalive_s: Option<u64>,
+    pub socket_ns: String,
+    pub owner: Option<String>,
 }
 
 /// The correlator. Feed it with [`Correlator::push`]; read [`Correlator::summary`] at the end.
@@ -166,6 +183,10 @@ pub struct Correlator {
     noticed: BTreeSet<String>,
     local_source_drops: u64,
     local_source_location: String,
+    /// Connections reported at risk (their tuples), so a new one is reported and an old one is not.
+    at_risk_reported: BTreeSet<String>,
+    /// The connections at risk now, most urgent first.
+    pub at_risk_now: Vec<AtRisk>,
     /// in_martian_src (kernel-wide) since it first rose: (before, now).
     martian_counter: Option<(u64, u64)>,
     pub events: u64,
@@ -296,7 +317,13 @@ impl Correlator {
             (Some(n), Event::Conntrack { kind, entry, by_userspace }) => {
                 self.conntrack(&mut out, ts, n, kind, entry, by_userspace, owners)
             }
-            (Some(n), Event::Sockets { sockets }) => self.ns(n).sockets = sockets,
+            (Some(n), Event::ConntrackTimeout { established_s }) => {
+                self.ns(n).timeout_established = Some(established_s)
+            }
+            (Some(n), Event::Sockets { sockets }) => {
+                self.ns(n).sockets = sockets;
+                self.at_risk(&mut out, ts, owners);
+            }
             (Some(n), Event::Counters { snmp, conntrack }) => {
                 self.counters(&mut out, ts, n, snmp, conntrack, owners)
             }
@@ -304,8 +331,7 @@ impl Correlator {
                 if reason == "IP_LOCAL_SOURCE" {
                     self.local_source_drops += 1;
                     self.local_source_location = location;
-                    let f = self.local_source_finding();
-                    self.report(&mut out, ts, "kernel-wide".into(), f);
+                    self.local_source(&mut out, ts);
                 }
             }
             (n, Event::Loss { source, count }) => out.push(Output::Notice {
@@ -625,6 +651,59 @@ impl Correlator {
         f
     }
 
+    /// Established sockets joined with their NATed conntrack entries (the client's socket, in any
+    /// watched namespace, with the entry of the namespace that translates it): idle time against the
+    /// entry's timeout, keepalive against what is left. Ranked, most urgent first.
+    pub fn connections_at_risk(&self, owners: &mut dyn OwnerLookup) -> Vec<AtRisk> {
+        let mut out = Vec::new();
+        for (si, s) in self.ns.iter().enumerate() {
+            for sock in s.sockets.iter().filter(|s| s.state == TCP_ESTABLISHED) {
+                let k: Key = (TCP, Some(sock.local), Some(sock.local_port), Some(sock.remote), Some(sock.remote_port));
+                for ct in &self.ns {
+                    let Some(t) = ct.tracked.get(&k) else { continue };
+                    if !dnat(&t.entry) || t.entry.tcp_state.is_some_and(|st| st != CT_ESTABLISHED) {
+                        continue;
+                    }
+                    let Some(timeout) = ct.timeout_established else { continue };
+                    let Some(idle_ms) = sock.idle_ms else { continue };
+                    let remaining_ms = (timeout * 1000).saturating_sub(u64::from(idle_ms));
+                    // A keepalive probe before the expiry refreshes the entry: no risk.
+                    if sock.keepalive_ms.is_some_and(|k| u64::from(k) < remaining_ms) {
+                        continue;
+                    }
+                    let idle_s = u64::from(idle_ms) / 1000;
+                    let remaining_s = remaining_ms / 1000;
+                    let keepalive_s = sock.keepalive_ms.map(|ms| u64::from(ms).div_ceil(1000));
+                    out.push(AtRisk {
+                        conn: orig_text(&t.entry),
+                        backend: format!("{}:{}", ip(t.entry.reply.src), port(t.entry.reply.sport)),
+                        idle_s,
+                        remaining_s,
+                        keepalive_s,
+                        socket_ns: self.label(si as NsId),
+                        owner: owners.owner(si as NsId, sock.inode),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|r| (r.remaining_s, std::cmp::Reverse(r.idle_s)));
+        out
+    }
+
+    fn at_risk(&mut self, out: &mut Vec<Output>, ts: i64, owners: &mut dyn OwnerLookup) {
+        let now = self.connections_at_risk(owners);
+        let new = now.iter().any(|r| !self.at_risk_reported.contains(&r.conn));
+        self.at_risk_reported.extend(now.iter().map(|r| r.conn.clone()));
+        self.at_risk_now = now.clone();
+        if !new {
+            return;
+        }
+        if let Some(f) = at_risk_finding(&now) {
+            self.latest.insert((f.id, "at-risk".into()), f.clone());
+            out.push(Output::Finding { ts_ns: ts, finding: f });
+        }
+    }
+
     fn counters(
         &mut self,
         out: &mut Vec<Output>,
@@ -714,14 +793,16 @@ impl Correlator {
         if let (Some(a), Some(b)) = (martian(&psnmp), martian(&snmp)) {
             if b > a {
                 self.martian_counter = Some((self.martian_counter.map_or(a, |m| m.0), b));
-                let f = self.local_source_finding();
-                self.report(out, ts, "kernel-wide".into(), f);
+                self.local_source(out, ts);
             }
         }
     }
 
     /// Martian drops of local sources, from the kernel-wide counter and the drop reason together.
-    fn local_source_finding(&self) -> Finding {
+    /// Both are kernel-wide, so the finding also needs its precondition in a watched namespace: a
+    /// LoadBalancer address bound on kube-ipvs0 (in table local). The drop reason IP_LOCAL_SOURCE is
+    /// specific (likely); `in_martian_src` alone counts every martian source (possible).
+    fn local_source(&mut self, out: &mut Vec<Output>, ts: i64) {
         // The addresses a load balancer's health checks would come from: those on a dummy kube-ipvs0.
         let mut lb = Vec::new();
         for (i, s) in self.ns.iter().enumerate() {
@@ -737,10 +818,23 @@ impl Correlator {
             .martian_counter
             .map_or(0, |(a, b)| b - a)
             .max(self.local_source_drops);
+        if lb.is_empty() {
+            let text = format!(
+                "{count} martian drop(s) seen kernel-wide ({}), but no watched namespace binds a LoadBalancer address on kube-ipvs0: local-source-drop not named (the drops may be another namespace's or machine-wide)",
+                if self.local_source_drops > 0 { "drop reason IP_LOCAL_SOURCE" } else { "rt_cache in_martian_src" }
+            );
+            self.notice_once(out, ts, "martian-unattributed".into(), text);
+            return;
+        }
+        let conf = if self.local_source_drops > 0 {
+            Confidence::Likely
+        } else {
+            Confidence::Possible
+        };
         let mut f = Finding::new(
             &local_source_drop::INCIDENT,
             FindingKind::Incident,
-            Confidence::Likely,
+            conf,
             format!("{count} packet(s) dropped as martians because their source is a local address (kernel-wide: neither source says which namespace)"),
         );
         if let Some((a, b)) = self.martian_counter {
@@ -766,12 +860,13 @@ impl Correlator {
                 text: a.clone(),
             });
         }
-        f.because(if lb.is_empty() {
-            "the kernel dropped packets for a local source address; which address (a LoadBalancer IP bound on the node) is not in the events"
-        } else {
-            "the kernel dropped packets for a local source address while a LoadBalancer IP is bound on the node; the dropped packets' addresses are not in the events"
-        })
-        .cannot_rule_out("spoofing", "a packet forged with the node's address is dropped the same way; the LB's health-check source decides")
+        if self.local_source_drops == 0 {
+            f = f.because("in_martian_src counts every martian source (rp_filter, zero and loopback sources too), and the drop-reason tracepoint did not name IP_LOCAL_SOURCE");
+        }
+        let f = f
+            .because("the kernel dropped packets for a local source address while a LoadBalancer IP is bound on kube-ipvs0 in a watched namespace; both sources are kernel-wide and carry no address, so the namespace and the dropped packets' source are not in the events")
+            .cannot_rule_out("spoofing", "a packet forged with the node's address is dropped the same way; the LB's health-check source decides");
+        self.report(out, ts, "kernel-wide".into(), f);
     }
 
     fn classify_insert_failed(&mut self, out: &mut Vec<Output>, ts: i64, n: NsId) {
@@ -835,6 +930,52 @@ impl Correlator {
         }
         self.report(out, ts, format!("{label} insert_failed"), f);
     }
+}
+
+/// `2 h 10 min`, `45 s`.
+pub fn span(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s / 60 % 60),
+    }
+}
+
+/// The latent-risk finding of connections at risk (`None` when there are none).
+pub fn at_risk_finding(list: &[AtRisk]) -> Option<Finding> {
+    let first = list.first()?;
+    let mut f = Finding::new(
+        &conntrack_dnat_rebalance::INCIDENT,
+        FindingKind::LatentRisk,
+        Confidence::Likely,
+        format!(
+            "{} connection(s) through a Service will be reset if idle another {} (the first: {} to backend {}, idle {}, keepalive {})",
+            list.len(),
+            span(first.remaining_s),
+            first.conn,
+            first.backend,
+            span(first.idle_s),
+            first.keepalive_s.map_or("off".into(), |k| format!("in {}", span(k)))
+        ),
+    );
+    for r in list.iter().take(20) {
+        f = f.with_evidence(Evidence::Fact {
+            source: format!("sock_diag ({}) + conntrack", r.socket_ns),
+            text: format!(
+                "{} → {}: idle {}, entry expires in {}, keepalive {}{}",
+                r.conn,
+                r.backend,
+                span(r.idle_s),
+                span(r.remaining_s),
+                r.keepalive_s.map_or("off".into(), |k| format!("in {}", span(k))),
+                r.owner.as_ref().map(|o| format!(", {o}")).unwrap_or_default()
+            ),
+        });
+    }
+    for r in list.iter().skip(1) {
+        f.cases.push(format!("{} → {}: expires in {} if idle", r.conn, r.backend, span(r.remaining_s)));
+    }
+    Some(f.because("predicted: each socket's idle time against its namespace's nf_conntrack_tcp_timeout_established, with no keepalive probe due before the entry expires; nothing has broken yet"))
 }
 
 /// Follows `e` (NATed TCP entries only); returns a notice the first time the cap is reached.
@@ -1129,21 +1270,66 @@ mod tests {
     #[test]
     fn martian_local_source_drops_are_named_and_unavailable_sources_said_once() {
         let t0 = 1_000 * S;
-        let (_, out) = run(vec![
+        let ipvs = vec![
+            ev(t0, 0, Event::Link { added: true, ifindex: 9, ifname: "kube-ipvs0".into() }),
+            ev(t0, 0, Event::Address { added: true, ifindex: 9, ifname: None, addr: "172.18.0.200".parse().unwrap(), prefix_len: 32 }),
+        ];
+        let counted = vec![
             ev(t0, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 0)]), conntrack: None }),
             ev(t0 + S, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 4)]), conntrack: None }),
             ev(t0, 0, Event::Unavailable { source: "x".into(), why: "y".into(), costs: "z".into() }),
             ev(t0, 0, Event::Unavailable { source: "x".into(), why: "y".into(), costs: "z".into() }),
-        ]);
-        assert_eq!(findings(&out), [(local_source_drop::INCIDENT.id, FindingKind::Incident, Confidence::Likely)]);
+        ];
+        // Without a LoadBalancer address bound in a watched namespace: kernel-wide drops are not ours.
+        let (_, out) = run(counted.clone());
+        assert!(findings(&out).is_empty());
+        assert!(out.iter().any(|o| matches!(o, Output::Notice { text, .. } if text.contains("not named"))));
+        let (_, out) = run([ipvs.clone(), counted].concat());
+        // The counter alone counts every martian: possible.
+        assert_eq!(findings(&out), [(local_source_drop::INCIDENT.id, FindingKind::Incident, Confidence::Possible)]);
         // The drop reason adds to the same finding; it is not a second one.
         let (c, _) = run(vec![
+            ipvs[0].clone(),
+            ipvs[1].clone(),
             ev(t0, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 0)]), conntrack: None }),
             ev(t0 + S, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 4)]), conntrack: None }),
             Stamped { ts_ns: t0 + S, ns: None, event: Event::Drop { reason: "IP_LOCAL_SOURCE".into(), location: "ip_route_input_slow".into() } },
         ]);
         assert_eq!(c.summary().len(), 1);
-        assert_eq!(c.summary()[0].evidence.len(), 2);
+        assert_eq!(c.summary()[0].confidence, Confidence::Likely);
+        assert_eq!(c.summary()[0].evidence.len(), 3);
         assert_eq!(out.iter().filter(|o| matches!(o, Output::Notice { text, .. } if text.contains("unavailable"))).count(), 1);
+    }
+
+    #[test]
+    fn idle_service_connections_without_keepalive_are_at_risk_ranked_before_they_break() {
+        let t0 = 1_000 * S;
+        let e = |sport| entry(tup("10.244.1.10", sport, "10.96.0.20", 80), tup("10.244.2.11", 8080, "10.244.1.10", sport), CT_ESTABLISHED);
+        let mut kept_alive = socket("10.244.1.10", 3, "10.96.0.20", 80);
+        kept_alive.keepalive_ms = Some(30_000);
+        let mut fresh = socket("10.244.1.10", 2, "10.96.0.20", 80);
+        fresh.idle_ms = Some(100);
+        let (c, out) = run(vec![
+            ev(t0, 0, Event::ConntrackTimeout { established_s: 3600 }),
+            ev(t0, 0, ct(CtKind::Update, e(1))),
+            ev(t0, 0, ct(CtKind::Update, e(2))),
+            ev(t0, 0, ct(CtKind::Update, e(3))),
+            ev(t0, 1, Event::Sockets { sockets: vec![
+                Socket { idle_ms: Some(3_000_000), ..socket("10.244.1.10", 1, "10.96.0.20", 80) },
+                fresh,
+                kept_alive,
+                // Not NATed: no entry, no risk.
+                socket("10.244.1.10", 9, "10.244.2.11", 8080),
+            ] }),
+        ]);
+        assert_eq!(findings(&out), [(conntrack_dnat_rebalance::INCIDENT.id, FindingKind::LatentRisk, Confidence::Likely)]);
+        let r = &c.at_risk_now;
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!((r[0].conn.as_str(), r[0].remaining_s), ("10.244.1.10:1 → 10.96.0.20:80", 600));
+        assert_eq!(r[1].remaining_s, 3599);
+        let Output::Finding { finding, .. } = &out[0] else { unreachable!() };
+        assert!(finding.summary.starts_with("2 connection(s) through a Service will be reset if idle another 10 min"), "{}", finding.summary);
+        // The same list again says nothing new.
+        assert_eq!(span(7800), "2 h 10 min");
     }
 }

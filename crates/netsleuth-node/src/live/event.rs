@@ -93,6 +93,9 @@ pub enum Event {
         snmp: Counters,
         conntrack: Option<CtStats>,
     },
+    /// The namespace's `nf_conntrack_tcp_timeout_established` (s): how long an idle established
+    /// entry lives after its last packet.
+    ConntrackTimeout { established_s: u64 },
     /// The established and listening TCP sockets of a namespace, now.
     Sockets { sockets: Vec<Socket> },
     /// A packet the kernel freed with a drop reason (kernel-wide).

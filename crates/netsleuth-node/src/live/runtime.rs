@@ -79,6 +79,8 @@ struct NsSources {
     socks: Option<SockSource>,
     /// /proc/net/netstat, snmp, stat/rt_cache of the namespace (opened inside it).
     files: Vec<(String, File)>,
+    /// Its nf_conntrack_tcp_timeout_established (opened inside it, read each second).
+    ct_timeout: Option<File>,
 }
 
 fn now_ns() -> i64 {
@@ -158,15 +160,16 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
                 }),
             }
         }
-        (ct, rt, socks, files, unavailable)
+        let ct_timeout = File::open("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established").ok();
+        (ct, rt, socks, files, ct_timeout, unavailable)
     });
     match r {
-        Ok((ct, rt, socks, files, unavailable)) => (
-            NsSources { id, ct, rt, socks, files },
+        Ok((ct, rt, socks, files, ct_timeout, unavailable)) => (
+            NsSources { id, ct, rt, socks, files, ct_timeout },
             unavailable,
         ),
         Err(why) => (
-            NsSources { id, ct: None, rt: None, socks: None, files: Vec::new() },
+            NsSources { id, ct: None, rt: None, socks: None, files: Vec::new(), ct_timeout: None },
             vec![Event::Unavailable {
                 source: "namespace".into(),
                 why,
@@ -288,6 +291,14 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
             let ts = now_ns();
             let mut evs = Vec::new();
             for s in st.sources.iter_mut() {
+                if let Some(f) = &s.ct_timeout {
+                    let mut b = [0u8; 32];
+                    if let Ok(n) = f.read_at(&mut b, 0) {
+                        if let Ok(v) = String::from_utf8_lossy(&b[..n]).trim().parse() {
+                            evs.push(Stamped { ts_ns: ts, ns: Some(s.id), event: Event::ConntrackTimeout { established_s: v } });
+                        }
+                    }
+                }
                 if let Some(sk) = s.socks.as_mut() {
                     if let Ok(sockets) = sk.tcp() {
                         evs.push(Stamped { ts_ns: ts, ns: Some(s.id), event: Event::Sockets { sockets } });

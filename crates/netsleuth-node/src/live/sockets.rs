@@ -56,7 +56,13 @@ pub fn decode(buf: &[u8], out: &mut Vec<Socket>) -> DumpEnd {
         };
         for nla in r.nlas.iter() {
             if let Nla::TcpInfo(info) = nla {
-                s.idle_ms = Some(info.last_data_recv.min(info.last_data_sent));
+                // Any segment refreshes the conntrack entry: data either way, or an ACK received
+                // (a keepalive probe's answer).
+                s.idle_ms = Some(
+                    info.last_data_recv
+                        .min(info.last_data_sent)
+                        .min(info.last_ack_recv),
+                );
             }
         }
         out.push(s);
