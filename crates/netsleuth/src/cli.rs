@@ -45,6 +45,10 @@ pub struct WatchArgs {
     /// Stop after this long (`90s`, `5m`, `1h`; default: until SIGINT/SIGTERM).
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
+    /// Do not read kernel drop reasons (no tracefs instance): the tracepoint is kernel-wide and costs
+    /// CPU on a busy machine (BENCHMARKS.md "Watch").
+    #[arg(long)]
+    pub no_drop_reasons: bool,
     /// Receive buffer of each netlink event socket, in KiB.
     #[arg(long, default_value_t = 8192, hide = true)]
     pub rcvbuf_kib: u32,

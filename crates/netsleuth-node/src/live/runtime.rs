@@ -83,6 +83,9 @@ struct NsSources {
     ct_timeout: Option<File>,
 }
 
+/// How long events may wait in their socket before the loop reads them.
+const BATCH: Duration = Duration::from_millis(20);
+
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -237,6 +240,17 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
     for t in &opts.targets {
         st.add_ns(opts, t.label.clone(), t.path.clone());
     }
+    if !opts.drop_reasons {
+        st.emit(Stamped {
+            ts_ns: now_ns(),
+            ns: None,
+            event: Event::Unavailable {
+                source: "drop reasons (skb:kfree_skb)".into(),
+                why: "turned off (--no-drop-reasons)".into(),
+                costs: "martian drops are seen only through the kernel-wide in_martian_src counter (possible, not likely); no drop is named by its reason".into(),
+            },
+        });
+    }
     let mut dropmon = if opts.drop_reasons {
         match DropMonitor::start(Owner::Watch) {
             Ok(m) => Some(m),
@@ -344,6 +358,10 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
         if r <= 0 {
             continue;
         }
+        // Let events gather for a moment: one wakeup and a few large reads per batch instead of a
+        // wakeup per event (the CPU at 10 k events/s falls ~4x; BENCHMARKS.md "Watch"). Events are
+        // stamped when read, so a stamp is late by at most this much; the socket buffers hold far more.
+        std::thread::sleep(BATCH);
         for (p, (i, kind)) in fds.iter().zip(who.iter().copied()) {
             if p.revents == 0 {
                 continue;
@@ -477,4 +495,73 @@ impl State<'_> {
         }
         self.sources.push(s);
     }
+}
+
+/// One look (no waiting): the connections at risk now in `targets` (and, with `processes`, every
+/// namespace a process lives in), for `check`. Returns the latent-risk finding (if any connection is
+/// at risk), the ranked list, and notes on what could not be read.
+pub fn connections_at_risk(
+    targets: &[NsTarget],
+    processes: bool,
+    proc_root: &Path,
+) -> (Option<netsleuth_core::finding::Finding>, Vec<super::correlate::AtRisk>, Vec<String>) {
+    let mut corr = Correlator::new();
+    let mut owners = ProcOwners {
+        proc_root: proc_root.to_path_buf(),
+        cache: None,
+    };
+    let mut notes = Vec::new();
+    let mut all: Vec<(String, Option<PathBuf>)> =
+        targets.iter().map(|t| (t.label.clone(), t.path.clone())).collect();
+    let mut known: BTreeSet<u64> = BTreeSet::new();
+    if processes {
+        for t in targets {
+            let p = t.path.clone().unwrap_or_else(|| proc_root.join("thread-self/ns/net"));
+            if let Ok(m) = std::fs::metadata(p) {
+                known.insert(m.ino());
+            }
+        }
+        for (ino, pid, comm) in process_namespaces(proc_root, &known) {
+            all.push((
+                format!("netns of pid {pid} ({comm}), inode {ino}"),
+                Some(proc_root.join(format!("{pid}/ns/net"))),
+            ));
+        }
+    }
+    let ts = now_ns();
+    for (i, (label, path)) in all.into_iter().enumerate() {
+        let id = i as NsId;
+        let (mut s, unavailable) = open_ns(id, path.as_deref(), 1 << 20);
+        let mut evs = vec![Event::Namespace { label: label.clone() }];
+        for u in unavailable {
+            if let Event::Unavailable { source, why, .. } = &u {
+                notes.push(format!("connections at risk: {source} in {label}: {why}"));
+            }
+        }
+        if let Some(f) = &s.ct_timeout {
+            let mut b = [0u8; 32];
+            if let Ok(n) = f.read_at(&mut b, 0) {
+                if let Ok(v) = String::from_utf8_lossy(&b[..n]).trim().parse() {
+                    evs.push(Event::ConntrackTimeout { established_s: v });
+                }
+            }
+        }
+        if let Some(ct) = s.ct.as_mut() {
+            match ct.dump_table() {
+                Ok(entries) => evs.push(Event::ConntrackTable { entries }),
+                Err(e) => notes.push(format!("connections at risk: conntrack table of {label}: {e}")),
+            }
+        }
+        if let Some(sk) = s.socks.as_mut() {
+            match sk.tcp() {
+                Ok(sockets) => evs.push(Event::Sockets { sockets }),
+                Err(e) => notes.push(format!("connections at risk: sockets of {label}: {e}")),
+            }
+        }
+        for event in evs {
+            corr.push(Stamped { ts_ns: ts, ns: Some(id), event }, &mut owners);
+        }
+    }
+    let list = corr.connections_at_risk(&mut owners);
+    (super::correlate::at_risk_finding(&list), list, notes)
 }

@@ -75,6 +75,7 @@ pub fn run(a: WatchArgs) -> Result<i32, CliError> {
         processes: a.netns.is_empty() || a.all_netns,
         duration: a.duration,
         rcvbuf: (a.rcvbuf_kib.max(1) as i32).saturating_mul(1024),
+        drop_reasons: !a.no_drop_reasons,
         ..Default::default()
     };
     install_signals();
