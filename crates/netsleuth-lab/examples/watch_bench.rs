@@ -63,7 +63,8 @@ fn main() {
                         let total = connects_per_s * secs;
                         while n < total {
                             // Paced: only the attempts due by now.
-                            let due = (start.elapsed().as_secs_f64() * connects_per_s as f64) as u64;
+                            let due =
+                                (start.elapsed().as_secs_f64() * connects_per_s as f64) as u64;
                             if n >= due {
                                 std::thread::sleep(Duration::from_micros(200));
                                 continue;

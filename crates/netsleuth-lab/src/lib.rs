@@ -43,9 +43,9 @@ pub mod registry;
 mod report;
 mod scenarios;
 mod scene;
-pub mod watch;
 pub mod topology;
 pub mod traffic;
+pub mod watch;
 
 mod analysis;
 

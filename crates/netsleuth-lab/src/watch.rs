@@ -103,7 +103,8 @@ impl LabWatcher {
         let stopped_ns = now_ns();
         self.stop.store(true, Ordering::SeqCst);
         let summary = self.thread.take().and_then(|t| t.join().ok());
-        let findings = std::mem::take(&mut *self.findings.lock().unwrap_or_else(|e| e.into_inner()));
+        let findings =
+            std::mem::take(&mut *self.findings.lock().unwrap_or_else(|e| e.into_inner()));
         let s = summary.unwrap_or_default();
         WatchRecord {
             ready_ns: self.ready_ns,

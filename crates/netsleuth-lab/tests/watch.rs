@@ -18,10 +18,22 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// What watch names live, per scenario: (scenario, id, confidence), exactly.
 const LIVE: &[(&str, &str, Confidence)] = &[
-    ("conntrack-snat-remap", "conntrack-snat-remap", Confidence::Confirmed),
-    ("conntrack-dnat-rebalance", "conntrack-dnat-rebalance", Confidence::Confirmed),
+    (
+        "conntrack-snat-remap",
+        "conntrack-snat-remap",
+        Confidence::Confirmed,
+    ),
+    (
+        "conntrack-dnat-rebalance",
+        "conntrack-dnat-rebalance",
+        Confidence::Confirmed,
+    ),
     ("snat-port-clash", "snat-port-clash", Confidence::Likely),
-    ("listen-queue-overflow", "listen-queue-overflow", Confidence::Confirmed),
+    (
+        "listen-queue-overflow",
+        "listen-queue-overflow",
+        Confidence::Confirmed,
+    ),
     ("local-source-drop", "local-source-drop", Confidence::Likely),
 ];
 
@@ -78,22 +90,34 @@ fn watch_names_each_live_visible_incident_while_it_happens_and_nothing_else() {
     }
     let mut failures = Vec::new();
     for s in netsleuth_lab::scenarios() {
-        let Some(w) = watched(s.name, false) else { continue };
+        let Some(w) = watched(s.name, false) else {
+            continue;
+        };
         let named = incidents(&w);
-        eprintln!("{}: watch named {:?} ({} events, {} losses)", s.name, named, w.events, w.losses);
+        eprintln!(
+            "{}: watch named {:?} ({} events, {} losses)",
+            s.name, named, w.events, w.losses
+        );
         let own = s.incident.map(|i| i.id);
         if let Some(other) = named.iter().find(|(id, _, _)| Some(id.as_str()) != own) {
-            failures.push(format!("{}: watch named {} ({:?}), not the run's incident", s.name, other.0, other.1));
+            failures.push(format!(
+                "{}: watch named {} ({:?}), not the run's incident",
+                s.name, other.0, other.1
+            ));
         }
         // The rebalance scenario's idle connections are named at risk before their entries expire.
         if s.name == "conntrack-dnat-rebalance" {
             let first_break = named.iter().map(|(_, _, ts)| *ts).min().unwrap_or(i64::MAX);
             let at_risk = w.findings.iter().find(|f| {
-                f.finding.kind == FindingKind::LatentRisk && f.finding.summary.contains("will be reset if idle another")
+                f.finding.kind == FindingKind::LatentRisk
+                    && f.finding.summary.contains("will be reset if idle another")
             });
             match at_risk {
                 Some(f) if f.ts_ns < first_break => {}
-                Some(f) => failures.push(format!("{}: at-risk list at {} is not before the first break at {first_break}", s.name, f.ts_ns)),
+                Some(f) => failures.push(format!(
+                    "{}: at-risk list at {} is not before the first break at {first_break}",
+                    s.name, f.ts_ns
+                )),
                 None => failures.push(format!("{}: no connection named at risk", s.name)),
             }
         }
@@ -121,13 +145,22 @@ fn healthy_and_mitigated_runs_give_watch_no_incident() {
     for s in netsleuth_lab::scenarios() {
         // The healthy scenario has no fix to apply: it runs once, as it is.
         let mitigated = s.incident.is_some();
-        let Some(w) = watched(s.name, mitigated) else { continue };
+        let Some(w) = watched(s.name, mitigated) else {
+            continue;
+        };
         let named = incidents(&w);
         eprintln!("{} (mitigated: {mitigated}): watch named {named:?}", s.name);
         // With keepalive shorter than the timeout, no connection is at risk.
         if s.name == "conntrack-dnat-rebalance" {
-            if let Some(f) = w.findings.iter().find(|f| f.finding.summary.contains("will be reset if idle another")) {
-                failures.push(format!("{} mitigated: at risk despite keepalive: {}", s.name, f.finding.summary));
+            if let Some(f) = w
+                .findings
+                .iter()
+                .find(|f| f.finding.summary.contains("will be reset if idle another"))
+            {
+                failures.push(format!(
+                    "{} mitigated: at risk despite keepalive: {}",
+                    s.name, f.finding.summary
+                ));
             }
         }
         if !named.is_empty() {
@@ -187,7 +220,9 @@ fn a_netlink_overrun_is_reported_and_followed_by_a_resync() {
     };
     let summary = std::thread::scope(|sc| {
         let watcher = sc.spawn(|| netsleuth_node::live::watch(&opts, &stop, |_| {}));
-        ready_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("watch ready");
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("watch ready");
         udp_burst(&ns, 3000);
         std::thread::sleep(std::time::Duration::from_millis(1500));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -199,7 +234,10 @@ fn a_netlink_overrun_is_reported_and_followed_by_a_resync() {
     );
     assert!(summary.losses >= 1, "no loss reported");
     assert!(summary.resyncs >= 1, "no resync after the loss");
-    assert!(summary.conntrack_events < 3000, "every event arrived: the buffer was not tiny");
+    assert!(
+        summary.conntrack_events < 3000,
+        "every event arrived: the buffer was not tiny"
+    );
     assert!(summary.notices.iter().any(|n| n.contains("ENOBUFS")));
     // The resync read the table: the entries the lost events announced are in it.
     let dumped: Vec<u64> = summary
@@ -239,7 +277,14 @@ fn node_state(ns: Option<&netsleuth_lab::netns::Netns>) -> Vec<(String, String)>
     let sysctls = run(&["sysctl", "-a"])
         .lines()
         // Counters and random values that move on their own.
-        .filter(|l| !l.contains("random") && !l.contains("stat") && !l.contains("count") && !l.starts_with("fs.") && !l.starts_with("kernel.") && !l.starts_with("vm."))
+        .filter(|l| {
+            !l.contains("random")
+                && !l.contains("stat")
+                && !l.contains("count")
+                && !l.starts_with("fs.")
+                && !l.starts_with("kernel.")
+                && !l.starts_with("vm.")
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let conntrack = {
@@ -259,10 +304,20 @@ fn node_state(ns: Option<&netsleuth_lab::netns::Netns>) -> Vec<(String, String)>
     };
     vec![
         ("nft".into(), run(&["nft", "list", "ruleset"])),
-        ("iptables".into(), run(&["iptables-save"]).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")),
+        (
+            "iptables".into(),
+            run(&["iptables-save"])
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
         ("sysctl".into(), sysctls),
         ("addresses".into(), run(&["ip", "-o", "addr"])),
-        ("routes".into(), run(&["ip", "route", "show", "table", "all"])),
+        (
+            "routes".into(),
+            run(&["ip", "route", "show", "table", "all"]),
+        ),
         ("conntrack".into(), conntrack),
     ]
 }
@@ -272,7 +327,12 @@ fn tracefs_left(pid: u32) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("{}{pid}", netsleuth_node::live::dropmon::MOUNT_DIR_PREFIX)))
+        .filter(|n| {
+            n.starts_with(&format!(
+                "{}{pid}",
+                netsleuth_node::live::dropmon::MOUNT_DIR_PREFIX
+            ))
+        })
         .collect();
     for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
         let i = std::path::Path::new(root).join(format!("instances/netsleuth-watch-{pid}"));
@@ -293,7 +353,8 @@ fn watch_changes_nothing_and_removes_its_tracefs_instance() {
         return;
     }
     let ns = tracked_namespace("readonly");
-    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "lo"]).unwrap();
+    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "lo"])
+        .unwrap();
     udp_burst(&ns, 20);
     let before_ns = node_state(Some(&ns));
     let before_host = node_state(None);
@@ -316,7 +377,11 @@ fn watch_changes_nothing_and_removes_its_tracefs_instance() {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let s = netsleuth_node::live::watch(&opts, &stop, |_| {});
         assert!(s.events > 0);
-        assert!(tracefs_left(std::process::id()).is_empty(), "{:?}", tracefs_left(std::process::id()));
+        assert!(
+            tracefs_left(std::process::id()).is_empty(),
+            "{:?}",
+            tracefs_left(std::process::id())
+        );
     }
     for ((what, a), (_, b)) in before_ns.iter().zip(node_state(Some(&ns)).iter()) {
         assert_eq!(a, b, "the lab namespace's {what} changed");

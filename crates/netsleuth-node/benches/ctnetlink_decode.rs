@@ -22,8 +22,16 @@ fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
 
 fn tuple(ty: u16, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let ip = [attr(1, &src), attr(2, &dst)].concat();
-    let proto = [attr(1, &[6]), attr(2, &sport.to_be_bytes()), attr(3, &dport.to_be_bytes())].concat();
-    attr(ty | 0x8000, &[attr(1 | 0x8000, &ip), attr(2 | 0x8000, &proto)].concat())
+    let proto = [
+        attr(1, &[6]),
+        attr(2, &sport.to_be_bytes()),
+        attr(3, &dport.to_be_bytes()),
+    ]
+    .concat();
+    attr(
+        ty | 0x8000,
+        &[attr(1 | 0x8000, &ip), attr(2 | 0x8000, &proto)].concat(),
+    )
 }
 
 /// An IPCTNL_MSG_CT_NEW event (NLM_F_CREATE) of a DNATed ESTABLISHED TCP entry.
@@ -33,7 +41,14 @@ fn event() -> Vec<u8> {
     body.extend(tuple(2, [10, 244, 2, 7], [10, 244, 1, 5], 8080, 40000));
     body.extend(attr(3, &0x18eu32.to_be_bytes()));
     body.extend(attr(7, &431999u32.to_be_bytes()));
-    let tcp = [attr(1, &[3]), attr(2, &[7]), attr(3, &[7]), attr(4, &[0x23, 0]), attr(5, &[0x23, 0])].concat();
+    let tcp = [
+        attr(1, &[3]),
+        attr(2, &[7]),
+        attr(3, &[7]),
+        attr(4, &[0x23, 0]),
+        attr(5, &[0x23, 0]),
+    ]
+    .concat();
     body.extend(attr(4 | 0x8000, &attr(1 | 0x8000, &tcp)));
     body.extend(attr(12, &3677207632u32.to_be_bytes()));
     body.extend(attr(8, &0u32.to_be_bytes()));
@@ -70,12 +85,15 @@ fn main() {
     let mut id = None;
     decode_events(&msg, |_, e, _| id = e.id);
     assert_eq!(id, Some(3677207632));
-    let typed = NetlinkMessage::<NetfilterMessage>::deserialize(&msg).expect("the crate decodes it");
+    let typed =
+        NetlinkMessage::<NetfilterMessage>::deserialize(&msg).expect("the crate decodes it");
     // The crate hands the entry id back undecoded (`Other(DefaultNla { kind: 12, .. })`).
     assert!(format!("{typed:?}").contains("kind: 12"), "{typed:?}");
     let hand = median_ns(|| {
         let mut n = 0;
-        decode_events(black_box(&msg), |_, e, _| n += u64::from(e.orig.dport.unwrap_or(0)));
+        decode_events(black_box(&msg), |_, e, _| {
+            n += u64::from(e.orig.dport.unwrap_or(0))
+        });
         n
     });
     let krate = median_ns(|| {

@@ -116,7 +116,10 @@ impl CtSource {
     /// The whole table now (the resync after a loss).
     pub fn dump_table(&mut self) -> std::io::Result<Vec<Entry>> {
         self.seq += 1;
-        sock::send(&self.dumps, &crate::collect::nl_conntrack::request(self.seq))?;
+        sock::send(
+            &self.dumps,
+            &crate::collect::nl_conntrack::request(self.seq),
+        )?;
         let mut out = Vec::new();
         let mut err = None;
         sock::recv_dump(&self.dumps, 5000, |b| {
@@ -134,8 +137,13 @@ impl CtSource {
     /// The per-CPU statistics, summed.
     pub fn stats(&mut self) -> std::io::Result<CtStats> {
         self.seq += 1;
-        let req =
-            Request::dump(Subsystem::Ctnetlink, IPCTNL_MSG_CT_GET_STATS_CPU, self.seq, 0).finish();
+        let req = Request::dump(
+            Subsystem::Ctnetlink,
+            IPCTNL_MSG_CT_GET_STATS_CPU,
+            self.seq,
+            0,
+        )
+        .finish();
         sock::send(&self.dumps, &req)?;
         let mut s = CtStats::default();
         let mut err = None;

@@ -44,9 +44,15 @@ const IPS_ASSURED: u32 = 1 << 2;
 /// What the correlator says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Finding { ts_ns: i64, finding: Finding },
+    Finding {
+        ts_ns: i64,
+        finding: Finding,
+    },
     /// A source's state (unavailable, events lost, resynced, a namespace followed).
-    Notice { ts_ns: i64, text: String },
+    Notice {
+        ts_ns: i64,
+        text: String,
+    },
 }
 
 /// Names the process owning a socket inode (the runtime walks `/proc`; tests use a map).
@@ -63,7 +69,13 @@ impl OwnerLookup for HashMap<u32, String> {
 type Key = (u8, Option<IpAddr>, Option<u16>, Option<IpAddr>, Option<u16>);
 
 fn key(e: &Entry) -> Key {
-    (e.orig.proto, e.orig.src, e.orig.sport, e.orig.dst, e.orig.dport)
+    (
+        e.orig.proto,
+        e.orig.src,
+        e.orig.sport,
+        e.orig.dst,
+        e.orig.dport,
+    )
 }
 
 fn snat(e: &Entry) -> bool {
@@ -221,7 +233,9 @@ impl Correlator {
         let mut out: Vec<Finding> = Vec::new();
         for f in all {
             match out.iter_mut().find(|o| o.id == f.id && o.kind == f.kind) {
-                Some(o) => o.cases.push(format!("[{}] {}", f.confidence.as_str(), f.summary)),
+                Some(o) => o
+                    .cases
+                    .push(format!("[{}] {}", f.confidence.as_str(), f.summary)),
                 None => out.push(f.clone()),
             }
         }
@@ -432,7 +446,9 @@ impl Correlator {
         if e.orig.proto != TCP || !(snat(&e) || dnat(&e)) {
             return;
         }
-        let state = e.tcp_state.or(prev.as_ref().and_then(|p| p.entry.tcp_state));
+        let state = e
+            .tcp_state
+            .or(prev.as_ref().and_then(|p| p.entry.tcp_state));
         let status = e.status | prev.as_ref().map_or(0, |p| p.entry.status);
         if state != Some(CT_ESTABLISHED) || status & IPS_ASSURED == 0 {
             return;
@@ -446,7 +462,9 @@ impl Correlator {
                 .rev()
                 .find(|g| {
                     ts.saturating_sub(g.ts) <= FLUSH_WINDOW
-                        && e.reply.dst.is_some_and(|a| a == g.addr || g.device_addrs.contains(&a))
+                        && e.reply
+                            .dst
+                            .is_some_and(|a| a == g.addr || g.device_addrs.contains(&a))
                 })
                 .cloned()
         } else {
@@ -463,11 +481,13 @@ impl Correlator {
         } else if by_userspace {
             "deleted by a userspace request (conntrack -D or a flush)".to_string()
         } else {
-            match prev.as_ref().and_then(|p| Some((p.last_ts, p.entry.timeout_s?))) {
-                Some((last, t)) if ts >= last + i64::from(t) * SEC - SEC => format!(
-                    "expired: idle since {} with {t} s left then",
-                    clock(last)
-                ),
+            match prev
+                .as_ref()
+                .and_then(|p| Some((p.last_ts, p.entry.timeout_s?)))
+            {
+                Some((last, t)) if ts >= last + i64::from(t) * SEC - SEC => {
+                    format!("expired: idle since {} with {t} s left then", clock(last))
+                }
                 Some(_) => "destroyed by the kernel before its timeout".to_string(),
                 None => "destroyed (its last update was not seen)".to_string(),
             }
@@ -539,7 +559,11 @@ impl Correlator {
     fn follow(&mut self, out: &mut Vec<Output>, ts: i64, n: NsId, e: Entry) {
         let k = key(&e);
         let mut reports = Vec::new();
-        for b in self.broken.iter_mut().filter(|b| b.ns == n && key(&b.old) == k) {
+        for b in self
+            .broken
+            .iter_mut()
+            .filter(|b| b.ns == n && key(&b.old) == k)
+        {
             if b.new.is_none() {
                 b.new = Some((ts, e));
             } else if let Some((t, ref mut cur)) = b.new {
@@ -548,7 +572,8 @@ impl Correlator {
             }
             let (_, new) = b.new.expect("set above");
             let remapped = new.reply.dst != b.old.reply.dst || new.reply.dport != b.old.reply.dport;
-            let rebalanced = new.reply.src != b.old.reply.src || new.reply.sport != b.old.reply.sport;
+            let rebalanced =
+                new.reply.src != b.old.reply.src || new.reply.sport != b.old.reply.sport;
             if !remapped && !rebalanced {
                 continue; // the same translation again: the connection goes on
             }
@@ -565,7 +590,15 @@ impl Correlator {
             reports.push((b.clone(), ts, reset));
         }
         for (b, ts, reset) in reports {
-            let mut f = self.broken_finding(&b, FindingKind::Incident, if reset { Confidence::Confirmed } else { Confidence::Likely });
+            let mut f = self.broken_finding(
+                &b,
+                FindingKind::Incident,
+                if reset {
+                    Confidence::Confirmed
+                } else {
+                    Confidence::Likely
+                },
+            );
             if !reset {
                 f = f.because("the server's reset of the new translation is not seen yet (the new entry has not gone to CLOSE)");
             }
@@ -614,12 +647,23 @@ impl Correlator {
         if let Some(g) = &b.addr_gone {
             f = f.with_evidence(Evidence::Fact {
                 source: format!("rtnetlink ({})", self.label(b.ns)),
-                text: format!("{} RTM_DELADDR {}/{} on {}", clock(g.ts), g.addr, g.prefix_len, g.ifname),
+                text: format!(
+                    "{} RTM_DELADDR {}/{} on {}",
+                    clock(g.ts),
+                    g.addr,
+                    g.prefix_len,
+                    g.ifname
+                ),
             });
         }
         f = f.with_evidence(Evidence::Fact {
             source: src.clone(),
-            text: format!("{} DESTROY {} [ASSURED] {}", clock(b.destroyed_ts), old.to_line(), b.how),
+            text: format!(
+                "{} DESTROY {} [ASSURED] {}",
+                clock(b.destroyed_ts),
+                old.to_line(),
+                b.how
+            ),
         });
         if let Some(sock) = &b.socket {
             f = f.with_evidence(Evidence::Fact {
@@ -630,7 +674,16 @@ impl Correlator {
         if let Some((t, new)) = &b.new {
             f = f.with_evidence(Evidence::Fact {
                 source: src.clone(),
-                text: format!("{} {} {}", clock(*t), if new.tcp_state == Some(CT_CLOSE) { "UPDATE (reset: CLOSE)" } else { "NEW (same connection, new translation)" }, new.to_line()),
+                text: format!(
+                    "{} {} {}",
+                    clock(*t),
+                    if new.tcp_state == Some(CT_CLOSE) {
+                        "UPDATE (reset: CLOSE)"
+                    } else {
+                        "NEW (same connection, new translation)"
+                    },
+                    new.to_line()
+                ),
             });
         }
         match kind {
@@ -643,9 +696,15 @@ impl Correlator {
             _ => {}
         }
         if remap {
-            f = f.rules_out(conntrack_dnat_rebalance::INCIDENT.id, "the destination side of the translation did not change; the source NAT did");
+            f = f.rules_out(
+                conntrack_dnat_rebalance::INCIDENT.id,
+                "the destination side of the translation did not change; the source NAT did",
+            );
         } else {
-            f = f.rules_out(conntrack_snat_remap::INCIDENT.id, "no address left a device before the entry went; the backend (DNAT) changed");
+            f = f.rules_out(
+                conntrack_snat_remap::INCIDENT.id,
+                "no address left a device before the entry went; the backend (DNAT) changed",
+            );
         }
         f = f.rules_out("application", "the entry was destroyed by the kernel (or a tool) while the socket stayed open: the application did not close it");
         f
@@ -658,17 +717,32 @@ impl Correlator {
         let mut out = Vec::new();
         for (si, s) in self.ns.iter().enumerate() {
             for sock in s.sockets.iter().filter(|s| s.state == TCP_ESTABLISHED) {
-                let k: Key = (TCP, Some(sock.local), Some(sock.local_port), Some(sock.remote), Some(sock.remote_port));
+                let k: Key = (
+                    TCP,
+                    Some(sock.local),
+                    Some(sock.local_port),
+                    Some(sock.remote),
+                    Some(sock.remote_port),
+                );
                 for ct in &self.ns {
-                    let Some(t) = ct.tracked.get(&k) else { continue };
+                    let Some(t) = ct.tracked.get(&k) else {
+                        continue;
+                    };
                     if !dnat(&t.entry) || t.entry.tcp_state.is_some_and(|st| st != CT_ESTABLISHED) {
                         continue;
                     }
-                    let Some(timeout) = ct.timeout_established else { continue };
-                    let Some(idle_ms) = sock.idle_ms else { continue };
+                    let Some(timeout) = ct.timeout_established else {
+                        continue;
+                    };
+                    let Some(idle_ms) = sock.idle_ms else {
+                        continue;
+                    };
                     let remaining_ms = (timeout * 1000).saturating_sub(u64::from(idle_ms));
                     // A keepalive probe before the expiry refreshes the entry: no risk.
-                    if sock.keepalive_ms.is_some_and(|k| u64::from(k) < remaining_ms) {
+                    if sock
+                        .keepalive_ms
+                        .is_some_and(|k| u64::from(k) < remaining_ms)
+                    {
                         continue;
                     }
                     let idle_s = u64::from(idle_ms) / 1000;
@@ -693,14 +767,18 @@ impl Correlator {
     fn at_risk(&mut self, out: &mut Vec<Output>, ts: i64, owners: &mut dyn OwnerLookup) {
         let now = self.connections_at_risk(owners);
         let new = now.iter().any(|r| !self.at_risk_reported.contains(&r.conn));
-        self.at_risk_reported.extend(now.iter().map(|r| r.conn.clone()));
+        self.at_risk_reported
+            .extend(now.iter().map(|r| r.conn.clone()));
         self.at_risk_now = now.clone();
         if !new {
             return;
         }
         if let Some(f) = at_risk_finding(&now) {
             self.latest.insert((f.id, "at-risk".into()), f.clone());
-            out.push(Output::Finding { ts_ns: ts, finding: f });
+            out.push(Output::Finding {
+                ts_ns: ts,
+                finding: f,
+            });
         }
     }
 
@@ -714,7 +792,9 @@ impl Correlator {
         owners: &mut dyn OwnerLookup,
     ) {
         let prev = self.ns(n).prev.replace((ts, snmp.clone(), ct));
-        let Some((pts, psnmp, pct)) = prev else { return };
+        let Some((pts, psnmp, pct)) = prev else {
+            return;
+        };
         let label = self.label(n);
         // A rise still waiting for the traffic that explains it: decided now if its time is up.
         self.classify_insert_failed(out, ts, n);
@@ -722,10 +802,11 @@ impl Correlator {
         if let (Some(a), Some(b)) = (pct, ct) {
             if b.insert_failed > a.insert_failed {
                 let s = self.ns(n);
-                let (t0, before, _, _) = s
-                    .pending_insert_failed
-                    .unwrap_or((pts, a.insert_failed, 0, 0));
-                s.pending_insert_failed = Some((t0, before, b.insert_failed, b.drop.saturating_sub(a.drop)));
+                let (t0, before, _, _) =
+                    s.pending_insert_failed
+                        .unwrap_or((pts, a.insert_failed, 0, 0));
+                s.pending_insert_failed =
+                    Some((t0, before, b.insert_failed, b.drop.saturating_sub(a.drop)));
                 self.classify_insert_failed(out, ts, n);
             }
         }
@@ -742,11 +823,25 @@ impl Correlator {
                 .filter(|s| s.state == TCP_LISTEN && s.recv_queue > 0)
                 .max_by_key(|s| (s.recv_queue >= s.send_queue, s.recv_queue))
                 .cloned();
-            let full = listener.as_ref().is_some_and(|l| l.recv_queue >= l.send_queue);
-            let conf = if full { Confidence::Confirmed } else { Confidence::Likely };
+            let full = listener
+                .as_ref()
+                .is_some_and(|l| l.recv_queue >= l.send_queue);
+            let conf = if full {
+                Confidence::Confirmed
+            } else {
+                Confidence::Likely
+            };
             let who = listener.as_ref().map(|l| {
-                let owner = owners.owner(n, l.inode).map(|o| format!(" owned by {o}")).unwrap_or_default();
-                (format!("{}:{}", l.local, l.local_port), owner, l.recv_queue, l.send_queue)
+                let owner = owners
+                    .owner(n, l.inode)
+                    .map(|o| format!(" owned by {o}"))
+                    .unwrap_or_default();
+                (
+                    format!("{}:{}", l.local, l.local_port),
+                    owner,
+                    l.recv_queue,
+                    l.send_queue,
+                )
             });
             let summary = match &who {
                 Some((addr, owner, q, backlog)) => format!(
@@ -755,13 +850,18 @@ impl Correlator {
                 ),
                 None => format!("{} connection(s) refused by a full accept queue in {label} (the listener was not found in the last socket list)", b - a),
             };
-            let mut f = Finding::new(&listen_queue_overflow::INCIDENT, FindingKind::Incident, conf, summary)
-                .with_evidence(Evidence::Counter {
-                    source: format!("/proc/net/netstat ({label}) {}–{}", clock(pts), clock(ts)),
-                    name: "TcpExt.ListenOverflows".into(),
-                    before: Some(a),
-                    after: b,
-                });
+            let mut f = Finding::new(
+                &listen_queue_overflow::INCIDENT,
+                FindingKind::Incident,
+                conf,
+                summary,
+            )
+            .with_evidence(Evidence::Counter {
+                source: format!("/proc/net/netstat ({label}) {}–{}", clock(pts), clock(ts)),
+                name: "TcpExt.ListenOverflows".into(),
+                before: Some(a),
+                after: b,
+            });
             if let Some((a2, b2)) = d("TcpExt.ListenDrops") {
                 f = f.with_evidence(Evidence::Counter {
                     source: format!("/proc/net/netstat ({label})"),
@@ -872,15 +972,25 @@ impl Correlator {
     fn classify_insert_failed(&mut self, out: &mut Vec<Output>, ts: i64, n: NsId) {
         let label = self.label(n);
         let s = self.ns(n);
-        let Some((t0, before, after, drops)) = s.pending_insert_failed else { return };
+        let Some((t0, before, after, drops)) = s.pending_insert_failed else {
+            return;
+        };
         let near: Vec<&Entry> = s
             .recent_new
             .iter()
             .filter(|(t, _)| (t - t0).abs() <= CLASSIFY_WINDOW)
             .map(|(_, e)| e)
             .collect();
-        let dns: Vec<Entry> = near.iter().filter(|e| e.orig.proto == UDP && e.orig.dport == Some(53)).map(|e| **e).collect();
-        let tcp_snat: Vec<Entry> = near.iter().filter(|e| e.orig.proto == TCP && snat(e)).map(|e| **e).collect();
+        let dns: Vec<Entry> = near
+            .iter()
+            .filter(|e| e.orig.proto == UDP && e.orig.dport == Some(53))
+            .map(|e| **e)
+            .collect();
+        let tcp_snat: Vec<Entry> = near
+            .iter()
+            .filter(|e| e.orig.proto == TCP && snat(e))
+            .map(|e| **e)
+            .collect();
         let waited = ts - t0 >= CLASSIFY_WINDOW;
         if dns.is_empty() && tcp_snat.is_empty() && !waited {
             return;
@@ -892,10 +1002,21 @@ impl Correlator {
             before: Some(before),
             after,
         };
-        let (incident, examples, what): (&Incident, Vec<Entry>, &str) = if tcp_snat.len() >= dns.len() && !tcp_snat.is_empty() {
-            (&snat_port_clash::INCIDENT, tcp_snat, "TCP connections through source NAT")
+        let (incident, examples, what): (&Incident, Vec<Entry>, &str) = if tcp_snat.len()
+            >= dns.len()
+            && !tcp_snat.is_empty()
+        {
+            (
+                &snat_port_clash::INCIDENT,
+                tcp_snat,
+                "TCP connections through source NAT",
+            )
         } else if !dns.is_empty() {
-            (&dns_conntrack_race::INCIDENT, dns, "DNS queries (UDP port 53)")
+            (
+                &dns_conntrack_race::INCIDENT,
+                dns,
+                "DNS queries (UDP port 53)",
+            )
         } else {
             out.push(Output::Notice {
                 ts_ns: ts,
@@ -967,13 +1088,22 @@ pub fn at_risk_finding(list: &[AtRisk]) -> Option<Finding> {
                 r.backend,
                 span(r.idle_s),
                 span(r.remaining_s),
-                r.keepalive_s.map_or("off".into(), |k| format!("in {}", span(k))),
-                r.owner.as_ref().map(|o| format!(", {o}")).unwrap_or_default()
+                r.keepalive_s
+                    .map_or("off".into(), |k| format!("in {}", span(k))),
+                r.owner
+                    .as_ref()
+                    .map(|o| format!(", {o}"))
+                    .unwrap_or_default()
             ),
         });
     }
     for r in list.iter().skip(1) {
-        f.cases.push(format!("{} → {}: expires in {} if idle", r.conn, r.backend, span(r.remaining_s)));
+        f.cases.push(format!(
+            "{} → {}: expires in {} if idle",
+            r.conn,
+            r.backend,
+            span(r.remaining_s)
+        ));
     }
     Some(f.because("predicted: each socket's idle time against its namespace's nf_conntrack_tcp_timeout_established, with no keepalive probe due before the entry expires; nothing has broken yet"))
 }
@@ -1012,13 +1142,27 @@ fn track(s: &mut NsState, ts: i64, e: Entry) -> Option<String> {
         Some(t) => Entry {
             tcp_state: e.tcp_state.or(t.entry.tcp_state),
             timeout_s: e.timeout_s.or(t.entry.timeout_s),
-            status: if e.status != 0 { e.status } else { t.entry.status },
-            reply: if e.reply.src.is_some() { e.reply } else { t.entry.reply },
+            status: if e.status != 0 {
+                e.status
+            } else {
+                t.entry.status
+            },
+            reply: if e.reply.src.is_some() {
+                e.reply
+            } else {
+                t.entry.reply
+            },
             ..e
         },
         None => e,
     };
-    s.tracked.insert(k, Tracked { entry: merged, last_ts: ts });
+    s.tracked.insert(
+        k,
+        Tracked {
+            entry: merged,
+            last_ts: ts,
+        },
+    );
     notice
 }
 
@@ -1034,7 +1178,13 @@ mod tests {
     }
 
     fn tup(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
-        Tuple { src: a(src), dst: a(dst), proto: TCP, sport: Some(sport), dport: Some(dport) }
+        Tuple {
+            src: a(src),
+            dst: a(dst),
+            proto: TCP,
+            sport: Some(sport),
+            dport: Some(dport),
+        }
     }
 
     /// A TCP entry: the client's tuple and the reply tuple (after NAT).
@@ -1050,16 +1200,25 @@ mod tests {
     }
 
     fn ev(ts: i64, ns: NsId, event: Event) -> Stamped {
-        Stamped { ts_ns: ts, ns: Some(ns), event }
+        Stamped {
+            ts_ns: ts,
+            ns: Some(ns),
+            event,
+        }
     }
 
     fn ct(kind: CtKind, e: Entry) -> Event {
-        Event::Conntrack { kind, entry: e, by_userspace: false }
+        Event::Conntrack {
+            kind,
+            entry: e,
+            by_userspace: false,
+        }
     }
 
     fn run(events: Vec<Stamped>) -> (Correlator, Vec<Output>) {
         let mut c = Correlator::new();
-        let mut owners: HashMap<u32, String> = HashMap::from([(4242, "client (pid 7)".to_string())]);
+        let mut owners: HashMap<u32, String> =
+            HashMap::from([(4242, "client (pid 7)".to_string())]);
         let mut out = Vec::new();
         for e in events {
             out.extend(c.push(e, &mut owners));
@@ -1094,20 +1253,79 @@ mod tests {
     #[test]
     fn masquerade_flush_then_new_port_then_reset_is_a_confirmed_snat_remap() {
         let t0 = 1_000 * S;
-        let old = entry(tup("10.244.1.10", 40000, "172.18.0.2", 8899), tup("172.18.0.2", 8899, "172.18.0.1", 40000), CT_ESTABLISHED);
-        let mut new = entry(old.orig, tup("172.18.0.2", 8899, "172.18.0.1", 61000), CT_ESTABLISHED);
+        let old = entry(
+            tup("10.244.1.10", 40000, "172.18.0.2", 8899),
+            tup("172.18.0.2", 8899, "172.18.0.1", 40000),
+            CT_ESTABLISHED,
+        );
+        let mut new = entry(
+            old.orig,
+            tup("172.18.0.2", 8899, "172.18.0.1", 61000),
+            CT_ESTABLISHED,
+        );
         let events = vec![
-            ev(t0, 0, Event::Namespace { label: "node".into() }),
-            ev(t0, 0, Event::Link { added: true, ifindex: 2, ifname: "eth0".into() }),
-            ev(t0, 0, Event::Address { added: true, ifindex: 2, ifname: None, addr: "172.18.0.1".parse().unwrap(), prefix_len: 24 }),
-            ev(t0, 0, Event::Address { added: true, ifindex: 2, ifname: None, addr: "192.168.50.100".parse().unwrap(), prefix_len: 32 }),
+            ev(
+                t0,
+                0,
+                Event::Namespace {
+                    label: "node".into(),
+                },
+            ),
+            ev(
+                t0,
+                0,
+                Event::Link {
+                    added: true,
+                    ifindex: 2,
+                    ifname: "eth0".into(),
+                },
+            ),
+            ev(
+                t0,
+                0,
+                Event::Address {
+                    added: true,
+                    ifindex: 2,
+                    ifname: None,
+                    addr: "172.18.0.1".parse().unwrap(),
+                    prefix_len: 24,
+                },
+            ),
+            ev(
+                t0,
+                0,
+                Event::Address {
+                    added: true,
+                    ifindex: 2,
+                    ifname: None,
+                    addr: "192.168.50.100".parse().unwrap(),
+                    prefix_len: 32,
+                },
+            ),
             ev(t0, 0, ct(CtKind::New, old)),
-            ev(t0 + S, 0, Event::Address { added: false, ifindex: 2, ifname: None, addr: "192.168.50.100".parse().unwrap(), prefix_len: 32 }),
+            ev(
+                t0 + S,
+                0,
+                Event::Address {
+                    added: false,
+                    ifindex: 2,
+                    ifname: None,
+                    addr: "192.168.50.100".parse().unwrap(),
+                    prefix_len: 32,
+                },
+            ),
             ev(t0 + S + S / 10, 0, ct(CtKind::Destroy, old)),
             ev(t0 + S + S / 5, 0, ct(CtKind::New, new)),
         ];
         let (_, out) = run(events.clone());
-        assert_eq!(findings(&out), [(conntrack_snat_remap::INCIDENT.id, FindingKind::Incident, Confidence::Likely)]);
+        assert_eq!(
+            findings(&out),
+            [(
+                conntrack_snat_remap::INCIDENT.id,
+                FindingKind::Incident,
+                Confidence::Likely
+            )]
+        );
         new.tcp_state = Some(CT_CLOSE);
         let mut more = events;
         // The server's RST on an unreplied entry: the kernel destroys it in CLOSE at once.
@@ -1116,28 +1334,63 @@ mod tests {
         assert_eq!(
             findings(&out),
             [
-                (conntrack_snat_remap::INCIDENT.id, FindingKind::Incident, Confidence::Likely),
-                (conntrack_snat_remap::INCIDENT.id, FindingKind::Incident, Confidence::Confirmed),
+                (
+                    conntrack_snat_remap::INCIDENT.id,
+                    FindingKind::Incident,
+                    Confidence::Likely
+                ),
+                (
+                    conntrack_snat_remap::INCIDENT.id,
+                    FindingKind::Incident,
+                    Confidence::Confirmed
+                ),
             ]
         );
         let f = &c.summary()[0];
         assert!(f.summary.contains("172.18.0.1:61000"), "{}", f.summary);
         // Every step carries its time: the deletion, the flush, the new translation.
         let texts: Vec<String> = f.evidence.iter().map(|e| format!("{e:?}")).collect();
-        assert!(texts[0].contains("00:16:41.000 RTM_DELADDR 192.168.50.100/32 on eth0"), "{texts:?}");
+        assert!(
+            texts[0].contains("00:16:41.000 RTM_DELADDR 192.168.50.100/32 on eth0"),
+            "{texts:?}"
+        );
         assert!(texts[1].contains("00:16:41.100 DESTROY"), "{texts:?}");
     }
 
     #[test]
     fn the_same_deletion_without_a_flush_says_nothing() {
         let t0 = 1_000 * S;
-        let old = entry(tup("10.244.1.10", 40000, "172.18.0.2", 8899), tup("172.18.0.2", 8899, "172.18.0.1", 40000), CT_ESTABLISHED);
+        let old = entry(
+            tup("10.244.1.10", 40000, "172.18.0.2", 8899),
+            tup("172.18.0.2", 8899, "172.18.0.1", 40000),
+            CT_ESTABLISHED,
+        );
         let mut fin = old;
         fin.tcp_state = Some(7); // TIME_WAIT: the connection closed itself
         let (c, out) = run(vec![
-            ev(t0, 0, Event::Address { added: true, ifindex: 2, ifname: Some("eth0".into()), addr: "172.18.0.1".parse().unwrap(), prefix_len: 24 }),
+            ev(
+                t0,
+                0,
+                Event::Address {
+                    added: true,
+                    ifindex: 2,
+                    ifname: Some("eth0".into()),
+                    addr: "172.18.0.1".parse().unwrap(),
+                    prefix_len: 24,
+                },
+            ),
             ev(t0, 0, ct(CtKind::New, old)),
-            ev(t0 + S, 0, Event::Address { added: false, ifindex: 2, ifname: Some("eth0".into()), addr: "192.168.50.100".parse().unwrap(), prefix_len: 32 }),
+            ev(
+                t0 + S,
+                0,
+                Event::Address {
+                    added: false,
+                    ifindex: 2,
+                    ifname: Some("eth0".into()),
+                    addr: "192.168.50.100".parse().unwrap(),
+                    prefix_len: 32,
+                },
+            ),
             ev(t0 + 5 * S, 0, ct(CtKind::Update, fin)),
             ev(t0 + 6 * S, 0, ct(CtKind::Destroy, fin)),
         ]);
@@ -1148,20 +1401,68 @@ mod tests {
     #[test]
     fn an_expired_dnat_entry_with_an_open_socket_is_predicted_then_confirmed_by_the_reset() {
         let t0 = 1_000 * S;
-        let old = entry(tup("10.244.1.10", 50814, "10.96.0.20", 80), tup("10.244.2.11", 8080, "10.244.1.10", 50814), CT_ESTABLISHED);
-        let mut new = entry(old.orig, tup("10.244.2.12", 8080, "10.244.1.10", 50814), CT_ESTABLISHED);
+        let old = entry(
+            tup("10.244.1.10", 50814, "10.96.0.20", 80),
+            tup("10.244.2.11", 8080, "10.244.1.10", 50814),
+            CT_ESTABLISHED,
+        );
+        let mut new = entry(
+            old.orig,
+            tup("10.244.2.12", 8080, "10.244.1.10", 50814),
+            CT_ESTABLISHED,
+        );
         let mut events = vec![
-            ev(t0, 0, Event::Namespace { label: "node".into() }),
-            ev(t0, 1, Event::Namespace { label: "pod client".into() }),
+            ev(
+                t0,
+                0,
+                Event::Namespace {
+                    label: "node".into(),
+                },
+            ),
+            ev(
+                t0,
+                1,
+                Event::Namespace {
+                    label: "pod client".into(),
+                },
+            ),
             ev(t0, 0, ct(CtKind::Update, old)),
-            ev(t0 + S, 1, Event::Sockets { sockets: vec![socket("10.244.1.10", 50814, "10.96.0.20", 80)] }),
+            ev(
+                t0 + S,
+                1,
+                Event::Sockets {
+                    sockets: vec![socket("10.244.1.10", 50814, "10.96.0.20", 80)],
+                },
+            ),
             // 2 s timeout: GC destroys it a little later.
-            ev(t0 + 2 * S + S / 2, 0, ct(CtKind::Destroy, Entry { tcp_state: None, ..old })),
+            ev(
+                t0 + 2 * S + S / 2,
+                0,
+                ct(
+                    CtKind::Destroy,
+                    Entry {
+                        tcp_state: None,
+                        ..old
+                    },
+                ),
+            ),
         ];
         let (c, out) = run(events.clone());
-        assert_eq!(findings(&out), [(conntrack_dnat_rebalance::INCIDENT.id, FindingKind::LatentRisk, Confidence::Likely)]);
+        assert_eq!(
+            findings(&out),
+            [(
+                conntrack_dnat_rebalance::INCIDENT.id,
+                FindingKind::LatentRisk,
+                Confidence::Likely
+            )]
+        );
         let risk = &c.summary()[0];
-        assert!(risk.summary.contains("will be reset on its next packet") && risk.summary.contains("expired"), "{}", risk.summary);
+        assert!(
+            risk.summary.contains("will be reset on its next packet")
+                && risk.summary.contains("expired"),
+            "{}",
+            risk.summary
+        );
         assert!(format!("{:?}", risk.evidence).contains("client (pid 7)"));
         events.push(ev(t0 + 3 * S, 0, ct(CtKind::New, new)));
         new.tcp_state = Some(CT_CLOSE);
@@ -1169,17 +1470,27 @@ mod tests {
         let (c, out) = run(events);
         assert_eq!(
             findings(&out).last(),
-            Some(&(conntrack_dnat_rebalance::INCIDENT.id, FindingKind::Incident, Confidence::Confirmed))
+            Some(&(
+                conntrack_dnat_rebalance::INCIDENT.id,
+                FindingKind::Incident,
+                Confidence::Confirmed
+            ))
         );
         // The incident replaces the prediction in the summary.
         assert_eq!(c.summary().len(), 1);
-        assert!(c.summary()[0].summary.contains("to backend 10.244.2.12:8080"));
+        assert!(c.summary()[0]
+            .summary
+            .contains("to backend 10.244.2.12:8080"));
     }
 
     #[test]
     fn an_expired_entry_without_a_socket_or_reused_by_the_same_backend_is_no_finding() {
         let t0 = 1_000 * S;
-        let old = entry(tup("10.244.1.10", 50814, "10.96.0.20", 80), tup("10.244.2.11", 8080, "10.244.1.10", 50814), CT_ESTABLISHED);
+        let old = entry(
+            tup("10.244.1.10", 50814, "10.96.0.20", 80),
+            tup("10.244.2.11", 8080, "10.244.1.10", 50814),
+            CT_ESTABLISHED,
+        );
         let (_, out) = run(vec![
             ev(t0, 0, ct(CtKind::Update, old)),
             ev(t0 + 3 * S, 0, ct(CtKind::Destroy, old)),
@@ -1189,12 +1500,23 @@ mod tests {
         // With the socket open the risk is named, but the same backend again is no incident.
         let (c, out) = run(vec![
             ev(t0, 0, ct(CtKind::Update, old)),
-            ev(t0 + S, 0, Event::Sockets { sockets: vec![socket("10.244.1.10", 50814, "10.96.0.20", 80)] }),
+            ev(
+                t0 + S,
+                0,
+                Event::Sockets {
+                    sockets: vec![socket("10.244.1.10", 50814, "10.96.0.20", 80)],
+                },
+            ),
             ev(t0 + 3 * S, 0, ct(CtKind::Destroy, old)),
             ev(t0 + 4 * S, 0, ct(CtKind::New, old)),
         ]);
-        assert!(findings(&out).iter().all(|f| f.1 == FindingKind::LatentRisk));
-        assert!(c.summary().iter().all(|f| f.kind == FindingKind::LatentRisk));
+        assert!(findings(&out)
+            .iter()
+            .all(|f| f.1 == FindingKind::LatentRisk));
+        assert!(c
+            .summary()
+            .iter()
+            .all(|f| f.kind == FindingKind::LatentRisk));
     }
 
     fn counters(pairs: &[(&str, u64)]) -> Counters {
@@ -1204,31 +1526,103 @@ mod tests {
     #[test]
     fn insert_failed_is_named_by_the_traffic_created_around_it() {
         let t0 = 1_000 * S;
-        let st = |n| Some(CtStats { insert_failed: n, ..Default::default() });
+        let st = |n| {
+            Some(CtStats {
+                insert_failed: n,
+                ..Default::default()
+            })
+        };
         let syn = Entry {
             orig: tup("10.244.1.11", 5555, "172.18.0.2", 80),
             reply: tup("172.18.0.2", 80, "172.18.0.1", 1024),
             ..Default::default()
         };
         let (_, out) = run(vec![
-            ev(t0, 0, Event::Counters { snmp: Counters::new(), conntrack: st(0) }),
-            ev(t0 + S, 0, Event::Counters { snmp: Counters::new(), conntrack: st(2) }),
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(0),
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(2),
+                },
+            ),
             ev(t0 + 2 * S, 0, ct(CtKind::New, syn)),
         ]);
-        assert_eq!(findings(&out), [(snat_port_clash::INCIDENT.id, FindingKind::Incident, Confidence::Likely)]);
+        assert_eq!(
+            findings(&out),
+            [(
+                snat_port_clash::INCIDENT.id,
+                FindingKind::Incident,
+                Confidence::Likely
+            )]
+        );
         let mut dns = syn;
-        dns.orig = Tuple { proto: UDP, dport: Some(53), ..dns.orig };
+        dns.orig = Tuple {
+            proto: UDP,
+            dport: Some(53),
+            ..dns.orig
+        };
         let (_, out) = run(vec![
-            ev(t0, 0, Event::Counters { snmp: Counters::new(), conntrack: st(0) }),
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(0),
+                },
+            ),
             ev(t0 + S / 2, 0, ct(CtKind::New, dns)),
-            ev(t0 + S, 0, Event::Counters { snmp: Counters::new(), conntrack: st(1) }),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(1),
+                },
+            ),
         ]);
-        assert_eq!(findings(&out), [(dns_conntrack_race::INCIDENT.id, FindingKind::Incident, Confidence::Likely)]);
+        assert_eq!(
+            findings(&out),
+            [(
+                dns_conntrack_race::INCIDENT.id,
+                FindingKind::Incident,
+                Confidence::Likely
+            )]
+        );
         // Nothing to say which traffic: a notice, not a finding.
         let (_, out) = run(vec![
-            ev(t0, 0, Event::Counters { snmp: Counters::new(), conntrack: st(0) }),
-            ev(t0 + S, 0, Event::Counters { snmp: Counters::new(), conntrack: st(1) }),
-            ev(t0 + 5 * S, 0, Event::Counters { snmp: Counters::new(), conntrack: st(1) }),
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(0),
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(1),
+                },
+            ),
+            ev(
+                t0 + 5 * S,
+                0,
+                Event::Counters {
+                    snmp: Counters::new(),
+                    conntrack: st(1),
+                },
+            ),
         ]);
         assert!(findings(&out).is_empty());
         assert!(out.iter().any(|o| matches!(o, Output::Notice { text, .. } if text.contains("insert_failed rose 0 → 1"))));
@@ -1250,19 +1644,70 @@ mod tests {
             keepalive_ms: None,
         };
         let (_, out) = run(vec![
-            ev(t0, 0, Event::Counters { snmp: counters(&[("TcpExt.ListenOverflows", 5)]), conntrack: None }),
-            ev(t0 + S, 0, Event::Sockets { sockets: vec![listener] }),
-            ev(t0 + S, 0, Event::Counters { snmp: counters(&[("TcpExt.ListenOverflows", 23)]), conntrack: None }),
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("TcpExt.ListenOverflows", 5)]),
+                    conntrack: None,
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Sockets {
+                    sockets: vec![listener],
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("TcpExt.ListenOverflows", 23)]),
+                    conntrack: None,
+                },
+            ),
         ]);
-        assert_eq!(findings(&out), [(listen_queue_overflow::INCIDENT.id, FindingKind::Incident, Confidence::Confirmed)]);
-        let Output::Finding { finding, .. } = out.iter().find(|o| matches!(o, Output::Finding { .. })).unwrap() else {
+        assert_eq!(
+            findings(&out),
+            [(
+                listen_queue_overflow::INCIDENT.id,
+                FindingKind::Incident,
+                Confidence::Confirmed
+            )]
+        );
+        let Output::Finding { finding, .. } = out
+            .iter()
+            .find(|o| matches!(o, Output::Finding { .. }))
+            .unwrap()
+        else {
             unreachable!()
         };
-        assert!(finding.summary.contains("10.244.2.20:8080") && finding.summary.contains("client (pid 7)") && finding.summary.contains("refused 18"), "{}", finding.summary);
+        assert!(
+            finding.summary.contains("10.244.2.20:8080")
+                && finding.summary.contains("client (pid 7)")
+                && finding.summary.contains("refused 18"),
+            "{}",
+            finding.summary
+        );
         // A quiet counter says nothing.
         let (_, out) = run(vec![
-            ev(t0, 0, Event::Counters { snmp: counters(&[("TcpExt.ListenOverflows", 5)]), conntrack: None }),
-            ev(t0 + S, 0, Event::Counters { snmp: counters(&[("TcpExt.ListenOverflows", 5)]), conntrack: None }),
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("TcpExt.ListenOverflows", 5)]),
+                    conntrack: None,
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("TcpExt.ListenOverflows", 5)]),
+                    conntrack: None,
+                },
+            ),
         ]);
         assert!(findings(&out).is_empty());
     }
@@ -1271,64 +1716,188 @@ mod tests {
     fn martian_local_source_drops_are_named_and_unavailable_sources_said_once() {
         let t0 = 1_000 * S;
         let ipvs = vec![
-            ev(t0, 0, Event::Link { added: true, ifindex: 9, ifname: "kube-ipvs0".into() }),
-            ev(t0, 0, Event::Address { added: true, ifindex: 9, ifname: None, addr: "172.18.0.200".parse().unwrap(), prefix_len: 32 }),
+            ev(
+                t0,
+                0,
+                Event::Link {
+                    added: true,
+                    ifindex: 9,
+                    ifname: "kube-ipvs0".into(),
+                },
+            ),
+            ev(
+                t0,
+                0,
+                Event::Address {
+                    added: true,
+                    ifindex: 9,
+                    ifname: None,
+                    addr: "172.18.0.200".parse().unwrap(),
+                    prefix_len: 32,
+                },
+            ),
         ];
         let counted = vec![
-            ev(t0, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 0)]), conntrack: None }),
-            ev(t0 + S, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 4)]), conntrack: None }),
-            ev(t0, 0, Event::Unavailable { source: "x".into(), why: "y".into(), costs: "z".into() }),
-            ev(t0, 0, Event::Unavailable { source: "x".into(), why: "y".into(), costs: "z".into() }),
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("rt_cache.in_martian_src", 0)]),
+                    conntrack: None,
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("rt_cache.in_martian_src", 4)]),
+                    conntrack: None,
+                },
+            ),
+            ev(
+                t0,
+                0,
+                Event::Unavailable {
+                    source: "x".into(),
+                    why: "y".into(),
+                    costs: "z".into(),
+                },
+            ),
+            ev(
+                t0,
+                0,
+                Event::Unavailable {
+                    source: "x".into(),
+                    why: "y".into(),
+                    costs: "z".into(),
+                },
+            ),
         ];
         // Without a LoadBalancer address bound in a watched namespace: kernel-wide drops are not ours.
         let (_, out) = run(counted.clone());
         assert!(findings(&out).is_empty());
-        assert!(out.iter().any(|o| matches!(o, Output::Notice { text, .. } if text.contains("not named"))));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Notice { text, .. } if text.contains("not named"))));
         let (_, out) = run([ipvs.clone(), counted].concat());
         // The counter alone counts every martian: possible.
-        assert_eq!(findings(&out), [(local_source_drop::INCIDENT.id, FindingKind::Incident, Confidence::Possible)]);
+        assert_eq!(
+            findings(&out),
+            [(
+                local_source_drop::INCIDENT.id,
+                FindingKind::Incident,
+                Confidence::Possible
+            )]
+        );
         // The drop reason adds to the same finding; it is not a second one.
         let (c, _) = run(vec![
             ipvs[0].clone(),
             ipvs[1].clone(),
-            ev(t0, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 0)]), conntrack: None }),
-            ev(t0 + S, 0, Event::Counters { snmp: counters(&[("rt_cache.in_martian_src", 4)]), conntrack: None }),
-            Stamped { ts_ns: t0 + S, ns: None, event: Event::Drop { reason: "IP_LOCAL_SOURCE".into(), location: "ip_route_input_slow".into() } },
+            ev(
+                t0,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("rt_cache.in_martian_src", 0)]),
+                    conntrack: None,
+                },
+            ),
+            ev(
+                t0 + S,
+                0,
+                Event::Counters {
+                    snmp: counters(&[("rt_cache.in_martian_src", 4)]),
+                    conntrack: None,
+                },
+            ),
+            Stamped {
+                ts_ns: t0 + S,
+                ns: None,
+                event: Event::Drop {
+                    reason: "IP_LOCAL_SOURCE".into(),
+                    location: "ip_route_input_slow".into(),
+                },
+            },
         ]);
         assert_eq!(c.summary().len(), 1);
         assert_eq!(c.summary()[0].confidence, Confidence::Likely);
         assert_eq!(c.summary()[0].evidence.len(), 3);
-        assert_eq!(out.iter().filter(|o| matches!(o, Output::Notice { text, .. } if text.contains("unavailable"))).count(), 1);
+        assert_eq!(
+            out.iter()
+                .filter(
+                    |o| matches!(o, Output::Notice { text, .. } if text.contains("unavailable"))
+                )
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn idle_service_connections_without_keepalive_are_at_risk_ranked_before_they_break() {
         let t0 = 1_000 * S;
-        let e = |sport| entry(tup("10.244.1.10", sport, "10.96.0.20", 80), tup("10.244.2.11", 8080, "10.244.1.10", sport), CT_ESTABLISHED);
+        let e = |sport| {
+            entry(
+                tup("10.244.1.10", sport, "10.96.0.20", 80),
+                tup("10.244.2.11", 8080, "10.244.1.10", sport),
+                CT_ESTABLISHED,
+            )
+        };
         let mut kept_alive = socket("10.244.1.10", 3, "10.96.0.20", 80);
         kept_alive.keepalive_ms = Some(30_000);
         let mut fresh = socket("10.244.1.10", 2, "10.96.0.20", 80);
         fresh.idle_ms = Some(100);
         let (c, out) = run(vec![
-            ev(t0, 0, Event::ConntrackTimeout { established_s: 3600 }),
+            ev(
+                t0,
+                0,
+                Event::ConntrackTimeout {
+                    established_s: 3600,
+                },
+            ),
             ev(t0, 0, ct(CtKind::Update, e(1))),
             ev(t0, 0, ct(CtKind::Update, e(2))),
             ev(t0, 0, ct(CtKind::Update, e(3))),
-            ev(t0, 1, Event::Sockets { sockets: vec![
-                Socket { idle_ms: Some(3_000_000), ..socket("10.244.1.10", 1, "10.96.0.20", 80) },
-                fresh,
-                kept_alive,
-                // Not NATed: no entry, no risk.
-                socket("10.244.1.10", 9, "10.244.2.11", 8080),
-            ] }),
+            ev(
+                t0,
+                1,
+                Event::Sockets {
+                    sockets: vec![
+                        Socket {
+                            idle_ms: Some(3_000_000),
+                            ..socket("10.244.1.10", 1, "10.96.0.20", 80)
+                        },
+                        fresh,
+                        kept_alive,
+                        // Not NATed: no entry, no risk.
+                        socket("10.244.1.10", 9, "10.244.2.11", 8080),
+                    ],
+                },
+            ),
         ]);
-        assert_eq!(findings(&out), [(conntrack_dnat_rebalance::INCIDENT.id, FindingKind::LatentRisk, Confidence::Likely)]);
+        assert_eq!(
+            findings(&out),
+            [(
+                conntrack_dnat_rebalance::INCIDENT.id,
+                FindingKind::LatentRisk,
+                Confidence::Likely
+            )]
+        );
         let r = &c.at_risk_now;
         assert_eq!(r.len(), 2, "{r:?}");
-        assert_eq!((r[0].conn.as_str(), r[0].remaining_s), ("10.244.1.10:1 → 10.96.0.20:80", 600));
+        assert_eq!(
+            (r[0].conn.as_str(), r[0].remaining_s),
+            ("10.244.1.10:1 → 10.96.0.20:80", 600)
+        );
         assert_eq!(r[1].remaining_s, 3599);
-        let Output::Finding { finding, .. } = &out[0] else { unreachable!() };
-        assert!(finding.summary.starts_with("2 connection(s) through a Service will be reset if idle another 10 min"), "{}", finding.summary);
+        let Output::Finding { finding, .. } = &out[0] else {
+            unreachable!()
+        };
+        assert!(
+            finding.summary.starts_with(
+                "2 connection(s) through a Service will be reset if idle another 10 min"
+            ),
+            "{}",
+            finding.summary
+        );
         // The same list again says nothing new.
         assert_eq!(span(7800), "2 h 10 min");
     }

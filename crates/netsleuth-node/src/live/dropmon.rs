@@ -253,7 +253,11 @@ impl Drop for DropMonitor {
     }
 }
 
-fn monitor_thread(name: &str, ready: mpsc::Sender<Result<Opened, String>>, stop: mpsc::Receiver<()>) {
+fn monitor_thread(
+    name: &str,
+    ready: mpsc::Sender<Result<Opened, String>>,
+    stop: mpsc::Receiver<()>,
+) {
     // Held to the end of this function: dropping it unmounts a private tracefs and removes its mount
     // point, on every way out (early returns, the end, a panic's unwinding).
     let tracefs = match Tracefs::find_or_mount() {
@@ -557,7 +561,8 @@ pub fn parse_trace_event(line: &str, names: &BTreeMap<u64, String>) -> Option<Dr
     let (sec, frac) = ts.split_once('.').unwrap_or((ts, "0"));
     let sec: i64 = sec.parse().ok()?;
     let frac_digits = frac.len().min(9);
-    let frac_ns: i64 = frac[..frac_digits].parse::<i64>().ok()? * 10i64.pow((9 - frac_digits) as u32);
+    let frac_ns: i64 =
+        frac[..frac_digits].parse::<i64>().ok()? * 10i64.pow((9 - frac_digits) as u32);
     let protocol = line
         .split_whitespace()
         .find_map(|t| t.strip_prefix("protocol="))

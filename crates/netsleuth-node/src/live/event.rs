@@ -105,5 +105,9 @@ pub enum Event {
     /// A source resynchronised its state after a loss.
     Resynced { source: String, what: String },
     /// A source could not be used: what it is and what its absence costs.
-    Unavailable { source: String, why: String, costs: String },
+    Unavailable {
+        source: String,
+        why: String,
+        costs: String,
+    },
 }

@@ -3,7 +3,7 @@
 //! appear, and hands every output to the caller. Threads and `poll`, no async runtime.
 
 use super::conntrack::CtSource;
-use super::correlate::{Correlator, OwnerLookup, Output};
+use super::correlate::{Correlator, Output, OwnerLookup};
 use super::dropmon::{DropMonitor, Owner};
 use super::event::{Event, NsId, Stamped};
 use super::rtnl::RtSource;
@@ -140,14 +140,20 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
             }))
             .ok();
         let socks = SockSource::open()
-            .map_err(|e| unavailable.push(Event::Unavailable {
-                source: "sock_diag".into(),
-                why: e.to_string(),
-                costs: "no connection is predicted to break and no listener is named".into(),
-            }))
+            .map_err(|e| {
+                unavailable.push(Event::Unavailable {
+                    source: "sock_diag".into(),
+                    why: e.to_string(),
+                    costs: "no connection is predicted to break and no listener is named".into(),
+                })
+            })
             .ok();
         let mut files = Vec::new();
-        for (name, rel) in [("netstat", "netstat"), ("snmp", "snmp"), ("rt_cache", "stat/rt_cache")] {
+        for (name, rel) in [
+            ("netstat", "netstat"),
+            ("snmp", "snmp"),
+            ("rt_cache", "stat/rt_cache"),
+        ] {
             if name == "rt_cache" && !kernel_wide {
                 continue;
             }
@@ -163,16 +169,31 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
                 }),
             }
         }
-        let ct_timeout = File::open("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established").ok();
+        let ct_timeout =
+            File::open("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established").ok();
         (ct, rt, socks, files, ct_timeout, unavailable)
     });
     match r {
         Ok((ct, rt, socks, files, ct_timeout, unavailable)) => (
-            NsSources { id, ct, rt, socks, files, ct_timeout },
+            NsSources {
+                id,
+                ct,
+                rt,
+                socks,
+                files,
+                ct_timeout,
+            },
             unavailable,
         ),
         Err(why) => (
-            NsSources { id, ct: None, rt: None, socks: None, files: Vec::new(), ct_timeout: None },
+            NsSources {
+                id,
+                ct: None,
+                rt: None,
+                socks: None,
+                files: Vec::new(),
+                ct_timeout: None,
+            },
             vec![Event::Unavailable {
                 source: "namespace".into(),
                 why,
@@ -186,7 +207,9 @@ fn read_counters(files: &[(String, File)]) -> Counters {
     let mut c = Counters::new();
     let mut buf = vec![0u8; 64 << 10];
     for (name, f) in files {
-        let Ok(n) = f.read_at(&mut buf, 0) else { continue };
+        let Ok(n) = f.read_at(&mut buf, 0) else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&buf[..n]);
         if name == "rt_cache" {
             for (k, v) in parse_stat_table(&text).value {
@@ -222,7 +245,11 @@ fn process_namespaces(proc_root: &Path, known: &BTreeSet<u64>) -> Vec<(u64, u32,
 }
 
 /// Watches until `stop` is set or the duration ends; every output goes to `on_output` as it happens.
-pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&Output)) -> WatchSummary {
+pub fn watch(
+    opts: &WatchOptions,
+    stop: &AtomicBool,
+    mut on_output: impl FnMut(&Output),
+) -> WatchSummary {
     let started = Instant::now();
     let mut corr = Correlator::new();
     let mut owners = ProcOwners {
@@ -294,7 +321,11 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
             next_discovery = Instant::now() + Duration::from_secs(2);
             for (ino, pid, comm) in process_namespaces(&opts.proc_root, &st.known) {
                 let path = opts.proc_root.join(format!("{pid}/ns/net"));
-                st.add_ns(opts, format!("netns of pid {pid} ({comm}), inode {ino}"), Some(path));
+                st.add_ns(
+                    opts,
+                    format!("netns of pid {pid} ({comm}), inode {ino}"),
+                    Some(path),
+                );
             }
         }
         if Instant::now() >= next_tick {
@@ -309,28 +340,47 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
                     let mut b = [0u8; 32];
                     if let Ok(n) = f.read_at(&mut b, 0) {
                         if let Ok(v) = String::from_utf8_lossy(&b[..n]).trim().parse() {
-                            evs.push(Stamped { ts_ns: ts, ns: Some(s.id), event: Event::ConntrackTimeout { established_s: v } });
+                            evs.push(Stamped {
+                                ts_ns: ts,
+                                ns: Some(s.id),
+                                event: Event::ConntrackTimeout { established_s: v },
+                            });
                         }
                     }
                 }
                 if let Some(sk) = s.socks.as_mut() {
                     if let Ok(sockets) = sk.tcp() {
-                        evs.push(Stamped { ts_ns: ts, ns: Some(s.id), event: Event::Sockets { sockets } });
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(s.id),
+                            event: Event::Sockets { sockets },
+                        });
                     }
                 }
                 let conntrack = match s.ct.as_mut().map(|c| c.stats()) {
                     Some(Ok(st)) => Some(st),
                     Some(Err(e)) => {
-                        evs.push(Stamped { ts_ns: ts, ns: Some(s.id), event: Event::Unavailable {
-                            source: "conntrack statistics".into(),
-                            why: e.to_string(),
-                            costs: "insert_failed is not followed here".into(),
-                        }});
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(s.id),
+                            event: Event::Unavailable {
+                                source: "conntrack statistics".into(),
+                                why: e.to_string(),
+                                costs: "insert_failed is not followed here".into(),
+                            },
+                        });
                         None
                     }
                     None => None,
                 };
-                evs.push(Stamped { ts_ns: ts, ns: Some(s.id), event: Event::Counters { snmp: read_counters(&s.files), conntrack } });
+                evs.push(Stamped {
+                    ts_ns: ts,
+                    ns: Some(s.id),
+                    event: Event::Counters {
+                        snmp: read_counters(&s.files),
+                        conntrack,
+                    },
+                });
             }
             for e in evs {
                 st.emit(e);
@@ -341,19 +391,34 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
         let mut who: Vec<(usize, u8)> = Vec::new();
         for (i, s) in st.sources.iter().enumerate() {
             if let Some(c) = &s.ct {
-                fds.push(libc::pollfd { fd: c.fd(), events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: c.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
                 who.push((i, 0));
             }
             if let Some(r) = &s.rt {
-                fds.push(libc::pollfd { fd: r.fd(), events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: r.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
                 who.push((i, 1));
             }
         }
         if let Some(fd) = dropmon.as_ref().and_then(|d| d.fd()) {
-            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
             who.push((usize::MAX, 2));
         }
-        let wait = next_tick.saturating_duration_since(Instant::now()).as_millis().min(200) as i32;
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .min(200) as i32;
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
         if r <= 0 {
             continue;
@@ -376,24 +441,56 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
                     let mut n = 0u64;
                     let lost = ct.read(&mut buf, &mut |kind, entry, by_userspace| {
                         n += 1;
-                        evs.push(Stamped { ts_ns: ts, ns: Some(id), event: Event::Conntrack { kind, entry, by_userspace } });
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(id),
+                            event: Event::Conntrack {
+                                kind,
+                                entry,
+                                by_userspace,
+                            },
+                        });
                     });
                     st.summary.conntrack_events += n;
                     if lost {
                         st.summary.losses += 1;
-                        evs.push(Stamped { ts_ns: ts, ns: Some(id), event: Event::Loss { source: "conntrack events".into(), count: ct.losses } });
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(id),
+                            event: Event::Loss {
+                                source: "conntrack events".into(),
+                                count: ct.losses,
+                            },
+                        });
                         match ct.dump_table() {
                             Ok(entries) => {
                                 st.summary.resyncs += 1;
-                                let what = format!("conntrack table dumped: {} entries", entries.len());
-                                evs.push(Stamped { ts_ns: now_ns(), ns: Some(id), event: Event::ConntrackTable { entries } });
-                                evs.push(Stamped { ts_ns: now_ns(), ns: Some(id), event: Event::Resynced { source: "conntrack events".into(), what } });
+                                let what =
+                                    format!("conntrack table dumped: {} entries", entries.len());
+                                evs.push(Stamped {
+                                    ts_ns: now_ns(),
+                                    ns: Some(id),
+                                    event: Event::ConntrackTable { entries },
+                                });
+                                evs.push(Stamped {
+                                    ts_ns: now_ns(),
+                                    ns: Some(id),
+                                    event: Event::Resynced {
+                                        source: "conntrack events".into(),
+                                        what,
+                                    },
+                                });
                             }
-                            Err(e) => evs.push(Stamped { ts_ns: now_ns(), ns: Some(id), event: Event::Unavailable {
-                                source: "conntrack resync".into(),
-                                why: e.to_string(),
-                                costs: "state may be stale until the next loss-free dump".into(),
-                            }}),
+                            Err(e) => evs.push(Stamped {
+                                ts_ns: now_ns(),
+                                ns: Some(id),
+                                event: Event::Unavailable {
+                                    source: "conntrack resync".into(),
+                                    why: e.to_string(),
+                                    costs: "state may be stale until the next loss-free dump"
+                                        .into(),
+                                },
+                            }),
                         }
                     }
                 }
@@ -403,15 +500,38 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
                     let rt = s.rt.as_mut().expect("polled");
                     let mut out = Vec::new();
                     let lost = rt.read(&mut buf, &mut out);
-                    evs.extend(out.into_iter().map(|e| Stamped { ts_ns: ts, ns: Some(id), event: e }));
+                    evs.extend(out.into_iter().map(|e| Stamped {
+                        ts_ns: ts,
+                        ns: Some(id),
+                        event: e,
+                    }));
                     if lost {
                         st.summary.losses += 1;
-                        evs.push(Stamped { ts_ns: ts, ns: Some(id), event: Event::Loss { source: "rtnetlink".into(), count: rt.losses } });
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(id),
+                            event: Event::Loss {
+                                source: "rtnetlink".into(),
+                                count: rt.losses,
+                            },
+                        });
                         if let Ok(dump) = rt.dump() {
                             st.summary.resyncs += 1;
-                            let what = format!("links and addresses dumped: {} objects", dump.len());
-                            evs.extend(dump.into_iter().map(|e| Stamped { ts_ns: now_ns(), ns: Some(id), event: e }));
-                            evs.push(Stamped { ts_ns: now_ns(), ns: Some(id), event: Event::Resynced { source: "rtnetlink".into(), what } });
+                            let what =
+                                format!("links and addresses dumped: {} objects", dump.len());
+                            evs.extend(dump.into_iter().map(|e| Stamped {
+                                ts_ns: now_ns(),
+                                ns: Some(id),
+                                event: e,
+                            }));
+                            evs.push(Stamped {
+                                ts_ns: now_ns(),
+                                ns: Some(id),
+                                event: Event::Resynced {
+                                    source: "rtnetlink".into(),
+                                    what,
+                                },
+                            });
                         }
                     }
                 }
@@ -421,7 +541,10 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
                             evs.push(Stamped {
                                 ts_ns: ev.mono_ns.saturating_add(mono_off),
                                 ns: None,
-                                event: Event::Drop { reason: ev.reason.clone(), location: ev.location.clone() },
+                                event: Event::Drop {
+                                    reason: ev.reason.clone(),
+                                    location: ev.location.clone(),
+                                },
                             })
                         });
                     }
@@ -435,9 +558,15 @@ pub fn watch(opts: &WatchOptions, stop: &AtomicBool, mut on_output: impl FnMut(&
     if let Some(d) = dropmon.take() {
         let totals = d.finish();
         if totals.overrun > 0 {
-            let text = format!("drop reasons: the trace ring overwrote {} event(s); counts are lower bounds", totals.overrun);
+            let text = format!(
+                "drop reasons: the trace ring overwrote {} event(s); counts are lower bounds",
+                totals.overrun
+            );
             st.summary.notices.push(text.clone());
-            (st.on_output)(&Output::Notice { ts_ns: now_ns(), text });
+            (st.on_output)(&Output::Notice {
+                ts_ns: now_ns(),
+                text,
+            });
         }
     }
     let mut summary = std::mem::take(&mut st.summary);
@@ -479,18 +608,34 @@ impl State<'_> {
         let (mut s, unavailable) = open_ns(id, path.as_deref(), opts.rcvbuf);
         let ts = now_ns();
         self.summary.namespaces.push(label.clone());
-        self.emit(Stamped { ts_ns: ts, ns: Some(id), event: Event::Namespace { label } });
+        self.emit(Stamped {
+            ts_ns: ts,
+            ns: Some(id),
+            event: Event::Namespace { label },
+        });
         for u in unavailable {
-            self.emit(Stamped { ts_ns: ts, ns: Some(id), event: u });
+            self.emit(Stamped {
+                ts_ns: ts,
+                ns: Some(id),
+                event: u,
+            });
         }
         if let Some(rt) = s.rt.as_mut() {
             for ev in rt.dump().unwrap_or_default() {
-                self.emit(Stamped { ts_ns: ts, ns: Some(id), event: ev });
+                self.emit(Stamped {
+                    ts_ns: ts,
+                    ns: Some(id),
+                    event: ev,
+                });
             }
         }
         if let Some(ct) = s.ct.as_mut() {
             if let Ok(entries) = ct.dump_table() {
-                self.emit(Stamped { ts_ns: ts, ns: Some(id), event: Event::ConntrackTable { entries } });
+                self.emit(Stamped {
+                    ts_ns: ts,
+                    ns: Some(id),
+                    event: Event::ConntrackTable { entries },
+                });
             }
         }
         self.sources.push(s);
@@ -504,19 +649,28 @@ pub fn connections_at_risk(
     targets: &[NsTarget],
     processes: bool,
     proc_root: &Path,
-) -> (Option<netsleuth_core::finding::Finding>, Vec<super::correlate::AtRisk>, Vec<String>) {
+) -> (
+    Option<netsleuth_core::finding::Finding>,
+    Vec<super::correlate::AtRisk>,
+    Vec<String>,
+) {
     let mut corr = Correlator::new();
     let mut owners = ProcOwners {
         proc_root: proc_root.to_path_buf(),
         cache: None,
     };
     let mut notes = Vec::new();
-    let mut all: Vec<(String, Option<PathBuf>)> =
-        targets.iter().map(|t| (t.label.clone(), t.path.clone())).collect();
+    let mut all: Vec<(String, Option<PathBuf>)> = targets
+        .iter()
+        .map(|t| (t.label.clone(), t.path.clone()))
+        .collect();
     let mut known: BTreeSet<u64> = BTreeSet::new();
     if processes {
         for t in targets {
-            let p = t.path.clone().unwrap_or_else(|| proc_root.join("thread-self/ns/net"));
+            let p = t
+                .path
+                .clone()
+                .unwrap_or_else(|| proc_root.join("thread-self/ns/net"));
             if let Ok(m) = std::fs::metadata(p) {
                 known.insert(m.ino());
             }
@@ -532,7 +686,9 @@ pub fn connections_at_risk(
     for (i, (label, path)) in all.into_iter().enumerate() {
         let id = i as NsId;
         let (mut s, unavailable) = open_ns(id, path.as_deref(), 1 << 20);
-        let mut evs = vec![Event::Namespace { label: label.clone() }];
+        let mut evs = vec![Event::Namespace {
+            label: label.clone(),
+        }];
         for u in unavailable {
             if let Event::Unavailable { source, why, .. } = &u {
                 notes.push(format!("connections at risk: {source} in {label}: {why}"));
@@ -549,7 +705,9 @@ pub fn connections_at_risk(
         if let Some(ct) = s.ct.as_mut() {
             match ct.dump_table() {
                 Ok(entries) => evs.push(Event::ConntrackTable { entries }),
-                Err(e) => notes.push(format!("connections at risk: conntrack table of {label}: {e}")),
+                Err(e) => notes.push(format!(
+                    "connections at risk: conntrack table of {label}: {e}"
+                )),
             }
         }
         if let Some(sk) = s.socks.as_mut() {
@@ -559,7 +717,14 @@ pub fn connections_at_risk(
             }
         }
         for event in evs {
-            corr.push(Stamped { ts_ns: ts, ns: Some(id), event }, &mut owners);
+            corr.push(
+                Stamped {
+                    ts_ns: ts,
+                    ns: Some(id),
+                    event,
+                },
+                &mut owners,
+            );
         }
     }
     let list = corr.connections_at_risk(&mut owners);

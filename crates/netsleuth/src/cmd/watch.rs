@@ -108,7 +108,8 @@ pub fn run(a: WatchArgs) -> Result<i32, CliError> {
     let text = match format {
         Format::Human => human_summary(&summary, SIGNAL.load(Ordering::SeqCst)),
         Format::Json => {
-            let findings: Vec<json::Finding> = summary.findings.iter().map(json::Finding::from).collect();
+            let findings: Vec<json::Finding> =
+                summary.findings.iter().map(json::Finding::from).collect();
             let v = json!({
                 "schema": SCHEMA, "version": SCHEMA_VERSION, "type": "summary",
                 "command": "watch",
@@ -152,7 +153,9 @@ fn human_line(o: &Output) -> String {
             }
             s
         }
-        Output::Notice { ts_ns, text } => format!("{} note: {}\n", clock(*ts_ns), for_terminal(text)),
+        Output::Notice { ts_ns, text } => {
+            format!("{} note: {}\n", clock(*ts_ns), for_terminal(text))
+        }
     }
 }
 
@@ -215,7 +218,11 @@ fn human_summary(s: &live::WatchSummary, signal: i32) -> String {
             "  [{}] {}{}: {}\n",
             f.confidence.as_str(),
             f.id,
-            if f.kind == FindingKind::LatentRisk { " (risk)" } else { "" },
+            if f.kind == FindingKind::LatentRisk {
+                " (risk)"
+            } else {
+                ""
+            },
             for_terminal(&f.summary)
         ));
     }
@@ -237,7 +244,11 @@ pub fn render_lab_record(w: &netsleuth_lab::watch::WatchRecord) -> String {
             "  {} (+{:.1} s{}) [{:?}] {}: {}\n",
             clock(f.ts_ns),
             (f.ts_ns - w.ready_ns) as f64 / 1e9,
-            if during { ", during the run" } else { ", after the run" },
+            if during {
+                ", during the run"
+            } else {
+                ", after the run"
+            },
             f.finding.confidence,
             f.finding.id,
             for_terminal(&f.finding.summary)
