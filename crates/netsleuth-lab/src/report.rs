@@ -392,6 +392,7 @@ mod tests {
             namespaces: vec![h()],
             namespaces_kept: true,
             wall_time: Duration::from_secs(1),
+            watch: None,
             analysis: None,
         };
         let text = r.render_text();

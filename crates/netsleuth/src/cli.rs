@@ -73,7 +73,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
     };
-    if !(secs.is_finite() && secs >= 0.0 && secs < 1e9) {
+    if !(0.0..1e9).contains(&secs) {
         return Err(format!("`{s}` is out of range"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))

@@ -329,7 +329,7 @@ impl Correlator {
                 }
             }
             (Some(n), Event::Conntrack { kind, entry, by_userspace }) => {
-                self.conntrack(&mut out, ts, n, kind, entry, by_userspace, owners)
+                self.conntrack(&mut out, (ts, n), kind, (entry, by_userspace), owners)
             }
             (Some(n), Event::ConntrackTimeout { established_s }) => {
                 self.ns(n).timeout_established = Some(established_s)
@@ -401,11 +401,9 @@ impl Correlator {
     fn conntrack(
         &mut self,
         out: &mut Vec<Output>,
-        ts: i64,
-        n: NsId,
+        (ts, n): (i64, NsId),
         kind: CtKind,
-        e: Entry,
-        by_userspace: bool,
+        (e, by_userspace): (Entry, bool),
         owners: &mut dyn OwnerLookup,
     ) {
         match kind {
@@ -427,7 +425,7 @@ impl Correlator {
                 // The new translation of a broken connection destroyed in CLOSE: the reset.
                 self.follow(out, ts, n, e);
                 let prev = self.ns(n).tracked.remove(&key(&e));
-                self.destroyed(out, ts, n, e, prev, by_userspace, owners);
+                self.destroyed(out, (ts, n), (e, by_userspace), prev, owners);
             }
         }
     }
@@ -436,11 +434,9 @@ impl Correlator {
     fn destroyed(
         &mut self,
         out: &mut Vec<Output>,
-        ts: i64,
-        n: NsId,
-        e: Entry,
+        (ts, n): (i64, NsId),
+        (e, by_userspace): (Entry, bool),
         prev: Option<Tracked>,
-        by_userspace: bool,
         owners: &mut dyn OwnerLookup,
     ) {
         if e.orig.proto != TCP || !(snat(&e) || dnat(&e)) {

@@ -99,7 +99,7 @@ fn mono_to_real_offset() -> i64 {
         tv_nsec: 0,
     };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    now_ns() - (ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64)
+    now_ns() - (ts.tv_sec * 1_000_000_000 + ts.tv_nsec)
 }
 
 struct ProcOwners {

@@ -240,8 +240,17 @@ pub fn render_lab_record(w: &netsleuth_lab::watch::WatchRecord) -> String {
     }
     for f in &w.findings {
         let during = f.ts_ns <= w.stopped_ns;
+        let confidence = match f.finding.confidence {
+            json::Confidence::Possible => "possible",
+            json::Confidence::Likely => "likely",
+            json::Confidence::Confirmed => "confirmed",
+        };
+        let risk = match f.finding.kind {
+            json::FindingKind::LatentRisk => " (risk)",
+            json::FindingKind::Incident => "",
+        };
         s.push_str(&format!(
-            "  {} (+{:.1} s{}) [{:?}] {}: {}\n",
+            "  {} (+{:.1} s{}) [{confidence}] {}{risk}: {}\n",
             clock(f.ts_ns),
             (f.ts_ns - w.ready_ns) as f64 / 1e9,
             if during {
@@ -249,7 +258,6 @@ pub fn render_lab_record(w: &netsleuth_lab::watch::WatchRecord) -> String {
             } else {
                 ", after the run"
             },
-            f.finding.confidence,
             f.finding.id,
             for_terminal(&f.finding.summary)
         ));
