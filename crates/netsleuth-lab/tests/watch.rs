@@ -395,3 +395,62 @@ fn watch_changes_nothing_and_removes_its_tracefs_instance() {
         assert_eq!(a, b, "the host's {what} changed");
     }
 }
+
+/// Like `check`, watch follows the namespaces processes live in: one that appears while it runs is
+/// picked up, and once its last process is gone its sources are closed (holding them would keep the
+/// namespace alive).
+#[test]
+fn watch_picks_up_a_process_namespace_that_appears_and_lets_it_go_when_it_is_gone() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        return;
+    }
+    let ns = tracked_namespace("appears");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let opts = netsleuth_node::live::WatchOptions {
+        drop_reasons: false,
+        ready: Some(ready_tx),
+        ..Default::default()
+    };
+    let notices = std::sync::Mutex::new(Vec::<String>::new());
+    let summary = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            netsleuth_node::live::watch(&opts, &stop, |o| {
+                if let netsleuth_node::live::Output::Notice { text, .. } = o {
+                    notices.lock().unwrap().push(text.clone());
+                }
+            })
+        });
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("ready");
+        // A process (ours, killed below by its pid) that lives in the new namespace.
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns.name(), "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let s = watcher.join().unwrap();
+        (s, pid)
+    });
+    let (summary, pid) = summary;
+    let notices = notices.into_inner().unwrap();
+    let label = format!("netns of pid {pid} ");
+    assert!(
+        summary.namespaces.iter().any(|n| n.starts_with(&label)),
+        "not picked up: {:?}",
+        summary.namespaces
+    );
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with(&format!("stopped watching {label}"))),
+        "not let go: {notices:#?}"
+    );
+}

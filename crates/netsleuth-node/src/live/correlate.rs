@@ -287,6 +287,18 @@ impl Correlator {
                     text: format!("watching {label}"),
                 });
             }
+            (Some(n), Event::NamespaceGone) => {
+                let label = self.label(n);
+                let s = self.ns(n);
+                s.sockets.clear();
+                s.tracked.clear();
+                s.order.clear();
+                s.prev = None;
+                out.push(Output::Notice {
+                    ts_ns: ts,
+                    text: format!("stopped watching {label}: the namespace is gone"),
+                });
+            }
             (Some(n), Event::Link { added, ifindex, ifname }) => {
                 let s = self.ns(n);
                 if added {

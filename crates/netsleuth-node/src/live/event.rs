@@ -62,6 +62,9 @@ pub struct CtStats {
 pub enum Event {
     /// A namespace the watcher now follows (the node, a pod's), with its label.
     Namespace { label: String },
+    /// The namespace is gone (its last process exited, its name was deleted): its sources are closed,
+    /// so that watching it does not keep it alive.
+    NamespaceGone,
     Conntrack {
         kind: CtKind,
         entry: Entry,

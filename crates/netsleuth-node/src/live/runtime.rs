@@ -74,6 +74,12 @@ pub struct WatchSummary {
 
 struct NsSources {
     id: NsId,
+    /// The namespace's inode, and how it was found: a process in it (gone when no process is left),
+    /// else its file (gone when the file is).
+    inode: u64,
+    path: Option<PathBuf>,
+    from_process: bool,
+    closed: bool,
     ct: Option<CtSource>,
     rt: Option<RtSource>,
     socks: Option<SockSource>,
@@ -177,6 +183,10 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
         Ok((ct, rt, socks, files, ct_timeout, unavailable)) => (
             NsSources {
                 id,
+                inode: 0,
+                path: None,
+                from_process: false,
+                closed: false,
                 ct,
                 rt,
                 socks,
@@ -188,6 +198,10 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
         Err(why) => (
             NsSources {
                 id,
+                inode: 0,
+                path: None,
+                from_process: false,
+                closed: true,
                 ct: None,
                 rt: None,
                 socks: None,
@@ -265,7 +279,7 @@ pub fn watch(
         known: BTreeSet::new(),
     };
     for t in &opts.targets {
-        st.add_ns(opts, t.label.clone(), t.path.clone());
+        st.add_ns(opts, t.label.clone(), t.path.clone(), false);
     }
     if !opts.drop_reasons {
         st.emit(Stamped {
@@ -317,15 +331,20 @@ pub fn watch(
         if stop.load(Ordering::SeqCst) || opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        if opts.processes && Instant::now() >= next_discovery {
+        // Every 2 s: namespaces that went are let go, those that appeared are followed.
+        if Instant::now() >= next_discovery {
             next_discovery = Instant::now() + Duration::from_secs(2);
-            for (ino, pid, comm) in process_namespaces(&opts.proc_root, &st.known) {
-                let path = opts.proc_root.join(format!("{pid}/ns/net"));
-                st.add_ns(
-                    opts,
-                    format!("netns of pid {pid} ({comm}), inode {ino}"),
-                    Some(path),
-                );
+            st.close_gone(opts);
+            if opts.processes {
+                for (ino, pid, comm) in process_namespaces(&opts.proc_root, &st.known) {
+                    let path = opts.proc_root.join(format!("{pid}/ns/net"));
+                    st.add_ns(
+                        opts,
+                        format!("netns of pid {pid} ({comm}), inode {ino}"),
+                        Some(path),
+                        true,
+                    );
+                }
             }
         }
         if Instant::now() >= next_tick {
@@ -335,7 +354,7 @@ pub fn watch(
             }
             let ts = now_ns();
             let mut evs = Vec::new();
-            for s in st.sources.iter_mut() {
+            for s in st.sources.iter_mut().filter(|s| !s.closed) {
                 if let Some(f) = &s.ct_timeout {
                     let mut b = [0u8; 32];
                     if let Ok(n) = f.read_at(&mut b, 0) {
@@ -587,6 +606,45 @@ struct State<'a> {
 }
 
 impl State<'_> {
+    /// Closes the sources of namespaces that are gone: holding their sockets would keep them alive.
+    fn close_gone(&mut self, opts: &WatchOptions) {
+        let live: BTreeSet<u64> = process_namespaces(&opts.proc_root, &BTreeSet::new())
+            .into_iter()
+            .map(|(ino, _, _)| ino)
+            .collect();
+        let mut gone = Vec::new();
+        for s in self
+            .sources
+            .iter_mut()
+            .filter(|s| !s.closed && s.inode != 0)
+        {
+            let is_gone = if s.from_process {
+                !live.contains(&s.inode)
+            } else if let Some(p) = &s.path {
+                std::fs::metadata(p).map(|m| m.ino()).ok() != Some(s.inode)
+            } else {
+                false
+            };
+            if is_gone {
+                s.closed = true;
+                s.ct = None;
+                s.rt = None;
+                s.socks = None;
+                s.files.clear();
+                s.ct_timeout = None;
+                self.known.remove(&s.inode);
+                gone.push(s.id);
+            }
+        }
+        for id in gone {
+            self.emit(Stamped {
+                ts_ns: now_ns(),
+                ns: Some(id),
+                event: Event::NamespaceGone,
+            });
+        }
+    }
+
     fn emit(&mut self, ev: Stamped) {
         for o in self.corr.push(ev, self.owners) {
             if let Output::Notice { text, .. } = &o {
@@ -596,7 +654,13 @@ impl State<'_> {
         }
     }
 
-    fn add_ns(&mut self, opts: &WatchOptions, label: String, path: Option<PathBuf>) {
+    fn add_ns(
+        &mut self,
+        opts: &WatchOptions,
+        label: String,
+        path: Option<PathBuf>,
+        from_process: bool,
+    ) {
         let meta_path = path
             .clone()
             .unwrap_or_else(|| opts.proc_root.join("thread-self/ns/net"));
@@ -606,6 +670,7 @@ impl State<'_> {
         }
         let id = self.sources.len() as NsId;
         let (mut s, unavailable) = open_ns(id, path.as_deref(), opts.rcvbuf);
+        (s.inode, s.path, s.from_process) = (inode, path.clone(), from_process);
         let ts = now_ns();
         self.summary.namespaces.push(label.clone());
         self.emit(Stamped {
