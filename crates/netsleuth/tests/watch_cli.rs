@@ -104,6 +104,28 @@ fn watch_names_a_listen_overflow_as_it_happens_and_ends_with_a_summary_on_sigint
         .unwrap_or_else(|| panic!("no finding: {lines:#?}"));
     assert_eq!(finding["schema"], "netsleuth.report");
     assert_eq!(finding["finding"]["id"], "listen-queue-overflow");
+    // The same finding shape as `analyze`'s document: every finding line and the summary's findings
+    // validate against the schema's Finding.
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/netsleuth.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let finding_schema = serde_json::json!({"$defs": schema["$defs"], "$ref": "#/$defs/Finding"});
+    let v = jsonschema::validator_for(&finding_schema).unwrap();
+    let mut all: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "finding")
+        .map(|l| &l["finding"])
+        .collect();
+    all.extend(last["findings"].as_array().unwrap());
+    for f in all {
+        let errors: Vec<String> = v.iter_errors(f).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?} in {f}");
+    }
     assert_eq!(finding["finding"]["confidence"], "confirmed");
     assert!(finding["finding"]["summary"]
         .as_str()
