@@ -90,7 +90,7 @@ struct NsSources {
 }
 
 /// How long events may wait in their socket before the loop reads them.
-const BATCH: Duration = Duration::from_millis(20);
+const BATCH: Duration = Duration::from_millis(50);
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -443,7 +443,7 @@ pub fn watch(
             continue;
         }
         // Let events gather for a moment: one wakeup and a few large reads per batch instead of a
-        // wakeup per event (the CPU at 10 k events/s falls ~4x; BENCHMARKS.md "Watch"). Events are
+        // wakeup per event (the CPU at 10 k events/s falls ~5x; BENCHMARKS.md "Watch"). Events are
         // stamped when read, so a stamp is late by at most this much; the socket buffers hold far more.
         std::thread::sleep(BATCH);
         for (p, (i, kind)) in fds.iter().zip(who.iter().copied()) {
