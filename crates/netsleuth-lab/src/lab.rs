@@ -40,6 +40,8 @@ pub struct Lab {
     pub info: &'static ScenarioInfo,
     pub mitigated: bool,
     pub out: PathBuf,
+    /// Run `netsleuth watch` on the run's namespaces while it happens (`lab run --watch`).
+    pub watch: bool,
     notes: Vec<String>,
     artifacts: Vec<Artifact>,
     emulated_sysctls: BTreeMap<String, String>,
@@ -103,6 +105,7 @@ impl Lab {
             before,
             after,
             drops,
+            watch: _,
         } = rec;
         self.artifacts.extend(artifacts);
         let deltas = counters::deltas(&before, &after);
@@ -157,6 +160,7 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
         info,
         mitigated: opts.mitigated,
         out: out.clone(),
+        watch: opts.watch,
         notes: Vec::new(),
         artifacts: Vec::new(),
         emulated_sysctls: BTreeMap::new(),
@@ -178,6 +182,7 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
     } = recorded?;
     let node_role = obs.node_role.clone();
     let recording = obs.stop(&topo);
+    let watch = recording.watch.clone();
     let (counter_deltas, counters_unavailable, drop_reasons) = lab.keep_recording(recording)?;
     let facts = crate::facts::collect(&topo, &node_role, &lab.out, &lab.emulated_sysctls)?;
     lab.artifacts.extend(facts.artifacts);
@@ -235,6 +240,7 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
         namespaces,
         namespaces_kept: opts.keep,
         wall_time: started.elapsed(),
+        watch,
         analysis,
     };
     // The run's own record beside its files (the analysis is not in it: it is recomputed from the

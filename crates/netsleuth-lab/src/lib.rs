@@ -29,7 +29,8 @@
 pub mod cmd;
 pub mod counters;
 pub mod dns;
-pub mod dropmon;
+/// Kernel drop reasons: the node crate's monitor, shared with `netsleuth watch`.
+pub use netsleuth_node::live::dropmon;
 mod emulate;
 mod error;
 mod facts;
@@ -44,6 +45,7 @@ mod scenarios;
 mod scene;
 pub mod topology;
 pub mod traffic;
+pub mod watch;
 
 mod analysis;
 
@@ -130,6 +132,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// Skip running the analysis on the captures (the report then has none).
     pub skip_analysis: bool,
+    /// Run `netsleuth watch` on the run's namespaces while the incident happens; what it named is in
+    /// the report (`RunReport::watch`).
+    pub watch: bool,
 }
 
 /// Runs one scenario. Needs root and the tools of [`cmd::REQUIRED_TOOLS`]; see [`preflight`].

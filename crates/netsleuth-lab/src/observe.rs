@@ -5,7 +5,7 @@
 //! [`Observation::stop`] runs after the traffic (`lab::run`), before the namespaces go.
 
 use crate::counters::Snapshot;
-use crate::dropmon::{DropMonitor, DropReasons};
+use crate::dropmon::{DropMonitor, DropReasons, Owner};
 use crate::error::Result;
 use crate::netns::Netns;
 use crate::record::{self, Recorder};
@@ -46,6 +46,7 @@ pub(crate) struct Observation {
     ip_monitor: Recorder,
     before: Snapshot,
     dropmon: std::result::Result<DropMonitor, String>,
+    watcher: Option<crate::watch::LabWatcher>,
 }
 
 /// What the recorders left: their files (as artifacts), the counters on both sides of the traffic and
@@ -55,6 +56,8 @@ pub(crate) struct Recording {
     pub before: Snapshot,
     pub after: Snapshot,
     pub drops: DropReasons,
+    /// What `netsleuth watch` said during the run (`--watch`).
+    pub watch: Option<crate::watch::WatchRecord>,
 }
 
 /// One capture point: a namespace, an interface, the file it goes to.
@@ -128,7 +131,7 @@ fn vantages<'t>(topo: &'t Topology, views: &Views) -> Result<Vec<Vantage<'t>>> {
 
 impl Observation {
     /// Starts the captures, the event recorders and the drop monitor, and takes the "before" counters.
-    pub fn start(topo: &Topology, views: &Views, out: &Path) -> Result<Observation> {
+    pub fn start(topo: &Topology, views: &Views, out: &Path, watch: bool) -> Result<Observation> {
         let node = topo.ns(&views.node)?;
         let filter_note = views
             .filter
@@ -162,7 +165,9 @@ impl Observation {
             ct_events,
             ip_monitor,
             before,
-            dropmon: DropMonitor::start(),
+            dropmon: DropMonitor::start(Owner::Lab),
+            // Last, so that it is ready when the traffic starts and sees the scene as built.
+            watcher: watch.then(|| crate::watch::LabWatcher::start(topo, &views.node)),
         })
     }
 
@@ -170,6 +175,7 @@ impl Observation {
     pub fn stop(mut self, topo: &Topology) -> Recording {
         // Let the last packets (FINs, retransmissions in flight) reach the captures.
         std::thread::sleep(Duration::from_millis(300));
+        let watch = self.watcher.take().map(|w| w.stop());
         let drops = match self.dropmon {
             Ok(m) => m.finish(),
             Err(why) => DropReasons {
@@ -214,6 +220,7 @@ impl Observation {
             before: self.before,
             after,
             drops,
+            watch,
         }
     }
 }

@@ -5,7 +5,6 @@
 //! [`remove_stale`] at the start of the next run).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
@@ -16,17 +15,11 @@ pub const NS_PREFIX: &str = "nsl-";
 struct Registry {
     namespaces: BTreeSet<String>,
     children: BTreeSet<i32>,
-    trace_instances: BTreeSet<String>,
-    /// Private tracefs mount points (`dropmon`): directories on the host, mounted only in a thread's
-    /// own mount namespace.
-    tracefs_dirs: BTreeSet<PathBuf>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     namespaces: BTreeSet::new(),
     children: BTreeSet::new(),
-    trace_instances: BTreeSet::new(),
-    tracefs_dirs: BTreeSet::new(),
 });
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
@@ -60,22 +53,6 @@ pub fn forget_child(pid: i32) {
     registry().children.remove(&pid);
 }
 
-pub fn add_trace_instance(name: &str) {
-    registry().trace_instances.insert(name.to_string());
-}
-
-pub fn forget_trace_instance(name: &str) {
-    registry().trace_instances.remove(name);
-}
-
-pub fn add_tracefs_dir(dir: &Path) {
-    registry().tracefs_dirs.insert(dir.to_path_buf());
-}
-
-pub fn forget_tracefs_dir(dir: &Path) {
-    registry().tracefs_dirs.remove(dir);
-}
-
 pub fn interrupted() -> Option<i32> {
     match INTERRUPTED.load(Ordering::SeqCst) {
         0 => None,
@@ -86,24 +63,15 @@ pub fn interrupted() -> Option<i32> {
 /// Kills registered children, deletes registered namespaces and tracefs instances, removes private
 /// tracefs mount points. Safe to call more than once.
 pub fn cleanup_all() {
-    let (children, namespaces, traces, tracefs_dirs) = {
+    let (children, namespaces) = {
         let mut r = registry();
         (
             std::mem::take(&mut r.children),
             std::mem::take(&mut r.namespaces),
-            std::mem::take(&mut r.trace_instances),
-            std::mem::take(&mut r.tracefs_dirs),
         )
     };
-    for t in &traces {
-        crate::dropmon::remove_instances(Some(t));
-    }
-    // Still mounted in the namespace of a monitor thread that will not get to unmount it (the process
-    // is about to die of the signal). Here, in the process's own namespace, it is a plain empty
-    // directory; the kernel (≥ 3.18) detaches the other namespace's mount on rmdir.
-    for dir in &tracefs_dirs {
-        let _ = std::fs::remove_dir(dir);
-    }
+    // The drop monitor's instance and private mount point (it keeps its own registry).
+    crate::dropmon::cleanup_registered();
     for pid in &children {
         // SIGINT first so that tcpdump flushes what it has; SIGKILL whoever is still there.
         unsafe { libc::kill(*pid, libc::SIGINT) };

@@ -161,6 +161,9 @@ pub struct RunReport {
     pub namespaces: Vec<String>,
     pub namespaces_kept: bool,
     pub wall_time: Duration,
+    /// What `netsleuth watch` named while the run happened (`--watch` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watch::WatchRecord>,
     /// netsleuth's analysis of the run's captures (node view and client view together).
     #[serde(skip)]
     pub analysis: Option<netsleuth_core::Analysis>,
@@ -389,6 +392,7 @@ mod tests {
             namespaces: vec![h()],
             namespaces_kept: true,
             wall_time: Duration::from_secs(1),
+            watch: None,
             analysis: None,
         };
         let text = r.render_text();

@@ -330,7 +330,7 @@ impl<'l> Net<'l> {
         for spec in servers {
             running.push(start_server(&topo, spec)?);
         }
-        let obs = Observation::start(&topo, &views, &lab.out)?;
+        let obs = Observation::start(&topo, &views, &lab.out, lab.watch)?;
         Ok(Live {
             servers: running,
             obs,

@@ -1,10 +1,10 @@
-//! The drop monitor's private tracefs mount point (`netsleuth-lab-tracefs-<pid>-<n>` in the temp dir,
+//! The drop monitor's private tracefs mount point (`netsleuth-tracefs-<pid>-<n>` in the temp dir,
 //! made when the host has no tracefs mounted) is removed on every exit path: `finish`, `Drop` without
 //! `finish`, `lab cleanup`'s sweep (`remove_instances`), and SIGINT during a run. Needs root (skips
 //! with a message otherwise); where the host has tracefs mounted there is no private mount point and
 //! the assertions hold trivially (the test says so).
 
-use netsleuth_lab::dropmon::{remove_instances, DropMonitor, MOUNT_DIR_PREFIX};
+use netsleuth_lab::dropmon::{remove_instances, DropMonitor, Owner, MOUNT_DIR_PREFIX};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ fn private_tracefs_mount_points_are_removed_after_finish_drop_and_cleanup() {
         eprintln!("note: tracefs is mounted on this host: no private mount point to remove");
     }
     let me = std::process::id();
-    match DropMonitor::start() {
+    match DropMonitor::start(Owner::Lab) {
         Ok(monitor) => {
             let reasons = monitor.finish();
             assert!(reasons.available, "{}", reasons.note);
@@ -64,7 +64,7 @@ fn private_tracefs_mount_points_are_removed_after_finish_drop_and_cleanup() {
     }
     assert_none_left(me, "start and finish");
 
-    if let Ok(monitor) = DropMonitor::start() {
+    if let Ok(monitor) = DropMonitor::start(Owner::Lab) {
         drop(monitor);
     }
     assert_none_left(me, "start and drop without finish");
@@ -89,7 +89,7 @@ impl Drop for Reap {
 /// The child side of the SIGINT test: the lab's signal handling, a running monitor, then wait.
 fn run_monitor_until_signalled() {
     netsleuth_lab::registry::install_signal_cleanup();
-    let monitor = DropMonitor::start();
+    let monitor = DropMonitor::start(Owner::Lab);
     println!(
         "READY {}",
         match &monitor {

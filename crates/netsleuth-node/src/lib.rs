@@ -22,6 +22,7 @@ pub mod context;
 pub mod detect;
 pub mod diff;
 pub mod facts;
+pub mod live;
 pub mod parse;
 pub mod probe;
 

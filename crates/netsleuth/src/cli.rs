@@ -57,6 +57,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), e.g. `netsleuth man > netsleuth.1`.
     Man,
+    /// Watch the live node (and its pods' namespaces) and name incidents as they happen, read-only.
+    Watch(WatchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +73,53 @@ pub struct ExplainArgs {
 pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Watch this network namespace (a name in /run/netns, or a path such as /proc/PID/ns/net)
+    /// instead of the node's own and its processes'; repeatable.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+    /// Watch every network namespace a process lives in (the default without --netns), and those
+    /// that appear later.
+    #[arg(long)]
+    pub all_netns: bool,
+    /// Stop after this long (`90s`, `5m`, `1h`; default: until SIGINT/SIGTERM).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Do not read kernel drop reasons (no tracefs instance): the tracepoint is kernel-wide and costs
+    /// CPU on a busy machine (BENCHMARKS.md "Watch").
+    #[arg(long)]
+    pub no_drop_reasons: bool,
+    /// Receive buffer of each netlink event socket, in KiB.
+    #[arg(long, default_value_t = 8192, hide = true)]
+    pub rcvbuf_kib: u32,
+    /// Output: human lines as findings happen, or JSON Lines (one finding or notice per line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+/// `90`, `90s`, `5m`, `1h`, `250ms`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 5m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    if !(0.0..1e9).contains(&secs) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +258,10 @@ pub struct LabRunArgs {
     /// Keep the namespaces after the run (for inspection; remove them with `ip netns del`).
     #[arg(long)]
     pub keep: bool,
+    /// Run `netsleuth watch` on the lab's namespaces while the incident happens, and show what it
+    /// named and when.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub format: ReportArgs,
 }

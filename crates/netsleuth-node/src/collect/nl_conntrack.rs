@@ -14,8 +14,11 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 /// ctnetlink messages (`linux/netfilter/nfnetlink_conntrack.h`).
-const IPCTNL_MSG_CT_NEW: u16 = 0;
-const IPCTNL_MSG_CT_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
+pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
+/// Per-CPU statistics (`insert_failed`, `drop`, …), one message per CPU.
+pub(crate) const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
 /// A dump request for every family.
 const AF_UNSPEC: u8 = 0;
 
@@ -24,6 +27,11 @@ const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
 const CTA_PROTOINFO: u16 = 4;
 const CTA_TIMEOUT: u16 = 7;
+const CTA_ID: u16 = 12;
+/// Nested start/stop times (ns, wall clock), when `nf_conntrack_timestamp` is on.
+const CTA_TIMESTAMP: u16 = 20;
+const CTA_TIMESTAMP_START: u16 = 1;
+const CTA_TIMESTAMP_STOP: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -56,6 +64,11 @@ pub struct Entry {
     pub status: u32,
     pub tcp_state: Option<u8>,
     pub timeout_s: Option<u32>,
+    /// The kernel's id of the entry (stable while it lives).
+    pub id: Option<u32>,
+    /// Creation and destruction times (ns since the epoch) when `nf_conntrack_timestamp` is on.
+    pub start_ns: Option<u64>,
+    pub stop_ns: Option<u64>,
 }
 
 /// The protocol as `conntrack -L` names it.
@@ -174,6 +187,42 @@ fn tuple(v: &[u8]) -> Tuple {
     t
 }
 
+/// The entry that a ctnetlink message's attributes describe (a dump reply or an event).
+pub fn entry(attributes: &[u8]) -> Entry {
+    let mut e = Entry::default();
+    for (k, v) in attrs(attributes) {
+        match k {
+            CTA_TUPLE_ORIG => e.orig = tuple(v),
+            CTA_TUPLE_REPLY => e.reply = tuple(v),
+            CTA_STATUS => e.status = value::be32(v).unwrap_or(0),
+            CTA_TIMEOUT => e.timeout_s = value::be32(v),
+            CTA_ID => e.id = value::be32(v),
+            CTA_TIMESTAMP => {
+                for (t, tv) in attrs(v) {
+                    match t {
+                        CTA_TIMESTAMP_START => e.start_ns = value::be64(tv),
+                        CTA_TIMESTAMP_STOP => e.stop_ns = value::be64(tv),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_PROTOINFO => {
+                for (p, pv) in attrs(v) {
+                    if p == CTA_PROTOINFO_TCP {
+                        for (q, qv) in attrs(pv) {
+                            if q == CTA_PROTOINFO_TCP_STATE {
+                                e.tcp_state = qv.first().copied();
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    e
+}
+
 /// What one received buffer held.
 #[derive(Debug, Default)]
 pub struct Decoded {
@@ -201,27 +250,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
             d.damaged += 1;
             continue;
         };
-        let mut e = Entry::default();
-        for (k, v) in attrs(body.attrs) {
-            match k {
-                CTA_TUPLE_ORIG => e.orig = tuple(v),
-                CTA_TUPLE_REPLY => e.reply = tuple(v),
-                CTA_STATUS => e.status = value::be32(v).unwrap_or(0),
-                CTA_TIMEOUT => e.timeout_s = value::be32(v),
-                CTA_PROTOINFO => {
-                    for (p, pv) in attrs(v) {
-                        if p == CTA_PROTOINFO_TCP {
-                            for (q, qv) in attrs(pv) {
-                                if q == CTA_PROTOINFO_TCP_STATE {
-                                    e.tcp_state = qv.first().copied();
-                                }
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        let e = entry(body.attrs);
         d.entries.push(e);
     }
     if msgs.damaged {
@@ -232,7 +261,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
 }
 
 /// The dump request: every entry of every family.
-fn request(seq: u32) -> Vec<u8> {
+pub(crate) fn request(seq: u32) -> Vec<u8> {
     Request::dump(Subsystem::Ctnetlink, IPCTNL_MSG_CT_GET, seq, AF_UNSPEC).finish()
 }
 

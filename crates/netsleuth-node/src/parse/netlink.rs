@@ -168,6 +168,9 @@ pub struct Message<'a> {
     pub ty: u16,
     pub flags: u16,
     pub seq: u32,
+    /// The port id of the socket whose request caused the message (0: the kernel on its own, e.g. a
+    /// conntrack entry that timed out; non-zero: a userspace request, e.g. `conntrack -D`).
+    pub pid: u32,
     pub body: &'a [u8],
 }
 
@@ -254,6 +257,7 @@ impl<'a> Iterator for Messages<'a> {
             ty: u16::from_ne_bytes(field::get(h, header::TYPE)),
             flags: u16::from_ne_bytes(field::get(h, header::FLAGS)),
             seq: u32::from_ne_bytes(field::get(h, header::SEQ)),
+            pid: u32::from_ne_bytes(field::get(h, header::PID)),
             body: &b[header::LEN..len],
         };
         self.off += align(len);
@@ -366,6 +370,7 @@ mod tests {
             ty: NLMSG_ERROR,
             flags: 0,
             seq: 0,
+            pid: 0,
             body: &[1, 2],
         };
         assert_eq!(m.errno(), Some(1));

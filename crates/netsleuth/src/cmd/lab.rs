@@ -186,6 +186,7 @@ fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
                 .map(|d| if a.all { d.join(name) } else { d.clone() }),
             keep: a.keep,
             skip_analysis: false,
+            watch: a.watch,
         };
         let r = netsleuth_lab::run(name, &opts)?;
         let view = RunView::of(&r);
@@ -206,6 +207,9 @@ fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
                                 .collect();
                         }
                         text.push_str(&report::human::fit(&record, st.width));
+                        if let Some(w) = &r.watch {
+                            text.push_str(&super::watch::render_lab_record(w));
+                        }
                         text.push_str("\nAnalysis of the run's captures:\n");
                     }
                     text.push_str(&report::human::render_with(&view.report(ok, &why), st));

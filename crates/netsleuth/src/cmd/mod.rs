@@ -6,6 +6,7 @@ mod k8s_api;
 mod lab;
 mod node;
 mod terminal;
+mod watch;
 
 use crate::cli::{Cli, Command, Format, FormatArgs, ReportArgs};
 use netsleuth_core::names::{Names, NamesError};
@@ -162,6 +163,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             write_stdout_bytes(&page)?;
             Ok(0)
         }
+        Command::Watch(a) => watch::run(a),
     }
 }
 
@@ -271,6 +273,11 @@ impl Sink {
 /// Set once stdout is closed (`| head`): the rest of the output is dropped, and the command still
 /// ends with the exit code of what it found.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether stdout was closed by its reader (`| head`): a command that streams stops then.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
 
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     write_stdout_bytes(text.as_bytes())

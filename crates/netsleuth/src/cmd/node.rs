@@ -215,8 +215,34 @@ pub fn check(a: CheckArgs, term: &Term) -> Result<i32, CliError> {
         }
     };
     names.merge(bundle_names(&facts));
-    let r = netsleuth_node::check(&facts, &CheckOptions::default());
+    let mut r = netsleuth_node::check(&facts, &CheckOptions::default());
     let mut notes = Vec::new();
+    // Connections at risk need the live kernel (sockets and conntrack now): not in a bundle.
+    if a.bundle.is_none() {
+        let (targets, processes) = match &a.netns {
+            Some(p) => (
+                vec![netsleuth_node::live::NsTarget {
+                    label: p.display().to_string(),
+                    path: Some(p.clone()),
+                }],
+                false,
+            ),
+            None => (netsleuth_node::live::WatchOptions::default().targets, true),
+        };
+        let (finding, list, more) = netsleuth_node::live::runtime::connections_at_risk(
+            &targets,
+            processes,
+            Path::new("/proc"),
+        );
+        notes.extend(more);
+        notes.push(format!(
+            "connections at risk (idle Service connections whose conntrack entry expires before their next keepalive): {}",
+            list.len()
+        ));
+        r.findings.extend(finding);
+    } else {
+        notes.push("connections at risk need the live node (sockets and conntrack now): run `netsleuth check` or `netsleuth watch` there".to_string());
+    }
     // --probe needs the live node: a bundle is told how its node can be probed instead.
     match (&a.bundle, a.probe) {
         (None, false) => notes.push(

@@ -1,0 +1,124 @@
+//! Benchmark of `netsleuth watch` following conntrack events (BENCHMARKS.md "Watch").
+//!
+//! ```sh
+//! cargo build --release -p netsleuth -p netsleuth-lab --example watch_bench
+//! sudo target/release/examples/watch_bench target/release/netsleuth 10000 10
+//! ```
+//!
+//! Makes a lab namespace whose conntrack tracks (an nf_tables `ct state` rule), starts
+//! `netsleuth watch --netns NAME --format json --for …` on it as a child process, and opens TCP
+//! connections to a closed port on the namespace's loopback at `EVENTS_PER_S / 2` per second for
+//! `SECONDS`: each attempt is one NEW and one DESTROY event (the RST ends the entry at once). Prints
+//! the events generated and received, the losses (ENOBUFS) watch reported, and its CPU time (user +
+//! system, from wait4) per second of wall time. The namespace is removed on exit.
+
+use netsleuth_lab::netns::Netns;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+// The child is reaped by wait4 (not Child::wait), which also gives its own CPU time.
+#[allow(clippy::zombie_processes)]
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: watch_bench NETSLEUTH_BINARY EVENTS_PER_S SECONDS");
+        std::process::exit(2);
+    }
+    let bin = &args[1];
+    let rate: u64 = args[2].parse().expect("EVENTS_PER_S");
+    let secs: u64 = args[3].parse().expect("SECONDS");
+    let no_drops = args.iter().any(|a| a == "--no-drop-reasons");
+    let threads: u64 = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1);
+    netsleuth_lab::registry::install_signal_cleanup();
+    let ns = Netns::create("bench").expect("a namespace (needs root)");
+    ns.exec_stdin(
+        "nft",
+        &["-f", "-"],
+        "table ip bench {\n chain out {\n  type filter hook output priority 0;\n  ct state new accept\n }\n}\n",
+    )
+    .expect("nft rule");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["watch", "--netns", ns.name(), "--format", "json"]);
+    if no_drops {
+        cmd.arg("--no-drop-reasons");
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting netsleuth watch");
+    // Its sources are open once it has said what it watches.
+    std::thread::sleep(Duration::from_millis(1500));
+    // `threads` generators, each pacing its share: one thread's connect() tops out near 20 k/s here.
+    let connects_per_s = (rate / 2 / threads).max(1);
+    let started = Instant::now();
+    let attempts: u64 = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                sc.spawn(|| {
+                    ns.run(|| {
+                        let start = Instant::now();
+                        let mut n: u64 = 0;
+                        let total = connects_per_s * secs;
+                        while n < total {
+                            // Paced: only the attempts due by now.
+                            let due =
+                                (start.elapsed().as_secs_f64() * connects_per_s as f64) as u64;
+                            if n >= due {
+                                std::thread::sleep(Duration::from_micros(200));
+                                continue;
+                            }
+                            let _ = std::net::TcpStream::connect(("127.0.0.1", 9));
+                            n += 1;
+                        }
+                        Ok(n)
+                    })
+                    .expect("generating")
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("generator")).sum()
+    });
+    let took = started.elapsed();
+    // Let the last events arrive, then stop watch as an operator would (SIGINT to our own child).
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)
+        .expect("reading watch's output");
+    let mut status = 0;
+    // SAFETY: waiting for our own child, by its pid, with a zeroed rusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let summary: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .expect("watch's summary line");
+    let st = &summary["stats"];
+    let cpu = usage.ru_utime.tv_sec as f64
+        + usage.ru_utime.tv_usec as f64 / 1e6
+        + usage.ru_stime.tv_sec as f64
+        + usage.ru_stime.tv_usec as f64 / 1e6;
+    let wall = st["seconds"].as_f64().unwrap_or(0.0);
+    println!(
+        "target {rate} events/s: generated {} events in {:.2} s ({:.0}/s); watch received {} conntrack events, {} loss(es), {} resync(s); CPU {:.2} s over {:.1} s wall = {:.1} % of a core; max RSS {} MiB",
+        attempts * 2,
+        took.as_secs_f64(),
+        attempts as f64 * 2.0 / took.as_secs_f64(),
+        st["conntrack_events"],
+        st["losses"],
+        st["resyncs"],
+        cpu,
+        wall,
+        100.0 * cpu / wall.max(0.001),
+        usage.ru_maxrss / 1024
+    );
+}

@@ -1,0 +1,797 @@
+//! The watch loop: opens every source of every watched namespace, polls them, stamps and pushes their
+//! events into the [`Correlator`], samples counters and sockets each second, follows namespaces that
+//! appear, and hands every output to the caller. Threads and `poll`, no async runtime.
+
+use super::conntrack::CtSource;
+use super::correlate::{Correlator, Output, OwnerLookup};
+use super::dropmon::{DropMonitor, Owner};
+use super::event::{Event, NsId, Stamped};
+use super::rtnl::RtSource;
+use super::sockets::{Owners, SockSource};
+use crate::collect::run::in_netns;
+use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A namespace to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsTarget {
+    /// How findings name it (`node`, `/run/netns/pod-a`, `pid 812 (nginx)`).
+    pub label: String,
+    /// Its namespace file; `None` = the watcher's own namespace.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub targets: Vec<NsTarget>,
+    /// Also watch every namespace a process lives in, and those that appear later.
+    pub processes: bool,
+    /// Stop after this long (`None`: until `stop` is set).
+    pub duration: Option<Duration>,
+    /// Receive buffer of each event socket (bytes).
+    pub rcvbuf: i32,
+    pub proc_root: PathBuf,
+    /// Use the drop-reason tracepoint (creates a private tracefs instance).
+    pub drop_reasons: bool,
+    /// Told once every source is open and the first dumps are read (before the first event is waited for).
+    pub ready: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            targets: vec![NsTarget {
+                label: "node".into(),
+                path: None,
+            }],
+            processes: true,
+            duration: None,
+            rcvbuf: 8 << 20,
+            proc_root: PathBuf::from("/proc"),
+            drop_reasons: true,
+            ready: None,
+        }
+    }
+}
+
+/// What the watcher did, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct WatchSummary {
+    pub namespaces: Vec<String>,
+    pub events: u64,
+    pub conntrack_events: u64,
+    pub losses: u64,
+    pub resyncs: u64,
+    pub findings: Vec<netsleuth_core::finding::Finding>,
+    pub notices: Vec<String>,
+    pub seconds: f64,
+}
+
+struct NsSources {
+    id: NsId,
+    /// The namespace's inode, and how it was found: a process in it (gone when no process is left),
+    /// else its file (gone when the file is).
+    inode: u64,
+    path: Option<PathBuf>,
+    from_process: bool,
+    closed: bool,
+    ct: Option<CtSource>,
+    rt: Option<RtSource>,
+    socks: Option<SockSource>,
+    /// /proc/net/netstat, snmp, stat/rt_cache of the namespace (opened inside it).
+    files: Vec<(String, File)>,
+    /// Its nf_conntrack_tcp_timeout_established (opened inside it, read each second).
+    ct_timeout: Option<File>,
+}
+
+/// How long events may wait in their socket before the loop reads them.
+const BATCH: Duration = Duration::from_millis(50);
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC, to place the tracepoint's monotonic stamps on the wall clock.
+fn mono_to_real_offset() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    now_ns() - (ts.tv_sec * 1_000_000_000 + ts.tv_nsec)
+}
+
+struct ProcOwners {
+    proc_root: PathBuf,
+    cache: Option<(Instant, Owners)>,
+}
+
+impl OwnerLookup for ProcOwners {
+    fn owner(&mut self, _ns: NsId, inode: u32) -> Option<String> {
+        let stale = self
+            .cache
+            .as_ref()
+            .is_none_or(|(t, _)| t.elapsed() > Duration::from_secs(1));
+        if stale {
+            self.cache = Some((Instant::now(), Owners::scan(&self.proc_root)));
+        }
+        self.cache.as_ref()?.1.get(inode).map(str::to_string)
+    }
+}
+
+fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>) {
+    // rt_cache's counters are kernel-wide: read once, with the first namespace.
+    let kernel_wide = id == 0;
+    let r = in_netns(path, || {
+        let mut unavailable = Vec::new();
+        let ct = CtSource::open(rcvbuf)
+            .map_err(|e| unavailable.push(Event::Unavailable {
+                source: "conntrack events".into(),
+                why: format!("{e} (hint: needs CAP_NET_ADMIN and the nf_conntrack module)"),
+                costs: "address-flush, expiry and insert_failed chains (conntrack-snat-remap, conntrack-dnat-rebalance, snat-port-clash, dns-conntrack-race) are not followed here".into(),
+            }))
+            .ok();
+        let rt = RtSource::open(rcvbuf)
+            .map_err(|e| unavailable.push(Event::Unavailable {
+                source: "rtnetlink".into(),
+                why: e.to_string(),
+                costs: "address deletions are not seen, so a MASQUERADE flush cannot be tied to its cause".into(),
+            }))
+            .ok();
+        let socks = SockSource::open()
+            .map_err(|e| {
+                unavailable.push(Event::Unavailable {
+                    source: "sock_diag".into(),
+                    why: e.to_string(),
+                    costs: "no connection is predicted to break and no listener is named".into(),
+                })
+            })
+            .ok();
+        let mut files = Vec::new();
+        for (name, rel) in [
+            ("netstat", "netstat"),
+            ("snmp", "snmp"),
+            ("rt_cache", "stat/rt_cache"),
+        ] {
+            if name == "rt_cache" && !kernel_wide {
+                continue;
+            }
+            match File::open(Path::new("/proc/thread-self/net").join(rel)) {
+                Ok(f) => files.push((name.to_string(), f)),
+                Err(e) => unavailable.push(Event::Unavailable {
+                    source: format!("/proc/net/{rel}"),
+                    why: e.to_string(),
+                    costs: match name {
+                        "rt_cache" => "martian drops are seen only through the drop-reason tracepoint (kernel-wide)".into(),
+                        _ => "ListenOverflows and other TCP counters are not sampled here".into(),
+                    },
+                }),
+            }
+        }
+        let ct_timeout =
+            File::open("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established").ok();
+        (ct, rt, socks, files, ct_timeout, unavailable)
+    });
+    match r {
+        Ok((ct, rt, socks, files, ct_timeout, unavailable)) => (
+            NsSources {
+                id,
+                inode: 0,
+                path: None,
+                from_process: false,
+                closed: false,
+                ct,
+                rt,
+                socks,
+                files,
+                ct_timeout,
+            },
+            unavailable,
+        ),
+        Err(why) => (
+            NsSources {
+                id,
+                inode: 0,
+                path: None,
+                from_process: false,
+                closed: true,
+                ct: None,
+                rt: None,
+                socks: None,
+                files: Vec::new(),
+                ct_timeout: None,
+            },
+            vec![Event::Unavailable {
+                source: "namespace".into(),
+                why,
+                costs: "nothing in it is watched".into(),
+            }],
+        ),
+    }
+}
+
+fn read_counters(files: &[(String, File)]) -> Counters {
+    let mut c = Counters::new();
+    let mut buf = vec![0u8; 64 << 10];
+    for (name, f) in files {
+        let Ok(n) = f.read_at(&mut buf, 0) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if name == "rt_cache" {
+            for (k, v) in parse_stat_table(&text).value {
+                c.insert(format!("rt_cache.{k}"), v);
+            }
+        } else {
+            c.extend(parse_counters(&text).value);
+        }
+    }
+    c
+}
+
+/// The namespaces processes live in now (inode → (pid, comm)), except those in `known`.
+fn process_namespaces(proc_root: &Path, known: &BTreeSet<u64>) -> Vec<(u64, u32, String)> {
+    let mut out: Vec<(u64, u32, String)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return out;
+    };
+    let mut seen = known.clone();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(m) = std::fs::metadata(e.path().join("ns/net")) else {
+            continue;
+        };
+        if seen.insert(m.ino()) {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            out.push((m.ino(), pid, comm.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Watches until `stop` is set or the duration ends; every output goes to `on_output` as it happens.
+pub fn watch(
+    opts: &WatchOptions,
+    stop: &AtomicBool,
+    mut on_output: impl FnMut(&Output),
+) -> WatchSummary {
+    let started = Instant::now();
+    let mut corr = Correlator::new();
+    let mut owners = ProcOwners {
+        proc_root: opts.proc_root.clone(),
+        cache: None,
+    };
+    let mut st = State {
+        corr: &mut corr,
+        owners: &mut owners,
+        summary: WatchSummary::default(),
+        on_output: &mut on_output,
+        sources: Vec::new(),
+        known: BTreeSet::new(),
+    };
+    for t in &opts.targets {
+        st.add_ns(opts, t.label.clone(), t.path.clone(), false);
+    }
+    if !opts.drop_reasons {
+        st.emit(Stamped {
+            ts_ns: now_ns(),
+            ns: None,
+            event: Event::Unavailable {
+                source: "drop reasons (skb:kfree_skb)".into(),
+                why: "turned off (--no-drop-reasons)".into(),
+                costs: "martian drops are seen only through the kernel-wide in_martian_src counter (possible, not likely); no drop is named by its reason".into(),
+            },
+        });
+    }
+    let mut dropmon = if opts.drop_reasons {
+        match DropMonitor::start(Owner::Watch) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                st.emit(Stamped {
+                    ts_ns: now_ns(),
+                    ns: None,
+                    event: Event::Unavailable {
+                        source: "drop reasons (skb:kfree_skb)".into(),
+                        why,
+                        costs: "martian drops are seen only through the per-namespace in_martian_src counter; no drop is named by its reason".into(),
+                    },
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    st.emit(Stamped {
+        ts_ns: now_ns(),
+        ns: None,
+        event: Event::Unavailable {
+            source: "packet tap".into(),
+            why: "not built yet (AF_PACKET with a BPF filter is planned)".into(),
+            costs: "incidents seen only on the wire (bridge-nf-bypass, tw-recycle-paws, dns-id-collision, go-resolver-dns-first, dns-upstream-unreachable, and the RST itself) are not watched live; capture and `netsleuth analyze` them".into(),
+        },
+    });
+    if let Some(r) = &opts.ready {
+        let _ = r.send(());
+    }
+    let mono_off = mono_to_real_offset();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut next_tick = Instant::now();
+    let mut next_discovery = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) || opts.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        // Every 2 s: namespaces that went are let go, those that appeared are followed.
+        if Instant::now() >= next_discovery {
+            next_discovery = Instant::now() + Duration::from_secs(2);
+            st.close_gone(opts);
+            if opts.processes {
+                for (ino, pid, comm) in process_namespaces(&opts.proc_root, &st.known) {
+                    let path = opts.proc_root.join(format!("{pid}/ns/net"));
+                    st.add_ns(
+                        opts,
+                        format!("netns of pid {pid} ({comm}), inode {ino}"),
+                        Some(path),
+                        true,
+                    );
+                }
+            }
+        }
+        if Instant::now() >= next_tick {
+            next_tick += Duration::from_secs(1);
+            if next_tick < Instant::now() {
+                next_tick = Instant::now() + Duration::from_secs(1);
+            }
+            let ts = now_ns();
+            let mut evs = Vec::new();
+            for s in st.sources.iter_mut().filter(|s| !s.closed) {
+                if let Some(f) = &s.ct_timeout {
+                    let mut b = [0u8; 32];
+                    if let Ok(n) = f.read_at(&mut b, 0) {
+                        if let Ok(v) = String::from_utf8_lossy(&b[..n]).trim().parse() {
+                            evs.push(Stamped {
+                                ts_ns: ts,
+                                ns: Some(s.id),
+                                event: Event::ConntrackTimeout { established_s: v },
+                            });
+                        }
+                    }
+                }
+                if let Some(sk) = s.socks.as_mut() {
+                    if let Ok(sockets) = sk.tcp() {
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(s.id),
+                            event: Event::Sockets { sockets },
+                        });
+                    }
+                }
+                let conntrack = match s.ct.as_mut().map(|c| c.stats()) {
+                    Some(Ok(st)) => Some(st),
+                    Some(Err(e)) => {
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(s.id),
+                            event: Event::Unavailable {
+                                source: "conntrack statistics".into(),
+                                why: e.to_string(),
+                                costs: "insert_failed is not followed here".into(),
+                            },
+                        });
+                        None
+                    }
+                    None => None,
+                };
+                evs.push(Stamped {
+                    ts_ns: ts,
+                    ns: Some(s.id),
+                    event: Event::Counters {
+                        snmp: read_counters(&s.files),
+                        conntrack,
+                    },
+                });
+            }
+            for e in evs {
+                st.emit(e);
+            }
+        }
+        // Poll every event source until the next tick.
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut who: Vec<(usize, u8)> = Vec::new();
+        for (i, s) in st.sources.iter().enumerate() {
+            if let Some(c) = &s.ct {
+                fds.push(libc::pollfd {
+                    fd: c.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                who.push((i, 0));
+            }
+            if let Some(r) = &s.rt {
+                fds.push(libc::pollfd {
+                    fd: r.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                who.push((i, 1));
+            }
+        }
+        if let Some(fd) = dropmon.as_ref().and_then(|d| d.fd()) {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            who.push((usize::MAX, 2));
+        }
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .min(200) as i32;
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if r <= 0 {
+            continue;
+        }
+        // Let events gather for a moment: one wakeup and a few large reads per batch instead of a
+        // wakeup per event (the CPU at 10 k events/s falls ~5x; BENCHMARKS.md "Watch"). Events are
+        // stamped when read, so a stamp is late by at most this much; the socket buffers hold far more.
+        std::thread::sleep(BATCH);
+        for (p, (i, kind)) in fds.iter().zip(who.iter().copied()) {
+            if p.revents == 0 {
+                continue;
+            }
+            let ts = now_ns();
+            let mut evs: Vec<Stamped> = Vec::new();
+            match kind {
+                0 => {
+                    let s = &mut st.sources[i];
+                    let id = s.id;
+                    let ct = s.ct.as_mut().expect("polled");
+                    let mut n = 0u64;
+                    let lost = ct.read(&mut buf, &mut |kind, entry, by_userspace| {
+                        n += 1;
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(id),
+                            event: Event::Conntrack {
+                                kind,
+                                entry,
+                                by_userspace,
+                            },
+                        });
+                    });
+                    st.summary.conntrack_events += n;
+                    if lost {
+                        st.summary.losses += 1;
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(id),
+                            event: Event::Loss {
+                                source: "conntrack events".into(),
+                                count: ct.losses,
+                            },
+                        });
+                        match ct.dump_table() {
+                            Ok(entries) => {
+                                st.summary.resyncs += 1;
+                                let what =
+                                    format!("conntrack table dumped: {} entries", entries.len());
+                                evs.push(Stamped {
+                                    ts_ns: now_ns(),
+                                    ns: Some(id),
+                                    event: Event::ConntrackTable { entries },
+                                });
+                                evs.push(Stamped {
+                                    ts_ns: now_ns(),
+                                    ns: Some(id),
+                                    event: Event::Resynced {
+                                        source: "conntrack events".into(),
+                                        what,
+                                    },
+                                });
+                            }
+                            Err(e) => evs.push(Stamped {
+                                ts_ns: now_ns(),
+                                ns: Some(id),
+                                event: Event::Unavailable {
+                                    source: "conntrack resync".into(),
+                                    why: e.to_string(),
+                                    costs: "state may be stale until the next loss-free dump"
+                                        .into(),
+                                },
+                            }),
+                        }
+                    }
+                }
+                1 => {
+                    let s = &mut st.sources[i];
+                    let id = s.id;
+                    let rt = s.rt.as_mut().expect("polled");
+                    let mut out = Vec::new();
+                    let lost = rt.read(&mut buf, &mut out);
+                    evs.extend(out.into_iter().map(|e| Stamped {
+                        ts_ns: ts,
+                        ns: Some(id),
+                        event: e,
+                    }));
+                    if lost {
+                        st.summary.losses += 1;
+                        evs.push(Stamped {
+                            ts_ns: ts,
+                            ns: Some(id),
+                            event: Event::Loss {
+                                source: "rtnetlink".into(),
+                                count: rt.losses,
+                            },
+                        });
+                        if let Ok(dump) = rt.dump() {
+                            st.summary.resyncs += 1;
+                            let what =
+                                format!("links and addresses dumped: {} objects", dump.len());
+                            evs.extend(dump.into_iter().map(|e| Stamped {
+                                ts_ns: now_ns(),
+                                ns: Some(id),
+                                event: e,
+                            }));
+                            evs.push(Stamped {
+                                ts_ns: now_ns(),
+                                ns: Some(id),
+                                event: Event::Resynced {
+                                    source: "rtnetlink".into(),
+                                    what,
+                                },
+                            });
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(d) = dropmon.as_mut() {
+                        d.drain(|ev| {
+                            evs.push(Stamped {
+                                ts_ns: ev.mono_ns.saturating_add(mono_off),
+                                ns: None,
+                                event: Event::Drop {
+                                    reason: ev.reason.clone(),
+                                    location: ev.location.clone(),
+                                },
+                            })
+                        });
+                    }
+                }
+            }
+            for e in evs {
+                st.emit(e);
+            }
+        }
+    }
+    if let Some(d) = dropmon.take() {
+        let totals = d.finish();
+        if totals.overrun > 0 {
+            let text = format!(
+                "drop reasons: the trace ring overwrote {} event(s); counts are lower bounds",
+                totals.overrun
+            );
+            st.summary.notices.push(text.clone());
+            (st.on_output)(&Output::Notice {
+                ts_ns: now_ns(),
+                text,
+            });
+        }
+    }
+    let mut summary = std::mem::take(&mut st.summary);
+    drop(st);
+    summary.events = corr.events;
+    summary.findings = corr.summary();
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
+}
+
+struct State<'a> {
+    corr: &'a mut Correlator,
+    owners: &'a mut ProcOwners,
+    summary: WatchSummary,
+    on_output: &'a mut dyn FnMut(&Output),
+    sources: Vec<NsSources>,
+    known: BTreeSet<u64>,
+}
+
+impl State<'_> {
+    /// Closes the sources of namespaces that are gone: holding their sockets would keep them alive.
+    fn close_gone(&mut self, opts: &WatchOptions) {
+        let live: BTreeSet<u64> = process_namespaces(&opts.proc_root, &BTreeSet::new())
+            .into_iter()
+            .map(|(ino, _, _)| ino)
+            .collect();
+        let mut gone = Vec::new();
+        for s in self
+            .sources
+            .iter_mut()
+            .filter(|s| !s.closed && s.inode != 0)
+        {
+            let is_gone = if s.from_process {
+                !live.contains(&s.inode)
+            } else if let Some(p) = &s.path {
+                std::fs::metadata(p).map(|m| m.ino()).ok() != Some(s.inode)
+            } else {
+                false
+            };
+            if is_gone {
+                s.closed = true;
+                s.ct = None;
+                s.rt = None;
+                s.socks = None;
+                s.files.clear();
+                s.ct_timeout = None;
+                self.known.remove(&s.inode);
+                gone.push(s.id);
+            }
+        }
+        for id in gone {
+            self.emit(Stamped {
+                ts_ns: now_ns(),
+                ns: Some(id),
+                event: Event::NamespaceGone,
+            });
+        }
+    }
+
+    fn emit(&mut self, ev: Stamped) {
+        for o in self.corr.push(ev, self.owners) {
+            if let Output::Notice { text, .. } = &o {
+                self.summary.notices.push(text.clone());
+            }
+            (self.on_output)(&o);
+        }
+    }
+
+    fn add_ns(
+        &mut self,
+        opts: &WatchOptions,
+        label: String,
+        path: Option<PathBuf>,
+        from_process: bool,
+    ) {
+        let meta_path = path
+            .clone()
+            .unwrap_or_else(|| opts.proc_root.join("thread-self/ns/net"));
+        let inode = std::fs::metadata(&meta_path).map(|m| m.ino()).unwrap_or(0);
+        if inode != 0 && !self.known.insert(inode) {
+            return; // the same namespace under another name
+        }
+        let id = self.sources.len() as NsId;
+        let (mut s, unavailable) = open_ns(id, path.as_deref(), opts.rcvbuf);
+        (s.inode, s.path, s.from_process) = (inode, path.clone(), from_process);
+        let ts = now_ns();
+        self.summary.namespaces.push(label.clone());
+        self.emit(Stamped {
+            ts_ns: ts,
+            ns: Some(id),
+            event: Event::Namespace { label },
+        });
+        for u in unavailable {
+            self.emit(Stamped {
+                ts_ns: ts,
+                ns: Some(id),
+                event: u,
+            });
+        }
+        if let Some(rt) = s.rt.as_mut() {
+            for ev in rt.dump().unwrap_or_default() {
+                self.emit(Stamped {
+                    ts_ns: ts,
+                    ns: Some(id),
+                    event: ev,
+                });
+            }
+        }
+        if let Some(ct) = s.ct.as_mut() {
+            if let Ok(entries) = ct.dump_table() {
+                self.emit(Stamped {
+                    ts_ns: ts,
+                    ns: Some(id),
+                    event: Event::ConntrackTable { entries },
+                });
+            }
+        }
+        self.sources.push(s);
+    }
+}
+
+/// One look (no waiting): the connections at risk now in `targets` (and, with `processes`, every
+/// namespace a process lives in), for `check`. Returns the latent-risk finding (if any connection is
+/// at risk), the ranked list, and notes on what could not be read.
+pub fn connections_at_risk(
+    targets: &[NsTarget],
+    processes: bool,
+    proc_root: &Path,
+) -> (
+    Option<netsleuth_core::finding::Finding>,
+    Vec<super::correlate::AtRisk>,
+    Vec<String>,
+) {
+    let mut corr = Correlator::new();
+    let mut owners = ProcOwners {
+        proc_root: proc_root.to_path_buf(),
+        cache: None,
+    };
+    let mut notes = Vec::new();
+    let mut all: Vec<(String, Option<PathBuf>)> = targets
+        .iter()
+        .map(|t| (t.label.clone(), t.path.clone()))
+        .collect();
+    let mut known: BTreeSet<u64> = BTreeSet::new();
+    if processes {
+        for t in targets {
+            let p = t
+                .path
+                .clone()
+                .unwrap_or_else(|| proc_root.join("thread-self/ns/net"));
+            if let Ok(m) = std::fs::metadata(p) {
+                known.insert(m.ino());
+            }
+        }
+        for (ino, pid, comm) in process_namespaces(proc_root, &known) {
+            all.push((
+                format!("netns of pid {pid} ({comm}), inode {ino}"),
+                Some(proc_root.join(format!("{pid}/ns/net"))),
+            ));
+        }
+    }
+    let ts = now_ns();
+    for (i, (label, path)) in all.into_iter().enumerate() {
+        let id = i as NsId;
+        let (mut s, unavailable) = open_ns(id, path.as_deref(), 1 << 20);
+        let mut evs = vec![Event::Namespace {
+            label: label.clone(),
+        }];
+        for u in unavailable {
+            if let Event::Unavailable { source, why, .. } = &u {
+                notes.push(format!("connections at risk: {source} in {label}: {why}"));
+            }
+        }
+        if let Some(f) = &s.ct_timeout {
+            let mut b = [0u8; 32];
+            if let Ok(n) = f.read_at(&mut b, 0) {
+                if let Ok(v) = String::from_utf8_lossy(&b[..n]).trim().parse() {
+                    evs.push(Event::ConntrackTimeout { established_s: v });
+                }
+            }
+        }
+        if let Some(ct) = s.ct.as_mut() {
+            match ct.dump_table() {
+                Ok(entries) => evs.push(Event::ConntrackTable { entries }),
+                Err(e) => notes.push(format!(
+                    "connections at risk: conntrack table of {label}: {e}"
+                )),
+            }
+        }
+        if let Some(sk) = s.socks.as_mut() {
+            match sk.tcp() {
+                Ok(sockets) => evs.push(Event::Sockets { sockets }),
+                Err(e) => notes.push(format!("connections at risk: sockets of {label}: {e}")),
+            }
+        }
+        for event in evs {
+            corr.push(
+                Stamped {
+                    ts_ns: ts,
+                    ns: Some(id),
+                    event,
+                },
+                &mut owners,
+            );
+        }
+    }
+    let list = corr.connections_at_risk(&mut owners);
+    (super::correlate::at_risk_finding(&list), list, notes)
+}
