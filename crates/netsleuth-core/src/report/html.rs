@@ -72,6 +72,40 @@ const ERROR_TRAP: &str = r#"(function(){var d=document.documentElement;function 
 const SCRIPT: &str = r#"(function(){document.querySelectorAll('button.copy').forEach(function(b){b.addEventListener('click',function(){var t=document.getElementById(b.getAttribute('data-for')).textContent;function done(){b.textContent='copied'}if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(t).then(done,function(){})}else{var r=document.createRange();r.selectNodeContents(document.getElementById(b.getAttribute('data-for')));var s=window.getSelection();s.removeAllRanges();s.addRange(r);try{document.execCommand('copy');done()}catch(e){}}})});document.documentElement.setAttribute('data-ready','1')})();"#;
 
 /// The report of any command as one HTML page.
+/// The page with every address in the findings' and symptoms' words named (`pod default/client
+/// (10.244.1.10)`), as the human report names them; the ladders name their columns from the
+/// document's frames either way. The JSON keeps the raw words: only the page is annotated.
+pub fn render_named(doc: &Document, names: &crate::names::Names) -> String {
+    if names.is_empty() {
+        return render(doc);
+    }
+    let mut doc = doc.clone();
+    let name = |t: &mut String| {
+        if let std::borrow::Cow::Owned(named) = names.annotate(t) {
+            *t = named;
+        }
+    };
+    let name_findings = |findings: &mut Vec<super::json::Finding>,
+                         symptoms: &mut Vec<super::json::Symptom>| {
+        for f in findings {
+            name(&mut f.summary);
+            f.reasoning.iter_mut().for_each(name);
+            f.cases.iter_mut().for_each(name);
+            for l in &mut f.look_alikes {
+                name(&mut l.why);
+            }
+        }
+        for s in symptoms {
+            name(&mut s.summary);
+        }
+    };
+    name_findings(&mut doc.findings, &mut doc.symptoms);
+    for run in doc.runs.iter_mut().flatten() {
+        name_findings(&mut run.findings, &mut run.symptoms);
+    }
+    render(&doc)
+}
+
 pub fn render(doc: &Document) -> String {
     let mut p = Page::default();
     let title = format!("netsleuth {}: {}", doc.command, doc.inputs.join(", "));
@@ -1411,5 +1445,34 @@ mod tests {
         assert_eq!(human_duration(120_000_000), "120 ms");
         assert_eq!(shell_quote("a/b.pcap"), "a/b.pcap");
         assert_eq!(shell_quote("a b"), "'a b'");
+    }
+
+    #[test]
+    fn kubernetes_names_reach_the_page_words_and_the_ladder_columns() {
+        let names = crate::names::Names::from_json(
+            br#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"client-7d9f","namespace":"default"},"status":{"podIP":"10.244.1.10","podIPs":[{"ip":"10.244.1.10"}]}}]}"#,
+        )
+        .unwrap();
+        let mut doc = dnat_doc(1);
+        doc.findings[0].summary = "connection 10.244.1.10:50814 was reset".into();
+        let plain = render(&doc);
+        assert!(!plain.contains("client-7d9f"));
+        // The words: annotated for the page only.
+        let page = render_named(&doc.clone().with_names(&names), &names);
+        assert!(
+            page.contains("pod default/client-7d9f"),
+            "summary not named"
+        );
+        assert_eq!(
+            doc.findings[0].summary,
+            "connection 10.244.1.10:50814 was reset"
+        );
+        // The ladder: the client's column carries its name from the frames.
+        let named = doc.with_names(&names);
+        let html = render(&named);
+        assert!(
+            html.contains("client · pod default/client-7d9f"),
+            "column not named"
+        );
     }
 }

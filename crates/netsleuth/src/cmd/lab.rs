@@ -4,7 +4,7 @@
 //! Exit codes: 0 every run proved what it should (an incident run reproduced its symptom and the
 //! analysis named its id; a mitigated or healthy run showed neither), 1 some run did not, 2 error.
 
-use super::{emit_document, load_names, write_stdout, CliError, Sink, Term};
+use super::{emit_document_named, load_names, write_stdout, CliError, Sink, Term};
 use crate::cli::{Format, FormatArgs, LabArgs, LabCommand, LabRunArgs};
 use netsleuth_core::report::json::{Document, LabRun};
 use netsleuth_core::report::{self, Report};
@@ -229,9 +229,10 @@ fn run_scenarios(a: LabRunArgs, term: &Term) -> Result<i32, CliError> {
         }
     }
     match a.format.format {
-        Format::Json | Format::Html => emit_document(
+        Format::Json | Format::Html => emit_document_named(
             &Document::lab(json_runs).with_names(&k8s_names),
             (&a.format).into(),
+            &k8s_names,
         ),
         Format::Human => {
             if a.all {

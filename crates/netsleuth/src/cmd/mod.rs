@@ -224,7 +224,9 @@ pub fn emit(r: &Report, out: Output<'_>, names: &Names, term: &Term) -> Result<i
             term.with_style(Some(names), |st| report::human::render_with(r, st))
         }
         Format::Json => Document::from_report(r).with_names(names).to_json(),
-        Format::Html => report::html::render(&Document::from_report(r).with_names(names)),
+        Format::Html => {
+            report::html::render_named(&Document::from_report(r).with_names(names), names)
+        }
     };
     Sink::new(out).write(&text)?;
     Ok(report::json::exit_code(r))
@@ -233,8 +235,18 @@ pub fn emit(r: &Report, out: Output<'_>, names: &Names, term: &Term) -> Result<i
 /// Write a document as JSON (or, with `--format html`, as the HTML page drawn from it) to stdout or
 /// `-o FILE`; returns its exit code.
 pub fn emit_document(doc: &Document, out: Output<'_>) -> Result<i32, CliError> {
+    emit_document_named(doc, out, &Names::default())
+}
+
+/// `emit_document` with the HTML page's words naming addresses by `names` (the document itself
+/// already carries the names: `Document::with_names`).
+pub fn emit_document_named(
+    doc: &Document,
+    out: Output<'_>,
+    names: &Names,
+) -> Result<i32, CliError> {
     let text = match out.format {
-        Format::Html => report::html::render(doc),
+        Format::Html => report::html::render_named(doc, names),
         Format::Json | Format::Human => doc.to_json(),
     };
     Sink::new(out).write(&text)?;

@@ -2,7 +2,7 @@
 //! only read the node; `--probe` (opt-in) is the one step that sends packets (DNS queries).
 
 use super::{
-    emit, emit_document, load_names, write_stdout_bytes, CliError, NodeFactsError, Sink, Term,
+    emit, emit_document_named, load_names, write_stdout_bytes, CliError, NodeFactsError, Sink, Term,
 };
 use crate::cli::{CheckArgs, CollectArgs, DiffArgs, Format};
 use netsleuth_core::names::Names;
@@ -323,7 +323,7 @@ pub fn diff(a: DiffArgs, term: &Term) -> Result<i32, CliError> {
         notes,
     );
     if a.format.format != Format::Human {
-        return emit_document(&doc.with_names(&names), (&a.format).into());
+        return emit_document_named(&doc.with_names(&names), (&a.format).into(), &names);
     }
     // A file (`-o`) never gets colour.
     let term = &Term {
