@@ -145,3 +145,41 @@ fn watch_names_a_listen_overflow_as_it_happens_and_ends_with_a_summary_on_sigint
     assert!(lines.iter().all(|l| l["type"] != "finding"), "{lines:#?}");
     assert_eq!(code, 0);
 }
+
+/// `netsleuth watch | head -1`: once its reader is gone, watch stops (its first line, the "watching"
+/// notice, meets the closed pipe) instead of running on for nobody, and cleans up as on a signal.
+#[test]
+fn watch_stops_when_its_reader_closes_the_pipe() {
+    if !root() {
+        return;
+    }
+    netsleuth_lab::registry::install_signal_cleanup();
+    let ns = Netns::create("watchpipe").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netsleuth"))
+        .args([
+            "watch",
+            "--netns",
+            ns.name(),
+            "--no-drop-reasons",
+            "--for",
+            "120s",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    drop(child.stdout.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("watch still runs 20 s after its reader closed the pipe");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0), "nothing was named: exit 0");
+    assert!(left_behind(pid).is_empty(), "{:?}", left_behind(pid));
+}
