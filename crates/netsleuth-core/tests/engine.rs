@@ -651,6 +651,70 @@ fn snat_clash_at_node_is_confirmed() {
     );
 }
 
+/// The lab's snat-port-clash run that CI once saw named `tw-recycle-paws`: the pod whose SYN died at
+/// conntrack insert had the lower TS clock, so its SYN looked "backwards" against the other pod's
+/// accepted one. A SYN the node's own capture saw die before its egress never met the server's PAWS
+/// check.
+#[test]
+fn a_clash_drop_with_a_backwards_timestamp_is_a_clash_not_paws() {
+    const SNAT: [u8; 4] = [192, 168, 50, 10];
+    let mut cap = Cap::new();
+    let c2 = [10, 244, 1, 6];
+    let id = cap.send(
+        T0,
+        3,
+        tcp_v4(C, 40000, SRV, 80)
+            .seq(111)
+            .flags(SYN)
+            .ts(9_000_000, 0),
+    );
+    cap.copy(
+        T0 + 5_000,
+        9,
+        id,
+        tcp_v4(SNAT, 1024, SRV, 80)
+            .seq(111)
+            .flags(SYN)
+            .ts(9_000_000, 0),
+    );
+    // The second pod's SYN (TS clock far behind) is dropped at insert: seen before SNAT only.
+    cap.send(
+        T0 + 20_000,
+        5,
+        tcp_v4(c2, 40000, SRV, 80).seq(222).flags(SYN).ts(4_000, 0),
+    );
+    let sa = |dst: [u8; 4], port: u16, ack: u32, tsecr: u32| {
+        tcp_v4(SRV, 80, dst, port)
+            .seq(5)
+            .ack(ack)
+            .flags(SYN | ACK)
+            .ts(77, tsecr)
+    };
+    let id = cap.send(T0 + MS, 9, sa(SNAT, 1024, 112, 9_000_000));
+    cap.copy(T0 + MS + 5_000, 3, id, sa(C, 40000, 112, 9_000_000));
+    // One second later its retransmission gets the other port of the range and is answered.
+    let id = cap.send(
+        T0 + S,
+        5,
+        tcp_v4(c2, 40000, SRV, 80).seq(222).flags(SYN).ts(5_000, 0),
+    );
+    cap.copy(
+        T0 + S + 5_000,
+        9,
+        id,
+        tcp_v4(SNAT, 1025, SRV, 80).seq(222).flags(SYN).ts(5_000, 0),
+    );
+    let id = cap.send(T0 + S + MS, 9, sa(SNAT, 1025, 223, 5_000));
+    cap.copy(T0 + S + MS + 5_000, 5, id, sa(c2, 40000, 223, 5_000));
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("snat-port-clash", Confidence::Confirmed)],
+        "{:#?}",
+        a.findings
+    );
+}
+
 #[test]
 fn paws_drop_by_backwards_timestamps_is_likely() {
     let mut cap = Cap::new();

@@ -492,6 +492,10 @@ pub(crate) struct SynRecord {
     pub answer: Option<PktRef>,
     /// Later SYN transmissions (retransmissions) as evidence.
     pub retransmits: Vec<PktRef>,
+    /// The capture saw the connection at several points (a node's `-i any`) and the first SYN never
+    /// reached a point a later transmission reached: it died inside the capturing node (conntrack
+    /// insert, a filter), not at the server.
+    pub lost_inside_node: bool,
 }
 
 impl SynRecord {
@@ -521,6 +525,11 @@ impl SynRecord {
             answered: answer.is_some(),
             answer,
             retransmits: c.syns.iter().skip(1).map(|s| s.pkt).collect(),
+            lost_inside_node: c
+                .syns
+                .iter()
+                .skip(1)
+                .any(|s| s.legs_seen & !first.legs_seen != 0),
         })
     }
 

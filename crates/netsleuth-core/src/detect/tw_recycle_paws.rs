@@ -53,7 +53,10 @@ impl Detector {
             return;
         }
         let Some(rec) = SynRecord::of(c) else { return };
-        if rec.tsval.is_none() {
+        // A first SYN the node's own capture saw die before its egress never reached the server's
+        // PAWS check (snat-port-clash drops it at conntrack insert): it is neither a drop by the
+        // server nor an acceptance.
+        if rec.tsval.is_none() || rec.lost_inside_node {
             return;
         }
         // The server sees the connection under its last leg (after SNAT): that source address is the
