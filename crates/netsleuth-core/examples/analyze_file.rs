@@ -5,8 +5,8 @@
 //!   cargo build --release -p netsleuth-core --example analyze_file
 //!   valgrind --tool=callgrind target/release/examples/analyze_file capture.pcap
 
-use netsleuth_core::node::NodeContext;
 use netsleuth_core::analysis::{analyze_with, Input, Limits};
+use netsleuth_core::node::NodeContext;
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
@@ -28,9 +28,5 @@ fn main() {
         &NodeContext::default(),
         &Limits::default(),
     );
-    println!(
-        "{} records, {} findings",
-        a.stats.records,
-        a.findings.len()
-    );
+    println!("{} records, {} findings", a.stats.records, a.findings.len());
 }

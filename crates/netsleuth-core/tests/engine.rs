@@ -5,60 +5,36 @@
 mod support;
 
 use netsleuth_core::node::NodeContext;
-use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
+use netsleuth_core::{analyze, Analysis, Confidence, Input};
 use support::*;
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const MS: i64 = 1_000_000;
-const S: i64 = 1_000_000_000;
-const OUT: u8 = 4; // PACKET_OUTGOING
-const HOST: u8 = 0;
+const OUT: u8 = PKTTYPE_OUTGOING;
+const HOST: u8 = PKTTYPE_HOST;
 
-/// A capture under construction: packets as a `tcpdump -i any` (SLL2) would record them.
-struct Cap {
-    w: PcapWriter,
-    ident: u16,
-}
+/// A node's `-i any` capture: originals recorded as sent, copies at other points as received.
+#[derive(Default)]
+struct Cap(SllCapture);
 
 impl Cap {
     fn new() -> Self {
-        Cap {
-            w: PcapWriter::nanos(LINKTYPE_LINUX_SLL2),
-            ident: 1,
-        }
+        Cap::default()
     }
-    /// Record a packet on interface `ifindex` with a fresh IPv4 identification.
     fn send(&mut self, ts: i64, ifindex: u32, b: PacketBuilder) -> u16 {
-        self.ident = self.ident.wrapping_add(1);
-        let id = self.ident;
-        self.w.push(ts, &b.ident(id).sll2(ifindex, OUT));
-        id
+        self.0.record(ts, ifindex, OUT, b)
     }
-    /// Record a copy of a packet (same identification) at another point.
     fn copy(&mut self, ts: i64, ifindex: u32, ident: u16, b: PacketBuilder) {
-        self.w.push(ts, &b.ident(ident).sll2(ifindex, HOST));
+        self.0.copy(ts, ifindex, HOST, ident, b)
     }
     fn analyze(self) -> Analysis {
         self.analyze_with(&NodeContext::default())
     }
     fn analyze_with(self, node: &NodeContext) -> Analysis {
-        let bytes = self.w.finish();
-        analyze(
-            vec![Input {
-                name: "synthetic.pcap".into(),
-                reader: Box::new(std::io::Cursor::new(bytes)),
-            }],
-            node,
-        )
+        self.0.analyze_with(node)
     }
 }
 
 fn ids(a: &Analysis) -> Vec<(&'static str, Confidence)> {
-    a.findings
-        .iter()
-        .filter(|f| f.kind == FindingKind::Incident)
-        .map(|f| (f.id, f.confidence))
-        .collect()
+    incident_ids(a)
 }
 
 fn assert_quiet(a: &Analysis) {

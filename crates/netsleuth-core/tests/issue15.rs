@@ -4,48 +4,27 @@
 mod support;
 
 use netsleuth_core::node::NodeContext;
-use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
+use netsleuth_core::{Analysis, Confidence};
 use support::*;
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const MS: i64 = 1_000_000;
-const S: i64 = 1_000_000_000;
-
-/// A capture under construction, as a pod's own `tcpdump -i eth0` would record it (raw IPv4 frames
-/// in SLL2 with one interface).
-struct Cap {
-    w: PcapWriter,
-    ident: u16,
-}
+/// A pod's own capture: every packet recorded once, on its one interface.
+#[derive(Default)]
+struct Cap(SllCapture);
 
 impl Cap {
     fn new() -> Self {
-        Cap {
-            w: PcapWriter::nanos(LINKTYPE_LINUX_SLL2),
-            ident: 1,
-        }
+        Cap::default()
     }
     fn send(&mut self, ts: i64, b: PacketBuilder) {
-        self.ident = self.ident.wrapping_add(1);
-        self.w.push(ts, &b.ident(self.ident).sll2(2, 4));
+        self.0.record(ts, 2, PKTTYPE_OUTGOING, b);
     }
     fn analyze_with(self, node: &NodeContext) -> Analysis {
-        analyze(
-            vec![Input {
-                name: "synthetic.pcap".into(),
-                reader: Box::new(std::io::Cursor::new(self.w.finish())),
-            }],
-            node,
-        )
+        self.0.analyze_with(node)
     }
 }
 
 fn ids(a: &Analysis) -> Vec<(&'static str, Confidence)> {
-    a.findings
-        .iter()
-        .filter(|f| f.kind == FindingKind::Incident)
-        .map(|f| (f.id, f.confidence))
-        .collect()
+    incident_ids(a)
 }
 
 const C: [u8; 4] = [10, 244, 1, 10];

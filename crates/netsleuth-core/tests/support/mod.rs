@@ -709,6 +709,68 @@ impl DnsMsg {
     }
 }
 
+/// Nanoseconds: a fixed start time for synthetic captures, a millisecond and a second.
+pub const T0: i64 = 1_700_000_000_000_000_000;
+pub const MS: i64 = 1_000_000;
+pub const S: i64 = 1_000_000_000;
+
+/// A capture under construction as `tcpdump -i any` records it (SLL2, nanosecond pcap): each packet
+/// gets a fresh IPv4 identification unless it is a copy of one already recorded at another point.
+pub struct SllCapture {
+    w: PcapWriter,
+    ident: u16,
+}
+
+impl Default for SllCapture {
+    fn default() -> Self {
+        SllCapture {
+            w: PcapWriter::nanos(LINKTYPE_LINUX_SLL2),
+            ident: 1,
+        }
+    }
+}
+
+impl SllCapture {
+    /// Record a packet on interface `ifindex` (seen as `pkttype`) with a fresh IPv4 identification,
+    /// returned for recording its copies.
+    pub fn record(&mut self, ts: i64, ifindex: u32, pkttype: u8, b: PacketBuilder) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        let id = self.ident;
+        self.w.push(ts, &b.ident(id).sll2(ifindex, pkttype));
+        id
+    }
+
+    /// Record a copy of a packet (same identification) at another point.
+    pub fn copy(&mut self, ts: i64, ifindex: u32, pkttype: u8, ident: u16, b: PacketBuilder) {
+        self.w.push(ts, &b.ident(ident).sll2(ifindex, pkttype));
+    }
+
+    /// The analysis of the capture with these node facts.
+    pub fn analyze_with(
+        self,
+        node: &netsleuth_core::node::NodeContext,
+    ) -> netsleuth_core::Analysis {
+        netsleuth_core::analyze(
+            vec![netsleuth_core::Input {
+                name: "synthetic.pcap".into(),
+                reader: Box::new(std::io::Cursor::new(self.w.finish())),
+            }],
+            node,
+        )
+    }
+}
+
+/// The incident findings of an analysis as (id, confidence), in report order.
+pub fn incident_ids(
+    a: &netsleuth_core::Analysis,
+) -> Vec<(&'static str, netsleuth_core::Confidence)> {
+    a.findings
+        .iter()
+        .filter(|f| f.kind == netsleuth_core::FindingKind::Incident)
+        .map(|f| (f.id, f.confidence))
+        .collect()
+}
+
 /// A classic pcap file writer.
 #[derive(Debug, Clone)]
 pub struct PcapWriter {
