@@ -788,9 +788,9 @@ fn listen_overflow_burst_is_likely() {
     );
 }
 
-#[test]
-fn local_source_drop_with_node_fact_is_confirmed() {
-    let lb = [170, 106, 134, 124];
+/// A load balancer's health checks from `lb` to the NodePort: two SYNs, each retransmitted at 1 and 3 s
+/// and never answered, while the same port answers another source.
+fn unanswered_health_checks(lb: [u8; 4]) -> Cap {
     let mut cap = Cap::new();
     for k in 0..2u32 {
         for d in [0i64, 1, 3] {
@@ -811,6 +811,13 @@ fn local_source_drop_with_node_fact_is_confirmed() {
         1,
         2,
     );
+    cap
+}
+
+#[test]
+fn local_source_drop_with_node_fact_is_confirmed() {
+    let lb = [170, 106, 134, 124];
+    let cap = unanswered_health_checks(lb);
     let a = cap.analyze();
     assert_eq!(
         ids(&a),
@@ -1374,26 +1381,7 @@ fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
     // SYNs from the LB address arrive on the uplink and are never answered while the NodePort answers
     // others; the same capture shows the node's own connection to the LB address over `lo`.
     let lb = [170, 106, 134, 124];
-    let mut cap = Cap::new();
-    for k in 0..2u32 {
-        for d in [0i64, 1, 3] {
-            cap.send(
-                T0 + k as i64 * 20 * S + d * S,
-                2,
-                tcp_v4(lb, 40000 + k as u16, N, 30080)
-                    .seq(5000 + k)
-                    .flags(SYN),
-            );
-        }
-    }
-    handshake(
-        &mut cap,
-        T0 + 50 * S,
-        ([10, 0, 9, 9], 45000),
-        (N, 30080),
-        1,
-        2,
-    );
+    let mut cap = unanswered_health_checks(lb);
     // A probe from the node itself to lb:80, routed over lo (ifindex 1).
     cap.send(T0 + 55 * S, 1, tcp_v4(lb, 51000, lb, 80).seq(70).flags(SYN));
     cap.send(
