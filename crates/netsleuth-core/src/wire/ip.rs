@@ -9,7 +9,9 @@ use super::field::{self, get, Short};
 use super::link;
 use super::proto::{EtherType, Icmpv4Message, Icmpv6Message, IpProtocol};
 use super::transport;
-use super::{DecodeError, IpHeader, Layer, LinkMeta, Net, Packet, Transport, Tunnel};
+use super::{
+    DecodeError, IpHeader, Layer, LinkMeta, Net, OuterUdp, Packet, Transport, Tunnel,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IPv4 (RFC 791).
@@ -478,13 +480,22 @@ fn open_tunnel<'a>(
     t: &transport::Decoded<'a>,
     link: LinkMeta,
 ) -> Option<Packet<'a>> {
+    let (b, at) = (n.ip_bytes, t.payload_at);
+    let udp = match t.transport {
+        Transport::Udp(u) => Some(OuterUdp {
+            src_port: u.src_port,
+            dst_port: u.dst_port,
+            checksum: transport::udp_checksum(b, at - transport::udp::HEADER_LEN, n.ip.src, n.ip.dst, u.payload_len),
+        }),
+        _ => None,
+    };
     let outer = Outer {
         src: n.ip.src,
         dst: n.ip.dst,
         link,
         truncated: n.truncated || t.truncated,
+        udp,
     };
-    let (b, at) = (n.ip_bytes, t.payload_at);
     match t.transport {
         Transport::Udp(udp) if vxlan::PORTS.contains(&udp.dst_port) => vxlan(b, at, &outer),
         Transport::Udp(udp) if udp.dst_port == geneve::PORT => geneve(b, at, &outer),
@@ -504,6 +515,7 @@ struct Outer {
     dst: IpAddr,
     link: LinkMeta,
     truncated: bool,
+    udp: Option<OuterUdp>,
 }
 
 /// What a tunnel carries.
@@ -544,6 +556,7 @@ fn inner_packet<'a>(
         vni,
         outer_src: outer.src,
         outer_dst: outer.dst,
+        udp: outer.udp,
     });
     packet.truncated |= outer.truncated;
     Some(packet)
@@ -975,6 +988,51 @@ mod tests {
         let p = decode(LINKTYPE_ETHERNET, &f).unwrap();
         assert!(p.tunnel.is_none());
         assert!(matches!(p.transport, Transport::Udp(u) if u.dst_port == 4789));
+    }
+
+    #[test]
+    fn the_outer_udp_checksum_of_a_tunnel_is_verified() {
+        use crate::wire::UdpChecksum;
+        let inner = tcp([10, 244, 1, 5], 34567, [10, 244, 2, 9], 8080)
+            .flags(ACK)
+            .payload(&[7; 101]);
+        let checksum = |mode: UdpChecksumMode, v6: bool| {
+            let outer = if v6 {
+                let b = inner.vxlan(1, [0u8; 4], [0u8; 4], 4789);
+                // The same VXLAN payload between two IPv6 hosts.
+                udp_v6("fd00::1", 45000, "fd00::2", 4789).payload(&b.transport_bytes()[8..])
+            } else {
+                inner.vxlan(1, [192, 168, 0, 1], [192, 168, 0, 2], 8472)
+            };
+            let f = outer.udp_checksum(mode).ethernet();
+            decode(LINKTYPE_ETHERNET, &f).unwrap().tunnel.unwrap().udp.unwrap().checksum
+        };
+        for v6 in [false, true] {
+            assert_eq!(checksum(UdpChecksumMode::Computed, v6), UdpChecksum::Valid);
+            assert_eq!(checksum(UdpChecksumMode::Zero, v6), UdpChecksum::Absent);
+            assert_eq!(
+                checksum(UdpChecksumMode::PseudoHeaderOnly, v6),
+                UdpChecksum::PseudoHeaderOnly
+            );
+            let UdpChecksum::Invalid { found, expected } =
+                checksum(UdpChecksumMode::Value(0xBAD1), v6)
+            else {
+                panic!("a wrong checksum is invalid")
+            };
+            assert_eq!(found, 0xBAD1);
+            // The value it should have carried verifies.
+            assert_eq!(checksum(UdpChecksumMode::Value(expected), v6), UdpChecksum::Valid);
+        }
+        // Cut by the snap length inside the inner payload: the inner headers decode, the sum cannot.
+        let f = inner
+            .vxlan(1, [192, 168, 0, 1], [192, 168, 0, 2], 4789)
+            .ethernet();
+        let p = decode(LINKTYPE_ETHERNET, &f[..f.len() - 40]).unwrap();
+        assert!(p.truncated);
+        assert_eq!(p.tunnel.unwrap().udp.unwrap().checksum, UdpChecksum::Unverifiable);
+        // GRE has no UDP header.
+        let g = inner.gre([1, 1, 1, 1], [2, 2, 2, 2], None).ethernet();
+        assert_eq!(decode(LINKTYPE_ETHERNET, &g).unwrap().tunnel.unwrap().udp, None);
     }
 
     #[test]
