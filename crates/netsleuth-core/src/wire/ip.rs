@@ -10,7 +10,7 @@ use super::link;
 use super::proto::{EtherType, Icmpv4Message, Icmpv6Message, IpProtocol};
 use super::transport;
 use super::{
-    DecodeError, IpHeader, Layer, LinkMeta, Net, OuterUdp, Packet, Transport, Tunnel,
+    DecodeError, IpHeader, Layer, LinkMeta, Net, OuterUdp, Packet, Transport, Tunnel, UdpChecksum,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -481,11 +481,12 @@ fn open_tunnel<'a>(
     link: LinkMeta,
 ) -> Option<Packet<'a>> {
     let (b, at) = (n.ip_bytes, t.payload_at);
+    let udp_at = at - transport::udp::HEADER_LEN;
     let udp = match t.transport {
         Transport::Udp(u) => Some(OuterUdp {
             src_port: u.src_port,
             dst_port: u.dst_port,
-            checksum: transport::udp_checksum(b, at - transport::udp::HEADER_LEN, n.ip.src, n.ip.dst, u.payload_len),
+            checksum: transport::udp_checksum(b, udp_at, n.ip.src, n.ip.dst, u.payload_len),
         }),
         _ => None,
     };
@@ -495,6 +496,7 @@ fn open_tunnel<'a>(
         link,
         truncated: n.truncated || t.truncated,
         udp,
+        udp_at,
     };
     match t.transport {
         Transport::Udp(udp) if vxlan::PORTS.contains(&udp.dst_port) => vxlan(b, at, &outer),
@@ -516,6 +518,8 @@ struct Outer {
     link: LinkMeta,
     truncated: bool,
     udp: Option<OuterUdp>,
+    /// Where the outer UDP header starts (when `udp` is set).
+    udp_at: usize,
 }
 
 /// What a tunnel carries.
@@ -552,14 +556,69 @@ fn inner_packet<'a>(
         Inner::Ip(net) => (net, at),
     };
     let mut packet = decode(ip_bytes, inner_at, net, outer.link, false).ok()?;
+    let mut udp = outer.udp;
+    if let Some(u) = &mut udp {
+        if matches!(u.checksum, UdpChecksum::Invalid { .. })
+            && local_checksum_offload(ip_bytes, outer, inner_at, net, &packet)
+        {
+            u.checksum = UdpChecksum::OffloadPending;
+        }
+    }
     packet.tunnel = Some(Tunnel {
         vni,
         outer_src: outer.src,
         outer_dst: outer.dst,
-        udp: outer.udp,
+        udp,
     });
     packet.truncated |= outer.truncated;
     Some(packet)
+}
+
+/// Whether a wrong outer UDP checksum is local checksum offload at work: the inner TCP/UDP checksum
+/// holds only its pseudo-header sum (the NIC fills it in) and the outer checksum was computed for the
+/// packet as it will be then. Only for packets whose outer checksum is wrong.
+#[cold]
+fn local_checksum_offload(
+    ip_bytes: &[u8],
+    outer: &Outer,
+    inner_ip_at: usize,
+    net: Net,
+    inner: &Packet<'_>,
+) -> bool {
+    if inner.ip.fragment.is_some() {
+        return false;
+    }
+    let (l4_at, header_len) = match net {
+        Net::V4 => {
+            let Some(b) = ip_bytes.get(inner_ip_at) else {
+                return false;
+            };
+            let ihl = ((b & 0x0F) as usize) * 4;
+            (inner_ip_at + ihl, ihl)
+        }
+        // Extension headers would move the transport; a tunnel's inner IPv6 packet rarely has them.
+        Net::V6 => {
+            if ip_bytes.get(inner_ip_at + ipv6::field::NXT_HDR).copied()
+                != Some(u8::from(inner.ip.proto))
+            {
+                return false;
+            }
+            (inner_ip_at + ipv6::HEADER_LEN, 0)
+        }
+    };
+    let l4_len = match net {
+        Net::V4 => (inner.ip.total_len as usize).saturating_sub(header_len),
+        Net::V6 => (inner.ip.total_len as usize).saturating_sub(ipv6::HEADER_LEN),
+    };
+    transport::right_once_inner_completed(
+        ip_bytes,
+        outer.udp_at,
+        (outer.src, outer.dst),
+        l4_at,
+        l4_len,
+        (inner.ip.src, inner.ip.dst),
+        inner.ip.proto,
+    )
 }
 
 /// A 24-bit VNI (VXLAN, Geneve).
@@ -1005,14 +1064,20 @@ mod tests {
                 inner.vxlan(1, [192, 168, 0, 1], [192, 168, 0, 2], 8472)
             };
             let f = outer.udp_checksum(mode).ethernet();
-            decode(LINKTYPE_ETHERNET, &f).unwrap().tunnel.unwrap().udp.unwrap().checksum
+            decode(LINKTYPE_ETHERNET, &f)
+                .unwrap()
+                .tunnel
+                .unwrap()
+                .udp
+                .unwrap()
+                .checksum
         };
         for v6 in [false, true] {
             assert_eq!(checksum(UdpChecksumMode::Computed, v6), UdpChecksum::Valid);
             assert_eq!(checksum(UdpChecksumMode::Zero, v6), UdpChecksum::Absent);
             assert_eq!(
                 checksum(UdpChecksumMode::PseudoHeaderOnly, v6),
-                UdpChecksum::PseudoHeaderOnly
+                UdpChecksum::OffloadPending
             );
             let UdpChecksum::Invalid { found, expected } =
                 checksum(UdpChecksumMode::Value(0xBAD1), v6)
@@ -1021,7 +1086,10 @@ mod tests {
             };
             assert_eq!(found, 0xBAD1);
             // The value it should have carried verifies.
-            assert_eq!(checksum(UdpChecksumMode::Value(expected), v6), UdpChecksum::Valid);
+            assert_eq!(
+                checksum(UdpChecksumMode::Value(expected), v6),
+                UdpChecksum::Valid
+            );
         }
         // Cut by the snap length inside the inner payload: the inner headers decode, the sum cannot.
         let f = inner
@@ -1029,10 +1097,16 @@ mod tests {
             .ethernet();
         let p = decode(LINKTYPE_ETHERNET, &f[..f.len() - 40]).unwrap();
         assert!(p.truncated);
-        assert_eq!(p.tunnel.unwrap().udp.unwrap().checksum, UdpChecksum::Unverifiable);
+        assert_eq!(
+            p.tunnel.unwrap().udp.unwrap().checksum,
+            UdpChecksum::Unverifiable
+        );
         // GRE has no UDP header.
         let g = inner.gre([1, 1, 1, 1], [2, 2, 2, 2], None).ethernet();
-        assert_eq!(decode(LINKTYPE_ETHERNET, &g).unwrap().tunnel.unwrap().udp, None);
+        assert_eq!(
+            decode(LINKTYPE_ETHERNET, &g).unwrap().tunnel.unwrap().udp,
+            None
+        );
     }
 
     #[test]

@@ -92,10 +92,12 @@ pub enum UdpChecksum {
     Absent,
     /// The datagram sums to the checksum it carries.
     Valid,
-    /// The field holds the pseudo-header sum only: the sender left the rest to its NIC (tx checksum
-    /// offload, `CHECKSUM_PARTIAL`) and the capture saw the packet before the NIC completed it. Normal
-    /// on the sending host; not what went on the wire.
-    PseudoHeaderOnly,
+    /// Not computed yet: the field holds the pseudo-header sum only, or a sum that is right once the
+    /// inner packet's own checksum — itself holding only its pseudo-header sum — is filled in (local
+    /// checksum offload). The sender left the rest to its NIC (tx checksum offload,
+    /// `CHECKSUM_PARTIAL`) and the capture saw the packet before the NIC: normal on the sending host,
+    /// and on a veth pair, where the packet never reaches a NIC. Not what a NIC puts on a wire.
+    OffloadPending,
     /// A non-zero checksum that does not match the datagram: a receiver verifying it drops the packet.
     Invalid { found: u16, expected: u16 },
     /// The capture holds less of the datagram than its length says (snap length): not verifiable.

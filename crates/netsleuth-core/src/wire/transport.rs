@@ -385,6 +385,80 @@ fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
+/// The pseudo-header sum (not folded) of a `len`-byte transport segment between `src` and `dst`.
+fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: IpProtocol, len: usize) -> Option<u64> {
+    let mut sum = u8::from(proto) as u64 + (len as u64 >> 16) + (len as u64 & 0xFFFF);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            sum = sum_words(sum, &s.octets());
+            sum = sum_words(sum, &d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            sum = sum_words(sum, &s.octets());
+            sum = sum_words(sum, &d.octets());
+        }
+        _ => return None,
+    }
+    Some(sum)
+}
+
+/// Whether the UDP datagram at `udp_at` (between `outer`) sums right once the inner TCP/UDP segment at
+/// `l4_at` (`l4_len` bytes between `inner`), whose checksum field holds only its pseudo-header sum, has
+/// its checksum filled in: local checksum offload (the outer checksum computed for the packet as the
+/// NIC will send it).
+pub(super) fn right_once_inner_completed(
+    ip_bytes: &[u8],
+    udp_at: usize,
+    outer: (IpAddr, IpAddr),
+    l4_at: usize,
+    l4_len: usize,
+    inner: (IpAddr, IpAddr),
+    proto: IpProtocol,
+) -> bool {
+    let field_at = match proto {
+        IpProtocol::Tcp => tcp::field::CHECKSUM.start,
+        IpProtocol::Udp => udp::field::CHECKSUM.start,
+        _ => return false,
+    };
+    let (Ok(h), Some(segment)) = (
+        field::bytes::<{ udp::HEADER_LEN }>(ip_bytes, udp_at),
+        l4_at
+            .checked_add(l4_len)
+            .and_then(|end| ip_bytes.get(l4_at..end)),
+    ) else {
+        return false;
+    };
+    let udp_len = u16::from_be_bytes(get(h, udp::field::LENGTH)) as usize;
+    let Some(datagram) = udp_at
+        .checked_add(udp_len)
+        .and_then(|end| ip_bytes.get(udp_at..end))
+    else {
+        return false;
+    };
+    let (Some(inner_pseudo), Some(outer_pseudo)) = (
+        pseudo_sum(inner.0, inner.1, proto, l4_len),
+        pseudo_sum(outer.0, outer.1, IpProtocol::Udp, udp_len),
+    ) else {
+        return false;
+    };
+    let Some(&[a, b]) = segment.get(field_at..field_at + 2) else {
+        return false;
+    };
+    let partial = u16::from_be_bytes([a, b]);
+    if partial != fold(inner_pseudo) {
+        return false;
+    }
+    // The inner checksum as the NIC will write it, then the outer sum with it in place of the partial.
+    let complete = !fold(sum_words(inner_pseudo, segment) + (!partial) as u64);
+    let complete = if complete == 0 && proto == IpProtocol::Udp {
+        0xFFFF
+    } else {
+        complete
+    };
+    let outer_total = sum_words(outer_pseudo, datagram) + complete as u64 + (!partial) as u64;
+    fold(outer_total) == 0xFFFF
+}
+
 /// Verifies the UDP checksum of the datagram whose header starts at `at` in `ip_bytes`, between `src`
 /// and `dst` (`payload_len` as decoded). Costs one pass over the datagram: called for tunnel packets
 /// only.
@@ -426,7 +500,7 @@ pub(super) fn udp_checksum(
     pseudo += (len as u64 >> 16) + (len as u64 & 0xFFFF);
     // Linux leaves `~csum_tcpudp_magic(...)`, the folded pseudo-header sum, for the NIC to complete.
     if found == fold(pseudo) {
-        return UdpChecksum::PseudoHeaderOnly;
+        return UdpChecksum::OffloadPending;
     }
     let total = fold(sum_words(pseudo, datagram));
     if total == 0xFFFF {
