@@ -828,6 +828,7 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
         &["ip", "-j", "-d", "addr", "show"],
         t,
     );
+    collect_overlay_offloads(pre, t, &mut s);
     match (
         run_text(&["ip", "-4", "-j", "route", "show", "table", "all"], t),
         run_text(&["ip", "-6", "-j", "route", "show", "table", "all"], t),
@@ -868,6 +869,45 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
         );
     }
     s
+}
+
+/// `ethtool -k` of each overlay device (vxlan, geneve) the namespace's `ip -d addr` lists: whether the
+/// device offloads its tx checksum (the VXLAN checksum bug needs it). Read-only (`-k` only shows);
+/// a node without ethtool records the artifact absent, and nothing is recorded without an overlay.
+fn collect_overlay_offloads(pre: &str, t: Duration, s: &mut Sink) {
+    let path = format!("{pre}/{}", paths::ETHTOOL_FEATURES);
+    let Some(addr) = s.artifacts.get(&format!("{pre}/{}", paths::ADDR)) else {
+        return;
+    };
+    let links = crate::parse::ip::parse_addr_json(&String::from_utf8_lossy(addr)).value;
+    let overlays: Vec<&str> = links
+        .iter()
+        .filter(|l| matches!(l.kind.as_deref(), Some("vxlan" | "geneve")))
+        .map(|l| l.name.as_str())
+        .collect();
+    if overlays.is_empty() {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut text = String::new();
+    let mut failures = Vec::new();
+    for dev in &overlays {
+        match run_text(&["ethtool", "-k", dev], t) {
+            Ok(out) => text.push_str(&out),
+            Err(RunError::NotFound(_)) => {
+                s.absent(path, "ethtool -k (not installed)");
+                return;
+            }
+            Err(e) => failures.push(format!("{dev}: {e}")),
+        }
+    }
+    let source = format!("ethtool -k {}", overlays.join(", "));
+    if text.is_empty() {
+        s.failed(path, &source, failures.join("; "));
+    } else {
+        s.ok(path, &source, text.into_bytes());
+    }
+    s.took(t0);
 }
 
 /// iptables-nft keeps its rules in nf_tables tables named like the iptables tables; read as iptables
