@@ -499,7 +499,7 @@ impl SymptomCollector {
         }
         if self.tunnel_csum_partial > 0 {
             blind.push(BlindSpot {
-                what: format!("{} VXLAN/Geneve packet(s) carried only the pseudo-header sum in their outer UDP checksum: captured on the sending host before its NIC completed it (tx checksum offload) — normal, not a fault, but such packets cannot show what went on the wire (a capture on the receiving node can)", self.tunnel_csum_partial),
+                what: format!("{} VXLAN/Geneve packet(s) carried an outer UDP checksum not yet computed (the pseudo-header sum, or one that counts on an inner checksum the NIC fills in): captured on the sending host before a NIC completed it (tx checksum offload) — normal, not a fault, but such packets cannot show what went on the wire (a capture on the receiving node can)", self.tunnel_csum_partial),
                 undecided: vec![crate::detect::vxlan_checksum_offload::INCIDENT.id],
             });
         }
