@@ -501,3 +501,79 @@ fn tunnel_packets_cut_by_the_snap_length_are_a_blind_spot() {
         a.blind_spots
     );
 }
+
+#[test]
+fn the_lab_run_is_named_from_every_vantage_that_sees_the_tunnel() {
+    let dir = fixtures().join("vxlan-checksum-offload");
+    // The receiving node (its `-i any`, its eth0 underlay): arriving wrong checksums one way, the
+    // carried SYN-ACKs sent again.
+    for v in ["node.pcap", "veth.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "vxlan-checksum-offload");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Confirmed),
+            "{v}"
+        );
+        assert!(
+            f[0].look_alikes
+                .iter()
+                .any(|l| l.id == "capture-offload" && l.ruled_out),
+            "{v}"
+        );
+        // The lost handshakes are not offered to the SYN-drop detectors.
+        let others: Vec<_> = a
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Incident && f.id != "vxlan-checksum-offload")
+            .collect();
+        assert!(others.is_empty(), "{v}: {others:#?}");
+    }
+    // The sending node's `-i any`: the wrong checksums leave it; a NIC after the capture point could
+    // still rewrite them, so it is only possible, and says so.
+    let a = run(&[dir.join("routing.pcap")]);
+    let f = of(&a, "vxlan-checksum-offload");
+    assert_eq!(f[0].confidence, Confidence::Possible, "{:#?}", f[0]);
+    assert!(f[0]
+        .look_alikes
+        .iter()
+        .any(|l| l.id == "capture-offload" && !l.ruled_out));
+    // The pods see only stalled handshakes: a symptom, no finding.
+    for v in ["client.pcap", "server.pcap"] {
+        let a = run(&[dir.join(v)]);
+        assert!(a.findings.is_empty(), "{v}: {:#?}", a.findings);
+        assert!(!a.symptoms.is_empty(), "{v}");
+    }
+    // With the node's facts (this kernel has the fix, flannel.1 offloads its tx checksum) the finding
+    // says the sender is elsewhere and shows the device.
+    let a = run_with(&[dir.join("node.pcap")], &facts(&dir));
+    let f = of(&a, "vxlan-checksum-offload");
+    assert!(
+        f[0].reasoning
+            .iter()
+            .any(|r| r.contains("has ea64d8d6c675")),
+        "{:#?}",
+        f[0].reasoning
+    );
+}
+
+/// The mitigated run: no outer checksum (0) both ways, the requests answered. Quiet everywhere.
+#[test]
+fn the_lab_run_without_the_rewrite_is_quiet() {
+    let dir = fixtures().join("vxlan-checksum-offload-mitigated");
+    for v in [
+        "client.pcap",
+        "server.pcap",
+        "node.pcap",
+        "veth.pcap",
+        "routing.pcap",
+    ] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}

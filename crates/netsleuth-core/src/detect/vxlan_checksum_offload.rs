@@ -69,6 +69,20 @@ struct Tally {
     examples: Vec<(PktRef, String)>,
 }
 
+/// The sightings of an inner packet first carried with a wrong checksum.
+struct Seen {
+    first_ts: i64,
+    /// Seen again ≥ [`RESEND_AFTER_NS`] later: sent again, so the first never arrived.
+    resent: bool,
+    /// The last sighting that was not a copy, and where (capture, interface).
+    last_ts: i64,
+    last_at: (crate::flow::InputId, Option<u32>),
+    /// The outer direction it travelled.
+    dir: Direction,
+    /// So far seen only leaving the capturing host (PACKET_OUTGOING).
+    only_leaving: bool,
+}
+
 /// An inner packet carried by a datagram with a wrong checksum: (its endpoints, seq, flags, len).
 type InnerKey = (Endpoint, Endpoint, u32, u8, u32);
 
@@ -78,8 +92,8 @@ type InnerKey = (Endpoint, Endpoint, u32, u8, u32);
 pub struct Detector {
     tallies: FxHashMap<Direction, Tally>,
     max_keys: usize,
-    /// Inner packets of bad-checksum datagrams: first seen at, and whether seen again later.
-    bad_inner: FxHashMap<InnerKey, (i64, bool)>,
+    /// Inner packets of bad-checksum datagrams, and their sightings.
+    bad_inner: FxHashMap<InnerKey, Seen>,
     resent: u64,
     resent_example: Option<PktRef>,
     /// Inner endpoint pairs (either order) with a bad-checksum packet: their connections are explained.
@@ -113,12 +127,31 @@ impl Detector {
     pub fn tunnel_udp(&mut self, inner: &PktRef, t: &Tunnel, direction: Option<PacketDirection>) {
         let Some(udp) = t.udp else { return };
         let key = (inner.src, inner.dst, inner.seq, inner.flags, inner.len);
-        if let Some((first, again)) = self.bad_inner.get_mut(&key) {
-            if !*again && inner.ts_ns.saturating_sub(*first) >= RESEND_AFTER_NS {
-                *again = true;
+        let at = (inner.input, inner.ifindex);
+        if let Some(seen) = self.bad_inner.get_mut(&key) {
+            // The same datagram at another point (another capture, another `-i any` interface)
+            // shortly after is one packet seen twice: counted once.
+            if inner.ts_ns.saturating_sub(seen.last_ts) < RESEND_AFTER_NS && seen.last_at != at {
+                // A packet first seen leaving one host and then arriving at another was seen on
+                // the wire: it no longer counts as seen only leaving.
+                if seen.only_leaving && direction != Some(PacketDirection::Outgoing) {
+                    seen.only_leaving = false;
+                    if let Some(t) = self.tallies.get_mut(&seen.dir) {
+                        t.invalid_outgoing = t.invalid_outgoing.saturating_sub(1);
+                    }
+                }
+                return;
+            }
+            if !seen.resent && inner.ts_ns.saturating_sub(seen.first_ts) >= RESEND_AFTER_NS {
+                seen.resent = true;
                 self.resent += 1;
                 self.resent_example.get_or_insert(*inner);
             }
+            seen.last_ts = inner.ts_ns;
+            seen.last_at = at;
+            // A new transmission: whether it was seen only leaving is its own question.
+            seen.only_leaving = matches!(udp.checksum, UdpChecksum::Invalid { .. })
+                && direction == Some(PacketDirection::Outgoing);
         }
         let dir = Direction {
             src: t.outer_src,
@@ -145,7 +178,14 @@ impl Detector {
                         .push((*inner, what(t, outgoing, found, expected)));
                 }
                 if self.bad_inner.len() < MAX_REMEMBERED {
-                    self.bad_inner.entry(key).or_insert((inner.ts_ns, false));
+                    self.bad_inner.entry(key).or_insert(Seen {
+                        first_ts: inner.ts_ns,
+                        resent: false,
+                        last_ts: inner.ts_ns,
+                        last_at: at,
+                        dir,
+                        only_leaving: outgoing,
+                    });
                 }
                 if self.bad_pairs.len() < MAX_REMEMBERED {
                     let pair = if inner.src <= inner.dst {
@@ -189,7 +229,8 @@ impl Detector {
             .iter()
             .find(|(d, _)| d.src == dir.dst && d.dst == dir.src)
             .map(|(_, t)| t);
-        let reverse_good = reverse.map_or(0, |t| t.valid + t.absent);
+        // Checksums left to offload are right as far as a capture can tell: not evidence of a fault.
+        let reverse_good = reverse.map_or(0, |t| t.valid + t.absent + t.partial);
         let reverse_bad = reverse.map_or(0, |t| t.invalid);
         let received = lead.invalid - lead.invalid_outgoing;
         let one_direction = reverse_good > 0 && reverse_bad == 0;
@@ -221,7 +262,7 @@ impl Detector {
         );
         f = if one_direction {
             f.because(format!(
-                "the other direction ({} → {}) carried {} packet(s) with a right or no (0) checksum and none wrong: the fault is on {}'s sending side, not the capture",
+                "the other direction ({} → {}) showed a right, pending or no (0) checksum in {} sighting(s) and none wrong: the fault is on {}'s sending side, not the capture",
                 dir.dst, dir.src, reverse_good, dir.src
             ))
         } else if reverse_bad > 0 {
@@ -271,7 +312,7 @@ impl Detector {
             f.cannot_rule_out("capture-offload", "every wrong checksum was seen leaving the capturing host; a capture on the receiving node decides")
         } else {
             f.rules_out("capture-offload", format!(
-                "the wrong checksums are not the pseudo-header sum a sender leaves for its NIC (that pattern, seen {partial} time(s), is counted apart) and were seen on their way in, not leaving the capturing host"
+                "{received} of the wrong checksums were seen arriving, not leaving the capturing host, and none is the pseudo-header sum a sender leaves for its NIC (that pattern, seen {partial} time(s), is counted apart as a blind spot)"
             ))
         };
         f = f
