@@ -1101,6 +1101,25 @@ mod tests {
             p.tunnel.unwrap().udp.unwrap().checksum,
             UdpChecksum::Unverifiable
         );
+        // Geneve's outer checksum is verified the same way.
+        for (mode, want_valid) in [
+            (UdpChecksumMode::Computed, true),
+            (UdpChecksumMode::Value(0xBAD1), false),
+        ] {
+            let f = inner
+                .geneve(9, [192, 168, 0, 1], [192, 168, 0, 2], 4)
+                .udp_checksum(mode)
+                .ethernet();
+            let c = decode(LINKTYPE_ETHERNET, &f)
+                .unwrap()
+                .tunnel
+                .unwrap()
+                .udp
+                .unwrap()
+                .checksum;
+            assert_eq!(c == UdpChecksum::Valid, want_valid, "{c:?}");
+            assert!(want_valid || matches!(c, UdpChecksum::Invalid { found: 0xBAD1, .. }));
+        }
         // GRE has no UDP header.
         let g = inner.gre([1, 1, 1, 1], [2, 2, 2, 2], None).ethernet();
         assert_eq!(
