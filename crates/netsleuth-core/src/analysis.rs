@@ -604,6 +604,10 @@ impl PacketSink for Back {
                 ack,
                 ifindex,
             };
+        // Tunnel packets only (VXLAN, Geneve): their outer UDP checksum, verified at decapsulation.
+        if let Some(tunnel) = pkt.tunnel.as_ref().filter(|t| t.udp.is_some()) {
+            self.tunnel_packet(pkt, tunnel, pkt_ref);
+        }
         match &pkt.transport {
             Transport::Tcp(seg) => {
                 self.stats.tcp_packets += 1;
@@ -657,6 +661,27 @@ impl PacketSink for Back {
 }
 
 impl Back {
+    #[cold]
+    #[inline(never)]
+    fn tunnel_packet(
+        &mut self,
+        pkt: &Packet<'_>,
+        tunnel: &wire::Tunnel,
+        pkt_ref: impl Fn(u16, u16, u8, u32, u32, u32) -> PktRef,
+    ) {
+        let r = match &pkt.transport {
+            Transport::Tcp(s) => {
+                pkt_ref(s.src_port, s.dst_port, s.flags, s.payload_len, s.seq, s.ack)
+            }
+            Transport::Udp(d) => pkt_ref(d.src_port, d.dst_port, 0, d.payload_len, 0, 0),
+            _ => pkt_ref(0, 0, 0, 0, 0, 0),
+        };
+        if let Some(udp) = tunnel.udp {
+            self.symptoms.tunnel_checksum(udp.checksum);
+        }
+        self.detectors.tunnel_udp(&r, tunnel, pkt.link.direction);
+    }
+
     /// Returns whether the bytes were a DNS message with a question.
     fn dns_message(&mut self, r: PktRef, ident: u16, tcp: bool, bytes: &[u8]) -> bool {
         let Ok(msg) = wire::dns::parse(bytes) else {

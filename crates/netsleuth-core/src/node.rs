@@ -61,6 +61,9 @@ pub struct NodeContext {
     /// `net.ipv4.ip_local_port_range` of each namespace (the node's and its pods') by the addresses it
     /// holds: the source ports a client with that address picks from (first, last).
     pub local_port_ranges: Vec<(IpAddr, u16, u16)>,
+    /// Overlay devices (vxlan, geneve) of the node and their tx checksum offload, as `ethtool -k` shows
+    /// it: `flannel.1 (vxlan): tx-checksum-ip-generic on`.
+    pub overlay_tx_checksum_offload: Vec<String>,
 }
 
 impl NodeContext {

@@ -133,6 +133,9 @@ pub struct SymptomCollector {
     dns_slow: u64,
     dns_slow_examples: Worst,
     dns_cut: u64,
+    // Tunnel packets' outer UDP checksums that could not show a fault.
+    tunnel_csum_cut: u64,
+    tunnel_csum_partial: u64,
     // ICMP errors.
     icmp_errors: u64,
     icmp_examples: Worst,
@@ -165,6 +168,8 @@ impl Default for SymptomCollector {
             dns_slow: 0,
             dns_slow_examples: Worst::default(),
             dns_cut: 0,
+            tunnel_csum_cut: 0,
+            tunnel_csum_partial: 0,
             icmp_errors: 0,
             icmp_examples: Worst::default(),
             icmp_recent: Default::default(),
@@ -287,6 +292,15 @@ impl SymptomCollector {
     /// A DNS datagram whose payload the snap length cut.
     pub fn dns_payload_cut(&mut self) {
         self.dns_cut += 1;
+    }
+
+    /// The outer UDP checksum of a VXLAN or Geneve packet: the ones that cannot be judged are counted.
+    pub fn tunnel_checksum(&mut self, c: crate::wire::UdpChecksum) {
+        match c {
+            crate::wire::UdpChecksum::Unverifiable => self.tunnel_csum_cut += 1,
+            crate::wire::UdpChecksum::OffloadPending => self.tunnel_csum_partial += 1,
+            _ => {}
+        }
     }
 
     /// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too big);
@@ -475,6 +489,18 @@ impl SymptomCollector {
                     dns_upstream_unreachable::INCIDENT.id,
                     crate::detect::go_resolver_dns_first::INCIDENT.id,
                 ],
+            });
+        }
+        if self.tunnel_csum_cut > 0 {
+            blind.push(BlindSpot {
+                what: format!("{} VXLAN/Geneve packet(s) were cut by the snap length: their outer UDP checksum could not be verified (capture with `-s 0` to verify every one)", self.tunnel_csum_cut),
+                undecided: vec![crate::detect::vxlan_checksum_offload::INCIDENT.id],
+            });
+        }
+        if self.tunnel_csum_partial > 0 {
+            blind.push(BlindSpot {
+                what: format!("{} VXLAN/Geneve packet(s) carried an outer UDP checksum not yet computed (the pseudo-header sum, or one that counts on an inner checksum the NIC fills in): captured on the sending host before a NIC completed it (tx checksum offload) — normal, not a fault, but such packets cannot show what went on the wire (a capture on the receiving node can)", self.tunnel_csum_partial),
+                undecided: vec![crate::detect::vxlan_checksum_offload::INCIDENT.id],
             });
         }
         if self.dns_unanswered_at_end > 0 {

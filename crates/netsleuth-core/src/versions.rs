@@ -259,6 +259,18 @@ pub static IPVS_EXPIRE_NODEST_CONN: VersionFact = VersionFact {
     note: "5.9 as kubernetes#93297 states",
 };
 
+pub static NAT_UDP_ZERO_CHECKSUM_KEPT: VersionFact = VersionFact {
+    id: "kernel-nat-udp-zero-checksum-kept",
+    component: Component::Kernel,
+    since: &["5.7", "4.14.181", "4.19.123", "5.4.41", "5.6.13"],
+    what: "netfilter: nat: never update the UDP checksum when it's 0 (before it, NAT of a VXLAN device's \
+           own UDP packets — kube-proxy's MASQUERADE --random-fully — with tx checksum offload on \
+           \"updated\" the disabled outer checksum into a wrong non-zero one, and the receiver dropped them)",
+    source: "https://git.kernel.org/torvalds/c/ea64d8d6c675",
+    note: "in netfilter/master for 5.7-rc4 (April 2020); stable 5.6.13, 5.4.41, 4.19.123, 4.14.181 \
+           (kubernetes/kubernetes#88986); distribution kernels backported it separately (RHEL 8.4)",
+};
+
 /// Every row, in the order above.
 pub static TABLE: &[&VersionFact] = &[
     &MASQUERADE_FLUSH_PER_ADDRESS,
@@ -284,6 +296,7 @@ pub static TABLE: &[&VersionFact] = &[
     &PAWS_TW_COUNTER,
     &IPVS_CONN_REUSE_UNCONFIRMED_CT,
     &IPVS_EXPIRE_NODEST_CONN,
+    &NAT_UDP_ZERO_CHECKSUM_KEPT,
 ];
 
 /// A version as the components print it: `5.10.0-21-amd64`, `3.10.0-1062.el7.x86_64`, `1.2.3-r4`,

@@ -1,6 +1,8 @@
 //! The DNS, overlay and routing incidents of the catalogue's second part, on the lab's recordings
 //! (fixtures/lab) and on hand-made look-alikes: what each capture must show, and what must stay quiet.
 
+mod support;
+
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::{analyze, Analysis, Confidence, FindingKind, Input};
 use std::path::{Path, PathBuf};
@@ -305,5 +307,298 @@ fn frag_needed_arriving_and_pmtu_adapting_is_quiet() {
             "{v}: {:#?}",
             a.findings
         );
+    }
+}
+
+// vxlan-checksum-offload on hand-made captures: the underlay between node A (192.168.50.10, client pod
+// 10.244.1.10) and node B (192.168.50.20, server pod 10.244.2.11), flannel's VXLAN on UDP 8472.
+
+const NODE_A: [u8; 4] = [192, 168, 50, 10];
+const NODE_B: [u8; 4] = [192, 168, 50, 20];
+const POD_A: [u8; 4] = [10, 244, 1, 10];
+const POD_B: [u8; 4] = [10, 244, 2, 11];
+const MS: i64 = 1_000_000;
+const T0: i64 = 1_700_000_000_000_000_000;
+
+/// A pod's connect to the other node's pod, as the underlay carries it: each inner packet in VXLAN,
+/// A→B with `to_b` checksums and B→A with `to_a`. The client retransmits its SYN after 1 s and 3 s
+/// when `answered` is false (the SYN-ACKs never arrive), else the handshake completes.
+fn vxlan_handshake(
+    to_b: support::UdpChecksumMode,
+    to_a: support::UdpChecksumMode,
+    answered: bool,
+    frame: impl Fn(support::PacketBuilder, bool) -> Vec<u8>,
+) -> Vec<(i64, Vec<u8>)> {
+    use support::*;
+    let syn = tcp_v4(POD_A, 40100, POD_B, 8080)
+        .seq(1000)
+        .flags(SYN)
+        .mss(1410);
+    let synack = tcp_v4(POD_B, 8080, POD_A, 40100)
+        .seq(9000)
+        .ack(1001)
+        .flags(SYN | ACK)
+        .mss(1410);
+    let a_to_b = |p: &PacketBuilder| p.vxlan(1, NODE_A, NODE_B, 8472).udp_checksum(to_b);
+    let b_to_a = |p: &PacketBuilder| p.vxlan(1, NODE_B, NODE_A, 8472).udp_checksum(to_a);
+    let mut out = Vec::new();
+    let tries: &[i64] = if answered { &[0] } else { &[0, 1000, 3000] };
+    for (i, t) in tries.iter().enumerate() {
+        out.push((T0 + t * MS, frame(a_to_b(&syn).ident(10 + i as u16), true)));
+        out.push((
+            T0 + (t + 1) * MS,
+            frame(b_to_a(&synack).ident(20 + i as u16), false),
+        ));
+    }
+    if answered {
+        let ack = tcp_v4(POD_A, 40100, POD_B, 8080)
+            .seq(1001)
+            .ack(9001)
+            .flags(ACK);
+        out.push((T0 + 2 * MS, frame(a_to_b(&ack).ident(30), true)));
+    }
+    out
+}
+
+fn analyze_frames(linktype: u32, frames: &[(i64, Vec<u8>)], caplen: usize) -> Analysis {
+    let mut w = support::PcapWriter::nanos(linktype);
+    for (ts, f) in frames {
+        w.push_cut(*ts, f, caplen);
+    }
+    analyze(
+        vec![Input {
+            name: "underlay.pcap".into(),
+            reader: Box::new(std::io::Cursor::new(w.finish())),
+        }],
+        &NodeContext::default(),
+    )
+}
+
+#[test]
+fn wrong_outer_checksums_one_way_with_the_handshake_resent_are_the_vxlan_offload_bug() {
+    use support::*;
+    // The receiving node A's underlay (Ethernet): A's SYNs leave with no checksum (0, Linux's VXLAN
+    // default), B's SYN-ACKs arrive with a wrong non-zero one, and A never answers them.
+    let frames = vxlan_handshake(
+        UdpChecksumMode::Zero,
+        UdpChecksumMode::Value(0xBAD1),
+        false,
+        |p, _| p.ethernet(),
+    );
+    let a = analyze_frames(LINKTYPE_ETHERNET, &frames, usize::MAX);
+    let f = of(&a, "vxlan-checksum-offload");
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    assert_eq!(
+        (f[0].kind, f[0].confidence),
+        (FindingKind::Incident, Confidence::Confirmed)
+    );
+    assert!(
+        f[0].summary.contains("192.168.50.20 to 192.168.50.10"),
+        "{}",
+        f[0].summary
+    );
+    assert!(
+        f[0].reasoning.iter().any(|r| r.contains("sent again")),
+        "{:#?}",
+        f[0].reasoning
+    );
+    // The lost handshake is this incident's, not a SYN-drop detector's.
+    let incidents: Vec<_> = a
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Incident)
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(incidents, ["vxlan-checksum-offload"], "{:#?}", a.findings);
+
+    // Wrong both ways: no evidence that one node's sender is at fault.
+    let frames = vxlan_handshake(
+        UdpChecksumMode::Value(0xBAD2),
+        UdpChecksumMode::Value(0xBAD1),
+        false,
+        |p, _| p.ethernet(),
+    );
+    let a = analyze_frames(LINKTYPE_ETHERNET, &frames, usize::MAX);
+    let f = of(&a, "vxlan-checksum-offload");
+    assert_eq!(f[0].confidence, Confidence::Possible, "{:#?}", f[0]);
+}
+
+/// The healthy look-alike: a capture on the sending host with tx checksum offload. Its outgoing
+/// VXLAN packets carry only the pseudo-header sum (the NIC completes it after the capture point);
+/// the handshake completes. No finding; a blind spot says why these checksums show nothing.
+#[test]
+fn a_pseudo_header_checksum_seen_leaving_the_sending_host_is_offload_not_a_fault() {
+    use support::*;
+    let frames = vxlan_handshake(
+        UdpChecksumMode::PseudoHeaderOnly,
+        UdpChecksumMode::Computed,
+        true,
+        |p, outgoing| {
+            p.sll2(
+                2,
+                if outgoing {
+                    PKTTYPE_OUTGOING
+                } else {
+                    PKTTYPE_HOST
+                },
+            )
+        },
+    );
+    let a = analyze_frames(LINKTYPE_LINUX_SLL2, &frames, usize::MAX);
+    assert!(
+        of(&a, "vxlan-checksum-offload").is_empty(),
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("pseudo-header") && b.what.contains("2 VXLAN")),
+        "{:#?}",
+        a.blind_spots
+    );
+}
+
+/// Zero outer checksums (no checksum: Linux VXLAN's default over IPv4) both ways are not an error.
+#[test]
+fn zero_outer_checksums_are_allowed() {
+    use support::*;
+    let frames = vxlan_handshake(
+        UdpChecksumMode::Zero,
+        UdpChecksumMode::Zero,
+        true,
+        |p, _| p.ethernet(),
+    );
+    let a = analyze_frames(LINKTYPE_ETHERNET, &frames, usize::MAX);
+    assert!(a.findings.is_empty(), "{:#?}", a.findings);
+    assert!(a.blind_spots.is_empty(), "{:#?}", a.blind_spots);
+}
+
+/// A snap length that cuts the inner payload leaves the checksum unverifiable: counted as a blind
+/// spot, never guessed as a fault.
+#[test]
+fn tunnel_packets_cut_by_the_snap_length_are_a_blind_spot() {
+    use support::*;
+    let frames = vxlan_handshake(
+        UdpChecksumMode::Zero,
+        UdpChecksumMode::Value(0xBAD1),
+        false,
+        |p, _| p.ethernet(),
+    );
+    // 14 + 20 + 8 + 8 + 14 + 20 (inner IP): the inner TCP header still decodes only partly, so cut
+    // inside the inner TCP options instead (the SYNs carry 4 bytes of MSS).
+    let a = analyze_frames(LINKTYPE_ETHERNET, &frames, 14 + 20 + 8 + 8 + 14 + 20 + 20);
+    assert!(
+        of(&a, "vxlan-checksum-offload").is_empty(),
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.blind_spots
+            .iter()
+            .any(|b| b.what.contains("snap length") && b.what.contains("VXLAN")),
+        "{:#?}",
+        a.blind_spots
+    );
+}
+
+#[test]
+fn the_lab_run_is_named_from_every_vantage_that_sees_the_tunnel() {
+    let dir = fixtures().join("vxlan-checksum-offload");
+    // The receiving node (its `-i any`, its eth0 underlay): arriving wrong checksums one way, the
+    // carried SYN-ACKs sent again.
+    for v in ["node.pcap", "veth.pcap"] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "vxlan-checksum-offload");
+        assert_eq!(f.len(), 1, "{v}: {:#?}", a.findings);
+        assert_eq!(
+            (f[0].kind, f[0].confidence),
+            (FindingKind::Incident, Confidence::Confirmed),
+            "{v}"
+        );
+        assert!(
+            f[0].look_alikes
+                .iter()
+                .any(|l| l.id == "capture-offload" && l.ruled_out),
+            "{v}"
+        );
+        // The lost handshakes are not offered to the SYN-drop detectors.
+        let others: Vec<_> = a
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Incident && f.id != "vxlan-checksum-offload")
+            .collect();
+        assert!(others.is_empty(), "{v}: {others:#?}");
+    }
+    // The sending node's `-i any`: the wrong checksums leave it; a NIC after the capture point could
+    // still rewrite them, so it is only possible, and says so.
+    let a = run(&[dir.join("routing.pcap")]);
+    let f = of(&a, "vxlan-checksum-offload");
+    assert_eq!(f[0].confidence, Confidence::Possible, "{:#?}", f[0]);
+    assert!(f[0]
+        .look_alikes
+        .iter()
+        .any(|l| l.id == "capture-offload" && !l.ruled_out));
+    // The pods see only stalled handshakes: a symptom, no finding.
+    for v in ["client.pcap", "server.pcap"] {
+        let a = run(&[dir.join(v)]);
+        assert!(a.findings.is_empty(), "{v}: {:#?}", a.findings);
+        assert!(!a.symptoms.is_empty(), "{v}");
+    }
+    // With the node's facts (this kernel has the fix, flannel.1 offloads its tx checksum) the finding
+    // says the sender is elsewhere and shows the device.
+    let a = run_with(&[dir.join("node.pcap")], &facts(&dir));
+    let f = of(&a, "vxlan-checksum-offload");
+    assert!(
+        f[0].reasoning
+            .iter()
+            .any(|r| r.contains("has ea64d8d6c675")),
+        "{:#?}",
+        f[0].reasoning
+    );
+}
+
+/// The mitigated run: no outer checksum (0) both ways, the requests answered. Quiet everywhere.
+#[test]
+fn the_lab_run_without_the_rewrite_is_quiet() {
+    let dir = fixtures().join("vxlan-checksum-offload-mitigated");
+    for v in [
+        "client.pcap",
+        "server.pcap",
+        "node.pcap",
+        "veth.pcap",
+        "routing.pcap",
+    ] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+/// The healthy look-alike on a real kernel: overlay-mtu-blackhole's VXLAN devices compute their outer
+/// checksums with tx offload on, so every datagram the sending node's `-i any` and its underlay see
+/// carries a checksum not yet completed (the pseudo-header sum, or local checksum offload: right once
+/// the inner checksum is filled in). Not a fault: a blind spot, never a finding.
+#[test]
+fn checksums_left_to_offload_on_a_real_sending_host_are_a_blind_spot() {
+    for run in ["overlay-mtu-blackhole", "overlay-mtu-blackhole-mitigated"] {
+        for v in ["node.pcap", "veth.pcap"] {
+            let a = run_with(&[fixtures().join(run).join(v)], &NodeContext::default());
+            assert!(
+                of(&a, "vxlan-checksum-offload").is_empty(),
+                "{run}/{v}: {:#?}",
+                a.findings
+            );
+            assert!(
+                a.blind_spots
+                    .iter()
+                    .any(|b| b.what.contains("not yet computed")),
+                "{run}/{v}: {:#?}",
+                a.blind_spots
+            );
+        }
     }
 }

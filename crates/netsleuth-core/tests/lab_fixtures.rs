@@ -230,6 +230,28 @@ const CASES: &[(&str, &str, &str, Confidence)] = &[
         "ipvs-conn-reuse",
         Confidence::Likely,
     ),
+    // The receiving node's underlay: the remote's VXLAN datagrams arrive with a wrong outer checksum,
+    // its own leave with none, and the server's SYN-ACKs they carried come again: every link seen.
+    (
+        "vxlan-checksum-offload",
+        "node.pcap",
+        "vxlan-checksum-offload",
+        Confidence::Confirmed,
+    ),
+    (
+        "vxlan-checksum-offload",
+        "veth.pcap",
+        "vxlan-checksum-offload",
+        Confidence::Confirmed,
+    ),
+    // The sending node's `-i any`: the wrong checksums are seen leaving (PACKET_OUTGOING), where a
+    // NIC could still rewrite them.
+    (
+        "vxlan-checksum-offload",
+        "routing.pcap",
+        "vxlan-checksum-offload",
+        Confidence::Possible,
+    ),
 ];
 
 #[test]

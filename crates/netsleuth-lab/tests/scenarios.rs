@@ -108,6 +108,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
     ),
     // The lab's kernel (≥ 5.9) has the IPVS fix: its node facts keep the emulated drop at likely.
     ("ipvs-conn-reuse", "ipvs-conn-reuse", Confidence::Likely),
+    (
+        "vxlan-checksum-offload",
+        "vxlan-checksum-offload",
+        Confidence::Likely,
+    ),
 ];
 
 /// Why the lab cannot run here, if it cannot.
@@ -290,6 +295,7 @@ scenario_tests! {
     timewait_paws_reject => "timewait-paws-reject",
     ephemeral_port_exhaustion => "ephemeral-port-exhaustion",
     ipvs_conn_reuse => "ipvs-conn-reuse",
+    vxlan_checksum_offload => "vxlan-checksum-offload",
 }
 
 #[test]

@@ -112,6 +112,22 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
             }
         }
     }
+    for dev in node.offloads.iter().flatten() {
+        let kind = node
+            .links
+            .iter()
+            .flatten()
+            .find(|l| l.name == dev.device)
+            .and_then(|l| l.kind.as_deref())
+            .unwrap_or("overlay");
+        if let Some(on) = dev.is_on("tx-checksum-ip-generic") {
+            ctx.overlay_tx_checksum_offload.push(format!(
+                "{} ({kind}): tx-checksum-ip-generic {}",
+                dev.device,
+                if on { "on" } else { "off" }
+            ));
+        }
+    }
     ctx.masquerade_without_random_fully = node
         .source_nat_rules()
         .iter()

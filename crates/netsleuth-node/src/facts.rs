@@ -140,6 +140,9 @@ pub struct NetnsFacts {
     pub nft: Option<NftRuleset>,
     pub ipvs: Option<Vec<VirtualService>>,
     pub links: Option<Vec<Link>>,
+    /// Offload features of the overlay devices (`ethtool -k`); `None` when not collected (no overlay
+    /// device, or no ethtool).
+    pub offloads: Option<Vec<crate::parse::ethtool::DeviceFeatures>>,
     pub routes: Option<Vec<Route>>,
     pub rules: Option<Vec<String>>,
     pub sockets: Option<Vec<Socket>>,
@@ -361,6 +364,8 @@ pub mod paths {
     pub const NFT: &str = "nft.json";
     pub const IPVS: &str = "ipvsadm.txt";
     pub const ADDR: &str = "ip-addr.json";
+    /// `ethtool -k` of the namespace's overlay devices (vxlan, geneve), concatenated.
+    pub const ETHTOOL_FEATURES: &str = "ethtool-k.txt";
     pub const ROUTE: &str = "ip-route.json";
     pub const RULE: &str = "ip-rule.json";
     pub const SS: &str = "ss.txt";
@@ -408,6 +413,7 @@ pub mod paths {
         NFT,
         IPVS,
         ADDR,
+        ETHTOOL_FEATURES,
         ROUTE,
         RULE,
         SS,
@@ -657,6 +663,10 @@ impl NodeFacts {
                 nft: r.parse(&p(paths::NFT), parse_nft_json),
                 ipvs,
                 links: r.parse(&p(paths::ADDR), parse_addr_json),
+                offloads: r.parse(
+                    &p(paths::ETHTOOL_FEATURES),
+                    crate::parse::ethtool::parse_ethtool_features,
+                ),
                 routes: r.parse(&p(paths::ROUTE), parse_route_json),
                 rules: r.parse(&p(paths::RULE), parse_rule_json),
                 sockets: r.parse(&p(paths::SS), parse_ss).or_else(|| {

@@ -136,3 +136,32 @@ fn pod_interfaces_larger_than_the_overlay_are_a_latent_risk() {
         );
     }
 }
+
+/// The lab's receiving node: `ethtool -k` of its VXLAN device is in the bundle (tx checksum offload on,
+/// as flannel leaves it), and its kernel has ea64d8d6c675: no risk. The same node on a kernel without
+/// the fix is a latent risk, not an incident (no packet with a wrong checksum is in a node's state).
+#[test]
+fn vxlan_tx_checksum_offload_is_a_risk_only_on_a_kernel_without_the_fix() {
+    let path = lab_bundle("vxlan-checksum-offload");
+    let mut facts = read_bundle(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let node = facts.node_netns().expect("node namespace");
+    let flannel = node
+        .offloads
+        .iter()
+        .flatten()
+        .find(|d| d.device == "flannel.1")
+        .expect("ethtool -k of flannel.1 in the bundle");
+    assert_eq!(flannel.is_on("tx-checksum-ip-generic"), Some(true));
+    let r = check(&facts, &CheckOptions::default());
+    assert!(
+        of(&r, "vxlan-checksum-offload").is_empty(),
+        "{}",
+        common::show(&r)
+    );
+    facts.kernel = Some("5.4.0-26-generic".into());
+    let r = check(&facts, &CheckOptions::default());
+    let f = of(&r, "vxlan-checksum-offload");
+    assert_eq!(f.len(), 1, "{}", common::show(&r));
+    assert_eq!(f[0].0, FindingKind::LatentRisk);
+    assert!(f[0].2.contains("flannel.1"), "{}", f[0].2);
+}

@@ -31,6 +31,7 @@ pub mod snat_port_clash;
 pub mod stale_udp_conntrack;
 pub mod timewait_paws_reject;
 pub mod tw_recycle_paws;
+pub mod vxlan_checksum_offload;
 
 use crate::finding::{format_ts, DnsFields, Evidence, Finding, FrameRef, Incident, TcpFields};
 use crate::flow::dns::FinishedQuery;
@@ -38,6 +39,7 @@ use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
 use crate::node::NodeContext;
 use crate::wire::tcp_flags::ACK;
+use crate::wire::{PacketDirection, Tunnel};
 
 /// Every incident of the catalogue, in catalogue order (`incidents.md`).
 pub static CATALOGUE: &[&Incident] = &[
@@ -64,6 +66,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &timewait_paws_reject::INCIDENT,
     &ephemeral_port_exhaustion::INCIDENT,
     &ipvs_conn_reuse::INCIDENT,
+    &vxlan_checksum_offload::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -104,6 +107,17 @@ pub trait CaptureDetector: Send {
     fn wants_tcp_control(&self) -> bool {
         false
     }
+
+    /// A packet that came out of a VXLAN or Geneve tunnel (`pkt` is the inner packet; `tunnel.udp`
+    /// holds the outer UDP header with its checksum verified) and the capture's direction for it: the
+    /// per-packet look for outer checksums, reached by tunnel packets only. Default: nothing.
+    fn tunnel_udp(&mut self, _pkt: &PktRef, _tunnel: &Tunnel, _direction: Option<PacketDirection>) {
+    }
+
+    /// Whether this detector implements [`CaptureDetector::tunnel_udp`]: only those are called.
+    fn wants_tunnel_udp(&self) -> bool {
+        false
+    }
 }
 
 /// A registry entry: an incident and how to make its capture detector.
@@ -132,6 +146,12 @@ pub static DETECTORS: &[DetectorEntry] = &[
     // Before the per-server SYN-drop detectors: new connections to several destinations refused
     // together, one of them answering an existing connection meanwhile, is the more specific picture;
     // it claims only those SYNs, so a single backwards TSval among them is not read as PAWS.
+    // Before the SYN-drop detectors: a handshake whose packets crossed a tunnel with a wrong outer
+    // checksum was lost to the receiver's checksum check, whatever else it looks like.
+    DetectorEntry {
+        incident: &vxlan_checksum_offload::INCIDENT,
+        new: || Box::<vxlan_checksum_offload::Detector>::default(),
+    },
     DetectorEntry {
         incident: &conntrack_table_full::INCIDENT,
         new: || Box::<conntrack_table_full::Detector>::default(),
@@ -391,6 +411,8 @@ pub struct Detectors {
     running: Vec<Box<dyn CaptureDetector>>,
     /// Indices into `running` of the detectors that look at SYNs and RSTs.
     control: Vec<usize>,
+    /// Indices into `running` of the detectors that look at tunnel packets' outer UDP headers.
+    tunnel: Vec<usize>,
 }
 
 impl Default for Detectors {
@@ -414,7 +436,14 @@ impl Detectors {
         let control = (0..running.len())
             .filter(|&i| running[i].wants_tcp_control())
             .collect();
-        Detectors { running, control }
+        let tunnel = (0..running.len())
+            .filter(|&i| running[i].wants_tunnel_udp())
+            .collect();
+        Detectors {
+            running,
+            control,
+            tunnel,
+        }
     }
 
     pub fn connection(&mut self, c: &Conn) {
@@ -427,6 +456,13 @@ impl Detectors {
     pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
         for &i in &self.control {
             self.running[i].tcp_control(p, ttl);
+        }
+    }
+
+    /// A packet out of a VXLAN or Geneve tunnel, for the detectors that verify outer checksums.
+    pub fn tunnel_udp(&mut self, p: &PktRef, tunnel: &Tunnel, direction: Option<PacketDirection>) {
+        for &i in &self.tunnel {
+            self.running[i].tunnel_udp(p, tunnel, direction);
         }
     }
 

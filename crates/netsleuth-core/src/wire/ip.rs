@@ -9,7 +9,9 @@ use super::field::{self, get, Short};
 use super::link;
 use super::proto::{EtherType, Icmpv4Message, Icmpv6Message, IpProtocol};
 use super::transport;
-use super::{DecodeError, IpHeader, Layer, LinkMeta, Net, Packet, Transport, Tunnel};
+use super::{
+    DecodeError, IpHeader, Layer, LinkMeta, Net, OuterUdp, Packet, Transport, Tunnel, UdpChecksum,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IPv4 (RFC 791).
@@ -478,13 +480,24 @@ fn open_tunnel<'a>(
     t: &transport::Decoded<'a>,
     link: LinkMeta,
 ) -> Option<Packet<'a>> {
+    let (b, at) = (n.ip_bytes, t.payload_at);
+    let udp_at = at - transport::udp::HEADER_LEN;
+    let udp = match t.transport {
+        Transport::Udp(u) => Some(OuterUdp {
+            src_port: u.src_port,
+            dst_port: u.dst_port,
+            checksum: transport::udp_checksum(b, udp_at, n.ip.src, n.ip.dst, u.payload_len),
+        }),
+        _ => None,
+    };
     let outer = Outer {
         src: n.ip.src,
         dst: n.ip.dst,
         link,
         truncated: n.truncated || t.truncated,
+        udp,
+        udp_at,
     };
-    let (b, at) = (n.ip_bytes, t.payload_at);
     match t.transport {
         Transport::Udp(udp) if vxlan::PORTS.contains(&udp.dst_port) => vxlan(b, at, &outer),
         Transport::Udp(udp) if udp.dst_port == geneve::PORT => geneve(b, at, &outer),
@@ -504,6 +517,9 @@ struct Outer {
     dst: IpAddr,
     link: LinkMeta,
     truncated: bool,
+    udp: Option<OuterUdp>,
+    /// Where the outer UDP header starts (when `udp` is set).
+    udp_at: usize,
 }
 
 /// What a tunnel carries.
@@ -540,13 +556,69 @@ fn inner_packet<'a>(
         Inner::Ip(net) => (net, at),
     };
     let mut packet = decode(ip_bytes, inner_at, net, outer.link, false).ok()?;
+    let mut udp = outer.udp;
+    if let Some(u) = &mut udp {
+        if matches!(u.checksum, UdpChecksum::Invalid { .. })
+            && local_checksum_offload(ip_bytes, outer, inner_at, net, &packet)
+        {
+            u.checksum = UdpChecksum::OffloadPending;
+        }
+    }
     packet.tunnel = Some(Tunnel {
         vni,
         outer_src: outer.src,
         outer_dst: outer.dst,
+        udp,
     });
     packet.truncated |= outer.truncated;
     Some(packet)
+}
+
+/// Whether a wrong outer UDP checksum is local checksum offload at work: the inner TCP/UDP checksum
+/// holds only its pseudo-header sum (the NIC fills it in) and the outer checksum was computed for the
+/// packet as it will be then. Only for packets whose outer checksum is wrong.
+#[cold]
+fn local_checksum_offload(
+    ip_bytes: &[u8],
+    outer: &Outer,
+    inner_ip_at: usize,
+    net: Net,
+    inner: &Packet<'_>,
+) -> bool {
+    if inner.ip.fragment.is_some() {
+        return false;
+    }
+    let (l4_at, header_len) = match net {
+        Net::V4 => {
+            let Some(b) = ip_bytes.get(inner_ip_at) else {
+                return false;
+            };
+            let ihl = ((b & 0x0F) as usize) * 4;
+            (inner_ip_at + ihl, ihl)
+        }
+        // Extension headers would move the transport; a tunnel's inner IPv6 packet rarely has them.
+        Net::V6 => {
+            if ip_bytes.get(inner_ip_at + ipv6::field::NXT_HDR).copied()
+                != Some(u8::from(inner.ip.proto))
+            {
+                return false;
+            }
+            (inner_ip_at + ipv6::HEADER_LEN, 0)
+        }
+    };
+    let l4_len = match net {
+        Net::V4 => (inner.ip.total_len as usize).saturating_sub(header_len),
+        Net::V6 => (inner.ip.total_len as usize).saturating_sub(ipv6::HEADER_LEN),
+    };
+    transport::right_once_inner_completed(
+        ip_bytes,
+        outer.udp_at,
+        (outer.src, outer.dst),
+        l4_at,
+        l4_len,
+        (inner.ip.src, inner.ip.dst),
+        inner.ip.proto,
+    )
 }
 
 /// A 24-bit VNI (VXLAN, Geneve).
@@ -975,6 +1047,85 @@ mod tests {
         let p = decode(LINKTYPE_ETHERNET, &f).unwrap();
         assert!(p.tunnel.is_none());
         assert!(matches!(p.transport, Transport::Udp(u) if u.dst_port == 4789));
+    }
+
+    #[test]
+    fn the_outer_udp_checksum_of_a_tunnel_is_verified() {
+        use crate::wire::UdpChecksum;
+        let inner = tcp([10, 244, 1, 5], 34567, [10, 244, 2, 9], 8080)
+            .flags(ACK)
+            .payload(&[7; 101]);
+        let checksum = |mode: UdpChecksumMode, v6: bool| {
+            let outer = if v6 {
+                let b = inner.vxlan(1, [0u8; 4], [0u8; 4], 4789);
+                // The same VXLAN payload between two IPv6 hosts.
+                udp_v6("fd00::1", 45000, "fd00::2", 4789).payload(&b.transport_bytes()[8..])
+            } else {
+                inner.vxlan(1, [192, 168, 0, 1], [192, 168, 0, 2], 8472)
+            };
+            let f = outer.udp_checksum(mode).ethernet();
+            decode(LINKTYPE_ETHERNET, &f)
+                .unwrap()
+                .tunnel
+                .unwrap()
+                .udp
+                .unwrap()
+                .checksum
+        };
+        for v6 in [false, true] {
+            assert_eq!(checksum(UdpChecksumMode::Computed, v6), UdpChecksum::Valid);
+            assert_eq!(checksum(UdpChecksumMode::Zero, v6), UdpChecksum::Absent);
+            assert_eq!(
+                checksum(UdpChecksumMode::PseudoHeaderOnly, v6),
+                UdpChecksum::OffloadPending
+            );
+            let UdpChecksum::Invalid { found, expected } =
+                checksum(UdpChecksumMode::Value(0xBAD1), v6)
+            else {
+                panic!("a wrong checksum is invalid")
+            };
+            assert_eq!(found, 0xBAD1);
+            // The value it should have carried verifies.
+            assert_eq!(
+                checksum(UdpChecksumMode::Value(expected), v6),
+                UdpChecksum::Valid
+            );
+        }
+        // Cut by the snap length inside the inner payload: the inner headers decode, the sum cannot.
+        let f = inner
+            .vxlan(1, [192, 168, 0, 1], [192, 168, 0, 2], 4789)
+            .ethernet();
+        let p = decode(LINKTYPE_ETHERNET, &f[..f.len() - 40]).unwrap();
+        assert!(p.truncated);
+        assert_eq!(
+            p.tunnel.unwrap().udp.unwrap().checksum,
+            UdpChecksum::Unverifiable
+        );
+        // Geneve's outer checksum is verified the same way.
+        for (mode, want_valid) in [
+            (UdpChecksumMode::Computed, true),
+            (UdpChecksumMode::Value(0xBAD1), false),
+        ] {
+            let f = inner
+                .geneve(9, [192, 168, 0, 1], [192, 168, 0, 2], 4)
+                .udp_checksum(mode)
+                .ethernet();
+            let c = decode(LINKTYPE_ETHERNET, &f)
+                .unwrap()
+                .tunnel
+                .unwrap()
+                .udp
+                .unwrap()
+                .checksum;
+            assert_eq!(c == UdpChecksum::Valid, want_valid, "{c:?}");
+            assert!(want_valid || matches!(c, UdpChecksum::Invalid { found: 0xBAD1, .. }));
+        }
+        // GRE has no UDP header.
+        let g = inner.gre([1, 1, 1, 1], [2, 2, 2, 2], None).ethernet();
+        assert_eq!(
+            decode(LINKTYPE_ETHERNET, &g).unwrap().tunnel.unwrap().udp,
+            None
+        );
     }
 
     #[test]

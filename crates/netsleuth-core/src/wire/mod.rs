@@ -70,6 +70,38 @@ pub struct Tunnel {
     pub vni: u32,
     pub outer_src: IpAddr,
     pub outer_dst: IpAddr,
+    /// The outer UDP header of VXLAN and Geneve (none for GRE and IP-in-IP).
+    pub udp: Option<OuterUdp>,
+}
+
+/// The UDP header a VXLAN or Geneve packet travelled in, with its checksum verified at decapsulation
+/// (the only UDP checksums the decoder computes: a receiver drops tunnel packets whose outer checksum
+/// is wrong before it decapsulates them, so a capture can show what the receiver never saw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterUdp {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub checksum: UdpChecksum,
+}
+
+/// What the outer UDP checksum field of a tunnel packet says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpChecksum {
+    /// 0: the sender computed none (allowed over IPv4, RFC 768, and for tunnels over IPv6, RFC 6935;
+    /// Linux VXLAN devices send 0 unless `udpcsum` is set).
+    Absent,
+    /// The datagram sums to the checksum it carries.
+    Valid,
+    /// Not computed yet: the field holds the pseudo-header sum only, or a sum that is right once the
+    /// inner packet's own checksum — itself holding only its pseudo-header sum — is filled in (local
+    /// checksum offload). The sender left the rest to its NIC (tx checksum offload,
+    /// `CHECKSUM_PARTIAL`) and the capture saw the packet before the NIC: normal on the sending host,
+    /// and on a veth pair, where the packet never reaches a NIC. Not what a NIC puts on a wire.
+    OffloadPending,
+    /// A non-zero checksum that does not match the datagram: a receiver verifying it drops the packet.
+    Invalid { found: u16, expected: u16 },
+    /// The capture holds less of the datagram than its length says (snap length): not verifiable.
+    Unverifiable,
 }
 
 /// The network layer of the innermost packet.

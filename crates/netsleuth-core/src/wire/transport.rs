@@ -2,7 +2,8 @@
 
 use super::field::{self, get, Short};
 use super::proto::IpProtocol;
-use super::{DecodeError, Layer, TcpOptions, TcpSegment, Transport, UdpDatagram};
+use super::{DecodeError, Layer, TcpOptions, TcpSegment, Transport, UdpChecksum, UdpDatagram};
+use std::net::IpAddr;
 use tcp::option::{
     END, MSS, MSS_LEN, NOP, SACK_PERMITTED, SACK_PERMITTED_LEN, TIMESTAMPS, TIMESTAMPS_LEN, WSCALE,
     WSCALE_LEN,
@@ -354,6 +355,164 @@ fn udp(
         truncated,
         payload_at: start,
     })
+}
+
+/// The one's-complement sum of `bytes` as big-endian 16-bit words (an odd last byte padded with 0),
+/// added to `sum`; fold it with [`fold`].
+fn sum_words(mut sum: u64, bytes: &[u8]) -> u64 {
+    // Eight bytes at a time: four 16-bit words summed in one add (the carries land above bit 63 only
+    // after 2^32 additions, far beyond any datagram).
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        sum += (w >> 48) + ((w >> 32) & 0xFFFF) + ((w >> 16) & 0xFFFF) + (w & 0xFFFF);
+    }
+    let mut pairs = chunks.remainder().chunks_exact(2);
+    for p in &mut pairs {
+        sum += u16::from_be_bytes([p[0], p[1]]) as u64;
+    }
+    if let [last] = pairs.remainder() {
+        sum += (*last as u64) << 8;
+    }
+    sum
+}
+
+/// A one's-complement sum folded to 16 bits (not complemented).
+fn fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The pseudo-header sum (not folded) of a `len`-byte transport segment between `src` and `dst`.
+fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: IpProtocol, len: usize) -> Option<u64> {
+    let mut sum = u8::from(proto) as u64 + (len as u64 >> 16) + (len as u64 & 0xFFFF);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            sum = sum_words(sum, &s.octets());
+            sum = sum_words(sum, &d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            sum = sum_words(sum, &s.octets());
+            sum = sum_words(sum, &d.octets());
+        }
+        _ => return None,
+    }
+    Some(sum)
+}
+
+/// Whether the UDP datagram at `udp_at` (between `outer`) sums right once the inner TCP/UDP segment at
+/// `l4_at` (`l4_len` bytes between `inner`), whose checksum field holds only its pseudo-header sum, has
+/// its checksum filled in: local checksum offload (the outer checksum computed for the packet as the
+/// NIC will send it).
+pub(super) fn right_once_inner_completed(
+    ip_bytes: &[u8],
+    udp_at: usize,
+    outer: (IpAddr, IpAddr),
+    l4_at: usize,
+    l4_len: usize,
+    inner: (IpAddr, IpAddr),
+    proto: IpProtocol,
+) -> bool {
+    let field_at = match proto {
+        IpProtocol::Tcp => tcp::field::CHECKSUM.start,
+        IpProtocol::Udp => udp::field::CHECKSUM.start,
+        _ => return false,
+    };
+    let (Ok(h), Some(segment)) = (
+        field::bytes::<{ udp::HEADER_LEN }>(ip_bytes, udp_at),
+        l4_at
+            .checked_add(l4_len)
+            .and_then(|end| ip_bytes.get(l4_at..end)),
+    ) else {
+        return false;
+    };
+    let udp_len = u16::from_be_bytes(get(h, udp::field::LENGTH)) as usize;
+    let Some(datagram) = udp_at
+        .checked_add(udp_len)
+        .and_then(|end| ip_bytes.get(udp_at..end))
+    else {
+        return false;
+    };
+    let (Some(inner_pseudo), Some(outer_pseudo)) = (
+        pseudo_sum(inner.0, inner.1, proto, l4_len),
+        pseudo_sum(outer.0, outer.1, IpProtocol::Udp, udp_len),
+    ) else {
+        return false;
+    };
+    let Some(&[a, b]) = segment.get(field_at..field_at + 2) else {
+        return false;
+    };
+    let partial = u16::from_be_bytes([a, b]);
+    if partial != fold(inner_pseudo) {
+        return false;
+    }
+    // The inner checksum as the NIC will write it, then the outer sum with it in place of the partial.
+    let complete = !fold(sum_words(inner_pseudo, segment) + (!partial) as u64);
+    let complete = if complete == 0 && proto == IpProtocol::Udp {
+        0xFFFF
+    } else {
+        complete
+    };
+    let outer_total = sum_words(outer_pseudo, datagram) + complete as u64 + (!partial) as u64;
+    fold(outer_total) == 0xFFFF
+}
+
+/// Verifies the UDP checksum of the datagram whose header starts at `at` in `ip_bytes`, between `src`
+/// and `dst` (`payload_len` as decoded). Costs one pass over the datagram: called for tunnel packets
+/// only.
+pub(super) fn udp_checksum(
+    ip_bytes: &[u8],
+    at: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    payload_len: u32,
+) -> UdpChecksum {
+    let Ok(h) = field::bytes::<{ udp::HEADER_LEN }>(ip_bytes, at) else {
+        return UdpChecksum::Unverifiable;
+    };
+    let found = u16::from_be_bytes(get(h, udp::field::CHECKSUM));
+    if found == 0 {
+        return UdpChecksum::Absent;
+    }
+    let len = payload_len as usize + udp::HEADER_LEN;
+    // A length field that disagrees with the datagram (0 for a GSO super-datagram seen before
+    // segmentation, or a length beyond the IP packet) leaves no one sum to check.
+    if u16::from_be_bytes(get(h, udp::field::LENGTH)) as usize != len {
+        return UdpChecksum::Unverifiable;
+    }
+    let Some(datagram) = at.checked_add(len).and_then(|end| ip_bytes.get(at..end)) else {
+        return UdpChecksum::Unverifiable;
+    };
+    let mut pseudo: u64 = u8::from(IpProtocol::Udp) as u64;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo = sum_words(pseudo, &s.octets());
+            pseudo = sum_words(pseudo, &d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo = sum_words(pseudo, &s.octets());
+            pseudo = sum_words(pseudo, &d.octets());
+        }
+        _ => return UdpChecksum::Unverifiable,
+    }
+    pseudo += (len as u64 >> 16) + (len as u64 & 0xFFFF);
+    // Linux leaves `~csum_tcpudp_magic(...)`, the folded pseudo-header sum, for the NIC to complete.
+    if found == fold(pseudo) {
+        return UdpChecksum::OffloadPending;
+    }
+    let total = fold(sum_words(pseudo, datagram));
+    if total == 0xFFFF {
+        return UdpChecksum::Valid;
+    }
+    // The sum without the field, complemented, is what the field should hold (0 is sent as 0xFFFF).
+    let without = fold(sum_words(pseudo, datagram) + (!found) as u64);
+    let expected = match !without {
+        0 => 0xFFFF,
+        c => c,
+    };
+    UdpChecksum::Invalid { found, expected }
 }
 
 #[cfg(test)]

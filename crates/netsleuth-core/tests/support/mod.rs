@@ -88,6 +88,20 @@ pub struct PacketBuilder {
     total_len_override: Option<u16>,
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
+    udp_checksum: UdpChecksumMode,
+}
+
+/// What a built UDP datagram carries in its checksum field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpChecksumMode {
+    /// The right checksum (the default).
+    Computed,
+    /// 0: no checksum (allowed over IPv4).
+    Zero,
+    /// The pseudo-header sum only, as Linux leaves it for the NIC to complete (tx checksum offload).
+    PseudoHeaderOnly,
+    /// This value, whatever the right one is.
+    Value(u16),
 }
 
 fn base(src: IpAddr, dst: IpAddr, l4: L4) -> PacketBuilder {
@@ -108,6 +122,7 @@ fn base(src: IpAddr, dst: IpAddr, l4: L4) -> PacketBuilder {
         total_len_override: None,
         src_mac: [0x02, 0, 0, 0, 0, 1],
         dst_mac: [0x02, 0, 0, 0, 0, 2],
+        udp_checksum: UdpChecksumMode::Computed,
     }
 }
 
@@ -268,6 +283,11 @@ impl PacketBuilder {
         }
         self
     }
+    /// What the UDP checksum field carries (default: the right checksum).
+    pub fn udp_checksum(mut self, mode: UdpChecksumMode) -> Self {
+        self.udp_checksum = mode;
+        self
+    }
     pub fn payload(mut self, payload: &[u8]) -> Self {
         self.payload = payload.to_vec();
         self
@@ -409,6 +429,14 @@ impl PacketBuilder {
         let mut c = csum_fold(sum);
         if c == 0 && matches!(self.l4, L4::Udp { .. }) {
             c = 0xFFFF;
+        }
+        if matches!(self.l4, L4::Udp { .. }) {
+            c = match self.udp_checksum {
+                UdpChecksumMode::Computed => c,
+                UdpChecksumMode::Zero => 0,
+                UdpChecksumMode::PseudoHeaderOnly => !csum_fold(self.pseudo_header_sum(l4.len())),
+                UdpChecksumMode::Value(v) => v,
+            };
         }
         l4[checksum_at..checksum_at + 2].copy_from_slice(&c.to_be_bytes());
         l4

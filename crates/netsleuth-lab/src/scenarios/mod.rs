@@ -34,6 +34,7 @@ mod snat_port_clash;
 mod stale_udp_conntrack;
 mod timewait_paws_reject;
 mod tw_recycle_paws;
+mod vxlan_checksum_offload;
 
 pub static INFOS: &[ScenarioInfo] = &[
     ScenarioInfo {
@@ -282,6 +283,17 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "normal traffic with benign resets, a retransmission and NXDOMAIN: no incident",
         mitigation: "nothing to mitigate: the same traffic runs",
+    },
+    ScenarioInfo {
+        name: core::vxlan_checksum_offload::INCIDENT.id,
+        incident: Some(&core::vxlan_checksum_offload::INCIDENT),
+        run: vxlan_checksum_offload::run,
+        reproduction: Reproduction::Emulated {
+            why: "kernels before 5.7 (ea64d8d6c675; stable 5.6.13, 5.4.41, 4.19.123, 4.14.181) NATing a VXLAN device's own packets with tx checksum offload on turned the zero outer UDP checksum into a wrong one; this kernel keeps it zero.",
+            how: "the two nodes route pod traffic through a VXLAN device (flannel.1, UDP 8472); both VXLAN devices send no outer checksum (0, noudpcsum, as flannel's do); an nft rule in the remote node's postrouting writes 0xbad1 into the outer UDP checksum of its VXLAN datagrams (one direction only: remote → node): a wrong non-zero checksum where the device wrote 0, which is what the old kernel's NAT put on the wire. Each node knows the other's VTEP as a permanent neighbour, as flannel programs it (no ARP across the overlay). The remote node's flannel.1 has tx checksum offload off in both runs so the node's kernel verifies the outer checksum (a veth hands a packet whose checksum is left to offload over as verified). Everything after the wire — the node's UDP checksum drop (InCsumErrors, UDP_CSUM), the lost SYN-ACKs, the retransmissions — is the running kernel's. The node view (node.pcap, veth.pcap = its eth0 underlay, the bundle) is the receiving node's.",
+        },
+        summary: "a pod's connects to a pod on the other node stall: the other node's VXLAN packets carry a wrong outer UDP checksum and this node drops them before decapsulation",
+        mitigation: "no rewrite (outer checksum 0): what a fixed kernel, or tx-checksum-ip-generic off on the VXLAN device of the old one, puts on the wire",
     },
 ];
 

@@ -828,6 +828,7 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
         &["ip", "-j", "-d", "addr", "show"],
         t,
     );
+    collect_overlay_offloads(pre, t, &mut s);
     match (
         run_text(&["ip", "-4", "-j", "route", "show", "table", "all"], t),
         run_text(&["ip", "-6", "-j", "route", "show", "table", "all"], t),
@@ -868,6 +869,50 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
         );
     }
     s
+}
+
+/// `ethtool -k` of each overlay device (vxlan, geneve) the namespace's `ip -d addr` lists: whether the
+/// device offloads its tx checksum (the VXLAN checksum bug needs it). Read-only (`-k` only shows);
+/// a node without ethtool records the artifact absent, and nothing is recorded without an overlay.
+fn collect_overlay_offloads(pre: &str, t: Duration, s: &mut Sink) {
+    collect_overlay_offloads_with("ethtool", pre, t, s)
+}
+
+/// [`collect_overlay_offloads`] with the tool named (a test names one that is not installed).
+fn collect_overlay_offloads_with(ethtool: &str, pre: &str, t: Duration, s: &mut Sink) {
+    let path = format!("{pre}/{}", paths::ETHTOOL_FEATURES);
+    let Some(addr) = s.artifacts.get(&format!("{pre}/{}", paths::ADDR)) else {
+        return;
+    };
+    let links = crate::parse::ip::parse_addr_json(&String::from_utf8_lossy(addr)).value;
+    let overlays: Vec<&str> = links
+        .iter()
+        .filter(|l| matches!(l.kind.as_deref(), Some("vxlan" | "geneve")))
+        .map(|l| l.name.as_str())
+        .collect();
+    if overlays.is_empty() {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut text = String::new();
+    let mut failures = Vec::new();
+    for dev in &overlays {
+        match run_text(&[ethtool, "-k", dev], t) {
+            Ok(out) => text.push_str(&out),
+            Err(RunError::NotFound(_)) => {
+                s.absent(path, "ethtool -k (not installed)");
+                return;
+            }
+            Err(e) => failures.push(format!("{dev}: {e}")),
+        }
+    }
+    let source = format!("ethtool -k {}", overlays.join(", "));
+    if text.is_empty() {
+        s.failed(path, &source, failures.join("; "));
+    } else {
+        s.ok(path, &source, text.into_bytes());
+    }
+    s.took(t0);
 }
 
 /// iptables-nft keeps its rules in nf_tables tables named like the iptables tables; read as iptables
@@ -1161,6 +1206,31 @@ pub fn attach_probes(facts: &mut NodeFacts, results: Vec<ProbeResult>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn without_ethtool_the_overlay_offloads_are_absent_not_failed() {
+        let mut s = Sink::default();
+        let addr = r#"[{"ifindex":5,"ifname":"flannel.1","flags":["UP"],"mtu":1450,"operstate":"UNKNOWN","linkinfo":{"info_kind":"vxlan"},"addr_info":[]}]"#;
+        s.ok(
+            "netns/node/ip-addr.json".into(),
+            "ip",
+            addr.as_bytes().to_vec(),
+        );
+        collect_overlay_offloads_with(
+            "netsleuth-test-no-such-ethtool",
+            "netns/node",
+            Duration::from_secs(1),
+            &mut s,
+        );
+        let e = s.entries.last().expect("an entry for ethtool-k.txt");
+        assert_eq!(e.path, "netns/node/ethtool-k.txt");
+        assert_eq!(e.status, ArtifactStatus::Absent);
+        // No overlay device: nothing is recorded at all.
+        let mut s = Sink::default();
+        s.ok("netns/node/ip-addr.json".into(), "ip", b"[]".to_vec());
+        collect_overlay_offloads_with("ethtool", "netns/node", Duration::from_secs(1), &mut s);
+        assert_eq!(s.entries.len(), 1);
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

@@ -33,6 +33,7 @@ mod snat_port_clash;
 mod stale_udp_conntrack;
 mod timewait_paws_reject;
 mod tw_recycle_paws;
+mod vxlan_checksum_offload;
 
 use crate::facts::{NetnsFacts, NodeFacts, RootFacts};
 use netsleuth_core::detect as core;
@@ -197,6 +198,10 @@ pub static DETECTORS: &[NodeDetector] = &[
     NodeDetector {
         incident: &core::ipvs_conn_reuse::INCIDENT,
         scope: Scope::Netns(ipvs_conn_reuse::check),
+    },
+    NodeDetector {
+        incident: &core::vxlan_checksum_offload::INCIDENT,
+        scope: Scope::Netns(vxlan_checksum_offload::check),
     },
 ];
 

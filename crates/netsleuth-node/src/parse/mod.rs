@@ -4,6 +4,7 @@
 //! line number, and the rest of the input is still read. No parser opens a file or runs a command.
 
 pub mod conntrack;
+pub mod ethtool;
 pub mod ip;
 pub mod iptables;
 pub mod ipvs;
