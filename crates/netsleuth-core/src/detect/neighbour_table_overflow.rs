@@ -285,7 +285,7 @@ impl Detector {
                 FindingKind::Incident,
                 confidence,
                 format!(
-                    "{asker} sent {} {family} request(s) for {distinct} distinct neighbours within {} ({unanswered} never answered, {reasked} asked again after an answer), while {} connection(s) failed (SYNs never answered): the churn of a full neighbour table",
+                    "{asker} sent {} {family} request(s) for {distinct} distinct neighbours within {} ({unanswered} never answered, {reasked} asked again after an answer), while {} connection(s) failed (SYNs never answered): what a full neighbour table's churn looks like",
                     storm.requests,
                     super::secs(span.max(1)),
                     failing.len()

@@ -433,6 +433,7 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     sink.file(paths::KERNEL.into(), &sys("kernel/osrelease"));
     sink.file(paths::HOSTNAME.into(), &sys("kernel/hostname"));
     sink.file(paths::MODULES.into(), &opts.proc_root.join("modules"));
+    kernel_log_overflow(&mut sink, &opts.proc_root);
     if matches!(opts.target, Target::Host) {
         collect_pods(&mut sink, "crictl");
     }
@@ -578,6 +579,15 @@ fn sample(opts: &CollectOptions, ns: &NsPlan, index: u32, t0: Instant) -> (Sink,
             format!("{pre}/{}", paths::CT_STAT),
             &proc_net.join("stat/nf_conntrack"),
         );
+        // The neighbour tables are the host's: only the initial namespace has these (absent elsewhere).
+        s.file(
+            format!("{pre}/{}", paths::ARP_CACHE),
+            &proc_net.join("stat/arp_cache"),
+        );
+        s.file(
+            format!("{pre}/{}", paths::NDISC_CACHE),
+            &proc_net.join("stat/ndisc_cache"),
+        );
         s.command(
             format!("{pre}/{}", paths::CT_S),
             &["conntrack", "-S"],
@@ -594,6 +604,70 @@ fn sample(opts: &CollectOptions, ns: &NsPlan, index: u32, t0: Instant) -> (Sink,
             (s, off)
         }
     }
+}
+
+/// Kernel log records read at most (the ring holds a few thousand; this bounds a hostile one).
+const KMSG_MAX_RECORDS: usize = 200_000;
+/// Overflow lines kept verbatim (the rest are counted).
+const KMSG_KEPT_LINES: usize = 8;
+
+/// The kernel log's "neighbour table overflow" lines, read from `/dev/kmsg` (beside `proc_root`)
+/// without blocking and without consuming anything. An unreadable log (no CAP_SYSLOG, dmesg_restrict,
+/// a container) is recorded absent with the reason: a blind spot of the neighbour-table check, not a
+/// failed collection.
+fn kernel_log_overflow(sink: &mut Sink, proc_root: &Path) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let kmsg = proc_root.parent().unwrap_or(Path::new("")).join("dev/kmsg");
+    let src = kmsg.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&kmsg);
+    let mut f = match file {
+        Ok(f) => f,
+        Err(e) => {
+            sink.entries.push(ArtifactEntry {
+                path: paths::KERNEL_LOG_NEIGH.into(),
+                status: ArtifactStatus::Absent,
+                source: src,
+                error: Some(format!("kernel log not readable: {e}")),
+                duration_ms: None,
+            });
+            return;
+        }
+    };
+    let mut count = 0u64;
+    let mut kept: Vec<String> = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..KMSG_MAX_RECORDS {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // One record per read: "prio,seq,usec,flags;message\n".
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                let msg = rec.split_once(';').map(|x| x.1).unwrap_or(&rec);
+                let msg = msg.lines().next().unwrap_or("").trim();
+                if crate::parse::neigh::is_overflow_line(msg) {
+                    count += 1;
+                    if kept.len() == KMSG_KEPT_LINES {
+                        kept.remove(0);
+                    }
+                    kept.push(msg.to_string());
+                }
+            }
+            // A record overwritten while reading: the next read goes on from the oldest left.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            // EAGAIN: the end of the log.
+            Err(_) => break,
+        }
+    }
+    let mut text = format!("count {count}\n");
+    for l in kept {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    sink.ok(paths::KERNEL_LOG_NEIGH.into(), &src, text.into_bytes());
 }
 
 /// Walks `/proc/sys/net` as this thread's namespace sees it, into `sysctl -a` form.
@@ -858,6 +932,7 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
             e.to_string(),
         ),
     }
+    s.file(format!("{pre}/{}", paths::PROC_ARP), &proc_net.join("arp"));
     s.command(format!("{pre}/{}", paths::SS), &["ss", "-tanoip"], t);
     // Without ss, the kernel's own socket tables (no backlog, no idle times, but queues and timers).
     if !s.artifacts.contains_key(&format!("{pre}/{}", paths::SS)) {

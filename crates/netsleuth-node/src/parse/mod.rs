@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod ip;
 pub mod iptables;
 pub mod ipvs;
+pub mod neigh;
 pub mod netlink;
 pub mod netstat;
 pub mod nft;
