@@ -346,6 +346,21 @@ fn an_arp_storm_while_syns_die_is_a_possible_neighbour_table_overflow() {
         f.summary
     );
     assert!(f.look_alikes.iter().any(|l| l.id == "scan"));
+    // The node and the routing node see each request once each: together, still one request each.
+    let both = run(&[dir.join("node.pcap"), dir.join("routing.pcap")]);
+    let requests = |f: &netsleuth_core::Finding| {
+        f.summary
+            .split(" sent ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        requests(of(&both, "neighbour-table-overflow")[0]),
+        requests(f),
+        "{}",
+        of(&both, "neighbour-table-overflow")[0].summary
+    );
     // The run's facts: 300-odd entries in the node namespace past the emulated gc_thresh3 = 256.
     let a = run_with(&[dir.join("node.pcap")], &facts(&dir));
     let f = of(&a, "neighbour-table-overflow");

@@ -89,6 +89,9 @@ const WINDOW_NS: i64 = 10_000_000_000;
 const STORM_TARGETS: usize = 100;
 /// Distinct targets remembered per host and window (beyond it they are counted, not told apart).
 const TARGETS_PER_WINDOW: usize = 4096;
+/// One request seen again within this, at another point, is the same request (a resolver sends
+/// again after a second: `retrans_time`).
+const COPY_NS: i64 = 5_000_000;
 /// Failed connections kept as evidence.
 const FAILED_KEPT: usize = 64;
 /// How far around a storm a failing connection still counts as "while".
@@ -122,6 +125,10 @@ fn target_key(ip: IpAddr) -> IpAddr {
 #[derive(Default, Clone)]
 struct Target {
     asks: u32,
+    /// Where and when the last request was seen, to tell one request seen at two points (two
+    /// captures, or a bridge and its port in one `-i any`) from a request sent again.
+    last_ts: i64,
+    last_at: (u16, Option<u32>),
     answered: bool,
     /// Asked for again after an answer: the entry was dropped soon after it was made.
     reasked: bool,
@@ -176,6 +183,14 @@ impl Detector {
                 let Some(a) = super::capped_entry(&mut self.askers, src, max) else {
                     return;
                 };
+                let at = (p.input, p.ifindex);
+                if let Some(t) = a.current.targets.get_mut(&key) {
+                    if p.ts_ns - t.last_ts < COPY_NS && t.last_at != at {
+                        return;
+                    }
+                    t.last_ts = p.ts_ns;
+                    t.last_at = at;
+                }
                 if a.current.requests > 0 && p.ts_ns > a.current.start_ns + WINDOW_NS {
                     let done = std::mem::take(&mut a.current);
                     keep_storm(&mut a.storm, done);
@@ -201,6 +216,8 @@ impl Detector {
                             key,
                             Target {
                                 asks: 1,
+                                last_ts: p.ts_ns,
+                                last_at: (p.input, p.ifindex),
                                 answered: false,
                                 reasked: was_answered,
                             },
