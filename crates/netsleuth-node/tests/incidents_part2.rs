@@ -158,19 +158,12 @@ fn neighbours(entries: u64, fulls: [u64; 2], log: Option<&str>) -> netsleuth_nod
     .unwrap_or_else(|_| "entries  allocs destroys hash_grows  lookups hits  res_failed  rcv_probes_mcast rcv_probes_ucast  periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n00000014  00000001 00000002 00000003  00000004 00000005  00000006  00000007 00000008  00000009 0000000a 0000000b 0000000c\n".into());
     for (i, f) in fulls.iter().enumerate() {
         let mut lines: Vec<String> = corpus.lines().map(str::to_string).collect();
-        for l in lines.iter_mut().skip(1) {
+        for (cpu, l) in lines.iter_mut().skip(1).enumerate() {
             let mut cols: Vec<String> = l.split_whitespace().map(str::to_string).collect();
             cols[0] = format!("{entries:08x}");
             let last = cols.len() - 1;
             // Per CPU: the first CPU carries the count, the others none (the sum is `f`).
-            cols[last] = format!(
-                "{:08x}",
-                if l == &corpus.lines().nth(1).unwrap() {
-                    *f
-                } else {
-                    0
-                }
-            );
+            cols[last] = format!("{:08x}", if cpu == 0 { *f } else { 0 });
             *l = cols.join(" ");
         }
         arts.insert(
