@@ -118,6 +118,7 @@ fn every_run_has_every_vantage_small() {
                 | "stale-udp-conntrack"
                 | "idle-timeout-reset"
                 | "ipvs-conn-reuse"
+                | "neighbour-table-overflow"
         ) {
             files.push(("routing.pcap", 276));
         } else {
