@@ -644,16 +644,18 @@ fn kernel_log_overflow(sink: &mut Sink, proc_root: &Path) {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                // One record per read: "prio,seq,usec,flags;message\n".
-                let rec = String::from_utf8_lossy(&buf[..n]);
-                let msg = rec.split_once(';').map(|x| x.1).unwrap_or(&rec);
-                let msg = msg.lines().next().unwrap_or("").trim();
-                if crate::parse::neigh::is_overflow_line(msg) {
-                    count += 1;
-                    if kept.len() == KMSG_KEPT_LINES {
-                        kept.remove(0);
+                // /dev/kmsg gives one record per read ("prio,seq,usec,flags;message", then
+                // " KEY=value" continuation lines); a plain file gives many lines at once.
+                let text = String::from_utf8_lossy(&buf[..n]);
+                for line in text.lines().filter(|l| !l.starts_with(' ')) {
+                    let msg = line.split_once(';').map(|x| x.1).unwrap_or(line).trim();
+                    if crate::parse::neigh::is_overflow_line(msg) {
+                        count += 1;
+                        if kept.len() == KMSG_KEPT_LINES {
+                            kept.remove(0);
+                        }
+                        kept.push(msg.to_string());
                     }
-                    kept.push(msg.to_string());
                 }
             }
             // A record overwritten while reading: the next read goes on from the oldest left.
@@ -1238,6 +1240,37 @@ pub fn attach_probes(facts: &mut NodeFacts, results: Vec<ProbeResult>) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The kernel log's overflow lines are counted and the last kept; a log that cannot be read is
+    /// recorded absent with the reason (a blind spot), never failed.
+    #[test]
+    fn kernel_log_overflow_lines_or_the_reason_they_are_unknown() {
+        let dir = std::env::temp_dir().join(format!("netsleuth-kmsg-{}", std::process::id()));
+        let proc_root = dir.join("proc");
+        std::fs::create_dir_all(dir.join("dev")).unwrap();
+        std::fs::create_dir_all(&proc_root).unwrap();
+        let mut sink = Sink::default();
+        kernel_log_overflow(&mut sink, &proc_root);
+        assert_eq!(sink.entries[0].status, ArtifactStatus::Absent);
+        assert!(sink.entries[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("kernel log not readable")));
+        assert!(!sink.artifacts.contains_key(paths::KERNEL_LOG_NEIGH));
+        std::fs::write(
+            dir.join("dev/kmsg"),
+            "6,100,5000,-;eth0: link up\n SUBSYSTEM=net\n4,101,6000,-;neighbour: arp_cache: neighbor table overflow!\n4,102,7000,-;neighbour: arp_cache: neighbor table overflow!\n",
+        )
+        .unwrap();
+        let mut sink = Sink::default();
+        kernel_log_overflow(&mut sink, &proc_root);
+        let text = String::from_utf8(sink.artifacts[paths::KERNEL_LOG_NEIGH].clone()).unwrap();
+        assert_eq!(
+            text,
+            "count 2\nneighbour: arp_cache: neighbor table overflow!\nneighbour: arp_cache: neighbor table overflow!\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The pods come from the runtime's own listing, read-only; a node without crictl records the
     /// artifact absent, not failed.
