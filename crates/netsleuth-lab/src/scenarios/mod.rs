@@ -280,7 +280,7 @@ pub static INFOS: &[ScenarioInfo] = &[
         run: neighbour_table_overflow::run,
         reproduction: Reproduction::Emulated {
             why: "gc_thresh1/2/3 and the neighbour table are host-wide (they exist only in the initial network namespace): the lab may not change them, nor fill the host's table to its real limit.",
-            how: "real: the node namespace sends to 300 absent addresses on a /16 link (300 incomplete/failed neighbour entries in its /proc/net/arp, and the ARP storm on the wire). Emulated: gc_thresh1/2/3 = 64/128/256 in the run's facts only, and the refusal of a new neighbour past gc_thresh3: an nft rule drops the SYNs the node would route to a pod it has no entry for (its counter is the emulated table_fulls); a pod it already knows stays reachable.",
+            how: "real: the node namespace sends to 300 absent addresses on a /16 link that resolves slowly (6 requests 6 s apart: 300 incomplete neighbour entries in its /proc/net/arp for ~36 s, and the ARP storm on the wire). Emulated: gc_thresh1/2/3 = 64/128/256 in the run's facts only, and the refusal of a new neighbour past gc_thresh3: an nft rule drops the SYNs the node would route to a pod it has no entry for (its counter is the emulated table_fulls); a pod it already knows stays reachable.",
         },
         summary: "a node with more neighbour entries than gc_thresh3 refuses a new one: connects from a remote pod to a pod the node has no entry for time out, while a pod it knows answers; the node sends a storm of ARP requests meanwhile",
         mitigation: "gc_thresh1/2/3 raised to 1024/4096/8192 (emulated, above the entries): no neighbour is refused",

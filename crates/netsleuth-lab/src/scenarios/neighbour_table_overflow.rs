@@ -5,7 +5,8 @@
 //! network namespace) and the lab never changes the host, nor pushes the host's table toward its own
 //! limits. What is real: the node namespace's neighbour entries (a sweep of absent addresses on a /16
 //! link, `swp0`, each an incomplete then failed entry, counted in its `/proc/net/arp`) and the ARP
-//! storm the sweep sends. What is emulated: `gc_thresh1/2/3` (scaled down, in the run's facts only),
+//! storm the sweep sends (`swp0` resolves slowly, 6 requests 6 s apart: its entries stay incomplete
+//! while the node's facts are read). What is emulated: `gc_thresh1/2/3` (scaled down, in the run's facts only),
 //! and the refusal of a new neighbour once the entries pass the emulated `gc_thresh3`: an nft rule in
 //! the node drops the SYNs routed toward the pod it has no entry for (where the kernel would fail to
 //! create the entry and drop the packet); its counter is the emulated `table_fulls`.
@@ -109,6 +110,12 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     ])?;
     node.ip(&["addr", "add", "10.250.0.1/16", "dev", "swp0"])?;
     node.ip(&["link", "set", "swp0", "up"])?;
+    // A slow link to resolve on (6 requests 6 s apart instead of 3 at 1 s; the lab namespace's own
+    // per-device settings): the sweep's entries stay incomplete ~36 s, so the node's facts, read
+    // ~20 s later when the recorders have stopped, still count them (failed entries go at the next
+    // periodic collection).
+    node.sysctl("net.ipv4.neigh.swp0.retrans_time_ms", "6000")?;
+    node.sysctl("net.ipv4.neigh.swp0.mcast_solicit", "6")?;
     remote.ip(&["link", "set", "swp0", "up"])?;
     let mut live = net.observe()?;
     live.note(format!(
@@ -159,10 +166,12 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let before = live.run("client", tries(KNOWN))?;
     // The sweep: one datagram to each absent address, each a new (incomplete, then failed) entry.
     let sweep = || -> Result<u32> {
-        let sock = std::net::UdpSocket::bind("10.250.0.1:0")
-            .map_err(|e| LabError::io("binding the sweep's socket", e))?;
         let mut sent = 0u32;
         for i in 0..SWEEP {
+            // A socket per address: a datagram waiting for its neighbour holds its socket's send
+            // buffer until the resolution fails, and one socket's buffer would block the sweep.
+            let sock = std::net::UdpSocket::bind("10.250.0.1:0")
+                .map_err(|e| LabError::io("binding the sweep's socket", e))?;
             let n = 2 + i;
             let to = Ipv4Addr::new(10, 250, (n >> 8) as u8, (n & 0xff) as u8);
             if sock.send_to(b"x", (to, 9)).is_ok() {
@@ -202,9 +211,6 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         0
     };
 
-    // Again, as a busy node's traffic keeps doing: the entries the node's facts count next are the
-    // fresh ones (failed entries go at the next periodic collection).
-    live.run("node", sweep)?;
     let mut out = Outcome::default();
     out.event(format!(
         "sent to {sent} absent addresses on swp0 (10.250.0.0/16): the node namespace now has {entries} neighbour entries ({} incomplete or failed, {} complete)",
