@@ -14,8 +14,9 @@ pub static INCIDENT: Incident = Incident {
     title: "the ARP/ND neighbour table is full: new neighbours are refused and connections fail at random",
     explanation: "The kernel keeps one neighbour table per family (ARP for IPv4, NDISC for IPv6) for the \
 whole host, every network namespace included. Below net.ipv4.neigh.default.gc_thresh1 (default 128) \
-nothing is collected; above gc_thresh2 (512) entries older than 5 s are collected by force when a new one \
-is needed; at gc_thresh3 (1024) a new entry is created only if forced collection frees one. On a big \
+nothing is collected; above gc_thresh2 (512) creating an entry forces a collection (at most every 5 s) of \
+unused entries not confirmed for 5 s; at gc_thresh3 (1024) a new entry is created only if that forced \
+collection frees one. On a big \
 cluster or a flat pod network a node can have more live neighbours than that: forced collection fails, \
 the kernel logs \"neighbour table overflow\" (\"arp_cache: neighbor table overflow!\"), counts table_fulls \
 in /proc/net/stat/arp_cache, and the send that needed the entry fails with ENOBUFS (a forwarded packet \
