@@ -151,6 +151,8 @@ pub struct NetnsFacts {
     pub conntrack: Option<ConntrackSummary>,
     /// This namespace's `/proc/net/arp` rows by state.
     pub arp: Option<crate::parse::neigh::ArpTable>,
+    /// This namespace's neighbours by family and state (`ip -j neigh show`).
+    pub neighbours: Option<crate::parse::neigh::NeighbourStates>,
     /// Where to enter this namespace on the live node (never stored in a bundle).
     pub live_path: Option<PathBuf>,
     /// [`NetnsFacts::services`], assembled once: detectors ask for the node's Services per namespace,
@@ -390,6 +392,8 @@ pub mod paths {
     pub const NDISC_CACHE: &str = "stat-ndisc_cache";
     /// `/proc/net/arp` of a namespace.
     pub const PROC_ARP: &str = "proc-net-arp";
+    /// `ip -j neigh show` of a namespace (both families, with their states).
+    pub const IP_NEIGH: &str = "ip-neigh.json";
     pub const LIBC: &str = "libc.json";
     pub const GO_BINARIES: &str = "go-binaries.json";
     pub const RESOLV_LINK: &str = "resolv.conf.link";
@@ -439,6 +443,7 @@ pub mod paths {
         CONNTRACK_SUMMARY,
         CONNTRACK_HEAD,
         PROC_ARP,
+        IP_NEIGH,
     ];
     /// Artifacts of one counter sample of a namespace: `netns/<id>/sample-<n>/<name>`.
     pub const SAMPLE_FILES: &[&str] = &[
@@ -708,6 +713,10 @@ impl NodeFacts {
                 }),
                 conntrack,
                 arp: r.parse(&p(paths::PROC_ARP), crate::parse::neigh::parse_proc_net_arp),
+                neighbours: r.parse(
+                    &p(paths::IP_NEIGH),
+                    crate::parse::neigh::parse_ip_neigh_json,
+                ),
                 live_path: None,
                 services_cache: Default::default(),
                 source_nat_cache: Default::default(),

@@ -254,4 +254,13 @@ fn a_namespace_without_the_host_thresholds_says_nothing_of_the_table() {
         .expect("the node namespace's /proc/net/arp");
     assert!(arp.entries() >= 256, "{arp:?}");
     assert!(node.sysctl("net.ipv4.neigh.default.gc_thresh3").is_none());
+    // `ip -j neigh` tells the states apart: the sweep's entries are still being resolved.
+    let states = node
+        .neighbours
+        .as_ref()
+        .expect("the node namespace's ip -j neigh");
+    assert!(
+        states.counts[&("inet".to_string(), "INCOMPLETE".to_string())] >= 256,
+        "{states:?}"
+    );
 }

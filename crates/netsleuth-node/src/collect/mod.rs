@@ -935,6 +935,11 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
         ),
     }
     s.file(format!("{pre}/{}", paths::PROC_ARP), &proc_net.join("arp"));
+    s.command(
+        format!("{pre}/{}", paths::IP_NEIGH),
+        &["ip", "-j", "neigh", "show"],
+        t,
+    );
     s.command(format!("{pre}/{}", paths::SS), &["ss", "-tanoip"], t);
     // Without ss, the kernel's own socket tables (no backlog, no idle times, but queues and timers).
     if !s.artifacts.contains_key(&format!("{pre}/{}", paths::SS)) {

@@ -47,22 +47,25 @@ fn tables<'a>(facts: &'a NodeFacts, node: &'a NetnsFacts) -> [Table<'a>; 2] {
         let host = st("entries").map(|(_, b, _)| b);
         // Without the host's counters (a namespace other than the initial one), /proc/net/arp of the
         // namespaces collected is a lower bound of the IPv4 table.
-        let rows: Option<u64> = (!v6)
-            .then(|| {
-                facts
-                    .namespaces
-                    .iter()
-                    .filter_map(|n| n.arp.as_ref())
-                    .map(|a| a.entries())
-                    .reduce(|a, b| a + b)
+        // (`ip -j neigh`, both families, where /proc/net/arp is not there.)
+        let fam = if v6 { "inet6" } else { "inet" };
+        let rows: Option<u64> = facts
+            .namespaces
+            .iter()
+            .filter_map(|n| match (&n.arp, &n.neighbours) {
+                (Some(a), _) if !v6 => Some(a.entries()),
+                (_, Some(s)) => Some(s.entries(fam)),
+                _ => None,
             })
-            .flatten();
+            .reduce(|a, b| a + b);
         Table {
             family: if v6 { "ipv6" } else { "ipv4" },
             name,
             entries: host.or(rows),
             entries_source: if host.is_some() {
                 format!("{}/sample-*/stat-{name}", node.prefix())
+            } else if v6 {
+                "netns/*/ip-neigh.json".into()
             } else {
                 "netns/*/proc-net-arp".into()
             },
@@ -197,6 +200,26 @@ pub(super) fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
             ));
         }
         f = f.with_evidence(fact(t.entries_source.clone(), described.clone()));
+        // Where the entries are, by state: the namespace holding the most.
+        let fam = if t.family == "ipv6" { "inet6" } else { "inet" };
+        if let Some((ns, states)) = ctx
+            .facts
+            .namespaces
+            .iter()
+            .filter_map(|n| n.neighbours.as_ref().map(|s| (n, s)))
+            .max_by_key(|(_, s)| s.entries(fam))
+            .filter(|(_, s)| s.entries(fam) > 0)
+        {
+            f = f.with_evidence(fact(
+                format!("{}/{}", ns.prefix(), paths::IP_NEIGH),
+                format!(
+                    "{} {} neighbours: {}",
+                    ns.id,
+                    t.family,
+                    states.describe(fam)
+                ),
+            ));
+        }
         for n in 1..=3u8 {
             if let Some(e) = sysctl_evidence(
                 t.ns,

@@ -63,6 +63,82 @@ pub fn parse_proc_net_arp(text: &str) -> Parsed<ArpTable> {
     Parsed { value, issues }
 }
 
+/// `ip -j neigh show` summarised: entries per family (`inet`, `inet6`) and NUD state, the states as
+/// `ip` names them (REACHABLE, STALE, DELAY, PROBE, INCOMPLETE, FAILED, PERMANENT, NOARP).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NeighbourStates {
+    pub counts: std::collections::BTreeMap<(String, String), u64>,
+}
+
+impl NeighbourStates {
+    pub fn entries(&self, family: &str) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((f, _), _)| f == family)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// "INCOMPLETE 300, REACHABLE 2" for one family.
+    pub fn describe(&self, family: &str) -> String {
+        self.counts
+            .iter()
+            .filter(|((f, _), _)| f == family)
+            .map(|((_, st), n)| format!("{st} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `ip -j neigh show` (both families; a state list such as `["STALE"]`, none for NOARP entries).
+pub fn parse_ip_neigh_json(text: &str) -> Parsed<NeighbourStates> {
+    let mut value = NeighbourStates::default();
+    let mut issues = IssueLog::default();
+    for (n, chunk) in numbered_lines(text) {
+        if chunk.trim().is_empty() {
+            continue;
+        }
+        let rows = match serde_json::from_str::<serde_json::Value>(chunk) {
+            Ok(serde_json::Value::Array(a)) => a,
+            Ok(_) => {
+                issues.push(n, "not-an-array", chunk);
+                continue;
+            }
+            Err(e) => {
+                issues.push(n, "bad-json", &e.to_string());
+                continue;
+            }
+        };
+        for r in rows {
+            let Some(dst) = r.get("dst").and_then(|d| d.as_str()) else {
+                issues.push(n, "no-dst", &r.to_string());
+                continue;
+            };
+            let family = match dst.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => "inet",
+                Ok(std::net::IpAddr::V6(_)) => "inet6",
+                Err(_) => {
+                    issues.push(n, "bad-address", dst);
+                    continue;
+                }
+            };
+            let state = r
+                .get("state")
+                .and_then(|s| s.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "NOARP".into());
+            *value.counts.entry((family.to_string(), state)).or_insert(0) += 1;
+        }
+    }
+    Parsed { value, issues }
+}
+
 /// Whether a kernel log line is the neighbour table's overflow message (`neighbour: arp_cache:
 /// neighbor table overflow!`; older kernels: `Neighbour table overflow.`).
 pub fn is_overflow_line(line: &str) -> bool {
@@ -95,6 +171,17 @@ mod tests {
         let bad = parse_proc_net_arp("garbage line\n1.2.3.4 0x1\n");
         assert_eq!(bad.issues.total, 2);
         assert_eq!(bad.value.entries(), 0);
+    }
+
+    #[test]
+    fn ip_neigh_by_family_and_state() {
+        let t = r#"[{"dst":"10.250.0.2","dev":"swp0","state":["INCOMPLETE"]},{"dst":"10.0.0.1","dev":"eth0","lladdr":"02:00:00:00:00:01","state":["REACHABLE"]},{"dst":"fd00::1","dev":"eth0","state":["FAILED"]},{"dst":"10.250.0.3","dev":"swp0","state":["INCOMPLETE"]},{"dev":"x"}]"#;
+        let p = parse_ip_neigh_json(t);
+        assert_eq!(p.issues.total, 1, "{:?}", p.issues);
+        assert_eq!(p.value.entries("inet"), 3);
+        assert_eq!(p.value.entries("inet6"), 1);
+        assert_eq!(p.value.describe("inet"), "INCOMPLETE 2, REACHABLE 1");
+        assert_eq!(parse_ip_neigh_json("not json").issues.total, 1);
     }
 
     #[test]
