@@ -478,6 +478,33 @@ mod neighbour_lookalikes {
     }
 
     #[test]
+    fn failures_long_before_the_storm_do_not_hide_those_during_it() {
+        // 100 connections failing a few minutes earlier (an unrelated outage), then the storm.
+        let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);
+        for k in 0..100u16 {
+            for r in 0..2 {
+                w.push(
+                    T0 - 300_000 * MS + i64::from(k) * 10 * MS + r * 1000 * MS,
+                    &tcp_v4([10, 244, 3, 10], 30000 + k, [10, 244, 9, 99], 80)
+                        .seq(1)
+                        .flags(SYN)
+                        .ethernet(),
+                );
+            }
+        }
+        storm(&mut w, 150, 0);
+        failing_syns(&mut w, T0 + 500 * MS);
+        let a = analyse(w);
+        let f = neighbour(&a);
+        assert_eq!(f.len(), 1, "{:#?}", a.findings);
+        assert!(
+            f[0].1.contains("while 2 connection(s) failed"),
+            "{}",
+            f[0].1
+        );
+    }
+
+    #[test]
     fn a_sweep_while_everything_works_is_quiet() {
         // A scan's or a new node's burst of requests with no failing connection: nothing to name.
         let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);

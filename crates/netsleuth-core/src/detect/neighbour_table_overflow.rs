@@ -93,8 +93,8 @@ const TARGETS_PER_WINDOW: usize = 4096;
 /// One request seen again within this, at another point, is the same request (a resolver sends
 /// again after a second: `retrans_time`).
 const COPY_NS: i64 = 5_000_000;
-/// Failed connections kept as evidence.
-const FAILED_KEPT: usize = 64;
+/// Failed connections kept as evidence per 10 s of capture.
+const FAILED_KEPT_PER_BUCKET: usize = 2;
 /// How far around a storm a failing connection still counts as "while".
 const AROUND_NS: i64 = 10_000_000_000;
 
@@ -167,7 +167,12 @@ struct Asker {
 pub struct Detector {
     max_keys: usize,
     askers: FxHashMap<IpAddr, Asker>,
-    failed: Vec<SynRecord>,
+    /// Every failed connection in brief (first SYN time, id, destination), up to the key budget.
+    failed: Vec<(i64, u64, IpAddr)>,
+    /// A few failed connections whole, per 10 s of capture, as evidence.
+    failed_kept: FxHashMap<i64, Vec<SynRecord>>,
+    /// Targets held in all bursts: bounded by the key budget, beyond it counted only.
+    held: usize,
 }
 
 impl Detector {
@@ -194,7 +199,8 @@ impl Detector {
                 }
                 if a.current.requests > 0 && p.ts_ns > a.current.start_ns + WINDOW_NS {
                     let done = std::mem::take(&mut a.current);
-                    keep_storm(&mut a.storm, done);
+                    let dropped = keep_storm(&mut a.storm, done);
+                    self.held = self.held.saturating_sub(dropped);
                 }
                 let b = &mut a.current;
                 if b.requests == 0 {
@@ -206,13 +212,15 @@ impl Detector {
                     b.samples.push(*p);
                 }
                 let was_answered = a.answered.contains_key(&key);
-                let room = b.targets.len() < TARGETS_PER_WINDOW;
+                let budget = if max == 0 { super::MAX_KEYS } else { max } * 4;
+                let room = b.targets.len() < TARGETS_PER_WINDOW && self.held < budget;
                 match b.targets.get_mut(&key) {
                     Some(t) => {
                         t.asks += 1;
                         t.reasked |= t.answered || was_answered;
                     }
                     None if room => {
+                        self.held += 1;
                         b.targets.insert(
                             key,
                             Target {
@@ -254,8 +262,20 @@ impl Detector {
             return;
         }
         let Some(rec) = SynRecord::of(c) else { return };
-        if self.failed.len() < FAILED_KEPT {
-            self.failed.push(rec);
+        let max = if self.max_keys == 0 {
+            super::MAX_KEYS
+        } else {
+            self.max_keys
+        };
+        if self.failed.len() < max {
+            self.failed
+                .push((rec.first_syn.ts_ns, rec.conn, rec.first_syn.dst.ip));
+        }
+        let bucket = rec.first_syn.ts_ns.div_euclid(WINDOW_NS);
+        if let Some(kept) = super::capped_entry(&mut self.failed_kept, bucket, max) {
+            if kept.len() < FAILED_KEPT_PER_BUCKET {
+                kept.push(rec);
+            }
         }
     }
 
@@ -265,22 +285,27 @@ impl Detector {
             .into_iter()
             .filter_map(|(ip, mut a)| {
                 let last = std::mem::take(&mut a.current);
-                keep_storm(&mut a.storm, last);
+                let _ = keep_storm(&mut a.storm, last);
                 a.storm.map(|s| (ip, s))
             })
             .collect();
         storms.sort_by_key(|(ip, s)| (std::cmp::Reverse(s.distinct()), *ip));
         let mut ids = Vec::new();
         for (asker, storm) in storms {
-            let failing: Vec<&SynRecord> = self
+            let (from, to) = (storm.start_ns - AROUND_NS, storm.end_ns + AROUND_NS);
+            let failing: Vec<&(i64, u64, IpAddr)> = self
                 .failed
                 .iter()
-                .filter(|r| explained.binary_search(&r.conn).is_err())
-                .filter(|r| {
-                    r.first_syn.ts_ns >= storm.start_ns - AROUND_NS
-                        && r.first_syn.ts_ns <= storm.end_ns + AROUND_NS
-                })
+                .filter(|(_, conn, _)| explained.binary_search(conn).is_err())
+                .filter(|(ts, _, _)| *ts >= from && *ts <= to)
                 .collect();
+            let mut examples: Vec<&SynRecord> = (from.div_euclid(WINDOW_NS)
+                ..=to.div_euclid(WINDOW_NS))
+                .filter_map(|b| self.failed_kept.get(&b))
+                .flatten()
+                .filter(|r| failing.iter().any(|(_, c, _)| *c == r.conn))
+                .collect();
+            examples.sort_by_key(|r| r.first_syn.ts_ns);
             if failing.is_empty() {
                 // A burst of requests while everything works: a scan, a new node filling its table.
                 continue;
@@ -293,7 +318,7 @@ impl Detector {
             // refused to create (no request is sent for those).
             let never_asked = failing
                 .iter()
-                .filter(|r| !storm.targets.contains_key(&target_key(r.first_syn.dst.ip)))
+                .filter(|(_, _, dst)| !storm.targets.contains_key(&target_key(*dst)))
                 .count();
             let span = storm.end_ns - storm.start_ns;
             let (confidence, facts_why) = facts_say(ctx, &asker);
@@ -345,7 +370,7 @@ impl Detector {
                     )
                 })
                 .collect();
-            for (i, r) in failing.iter().take(2).enumerate() {
+            for (i, r) in examples.iter().take(2).enumerate() {
                 for (p, what) in r.evidence() {
                     pkts.push(
                         Marked::new(p, format!("{what} (never answered)"))
@@ -354,7 +379,7 @@ impl Detector {
                     );
                 }
             }
-            ids.extend(failing.iter().map(|r| r.conn));
+            ids.extend(failing.iter().map(|(_, conn, _)| *conn));
             out.push(with_marked_packets(
                 f,
                 ctx,
@@ -368,12 +393,16 @@ impl Detector {
     }
 }
 
-fn keep_storm(best: &mut Option<Burst>, b: Burst) {
+/// Keeps `b` as the host's storm if it is one and the largest so far; returns how many targets the
+/// burst it let go held.
+fn keep_storm(best: &mut Option<Burst>, b: Burst) -> usize {
     if b.distinct() < STORM_TARGETS {
-        return;
+        return b.targets.len();
     }
     if best.as_ref().is_none_or(|s| s.distinct() < b.distinct()) {
-        *best = Some(b);
+        best.replace(b).map_or(0, |old| old.targets.len())
+    } else {
+        b.targets.len()
     }
 }
 
