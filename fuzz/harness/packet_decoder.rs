@@ -1,5 +1,6 @@
 //! First 4 bytes (little-endian u32, modulo the table) pick a link type netsleuth decodes; the rest is one
-//! frame of that link type → `wire::decode`, and `wire::icmp_quote` for ICMP errors.
+//! frame of that link type → `wire::decode`, `wire::icmp_quote` for ICMP errors, and `wire::decode_arp`
+//! for frames that are not IP.
 //!
 //! Shared by the fuzz target (fuzz/fuzz_targets/packet_decoder.rs) and the stable replay tests, which include
 //! this file with `#[path]`: a reproducer replays through exactly the code that found it.
@@ -40,6 +41,8 @@ pub fn run(data: &[u8]) {
                         let _ = format!("{q:?}");
                     }
                 }
+                // `decode` never returns ARP: only `decode_arp` does.
+                Transport::Arp(_) => panic!("wire::decode returned an ARP message"),
                 Transport::Other => {}
             }
             let _ = format!("{p:?}");
@@ -47,6 +50,14 @@ pub fn run(data: &[u8]) {
         Err(e) => {
             let _ = format!("{e:?}");
         }
+    }
+    // decode_arp must be safe on any frame, and give ARP only for what `decode` found not IP.
+    if let Some(a) = wire::decode_arp(lt, frame) {
+        assert!(matches!(a.transport, Transport::Arp(_)));
+        assert!(matches!(
+            wire::decode(lt, frame),
+            Err(wire::DecodeError::NotIp { ethertype: 0x0806 })
+        ));
     }
     // icmp_quote must also be safe on any frame, not only on ICMP errors.
     let _ = wire::icmp_quote(lt, frame);

@@ -5,6 +5,7 @@
 //! node, the server's node): a packet seen in two of them is one packet seen at two points.
 
 use crate::capture::{CaptureReader, Record};
+use crate::detect::neighbour_table_overflow::NeighbourMsg;
 use crate::detect::{Context, Detectors};
 use crate::finding::{format_ts, sort_findings, Diagnostic, Finding};
 use crate::flow::dns::{DnsMessageObs, DnsTracker, FinishedQuery};
@@ -495,7 +496,17 @@ impl Front {
         self.stats.last_ts_ns = Some(ts.max(self.stats.last_ts_ns.unwrap_or(ts)));
         let pkt = match wire::decode(linktype, data) {
             Ok(p) => p,
-            Err(e) => return self.decode_error(input, frame, e, data.len(), orig_len),
+            Err(e) => {
+                self.decode_error(input, frame, e, data.len(), orig_len);
+                // ARP is the one non-IP protocol a detector reads (neighbour-table-overflow): only
+                // frames already found not to be IP are looked at again.
+                if let DecodeError::NotIp { ethertype: 0x0806 } = e {
+                    if let Some(arp) = wire::decode_arp(linktype, data) {
+                        sink.packet(input, frame, ts, interface, &arp);
+                    }
+                }
+                return;
+            }
         };
         if pkt.truncated {
             // Per packet on a snaplen capture: after the first, only a counter (no map lookup).
@@ -653,6 +664,15 @@ impl PacketSink for Back {
                     self.symptoms
                         .icmp_error(r, *v6, pkt.ip.ident, *icmp_type, *code);
                     self.detectors.icmp_error(&r, *v6, *icmp_type, *code);
+                } else if *v6 {
+                    if let Some(msg) = NeighbourMsg::of_nd(*icmp_type) {
+                        self.detectors.neighbour(&pkt_ref(0, 0, 0, 0, 0, 0), msg);
+                    }
+                }
+            }
+            Transport::Arp(op) => {
+                if let Some(msg) = NeighbourMsg::of_arp(*op) {
+                    self.detectors.neighbour(&pkt_ref(0, 0, 0, 0, 0, 0), msg);
                 }
             }
             Transport::Other => {}
@@ -964,6 +984,7 @@ mod pipeline {
                     code,
                 },
                 Transport::Other => Transport::Other,
+                Transport::Arp(op) => Transport::Arp(op),
             };
             Packet {
                 transport,
@@ -1035,6 +1056,7 @@ mod pipeline {
                     code,
                 },
                 Transport::Other => Transport::Other,
+                Transport::Arp(op) => Transport::Arp(op),
             };
             b.packets.push(Staged {
                 input,

@@ -64,6 +64,26 @@ pub struct NodeContext {
     /// Overlay devices (vxlan, geneve) of the node and their tx checksum offload, as `ethtool -k` shows
     /// it: `flannel.1 (vxlan): tx-checksum-ip-generic on`.
     pub overlay_tx_checksum_offload: Vec<String>,
+    /// The neighbour (ARP/NDISC) tables as the node showed them; `None` when they were not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighbour_table: Option<NeighbourTable>,
+}
+
+/// What node facts say of the neighbour tables. The tables and their limits (`gc_thresh1/2/3`) are
+/// host-wide: only the initial network namespace shows them whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NeighbourTable {
+    /// IPv4 entries: the host's (`/proc/net/stat/arp_cache`) when `host_wide`, else the rows of one
+    /// namespace's `/proc/net/arp` (a lower bound of the host's).
+    pub ipv4_entries: Option<u64>,
+    /// IPv6 entries (`/proc/net/stat/ndisc_cache`, host-wide only).
+    pub ipv6_entries: Option<u64>,
+    pub host_wide: bool,
+    /// `table_fulls` of both tables since boot: neighbours the kernel refused to create.
+    pub table_fulls: Option<u64>,
+    /// Kernel log lines "neighbour table overflow"; `None` when the log was not readable.
+    pub overflow_log_lines: Option<u64>,
 }
 
 impl NodeContext {

@@ -602,3 +602,258 @@ fn checksums_left_to_offload_on_a_real_sending_host_are_a_blind_spot() {
         }
     }
 }
+
+#[test]
+fn an_arp_storm_while_syns_die_is_a_possible_neighbour_table_overflow() {
+    let dir = fixtures().join("neighbour-table-overflow");
+    for (v, want) in [
+        ("node.pcap", Some(Confidence::Possible)),
+        ("routing.pcap", Some(Confidence::Possible)),
+        ("client.pcap", None),
+        ("server.pcap", None),
+        ("veth.pcap", None),
+    ] {
+        let a = run(&[dir.join(v)]);
+        let f = of(&a, "neighbour-table-overflow");
+        assert_eq!(
+            f.first().map(|f| f.confidence),
+            want,
+            "{v}: {:#?}",
+            a.findings
+        );
+        // Nothing else claims the SYNs the emulated full table dropped.
+        assert!(
+            a.findings
+                .iter()
+                .all(|f| f.kind != FindingKind::Incident || f.id == "neighbour-table-overflow"),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+    let a = run(&[dir.join("node.pcap")]);
+    let f = &of(&a, "neighbour-table-overflow")[0];
+    assert!(
+        f.summary.contains("for 300 distinct neighbours")
+            && f.summary.contains("3 connection(s) failed"),
+        "{}",
+        f.summary
+    );
+    assert!(f.look_alikes.iter().any(|l| l.id == "scan"));
+    // The node and the routing node see each request once each: together, still one request each.
+    let both = run(&[dir.join("node.pcap"), dir.join("routing.pcap")]);
+    let requests = |f: &netsleuth_core::Finding| {
+        f.summary
+            .split(" sent ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        requests(of(&both, "neighbour-table-overflow")[0]),
+        requests(f),
+        "{}",
+        of(&both, "neighbour-table-overflow")[0].summary
+    );
+    // The run's facts: 300-odd entries in the node namespace past the emulated gc_thresh3 = 256.
+    let a = run_with(&[dir.join("node.pcap")], &facts(&dir));
+    let f = of(&a, "neighbour-table-overflow");
+    assert_eq!(f[0].confidence, Confidence::Likely, "{:#?}", f[0].reasoning);
+    assert!(f[0]
+        .reasoning
+        .iter()
+        .any(|r| r.contains("at or past gc_thresh3 = 256")));
+}
+
+#[test]
+fn raised_thresholds_leave_the_sweep_quiet() {
+    // The same sweep (a storm of ARP requests) with every connection answered: nothing.
+    let dir = fixtures().join("neighbour-table-overflow-mitigated");
+    for v in [
+        "node.pcap",
+        "routing.pcap",
+        "client.pcap",
+        "server.pcap",
+        "veth.pcap",
+    ] {
+        let a = run_with(&[dir.join(v)], &facts(&dir));
+        assert!(
+            a.findings.iter().all(|f| f.kind != FindingKind::Incident),
+            "{v}: {:#?}",
+            a.findings
+        );
+    }
+}
+
+mod neighbour_lookalikes {
+    //! Hand-made captures: what an ARP/ND storm needs to be named, and what stays quiet.
+    use super::support::*;
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+    const MS: i64 = 1_000_000;
+
+    fn arp(op: u16, sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4]);
+        f.extend_from_slice(&op.to_be_bytes());
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&sender);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target);
+        f.extend_from_slice(&[0; 18]);
+        f
+    }
+
+    fn analyse(w: PcapWriter) -> Analysis {
+        analyze(
+            vec![Input {
+                name: "synthetic.pcap".into(),
+                reader: Box::new(std::io::Cursor::new(w.finish())),
+            }],
+            &NodeContext::default(),
+        )
+    }
+
+    const NODE: [u8; 4] = [10, 244, 0, 1];
+
+    /// Requests from the node for `n` targets in 10.244.x.y, 10 ms apart; `answered` of them
+    /// answered and asked for again 2 s later.
+    fn storm(w: &mut PcapWriter, n: u32, answered: u32) {
+        for i in 0..n {
+            let t = [10, 244, 1 + (i / 250) as u8, (1 + i % 250) as u8];
+            let ts = T0 + i64::from(i) * 10 * MS;
+            w.push(ts, &arp(1, NODE, t));
+            if i < answered {
+                w.push(ts + MS, &arp(2, t, NODE));
+                w.push(ts + 2000 * MS, &arp(1, NODE, t));
+            }
+        }
+    }
+
+    /// Two connections from a pod whose SYNs are sent three times and never answered.
+    fn failing_syns(w: &mut PcapWriter, at: i64) {
+        for (k, port) in [40001u16, 40002].into_iter().enumerate() {
+            for r in 0..3 {
+                let ts = at + k as i64 * 100 * MS + r * 1000 * MS;
+                w.push(
+                    ts,
+                    &tcp_v4([10, 244, 2, 10], port, [10, 244, 9, 21], 8080)
+                        .seq(7)
+                        .flags(SYN)
+                        .ethernet(),
+                );
+            }
+        }
+    }
+
+    fn neighbour(a: &Analysis) -> Vec<(Confidence, String)> {
+        a.findings
+            .iter()
+            .filter(|f| f.id == "neighbour-table-overflow")
+            .map(|f| (f.confidence, f.summary.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn churn_of_answered_neighbours_asked_again_while_syns_die() {
+        let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);
+        storm(&mut w, 150, 150);
+        failing_syns(&mut w, T0 + 500 * MS);
+        let a = analyse(w);
+        let f = neighbour(&a);
+        assert_eq!(f.len(), 1, "{:#?}", a.findings);
+        assert_eq!(f[0].0, Confidence::Possible);
+        assert!(
+            f[0].1.contains("0 never answered, 150 asked again"),
+            "{}",
+            f[0].1
+        );
+    }
+
+    #[test]
+    fn failures_long_before_the_storm_do_not_hide_those_during_it() {
+        // 100 connections failing a few minutes earlier (an unrelated outage), then the storm.
+        let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);
+        for k in 0..100u16 {
+            for r in 0..2 {
+                w.push(
+                    T0 - 300_000 * MS + i64::from(k) * 10 * MS + r * 1000 * MS,
+                    &tcp_v4([10, 244, 3, 10], 30000 + k, [10, 244, 9, 99], 80)
+                        .seq(1)
+                        .flags(SYN)
+                        .ethernet(),
+                );
+            }
+        }
+        storm(&mut w, 150, 0);
+        failing_syns(&mut w, T0 + 500 * MS);
+        let a = analyse(w);
+        let f = neighbour(&a);
+        assert_eq!(f.len(), 1, "{:#?}", a.findings);
+        assert!(
+            f[0].1.contains("while 2 connection(s) failed"),
+            "{}",
+            f[0].1
+        );
+    }
+
+    #[test]
+    fn a_sweep_while_everything_works_is_quiet() {
+        // A scan's or a new node's burst of requests with no failing connection: nothing to name.
+        let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);
+        storm(&mut w, 400, 0);
+        assert!(neighbour(&analyse(w)).is_empty());
+    }
+
+    #[test]
+    fn a_normal_rate_and_gratuitous_arps_are_quiet() {
+        let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);
+        // 40 neighbours, each answered, and 500 gratuitous announcements of 500 addresses (a
+        // failover, many pods starting), while connections fail.
+        storm(&mut w, 40, 40);
+        for i in 0..500u32 {
+            let a = [10, 244, 5 + (i / 250) as u8, (1 + i % 250) as u8];
+            w.push(T0 + i64::from(i) * MS, &arp(1, a, a));
+            w.push(T0 + i64::from(i) * MS + 1, &arp(2, a, a));
+            w.push(T0 + i64::from(i) * MS + 2, &arp(1, [0, 0, 0, 0], a));
+        }
+        failing_syns(&mut w, T0 + 100 * MS);
+        let a = analyse(w);
+        assert!(neighbour(&a).is_empty(), "{:#?}", a.findings);
+    }
+
+    #[test]
+    fn an_nd_storm_counts_like_an_arp_one() {
+        let mut w = PcapWriter::nanos(LINKTYPE_ETHERNET);
+        for i in 0..120u16 {
+            let group = format!("ff02::1:ff00:{:x}", i + 1);
+            w.push(
+                T0 + i64::from(i) * 10 * MS,
+                &icmp(
+                    "fd00::1".parse::<std::net::IpAddr>().unwrap(),
+                    group.parse::<std::net::IpAddr>().unwrap(),
+                    135,
+                    0,
+                )
+                .ethernet(),
+            );
+        }
+        for r in 0..3 {
+            w.push(
+                T0 + r * 1000 * MS,
+                &tcp_v6("fd00::1", 40001, "fd00::99", 80)
+                    .seq(1)
+                    .flags(SYN)
+                    .ethernet(),
+            );
+        }
+        let a = analyse(w);
+        let f = neighbour(&a);
+        assert_eq!(f.len(), 1, "{:#?}", a.findings);
+        assert!(
+            f[0].1.contains("ND request(s) for 120 distinct"),
+            "{}",
+            f[0].1
+        );
+    }
+}

@@ -187,9 +187,12 @@ pub fn run(info: &'static ScenarioInfo, opts: &RunOptions) -> Result<RunReport> 
     let facts = crate::facts::collect(&topo, &node_role, &lab.out, &lab.emulated_sysctls)?;
     lab.artifacts.extend(facts.artifacts);
     for (k, v) in &lab.emulated_sysctls {
-        lab.notes.push(format!(
-            "node facts: {k} = {v} is emulated (this kernel has no such sysctl); the analysis reads it as the old kernel's node showed it"
-        ));
+        // Host-wide sysctls exist on this kernel, in the initial namespace only: the lab plays them.
+        lab.notes.push(if k.starts_with("net.ipv4.neigh.default.") || k.starts_with("net.ipv6.neigh.default.") {
+            format!("node facts: {k} = {v} is emulated (host-wide, in the initial namespace only: the lab does not change the host's); the analysis reads it as the node showed it")
+        } else {
+            format!("node facts: {k} = {v} is emulated (this kernel has no such sysctl); the analysis reads it as the old kernel's node showed it")
+        });
     }
     let namespaces: Vec<String> = topo.all().iter().map(|n| n.name().to_string()).collect();
     if opts.keep {

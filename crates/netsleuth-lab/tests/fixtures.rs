@@ -119,6 +119,7 @@ fn every_run_has_every_vantage_small() {
                 | "idle-timeout-reset"
                 | "ipvs-conn-reuse"
                 | "vxlan-checksum-offload"
+                | "neighbour-table-overflow"
         ) {
             files.push(("routing.pcap", 276));
         } else {

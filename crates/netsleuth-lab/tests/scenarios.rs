@@ -87,6 +87,11 @@ const EXPECTED: &[(&str, &str, Confidence)] = &[
     ("hairpin-off", "hairpin-off", Confidence::Likely),
     ("rp-filter-drop", "rp-filter-drop", Confidence::Likely),
     (
+        "neighbour-table-overflow",
+        "neighbour-table-overflow",
+        Confidence::Likely,
+    ),
+    (
         "dns-truncation-fallback",
         "dns-truncation-fallback",
         Confidence::Likely,
@@ -290,6 +295,7 @@ scenario_tests! {
     dns_ndots_amplification => "dns-ndots-amplification",
     hairpin_off => "hairpin-off",
     rp_filter_drop => "rp-filter-drop",
+    neighbour_table_overflow => "neighbour-table-overflow",
     dns_truncation_fallback => "dns-truncation-fallback",
     overlay_mtu_blackhole => "overlay-mtu-blackhole",
     timewait_paws_reject => "timewait-paws-reject",

@@ -21,6 +21,7 @@ pub fn to_node_context(facts: &NodeFacts) -> NodeContext {
     if let Some(s) = &node.sysctls {
         ctx.sysctls = s.clone();
     }
+    ctx.neighbour_table = crate::detect::neighbour_table(facts);
     for svc in node.services() {
         let Ok(vip) = svc.vip.parse() else { continue };
         ctx.services.push(ServiceInfo {

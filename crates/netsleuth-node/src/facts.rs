@@ -122,6 +122,11 @@ pub struct CounterSample {
     pub rt_cache: Counters,
     /// conntrack statistics (`conntrack -S`, else `/proc/net/stat/nf_conntrack`), summed over CPUs.
     pub conntrack: Counters,
+    /// `/proc/net/stat/arp_cache` (`entries` as is, the rest summed over CPUs): the host's IPv4
+    /// neighbour table, readable only in the initial network namespace.
+    pub arp_cache: Counters,
+    /// `/proc/net/stat/ndisc_cache`: the host's IPv6 neighbour table, likewise.
+    pub ndisc_cache: Counters,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -147,6 +152,10 @@ pub struct NetnsFacts {
     pub rules: Option<Vec<String>>,
     pub sockets: Option<Vec<Socket>>,
     pub conntrack: Option<ConntrackSummary>,
+    /// This namespace's `/proc/net/arp` rows by state.
+    pub arp: Option<crate::parse::neigh::ArpTable>,
+    /// This namespace's neighbours by family and state (`ip -j neigh show`).
+    pub neighbours: Option<crate::parse::neigh::NeighbourStates>,
     /// Where to enter this namespace on the live node (never stored in a bundle).
     pub live_path: Option<PathBuf>,
     /// [`NetnsFacts::services`], assembled once: detectors ask for the node's Services per namespace,
@@ -342,6 +351,9 @@ pub struct NodeFacts {
     pub namespaces: Vec<NetnsFacts>,
     pub roots: Vec<RootFacts>,
     pub probes: Vec<ProbeResult>,
+    /// The kernel log's "neighbour table overflow" lines (the last few) and their count; `None` when
+    /// the log was not readable (a blind spot, not an error).
+    pub kernel_log_overflow: Option<(u64, Vec<String>)>,
     /// Problems with the artifacts themselves: failed collection, lines not understood.
     pub diagnostics: Vec<Diagnostic>,
     pub(crate) artifacts: Artifacts,
@@ -354,6 +366,8 @@ pub mod paths {
     pub const HOSTNAME: &str = "node/hostname";
     pub const MODULES: &str = "node/modules";
     pub const PROBES: &str = "probes.json";
+    /// The kernel log's "neighbour table overflow" lines: a count, then the last few lines.
+    pub const KERNEL_LOG_NEIGH: &str = "node/kernel-log-neighbour-overflow.txt";
     /// The pods the node's container runtime knows, with their addresses (`crictl inspectp -o json`
     /// of every sandbox): the Kubernetes names of a bundle's addresses, read on another machine.
     pub const K8S_PODS: &str = "node/k8s-pods.json";
@@ -379,6 +393,12 @@ pub mod paths {
     pub const RT_CACHE: &str = "stat-rt_cache";
     pub const CT_STAT: &str = "stat-nf_conntrack";
     pub const CT_S: &str = "conntrack-S.txt";
+    pub const ARP_CACHE: &str = "stat-arp_cache";
+    pub const NDISC_CACHE: &str = "stat-ndisc_cache";
+    /// `/proc/net/arp` of a namespace.
+    pub const PROC_ARP: &str = "proc-net-arp";
+    /// `ip -j neigh show` of a namespace (both families, with their states).
+    pub const IP_NEIGH: &str = "ip-neigh.json";
     pub const LIBC: &str = "libc.json";
     pub const GO_BINARIES: &str = "go-binaries.json";
     pub const RESOLV_LINK: &str = "resolv.conf.link";
@@ -403,7 +423,14 @@ pub mod paths {
         "run/systemd/resolve/resolv.conf",
     ];
     /// Artifacts of the node as a whole, at the top of the bundle.
-    pub const NODE_FILES: &[&str] = &[KERNEL, HOSTNAME, MODULES, PROBES, K8S_PODS];
+    pub const NODE_FILES: &[&str] = &[
+        KERNEL,
+        HOSTNAME,
+        MODULES,
+        PROBES,
+        K8S_PODS,
+        KERNEL_LOG_NEIGH,
+    ];
     /// Artifacts of one namespace: `netns/<id>/<name>`.
     pub const NETNS_FILES: &[&str] = &[
         SYSCTL,
@@ -421,9 +448,19 @@ pub mod paths {
         PROC_TCP6,
         CONNTRACK_SUMMARY,
         CONNTRACK_HEAD,
+        PROC_ARP,
+        IP_NEIGH,
     ];
     /// Artifacts of one counter sample of a namespace: `netns/<id>/sample-<n>/<name>`.
-    pub const SAMPLE_FILES: &[&str] = &[NETSTAT, SNMP, RT_CACHE, CT_STAT, CT_S];
+    pub const SAMPLE_FILES: &[&str] = &[
+        NETSTAT,
+        SNMP,
+        RT_CACHE,
+        CT_STAT,
+        CT_S,
+        ARP_CACHE,
+        NDISC_CACHE,
+    ];
     /// What is recorded about a root besides its [`ROOT_FILES`]: `root/<id>/<name>`.
     pub const ROOT_FACTS: &[&str] = &[RESOLV_LINK, LIBC, GO_BINARIES];
 
@@ -636,11 +673,19 @@ impl NodeFacts {
                     .filter(|c| !c.is_empty())
                     .or_else(|| r.parse(&sp(paths::CT_STAT), parse_stat_table))
                     .unwrap_or_default();
+                let arp_cache = r
+                    .parse(&sp(paths::ARP_CACHE), parse_stat_table)
+                    .unwrap_or_default();
+                let ndisc_cache = r
+                    .parse(&sp(paths::NDISC_CACHE), parse_stat_table)
+                    .unwrap_or_default();
                 samples.push(CounterSample {
                     offset_ms: s.offset_ms,
                     netstat,
                     rt_cache,
                     conntrack,
+                    arp_cache,
+                    ndisc_cache,
                 });
             }
             let conntrack = r.json::<ConntrackSummary>(&p(paths::CONNTRACK_SUMMARY));
@@ -677,6 +722,11 @@ impl NodeFacts {
                     Some(v4.into_iter().chain(v6).collect())
                 }),
                 conntrack,
+                arp: r.parse(&p(paths::PROC_ARP), crate::parse::neigh::parse_proc_net_arp),
+                neighbours: r.parse(
+                    &p(paths::IP_NEIGH),
+                    crate::parse::neigh::parse_ip_neigh_json,
+                ),
                 live_path: None,
                 services_cache: Default::default(),
                 source_nat_cache: Default::default(),
@@ -709,6 +759,15 @@ impl NodeFacts {
             });
         }
         let probes = r.json(paths::PROBES).unwrap_or_default();
+        let kernel_log_overflow = r.text(paths::KERNEL_LOG_NEIGH).map(|t| {
+            let mut lines = t.lines();
+            let count = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("count "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            (count, lines.map(str::to_string).collect())
+        });
         let diagnostics = r.diagnostics;
         NodeFacts {
             kernel,
@@ -716,6 +775,7 @@ impl NodeFacts {
             namespaces,
             roots,
             probes,
+            kernel_log_overflow,
             diagnostics,
             manifest,
             artifacts,

@@ -5,7 +5,7 @@
 mod common;
 
 use netsleuth_node::parse::{
-    conntrack, ip, iptables, ipvs, netstat, nft, proc_tcp, resolver, ss, sysctl, IssueLog,
+    conntrack, ip, iptables, ipvs, neigh, netstat, nft, proc_tcp, resolver, ss, sysctl, IssueLog,
 };
 use std::path::{Path, PathBuf};
 
@@ -107,6 +107,10 @@ fn parse_all(rel: &str, text: &str) -> (&'static str, IssueLog, usize) {
             let p = proc_tcp::parse_proc_net_tcp(text);
             (p.issues, p.value.len())
         }),
+        ("proc-net-arp", {
+            let p = neigh::parse_proc_net_arp(text);
+            (p.issues, p.value.entries() as usize)
+        }),
         ("resolv.conf", {
             let p = resolver::parse_resolv_conf(text);
             (p.issues, p.value.nameservers.len())
@@ -148,6 +152,12 @@ fn parse_all(rel: &str, text: &str) -> (&'static str, IssueLog, usize) {
         "corefile"
     } else if name.starts_with("resolver/") {
         "resolv.conf"
+    } else if name.starts_with("ip/")
+        && (name.contains("net_arp")
+            || name.contains("proc-net.arp")
+            || name.contains("proc-net-arp"))
+    {
+        "proc-net-arp"
     } else if name.starts_with("ip/") && name.ends_with(".json") {
         "ip-addr-json"
     } else if name.starts_with("ip/")
@@ -217,6 +227,9 @@ fn every_corpus_file_parses_without_panic_and_unknowns_are_counted() {
                 || rel.ends_with(".snmp")
                 || rel.ends_with("netstat")
                 || rel.contains("stat_nf_conntrack")
+                || rel.contains("stat_arp_cache")
+                || rel.contains("stat_ndisc_cache")
+                || rel.ends_with("net_arp")
                 || rel.ends_with("sysctl-a.txt"));
         if strict && (issues.total > 0 || found == 0) {
             strict_failures.push(format!(

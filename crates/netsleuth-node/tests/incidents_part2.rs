@@ -165,3 +165,131 @@ fn vxlan_tx_checksum_offload_is_a_risk_only_on_a_kernel_without_the_fix() {
     assert_eq!(f[0].0, FindingKind::LatentRisk);
     assert!(f[0].2.contains("flannel.1"), "{}", f[0].2);
 }
+
+/// The `clean` bundle (a host's initial namespace, two samples) with the neighbour tables rewritten:
+/// gc_thresh 128/512/1024, `entries` and `table_fulls` per sample, and a kernel log.
+fn neighbours(entries: u64, fulls: [u64; 2], log: Option<&str>) -> netsleuth_node::NodeFacts {
+    let clean =
+        read_bundle(&common::fixtures_dir().join("clean.tar.gz")).unwrap_or_else(|e| panic!("{e}"));
+    let mut arts = clean.artifacts().clone();
+    let p = "netns/node/sysctl.txt";
+    let mut text = String::from_utf8(arts[p].clone()).unwrap();
+    for (k, v) in [(1, 128), (2, 512), (3, 1024)] {
+        text.push_str(&format!("net.ipv4.neigh.default.gc_thresh{k} = {v}\n"));
+    }
+    arts.insert(p.into(), text.into_bytes());
+    // The corpus's own stat file, with this test's entries and table_fulls (the last column).
+    let corpus = std::fs::read_to_string(
+        common::node_corpus_dir()
+            .map(|d| d.join("proc/node_exporter.stat_arp_cache"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|_| "entries  allocs destroys hash_grows  lookups hits  res_failed  rcv_probes_mcast rcv_probes_ucast  periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n00000014  00000001 00000002 00000003  00000004 00000005  00000006  00000007 00000008  00000009 0000000a 0000000b 0000000c\n".into());
+    for (i, f) in fulls.iter().enumerate() {
+        let mut lines: Vec<String> = corpus.lines().map(str::to_string).collect();
+        for (cpu, l) in lines.iter_mut().skip(1).enumerate() {
+            let mut cols: Vec<String> = l.split_whitespace().map(str::to_string).collect();
+            cols[0] = format!("{entries:08x}");
+            let last = cols.len() - 1;
+            // Per CPU: the first CPU carries the count, the others none (the sum is `f`).
+            cols[last] = format!("{:08x}", if cpu == 0 { *f } else { 0 });
+            *l = cols.join(" ");
+        }
+        arts.insert(
+            format!("netns/node/sample-{}/stat-arp_cache", i + 1),
+            (lines.join("\n") + "\n").into_bytes(),
+        );
+    }
+    match log {
+        Some(l) => {
+            arts.insert(
+                "node/kernel-log-neighbour-overflow.txt".into(),
+                l.as_bytes().to_vec(),
+            );
+        }
+        None => {
+            arts.remove("node/kernel-log-neighbour-overflow.txt");
+        }
+    }
+    netsleuth_node::NodeFacts::from_artifacts(clean.manifest.clone(), arts)
+}
+
+fn neighbour_findings(f: &netsleuth_node::NodeFacts) -> Vec<(FindingKind, Confidence, String)> {
+    of(
+        &check(f, &CheckOptions::default()),
+        "neighbour-table-overflow",
+    )
+}
+
+#[test]
+fn a_neighbour_table_refusing_entries_is_an_incident_and_a_filling_one_a_risk() {
+    // Far below the thresholds, kernel log read and quiet: nothing.
+    let quiet = neighbours(20, [0, 0], Some("count 0\n"));
+    assert!(neighbour_findings(&quiet).is_empty());
+    // Above gc_thresh2, nothing refused: a latent risk, and the unread kernel log is said.
+    let filling = neighbour_findings(&neighbours(700, [0, 0], None));
+    assert_eq!(filling.len(), 1, "{filling:?}");
+    assert_eq!(
+        (filling[0].0, filling[0].1),
+        (FindingKind::LatentRisk, Confidence::Likely)
+    );
+    assert!(
+        filling[0].2.contains("700 ipv4 neighbour entries"),
+        "{}",
+        filling[0].2
+    );
+    // table_fulls rising between the samples: neighbours refused while the check ran.
+    let full = neighbour_findings(&neighbours(1024, [3, 40], Some("count 0\n")));
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert_eq!(
+        (full[0].0, full[0].1),
+        (FindingKind::Incident, Confidence::Confirmed)
+    );
+    assert!(
+        full[0].2.contains("table_fulls rose 3 → 40"),
+        "{}",
+        full[0].2
+    );
+    // The kernel's message with the table past gc_thresh2: confirmed; with a small table: likely.
+    let log = "count 2\nneighbour: arp_cache: neighbor table overflow!\nneighbour: arp_cache: neighbor table overflow!\n";
+    let logged = neighbour_findings(&neighbours(900, [5, 5], Some(log)));
+    assert_eq!(
+        (logged[0].0, logged[0].1),
+        (FindingKind::Incident, Confidence::Confirmed),
+        "{logged:?}"
+    );
+    let old = neighbour_findings(&neighbours(30, [5, 5], Some(log)));
+    assert_eq!(
+        (old[0].0, old[0].1),
+        (FindingKind::Incident, Confidence::Likely),
+        "{old:?}"
+    );
+}
+
+#[test]
+fn a_namespace_without_the_host_thresholds_says_nothing_of_the_table() {
+    // The lab's node is a namespace: no gc_thresh, no stat files; its /proc/net/arp is read.
+    let r = check_file(&lab_bundle("neighbour-table-overflow"));
+    assert!(
+        of(&r, "neighbour-table-overflow").is_empty(),
+        "{}",
+        common::show(&r)
+    );
+    let facts = read_bundle(&lab_bundle("neighbour-table-overflow")).unwrap();
+    let node = facts.node_netns().unwrap();
+    let arp = node
+        .arp
+        .as_ref()
+        .expect("the node namespace's /proc/net/arp");
+    assert!(arp.entries() >= 256, "{arp:?}");
+    assert!(node.sysctl("net.ipv4.neigh.default.gc_thresh3").is_none());
+    // `ip -j neigh` tells the states apart: the sweep's entries are still being resolved.
+    let states = node
+        .neighbours
+        .as_ref()
+        .expect("the node namespace's ip -j neigh");
+    assert!(
+        states.counts[&("inet".to_string(), "INCOMPLETE".to_string())] >= 256,
+        "{states:?}"
+    );
+}

@@ -25,6 +25,7 @@ pub mod idle_timeout_reset;
 pub mod ipvs_conn_reuse;
 pub mod listen_queue_overflow;
 pub mod local_source_drop;
+pub mod neighbour_table_overflow;
 pub mod overlay_mtu_blackhole;
 pub mod rp_filter_drop;
 pub mod snat_port_clash;
@@ -67,6 +68,7 @@ pub static CATALOGUE: &[&Incident] = &[
     &ephemeral_port_exhaustion::INCIDENT,
     &ipvs_conn_reuse::INCIDENT,
     &vxlan_checksum_offload::INCIDENT,
+    &neighbour_table_overflow::INCIDENT,
 ];
 
 /// The catalogue entry with this id, for ids that come from outside (a command line, a test).
@@ -82,6 +84,9 @@ pub trait CaptureDetector: Send {
     /// An ICMP error packet (destination unreachable, too big, time exceeded): only those reach it,
     /// not every packet.
     fn icmp_error(&mut self, _p: &PktRef, _v6: bool, _icmp_type: u8, _code: u8) {}
+    /// An address-resolution message (ARP, or ICMPv6 neighbour solicitation/advertisement), with the
+    /// asker and the address asked for as `src`/`dst` (for an answer: the answerer and the asker).
+    fn neighbour(&mut self, _p: &PktRef, _msg: neighbour_table_overflow::NeighbourMsg) {}
     /// Appends this detector's findings to `out`. `explained` holds the connections (ids, sorted) that
     /// detectors earlier in [`DETECTORS`] have explained; the return value is the ones this one
     /// explains, so that one dropped SYN is offered as evidence of one cause only.
@@ -187,6 +192,12 @@ pub static DETECTORS: &[DetectorEntry] = &[
     DetectorEntry {
         incident: &rp_filter_drop::INCIDENT,
         new: || Box::<rp_filter_drop::Detector>::default(),
+    },
+    // Before the detectors of silent SYN drops at a listener: SYNs that die while their host asks
+    // for hundreds of neighbours are offered to the neighbour table first (only `possible` alone).
+    DetectorEntry {
+        incident: &neighbour_table_overflow::INCIDENT,
+        new: || Box::<neighbour_table_overflow::Detector>::default(),
     },
     // Before the detectors of silent SYN drops: a SYN answered by a TIME_WAIT socket's bare ACK was
     // not dropped, and its retry a second later is this incident's, not a drop's.
@@ -470,6 +481,13 @@ impl Detectors {
     pub fn icmp_error(&mut self, p: &PktRef, v6: bool, icmp_type: u8, code: u8) {
         for d in &mut self.running {
             d.icmp_error(p, v6, icmp_type, code);
+        }
+    }
+
+    /// An ARP or ND message, for the detectors that count neighbour resolution.
+    pub fn neighbour(&mut self, p: &PktRef, msg: neighbour_table_overflow::NeighbourMsg) {
+        for d in &mut self.running {
+            d.neighbour(p, msg);
         }
     }
 

@@ -256,6 +256,49 @@ pub(super) fn locate_ip(
     Ok((net, at, end, link))
 }
 
+/// Where the payload of EtherType `wanted` starts in a frame that carries it (Ethernet with its VLAN
+/// tags, Linux SLL/SLL2), with what the link layer said; `None` for any other frame. For the non-IP
+/// protocols read beside IP (ARP), called only after `locate_ip` found no IP.
+pub(super) fn locate(
+    linktype: LinkType,
+    frame: &[u8],
+    wanted: EtherType,
+) -> Option<(usize, LinkMeta)> {
+    let mut link = LinkMeta::default();
+    let (mut ethertype, mut at) = match linktype {
+        LinkType::Ethernet => (
+            EthernetHeader::new_checked(frame, 0).ok()?.ethertype(),
+            ethernet::HEADER_LEN,
+        ),
+        LinkType::LinuxSll2 => {
+            let h = Sll2Header::new_checked(frame).ok()?;
+            link.ifindex = Some(h.ifindex());
+            link.direction = Some(h.direction());
+            (h.protocol(), sll2::HEADER_LEN)
+        }
+        LinkType::LinuxSll => {
+            let h = SllHeader::new_checked(frame).ok()?;
+            link.direction = Some(h.direction());
+            (h.protocol(), sll::HEADER_LEN)
+        }
+        _ => return None,
+    };
+    // A frame has few tags; the bound keeps a hostile frame of tags from costing more.
+    for _ in 0..8 {
+        if ethertype == wanted {
+            return Some((at, link));
+        }
+        if !ethertype.is_vlan_tag() {
+            return None;
+        }
+        let tag = VlanTag::new_checked(frame, at).ok()?;
+        link.vlan.get_or_insert(tag.vid());
+        ethertype = tag.ethertype();
+        at += vlan::HEADER_LEN;
+    }
+    None
+}
+
 /// Ethernet II header at `at` with its VLAN tags: the network protocol, where its header starts, and
 /// the outermost VLAN id.
 #[inline(always)]

@@ -7,6 +7,7 @@
 //!
 //! Invariant: nothing in this module allocates per packet or panics on any input.
 
+pub mod arp;
 pub mod dns;
 pub mod field;
 pub mod ip;
@@ -175,6 +176,9 @@ pub enum Transport<'a> {
     },
     /// A non-first fragment, or a protocol we do not decode.
     Other,
+    /// Not IP: an ARP message ([`decode_arp`]), whose sender and target addresses are the packet's
+    /// `ip.src` and `ip.dst` (the other IP fields are zero).
+    Arp(arp::ArpOp),
 }
 
 /// A decoded frame.
@@ -220,6 +224,27 @@ pub enum DecodeError {
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
     let (net, at, end, link) = link::locate_ip(LinkType::from(linktype), frame)?;
     ip::decode(&frame[..end], at, net, link, true)
+}
+
+/// An ARP frame as a [`Packet`] (see [`Transport::Arp`]), for a frame `decode` called not IP; `None`
+/// for any other. Costs a second look at the link header: call it only for non-IP frames.
+pub fn decode_arp(linktype: u32, frame: &[u8]) -> Option<Packet<'static>> {
+    let m = arp::decode(linktype, frame)?;
+    Some(Packet {
+        link: m.link,
+        tunnel: None,
+        ip: IpHeader {
+            src: IpAddr::V4(m.sender),
+            dst: IpAddr::V4(m.target),
+            proto: IpProtocol::Unknown(0xff),
+            ttl: 0,
+            ident: 0,
+            total_len: arp::LEN as u32,
+            fragment: None,
+        },
+        transport: Transport::Arp(m.op),
+        truncated: false,
+    })
 }
 
 /// For an ICMP/ICMPv6 error (port unreachable, time exceeded...), the packet it quotes, decoded as far

@@ -28,6 +28,7 @@ mod idle_timeout_reset;
 mod ipvs_conn_reuse;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod neighbour_table_overflow;
 mod overlay_mtu_blackhole;
 mod rp_filter_drop;
 mod snat_port_clash;
@@ -273,6 +274,17 @@ pub static INFOS: &[ScenarioInfo] = &[
         },
         summary: "a pod reuses its source port toward an IPVS ClusterIP while the previous connection is in IPVS's TIME_WAIT; conn_reuse_mode=1 on a kernel < 5.9 drops the first SYN and the connect takes 1 s",
         mitigation: "a kernel ≥ 5.9 (IPVS reschedules the reused port without dropping the SYN): the lab does not install the emulated drop",
+    },
+    ScenarioInfo {
+        name: core::neighbour_table_overflow::INCIDENT.id,
+        incident: Some(&core::neighbour_table_overflow::INCIDENT),
+        run: neighbour_table_overflow::run,
+        reproduction: Reproduction::Emulated {
+            why: "gc_thresh1/2/3 and the neighbour table are host-wide (they exist only in the initial network namespace): the lab may not change them, nor fill the host's table to its real limit.",
+            how: "real: the node namespace sends to 300 absent addresses on a /16 link that resolves slowly (6 requests 6 s apart: 300 incomplete neighbour entries in its /proc/net/arp for ~36 s, and the ARP storm on the wire). Emulated: gc_thresh1/2/3 = 64/128/256 in the run's facts only, and the refusal of a new neighbour past gc_thresh3: an nft rule drops the SYNs the node would route to a pod it has no entry for (its counter is the emulated table_fulls); a pod it already knows stays reachable.",
+        },
+        summary: "a node with more neighbour entries than gc_thresh3 refuses a new one: connects from a remote pod to a pod the node has no entry for time out, while a pod it knows answers; the node sends a storm of ARP requests meanwhile",
+        mitigation: "gc_thresh1/2/3 raised to 1024/4096/8192 (emulated, above the entries): no neighbour is refused",
     },
     ScenarioInfo {
         name: "healthy",

@@ -433,6 +433,7 @@ pub fn collect_live(opts: &CollectOptions) -> Result<NodeFacts, CollectError> {
     sink.file(paths::KERNEL.into(), &sys("kernel/osrelease"));
     sink.file(paths::HOSTNAME.into(), &sys("kernel/hostname"));
     sink.file(paths::MODULES.into(), &opts.proc_root.join("modules"));
+    kernel_log_overflow(&mut sink, &opts.proc_root);
     if matches!(opts.target, Target::Host) {
         collect_pods(&mut sink, "crictl");
     }
@@ -578,6 +579,15 @@ fn sample(opts: &CollectOptions, ns: &NsPlan, index: u32, t0: Instant) -> (Sink,
             format!("{pre}/{}", paths::CT_STAT),
             &proc_net.join("stat/nf_conntrack"),
         );
+        // The neighbour tables are the host's: only the initial namespace has these (absent elsewhere).
+        s.file(
+            format!("{pre}/{}", paths::ARP_CACHE),
+            &proc_net.join("stat/arp_cache"),
+        );
+        s.file(
+            format!("{pre}/{}", paths::NDISC_CACHE),
+            &proc_net.join("stat/ndisc_cache"),
+        );
         s.command(
             format!("{pre}/{}", paths::CT_S),
             &["conntrack", "-S"],
@@ -594,6 +604,72 @@ fn sample(opts: &CollectOptions, ns: &NsPlan, index: u32, t0: Instant) -> (Sink,
             (s, off)
         }
     }
+}
+
+/// Kernel log records read at most (the ring holds a few thousand; this bounds a hostile one).
+const KMSG_MAX_RECORDS: usize = 200_000;
+/// Overflow lines kept verbatim (the rest are counted).
+const KMSG_KEPT_LINES: usize = 8;
+
+/// The kernel log's "neighbour table overflow" lines, read from `/dev/kmsg` (beside `proc_root`)
+/// without blocking and without consuming anything. An unreadable log (no CAP_SYSLOG, dmesg_restrict,
+/// a container) is recorded absent with the reason: a blind spot of the neighbour-table check, not a
+/// failed collection.
+fn kernel_log_overflow(sink: &mut Sink, proc_root: &Path) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let kmsg = proc_root.parent().unwrap_or(Path::new("")).join("dev/kmsg");
+    let src = kmsg.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&kmsg);
+    let mut f = match file {
+        Ok(f) => f,
+        Err(e) => {
+            sink.entries.push(ArtifactEntry {
+                path: paths::KERNEL_LOG_NEIGH.into(),
+                status: ArtifactStatus::Absent,
+                source: src,
+                error: Some(format!("kernel log not readable: {e}")),
+                duration_ms: None,
+            });
+            return;
+        }
+    };
+    let mut count = 0u64;
+    let mut kept: Vec<String> = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..KMSG_MAX_RECORDS {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // /dev/kmsg gives one record per read ("prio,seq,usec,flags;message", then
+                // " KEY=value" continuation lines); a plain file gives many lines at once.
+                let text = String::from_utf8_lossy(&buf[..n]);
+                for line in text.lines().filter(|l| !l.starts_with(' ')) {
+                    let msg = line.split_once(';').map(|x| x.1).unwrap_or(line).trim();
+                    if crate::parse::neigh::is_overflow_line(msg) {
+                        count += 1;
+                        if kept.len() == KMSG_KEPT_LINES {
+                            kept.remove(0);
+                        }
+                        kept.push(msg.to_string());
+                    }
+                }
+            }
+            // A record overwritten while reading: the next read goes on from the oldest left.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            // EAGAIN: the end of the log.
+            Err(_) => break,
+        }
+    }
+    let mut text = format!("count {count}\n");
+    for l in kept {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    sink.ok(paths::KERNEL_LOG_NEIGH.into(), &src, text.into_bytes());
 }
 
 /// Walks `/proc/sys/net` as this thread's namespace sees it, into `sysctl -a` form.
@@ -859,6 +935,12 @@ fn collect_static_rest(opts: &CollectOptions, pre: &str, proc_net: &Path, t: Dur
             e.to_string(),
         ),
     }
+    s.file(format!("{pre}/{}", paths::PROC_ARP), &proc_net.join("arp"));
+    s.command(
+        format!("{pre}/{}", paths::IP_NEIGH),
+        &["ip", "-j", "neigh", "show"],
+        t,
+    );
     s.command(format!("{pre}/{}", paths::SS), &["ss", "-tanoip"], t);
     // Without ss, the kernel's own socket tables (no backlog, no idle times, but queues and timers).
     if !s.artifacts.contains_key(&format!("{pre}/{}", paths::SS)) {
@@ -1233,6 +1315,37 @@ mod tests {
 
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The kernel log's overflow lines are counted and the last kept; a log that cannot be read is
+    /// recorded absent with the reason (a blind spot), never failed.
+    #[test]
+    fn kernel_log_overflow_lines_or_the_reason_they_are_unknown() {
+        let dir = std::env::temp_dir().join(format!("netsleuth-kmsg-{}", std::process::id()));
+        let proc_root = dir.join("proc");
+        std::fs::create_dir_all(dir.join("dev")).unwrap();
+        std::fs::create_dir_all(&proc_root).unwrap();
+        let mut sink = Sink::default();
+        kernel_log_overflow(&mut sink, &proc_root);
+        assert_eq!(sink.entries[0].status, ArtifactStatus::Absent);
+        assert!(sink.entries[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("kernel log not readable")));
+        assert!(!sink.artifacts.contains_key(paths::KERNEL_LOG_NEIGH));
+        std::fs::write(
+            dir.join("dev/kmsg"),
+            "6,100,5000,-;eth0: link up\n SUBSYSTEM=net\n4,101,6000,-;neighbour: arp_cache: neighbor table overflow!\n4,102,7000,-;neighbour: arp_cache: neighbor table overflow!\n",
+        )
+        .unwrap();
+        let mut sink = Sink::default();
+        kernel_log_overflow(&mut sink, &proc_root);
+        let text = String::from_utf8(sink.artifacts[paths::KERNEL_LOG_NEIGH].clone()).unwrap();
+        assert_eq!(
+            text,
+            "count 2\nneighbour: arp_cache: neighbor table overflow!\nneighbour: arp_cache: neighbor table overflow!\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The pods come from the runtime's own listing, read-only; a node without crictl records the
     /// artifact absent, not failed.

@@ -27,6 +27,7 @@ mod idle_timeout_reset;
 mod ipvs_conn_reuse;
 mod listen_queue_overflow;
 mod local_source_drop;
+mod neighbour_table_overflow;
 mod overlay_mtu_blackhole;
 mod rp_filter_drop;
 mod snat_port_clash;
@@ -203,7 +204,16 @@ pub static DETECTORS: &[NodeDetector] = &[
         incident: &core::vxlan_checksum_offload::INCIDENT,
         scope: Scope::Netns(vxlan_checksum_offload::check),
     },
+    NodeDetector {
+        incident: &core::neighbour_table_overflow::INCIDENT,
+        scope: Scope::Node(neighbour_table_overflow::check),
+    },
 ];
+
+/// What the node facts say of the host's neighbour tables (for the capture analysis).
+pub(crate) fn neighbour_table(facts: &NodeFacts) -> Option<netsleuth_core::node::NeighbourTable> {
+    neighbour_table_overflow::summary(facts)
+}
 
 /// Runs every detector. The order findings are made in does not matter: they are sorted at the end.
 pub fn detect(facts: &NodeFacts, opts: &CheckOptions) -> Vec<Finding> {

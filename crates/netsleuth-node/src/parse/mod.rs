@@ -8,6 +8,7 @@ pub mod ethtool;
 pub mod ip;
 pub mod iptables;
 pub mod ipvs;
+pub mod neigh;
 pub mod netlink;
 pub mod netstat;
 pub mod nft;
