@@ -317,8 +317,6 @@ const NODE_A: [u8; 4] = [192, 168, 50, 10];
 const NODE_B: [u8; 4] = [192, 168, 50, 20];
 const POD_A: [u8; 4] = [10, 244, 1, 10];
 const POD_B: [u8; 4] = [10, 244, 2, 11];
-const MS: i64 = 1_000_000;
-const T0: i64 = 1_700_000_000_000_000_000;
 
 /// A pod's connect to the other node's pod, as the underlay carries it: each inner packet in VXLAN,
 /// A→B with `to_b` checksums and B→A with `to_a`. The client retransmits its SYN after 1 s and 3 s
