@@ -6,6 +6,7 @@ use super::conntrack::CtSource;
 use super::correlate::{Correlator, Output, OwnerLookup};
 use super::dropmon::{DropMonitor, Owner};
 use super::event::{Event, NsId, Stamped};
+use super::observe::{Observe, Tick};
 use super::rtnl::RtSource;
 use super::sockets::{Owners, SockSource};
 use crate::collect::run::in_netns;
@@ -40,6 +41,8 @@ pub struct WatchOptions {
     pub drop_reasons: bool,
     /// Told once every source is open and the first dumps are read (before the first event is waited for).
     pub ready: Option<std::sync::mpsc::Sender<()>>,
+    /// Sees every event and output, and a tick each second (the CLI's `--metrics`).
+    pub observer: Option<std::sync::Arc<dyn Observe>>,
 }
 
 impl Default for WatchOptions {
@@ -55,6 +58,7 @@ impl Default for WatchOptions {
             proc_root: PathBuf::from("/proc"),
             drop_reasons: true,
             ready: None,
+            observer: None,
         }
     }
 }
@@ -277,6 +281,7 @@ pub fn watch(
         on_output: &mut on_output,
         sources: Vec::new(),
         known: BTreeSet::new(),
+        observer: opts.observer.clone(),
     };
     for t in &opts.targets {
         st.add_ns(opts, t.label.clone(), t.path.clone(), false);
@@ -403,6 +408,9 @@ pub fn watch(
             }
             for e in evs {
                 st.emit(e);
+            }
+            if let Some(o) = &st.observer {
+                o.tick(&st.tick(dropmon.as_ref(), opts.drop_reasons));
             }
         }
         // Poll every event source until the next tick.
@@ -603,6 +611,7 @@ struct State<'a> {
     on_output: &'a mut dyn FnMut(&Output),
     sources: Vec<NsSources>,
     known: BTreeSet<u64>,
+    observer: Option<std::sync::Arc<dyn Observe>>,
 }
 
 impl State<'_> {
@@ -646,12 +655,42 @@ impl State<'_> {
     }
 
     fn emit(&mut self, ev: Stamped) {
+        if let Some(obs) = &self.observer {
+            obs.event(&ev);
+        }
         for o in self.corr.push(ev, self.owners) {
             if let Output::Notice { text, .. } = &o {
                 self.summary.notices.push(text.clone());
             }
+            if let Some(obs) = &self.observer {
+                obs.output(&o);
+            }
             (self.on_output)(&o);
         }
+    }
+
+    /// What the observer's tick says: the sources of every namespace watched now, open or not.
+    fn tick(&self, dropmon: Option<&DropMonitor>, drop_reasons: bool) -> Tick {
+        let mut t = Tick {
+            connections_at_risk: self.corr.at_risk_now.len(),
+            drop_ring_overrun: dropmon.map(DropMonitor::overrun),
+            ..Tick::default()
+        };
+        if drop_reasons {
+            t.sources.push((None, "drop reasons", dropmon.is_some()));
+        }
+        for s in self.sources.iter().filter(|s| !s.closed) {
+            t.namespaces += 1;
+            let has_file = |name: &str| s.files.iter().any(|(n, _)| n == name);
+            t.sources.extend([
+                (Some(s.id), "conntrack events", s.ct.is_some()),
+                (Some(s.id), "rtnetlink", s.rt.is_some()),
+                (Some(s.id), "sock_diag", s.socks.is_some()),
+                (Some(s.id), "/proc/net/netstat", has_file("netstat")),
+                (Some(s.id), "/proc/net/snmp", has_file("snmp")),
+            ]);
+        }
+        t
     }
 
     fn add_ns(
