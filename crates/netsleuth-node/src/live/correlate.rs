@@ -1253,7 +1253,7 @@ mod tests {
                 ),
                 ..Default::default()
             };
-            c.push(ev(i as i64, 0, ct(CtKind::New, e.clone())), &mut owners);
+            c.push(ev(i as i64, 0, ct(CtKind::New, e)), &mut owners);
             live.push_back(e);
             // 500 alive at a time.
             if live.len() > 500 {
