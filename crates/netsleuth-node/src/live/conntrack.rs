@@ -89,7 +89,13 @@ pub struct CtSource {
     seq: u32,
     /// ENOBUFS seen on the event socket.
     pub losses: u64,
+    /// Event messages that could not be decoded.
+    pub damaged: u64,
 }
+
+/// Bytes of the read buffer each event message may use, and how many are read per call.
+const EVENT_SLOT: usize = 8 << 10;
+const EVENT_SLOTS: usize = 64;
 
 impl CtSource {
     /// Opens both sockets in the calling thread's namespace. `rcvbuf`: the event socket's receive
@@ -100,6 +106,7 @@ impl CtSource {
             dumps: sock::open(libc::NETLINK_NETFILTER, 0, Some(4 << 20))?,
             seq: 1,
             losses: 0,
+            damaged: 0,
         })
     }
 
@@ -108,12 +115,18 @@ impl CtSource {
     }
 
     /// Reads every waiting event; returns true when the kernel reported a loss (then resync).
+    /// Events are read `EVENT_SLOTS` at a time (`recvmmsg`), each in its own `EVENT_SLOT` bytes of
+    /// `buf` (a ctnetlink event is a few hundred bytes; a longer one is cut and counted as damaged).
     pub fn read(&mut self, buf: &mut [u8], on_event: &mut impl FnMut(CtKind, Entry, bool)) -> bool {
         let mut lost = false;
+        let mut lens = [0usize; EVENT_SLOTS];
         loop {
-            match sock::recv(self.events.as_raw_fd(), buf) {
+            match sock::recv_batch(self.events.as_raw_fd(), buf, EVENT_SLOT, &mut lens) {
                 Ok(Recv::Data(n)) if n > 0 => {
-                    decode_events(&buf[..n], &mut *on_event);
+                    for (i, len) in lens.iter().take(n).enumerate() {
+                        let at = i * EVENT_SLOT;
+                        self.damaged += decode_events(&buf[at..at + len], &mut *on_event);
+                    }
                 }
                 Ok(Recv::Overrun) => {
                     self.losses += 1;

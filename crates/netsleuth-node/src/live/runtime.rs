@@ -95,6 +95,9 @@ struct NsSources {
 
 /// How long events may wait in their socket before the loop reads them.
 const BATCH: Duration = Duration::from_millis(50);
+/// Conntrack events in one pass from which the next pass does not wait `BATCH` (≥ 20 k events/s):
+/// at such rates the wait saves little CPU per event, and the socket buffer must not also absorb it.
+const BUSY_PASS: u64 = 1_000;
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -330,6 +333,7 @@ pub fn watch(
     }
     let mono_off = mono_to_real_offset();
     let mut buf = vec![0u8; 1 << 20];
+    let mut busy = false;
     let mut next_tick = Instant::now();
     let mut next_discovery = Instant::now();
     loop {
@@ -453,7 +457,10 @@ pub fn watch(
         // Let events gather for a moment: one wakeup and a few large reads per batch instead of a
         // wakeup per event (the CPU at 10 k events/s falls ~5x; BENCHMARKS.md "Watch"). Events are
         // stamped when read, so a stamp is late by at most this much; the socket buffers hold far more.
-        std::thread::sleep(BATCH);
+        if !busy {
+            std::thread::sleep(BATCH);
+        }
+        let conntrack_before = st.summary.conntrack_events;
         for (p, (i, kind)) in fds.iter().zip(who.iter().copied()) {
             if p.revents == 0 {
                 continue;
@@ -581,6 +588,7 @@ pub fn watch(
                 st.emit(e);
             }
         }
+        busy = st.summary.conntrack_events - conntrack_before >= BUSY_PASS;
     }
     if let Some(d) = dropmon.take() {
         let totals = d.finish();
