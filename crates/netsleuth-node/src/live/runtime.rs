@@ -265,6 +265,31 @@ fn process_namespaces(proc_root: &Path, known: &BTreeSet<u64>) -> Vec<(u64, u32,
     out
 }
 
+/// Processes whose network namespace cannot be looked at (`/proc/PID/ns/net` refused: a process of
+/// another uid without CAP_SYS_PTRACE), and one of them (pid, comm).
+fn unreadable_namespaces(proc_root: &Path) -> (usize, Option<(u32, String)>) {
+    let mut count = 0;
+    let mut first = None;
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return (0, None);
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let refused = std::fs::metadata(e.path().join("ns/net"))
+            .is_err_and(|err| err.kind() == std::io::ErrorKind::PermissionDenied);
+        if refused {
+            count += 1;
+            if first.is_none() {
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                first = Some((pid, comm.trim().to_string()));
+            }
+        }
+    }
+    (count, first)
+}
+
 /// Watches until `stop` is set or the duration ends; every output goes to `on_output` as it happens.
 pub fn watch(
     opts: &WatchOptions,
@@ -288,6 +313,21 @@ pub fn watch(
     };
     for t in &opts.targets {
         st.add_ns(opts, t.label.clone(), t.path.clone(), false);
+    }
+    if opts.processes {
+        // A namespace that cannot be looked at is skipped by the discovery: say so once, or a pod
+        // whose processes run as another user would go unwatched without a word.
+        if let (n @ 1.., Some((pid, comm))) = unreadable_namespaces(&opts.proc_root) {
+            st.emit(Stamped {
+                ts_ns: now_ns(),
+                ns: None,
+                event: Event::Unavailable {
+                    source: format!("the network namespaces of {n} process(es) (e.g. pid {pid}, {comm})"),
+                    why: "permission denied on /proc/PID/ns/net (hint: a process of another user, or one that is not dumpable, needs CAP_SYS_PTRACE; an LSM or another user namespace can refuse even then)".into(),
+                    costs: "the pods those processes are in are not watched".into(),
+                },
+            });
+        }
     }
     if !opts.drop_reasons {
         st.emit(Stamped {
