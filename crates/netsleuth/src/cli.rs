@@ -98,6 +98,10 @@ pub struct WatchArgs {
     /// Output: human lines as findings happen, or JSON Lines (one finding or notice per line).
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
+    /// Serve Prometheus metrics at http://ADDR/metrics while watching (`127.0.0.1:9464`,
+    /// `[::]:9464`; port 0 picks one and says which on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `90`, `90s`, `5m`, `1h`, `250ms`.

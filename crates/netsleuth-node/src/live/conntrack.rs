@@ -15,12 +15,18 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 pub const GROUPS: u32 = 0b111;
 /// NLM_F_CREATE: an IPCTNL_MSG_CT_NEW event with it is a new entry, without it an update.
 const NLM_F_CREATE: u16 = 0x400;
-/// Per-CPU statistics attributes (`CTA_STATS_*`).
+/// Per-CPU statistics attributes (`CTA_STATS_*`, linux/netfilter/nfnetlink_conntrack.h; the ones
+/// not listed — searched, new, ignore, delete, delete_list — are no longer filled by the kernel).
+const CTA_STATS_FOUND: u16 = 2;
 const CTA_STATS_INVALID: u16 = 4;
+const CTA_STATS_INSERT: u16 = 8;
 const CTA_STATS_INSERT_FAILED: u16 = 9;
 const CTA_STATS_DROP: u16 = 10;
 const CTA_STATS_EARLY_DROP: u16 = 11;
+const CTA_STATS_ERROR: u16 = 12;
+const CTA_STATS_SEARCH_RESTART: u16 = 13;
 const CTA_STATS_CLASH_RESOLVE: u16 = 14;
+const CTA_STATS_CHAIN_TOOLONG: u16 = 15;
 
 /// Decodes one buffer of ctnetlink event messages; returns how many messages were damaged.
 /// `on_event` gets the kind, the entry and whether a userspace request caused it (a DESTROY by
@@ -59,11 +65,16 @@ pub fn decode_stats(buf: &[u8], into: &mut CtStats) -> DumpEnd {
         for (k, v) in attrs(body.attrs) {
             let n = u64::from(value::be32(v).unwrap_or(0));
             match k {
+                CTA_STATS_FOUND => into.found += n,
                 CTA_STATS_INVALID => into.invalid += n,
+                CTA_STATS_INSERT => into.insert += n,
                 CTA_STATS_INSERT_FAILED => into.insert_failed += n,
                 CTA_STATS_DROP => into.drop += n,
                 CTA_STATS_EARLY_DROP => into.early_drop += n,
+                CTA_STATS_ERROR => into.error += n,
+                CTA_STATS_SEARCH_RESTART => into.search_restart += n,
                 CTA_STATS_CLASH_RESOLVE => into.clash_resolve += n,
+                CTA_STATS_CHAIN_TOOLONG => into.chain_toolong += n,
                 _ => {}
             }
         }
@@ -78,7 +89,13 @@ pub struct CtSource {
     seq: u32,
     /// ENOBUFS seen on the event socket.
     pub losses: u64,
+    /// Event messages that could not be decoded.
+    pub damaged: u64,
 }
+
+/// Bytes of the read buffer each event message may use, and how many are read per call.
+const EVENT_SLOT: usize = 8 << 10;
+const EVENT_SLOTS: usize = 64;
 
 impl CtSource {
     /// Opens both sockets in the calling thread's namespace. `rcvbuf`: the event socket's receive
@@ -89,6 +106,7 @@ impl CtSource {
             dumps: sock::open(libc::NETLINK_NETFILTER, 0, Some(4 << 20))?,
             seq: 1,
             losses: 0,
+            damaged: 0,
         })
     }
 
@@ -97,12 +115,18 @@ impl CtSource {
     }
 
     /// Reads every waiting event; returns true when the kernel reported a loss (then resync).
+    /// Events are read `EVENT_SLOTS` at a time (`recvmmsg`), each in its own `EVENT_SLOT` bytes of
+    /// `buf` (a ctnetlink event is a few hundred bytes; a longer one is cut and counted as damaged).
     pub fn read(&mut self, buf: &mut [u8], on_event: &mut impl FnMut(CtKind, Entry, bool)) -> bool {
         let mut lost = false;
+        let mut lens = [0usize; EVENT_SLOTS];
         loop {
-            match sock::recv(self.events.as_raw_fd(), buf) {
+            match sock::recv_batch(self.events.as_raw_fd(), buf, EVENT_SLOT, &mut lens) {
                 Ok(Recv::Data(n)) if n > 0 => {
-                    decode_events(&buf[..n], &mut *on_event);
+                    for (i, len) in lens.iter().take(n).enumerate() {
+                        let at = i * EVENT_SLOT;
+                        self.damaged += decode_events(&buf[at..at + len], &mut *on_event);
+                    }
                 }
                 Ok(Recv::Overrun) => {
                     self.losses += 1;

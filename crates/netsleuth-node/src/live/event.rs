@@ -48,14 +48,19 @@ pub struct Socket {
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_LISTEN: u8 = 10;
 
-/// The conntrack statistics summed over CPUs.
+/// The conntrack statistics summed over CPUs (the fields the kernel still fills; `conntrack -S`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CtStats {
+    pub found: u64,
+    pub insert: u64,
     pub insert_failed: u64,
     pub drop: u64,
     pub early_drop: u64,
     pub invalid: u64,
+    pub error: u64,
+    pub search_restart: u64,
     pub clash_resolve: u64,
+    pub chain_toolong: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

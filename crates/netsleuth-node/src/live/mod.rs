@@ -13,6 +13,7 @@ pub mod conntrack;
 pub mod correlate;
 pub mod dropmon;
 pub mod event;
+pub mod observe;
 pub mod rtnl;
 pub mod runtime;
 pub mod sock;
@@ -20,4 +21,5 @@ pub mod sockets;
 
 pub use correlate::{Correlator, Output};
 pub use event::{Event, Stamped};
+pub use observe::{Observe, Tick};
 pub use runtime::{watch, NsTarget, WatchOptions, WatchSummary};

@@ -6,6 +6,7 @@ use super::conntrack::CtSource;
 use super::correlate::{Correlator, Output, OwnerLookup};
 use super::dropmon::{DropMonitor, Owner};
 use super::event::{Event, NsId, Stamped};
+use super::observe::{Observe, Tick};
 use super::rtnl::RtSource;
 use super::sockets::{Owners, SockSource};
 use crate::collect::run::in_netns;
@@ -40,6 +41,8 @@ pub struct WatchOptions {
     pub drop_reasons: bool,
     /// Told once every source is open and the first dumps are read (before the first event is waited for).
     pub ready: Option<std::sync::mpsc::Sender<()>>,
+    /// Sees every event and output, and a tick each second (the CLI's `--metrics`).
+    pub observer: Option<std::sync::Arc<dyn Observe>>,
 }
 
 impl Default for WatchOptions {
@@ -55,6 +58,7 @@ impl Default for WatchOptions {
             proc_root: PathBuf::from("/proc"),
             drop_reasons: true,
             ready: None,
+            observer: None,
         }
     }
 }
@@ -91,6 +95,9 @@ struct NsSources {
 
 /// How long events may wait in their socket before the loop reads them.
 const BATCH: Duration = Duration::from_millis(50);
+/// Conntrack events in one pass from which the next pass does not wait `BATCH` (≥ 20 k events/s):
+/// at such rates the wait saves little CPU per event, and the socket buffer must not also absorb it.
+const BUSY_PASS: u64 = 1_000;
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -258,6 +265,31 @@ fn process_namespaces(proc_root: &Path, known: &BTreeSet<u64>) -> Vec<(u64, u32,
     out
 }
 
+/// Processes whose network namespace cannot be looked at (`/proc/PID/ns/net` refused: a process of
+/// another uid without CAP_SYS_PTRACE), and one of them (pid, comm).
+fn unreadable_namespaces(proc_root: &Path) -> (usize, Option<(u32, String)>) {
+    let mut count = 0;
+    let mut first = None;
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return (0, None);
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let refused = std::fs::metadata(e.path().join("ns/net"))
+            .is_err_and(|err| err.kind() == std::io::ErrorKind::PermissionDenied);
+        if refused {
+            count += 1;
+            if first.is_none() {
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                first = Some((pid, comm.trim().to_string()));
+            }
+        }
+    }
+    (count, first)
+}
+
 /// Watches until `stop` is set or the duration ends; every output goes to `on_output` as it happens.
 pub fn watch(
     opts: &WatchOptions,
@@ -277,9 +309,25 @@ pub fn watch(
         on_output: &mut on_output,
         sources: Vec::new(),
         known: BTreeSet::new(),
+        observer: opts.observer.clone(),
     };
     for t in &opts.targets {
         st.add_ns(opts, t.label.clone(), t.path.clone(), false);
+    }
+    if opts.processes {
+        // A namespace that cannot be looked at is skipped by the discovery: say so once, or a pod
+        // whose processes run as another user would go unwatched without a word.
+        if let (n @ 1.., Some((pid, comm))) = unreadable_namespaces(&opts.proc_root) {
+            st.emit(Stamped {
+                ts_ns: now_ns(),
+                ns: None,
+                event: Event::Unavailable {
+                    source: format!("the network namespaces of {n} process(es) (e.g. pid {pid}, {comm})"),
+                    why: "permission denied on /proc/PID/ns/net (hint: a process of another user, or one that is not dumpable, needs CAP_SYS_PTRACE; an LSM or another user namespace can refuse even then)".into(),
+                    costs: "the pods those processes are in are not watched".into(),
+                },
+            });
+        }
     }
     if !opts.drop_reasons {
         st.emit(Stamped {
@@ -325,6 +373,7 @@ pub fn watch(
     }
     let mono_off = mono_to_real_offset();
     let mut buf = vec![0u8; 1 << 20];
+    let mut busy = false;
     let mut next_tick = Instant::now();
     let mut next_discovery = Instant::now();
     loop {
@@ -404,6 +453,9 @@ pub fn watch(
             for e in evs {
                 st.emit(e);
             }
+            if let Some(o) = &st.observer {
+                o.tick(&st.tick(dropmon.as_ref(), opts.drop_reasons));
+            }
         }
         // Poll every event source until the next tick.
         let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -445,7 +497,10 @@ pub fn watch(
         // Let events gather for a moment: one wakeup and a few large reads per batch instead of a
         // wakeup per event (the CPU at 10 k events/s falls ~5x; BENCHMARKS.md "Watch"). Events are
         // stamped when read, so a stamp is late by at most this much; the socket buffers hold far more.
-        std::thread::sleep(BATCH);
+        if !busy {
+            std::thread::sleep(BATCH);
+        }
+        let conntrack_before = st.summary.conntrack_events;
         for (p, (i, kind)) in fds.iter().zip(who.iter().copied()) {
             if p.revents == 0 {
                 continue;
@@ -573,6 +628,7 @@ pub fn watch(
                 st.emit(e);
             }
         }
+        busy = st.summary.conntrack_events - conntrack_before >= BUSY_PASS;
     }
     if let Some(d) = dropmon.take() {
         let totals = d.finish();
@@ -603,6 +659,7 @@ struct State<'a> {
     on_output: &'a mut dyn FnMut(&Output),
     sources: Vec<NsSources>,
     known: BTreeSet<u64>,
+    observer: Option<std::sync::Arc<dyn Observe>>,
 }
 
 impl State<'_> {
@@ -646,12 +703,42 @@ impl State<'_> {
     }
 
     fn emit(&mut self, ev: Stamped) {
+        if let Some(obs) = &self.observer {
+            obs.event(&ev);
+        }
         for o in self.corr.push(ev, self.owners) {
             if let Output::Notice { text, .. } = &o {
                 self.summary.notices.push(text.clone());
             }
+            if let Some(obs) = &self.observer {
+                obs.output(&o);
+            }
             (self.on_output)(&o);
         }
+    }
+
+    /// What the observer's tick says: the sources of every namespace watched now, open or not.
+    fn tick(&self, dropmon: Option<&DropMonitor>, drop_reasons: bool) -> Tick {
+        let mut t = Tick {
+            connections_at_risk: self.corr.at_risk_now.len(),
+            drop_ring_overrun: dropmon.map(DropMonitor::overrun),
+            ..Tick::default()
+        };
+        if drop_reasons {
+            t.sources.push((None, "drop reasons", dropmon.is_some()));
+        }
+        for s in self.sources.iter().filter(|s| !s.closed) {
+            t.namespaces += 1;
+            let has_file = |name: &str| s.files.iter().any(|(n, _)| n == name);
+            t.sources.extend([
+                (Some(s.id), "conntrack events", s.ct.is_some()),
+                (Some(s.id), "rtnetlink", s.rt.is_some()),
+                (Some(s.id), "sock_diag", s.socks.is_some()),
+                (Some(s.id), "/proc/net/netstat", has_file("netstat")),
+                (Some(s.id), "/proc/net/snmp", has_file("snmp")),
+            ]);
+        }
+        t
     }
 
     fn add_ns(

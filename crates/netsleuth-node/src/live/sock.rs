@@ -88,6 +88,65 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Recv> {
     }
 }
 
+/// Receives up to `lens.len()` messages in one call (`recvmmsg`): message `i` lands in the `i`-th
+/// `slot`-byte piece of `buf` and its length in `lens[i]`; `Data(n)` says how many arrived. One
+/// system call per batch instead of one per event: a netlink event is one message, so at 100 k
+/// conntrack events/s a plain `recv` loop makes 100 k calls a second.
+pub fn recv_batch(
+    fd: RawFd,
+    buf: &mut [u8],
+    slot: usize,
+    lens: &mut [usize],
+) -> std::io::Result<Recv> {
+    let count = lens.len().min(buf.len() / slot.max(1));
+    if count == 0 {
+        return Ok(Recv::Empty);
+    }
+    let mut iovs: Vec<libc::iovec> = buf
+        .chunks_exact_mut(slot)
+        .take(count)
+        .map(|c| libc::iovec {
+            iov_base: c.as_mut_ptr().cast(),
+            iov_len: c.len(),
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdr are valid "no name, no control" headers; each points at one iovec
+    // that points into `buf`, which outlives the call.
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    loop {
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
+                std::ptr::null_mut(),
+            )
+        };
+        if n >= 0 {
+            for (len, h) in lens.iter_mut().zip(&hdrs).take(n as usize) {
+                *len = (h.msg_len as usize).min(slot);
+            }
+            return Ok(Recv::Data(n as usize));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(Recv::Empty),
+            Some(libc::ENOBUFS) => return Ok(Recv::Overrun),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Receives a whole dump reply (until NLMSG_DONE or an error message), waiting up to `timeout_ms`
 /// for each buffer; `on_buf` sees each buffer and says whether the dump is over.
 pub fn recv_dump(

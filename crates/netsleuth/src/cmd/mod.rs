@@ -2,8 +2,10 @@
 
 mod analyze;
 mod catalogue;
+mod http;
 mod k8s_api;
 mod lab;
+mod metrics;
 mod node;
 mod terminal;
 mod watch;

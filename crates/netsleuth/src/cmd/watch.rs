@@ -81,6 +81,11 @@ pub fn run(a: WatchArgs) -> Result<i32, CliError> {
         duration: a.duration,
         rcvbuf: (a.rcvbuf_kib.max(1) as i32).saturating_mul(1024),
         drop_reasons: !a.no_drop_reasons,
+        // Bound before anything is watched: a taken address is an error at once, not later.
+        observer: match a.metrics {
+            Some(addr) => Some(super::metrics::serve(addr)? as std::sync::Arc<dyn live::Observe>),
+            None => None,
+        },
         ..Default::default()
     };
     install_signals();
