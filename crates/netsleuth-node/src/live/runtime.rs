@@ -8,6 +8,7 @@ use super::dropmon::{DropMonitor, Owner};
 use super::event::{Event, NsId, Stamped};
 use super::rtnl::RtSource;
 use super::sockets::{Owners, SockSource};
+use super::taps::{TapOptions, TapTotals, Taps};
 use crate::collect::run::in_netns;
 use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
 use std::collections::BTreeSet;
@@ -40,6 +41,8 @@ pub struct WatchOptions {
     pub drop_reasons: bool,
     /// Told once every source is open and the first dumps are read (before the first event is waited for).
     pub ready: Option<std::sync::mpsc::Sender<()>>,
+    /// The packet tap (on by default) and `--record`.
+    pub tap: TapOptions,
 }
 
 impl Default for WatchOptions {
@@ -55,6 +58,7 @@ impl Default for WatchOptions {
             proc_root: PathBuf::from("/proc"),
             drop_reasons: true,
             ready: None,
+            tap: TapOptions::default(),
         }
     }
 }
@@ -70,6 +74,7 @@ pub struct WatchSummary {
     pub findings: Vec<netsleuth_core::finding::Finding>,
     pub notices: Vec<String>,
     pub seconds: f64,
+    pub tap: TapTotals,
 }
 
 struct NsSources {
@@ -277,6 +282,7 @@ pub fn watch(
         on_output: &mut on_output,
         sources: Vec::new(),
         known: BTreeSet::new(),
+        taps: Taps::new(opts.tap.clone()),
     };
     for t in &opts.targets {
         st.add_ns(opts, t.label.clone(), t.path.clone(), false);
@@ -311,15 +317,6 @@ pub fn watch(
     } else {
         None
     };
-    st.emit(Stamped {
-        ts_ns: now_ns(),
-        ns: None,
-        event: Event::Unavailable {
-            source: "packet tap".into(),
-            why: "not built yet (AF_PACKET with a BPF filter is planned)".into(),
-            costs: "incidents seen only on the wire (bridge-nf-bypass, tw-recycle-paws, dns-id-collision, go-resolver-dns-first, dns-upstream-unreachable, and the RST itself) are not watched live; capture and `netsleuth analyze` them".into(),
-        },
-    });
     if let Some(r) = &opts.ready {
         let _ = r.send(());
     }
@@ -404,6 +401,9 @@ pub fn watch(
             for e in evs {
                 st.emit(e);
             }
+            for o in st.taps.tick(now_ns()) {
+                st.output(o);
+            }
         }
         // Poll every event source until the next tick.
         let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -433,6 +433,14 @@ pub fn watch(
                 revents: 0,
             });
             who.push((usize::MAX, 2));
+        }
+        for (fd, id) in st.taps.fds() {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            who.push((id as usize, 3));
         }
         let wait = next_tick
             .saturating_duration_since(Instant::now())
@@ -554,6 +562,7 @@ pub fn watch(
                         }
                     }
                 }
+                3 => st.taps.read(i as NsId),
                 _ => {
                     if let Some(d) = dropmon.as_mut() {
                         d.drain(|ev| {
@@ -588,10 +597,30 @@ pub fn watch(
             });
         }
     }
+    let taps = std::mem::replace(
+        &mut st.taps,
+        Taps::new(TapOptions {
+            enabled: false,
+            ..TapOptions::default()
+        }),
+    );
+    let (outs, tap_totals, tap_findings) = taps.finish(now_ns());
+    for o in outs {
+        st.output(o);
+    }
     let mut summary = std::mem::take(&mut st.summary);
     drop(st);
     summary.events = corr.events;
     summary.findings = corr.summary();
+    summary.tap = tap_totals;
+    // The tap's findings beside the correlator's: one per incident, at its best confidence.
+    for f in tap_findings {
+        match summary.findings.iter_mut().find(|g| g.id == f.id) {
+            Some(g) if g.confidence < f.confidence => *g = f,
+            Some(_) => {}
+            None => summary.findings.push(f),
+        }
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     summary
 }
@@ -603,6 +632,7 @@ struct State<'a> {
     on_output: &'a mut dyn FnMut(&Output),
     sources: Vec<NsSources>,
     known: BTreeSet<u64>,
+    taps: Taps,
 }
 
 impl State<'_> {
@@ -633,6 +663,7 @@ impl State<'_> {
                 s.files.clear();
                 s.ct_timeout = None;
                 self.known.remove(&s.inode);
+                self.taps.close(s.id);
                 gone.push(s.id);
             }
         }
@@ -643,6 +674,14 @@ impl State<'_> {
                 event: Event::NamespaceGone,
             });
         }
+    }
+
+    /// An output that does not come from the correlator (the tap's).
+    fn output(&mut self, o: Output) {
+        if let Output::Notice { text, .. } = &o {
+            self.summary.notices.push(text.clone());
+        }
+        (self.on_output)(&o);
     }
 
     fn emit(&mut self, ev: Stamped) {
@@ -673,6 +712,7 @@ impl State<'_> {
         (s.inode, s.path, s.from_process) = (inode, path.clone(), from_process);
         let ts = now_ns();
         self.summary.namespaces.push(label.clone());
+        let label_for_tap = label.clone();
         self.emit(Stamped {
             ts_ns: ts,
             ns: Some(id),
@@ -684,6 +724,9 @@ impl State<'_> {
                 ns: Some(id),
                 event: u,
             });
+        }
+        for o in self.taps.add(id, &label_for_tap, path.as_deref(), ts) {
+            self.output(o);
         }
         if let Some(rt) = s.rt.as_mut() {
             for ev in rt.dump().unwrap_or_default() {

@@ -1,0 +1,441 @@
+//! The watch loop's wire side: one [`Tap`] and one [`FlightRecorder`] per watched namespace, their
+//! counts read every second (ring drops are reported as they happen, never silent), their windows
+//! analysed by the core every [`CYCLE`] when packets arrived, new findings handed back as outputs and,
+//! with `--record`, written out so `analyze --node` re-finds them.
+//!
+//! Each namespace's node facts (`collect`, one sample, its processes not walked) are gathered once
+//! on a background thread when its tap opens: the cycles use them as `check` and `analyze --node`
+//! do (`to_node_context`); until they arrive a cycle uses none, and a finding that the facts later
+//! raise is announced again at its higher confidence.
+
+use super::correlate::Output;
+use super::event::NsId;
+use super::flight::{Announced, FlightRecorder};
+use super::tap::{Tap, BLOCKS, BLOCK_SIZE};
+use crate::collect::run::in_netns;
+use crate::{CollectOptions, NodeFacts, ProcessScope, Target};
+use netsleuth_core::finding::Finding;
+use netsleuth_core::node::NodeContext;
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a namespace's window is analysed (when packets arrived).
+pub const CYCLE: Duration = Duration::from_secs(2);
+
+/// What the tap does.
+#[derive(Debug, Clone)]
+pub struct TapOptions {
+    /// Open a tap in each watched namespace.
+    pub enabled: bool,
+    /// Write each new finding's packets, node bundle and JSON here.
+    pub record: Option<PathBuf>,
+    /// Bytes the record directory's finding files may use; past it the oldest findings' files go.
+    pub record_cap_bytes: u64,
+}
+
+impl Default for TapOptions {
+    fn default() -> Self {
+        TapOptions {
+            enabled: true,
+            record: None,
+            record_cap_bytes: 256 << 20,
+        }
+    }
+}
+
+struct NsTap {
+    id: NsId,
+    label: String,
+    tap: Option<Tap>,
+    recorder: FlightRecorder,
+    context: Option<NodeContext>,
+    drops_reported: u64,
+}
+
+/// The taps' totals, for the summary and the benchmark.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TapTotals {
+    pub passed: u64,
+    pub dropped: u64,
+    pub read: u64,
+    pub cycles: u64,
+    pub cycle_packets: u64,
+    /// CPU time spent in analysis cycles (thread CPU clock), and the longest cycle.
+    pub cycle_cpu: Duration,
+    pub cycle_cpu_max: Duration,
+    pub recorded_findings: u64,
+}
+
+pub struct Taps {
+    opts: TapOptions,
+    taps: Vec<NsTap>,
+    facts: Arc<Mutex<BTreeMap<NsId, NodeFacts>>>,
+    jobs: Option<mpsc::Sender<(NsId, Option<PathBuf>)>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    next_cycle: Instant,
+    next_record: u64,
+    pub totals: TapTotals,
+    /// Every finding announced, for the summary.
+    pub findings: Vec<Finding>,
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain clock read into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+fn collect_facts(path: Option<&Path>) -> Option<NodeFacts> {
+    let opts = CollectOptions {
+        target: match path {
+            Some(p) => Target::Netns(p.to_path_buf()),
+            None => Target::Host,
+        },
+        processes: ProcessScope::None,
+        samples: 1,
+        interval: Duration::ZERO,
+        command_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    crate::collect_live(&opts).ok()
+}
+
+impl Taps {
+    pub fn new(opts: TapOptions) -> Taps {
+        let facts = Arc::new(Mutex::new(BTreeMap::new()));
+        let (jobs, worker) = if opts.enabled {
+            let (tx, rx) = mpsc::channel::<(NsId, Option<PathBuf>)>();
+            let store = facts.clone();
+            let worker = std::thread::Builder::new()
+                .name("watch-facts".into())
+                .spawn(move || {
+                    for (id, path) in rx {
+                        if let Some(f) = collect_facts(path.as_deref()) {
+                            store
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(id, f);
+                        }
+                    }
+                })
+                .ok();
+            (Some(tx), worker)
+        } else {
+            (None, None)
+        };
+        Taps {
+            opts,
+            taps: Vec::new(),
+            facts,
+            jobs,
+            worker,
+            next_cycle: Instant::now() + CYCLE,
+            next_record: 1,
+            totals: TapTotals::default(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// Opens the tap of namespace `id` (inside it); returns the notice that says what it is, or why
+    /// it is not there and what that costs.
+    pub fn add(&mut self, id: NsId, label: &str, path: Option<&Path>, ts_ns: i64) -> Vec<Output> {
+        if !self.opts.enabled {
+            return if id == 0 {
+                vec![Output::Notice {
+                    ts_ns,
+                    text: format!("packet tap: turned off (--no-tap): {}", blind_on_wire()),
+                }]
+            } else {
+                Vec::new()
+            };
+        }
+        let opened = in_netns(path, Tap::open);
+        let (tap, text) = match opened {
+            Ok(Ok(t)) => (
+                Some(t),
+                format!(
+                    "packet tap in {label}: every interface, a {}-instruction BPF filter in the kernel (TCP SYN/FIN/RST, DNS on port 53 over UDP and TCP, ICMP/ICMPv6 errors; IPv4 and IPv6), ring {BLOCKS} × {} KiB; the last {} s analysed every {} s. {}",
+                    super::bpf::tap_filter().len(),
+                    BLOCK_SIZE >> 10,
+                    super::flight::WINDOW_NS / 1_000_000_000,
+                    CYCLE.as_secs(),
+                    blind_with_filter()
+                ),
+            ),
+            Ok(Err(e)) => (None, format!("packet tap in {label} unavailable: {e}; {}", blind_on_wire())),
+            Err(e) => (None, format!("packet tap in {label} unavailable: {e}; {}", blind_on_wire())),
+        };
+        if tap.is_some() {
+            if let Some(j) = &self.jobs {
+                let _ = j.send((id, path.map(Path::to_path_buf)));
+            }
+        }
+        self.taps.push(NsTap {
+            id,
+            label: label.to_string(),
+            tap,
+            recorder: FlightRecorder::new(format!("tap:{label}")),
+            context: None,
+            drops_reported: 0,
+        });
+        vec![Output::Notice { ts_ns, text }]
+    }
+
+    /// The namespace is gone: its tap is closed (its window stays, for the last cycle).
+    pub fn close(&mut self, id: NsId) {
+        if let Some(t) = self.taps.iter_mut().find(|t| t.id == id) {
+            t.tap = None;
+        }
+    }
+
+    /// The fds to poll, with their namespace.
+    pub fn fds(&self) -> Vec<(RawFd, NsId)> {
+        self.taps
+            .iter()
+            .filter_map(|t| t.tap.as_ref().map(|tap| (tap.fd(), t.id)))
+            .collect()
+    }
+
+    /// Moves what the ring of `id` holds into its recorder.
+    pub fn read(&mut self, id: NsId) {
+        if let Some(t) = self.taps.iter_mut().find(|t| t.id == id) {
+            if let Some(tap) = t.tap.as_mut() {
+                let rec = &mut t.recorder;
+                tap.drain(|p| rec.push(p));
+            }
+        }
+    }
+
+    /// Once a second: ring counts (every drop reported), and every [`CYCLE`] the windows that took
+    /// new packets are analysed.
+    pub fn tick(&mut self, now_ns: i64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for t in &mut self.taps {
+            let Some(tap) = t.tap.as_mut() else { continue };
+            let rec = &mut t.recorder;
+            tap.drain(|p| rec.push(p));
+            tap.poll_stats();
+            if tap.stats.dropped > t.drops_reported {
+                out.push(Output::Notice {
+                    ts_ns: now_ns,
+                    text: format!(
+                        "packet tap in {}: the ring dropped {} packet(s) in the last second ({} of {} passed by the filter so far): the window has gaps, findings that need those packets may be missed",
+                        t.label,
+                        tap.stats.dropped - t.drops_reported,
+                        tap.stats.dropped,
+                        tap.stats.passed
+                    ),
+                });
+                t.drops_reported = tap.stats.dropped;
+            }
+        }
+        if Instant::now() >= self.next_cycle {
+            self.next_cycle = Instant::now() + CYCLE;
+            out.extend(self.cycle(now_ns, false));
+        }
+        out
+    }
+
+    fn cycle(&mut self, now_ns: i64, last: bool) -> Vec<Output> {
+        let mut out = Vec::new();
+        let facts = self.facts.clone();
+        for i in 0..self.taps.len() {
+            let t = &mut self.taps[i];
+            if t.context.is_none() {
+                if let Some(f) = facts.lock().unwrap_or_else(|e| e.into_inner()).get(&t.id) {
+                    t.context = Some(crate::to_node_context(f));
+                    // New facts may change a confidence: analyse the window again.
+                    t.recorder_touch();
+                }
+            }
+            if !t.recorder.has_new() && !last {
+                continue;
+            }
+            let cpu = thread_cpu();
+            let ctx = t.context.clone().unwrap_or_default();
+            let (found, stats) = t.recorder.cycle(now_ns, &ctx, last);
+            let spent = thread_cpu().saturating_sub(cpu);
+            self.totals.cycles += 1;
+            self.totals.cycle_packets += stats.packets;
+            self.totals.cycle_cpu += spent;
+            self.totals.cycle_cpu_max = self.totals.cycle_cpu_max.max(spent);
+            for a in found {
+                if let Some(dir) = self.opts.record.clone() {
+                    match self.record(&dir, i, &a) {
+                        Ok(name) => out.push(Output::Notice {
+                            ts_ns: now_ns,
+                            text: format!("recorded {} in {}", a.finding.id, name),
+                        }),
+                        Err(e) => out.push(Output::Notice {
+                            ts_ns: now_ns,
+                            text: format!(
+                                "--record: could not write {} into {}: {e}",
+                                a.finding.id,
+                                dir.display()
+                            ),
+                        }),
+                    }
+                }
+                let mut finding = a.finding;
+                finding.reasoning.push(format!(
+                    "named live by the packet tap in {} from the {:.1} s window ending {}",
+                    self.taps[i].label,
+                    (a.window.1 - a.window.0) as f64 / 1e9,
+                    netsleuth_core::finding::format_ts(a.window.1)
+                ));
+                self.findings.push(finding.clone());
+                out.push(Output::Finding {
+                    ts_ns: now_ns,
+                    finding,
+                });
+            }
+        }
+        out
+    }
+
+    /// Writes `finding-<n>-<id>.pcap` (the analysed window), `.node.tar.gz` (the namespace's facts,
+    /// the context the cycle used) and `.json`, then trims the directory to its cap (oldest first).
+    fn record(&mut self, dir: &Path, i: usize, a: &Announced) -> std::io::Result<String> {
+        std::fs::create_dir_all(dir)?;
+        let n = self.next_record;
+        self.next_record += 1;
+        let stem = format!("finding-{n}-{}", a.finding.id);
+        let t = &self.taps[i];
+        let pcap = dir.join(format!("{stem}.pcap"));
+        let f = std::io::BufWriter::new(std::fs::File::create(&pcap)?);
+        t.recorder.write_pcap(a.window, f)?;
+        let facts = self
+            .facts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t.id)
+            .cloned();
+        let bundle = dir.join(format!("{stem}.node.tar.gz"));
+        let bundle_note = match facts {
+            Some(f) => crate::write_bundle(&f, &bundle)
+                .map(|()| bundle.file_name().map(|s| s.to_string_lossy().to_string()))
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => None,
+        };
+        let v = serde_json::json!({
+            "namespace": t.label,
+            "window_start_ns": a.window.0,
+            "window_end_ns": a.window.1,
+            "pcap": pcap.file_name().map(|s| s.to_string_lossy().to_string()),
+            "bundle": bundle_note,
+            "bundle_missing_why": if bundle_note.is_none() { Some("the namespace's facts were not collected yet; the cycle used no node context") } else { None },
+            "finding": netsleuth_core::report::json::Finding::from(&a.finding),
+        });
+        std::fs::write(
+            dir.join(format!("{stem}.json")),
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+        )?;
+        self.totals.recorded_findings += 1;
+        trim_record_dir(dir, self.opts.record_cap_bytes)?;
+        Ok(stem)
+    }
+
+    /// The last cycle (the watch's end is the capture's end) and the tap's closing notice.
+    pub fn finish(mut self, now_ns: i64) -> (Vec<Output>, TapTotals, Vec<Finding>) {
+        let mut out = Vec::new();
+        for t in &mut self.taps {
+            if let Some(tap) = t.tap.as_mut() {
+                let rec = &mut t.recorder;
+                tap.drain(|p| rec.push(p));
+                tap.poll_stats();
+                self.totals.passed += tap.stats.passed;
+                self.totals.dropped += tap.stats.dropped;
+                self.totals.read += tap.stats.read;
+            }
+        }
+        out.extend(self.cycle(now_ns, true));
+        let open = self.taps.iter().filter(|t| t.tap.is_some()).count();
+        if self.opts.enabled && !self.taps.is_empty() {
+            let tt = self.totals;
+            out.push(Output::Notice {
+                ts_ns: now_ns,
+                text: format!(
+                    "packet tap: {open} namespace(s); {} packet(s) passed the filter, {} dropped by the ring, {} analysed in {} cycle(s) using {:.0} ms of CPU (longest cycle {:.1} ms){}",
+                    tt.passed,
+                    tt.dropped,
+                    tt.cycle_packets,
+                    tt.cycles,
+                    tt.cycle_cpu.as_secs_f64() * 1e3,
+                    tt.cycle_cpu_max.as_secs_f64() * 1e3,
+                    if tt.recorded_findings > 0 { format!("; {} finding(s) recorded", tt.recorded_findings) } else { String::new() }
+                ),
+            });
+        }
+        self.jobs = None; // the worker ends after its current collection
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        let findings = std::mem::take(&mut self.findings);
+        (out, self.totals, findings)
+    }
+}
+
+impl NsTap {
+    fn recorder_touch(&mut self) {
+        self.recorder.touch();
+    }
+}
+
+/// What is not seen without a tap.
+fn blind_on_wire() -> &'static str {
+    "incidents seen only on the wire (bridge-nf-bypass, tw-recycle-paws, dns-id-collision, go-resolver-dns-first, dns-upstream-unreachable, and the RST itself) are not watched live; capture and `netsleuth analyze` them"
+}
+
+/// What the filter cannot show, even with the tap open.
+fn blind_with_filter() -> String {
+    use super::flight::{HIDDEN_BY_FILTER, NOT_FROM_TAP};
+    let hidden: Vec<&str> = HIDDEN_BY_FILTER.iter().map(|i| i.id).collect();
+    let mut s = format!(
+        "Not passed: TCP data and bare ACKs, so the capture evidence of {} is not on the tap (those with kernel events are followed through conntrack events, sockets and counters)",
+        hidden.join(", ")
+    );
+    for (i, why) in NOT_FROM_TAP {
+        s.push_str(&format!("; {} is not named from the tap: {why}", i.id));
+    }
+    s.push_str("; IPv6 behind extension headers and tunnel underlays are not tapped");
+    s
+}
+
+/// Removes the oldest findings' files (by their number) until the directory's `finding-*` files fit.
+fn trim_record_dir(dir: &Path, cap: u64) -> std::io::Result<()> {
+    let mut files: Vec<(u64, PathBuf, u64)> = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(n) = name
+            .strip_prefix("finding-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+        files.push((n, e.path(), size));
+    }
+    let mut total: u64 = files.iter().map(|f| f.2).sum();
+    files.sort();
+    let newest = files.last().map(|f| f.0);
+    for (n, path, size) in files {
+        if total <= cap || Some(n) == newest {
+            break;
+        }
+        std::fs::remove_file(&path)?;
+        total -= size;
+    }
+    Ok(())
+}
