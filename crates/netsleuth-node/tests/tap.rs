@@ -118,3 +118,182 @@ fn lab_captures_through_the_filter() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A case is announced once: the next cycle over the same window (and one with more packets) stays
+/// quiet; a finding whose packets are too near the window's end waits for a later cycle.
+#[test]
+fn a_case_is_announced_once_and_only_when_settled() {
+    let dir = fixtures().join("dns-id-collision");
+    let mut rec = FlightRecorder::new("tap:node".into());
+    replay(&dir.join("node.pcap"), &mut rec, true);
+    let end = last_ts(&dir.join("node.pcap"));
+    let ctx = context(&dir);
+    // At the capture's end the collision's packets are less than SETTLE old: held, not announced.
+    let (early, stats) = rec.cycle(end, &ctx, false);
+    assert!(early.is_empty() && stats.held > 0, "{early:?} {stats:?}");
+    let later = end + netsleuth_node::live::flight::SETTLE_NS + 1;
+    rec.touch();
+    let (first, _) = rec.cycle(later, &ctx, false);
+    let ids: Vec<_> = first.iter().map(|a| a.finding.id).collect();
+    assert_eq!(ids, ["dns-id-collision"]);
+    rec.touch();
+    let (again, _) = rec.cycle(later + 1_000_000_000, &ctx, false);
+    assert!(again.is_empty(), "announced again: {again:?}");
+    let (last, _) = rec.cycle(later + 2_000_000_000, &ctx, true);
+    assert!(last.is_empty(), "announced again at the end: {last:?}");
+}
+
+/// `--record`: the pcap, bundle and JSON written for a finding let `analyze --node` re-find it with
+/// the same confidence and the same frames.
+#[test]
+fn a_recorded_finding_is_found_again_by_analyze_with_its_bundle() {
+    use netsleuth_node::live::taps::write_record;
+    for scenario in [
+        "dns-id-collision",
+        "snat-port-clash",
+        "dns-upstream-unreachable",
+    ] {
+        let dir = fixtures().join(scenario);
+        let facts = netsleuth_node::read_bundle(&dir.join("node.tar.gz")).expect("bundle");
+        let ctx = netsleuth_node::to_node_context(&facts);
+        let mut rec = FlightRecorder::new("tap:node".into());
+        replay(&dir.join("node.pcap"), &mut rec, true);
+        let (found, _) = rec.cycle(last_ts(&dir.join("node.pcap")), &ctx, true);
+        let a = found
+            .iter()
+            .find(|a| a.finding.id == scenario)
+            .unwrap_or_else(|| panic!("{scenario}: not named from the replay"));
+        let out = std::env::temp_dir().join(format!("netsleuth-tap-record-{}", std::process::id()));
+        let stem = write_record(&out, 7, "node", &rec, a, Some(&facts)).expect("write");
+        assert_eq!(stem, format!("finding-7-{scenario}"));
+        // As `analyze --node BUNDLE PCAP` does: the bundle's facts as context, the pcap as input.
+        let facts2 =
+            netsleuth_node::read_bundle(&out.join(format!("{stem}.node.tar.gz"))).expect("bundle");
+        let pcap = std::fs::File::open(out.join(format!("{stem}.pcap"))).expect("pcap");
+        let again = netsleuth_core::analyze(
+            vec![netsleuth_core::Input {
+                name: "finding.pcap".into(),
+                reader: Box::new(pcap),
+            }],
+            &netsleuth_node::to_node_context(&facts2),
+        );
+        let f = again
+            .findings
+            .iter()
+            .find(|f| f.id == scenario)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{scenario}: analyze did not re-find it: {:?}",
+                    again.findings
+                )
+            });
+        assert_eq!(f.confidence, a.finding.confidence, "{scenario}");
+        let frames = |f: &netsleuth_core::Finding| -> Vec<(u64, i64)> {
+            f.evidence
+                .iter()
+                .flat_map(|e| match e {
+                    netsleuth_core::Evidence::Packets { frames, .. } => {
+                        frames.iter().map(|r| (r.frame, r.ts_ns)).collect()
+                    }
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        assert_eq!(frames(f), frames(&a.finding), "{scenario}: other frames");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("{stem}.json"))).expect("json"),
+        )
+        .expect("json");
+        assert_eq!(json["finding"]["id"], scenario);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
+/// The kernel side: a tap in a private namespace (loopback only) keeps what the filter passes, the
+/// same verdict as the interpreter, and no data segment.
+#[test]
+fn the_kernel_ring_keeps_exactly_what_the_filter_passes() {
+    use netsleuth_node::live::tap::Tap;
+    use std::io::{Read, Write};
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: a packet socket in a new namespace needs root");
+        return;
+    }
+    let got = std::thread::spawn(|| {
+        // This thread alone enters a new namespace, gone when the thread ends.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        lo_up();
+        let mut tap = Tap::open().expect("tap");
+        let dns = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 53");
+        let other = std::net::UdpSocket::bind("127.0.0.1:9999").expect("bind 9999");
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        c.send_to(&[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0], "127.0.0.1:53")
+            .expect("send");
+        for _ in 0..5 {
+            c.send_to(&[0u8; 100], "127.0.0.1:9999").expect("send");
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:8080").expect("listen");
+        let mut s = std::net::TcpStream::connect("127.0.0.1:8080").expect("connect");
+        let (mut a, _) = l.accept().expect("accept");
+        s.write_all(&vec![7u8; 200_000]).expect("write");
+        drop(s);
+        let mut sink = Vec::new();
+        a.read_to_end(&mut sink).expect("read");
+        drop(a);
+        let _ = (dns, other);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let prog = tap_filter();
+        let mut seen: Vec<(u16, Vec<u8>, u32)> = Vec::new();
+        tap.drain(|p| seen.push((p.protocol, p.data.to_vec(), p.orig_len)));
+        tap.poll_stats();
+        (seen, tap.stats, prog)
+    })
+    .join()
+    .expect("tap thread");
+    let (seen, stats, prog) = got;
+    let mut dns = 0;
+    let mut syn = 0;
+    let mut fin = 0;
+    for (proto, data, orig) in &seen {
+        // The kernel passed it, so the interpreter must too, with the snap length it was cut to.
+        let snap = run(&prog, *proto, data);
+        assert!(
+            snap > 0,
+            "kernel passed what the interpreter drops: {data:02x?}"
+        );
+        assert_eq!(data.len() as u32, (*orig).min(snap));
+        assert_eq!(data[9], if data[9] == 17 { 17 } else { 6 });
+        if data[9] == 17 {
+            assert_eq!(u16::from_be_bytes([data[22], data[23]]), 53);
+            dns += 1;
+        } else {
+            let flags = data[33];
+            assert!(flags & 0x07 != 0, "a TCP segment without SYN/FIN/RST");
+            syn += usize::from(flags & 0x02 != 0);
+            fin += usize::from(flags & 0x01 != 0);
+        }
+    }
+    // On loopback each packet is seen leaving and arriving.
+    assert_eq!(dns, 2, "{seen:?}");
+    assert_eq!(syn, 4, "SYN and SYN-ACK, twice each");
+    assert!(fin >= 4, "both FINs, twice each");
+    assert_eq!(stats.read, seen.len() as u64);
+    assert_eq!(stats.passed, stats.read);
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(stats.malformed, 0);
+}
+
+fn lo_up() {
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    assert!(fd >= 0);
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    unsafe {
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0);
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0);
+        libc::close(fd);
+    }
+}

@@ -304,43 +304,17 @@ impl Taps {
         out
     }
 
-    /// Writes `finding-<n>-<id>.pcap` (the analysed window), `.node.tar.gz` (the namespace's facts,
-    /// the context the cycle used) and `.json`, then trims the directory to its cap (oldest first).
     fn record(&mut self, dir: &Path, i: usize, a: &Announced) -> std::io::Result<String> {
-        std::fs::create_dir_all(dir)?;
         let n = self.next_record;
         self.next_record += 1;
-        let stem = format!("finding-{n}-{}", a.finding.id);
         let t = &self.taps[i];
-        let pcap = dir.join(format!("{stem}.pcap"));
-        let f = std::io::BufWriter::new(std::fs::File::create(&pcap)?);
-        t.recorder.write_pcap(a.window, f)?;
         let facts = self
             .facts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&t.id)
             .cloned();
-        let bundle = dir.join(format!("{stem}.node.tar.gz"));
-        let bundle_note = match facts {
-            Some(f) => crate::write_bundle(&f, &bundle)
-                .map(|()| bundle.file_name().map(|s| s.to_string_lossy().to_string()))
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
-            None => None,
-        };
-        let v = serde_json::json!({
-            "namespace": t.label,
-            "window_start_ns": a.window.0,
-            "window_end_ns": a.window.1,
-            "pcap": pcap.file_name().map(|s| s.to_string_lossy().to_string()),
-            "bundle": bundle_note,
-            "bundle_missing_why": if bundle_note.is_none() { Some("the namespace's facts were not collected yet; the cycle used no node context") } else { None },
-            "finding": netsleuth_core::report::json::Finding::from(&a.finding),
-        });
-        std::fs::write(
-            dir.join(format!("{stem}.json")),
-            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
-        )?;
+        let stem = write_record(dir, n, &t.label, &t.recorder, a, facts.as_ref())?;
         self.totals.recorded_findings += 1;
         trim_record_dir(dir, self.opts.record_cap_bytes)?;
         Ok(stem)
@@ -410,6 +384,48 @@ fn blind_with_filter() -> String {
     }
     s.push_str("; IPv6 behind extension headers and tunnel underlays are not tapped");
     s
+}
+
+/// Writes `finding-<n>-<id>.pcap` (the analysed window, frame numbers as in the finding),
+/// `.node.tar.gz` (the namespace's facts: the context the cycle used) and `.json` (the finding in the
+/// report's shape, with its window), so `netsleuth analyze --node finding-<n>-<id>.node.tar.gz
+/// finding-<n>-<id>.pcap` re-finds it. Returns the files' common stem.
+pub fn write_record(
+    dir: &Path,
+    n: u64,
+    label: &str,
+    recorder: &FlightRecorder,
+    a: &Announced,
+    facts: Option<&NodeFacts>,
+) -> std::io::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let stem = format!("finding-{n}-{}", a.finding.id);
+    let pcap = dir.join(format!("{stem}.pcap"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&pcap)?);
+    recorder.write_pcap(a.window, &mut f)?;
+    std::io::Write::flush(&mut f)?;
+    let bundle = dir.join(format!("{stem}.node.tar.gz"));
+    let bundle_name = match facts {
+        Some(f) => {
+            crate::write_bundle(f, &bundle).map_err(|e| std::io::Error::other(e.to_string()))?;
+            Some(format!("{stem}.node.tar.gz"))
+        }
+        None => None,
+    };
+    let v = serde_json::json!({
+        "namespace": label,
+        "window_start_ns": a.window.0,
+        "window_end_ns": a.window.1,
+        "pcap": format!("{stem}.pcap"),
+        "bundle": bundle_name,
+        "bundle_missing_why": if bundle_name.is_none() { Some("the namespace's facts were not collected yet; the cycle used no node context") } else { None },
+        "finding": netsleuth_core::report::json::Finding::from(&a.finding),
+    });
+    std::fs::write(
+        dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+    )?;
+    Ok(stem)
 }
 
 /// Removes the oldest findings' files (by their number) until the directory's `finding-*` files fit.
