@@ -1,6 +1,7 @@
 //! `lab run --watch`: `netsleuth watch`'s loop (the node crate's `live::watch`) on the lab's
 //! namespaces while the incident happens. Started with the recorders, before any traffic, and stopped
-//! with them, before the namespaces go; what it said, with when, is kept in the run's record.
+//! with them, before the namespaces go (after `live::taps::ANNOUNCE_DELAY`, so the packet tap can name
+//! what it saw); what it said, with when, is kept in the run's record.
 
 use crate::topology::Topology;
 use netsleuth_core::report::json;
@@ -100,6 +101,10 @@ impl LabWatcher {
     }
 
     pub fn stop(mut self) -> WatchRecord {
+        // The tap names a finding once its packets have settled and a cycle ran over them: the
+        // namespaces (and the watcher) stay this long after the traffic, so a wire-only incident is
+        // named while they exist.
+        std::thread::sleep(live::taps::ANNOUNCE_DELAY);
         let stopped_ns = now_ns();
         self.stop.store(true, Ordering::SeqCst);
         let summary = self.thread.take().and_then(|t| t.join().ok());

@@ -4,7 +4,7 @@
 use netsleuth_core::capture::CaptureReader;
 use netsleuth_core::node::NodeContext;
 use netsleuth_node::live::bpf::{run, tap_filter};
-use netsleuth_node::live::flight::{FlightRecorder, HIDDEN_BY_FILTER, NOT_FROM_TAP};
+use netsleuth_node::live::flight::{Cycles, FlightRecorder, HIDDEN_BY_FILTER, NOT_FROM_TAP};
 use netsleuth_node::live::tap::TappedPacket;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -59,9 +59,12 @@ fn replay(pcap: &Path, rec: &mut FlightRecorder, filtered: bool) -> (u64, u64) {
 fn ids(dir: &Path, file: &str, filtered: bool) -> (BTreeSet<&'static str>, u64, u64) {
     let mut rec = FlightRecorder::new(format!("tap:{file}"));
     let (n, passed) = replay(&dir.join(file), &mut rec, filtered);
-    let end = i64::MAX / 2;
-    let _ = end;
-    let (found, _) = rec.cycle(last_ts(&dir.join(file)), &context(dir), true);
+    let (found, _) = Cycles::new().run(
+        &mut [&mut rec],
+        last_ts(&dir.join(file)),
+        &context(dir),
+        true,
+    );
     (found.iter().map(|a| a.finding.id).collect(), n, passed)
 }
 
@@ -128,18 +131,19 @@ fn a_case_is_announced_once_and_only_when_settled() {
     replay(&dir.join("node.pcap"), &mut rec, true);
     let end = last_ts(&dir.join("node.pcap"));
     let ctx = context(&dir);
+    let mut cycles = Cycles::new();
     // At the capture's end the collision's packets are less than SETTLE old: held, not announced.
-    let (early, stats) = rec.cycle(end, &ctx, false);
+    let (early, stats) = cycles.run(&mut [&mut rec], end, &ctx, false);
     assert!(early.is_empty() && stats.held > 0, "{early:?} {stats:?}");
     let later = end + netsleuth_node::live::flight::SETTLE_NS + 1;
     rec.touch();
-    let (first, _) = rec.cycle(later, &ctx, false);
+    let (first, _) = cycles.run(&mut [&mut rec], later, &ctx, false);
     let ids: Vec<_> = first.iter().map(|a| a.finding.id).collect();
     assert_eq!(ids, ["dns-id-collision"]);
     rec.touch();
-    let (again, _) = rec.cycle(later + 1_000_000_000, &ctx, false);
+    let (again, _) = cycles.run(&mut [&mut rec], later + 1_000_000_000, &ctx, false);
     assert!(again.is_empty(), "announced again: {again:?}");
-    let (last, _) = rec.cycle(later + 2_000_000_000, &ctx, true);
+    let (last, _) = cycles.run(&mut [&mut rec], later + 2_000_000_000, &ctx, true);
     assert!(last.is_empty(), "announced again at the end: {last:?}");
 }
 
@@ -158,13 +162,14 @@ fn a_recorded_finding_is_found_again_by_analyze_with_its_bundle() {
         let ctx = netsleuth_node::to_node_context(&facts);
         let mut rec = FlightRecorder::new("tap:node".into());
         replay(&dir.join("node.pcap"), &mut rec, true);
-        let (found, _) = rec.cycle(last_ts(&dir.join("node.pcap")), &ctx, true);
+        let (found, _) =
+            Cycles::new().run(&mut [&mut rec], last_ts(&dir.join("node.pcap")), &ctx, true);
         let a = found
             .iter()
             .find(|a| a.finding.id == scenario)
             .unwrap_or_else(|| panic!("{scenario}: not named from the replay"));
         let out = std::env::temp_dir().join(format!("netsleuth-tap-record-{}", std::process::id()));
-        let stem = write_record(&out, 7, "node", &rec, a, Some(&facts)).expect("write");
+        let stem = write_record(&out, 7, &[&rec], a, Some(&facts)).expect("write");
         assert_eq!(stem, format!("finding-7-{scenario}"));
         // As `analyze --node BUNDLE PCAP` does: the bundle's facts as context, the pcap as input.
         let facts2 =
@@ -296,4 +301,48 @@ fn lo_up() {
         assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0);
         libc::close(fd);
     }
+}
+
+/// Several namespaces' windows are analysed together, as `analyze` reads several captures: the same
+/// incident seen in two namespaces is one finding, and the record (one pcap per namespace) re-finds it.
+#[test]
+fn namespaces_are_analysed_together_and_recorded_as_one_finding() {
+    use netsleuth_node::live::taps::write_record;
+    let dir = fixtures().join("dns-id-collision");
+    let facts = netsleuth_node::read_bundle(&dir.join("node.tar.gz")).expect("bundle");
+    let ctx = netsleuth_node::to_node_context(&facts);
+    let mut node = FlightRecorder::new("tap:node".into());
+    let mut routing = FlightRecorder::new("tap:pod routing".into());
+    replay(&dir.join("node.pcap"), &mut node, true);
+    replay(&dir.join("routing.pcap"), &mut routing, true);
+    let end = last_ts(&dir.join("node.pcap")).max(last_ts(&dir.join("routing.pcap")));
+    let (found, _) = Cycles::new().run(&mut [&mut node, &mut routing], end, &ctx, true);
+    let ids: Vec<_> = found.iter().map(|a| a.finding.id).collect();
+    assert_eq!(ids, ["dns-id-collision"]);
+    let out = std::env::temp_dir().join(format!("netsleuth-tap-record2-{}", std::process::id()));
+    let stem = write_record(&out, 1, &[&node, &routing], &found[0], Some(&facts)).expect("write");
+    let inputs = (0..2)
+        .map(|k| netsleuth_core::Input {
+            name: format!("{k}.pcap"),
+            reader: Box::new(
+                std::fs::File::open(out.join(format!("{stem}-{k}.pcap"))).expect("pcap"),
+            ),
+        })
+        .collect();
+    let again = netsleuth_core::analyze(inputs, &ctx);
+    let f = again
+        .findings
+        .iter()
+        .find(|f| f.id == "dns-id-collision")
+        .expect("re-found");
+    assert_eq!(f.confidence, found[0].finding.confidence);
+    assert_eq!(f.summary, found[0].finding.summary);
+    let json = std::fs::read_to_string(out.join(format!("{stem}.json"))).expect("json");
+    assert!(
+        json.contains(&format!(
+            "--node {stem}.node.tar.gz {stem}-0.pcap {stem}-1.pcap"
+        )),
+        "{json}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -1,4 +1,4 @@
-//! The flight recorder: a namespace's tapped packets of the last [`WINDOW`], kept as
+//! The flight recorder: a namespace's tapped packets of the last [`WINDOW_NS`], kept as
 //! `LINUX_SLL2` records, analysed every few seconds by the same core `Engine` that `analyze` runs.
 //!
 //! Why re-analyse a window rather than stream into one long-lived engine: the core reports findings
@@ -10,9 +10,10 @@
 //! the same records in the same order, so its frame numbers are the finding's.
 //!
 //! The cost of a window's end: anything still in flight at the end looks unanswered. So a finding is
-//! announced only when its decisive packets all lie at least [`SETTLE`] before the window's end (a
+//! announced only when its decisive packets all lie at least [`SETTLE_NS`] (2 s: twice a SYN's first
+//! retransmission timeout, far beyond any healthy DNS answer) before the window's end (a
 //! later cycle, with the answer that might still come in the window, decides), and, once the window
-//! has slid, at least [`EDGE`] after its start (earlier packets were seen with their context by an
+//! has slid, at least [`EDGE_NS`] after its start (earlier packets were seen with their context by an
 //! earlier cycle). The last cycle, when the watch ends, is a capture's end and announces everything.
 //!
 //! A case is announced once: findings of an id are compared by their decisive packets (time and
@@ -27,14 +28,16 @@ use netsleuth_core::detect::{
     idle_timeout_reset, overlay_mtu_blackhole, timewait_paws_reject, tw_recycle_paws,
 };
 use netsleuth_core::finding::{Confidence, Evidence, Finding, Incident};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use netsleuth_core::flow::InputId;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::io::Write;
 use std::net::IpAddr;
 
 /// Seconds of packets kept and analysed.
 pub const WINDOW_NS: i64 = 30_000_000_000;
 /// A finding's packets must be this much older than the window's end before it is announced.
-pub const SETTLE_NS: i64 = 3_000_000_000;
+pub const SETTLE_NS: i64 = 2_000_000_000;
 /// After the window has slid, a finding's packets must be this far from its start.
 pub const EDGE_NS: i64 = 5_000_000_000;
 /// The recorder's byte cap (records with their SLL2 headers): past it the oldest go first, counted.
@@ -96,8 +99,10 @@ pub struct Announced {
 pub struct CycleStats {
     pub packets: u64,
     pub findings: usize,
-    /// Findings held back (packets too near the window's end or start).
+    /// Findings held back (packets too near the window's end or start): a later cycle decides.
     pub held: usize,
+    /// Findings of incidents the tap does not name (`NOT_FROM_TAP`).
+    pub excluded: usize,
 }
 
 pub struct FlightRecorder {
@@ -109,7 +114,6 @@ pub struct FlightRecorder {
     pub recorded: u64,
     first_ts: Option<i64>,
     fresh: bool,
-    announced: BTreeMap<&'static str, (Confidence, BTreeSet<PacketKey>)>,
     cap_bytes: usize,
 }
 
@@ -128,7 +132,6 @@ impl FlightRecorder {
             recorded: 0,
             first_ts: None,
             fresh: false,
-            announced: BTreeMap::new(),
             cap_bytes,
         }
     }
@@ -187,6 +190,11 @@ impl FlightRecorder {
         }
     }
 
+    /// The input name findings carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     fn expire(&mut self, now_ns: i64) {
         while self
             .frames
@@ -197,84 +205,6 @@ impl FlightRecorder {
                 self.bytes -= f.bytes.len();
             }
         }
-    }
-
-    /// Analyses the window ending `now_ns` with the core and returns the findings not announced
-    /// before. `last` = the watch is ending: the window's end is the capture's end (nothing held).
-    pub fn cycle(
-        &mut self,
-        now_ns: i64,
-        node: &netsleuth_core::node::NodeContext,
-        last: bool,
-    ) -> (Vec<Announced>, CycleStats) {
-        self.fresh = false;
-        self.expire(now_ns);
-        let mut stats = CycleStats::default();
-        let (Some(first), Some(end)) = (self.frames.front(), self.frames.back()) else {
-            return (Vec::new(), stats);
-        };
-        let window = (first.ts_ns, end.ts_ns);
-        let slid = self.first_ts.is_some_and(|t| first.ts_ns > t) || self.evicted_by_cap > 0;
-        let mut engine = Engine::new(
-            vec![self.name.clone()],
-            &Limits {
-                memory_budget: CYCLE_MEMORY,
-            },
-        );
-        for (i, f) in self.frames.iter().enumerate() {
-            engine.push(0, &record(i, f));
-        }
-        stats.packets = self.frames.len() as u64;
-        let analysis = engine.finish(node);
-        let mut out = Vec::new();
-        for finding in analysis.findings {
-            if NOT_FROM_TAP.iter().any(|(i, _)| i.id == finding.id) {
-                stats.held += 1;
-                continue;
-            }
-            let keys = packet_keys(&finding);
-            if !last && !keys.is_empty() {
-                let lo = keys.iter().map(|k| k.0).min().unwrap_or(0);
-                let hi = keys.iter().map(|k| k.0).max().unwrap_or(0);
-                if hi > now_ns.saturating_sub(SETTLE_NS)
-                    || (slid && lo < window.0.saturating_add(EDGE_NS))
-                {
-                    stats.held += 1;
-                    continue;
-                }
-            }
-            let keys = if keys.is_empty() {
-                // A finding without packets (never expected of the capture detectors): its summary
-                // stands for its case.
-                BTreeSet::from([summary_key(&finding)])
-            } else {
-                keys
-            };
-            let entry = self
-                .announced
-                .entry(finding.id)
-                .or_insert((Confidence::Possible, BTreeSet::new()));
-            let overlaps = !entry.1.is_disjoint(&keys);
-            let upgrade = overlaps && finding.confidence > entry.0;
-            if overlaps && !upgrade {
-                entry.1.extend(keys);
-                continue;
-            }
-            entry.0 = entry.0.max(finding.confidence);
-            entry.1.extend(keys);
-            out.push(Announced {
-                finding,
-                window,
-                upgrade,
-            });
-        }
-        // Keys of packets long gone from the window can never match again.
-        let horizon = window.0.saturating_sub(WINDOW_NS);
-        for (_, keys) in self.announced.values_mut() {
-            keys.retain(|k| k.0 < 0 || k.0 >= horizon);
-        }
-        stats.findings = out.len();
-        (out, stats)
     }
 
     /// Writes the records whose time lies in `window` as a nanosecond pcap (LINUX_SLL2).
@@ -303,6 +233,131 @@ impl FlightRecorder {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// The cycles: every namespace's window analysed together, as `analyze` reads several captures of
+/// one incident (a packet seen in two namespaces is one packet seen at two points, and a report has
+/// one finding per incident), and the cases already announced.
+#[derive(Default)]
+pub struct Cycles {
+    announced: BTreeMap<&'static str, (Confidence, BTreeSet<PacketKey>)>,
+}
+
+impl Cycles {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Analyses the windows ending `now_ns` (one input per recorder, in this order) with the core and
+    /// returns the findings not announced before. `last` = the watch is ending: the window's end is
+    /// the capture's end (nothing held).
+    pub fn run(
+        &mut self,
+        recorders: &mut [&mut FlightRecorder],
+        now_ns: i64,
+        node: &netsleuth_core::node::NodeContext,
+        last: bool,
+    ) -> (Vec<Announced>, CycleStats) {
+        let mut stats = CycleStats::default();
+        let mut slid = false;
+        for r in recorders.iter_mut() {
+            r.fresh = false;
+            r.expire(now_ns);
+            slid |= r.evicted_by_cap > 0
+                || r.frames
+                    .front()
+                    .zip(r.first_ts)
+                    .is_some_and(|(f, t)| f.ts_ns > t);
+        }
+        let first = recorders
+            .iter()
+            .filter_map(|r| r.frames.front())
+            .map(|f| f.ts_ns)
+            .min();
+        let end = recorders
+            .iter()
+            .filter_map(|r| r.frames.back())
+            .map(|f| f.ts_ns)
+            .max();
+        let (Some(first), Some(end)) = (first, end) else {
+            return (Vec::new(), stats);
+        };
+        let window = (first, end);
+        let mut engine = Engine::new(
+            recorders.iter().map(|r| r.name.clone()).collect(),
+            &Limits {
+                memory_budget: CYCLE_MEMORY,
+            },
+        );
+        // Merge the inputs by time (ties: input order), as `analyze` merges files.
+        let mut next: Vec<usize> = vec![0; recorders.len()];
+        let mut heap: BinaryHeap<Reverse<(i64, usize)>> = recorders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.frames.front().map(|f| Reverse((f.ts_ns, i))))
+            .collect();
+        while let Some(Reverse((_, i))) = heap.pop() {
+            let r = &recorders[i];
+            let at = next[i];
+            if let Some(f) = r.frames.get(at) {
+                engine.push(i as InputId, &record(at, f));
+                stats.packets += 1;
+            }
+            next[i] += 1;
+            if let Some(f) = r.frames.get(at + 1) {
+                heap.push(Reverse((f.ts_ns, i)));
+            }
+        }
+        let analysis = engine.finish(node);
+        let mut out = Vec::new();
+        for finding in analysis.findings {
+            if NOT_FROM_TAP.iter().any(|(i, _)| i.id == finding.id) {
+                stats.excluded += 1;
+                continue;
+            }
+            let keys = packet_keys(&finding);
+            if !last && !keys.is_empty() {
+                let lo = keys.iter().map(|k| k.0).min().unwrap_or(0);
+                let hi = keys.iter().map(|k| k.0).max().unwrap_or(0);
+                if hi > now_ns.saturating_sub(SETTLE_NS)
+                    || (slid && lo < window.0.saturating_add(EDGE_NS))
+                {
+                    stats.held += 1;
+                    continue;
+                }
+            }
+            let keys = if keys.is_empty() {
+                // A finding without packets (never expected of the capture detectors): its summary
+                // stands for its case.
+                BTreeSet::from([summary_key(&finding)])
+            } else {
+                keys
+            };
+            let entry = self
+                .announced
+                .entry(finding.id)
+                .or_insert((Confidence::Possible, BTreeSet::new()));
+            let overlaps = !entry.1.is_disjoint(&keys);
+            let upgrade = overlaps && finding.confidence > entry.0;
+            entry.0 = entry.0.max(finding.confidence);
+            entry.1.extend(keys);
+            if overlaps && !upgrade {
+                continue;
+            }
+            out.push(Announced {
+                finding,
+                window,
+                upgrade,
+            });
+        }
+        // Keys of packets long gone from the window can never match again.
+        let horizon = window.0.saturating_sub(WINDOW_NS);
+        for (_, keys) in self.announced.values_mut() {
+            keys.retain(|k| k.0 < 0 || k.0 >= horizon);
+        }
+        stats.findings = out.len();
+        (out, stats)
     }
 }
 

@@ -10,13 +10,12 @@
 
 use super::correlate::Output;
 use super::event::NsId;
-use super::flight::{Announced, FlightRecorder};
+use super::flight::{Announced, Cycles, FlightRecorder};
 use super::tap::{Tap, BLOCKS, BLOCK_SIZE};
 use crate::collect::run::in_netns;
 use crate::{CollectOptions, NodeFacts, ProcessScope, Target};
 use netsleuth_core::finding::Finding;
 use netsleuth_core::node::NodeContext;
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -24,7 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a namespace's window is analysed (when packets arrived).
-pub const CYCLE: Duration = Duration::from_secs(2);
+pub const CYCLE: Duration = Duration::from_secs(1);
+
+/// How long after its last packet a finding the tap can name is named at most: it must settle
+/// ([`super::flight::SETTLE_NS`]), the ring hands a block over within 100 ms, and a cycle must run.
+/// The lab keeps the watcher this long after the traffic before stopping it.
+pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(3_300);
 
 /// What the tap does.
 #[derive(Debug, Clone)]
@@ -52,7 +56,6 @@ struct NsTap {
     label: String,
     tap: Option<Tap>,
     recorder: FlightRecorder,
-    context: Option<NodeContext>,
     drops_reported: u64,
 }
 
@@ -73,9 +76,13 @@ pub struct TapTotals {
 pub struct Taps {
     opts: TapOptions,
     taps: Vec<NsTap>,
-    facts: Arc<Mutex<BTreeMap<NsId, NodeFacts>>>,
-    jobs: Option<mpsc::Sender<(NsId, Option<PathBuf>)>>,
+    /// The first namespace's (the node's) facts, once collected: every cycle's context.
+    facts: Arc<Mutex<Option<NodeFacts>>>,
+    context: Option<NodeContext>,
+    jobs: Option<mpsc::Sender<Option<PathBuf>>>,
     worker: Option<std::thread::JoinHandle<()>>,
+    cycles: Cycles,
+    held: bool,
     next_cycle: Instant,
     next_record: u64,
     pub totals: TapTotals,
@@ -113,19 +120,17 @@ fn collect_facts(path: Option<&Path>) -> Option<NodeFacts> {
 
 impl Taps {
     pub fn new(opts: TapOptions) -> Taps {
-        let facts = Arc::new(Mutex::new(BTreeMap::new()));
+        let facts = Arc::new(Mutex::new(None));
         let (jobs, worker) = if opts.enabled {
-            let (tx, rx) = mpsc::channel::<(NsId, Option<PathBuf>)>();
+            let (tx, rx) = mpsc::channel::<Option<PathBuf>>();
             let store = facts.clone();
             let worker = std::thread::Builder::new()
                 .name("watch-facts".into())
                 .spawn(move || {
-                    for (id, path) in rx {
+                    // One job: the node's facts.
+                    for path in rx {
                         if let Some(f) = collect_facts(path.as_deref()) {
-                            store
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(id, f);
+                            *store.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
                         }
                     }
                 })
@@ -138,8 +143,11 @@ impl Taps {
             opts,
             taps: Vec::new(),
             facts,
+            context: None,
             jobs,
             worker,
+            cycles: Cycles::new(),
+            held: false,
             next_cycle: Instant::now() + CYCLE,
             next_record: 1,
             totals: TapTotals::default(),
@@ -176,9 +184,9 @@ impl Taps {
             Ok(Err(e)) => (None, format!("packet tap in {label} unavailable: {e}; {}", blind_on_wire())),
             Err(e) => (None, format!("packet tap in {label} unavailable: {e}; {}", blind_on_wire())),
         };
-        if tap.is_some() {
-            if let Some(j) = &self.jobs {
-                let _ = j.send((id, path.map(Path::to_path_buf)));
+        if self.taps.is_empty() {
+            if let Some(j) = self.jobs.take() {
+                let _ = j.send(path.map(Path::to_path_buf));
             }
         }
         self.taps.push(NsTap {
@@ -186,7 +194,6 @@ impl Taps {
             label: label.to_string(),
             tap,
             recorder: FlightRecorder::new(format!("tap:{label}")),
-            context: None,
             drops_reported: 0,
         });
         vec![Output::Notice { ts_ns, text }]
@@ -249,72 +256,82 @@ impl Taps {
 
     fn cycle(&mut self, now_ns: i64, last: bool) -> Vec<Output> {
         let mut out = Vec::new();
-        let facts = self.facts.clone();
-        for i in 0..self.taps.len() {
-            let t = &mut self.taps[i];
-            if t.context.is_none() {
-                if let Some(f) = facts.lock().unwrap_or_else(|e| e.into_inner()).get(&t.id) {
-                    t.context = Some(crate::to_node_context(f));
-                    // New facts may change a confidence: analyse the window again.
-                    t.recorder_touch();
+        if self.context.is_none() {
+            if let Some(f) = self
+                .facts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                self.context = Some(crate::to_node_context(f));
+                // New facts may change a confidence: analyse the windows again.
+                for t in &mut self.taps {
+                    t.recorder.touch();
                 }
             }
-            if !t.recorder.has_new() && !last {
-                continue;
-            }
-            let cpu = thread_cpu();
-            let ctx = t.context.clone().unwrap_or_default();
-            let (found, stats) = t.recorder.cycle(now_ns, &ctx, last);
-            let spent = thread_cpu().saturating_sub(cpu);
-            self.totals.cycles += 1;
-            self.totals.cycle_packets += stats.packets;
-            self.totals.cycle_cpu += spent;
-            self.totals.cycle_cpu_max = self.totals.cycle_cpu_max.max(spent);
-            for a in found {
-                if let Some(dir) = self.opts.record.clone() {
-                    match self.record(&dir, i, &a) {
-                        Ok(name) => out.push(Output::Notice {
-                            ts_ns: now_ns,
-                            text: format!("recorded {} in {}", a.finding.id, name),
-                        }),
-                        Err(e) => out.push(Output::Notice {
-                            ts_ns: now_ns,
-                            text: format!(
-                                "--record: could not write {} into {}: {e}",
-                                a.finding.id,
-                                dir.display()
-                            ),
-                        }),
-                    }
+        }
+        if !last && !self.held && !self.taps.iter().any(|t| t.recorder.has_new()) {
+            return out;
+        }
+        let ctx = self.context.clone().unwrap_or_default();
+        let cpu = thread_cpu();
+        let mut recorders: Vec<&mut FlightRecorder> = self
+            .taps
+            .iter_mut()
+            .take(usize::from(u16::MAX))
+            .map(|t| &mut t.recorder)
+            .collect();
+        let (found, stats) = self.cycles.run(&mut recorders, now_ns, &ctx, last);
+        // A finding held back (too fresh) is decided by a later cycle even if no packet comes.
+        self.held = stats.held > 0;
+        let spent = thread_cpu().saturating_sub(cpu);
+        self.totals.cycles += 1;
+        self.totals.cycle_packets += stats.packets;
+        self.totals.cycle_cpu += spent;
+        self.totals.cycle_cpu_max = self.totals.cycle_cpu_max.max(spent);
+        for a in found {
+            if let Some(dir) = self.opts.record.clone() {
+                match self.record(&dir, &a) {
+                    Ok(name) => out.push(Output::Notice {
+                        ts_ns: now_ns,
+                        text: format!(
+                            "recorded {} as {}.*",
+                            a.finding.id,
+                            dir.join(name).display()
+                        ),
+                    }),
+                    Err(e) => out.push(Output::Notice {
+                        ts_ns: now_ns,
+                        text: format!(
+                            "--record: could not write {} into {}: {e}",
+                            a.finding.id,
+                            dir.display()
+                        ),
+                    }),
                 }
-                let mut finding = a.finding;
-                finding.reasoning.push(format!(
-                    "named live by the packet tap in {} from the {:.1} s window ending {}",
-                    self.taps[i].label,
-                    (a.window.1 - a.window.0) as f64 / 1e9,
-                    netsleuth_core::finding::format_ts(a.window.1)
-                ));
-                self.findings.push(finding.clone());
-                out.push(Output::Finding {
-                    ts_ns: now_ns,
-                    finding,
-                });
             }
+            let mut finding = a.finding;
+            finding.reasoning.push(format!(
+                "named live by the packet tap from the {:.1} s window ending {} ({} namespace(s) analysed together)",
+                (a.window.1 - a.window.0) as f64 / 1e9,
+                netsleuth_core::finding::format_ts(a.window.1),
+                self.taps.len()
+            ));
+            self.findings.push(finding.clone());
+            out.push(Output::Finding {
+                ts_ns: now_ns,
+                finding,
+            });
         }
         out
     }
 
-    fn record(&mut self, dir: &Path, i: usize, a: &Announced) -> std::io::Result<String> {
+    fn record(&mut self, dir: &Path, a: &Announced) -> std::io::Result<String> {
         let n = self.next_record;
         self.next_record += 1;
-        let t = &self.taps[i];
-        let facts = self
-            .facts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&t.id)
-            .cloned();
-        let stem = write_record(dir, n, &t.label, &t.recorder, a, facts.as_ref())?;
+        let facts = self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let recorders: Vec<&FlightRecorder> = self.taps.iter().map(|t| &t.recorder).collect();
+        let stem = write_record(dir, n, &recorders, a, facts.as_ref())?;
         self.totals.recorded_findings += 1;
         trim_record_dir(dir, self.opts.record_cap_bytes)?;
         Ok(stem)
@@ -360,12 +377,6 @@ impl Taps {
     }
 }
 
-impl NsTap {
-    fn recorder_touch(&mut self) {
-        self.recorder.touch();
-    }
-}
-
 /// What is not seen without a tap.
 fn blind_on_wire() -> &'static str {
     "incidents seen only on the wire (bridge-nf-bypass, tw-recycle-paws, dns-id-collision, go-resolver-dns-first, dns-upstream-unreachable, and the RST itself) are not watched live; capture and `netsleuth analyze` them"
@@ -386,24 +397,33 @@ fn blind_with_filter() -> String {
     s
 }
 
-/// Writes `finding-<n>-<id>.pcap` (the analysed window, frame numbers as in the finding),
-/// `.node.tar.gz` (the namespace's facts: the context the cycle used) and `.json` (the finding in the
-/// report's shape, with its window), so `netsleuth analyze --node finding-<n>-<id>.node.tar.gz
-/// finding-<n>-<id>.pcap` re-finds it. Returns the files' common stem.
+/// Writes the finding's window: `finding-<n>-<id>.pcap` (one namespace) or `finding-<n>-<id>-<k>.pcap`
+/// (the k-th namespace's, in the cycle's input order; empty ones left out), frame numbers as in the
+/// finding; `finding-<n>-<id>.node.tar.gz` (the node's facts: the context the cycle used); and
+/// `finding-<n>-<id>.json` (the finding in the report's shape, its window, and the command that
+/// finds it again: `netsleuth analyze --node BUNDLE PCAP...`). Returns the files' common stem.
 pub fn write_record(
     dir: &Path,
     n: u64,
-    label: &str,
-    recorder: &FlightRecorder,
+    recorders: &[&FlightRecorder],
     a: &Announced,
     facts: Option<&NodeFacts>,
 ) -> std::io::Result<String> {
     std::fs::create_dir_all(dir)?;
     let stem = format!("finding-{n}-{}", a.finding.id);
-    let pcap = dir.join(format!("{stem}.pcap"));
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&pcap)?);
-    recorder.write_pcap(a.window, &mut f)?;
-    std::io::Write::flush(&mut f)?;
+    let with_packets: Vec<&&FlightRecorder> = recorders.iter().filter(|r| !r.is_empty()).collect();
+    let mut pcaps = Vec::new();
+    for (k, r) in with_packets.iter().enumerate() {
+        let name = if with_packets.len() == 1 {
+            format!("{stem}.pcap")
+        } else {
+            format!("{stem}-{k}.pcap")
+        };
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(&name))?);
+        r.write_pcap(a.window, &mut f)?;
+        std::io::Write::flush(&mut f)?;
+        pcaps.push(serde_json::json!({"file": name, "input": r.name()}));
+    }
     let bundle = dir.join(format!("{stem}.node.tar.gz"));
     let bundle_name = match facts {
         Some(f) => {
@@ -412,13 +432,21 @@ pub fn write_record(
         }
         None => None,
     };
+    let files: Vec<String> = pcaps
+        .iter()
+        .filter_map(|p| p["file"].as_str().map(str::to_string))
+        .collect();
     let v = serde_json::json!({
-        "namespace": label,
         "window_start_ns": a.window.0,
         "window_end_ns": a.window.1,
-        "pcap": format!("{stem}.pcap"),
+        "pcaps": pcaps,
         "bundle": bundle_name,
-        "bundle_missing_why": if bundle_name.is_none() { Some("the namespace's facts were not collected yet; the cycle used no node context") } else { None },
+        "bundle_missing_why": if bundle_name.is_none() { Some("the node's facts were not collected yet; the cycle used no node context") } else { None },
+        "analyze": format!(
+            "netsleuth analyze {}{}",
+            bundle_name.as_ref().map(|b| format!("--node {b} ")).unwrap_or_default(),
+            files.join(" ")
+        ),
         "finding": netsleuth_core::report::json::Finding::from(&a.finding),
     });
     std::fs::write(

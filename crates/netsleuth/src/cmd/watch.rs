@@ -81,6 +81,11 @@ pub fn run(a: WatchArgs) -> Result<i32, CliError> {
         duration: a.duration,
         rcvbuf: (a.rcvbuf_kib.max(1) as i32).saturating_mul(1024),
         drop_reasons: !a.no_drop_reasons,
+        tap: live::TapOptions {
+            enabled: !a.no_tap,
+            record: a.record.clone(),
+            record_cap_bytes: a.record_cap_mib.saturating_mul(1 << 20),
+        },
         ..Default::default()
     };
     install_signals();
