@@ -1,6 +1,6 @@
 //! `lab run --watch`: `netsleuth watch` runs on the lab's namespaces while each scenario happens.
-//! For every scenario whose evidence is live-visible (kernel events and counters; the packet tap is
-//! not built yet), watch names the expected id with the expected confidence *during* the run (the
+//! For every scenario whose evidence is live-visible (kernel events and counters, and the packet tap's
+//! filtered packets analysed by the core), watch names the expected id with the expected confidence *during* the run (the
 //! finding's time lies between the watcher being ready and being stopped, before the namespaces go);
 //! no run makes watch name an incident other than its own; the healthy run and every mitigated run
 //! give no incident finding.
@@ -35,6 +35,46 @@ const LIVE: &[(&str, &str, Confidence)] = &[
         Confidence::Confirmed,
     ),
     ("local-source-drop", "local-source-drop", Confidence::Likely),
+    // Named by the packet tap (the core on the namespaces' last seconds of filtered packets).
+    (
+        "bridge-nf-bypass",
+        "bridge-nf-bypass",
+        Confidence::Confirmed,
+    ),
+    (
+        "dns-conntrack-race",
+        "dns-conntrack-race",
+        Confidence::Confirmed,
+    ),
+    (
+        "go-resolver-dns-first",
+        "go-resolver-dns-first",
+        Confidence::Possible,
+    ),
+    (
+        "dns-upstream-unreachable",
+        "dns-upstream-unreachable",
+        Confidence::Likely,
+    ),
+    ("dns-id-collision", "dns-id-collision", Confidence::Likely),
+    (
+        "stale-udp-conntrack",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ),
+    (
+        "dns-ndots-amplification",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
+    ("hairpin-off", "hairpin-off", Confidence::Likely),
+    ("rp-filter-drop", "rp-filter-drop", Confidence::Confirmed),
+    (
+        "dns-truncation-fallback",
+        "dns-truncation-fallback",
+        Confidence::Confirmed,
+    ),
+    ("ipvs-conn-reuse", "ipvs-conn-reuse", Confidence::Likely),
 ];
 
 fn is_root() -> bool {
