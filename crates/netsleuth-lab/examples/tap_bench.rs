@@ -13,6 +13,7 @@
 //! - `udp`: UDP to port 9999 (the filter drops every one);
 //! - `dns`: UDP to port 53 (the filter passes every one, cut to its DNS snap length);
 //! - `syn`: TCP connects to a closed port (SYN in, RST out: both passed).
+//!
 //! Prints packets sent, passed by the filter, dropped by the ring, read, and the reader's CPU (its
 //! thread CPU clock) per second of traffic; then one analysis cycle over the recorder's window
 //! (the core on every namespace's packets of the last 30 s) and its CPU time. Namespaces are removed

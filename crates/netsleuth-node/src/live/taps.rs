@@ -25,8 +25,13 @@ use std::time::{Duration, Instant};
 /// How often a namespace's window is analysed (when packets arrived).
 pub const CYCLE: Duration = Duration::from_secs(1);
 
+/// The analysis cycles take at most one tenth of a core: the next cycle waits ten times the last
+/// one's CPU time when that is longer than [`CYCLE`].
+pub const CPU_SHARE: u32 = 10;
+
 /// How long after its last packet a finding the tap can name is named at most: it must settle
-/// ([`super::flight::SETTLE_NS`]), the ring hands a block over within 100 ms, and a cycle must run.
+/// ([`super::flight::SETTLE_NS`]), the ring hands a block over within 100 ms, and a cycle must run
+/// (every [`CYCLE`] while cycles are cheap; later under a flood, see [`CPU_SHARE`]).
 /// The lab keeps the watcher this long after the traffic before stopping it.
 pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(3_300);
 
@@ -248,8 +253,12 @@ impl Taps {
             }
         }
         if Instant::now() >= self.next_cycle {
-            self.next_cycle = Instant::now() + CYCLE;
+            let cpu = thread_cpu();
             out.extend(self.cycle(now_ns, false));
+            // The analysis may use at most 1/CPU_SHARE of a core: a cycle that took 300 ms (a flood
+            // filling the window) puts the next one 3 s away (BENCHMARKS.md "Watch").
+            let spent = thread_cpu().saturating_sub(cpu);
+            self.next_cycle = Instant::now() + CYCLE.max(spent * CPU_SHARE);
         }
         out
     }
