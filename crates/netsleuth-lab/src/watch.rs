@@ -48,8 +48,9 @@ fn now_ns() -> i64 {
 
 impl LabWatcher {
     /// Starts watching the node (`node_role`) and every other namespace of the topology; returns once
-    /// every source is open.
-    pub fn start(topo: &Topology, node_role: &str) -> LabWatcher {
+    /// every source is open. What the packet tap names is recorded under `out/watch-record/`
+    /// (`watch --record`: each finding's packets, the node's bundle, the finding).
+    pub fn start(topo: &Topology, node_role: &str, out: &std::path::Path) -> LabWatcher {
         let mut targets: Vec<NsTarget> = Vec::new();
         for ns in topo.all() {
             let t = NsTarget {
@@ -71,6 +72,10 @@ impl LabWatcher {
             targets,
             processes: false,
             ready: Some(ready_tx),
+            tap: live::TapOptions {
+                record: Some(out.join("watch-record")),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let stop = Arc::new(AtomicBool::new(false));

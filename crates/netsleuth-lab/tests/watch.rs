@@ -494,3 +494,62 @@ fn watch_picks_up_a_process_namespace_that_appears_and_lets_it_go_when_it_is_gon
         "not let go: {notices:#?}"
     );
 }
+
+/// `watch --record` end to end: the tap names dns-id-collision from the kernel's packets during the
+/// run, writes it out, and `analyze --node BUNDLE PCAP...` (the command in the JSON) finds it again
+/// with the same confidence.
+#[test]
+fn a_finding_recorded_live_is_found_again_by_analyze() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("netsleuth-lab-watch-record-{}", std::process::id()));
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        skip_analysis: true,
+        watch: true,
+        ..Default::default()
+    };
+    run("dns-id-collision", &opts).expect("run");
+    let rec = dir.join("watch-record");
+    let json = std::fs::read_dir(&rec)
+        .expect("watch-record directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("-dns-id-collision.json"))
+        })
+        .expect("a recorded dns-id-collision");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    let bundle = rec.join(v["bundle"].as_str().expect("a bundle was written"));
+    let facts = netsleuth_node::read_bundle(&bundle).expect("bundle");
+    let inputs: Vec<netsleuth_core::Input> = v["pcaps"]
+        .as_array()
+        .expect("pcaps")
+        .iter()
+        .map(|p| {
+            let f = rec.join(p["file"].as_str().expect("file"));
+            netsleuth_core::Input {
+                name: f.display().to_string(),
+                reader: Box::new(std::fs::File::open(&f).expect("pcap")),
+            }
+        })
+        .collect();
+    assert!(!inputs.is_empty());
+    let again = netsleuth_core::analyze(inputs, &netsleuth_node::to_node_context(&facts));
+    let f = again
+        .findings
+        .iter()
+        .find(|f| f.id == "dns-id-collision")
+        .unwrap_or_else(|| panic!("not found again: {:?}", again.findings));
+    assert_eq!(
+        serde_json::to_value(netsleuth_core::report::json::Finding::from(f)).expect("json")
+            ["confidence"],
+        v["finding"]["confidence"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -42,6 +42,9 @@ pub const SETTLE_NS: i64 = 2_000_000_000;
 pub const EDGE_NS: i64 = 5_000_000_000;
 /// The recorder's byte cap (records with their SLL2 headers): past it the oldest go first, counted.
 pub const CAP_BYTES: usize = 32 << 20;
+/// What all namespaces' recorders may hold together: each gets the smaller of [`CAP_BYTES`] and its
+/// share of this.
+pub const TOTAL_CAP_BYTES: usize = 64 << 20;
 /// Memory budget of one cycle's engine (a window of control packets needs far less than `analyze`'s).
 pub const CYCLE_MEMORY: usize = 48 << 20;
 
@@ -133,6 +136,18 @@ impl FlightRecorder {
             first_ts: None,
             fresh: false,
             cap_bytes,
+        }
+    }
+
+    /// Changes the byte cap (the oldest records go now if it is exceeded).
+    pub fn set_cap(&mut self, cap_bytes: usize) {
+        self.cap_bytes = cap_bytes;
+        while self.bytes > self.cap_bytes {
+            let Some(f) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= f.bytes.len();
+            self.evicted_by_cap += 1;
         }
     }
 

@@ -2,7 +2,8 @@
 //! `tcpdump -i any`: cooked, `ETH_P_ALL`, both directions), filtered in the kernel by
 //! [`bpf::tap_filter`] and read from a memory-mapped `TPACKET_V3` ring.
 //!
-//! The ring is [`BLOCKS`] blocks of [`BLOCK_SIZE`] bytes (4 MiB a namespace). A block is handed to
+//! The ring is [`BLOCKS`] blocks of [`BLOCK_SIZE`] bytes (4 MiB) in the node's namespace, of
+//! [`POD_BLOCK_SIZE`] (1 MiB) in every other. A block is handed to
 //! user space when full or [`BLOCK_TIMEOUT_MS`] after its first packet, so a quiet namespace's packets
 //! wait at most that long. A passed packet takes its header (48 B), its `sockaddr_ll` (20 B, padded)
 //! and at most [`bpf::SNAP_DNS`] bytes, about 330 B for a TCP control segment: one block holds ~3,000,
@@ -24,8 +25,11 @@ const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 
-/// Bytes of one ring block (a multiple of the page size).
+/// Bytes of one ring block (a multiple of the page size) in the first watched namespace (the node's).
 pub const BLOCK_SIZE: u32 = 1 << 20;
+/// Bytes of one ring block in every other namespace (a pod's: its traffic also crosses the node's
+/// interfaces, and a node may have a hundred): 4 × 256 KiB.
+pub const POD_BLOCK_SIZE: u32 = 256 << 10;
 /// Blocks in the ring.
 pub const BLOCKS: u32 = 4;
 /// A block is handed over this long after its first packet even if not full.
@@ -112,6 +116,7 @@ pub struct Tap {
     fd: OwnedFd,
     ring: *mut u8,
     ring_len: usize,
+    block_size: u32,
     /// The next block to look at.
     block: u32,
     pub stats: TapStats,
@@ -145,6 +150,11 @@ impl Tap {
     /// (so it receives nothing), given its filter and ring, and only then bound to every protocol:
     /// no unfiltered packet ever reaches the ring.
     pub fn open() -> Result<Tap, TapError> {
+        Self::open_with(BLOCK_SIZE)
+    }
+
+    /// [`Tap::open`] with `block_size`-byte blocks ([`BLOCKS`] of them).
+    pub fn open_with(block_size: u32) -> Result<Tap, TapError> {
         // SAFETY: plain socket calls on fds we own; every buffer is passed with its length.
         let fd = unsafe {
             libc::socket(
@@ -170,10 +180,10 @@ impl Tap {
             return Err(err("PACKET_VERSION TPACKET_V3"));
         }
         let req = TpacketReq3 {
-            block_size: BLOCK_SIZE,
+            block_size,
             block_nr: BLOCKS,
             frame_size: FRAME_SIZE,
-            frame_nr: BLOCK_SIZE / FRAME_SIZE * BLOCKS,
+            frame_nr: block_size / FRAME_SIZE * BLOCKS,
             retire_blk_tov: BLOCK_TIMEOUT_MS,
             sizeof_priv: 0,
             feature_req_word: 0,
@@ -181,7 +191,7 @@ impl Tap {
         if setsockopt(raw, libc::SOL_PACKET, PACKET_RX_RING, &req) != 0 {
             return Err(err("PACKET_RX_RING"));
         }
-        let ring_len = (BLOCK_SIZE * BLOCKS) as usize;
+        let ring_len = (block_size * BLOCKS) as usize;
         let ring = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -215,6 +225,7 @@ impl Tap {
             fd,
             ring: ring.cast(),
             ring_len,
+            block_size,
             block: 0,
             stats: TapStats::default(),
         };
@@ -267,7 +278,7 @@ impl Tap {
     pub fn drain(&mut self, mut each: impl FnMut(&TappedPacket<'_>)) -> u64 {
         let mut n = 0;
         for _ in 0..BLOCKS {
-            let base = (self.block * BLOCK_SIZE) as usize;
+            let base = (self.block * self.block_size) as usize;
             // SAFETY: `base` is a block start inside the mapping; the status word is shared with the
             // kernel, so it is read volatile and followed by an acquire fence before the block's data.
             let status_ptr = unsafe { self.ring.add(base + 8) as *mut u32 };
@@ -277,8 +288,9 @@ impl Tap {
             }
             std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             // SAFETY: the block is ours until its status is set back to TP_STATUS_KERNEL.
-            let block =
-                unsafe { std::slice::from_raw_parts(self.ring.add(base), BLOCK_SIZE as usize) };
+            let block = unsafe {
+                std::slice::from_raw_parts(self.ring.add(base), self.block_size as usize)
+            };
             n += walk_block(block, &mut self.stats, &mut each);
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             unsafe { std::ptr::write_volatile(status_ptr, TP_STATUS_KERNEL) };

@@ -11,7 +11,7 @@
 use super::correlate::Output;
 use super::event::NsId;
 use super::flight::{Announced, Cycles, FlightRecorder};
-use super::tap::{Tap, BLOCKS, BLOCK_SIZE};
+use super::tap::{Tap, BLOCKS, BLOCK_SIZE, POD_BLOCK_SIZE};
 use crate::collect::run::in_netns;
 use crate::{CollectOptions, NodeFacts, ProcessScope, Target};
 use netsleuth_core::finding::Finding;
@@ -173,14 +173,19 @@ impl Taps {
                 Vec::new()
             };
         }
-        let opened = in_netns(path, Tap::open);
+        let block_size = if self.taps.is_empty() {
+            BLOCK_SIZE
+        } else {
+            POD_BLOCK_SIZE
+        };
+        let opened = in_netns(path, || Tap::open_with(block_size));
         let (tap, text) = match opened {
             Ok(Ok(t)) => (
                 Some(t),
                 format!(
                     "packet tap in {label}: every interface, a {}-instruction BPF filter in the kernel (TCP SYN/FIN/RST, DNS on port 53 over UDP and TCP, ICMP/ICMPv6 errors; IPv4 and IPv6), ring {BLOCKS} × {} KiB; the last {} s analysed every {} s. {}",
                     super::bpf::tap_filter().len(),
-                    BLOCK_SIZE >> 10,
+                    block_size >> 10,
                     super::flight::WINDOW_NS / 1_000_000_000,
                     CYCLE.as_secs(),
                     blind_with_filter()
@@ -201,6 +206,12 @@ impl Taps {
             recorder: FlightRecorder::new(format!("tap:{label}")),
             drops_reported: 0,
         });
+        // The recorders share one budget: more namespaces, a shorter memory each.
+        let share =
+            (super::flight::TOTAL_CAP_BYTES / self.taps.len()).min(super::flight::CAP_BYTES);
+        for t in &mut self.taps {
+            t.recorder.set_cap(share);
+        }
         vec![Output::Notice { ts_ns, text }]
     }
 
@@ -491,4 +502,43 @@ fn trim_record_dir(dir: &Path, cap: u64) -> std::io::Result<()> {
         total -= size;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_record_dir;
+
+    #[test]
+    fn the_record_directory_keeps_the_newest_findings_within_its_cap() {
+        let dir = std::env::temp_dir().join(format!("netsleuth-trim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for n in 1..=4 {
+            for ext in ["pcap", "json"] {
+                std::fs::write(dir.join(format!("finding-{n}-x.{ext}")), [0u8; 100])
+                    .expect("write");
+            }
+        }
+        std::fs::write(dir.join("notes.txt"), [0u8; 1000]).expect("write");
+        trim_record_dir(&dir, 450).expect("trim");
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "finding-3-x.json",
+                "finding-3-x.pcap",
+                "finding-4-x.json",
+                "finding-4-x.pcap",
+                "notes.txt"
+            ]
+        );
+        // The newest finding stays even when it alone exceeds the cap.
+        trim_record_dir(&dir, 10).expect("trim");
+        assert!(dir.join("finding-4-x.pcap").exists() && !dir.join("finding-3-x.pcap").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
