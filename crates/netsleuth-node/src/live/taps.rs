@@ -29,11 +29,12 @@ pub const CYCLE: Duration = Duration::from_secs(1);
 /// one's CPU time when that is longer than [`CYCLE`].
 pub const CPU_SHARE: u32 = 10;
 
-/// How long after its last packet a finding the tap can name is named at most: it must settle
-/// ([`super::flight::SETTLE_NS`]), the ring hands a block over within 100 ms, and a cycle must run
-/// (every [`CYCLE`] while cycles are cheap; later under a flood, see [`CPU_SHARE`]).
-/// The lab keeps the watcher this long after the traffic before stopping it.
-pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(3_300);
+/// How long after its last packet a finding the tap can name is named, with margin: it must settle
+/// ([`super::flight::SETTLE_NS`], 2 s), the ring hands a block over within 100 ms, and a cycle must run
+/// (every [`CYCLE`] while cycles are cheap; later under load, see [`CPU_SHARE`]): ≈ 3.1 s on an idle
+/// machine, measured up to 3.4 s on the shared test machine. The lab keeps the watcher this long after
+/// the traffic before stopping it.
+pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(4_000);
 
 /// What the tap does.
 #[derive(Debug, Clone)]
