@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release -p netsleuth -p netsleuth-lab --example watch_bench
-//! sudo target/release/examples/watch_bench target/release/netsleuth 10000 10
+//! sudo target/release/examples/watch_bench target/release/netsleuth 10000 10 [--no-drop-reasons] [--no-tap]
 //! ```
 //!
 //! Makes a lab namespace whose conntrack tracks (an nf_tables `ct state` rule), starts
@@ -54,6 +54,11 @@ fn main() {
     cmd.args(["watch", "--netns", ns.name(), "--format", "json"]);
     if no_drops {
         cmd.arg("--no-drop-reasons");
+    }
+    // The packet tap is on by default: each attempt is also a SYN and a RST it passes (twice each:
+    // loopback shows a packet leaving and arriving).
+    if args.iter().any(|a| a == "--no-tap") {
+        cmd.arg("--no-tap");
     }
     let mut child = cmd
         .stdout(std::process::Stdio::piped())

@@ -167,7 +167,7 @@ impl Observation {
             before,
             dropmon: DropMonitor::start(Owner::Lab),
             // Last, so that it is ready when the traffic starts and sees the scene as built.
-            watcher: watch.then(|| crate::watch::LabWatcher::start(topo, &views.node)),
+            watcher: watch.then(|| crate::watch::LabWatcher::start(topo, &views.node, out)),
         })
     }
 

@@ -1,6 +1,7 @@
 //! `lab run --watch`: `netsleuth watch`'s loop (the node crate's `live::watch`) on the lab's
 //! namespaces while the incident happens. Started with the recorders, before any traffic, and stopped
-//! with them, before the namespaces go; what it said, with when, is kept in the run's record.
+//! with them, before the namespaces go (after `live::taps::ANNOUNCE_DELAY`, so the packet tap can name
+//! what it saw); what it said, with when, is kept in the run's record.
 
 use crate::topology::Topology;
 use netsleuth_core::report::json;
@@ -47,8 +48,9 @@ fn now_ns() -> i64 {
 
 impl LabWatcher {
     /// Starts watching the node (`node_role`) and every other namespace of the topology; returns once
-    /// every source is open.
-    pub fn start(topo: &Topology, node_role: &str) -> LabWatcher {
+    /// every source is open. What the packet tap names is recorded under `out/watch-record/`
+    /// (`watch --record`: each finding's packets, the node's bundle, the finding).
+    pub fn start(topo: &Topology, node_role: &str, out: &std::path::Path) -> LabWatcher {
         let mut targets: Vec<NsTarget> = Vec::new();
         for ns in topo.all() {
             let t = NsTarget {
@@ -70,6 +72,10 @@ impl LabWatcher {
             targets,
             processes: false,
             ready: Some(ready_tx),
+            tap: live::TapOptions {
+                record: Some(out.join("watch-record")),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -100,6 +106,10 @@ impl LabWatcher {
     }
 
     pub fn stop(mut self) -> WatchRecord {
+        // The tap names a finding once its packets have settled and a cycle ran over them: the
+        // namespaces (and the watcher) stay this long after the traffic, so a wire-only incident is
+        // named while they exist.
+        std::thread::sleep(live::taps::ANNOUNCE_DELAY);
         let stopped_ns = now_ns();
         self.stop.store(true, Ordering::SeqCst);
         let summary = self.thread.take().and_then(|t| t.join().ok());

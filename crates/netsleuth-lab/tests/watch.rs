@@ -1,6 +1,6 @@
 //! `lab run --watch`: `netsleuth watch` runs on the lab's namespaces while each scenario happens.
-//! For every scenario whose evidence is live-visible (kernel events and counters; the packet tap is
-//! not built yet), watch names the expected id with the expected confidence *during* the run (the
+//! For every scenario whose evidence is live-visible (kernel events and counters, and the packet tap's
+//! filtered packets analysed by the core), watch names the expected id with the expected confidence *during* the run (the
 //! finding's time lies between the watcher being ready and being stopped, before the namespaces go);
 //! no run makes watch name an incident other than its own; the healthy run and every mitigated run
 //! give no incident finding.
@@ -35,6 +35,53 @@ const LIVE: &[(&str, &str, Confidence)] = &[
         Confidence::Confirmed,
     ),
     ("local-source-drop", "local-source-drop", Confidence::Likely),
+    // Named by the packet tap (the core on the namespaces' last seconds of filtered packets).
+    (
+        "bridge-nf-bypass",
+        "bridge-nf-bypass",
+        Confidence::Confirmed,
+    ),
+    (
+        "dns-conntrack-race",
+        "dns-conntrack-race",
+        Confidence::Confirmed,
+    ),
+    (
+        "go-resolver-dns-first",
+        "go-resolver-dns-first",
+        Confidence::Possible,
+    ),
+    (
+        "dns-upstream-unreachable",
+        "dns-upstream-unreachable",
+        Confidence::Likely,
+    ),
+    ("dns-id-collision", "dns-id-collision", Confidence::Likely),
+    (
+        "stale-udp-conntrack",
+        "stale-udp-conntrack",
+        Confidence::Likely,
+    ),
+    (
+        "dns-ndots-amplification",
+        "dns-ndots-amplification",
+        Confidence::Likely,
+    ),
+    ("hairpin-off", "hairpin-off", Confidence::Likely),
+    ("rp-filter-drop", "rp-filter-drop", Confidence::Confirmed),
+    (
+        "dns-truncation-fallback",
+        "dns-truncation-fallback",
+        Confidence::Confirmed,
+    ),
+    ("ipvs-conn-reuse", "ipvs-conn-reuse", Confidence::Likely),
+    // The ARP storm passes the filter; the tap's context is the node's facts from watch's start, before
+    // the table filled, so the capture's own grade.
+    (
+        "neighbour-table-overflow",
+        "neighbour-table-overflow",
+        Confidence::Possible,
+    ),
 ];
 
 fn is_root() -> bool {
@@ -453,4 +500,63 @@ fn watch_picks_up_a_process_namespace_that_appears_and_lets_it_go_when_it_is_gon
             .any(|n| n.starts_with(&format!("stopped watching {label}"))),
         "not let go: {notices:#?}"
     );
+}
+
+/// `watch --record` end to end: the tap names dns-id-collision from the kernel's packets during the
+/// run, writes it out, and `analyze --node BUNDLE PCAP...` (the command in the JSON) finds it again
+/// with the same confidence.
+#[test]
+fn a_finding_recorded_live_is_found_again_by_analyze() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("netsleuth-lab-watch-record-{}", std::process::id()));
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        skip_analysis: true,
+        watch: true,
+        ..Default::default()
+    };
+    run("dns-id-collision", &opts).expect("run");
+    let rec = dir.join("watch-record");
+    let json = std::fs::read_dir(&rec)
+        .expect("watch-record directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("-dns-id-collision.json"))
+        })
+        .expect("a recorded dns-id-collision");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    let bundle = rec.join(v["bundle"].as_str().expect("a bundle was written"));
+    let facts = netsleuth_node::read_bundle(&bundle).expect("bundle");
+    let inputs: Vec<netsleuth_core::Input> = v["pcaps"]
+        .as_array()
+        .expect("pcaps")
+        .iter()
+        .map(|p| {
+            let f = rec.join(p["file"].as_str().expect("file"));
+            netsleuth_core::Input {
+                name: f.display().to_string(),
+                reader: Box::new(std::fs::File::open(&f).expect("pcap")),
+            }
+        })
+        .collect();
+    assert!(!inputs.is_empty());
+    let again = netsleuth_core::analyze(inputs, &netsleuth_node::to_node_context(&facts));
+    let f = again
+        .findings
+        .iter()
+        .find(|f| f.id == "dns-id-collision")
+        .unwrap_or_else(|| panic!("not found again: {:?}", again.findings));
+    assert_eq!(
+        serde_json::to_value(netsleuth_core::report::json::Finding::from(f)).expect("json")
+            ["confidence"],
+        v["finding"]["confidence"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

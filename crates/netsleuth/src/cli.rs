@@ -95,6 +95,18 @@ pub struct WatchArgs {
     /// Receive buffer of each netlink event socket, in KiB.
     #[arg(long, default_value_t = 8192, hide = true)]
     pub rcvbuf_kib: u32,
+    /// Do not open the packet tap (an AF_PACKET socket with a BPF filter in each namespace): the
+    /// incidents seen only on the wire are then not watched.
+    #[arg(long)]
+    pub no_tap: bool,
+    /// For each finding the tap names, write its packets (pcap), the namespace's node bundle and the
+    /// finding (JSON) into DIR: `netsleuth analyze --node DIR/finding-N-ID.node.tar.gz
+    /// DIR/finding-N-ID.pcap` finds it again.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<std::path::PathBuf>,
+    /// Most MiB the --record directory's finding files may use; the oldest findings' go first.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub record_cap_mib: u64,
     /// Output: human lines as findings happen, or JSON Lines (one finding or notice per line).
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,

@@ -9,17 +9,22 @@
 //! Invariant: read-only. Nothing here writes a sysctl, a rule, an address, a route or a conntrack
 //! entry; the only thing created is the tracefs instance, removed on every exit path.
 
+pub mod bpf;
 pub mod conntrack;
 pub mod correlate;
 pub mod dropmon;
 pub mod event;
+pub mod flight;
 pub mod observe;
 pub mod rtnl;
 pub mod runtime;
 pub mod sock;
 pub mod sockets;
+pub mod tap;
+pub mod taps;
 
 pub use correlate::{Correlator, Output};
 pub use event::{Event, Stamped};
 pub use observe::{Observe, Tick};
 pub use runtime::{watch, NsTarget, WatchOptions, WatchSummary};
+pub use taps::{TapOptions, TapTotals};

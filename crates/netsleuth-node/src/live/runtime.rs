@@ -9,6 +9,7 @@ use super::event::{Event, NsId, Stamped};
 use super::observe::{Observe, Tick};
 use super::rtnl::RtSource;
 use super::sockets::{Owners, SockSource};
+use super::taps::{TapOptions, TapTotals, Taps};
 use crate::collect::run::in_netns;
 use crate::parse::netstat::{parse_counters, parse_stat_table, Counters};
 use std::collections::BTreeSet;
@@ -43,6 +44,8 @@ pub struct WatchOptions {
     pub ready: Option<std::sync::mpsc::Sender<()>>,
     /// Sees every event and output, and a tick each second (the CLI's `--metrics`).
     pub observer: Option<std::sync::Arc<dyn Observe>>,
+    /// The packet tap (on by default) and `--record`.
+    pub tap: TapOptions,
 }
 
 impl Default for WatchOptions {
@@ -59,6 +62,7 @@ impl Default for WatchOptions {
             drop_reasons: true,
             ready: None,
             observer: None,
+            tap: TapOptions::default(),
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct WatchSummary {
     pub findings: Vec<netsleuth_core::finding::Finding>,
     pub notices: Vec<String>,
     pub seconds: f64,
+    pub tap: TapTotals,
 }
 
 struct NsSources {
@@ -310,6 +315,7 @@ pub fn watch(
         sources: Vec::new(),
         known: BTreeSet::new(),
         observer: opts.observer.clone(),
+        taps: Taps::new(opts.tap.clone()),
     };
     for t in &opts.targets {
         st.add_ns(opts, t.label.clone(), t.path.clone(), false);
@@ -359,15 +365,6 @@ pub fn watch(
     } else {
         None
     };
-    st.emit(Stamped {
-        ts_ns: now_ns(),
-        ns: None,
-        event: Event::Unavailable {
-            source: "packet tap".into(),
-            why: "not built yet (AF_PACKET with a BPF filter is planned)".into(),
-            costs: "incidents seen only on the wire (bridge-nf-bypass, tw-recycle-paws, dns-id-collision, go-resolver-dns-first, dns-upstream-unreachable, and the RST itself) are not watched live; capture and `netsleuth analyze` them".into(),
-        },
-    });
     if let Some(r) = &opts.ready {
         let _ = r.send(());
     }
@@ -453,6 +450,9 @@ pub fn watch(
             for e in evs {
                 st.emit(e);
             }
+            for o in st.taps.tick(now_ns()) {
+                st.output(o);
+            }
             if let Some(o) = &st.observer {
                 o.tick(&st.tick(dropmon.as_ref(), opts.drop_reasons));
             }
@@ -485,6 +485,14 @@ pub fn watch(
                 revents: 0,
             });
             who.push((usize::MAX, 2));
+        }
+        for (fd, id) in st.taps.fds() {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            who.push((id as usize, 3));
         }
         let wait = next_tick
             .saturating_duration_since(Instant::now())
@@ -609,6 +617,7 @@ pub fn watch(
                         }
                     }
                 }
+                3 => st.taps.read(i as NsId),
                 _ => {
                     if let Some(d) = dropmon.as_mut() {
                         d.drain(|ev| {
@@ -644,10 +653,30 @@ pub fn watch(
             });
         }
     }
+    let taps = std::mem::replace(
+        &mut st.taps,
+        Taps::new(TapOptions {
+            enabled: false,
+            ..TapOptions::default()
+        }),
+    );
+    let (outs, tap_totals, tap_findings) = taps.finish(now_ns());
+    for o in outs {
+        st.output(o);
+    }
     let mut summary = std::mem::take(&mut st.summary);
     drop(st);
     summary.events = corr.events;
     summary.findings = corr.summary();
+    summary.tap = tap_totals;
+    // The tap's findings beside the correlator's: one per incident, at its best confidence.
+    for f in tap_findings {
+        match summary.findings.iter_mut().find(|g| g.id == f.id) {
+            Some(g) if g.confidence < f.confidence => *g = f,
+            Some(_) => {}
+            None => summary.findings.push(f),
+        }
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     summary
 }
@@ -660,6 +689,7 @@ struct State<'a> {
     sources: Vec<NsSources>,
     known: BTreeSet<u64>,
     observer: Option<std::sync::Arc<dyn Observe>>,
+    taps: Taps,
 }
 
 impl State<'_> {
@@ -690,6 +720,7 @@ impl State<'_> {
                 s.files.clear();
                 s.ct_timeout = None;
                 self.known.remove(&s.inode);
+                self.taps.close(s.id);
                 gone.push(s.id);
             }
         }
@@ -700,6 +731,17 @@ impl State<'_> {
                 event: Event::NamespaceGone,
             });
         }
+    }
+
+    /// An output that does not come from the correlator (the tap's).
+    fn output(&mut self, o: Output) {
+        if let Output::Notice { text, .. } = &o {
+            self.summary.notices.push(text.clone());
+        }
+        if let Some(obs) = &self.observer {
+            obs.output(&o);
+        }
+        (self.on_output)(&o);
     }
 
     fn emit(&mut self, ev: Stamped) {
@@ -760,6 +802,7 @@ impl State<'_> {
         (s.inode, s.path, s.from_process) = (inode, path.clone(), from_process);
         let ts = now_ns();
         self.summary.namespaces.push(label.clone());
+        let label_for_tap = label.clone();
         self.emit(Stamped {
             ts_ns: ts,
             ns: Some(id),
@@ -771,6 +814,9 @@ impl State<'_> {
                 ns: Some(id),
                 event: u,
             });
+        }
+        for o in self.taps.add(id, &label_for_tap, path.as_deref(), ts) {
+            self.output(o);
         }
         if let Some(rt) = s.rt.as_mut() {
             for ev in rt.dump().unwrap_or_default() {

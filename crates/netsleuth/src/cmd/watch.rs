@@ -86,6 +86,11 @@ pub fn run(a: WatchArgs) -> Result<i32, CliError> {
             Some(addr) => Some(super::metrics::serve(addr)? as std::sync::Arc<dyn live::Observe>),
             None => None,
         },
+        tap: live::TapOptions {
+            enabled: !a.no_tap,
+            record: a.record.clone(),
+            record_cap_bytes: a.record_cap_mib.saturating_mul(1 << 20),
+        },
         ..Default::default()
     };
     install_signals();
