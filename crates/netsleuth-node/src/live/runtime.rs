@@ -96,6 +96,10 @@ struct NsSources {
     files: Vec<(String, File)>,
     /// Its nf_conntrack_tcp_timeout_established (opened inside it, read each second).
     ct_timeout: Option<File>,
+    /// TcpExt.ListenOverflows at the last tick: when it rises the listeners are dumped that tick.
+    listen_overflows: Option<u64>,
+    /// The last tick dumped its sockets (a tick that does not clears what the correlator holds).
+    sockets_dumped: bool,
 }
 
 /// How long events may wait in their socket before the loop reads them.
@@ -204,6 +208,8 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
                 socks,
                 files,
                 ct_timeout,
+                listen_overflows: None,
+                sockets_dumped: false,
             },
             unavailable,
         ),
@@ -219,6 +225,8 @@ fn open_ns(id: NsId, path: Option<&Path>, rcvbuf: i32) -> (NsSources, Vec<Event>
                 socks: None,
                 files: Vec::new(),
                 ct_timeout: None,
+                listen_overflows: None,
+                sockets_dumped: false,
             },
             vec![Event::Unavailable {
                 source: "namespace".into(),
@@ -400,6 +408,7 @@ pub fn watch(
             }
             let ts = now_ns();
             let mut evs = Vec::new();
+            let socket_namespaces = st.corr.socket_namespaces();
             for s in st.sources.iter_mut().filter(|s| !s.closed) {
                 if let Some(f) = &s.ct_timeout {
                     let mut b = [0u8; 32];
@@ -413,12 +422,29 @@ pub fn watch(
                         }
                     }
                 }
+                let snmp = read_counters(&s.files);
+                let overflows = snmp.get("TcpExt.ListenOverflows").copied();
+                let overflowed = overflows > s.listen_overflows && s.listen_overflows.is_some();
+                s.listen_overflows = overflows;
+                // Sockets only where the correlator can use them: the NATed connections' ends (the
+                // connections at risk, the socket of a broken one) and a listener that overflowed.
                 if let Some(sk) = s.socks.as_mut() {
-                    if let Ok(sockets) = sk.tcp() {
+                    if socket_namespaces.contains(&s.id) || overflowed {
+                        if let Ok(sockets) = sk.tcp() {
+                            s.sockets_dumped = true;
+                            evs.push(Stamped {
+                                ts_ns: ts,
+                                ns: Some(s.id),
+                                event: Event::Sockets { sockets },
+                            });
+                        }
+                    } else if std::mem::take(&mut s.sockets_dumped) {
                         evs.push(Stamped {
                             ts_ns: ts,
                             ns: Some(s.id),
-                            event: Event::Sockets { sockets },
+                            event: Event::Sockets {
+                                sockets: Vec::new(),
+                            },
                         });
                     }
                 }
@@ -441,10 +467,7 @@ pub fn watch(
                 evs.push(Stamped {
                     ts_ns: ts,
                     ns: Some(s.id),
-                    event: Event::Counters {
-                        snmp: read_counters(&s.files),
-                        conntrack,
-                    },
+                    event: Event::Counters { snmp, conntrack },
                 });
             }
             for e in evs {
