@@ -410,6 +410,11 @@ impl SymptomCollector {
                 consider(&crate::detect::conntrack_table_full::INCIDENT, "looked for new connections to ≥ 2 destinations unanswered together while one of those destinations answered an existing connection; not seen (nf_conntrack_count against nf_conntrack_max and `conntrack -S` drop decide on the node)".into()),
                 consider(&crate::detect::timewait_paws_reject::INCIDENT, "looked for a SYN answered by a bare ACK of the tuple's previous connection (a TIME_WAIT socket), then reset by the client and retried; not seen".into()),
                 consider(&crate::detect::ipvs_conn_reuse::INCIDENT, "looked for first SYNs dropped exactly when they reused a client port whose previous connection to the same service ended within IPVS's 2-minute TIME_WAIT; not seen".into()),
+                consider(&crate::detect::neighbour_table_overflow::INCIDENT, format!(
+                    "looked for a host asking ARP or neighbour discovery for ≥ {} distinct neighbours within {} while connections failed; not seen (the node's neighbour entries against gc_thresh3 and \"neighbour table overflow\" in the kernel log decide: `netsleuth check`)",
+                    crate::detect::neighbour_table_overflow::STORM_TARGETS,
+                    crate::detect::secs(crate::detect::neighbour_table_overflow::WINDOW_NS)
+                )),
             ];
             out.push(Symptom {
                 kind: SymptomKind::SynRetransmissions,

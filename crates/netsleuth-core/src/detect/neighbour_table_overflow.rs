@@ -84,10 +84,10 @@ impl NeighbourMsg {
 }
 
 /// The window within which one host's requests count as one burst.
-const WINDOW_NS: i64 = 10_000_000_000;
+pub const WINDOW_NS: i64 = 10_000_000_000;
 /// Distinct neighbours one host asks for within [`WINDOW_NS`] that make a storm. A node resolving its
 /// pods and peers asks for a few per second at most; a full table's churn or a sweep asks for hundreds.
-const STORM_TARGETS: usize = 100;
+pub const STORM_TARGETS: usize = 100;
 /// Distinct targets remembered per host and window (beyond it they are counted, not told apart).
 const TARGETS_PER_WINDOW: usize = 4096;
 /// One request seen again within this, at another point, is the same request (a resolver sends

@@ -106,11 +106,12 @@ impl Style<'_> {
         }
     }
 
-    /// A socket address as the report prints it: named when the table knows it.
+    /// A socket address as the report prints it: named when the table knows it. Port 0 is no
+    /// TCP/UDP port: the packet has none (ARP, ICMP), so the address stands alone.
     fn socket(&self, addr: &std::net::IpAddr, port: u16) -> String {
         match self.names {
-            Some(n) => esc(&n.socket(addr, Some(port))).into_owned(),
-            None => Names::default().socket(addr, Some(port)),
+            Some(n) => esc(&n.socket(addr, (port != 0).then_some(port))).into_owned(),
+            None => Names::default().socket(addr, (port != 0).then_some(port)),
         }
     }
 
