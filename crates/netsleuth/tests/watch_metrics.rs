@@ -244,9 +244,17 @@ fn metrics_parse_and_conntrack_events_in_a_lab_namespace_move_the_counters() {
     let events =
         format!(r#"netsleuth_watch_events_total{{namespace="{n}",source="conntrack events"}}"#);
     let invalid = format!(r#"netsleuth_conntrack_invalid_total{{namespace="{n}"}}"#);
+    let tap_up = format!(r#"netsleuth_watch_source_up{{namespace="{n}",source="packet tap"}}"#);
+    let tapped = format!(r#"netsleuth_watch_tap_packets_total{{namespace="{n}"}}"#);
     let before = scrape_until(&addr, |s| {
-        s.get(&up) == Some(&1.0) && s.contains_key(&invalid)
+        s.get(&up) == Some(&1.0) && s.contains_key(&invalid) && s.contains_key(&tapped)
     });
+    assert_eq!(
+        before.get(&tap_up),
+        Some(&1.0),
+        "packet tap not up: {before:#?}"
+    );
+    let tapped_before = before[&tapped];
     assert_eq!(
         before.get(&up),
         Some(&1.0),
@@ -266,10 +274,23 @@ fn metrics_parse_and_conntrack_events_in_a_lab_namespace_move_the_counters() {
         Ok(())
     })
     .unwrap();
+    // Each connect is a SYN and a RST the tap's filter passes (seen twice on loopback).
     let after = scrape_until(&addr, |s| {
         s.get(&events).copied().unwrap_or(0.0) >= events_before + 40.0
             && s.get(&invalid).copied().unwrap_or(0.0) >= invalid_before + 20.0
+            && s.get(&tapped).copied().unwrap_or(0.0) >= tapped_before + 40.0
     });
+    assert!(
+        after.get(&tapped).copied().unwrap_or(0.0) >= tapped_before + 40.0,
+        "{tapped}: {tapped_before} → {:?}",
+        after.get(&tapped)
+    );
+    assert_eq!(
+        after.get(&format!(
+            r#"netsleuth_watch_tap_packets_dropped_total{{namespace="{n}"}}"#
+        )),
+        Some(&0.0)
+    );
     assert!(
         after.get(&events).copied().unwrap_or(0.0) >= events_before + 40.0,
         "conntrack events did not move {events}: {events_before} → {:?}",

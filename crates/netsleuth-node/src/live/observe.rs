@@ -18,6 +18,9 @@ pub struct Tick {
     pub connections_at_risk: usize,
     /// Events the drop-reason trace ring overwrote so far (`None`: no drop monitor).
     pub drop_ring_overrun: Option<u64>,
+    /// Each open packet tap so far: (namespace, packets its filter passed, passed packets its ring
+    /// had no room for).
+    pub tap_packets: Vec<(NsId, u64, u64)>,
 }
 
 /// Sees the watch loop. Every method has an empty default, so an observer names only what it uses.

@@ -803,6 +803,14 @@ impl State<'_> {
                 (Some(s.id), "/proc/net/snmp", has_file("snmp")),
             ]);
         }
+        for (id, open, passed, dropped) in self.taps.packet_counts() {
+            if self.sources.iter().any(|s| s.id == id && !s.closed) {
+                t.sources.push((Some(id), "packet tap", open));
+                if open {
+                    t.tap_packets.push((id, passed, dropped));
+                }
+            }
+        }
         t
     }
 

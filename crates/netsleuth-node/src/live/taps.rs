@@ -243,6 +243,18 @@ impl Taps {
 
     /// Once a second: ring counts (every drop reported), and every [`CYCLE`] the windows that took
     /// new packets are analysed.
+    /// Each namespace's tap: whether it is open, and its packets so far (passed by the filter,
+    /// dropped by the ring).
+    pub fn packet_counts(&self) -> Vec<(NsId, bool, u64, u64)> {
+        self.taps
+            .iter()
+            .map(|t| match &t.tap {
+                Some(tap) => (t.id, true, tap.stats.passed, tap.stats.dropped),
+                None => (t.id, false, 0, 0),
+            })
+            .collect()
+    }
+
     pub fn tick(&mut self, now_ns: i64) -> Vec<Output> {
         let mut out = Vec::new();
         for t in &mut self.taps {

@@ -51,6 +51,8 @@ pub struct WatchMetrics {
     resyncs: Family<Labels, Counter>,
     source_up: Family<Labels, Gauge>,
     kernel_drops: Family<Labels, Counter>,
+    tap_packets: Family<Labels, Counter>,
+    tap_dropped: Family<Labels, Counter>,
     conntrack: Vec<Family<Labels, Counter>>,
     namespaces: Gauge,
     at_risk: Gauge,
@@ -92,6 +94,8 @@ impl WatchMetrics {
             resyncs: Family::default(),
             source_up: Family::default(),
             kernel_drops: Family::default(),
+            tap_packets: Family::default(),
+            tap_dropped: Family::default(),
             conntrack: CT_STATS.iter().map(|_| Family::default()).collect(),
             namespaces: Gauge::default(),
             at_risk: Gauge::default(),
@@ -143,6 +147,16 @@ impl WatchMetrics {
             "Packets the kernel freed with a drop reason (skb:kfree_skb, kernel-wide), by reason",
             m.kernel_drops.clone(),
         );
+        r.register(
+            "watch_tap_packets",
+            "Packets the packet tap's kernel filter passed, by namespace (those the ring dropped included)",
+            m.tap_packets.clone(),
+        );
+        r.register(
+            "watch_tap_packets_dropped",
+            "Packets the filter passed that the tap's ring had no room for, by namespace: gaps in what the tap analyses",
+            m.tap_dropped.clone(),
+        );
         for ((name, help, _), family) in CT_STATS.iter().zip(&m.conntrack) {
             r.register(
                 format!("conntrack_{name}"),
@@ -192,7 +206,11 @@ impl WatchMetrics {
             self.source_up.remove(&l);
         }
         let l: Labels = vec![("namespace", label)];
-        for f in &self.conntrack {
+        for f in self
+            .conntrack
+            .iter()
+            .chain([&self.tap_packets, &self.tap_dropped])
+        {
             f.remove(&l);
         }
     }
@@ -291,6 +309,11 @@ impl Observe for WatchMetrics {
             if let Some((_, s)) = ns.and_then(|id| st.ns.get_mut(&id)) {
                 s.insert(source.to_string());
             }
+        }
+        for &(id, passed, dropped) in &t.tap_packets {
+            let l: Labels = vec![("namespace", ns_label(&st.ns, Some(id)))];
+            set_counter(&self.tap_packets.get_or_create(&l), passed);
+            set_counter(&self.tap_dropped.get_or_create(&l), dropped);
         }
         if let Some(n) = t.drop_ring_overrun {
             set_counter(
