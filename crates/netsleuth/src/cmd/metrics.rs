@@ -423,6 +423,7 @@ mod tests {
             namespaces: 1,
             connections_at_risk: 4,
             drop_ring_overrun: Some(5),
+            tap_packets: vec![(0, 120, 3)],
         });
         let t = text(&r);
         for line in [
@@ -436,6 +437,8 @@ mod tests {
             r#"netsleuth_watch_events_lost_total{namespace="kernel",source="drop reasons"} 5"#,
             "netsleuth_watch_connections_at_risk 4",
             "netsleuth_watch_namespaces 1",
+            r#"netsleuth_watch_tap_packets_total{namespace="pod-a"} 120"#,
+            r#"netsleuth_watch_tap_packets_dropped_total{namespace="pod-a"} 3"#,
             "# TYPE netsleuth_watch_events counter",
         ] {
             assert!(t.lines().any(|l| l == line), "{line} missing in:\n{t}");
