@@ -381,6 +381,7 @@ pub fn watch(
     let mut busy = false;
     let mut next_tick = Instant::now();
     let mut next_discovery = Instant::now();
+    let mut last_socket_dump = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) || opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -409,6 +410,12 @@ pub fn watch(
             let ts = now_ns();
             let mut evs = Vec::new();
             let socket_namespaces = st.corr.socket_namespaces();
+            // The interval follows what is followed now (a short timeout shortens it at once).
+            let interval = Duration::from_secs(st.corr.socket_interval_s());
+            let sockets_due = last_socket_dump.elapsed() + Duration::from_millis(50) >= interval;
+            if sockets_due {
+                last_socket_dump = Instant::now();
+            }
             for s in st.sources.iter_mut().filter(|s| !s.closed) {
                 if let Some(f) = &s.ct_timeout {
                     let mut b = [0u8; 32];
@@ -429,7 +436,9 @@ pub fn watch(
                 // Sockets only where the correlator can use them: the NATed connections' ends (the
                 // connections at risk, the socket of a broken one) and a listener that overflowed.
                 if let Some(sk) = s.socks.as_mut() {
-                    if socket_namespaces.contains(&s.id) || overflowed {
+                    let wanted = socket_namespaces.contains(&s.id);
+                    // A namespace newly wanted is dumped at once, then at the interval.
+                    if (wanted && (sockets_due || !s.sockets_dumped)) || overflowed {
                         if let Ok(sockets) = sk.tcp() {
                             s.sockets_dumped = true;
                             evs.push(Stamped {
@@ -438,7 +447,7 @@ pub fn watch(
                                 event: Event::Sockets { sockets },
                             });
                         }
-                    } else if std::mem::take(&mut s.sockets_dumped) {
+                    } else if !wanted && std::mem::take(&mut s.sockets_dumped) {
                         evs.push(Stamped {
                             ts_ns: ts,
                             ns: Some(s.id),
