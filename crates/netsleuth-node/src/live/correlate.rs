@@ -33,6 +33,9 @@ const FLUSH_WINDOW: i64 = 3 * SEC;
 const FOLLOW_WINDOW: i64 = 600 * SEC;
 /// How long a rise of insert_failed waits for the entries that say which traffic it was.
 const CLASSIFY_WINDOW: i64 = 3 * SEC;
+/// Connections at risk are reported once their entry would expire within this long if they stay
+/// idle (the list and the metric hold them all).
+const AT_RISK_HORIZON_S: u64 = 3600;
 /// How far a reported loss may lie from an entry's last update or its destruction and still count as
 /// between them: ENOBUFS is reported when it is read, before older queued events are delivered.
 const LOSS_SLACK: i64 = 2 * SEC;
@@ -892,15 +895,25 @@ impl Correlator {
 
     fn at_risk(&mut self, out: &mut Vec<Output>, ts: i64, owners: &mut dyn OwnerLookup) {
         let now = self.connections_at_risk(owners);
-        let new = now.iter().any(|r| !self.at_risk_reported.contains(&r.conn));
+        // Reported: the connections within the horizon of their expiry. Every new NATed connection
+        // without keepalive is "at risk" with the whole timeout ahead (kube-proxy: a day), and
+        // naming each as it appears would repeat the list every second on a busy node.
+        let urgent: Vec<AtRisk> = now
+            .iter()
+            .filter(|r| r.remaining_s <= AT_RISK_HORIZON_S)
+            .cloned()
+            .collect();
+        let new = urgent
+            .iter()
+            .any(|r| !self.at_risk_reported.contains(&r.conn));
         // Only the connections at risk now are remembered (one that leaves the list and comes back
         // is reported again): remembering every one ever at risk grew without bound on a busy node.
-        self.at_risk_reported = now.iter().map(|r| r.conn.clone()).collect();
-        self.at_risk_now = now.clone();
+        self.at_risk_reported = urgent.iter().map(|r| r.conn.clone()).collect();
+        self.at_risk_now = now;
         if !new {
             return;
         }
-        if let Some(f) = at_risk_finding(&now) {
+        if let Some(f) = at_risk_finding(&urgent) {
             self.latest.insert((f.id, "at-risk".into()), f.clone());
             out.push(Output::Finding {
                 ts_ns: ts,
@@ -2224,5 +2237,50 @@ mod tests {
         );
         // The same list again says nothing new.
         assert_eq!(span(7800), "2 h 10 min");
+    }
+
+    /// With kube-proxy's one-day timeout a connection idle for seconds is ranked (the metric counts
+    /// it) but not reported; one that would expire within the hour is.
+    #[test]
+    fn connections_at_risk_are_reported_within_the_hour_of_their_expiry() {
+        let e = entry(
+            tup("10.244.1.10", 1, "10.96.0.20", 80),
+            tup("10.244.2.11", 8080, "10.244.1.10", 1),
+            CT_ESTABLISHED,
+        );
+        let with_idle = |idle_ms: u32| {
+            run(vec![
+                ev(
+                    0,
+                    0,
+                    Event::ConntrackTimeout {
+                        established_s: 86_400,
+                    },
+                ),
+                ev(S, 0, ct(CtKind::Update, e)),
+                ev(
+                    2 * S,
+                    1,
+                    Event::Sockets {
+                        sockets: vec![Socket {
+                            idle_ms: Some(idle_ms),
+                            ..socket("10.244.1.10", 1, "10.96.0.20", 80)
+                        }],
+                    },
+                ),
+            ])
+        };
+        let (c, out) = with_idle(2_000);
+        assert!(findings(&out).is_empty(), "{:?}", findings(&out));
+        assert_eq!(c.at_risk_now.len(), 1);
+        let (_, out) = with_idle(83_000_000);
+        assert_eq!(
+            findings(&out),
+            [(
+                conntrack_dnat_rebalance::INCIDENT.id,
+                FindingKind::LatentRisk,
+                Confidence::Likely
+            )]
+        );
     }
 }
