@@ -473,3 +473,17 @@ fn the_healthy_run_holds_the_look_alikes_it_stays_quiet_on() {
         "the routing node's -i any copies"
     );
 }
+
+/// A live-recorded tap window (fixtures/watch, see its README) where a hairpin's first SYN died
+/// before NAT's egress and its retransmission went to another backend: the hairpin explains that SYN,
+/// not an SNAT port clash (watch named both once).
+#[test]
+fn a_hairpin_syn_retried_to_another_backend_is_the_hairpin_not_a_port_clash() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/watch/hairpin-off-retry-to-another-backend");
+    let files: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("tap-{i}.pcap"))).collect();
+    assert_eq!(
+        incidents(&files, &NodeContext::default()),
+        [("hairpin-off", Confidence::Likely)]
+    );
+}

@@ -86,6 +86,23 @@ impl Detector {
                 }
             }
         }
+        // The same, seen from where the translated first SYN was not captured (the watch tap, a
+        // capture on the pod's side of the bridge): the first transmission died inside the node and
+        // the retransmission was answered. A candidate only if the client is shown to be a backend
+        // of that Service (`finish`); otherwise this is another cause's (a port clash's) drop.
+        if self_dnat.is_none()
+            && c.syn_transmissions >= 2
+            && c.synack
+                .is_some_and(|a| a.ts_ns > c.syns.get(1).map_or(i64::MAX, |s| s.pkt.ts_ns))
+        {
+            if let Some(rec) = SynRecord::of(c).filter(|r| r.lost_inside_node) {
+                if self.candidates.len() < MAX_CANDIDATES {
+                    self.candidates.push((rec, None));
+                } else {
+                    self.more_candidates += 1;
+                }
+            }
+        }
         if c.synack.is_some() || c.established {
             if !late {
                 if let Some(n) = capped_entry(
@@ -136,6 +153,13 @@ impl Detector {
             from_node: Option<String>,
         }
         let mut cases: Vec<Case> = Vec::new();
+        // Clients the capture saw DNATed to themselves by a Service: its backends.
+        let proven: Vec<_> = self
+            .candidates
+            .iter()
+            .filter(|(_, d)| d.is_some())
+            .map(|(r, _)| (r.origin_ip, r.first_syn.dst))
+            .collect();
         for (rec, self_dnat) in self.candidates {
             if explained.binary_search(&rec.conn).is_ok() {
                 continue;
@@ -155,7 +179,8 @@ impl Detector {
                         .find(|(ip, _)| *ip == client)
                         .map(|(_, port)| (s.name.clone(), *port))
                 });
-            if self_dnat.is_none() && seen.is_none() && node.is_none() {
+            let proven_backend = proven.contains(&(client, service));
+            if self_dnat.is_none() && seen.is_none() && node.is_none() && !proven_backend {
                 continue;
             }
             cases.push(Case {

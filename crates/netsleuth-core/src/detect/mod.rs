@@ -172,15 +172,17 @@ pub static DETECTORS: &[DetectorEntry] = &[
         incident: &tw_recycle_paws::INCIDENT,
         new: || Box::<tw_recycle_paws::Detector>::default(),
     },
-    DetectorEntry {
-        incident: &snat_port_clash::INCIDENT,
-        new: || Box::<snat_port_clash::Detector>::default(),
-    },
-    // Before the listen queue: SYNs to a Service from its own backend, never DNATed onward, are the
-    // hairpin's, not a full accept queue's.
+    // Before the port clash and the listen queue: SYNs to a Service from its own backend, never
+    // DNATed onward, are the hairpin's. A hairpin's first SYN dies after the NAT decision and its
+    // retransmission may be DNATed to another backend and answered, which is also the clash's
+    // signature (fixtures/watch/hairpin-off-retry-to-another-backend).
     DetectorEntry {
         incident: &hairpin_off::INCIDENT,
         new: || Box::<hairpin_off::Detector>::default(),
+    },
+    DetectorEntry {
+        incident: &snat_port_clash::INCIDENT,
+        new: || Box::<snat_port_clash::Detector>::default(),
     },
     // A TCP 53 SYN after a truncated answer is the fallback's, not a listener's or a source's.
     DetectorEntry {
