@@ -368,3 +368,48 @@ pub(crate) fn dns_scene(resolv_options: &str) -> Scene {
             "the client pod's /etc/resolv.conf",
         )
 }
+
+/// Brings up `flannel.1` (VXLAN id 1 over eth0, UDP 8472, outer checksum 0 as the kernel's IPv4
+/// default) in `ns` with `local`/`peer` tunnel addresses and routes the other node's pod subnet
+/// through it: the overlay of the overlay-mtu and vxlan-checksum scenarios.
+pub(crate) fn flannel_vxlan(
+    ns: &crate::netns::Netns,
+    local: std::net::Ipv4Addr,
+    peer: std::net::Ipv4Addr,
+    me: &str,
+    other: &str,
+    subnet: &str,
+) -> Result<()> {
+    ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        &local.to_string(),
+        "remote",
+        &peer.to_string(),
+        "dstport",
+        "8472",
+        "dev",
+        "eth0",
+        // No outer checksum (0), as flannel's and Calico's VXLAN devices send over IPv4.
+        "noudpcsum",
+    ])?;
+    ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "flannel.1"])?;
+    ns.ip(&["link", "set", "flannel.1", "up"])?;
+    ns.ip(&[
+        "route",
+        "replace",
+        subnet,
+        "via",
+        other,
+        "dev",
+        "flannel.1",
+        "onlink",
+    ])?;
+    Ok(())
+}

@@ -20,48 +20,6 @@ const REQUESTS: usize = 2;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 const ICMP_TABLE: &str = "netsleuth_drop_frag_needed";
 
-/// Brings up `flannel.1` (VXLAN id 1 over eth0) in `ns` with `local`/`peer` tunnel addresses and routes
-/// the other node's pod subnet through it.
-fn vxlan(
-    ns: &crate::netns::Netns,
-    local: Ipv4Addr,
-    peer: Ipv4Addr,
-    me: &str,
-    other: &str,
-    subnet: &str,
-) -> Result<()> {
-    ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        &local.to_string(),
-        "remote",
-        &peer.to_string(),
-        "dstport",
-        "8472",
-        "dev",
-        "eth0",
-    ])?;
-    ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "flannel.1"])?;
-    ns.ip(&["link", "set", "flannel.1", "up"])?;
-    ns.ip(&[
-        "route",
-        "replace",
-        subnet,
-        "via",
-        other,
-        "dev",
-        "flannel.1",
-        "onlink",
-    ])?;
-    Ok(())
-}
-
 pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let mut scene = Scene::new()
         .pod("client", CLIENT)
@@ -89,7 +47,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         );
     }
     let net = lab.build(scene)?;
-    vxlan(
+    super::flannel_vxlan(
         net.node(),
         NODE_IP,
         REMOTE_IP,
@@ -97,7 +55,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         "10.244.250.2",
         "10.244.2.0/24",
     )?;
-    vxlan(
+    super::flannel_vxlan(
         net.ns("remote")?,
         REMOTE_IP,
         NODE_IP,

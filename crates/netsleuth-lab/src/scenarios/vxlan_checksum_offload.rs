@@ -22,50 +22,6 @@ const CSUM_TABLE: &str = "netsleuth_vxlan_csum";
 /// What the emulated bug writes into the outer UDP checksum (any non-zero wrong value does).
 pub(crate) const BAD_CHECKSUM: &str = "0xbad1";
 
-/// Brings up `flannel.1` (VXLAN id 1 over eth0, UDP 8472, outer checksum 0) in `ns` and routes the
-/// other node's pod subnet through it.
-fn vxlan(
-    ns: &crate::netns::Netns,
-    local: Ipv4Addr,
-    peer: Ipv4Addr,
-    me: &str,
-    other: &str,
-    subnet: &str,
-) -> Result<()> {
-    ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        &local.to_string(),
-        "remote",
-        &peer.to_string(),
-        "dstport",
-        "8472",
-        "dev",
-        "eth0",
-        // No outer checksum (0), as flannel's and Calico's VXLAN devices send over IPv4.
-        "noudpcsum",
-    ])?;
-    ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "flannel.1"])?;
-    ns.ip(&["link", "set", "flannel.1", "up"])?;
-    ns.ip(&[
-        "route",
-        "replace",
-        subnet,
-        "via",
-        other,
-        "dev",
-        "flannel.1",
-        "onlink",
-    ])?;
-    Ok(())
-}
-
 pub fn run(lab: &mut Lab) -> Result<Recorded> {
     let scene = Scene::new()
         .pod("client", CLIENT)
@@ -87,7 +43,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         );
     }
     let net = lab.build(scene)?;
-    vxlan(
+    super::flannel_vxlan(
         net.node(),
         NODE_IP,
         REMOTE_IP,
@@ -96,7 +52,7 @@ pub fn run(lab: &mut Lab) -> Result<Recorded> {
         "10.244.2.0/24",
     )?;
     let remote = net.ns("remote")?;
-    vxlan(
+    super::flannel_vxlan(
         remote,
         REMOTE_IP,
         NODE_IP,
