@@ -409,13 +409,15 @@ pub fn watch(
             }
             let ts = now_ns();
             let mut evs = Vec::new();
-            let socket_namespaces = st.corr.socket_namespaces();
-            // The interval follows what is followed now (a short timeout shortens it at once).
+            // The interval follows what is followed now (a short timeout shortens it at once). The
+            // namespaces to dump are worked out only when a dump is due: that walks every followed
+            // entry (up to MAX_TRACKED a namespace).
             let interval = Duration::from_secs(st.corr.socket_interval_s());
-            let sockets_due = last_socket_dump.elapsed() + Duration::from_millis(50) >= interval;
-            if sockets_due {
-                last_socket_dump = Instant::now();
-            }
+            let socket_namespaces =
+                (last_socket_dump.elapsed() + Duration::from_millis(50) >= interval).then(|| {
+                    last_socket_dump = Instant::now();
+                    st.corr.socket_namespaces()
+                });
             for s in st.sources.iter_mut().filter(|s| !s.closed) {
                 if let Some(f) = &s.ct_timeout {
                     let mut b = [0u8; 32];
@@ -436,9 +438,9 @@ pub fn watch(
                 // Sockets only where the correlator can use them: the NATed connections' ends (the
                 // connections at risk, the socket of a broken one) and a listener that overflowed.
                 if let Some(sk) = s.socks.as_mut() {
-                    let wanted = socket_namespaces.contains(&s.id);
-                    // A namespace newly wanted is dumped at once, then at the interval.
-                    if (wanted && (sockets_due || !s.sockets_dumped)) || overflowed {
+                    // `None` between due ticks: what was dumped stands.
+                    let wanted = socket_namespaces.as_ref().map(|w| w.contains(&s.id));
+                    if wanted == Some(true) || overflowed {
                         if let Ok(sockets) = sk.tcp() {
                             s.sockets_dumped = true;
                             evs.push(Stamped {
@@ -447,7 +449,7 @@ pub fn watch(
                                 event: Event::Sockets { sockets },
                             });
                         }
-                    } else if !wanted && std::mem::take(&mut s.sockets_dumped) {
+                    } else if wanted == Some(false) && std::mem::take(&mut s.sockets_dumped) {
                         evs.push(Stamped {
                             ts_ns: ts,
                             ns: Some(s.id),
