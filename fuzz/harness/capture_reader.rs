@@ -7,7 +7,7 @@
 use netsleuth_core::capture::CaptureReader;
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::{human, json, Report};
-use netsleuth_core::{analyze, Input};
+use netsleuth_core::{analyze, InMemory, Input, MemoryBytes};
 use std::io::Cursor;
 
 /// One fuzz input: panics on any violated invariant, returns otherwise.
@@ -37,13 +37,22 @@ pub fn run(data: &[u8]) {
         let _ = r.diagnostics();
     }
 
-    let analysis = analyze(
-        vec![Input {
-            name: "fuzz.pcap".into(),
-            reader: Box::new(Cursor::new(data.to_vec())),
-        }],
+    // The same bytes held in memory as a whole (how `analyze` reads a mapped file) frame alike.
+    let in_memory = analyze(
+        vec![Input::memory(
+            "fuzz.pcap",
+            InMemory {
+                bytes: MemoryBytes::Owned(data.to_vec()),
+                consumed: None,
+            },
+        )],
         &NodeContext::default(),
     );
+    let analysis = analyze(
+        vec![Input::stream("fuzz.pcap", Cursor::new(data.to_vec()))],
+        &NodeContext::default(),
+    );
+    let _ = in_memory.has_incident();
     let _ = analysis.has_incident();
     let report = Report {
         command: "analyze",

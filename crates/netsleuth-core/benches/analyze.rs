@@ -43,13 +43,13 @@ impl Read for SharedBytes {
 }
 
 fn input(data: &Arc<[u8]>) -> Vec<Input> {
-    vec![Input {
-        name: "bench.pcap".to_string(),
-        reader: Box::new(SharedBytes {
+    vec![Input::stream(
+        "bench.pcap".to_string(),
+        Box::new(SharedBytes {
             data: Arc::clone(data),
             pos: 0,
         }),
-    }]
+    )]
 }
 
 fn load_capture() -> (Arc<[u8]>, String) {

@@ -24,5 +24,6 @@ pub mod symptoms;
 pub mod versions;
 pub mod wire;
 
-pub use analysis::{analyze, Analysis, AnalysisStats, Input};
+pub use analysis::{analyze, Analysis, AnalysisStats, Input, Source};
+pub use capture::{InMemory, MemoryBytes};
 pub use finding::{Confidence, Diagnostic, Evidence, Finding, FindingKind, FrameRef, Incident};

@@ -8,7 +8,7 @@
 mod support;
 
 use netsleuth_core::capture::{CaptureReader, OpenError};
-use netsleuth_core::wire::{decode, DecodeError, Transport};
+use netsleuth_core::wire::{decode, decode_layered, DecodeError, Transport};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -140,7 +140,15 @@ fn walk<R: Read>(reader: R, name: &str, t: &mut Totals) -> Result<FileResult, Op
         );
         last_frame = rec.frame;
         t.bytes += rec.data.len() as u64;
-        match decode(rec.linktype, rec.data) {
+        let decoded = decode(rec.linktype, rec.data);
+        // The decoder's fast path gives what the layered decoder gives, on every real frame.
+        assert_eq!(
+            decoded,
+            decode_layered(rec.linktype, rec.data),
+            "{name}: frame {}: the fast path decodes differently",
+            rec.frame
+        );
+        match decoded {
             Ok(p) => {
                 t.decoded += 1;
                 t.truncated_packets += p.truncated as u64;

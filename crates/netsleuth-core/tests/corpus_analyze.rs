@@ -64,10 +64,7 @@ fn full_analysis_of_every_corpus_capture() {
         };
         let t = Instant::now();
         let a = analyze(
-            vec![Input {
-                name: f.display().to_string(),
-                reader,
-            }],
+            vec![Input::stream(f.display().to_string(), reader)],
             &NodeContext::default(),
         );
         assert!(

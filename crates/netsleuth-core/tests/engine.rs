@@ -923,10 +923,10 @@ fn syns_cut_off_by_the_end_of_the_capture_are_not_an_overflow() {
 /// Analyse raw pcap bytes.
 fn analyze_bytes(bytes: Vec<u8>) -> Analysis {
     analyze(
-        vec![Input {
-            name: "synthetic.pcap".into(),
-            reader: Box::new(std::io::Cursor::new(bytes)),
-        }],
+        vec![Input::stream(
+            "synthetic.pcap",
+            Box::new(std::io::Cursor::new(bytes)),
+        )],
         &NodeContext::default(),
     )
 }

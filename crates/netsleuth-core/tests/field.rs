@@ -22,10 +22,10 @@ fn field_dir() -> Option<PathBuf> {
 
 fn run(path: &Path) -> Analysis {
     analyze(
-        vec![Input {
-            name: path.display().to_string(),
-            reader: Box::new(std::fs::File::open(path).unwrap()),
-        }],
+        vec![Input::stream(
+            path.display().to_string(),
+            Box::new(std::fs::File::open(path).unwrap()),
+        )],
         &NodeContext::default(),
     )
 }

@@ -163,10 +163,7 @@ fn fuzz_crashers_replay_without_panic() {
 /// The findings of one capture, as (id, kind) sorted.
 fn finding_ids(bytes: Vec<u8>) -> Vec<(String, String)> {
     let a = analyze(
-        vec![Input {
-            name: "twin.pcap".into(),
-            reader: Box::new(Cursor::new(bytes)),
-        }],
+        vec![Input::stream("twin.pcap", Box::new(Cursor::new(bytes)))],
         &NodeContext::default(),
     );
     let mut v: Vec<(String, String)> = a

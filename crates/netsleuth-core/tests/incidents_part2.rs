@@ -24,11 +24,13 @@ fn run_with(files: &[PathBuf], node: &NodeContext) -> Analysis {
     analyze(
         files
             .iter()
-            .map(|f| Input {
-                name: f.display().to_string(),
-                reader: Box::new(
-                    std::fs::File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
-                ),
+            .map(|f| {
+                Input::stream(
+                    f.display().to_string(),
+                    Box::new(
+                        std::fs::File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+                    ),
+                )
             })
             .collect(),
         node,
@@ -364,10 +366,10 @@ fn analyze_frames(linktype: u32, frames: &[(i64, Vec<u8>)], caplen: usize) -> An
         w.push_cut(*ts, f, caplen);
     }
     analyze(
-        vec![Input {
-            name: "underlay.pcap".into(),
-            reader: Box::new(std::io::Cursor::new(w.finish())),
-        }],
+        vec![Input::stream(
+            "underlay.pcap",
+            Box::new(std::io::Cursor::new(w.finish())),
+        )],
         &NodeContext::default(),
     )
 }
@@ -704,10 +706,10 @@ mod neighbour_lookalikes {
 
     fn analyse(w: PcapWriter) -> Analysis {
         analyze(
-            vec![Input {
-                name: "synthetic.pcap".into(),
-                reader: Box::new(std::io::Cursor::new(w.finish())),
-            }],
+            vec![Input::stream(
+                "synthetic.pcap",
+                Box::new(std::io::Cursor::new(w.finish())),
+            )],
             &NodeContext::default(),
         )
     }

@@ -13,11 +13,11 @@ fn fixtures() -> PathBuf {
 fn incidents(files: &[PathBuf], node: &NodeContext) -> Vec<(&'static str, Confidence)> {
     let inputs = files
         .iter()
-        .map(|f| Input {
-            name: f.display().to_string(),
-            reader: Box::new(
-                std::fs::File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
-            ),
+        .map(|f| {
+            Input::stream(
+                f.display().to_string(),
+                Box::new(std::fs::File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()))),
+            )
         })
         .collect();
     let a = analyze(inputs, node);
@@ -410,10 +410,10 @@ fn mitigated_and_healthy_runs_name_no_incident() {
 
 fn analysis_of(path: &Path) -> netsleuth_core::Analysis {
     analyze(
-        vec![Input {
-            name: path.display().to_string(),
-            reader: Box::new(std::fs::File::open(path).unwrap()),
-        }],
+        vec![Input::stream(
+            path.display().to_string(),
+            Box::new(std::fs::File::open(path).unwrap()),
+        )],
         &NodeContext::default(),
     )
 }

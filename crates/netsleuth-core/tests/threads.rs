@@ -1,13 +1,15 @@
 //! The two-thread pipeline (`analyze_threads` with 2) must report exactly what the one-thread engine
 //! reports — the JSON document byte for byte — over every lab fixture (each capture alone, and all of
 //! a scenario's captures together, which takes the merge path), every capture of ../shared/corpus and
-//! every capture of ../shared/field. The one-thread run is the reference.
+//! every capture of ../shared/field. The one-thread run is the reference. An input held in memory as a
+//! whole (a mapped file) must report what the same input read as a stream does, on one and two threads.
 
 use netsleuth_core::analysis::{analyze_threads, Limits};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::json::Document;
 use netsleuth_core::report::Report;
-use netsleuth_core::Input;
+use netsleuth_core::{InMemory, Input, MemoryBytes};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
@@ -50,21 +52,35 @@ fn captures_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn open(p: &Path) -> Input {
+fn open(p: &Path, memory: bool) -> Input {
     let file = std::fs::File::open(p).unwrap();
-    let reader: Box<dyn std::io::Read + Send> = if p.extension().is_some_and(|x| x == "gz") {
+    let mut reader: Box<dyn std::io::Read + Send> = if p.extension().is_some_and(|x| x == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     };
-    Input {
-        name: p.display().to_string(),
-        reader,
+    let name = p.display().to_string();
+    // Compressed input is never held in memory (`analyze` maps plain files only).
+    if !memory || p.extension().is_some_and(|x| x == "gz") {
+        return Input::stream(name, reader);
     }
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).unwrap();
+    let mut last = 0;
+    Input::memory(
+        name,
+        InMemory {
+            bytes: MemoryBytes::Owned(bytes),
+            consumed: Some(Box::new(move |offset| {
+                assert!(offset > last, "consumed offsets go forward");
+                last = offset;
+            })),
+        },
+    )
 }
 
-fn document(files: &[PathBuf], threads: usize, limits: &Limits) -> String {
-    let inputs: Vec<Input> = files.iter().map(|f| open(f)).collect();
+fn document(files: &[PathBuf], threads: usize, limits: &Limits, memory: bool) -> String {
+    let inputs: Vec<Input> = files.iter().map(|f| open(f, memory)).collect();
     let names = inputs.iter().map(|i| i.name.clone()).collect();
     let a = analyze_threads(inputs, &NodeContext::default(), limits, threads);
     let report = Report {
@@ -87,15 +103,17 @@ fn document(files: &[PathBuf], threads: usize, limits: &Limits) -> String {
 fn assert_same(sets: &[Vec<PathBuf>], limits: &Limits) -> usize {
     let mut differ = Vec::new();
     for files in sets {
-        let one = document(files, 1, limits);
-        let two = document(files, 2, limits);
-        if one != two {
-            differ.push(format!("{files:?}"));
+        let one = document(files, 1, limits, false);
+        for (threads, memory) in [(2, false), (1, true), (2, true)] {
+            if document(files, threads, limits, memory) != one {
+                let how = if memory { "in memory" } else { "streamed" };
+                differ.push(format!("{threads} thread(s), {how}: {files:?}"));
+            }
         }
     }
     assert!(
         differ.is_empty(),
-        "two threads report differently from one on {} input set(s):\n{}",
+        "two threads or an input in memory report differently from one thread reading a stream, {} time(s):\n{}",
         differ.len(),
         differ.join("\n")
     );

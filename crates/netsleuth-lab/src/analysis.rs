@@ -15,10 +15,7 @@ pub fn analyze_captures(paths: &[PathBuf], node: &NodeContext) -> Analysis {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         match std::fs::File::open(p) {
-            Ok(f) => inputs.push(Input {
-                name,
-                reader: Box::new(std::io::BufReader::new(f)),
-            }),
+            Ok(f) => inputs.push(Input::stream(name, Box::new(std::io::BufReader::new(f)))),
             Err(e) => failed.push((name, format!("cannot open {}: {e}", p.display()))),
         }
     }

@@ -540,10 +540,10 @@ fn a_finding_recorded_live_is_found_again_by_analyze() {
         .iter()
         .map(|p| {
             let f = rec.join(p["file"].as_str().expect("file"));
-            netsleuth_core::Input {
-                name: f.display().to_string(),
-                reader: Box::new(std::fs::File::open(&f).expect("pcap")),
-            }
+            netsleuth_core::Input::stream(
+                f.display().to_string(),
+                Box::new(std::fs::File::open(&f).expect("pcap")),
+            )
         })
         .collect();
     assert!(!inputs.is_empty());

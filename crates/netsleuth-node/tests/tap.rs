@@ -176,10 +176,10 @@ fn a_recorded_finding_is_found_again_by_analyze_with_its_bundle() {
             netsleuth_node::read_bundle(&out.join(format!("{stem}.node.tar.gz"))).expect("bundle");
         let pcap = std::fs::File::open(out.join(format!("{stem}.pcap"))).expect("pcap");
         let again = netsleuth_core::analyze(
-            vec![netsleuth_core::Input {
-                name: "finding.pcap".into(),
-                reader: Box::new(pcap),
-            }],
+            vec![netsleuth_core::Input::stream(
+                "finding.pcap",
+                Box::new(pcap),
+            )],
             &netsleuth_node::to_node_context(&facts2),
         );
         let f = again
@@ -322,11 +322,11 @@ fn namespaces_are_analysed_together_and_recorded_as_one_finding() {
     let out = std::env::temp_dir().join(format!("netsleuth-tap-record2-{}", std::process::id()));
     let stem = write_record(&out, 1, &[&node, &routing], &found[0], Some(&facts)).expect("write");
     let inputs = (0..2)
-        .map(|k| netsleuth_core::Input {
-            name: format!("{k}.pcap"),
-            reader: Box::new(
-                std::fs::File::open(out.join(format!("{stem}-{k}.pcap"))).expect("pcap"),
-            ),
+        .map(|k| {
+            netsleuth_core::Input::stream(
+                format!("{k}.pcap"),
+                Box::new(std::fs::File::open(out.join(format!("{stem}-{k}.pcap"))).expect("pcap")),
+            )
         })
         .collect();
     let again = netsleuth_core::analyze(inputs, &ctx);

@@ -1,7 +1,7 @@
 //! Thin adapter: opens capture inputs (files, stdin), undoing gzip transparently.
 
 use flate2::read::MultiGzDecoder;
-use netsleuth_core::Input;
+use netsleuth_core::{InMemory, Input, MemoryBytes};
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
 use std::path::Path;
@@ -10,28 +10,105 @@ use std::path::Path;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Open a capture file or `-` (stdin). Gzip input (`tcpdump -w - | gzip`, `.pcap.gz`) is decompressed.
-/// `progress` advances by the bytes read from the file (before decompression, so it ends at the
-/// file's size).
+/// A plain regular file is mapped into memory and framed in place (no copy through a read buffer)
+/// unless `no_mmap`. `progress` advances by the bytes read from the file (before decompression, so
+/// it ends at the file's size).
 pub fn open_capture_with(
     path: &Path,
     progress: Option<indicatif::ProgressBar>,
+    no_mmap: bool,
 ) -> io::Result<Input> {
     let name = path.display().to_string();
-    let mut raw: Box<dyn Read + Send> =
-        if name == "-" {
-            Box::new(io::stdin())
-        } else {
-            Box::new(File::open(path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open capture {name}: {e}"))
-            })?)
-        };
+    let mut raw: Box<dyn Read + Send> = if name == "-" {
+        Box::new(io::stdin())
+    } else {
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open capture {name}: {e}")))?;
+        if !no_mmap {
+            if let Some(bytes) = map_capture(&file) {
+                return Ok(Input::memory(name, mapped_input(bytes, progress)));
+            }
+        }
+        Box::new(file)
+    };
     if let Some(bar) = progress {
         raw = Box::new(bar.wrap_read(raw));
     }
-    Ok(Input {
-        name,
-        reader: undo_gzip(raw)?,
-    })
+    Ok(Input::stream(name, undo_gzip(raw)?))
+}
+
+/// A plain (not gzip) regular file mapped read-only for the rest of the process; `None` when it
+/// cannot or should not be (not a regular file, empty, compressed, the mapping refused), and the
+/// file is then read as a stream. The mapping is never unmapped: `analyze` reads each file once and
+/// exits, and the pages it has read are dropped as it goes (`mapped_input`).
+///
+/// A file truncated by another process while mapped would raise SIGBUS on the lost pages; a capture
+/// still being written only grows, and `--no-mmap` reads the file as a stream instead.
+fn map_capture(file: &File) -> Option<&'static [u8]> {
+    use std::os::fd::AsRawFd;
+    let meta = file.metadata().ok()?;
+    let len = usize::try_from(meta.len()).ok()?;
+    if !meta.is_file() || len < GZIP_MAGIC.len() {
+        return None;
+    }
+    // SAFETY: a read-only private mapping of `len` bytes of an open regular file; the kernel picks the
+    // address. It is checked against MAP_FAILED before use.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the mapping is `len` readable bytes and is never unmapped, so the slice is valid for
+    // the rest of the process; the file's bytes are not written through it.
+    let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+    if bytes[..GZIP_MAGIC.len()] == GZIP_MAGIC {
+        // SAFETY: the whole mapping made above, not used after this.
+        unsafe { libc::munmap(addr, len) };
+        return None;
+    }
+    Some(bytes)
+}
+
+/// The mapped file as the core's in-memory input. As the reader moves on, the pages behind it are
+/// dropped from this process (they stay in the page cache), so the resident size stays that of the
+/// read buffer a stream would use instead of growing to the file's size; the progress bar advances.
+fn mapped_input(bytes: &'static [u8], progress: Option<indicatif::ProgressBar>) -> InMemory {
+    // SAFETY: sysconf has no preconditions.
+    let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize;
+    let base = bytes.as_ptr() as usize;
+    let mut dropped = 0usize;
+    let mut shown = 0u64;
+    InMemory {
+        bytes: MemoryBytes::Static(bytes),
+        consumed: Some(Box::new(move |offset: u64| {
+            let upto = (offset as usize).min(bytes.len()) / page * page;
+            if upto > dropped {
+                // SAFETY: a page-aligned range inside the mapping that the reader has passed and
+                // will not read again (`InMemory::consumed`); MADV_DONTNEED on a private read-only
+                // file mapping only unmaps those pages here; a later access would read them again.
+                unsafe {
+                    libc::madvise(
+                        (base + dropped) as *mut libc::c_void,
+                        upto - dropped,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                dropped = upto;
+            }
+            if let Some(bar) = &progress {
+                bar.inc(offset.saturating_sub(shown));
+                shown = offset;
+            }
+        })),
+    }
 }
 
 /// `raw` as it is, or decompressed when it starts with the gzip magic. The decision waits for both

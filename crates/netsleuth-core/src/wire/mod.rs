@@ -9,6 +9,7 @@
 
 pub mod arp;
 pub mod dns;
+mod fast;
 pub mod field;
 pub mod ip;
 pub mod link;
@@ -222,6 +223,15 @@ pub enum DecodeError {
 
 /// Decode one captured frame of the given link type (a pcap LINKTYPE_* value, see `LinkType`).
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    if let Some(pkt) = fast::ipv4_tcp(linktype, frame) {
+        return Ok(pkt);
+    }
+    decode_layered(linktype, frame)
+}
+
+/// `decode` through every layer, for every frame: the reference the fast path is tested against.
+#[inline(never)]
+pub fn decode_layered(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
     let (net, at, end, link) = link::locate_ip(LinkType::from(linktype), frame)?;
     ip::decode(&frame[..end], at, net, link, true)
 }

@@ -245,7 +245,8 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
 /// Parse the TCP options we keep, with a fast path for the layout Linux puts on every established
 /// segment (NOP, NOP, Timestamps): the other options we keep only ever come on SYNs, and this runs once
 /// per packet.
-fn parse_options(o: &[u8]) -> TcpOptions {
+#[inline(always)]
+pub(super) fn parse_options(o: &[u8]) -> TcpOptions {
     match o {
         [NOP, NOP, TIMESTAMPS, TIMESTAMPS_LEN, a, b, c, d, e, f, g, h, ..] => TcpOptions {
             timestamp: Some((

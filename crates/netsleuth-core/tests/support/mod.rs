@@ -779,10 +779,10 @@ impl SllCapture {
         node: &netsleuth_core::node::NodeContext,
     ) -> netsleuth_core::Analysis {
         netsleuth_core::analyze(
-            vec![netsleuth_core::Input {
-                name: "synthetic.pcap".into(),
-                reader: Box::new(std::io::Cursor::new(self.w.finish())),
-            }],
+            vec![netsleuth_core::Input::stream(
+                "synthetic.pcap",
+                Box::new(std::io::Cursor::new(self.w.finish())),
+            )],
             node,
         )
     }

@@ -36,7 +36,7 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
     let mut inputs = Vec::new();
     for f in &a.files {
         inputs.push(
-            open_capture_with(f, bar.clone())
+            open_capture_with(f, bar.clone(), a.no_mmap)
                 .map_err(CliError::io(format!("reading {}", f.display())))?,
         );
     }

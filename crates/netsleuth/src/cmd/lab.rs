@@ -292,9 +292,11 @@ mod tests {
         captures.sort();
         let inputs = captures
             .iter()
-            .map(|p| netsleuth_core::Input {
-                name: p.display().to_string(),
-                reader: Box::new(std::fs::File::open(p).unwrap()),
+            .map(|p| {
+                netsleuth_core::Input::stream(
+                    p.display().to_string(),
+                    Box::new(std::fs::File::open(p).unwrap()),
+                )
             })
             .collect();
         let facts = dir.join("facts.json");
