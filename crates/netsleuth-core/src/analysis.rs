@@ -351,7 +351,9 @@ impl Engine {
                 tcp: TcpEngine::with_max_live(limits.max_live_connections()),
                 dns: DnsTracker::with_max_live(limits.max_live_dns_queries()),
                 dns_tcp: DnsTcpReassembler::new(),
-                detectors: Detectors::with_max_keys(limits.max_detector_keys()),
+                detectors: DetectorSink::Direct(Detectors::with_max_keys(
+                    limits.max_detector_keys(),
+                )),
                 stats: AnalysisStats::default(),
                 qname: String::new(),
                 symptoms: SymptomCollector::default(),
@@ -417,7 +419,7 @@ struct Back {
     tcp: TcpEngine,
     dns: DnsTracker,
     dns_tcp: DnsTcpReassembler,
-    detectors: Detectors,
+    detectors: DetectorSink,
     stats: AnalysisStats,
     qname: String,
     symptoms: SymptomCollector,
@@ -669,7 +671,7 @@ impl PacketSink for Back {
                 );
                 let outcome = self.tcp.packet(r, pkt.ip.ident, seg);
                 if seg.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
-                    self.detectors.tcp_control(&r, pkt.ip.ttl);
+                    self.detectors.tcp_control(r, pkt.ip.ttl);
                 }
                 if !outcome.copy
                     && (seg.src_port == 53 || seg.dst_port == 53)
@@ -700,16 +702,16 @@ impl PacketSink for Back {
                     let r = pkt_ref(0, 0, 0, 0, 0, 0);
                     self.symptoms
                         .icmp_error(r, *v6, pkt.ip.ident, *icmp_type, *code);
-                    self.detectors.icmp_error(&r, *v6, *icmp_type, *code);
+                    self.detectors.icmp_error(r, *v6, *icmp_type, *code);
                 } else if *v6 {
                     if let Some(msg) = NeighbourMsg::of_nd(*icmp_type) {
-                        self.detectors.neighbour(&pkt_ref(0, 0, 0, 0, 0, 0), msg);
+                        self.detectors.neighbour(pkt_ref(0, 0, 0, 0, 0, 0), msg);
                     }
                 }
             }
             Transport::Arp(op) => {
                 if let Some(msg) = NeighbourMsg::of_arp(*op) {
-                    self.detectors.neighbour(&pkt_ref(0, 0, 0, 0, 0, 0), msg);
+                    self.detectors.neighbour(pkt_ref(0, 0, 0, 0, 0, 0), msg);
                 }
             }
             Transport::Other => {}
@@ -736,7 +738,7 @@ impl Back {
         if let Some(udp) = tunnel.udp {
             self.symptoms.tunnel_checksum(udp.checksum);
         }
-        self.detectors.tunnel_udp(&r, tunnel, pkt.link.direction);
+        self.detectors.tunnel_udp(r, *tunnel, pkt.link.direction);
     }
 
     /// Returns whether the bytes were a DNS message with a question.
@@ -789,13 +791,13 @@ impl Back {
         for c in self.tcp.drain_finished() {
             conn_stats(&mut self.stats, &c);
             self.symptoms.connection(&c);
-            self.detectors.connection(&c);
+            self.detectors.connection(c);
         }
     }
 
     fn drain_dns(&mut self) {
         let finished: Vec<FinishedQuery> = self.dns.drain_finished().collect();
-        for q in &finished {
+        for q in finished {
             let s = &mut self.stats;
             if q.query.response.is_none() {
                 s.dns_unanswered += 1;
@@ -806,7 +808,7 @@ impl Back {
             if q.younger_sibling.is_some() {
                 s.dns_parallel_pairs += 1;
             }
-            self.symptoms.dns(q);
+            self.symptoms.dns(&q);
             self.detectors.dns(q);
         }
     }
@@ -886,6 +888,91 @@ impl Back {
     }
 }
 
+/// Where the back hands what the detectors see: to them directly (one thread), or queued in order
+/// for another thread to hand over (`pipeline`, where the detectors run on the reading thread, which
+/// has time to spare). Either way the detectors see the same calls in the same order.
+enum DetectorSink {
+    Direct(Detectors),
+    Queued(Vec<DetectorEvent>),
+}
+
+/// One call to the detectors, queued.
+enum DetectorEvent {
+    Connection(Box<Conn>),
+    TcpControl(PktRef, u8),
+    TunnelUdp(PktRef, wire::Tunnel, Option<wire::PacketDirection>),
+    IcmpError(PktRef, bool, u8, u8),
+    Neighbour(PktRef, NeighbourMsg),
+    Dns(Box<FinishedQuery>),
+}
+
+impl DetectorEvent {
+    fn apply(self, d: &mut Detectors) {
+        match self {
+            DetectorEvent::Connection(c) => d.connection(&c),
+            DetectorEvent::TcpControl(p, ttl) => d.tcp_control(&p, ttl),
+            DetectorEvent::TunnelUdp(p, t, dir) => d.tunnel_udp(&p, &t, dir),
+            DetectorEvent::IcmpError(p, v6, t, c) => d.icmp_error(&p, v6, t, c),
+            DetectorEvent::Neighbour(p, m) => d.neighbour(&p, m),
+            DetectorEvent::Dns(q) => d.dns(&q),
+        }
+    }
+}
+
+impl DetectorSink {
+    #[inline]
+    fn send(&mut self, event: impl FnOnce() -> DetectorEvent, direct: impl FnOnce(&mut Detectors)) {
+        match self {
+            DetectorSink::Direct(d) => direct(d),
+            DetectorSink::Queued(q) => q.push(event()),
+        }
+    }
+    fn connection(&mut self, c: Conn) {
+        match self {
+            DetectorSink::Direct(d) => d.connection(&c),
+            DetectorSink::Queued(q) => q.push(DetectorEvent::Connection(Box::new(c))),
+        }
+    }
+    fn dns(&mut self, f: FinishedQuery) {
+        match self {
+            DetectorSink::Direct(d) => d.dns(&f),
+            DetectorSink::Queued(q) => q.push(DetectorEvent::Dns(Box::new(f))),
+        }
+    }
+    fn tcp_control(&mut self, p: PktRef, ttl: u8) {
+        self.send(
+            || DetectorEvent::TcpControl(p, ttl),
+            |d| d.tcp_control(&p, ttl),
+        );
+    }
+    fn tunnel_udp(&mut self, p: PktRef, t: wire::Tunnel, dir: Option<wire::PacketDirection>) {
+        self.send(
+            || DetectorEvent::TunnelUdp(p, t, dir),
+            |d| d.tunnel_udp(&p, &t, dir),
+        );
+    }
+    fn icmp_error(&mut self, p: PktRef, v6: bool, t: u8, c: u8) {
+        self.send(
+            || DetectorEvent::IcmpError(p, v6, t, c),
+            |d| d.icmp_error(&p, v6, t, c),
+        );
+    }
+    fn neighbour(&mut self, p: PktRef, m: NeighbourMsg) {
+        self.send(|| DetectorEvent::Neighbour(p, m), |d| d.neighbour(&p, m));
+    }
+
+    /// The detectors, once every queued call has reached them (the pipeline puts them back before
+    /// the end of the analysis).
+    fn into_direct(self) -> Detectors {
+        match self {
+            DetectorSink::Direct(d) => d,
+            DetectorSink::Queued(_) => {
+                unreachable!("the pipeline returns the detectors to the back")
+            }
+        }
+    }
+}
+
 /// The end of the analysis: the back's findings, with what the front saw.
 fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
     let Front {
@@ -924,7 +1011,7 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
         node,
         capture_end_ns: back.stats.last_ts_ns.unwrap_or(i64::MIN),
     };
-    let mut findings = crate::detect::one_per_incident(back.detectors.finish(&ctx));
+    let mut findings = crate::detect::one_per_incident(back.detectors.into_direct().finish(&ctx));
     sort_findings(&mut findings);
     let undecoded = problems
         .by_key
@@ -973,7 +1060,8 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
 /// packets, in exactly the order, of the one-thread run, so the findings are identical; what crosses
 /// is the decoded header with the payload bytes only where the back reads them (`Back::reads_payload`).
 mod pipeline {
-    use super::{Back, CaptureReader, Front, InputId, PacketSink};
+    use super::{Back, CaptureReader, DetectorEvent, DetectorSink, Front, InputId, PacketSink};
+    use crate::detect::Detectors;
     use crate::wire::{
         IpHeader, IpProtocol, LinkMeta, Packet, PacketDirection, TcpOptions, TcpSegment, Transport,
         UdpDatagram,
@@ -1200,11 +1288,23 @@ mod pipeline {
         payload: Range<usize>,
     }
 
-    #[derive(Default)]
     struct Batch {
         packets: Vec<Compact>,
         others: Vec<Staged>,
         payloads: Vec<u8>,
+        /// On the way back: the calls to the detectors that the batch's packets made, in order.
+        events: Vec<DetectorEvent>,
+    }
+
+    impl Batch {
+        fn new() -> Batch {
+            Batch {
+                packets: Vec::with_capacity(BATCH),
+                others: Vec::new(),
+                payloads: Vec::new(),
+                events: Vec::new(),
+            }
+        }
     }
 
     impl Staged {
@@ -1236,28 +1336,46 @@ mod pipeline {
     /// The front's sink in the pipeline: fills a batch, sends it when full.
     struct Batcher {
         current: Batch,
-        to_back: SyncSender<Batch>,
+        to_back: Option<SyncSender<Batch>>,
         recycled: Receiver<Batch>,
+        /// Batches back from the back, their detector calls made.
+        free: Vec<Batch>,
+        /// The detectors, run here on the calls the back queued (this thread has time to spare).
+        detectors: Detectors,
         /// The back thread has gone (it panicked): stop sending; its panic is raised at the join.
         back_gone: bool,
     }
 
     impl Batcher {
+        /// Make the detector calls of every batch come back so far, in order.
+        fn take_back(&mut self, wait: bool) {
+            loop {
+                let batch = if wait {
+                    self.recycled.recv().ok()
+                } else {
+                    self.recycled.try_recv().ok()
+                };
+                let Some(mut batch) = batch else { return };
+                for event in batch.events.drain(..) {
+                    event.apply(&mut self.detectors);
+                }
+                self.free.push(batch);
+            }
+        }
+
         fn send(&mut self) {
             if self.current.packets.is_empty() || self.back_gone {
                 return;
             }
-            let next = self.recycled.try_recv().unwrap_or_else(|_| Batch {
-                packets: Vec::with_capacity(BATCH),
-                others: Vec::new(),
-                payloads: Vec::new(),
-            });
+            self.take_back(false);
+            let next = self.free.pop().unwrap_or_else(Batch::new);
+            let Some(to_back) = &self.to_back else { return };
             let full = std::mem::replace(&mut self.current, next);
             // Spin a little before sleeping on a full queue: the back frees a place within
             // microseconds, and a sleep and wake-up costs as much as hundreds of packets.
             let mut full = full;
             for _ in 0..SPINS {
-                match self.to_back.try_send(full) {
+                match to_back.try_send(full) {
                     Ok(()) => return,
                     Err(TrySendError::Full(b)) => full = b,
                     Err(TrySendError::Disconnected(_)) => {
@@ -1267,7 +1385,7 @@ mod pipeline {
                 }
                 std::hint::spin_loop();
             }
-            if self.to_back.send(full).is_err() {
+            if to_back.send(full).is_err() {
                 self.back_gone = true;
             }
         }
@@ -1359,6 +1477,13 @@ mod pipeline {
     ) -> Back {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
+        // The detectors move to this thread; the back queues its calls to them.
+        let mut back = back;
+        let detectors =
+            match std::mem::replace(&mut back.detectors, DetectorSink::Queued(Vec::new())) {
+                DetectorSink::Direct(d) => d,
+                DetectorSink::Queued(_) => Detectors::new(),
+            };
         std::thread::scope(|scope| {
             let worker = scope.spawn(move || {
                 let mut back = back;
@@ -1387,29 +1512,42 @@ mod pipeline {
                     batch.packets.clear();
                     batch.others.clear();
                     batch.payloads.clear();
-                    // The front may have finished and gone: then the batch is simply dropped.
+                    if let DetectorSink::Queued(events) = &mut back.detectors {
+                        std::mem::swap(events, &mut batch.events);
+                    }
+                    // The front waits for every batch to come back; it is gone only if it
+                    // panicked, and then the batch is simply dropped.
                     let _ = to_front.send(batch);
                 }
                 back
             });
             let mut batcher = Batcher {
-                current: Batch {
-                    packets: Vec::with_capacity(BATCH),
-                    others: Vec::new(),
-                    payloads: Vec::new(),
-                },
-                to_back,
+                current: Batch::new(),
+                to_back: Some(to_back),
                 recycled,
+                free: Vec::new(),
+                detectors,
                 back_gone: false,
             };
             super::feed(front, &mut batcher, readers);
             front.flush_held(&mut batcher);
             batcher.send();
-            drop(batcher);
-            match worker.join() {
+            // The end of the input for the back; then every batch comes back with its detector
+            // calls, until the back has gone.
+            batcher.to_back = None;
+            batcher.take_back(true);
+            let mut back = match worker.join() {
                 Ok(back) => back,
                 Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let mut detectors = batcher.detectors;
+            if let DetectorSink::Queued(events) = &mut back.detectors {
+                for event in events.drain(..) {
+                    event.apply(&mut detectors);
+                }
             }
+            back.detectors = DetectorSink::Direct(detectors);
+            back
         })
     }
 }

@@ -172,6 +172,9 @@ pub struct Conn {
     pub last_gap_ns: i64,
     last_leg: u8,
     recent: [Obs; 8],
+    /// `copy_key` of each of `recent`: scanned first (one cache line instead of five), so only a
+    /// packet that may be a copy reads the observations themselves.
+    recent_keys: [u32; 8],
     recent_pos: u8,
     /// The expiry deadline of this connection's live entry in the engine's deadline queue.
     queued_deadline: i64,
@@ -215,6 +218,7 @@ impl Conn {
             last_gap_ns: 0,
             last_leg: 0,
             recent: [Obs::default(); 8],
+            recent_keys: [copy_key(&Obs::default()); 8],
             recent_pos: 0,
             queued_deadline: i64::MAX,
         }
@@ -484,7 +488,12 @@ impl TcpEngine {
         if is_synack && !from_client && conn.synack_ifindex.is_none() {
             conn.synack_ifindex = pkt.ifindex;
         }
-        if let Some(prev) = conn.recent.iter().find(|o| is_copy(o, &obs)).copied() {
+        let fingerprint = copy_key(&obs);
+        let maybe_copy = conn.recent_keys.contains(&fingerprint);
+        if let Some(prev) = maybe_copy
+            .then(|| conn.recent.iter().find(|o| is_copy(o, &obs)).copied())
+            .flatten()
+        {
             conn.copies += 1;
             self.stats.copies += 1;
             let bit = 1u32 << leg_idx.min(31);
@@ -621,6 +630,7 @@ impl TcpEngine {
         conn.last_leg = leg_idx;
         let pos = conn.recent_pos as usize % conn.recent.len();
         conn.recent[pos] = obs;
+        conn.recent_keys[pos] = copy_key(&obs);
         conn.recent_pos = conn.recent_pos.wrapping_add(1);
         TcpOutcome {
             slot,
@@ -1036,6 +1046,13 @@ fn remove_from(index: &mut FxHashMap<SeqWindowKey, Vec<u32>>, key: &SeqWindowKey
             index.remove(key);
         }
     }
+}
+
+/// A word that two sightings of one transmission share (`is_copy` compares these fields and more):
+/// mostly different for different packets, pure ACKs included (their `ack` moves).
+#[inline(always)]
+fn copy_key(o: &Obs) -> u32 {
+    o.seq ^ o.ack.rotate_left(16) ^ o.len.rotate_left(8) ^ o.ident as u32
 }
 
 /// Called for each of the 8 recent observations of every packet: the sequence number, which differs
