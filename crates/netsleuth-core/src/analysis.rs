@@ -1071,12 +1071,12 @@ mod pipeline {
     use std::ops::Range;
     use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 
-    /// Packets per batch: large enough that the hand-over (one channel operation, ~1 µs) costs about
-    /// a nanosecond per packet, small enough that the batches in flight (at most `QUEUED` + 3 of
-    /// ~100 KB) leave the peak RSS within a megabyte or two of the one-thread run's.
-    const BATCH: usize = 1024;
-    /// Batches queued toward the back before the front waits (bounds the memory in flight).
-    const QUEUED: usize = 4;
+    /// Packets per batch, and batches queued toward the back before the front waits: enough work in
+    /// flight (~1 ms of the back's) that one half's hiccup does not stall the other, little memory
+    /// (at most `QUEUED` + 3 batches of ~330 KB). Measured on the snaplen-128 capture, 2 cores: 4,096
+    /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
+    const BATCH: usize = 4096;
+    const QUEUED: usize = 8;
     /// Tries of a full or empty queue before sleeping on it (a few tens of microseconds).
     const SPINS: usize = 20_000;
 
