@@ -15,13 +15,15 @@
 //!   cargo bench -p netsleuth-core --bench analyze
 //!   NETSLEUTH_BENCH_PCAP=/tmp/slice.pcap cargo bench -p netsleuth-core --bench analyze
 //!
-//! The capture is held once in memory and handed to `analyze` through a reader that copies out of it,
-//! as reading a file from the page cache does; no copy of the whole capture is made per iteration.
+//! The capture is held once in memory and handed to `analyze` two ways: through a reader that copies
+//! out of it, as reading a pipe or a file from the page cache does (`read`), and framed in place, as
+//! `netsleuth analyze` does with a file it maps (`mapped`). No copy of the whole capture is made per
+//! iteration.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netsleuth_core::analysis::{analyze_threads, Limits};
 use netsleuth_core::node::NodeContext;
-use netsleuth_core::{analyze, Input};
+use netsleuth_core::{analyze, InMemory, Input, MemoryBytes};
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,11 +117,23 @@ fn bench_analyze(c: &mut Criterion) {
     g.warm_up_time(Duration::from_secs(2));
     for (label, bytes) in [(name.clone(), &data), (format!("{name}-snaplen128"), &cut)] {
         g.throughput(Throughput::Bytes(bytes.len() as u64));
-        for threads in [1, 2] {
-            g.bench_function(format!("{label}/threads-{threads}"), |b| {
+        // The bytes as `analyze` holds a mapped file: in memory for the rest of the process.
+        let whole: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+        for (how, threads) in [("read", 1), ("read", 2), ("mapped", 1), ("mapped", 2)] {
+            g.bench_function(format!("{label}/{how}/threads-{threads}"), |b| {
                 b.iter(|| {
+                    let inputs = match how {
+                        "read" => input(bytes),
+                        _ => vec![Input::memory(
+                            "bench.pcap",
+                            InMemory {
+                                bytes: MemoryBytes::Static(whole),
+                                consumed: None,
+                            },
+                        )],
+                    };
                     let a = analyze_threads(
-                        input(bytes),
+                        inputs,
                         &NodeContext::default(),
                         &Limits::default(),
                         threads,
