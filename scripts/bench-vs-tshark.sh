@@ -129,6 +129,15 @@ run_set() {
     bench "0 1" "netsleuth analyze --threads 1 --format json FILE" "$bytes" \
         sh -c 'exec taskset -c "$1" "$2" analyze --threads 1 --format json "$3" >"$4"' sh \
         "$pin_cpu" "$netsleuth" "$f" "$work/report.json"
+    # The file read through a buffer instead of mapped (what a pipe or a gzip file costs before
+    # decompression).
+    bench "0 1" "netsleuth analyze --threads 1 --no-mmap --format json FILE" "$bytes" \
+        sh -c 'exec taskset -c "$1" "$2" analyze --threads 1 --no-mmap --format json "$3" >"$4"' sh \
+        "$pin_cpu" "$netsleuth" "$f" "$work/report-read.json"
+    cmp -s "$work/report.json" "$work/report-read.json" || {
+        echo "bench-vs-tshark: the report of the file read through a buffer differs from the mapped one's" >&2
+        exit 1
+    }
     # Both cores: decoding on one, the flow engine and detectors on the other. The report must be the
     # one-thread report byte for byte.
     bench "0 1" "netsleuth analyze --threads 2 --format json FILE (2 cores)" "$bytes" \

@@ -195,9 +195,9 @@ pub struct AnalyzeArgs {
     /// (the findings are identical to one thread's). Default: the cores available, at most 2.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
-    /// Read capture files through a buffer instead of mapping them into memory (mapping saves a copy
-    /// of every byte; a file truncated by another process while mapped would end the analysis with
-    /// SIGBUS).
+    /// Read every capture file through a buffer. By default a file cut to a small snap length (at
+    /// most 1024 bytes) is mapped into memory instead, which saves a copy of every byte; a file
+    /// truncated by another process while mapped would end the analysis with SIGBUS.
     #[arg(long)]
     pub no_mmap: bool,
     #[command(flatten)]
