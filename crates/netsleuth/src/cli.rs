@@ -195,9 +195,10 @@ pub struct AnalyzeArgs {
     /// (the findings are identical to one thread's). Default: the cores available, at most 2.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
-    /// Read every capture file through a buffer. By default a file cut to a small snap length (at
-    /// most 1024 bytes) is mapped into memory instead, which saves a copy of every byte; a file
-    /// truncated by another process while mapped would end the analysis with SIGBUS.
+    /// Read every capture file through a buffer. By default a file of small records (at most 512
+    /// bytes on average, as a snap length makes them) is mapped into memory instead, which saves a
+    /// copy of every byte; a file truncated by another process while mapped would end the analysis
+    /// with SIGBUS.
     #[arg(long)]
     pub no_mmap: bool,
     #[command(flatten)]
