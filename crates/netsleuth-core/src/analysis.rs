@@ -629,11 +629,7 @@ impl Back {
 impl PacketSink for Back {
     #[inline]
     fn packet(&mut self, input: InputId, frame: u64, ts: i64, interface: u32, pkt: &Packet<'_>) {
-        let ifindex = pkt
-            .link
-            .ifindex
-            .or(Some(interface))
-            .filter(|_| pkt.link.ifindex.is_some() || interface != 0);
+        let ifindex = packet_ifindex(pkt.link.ifindex, interface);
         // The same packet reference for TCP and UDP; UDP has no flags or sequence numbers.
         let pkt_ref =
             |src_port: u16, dst_port: u16, flags: u8, len: u32, seq: u32, ack: u32| PktRef {
@@ -703,6 +699,14 @@ impl PacketSink for Back {
             Transport::Other => {}
         }
     }
+}
+
+/// The interface a packet was seen on: the link layer's (SLL2's ifindex), else the capture's (a
+/// pcapng interface number), unless neither names one.
+#[inline(always)]
+fn packet_ifindex(link: Option<u32>, interface: u32) -> Option<u32> {
+    link.or(Some(interface))
+        .filter(|_| link.is_some() || interface != 0)
 }
 
 impl Back {
@@ -1062,12 +1066,17 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
 }
 
 /// The two-thread analysis: this thread reads, frames and decodes (the `Front`); a second thread
-/// follows flows and DNS and runs the detectors (the `Back`). Decoded packets cross in batches whose
-/// buffers come back for reuse, so the steady state allocates nothing. The back gets exactly the
-/// packets, in exactly the order, of the one-thread run, so the findings are identical; what crosses
-/// is the decoded header with the payload bytes only where the back reads them (`Back::reads_payload`).
+/// follows flows and DNS (the `Back`), and queues its calls to the detectors, which this thread runs
+/// as the batches come back. Decoded packets cross in batches whose buffers come back for reuse, so
+/// the steady state allocates nothing (a finished connection or query handed to the detectors is
+/// boxed). The back gets exactly the packets, in exactly the order, of the one-thread run, and the
+/// detectors exactly its calls, so the findings are identical; what crosses is the decoded header
+/// with the payload bytes only where the back reads them (`Back::reads_payload`).
 mod pipeline {
-    use super::{Back, CaptureReader, DetectorEvent, DetectorSink, Front, InputId, PacketSink};
+    use super::{
+        packet_ifindex, Back, CaptureReader, DetectorEvent, DetectorSink, Front, InputId,
+        PacketSink,
+    };
     use crate::detect::Detectors;
     use crate::flow::{Endpoint, PktRef};
     use crate::wire::{IpProtocol, Packet, TcpOptions, TcpSegment, Transport, UdpDatagram};
@@ -1078,7 +1087,7 @@ mod pipeline {
 
     /// Packets per batch, and batches queued toward the back before the front waits: enough work in
     /// flight (~1 ms of the back's) that one half's hiccup does not stall the other, little memory
-    /// (at most `QUEUED` + 3 batches of ~330 KB). Measured on the snaplen-128 capture, 2 cores: 4,096
+    /// (at most `QUEUED` + 3 batches of ~300 KB). Measured on the snaplen-128 capture, 2 cores: 4,096
     /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
     const BATCH: usize = 4096;
     const QUEUED: usize = 8;
@@ -1112,7 +1121,7 @@ mod pipeline {
         flags: u8,
         ttl: u8,
         wscale: u8,
-        /// `HAS_*` bits, `SACK_PERMITTED`, `TRUNCATED`; `OTHER` for a packet staged in full.
+        /// `HAS_*` bits and `SACK_PERMITTED`; `OTHER` for a packet staged in full.
         bits: u8,
     }
 
@@ -1182,12 +1191,7 @@ mod pipeline {
         #[inline(always)]
         fn tcp(&self) -> (PktRef, TcpSegment<'static>) {
             let has = |b: u8| self.bits & b != 0;
-            // As `Back::packet`: the link's interface, else the capture's, unless both are absent.
-            let ifindex = if has(HAS_IFINDEX) {
-                Some(self.ifindex)
-            } else {
-                Some(self.interface).filter(|&i| i != 0)
-            };
+            let ifindex = packet_ifindex(has(HAS_IFINDEX).then_some(self.ifindex), self.interface);
             let r = PktRef {
                 input: self.input,
                 frame: self.frame,
