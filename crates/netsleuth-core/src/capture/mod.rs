@@ -464,10 +464,36 @@ fn classify_foreign(head: &[u8]) -> OpenError {
 impl<R: Read> CaptureReader<R> {
     /// Open a capture: read and check the file header. `source` names the input in diagnostics.
     pub fn new(reader: R, source: impl Into<String>) -> Result<Self, OpenError> {
-        let mut r = CaptureReader {
+        let mut r = Self::unopened(reader, source.into(), Buffer::Heap(vec![0u8; FIRST_BUFFER]));
+        r.fill_or_io(PCAP_HEADER_LEN)?;
+        r.open()
+    }
+
+    /// Open a capture held in memory as a whole. `reader` is never read (it gives the reader its type,
+    /// the same as the streamed inputs analysed beside it).
+    pub fn in_memory(
+        input: InMemory,
+        reader: R,
+        source: impl Into<String>,
+    ) -> Result<Self, OpenError> {
+        let buf = match input.bytes {
+            MemoryBytes::Static(b) => Buffer::Memory(b),
+            MemoryBytes::Owned(v) => Buffer::Heap(v),
+        };
+        let mut r = Self::unopened(reader, source.into(), buf);
+        // All of it is buffered, and there is nothing more to read.
+        r.end = r.buf.len();
+        r.eof = true;
+        r.release = input.consumed;
+        r.open()
+    }
+
+    /// A reader over `buf` with nothing buffered or read yet.
+    fn unopened(reader: R, source: String, buf: Buffer) -> Self {
+        CaptureReader {
             reader,
-            source: source.into(),
-            buf: Buffer::Heap(vec![0u8; FIRST_BUFFER]),
+            source,
+            buf,
             release: None,
             released: 0,
             working: INITIAL_BUFFER,
@@ -485,48 +511,7 @@ impl<R: Read> CaptureReader<R> {
             frame: 0,
             diags: Vec::new(),
             peeked: None,
-        };
-        r.fill_or_io(PCAP_HEADER_LEN)?;
-        r.open()
-    }
-
-    /// Open a capture held in memory as a whole. `reader` is never read (it gives the reader its type,
-    /// the same as the streamed inputs analysed beside it).
-    pub fn in_memory(
-        input: InMemory,
-        reader: R,
-        source: impl Into<String>,
-    ) -> Result<Self, OpenError> {
-        let len = match &input.bytes {
-            MemoryBytes::Static(b) => b.len(),
-            MemoryBytes::Owned(v) => v.len(),
-        };
-        let r = CaptureReader {
-            reader,
-            source: source.into(),
-            buf: match input.bytes {
-                MemoryBytes::Static(b) => Buffer::Memory(b),
-                MemoryBytes::Owned(v) => Buffer::Heap(v),
-            },
-            release: input.consumed,
-            released: 0,
-            working: INITIAL_BUFFER,
-            start: 0,
-            end: len,
-            buf_file_pos: 0,
-            eof: true,
-            done: false,
-            truncated: false,
-            format: Format::PcapNg(PcapNgState {
-                big_endian: false,
-                section_base: 0,
-            }),
-            interfaces: Vec::new(),
-            frame: 0,
-            diags: Vec::new(),
-            peeked: None,
-        };
-        r.open()
+        }
     }
 
     /// Read and check the file header, buffered from `start`.
