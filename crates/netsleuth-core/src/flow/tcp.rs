@@ -273,17 +273,22 @@ impl std::hash::Hash for LegKey {
     /// word) would otherwise share a few buckets.
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
-        let mut h = fold(self.lo).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ fold(self.hi)
-                .rotate_left(23)
-                .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-            ^ self.ports.wrapping_mul(0x1656_67B1_9E37_79F9);
-        h ^= h >> 29;
-        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h ^= h >> 32;
-        state.write_u64(h);
+        state.write_u64(mix3(self.lo, self.hi, self.ports));
     }
+}
+
+/// Two addresses and a word of ports and flags mixed into one hash word (fed to FxHash as its only
+/// input).
+#[inline(always)]
+fn mix3(a: u128, b: u128, c: u64) -> u64 {
+    let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+    let mut h = fold(a).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ fold(b).rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 32;
+    h
 }
 
 fn ip_bits(ip: IpAddr) -> (u128, u64) {
@@ -332,12 +337,127 @@ pub struct TcpStats {
 /// under a new tuple (re-SNAT keeps the client address, changes its port) is compared only with the
 /// connections whose sequence space is near its own, so a capture started on a busy SNAT node costs
 /// a few comparisons per new tuple, not one per live connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SeqWindowKey {
-    client_ip: IpAddr,
-    server: Endpoint,
-    dir: u8,
+    client_ip: u128,
+    server_ip: u128,
+    /// Address family (bit 32), the server port (bits 16..32), the direction (bit 0..8).
+    port_dir: u64,
     bucket: u32,
+}
+
+impl SeqWindowKey {
+    #[inline]
+    fn new(client_ip: IpAddr, server: Endpoint, dir: u8, bucket: u32) -> Self {
+        let ((client_ip, fam), (server_ip, _)) = (ip_bits(client_ip), ip_bits(server.ip));
+        SeqWindowKey {
+            client_ip,
+            server_ip,
+            port_dir: fam | (server.port as u64) << 16 | dir as u64,
+            bucket,
+        }
+    }
+}
+
+impl std::hash::Hash for SeqWindowKey {
+    /// One well-mixed word, as for [`LegKey`].
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(mix3(
+            self.client_ip,
+            self.server_ip,
+            self.port_dir ^ (self.bucket as u64) << 40,
+        ));
+    }
+}
+
+/// A client endpoint as plain integers (the key of `by_client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EndpointKey {
+    ip: u128,
+    /// Address family (bit 32) and port.
+    port: u64,
+}
+
+impl EndpointKey {
+    #[inline]
+    fn new(e: Endpoint) -> Self {
+        let (ip, fam) = ip_bits(e.ip);
+        EndpointKey {
+            ip,
+            port: fam | e.port as u64,
+        }
+    }
+}
+
+impl std::hash::Hash for EndpointKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(mix3(self.ip, 0, self.port));
+    }
+}
+
+/// The slab slots of the connections filed under one index key: nearly always one, kept inline so
+/// that filing a connection allocates nothing; a longer list spills to the heap. Order is kept
+/// (lookups take the first match, or the newest).
+#[derive(Debug, Clone)]
+enum Slots {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Slots {
+    #[inline]
+    fn push(&mut self, slot: u32) {
+        match self {
+            Slots::One(first) => *self = Slots::Many(vec![*first, slot]),
+            Slots::Many(v) => v.push(slot),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Slots::One(s) => std::slice::from_ref(s),
+            Slots::Many(v) => v,
+        }
+    }
+
+    /// Remove `slot` keeping the order of the others; returns whether the list is now empty.
+    fn remove_keeping_order(&mut self, slot: u32) -> bool {
+        match self {
+            Slots::One(s) => *s == slot,
+            Slots::Many(v) => {
+                v.retain(|&s| s != slot);
+                v.is_empty()
+            }
+        }
+    }
+
+    /// Remove the first `slot`, the last one taking its place; returns whether the list is now
+    /// empty.
+    fn swap_remove(&mut self, slot: u32) -> bool {
+        match self {
+            Slots::One(s) => *s == slot,
+            Slots::Many(v) => {
+                if let Some(i) = v.iter().position(|&s| s == slot) {
+                    v.swap_remove(i);
+                }
+                v.is_empty()
+            }
+        }
+    }
+}
+
+/// File `slot` under `key`.
+#[inline]
+fn file<K: std::hash::Hash + Eq>(index: &mut FxHashMap<K, Slots>, key: K, slot: u32) {
+    match index.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().push(slot),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(Slots::One(slot));
+        }
+    }
 }
 
 fn seq_bucket(seq: u32) -> u32 {
@@ -358,8 +478,8 @@ pub struct TcpEngine {
     max_live: u64,
     legs: FxHashMap<LegKey, (u32, u8)>,
     by_isn: FxHashMap<u32, u32>,
-    by_client: FxHashMap<Endpoint, Vec<u32>>,
-    by_seq_window: FxHashMap<SeqWindowKey, Vec<u32>>,
+    by_client: FxHashMap<EndpointKey, Slots>,
+    by_seq_window: FxHashMap<SeqWindowKey, Slots>,
     /// (deadline, slot, connection id): lazily updated; stale entries are skipped when popped.
     deadlines: BinaryHeap<Reverse<(i64, u32, u64)>>,
     /// Connections created by a handshake packet, oldest first (lazily pruned): eviction candidates.
@@ -757,7 +877,8 @@ impl TcpEngine {
                 (pkt.dst, pkt.src)
             };
             // Same client endpoint (DNAT chose another server), newest first.
-            if let Some(list) = self.by_client.get(&client) {
+            if let Some(list) = self.by_client.get(&EndpointKey::new(client)) {
+                let list = list.as_slice();
                 cut |= list.len() > MAX_ENDPOINT_CANDIDATES;
                 for &slot in list.iter().rev().take(MAX_ENDPOINT_CANDIDATES) {
                     if check(slot, from_client) {
@@ -775,13 +896,12 @@ impl TcpEngine {
                 (b + 1) % SEQ_BUCKETS,
                 (b + SEQ_BUCKETS - 1) % SEQ_BUCKETS,
             ] {
-                let key = SeqWindowKey {
-                    client_ip: client.ip,
-                    server,
-                    dir,
-                    bucket,
-                };
-                for &slot in self.by_seq_window.get(&key).into_iter().flatten() {
+                let key = SeqWindowKey::new(client.ip, server, dir, bucket);
+                let list = self
+                    .by_seq_window
+                    .get(&key)
+                    .map_or(&[][..], Slots::as_slice);
+                for &slot in list {
                     if check(slot, from_client) {
                         found = Some((slot, from_client));
                         break 'sides;
@@ -935,16 +1055,11 @@ impl TcpEngine {
         let idx = (conn.legs.len() - 1) as u8;
         self.stats.legs += 1;
         self.legs.insert(LegKey::new(client, server), (slot, idx));
-        self.by_client.entry(client).or_default().push(slot);
+        file(&mut self.by_client, EndpointKey::new(client), slot);
         for dir in 0..2u8 {
             if let Some(n) = conn.next_seq[dir as usize] {
-                let key = SeqWindowKey {
-                    client_ip: client.ip,
-                    server,
-                    dir,
-                    bucket: seq_bucket(n),
-                };
-                self.by_seq_window.entry(key).or_default().push(slot);
+                let key = SeqWindowKey::new(client.ip, server, dir, seq_bucket(n));
+                file(&mut self.by_seq_window, key, slot);
             }
         }
         Some(idx)
@@ -961,20 +1076,15 @@ impl TcpEngine {
             if self.legs.get(&key).is_some_and(|&(s, _)| s == slot) {
                 self.legs.remove(&key);
             }
-            if let Some(list) = self.by_client.get_mut(&leg.client) {
-                list.retain(|&s| s != slot);
-                if list.is_empty() {
-                    self.by_client.remove(&leg.client);
+            let client = EndpointKey::new(leg.client);
+            if let Some(list) = self.by_client.get_mut(&client) {
+                if list.remove_keeping_order(slot) {
+                    self.by_client.remove(&client);
                 }
             }
             for dir in 0..2u8 {
                 if let Some(n) = conn.next_seq[dir as usize] {
-                    let key = SeqWindowKey {
-                        client_ip: leg.client.ip,
-                        server: leg.server,
-                        dir,
-                        bucket: seq_bucket(n),
-                    };
+                    let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
                     remove_from(&mut self.by_seq_window, &key, slot);
                 }
             }
@@ -1014,7 +1124,7 @@ impl TcpEngine {
 /// Move a connection's entries in the sequence-window index when its next sequence number in `dir`
 /// changed bucket (or was first known).
 fn reindex_seq(
-    index: &mut FxHashMap<SeqWindowKey, Vec<u32>>,
+    index: &mut FxHashMap<SeqWindowKey, Slots>,
     slot: u32,
     conn: &Conn,
     dir: usize,
@@ -1022,27 +1132,19 @@ fn reindex_seq(
     new: Option<u32>,
 ) {
     for leg in &conn.legs {
-        let key = |n: u32| SeqWindowKey {
-            client_ip: leg.client.ip,
-            server: leg.server,
-            dir: dir as u8,
-            bucket: seq_bucket(n),
-        };
+        let key = |n: u32| SeqWindowKey::new(leg.client.ip, leg.server, dir as u8, seq_bucket(n));
         if let Some(o) = old {
             remove_from(index, &key(o), slot);
         }
         if let Some(n) = new {
-            index.entry(key(n)).or_default().push(slot);
+            file(index, key(n), slot);
         }
     }
 }
 
-fn remove_from(index: &mut FxHashMap<SeqWindowKey, Vec<u32>>, key: &SeqWindowKey, slot: u32) {
+fn remove_from(index: &mut FxHashMap<SeqWindowKey, Slots>, key: &SeqWindowKey, slot: u32) {
     if let Some(list) = index.get_mut(key) {
-        if let Some(i) = list.iter().position(|&s| s == slot) {
-            list.swap_remove(i);
-        }
-        if list.is_empty() {
+        if list.swap_remove(slot) {
             index.remove(key);
         }
     }
@@ -1087,4 +1189,60 @@ fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
         && a.flags == b.flags
         && a.len == b.len
         && b.ts_ns.saturating_sub(a.ts_ns).saturating_abs() <= COPY_WINDOW_CROSS_INPUT_NS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_lists_keep_their_order_like_a_vec() {
+        let mut index: FxHashMap<u8, Slots> = FxHashMap::default();
+        for s in [7, 3, 9, 3, 5] {
+            file(&mut index, 1, s);
+        }
+        file(&mut index, 2, 4);
+        assert_eq!(index[&1].as_slice(), &[7, 3, 9, 3, 5]);
+        assert_eq!(index[&2].as_slice(), &[4]);
+        // `remove_keeping_order` is `Vec::retain` (every copy goes); `swap_remove` takes the first.
+        let mut a = index[&1].clone();
+        assert!(!a.remove_keeping_order(3));
+        assert_eq!(a.as_slice(), &[7, 9, 5]);
+        let mut b = index[&1].clone();
+        assert!(!b.swap_remove(7));
+        assert_eq!(b.as_slice(), &[5, 3, 9, 3]);
+        // A slot not in the list changes nothing; the last one empties it.
+        let mut one = index[&2].clone();
+        assert!(!one.swap_remove(8));
+        assert!(!one.remove_keeping_order(8));
+        assert_eq!(one.as_slice(), &[4]);
+        assert!(one.clone().swap_remove(4));
+        assert!(one.remove_keeping_order(4));
+        let mut two = Slots::One(1);
+        two.push(2);
+        assert!(!two.swap_remove(1));
+        assert!(two.swap_remove(2));
+    }
+
+    #[test]
+    fn index_keys_tell_families_ports_and_directions_apart() {
+        let v4 = |a: [u8; 4], port| Endpoint {
+            ip: IpAddr::from(a),
+            port,
+        };
+        let mapped = Endpoint {
+            ip: IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()),
+            port: 80,
+        };
+        let a = v4([10, 0, 0, 1], 80);
+        assert_ne!(EndpointKey::new(a), EndpointKey::new(mapped));
+        assert_ne!(EndpointKey::new(a), EndpointKey::new(v4([10, 0, 0, 1], 81)));
+        let k = |ip, server, dir, bucket| SeqWindowKey::new(ip, server, dir, bucket);
+        let c = IpAddr::from([10, 0, 0, 2]);
+        assert_eq!(k(c, a, 0, 5), k(c, a, 0, 5));
+        assert_ne!(k(c, a, 0, 5), k(c, a, 1, 5));
+        assert_ne!(k(c, a, 0, 5), k(c, a, 0, 6));
+        assert_ne!(k(c, a, 0, 5), k(c, v4([10, 0, 0, 1], 81), 0, 5));
+        assert_ne!(k(c, a, 0, 5), k(c, mapped, 0, 5));
+    }
 }
