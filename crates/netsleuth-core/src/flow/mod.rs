@@ -20,10 +20,46 @@ use std::net::IpAddr;
 pub type InputId = u16;
 
 /// An IP address and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
+}
+
+impl std::hash::Hash for Endpoint {
+    /// One well-mixed word: endpoints key the flow engine's and the detectors' tables, hashed for
+    /// every handshake and every finalised connection; the derived `Hash` fed the family, a length
+    /// and each address byte to the hasher one at a time.
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (ip, family) = ip_bits(self.ip);
+        state.write_u64(mix3(ip, 0, family | self.port as u64));
+    }
+}
+
+/// An address as an integer, and its family as bit 32 of a word (0 for IPv4, set for IPv6), so
+/// that keys built of addresses hash and compare as plain integers.
+#[inline(always)]
+pub(crate) fn ip_bits(ip: IpAddr) -> (u128, u64) {
+    match ip {
+        IpAddr::V4(a) => (u32::from(a) as u128, 0),
+        IpAddr::V6(a) => (u128::from(a), 1 << 32),
+    }
+}
+
+/// Two addresses and a word of ports and flags mixed into one hash word. FxHash keeps the low bits
+/// of its last input almost as they are and the tables index buckets by the low bits, so a key
+/// hashed raw (many connections to one server port share the last word) would crowd a few buckets.
+#[inline(always)]
+pub(crate) fn mix3(a: u128, b: u128, c: u64) -> u64 {
+    let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+    let mut h = fold(a).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ fold(b).rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 32;
+    h
 }
 
 impl std::fmt::Display for Endpoint {

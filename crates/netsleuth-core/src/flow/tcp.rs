@@ -11,7 +11,7 @@
 //! identification; a retransmission gets a new identification from Linux (or, for IPv6, comes at least
 //! an RTO later).
 
-use super::{seq_diff, Endpoint, FxHashMap, PktRef};
+use super::{ip_bits, mix3, seq_diff, Endpoint, FxHashMap, PktRef};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 use crate::wire::TcpSegment;
 use std::cmp::Reverse;
@@ -268,33 +268,10 @@ struct LegKey {
 }
 
 impl std::hash::Hash for LegKey {
-    /// One well-mixed word: FxHash keeps the low bits of its last input almost as they are, and the
-    /// table indexes buckets by the low bits, so many connections to one server port (the same last
-    /// word) would otherwise share a few buckets.
+    /// One well-mixed word (see [`mix3`]).
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(mix3(self.lo, self.hi, self.ports));
-    }
-}
-
-/// Two addresses and a word of ports and flags mixed into one hash word (fed to FxHash as its only
-/// input).
-#[inline(always)]
-fn mix3(a: u128, b: u128, c: u64) -> u64 {
-    let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
-    let mut h = fold(a).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ fold(b).rotate_left(23).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-        ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
-    h ^= h >> 29;
-    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h ^= h >> 32;
-    h
-}
-
-fn ip_bits(ip: IpAddr) -> (u128, u64) {
-    match ip {
-        IpAddr::V4(a) => (u32::from(a) as u128, 0),
-        IpAddr::V6(a) => (u128::from(a), 1 << 32),
     }
 }
 
@@ -368,32 +345,6 @@ impl std::hash::Hash for SeqWindowKey {
             self.server_ip,
             self.port_dir ^ (self.bucket as u64) << 40,
         ));
-    }
-}
-
-/// A client endpoint as plain integers (the key of `by_client`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EndpointKey {
-    ip: u128,
-    /// Address family (bit 32) and port.
-    port: u64,
-}
-
-impl EndpointKey {
-    #[inline]
-    fn new(e: Endpoint) -> Self {
-        let (ip, fam) = ip_bits(e.ip);
-        EndpointKey {
-            ip,
-            port: fam | e.port as u64,
-        }
-    }
-}
-
-impl std::hash::Hash for EndpointKey {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(mix3(self.ip, 0, self.port));
     }
 }
 
@@ -478,7 +429,7 @@ pub struct TcpEngine {
     max_live: u64,
     legs: FxHashMap<LegKey, (u32, u8)>,
     by_isn: FxHashMap<u32, u32>,
-    by_client: FxHashMap<EndpointKey, Slots>,
+    by_client: FxHashMap<Endpoint, Slots>,
     by_seq_window: FxHashMap<SeqWindowKey, Slots>,
     /// (deadline, slot, connection id): lazily updated; stale entries are skipped when popped.
     deadlines: BinaryHeap<Reverse<(i64, u32, u64)>>,
@@ -877,7 +828,7 @@ impl TcpEngine {
                 (pkt.dst, pkt.src)
             };
             // Same client endpoint (DNAT chose another server), newest first.
-            if let Some(list) = self.by_client.get(&EndpointKey::new(client)) {
+            if let Some(list) = self.by_client.get(&client) {
                 let list = list.as_slice();
                 cut |= list.len() > MAX_ENDPOINT_CANDIDATES;
                 for &slot in list.iter().rev().take(MAX_ENDPOINT_CANDIDATES) {
@@ -1055,7 +1006,7 @@ impl TcpEngine {
         let idx = (conn.legs.len() - 1) as u8;
         self.stats.legs += 1;
         self.legs.insert(LegKey::new(client, server), (slot, idx));
-        file(&mut self.by_client, EndpointKey::new(client), slot);
+        file(&mut self.by_client, client, slot);
         for dir in 0..2u8 {
             if let Some(n) = conn.next_seq[dir as usize] {
                 let key = SeqWindowKey::new(client.ip, server, dir, seq_bucket(n));
@@ -1076,10 +1027,9 @@ impl TcpEngine {
             if self.legs.get(&key).is_some_and(|&(s, _)| s == slot) {
                 self.legs.remove(&key);
             }
-            let client = EndpointKey::new(leg.client);
-            if let Some(list) = self.by_client.get_mut(&client) {
+            if let Some(list) = self.by_client.get_mut(&leg.client) {
                 if list.remove_keeping_order(slot) {
-                    self.by_client.remove(&client);
+                    self.by_client.remove(&leg.client);
                 }
             }
             for dir in 0..2u8 {
@@ -1225,7 +1175,7 @@ mod tests {
     }
 
     #[test]
-    fn index_keys_tell_families_ports_and_directions_apart() {
+    fn sequence_window_keys_tell_families_ports_and_directions_apart() {
         let v4 = |a: [u8; 4], port| Endpoint {
             ip: IpAddr::from(a),
             port,
@@ -1235,8 +1185,6 @@ mod tests {
             port: 80,
         };
         let a = v4([10, 0, 0, 1], 80);
-        assert_ne!(EndpointKey::new(a), EndpointKey::new(mapped));
-        assert_ne!(EndpointKey::new(a), EndpointKey::new(v4([10, 0, 0, 1], 81)));
         let k = |ip, server, dir, bucket| SeqWindowKey::new(ip, server, dir, bucket);
         let c = IpAddr::from([10, 0, 0, 2]);
         assert_eq!(k(c, a, 0, 5), k(c, a, 0, 5));
