@@ -513,7 +513,7 @@ impl Front {
         clock
     }
 
-    #[inline]
+    #[inline(always)]
     fn record<S: PacketSink>(&mut self, input: InputId, rec: &Record<'_>, ts: i64, sink: &mut S) {
         self.cur_offset = rec.offset;
         let (frame, linktype, interface, data, orig_len) = (
@@ -715,7 +715,7 @@ impl Back {
     #[inline(always)]
     fn tcp_segment(&mut self, r: PktRef, ident: u16, ttl: u8, seg: &TcpSegment<'_>) {
         self.stats.tcp_packets += 1;
-        let outcome = self.tcp.packet(r, ident, seg);
+        let outcome = self.tcp.packet(&r, ident, seg);
         if seg.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
             self.detectors.tcp_control(r, ttl);
         }
@@ -794,11 +794,15 @@ impl Back {
         true
     }
 
-    #[inline]
+    #[inline(always)]
     fn drain_tcp(&mut self) {
-        if !self.tcp.has_finished() {
-            return;
+        if self.tcp.has_finished() {
+            self.drain_finished_tcp();
         }
+    }
+
+    #[inline(never)]
+    fn drain_finished_tcp(&mut self) {
         for c in self.tcp.drain_finished() {
             conn_stats(&mut self.stats, &c);
             self.symptoms.connection(&c);

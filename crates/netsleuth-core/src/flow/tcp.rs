@@ -506,7 +506,7 @@ impl TcpEngine {
     }
 
     /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length.
-    pub fn packet(&mut self, pkt: PktRef, ip_ident: u16, seg: &TcpSegment<'_>) -> TcpOutcome {
+    pub fn packet(&mut self, pkt: &PktRef, ip_ident: u16, seg: &TcpSegment<'_>) -> TcpOutcome {
         self.stats.packets += 1;
         if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
             self.expire(pkt.ts_ns);
@@ -526,12 +526,12 @@ impl TcpEngine {
                 // (e.g. after TIME_WAIT): the old one is over.
                 if is_syn && conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq) {
                     self.finalise(slot);
-                    self.attach_new(pkt, ip_ident, is_syn, is_synack, &mut new_leg)
+                    self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg)
                 } else {
                     (slot, leg)
                 }
             }
-            None => self.attach_new(pkt, ip_ident, is_syn, is_synack, &mut new_leg),
+            None => self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg),
         };
 
         let conn = self.slab[slot as usize]
@@ -594,7 +594,7 @@ impl TcpEngine {
             conn.last_gap_ns = gap;
             if gap > conn.longest_gap_ns {
                 conn.longest_gap_ns = gap;
-                conn.longest_gap_end = Some(pkt);
+                conn.longest_gap_end = Some(*pkt);
             }
         }
         if is_syn && from_client {
@@ -602,7 +602,7 @@ impl TcpEngine {
             if conn.syns.len() < MAX_SYNS {
                 obs.syn_idx = conn.syns.len() as u8;
                 conn.syns.push(SynAttempt {
-                    pkt,
+                    pkt: *pkt,
                     tsval: seg.options.timestamp.map(|t| t.0),
                     legs_seen: 1 << leg_idx.min(31),
                     inputs_seen: 1 << pkt.input.min(31),
@@ -613,14 +613,14 @@ impl TcpEngine {
         if is_synack && !from_client {
             conn.synack_transmissions += 1;
             conn.server_isn.get_or_insert(pkt.seq);
-            conn.synack.get_or_insert(pkt);
+            conn.synack.get_or_insert(*pkt);
         }
         if seg.has(RST) {
             conn.rst_count += 1;
             if conn.rsts.len() < MAX_RSTS {
                 obs.rst_idx = conn.rsts.len() as u8;
                 conn.rsts.push(RstSeen {
-                    pkt,
+                    pkt: *pkt,
                     leg: leg_idx,
                     from_client,
                     legs_seen: 1 << leg_idx.min(31),
@@ -646,7 +646,7 @@ impl TcpEngine {
             && !seg.has(FIN)
             && pkt.len == 0;
         if stray_ack && conn.syn_answered_by_ack.is_none() {
-            conn.syn_answered_by_ack = Some((pkt, seg.options.timestamp.map(|t| t.1)));
+            conn.syn_answered_by_ack = Some((*pkt, seg.options.timestamp.map(|t| t.1)));
         }
         conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
         if seg.has(ACK)
@@ -668,7 +668,7 @@ impl TcpEngine {
                     }
                     if pkt.len >= BIG_SEGMENT {
                         conn.big_retransmits[dir] += 1;
-                        conn.big_retransmit[dir] = Some(pkt);
+                        conn.big_retransmit[dir] = Some(*pkt);
                     }
                 }
                 old => {
@@ -697,7 +697,7 @@ impl TcpEngine {
             self.deadlines.push(Reverse((deadline, slot, conn.id)));
         }
         conn.prev_pkt = conn.last_pkt;
-        conn.last_pkt = Some(pkt);
+        conn.last_pkt = Some(*pkt);
         conn.last_leg = leg_idx;
         let pos = conn.recent_pos as usize % conn.recent.len();
         conn.recent[pos] = obs;
