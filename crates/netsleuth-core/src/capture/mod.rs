@@ -711,6 +711,21 @@ impl<R: Read> CaptureReader<R> {
     /// that is entirely buffered and needs no scrutiny. Anything else goes to `slow_step`.
     #[inline(always)]
     fn fast_step(&mut self) -> Option<RecordMeta> {
+        // The byte order as a constant: each header field is then one load (and a `bswap` for a
+        // big-endian file), not a load and a select.
+        let be = match &self.format {
+            Format::Pcap(st) => st.big_endian,
+            Format::PcapNg(st) => st.big_endian,
+        };
+        if be {
+            self.fast_step_in::<true>()
+        } else {
+            self.fast_step_in::<false>()
+        }
+    }
+
+    #[inline(always)]
+    fn fast_step_in<const BE: bool>(&mut self) -> Option<RecordMeta> {
         let avail = self.end - self.start;
         let offset = self.buf_file_pos + self.start as u64;
         match &mut self.format {
@@ -719,7 +734,7 @@ impl<R: Read> CaptureReader<R> {
                     return None;
                 }
                 let h = self.buf[self.start..].first_chunk::<16>()?;
-                let be = st.big_endian;
+                let be = BE;
                 let caplen = u32_in(h, 8, be);
                 if caplen > st.fast_caplen_max || avail < 16 + caplen as usize {
                     return None;
@@ -744,7 +759,7 @@ impl<R: Read> CaptureReader<R> {
                 }
                 let b = &self.buf[self.start..self.end];
                 let h = b.first_chunk::<28>()?;
-                let be = st.big_endian;
+                let be = BE;
                 let block_len = u32_in(h, 4, be) as usize;
                 if u32_in(h, 0, be) != PCAPNG_EPB
                     || block_len < 32

@@ -222,6 +222,8 @@ pub enum DecodeError {
 }
 
 /// Decode one captured frame of the given link type (a pcap LINKTYPE_* value, see `LinkType`).
+/// Inlined so that the fast path's packet is built where the caller keeps it.
+#[inline(always)]
 pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
     if let Some(pkt) = fast::ipv4_tcp(linktype, frame) {
         return Ok(pkt);
