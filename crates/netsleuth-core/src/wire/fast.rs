@@ -6,8 +6,12 @@
 //! frame (or any doubt: damage, fragments, other protocols), which then takes the layered path
 //! unchanged. What it saves is the layering itself: the link type, EtherType and IP protocol turned
 //! into enums and matched again, and the packet built up through `NetLayer` and `Decoded` results —
-//! a third of the decoder's instructions. `tests::fast_path_is_the_layered_decoder` compares the two on
+//! a third of the decoder's instructions. `tests/decode_fast_path.rs` compares the two on
 //! every lab fixture frame and on frames damaged at every byte.
+//!
+//! The analysis takes the segment itself ([`Ipv4Tcp`], `wire::decode_ipv4_tcp`) rather than its
+//! `Packet`: the flow engine and the pipeline's compact form read the fields directly, and the
+//! 184-byte `Packet` with its enums is never built for the frames that are most of a capture.
 
 use super::transport::parse_options;
 use super::IpProtocol;
@@ -60,9 +64,53 @@ fn link(linktype: u32, frame: &[u8]) -> Option<(usize, LinkMeta)> {
     }
 }
 
+/// An unfragmented IPv4 TCP segment outside a tunnel as the fast path read it: the fields of its
+/// `Packet` without the enums around them (`IpAddr`, `Transport`, no tunnel, no fragment), so a
+/// consumer that knows it has such a segment (the analysis's flow engine, the pipeline's compact
+/// form) reads them without matching, and nothing builds the full `Packet` it would not look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Tcp<'a> {
+    pub link: LinkMeta,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub ident: u16,
+    pub total_len: u32,
+    pub tcp: TcpSegment<'a>,
+    pub truncated: bool,
+}
+
+impl<'a> Ipv4Tcp<'a> {
+    /// The `Packet` the decoder gives for the same frame.
+    #[inline(always)]
+    pub fn to_packet(&self) -> Packet<'a> {
+        Packet {
+            link: self.link,
+            tunnel: None,
+            ip: IpHeader {
+                src: IpAddr::V4(self.src),
+                dst: IpAddr::V4(self.dst),
+                proto: IpProtocol::Tcp,
+                ttl: self.ttl,
+                ident: self.ident,
+                total_len: self.total_len,
+                fragment: None,
+            },
+            transport: Transport::Tcp(self.tcp),
+            truncated: self.truncated,
+        }
+    }
+}
+
 /// The frame decoded, when it is one the fast path takes; `None` sends it down the layered path.
 #[inline(always)]
 pub(super) fn ipv4_tcp(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
+    ipv4_tcp_segment(linktype, frame).map(|s| s.to_packet())
+}
+
+/// The frame's segment, when it is one the fast path takes (see [`super::decode_ipv4_tcp`]).
+#[inline(always)]
+pub(super) fn ipv4_tcp_segment(linktype: u32, frame: &[u8]) -> Option<Ipv4Tcp<'_>> {
     let (at, link) = link(linktype, frame)?;
     // IPv4: version 4, a header of at least 20 bytes that is all captured, not a fragment, TCP.
     let ip = frame.get(at..at + 20)?;
@@ -86,16 +134,6 @@ pub(super) fn ipv4_tcp(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
     };
     let ip_truncated = captured < total_len;
     let ip_bytes = &frame[..at + total_len.min(captured)];
-    let ident = be16(ip, 4);
-    let header = IpHeader {
-        src: IpAddr::V4(Ipv4Addr::from(be32(ip, 12))),
-        dst: IpAddr::V4(Ipv4Addr::from(be32(ip, 16))),
-        proto: IpProtocol::Tcp,
-        ttl: ip[8],
-        ident,
-        total_len: total_len as u32,
-        fragment: None,
-    };
 
     // TCP: a 20-byte header that is all captured, a data offset that fits the IP payload.
     let tcp_at = at + header_len;
@@ -117,11 +155,14 @@ pub(super) fn ipv4_tcp(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
         .min(ip_bytes.len());
     let payload = ip_bytes.get(header_end..payload_end).unwrap_or(&[]);
     let tcp_truncated = ip_bytes.len() < header_end || payload.len() < payload_len as usize;
-    Some(Packet {
+    Some(Ipv4Tcp {
         link,
-        tunnel: None,
-        ip: header,
-        transport: Transport::Tcp(TcpSegment {
+        src: Ipv4Addr::from(be32(ip, 12)),
+        dst: Ipv4Addr::from(be32(ip, 16)),
+        ttl: ip[8],
+        ident: be16(ip, 4),
+        total_len: total_len as u32,
+        tcp: TcpSegment {
             src_port: be16(tcp, 0),
             dst_port: be16(tcp, 2),
             seq: be32(tcp, 4),
@@ -131,7 +172,7 @@ pub(super) fn ipv4_tcp(linktype: u32, frame: &[u8]) -> Option<Packet<'_>> {
             options,
             payload_len,
             payload,
-        }),
+        },
         truncated: ip_truncated || tcp_truncated,
     })
 }

@@ -16,6 +16,7 @@ pub mod link;
 pub mod proto;
 pub mod transport;
 
+pub use fast::Ipv4Tcp;
 pub use ip::Ipv4Fragment;
 pub use proto::{EtherType, Icmpv4Message, Icmpv6Message, IpProtocol, LinkType, PppProtocol};
 
@@ -229,6 +230,14 @@ pub fn decode(linktype: u32, frame: &[u8]) -> Result<Packet<'_>, DecodeError> {
         return Ok(pkt);
     }
     decode_layered(linktype, frame)
+}
+
+/// The frame as an unfragmented IPv4 TCP segment outside a tunnel, when the fast path takes it (see
+/// `fast`); `None` for any other frame, which `decode_layered` then decodes. For such a frame
+/// `decode` gives exactly `decode_ipv4_tcp(..).to_packet()`.
+#[inline(always)]
+pub fn decode_ipv4_tcp(linktype: u32, frame: &[u8]) -> Option<Ipv4Tcp<'_>> {
+    fast::ipv4_tcp_segment(linktype, frame)
 }
 
 /// `decode` through every layer, for every frame: the reference the fast path is tested against.
