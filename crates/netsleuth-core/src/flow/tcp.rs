@@ -257,35 +257,54 @@ pub struct TcpOutcome {
     pub new_leg: bool,
 }
 
-/// A tuple without direction, as plain integers: hashed and compared once per packet, so it avoids the
-/// enum `IpAddr` (whose derived `Hash` and `Ord` branch on the family byte by byte).
+/// A tuple without direction, as plain integers, with its hash: hashed and compared once per packet,
+/// so it avoids the enum `IpAddr` (whose derived `Hash` and `Ord` branch on the family byte by
+/// byte); the hash is compared first, so a probe that meets another key rejects it on one word. Words
+/// of 64 bits, not `u128`s: 48 bytes aligned to 8, so a table bucket with its value is 56 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LegKey {
-    lo: u128,
-    hi: u128,
+    hash: u64,
+    lo: [u64; 2],
+    hi: [u64; 2],
     /// Address family (bit 32) and the two ports, `lo`'s first.
     ports: u64,
 }
 
 impl std::hash::Hash for LegKey {
-    /// One well-mixed word (see [`mix3`]).
+    /// The one mixed word computed with the key (see [`mix3`]).
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(mix3(self.lo, self.hi, self.ports));
+        state.write_u64(self.hash);
     }
 }
 
 impl LegKey {
+    /// The key of the tuple `a`–`b`, and whether `a` is its `lo` end (so that a packet's direction
+    /// on a known leg is one comparison of two flags, not of two endpoints).
     #[inline]
-    fn new(a: Endpoint, b: Endpoint) -> Self {
-        let ((ia, fam), (ib, _)) = (ip_bits(a.ip), ip_bits(b.ip));
-        let (lo, hi) = ((ia, a.port), (ib, b.port));
-        let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
-        LegKey {
-            lo: lo.0,
-            hi: hi.0,
-            ports: fam | (lo.1 as u64) << 16 | hi.1 as u64,
-        }
+    fn of(a: Endpoint, b: Endpoint) -> (Self, bool) {
+        let ((ia, fam), (ib, _)) = match (a.ip, b.ip) {
+            // The usual case without the enum's general path: the same key as below.
+            (IpAddr::V4(x), IpAddr::V4(y)) => {
+                ((u32::from(x) as u128, 0), (u32::from(y) as u128, 0))
+            }
+            _ => (ip_bits(a.ip), ip_bits(b.ip)),
+        };
+        let a_is_lo = (ia, a.port) <= (ib, b.port);
+        let (lo, hi) = if a_is_lo {
+            ((ia, a.port), (ib, b.port))
+        } else {
+            ((ib, b.port), (ia, a.port))
+        };
+        let ports = fam | (lo.1 as u64) << 16 | hi.1 as u64;
+        let split = |x: u128| [x as u64, (x >> 64) as u64];
+        let key = LegKey {
+            hash: mix3(lo.0, hi.0, ports),
+            lo: split(lo.0),
+            hi: split(hi.0),
+            ports,
+        };
+        (key, a_is_lo)
     }
 }
 
@@ -427,7 +446,9 @@ pub struct TcpEngine {
     free: Vec<u32>,
     live: u64,
     max_live: u64,
-    legs: FxHashMap<LegKey, (u32, u8)>,
+    /// Each leg's connection slot, its index in the connection, and whether its client is the
+    /// key's `lo` end.
+    legs: FxHashMap<LegKey, (u32, u8, bool)>,
     by_isn: FxHashMap<u32, u32>,
     by_client: FxHashMap<Endpoint, Slots>,
     by_seq_window: FxHashMap<SeqWindowKey, Slots>,
@@ -514,11 +535,13 @@ impl TcpEngine {
         }
         let is_syn = seg.has(SYN) && !seg.has(ACK);
         let is_synack = seg.has(SYN) && seg.has(ACK);
-        let key = LegKey::new(pkt.src, pkt.dst);
+        let (key, src_is_lo) = LegKey::of(pkt.src, pkt.dst);
 
         let mut new_leg = false;
-        let (slot, leg_idx) = match self.legs.get(&key).copied() {
-            Some((slot, leg)) => {
+        // `from_client` is known from the index for a known leg; for one just attached it is read
+        // off the leg below.
+        let (slot, leg_idx, known_from_client) = match self.legs.get(&key).copied() {
+            Some((slot, leg, client_is_lo)) => {
                 let conn = self.slab[slot as usize]
                     .as_ref()
                     .expect("leg index points at a live slot");
@@ -526,19 +549,24 @@ impl TcpEngine {
                 // (e.g. after TIME_WAIT): the old one is over.
                 if is_syn && conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq) {
                     self.finalise(slot);
-                    self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg)
+                    let (slot, leg) =
+                        self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg);
+                    (slot, leg, None)
                 } else {
-                    (slot, leg)
+                    (slot, leg, Some(src_is_lo == client_is_lo))
                 }
             }
-            None => self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg),
+            None => {
+                let (slot, leg) = self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg);
+                (slot, leg, None)
+            }
         };
 
         let conn = self.slab[slot as usize]
             .as_mut()
             .expect("attached slot is live");
         let leg = &mut conn.legs[leg_idx as usize];
-        let from_client = pkt.src == leg.client;
+        let from_client = known_from_client.unwrap_or_else(|| pkt.src == leg.client);
         leg.last_ts = pkt.ts_ns;
         leg.packets += 1;
         leg.packets_from_server += (!from_client) as u64;
@@ -1005,7 +1033,8 @@ impl TcpEngine {
         });
         let idx = (conn.legs.len() - 1) as u8;
         self.stats.legs += 1;
-        self.legs.insert(LegKey::new(client, server), (slot, idx));
+        let (key, client_is_lo) = LegKey::of(client, server);
+        self.legs.insert(key, (slot, idx, client_is_lo));
         file(&mut self.by_client, client, slot);
         for dir in 0..2u8 {
             if let Some(n) = conn.next_seq[dir as usize] {
@@ -1023,8 +1052,8 @@ impl TcpEngine {
         self.live -= 1;
         self.free.push(slot);
         for leg in &conn.legs {
-            let key = LegKey::new(leg.client, leg.server);
-            if self.legs.get(&key).is_some_and(|&(s, _)| s == slot) {
+            let (key, _) = LegKey::of(leg.client, leg.server);
+            if self.legs.get(&key).is_some_and(|&(s, _, _)| s == slot) {
                 self.legs.remove(&key);
             }
             if let Some(list) = self.by_client.get_mut(&leg.client) {
