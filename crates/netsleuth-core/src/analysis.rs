@@ -1524,7 +1524,16 @@ mod pipeline {
                 },
                 payload: start..b.payloads.len(),
             });
-            b.packets.push(Compact::other());
+            self.push(Compact::other());
+        }
+
+        /// A packet's place in the batch; the batch goes when full.
+        #[inline(always)]
+        fn push(&mut self, c: Compact) {
+            self.current.packets.push(c);
+            if self.current.packets.len() >= BATCH {
+                self.send();
+            }
         }
     }
 
@@ -1539,11 +1548,8 @@ mod pipeline {
             pkt: &Packet<'_>,
         ) {
             match Compact::of(input, frame, ts, interface, pkt) {
-                Some(c) => self.current.packets.push(c),
+                Some(c) => self.push(c),
                 None => self.stage_in_full(input, frame, ts, interface, pkt),
-            }
-            if self.current.packets.len() >= BATCH {
-                self.send();
             }
         }
 
@@ -1557,11 +1563,8 @@ mod pipeline {
             seg: &Ipv4Tcp<'_>,
         ) {
             match Compact::of_ipv4_tcp(input, frame, ts, interface, seg) {
-                Some(c) => self.current.packets.push(c),
+                Some(c) => self.push(c),
                 None => self.stage_in_full(input, frame, ts, interface, &seg.to_packet()),
-            }
-            if self.current.packets.len() >= BATCH {
-                self.send();
             }
         }
     }
