@@ -1204,6 +1204,39 @@ mod tests {
     }
 
     #[test]
+    fn a_leg_key_has_no_direction_and_says_which_end_a_packet_came_from() {
+        let ep = |ip: IpAddr, port| Endpoint { ip, port };
+        let v4 = |a: [u8; 4]| IpAddr::from(a);
+        let client = ep(v4([10, 0, 0, 2]), 40000);
+        let server = ep(v4([10, 0, 0, 1]), 80);
+        let (k1, client_lo) = LegKey::of(client, server);
+        let (k2, server_lo) = LegKey::of(server, client);
+        assert_eq!(k1, k2);
+        assert_ne!(client_lo, server_lo);
+        // The same address on both ends: ordered by port.
+        let (k3, lo) = LegKey::of(ep(v4([10, 0, 0, 1]), 80), ep(v4([10, 0, 0, 1]), 81));
+        assert!(lo);
+        assert_ne!(k3, k1);
+        // One endpoint on both ends (hostile input): either order is "from the lo end".
+        assert!(LegKey::of(client, client).1);
+        // The IPv4 path gives what the general path gives: an IPv4 key differs from the key of
+        // the same addresses mapped into IPv6 only by the family bit and the high words.
+        let mapped = |e: Endpoint| match e.ip {
+            IpAddr::V4(a) => ep(IpAddr::V6(a.to_ipv6_mapped()), e.port),
+            IpAddr::V6(_) => e,
+        };
+        let (k6, lo6) = LegKey::of(mapped(client), mapped(server));
+        assert_eq!(lo6, client_lo);
+        assert_ne!(k6, k1);
+        assert_eq!(k6.ports & !(1 << 32), k1.ports);
+        assert_eq!(
+            (k6.lo[0] as u32, k6.hi[0] as u32),
+            (k1.lo[0] as u32, k1.hi[0] as u32)
+        );
+        assert_eq!(k1.hash, mix3(0x0a00_0001, 0x0a00_0002, k1.ports));
+    }
+
+    #[test]
     fn sequence_window_keys_tell_families_ports_and_directions_apart() {
         let v4 = |a: [u8; 4], port| Endpoint {
             ip: IpAddr::from(a),
