@@ -13,7 +13,7 @@
 //! `Packet`: the flow engine and the pipeline's compact form read the fields directly, and the
 //! 184-byte `Packet` with its enums is never built for the frames that are most of a capture.
 
-use super::transport::parse_options;
+use super::transport::tcp_body;
 use super::IpProtocol;
 use super::{IpHeader, LinkMeta, Packet, PacketDirection, TcpSegment, Transport};
 use std::net::{IpAddr, Ipv4Addr};
@@ -143,18 +143,8 @@ pub(super) fn ipv4_tcp_segment(linktype: u32, frame: &[u8]) -> Option<Ipv4Tcp<'_
     if ip_payload_len < 20 || tcp_header_len < 20 || tcp_header_len as u32 > ip_payload_len {
         return None;
     }
-    let header_end = tcp_at + tcp_header_len;
-    let options = parse_options(
-        ip_bytes
-            .get(tcp_at + 20..header_end.min(ip_bytes.len()))
-            .unwrap_or(&[]),
-    );
-    let payload_len = ip_payload_len - tcp_header_len as u32;
-    let payload_end = header_end
-        .saturating_add(payload_len as usize)
-        .min(ip_bytes.len());
-    let payload = ip_bytes.get(header_end..payload_end).unwrap_or(&[]);
-    let tcp_truncated = ip_bytes.len() < header_end || payload.len() < payload_len as usize;
+    let (options, payload_len, payload, tcp_truncated) =
+        tcp_body(ip_bytes, tcp_at, tcp_header_len, ip_payload_len);
     Some(Ipv4Tcp {
         link,
         src: Ipv4Addr::from(be32(ip, 12)),

@@ -214,17 +214,8 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
             what: "TCP header longer than the IP payload",
         });
     }
-    let header_end = at + header_len;
-    let options_captured = ip_bytes
-        .get(at + tcp::HEADER_LEN..header_end.min(ip_bytes.len()))
-        .unwrap_or(&[]);
-    let options = parse_options(options_captured);
-    let payload_len = ip_payload_len - header_len as u32;
-    let payload_end = header_end
-        .saturating_add(payload_len as usize)
-        .min(ip_bytes.len());
-    let payload = ip_bytes.get(header_end..payload_end).unwrap_or(&[]);
-    let truncated = ip_bytes.len() < header_end || payload.len() < payload_len as usize;
+    let (options, payload_len, payload, truncated) =
+        tcp_body(ip_bytes, at, header_len, ip_payload_len);
     Ok(Decoded {
         transport: Transport::Tcp(TcpSegment {
             src_port: h.src_port(),
@@ -238,15 +229,42 @@ fn tcp(ip_bytes: &[u8], at: usize, ip_payload_len: u32) -> Result<Decoded<'_>, D
             payload,
         }),
         truncated,
-        payload_at: header_end,
+        payload_at: at + header_len,
     })
+}
+
+/// What follows a TCP header's fixed 20 bytes, for a header of `header_len` bytes at `at` in
+/// `ip_bytes` (the IP packet as captured) and an IP payload of `ip_payload_len` bytes (header
+/// lengths already checked): the options, the payload's length as the IP header declares it, the
+/// payload bytes captured, and whether the header or payload was cut. One rule for the layered
+/// decoder and `wire::fast`.
+#[inline(always)]
+pub(super) fn tcp_body(
+    ip_bytes: &[u8],
+    at: usize,
+    header_len: usize,
+    ip_payload_len: u32,
+) -> (TcpOptions, u32, &[u8], bool) {
+    let header_end = at + header_len;
+    let options = parse_options(
+        ip_bytes
+            .get(at + tcp::HEADER_LEN..header_end.min(ip_bytes.len()))
+            .unwrap_or(&[]),
+    );
+    let payload_len = ip_payload_len - header_len as u32;
+    let payload_end = header_end
+        .saturating_add(payload_len as usize)
+        .min(ip_bytes.len());
+    let payload = ip_bytes.get(header_end..payload_end).unwrap_or(&[]);
+    let truncated = ip_bytes.len() < header_end || payload.len() < payload_len as usize;
+    (options, payload_len, payload, truncated)
 }
 
 /// Parse the TCP options we keep, with a fast path for the layout Linux puts on every established
 /// segment (NOP, NOP, Timestamps): the other options we keep only ever come on SYNs, and this runs once
 /// per packet.
 #[inline(always)]
-pub(super) fn parse_options(o: &[u8]) -> TcpOptions {
+fn parse_options(o: &[u8]) -> TcpOptions {
     match o {
         [NOP, NOP, TIMESTAMPS, TIMESTAMPS_LEN, a, b, c, d, e, f, g, h, ..] => TcpOptions {
             timestamp: Some((
