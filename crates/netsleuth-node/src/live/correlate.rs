@@ -16,7 +16,7 @@
 //!   reason IP_LOCAL_SOURCE kernel-wide): `local-source-drop`.
 
 use super::event::{CtKind, CtStats, Event, NsId, Socket, Stamped, TCP_ESTABLISHED, TCP_LISTEN};
-use crate::collect::nl_conntrack::Entry;
+use crate::collect::nl_conntrack::{Entry, Tuple};
 use crate::parse::netstat::Counters;
 use netsleuth_core::detect::{
     conntrack_dnat_rebalance, conntrack_snat_remap, dns_conntrack_race, listen_queue_overflow,
@@ -157,6 +157,29 @@ struct Broken {
     reported: Option<Confidence>,
 }
 
+type SocketTuple = (IpAddr, u16, IpAddr, u16);
+
+/// A conntrack tuple as a socket's (source, source port, destination, destination port), when all
+/// four are known.
+fn socket_tuple(t: &Tuple) -> Option<SocketTuple> {
+    Some((t.src?, t.sport?, t.dst?, t.dport?))
+}
+
+impl NsState {
+    /// A new socket dump: the list and its index.
+    fn set_sockets(&mut self, sockets: Vec<Socket>) {
+        self.established.clear();
+        for (i, sock) in sockets.iter().enumerate() {
+            if sock.state == TCP_ESTABLISHED {
+                self.established
+                    .entry((sock.local, sock.local_port, sock.remote, sock.remote_port))
+                    .or_insert(i);
+            }
+        }
+        self.sockets = sockets;
+    }
+}
+
 #[derive(Default)]
 struct NsState {
     label: String,
@@ -165,6 +188,9 @@ struct NsState {
     tracked: HashMap<Key, Tracked>,
     order: VecDeque<Key>,
     sockets: Vec<Socket>,
+    /// The first ESTABLISHED socket of `sockets` by (local, local port, remote, remote port): a
+    /// destroyed entry's socket is looked up, not searched for among every socket.
+    established: HashMap<SocketTuple, usize>,
     prev: Option<(i64, Counters, Option<CtStats>)>,
     recent_new: VecDeque<(i64, Entry)>,
     gone: VecDeque<AddrGone>,
@@ -346,7 +372,7 @@ impl Correlator {
             (Some(n), Event::NamespaceGone) => {
                 let label = self.label(n);
                 let s = self.ns(n);
-                s.sockets.clear();
+                s.set_sockets(Vec::new());
                 s.tracked.clear();
                 s.order.clear();
                 s.prev = None;
@@ -424,7 +450,7 @@ impl Correlator {
                 self.ns(n).timeout_established = Some(established_s)
             }
             (Some(n), Event::Sockets { sockets }) => {
-                self.ns(n).sockets = sockets;
+                self.ns(n).set_sockets(sockets);
                 self.at_risk(&mut out, ts, owners);
             }
             (Some(n), Event::Counters { snmp, conntrack }) => {
@@ -663,22 +689,16 @@ impl Correlator {
     /// The open socket of an entry's connection, in any watched namespace: the client's (original
     /// direction) or the server's (reply direction).
     fn find_socket(&self, e: &Entry) -> Option<(NsId, &Socket)> {
+        let (client, server) = (socket_tuple(&e.orig), socket_tuple(&e.reply));
         for (i, s) in self.ns.iter().enumerate() {
-            for sock in &s.sockets {
-                if sock.state != TCP_ESTABLISHED {
-                    continue;
-                }
-                let client = Some(sock.local) == e.orig.src
-                    && Some(sock.local_port) == e.orig.sport
-                    && Some(sock.remote) == e.orig.dst
-                    && Some(sock.remote_port) == e.orig.dport;
-                let server = Some(sock.local) == e.reply.src
-                    && Some(sock.local_port) == e.reply.sport
-                    && Some(sock.remote) == e.reply.dst
-                    && Some(sock.remote_port) == e.reply.dport;
-                if client || server {
-                    return Some((i as NsId, sock));
-                }
+            // The first of the namespace's sockets that is either end.
+            let at = [client, server]
+                .into_iter()
+                .flatten()
+                .filter_map(|t| s.established.get(&t).copied())
+                .min();
+            if let Some(at) = at {
+                return Some((i as NsId, &s.sockets[at]));
             }
         }
         None
