@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo build --release -p netsleuth-lab --example tap_bench
-//! sudo target/release/examples/tap_bench MODE SECONDS
+//! sudo target/release/examples/tap_bench MODE SECONDS [--classic]
 //! ```
 //!
 //! Two lab namespaces joined by a veth pair (10.9.0.1 ↔ 10.9.0.2). The tap (`live::tap::Tap`, the
@@ -12,7 +12,12 @@
 //! second. A sender thread floods from the other namespace, as fast as it can, with MODE:
 //! - `udp`: UDP to port 9999 (the filter drops every one);
 //! - `dns`: UDP to port 53 (the filter passes every one, cut to its DNS snap length);
-//! - `syn`: TCP connects to a closed port (SYN in, RST out: both passed).
+//! - `syn`: TCP connects to a closed port (SYN in, RST out: both passed);
+//! - `bulk`: one TCP connection sending as fast as it can to a reader in the receiver (the eBPF
+//!   filter passes each direction's first segment and drops the rest: "sent" counts bytes).
+//!
+//! The tap's filter is the eBPF one `watch` loads, or with `--classic` the classic one (compare the
+//! two `bulk` rates to see what the idle check's map lookup per segment costs).
 //!
 //! Prints packets sent, passed by the filter, dropped by the ring, read, and the reader's CPU (its
 //! thread CPU clock) per second of traffic; then one analysis cycle over the recorder's window
@@ -45,7 +50,7 @@ fn now_ns() -> i64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: tap_bench udp|dns|syn SECONDS");
+        eprintln!("usage: tap_bench udp|dns|syn|bulk SECONDS [--classic]");
         std::process::exit(2);
     }
     let mode = args[1].clone();
@@ -74,7 +79,27 @@ fn main() {
         ns.ip(&["link", "set", dev, "up"]).expect("up");
         ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
     }
-    let mut tap = rx.run(|| Ok(Tap::open())).expect("enter").expect("tap");
+    let classic = args.iter().any(|a| a == "--classic");
+    let filter = netsleuth_node::live::ebpf::IdleFilter::new(
+        netsleuth_node::live::ebpf::IDLE_MAP_ENTRIES,
+        netsleuth_node::live::ebpf::IDLE_GAP,
+    )
+    .expect("the eBPF map");
+    let program = (!classic).then(|| filter.program(0).expect("the eBPF program"));
+    let mut tap = rx
+        .run(|| Ok(Tap::open_with(1 << 20, program.as_ref())))
+        .expect("enter")
+        .expect("tap");
+    if mode == "bulk" {
+        rx.spawn("sink", || {
+            let l = std::net::TcpListener::bind("10.9.0.2:5001").expect("listen");
+            if let Ok((mut c, _)) = l.accept() {
+                let _ = std::io::copy(&mut c, &mut std::io::sink());
+            }
+            Ok(())
+        })
+        .expect("sink");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let reader_stop = stop.clone();
     let reader = std::thread::spawn(move || {
@@ -126,6 +151,17 @@ fn main() {
                         }
                     }
                 }
+                "bulk" => {
+                    use std::io::Write;
+                    std::thread::sleep(Duration::from_millis(100));
+                    let mut c = std::net::TcpStream::connect("10.9.0.2:5001").expect("connect");
+                    let chunk = vec![0u8; 1 << 16];
+                    while Instant::now() < end {
+                        if c.write_all(&chunk).is_ok() {
+                            n += chunk.len() as u64;
+                        }
+                    }
+                }
                 _ => {
                     while Instant::now() < end {
                         let _ = std::net::TcpStream::connect_timeout(
@@ -147,7 +183,8 @@ fn main() {
     let (stats, cpu, mut rec) = reader.join().expect("reader");
     let sent = sent.load(Ordering::SeqCst);
     println!(
-        "mode {mode}: {wall:.1} s; sent {sent} ({:.0}/s); passed by the filter {} ({:.0}/s); dropped by the ring {}; read {} ({:.0}/s); malformed {}; reader CPU {:.2} s ({:.1} % of a core over the traffic)",
+        "mode {mode} ({}): {wall:.1} s; sent {sent} ({:.0}/s); passed by the filter {} ({:.0}/s); dropped by the ring {}; read {} ({:.0}/s); malformed {}; reader CPU {:.2} s ({:.1} % of a core over the traffic)",
+        if classic { "classic filter" } else { "eBPF filter" },
         sent as f64 / wall,
         stats.passed,
         stats.passed as f64 / wall,

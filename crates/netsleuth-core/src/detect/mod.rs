@@ -651,8 +651,11 @@ pub(crate) fn remaps(c: &Conn) -> Vec<Remap> {
             continue;
         }
         // Within a window's reach of where the connection was (old Windows stacks give consecutive
-        // connections nearby ISNs, so "somewhere in the sequence space" is not enough).
-        if leg.seq_offset.abs() > 65_536 || !(-(1 << 20)..=0).contains(&leg.ack_offset) {
+        // connections nearby ISNs, so "somewhere in the sequence space" is not enough). The ack may be
+        // behind where the peer had got to by up to 1 MiB (data in flight), or ahead of what the
+        // input showed of it by up to a window: the peer's data was not captured (a filtered tap keeps
+        // a flow's first segment after idle but not the data before it; a capture may drop packets).
+        if leg.seq_offset.abs() > 65_536 || !(-(1 << 20)..=65_536).contains(&leg.ack_offset) {
             continue;
         }
         let Some(rst) = c

@@ -32,23 +32,23 @@ pub struct Insn {
 }
 
 // Instruction classes and modes (linux/bpf_common.h).
-const LD: u16 = 0x00;
-const LDX: u16 = 0x01;
-const JMP: u16 = 0x05;
-const RET: u16 = 0x06;
-const W: u16 = 0x00;
-const H: u16 = 0x08;
-const B: u16 = 0x10;
-const ABS: u16 = 0x20;
-const IND: u16 = 0x40;
-const MSH: u16 = 0xa0;
-const JEQ: u16 = 0x10;
-const JGE: u16 = 0x30;
-const JSET: u16 = 0x40;
-const K: u16 = 0x00;
+pub(crate) const LD: u16 = 0x00;
+pub(crate) const LDX: u16 = 0x01;
+pub(crate) const JMP: u16 = 0x05;
+pub(crate) const RET: u16 = 0x06;
+pub(crate) const W: u16 = 0x00;
+pub(crate) const H: u16 = 0x08;
+pub(crate) const B: u16 = 0x10;
+pub(crate) const ABS: u16 = 0x20;
+pub(crate) const IND: u16 = 0x40;
+pub(crate) const MSH: u16 = 0xa0;
+pub(crate) const JEQ: u16 = 0x10;
+pub(crate) const JGE: u16 = 0x30;
+pub(crate) const JSET: u16 = 0x40;
+pub(crate) const K: u16 = 0x00;
 
 /// `SKF_AD_OFF + SKF_AD_PROTOCOL`: loads `ntohs(skb->protocol)`.
-const AD_PROTOCOL: u32 = (-0x1000i32) as u32;
+pub(crate) const AD_PROTOCOL: u32 = (-0x1000i32) as u32;
 
 pub const ETH_P_IP: u32 = 0x0800;
 pub const ETH_P_IPV6: u32 = 0x86dd;
@@ -62,23 +62,24 @@ pub const SNAP_DNS: u32 = 1400;
 
 /// A forward jump target, resolved when the program is finished.
 #[derive(Clone, Copy)]
-enum Target {
+pub(crate) enum Target {
     Next,
     Label(&'static str),
 }
 
-struct Pending {
-    code: u16,
-    k: u32,
-    jt: Target,
-    jf: Target,
+pub(crate) struct Pending {
+    pub(crate) code: u16,
+    pub(crate) k: u32,
+    pub(crate) jt: Target,
+    pub(crate) jf: Target,
 }
 
 /// A tiny assembler: instructions with named forward labels; `finish` resolves the jumps (cBPF jumps
 /// only forward, at most 255 instructions).
-struct Asm {
-    insns: Vec<Pending>,
-    labels: Vec<(&'static str, usize)>,
+pub(crate) struct Asm {
+    pub(crate) insns: Vec<Pending>,
+    /// Each label and the instruction it names (several labels may name one).
+    pub(crate) labels: Vec<(&'static str, usize)>,
 }
 
 impl Asm {
@@ -133,8 +134,14 @@ impl Asm {
 
 use Target::{Label as L, Next};
 
-/// The tap's filter program (see the module's comment for what it passes).
-pub fn tap_filter() -> Vec<Insn> {
+/// The labels of the exit taken by IPv4 and IPv6 TCP segments that are neither control segments nor
+/// DNS (one classic instruction, `RET 0`; two blocks in the eBPF filter).
+pub(crate) const TCP_DATA_V4: &str = "tcp_data_v4";
+pub(crate) const TCP_DATA_V6: &str = "tcp_data_v6";
+
+/// The tap's filter as symbolic assembly: [`tap_filter`] resolves it to classic BPF, and
+/// `live::ebpf` translates it to eBPF with the idle check at the TCP data exit.
+pub(crate) fn tap_asm() -> Asm {
     let mut a = Asm::new();
     a.op(LD | W | ABS, AD_PROTOCOL);
     a.jump(JMP | JEQ | K, ETH_P_IP, L("v4"), Next);
@@ -157,7 +164,7 @@ pub fn tap_filter() -> Vec<Insn> {
     a.op(LD | H | IND, 0);
     a.jump(JMP | JEQ | K, 53, L("dns"), Next);
     a.op(LD | H | IND, 2);
-    a.jump(JMP | JEQ | K, 53, L("dns"), L("drop"));
+    a.jump(JMP | JEQ | K, 53, L("dns"), L(TCP_DATA_V4));
 
     a.label("v4udp");
     a.op(LD | H | ABS, 6);
@@ -185,7 +192,12 @@ pub fn tap_filter() -> Vec<Insn> {
     a.label("v6tcp");
     a.op(LD | B | ABS, 40 + 13);
     a.jump(JMP | JSET | K, 0x07, L("control"), Next);
-    a.label("v6udp"); // TCP and UDP ports sit at the same offsets
+    a.op(LD | H | ABS, 40);
+    a.jump(JMP | JEQ | K, 53, L("dns"), Next);
+    a.op(LD | H | ABS, 42);
+    a.jump(JMP | JEQ | K, 53, L("dns"), L(TCP_DATA_V6));
+
+    a.label("v6udp");
     a.op(LD | H | ABS, 40);
     a.jump(JMP | JEQ | K, 53, L("dns"), Next);
     a.op(LD | H | ABS, 42);
@@ -203,8 +215,30 @@ pub fn tap_filter() -> Vec<Insn> {
     a.op(RET | K, SNAP_DNS);
     a.label("drop");
     a.op(RET | K, 0);
-    a.finish()
+    // TCP segments without SYN/FIN/RST, not DNS: dropped here; the eBPF filter (`live::ebpf`) puts
+    // its idle check in place of this exit (X holds the IPv4 header's length at `TCP_DATA_V4`).
+    a.label(TCP_DATA_V4);
+    a.label(TCP_DATA_V6);
+    a.op(RET | K, 0);
+    a
+}
+
+/// The tap's filter program (see the module's comment for what it passes).
+pub fn tap_filter() -> Vec<Insn> {
+    tap_asm()
+        .finish()
         .expect("the tap filter's labels are all defined and its jumps forward and short")
+}
+
+/// The index in [`tap_filter`] of the exit taken by TCP segments without SYN, FIN or RST and not to
+/// or from port 53: the exit the eBPF filter replaces with its idle check.
+pub fn tcp_data_exit() -> usize {
+    tap_asm()
+        .labels
+        .iter()
+        .find(|(n, _)| *n == TCP_DATA_V4)
+        .map(|(_, at)| *at)
+        .expect("the tap filter defines its TCP data exit")
 }
 
 /// Runs a cBPF program on a cooked packet (network header first, `protocol` the link's ethertype),
@@ -212,6 +246,12 @@ pub fn tap_filter() -> Vec<Insn> {
 /// program with 0, as in the kernel. Only the instructions `tap_filter` uses are implemented; any
 /// other ends the program with 0 (tests then fail visibly).
 pub fn run(prog: &[Insn], protocol: u16, pkt: &[u8]) -> u32 {
+    run_to_exit(prog, protocol, pkt).0
+}
+
+/// [`run`], also giving the index of the `RET` the program ended at (`usize::MAX` when it ended
+/// otherwise: a load beyond the packet or an unknown instruction).
+pub fn run_to_exit(prog: &[Insn], protocol: u16, pkt: &[u8]) -> (u32, usize) {
     let (mut acc, mut x, mut pc) = (0u32, 0u32, 0usize);
     let load = |off: u32, size: u16| -> Option<u32> {
         let off = usize::try_from(off).ok()?;
@@ -232,30 +272,30 @@ pub fn run(prog: &[Insn], protocol: u16, pkt: &[u8]) -> u32 {
             (LD, ABS) if i.k == AD_PROTOCOL => acc = u32::from(protocol),
             (LD, ABS) => match load(i.k, size) {
                 Some(v) => acc = v,
-                None => return 0,
+                None => return (0, usize::MAX),
             },
             (LD, IND) => match load(x.wrapping_add(i.k), size) {
                 Some(v) => acc = v,
-                None => return 0,
+                None => return (0, usize::MAX),
             },
             (LDX, MSH) => match load(i.k, B) {
                 Some(v) => x = (v & 0x0f) * 4,
-                None => return 0,
+                None => return (0, usize::MAX),
             },
-            (RET, _) => return i.k,
+            (RET, _) => return (i.k, pc - 1),
             (JMP, _) => {
                 let taken = match i.code & 0xf0 {
                     JEQ => acc == i.k,
                     JGE => acc >= i.k,
                     JSET => acc & i.k != 0,
-                    _ => return 0,
+                    _ => return (0, usize::MAX),
                 };
                 pc += usize::from(if taken { i.jt } else { i.jf });
             }
-            _ => return 0,
+            _ => return (0, usize::MAX),
         }
     }
-    0
+    (0, usize::MAX)
 }
 
 #[cfg(test)]

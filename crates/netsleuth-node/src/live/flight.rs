@@ -52,21 +52,33 @@ pub const CYCLE_MEMORY: usize = 48 << 20;
 
 /// Incidents whose capture detector the tap's filter misleads, so the tap never names them (their
 /// kernel-event side, where there is one, is the correlator's). Measured by replaying every lab
-/// capture through the filter (`tests/tap.rs`): with only SYN/FIN/RST, DNS and ICMP errors,
+/// capture through the filter (`tests/tap.rs`): with only SYN/FIN/RST, DNS, ICMP errors and a flow
+/// direction's first segment after a second of silence,
 /// - `tw-recycle-paws` rests on SYNs that nothing answered, but the bare ACK by which a TIME_WAIT
-///   socket answers a SYN (timewait-paws-reject) is not passed, and neither are the segments that tell a
-///   conntrack-table-full drop apart: the replays of both name tw-recycle-paws through the filter.
+///   socket answers a SYN (timewait-paws-reject) is passed only when its direction was silent, and
+///   neither are the segments that tell a conntrack-table-full drop apart: the classic filter's
+///   replays of both name tw-recycle-paws.
 ///
-/// Those the filter only hides (found unfiltered, nothing through the filter: conntrack-dnat-rebalance,
-/// conntrack-snat-remap, conntrack-invalid-reset, idle-timeout-reset, overlay-mtu-blackhole,
-/// timewait-paws-reject, conntrack-table-full) need no entry: they are listed in the tap's notice.
+/// Those the filter only hides (found unfiltered, nothing through the filter) need no entry: they are
+/// listed in the tap's notice ([`HIDDEN_BY_FILTER`], or [`HIDDEN_BY_CLASSIC_FILTER`] where the eBPF
+/// filter could not be loaded).
 pub static NOT_FROM_TAP: &[(&Incident, &str)] = &[(
     &tw_recycle_paws::INCIDENT,
-    "the filter drops the bare ACK that answers a SYN meeting a TIME_WAIT socket, so an unanswered SYN cannot be told from one answered that way",
+    "the filter drops the bare ACK that answers a SYN meeting a TIME_WAIT socket (unless the socket's direction was silent for the idle gap), so an unanswered SYN cannot be told from one answered that way",
 )];
 
-/// The incidents whose capture evidence the filter does not pass (the notice lists them).
+/// The incidents whose capture evidence the tap's eBPF filter does not pass (the notice lists them).
 pub static HIDDEN_BY_FILTER: &[&Incident] = &[
+    // Needs the full-size segments that go unanswered; a flow's first segment after idle is rarely one.
+    &overlay_mtu_blackhole::INCIDENT,
+    // Outer checksums are verified over the whole tunnelled packet; the filter passes no underlay.
+    &vxlan_checksum_offload::INCIDENT,
+];
+
+/// The incidents whose capture evidence the classic filter (the fallback where eBPF cannot be
+/// loaded: no TCP segment but SYN/FIN/RST) does not pass. Six more than the eBPF filter's: the segment
+/// after idle, or under a new tuple, is what shows each of them.
+pub static HIDDEN_BY_CLASSIC_FILTER: &[&Incident] = &[
     &conntrack_dnat_rebalance::INCIDENT,
     &conntrack_snat_remap::INCIDENT,
     &conntrack_invalid_reset::INCIDENT,
@@ -74,7 +86,6 @@ pub static HIDDEN_BY_FILTER: &[&Incident] = &[
     &overlay_mtu_blackhole::INCIDENT,
     &timewait_paws_reject::INCIDENT,
     &conntrack_table_full::INCIDENT,
-    // Outer checksums are verified over the whole tunnelled packet; the filter passes no underlay.
     &vxlan_checksum_offload::INCIDENT,
 ];
 

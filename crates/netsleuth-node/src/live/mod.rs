@@ -7,12 +7,15 @@
 //! are opened on a short-lived thread inside each namespace and read from the loop), no async runtime.
 //!
 //! Invariant: read-only. Nothing here writes a sysctl, a rule, an address, a route or a conntrack
-//! entry; the only thing created is the tracefs instance, removed on every exit path.
+//! entry; the only things created are the tracefs instance, removed on every exit path, and the tap's
+//! packet sockets with their eBPF filter and its map, which belong to the process's file descriptors
+//! and go with them.
 
 pub mod bpf;
 pub mod conntrack;
 pub mod correlate;
 pub mod dropmon;
+pub mod ebpf;
 pub mod event;
 pub mod flight;
 pub mod observe;

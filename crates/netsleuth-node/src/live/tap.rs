@@ -1,6 +1,7 @@
 //! The packet tap: one `AF_PACKET` socket per watched namespace, on every interface of it (as
-//! `tcpdump -i any`: cooked, `ETH_P_ALL`, both directions), filtered in the kernel by
-//! [`bpf::tap_filter`] and read from a memory-mapped `TPACKET_V3` ring.
+//! `tcpdump -i any`: cooked, `ETH_P_ALL`, both directions), filtered in the kernel by the eBPF
+//! program of [`super::ebpf`] (or, where it cannot be loaded, the classic [`bpf::tap_filter`]) and read
+//! from a memory-mapped `TPACKET_V3` ring.
 //!
 //! The ring is [`BLOCKS`] blocks of [`BLOCK_SIZE`] bytes (4 MiB) in the node's namespace, of
 //! [`POD_BLOCK_SIZE`] (1 MiB) in every other. A block is handed to
@@ -146,15 +147,19 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: &T) -> libc
 }
 
 impl Tap {
-    /// Opens the tap in the calling thread's namespace. The socket is created bound to no protocol
-    /// (so it receives nothing), given its filter and ring, and only then bound to every protocol:
-    /// no unfiltered packet ever reaches the ring.
+    /// Opens the tap in the calling thread's namespace with the classic filter. The socket is created
+    /// bound to no protocol (so it receives nothing), given its filter and ring, and only then bound
+    /// to every protocol: no unfiltered packet ever reaches the ring.
     pub fn open() -> Result<Tap, TapError> {
-        Self::open_with(BLOCK_SIZE)
+        Self::open_with(BLOCK_SIZE, None)
     }
 
-    /// [`Tap::open`] with `block_size`-byte blocks ([`BLOCKS`] of them).
-    pub fn open_with(block_size: u32) -> Result<Tap, TapError> {
+    /// [`Tap::open`] with `block_size`-byte blocks ([`BLOCKS`] of them), filtered by `program` (the
+    /// eBPF filter of [`super::ebpf`]) or, without one, by the classic [`bpf::tap_filter`].
+    pub fn open_with(
+        block_size: u32,
+        program: Option<&super::ebpf::Program>,
+    ) -> Result<Tap, TapError> {
         // SAFETY: plain socket calls on fds we own; every buffer is passed with its length.
         let fd = unsafe {
             libc::socket(
@@ -168,13 +173,21 @@ impl Tap {
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = fd.as_raw_fd();
-        let prog = bpf::tap_filter();
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_ptr() as *mut libc::sock_filter,
-        };
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog) != 0 {
-            return Err(err("SO_ATTACH_FILTER"));
+        match program {
+            Some(p) => p.attach(raw).map_err(|source| TapError {
+                step: "SO_ATTACH_BPF",
+                source,
+            })?,
+            None => {
+                let prog = bpf::tap_filter();
+                let fprog = libc::sock_fprog {
+                    len: prog.len() as u16,
+                    filter: prog.as_ptr() as *mut libc::sock_filter,
+                };
+                if setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog) != 0 {
+                    return Err(err("SO_ATTACH_FILTER"));
+                }
+            }
         }
         if setsockopt(raw, libc::SOL_PACKET, PACKET_VERSION, &TPACKET_V3) != 0 {
             return Err(err("PACKET_VERSION TPACKET_V3"));

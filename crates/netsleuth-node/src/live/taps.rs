@@ -9,6 +9,7 @@
 //! raise is announced again at its higher confidence.
 
 use super::correlate::Output;
+use super::ebpf::{self, IdleFilter, IDLE_GAP, IDLE_MAP_ENTRIES};
 use super::event::NsId;
 use super::flight::{Announced, Cycles, FlightRecorder};
 use super::tap::{Tap, BLOCKS, BLOCK_SIZE, POD_BLOCK_SIZE};
@@ -82,6 +83,8 @@ pub struct TapTotals {
 pub struct Taps {
     opts: TapOptions,
     taps: Vec<NsTap>,
+    /// The eBPF filter's shared map (made with the first tap), or why it could not be made.
+    idle: Option<Result<IdleFilter, String>>,
     /// The first namespace's (the node's) facts, once collected: every cycle's context.
     facts: Arc<Mutex<Option<NodeFacts>>>,
     context: Option<NodeContext>,
@@ -148,6 +151,7 @@ impl Taps {
         Taps {
             opts,
             taps: Vec::new(),
+            idle: None,
             facts,
             context: None,
             jobs,
@@ -179,17 +183,44 @@ impl Taps {
         } else {
             POD_BLOCK_SIZE
         };
-        let opened = in_netns(path, || Tap::open_with(block_size));
+        // The eBPF filter (with the idle check), or the classic one and why.
+        let idle = self.idle.get_or_insert_with(|| {
+            IdleFilter::new(IDLE_MAP_ENTRIES, IDLE_GAP)
+                .map_err(|e| format!("bpf(BPF_MAP_CREATE) failed: {e}"))
+        });
+        let program = match idle {
+            Ok(f) => f.program(u32::try_from(self.taps.len()).unwrap_or(u32::MAX)),
+            Err(e) => Err(e.clone()),
+        };
+        let opened = in_netns(path, || Tap::open_with(block_size, program.as_ref().ok()));
         let (tap, text) = match opened {
             Ok(Ok(t)) => (
                 Some(t),
                 format!(
-                    "packet tap in {label}: every interface, a {}-instruction BPF filter in the kernel (TCP SYN/FIN/RST, DNS on port 53 over UDP and TCP, ICMP/ICMPv6 errors, ARP and neighbour discovery; IPv4 and IPv6), ring {BLOCKS} × {} KiB; the last {} s analysed every {} s. {}",
-                    super::bpf::tap_filter().len(),
+                    "packet tap in {label}: every interface, {} in the kernel (TCP SYN/FIN/RST{}, DNS on port 53 over UDP and TCP, ICMP/ICMPv6 errors, ARP and neighbour discovery; IPv4 and IPv6), ring {BLOCKS} × {} KiB; the last {} s analysed every {} s. {}",
+                    match &program {
+                        Ok(_) => format!(
+                            "an eBPF filter ({} instructions, {} flow directions remembered)",
+                            ebpf::tap_program(0, 0, IDLE_GAP).map(|p| p.len()).unwrap_or(0),
+                            IDLE_MAP_ENTRIES
+                        ),
+                        Err(e) => format!(
+                            "the classic BPF filter ({} instructions; the eBPF filter could not be loaded: {e})",
+                            super::bpf::tap_filter().len()
+                        ),
+                    },
+                    if program.is_ok() {
+                        format!(
+                            ", and a flow direction's first segment after {} s of silence or under a new tuple",
+                            IDLE_GAP.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    },
                     block_size >> 10,
                     super::flight::WINDOW_NS / 1_000_000_000,
                     CYCLE.as_secs(),
-                    blind_with_filter()
+                    blind_with_filter(program.is_ok())
                 ),
             ),
             Ok(Err(e)) => (None, format!("packet tap in {label} unavailable: {e}; {}", blind_on_wire())),
@@ -416,11 +447,19 @@ fn blind_on_wire() -> &'static str {
 }
 
 /// What the filter cannot show, even with the tap open.
-fn blind_with_filter() -> String {
-    use super::flight::{HIDDEN_BY_FILTER, NOT_FROM_TAP};
-    let hidden: Vec<&str> = HIDDEN_BY_FILTER.iter().map(|i| i.id).collect();
+fn blind_with_filter(ebpf: bool) -> String {
+    use super::flight::{HIDDEN_BY_CLASSIC_FILTER, HIDDEN_BY_FILTER, NOT_FROM_TAP};
+    let (what, hidden) = if ebpf {
+        (
+            "the data and bare ACKs of busy flows (a packet seen at several points under one tuple passes at its first)",
+            HIDDEN_BY_FILTER,
+        )
+    } else {
+        ("TCP data and bare ACKs", HIDDEN_BY_CLASSIC_FILTER)
+    };
+    let hidden: Vec<&str> = hidden.iter().map(|i| i.id).collect();
     let mut s = format!(
-        "Not passed: TCP data and bare ACKs, and tunnel underlays (VXLAN/Geneve outer packets), so the capture evidence of {} is not on the tap (those with kernel events are followed through conntrack events, sockets and counters)",
+        "Not passed: {what}, and tunnel underlays (VXLAN/Geneve outer packets), so the capture evidence of {} is not on the tap (those with kernel events are followed through conntrack events, sockets and counters)",
         hidden.join(", ")
     );
     for (i, why) in NOT_FROM_TAP {
