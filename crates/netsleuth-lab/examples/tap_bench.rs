@@ -13,6 +13,8 @@
 //! - `udp`: UDP to port 9999 (the filter drops every one);
 //! - `dns`: UDP to port 53 (the filter passes every one, cut to its DNS snap length);
 //! - `syn`: TCP connects to a closed port (SYN in, RST out: both passed);
+//! - `prog`: no traffic; the eBPF program alone, run by the kernel (`BPF_PROG_TEST_RUN`) SECONDS
+//!   million times on each kind of packet, with the kernel's mean time a run;
 //! - `bulk`: one TCP connection sending as fast as it can to a reader in the receiver (the eBPF
 //!   filter passes each direction's first segment and drops the rest: "sent" counts bytes).
 //!
@@ -50,11 +52,15 @@ fn now_ns() -> i64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: tap_bench udp|dns|syn|bulk SECONDS [--classic]");
+        eprintln!("usage: tap_bench udp|dns|syn|bulk|prog SECONDS [--classic]");
         std::process::exit(2);
     }
     let mode = args[1].clone();
     let secs: u64 = args[2].parse().expect("SECONDS");
+    if mode == "prog" {
+        program_cost(secs);
+        return;
+    }
     netsleuth_lab::registry::install_signal_cleanup();
     let tx = Netns::create("tapsend").expect("a namespace (needs root)");
     let rx = Netns::create("taprecv").expect("a namespace (needs root)");
@@ -209,4 +215,61 @@ fn main() {
         c.as_secs_f64() * 1e6 / cs.packets.max(1) as f64,
         found.len()
     );
+}
+
+/// The eBPF filter's own cost per packet, measured by the kernel on crafted packets.
+fn program_cost(millions: u64) {
+    use netsleuth_node::live::ebpf::{IdleFilter, IDLE_GAP, IDLE_MAP_ENTRIES};
+    let filter = IdleFilter::new(IDLE_MAP_ENTRIES, IDLE_GAP).expect("the eBPF map (needs root)");
+    let prog = filter.program(0).expect("the eBPF program");
+    let eth = |proto: u16, net: &[u8]| {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        f.extend_from_slice(&proto.to_be_bytes());
+        f.extend_from_slice(net);
+        f
+    };
+    let v4 = |proto: u8, l4: &[u8]| {
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(l4);
+        p
+    };
+    let tcp = |flags: u8| {
+        let mut t = vec![
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+        ];
+        t.extend_from_slice(&[0u8; 64]);
+        t
+    };
+    let udp = |dport: u16| {
+        let mut u = vec![0x9c, 0x41];
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&[0, 40, 0, 0]);
+        u.extend_from_slice(&[0u8; 32]);
+        u
+    };
+    let mut v6 = vec![0x60, 0, 0, 0, 0, 84, 6, 64];
+    v6.extend_from_slice(&[0xfd; 32]);
+    v6.extend_from_slice(&tcp(0x18));
+    let cases = [
+        (
+            "TCP data of a busy flow (IPv4: map lookup, no pass)",
+            eth(0x0800, &v4(6, &tcp(0x18))),
+        ),
+        ("TCP data of a busy flow (IPv6)", eth(0x86dd, &v6)),
+        ("TCP SYN (passed, no map)", eth(0x0800, &v4(6, &tcp(0x02)))),
+        ("UDP to port 53 (passed)", eth(0x0800, &v4(17, &udp(53)))),
+        (
+            "UDP to another port (dropped)",
+            eth(0x0800, &v4(17, &udp(9999))),
+        ),
+    ];
+    let repeat = u32::try_from(millions.max(1) * 1_000_000).unwrap_or(u32::MAX);
+    for (what, frame) in &cases {
+        let (ret, ns) = prog
+            .test_run_repeated(frame, repeat)
+            .expect("BPF_PROG_TEST_RUN");
+        println!("{what}: returns {ret}, {ns} ns a run (kernel's mean over {repeat})");
+    }
 }

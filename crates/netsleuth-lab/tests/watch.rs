@@ -75,6 +75,28 @@ const LIVE: &[(&str, &str, Confidence)] = &[
         Confidence::Confirmed,
     ),
     ("ipvs-conn-reuse", "ipvs-conn-reuse", Confidence::Likely),
+    // Named by the tap through its eBPF filter's first segment after idle or under a new tuple (the
+    // classic filter hid them).
+    (
+        "conntrack-invalid-reset",
+        "conntrack-invalid-reset",
+        Confidence::Confirmed,
+    ),
+    (
+        "idle-timeout-reset",
+        "idle-timeout-reset",
+        Confidence::Likely,
+    ),
+    (
+        "timewait-paws-reject",
+        "timewait-paws-reject",
+        Confidence::Confirmed,
+    ),
+    (
+        "conntrack-table-full",
+        "conntrack-table-full",
+        Confidence::Possible,
+    ),
     // The ARP storm passes the filter; the tap's context is the node's facts from watch's start, before
     // the table filled, so the capture's own grade.
     (

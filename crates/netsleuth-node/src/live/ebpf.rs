@@ -603,15 +603,21 @@ impl Program {
     /// protocol from its type and gives the program what follows, as a cooked packet socket's filter
     /// sees it) and returns what it returned. For tests (`BPF_PROG_TEST_RUN`, root).
     pub fn test_run(&self, frame: &[u8]) -> std::io::Result<u32> {
+        self.test_run_repeated(frame, 1).map(|(v, _)| v)
+    }
+
+    /// [`Program::test_run`] `repeat` times in the kernel: what the last run returned and the mean
+    /// time of a run in nanoseconds, as the kernel measured it (for the benchmark).
+    pub fn test_run_repeated(&self, frame: &[u8], repeat: u32) -> std::io::Result<(u32, u32)> {
         let mut attr = TestRunAttr {
             prog_fd: self.fd.as_raw_fd() as u32,
             data_size_in: frame.len() as u32,
             data_in: frame.as_ptr() as u64,
-            repeat: 1,
+            repeat,
             ..Default::default()
         };
         sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-        Ok(attr.retval)
+        Ok((attr.retval, attr.duration))
     }
 }
 
