@@ -802,3 +802,75 @@ int main(void) { for (;;) pause(); }
         .unwrap_or(false);
     ok.then_some(out)
 }
+
+/// `watch` reads the few sockets it can use by exact sock_diag requests (a hash lookup each) instead
+/// of a dump (a walk of the whole established hash): the sockets found are the ones a dump lists, a
+/// tuple without a socket is left out, and a dual-stack IPv6 server's IPv4 connection is found (and
+/// given) under its IPv4 addresses, as conntrack has them.
+#[test]
+fn sockets_looked_up_one_by_one_are_those_a_dump_lists() {
+    use netsleuth_node::live::sockets::SockSource;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: a new network namespace needs root");
+        return;
+    }
+    std::thread::spawn(|| {
+        // This thread alone enters a new namespace, gone when the thread ends.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(up.success());
+        let lo = "127.0.0.1".parse::<std::net::IpAddr>().unwrap();
+        let l4 = TcpListener::bind("127.0.0.1:8080").expect("listen");
+        let c4 = TcpStream::connect("127.0.0.1:8080").expect("connect");
+        let (_s4, _) = l4.accept().expect("accept");
+        let l6 = TcpListener::bind("[::]:8081").expect("listen (dual stack)");
+        let c6 = TcpStream::connect("127.0.0.1:8081").expect("connect");
+        let (_s6, _) = l6.accept().expect("accept");
+        let (p4, p6) = (
+            c4.local_addr().unwrap().port(),
+            c6.local_addr().unwrap().port(),
+        );
+        let mut src = SockSource::open().expect("sock_diag");
+        let dump = src.tcp().expect("dump");
+        let client = (lo, p4, lo, 8080);
+        let server = (lo, 8080, lo, p4);
+        let dual = (lo, 8081, lo, p6);
+        let nothing = (lo, 1, lo, 2);
+        let found = src
+            .lookup(&[client, nothing, server, dual])
+            .expect("lookup");
+        let tuple = |s: &netsleuth_node::live::event::Socket| {
+            (s.local, s.local_port, s.remote, s.remote_port)
+        };
+        let got: Vec<_> = found.iter().map(tuple).collect();
+        assert_eq!(got, [client, server, dual], "{found:?}");
+        for s in &found {
+            let d = dump
+                .iter()
+                .find(|d| tuple(d) == tuple(s))
+                .unwrap_or_else(|| panic!("{s:?} is not in the dump {dump:?}"));
+            assert_eq!((d.state, d.inode), (s.state, s.inode));
+            assert!(s.idle_ms.is_some(), "tcp_info asked for and given");
+        }
+        // What a lookup costs, for the limit past which watch dumps instead (SOCKET_LOOKUP_MAX).
+        let many: Vec<_> = (0..256u16).map(|i| (lo, 30000 + i, lo, 80)).collect();
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            assert!(src.lookup(&many).expect("lookup").is_empty());
+        }
+        let lookups = t.elapsed().as_secs_f64() * 1e6 / 2560.0;
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            src.tcp().expect("dump");
+        }
+        eprintln!(
+            "{lookups:.2} µs a lookup (256 a request, 10 requests); {:.0} µs a dump (two sockets here, the whole host's hash walked)",
+            t.elapsed().as_secs_f64() * 1e6 / 10.0
+        );
+    })
+    .join()
+    .expect("the namespace's thread");
+}

@@ -45,6 +45,9 @@ pub struct Socket {
     pub keepalive_ms: Option<u32>,
 }
 
+/// A TCP socket's (local address, local port, remote address, remote port).
+pub type SocketTuple = (IpAddr, u16, IpAddr, u16);
+
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_LISTEN: u8 = 10;
 

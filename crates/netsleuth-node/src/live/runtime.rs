@@ -3,6 +3,7 @@
 //! appear, and hands every output to the caller. Threads and `poll`, no async runtime.
 
 use super::conntrack::CtSource;
+use super::correlate::SocketPlan;
 use super::correlate::{Correlator, Output, OwnerLookup};
 use super::dropmon::{DropMonitor, Owner};
 use super::event::{Event, NsId, Stamped};
@@ -124,21 +125,44 @@ fn mono_to_real_offset() -> i64 {
     now_ns() - (ts.tv_sec * 1_000_000_000 + ts.tv_nsec)
 }
 
+/// Socket owners from `/proc/*/fd`: one walk of every process's fds is the costliest thing an idle
+/// watch does when connections are at risk (half its CPU, BENCHMARKS.md "Watch"), so the walk is kept:
+/// a known socket is answered from it for [`OWNERS_MAX_AGE`], and an unknown one walks again (at most
+/// once a second) unless a walk made since it was first asked for missed it.
 struct ProcOwners {
     proc_root: PathBuf,
     cache: Option<(Instant, Owners)>,
+    /// Inodes the last walk did not find (a socket whose owner is not visible here).
+    missing: std::collections::HashSet<u32>,
 }
+
+/// How long a walk of `/proc/*/fd` answers for sockets it found.
+const OWNERS_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl OwnerLookup for ProcOwners {
     fn owner(&mut self, _ns: NsId, inode: u32) -> Option<String> {
-        let stale = self
+        let age = self.cache.as_ref().map(|(t, _)| t.elapsed());
+        let known = self
             .cache
             .as_ref()
-            .is_none_or(|(t, _)| t.elapsed() > Duration::from_secs(1));
-        if stale {
+            .and_then(|(_, o)| o.get(inode))
+            .is_some();
+        let walk = match age {
+            None => true,
+            Some(a) if a > OWNERS_MAX_AGE => true,
+            Some(a) => !known && !self.missing.contains(&inode) && a > Duration::from_secs(1),
+        };
+        if walk {
             self.cache = Some((Instant::now(), Owners::scan(&self.proc_root)));
+            self.missing.clear();
         }
-        self.cache.as_ref()?.1.get(inode).map(str::to_string)
+        let found = self.cache.as_ref()?.1.get(inode).map(str::to_string);
+        if found.is_none() && walk {
+            // Not found by a walk made after it was asked for: not walked for again until the
+            // walk ages out.
+            self.missing.insert(inode);
+        }
+        found
     }
 }
 
@@ -314,6 +338,7 @@ pub fn watch(
     let mut owners = ProcOwners {
         proc_root: opts.proc_root.clone(),
         cache: None,
+        missing: Default::default(),
     };
     let mut st = State {
         corr: &mut corr,
@@ -413,10 +438,10 @@ pub fn watch(
             // namespaces to dump are worked out only when a dump is due: that walks every followed
             // entry (up to MAX_TRACKED a namespace).
             let interval = Duration::from_secs(st.corr.socket_interval_s());
-            let socket_namespaces =
-                (last_socket_dump.elapsed() + Duration::from_millis(50) >= interval).then(|| {
+            let socket_plan = (last_socket_dump.elapsed() + Duration::from_millis(50) >= interval)
+                .then(|| {
                     last_socket_dump = Instant::now();
-                    st.corr.socket_namespaces()
+                    st.corr.socket_plan()
                 });
             for s in st.sources.iter_mut().filter(|s| !s.closed) {
                 if let Some(f) = &s.ct_timeout {
@@ -438,10 +463,17 @@ pub fn watch(
                 // Sockets only where the correlator can use them: the NATed connections' ends (the
                 // connections at risk, the socket of a broken one) and a listener that overflowed.
                 if let Some(sk) = s.socks.as_mut() {
-                    // `None` between due ticks: what was dumped stands.
-                    let wanted = socket_namespaces.as_ref().map(|w| w.contains(&s.id));
+                    // `None` between due ticks: what was read stands.
+                    let plan = socket_plan.as_ref().map(|p| p.get(&s.id));
+                    let wanted = plan.map(|p| p.is_some());
                     if wanted == Some(true) || overflowed {
-                        if let Ok(sockets) = sk.tcp() {
+                        // A listener that overflowed is named from a dump (listeners are not
+                        // looked up); otherwise the plan's few sockets are looked up one by one.
+                        let read = match plan.flatten() {
+                            Some(SocketPlan::Lookup(tuples)) if !overflowed => sk.lookup(tuples),
+                            _ => sk.tcp(),
+                        };
+                        if let Ok(sockets) = read {
                             s.sockets_dumped = true;
                             evs.push(Stamped {
                                 ts_ns: ts,
@@ -898,6 +930,7 @@ pub fn connections_at_risk(
     let mut owners = ProcOwners {
         proc_root: proc_root.to_path_buf(),
         cache: None,
+        missing: Default::default(),
     };
     let mut notes = Vec::new();
     let mut all: Vec<(String, Option<PathBuf>)> = targets
