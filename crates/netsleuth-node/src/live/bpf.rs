@@ -298,38 +298,37 @@ pub fn run_to_exit(prog: &[Insn], protocol: u16, pkt: &[u8]) -> (u32, usize) {
     (0, usize::MAX)
 }
 
+/// Packets for the filters' tests (network header first), shared by the classic and eBPF tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v4(proto: u8, frag: u16, l4: &[u8]) -> Vec<u8> {
+pub(crate) mod test_packets {
+    pub(crate) fn v4(proto: u8, frag: u16, l4: &[u8]) -> Vec<u8> {
         let mut p = vec![0x45, 0, 0, 0, 0, 0];
         p.extend_from_slice(&frag.to_be_bytes());
         p.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
         p.extend_from_slice(l4);
         p
     }
-    fn v4_opts(proto: u8, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn v4_opts(proto: u8, l4: &[u8]) -> Vec<u8> {
         // IHL 6: one 4-byte option (NOPs) before the transport header.
         let mut p = vec![0x46, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
         p.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 1, 1, 1, 1]);
         p.extend_from_slice(l4);
         p
     }
-    fn v6(next: u8, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn v6(next: u8, l4: &[u8]) -> Vec<u8> {
         let mut p = vec![0x60, 0, 0, 0, 0, 0, next, 64];
         p.extend_from_slice(&[0u8; 32]);
         p.extend_from_slice(l4);
         p
     }
-    fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    pub(crate) fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
         let mut t = Vec::new();
         t.extend_from_slice(&sport.to_be_bytes());
         t.extend_from_slice(&dport.to_be_bytes());
         t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         t
     }
-    fn udp(sport: u16, dport: u16) -> Vec<u8> {
+    pub(crate) fn udp(sport: u16, dport: u16) -> Vec<u8> {
         let mut u = Vec::new();
         u.extend_from_slice(&sport.to_be_bytes());
         u.extend_from_slice(&dport.to_be_bytes());
@@ -337,6 +336,12 @@ mod tests {
         u.extend_from_slice(&[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         u
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_packets::{tcp, udp, v4, v4_opts, v6};
+    use super::*;
 
     const SYN: u8 = 0x02;
     const FIN_ACK: u8 = 0x11;
