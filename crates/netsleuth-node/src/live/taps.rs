@@ -188,11 +188,18 @@ impl Taps {
             IdleFilter::new(IDLE_MAP_ENTRIES, IDLE_GAP)
                 .map_err(|e| format!("bpf(BPF_MAP_CREATE) failed: {e}"))
         });
-        let program = match idle {
+        let mut program = match idle {
             Ok(f) => f.program(u32::try_from(self.taps.len()).unwrap_or(u32::MAX)),
             Err(e) => Err(e.clone()),
         };
-        let opened = in_netns(path, || Tap::open_with(block_size, program.as_ref().ok()));
+        let mut opened = in_netns(path, || Tap::open_with(block_size, program.as_ref().ok()));
+        if let Ok(Err(e)) = &opened {
+            if program.is_ok() && e.step == "SO_ATTACH_BPF" {
+                // Loaded but refused by the socket: the classic filter, and why.
+                program = Err(e.to_string());
+                opened = in_netns(path, || Tap::open_with(block_size, None));
+            }
+        }
         let (tap, text) = match opened {
             Ok(Ok(t)) => (
                 Some(t),
