@@ -576,10 +576,6 @@ impl Program {
         }
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
     /// Attaches the program to a socket (`SO_ATTACH_BPF`), replacing any filter it had.
     pub fn attach(&self, socket: RawFd) -> std::io::Result<()> {
         let fd: libc::c_int = self.fd.as_raw_fd();
@@ -640,10 +636,6 @@ impl IdleFilter {
     pub fn program(&self, ns: u32) -> Result<Program, String> {
         let insns = tap_program(ns, self.map.fd(), self.gap)?;
         Program::load(&insns).map_err(|e| e.to_string())
-    }
-
-    pub fn gap(&self) -> Duration {
-        self.gap
     }
 }
 

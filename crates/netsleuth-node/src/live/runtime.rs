@@ -138,6 +138,8 @@ struct ProcOwners {
 
 /// How long a walk of `/proc/*/fd` answers for sockets it found.
 const OWNERS_MAX_AGE: Duration = Duration::from_secs(60);
+/// The least time between two walks made for sockets the last one did not know.
+const OWNERS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 impl OwnerLookup for ProcOwners {
     fn owner(&mut self, _ns: NsId, inode: u32) -> Option<String> {
@@ -150,7 +152,7 @@ impl OwnerLookup for ProcOwners {
         let walk = match age {
             None => true,
             Some(a) if a > OWNERS_MAX_AGE => true,
-            Some(a) => !known && !self.missing.contains(&inode) && a > Duration::from_secs(1),
+            Some(a) => !known && !self.missing.contains(&inode) && a > OWNERS_MIN_INTERVAL,
         };
         if walk {
             self.cache = Some((Instant::now(), Owners::scan(&self.proc_root)));
@@ -1002,4 +1004,61 @@ pub fn connections_at_risk(
     }
     let list = corr.connections_at_risk(&mut owners);
     (super::correlate::at_risk_finding(&list), list, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Owners come from the last walk: a known socket without walking again (even once its fd is
+    /// gone), a new one by a walk at most once a second, and one that a walk made after it was asked
+    /// for did not find is not walked for again until the walk ages out.
+    #[test]
+    fn socket_owners_are_walked_for_only_when_a_socket_is_new() {
+        let root = std::env::temp_dir().join(format!("netsleuth-owners-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let process = |pid: u32, comm: &str, fd: u32, inode: u32| {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join(format!("fd/{fd}")))
+                .unwrap();
+        };
+        process(100, "a", 3, 500);
+        let mut owners = ProcOwners {
+            proc_root: root.clone(),
+            cache: None,
+            missing: Default::default(),
+        };
+        assert_eq!(owners.owner(0, 500).as_deref(), Some("a (pid 100)"));
+        std::fs::remove_file(root.join("100/fd/3")).unwrap();
+        assert_eq!(
+            owners.owner(0, 500).as_deref(),
+            Some("a (pid 100)"),
+            "from the walk"
+        );
+        process(200, "b", 4, 600);
+        assert_eq!(
+            owners.owner(0, 600),
+            None,
+            "not walked again within a second"
+        );
+        std::thread::sleep(OWNERS_MIN_INTERVAL + Duration::from_millis(100));
+        assert_eq!(
+            owners.owner(0, 600).as_deref(),
+            Some("b (pid 200)"),
+            "walked for"
+        );
+        // Asked for, not found by the walk made for it: not walked for again.
+        std::thread::sleep(OWNERS_MIN_INTERVAL + Duration::from_millis(100));
+        assert_eq!(owners.owner(0, 700), None);
+        process(300, "c", 5, 700);
+        std::thread::sleep(OWNERS_MIN_INTERVAL + Duration::from_millis(100));
+        assert_eq!(
+            owners.owner(0, 700),
+            None,
+            "missed by a walk: not walked for again"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
