@@ -435,6 +435,7 @@ impl Front {
     /// a timestamp far from its neighbours (a damaged record, a clock jump, an interface's
     /// `if_tsoffset`) is analysed at the clock instead and reported, so one outlier cannot stop expiry
     /// or change what is found.
+    #[inline(always)]
     fn push<S: PacketSink>(&mut self, input: InputId, rec: &Record<'_>, sink: &mut S) {
         if let Some(held) = self.held.take() {
             let (confirmed, instead) = match self.clock {
@@ -724,7 +725,7 @@ impl PacketSink for Back {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn ipv4_tcp(&mut self, input: InputId, frame: u64, ts: i64, interface: u32, seg: &Ipv4Tcp<'_>) {
         let tcp = &seg.tcp;
         let r = PktRef {

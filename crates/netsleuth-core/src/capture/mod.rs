@@ -651,7 +651,7 @@ impl<R: Read> CaptureReader<R> {
     }
 
     /// The next packet record, or `None` at the end of the input (or after damage it cannot skip).
-    #[inline]
+    #[inline(always)]
     pub fn next_record(&mut self) -> Option<Record<'_>> {
         let meta = match self.peeked.take() {
             Some(meta) => meta,

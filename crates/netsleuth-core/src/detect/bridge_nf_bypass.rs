@@ -65,7 +65,7 @@ impl Detector {
             return;
         }
         // ...and never came back translated to the address the client did send to...
-        if origin.packets_from_server > 0 {
+        if c.heard_from_server_on(0) {
             return;
         }
         // ...and the client reset it.

@@ -94,7 +94,7 @@ impl Detector {
                 if r.leg == 0 || r.legs_seen & 1 != 0 || leg.client != origin.client {
                     continue;
                 }
-                if leg.server.ip == origin.server.ip || origin.packets_from_server == 0 {
+                if leg.server.ip == origin.server.ip || !c.heard_from_server_on(0) {
                     continue;
                 }
                 // Inside the connection: nothing had closed or reset it yet (a stray segment after a

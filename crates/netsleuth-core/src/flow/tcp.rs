@@ -20,6 +20,8 @@ use std::net::IpAddr;
 
 /// Evidence lists are capped; counters are not.
 pub const MAX_LEGS: usize = 16;
+// A connection's per-leg bits (`Conn::legs_heard_from_server`) are a u16.
+const _: () = assert!(MAX_LEGS <= 16);
 pub const MAX_SYNS: usize = 8;
 pub const MAX_RSTS: usize = 4;
 
@@ -62,9 +64,6 @@ pub struct Leg {
     pub server: Endpoint,
     /// The packet that first showed this leg.
     pub first: PktRef,
-    pub last_ts: i64,
-    pub packets: u64,
-    pub packets_from_server: u64,
     /// The leg's first packet was not a handshake packet: it appeared in the middle of the connection.
     pub mid_stream: bool,
     /// When it appeared mid-stream: the connection's previous unique packet, and the silence before.
@@ -171,6 +170,8 @@ pub struct Conn {
     pub prev_pkt: Option<PktRef>,
     pub last_gap_ns: i64,
     last_leg: u8,
+    /// Bit i set: a packet from the server was seen on leg i (`MAX_LEGS` is 16).
+    legs_heard_from_server: u16,
     recent: [Obs; 8],
     /// `copy_key` of each of `recent`: scanned first (one cache line instead of five), so only a
     /// packet that may be a copy reads the observations themselves.
@@ -217,6 +218,7 @@ impl Conn {
             prev_pkt: None,
             last_gap_ns: 0,
             last_leg: 0,
+            legs_heard_from_server: 0,
             recent: [Obs::default(); 8],
             recent_keys: [copy_key(&Obs::default()); 8],
             recent_pos: 0,
@@ -236,6 +238,11 @@ impl Conn {
     /// The first leg: the view closest to the client that the capture had.
     pub fn origin(&self) -> Option<&Leg> {
         self.legs.first()
+    }
+
+    /// Whether any packet from the server was seen on leg `leg` (copies included).
+    pub fn heard_from_server_on(&self, leg: usize) -> bool {
+        leg < MAX_LEGS && self.legs_heard_from_server & (1 << leg) != 0
     }
 
     pub fn leg_of(&self, pkt: &PktRef) -> Option<usize> {
@@ -527,6 +534,7 @@ impl TcpEngine {
     }
 
     /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length.
+    #[inline(always)]
     pub fn packet(&mut self, pkt: &PktRef, ip_ident: u16, seg: &TcpSegment<'_>) -> TcpOutcome {
         self.stats.packets += 1;
         if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
@@ -565,11 +573,11 @@ impl TcpEngine {
         let conn = self.slab[slot as usize]
             .as_mut()
             .expect("attached slot is live");
-        let leg = &mut conn.legs[leg_idx as usize];
-        let from_client = known_from_client.unwrap_or_else(|| pkt.src == leg.client);
-        leg.last_ts = pkt.ts_ns;
-        leg.packets += 1;
-        leg.packets_from_server += (!from_client) as u64;
+        // A known leg's direction comes from the index: the leg itself (a line of its own, behind
+        // a pointer) is read only for a leg just attached.
+        let from_client =
+            known_from_client.unwrap_or_else(|| pkt.src == conn.legs[leg_idx as usize].client);
+        conn.legs_heard_from_server |= ((!from_client) as u16) << leg_idx;
 
         let obs = Obs {
             ts: pkt.ts_ns,
@@ -1021,9 +1029,6 @@ impl TcpEngine {
             client,
             server,
             first: pkt,
-            last_ts: pkt.ts_ns,
-            packets: 0,
-            packets_from_server: 0,
             mid_stream: mid,
             prev: if mid { prev } else { None },
             gap_before_ns: if mid { gap } else { 0 },
