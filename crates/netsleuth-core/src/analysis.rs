@@ -853,10 +853,21 @@ impl Back {
     #[inline(never)]
     fn drain_finished_tcp(&mut self) {
         for c in self.tcp.drain_finished() {
-            conn_stats(&mut self.stats, &c);
-            self.symptoms.connection(&c);
-            self.detectors.connection(c);
+            Self::finished_connection(&mut self.stats, &mut self.symptoms, &mut self.detectors, c);
         }
+    }
+
+    /// A finished connection to the figures, the symptoms and the detectors (fields, not `self`: the
+    /// connection is borrowed from the flow engine).
+    fn finished_connection(
+        stats: &mut AnalysisStats,
+        symptoms: &mut SymptomCollector,
+        detectors: &mut DetectorSink,
+        c: Conn,
+    ) {
+        conn_stats(stats, &c);
+        symptoms.connection(&c);
+        detectors.connection(c);
     }
 
     fn drain_dns(&mut self) {
@@ -1057,8 +1068,9 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
     s.last_ts_ns = fstats.last_ts_ns;
     back.symptoms
         .input_ended(back.stats.last_ts_ns.unwrap_or(i64::MIN));
-    back.tcp.finish();
-    back.drain_tcp();
+    for c in back.tcp.finish() {
+        Back::finished_connection(&mut back.stats, &mut back.symptoms, &mut back.detectors, c);
+    }
     back.dns.finish();
     back.drain_dns();
     let ts = back.tcp.stats;

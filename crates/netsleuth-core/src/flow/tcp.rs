@@ -524,13 +524,22 @@ impl TcpEngine {
         self.finished.drain(..)
     }
 
-    /// Finalise every live connection (end of input).
-    pub fn finish(&mut self) {
-        for slot in 0..self.slab.len() as u32 {
-            if self.slab[slot as usize].is_some() {
-                self.finalise(slot);
-            }
-        }
+    /// Finalise every live connection (end of input): the connections finished before, then the
+    /// live ones in slot order (the order `finalise` slot by slot would give). The engine is empty
+    /// afterwards. The indexes are cleared whole instead of entry by entry: at the end of a capture
+    /// that upkeep was a third of the time after the last packet (thousands of live connections,
+    /// each a few cache misses).
+    pub fn finish(&mut self) -> impl Iterator<Item = Conn> + '_ {
+        self.legs.clear();
+        self.by_isn.clear();
+        self.by_client.clear();
+        self.by_seq_window.clear();
+        self.deadlines.clear();
+        self.half_open.clear();
+        self.free.clear();
+        self.live = 0;
+        let live = std::mem::take(&mut self.slab).into_iter().flatten();
+        self.finished.drain(..).chain(live)
     }
 
     /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length.
