@@ -1432,7 +1432,7 @@ mod pipeline {
         to_back: Option<SyncSender<Batch>>,
         recycled: Receiver<Batch>,
         /// Batches back from the back, their detector calls made.
-        free: Vec<Batch>,
+        free: std::collections::VecDeque<Batch>,
         /// The detectors, run here on the calls the back queued (this thread has time to spare).
         detectors: Detectors,
         /// The back thread has gone (it panicked): stop sending; its panic is raised at the join.
@@ -1452,7 +1452,7 @@ mod pipeline {
                 for event in batch.events.drain(..) {
                     event.apply(&mut self.detectors);
                 }
-                self.free.push(batch);
+                self.free.push_back(batch);
             }
         }
 
@@ -1461,7 +1461,7 @@ mod pipeline {
                 return;
             }
             self.take_back(false);
-            let next = self.free.pop().unwrap_or_else(Batch::new);
+            let next = self.free.pop_front().unwrap_or_else(Batch::new);
             let Some(to_back) = &self.to_back else { return };
             let full = std::mem::replace(&mut self.current, next);
             // Spin a little before sleeping on a full queue: the back frees a place within
@@ -1642,7 +1642,7 @@ mod pipeline {
                 current: Batch::new(),
                 to_back: Some(to_back),
                 recycled,
-                free: Vec::new(),
+                free: std::collections::VecDeque::new(),
                 detectors,
                 back_gone: false,
             };
