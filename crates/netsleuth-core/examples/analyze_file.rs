@@ -4,15 +4,26 @@
 //!
 //!   cargo build --release -p netsleuth-core --example analyze_file
 //!   valgrind --tool=callgrind target/release/examples/analyze_file capture.pcap
+//!
+//! A second argument runs the analysis on that many threads (`analyze --threads N`); with
+//! `--separate-threads=yes` callgrind then counts the instructions of each half of the pipeline.
 
-use netsleuth_core::analysis::{analyze_with, Limits};
+use netsleuth_core::analysis::{analyze_threads, Limits};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::{InMemory, Input, MemoryBytes};
 
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: analyze_file CAPTURE");
+        eprintln!("usage: analyze_file CAPTURE [THREADS]");
         std::process::exit(2);
+    };
+    let threads = match std::env::args().nth(2).map(|t| t.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => n,
+        Some(_) => {
+            eprintln!("analyze_file: THREADS must be a number of at least 1");
+            std::process::exit(2);
+        }
     };
     // Read whole before the analysis, so a profile shows the analysis, not the reads (as `analyze`
     // maps a file).
@@ -23,7 +34,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let a = analyze_with(
+    let a = analyze_threads(
         vec![Input::memory(
             path,
             InMemory {
@@ -33,6 +44,7 @@ fn main() {
         )],
         &NodeContext::default(),
         &Limits::default(),
+        threads,
     );
     println!("{} records, {} findings", a.stats.records, a.findings.len());
 }

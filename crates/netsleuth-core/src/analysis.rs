@@ -1233,29 +1233,6 @@ mod pipeline {
             ))
         }
 
-        /// The compact form of a segment the fast path decoded (`None` if the back reads its
-        /// payload).
-        #[inline(always)]
-        fn of_ipv4_tcp(
-            input: InputId,
-            frame: u64,
-            ts: i64,
-            interface: u32,
-            s: &Ipv4Tcp<'_>,
-        ) -> Option<Compact> {
-            if Back::reads_payload(s.tcp.src_port, s.tcp.dst_port) {
-                return None;
-            }
-            Some(Compact::of_segment(
-                input,
-                frame,
-                ts,
-                interface,
-                (s.link.ifindex, s.src, s.dst, s.ttl, s.ident),
-                &s.tcp,
-            ))
-        }
-
         /// `ip`: the link's interface index, the addresses, TTL and identification.
         #[inline(always)]
         fn of_segment(
@@ -1566,7 +1543,7 @@ mod pipeline {
             }
         }
 
-        #[inline]
+        #[inline(always)]
         fn ipv4_tcp(
             &mut self,
             input: InputId,
@@ -1575,10 +1552,19 @@ mod pipeline {
             interface: u32,
             seg: &Ipv4Tcp<'_>,
         ) {
-            match Compact::of_ipv4_tcp(input, frame, ts, interface, seg) {
-                Some(c) => self.push(c),
-                None => self.stage_in_full(input, frame, ts, interface, &seg.to_packet()),
+            if Back::reads_payload(seg.tcp.src_port, seg.tcp.dst_port) {
+                return self.stage_in_full(input, frame, ts, interface, &seg.to_packet());
             }
+            // Built where it is pushed, not wrapped in an `Option` first: each move of the 72
+            // bytes was 18 instructions a packet.
+            self.push(Compact::of_segment(
+                input,
+                frame,
+                ts,
+                interface,
+                (seg.link.ifindex, seg.src, seg.dst, seg.ttl, seg.ident),
+                &seg.tcp,
+            ));
         }
     }
 
