@@ -215,7 +215,7 @@ pub fn analyze_threads(
         feed(&mut front, &mut back, readers);
         front.flush_held(&mut back);
     }
-    let mut analysis = finish_parts(front, back, node);
+    let mut analysis = finish_parts(front, back, node, threads);
     analysis.failed_inputs = failed;
     analysis.stats.inputs = names.len();
     analysis
@@ -387,7 +387,7 @@ impl Engine {
             mut back,
         } = self;
         front.flush_held(&mut back);
-        finish_parts(front, back, node)
+        finish_parts(front, back, node, 1)
     }
 }
 
@@ -1036,6 +1036,16 @@ impl DetectorSink {
         self.send(|| DetectorEvent::Neighbour(p, m), |d| d.neighbour(&p, m));
     }
 
+    /// The detectors themselves, at the end of the analysis (the pipeline has put them back).
+    fn direct_mut(&mut self) -> &mut Detectors {
+        match self {
+            DetectorSink::Direct(d) => d,
+            DetectorSink::Queued(_) => {
+                unreachable!("the pipeline returns the detectors to the back")
+            }
+        }
+    }
+
     /// The detectors, once every queued call has reached them (the pipeline puts them back before
     /// the end of the analysis).
     fn into_direct(self) -> Detectors {
@@ -1049,7 +1059,9 @@ impl DetectorSink {
 }
 
 /// The end of the analysis: the back's findings, with what the front saw.
-fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
+/// The end of the analysis: the connections still live to the detectors (with two or more
+/// `threads`, shared out between two), then the detectors' findings, symptoms and figures.
+fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize) -> Analysis {
     let Front {
         stats: fstats,
         mut problems,
@@ -1068,9 +1080,20 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext) -> Analysis {
     s.last_ts_ns = fstats.last_ts_ns;
     back.symptoms
         .input_ended(back.stats.last_ts_ns.unwrap_or(i64::MIN));
-    for c in back.tcp.finish() {
-        Back::finished_connection(&mut back.stats, &mut back.symptoms, &mut back.detectors, c);
+    // Connections that ended before the input did, then those still live at its end.
+    back.drain_tcp();
+    let live = back.tcp.finish();
+    for c in live.iter().flatten() {
+        conn_stats(&mut back.stats, c);
+        back.symptoms.connection(c);
     }
+    let detectors = back.detectors.direct_mut();
+    if threads >= 2 {
+        detectors.connections_on_two_threads(&live);
+    } else {
+        live.iter().flatten().for_each(|c| detectors.connection(c));
+    }
+    drop(live);
     back.dns.finish();
     back.drain_dns();
     let ts = back.tcp.stats;
