@@ -1184,12 +1184,15 @@ mod pipeline {
     /// Tries of a full or empty queue before sleeping on it (a few tens of microseconds).
     const SPINS: usize = 20_000;
 
-    /// One packet in a batch, in the 72 bytes of an IPv4 TCP segment that the back reads (nearly every
-    /// packet of a node capture; outside a tunnel, the link's direction and VLAN, the IP length and
-    /// the truncation are not read); any other packet is `OTHER` and its `Staged` form is next in
-    /// `Batch::others`. What crosses between the cores was 224 bytes a packet before, and the back
-    /// rebuilt the whole `Packet` from it.
+    /// One packet in a batch, in the 64 bytes of an IPv4 TCP segment that the back reads (nearly
+    /// every packet of a node capture): one cache line each, the line the reading core writes and
+    /// the back's core then fetches. Outside a tunnel the back reads neither the link's direction
+    /// and VLAN nor the IP length, nor the TCP window, MSS, window scale or SACK permission (the
+    /// flow engine and the detectors it calls take only the timestamps of the options); any other
+    /// packet is `OTHER` and its `Staged` form is next in `Batch::others`. What crosses between the
+    /// cores was 224 bytes a packet before, then 72 (two lines for most packets).
     #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
     struct Compact {
         frame: u64,
         ts: i64,
@@ -1205,22 +1208,18 @@ mod pipeline {
         src_port: u16,
         dst_port: u16,
         ident: u16,
-        window: u16,
         input: InputId,
-        mss: u16,
         flags: u8,
         ttl: u8,
-        wscale: u8,
-        /// `HAS_*` bits and `SACK_PERMITTED`; `OTHER` for a packet staged in full.
+        /// `HAS_*` bits; `OTHER` for a packet staged in full.
         bits: u8,
     }
 
     const OTHER: u8 = 1 << 0;
     const HAS_IFINDEX: u8 = 1 << 1;
-    const HAS_MSS: u8 = 1 << 2;
-    const HAS_WSCALE: u8 = 1 << 3;
     const HAS_TIMESTAMP: u8 = 1 << 4;
-    const SACK_PERMITTED: u8 = 1 << 5;
+    // One line, and the back's reading of it one load of a line the front wrote.
+    const _: () = assert!(std::mem::size_of::<Compact>() == 64);
 
     impl Compact {
         /// The compact form of an IPv4 TCP segment outside a tunnel, unfragmented, whose payload the
@@ -1267,9 +1266,8 @@ mod pipeline {
             seg: &TcpSegment<'_>,
         ) -> Compact {
             let (ifindex, src, dst, ttl, ident) = ip;
-            let o = &seg.options;
             let bit = |set: bool, b: u8| if set { b } else { 0 };
-            let (tsval, tsecr) = o.timestamp.unwrap_or((0, 0));
+            let (tsval, tsecr) = seg.options.timestamp.unwrap_or((0, 0));
             Compact {
                 frame,
                 ts,
@@ -1285,21 +1283,17 @@ mod pipeline {
                 src_port: seg.src_port,
                 dst_port: seg.dst_port,
                 ident,
-                window: seg.window,
                 input,
-                mss: o.mss.unwrap_or(0),
                 flags: seg.flags,
                 ttl,
-                wscale: o.wscale.unwrap_or(0),
                 bits: bit(ifindex.is_some(), HAS_IFINDEX)
-                    | bit(o.mss.is_some(), HAS_MSS)
-                    | bit(o.wscale.is_some(), HAS_WSCALE)
-                    | bit(o.timestamp.is_some(), HAS_TIMESTAMP)
-                    | bit(o.sack_permitted, SACK_PERMITTED),
+                    | bit(seg.options.timestamp.is_some(), HAS_TIMESTAMP),
             }
         }
 
-        /// The packet reference and segment `Back::packet` makes of the packet this was made of.
+        /// The packet reference `Back::packet` makes of the packet this was made of, and its segment
+        /// with what the back reads of it (window and options other than the timestamps left
+        /// out).
         #[inline(always)]
         fn tcp(&self) -> (PktRef, TcpSegment<'static>) {
             let has = |b: u8| self.bits & b != 0;
@@ -1328,12 +1322,10 @@ mod pipeline {
                 seq: self.seq,
                 ack: self.ack,
                 flags: self.flags,
-                window: self.window,
+                window: 0,
                 options: TcpOptions {
-                    mss: has(HAS_MSS).then_some(self.mss),
-                    wscale: has(HAS_WSCALE).then_some(self.wscale),
-                    sack_permitted: has(SACK_PERMITTED),
                     timestamp: has(HAS_TIMESTAMP).then_some((self.tsval, self.tsecr)),
+                    ..TcpOptions::default()
                 },
                 payload_len: self.payload_len,
                 payload: &[],
@@ -1358,12 +1350,9 @@ mod pipeline {
                 src_port: 0,
                 dst_port: 0,
                 ident: 0,
-                window: 0,
                 input: 0,
-                mss: 0,
                 flags: 0,
                 ttl: 0,
-                wscale: 0,
                 bits: OTHER,
             }
         }
