@@ -982,14 +982,14 @@ enum DetectorEvent {
 }
 
 impl DetectorEvent {
-    fn apply(self, d: &mut Detectors) {
+    fn apply(&self, d: &mut Detectors) {
         match self {
-            DetectorEvent::Connection(c) => d.connection(&c),
-            DetectorEvent::TcpControl(p, ttl) => d.tcp_control(&p, ttl),
-            DetectorEvent::TunnelUdp(p, t, dir) => d.tunnel_udp(&p, &t, dir),
-            DetectorEvent::IcmpError(p, v6, t, c) => d.icmp_error(&p, v6, t, c),
-            DetectorEvent::Neighbour(p, m) => d.neighbour(&p, m),
-            DetectorEvent::Dns(q) => d.dns(&q),
+            DetectorEvent::Connection(c) => d.connection(c),
+            DetectorEvent::TcpControl(p, ttl) => d.tcp_control(p, *ttl),
+            DetectorEvent::TunnelUdp(p, t, dir) => d.tunnel_udp(p, t, *dir),
+            DetectorEvent::IcmpError(p, v6, t, c) => d.icmp_error(p, *v6, *t, *c),
+            DetectorEvent::Neighbour(p, m) => d.neighbour(p, *m),
+            DetectorEvent::Dns(q) => d.dns(q),
         }
     }
 }
@@ -1437,8 +1437,11 @@ mod pipeline {
                 } else {
                     self.recycled.try_recv().ok()
                 };
-                let Some(mut batch) = batch else { return };
-                for event in batch.events.drain(..) {
+                let Some(batch) = batch else { return };
+                // Applied, not taken: the events (and the connections they carry) go back to the
+                // back thread with the batch and are freed there, by the thread that allocated
+                // them (a free from another thread contends for the allocator's arena).
+                for event in &batch.events {
                     event.apply(&mut self.detectors);
                 }
                 self.free.push_back(batch);
@@ -1629,6 +1632,8 @@ mod pipeline {
                     batch.payloads.clear();
                     if let DetectorSink::Queued(events) = &mut back.detectors {
                         std::mem::swap(events, &mut batch.events);
+                        // The calls the front made of this batch on its last trip: done with.
+                        events.clear();
                     }
                     // The front waits for every batch to come back; it is gone only if it
                     // panicked, and then the batch is simply dropped.
