@@ -4,6 +4,8 @@
 //! every capture of ../shared/field. The one-thread run is the reference. An input held in memory as a
 //! whole (a mapped file) must report what the same input read as a stream does, on one and two threads.
 
+mod support;
+
 use netsleuth_core::analysis::{analyze_threads, Limits};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::json::Document;
@@ -171,4 +173,57 @@ fn corpus_and_field_two_threads_report_exactly_what_one_does() {
         let n = assert_same(&sets, &Limits::default());
         assert!(n > 10, "{what}: only {n} captures found");
     }
+}
+
+/// Hundreds of connections still open when the capture ends go to the detectors shared out between
+/// two threads (`Detectors::connections_on_two_threads`); the findings they make must be those of one
+/// thread. Every third client's SYN is answered only after its retransmission (a listen queue that
+/// overflows) and every seventh never (so the SYN detectors have something to keep), and nothing is
+/// closed, so all of it reaches the detectors at the end of input.
+#[test]
+fn connections_open_at_the_end_are_judged_alike_on_two_threads() {
+    use support::*;
+    const CLIENT: [u8; 4] = [10, 244, 1, 5];
+    const SERVER: [u8; 4] = [10, 232, 3, 28];
+    let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
+    let mut ident = 0u16;
+    let mut send = |w: &mut PcapWriter, ts: i64, b: PacketBuilder| {
+        ident = ident.wrapping_add(1);
+        w.push(ts, &b.ident(ident).sll2(2, PKTTYPE_OUTGOING));
+    };
+    const OPEN: u32 = 600;
+    for k in 0..OPEN {
+        let t = T0 + i64::from(k) * 3 * MS;
+        let port = 20_000 + k as u16;
+        let isn = 1_000_000u32.wrapping_add(k.wrapping_mul(7_919_000));
+        let syn = || tcp_v4(CLIENT, port, SERVER, 8080).seq(isn).flags(SYN);
+        send(&mut w, t, syn());
+        if k % 7 == 0 {
+            send(&mut w, t + S, syn());
+            continue;
+        }
+        let answered = if k % 3 == 0 {
+            send(&mut w, t + S, syn());
+            t + S + MS
+        } else {
+            t + MS
+        };
+        let reply = tcp_v4(SERVER, 8080, CLIENT, port).seq(k).ack(isn + 1);
+        send(&mut w, answered, reply.flags(SYN | ACK));
+        let ack = tcp_v4(CLIENT, port, SERVER, 8080).seq(isn + 1).ack(k + 1);
+        send(&mut w, answered + MS, ack.flags(ACK));
+    }
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("open-at-the-end.pcap");
+    std::fs::write(&path, w.finish()).unwrap();
+    let files = vec![path];
+    let one = document(&files, 1, &Limits::default(), false);
+    assert!(
+        one.contains("listen-queue-overflow"),
+        "the capture must give the end-of-input detectors something to find: {one}"
+    );
+    assert!(
+        one.contains(&format!("\"tcp_peak_live_connections\": {OPEN}")),
+        "every connection must be open at once (none closes or idles out before the end): {one}"
+    );
+    assert_same(&[files], &Limits::default());
 }
