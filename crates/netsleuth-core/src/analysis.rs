@@ -1058,9 +1058,9 @@ impl DetectorSink {
     }
 }
 
-/// The end of the analysis: the back's findings, with what the front saw.
 /// The end of the analysis: the connections still live to the detectors (with two or more
-/// `threads`, shared out between two), then the detectors' findings, symptoms and figures.
+/// `threads`, shared out between two), then the back's findings, symptoms and figures with what
+/// the front saw.
 fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize) -> Analysis {
     let Front {
         stats: fstats,
