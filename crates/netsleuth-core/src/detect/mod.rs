@@ -477,14 +477,17 @@ impl Detectors {
             return;
         }
         // Alternate detectors, so that neither half gets all of the costly ones.
-        let (mut here, mut there): (Vec<_>, Vec<_>) = self
-            .running
-            .iter_mut()
-            .enumerate()
-            .partition(|(i, _)| i % 2 == 0);
-        let run = |half: &mut Vec<(usize, &mut Box<dyn CaptureDetector>)>| {
+        let (mut here, mut there) = (Vec::new(), Vec::new());
+        for (i, d) in self.running.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                here.push(d)
+            } else {
+                there.push(d)
+            }
+        }
+        let run = |half: &mut Vec<&mut Box<dyn CaptureDetector>>| {
             for c in conns.iter().flatten() {
-                for (_, d) in half.iter_mut() {
+                for d in half.iter_mut() {
                     d.connection(c);
                 }
             }

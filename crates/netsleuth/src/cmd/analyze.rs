@@ -97,7 +97,7 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
 /// An analysis is one pass that grows its tables, frees the old ones and moves on; by default glibc
 /// hands large blocks to `mmap` and returns the top of its heap to the kernel as soon as 128 KiB are
 /// free there, so the same memory is faulted in and zeroed again and again. Kept instead (up to
-/// 256 MiB): 3–8 % faster on a snaplen-128 node capture, one or two threads, for +0.6 MB of peak RSS
+/// 256 MiB): 3–5 % faster on a snaplen-128 node capture, one or two threads, for +0.6 MB of peak RSS
 /// (BENCHMARKS.md, "Per-packet cost, fourth pass"). Only for this batch command: `watch` runs for
 /// days and should give memory back.
 fn keep_freed_memory() {
