@@ -1168,7 +1168,7 @@ mod pipeline {
     use crate::detect::Detectors;
     use crate::flow::{Endpoint, PktRef};
     use crate::wire::{
-        IpProtocol, Ipv4Tcp, Packet, TcpOptions, TcpSegment, Transport, UdpDatagram,
+        IpProtocol, Ipv4Tcp, Packet, SegmentOptions, TcpOptions, TcpSegment, Transport, UdpDatagram,
     };
     use std::io::Read;
     use std::net::{IpAddr, Ipv4Addr};
@@ -1267,7 +1267,11 @@ mod pipeline {
         ) -> Compact {
             let (ifindex, src, dst, ttl, ident) = ip;
             let bit = |set: bool, b: u8| if set { b } else { 0 };
-            let (tsval, tsecr) = seg.options.timestamp.unwrap_or((0, 0));
+            // Options are parsed only for the segments whose timestamps the flow engine reads.
+            let timestamp = crate::flow::tcp::reads_timestamps(seg.flags, seg.payload_len)
+                .then(|| seg.options.timestamp())
+                .flatten();
+            let (tsval, tsecr) = timestamp.unwrap_or((0, 0));
             Compact {
                 frame,
                 ts,
@@ -1286,8 +1290,7 @@ mod pipeline {
                 input,
                 flags: seg.flags,
                 ttl,
-                bits: bit(ifindex.is_some(), HAS_IFINDEX)
-                    | bit(seg.options.timestamp.is_some(), HAS_TIMESTAMP),
+                bits: bit(ifindex.is_some(), HAS_IFINDEX) | bit(timestamp.is_some(), HAS_TIMESTAMP),
             }
         }
 
@@ -1323,10 +1326,10 @@ mod pipeline {
                 ack: self.ack,
                 flags: self.flags,
                 window: 0,
-                options: TcpOptions {
+                options: SegmentOptions::Parsed(TcpOptions {
                     timestamp: has(HAS_TIMESTAMP).then_some((self.tsval, self.tsecr)),
                     ..TcpOptions::default()
-                },
+                }),
                 payload_len: self.payload_len,
                 payload: &[],
             };
@@ -1494,6 +1497,8 @@ mod pipeline {
                     }
                     Transport::Tcp(TcpSegment {
                         payload: &[],
+                        // The option bytes stay with the frame: kept parsed.
+                        options: SegmentOptions::Parsed(seg.options.parsed()),
                         ..seg
                     })
                 }

@@ -136,7 +136,7 @@ fn every_link_type_of_the_fast_path_agrees_on_a_synthetic_segment() {
         head.extend_from_slice(&ip);
         let p = decode(lt, &head).expect("decodes");
         assert!(
-            matches!(p.transport, netsleuth_core::wire::Transport::Tcp(s) if s.options.mss == Some(1460))
+            matches!(p.transport, netsleuth_core::wire::Transport::Tcp(s) if s.options.parsed().mss == Some(1460))
         );
         same(lt, &head, &|| format!("link type {lt}"));
         // A fragment, a UDP datagram, an IPv4 header with options: all left to the layered path.

@@ -203,6 +203,6 @@ fn tcp_segment(p: &[u8]) -> Option<Segment> {
         sport: t.src_port,
         dport: t.dst_port,
         fin: t.has(wire::tcp_flags::FIN),
-        tsval: t.options.timestamp.map(|(v, _)| v),
+        tsval: t.options.timestamp().map(|(v, _)| v),
     })
 }

@@ -264,6 +264,14 @@ pub struct TcpOutcome {
     pub new_leg: bool,
 }
 
+/// Whether [`TcpEngine::packet`] reads a segment's TCP timestamps: a client's SYN (its TSval) and
+/// a bare ACK (the TSecr of a socket answering a SYN with an ACK). Nothing else reads options per
+/// packet, so the pipeline's reading half parses them only for these.
+#[inline(always)]
+pub fn reads_timestamps(flags: u8, payload_len: u32) -> bool {
+    flags & (SYN | ACK) == SYN || (flags & (SYN | ACK | RST | FIN) == ACK && payload_len == 0)
+}
+
 /// A tuple without direction, as plain integers, with its hash: hashed and compared once per packet,
 /// so it avoids the enum `IpAddr` (whose derived `Hash` and `Ord` branch on the family byte by
 /// byte); the hash is compared first, so a probe that meets another key rejects it on one word. Words
@@ -648,7 +656,10 @@ impl TcpEngine {
                 obs.syn_idx = conn.syns.len() as u8;
                 conn.syns.push(SynAttempt {
                     pkt: *pkt,
-                    tsval: seg.options.timestamp.map(|t| t.0),
+                    tsval: {
+                        debug_assert!(reads_timestamps(pkt.flags, pkt.len));
+                        seg.options.timestamp().map(|t| t.0)
+                    },
                     legs_seen: 1 << leg_idx.min(31),
                     inputs_seen: 1 << pkt.input.min(31),
                     ifindex: pkt.ifindex,
@@ -691,7 +702,8 @@ impl TcpEngine {
             && !seg.has(FIN)
             && pkt.len == 0;
         if stray_ack && conn.syn_answered_by_ack.is_none() {
-            conn.syn_answered_by_ack = Some((*pkt, seg.options.timestamp.map(|t| t.1)));
+            debug_assert!(reads_timestamps(pkt.flags, pkt.len));
+            conn.syn_answered_by_ack = Some((*pkt, seg.options.timestamp().map(|t| t.1)));
         }
         conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
         if seg.has(ACK)

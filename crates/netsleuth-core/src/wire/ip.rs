@@ -824,7 +824,7 @@ mod tests {
         );
         assert!(t.has(SYN) && t.has(ACK) && !t.has(RST));
         assert_eq!(
-            t.options,
+            t.options.parsed(),
             TcpOptions {
                 mss: Some(1460),
                 wscale: Some(7),
@@ -875,7 +875,7 @@ mod tests {
         let Transport::Tcp(t) = p.transport else {
             panic!()
         };
-        assert_eq!(t.options.timestamp, None);
+        assert_eq!(t.options.timestamp(), None);
         assert_eq!(t.payload.len(), 0);
         assert_eq!(
             decode(LINKTYPE_ETHERNET, &f[..tcp_at + 19]).unwrap_err(),
@@ -948,7 +948,7 @@ mod tests {
         let Transport::Tcp(t) = p.transport else {
             panic!()
         };
-        assert_eq!((t.dst_port, t.options.mss), (80, Some(1440)));
+        assert_eq!((t.dst_port, t.options.parsed().mss), (80, Some(1440)));
         // Cut inside the destination options header: the transport cannot be found.
         assert_eq!(
             decode(LINKTYPE_IPV6, &f[..49]).unwrap_err(),

@@ -2,7 +2,9 @@
 
 use super::field::{self, get, Short};
 use super::proto::IpProtocol;
-use super::{DecodeError, Layer, TcpOptions, TcpSegment, Transport, UdpChecksum, UdpDatagram};
+use super::{
+    DecodeError, Layer, SegmentOptions, TcpOptions, TcpSegment, Transport, UdpChecksum, UdpDatagram,
+};
 use std::net::IpAddr;
 use tcp::option::{
     END, MSS, MSS_LEN, NOP, SACK_PERMITTED, SACK_PERMITTED_LEN, TIMESTAMPS, TIMESTAMPS_LEN, WSCALE,
@@ -244,9 +246,9 @@ pub(super) fn tcp_body(
     at: usize,
     header_len: usize,
     ip_payload_len: u32,
-) -> (TcpOptions, u32, &[u8], bool) {
+) -> (SegmentOptions<'_>, u32, &[u8], bool) {
     let header_end = at + header_len;
-    let options = parse_options(
+    let options = SegmentOptions::Raw(
         ip_bytes
             .get(at + tcp::HEADER_LEN..header_end.min(ip_bytes.len()))
             .unwrap_or(&[]),
@@ -261,10 +263,9 @@ pub(super) fn tcp_body(
 }
 
 /// Parse the TCP options we keep, with a fast path for the layout Linux puts on every established
-/// segment (NOP, NOP, Timestamps): the other options we keep only ever come on SYNs, and this runs once
-/// per packet.
+/// segment (NOP, NOP, Timestamps): the other options we keep only ever come on SYNs.
 #[inline(always)]
-fn parse_options(o: &[u8]) -> TcpOptions {
+pub(super) fn parse_options(o: &[u8]) -> TcpOptions {
     match o {
         [NOP, NOP, TIMESTAMPS, TIMESTAMPS_LEN, a, b, c, d, e, f, g, h, ..] => TcpOptions {
             timestamp: Some((
