@@ -1,6 +1,7 @@
 //! `bridge-nf-bypass` [seed 002]: with bridge-nf-call-iptables=0, a same-node pod→ClusterIP reply is
 //! bridged without passing iptables, so its source is never translated back to the VIP.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -146,7 +147,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

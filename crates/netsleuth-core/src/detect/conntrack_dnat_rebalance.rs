@@ -1,6 +1,7 @@
 //! `conntrack-dnat-rebalance` [seed 001]: an idle connection's conntrack entry expired or was flushed;
 //! its next packet was DNATed afresh, to another Service backend, which answered RST.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -280,7 +281,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

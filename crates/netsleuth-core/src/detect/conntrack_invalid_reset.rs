@@ -3,6 +3,7 @@
 //! client gets a segment from the backend pod's own address, answers it with RST, and that RST,
 //! untranslated too, kills the backend's end of the connection.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -283,7 +284,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

@@ -1,6 +1,7 @@
 //! `conntrack-snat-remap` [seed 000]: a live connection's conntrack entry vanished; its next packet was
 //! SNATed to a new source port; the server, which knows only the old port, answered RST.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -146,7 +147,7 @@ left off, without a handshake: the same socket was translated anew ({} after its
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

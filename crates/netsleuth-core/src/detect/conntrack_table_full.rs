@@ -2,6 +2,7 @@
 //! packet that would need a new entry is dropped ("nf_conntrack: table full, dropping packet") while
 //! the flows that already have one go on.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -42,7 +43,6 @@ snat-port-clash (those SYNs are answered on their retransmission a second later)
 
 use super::{secs, with_packets, Context, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
 use std::net::IpAddr;
 
@@ -73,8 +73,8 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn connection(&mut self, c: &Conn) {
-        if let Some(rec) = SynRecord::of(c) {
+    pub fn connection(&mut self, c: &Finished<'_>) {
+        if let Some(rec) = c.syn_record().cloned() {
             if rec.first_unanswered() {
                 // The destination the client meant (a Service address stays a Service address: a SYN
                 // refused at the table never reaches DNAT).
@@ -255,7 +255,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

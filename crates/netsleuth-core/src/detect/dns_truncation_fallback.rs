@@ -2,6 +2,7 @@
 //! client's retry over TCP fails or is never made (musl < 1.2.4 has no TCP fallback; TCP 53 blocked or
 //! not exposed by the DNS Service).
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -295,7 +296,7 @@ impl super::CaptureDetector for Detector {
         Detector::query(self, q)
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

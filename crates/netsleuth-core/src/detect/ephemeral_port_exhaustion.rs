@@ -2,6 +2,7 @@
 //! one destination: every port of its range is held by an open connection or by its own TIME_WAIT, so
 //! `connect()` fails with EADDRNOTAVAIL, or, with `tcp_tw_reuse`, SYNs go out on ports still in TIME_WAIT.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -287,7 +288,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

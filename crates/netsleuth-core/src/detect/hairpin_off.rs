@@ -2,6 +2,7 @@
 //! the bridge does not send the frame back out of the port it came in on (hairpin mode off). The
 //! connection times out, for that pod only, whenever the Service balances it to itself.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -28,7 +29,6 @@ backend and answered.",
 
 use super::{capped_entry, secs, with_packets, Context, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap};
 use std::net::IpAddr;
 
@@ -55,7 +55,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn connection(&mut self, c: &Conn) {
+    pub fn connection(&mut self, c: &Finished<'_>) {
         let Some(first) = c.legs.first() else { return };
         if !c.roles_known {
             return;
@@ -77,7 +77,7 @@ impl Detector {
                 })
         });
         if late {
-            if let Some(rec) = SynRecord::of(c) {
+            if let Some(rec) = c.syn_record().cloned() {
                 let (_, l) = self_dnat.expect("late implies a self-DNAT leg");
                 if self.candidates.len() < MAX_CANDIDATES {
                     self.candidates.push((rec, Some((l.first, l.server.port))));
@@ -95,7 +95,7 @@ impl Detector {
             && c.synack
                 .is_some_and(|a| a.ts_ns > c.syns.get(1).map_or(i64::MAX, |s| s.pkt.ts_ns))
         {
-            if let Some(rec) = SynRecord::of(c).filter(|r| r.lost_inside_node) {
+            if let Some(rec) = c.syn_record().cloned().filter(|r| r.lost_inside_node) {
                 if self.candidates.len() < MAX_CANDIDATES {
                     self.candidates.push((rec, None));
                 } else {
@@ -136,7 +136,9 @@ impl Detector {
         if self_dnat.is_none() && c.legs.len() != 1 {
             return;
         }
-        let Some(rec) = SynRecord::of(c) else { return };
+        let Some(rec) = c.syn_record().cloned() else {
+            return;
+        };
         if self.candidates.len() < MAX_CANDIDATES {
             self.candidates.push((rec, self_dnat));
         } else {
@@ -298,7 +300,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

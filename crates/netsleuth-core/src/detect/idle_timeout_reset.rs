@@ -2,6 +2,7 @@
 //! firewall, IPVS with its own timeout) forgot an idle connection; the next segment is answered with a
 //! RST by the middlebox itself, or silently dropped.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -52,6 +53,45 @@ const MAX_CASES: usize = 5;
 type Point = (u16, Option<u32>);
 /// Capture points remembered per connection (an `-i any` capture sees a packet at 2–4 of them).
 const MAX_POINTS: usize = 8;
+/// Points kept in the map entry itself: every SYN-ACK makes an entry, and a heap list for each was
+/// an allocation and a free per connection.
+const INLINE_POINTS: usize = 4;
+
+/// The SYN-ACK TTL at each capture point, in the order the points were first seen: the first
+/// `INLINE_POINTS` inline, the rest (up to `MAX_POINTS`) on the heap.
+#[derive(Default)]
+struct PointTtls {
+    len: u8,
+    inline: [(Point, u8); INLINE_POINTS],
+    more: Vec<(Point, u8)>,
+}
+
+impl PointTtls {
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut (Point, u8)> {
+        let n = (self.len as usize).min(INLINE_POINTS);
+        self.inline[..n].iter_mut().chain(self.more.iter_mut())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Point, u8)> {
+        let n = (self.len as usize).min(INLINE_POINTS);
+        self.inline[..n].iter().chain(self.more.iter())
+    }
+
+    /// The TTL seen at `point` is now `ttl`; a new point is added while fewer than `MAX_POINTS`
+    /// are kept.
+    fn set(&mut self, point: Point, ttl: u8) {
+        if let Some(p) = self.iter_mut().find(|(pt, _)| *pt == point) {
+            p.1 = ttl;
+            return;
+        }
+        if (self.len as usize) < INLINE_POINTS {
+            self.inline[self.len as usize] = (point, ttl);
+            self.len += 1;
+        } else if INLINE_POINTS + self.more.len() < MAX_POINTS {
+            self.more.push((point, ttl));
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Foreign {
@@ -67,7 +107,7 @@ pub struct Detector {
     max_keys: usize,
     /// The server's SYN-ACK TTL per (server, client) and capture point (input, interface) while the
     /// connection lives: a TTL is only comparable with one seen at the same point.
-    synack_ttl: FxHashMap<(Endpoint, Endpoint), Vec<(Point, u8)>>,
+    synack_ttl: FxHashMap<(Endpoint, Endpoint), PointTtls>,
     foreign: Vec<Foreign>,
     cases: Vec<(Finding, Vec<(PktRef, String)>)>,
     total: u32,
@@ -79,11 +119,7 @@ impl Detector {
         if p.flags & SYN != 0 && p.flags & ACK != 0 {
             if let Some(points) = capped_entry(&mut self.synack_ttl, (p.src, p.dst), self.max_keys)
             {
-                if let Some(i) = points.iter().position(|(pt, _)| *pt == point) {
-                    points[i].1 = ttl;
-                } else if points.len() < MAX_POINTS {
-                    points.push((point, ttl));
-                }
+                points.set(point, ttl);
             }
         } else if p.flags & RST != 0 && p.flags & SYN == 0 {
             let server_ttl = self
@@ -219,7 +255,7 @@ impl super::CaptureDetector for Detector {
         true
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

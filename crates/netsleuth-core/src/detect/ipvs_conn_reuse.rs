@@ -2,6 +2,7 @@
 //! client port of a connection still in its table (kernels < 5.9): a one-second delay per reused port.
 //! With `conn_reuse_mode=0` it keeps sending a reused port to the old real server, even a removed one.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -324,7 +325,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

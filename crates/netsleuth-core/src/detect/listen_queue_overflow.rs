@@ -1,6 +1,7 @@
 //! `listen-queue-overflow` [seed 003]: a listener's SYN or accept queue overflows under a burst; SYNs are
 //! dropped and retransmitted, probes fail.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -28,7 +29,6 @@ TCP_LISTEN_OVERFLOW (≈6.15+). Capture: SYN bursts with unanswered, retransmitt
 
 use super::{one_flow, secs, with_marked_packets, Context, Marked, SynRecord};
 use crate::finding::{Confidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};
 
 const MAX_PER_SERVER: usize = 8192;
@@ -58,8 +58,10 @@ struct ServerSyns {
 }
 
 impl Detector {
-    pub fn connection(&mut self, c: &Conn) {
-        let Some(rec) = SynRecord::of(c) else { return };
+    pub fn connection(&mut self, c: &Finished<'_>) {
+        let Some(rec) = c.syn_record().cloned() else {
+            return;
+        };
         let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
         if c.synack_transmissions >= 2 && c.established {
             if let Some(sa) = c.synack {
@@ -181,7 +183,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

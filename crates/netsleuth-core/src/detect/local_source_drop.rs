@@ -1,6 +1,7 @@
 //! `local-source-drop` [seed 003]: an LB IP bound on kube-ipvs0 is in table local, so packets whose
 //! source is that IP (the LB's health checks) are dropped as martian.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -25,7 +26,6 @@ Drop reason IP_LOCAL_SOURCE (≈6.13+). Capture: SYNs from the LB IP to the Node
 
 use super::{one_flow, with_marked_packets, Context, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -58,8 +58,10 @@ struct PairSyns {
 }
 
 impl Detector {
-    pub fn connection(&mut self, c: &Conn) {
-        let Some(rec) = SynRecord::of(c) else { return };
+    pub fn connection(&mut self, c: &Finished<'_>) {
+        let Some(rec) = c.syn_record().cloned() else {
+            return;
+        };
         // Key by the address the client addressed (the NodePort), not by the backend behind DNAT: the
         // dropped SYNs never got as far as a DNAT leg.
         let server = c
@@ -184,7 +186,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

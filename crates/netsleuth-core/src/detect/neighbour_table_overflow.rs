@@ -7,6 +7,7 @@
 //! while connections fail. That picture has other causes (a scan, a sweep of a dead subnet), so alone
 //! it is `possible`; node facts that show the table at its limit raise it.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -50,7 +51,6 @@ the host).",
 
 use super::{with_marked_packets, Context, Marked, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::{FxHashMap, PktRef};
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -254,14 +254,16 @@ impl Detector {
         }
     }
 
-    pub fn connection(&mut self, c: &Conn) {
+    pub fn connection(&mut self, c: &Finished<'_>) {
         if !c.roles_known || c.syns.is_empty() || c.synack.is_some() {
             return;
         }
         if c.syn_transmissions < 2 || c.rsts.iter().any(|r| !r.from_client) {
             return;
         }
-        let Some(rec) = SynRecord::of(c) else { return };
+        let Some(rec) = c.syn_record().cloned() else {
+            return;
+        };
         let max = if self.max_keys == 0 {
             super::MAX_KEYS
         } else {
@@ -440,7 +442,7 @@ fn facts_say(ctx: &Context<'_>, asker: &IpAddr) -> (Confidence, String) {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

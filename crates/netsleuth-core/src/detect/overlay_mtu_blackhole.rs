@@ -1,6 +1,7 @@
 //! `overlay-mtu-blackhole`: the pod MTU leaves no room for the overlay's encapsulation and ICMP
 //! "fragmentation needed" is blocked or ignored: small segments pass, full-size ones vanish.
 
+use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -176,7 +177,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

@@ -1,6 +1,7 @@
 //! `rp-filter-drop`: strict reverse-path filtering drops packets that arrive on an interface other
 //! than the one the route back to their source uses (multi-NIC nodes, policy routing, some CNIs).
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -33,7 +34,6 @@ first one.",
 
 use super::{capped_entry, with_packets, Context, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::FxHashMap;
 use std::net::IpAddr;
 
@@ -72,7 +72,7 @@ fn bump(v: &mut Vec<(u32, u32)>, k: u32) {
 }
 
 impl Detector {
-    pub fn connection(&mut self, c: &Conn) {
+    pub fn connection(&mut self, c: &Finished<'_>) {
         if !c.roles_known {
             return;
         }
@@ -104,7 +104,9 @@ impl Detector {
         if c.syn_transmissions < 2 || c.legs.len() != 1 || c.rsts.iter().any(|r| !r.from_client) {
             return;
         }
-        let Some(rec) = SynRecord::of(c) else { return };
+        let Some(rec) = c.syn_record().cloned() else {
+            return;
+        };
         if let Some(s) = capped_entry(&mut self.sources, src, self.max_keys) {
             s.dropped_total += 1;
             if s.dropped.len() < DROPS_PER_SOURCE {
@@ -227,7 +229,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

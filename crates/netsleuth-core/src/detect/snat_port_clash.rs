@@ -1,6 +1,7 @@
 //! `snat-port-clash` [seed 003]: concurrent SYNs get the same SNAT tuple; the second conntrack insert
 //! fails and its SYN is dropped.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -256,7 +257,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

@@ -3,6 +3,7 @@
 //! (or sequence check) rejects it with a bare ACK of the old connection; the client resets and retries
 //! a second later. No `tcp_tw_recycle` involved: its fix would be wrong.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -344,7 +345,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

@@ -1,6 +1,7 @@
 //! `tw-recycle-paws` [seed 003]: tcp_tw_recycle's per-host PAWS check drops SYNs from clients behind one
 //! SNAT address whose timestamp clocks differ.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -27,7 +28,6 @@ retransmits 1, 3, 7 s. No drop reasons exist on such kernels: counters and captu
 
 use super::{secs, with_marked_packets, Context, Marked, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
-use crate::flow::tcp::Conn;
 use crate::flow::FxHashMap;
 use crate::flow::{seq_diff, Endpoint};
 use std::net::IpAddr;
@@ -46,13 +46,15 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn connection(&mut self, c: &Conn) {
+    pub fn connection(&mut self, c: &Finished<'_>) {
         // A SYN answered by a bare ACK met a TIME_WAIT socket (timewait-paws-reject): the server
         // answered it, which tcp_tw_recycle's check never does, and did not accept it either.
         if c.syn_answered_by_ack.is_some() {
             return;
         }
-        let Some(rec) = SynRecord::of(c) else { return };
+        let Some(rec) = c.syn_record().cloned() else {
+            return;
+        };
         // A first SYN the node's own capture saw die before its egress never reached the server's
         // PAWS check (snat-port-clash drops it at conntrack insert): it is neither a drop by the
         // server nor an acceptance.
@@ -355,7 +357,7 @@ impl super::CaptureDetector for Detector {
         self.max_keys = max_keys;
     }
 
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 

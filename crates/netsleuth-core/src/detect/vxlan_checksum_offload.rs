@@ -2,6 +2,7 @@
 //! before 5.7 NAT a VXLAN device's own packets with tx checksum offload on; some NIC drivers), the
 //! receiving node drops them before decapsulation, and the connections inside stall.
 
+use super::Finished;
 use crate::finding::Incident;
 use crate::versions::NAT_UDP_ZERO_CHECKSUM_KEPT;
 
@@ -343,7 +344,7 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn connection(&mut self, c: &Conn) {
+    fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
 
