@@ -852,9 +852,10 @@ impl Back {
 
     #[inline(never)]
     fn drain_finished_tcp(&mut self) {
-        for c in self.tcp.drain_finished() {
-            Self::finished_connection(&mut self.stats, &mut self.symptoms, &mut self.detectors, c);
-        }
+        let (stats, symptoms, detectors) =
+            (&mut self.stats, &mut self.symptoms, &mut self.detectors);
+        self.tcp
+            .drain_finished(|c| Self::finished_connection(stats, symptoms, detectors, c));
     }
 
     /// A finished connection to the figures, the symptoms and the detectors (fields, not `self`: the
@@ -863,10 +864,11 @@ impl Back {
         stats: &mut AnalysisStats,
         symptoms: &mut SymptomCollector,
         detectors: &mut DetectorSink,
-        c: Conn,
+        c: &mut Option<Conn>,
     ) {
-        conn_stats(stats, &c);
-        symptoms.connection(&c);
+        let Some(conn) = c.as_ref() else { return };
+        conn_stats(stats, conn);
+        symptoms.connection(conn);
         detectors.connection(c);
     }
 
@@ -1002,10 +1004,20 @@ impl DetectorSink {
             DetectorSink::Queued(q) => q.push(event()),
         }
     }
-    fn connection(&mut self, c: Conn) {
+    /// A finished connection where the flow engine keeps it: read in place by detectors on this
+    /// thread, taken to be sent to another.
+    fn connection(&mut self, c: &mut Option<Conn>) {
         match self {
-            DetectorSink::Direct(d) => d.connection(&c),
-            DetectorSink::Queued(q) => q.push(DetectorEvent::Connection(Box::new(c))),
+            DetectorSink::Direct(d) => {
+                if let Some(c) = c.as_ref() {
+                    d.connection(c)
+                }
+            }
+            DetectorSink::Queued(q) => {
+                if let Some(c) = c.take() {
+                    q.push(DetectorEvent::Connection(Box::new(c)))
+                }
+            }
         }
     }
     fn dns(&mut self, f: FinishedQuery) {
@@ -1083,7 +1095,7 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
     // Connections that ended before the input did, then those still live at its end.
     back.drain_tcp();
     let live = back.tcp.finish();
-    for c in live.iter().flatten() {
+    for c in live.iter() {
         conn_stats(&mut back.stats, c);
         back.symptoms.connection(c);
     }
@@ -1091,7 +1103,7 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
     if threads >= 2 {
         detectors.connections_on_two_threads(&live);
     } else {
-        live.iter().flatten().for_each(|c| detectors.connection(c));
+        live.iter().for_each(|c| detectors.connection(c));
     }
     drop(live);
     back.dns.finish();

@@ -140,7 +140,10 @@ impl Detector {
     }
 
     pub fn connection(&mut self, c: &Conn) {
-        if let Some(leg) = c.legs.first() {
+        // Every leg's SYN-ACK made an entry (an `-i any` capture sees it before and after NAT): all
+        // go with the connection, so the map holds live connections only (it kept the later legs'
+        // until the key cap, ~2 entries per connection ever seen).
+        for leg in &c.legs {
             self.synack_ttl.remove(&(leg.server, leg.client));
         }
         if !c.established || !c.roles_known {

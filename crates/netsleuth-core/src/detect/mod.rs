@@ -36,7 +36,7 @@ pub mod vxlan_checksum_offload;
 
 use crate::finding::{format_ts, DnsFields, Evidence, Finding, FrameRef, Incident, TcpFields};
 use crate::flow::dns::FinishedQuery;
-use crate::flow::tcp::Conn;
+use crate::flow::tcp::{Conn, Slab};
 use crate::flow::PktRef;
 use crate::node::NodeContext;
 use crate::wire::tcp_flags::ACK;
@@ -500,10 +500,10 @@ impl Detectors {
     /// exactly the calls, in the order, it would see on one thread (detectors keep no state in
     /// common), so the findings are the same; at the end of a busy capture this is thousands of
     /// connections at a few thousand instructions each, on the path nothing else overlaps.
-    pub fn connections_on_two_threads(&mut self, conns: &[Option<Conn>]) {
+    pub fn connections_on_two_threads(&mut self, conns: &Slab) {
         const WORTH_A_THREAD: usize = 256;
-        if conns.iter().flatten().nth(WORTH_A_THREAD).is_none() {
-            conns.iter().flatten().for_each(|c| self.connection(c));
+        if conns.iter().nth(WORTH_A_THREAD).is_none() {
+            conns.iter().for_each(|c| self.connection(c));
             return;
         }
         // Alternate detectors, so that neither half gets all of the costly ones.
@@ -516,7 +516,7 @@ impl Detectors {
             }
         }
         let run = |half: &mut Vec<&mut Box<dyn CaptureDetector>>| {
-            for c in conns.iter().flatten() {
+            for c in conns.iter() {
                 let c = Finished::new(c);
                 for d in half.iter_mut() {
                     d.connection(&c);

@@ -179,6 +179,8 @@ pub struct Conn {
     recent_pos: u8,
     /// The expiry deadline of this connection's live entry in the engine's deadline queue.
     queued_deadline: i64,
+    /// Finalised, waiting in its slot for `drain_finished`: no longer live, whatever the queues say.
+    finalised: bool,
 }
 
 impl Conn {
@@ -223,6 +225,7 @@ impl Conn {
             recent_keys: [copy_key(&Obs::default()); 8],
             recent_pos: 0,
             queued_deadline: i64::MAX,
+            finalised: false,
         }
     }
 
@@ -449,6 +452,64 @@ fn seq_bucket(seq: u32) -> u32 {
     seq >> SEQ_BUCKET_SHIFT
 }
 
+/// Slots per chunk of the [`Slab`] (256 connections, ~300 KB).
+const SLAB_CHUNK_SHIFT: u32 = 8;
+const SLAB_CHUNK: usize = 1 << SLAB_CHUNK_SHIFT;
+
+/// The connections' storage, indexed by slot, in chunks of `SLAB_CHUNK` slots allocated as the
+/// slots are first used: a connection never moves while it lives (growing the table copies
+/// nothing, where one vector doubling copied megabytes), and no doubled block stands half-used —
+/// the heap's high-water mark stays that of the connections.
+#[derive(Default)]
+pub struct Slab {
+    chunks: Vec<Vec<Option<Conn>>>,
+    len: u32,
+}
+
+impl Slab {
+    /// A new slot holding `conn`, after the last one.
+    fn push(&mut self, conn: Conn) -> u32 {
+        if self.len as usize % SLAB_CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(SLAB_CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(Some(conn));
+        self.len += 1;
+        self.len - 1
+    }
+
+    /// The connection in `slot`, if the slot exists and holds one.
+    #[inline]
+    pub fn get(&self, slot: u32) -> Option<&Conn> {
+        self.chunks
+            .get((slot >> SLAB_CHUNK_SHIFT) as usize)?
+            .get(slot as usize % SLAB_CHUNK)?
+            .as_ref()
+    }
+
+    /// The connections held, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.chunks.iter().flatten().flatten()
+    }
+}
+
+impl std::ops::Index<u32> for Slab {
+    type Output = Option<Conn>;
+    #[inline(always)]
+    fn index(&self, slot: u32) -> &Option<Conn> {
+        &self.chunks[(slot >> SLAB_CHUNK_SHIFT) as usize][slot as usize % SLAB_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Slab {
+    #[inline(always)]
+    fn index_mut(&mut self, slot: u32) -> &mut Option<Conn> {
+        &mut self.chunks[(slot >> SLAB_CHUNK_SHIFT) as usize][slot as usize % SLAB_CHUNK]
+    }
+}
+
 /// The TCP side of the flow engine. Feed it packets in capture-time order; collect finalised
 /// connections with `drain_finished`.
 ///
@@ -457,7 +518,7 @@ fn seq_bucket(seq: u32) -> u32 {
 /// counted. Expiry uses a deadline queue (each connection is looked at when its deadline may have
 /// come, not every capture second), so the cost is per packet, not per live connection and second.
 pub struct TcpEngine {
-    slab: Vec<Option<Conn>>,
+    slab: Slab,
     free: Vec<u32>,
     live: u64,
     max_live: u64,
@@ -471,7 +532,12 @@ pub struct TcpEngine {
     deadlines: BinaryHeap<Reverse<(i64, u32, u64)>>,
     /// Connections created by a handshake packet, oldest first (lazily pruned): eviction candidates.
     half_open: VecDeque<(u32, u64)>,
-    finished: Vec<Conn>,
+    /// Slots of the connections finalised since the last `drain_finished`, in the order they were:
+    /// a finalised connection stays in its slot until drained (moved nowhere) ...
+    finished: Vec<u32>,
+    /// ... unless a new connection took the slot first (the free list hands out the slot freed
+    /// last, as it always did): then it waits here, with its slot.
+    parked: Vec<(u32, Conn)>,
     next_id: u64,
     last_sweep_ts: i64,
     pub stats: TcpStats,
@@ -491,7 +557,7 @@ impl TcpEngine {
     /// An engine that keeps at most `max_live` connections live (at least 16).
     pub fn with_max_live(max_live: usize) -> Self {
         TcpEngine {
-            slab: Vec::new(),
+            slab: Slab::default(),
             free: Vec::new(),
             live: 0,
             max_live: max_live.max(16) as u64,
@@ -502,14 +568,16 @@ impl TcpEngine {
             deadlines: BinaryHeap::new(),
             half_open: VecDeque::new(),
             finished: Vec::new(),
+            parked: Vec::new(),
             next_id: 0,
             last_sweep_ts: i64::MIN,
             stats: TcpStats::default(),
         }
     }
 
+    /// The live connection in `slot`.
     pub fn conn(&self, slot: u32) -> Option<&Conn> {
-        self.slab.get(slot as usize).and_then(|c| c.as_ref())
+        self.slab.get(slot).filter(|c| !c.finalised)
     }
 
     pub fn live_connections(&self) -> u64 {
@@ -527,9 +595,26 @@ impl TcpEngine {
         !self.finished.is_empty()
     }
 
-    /// Connections finalised since the last call.
-    pub fn drain_finished(&mut self) -> std::vec::Drain<'_, Conn> {
-        self.finished.drain(..)
+    /// Hands each connection finalised since the last call to `f`, in the order they were
+    /// finalised, where it lies: `f` reads it in place or takes it (to send it elsewhere); it is
+    /// dropped afterwards and its slot is free.
+    pub fn drain_finished(&mut self, mut f: impl FnMut(&mut Option<Conn>)) {
+        let mut finished = std::mem::take(&mut self.finished);
+        for &slot in &finished {
+            // A slot handed out again before this drain: its finished connection was parked (and
+            // a slot is parked from once per finalisation, in the same order).
+            if let Some(i) = self.parked.iter().position(|(s, _)| *s == slot) {
+                let mut conn = Some(self.parked.remove(i).1);
+                f(&mut conn);
+            } else {
+                let held = &mut self.slab[slot];
+                debug_assert!(held.as_ref().is_some_and(|c| c.finalised));
+                f(held);
+                *held = None;
+            }
+        }
+        finished.clear();
+        self.finished = finished;
     }
 
     /// Finalise every live connection (end of input): the slab itself, the connections in slot
@@ -538,7 +623,11 @@ impl TcpEngine {
     /// them first: they ended earlier). The engine is empty afterwards; its indexes are cleared
     /// whole instead of entry by entry, which at the end of a capture was a third of the time after
     /// the last packet (thousands of live connections, each a few cache misses).
-    pub fn finish(&mut self) -> Vec<Option<Conn>> {
+    pub fn finish(&mut self) -> Slab {
+        debug_assert!(
+            self.finished.is_empty() && self.parked.is_empty(),
+            "drain_finished before finish"
+        );
         self.legs.clear();
         self.by_isn.clear();
         self.by_client.clear();
@@ -567,7 +656,7 @@ impl TcpEngine {
         // off the leg below.
         let (slot, leg_idx, known_from_client) = match self.legs.get(&key).copied() {
             Some((slot, leg, client_is_lo)) => {
-                let conn = self.slab[slot as usize]
+                let conn = self.slab[slot]
                     .as_ref()
                     .expect("leg index points at a live slot");
                 // A SYN with another ISN on a known tuple is a new connection reusing the 4-tuple
@@ -587,9 +676,7 @@ impl TcpEngine {
             }
         };
 
-        let conn = self.slab[slot as usize]
-            .as_mut()
-            .expect("attached slot is live");
+        let conn = self.slab[slot].as_mut().expect("attached slot is live");
         // A known leg's direction comes from the index: the leg itself (a line of its own, behind
         // a pointer) is read only for a leg just attached.
         let from_client =
@@ -785,7 +872,7 @@ impl TcpEngine {
                 pkt.ack.wrapping_sub(1)
             };
             if let Some(&slot) = self.by_isn.get(&isn) {
-                if let Some(conn) = self.slab[slot as usize].as_ref() {
+                if let Some(conn) = self.slab[slot].as_ref() {
                     // A SYN joins only as a copy of a transmission already seen (same IPv4 identification,
                     // within the copy window): scanners reuse one ISN for many SYNs to many ports.
                     let join = if is_syn {
@@ -823,7 +910,7 @@ impl TcpEngine {
                 (pkt.dst, pkt.src)
             };
             let slot = self.new_conn(&pkt);
-            let conn = self.slab[slot as usize].as_mut().expect("new slot");
+            let conn = self.slab[slot].as_mut().expect("new slot");
             conn.roles_known = true;
             conn.client_isn = Some(isn);
             if is_synack {
@@ -862,7 +949,7 @@ impl TcpEngine {
         let near =
             |x: u32, n: Option<u32>| n.is_some_and(|n| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW);
         let check = |slot: u32, from_client: bool| -> bool {
-            let Some(c) = self.slab.get(slot as usize).and_then(|c| c.as_ref()) else {
+            let Some(c) = self.slab.get(slot) else {
                 return false;
             };
             if !c.established && c.next_seq[0].is_none() {
@@ -938,13 +1025,14 @@ impl TcpEngine {
         conn.queued_deadline = deadline;
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slab[slot as usize] = Some(conn);
+                if let Some(waiting) = self.slab[slot].take() {
+                    // Finalised, not drained yet (an expiry or eviction in this same packet).
+                    self.parked.push((slot, waiting));
+                }
+                self.slab[slot] = Some(conn);
                 slot
             }
-            None => {
-                self.slab.push(Some(conn));
-                (self.slab.len() - 1) as u32
-            }
+            None => self.slab.push(conn),
         };
         self.deadlines.push(Reverse((deadline, slot, id)));
         self.half_open.push_back((slot, id));
@@ -956,10 +1044,10 @@ impl TcpEngine {
     /// or else the one whose deadline comes first. Detectors see it as they would at its expiry.
     fn evict_one(&mut self, at: &PktRef) {
         while let Some((slot, id)) = self.half_open.pop_front() {
-            let Some(c) = self.slab[slot as usize].as_ref() else {
+            let Some(c) = self.slab[slot].as_ref() else {
                 continue;
             };
-            if c.id != id || c.established {
+            if c.finalised || c.id != id || c.established {
                 continue;
             }
             self.stats.evicted_half_open += 1;
@@ -968,10 +1056,10 @@ impl TcpEngine {
             return;
         }
         while let Some(Reverse((deadline, slot, id))) = self.deadlines.pop() {
-            let Some(c) = self.slab[slot as usize].as_ref() else {
+            let Some(c) = self.slab[slot].as_ref() else {
                 continue;
             };
-            if c.id != id || c.queued_deadline != deadline {
+            if c.finalised || c.id != id || c.queued_deadline != deadline {
                 continue;
             }
             self.stats.evicted_established += 1;
@@ -991,9 +1079,9 @@ impl TcpEngine {
                 .deadlines
                 .drain()
                 .filter(|Reverse((d, slot, id))| {
-                    slab[*slot as usize]
+                    slab[*slot]
                         .as_ref()
-                        .is_some_and(|c| c.id == *id && c.queued_deadline == *d)
+                        .is_some_and(|c| !c.finalised && c.id == *id && c.queued_deadline == *d)
                 })
                 .collect();
             self.deadlines = BinaryHeap::from(live);
@@ -1001,9 +1089,9 @@ impl TcpEngine {
         if self.half_open.len() > bound {
             let slab = &self.slab;
             self.half_open.retain(|(slot, id)| {
-                slab[*slot as usize]
+                slab[*slot]
                     .as_ref()
-                    .is_some_and(|c| c.id == *id && !c.established)
+                    .is_some_and(|c| !c.finalised && c.id == *id && !c.established)
             });
         }
     }
@@ -1016,7 +1104,7 @@ impl TcpEngine {
         pkt: PktRef,
         mid: bool,
     ) -> Option<u8> {
-        let conn = self.slab[slot as usize].as_mut()?;
+        let conn = self.slab[slot].as_mut()?;
         if conn.legs.len() >= MAX_LEGS {
             return None;
         }
@@ -1072,9 +1160,11 @@ impl TcpEngine {
     }
 
     fn finalise(&mut self, slot: u32) {
-        let Some(conn) = self.slab[slot as usize].take() else {
+        let Some(conn) = self.slab[slot].as_mut().filter(|c| !c.finalised) else {
             return;
         };
+        conn.finalised = true;
+        let conn = &*conn;
         self.live -= 1;
         self.free.push(slot);
         for leg in &conn.legs {
@@ -1099,7 +1189,7 @@ impl TcpEngine {
                 self.by_isn.remove(&isn);
             }
         }
-        self.finished.push(conn);
+        self.finished.push(slot);
     }
 
     /// Finalise every connection whose deadline is before `now`.
@@ -1109,10 +1199,10 @@ impl TcpEngine {
                 break;
             }
             self.deadlines.pop();
-            let Some(c) = self.slab[slot as usize].as_mut() else {
+            let Some(c) = self.slab[slot].as_mut() else {
                 continue;
             };
-            if c.id != id || c.queued_deadline != deadline {
+            if c.finalised || c.id != id || c.queued_deadline != deadline {
                 continue; // stale: the connection is gone or has an earlier entry
             }
             let actual = c.deadline();
