@@ -1290,6 +1290,82 @@ fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
 mod tests {
     use super::*;
 
+    fn endpoint(ip: [u8; 4], port: u16) -> Endpoint {
+        Endpoint {
+            ip: IpAddr::from(ip),
+            port,
+        }
+    }
+
+    /// One segment without payload or options into `engine`.
+    fn segment(
+        engine: &mut TcpEngine,
+        frame: u64,
+        ts_ns: i64,
+        src: Endpoint,
+        dst: Endpoint,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    ) {
+        let pkt = PktRef {
+            input: 0,
+            frame,
+            ts_ns,
+            src,
+            dst,
+            flags,
+            len: 0,
+            seq,
+            ack,
+            ifindex: None,
+        };
+        let seg = TcpSegment {
+            src_port: src.port,
+            dst_port: dst.port,
+            seq,
+            ack,
+            flags,
+            window: 0,
+            options: crate::wire::SegmentOptions::Raw(&[]),
+            payload_len: 0,
+            payload: &[],
+        };
+        engine.packet(&pkt, frame as u16, &seg);
+    }
+
+    /// The expiry sweep run by a packet finalises a connection and the same packet's new connection
+    /// takes the slot it freed: the finished one is handed over whole, before the new one, which
+    /// stays live in the slot.
+    #[test]
+    fn a_finished_connection_whose_slot_is_taken_before_the_drain_is_handed_over_whole() {
+        let mut engine = TcpEngine::new();
+        let (a, b, server) = (
+            endpoint([10, 0, 0, 1], 40000),
+            endpoint([10, 0, 0, 3], 40001),
+            endpoint([10, 0, 0, 2], 80),
+        );
+        // Connection 0: a SYN refused by a RST, finalised when its linger (3 s) is over.
+        segment(&mut engine, 1, 0, a, server, SYN, 100, 0);
+        segment(&mut engine, 2, 1_000, server, a, RST | ACK, 0, 101);
+        engine.drain_finished(|_| panic!("nothing has finished yet"));
+        // Ten seconds on, another client's SYN: its sweep finalises connection 0, and the new
+        // connection takes slot 0 before anything is drained.
+        segment(&mut engine, 3, 10_000_000_000, b, server, SYN, 500, 0);
+        let mut drained = Vec::new();
+        engine.drain_finished(|c| drained.push(c.take().expect("a finished connection")));
+        assert_eq!(drained.len(), 1);
+        assert_eq!((drained[0].id, drained[0].legs[0].client), (0, a));
+        assert_eq!(drained[0].rst_count, 1);
+        assert_eq!(
+            engine.conn(0).map(|c| (c.id, c.legs[0].client)),
+            Some((1, b))
+        );
+        engine.drain_finished(|_| panic!("drained already"));
+        let live: Vec<u64> = engine.finish().iter().map(|c| c.id).collect();
+        assert_eq!(live, vec![1]);
+    }
+
     #[test]
     fn slot_lists_keep_their_order_like_a_vec() {
         let mut index: FxHashMap<u8, Slots> = FxHashMap::default();
