@@ -1297,16 +1297,14 @@ mod tests {
         }
     }
 
-    /// One segment without payload or options into `engine`.
+    /// One segment without payload or options into `engine`: (source, destination), flags,
+    /// (sequence, acknowledgement).
     fn segment(
         engine: &mut TcpEngine,
-        frame: u64,
-        ts_ns: i64,
-        src: Endpoint,
-        dst: Endpoint,
+        (frame, ts_ns): (u64, i64),
+        (src, dst): (Endpoint, Endpoint),
         flags: u8,
-        seq: u32,
-        ack: u32,
+        (seq, ack): (u32, u32),
     ) {
         let pkt = PktRef {
             input: 0,
@@ -1346,12 +1344,12 @@ mod tests {
             endpoint([10, 0, 0, 2], 80),
         );
         // Connection 0: a SYN refused by a RST, finalised when its linger (3 s) is over.
-        segment(&mut engine, 1, 0, a, server, SYN, 100, 0);
-        segment(&mut engine, 2, 1_000, server, a, RST | ACK, 0, 101);
+        segment(&mut engine, (1, 0), (a, server), SYN, (100, 0));
+        segment(&mut engine, (2, 1_000), (server, a), RST | ACK, (0, 101));
         engine.drain_finished(|_| panic!("nothing has finished yet"));
         // Ten seconds on, another client's SYN: its sweep finalises connection 0, and the new
         // connection takes slot 0 before anything is drained.
-        segment(&mut engine, 3, 10_000_000_000, b, server, SYN, 500, 0);
+        segment(&mut engine, (3, 10_000_000_000), (b, server), SYN, (500, 0));
         let mut drained = Vec::new();
         engine.drain_finished(|c| drained.push(c.take().expect("a finished connection")));
         assert_eq!(drained.len(), 1);
