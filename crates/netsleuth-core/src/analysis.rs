@@ -1193,8 +1193,11 @@ mod pipeline {
     /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
     const BATCH: usize = 4096;
     const QUEUED: usize = 8;
-    /// Tries of a full or empty queue before sleeping on it (a few tens of microseconds).
-    const SPINS: usize = 20_000;
+    /// Tries of a full or empty queue before sleeping on it (a few microseconds). Spinning longer
+    /// (20,000 tries, ~1 ms) was as fast in the VM's quiet moments and up to 30 % slower in its busy
+    /// ones, when the other half's core was taken away and the spinner burnt its own (BENCHMARKS.md,
+    /// "Per-packet cost, fifth pass").
+    const SPINS: usize = 200;
 
     /// One packet in a batch, in the 64 bytes of an IPv4 TCP segment that the back reads (nearly
     /// every packet of a node capture): one cache line each, the line the reading core writes and
