@@ -284,3 +284,28 @@ impl super::CaptureDetector for Detector {
         Vec::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TTLs per capture point behave as the list they replaced: first-seen order, a point seen
+    /// again updated in place, at most `MAX_POINTS` kept — across the inline part and the rest.
+    #[test]
+    fn point_ttls_keep_first_seen_order_update_in_place_and_stop_at_max_points() {
+        let mut points = PointTtls::default();
+        let point = |i: u16| -> Point { (i, Some(u32::from(i) + 100)) };
+        for i in 0..12u16 {
+            points.set(point(i), 60);
+        }
+        points.set(point(1), 61);
+        points.set(point(6), 62);
+        points.set(point(11), 63);
+        let kept: Vec<(Point, u8)> = points.iter().copied().collect();
+        let mut expected: Vec<(Point, u8)> =
+            (0..MAX_POINTS as u16).map(|i| (point(i), 60)).collect();
+        expected[1].1 = 61;
+        expected[6].1 = 62;
+        assert_eq!(kept, expected);
+    }
+}
