@@ -1,7 +1,6 @@
 //! `bridge-nf-bypass` [seed 002]: with bridge-nf-call-iptables=0, a same-node pod→ClusterIP reply is
 //! bridged without passing iptables, so its source is never translated back to the VIP.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -27,7 +26,7 @@ backend's pod IP (not the VIP), client RST; client retries then times out. connt
 `[UNREPLIED]`.",
 };
 
-use super::{one_flow, with_marked_packets, Context};
+use super::{one_flow, with_marked_packets, Context, Finished};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, PktRef};

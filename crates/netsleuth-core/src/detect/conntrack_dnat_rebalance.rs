@@ -1,7 +1,6 @@
 //! `conntrack-dnat-rebalance` [seed 001]: an idle connection's conntrack entry expired or was flushed;
 //! its next packet was DNATed afresh, to another Service backend, which answered RST.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -30,7 +29,7 @@ keepalive time (`tcp_keepalive_time` 7200 s default) longer than the conntrack t
 than the timeout.",
 };
 
-use super::{one_flow, remaps, secs, with_marked_packets, Context};
+use super::{one_flow, remaps, secs, with_marked_packets, Context, Finished};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, PktRef};

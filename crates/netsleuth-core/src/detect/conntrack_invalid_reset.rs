@@ -3,7 +3,6 @@
 //! client gets a segment from the backend pod's own address, answers it with RST, and that RST,
 //! untranslated too, kills the backend's end of the connection.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -37,7 +36,7 @@ one segment of an established connection does. Sources: kubernetes #74839 (fix #
 net/netfilter/nf_conntrack_proto_tcp.c tcp_in_window.",
 };
 
-use super::{capped_entry, with_packets, Context};
+use super::{capped_entry, with_packets, Context, Finished};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};

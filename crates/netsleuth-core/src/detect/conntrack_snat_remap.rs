@@ -1,7 +1,6 @@
 //! `conntrack-snat-remap` [seed 000]: a live connection's conntrack entry vanished; its next packet was
 //! SNATed to a new source port; the server, which knows only the old port, answered RST.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -26,7 +25,7 @@ DESTROY events. Node: `-j MASQUERADE` on the device that carries the VIP (keepal
 mainline 2018, backported to 4.14.155 and 4.19.85; after it only entries of the deleted address go).",
 };
 
-use super::{one_flow, remaps, secs, with_marked_packets, Context};
+use super::{one_flow, remaps, secs, with_marked_packets, Context, Finished};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::PktRef;

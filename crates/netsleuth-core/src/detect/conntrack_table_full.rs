@@ -2,7 +2,6 @@
 //! packet that would need a new entry is dropped ("nf_conntrack: table full, dropping packet") while
 //! the flows that already have one go on.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -41,7 +40,7 @@ snat-port-clash (those SYNs are answered on their retransmission a second later)
 (Documentation/networking/nf_conntrack-sysctl.rst).",
 };
 
-use super::{secs, with_packets, Context, SynRecord};
+use super::{secs, with_packets, Context, Finished, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::PktRef;
 use std::net::IpAddr;
@@ -74,13 +73,13 @@ pub struct Detector {
 
 impl Detector {
     pub fn connection(&mut self, c: &Finished<'_>) {
-        if let Some(rec) = c.syn_record().cloned() {
+        if let Some(rec) = c.syn_record() {
             if rec.first_unanswered() {
                 // The destination the client meant (a Service address stays a Service address: a SYN
                 // refused at the table never reaches DNAT).
                 let server = c.legs[0].server.ip;
                 if self.unanswered.len() < MAX_RECORDS {
-                    self.unanswered.push((rec, server));
+                    self.unanswered.push((rec.clone(), server));
                 } else {
                     self.dropped_records += 1;
                 }

@@ -2,7 +2,6 @@
 //! client's retry over TCP fails or is never made (musl < 1.2.4 has no TCP fallback; TCP 53 blocked or
 //! not exposed by the DNS Service).
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -26,7 +25,7 @@ without 53/tcp), NetworkPolicies and firewall rules on TCP 53; the client image'
 (version table).",
 };
 
-use super::{secs, with_packets, Context};
+use super::{secs, with_packets, Context, Finished};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::dns::FinishedQuery;
 use crate::flow::tcp::Conn;

@@ -2,7 +2,6 @@
 //! one destination: every port of its range is held by an open connection or by its own TIME_WAIT, so
 //! `connect()` fails with EADDRNOTAVAIL, or, with `tcp_tw_reuse`, SYNs go out on ports still in TIME_WAIT.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -34,7 +33,7 @@ SYNs on 4-tuples the client closed less than 60 s before. Kernel: __inet_hash_co
 -EADDRNOTAVAIL when no port of the range yields a unique 4-tuple (net/ipv4/inet_hashtables.c).",
 };
 
-use super::{secs, with_packets, Context};
+use super::{secs, with_packets, Context, Finished};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};

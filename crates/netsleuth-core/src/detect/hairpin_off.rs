@@ -2,7 +2,6 @@
 //! the bridge does not send the frame back out of the port it came in on (hairpin mode off). The
 //! connection times out, for that pod only, whenever the Service balances it to itself.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -27,7 +26,7 @@ after DNAT and never answered, while other clients' connections to the Service w
 backend and answered.",
 };
 
-use super::{capped_entry, secs, with_packets, Context, SynRecord};
+use super::{capped_entry, secs, with_packets, Context, Finished, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::{Endpoint, FxHashMap};
 use std::net::IpAddr;
@@ -95,7 +94,7 @@ impl Detector {
             && c.synack
                 .is_some_and(|a| a.ts_ns > c.syns.get(1).map_or(i64::MAX, |s| s.pkt.ts_ns))
         {
-            if let Some(rec) = c.syn_record().cloned().filter(|r| r.lost_inside_node) {
+            if let Some(rec) = c.syn_record().filter(|r| r.lost_inside_node).cloned() {
                 if self.candidates.len() < MAX_CANDIDATES {
                     self.candidates.push((rec, None));
                 } else {

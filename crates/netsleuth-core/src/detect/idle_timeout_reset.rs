@@ -2,7 +2,6 @@
 //! firewall, IPVS with its own timeout) forgot an idle connection; the next segment is answered with a
 //! RST by the middlebox itself, or silently dropped.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -34,7 +33,7 @@ timer:(keepalive,…)). Sources: AWS NLB and NAT gateway documentation (idle tim
 Azure Load Balancer TCP idle timeout and TCP reset documentation; ipvsadm(8) --set.",
 };
 
-use super::{capped_entry, secs, with_packets, Context};
+use super::{capped_entry, secs, with_packets, Context, Finished};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};
@@ -141,8 +140,8 @@ impl Detector {
 
     pub fn connection(&mut self, c: &Conn) {
         // Every leg's SYN-ACK made an entry (an `-i any` capture sees it before and after NAT): all
-        // go with the connection, so the map holds live connections only (it kept the later legs'
-        // until the key cap, ~2 entries per connection ever seen).
+        // go with the connection, so the map holds live connections only (forgetting the first
+        // leg's alone kept one entry per NATed connection ever seen, up to the key cap).
         for leg in &c.legs {
             self.synack_ttl.remove(&(leg.server, leg.client));
         }
@@ -288,6 +287,80 @@ impl super::CaptureDetector for Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::tcp::TcpEngine;
+    use crate::wire::tcp_flags::{ACK, SYN};
+    use crate::wire::{SegmentOptions, TcpSegment};
+
+    /// One segment without payload through `engine`; its packet reference.
+    fn segment(
+        engine: &mut TcpEngine,
+        (frame, ts_ns): (u64, i64),
+        (src, dst): (Endpoint, Endpoint),
+        flags: u8,
+        (seq, ack): (u32, u32),
+    ) -> PktRef {
+        let pkt = PktRef {
+            input: 0,
+            frame,
+            ts_ns,
+            src,
+            dst,
+            flags,
+            len: 0,
+            seq,
+            ack,
+            ifindex: None,
+        };
+        let seg = TcpSegment {
+            src_port: src.port,
+            dst_port: dst.port,
+            seq,
+            ack,
+            flags,
+            window: 0,
+            options: SegmentOptions::Raw(&[]),
+            payload_len: 0,
+            payload: &[],
+        };
+        engine.packet(&pkt, 7, &seg);
+        pkt
+    }
+
+    /// A connection seen before and after DNAT (`-i any`): both legs' SYN-ACKs are remembered, and
+    /// both are forgotten when the connection ends.
+    #[test]
+    fn a_finished_connection_leaves_no_syn_ack_behind_on_any_leg() {
+        let endpoint = |ip: [u8; 4], port| Endpoint {
+            ip: std::net::IpAddr::from(ip),
+            port,
+        };
+        let (client, service, backend) = (
+            endpoint([10, 0, 0, 1], 40000),
+            endpoint([10, 96, 0, 10], 80),
+            endpoint([10, 244, 0, 5], 8080),
+        );
+        let mut engine = TcpEngine::new();
+        let mut detector = Detector::default();
+        segment(&mut engine, (1, 0), (client, service), SYN, (100, 0));
+        segment(&mut engine, (2, 1_000), (client, backend), SYN, (100, 0));
+        for (frame, (src, dst)) in [(3, (backend, client)), (4, (service, client))] {
+            let synack = segment(
+                &mut engine,
+                (frame, 2_000_000),
+                (src, dst),
+                SYN | ACK,
+                (500, 101),
+            );
+            detector.tcp_control(&synack, 64);
+        }
+        assert_eq!(detector.synack_ttl.len(), 2);
+        let live = engine.finish();
+        let conns: Vec<_> = live.iter().collect();
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns[0].legs.len(), 2);
+        detector.connection(&Finished::new(conns[0]));
+        assert!(detector.synack_ttl.is_empty());
+    }
 
     /// The TTLs per capture point behave as the list they replaced: first-seen order, a point seen
     /// again updated in place, at most `MAX_POINTS` kept — across the inline part and the rest.

@@ -2,7 +2,6 @@
 //! client port of a connection still in its table (kernels < 5.9): a one-second delay per reused port.
 //! With `conn_reuse_mode=0` it keeps sending a reused port to the old real server, even a removed one.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -39,7 +38,7 @@ SYNs on fresh ports to the same service are answered at once. Sources: kubernete
 #102122; kube-router#544; patchwork 20200701151719.4751-1-ja@ssi.bg.",
 };
 
-use super::{merge_cases, secs, with_packets, Context};
+use super::{merge_cases, secs, with_packets, Context, Finished};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};

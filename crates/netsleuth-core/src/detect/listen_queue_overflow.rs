@@ -1,7 +1,6 @@
 //! `listen-queue-overflow` [seed 003]: a listener's SYN or accept queue overflows under a burst; SYNs are
 //! dropped and retransmitted, probes fail.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -27,7 +26,7 @@ Sysctls: `net.core.somaxconn`, `net.ipv4.tcp_max_syn_backlog`, `tcp_syncookies`.
 TCP_LISTEN_OVERFLOW (≈6.15+). Capture: SYN bursts with unanswered, retransmitted SYNs.",
 };
 
-use super::{one_flow, secs, with_marked_packets, Context, Marked, SynRecord};
+use super::{one_flow, secs, with_marked_packets, Context, Finished, Marked, SynRecord};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::{Endpoint, FxHashMap, PktRef};
 
@@ -59,9 +58,7 @@ struct ServerSyns {
 
 impl Detector {
     pub fn connection(&mut self, c: &Finished<'_>) {
-        let Some(rec) = c.syn_record().cloned() else {
-            return;
-        };
+        let Some(rec) = c.syn_record() else { return };
         let server = c.legs.last().map(|l| l.server).unwrap_or(rec.first_syn.dst);
         if c.synack_transmissions >= 2 && c.established {
             if let Some(sa) = c.synack {
@@ -81,7 +78,7 @@ impl Detector {
             }
             if rec.first_unanswered() {
                 if v.unanswered.len() < MAX_PER_SERVER {
-                    v.unanswered.push(rec);
+                    v.unanswered.push(rec.clone());
                 }
             } else if rec.answered {
                 v.answered_at_once += 1;

@@ -1,7 +1,6 @@
 //! `local-source-drop` [seed 003]: an LB IP bound on kube-ipvs0 is in table local, so packets whose
 //! source is that IP (the LB's health checks) are dropped as martian.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -24,7 +23,7 @@ local) and `accept_local=0`; `externalTrafficPolicy: Local`. Counter: `/proc/net
 Drop reason IP_LOCAL_SOURCE (≈6.13+). Capture: SYNs from the LB IP to the NodePort, never answered.",
 };
 
-use super::{one_flow, with_marked_packets, Context, SynRecord};
+use super::{one_flow, with_marked_packets, Context, Finished, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::{Endpoint, FxHashMap};
 use std::collections::BTreeSet;
@@ -59,9 +58,7 @@ struct PairSyns {
 
 impl Detector {
     pub fn connection(&mut self, c: &Finished<'_>) {
-        let Some(rec) = c.syn_record().cloned() else {
-            return;
-        };
+        let Some(rec) = c.syn_record() else { return };
         // Key by the address the client addressed (the NodePort), not by the backend behind DNAT: the
         // dropped SYNs never got as far as a DNAT leg.
         let server = c
@@ -101,7 +98,7 @@ impl Detector {
             if rec.answered {
                 v.answered = true;
             } else if v.unanswered.len() < MAX_KEEP {
-                v.unanswered.push(rec);
+                v.unanswered.push(rec.clone());
             }
         }
     }

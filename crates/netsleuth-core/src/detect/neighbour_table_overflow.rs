@@ -7,7 +7,6 @@
 //! while connections fail. That picture has other causes (a scan, a sweep of a dead subnet), so alone
 //! it is `possible`; node facts that show the table at its limit raise it.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -49,7 +48,7 @@ looks the same on the wire. Lab: emulated (the thresholds are host-wide and the 
 the host).",
 };
 
-use super::{with_marked_packets, Context, Marked, SynRecord};
+use super::{with_marked_packets, Context, Finished, Marked, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::{FxHashMap, PktRef};
 use std::net::{IpAddr, Ipv6Addr};

@@ -1,7 +1,6 @@
 //! `overlay-mtu-blackhole`: the pod MTU leaves no room for the overlay's encapsulation and ICMP
 //! "fragmentation needed" is blocked or ignored: small segments pass, full-size ones vanish.
 
-use super::Finished;
 use crate::finding::Incident;
 
 pub static INCIDENT: Incident = Incident {
@@ -27,7 +26,7 @@ veths and the bridge against the overlay device (vxlan, geneve, ipip, wireguard)
 the overhead of each encapsulation.",
 };
 
-use super::{with_packets, Context};
+use super::{with_packets, Context, Finished};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{seq_diff, PktRef};

@@ -1,7 +1,6 @@
 //! `rp-filter-drop`: strict reverse-path filtering drops packets that arrive on an interface other
 //! than the one the route back to their source uses (multi-NIC nodes, policy routing, some CNIs).
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -32,7 +31,7 @@ is answered on another interface (where the replies to it leave) and other sourc
 first one.",
 };
 
-use super::{capped_entry, with_packets, Context, SynRecord};
+use super::{capped_entry, with_packets, Context, Finished, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::FxHashMap;
 use std::net::IpAddr;

@@ -1,7 +1,6 @@
 //! `snat-port-clash` [seed 003]: concurrent SYNs get the same SNAT tuple; the second conntrack insert
 //! fails and its SYN is dropped.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -24,7 +23,7 @@ NETFILTER_DROP. Capture: client SYN retransmitted after ~1 s with the same sourc
 only one of two near-simultaneous SYNs. Node: MASQUERADE/SNAT without `--random-fully` (nft: `fully-random`).",
 };
 
-use super::{secs, with_marked_packets, Context, Marked};
+use super::{secs, with_marked_packets, Context, Finished, Marked};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};

@@ -3,7 +3,6 @@
 //! (or sequence check) rejects it with a bare ACK of the old connection; the client resets and retries
 //! a second later. No `tcp_tw_recycle` involved: its fix would be wrong.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -48,7 +47,7 @@ listening port. Real capture: ../shared/field/x07 (bonnefoa/flowstats tests/pcap
 net/ipv4/tcp_minisocks.c tcp_timewait_state_process (PAWSESTABREJECTED → TCP_TW_ACK).",
 };
 
-use super::{merge_cases, secs, with_packets, Context};
+use super::{merge_cases, secs, with_packets, Context, Finished};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{seq_diff, Endpoint, FxHashMap, PktRef};

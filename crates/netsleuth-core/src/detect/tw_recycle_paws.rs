@@ -1,7 +1,6 @@
 //! `tw-recycle-paws` [seed 003]: tcp_tw_recycle's per-host PAWS check drops SYNs from clients behind one
 //! SNAT address whose timestamp clocks differ.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions;
 
@@ -26,7 +25,7 @@ from one source IP whose TSval goes backwards against that IP's previous connect
 retransmits 1, 3, 7 s. No drop reasons exist on such kernels: counters and captures are the evidence.",
 };
 
-use super::{secs, with_marked_packets, Context, Marked, SynRecord};
+use super::{secs, with_marked_packets, Context, Finished, Marked, SynRecord};
 use crate::finding::{Confidence, Evidence, Finding, FindingKind};
 use crate::flow::FxHashMap;
 use crate::flow::{seq_diff, Endpoint};

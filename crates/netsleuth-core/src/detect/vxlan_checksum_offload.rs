@@ -2,7 +2,6 @@
 //! before 5.7 NAT a VXLAN device's own packets with tx checksum offload on; some NIC drivers), the
 //! receiving node drops them before decapsulation, and the connections inside stall.
 
-use super::Finished;
 use crate::finding::Incident;
 use crate::versions::NAT_UDP_ZERO_CHECKSUM_KEPT;
 
@@ -35,7 +34,7 @@ tx-udp_tnl-csum-segmentation), the kernel version against the fix, MASQUERADE --
 counters UDP InCsumErrors on the receiving node, drop reason UDP_CSUM.",
 };
 
-use super::{capped_entry, Context};
+use super::{capped_entry, Context, Finished};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
 use crate::flow::{Endpoint, FxHashMap, PktRef};
