@@ -287,53 +287,14 @@ impl super::CaptureDetector for Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::tcp::tests::{endpoint, segment};
     use crate::flow::tcp::TcpEngine;
     use crate::wire::tcp_flags::{ACK, SYN};
-    use crate::wire::{SegmentOptions, TcpSegment};
-
-    /// One segment without payload through `engine`; its packet reference.
-    fn segment(
-        engine: &mut TcpEngine,
-        (frame, ts_ns): (u64, i64),
-        (src, dst): (Endpoint, Endpoint),
-        flags: u8,
-        (seq, ack): (u32, u32),
-    ) -> PktRef {
-        let pkt = PktRef {
-            input: 0,
-            frame,
-            ts_ns,
-            src,
-            dst,
-            flags,
-            len: 0,
-            seq,
-            ack,
-            ifindex: None,
-        };
-        let seg = TcpSegment {
-            src_port: src.port,
-            dst_port: dst.port,
-            seq,
-            ack,
-            flags,
-            window: 0,
-            options: SegmentOptions::Raw(&[]),
-            payload_len: 0,
-            payload: &[],
-        };
-        engine.packet(&pkt, 7, &seg);
-        pkt
-    }
 
     /// A connection seen before and after DNAT (`-i any`): both legs' SYN-ACKs are remembered, and
     /// both are forgotten when the connection ends.
     #[test]
     fn a_finished_connection_leaves_no_syn_ack_behind_on_any_leg() {
-        let endpoint = |ip: [u8; 4], port| Endpoint {
-            ip: std::net::IpAddr::from(ip),
-            port,
-        };
         let (client, service, backend) = (
             endpoint([10, 0, 0, 1], 40000),
             endpoint([10, 96, 0, 10], 80),

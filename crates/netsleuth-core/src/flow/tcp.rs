@@ -1287,10 +1287,10 @@ fn same_transmission(a: &PktRef, b: &PktRef) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn endpoint(ip: [u8; 4], port: u16) -> Endpoint {
+    pub(crate) fn endpoint(ip: [u8; 4], port: u16) -> Endpoint {
         Endpoint {
             ip: IpAddr::from(ip),
             port,
@@ -1298,14 +1298,15 @@ mod tests {
     }
 
     /// One segment without payload or options into `engine`: (source, destination), flags,
-    /// (sequence, acknowledgement).
-    fn segment(
+    /// (sequence, acknowledgement); its packet reference. Every segment carries IP identification
+    /// 7, so that the same segment seen at two points is a copy.
+    pub(crate) fn segment(
         engine: &mut TcpEngine,
         (frame, ts_ns): (u64, i64),
         (src, dst): (Endpoint, Endpoint),
         flags: u8,
         (seq, ack): (u32, u32),
-    ) {
+    ) -> PktRef {
         let pkt = PktRef {
             input: 0,
             frame,
@@ -1329,7 +1330,8 @@ mod tests {
             payload_len: 0,
             payload: &[],
         };
-        engine.packet(&pkt, frame as u16, &seg);
+        engine.packet(&pkt, 7, &seg);
+        pkt
     }
 
     /// The expiry sweep run by a packet finalises a connection and the same packet's new connection
