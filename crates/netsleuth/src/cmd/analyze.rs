@@ -104,9 +104,9 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
 /// - The flow engine's work is a few cache misses per connection in a slab and hash tables of
 ///   megabytes, and in a VM each TLB miss is a two-level page walk. The first 64 MiB of the heap
 ///   are reserved up front and advised for transparent huge pages (`MADV_HUGEPAGE`; no effect where
-///   THP is `never`), all threads allocating there (one arena): 6–14 % faster one thread, 14 % two,
-///   for ~+2 MB of peak RSS — paid for by the slab in chunks, which lowered it by as much
-///   (BENCHMARKS.md, "Per-packet cost, fifth pass").
+///   THP is `never`), all threads allocating there (one arena): 6 % faster one thread, 13 % two,
+///   for +1.6–2.4 MB of peak RSS — paid for by the flow engine's slab in chunks, which lowered it
+///   by as much (BENCHMARKS.md, "Per-packet cost, fifth pass").
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
