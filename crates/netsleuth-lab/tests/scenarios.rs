@@ -211,6 +211,9 @@ fn incident_findings(r: &RunReport) -> Vec<(String, Confidence)> {
         .unwrap_or_default()
 }
 
+/// Runs of an incident scenario before its failure to reproduce fails the test.
+const INCIDENT_RUNS: usize = 3;
+
 /// The symptom part: the application saw it, and the mitigated run did not.
 fn check_symptoms(name: &str) -> Option<(Run, Run)> {
     if let Some(why) = unavailable() {
@@ -218,10 +221,24 @@ fn check_symptoms(name: &str) -> Option<(Run, Run)> {
         return None;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let incident = run_scenario(name, false)?;
+    // A reproduction on the running kernel depends on timing (a conntrack entry expiring within
+    // the fill, a TIME_WAIT socket reaped early when the machine is slow): up to three runs, as
+    // `write_fixture_runs` allows, each failed one printed. The mitigated run below gets one.
+    let mut incident = run_scenario(name, false)?;
+    for attempt in 2..=INCIDENT_RUNS {
+        if incident.symptom_seen {
+            break;
+        }
+        eprintln!(
+            "{name}: run {} did not reproduce ({}); run {attempt} of {INCIDENT_RUNS}",
+            attempt - 1,
+            incident.outcome
+        );
+        incident = run_scenario(name, false)?;
+    }
     assert!(
         incident.symptom_seen,
-        "{name}: the incident did not reproduce: {}",
+        "{name}: the incident did not reproduce in {INCIDENT_RUNS} runs: {}",
         incident.outcome
     );
     for kind in [
