@@ -27,7 +27,8 @@ pub fn open_capture_with(
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open capture {name}: {e}")))?;
         if !no_mmap {
             if let Some(bytes) = map_capture(&file) {
-                return Ok(Input::memory(name, mapped_input(bytes, progress)));
+                let ahead = PagesAhead::start(bytes);
+                return Ok(Input::memory(name, mapped_input(bytes, progress, ahead)));
             }
         }
         Box::new(file)
@@ -121,8 +122,13 @@ fn small_records(head: &[u8]) -> bool {
 
 /// The mapped file as the core's in-memory input. As the reader moves on, the pages behind it are
 /// dropped from this process (they stay in the page cache), so the resident size stays that of the
-/// read buffer a stream would use instead of growing to the file's size; the progress bar advances.
-fn mapped_input(bytes: &'static [u8], progress: Option<indicatif::ProgressBar>) -> InMemory {
+/// read buffer a stream would use instead of growing to the file's size; `ahead` is told how far
+/// it got; the progress bar advances.
+fn mapped_input(
+    bytes: &'static [u8],
+    progress: Option<indicatif::ProgressBar>,
+    ahead: Option<PagesAhead>,
+) -> InMemory {
     // SAFETY: sysconf has no preconditions.
     let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize;
     let base = bytes.as_ptr() as usize;
@@ -145,11 +151,113 @@ fn mapped_input(bytes: &'static [u8], progress: Option<indicatif::ProgressBar>) 
                 };
                 dropped = upto;
             }
+            if let Some(ahead) = &ahead {
+                ahead.reached(upto);
+            }
             if let Some(bar) = &progress {
                 bar.inc(offset.saturating_sub(shown));
                 shown = offset;
             }
         })),
+    }
+}
+
+/// How far past the reader `PagesAhead` maps a capture's pages: two of the reader's steps
+/// (`RELEASE_STEP`, 1 MiB), so that the reader, told to go on one step, finds the next mapped.
+const MAP_AHEAD: usize = 2 << 20;
+
+/// A thread that maps a mapped capture's pages ahead of the reader, in time no other thread
+/// wants. At small snap lengths, faulting the file's pages in is a tenth of the reading thread's
+/// time, and with two analysis threads that thread is one of the two limits while the other waits
+/// for it now and then: mapping ahead there made two threads 10 % faster on the snaplen-128 node
+/// capture (BENCHMARKS.md, "Per-packet cost, sixth pass"). The thread runs under `SCHED_IDLE`, so
+/// it takes no time another thread wants: where there is none, the reader faults its pages in
+/// itself, as without it. It only reads (reading a byte maps the pages around it); the reader drops
+/// the pages behind it. Mapping by `MADV_POPULATE_READ` instead was slower than faulting, and a
+/// thread of normal priority slowed the analysis threads it ran beside.
+struct PagesAhead {
+    state: std::sync::Arc<AheadState>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+struct AheadState {
+    /// Where the reader is (page-aligned): nothing below is read again, and the reader unmaps it.
+    reached: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl PagesAhead {
+    /// `None` where no thread can be started at idle priority: the reader maps its own pages.
+    fn start(bytes: &'static [u8]) -> Option<PagesAhead> {
+        use std::sync::atomic::Ordering::Acquire;
+        let state = std::sync::Arc::new(AheadState {
+            reached: 0.into(),
+            stop: false.into(),
+        });
+        let shared = state.clone();
+        let (started, idle) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("netsleuth-pages".into())
+            .spawn(move || {
+                let param = libc::sched_param { sched_priority: 0 };
+                // SAFETY: sets this thread's (0) policy from a valid parameter; SCHED_IDLE only
+                // lowers its priority, which needs no privilege.
+                let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+                let _ = started.send(idle);
+                if idle {
+                    map_ahead(bytes, &shared);
+                }
+            })
+            .ok()?;
+        if idle.recv() != Ok(true) {
+            return None;
+        }
+        Some(PagesAhead { state, thread })
+    }
+
+    /// The reader will not look below `upto` again.
+    fn reached(&self, upto: usize) {
+        self.state
+            .reached
+            .fetch_max(upto, std::sync::atomic::Ordering::Release);
+        self.thread.thread().unpark();
+    }
+}
+
+/// The thread's loop: map `MAP_AHEAD` bytes past the reader, then sleep until it moves on.
+fn map_ahead(bytes: &'static [u8], state: &AheadState) {
+    use std::sync::atomic::Ordering::Acquire;
+    // Fault-around maps 16 pages a fault: a byte read every 64 KiB maps them all.
+    const STEP: usize = 64 << 10;
+    let mut mapped = 0usize;
+    while mapped < bytes.len() {
+        let until = (state.reached.load(Acquire) + MAP_AHEAD).min(bytes.len());
+        while mapped < until {
+            if state.stop.load(Acquire) {
+                return;
+            }
+            // Never below the reader: it has dropped those pages, and they would stay mapped.
+            mapped = mapped.max(state.reached.load(Acquire));
+            if let Some(b) = bytes.get(mapped) {
+                std::hint::black_box(*b);
+            }
+            mapped += STEP;
+        }
+        if state.stop.load(Acquire) {
+            return;
+        }
+        std::thread::park();
+    }
+}
+
+impl Drop for PagesAhead {
+    /// Tells the thread to stop, without waiting for it: at idle priority on a busy machine it may
+    /// not run for a while, and what it reads (the mapping) is never unmapped.
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.thread.thread().unpark();
     }
 }
 
@@ -261,6 +369,81 @@ mod tests {
         assert!(!small_records(
             b"not a capture at all, and long enough to be looked at"
         ));
+    }
+
+    /// The resident bytes of the mapping holding `addr` (`/proc/self/smaps`).
+    fn resident(addr: usize) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((start, end)) = head.split_once('-') {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
+                    inside = (start..end).contains(&addr);
+                    continue;
+                }
+            }
+            if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
+                let kb = kb.trim().trim_end_matches("kB").trim();
+                return kb.parse::<usize>().expect("Rss in kB") << 10;
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn pages_ahead_maps_the_next_pages_past_the_reader_at_idle_priority() {
+        let path =
+            std::env::temp_dir().join(format!("netsleuth-ahead-{}.pcap", std::process::id()));
+        std::fs::write(&path, pcap(120_000, 128)).expect("temporary capture written");
+        let file = File::open(&path).expect("temporary capture opens");
+        let bytes = map_capture(&file).expect("a capture of small records is mapped");
+        let _ = std::fs::remove_file(&path);
+        let base = bytes.as_ptr() as usize;
+        assert_eq!(resident(base), 0, "nothing mapped before the reader starts");
+        let ahead = PagesAhead::start(bytes).expect("a thread at idle priority");
+        let (mut policy, mut param) = (0, libc::sched_param { sched_priority: 0 });
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: the thread's handle is live (the thread parks, it does not end, until dropped).
+        let got = unsafe {
+            libc::pthread_getschedparam(ahead.thread.as_pthread_t(), &mut policy, &mut param)
+        };
+        assert_eq!((got, policy), (0, libc::SCHED_IDLE));
+        let settled = |at_least: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while resident(base) < at_least && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            resident(base)
+        };
+        // The reader at the start: the first MAP_AHEAD bytes.
+        let mapped = settled(MAP_AHEAD);
+        assert!(
+            (MAP_AHEAD..=MAP_AHEAD + (64 << 10)).contains(&mapped),
+            "{mapped} bytes mapped"
+        );
+        // The reader at 8 MiB, its pages behind dropped as `mapped_input` drops them: the next
+        // MAP_AHEAD bytes, and nothing below 8 MiB again.
+        let reached = 8 << 20;
+        // SAFETY: the first 8 MiB of the mapping, which nothing reads again.
+        unsafe {
+            libc::madvise(
+                bytes.as_ptr() as *mut libc::c_void,
+                reached,
+                libc::MADV_DONTNEED,
+            )
+        };
+        assert_eq!(resident(base), 0);
+        ahead.reached(reached);
+        let mapped = settled(MAP_AHEAD);
+        assert!(
+            (MAP_AHEAD..=MAP_AHEAD + (64 << 10)).contains(&mapped),
+            "{mapped} bytes mapped"
+        );
+        drop(ahead);
     }
 
     #[test]
