@@ -189,7 +189,6 @@ struct AheadState {
 impl PagesAhead {
     /// `None` where no thread can be started at idle priority: the reader maps its own pages.
     fn start(bytes: &'static [u8]) -> Option<PagesAhead> {
-        use std::sync::atomic::Ordering::Acquire;
         let state = std::sync::Arc::new(AheadState {
             reached: 0.into(),
             stop: false.into(),
