@@ -10,14 +10,28 @@ use std::path::Path;
 /// The gzip magic number (RFC 1952): the first two bytes of every gzip member.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// How a capture file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRead {
+    /// Through a buffer, whatever its records (`--no-mmap`).
+    Buffered,
+    /// Mapped when its records are small; the reading thread maps the pages as it reads them and
+    /// drops them behind it.
+    Mapped,
+    /// Mapped when its records are small, with a thread of idle priority mapping pages ahead of
+    /// the reader and dropping those behind it (`PagesAhead`): for an analysis of two threads,
+    /// whose cores wait for each other now and then.
+    MappedAhead,
+}
+
 /// Open a capture file or `-` (stdin). Gzip input (`tcpdump -w - | gzip`, `.pcap.gz`) is decompressed.
 /// A plain regular file of small records (cut by a snap length) is mapped into memory and framed in
-/// place (no copy through a read buffer) unless `no_mmap`. `progress` advances by the bytes read from the file (before decompression, so
+/// place (no copy through a read buffer) unless `read` is `Buffered`. `progress` advances by the bytes read from the file (before decompression, so
 /// it ends at the file's size).
 pub fn open_capture_with(
     path: &Path,
     progress: Option<indicatif::ProgressBar>,
-    no_mmap: bool,
+    read: FileRead,
 ) -> io::Result<Input> {
     let name = path.display().to_string();
     let mut raw: Box<dyn Read + Send> = if name == "-" {
@@ -25,9 +39,11 @@ pub fn open_capture_with(
     } else {
         let file = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open capture {name}: {e}")))?;
-        if !no_mmap {
+        if read != FileRead::Buffered {
             if let Some(bytes) = map_capture(&file) {
-                let ahead = PagesAhead::start(bytes);
+                let ahead = (read == FileRead::MappedAhead)
+                    .then(|| PagesAhead::start(bytes))
+                    .flatten();
                 return Ok(Input::memory(name, mapped_input(bytes, progress, ahead)));
             }
         }
@@ -123,7 +139,7 @@ fn small_records(head: &[u8]) -> bool {
 /// The mapped file as the core's in-memory input. As the reader moves on, the pages behind it are
 /// dropped from this process (they stay in the page cache), so the resident size stays that of the
 /// read buffer a stream would use instead of growing to the file's size; `ahead` is told how far
-/// it got; the progress bar advances.
+/// it got (and drops them itself when it has time); the progress bar advances.
 fn mapped_input(
     bytes: &'static [u8],
     progress: Option<indicatif::ProgressBar>,
@@ -131,34 +147,67 @@ fn mapped_input(
 ) -> InMemory {
     // SAFETY: sysconf has no preconditions.
     let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize;
-    let base = bytes.as_ptr() as usize;
-    let mut dropped = 0usize;
+    let own = Behind::default();
     let mut shown = 0u64;
     InMemory {
         bytes: MemoryBytes::Static(bytes),
         consumed: Some(Box::new(move |offset: u64| {
             let upto = (offset as usize).min(bytes.len()) / page * page;
-            if upto > dropped {
-                // SAFETY: a page-aligned range inside the mapping that the reader has passed and
-                // will not read again (`InMemory::consumed`); MADV_DONTNEED on a private read-only
-                // file mapping only unmaps those pages here; a later access would read them again.
-                unsafe {
-                    libc::madvise(
-                        (base + dropped) as *mut libc::c_void,
-                        upto - dropped,
-                        libc::MADV_DONTNEED,
-                    )
-                };
-                dropped = upto;
-            }
-            if let Some(ahead) = &ahead {
-                ahead.reached(upto);
+            match &ahead {
+                Some(ahead) => {
+                    ahead.reached(upto);
+                    // The other thread drops them in time nobody else wants; if it has not had
+                    // any for a step, the reader drops them itself.
+                    let behind = &ahead.state.behind;
+                    if upto > behind.dropped() + DROP_LAG {
+                        behind.drop_upto(bytes, upto);
+                    }
+                }
+                None => own.drop_upto(bytes, upto),
             }
             if let Some(bar) = &progress {
                 bar.inc(offset.saturating_sub(shown));
                 shown = offset;
             }
         })),
+    }
+}
+
+/// How far behind the reader the pages may stay mapped while `PagesAhead` has no time to drop them:
+/// one of the reader's steps (`RELEASE_STEP`, 1 MiB).
+const DROP_LAG: usize = 1 << 20;
+
+/// The pages of a mapping that the reader has passed, dropped from this process by whichever thread
+/// gets there first.
+#[derive(Default)]
+struct Behind {
+    /// Everything below is dropped (page-aligned).
+    dropped: std::sync::atomic::AtomicUsize,
+}
+
+impl Behind {
+    fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Drop the pages of `bytes` below `upto` (page-aligned), which the reader will not read again
+    /// (`InMemory::consumed`). Two threads at once each drop their own part.
+    fn drop_upto(&self, bytes: &'static [u8], upto: usize) {
+        let from = self
+            .dropped
+            .fetch_max(upto, std::sync::atomic::Ordering::AcqRel);
+        if let Some(range) = bytes.get(from..upto).filter(|r| !r.is_empty()) {
+            // SAFETY: a page-aligned range inside the mapping that the reader has passed and will
+            // not read again; MADV_DONTNEED on a private read-only file mapping only unmaps those
+            // pages here (they stay in the page cache); a later access would read them again.
+            unsafe {
+                libc::madvise(
+                    range.as_ptr() as *mut libc::c_void,
+                    range.len(),
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
     }
 }
 
@@ -172,8 +221,8 @@ const MAP_AHEAD: usize = 2 << 20;
 /// for it now and then: mapping ahead there made two threads 10 % faster on the snaplen-128 node
 /// capture (BENCHMARKS.md, "Per-packet cost, sixth pass"). The thread runs under `SCHED_IDLE`, so
 /// it takes no time another thread wants: where there is none, the reader faults its pages in
-/// itself, as without it. It only reads (reading a byte maps the pages around it); the reader drops
-/// the pages behind it. Mapping by `MADV_POPULATE_READ` instead was slower than faulting, and a
+/// itself, as without it. It maps pages by reading them (a byte read maps the pages around it), and
+/// drops those behind the reader (the reader drops them itself when this thread is a step late). Mapping by `MADV_POPULATE_READ` instead was slower than faulting, and a
 /// thread of normal priority slowed the analysis threads it ran beside.
 struct PagesAhead {
     state: std::sync::Arc<AheadState>,
@@ -181,8 +230,9 @@ struct PagesAhead {
 }
 
 struct AheadState {
-    /// Where the reader is (page-aligned): nothing below is read again, and the reader unmaps it.
+    /// Where the reader is (page-aligned): nothing below is read again.
     reached: std::sync::atomic::AtomicUsize,
+    behind: Behind,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -191,6 +241,7 @@ impl PagesAhead {
     fn start(bytes: &'static [u8]) -> Option<PagesAhead> {
         let state = std::sync::Arc::new(AheadState {
             reached: 0.into(),
+            behind: Behind::default(),
             stop: false.into(),
         });
         let shared = state.clone();
@@ -223,26 +274,29 @@ impl PagesAhead {
     }
 }
 
-/// The thread's loop: map `MAP_AHEAD` bytes past the reader, then sleep until it moves on.
+/// The thread's loop: map `MAP_AHEAD` bytes past the reader and drop those behind it, then sleep
+/// until it moves on.
 fn map_ahead(bytes: &'static [u8], state: &AheadState) {
     use std::sync::atomic::Ordering::Acquire;
     // Fault-around maps 16 pages a fault: a byte read every 64 KiB maps them all.
     const STEP: usize = 64 << 10;
     let mut mapped = 0usize;
-    while mapped < bytes.len() {
-        let until = (state.reached.load(Acquire) + MAP_AHEAD).min(bytes.len());
+    loop {
+        let reached = state.reached.load(Acquire);
+        let until = (reached + MAP_AHEAD).min(bytes.len());
         while mapped < until {
             if state.stop.load(Acquire) {
                 return;
             }
-            // Never below the reader: it has dropped those pages, and they would stay mapped.
+            // Never below the reader: those pages are dropped, or about to be.
             mapped = mapped.max(state.reached.load(Acquire));
             if let Some(b) = bytes.get(mapped) {
                 std::hint::black_box(*b);
             }
             mapped += STEP;
         }
-        if state.stop.load(Acquire) {
+        state.behind.drop_upto(bytes, reached);
+        if state.stop.load(Acquire) || reached >= bytes.len() {
             return;
         }
         std::thread::park();

@@ -1,7 +1,7 @@
 use super::terminal::progress_bar;
 use super::{emit, load_names, CliError, Term};
 use crate::cli::AnalyzeArgs;
-use crate::input::open_capture_with;
+use crate::input::{open_capture_with, FileRead};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::Report;
 use std::net::IpAddr;
@@ -34,10 +34,21 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
         .map(|m| m.len())
         .sum();
     let bar = progress_bar(term, total, "reading captures");
+    let threads = a
+        .threads
+        .map(|n| n as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)));
+    // With two analysis threads, a mapped file's pages are mapped ahead of the reading thread in
+    // the time either core waits for the other; with one, the reading thread maps them.
+    let read = match (a.no_mmap, threads) {
+        (true, _) => FileRead::Buffered,
+        (false, 1) => FileRead::Mapped,
+        (false, _) => FileRead::MappedAhead,
+    };
     let mut inputs = Vec::new();
     for f in &a.files {
         inputs.push(
-            open_capture_with(f, bar.clone(), a.no_mmap)
+            open_capture_with(f, bar.clone(), read)
                 .map_err(CliError::io(format!("reading {}", f.display())))?,
         );
     }
@@ -45,10 +56,6 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
     let limits = netsleuth_core::analysis::Limits {
         memory_budget: (a.memory_budget as usize) << 20,
     };
-    let threads = a
-        .threads
-        .map(|n| n as usize)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)));
     let analysis = netsleuth_core::analysis::analyze_threads(inputs, &node, &limits, threads);
     if let Some(bar) = bar {
         bar.finish_and_clear();
