@@ -222,8 +222,9 @@ const MAP_AHEAD: usize = 2 << 20;
 /// capture (BENCHMARKS.md, "Per-packet cost, sixth pass"). The thread runs under `SCHED_IDLE`, so
 /// it takes no time another thread wants: where there is none, the reader faults its pages in
 /// itself, as without it. It maps pages by reading them (a byte read maps the pages around it), and
-/// drops those behind the reader (the reader drops them itself when this thread is a step late). Mapping by `MADV_POPULATE_READ` instead was slower than faulting, and a
-/// thread of normal priority slowed the analysis threads it ran beside.
+/// drops those behind the reader (the reader drops them itself when this thread is a step late).
+/// Mapping by `MADV_POPULATE_READ` instead was slower than faulting, and a thread of normal
+/// priority slowed the analysis threads it ran beside.
 struct PagesAhead {
     state: std::sync::Arc<AheadState>,
     thread: std::thread::JoinHandle<()>,
