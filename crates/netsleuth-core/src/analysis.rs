@@ -10,7 +10,7 @@ use crate::detect::{Context, Detectors};
 use crate::finding::{format_ts, sort_findings, Diagnostic, Finding};
 use crate::flow::dns::{DnsMessageObs, DnsTracker, FinishedQuery};
 use crate::flow::dns_tcp::DnsTcpReassembler;
-use crate::flow::tcp::{Conn, TcpEngine};
+use crate::flow::tcp::{Conn, TcpEngine, TcpOutcome};
 use crate::flow::{Endpoint, InputId, PktRef};
 use crate::node::NodeContext;
 use crate::symptoms::{is_icmp_error, BlindSpot, Symptom, SymptomCollector};
@@ -763,11 +763,7 @@ impl Back {
     /// pipeline calls it directly for the segments it carries compact.
     #[inline(always)]
     fn tcp_segment(&mut self, r: PktRef, ident: u16, ttl: u8, seg: &TcpSegment<'_>) {
-        self.stats.tcp_packets += 1;
-        let outcome = self.tcp.packet(&r, ident, seg);
-        if seg.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
-            self.detectors.tcp_control(r, ttl);
-        }
+        let outcome = self.tcp_flow(&r, ident, ttl, || seg.options.timestamp());
         if !outcome.copy
             && (seg.src_port == 53 || seg.dst_port == 53)
             && (seg.payload_len > 0
@@ -778,6 +774,25 @@ impl Back {
             }
         }
         self.drain_tcp();
+    }
+
+    /// A TCP segment's part in the flow engine and the detectors' packet hook; `timestamp` as
+    /// `TcpEngine::packet` takes it. A segment to or from port 53 goes through `tcp_segment`,
+    /// which also reads its payload as DNS.
+    #[inline(always)]
+    fn tcp_flow(
+        &mut self,
+        r: &PktRef,
+        ident: u16,
+        ttl: u8,
+        timestamp: impl Fn() -> Option<(u32, u32)>,
+    ) -> TcpOutcome {
+        self.stats.tcp_packets += 1;
+        let outcome = self.tcp.packet(r, ident, timestamp);
+        if r.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
+            self.detectors.tcp_control(*r, ttl);
+        }
+        outcome
     }
 
     #[cold]
@@ -1180,7 +1195,7 @@ mod pipeline {
     use crate::detect::Detectors;
     use crate::flow::{Endpoint, PktRef};
     use crate::wire::{
-        IpProtocol, Ipv4Tcp, Packet, SegmentOptions, TcpOptions, TcpSegment, Transport, UdpDatagram,
+        IpProtocol, Ipv4Tcp, Packet, SegmentOptions, TcpSegment, Transport, UdpDatagram,
     };
     use std::io::Read;
     use std::net::{IpAddr, Ipv4Addr};
@@ -1283,9 +1298,7 @@ mod pipeline {
             let (ifindex, src, dst, ttl, ident) = ip;
             let bit = |set: bool, b: u8| if set { b } else { 0 };
             // Options are parsed only for the segments whose timestamps the flow engine reads.
-            let timestamp = crate::flow::tcp::reads_timestamps(seg.flags, seg.payload_len)
-                .then(|| seg.options.timestamp())
-                .flatten();
+            let timestamp = crate::flow::tcp::segment_timestamp(seg);
             let (tsval, tsecr) = timestamp.unwrap_or((0, 0));
             Compact {
                 frame,
@@ -1309,14 +1322,12 @@ mod pipeline {
             }
         }
 
-        /// The packet reference `Back::packet` makes of the packet this was made of, and its segment
-        /// with what the back reads of it (window and options other than the timestamps left
-        /// out).
+        /// The packet reference `Back::packet` makes of the packet this was made of.
         #[inline(always)]
-        fn tcp(&self) -> (PktRef, TcpSegment<'static>) {
+        fn pkt_ref(&self) -> PktRef {
             let has = |b: u8| self.bits & b != 0;
             let ifindex = packet_ifindex(has(HAS_IFINDEX).then_some(self.ifindex), self.interface);
-            let r = PktRef {
+            PktRef {
                 input: self.input,
                 frame: self.frame,
                 ts_ns: self.ts,
@@ -1333,22 +1344,14 @@ mod pipeline {
                 seq: self.seq,
                 ack: self.ack,
                 ifindex,
-            };
-            let seg = TcpSegment {
-                src_port: self.src_port,
-                dst_port: self.dst_port,
-                seq: self.seq,
-                ack: self.ack,
-                flags: self.flags,
-                window: 0,
-                options: SegmentOptions::Parsed(TcpOptions {
-                    timestamp: has(HAS_TIMESTAMP).then_some((self.tsval, self.tsecr)),
-                    ..TcpOptions::default()
-                }),
-                payload_len: self.payload_len,
-                payload: &[],
-            };
-            (r, seg)
+            }
+        }
+
+        /// The segment's timestamps as `TcpEngine::packet` takes them (`segment_timestamp`: read
+        /// here only where the engine reads them).
+        #[inline(always)]
+        fn timestamp(&self) -> Option<(u32, u32)> {
+            (self.bits & HAS_TIMESTAMP != 0).then_some((self.tsval, self.tsecr))
         }
 
         /// The place of a packet staged in full, in order.
@@ -1637,11 +1640,12 @@ mod pipeline {
                     let mut others = batch.others.iter();
                     for c in &batch.packets {
                         if c.bits & OTHER == 0 {
-                            // What `Back::packet` makes of the packet `c.packet()` would give, made
-                            // here without building that packet (the test of two threads against
-                            // one holds them equal).
-                            let (r, seg) = c.tcp();
-                            back.tcp_segment(r, c.ident, c.ttl, &seg);
+                            // What `Back::packet` makes of the packet this was made of, made here
+                            // without building that packet (the test of two threads against one
+                            // holds them equal): its segment is not DNS's (`Back::reads_payload`),
+                            // so `Back::tcp_segment` is the flow engine and the detectors' hook.
+                            back.tcp_flow(&c.pkt_ref(), c.ident, c.ttl, || c.timestamp());
+                            back.drain_tcp();
                         } else if let Some(s) = others.next() {
                             let pkt = s.packet(&batch.payloads);
                             back.packet(s.input, s.frame, s.ts, s.interface, &pkt);

@@ -267,6 +267,26 @@ pub struct TcpOutcome {
     pub new_leg: bool,
 }
 
+/// A segment's flags, read as `TcpSegment::has` reads them.
+#[derive(Clone, Copy)]
+struct Flags(u8);
+
+impl Flags {
+    #[inline(always)]
+    fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+}
+
+/// The TSval and TSecr of `seg` if [`TcpEngine::packet`] may read them (`reads_timestamps`),
+/// parsing its options only then: for a compact form made before the engine sees the segment.
+#[inline(always)]
+pub fn segment_timestamp(seg: &TcpSegment<'_>) -> Option<(u32, u32)> {
+    reads_timestamps(seg.flags, seg.payload_len)
+        .then(|| seg.options.timestamp())
+        .flatten()
+}
+
 /// Whether [`TcpEngine::packet`] reads a segment's TCP timestamps: a client's SYN (its TSval) and
 /// a bare ACK (the TSecr of a socket answering a SYN with an ACK). Nothing else reads options per
 /// packet, so the pipeline's reading half parses them only for these.
@@ -639,16 +659,25 @@ impl TcpEngine {
         std::mem::take(&mut self.slab)
     }
 
-    /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length.
+    /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length;
+    /// `timestamp` gives the segment's TSval and TSecr, and is called only for a segment
+    /// [`reads_timestamps`] names, and only in the rare states that need them (a client's SYN, a
+    /// bare ACK answering a SYN), so a caller holding the segment parses its options only then.
     #[inline(always)]
-    pub fn packet(&mut self, pkt: &PktRef, ip_ident: u16, seg: &TcpSegment<'_>) -> TcpOutcome {
+    pub fn packet(
+        &mut self,
+        pkt: &PktRef,
+        ip_ident: u16,
+        timestamp: impl Fn() -> Option<(u32, u32)>,
+    ) -> TcpOutcome {
+        let flags = Flags(pkt.flags);
         self.stats.packets += 1;
         if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
             self.expire(pkt.ts_ns);
             self.last_sweep_ts = pkt.ts_ns;
         }
-        let is_syn = seg.has(SYN) && !seg.has(ACK);
-        let is_synack = seg.has(SYN) && seg.has(ACK);
+        let is_syn = flags.has(SYN) && !flags.has(ACK);
+        let is_synack = flags.has(SYN) && flags.has(ACK);
         let (key, src_is_lo) = LegKey::of(pkt.src, pkt.dst);
 
         let mut new_leg = false;
@@ -745,7 +774,7 @@ impl TcpEngine {
                     pkt: *pkt,
                     tsval: {
                         debug_assert!(reads_timestamps(pkt.flags, pkt.len));
-                        seg.options.timestamp().map(|t| t.0)
+                        timestamp().map(|t| t.0)
                     },
                     legs_seen: 1 << leg_idx.min(31),
                     inputs_seen: 1 << pkt.input.min(31),
@@ -758,7 +787,7 @@ impl TcpEngine {
             conn.server_isn.get_or_insert(pkt.seq);
             conn.synack.get_or_insert(*pkt);
         }
-        if seg.has(RST) {
+        if flags.has(RST) {
             conn.rst_count += 1;
             if conn.rsts.len() < MAX_RSTS {
                 obs.rst_idx = conn.rsts.len() as u8;
@@ -771,7 +800,7 @@ impl TcpEngine {
             }
             conn.closed_ts.get_or_insert(pkt.ts_ns);
         }
-        if seg.has(FIN) {
+        if flags.has(FIN) {
             conn.fin[dir] = true;
             conn.fin_ts[dir].get_or_insert(pkt.ts_ns);
             if conn.fin[0] && conn.fin[1] {
@@ -783,28 +812,28 @@ impl TcpEngine {
         let stray_ack = !from_client
             && conn.synack.is_none()
             && !conn.syns.is_empty()
-            && seg.has(ACK)
-            && !seg.has(SYN)
-            && !seg.has(RST)
-            && !seg.has(FIN)
+            && flags.has(ACK)
+            && !flags.has(SYN)
+            && !flags.has(RST)
+            && !flags.has(FIN)
             && pkt.len == 0;
         if stray_ack && conn.syn_answered_by_ack.is_none() {
             debug_assert!(reads_timestamps(pkt.flags, pkt.len));
-            conn.syn_answered_by_ack = Some((*pkt, seg.options.timestamp().map(|t| t.1)));
+            conn.syn_answered_by_ack = Some((*pkt, timestamp().map(|t| t.1)));
         }
         conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
-        if seg.has(ACK)
+        if flags.has(ACK)
             && !stray_ack
             && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0)
         {
             conn.highest_ack[dir] = Some(pkt.ack);
         }
-        if !seg.has(RST) && !stray_ack {
+        if !flags.has(RST) && !stray_ack {
             let end = pkt
                 .seq
                 .wrapping_add(pkt.len)
-                .wrapping_add(seg.has(SYN) as u32)
-                .wrapping_add(seg.has(FIN) as u32);
+                .wrapping_add(flags.has(SYN) as u32)
+                .wrapping_add(flags.has(FIN) as u32);
             match conn.next_seq[dir] {
                 Some(n) if seq_diff(end, n) <= 0 => {
                     if pkt.len > 0 {
@@ -823,7 +852,7 @@ impl TcpEngine {
                 }
             }
         }
-        if seg.has(ACK) && !seg.has(SYN) && !seg.has(RST) {
+        if flags.has(ACK) && !flags.has(SYN) && !flags.has(RST) {
             if from_client && conn.synack.is_some() {
                 conn.established = true;
             }
@@ -1319,18 +1348,7 @@ pub(crate) mod tests {
             ack,
             ifindex: None,
         };
-        let seg = TcpSegment {
-            src_port: src.port,
-            dst_port: dst.port,
-            seq,
-            ack,
-            flags,
-            window: 0,
-            options: crate::wire::SegmentOptions::Raw(&[]),
-            payload_len: 0,
-            payload: &[],
-        };
-        engine.packet(&pkt, 7, &seg);
+        engine.packet(&pkt, 7, || None);
         pkt
     }
 
