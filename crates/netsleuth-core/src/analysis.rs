@@ -760,7 +760,7 @@ fn packet_ifindex(link: Option<u32>, interface: u32) -> Option<u32> {
 
 impl Back {
     /// A TCP segment (outside a tunnel, or the tunnel already seen to), as `packet` hands it on; the
-    /// pipeline calls it directly for the segments it carries compact.
+    /// pipeline calls `tcp_flow` directly for the segments it carries compact (never DNS's).
     #[inline(always)]
     fn tcp_segment(&mut self, r: PktRef, ident: u16, ttl: u8, seg: &TcpSegment<'_>) {
         let outcome = self.tcp_flow(&r, ident, ttl, || seg.options.timestamp());

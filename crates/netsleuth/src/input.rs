@@ -500,6 +500,50 @@ mod tests {
         drop(ahead);
     }
 
+    /// The pages-ahead thread never gets time (a busy machine, idle priority): the reader drops
+    /// the pages behind it itself, a step late, and the resident size stays bounded.
+    #[test]
+    fn the_reader_drops_the_pages_behind_it_when_the_pages_ahead_thread_gets_no_time() {
+        let path =
+            std::env::temp_dir().join(format!("netsleuth-behind-{}.pcap", std::process::id()));
+        std::fs::write(&path, pcap(120_000, 128)).expect("temporary capture written");
+        let file = File::open(&path).expect("temporary capture opens");
+        let bytes = map_capture(&file).expect("a capture of small records is mapped");
+        let _ = std::fs::remove_file(&path);
+        let base = bytes.as_ptr() as usize;
+        // A pages-ahead whose thread has ended: nothing maps ahead or drops behind but the reader.
+        let thread = std::thread::spawn(|| {});
+        while !thread.is_finished() {
+            std::thread::yield_now();
+        }
+        let ahead = PagesAhead {
+            state: std::sync::Arc::new(AheadState {
+                reached: 0.into(),
+                behind: Behind::default(),
+                stop: false.into(),
+            }),
+            thread,
+        };
+        let mut input = mapped_input(bytes, None, Some(ahead));
+        let consumed = input
+            .consumed
+            .as_mut()
+            .expect("a mapped input reports progress");
+        let step = 1 << 20;
+        for at in (0..16 * step).step_by(step) {
+            // The reader reads the next step, then says it is past it.
+            for page in (at..at + step).step_by(4096) {
+                std::hint::black_box(bytes[page]);
+            }
+            consumed((at + step) as u64);
+            let mapped = resident(base);
+            assert!(
+                mapped <= DROP_LAG + step + (64 << 10),
+                "{mapped} bytes mapped at {at}: the pages behind the reader were not dropped"
+            );
+        }
+    }
+
     #[test]
     fn short_inputs_pass_through() {
         for data in [

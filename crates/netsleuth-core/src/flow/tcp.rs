@@ -267,17 +267,6 @@ pub struct TcpOutcome {
     pub new_leg: bool,
 }
 
-/// A segment's flags, read as `TcpSegment::has` reads them.
-#[derive(Clone, Copy)]
-struct Flags(u8);
-
-impl Flags {
-    #[inline(always)]
-    fn has(self, flag: u8) -> bool {
-        self.0 & flag != 0
-    }
-}
-
 /// The TSval and TSecr of `seg` if [`TcpEngine::packet`] may read them (`reads_timestamps`),
 /// parsing its options only then: for a compact form made before the engine sees the segment.
 #[inline(always)]
@@ -660,9 +649,9 @@ impl TcpEngine {
     }
 
     /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length;
-    /// `timestamp` gives the segment's TSval and TSecr, and is called only for a segment
-    /// [`reads_timestamps`] names, and only in the rare states that need them (a client's SYN, a
-    /// bare ACK answering a SYN), so a caller holding the segment parses its options only then.
+    /// `timestamp` gives the segment's TSval and TSecr; it is called only for a segment
+    /// [`reads_timestamps`] names, and only where they are read (a client's SYN, a server's bare
+    /// ACK answering a SYN), so a caller holding the segment parses its options only then.
     #[inline(always)]
     pub fn packet(
         &mut self,
@@ -670,14 +659,14 @@ impl TcpEngine {
         ip_ident: u16,
         timestamp: impl Fn() -> Option<(u32, u32)>,
     ) -> TcpOutcome {
-        let flags = Flags(pkt.flags);
+        let has = |flag: u8| pkt.flags & flag != 0;
         self.stats.packets += 1;
         if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
             self.expire(pkt.ts_ns);
             self.last_sweep_ts = pkt.ts_ns;
         }
-        let is_syn = flags.has(SYN) && !flags.has(ACK);
-        let is_synack = flags.has(SYN) && flags.has(ACK);
+        let is_syn = has(SYN) && !has(ACK);
+        let is_synack = has(SYN) && has(ACK);
         let (key, src_is_lo) = LegKey::of(pkt.src, pkt.dst);
 
         let mut new_leg = false;
@@ -787,7 +776,7 @@ impl TcpEngine {
             conn.server_isn.get_or_insert(pkt.seq);
             conn.synack.get_or_insert(*pkt);
         }
-        if flags.has(RST) {
+        if has(RST) {
             conn.rst_count += 1;
             if conn.rsts.len() < MAX_RSTS {
                 obs.rst_idx = conn.rsts.len() as u8;
@@ -800,7 +789,7 @@ impl TcpEngine {
             }
             conn.closed_ts.get_or_insert(pkt.ts_ns);
         }
-        if flags.has(FIN) {
+        if has(FIN) {
             conn.fin[dir] = true;
             conn.fin_ts[dir].get_or_insert(pkt.ts_ns);
             if conn.fin[0] && conn.fin[1] {
@@ -812,28 +801,26 @@ impl TcpEngine {
         let stray_ack = !from_client
             && conn.synack.is_none()
             && !conn.syns.is_empty()
-            && flags.has(ACK)
-            && !flags.has(SYN)
-            && !flags.has(RST)
-            && !flags.has(FIN)
+            && has(ACK)
+            && !has(SYN)
+            && !has(RST)
+            && !has(FIN)
             && pkt.len == 0;
         if stray_ack && conn.syn_answered_by_ack.is_none() {
             debug_assert!(reads_timestamps(pkt.flags, pkt.len));
             conn.syn_answered_by_ack = Some((*pkt, timestamp().map(|t| t.1)));
         }
         conn.max_len[dir] = conn.max_len[dir].max(pkt.len);
-        if flags.has(ACK)
-            && !stray_ack
-            && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0)
+        if has(ACK) && !stray_ack && conn.highest_ack[dir].is_none_or(|h| seq_diff(pkt.ack, h) > 0)
         {
             conn.highest_ack[dir] = Some(pkt.ack);
         }
-        if !flags.has(RST) && !stray_ack {
+        if !has(RST) && !stray_ack {
             let end = pkt
                 .seq
                 .wrapping_add(pkt.len)
-                .wrapping_add(flags.has(SYN) as u32)
-                .wrapping_add(flags.has(FIN) as u32);
+                .wrapping_add(has(SYN) as u32)
+                .wrapping_add(has(FIN) as u32);
             match conn.next_seq[dir] {
                 Some(n) if seq_diff(end, n) <= 0 => {
                     if pkt.len > 0 {
@@ -852,7 +839,7 @@ impl TcpEngine {
                 }
             }
         }
-        if flags.has(ACK) && !flags.has(SYN) && !flags.has(RST) {
+        if has(ACK) && !has(SYN) && !has(RST) {
             if from_client && conn.synack.is_some() {
                 conn.established = true;
             }
