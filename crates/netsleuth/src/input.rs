@@ -448,14 +448,21 @@ mod tests {
         panic!("no mapping holds {addr:#x}");
     }
 
-    #[test]
-    fn pages_ahead_maps_the_next_pages_past_the_reader_at_idle_priority() {
+    /// A ~17 MB capture of 128-byte records, mapped as `analyze` maps it (the file is removed,
+    /// the mapping stays).
+    fn mapped_capture(name: &str) -> &'static [u8] {
         let path =
-            std::env::temp_dir().join(format!("netsleuth-ahead-{}.pcap", std::process::id()));
+            std::env::temp_dir().join(format!("netsleuth-{name}-{}.pcap", std::process::id()));
         std::fs::write(&path, pcap(120_000, 128)).expect("temporary capture written");
         let file = File::open(&path).expect("temporary capture opens");
         let bytes = map_capture(&file).expect("a capture of small records is mapped");
         let _ = std::fs::remove_file(&path);
+        bytes
+    }
+
+    #[test]
+    fn pages_ahead_maps_the_next_pages_past_the_reader_at_idle_priority() {
+        let bytes = mapped_capture("ahead");
         let base = bytes.as_ptr() as usize;
         assert_eq!(resident(base), 0, "nothing mapped before the reader starts");
         let ahead = PagesAhead::start(bytes).expect("a thread at idle priority");
@@ -504,12 +511,7 @@ mod tests {
     /// the pages behind it itself, a step late, and the resident size stays bounded.
     #[test]
     fn the_reader_drops_the_pages_behind_it_when_the_pages_ahead_thread_gets_no_time() {
-        let path =
-            std::env::temp_dir().join(format!("netsleuth-behind-{}.pcap", std::process::id()));
-        std::fs::write(&path, pcap(120_000, 128)).expect("temporary capture written");
-        let file = File::open(&path).expect("temporary capture opens");
-        let bytes = map_capture(&file).expect("a capture of small records is mapped");
-        let _ = std::fs::remove_file(&path);
+        let bytes = mapped_capture("behind");
         let base = bytes.as_ptr() as usize;
         // A pages-ahead whose thread has ended: nothing maps ahead or drops behind but the reader.
         let thread = std::thread::spawn(|| {});
