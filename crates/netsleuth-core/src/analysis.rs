@@ -980,18 +980,23 @@ impl Back {
     }
 }
 
-/// Where the back hands what the detectors see: to them directly (one thread), or queued in order
-/// for another thread to hand over (`pipeline`, where the detectors run on the reading thread, which
-/// has time to spare). Either way the detectors see the same calls in the same order.
+/// Where the back hands what the detectors see: to them directly (one thread), or, in the
+/// `pipeline`, to the detectors of SYNs and RSTs directly and queued in order for the others, which
+/// run on the reading thread. Either way each detector sees the same calls in the same order.
 enum DetectorSink {
     Direct(Detectors),
-    Queued(Vec<DetectorEvent>),
+    /// `control`: the detectors of SYNs and RSTs, called here, where the flow engine meets those
+    /// packets (queueing each SYN for another thread cost more than the call); `events`: the calls
+    /// for the others, queued.
+    Queued {
+        control: Detectors,
+        events: Vec<DetectorEvent>,
+    },
 }
 
 /// One call to the detectors, queued.
 enum DetectorEvent {
     Connection(Box<Conn>),
-    TcpControl(PktRef, u8),
     TunnelUdp(PktRef, wire::Tunnel, Option<wire::PacketDirection>),
     IcmpError(PktRef, bool, u8, u8),
     Neighbour(PktRef, NeighbourMsg),
@@ -1002,7 +1007,6 @@ impl DetectorEvent {
     fn apply(&self, d: &mut Detectors) {
         match self {
             DetectorEvent::Connection(c) => d.connection(c),
-            DetectorEvent::TcpControl(p, ttl) => d.tcp_control(p, *ttl),
             DetectorEvent::TunnelUdp(p, t, dir) => d.tunnel_udp(p, t, *dir),
             DetectorEvent::IcmpError(p, v6, t, c) => d.icmp_error(p, *v6, *t, *c),
             DetectorEvent::Neighbour(p, m) => d.neighbour(p, *m),
@@ -1016,7 +1020,10 @@ impl DetectorSink {
     fn send(&mut self, event: impl FnOnce() -> DetectorEvent, direct: impl FnOnce(&mut Detectors)) {
         match self {
             DetectorSink::Direct(d) => direct(d),
-            DetectorSink::Queued(q) => q.push(event()),
+            DetectorSink::Queued { control, events } => {
+                direct(control);
+                events.push(event());
+            }
         }
     }
     /// A finished connection where the flow engine keeps it: read in place by detectors on this
@@ -1028,9 +1035,10 @@ impl DetectorSink {
                     d.connection(c)
                 }
             }
-            DetectorSink::Queued(q) => {
+            DetectorSink::Queued { control, events } => {
                 if let Some(c) = c.take() {
-                    q.push(DetectorEvent::Connection(Box::new(c)))
+                    control.connection(&c);
+                    events.push(DetectorEvent::Connection(Box::new(c)))
                 }
             }
         }
@@ -1038,14 +1046,17 @@ impl DetectorSink {
     fn dns(&mut self, f: FinishedQuery) {
         match self {
             DetectorSink::Direct(d) => d.dns(&f),
-            DetectorSink::Queued(q) => q.push(DetectorEvent::Dns(Box::new(f))),
+            DetectorSink::Queued { control, events } => {
+                control.dns(&f);
+                events.push(DetectorEvent::Dns(Box::new(f)))
+            }
         }
     }
     fn tcp_control(&mut self, p: PktRef, ttl: u8) {
-        self.send(
-            || DetectorEvent::TcpControl(p, ttl),
-            |d| d.tcp_control(&p, ttl),
-        );
+        match self {
+            DetectorSink::Direct(d) => d.tcp_control(&p, ttl),
+            DetectorSink::Queued { control, .. } => control.tcp_control(&p, ttl),
+        }
     }
     fn tunnel_udp(&mut self, p: PktRef, t: wire::Tunnel, dir: Option<wire::PacketDirection>) {
         self.send(
@@ -1067,7 +1078,7 @@ impl DetectorSink {
     fn direct_mut(&mut self) -> &mut Detectors {
         match self {
             DetectorSink::Direct(d) => d,
-            DetectorSink::Queued(_) => {
+            DetectorSink::Queued { .. } => {
                 unreachable!("the pipeline returns the detectors to the back")
             }
         }
@@ -1078,7 +1089,7 @@ impl DetectorSink {
     fn into_direct(self) -> Detectors {
         match self {
             DetectorSink::Direct(d) => d,
-            DetectorSink::Queued(_) => {
+            DetectorSink::Queued { .. } => {
                 unreachable!("the pipeline returns the detectors to the back")
             }
         }
@@ -1615,13 +1626,20 @@ mod pipeline {
     ) -> Back {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
-        // The detectors move to this thread; the back queues its calls to them.
+        // The detectors move to this thread, but for those of SYNs and RSTs; the back queues its
+        // calls to them.
         let mut back = back;
-        let detectors =
-            match std::mem::replace(&mut back.detectors, DetectorSink::Queued(Vec::new())) {
-                DetectorSink::Direct(d) => d,
-                DetectorSink::Queued(_) => Detectors::new(),
-            };
+        let placeholder = || DetectorSink::Direct(Detectors::none());
+        let mut detectors = match std::mem::replace(&mut back.detectors, placeholder()) {
+            DetectorSink::Direct(d) => d,
+            DetectorSink::Queued { .. } => unreachable!("the detectors start on the back"),
+        };
+        let control = detectors.split_control();
+        debug_assert!(!detectors.wants_tcp_control());
+        back.detectors = DetectorSink::Queued {
+            control,
+            events: Vec::new(),
+        };
         std::thread::scope(|scope| {
             let worker = scope.spawn(move || {
                 let mut back = back;
@@ -1654,7 +1672,7 @@ mod pipeline {
                     batch.packets.clear();
                     batch.others.clear();
                     batch.payloads.clear();
-                    if let DetectorSink::Queued(events) = &mut back.detectors {
+                    if let DetectorSink::Queued { events, .. } = &mut back.detectors {
                         std::mem::swap(events, &mut batch.events);
                         // The calls the front made of this batch on its last trip: done with.
                         events.clear();
@@ -1685,10 +1703,13 @@ mod pipeline {
                 Err(panic) => std::panic::resume_unwind(panic),
             };
             let mut detectors = batcher.detectors;
-            if let DetectorSink::Queued(events) = &mut back.detectors {
-                for event in events.drain(..) {
+            if let DetectorSink::Queued { control, events } =
+                std::mem::replace(&mut back.detectors, placeholder())
+            {
+                for event in &events {
                     event.apply(&mut detectors);
                 }
+                detectors = detectors.join(control);
             }
             back.detectors = DetectorSink::Direct(detectors);
             back

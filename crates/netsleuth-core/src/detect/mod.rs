@@ -451,6 +451,9 @@ pub fn secs(ns: i64) -> String {
 /// All capture detectors of [`DETECTORS`], fed by the analysis loop.
 pub struct Detectors {
     running: Vec<Box<dyn CaptureDetector>>,
+    /// Each running detector's place in [`DETECTORS`]: the order `finish` takes them in, kept when
+    /// the detectors are split between threads (`split_control`, `join`).
+    place: Vec<usize>,
     /// Indices into `running` of the detectors that look at SYNs and RSTs.
     control: Vec<usize>,
     /// Indices into `running` of the detectors that look at tunnel packets' outer UDP headers.
@@ -470,11 +473,24 @@ impl Detectors {
 
     /// Detectors that keep at most `max_keys` distinct keys each (from the memory budget).
     pub fn with_max_keys(max_keys: usize) -> Self {
-        let mut running: Vec<Box<dyn CaptureDetector>> =
-            DETECTORS.iter().map(|d| (d.new)()).collect();
-        for d in &mut running {
-            d.set_max_keys(max_keys);
-        }
+        Self::of(
+            DETECTORS
+                .iter()
+                .map(|d| {
+                    let mut d = (d.new)();
+                    d.set_max_keys(max_keys);
+                    d
+                })
+                .enumerate()
+                .collect(),
+        )
+    }
+
+    /// The detectors given with their places in [`DETECTORS`], in that order.
+    fn of(mut placed: Vec<(usize, Box<dyn CaptureDetector>)>) -> Self {
+        placed.sort_by_key(|(place, _)| *place);
+        let (place, running): (Vec<usize>, Vec<Box<dyn CaptureDetector>>) =
+            placed.into_iter().unzip();
         let control = (0..running.len())
             .filter(|&i| running[i].wants_tcp_control())
             .collect();
@@ -483,9 +499,40 @@ impl Detectors {
             .collect();
         Detectors {
             running,
+            place,
             control,
             tunnel,
         }
+    }
+
+    /// No detectors: a placeholder while the real ones are elsewhere.
+    pub fn none() -> Self {
+        Self::of(Vec::new())
+    }
+
+    /// Takes out the detectors that look at SYNs and RSTs (`tcp_control`), which then get every
+    /// call of theirs through the detectors returned; these keep the others. Detectors keep no state
+    /// in common, so two sets each fed its own calls in order find what one set would; `join` puts
+    /// them back together before `finish`.
+    pub fn split_control(&mut self) -> Detectors {
+        let placed = std::mem::take(&mut self.place)
+            .into_iter()
+            .zip(std::mem::take(&mut self.running));
+        let (control, rest): (Vec<_>, Vec<_>) = placed.partition(|(_, d)| d.wants_tcp_control());
+        *self = Self::of(rest);
+        Self::of(control)
+    }
+
+    /// The detectors of `self` and `other` as one set again, in [`DETECTORS`] order.
+    pub fn join(self, other: Detectors) -> Detectors {
+        let mut placed: Vec<_> = self.place.into_iter().zip(self.running).collect();
+        placed.extend(other.place.into_iter().zip(other.running));
+        Self::of(placed)
+    }
+
+    /// Whether any of these detectors looks at SYNs and RSTs.
+    pub fn wants_tcp_control(&self) -> bool {
+        !self.control.is_empty()
     }
 
     pub fn connection(&mut self, c: &Conn) {
@@ -827,6 +874,30 @@ pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Fin
 
 #[cfg(test)]
 mod tests {
+
+    /// The detectors of SYNs and RSTs split off and joined back: every detector once, in the
+    /// registry's order (the order `finish` explains SYN drops in).
+    #[test]
+    fn detectors_split_for_two_threads_join_back_in_registry_order() {
+        let mut rest = Detectors::new();
+        let control = rest.split_control();
+        assert!(control.wants_tcp_control() && !rest.wants_tcp_control());
+        assert_eq!(control.control.len(), control.running.len());
+        assert!(!rest.running.is_empty());
+        assert_eq!(control.running.len() + rest.running.len(), DETECTORS.len());
+        let joined = rest.join(control);
+        assert_eq!(joined.place, (0..DETECTORS.len()).collect::<Vec<_>>());
+        let wants = |d: &Detectors| -> Vec<_> {
+            d.running
+                .iter()
+                .map(|d| (d.wants_tcp_control(), d.wants_tunnel_udp()))
+                .collect()
+        };
+        assert_eq!(wants(&joined), wants(&Detectors::new()));
+        assert_eq!(joined.control, Detectors::new().control);
+        assert_eq!(joined.tunnel, Detectors::new().tunnel);
+    }
+
     use super::*;
 
     #[test]
