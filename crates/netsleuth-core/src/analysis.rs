@@ -991,12 +991,21 @@ enum DetectorSink {
     Queued {
         control: Detectors,
         events: Vec<DetectorEvent>,
+        /// Boxes of connections the reading thread is done with, emptied, for the next ones: a
+        /// finished connection is ~1.2 KB, and a malloc and free of each was most of the back's
+        /// allocator time.
+        spare: Vec<Box<Option<Conn>>>,
     },
 }
 
+/// Most emptied connection boxes kept for reuse (~1.2 KB each): more than a burst of finished
+/// connections in one batch usually holds.
+const SPARE_CONNECTIONS: usize = 2048;
+
 /// One call to the detectors, queued.
 enum DetectorEvent {
-    Connection(Box<Conn>),
+    /// Always `Some`; the box goes back to the back's spares emptied.
+    Connection(Box<Option<Conn>>),
     TunnelUdp(PktRef, wire::Tunnel, Option<wire::PacketDirection>),
     IcmpError(PktRef, bool, u8, u8),
     Neighbour(PktRef, NeighbourMsg),
@@ -1006,7 +1015,11 @@ enum DetectorEvent {
 impl DetectorEvent {
     fn apply(&self, d: &mut Detectors) {
         match self {
-            DetectorEvent::Connection(c) => d.connection(c),
+            DetectorEvent::Connection(c) => {
+                if let Some(c) = c.as_ref() {
+                    d.connection(c)
+                }
+            }
             DetectorEvent::TunnelUdp(p, t, dir) => d.tunnel_udp(p, t, *dir),
             DetectorEvent::IcmpError(p, v6, t, c) => d.icmp_error(p, *v6, *t, *c),
             DetectorEvent::Neighbour(p, m) => d.neighbour(p, *m),
@@ -1020,7 +1033,9 @@ impl DetectorSink {
     fn send(&mut self, event: impl FnOnce() -> DetectorEvent, direct: impl FnOnce(&mut Detectors)) {
         match self {
             DetectorSink::Direct(d) => direct(d),
-            DetectorSink::Queued { control, events } => {
+            DetectorSink::Queued {
+                control, events, ..
+            } => {
                 direct(control);
                 events.push(event());
             }
@@ -1035,10 +1050,16 @@ impl DetectorSink {
                     d.connection(c)
                 }
             }
-            DetectorSink::Queued { control, events } => {
-                if let Some(c) = c.take() {
-                    control.connection(&c);
-                    events.push(DetectorEvent::Connection(Box::new(c)))
+            DetectorSink::Queued {
+                control,
+                events,
+                spare,
+            } => {
+                if let Some(conn) = c.as_ref() {
+                    control.connection(conn);
+                    let mut held = spare.pop().unwrap_or_else(|| Box::new(None));
+                    *held = c.take();
+                    events.push(DetectorEvent::Connection(held))
                 }
             }
         }
@@ -1046,7 +1067,9 @@ impl DetectorSink {
     fn dns(&mut self, f: FinishedQuery) {
         match self {
             DetectorSink::Direct(d) => d.dns(&f),
-            DetectorSink::Queued { control, events } => {
+            DetectorSink::Queued {
+                control, events, ..
+            } => {
                 control.dns(&f);
                 events.push(DetectorEvent::Dns(Box::new(f)))
             }
@@ -1639,6 +1662,7 @@ mod pipeline {
         back.detectors = DetectorSink::Queued {
             control,
             events: Vec::new(),
+            spare: Vec::new(),
         };
         std::thread::scope(|scope| {
             let worker = scope.spawn(move || {
@@ -1672,10 +1696,18 @@ mod pipeline {
                     batch.packets.clear();
                     batch.others.clear();
                     batch.payloads.clear();
-                    if let DetectorSink::Queued { events, .. } = &mut back.detectors {
+                    if let DetectorSink::Queued { events, spare, .. } = &mut back.detectors {
                         std::mem::swap(events, &mut batch.events);
-                        // The calls the front made of this batch on its last trip: done with.
-                        events.clear();
+                        // The calls the front made of this batch on its last trip: done with
+                        // (their connections dropped here, their boxes kept for the next ones).
+                        for event in events.drain(..) {
+                            if let DetectorEvent::Connection(mut held) = event {
+                                *held = None;
+                                if spare.len() < super::SPARE_CONNECTIONS {
+                                    spare.push(held);
+                                }
+                            }
+                        }
                     }
                     // The front waits for every batch to come back; it is gone only if it
                     // panicked, and then the batch is simply dropped.
@@ -1703,8 +1735,9 @@ mod pipeline {
                 Err(panic) => std::panic::resume_unwind(panic),
             };
             let mut detectors = batcher.detectors;
-            if let DetectorSink::Queued { control, events } =
-                std::mem::replace(&mut back.detectors, placeholder())
+            if let DetectorSink::Queued {
+                control, events, ..
+            } = std::mem::replace(&mut back.detectors, placeholder())
             {
                 for event in &events {
                     event.apply(&mut detectors);
