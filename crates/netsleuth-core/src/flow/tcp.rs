@@ -606,10 +606,9 @@ pub struct TcpEngine {
     /// key's `lo` end.
     legs: FxHashMap<LegKey, (u32, u8, bool)>,
     by_isn: FxHashMap<u32, u32>,
-    by_client: FxHashMap<Endpoint, Slots<CLIENT_SLOTS>>,
-    by_seq_window: FxHashMap<SeqWindowKey, Slots<WINDOW_SLOTS>>,
+    new_tuple: NewTupleIndex,
     /// Connections made since the last lookup of a segment under a new tuple, not yet filed in
-    /// `by_client` and `by_seq_window` (oldest first; lazily pruned): those two indexes serve only
+    /// `new_tuple` (oldest first; lazily pruned): its two indexes serve only
     /// that lookup, which comes at the start of a capture and for stray segments, while filing and
     /// unfiling every connection's legs on the way was a fifth of the flow engine's time. The lookup
     /// files them first, so it sees every live connection, as if each had been filed as it came.
@@ -649,8 +648,7 @@ impl TcpEngine {
             max_live: max_live.max(16) as u64,
             legs: FxHashMap::default(),
             by_isn: FxHashMap::default(),
-            by_client: FxHashMap::default(),
-            by_seq_window: FxHashMap::default(),
+            new_tuple: NewTupleIndex::default(),
             unindexed: Vec::new(),
             deadlines: BinaryHeap::new(),
             half_open: VecDeque::new(),
@@ -717,8 +715,8 @@ impl TcpEngine {
         );
         self.legs.clear();
         self.by_isn.clear();
-        self.by_client.clear();
-        self.by_seq_window.clear();
+        self.new_tuple.by_client.clear();
+        self.new_tuple.by_seq_window.clear();
         self.unindexed.clear();
         self.deadlines.clear();
         self.half_open.clear();
@@ -913,7 +911,14 @@ impl TcpEngine {
                 old => {
                     conn.next_seq[dir] = Some(end);
                     if conn.indexed && old.map(seq_bucket) != Some(seq_bucket(end)) {
-                        reindex_seq(&mut self.by_seq_window, slot, conn, dir, old, Some(end));
+                        reindex_seq(
+                            &mut self.new_tuple.by_seq_window,
+                            slot,
+                            conn,
+                            dir,
+                            old,
+                            Some(end),
+                        );
                     }
                 }
             }
@@ -1072,7 +1077,7 @@ impl TcpEngine {
                 (pkt.dst, pkt.src)
             };
             // Same client endpoint (DNAT chose another server), newest first.
-            if let Some(list) = self.by_client.get(&client) {
+            if let Some(list) = self.new_tuple.by_client.get(&client) {
                 let list = list.as_slice();
                 cut |= list.len() > MAX_ENDPOINT_CANDIDATES;
                 for &slot in list.iter().rev().take(MAX_ENDPOINT_CANDIDATES) {
@@ -1097,6 +1102,7 @@ impl TcpEngine {
             ] {
                 let key = SeqWindowKey::new(client.ip, server, dir, bucket);
                 let list = self
+                    .new_tuple
                     .by_seq_window
                     .get(&key)
                     .map_or(&[][..], Slots::as_slice);
@@ -1163,13 +1169,7 @@ impl TcpEngine {
             }
             conn.indexed = true;
             for leg in &conn.legs {
-                file_leg(
-                    &mut self.by_client,
-                    &mut self.by_seq_window,
-                    slot,
-                    leg,
-                    &conn.next_seq,
-                );
+                self.new_tuple.file(slot, leg, &conn.next_seq);
             }
         }
     }
@@ -1220,21 +1220,19 @@ impl TcpEngine {
                 .collect();
             self.deadlines = BinaryHeap::from(live);
         }
+        let slab = &self.slab;
+        let live_and = |slot: u32, id: u64, also: fn(&Conn) -> bool| {
+            slab[slot]
+                .as_ref()
+                .is_some_and(|c| !c.finalised && c.id == id && also(c))
+        };
         if self.unindexed.len() > bound {
-            let slab = &self.slab;
-            self.unindexed.retain(|(slot, id)| {
-                slab[*slot]
-                    .as_ref()
-                    .is_some_and(|c| !c.finalised && c.id == *id && !c.indexed)
-            });
+            self.unindexed
+                .retain(|&(slot, id)| live_and(slot, id, |c| !c.indexed));
         }
         if self.half_open.len() > bound {
-            let slab = &self.slab;
-            self.half_open.retain(|(slot, id)| {
-                slab[*slot]
-                    .as_ref()
-                    .is_some_and(|c| !c.finalised && c.id == *id && !c.established)
-            });
+            self.half_open
+                .retain(|&(slot, id)| live_and(slot, id, |c| !c.established));
         }
     }
 
@@ -1293,13 +1291,7 @@ impl TcpEngine {
         self.legs.insert(key, (slot, idx, client_is_lo));
         if conn.indexed {
             let leg = conn.legs.last().expect("the leg just added");
-            file_leg(
-                &mut self.by_client,
-                &mut self.by_seq_window,
-                slot,
-                leg,
-                &conn.next_seq,
-            );
+            self.new_tuple.file(slot, leg, &conn.next_seq);
         }
         Some(idx)
     }
@@ -1320,15 +1312,15 @@ impl TcpEngine {
             if !conn.indexed {
                 continue;
             }
-            if let Some(list) = self.by_client.get_mut(&leg.client) {
+            if let Some(list) = self.new_tuple.by_client.get_mut(&leg.client) {
                 if list.remove_keeping_order(slot) {
-                    self.by_client.remove(&leg.client);
+                    self.new_tuple.by_client.remove(&leg.client);
                 }
             }
             for dir in 0..2u8 {
                 if let Some(n) = conn.next_seq[dir as usize] {
                     let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
-                    remove_from(&mut self.by_seq_window, &key, slot);
+                    remove_from(&mut self.new_tuple.by_seq_window, &key, slot);
                 }
             }
         }
@@ -1364,20 +1356,24 @@ impl TcpEngine {
     }
 }
 
-/// File one leg of the connection in `slot` under its client endpoint and, for each direction whose
-/// next sequence number is known, its sequence window.
-fn file_leg(
-    by_client: &mut FxHashMap<Endpoint, Slots<CLIENT_SLOTS>>,
-    by_seq_window: &mut FxHashMap<SeqWindowKey, Slots<WINDOW_SLOTS>>,
-    slot: u32,
-    leg: &Leg,
-    next_seq: &[Option<u32>; 2],
-) {
-    file(by_client, leg.client, slot);
-    for dir in 0..2u8 {
-        if let Some(n) = next_seq[dir as usize] {
-            let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
-            file(by_seq_window, key, slot);
+/// The indexes of the lookup of a segment under a new tuple (`find_by_sequence`): the connections
+/// by each leg's client endpoint, and by client address, server and window of sequence space.
+#[derive(Default)]
+struct NewTupleIndex {
+    by_client: FxHashMap<Endpoint, Slots<CLIENT_SLOTS>>,
+    by_seq_window: FxHashMap<SeqWindowKey, Slots<WINDOW_SLOTS>>,
+}
+
+impl NewTupleIndex {
+    /// File one leg of the connection in `slot` under its client endpoint and, for each direction
+    /// whose next sequence number is known, its sequence window.
+    fn file(&mut self, slot: u32, leg: &Leg, next_seq: &[Option<u32>; 2]) {
+        file(&mut self.by_client, leg.client, slot);
+        for dir in 0..2u8 {
+            if let Some(n) = next_seq[dir as usize] {
+                let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
+                file(&mut self.by_seq_window, key, slot);
+            }
         }
     }
 }
@@ -1493,17 +1489,22 @@ pub(crate) mod tests {
         pkt
     }
 
+    /// Client endpoints `a` and `b` and their server.
+    fn two_clients_and_a_server() -> (Endpoint, Endpoint, Endpoint) {
+        (
+            endpoint([10, 0, 0, 1], 40000),
+            endpoint([10, 0, 0, 3], 40001),
+            endpoint([10, 0, 0, 2], 80),
+        )
+    }
+
     /// The expiry sweep run by a packet finalises a connection and the same packet's new connection
     /// takes the slot it freed: the finished one is handed over whole, before the new one, which
     /// stays live in the slot.
     #[test]
     fn a_finished_connection_whose_slot_is_taken_before_the_drain_is_handed_over_whole() {
         let mut engine = TcpEngine::new();
-        let (a, b, server) = (
-            endpoint([10, 0, 0, 1], 40000),
-            endpoint([10, 0, 0, 3], 40001),
-            endpoint([10, 0, 0, 2], 80),
-        );
+        let (a, b, server) = two_clients_and_a_server();
         // Connection 0: a SYN refused by a RST, finalised when its linger (3 s) is over.
         segment(&mut engine, (1, 0), (a, server), SYN, (100, 0));
         segment(&mut engine, (2, 1_000), (server, a), RST | ACK, (0, 101));
@@ -1531,11 +1532,7 @@ pub(crate) mod tests {
     #[test]
     fn connections_are_filed_for_the_new_tuple_lookup_when_it_comes() {
         let mut engine = TcpEngine::new();
-        let (a, b, server) = (
-            endpoint([10, 0, 0, 1], 40000),
-            endpoint([10, 0, 0, 3], 40001),
-            endpoint([10, 0, 0, 2], 80),
-        );
+        let (a, b, server) = two_clients_and_a_server();
         segment(&mut engine, (1, 0), (a, server), SYN, (1000, 0));
         segment(
             &mut engine,
@@ -1558,7 +1555,7 @@ pub(crate) mod tests {
         let mut finished = Vec::new();
         engine.drain_finished(|c| finished.push(c.take().expect("finished").id));
         assert_eq!(finished, vec![1]);
-        assert!(engine.by_client.is_empty() && engine.by_seq_window.is_empty());
+        assert!(engine.new_tuple.by_client.is_empty() && engine.new_tuple.by_seq_window.is_empty());
         assert_eq!(engine.unindexed.len(), 2);
         // The client's port changed (SNAT chose another): found by its sequence numbers.
         let a2 = endpoint([10, 0, 0, 1], 50000);
@@ -1566,8 +1563,9 @@ pub(crate) mod tests {
         assert_eq!(engine.stats.mid_stream_legs, 1);
         assert_eq!(engine.conn(0).map(|c| c.legs.len()), Some(2));
         assert!(engine.unindexed.is_empty());
-        let filed =
-            |e: &TcpEngine, ep: &Endpoint| e.by_client.get(ep).map(|l| l.as_slice().to_vec());
+        let filed = |e: &TcpEngine, ep: &Endpoint| {
+            e.new_tuple.by_client.get(ep).map(|l| l.as_slice().to_vec())
+        };
         assert_eq!(filed(&engine, &a), Some(vec![0]));
         assert_eq!(
             filed(&engine, &a2),
@@ -1576,8 +1574,9 @@ pub(crate) mod tests {
         );
         assert_eq!(filed(&engine, &b), None);
         // Both legs (one client address, one server: one key a direction), both directions.
-        assert_eq!(engine.by_seq_window.len(), 2);
+        assert_eq!(engine.new_tuple.by_seq_window.len(), 2);
         assert!(engine
+            .new_tuple
             .by_seq_window
             .values()
             .all(|l| l.as_slice() == [0, 0]));
@@ -1657,7 +1656,7 @@ pub(crate) mod tests {
             most = most.max(engine.unindexed.len());
         }
         assert!(most > 1024, "the pruning was reached ({most})");
-        assert!(engine.by_client.is_empty() && engine.by_seq_window.is_empty());
+        assert!(engine.new_tuple.by_client.is_empty() && engine.new_tuple.by_seq_window.is_empty());
     }
 
     #[test]
