@@ -986,14 +986,13 @@ impl Back {
 enum DetectorSink {
     Direct(Detectors),
     /// `control`: the detectors of SYNs and RSTs, called here, where the flow engine meets those
-    /// packets (queueing each SYN for another thread cost more than the call); `events`: the calls
-    /// for the others, queued.
+    /// packets (no event crosses for each SYN, SYN-ACK and RST); `events`: the calls for the
+    /// others, queued.
     Queued {
         control: Detectors,
         events: Vec<DetectorEvent>,
-        /// Boxes of connections the reading thread is done with, emptied, for the next ones: a
-        /// finished connection is ~1.2 KB, and a malloc and free of each was most of the back's
-        /// allocator time.
+        /// Boxes of connections the reading thread is done with, emptied, for the next ones (a
+        /// finished connection is ~1.2 KB): no malloc and free of a box for each.
         // The boxes are the point: each is an allocation handed over to an event and back.
         #[allow(clippy::vec_box)]
         spare: Vec<Box<Option<Conn>>>,

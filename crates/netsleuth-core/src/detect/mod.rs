@@ -874,6 +874,7 @@ pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Fin
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// The detectors of SYNs and RSTs split off and joined back: every detector once, in the
     /// registry's order (the order `finish` explains SYN drops in).
@@ -897,8 +898,6 @@ mod tests {
         assert_eq!(joined.control, Detectors::new().control);
         assert_eq!(joined.tunnel, Detectors::new().tunnel);
     }
-
-    use super::*;
 
     #[test]
     fn every_incident_has_one_capture_detector_and_a_unique_id() {
