@@ -506,7 +506,7 @@ impl Detectors {
     }
 
     /// No detectors: a placeholder while the real ones are elsewhere.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self::of(Vec::new())
     }
 
@@ -514,7 +514,7 @@ impl Detectors {
     /// call of theirs through the detectors returned; these keep the others. Detectors keep no state
     /// in common, so two sets each fed its own calls in order find what one set would; `join` puts
     /// them back together before `finish`.
-    pub fn split_control(&mut self) -> Detectors {
+    pub(crate) fn split_control(&mut self) -> Detectors {
         let placed = std::mem::take(&mut self.place)
             .into_iter()
             .zip(std::mem::take(&mut self.running));
@@ -524,14 +524,14 @@ impl Detectors {
     }
 
     /// The detectors of `self` and `other` as one set again, in [`DETECTORS`] order.
-    pub fn join(self, other: Detectors) -> Detectors {
+    pub(crate) fn join(self, other: Detectors) -> Detectors {
         let mut placed: Vec<_> = self.place.into_iter().zip(self.running).collect();
         placed.extend(other.place.into_iter().zip(other.running));
         Self::of(placed)
     }
 
     /// Whether any of these detectors looks at SYNs and RSTs.
-    pub fn wants_tcp_control(&self) -> bool {
+    pub(crate) fn wants_tcp_control(&self) -> bool {
         !self.control.is_empty()
     }
 

@@ -715,8 +715,7 @@ impl TcpEngine {
         );
         self.legs.clear();
         self.by_isn.clear();
-        self.new_tuple.by_client.clear();
-        self.new_tuple.by_seq_window.clear();
+        self.new_tuple = NewTupleIndex::default();
         self.unindexed.clear();
         self.deadlines.clear();
         self.half_open.clear();
@@ -1047,25 +1046,28 @@ impl TcpEngine {
     fn find_by_sequence(&mut self, pkt: &PktRef) -> Option<(u32, bool)> {
         self.index_new_connections();
         let has_ack = pkt.flags & ACK != 0;
-        let near =
-            |x: u32, n: Option<u32>| n.is_some_and(|n| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW);
+        let near = |x: u32, n: u32| seq_diff(x, n).abs() <= SEQ_JOIN_WINDOW;
         // How far the segment is from where the connection had got to (both directions), if it
-        // is near enough to continue it.
-        let distance = |slot: u32, from_client: bool| -> Option<u64> {
+        // is near enough to continue it, and the connection's id.
+        let distance = |slot: u32, from_client: bool| -> Option<(u64, u64)> {
             let c = self.slab.get(slot)?;
             if !c.established && c.next_seq[0].is_none() {
                 return None;
             }
             let (mine, theirs) = if from_client { (0, 1) } else { (1, 0) };
-            if has_ack {
+            let d = if has_ack {
                 let (seq, ack) = (c.next_seq[mine]?, c.next_seq[theirs]?);
-                (near(pkt.seq, Some(seq)) && near(pkt.ack, Some(ack))).then(|| {
-                    seq_diff(pkt.seq, seq).unsigned_abs() + seq_diff(pkt.ack, ack).unsigned_abs()
-                })
-            } else {
+                if !near(pkt.seq, seq) || !near(pkt.ack, ack) {
+                    return None;
+                }
+                seq_diff(pkt.seq, seq).unsigned_abs() + seq_diff(pkt.ack, ack).unsigned_abs()
+            } else if c.next_seq[mine] == Some(pkt.seq) {
                 // A bare RST carries only seq: demand the exact next sequence number.
-                (c.next_seq[mine] == Some(pkt.seq)).then_some(0)
-            }
+                0
+            } else {
+                return None;
+            };
+            Some((d, c.id))
         };
         let check = |slot: u32, from_client: bool| distance(slot, from_client).is_some();
         let mut cut = false;
@@ -1093,7 +1095,7 @@ impl TcpEngine {
             // sequence numbers are close (an old stack's, or a scanner's), and the nearest is both
             // the likeliest and independent of the order the index lists them in.
             let dir = if from_client { 0 } else { 1 };
-            let mut best: Option<(u64, u64, u32)> = None;
+            let mut best: Option<((u64, u64), u32)> = None;
             let b = seq_bucket(pkt.seq);
             for bucket in [
                 b,
@@ -1108,14 +1110,13 @@ impl TcpEngine {
                     .map_or(&[][..], Slots::as_slice);
                 for &slot in list {
                     if let Some(d) = distance(slot, from_client) {
-                        let id = self.slab.get(slot).map_or(u64::MAX, |c| c.id);
-                        if best.is_none_or(|b| (d, id) < (b.0, b.1)) {
-                            best = Some((d, id, slot));
+                        if best.is_none_or(|(b, _)| d < b) {
+                            best = Some((d, slot));
                         }
                     }
                 }
             }
-            if let Some((_, _, slot)) = best {
+            if let Some((_, slot)) = best {
                 found = Some((slot, from_client));
                 break 'sides;
             }
@@ -1157,8 +1158,8 @@ impl TcpEngine {
         slot
     }
 
-    /// File the live connections made since the last call in `by_client` and `by_seq_window`, in the
-    /// order they were made, each leg as `add_leg` would.
+    /// File the live connections made since the last call in `new_tuple`, in the order they were
+    /// made, each leg as `add_leg` would.
     fn index_new_connections(&mut self) {
         for (slot, id) in std::mem::take(&mut self.unindexed) {
             let Some(conn) = self.slab[slot].as_mut() else {
@@ -1309,19 +1310,8 @@ impl TcpEngine {
             if self.legs.get(&key).is_some_and(|&(s, _, _)| s == slot) {
                 self.legs.remove(&key);
             }
-            if !conn.indexed {
-                continue;
-            }
-            if let Some(list) = self.new_tuple.by_client.get_mut(&leg.client) {
-                if list.remove_keeping_order(slot) {
-                    self.new_tuple.by_client.remove(&leg.client);
-                }
-            }
-            for dir in 0..2u8 {
-                if let Some(n) = conn.next_seq[dir as usize] {
-                    let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
-                    remove_from(&mut self.new_tuple.by_seq_window, &key, slot);
-                }
+            if conn.indexed {
+                self.new_tuple.unfile(slot, leg, &conn.next_seq);
             }
         }
         if let Some(isn) = conn.client_isn {
@@ -1373,6 +1363,21 @@ impl NewTupleIndex {
             if let Some(n) = next_seq[dir as usize] {
                 let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
                 file(&mut self.by_seq_window, key, slot);
+            }
+        }
+    }
+
+    /// Undo [`Self::file`] for the same leg and sequence numbers.
+    fn unfile(&mut self, slot: u32, leg: &Leg, next_seq: &[Option<u32>; 2]) {
+        if let Some(list) = self.by_client.get_mut(&leg.client) {
+            if list.remove_keeping_order(slot) {
+                self.by_client.remove(&leg.client);
+            }
+        }
+        for dir in 0..2u8 {
+            if let Some(n) = next_seq[dir as usize] {
+                let key = SeqWindowKey::new(leg.client.ip, leg.server, dir, seq_bucket(n));
+                remove_from(&mut self.by_seq_window, &key, slot);
             }
         }
     }
