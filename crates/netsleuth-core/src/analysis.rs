@@ -763,7 +763,9 @@ impl Back {
     /// pipeline calls `tcp_flow` directly for the segments it carries compact (never DNS's).
     #[inline(always)]
     fn tcp_segment(&mut self, r: PktRef, ident: u16, ttl: u8, seg: &TcpSegment<'_>) {
-        let outcome = self.tcp_flow(&r, ident, ttl, || seg.options.timestamp());
+        let outcome = self.tcp_flow(&r, ttl, |tcp| {
+            tcp.packet(&r, ident, || seg.options.timestamp())
+        });
         if !outcome.copy
             && (seg.src_port == 53 || seg.dst_port == 53)
             && (seg.payload_len > 0
@@ -776,19 +778,18 @@ impl Back {
         self.drain_tcp();
     }
 
-    /// A TCP segment's part in the flow engine and the detectors' packet hook; `timestamp` as
-    /// `TcpEngine::packet` takes it. A segment to or from port 53 goes through `tcp_segment`,
-    /// which also reads its payload as DNS.
+    /// A TCP segment's part in the flow engine (`engine`: `TcpEngine::packet`, or its form for a
+    /// tuple hashed by the caller) and the detectors' packet hook. A segment to or from port 53
+    /// goes through `tcp_segment`, which also reads its payload as DNS.
     #[inline(always)]
     fn tcp_flow(
         &mut self,
         r: &PktRef,
-        ident: u16,
         ttl: u8,
-        timestamp: impl Fn() -> Option<(u32, u32)>,
+        engine: impl FnOnce(&mut TcpEngine) -> TcpOutcome,
     ) -> TcpOutcome {
         self.stats.tcp_packets += 1;
-        let outcome = self.tcp.packet(r, ident, timestamp);
+        let outcome = engine(&mut self.tcp);
         if r.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
             self.detectors.tcp_control(*r, ttl);
         }
@@ -1228,6 +1229,7 @@ mod pipeline {
         PacketSink,
     };
     use crate::detect::Detectors;
+    use crate::flow::tcp::{leg_hash_v4, LegHash};
     use crate::flow::{Endpoint, PktRef};
     use crate::wire::{
         IpProtocol, Ipv4Tcp, Packet, SegmentOptions, TcpSegment, Transport, UdpDatagram,
@@ -1268,8 +1270,11 @@ mod pipeline {
         tsval: u32,
         tsecr: u32,
         payload_len: u32,
+        /// `packet_ifindex` of the link's and the capture's interface (if `HAS_IFINDEX`).
         ifindex: u32,
-        interface: u32,
+        /// The tuple's leg hash (`leg_hash_v4`), made here so that the back does not: with
+        /// `SRC_IS_LO`, what the flow engine's key is made of.
+        leg_hash: u32,
         src_port: u16,
         dst_port: u16,
         ident: u16,
@@ -1283,6 +1288,7 @@ mod pipeline {
     const OTHER: u8 = 1 << 0;
     const HAS_IFINDEX: u8 = 1 << 1;
     const HAS_TIMESTAMP: u8 = 1 << 4;
+    const SRC_IS_LO: u8 = 1 << 5;
     // One line, and the back's reading of it one load of a line the front wrote.
     const _: () = assert!(std::mem::size_of::<Compact>() == 64);
 
@@ -1335,6 +1341,8 @@ mod pipeline {
             // Options are parsed only for the segments whose timestamps the flow engine reads.
             let timestamp = crate::flow::tcp::segment_timestamp(seg);
             let (tsval, tsecr) = timestamp.unwrap_or((0, 0));
+            let ifindex = packet_ifindex(ifindex, interface);
+            let leg = leg_hash_v4(src.into(), seg.src_port, dst.into(), seg.dst_port);
             Compact {
                 frame,
                 ts,
@@ -1346,14 +1354,16 @@ mod pipeline {
                 tsecr,
                 payload_len: seg.payload_len,
                 ifindex: ifindex.unwrap_or(0),
-                interface,
+                leg_hash: leg.word(),
                 src_port: seg.src_port,
                 dst_port: seg.dst_port,
                 ident,
                 input,
                 flags: seg.flags,
                 ttl,
-                bits: bit(ifindex.is_some(), HAS_IFINDEX) | bit(timestamp.is_some(), HAS_TIMESTAMP),
+                bits: bit(ifindex.is_some(), HAS_IFINDEX)
+                    | bit(timestamp.is_some(), HAS_TIMESTAMP)
+                    | bit(leg.a_is_lo, SRC_IS_LO),
             }
         }
 
@@ -1361,7 +1371,7 @@ mod pipeline {
         #[inline(always)]
         fn pkt_ref(&self) -> PktRef {
             let has = |b: u8| self.bits & b != 0;
-            let ifindex = packet_ifindex(has(HAS_IFINDEX).then_some(self.ifindex), self.interface);
+            let ifindex = has(HAS_IFINDEX).then_some(self.ifindex);
             PktRef {
                 input: self.input,
                 frame: self.frame,
@@ -1402,7 +1412,7 @@ mod pipeline {
                 tsecr: 0,
                 payload_len: 0,
                 ifindex: 0,
-                interface: 0,
+                leg_hash: 0,
                 src_port: 0,
                 dst_port: 0,
                 ident: 0,
@@ -1687,7 +1697,12 @@ mod pipeline {
                             // without building that packet (the test of two threads against one
                             // holds them equal): its segment is not DNS's (`Back::reads_payload`),
                             // so `Back::tcp_segment` is the flow engine and the detectors' hook.
-                            back.tcp_flow(&c.pkt_ref(), c.ident, c.ttl, || c.timestamp());
+                            let r = c.pkt_ref();
+                            let hash = LegHash::of_word(c.leg_hash, c.bits & SRC_IS_LO != 0);
+                            back.tcp_flow(&r, c.ttl, |tcp| {
+                                let ips = (c.src, c.dst);
+                                tcp.packet_v4_hashed(&r, ips, hash, c.ident, || c.timestamp())
+                            });
                             back.drain_tcp();
                         } else if let Some(s) = others.next() {
                             let pkt = s.packet(&batch.payloads);

@@ -314,13 +314,16 @@ impl LegKey {
     /// on a known leg is one comparison of two flags, not of two endpoints).
     #[inline]
     fn of(a: Endpoint, b: Endpoint) -> (Self, bool) {
-        let ((ia, fam), (ib, _)) = match (a.ip, b.ip) {
+        if let (IpAddr::V4(x), IpAddr::V4(y)) = (a.ip, b.ip) {
             // The usual case without the enum's general path: the same key as below.
-            (IpAddr::V4(x), IpAddr::V4(y)) => {
-                ((u32::from(x) as u128, 0), (u32::from(y) as u128, 0))
-            }
-            _ => (ip_bits(a.ip), ip_bits(b.ip)),
-        };
+            let (x, y) = (u32::from(x), u32::from(y));
+            let hash = leg_hash_v4(x, a.port, y, b.port);
+            return (
+                LegKey::of_v4_hashed(x, a.port, y, b.port, hash),
+                hash.a_is_lo,
+            );
+        }
+        let ((ia, fam), (ib, _)) = (ip_bits(a.ip), ip_bits(b.ip));
         let a_is_lo = (ia, a.port) <= (ib, b.port);
         let (lo, hi) = if a_is_lo {
             ((ia, a.port), (ib, b.port))
@@ -330,13 +333,80 @@ impl LegKey {
         let ports = fam | (lo.1 as u64) << 16 | hi.1 as u64;
         let split = |x: u128| [x as u64, (x >> 64) as u64];
         let key = LegKey {
-            hash: mix3(lo.0, hi.0, ports),
+            hash: widen_leg_hash(fold_leg_hash(mix3(lo.0, hi.0, ports))),
             lo: split(lo.0),
             hi: split(hi.0),
             ports,
         };
         (key, a_is_lo)
     }
+
+    /// The key of the IPv4 tuple `a`–`b` whose [`leg_hash_v4`] is `hash` (made by the caller,
+    /// perhaps on another thread): no hashing here.
+    #[inline(always)]
+    fn of_v4_hashed(a_ip: u32, a_port: u16, b_ip: u32, b_port: u16, hash: LegHash) -> Self {
+        let (lo, hi) = if hash.a_is_lo {
+            ((a_ip, a_port), (b_ip, b_port))
+        } else {
+            ((b_ip, b_port), (a_ip, a_port))
+        };
+        LegKey {
+            hash: widen_leg_hash(hash.hash),
+            lo: [lo.0 as u64, 0],
+            hi: [hi.0 as u64, 0],
+            ports: (lo.1 as u64) << 16 | hi.1 as u64,
+        }
+    }
+}
+
+/// A leg key's hash, and which end of the tuple is its `lo` end, computed apart from the key: the
+/// two-thread pipeline's reading half hashes each IPv4 segment's tuple (its spare time), so the
+/// flow engine's thread, the slower half, only builds the key around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegHash {
+    hash: u32,
+    /// The first end given (a packet's source) is the key's `lo` end.
+    pub a_is_lo: bool,
+}
+
+/// The hash of the IPv4 tuple `a`–`b`, whichever way round: what [`LegKey`] is hashed with.
+#[inline(always)]
+pub fn leg_hash_v4(a_ip: u32, a_port: u16, b_ip: u32, b_port: u16) -> LegHash {
+    let a_is_lo = (a_ip, a_port) <= (b_ip, b_port);
+    let (lo, hi) = if a_is_lo {
+        ((a_ip, a_port), (b_ip, b_port))
+    } else {
+        ((b_ip, b_port), (a_ip, a_port))
+    };
+    let ports = (lo.1 as u64) << 16 | hi.1 as u64;
+    let hash = fold_leg_hash(mix3(lo.0 as u128, hi.0 as u128, ports));
+    LegHash { hash, a_is_lo }
+}
+
+impl LegHash {
+    /// The hash word alone (to carry it compact), and the hash again from it.
+    #[inline(always)]
+    pub fn word(self) -> u32 {
+        self.hash
+    }
+
+    #[inline(always)]
+    pub fn of_word(hash: u32, a_is_lo: bool) -> Self {
+        LegHash { hash, a_is_lo }
+    }
+}
+
+/// 32 bits of a mixed key (its high half, the better mixed): what crosses between the threads.
+#[inline(always)]
+fn fold_leg_hash(h: u64) -> u32 {
+    (h >> 32) as u32
+}
+
+/// The table's hash word of a folded one: one multiply spreads it over 64 bits, so that both the
+/// bucket index (low bits) and the tag (top 7 bits) depend on all 32.
+#[inline(always)]
+fn widen_leg_hash(h: u32) -> u64 {
+    (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -735,6 +805,35 @@ impl TcpEngine {
         ip_ident: u16,
         timestamp: impl Fn() -> Option<(u32, u32)>,
     ) -> TcpOutcome {
+        let (key, src_is_lo) = LegKey::of(pkt.src, pkt.dst);
+        self.packet_keyed(pkt, key, src_is_lo, ip_ident, timestamp)
+    }
+
+    /// [`TcpEngine::packet`] for an IPv4 segment between `src` and `dst` (`pkt`'s addresses) whose
+    /// tuple the caller has hashed with [`leg_hash_v4`].
+    #[inline(always)]
+    pub fn packet_v4_hashed(
+        &mut self,
+        pkt: &PktRef,
+        (src, dst): (u32, u32),
+        hash: LegHash,
+        ip_ident: u16,
+        timestamp: impl Fn() -> Option<(u32, u32)>,
+    ) -> TcpOutcome {
+        let key = LegKey::of_v4_hashed(src, pkt.src.port, dst, pkt.dst.port, hash);
+        debug_assert_eq!((key, hash.a_is_lo), LegKey::of(pkt.src, pkt.dst));
+        self.packet_keyed(pkt, key, hash.a_is_lo, ip_ident, timestamp)
+    }
+
+    #[inline(always)]
+    fn packet_keyed(
+        &mut self,
+        pkt: &PktRef,
+        key: LegKey,
+        src_is_lo: bool,
+        ip_ident: u16,
+        timestamp: impl Fn() -> Option<(u32, u32)>,
+    ) -> TcpOutcome {
         let has = |flag: u8| pkt.flags & flag != 0;
         self.stats.packets += 1;
         if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
@@ -743,7 +842,6 @@ impl TcpEngine {
         }
         let is_syn = has(SYN) && !has(ACK);
         let is_synack = has(SYN) && has(ACK);
-        let (key, src_is_lo) = LegKey::of(pkt.src, pkt.dst);
 
         let mut new_leg = false;
         // `from_client` is known from the index for a known leg; for one just attached it is read
@@ -1784,7 +1882,18 @@ pub(crate) mod tests {
             (k6.lo[0] as u32, k6.hi[0] as u32),
             (k1.lo[0] as u32, k1.hi[0] as u32)
         );
-        assert_eq!(k1.hash, mix3(0x0a00_0001, 0x0a00_0002, k1.ports));
+        assert_eq!(
+            k1.hash,
+            widen_leg_hash(fold_leg_hash(mix3(0x0a00_0001, 0x0a00_0002, k1.ports)))
+        );
+        // The hash made apart (the pipeline's reading thread) is the key's, either way round.
+        let (a, b) = (0x0a00_0002, 0x0a00_0001);
+        for (x, xp, y, yp) in [(a, 40000, b, 80), (b, 80, a, 40000)] {
+            let hash = leg_hash_v4(x, xp, y, yp);
+            let key = LegKey::of_v4_hashed(x, xp, y, yp, hash);
+            let (ex, ey) = (ep(v4(x.to_be_bytes()), xp), ep(v4(y.to_be_bytes()), yp));
+            assert_eq!((key, hash.a_is_lo), LegKey::of(ex, ey));
+        }
     }
 
     #[test]
