@@ -325,11 +325,7 @@ impl LegKey {
         }
         let ((ia, fam), (ib, _)) = (ip_bits(a.ip), ip_bits(b.ip));
         let a_is_lo = (ia, a.port) <= (ib, b.port);
-        let (lo, hi) = if a_is_lo {
-            ((ia, a.port), (ib, b.port))
-        } else {
-            ((ib, b.port), (ia, a.port))
-        };
+        let (lo, hi) = ordered((ia, a.port), (ib, b.port), a_is_lo);
         let ports = fam | (lo.1 as u64) << 16 | hi.1 as u64;
         let split = |x: u128| [x as u64, (x >> 64) as u64];
         let key = LegKey {
@@ -345,11 +341,7 @@ impl LegKey {
     /// perhaps on another thread): no hashing here.
     #[inline(always)]
     fn of_v4_hashed(a_ip: u32, a_port: u16, b_ip: u32, b_port: u16, hash: LegHash) -> Self {
-        let (lo, hi) = if hash.a_is_lo {
-            ((a_ip, a_port), (b_ip, b_port))
-        } else {
-            ((b_ip, b_port), (a_ip, a_port))
-        };
+        let (lo, hi) = ordered((a_ip, a_port), (b_ip, b_port), hash.a_is_lo);
         LegKey {
             hash: widen_leg_hash(hash.hash),
             lo: [lo.0 as u64, 0],
@@ -359,9 +351,20 @@ impl LegKey {
     }
 }
 
+/// A tuple's two ends, the `lo` one first.
+#[inline(always)]
+fn ordered<T>(a: T, b: T, a_is_lo: bool) -> (T, T) {
+    if a_is_lo {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 /// A leg key's hash, and which end of the tuple is its `lo` end, computed apart from the key: the
-/// two-thread pipeline's reading half hashes each IPv4 segment's tuple (its spare time), so the
-/// flow engine's thread, the slower half, only builds the key around it.
+/// two-thread pipeline's reading half hashes each IPv4 segment's tuple, so that the flow engine's
+/// thread, the slower half when this was written (BENCHMARKS.md, "Per-packet cost, eighth pass"),
+/// only builds the key around the hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LegHash {
     hash: u32,
@@ -373,23 +376,20 @@ pub struct LegHash {
 #[inline(always)]
 pub fn leg_hash_v4(a_ip: u32, a_port: u16, b_ip: u32, b_port: u16) -> LegHash {
     let a_is_lo = (a_ip, a_port) <= (b_ip, b_port);
-    let (lo, hi) = if a_is_lo {
-        ((a_ip, a_port), (b_ip, b_port))
-    } else {
-        ((b_ip, b_port), (a_ip, a_port))
-    };
+    let (lo, hi) = ordered((a_ip, a_port), (b_ip, b_port), a_is_lo);
     let ports = (lo.1 as u64) << 16 | hi.1 as u64;
     let hash = fold_leg_hash(mix3(lo.0 as u128, hi.0 as u128, ports));
     LegHash { hash, a_is_lo }
 }
 
 impl LegHash {
-    /// The hash word alone (to carry it compact), and the hash again from it.
+    /// The hash word alone, to carry it compact.
     #[inline(always)]
     pub fn word(self) -> u32 {
         self.hash
     }
 
+    /// The hash again from its word and order, as `word` and `a_is_lo` gave them.
     #[inline(always)]
     pub fn of_word(hash: u32, a_is_lo: bool) -> Self {
         LegHash { hash, a_is_lo }
