@@ -1488,7 +1488,8 @@ mod pipeline {
         recycled: Receiver<Batch>,
         /// Batches back from the back, their detector calls made.
         free: std::collections::VecDeque<Batch>,
-        /// The detectors, run here on the calls the back queued (this thread has time to spare).
+        /// The detectors, run here on the calls the back queued (all but those of SYNs and RSTs:
+        /// the two halves' shares measured in BENCHMARKS.md, "Per-packet cost, eighth pass").
         detectors: Detectors,
         /// The back thread has gone (it panicked): stop sending; its panic is raised at the join.
         back_gone: bool,
