@@ -1173,7 +1173,9 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
         node,
         capture_end_ns: back.stats.last_ts_ns.unwrap_or(i64::MIN),
     };
-    let mut findings = crate::detect::one_per_incident(back.detectors.into_direct().finish(&ctx));
+    let seen = back.stats.tcp_connections + back.stats.dns_queries;
+    let found = back.detectors.into_direct().finish_on(&ctx, threads, seen);
+    let mut findings = crate::detect::one_per_incident(found);
     sort_findings(&mut findings);
     let undecoded = problems
         .by_key

@@ -175,11 +175,14 @@ fn corpus_and_field_two_threads_report_exactly_what_one_does() {
     }
 }
 
-/// Hundreds of connections still open when the capture ends go to the detectors shared out between
-/// two threads (`Detectors::connections_on_two_threads`); the findings they make must be those of one
-/// thread. Every third client's SYN is answered only after its retransmission (a listen queue that
-/// overflows) and every seventh never (so the SYN detectors have something to keep), and nothing is
-/// closed, so all of it reaches the detectors at the end of input.
+/// Thousands of connections still open when the capture ends go to the detectors shared out between
+/// two threads (`Detectors::connections_on_two_threads`), and the detectors' `finish` runs the
+/// standalone ones on a second thread (`Detectors::finish_on`, from 2,048 connections); the findings
+/// must be those of one thread. Every third client's SYN is answered only after its retransmission
+/// (a listen queue that overflows: a finding of the chained detectors) and every seventh never (so
+/// the SYN detectors have something to keep), and nothing is closed, so all of it reaches the
+/// detectors at the end of input. Before them, one client closes first and reuses its port within
+/// TIME_WAIT four times (`ephemeral-port-exhaustion`: a finding of a standalone `finish`).
 #[test]
 fn connections_open_at_the_end_are_judged_alike_on_two_threads() {
     use support::*;
@@ -191,9 +194,44 @@ fn connections_open_at_the_end_are_judged_alike_on_two_threads() {
         ident = ident.wrapping_add(1);
         w.push(ts, &b.ident(ident).sll2(2, PKTTYPE_OUTGOING));
     };
-    const OPEN: u32 = 600;
+    const REUSES: u32 = 4;
+    for k in 0..=REUSES {
+        let t = T0 + i64::from(k) * 10 * MS;
+        let isn = 500_000u32.wrapping_add(k.wrapping_mul(1_000_003));
+        let srv = 9_000u32.wrapping_add(k);
+        let to_server = || tcp_v4(CLIENT, 19_999, SERVER, 8080);
+        let to_client = || tcp_v4(SERVER, 8080, CLIENT, 19_999);
+        send(&mut w, t, to_server().seq(isn).flags(SYN));
+        send(
+            &mut w,
+            t + MS,
+            to_client().seq(srv).ack(isn + 1).flags(SYN | ACK),
+        );
+        send(
+            &mut w,
+            t + 2 * MS,
+            to_server().seq(isn + 1).ack(srv + 1).flags(ACK),
+        );
+        // The client closes first: its end of the tuple stays in TIME_WAIT.
+        send(
+            &mut w,
+            t + 3 * MS,
+            to_server().seq(isn + 1).ack(srv + 1).flags(FIN | ACK),
+        );
+        send(
+            &mut w,
+            t + 4 * MS,
+            to_client().seq(srv + 1).ack(isn + 2).flags(FIN | ACK),
+        );
+        send(
+            &mut w,
+            t + 5 * MS,
+            to_server().seq(isn + 2).ack(srv + 2).flags(ACK),
+        );
+    }
+    const OPEN: u32 = 2_100;
     for k in 0..OPEN {
-        let t = T0 + i64::from(k) * 3 * MS;
+        let t = T0 + S + i64::from(k) * MS;
         let port = 20_000 + k as u16;
         let isn = 1_000_000u32.wrapping_add(k.wrapping_mul(7_919_000));
         let syn = || tcp_v4(CLIENT, port, SERVER, 8080).seq(isn).flags(SYN);
@@ -217,10 +255,12 @@ fn connections_open_at_the_end_are_judged_alike_on_two_threads() {
     std::fs::write(&path, w.finish()).unwrap();
     let files = vec![path];
     let one = document(&files, 1, &Limits::default(), false);
-    assert!(
-        one.contains("listen-queue-overflow"),
-        "the capture must give the end-of-input detectors something to find: {one}"
-    );
+    for id in ["listen-queue-overflow", "ephemeral-port-exhaustion"] {
+        assert!(
+            one.contains(id),
+            "the capture must give the end-of-input detectors {id} to find: {one}"
+        );
+    }
     assert!(
         one.contains(&format!("\"tcp_peak_live_connections\": {OPEN}")),
         "every connection must be open at once (none closes or idles out before the end): {one}"

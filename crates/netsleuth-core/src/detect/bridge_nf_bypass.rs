@@ -150,6 +150,10 @@ impl super::CaptureDetector for Detector {
         Detector::connection(self, c)
     }
 
+    fn finish_stands_alone(&self) -> bool {
+        true
+    }
+
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,

@@ -178,6 +178,10 @@ impl super::CaptureDetector for Detector {
         Detector::query(self, q)
     }
 
+    fn finish_stands_alone(&self) -> bool {
+        true
+    }
+
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,

@@ -249,6 +249,10 @@ impl super::CaptureDetector for Detector {
         }
     }
 
+    fn finish_stands_alone(&self) -> bool {
+        true
+    }
+
     fn finish(
         self: Box<Self>,
         ctx: &Context<'_>,
