@@ -1244,9 +1244,11 @@ mod pipeline {
     /// Packets per batch, and batches queued toward the back before the front waits: enough work in
     /// flight (~1 ms of the back's) that one half's hiccup does not stall the other, little memory
     /// (at most `QUEUED` + 3 batches of ~400 KB). Measured on the snaplen-128 capture, 2 cores: 4,096
-    /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
+    /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster. Since a packet takes
+    /// 96 bytes here (it took 64), 6 are queued: as fast as 8, ~3.5 MB of batches at most where
+    /// 8 of the 64-byte ones were ~2.9 (BENCHMARKS.md, "Per-packet cost, ninth pass").
     const BATCH: usize = 4096;
-    const QUEUED: usize = 8;
+    const QUEUED: usize = 6;
     /// Tries of a full or empty queue before sleeping on it (a few microseconds). Spinning longer
     /// (20,000 tries, ~1 ms) was as fast in the VM's quiet moments and up to 30 % slower in its busy
     /// ones, when the other half's core was taken away and the spinner burnt its own (BENCHMARKS.md,
