@@ -1243,47 +1243,56 @@ mod pipeline {
 
     /// Packets per batch, and batches queued toward the back before the front waits: enough work in
     /// flight (~1 ms of the back's) that one half's hiccup does not stall the other, little memory
-    /// (at most `QUEUED` + 3 batches of ~400 KB). Measured on the snaplen-128 capture, 2 cores: 4,096
-    /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster. Since a packet takes
-    /// 96 bytes here (it took 64), 6 are queued: as fast as 8, ~3.5 MB of batches at most where
-    /// 8 of the 64-byte ones were ~2.9 (BENCHMARKS.md, "Per-packet cost, ninth pass").
+    /// (at most `QUEUED` + 3 batches of ~300 KB). Measured on the snaplen-128 capture, 2 cores: 4,096
+    /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
     const BATCH: usize = 4096;
-    const QUEUED: usize = 6;
+    const QUEUED: usize = 8;
     /// Tries of a full or empty queue before sleeping on it (a few microseconds). Spinning longer
     /// (20,000 tries, ~1 ms) was as fast in the VM's quiet moments and up to 30 % slower in its busy
     /// ones, when the other half's core was taken away and the spinner burnt its own (BENCHMARKS.md,
     /// "Per-packet cost, fifth pass").
     const SPINS: usize = 200;
 
-    /// One packet in a batch, an IPv4 TCP segment that the back reads (nearly every packet of a
-    /// node capture) in 96 bytes: the packet reference `Back::packet` would make of it, made here
-    /// and read in place by the flow engine (building it on the back from a 64-byte form was ~40
-    /// of the back's ~410 instructions a packet: BENCHMARKS.md, "Per-packet cost, ninth pass"),
-    /// and what the engine takes beside it. Outside a tunnel the back reads neither the link's
-    /// direction and VLAN nor the IP length, nor the TCP window, MSS, window scale or SACK
-    /// permission (the flow engine and the detectors it calls take only the timestamps of the
-    /// options); any other packet is `OTHER` and its `Staged` form is next in `Batch::others`.
+    /// One packet in a batch, in the 64 bytes of an IPv4 TCP segment that the back reads (nearly
+    /// every packet of a node capture): one cache line each, the line the reading core writes and
+    /// the back's core then fetches. Outside a tunnel the back reads neither the link's direction
+    /// and VLAN nor the IP length, nor the TCP window, MSS, window scale or SACK permission (the
+    /// flow engine and the detectors it calls take only the timestamps of the options); any other
+    /// packet is `OTHER` and its `Staged` form is next in `Batch::others`. What crosses between the
+    /// cores was 224 bytes a packet before, then 72 (two lines for most packets).
     #[derive(Clone, Copy)]
-    #[repr(C)]
+    #[repr(C, align(64))]
     struct Compact {
-        /// What `Back::packet` makes of the packet, made here: the back reads it in place.
-        pkt: PktRef,
+        frame: u64,
+        ts: i64,
+        src: u32,
+        dst: u32,
+        seq: u32,
+        ack: u32,
         tsval: u32,
         tsecr: u32,
+        payload_len: u32,
+        /// `packet_ifindex` of the link's and the capture's interface (if `HAS_IFINDEX`).
+        ifindex: u32,
         /// The tuple's leg hash (`leg_hash_v4`), made here so that the back does not: with
         /// `SRC_IS_LO`, what the flow engine's key is made of.
         leg_hash: u32,
+        src_port: u16,
+        dst_port: u16,
         ident: u16,
+        input: InputId,
+        flags: u8,
         ttl: u8,
         /// `HAS_*` bits; `OTHER` for a packet staged in full.
         bits: u8,
     }
 
     const OTHER: u8 = 1 << 0;
+    const HAS_IFINDEX: u8 = 1 << 1;
     const HAS_TIMESTAMP: u8 = 1 << 4;
     const SRC_IS_LO: u8 = 1 << 5;
-    // A line and a half, the batch read in order.
-    const _: () = assert!(std::mem::size_of::<Compact>() == 96);
+    // One line, and the back's reading of it one load of a line the front wrote.
+    const _: () = assert!(std::mem::size_of::<Compact>() == 64);
 
     impl Compact {
         /// The compact form of an IPv4 TCP segment outside a tunnel, unfragmented, whose payload the
@@ -1334,32 +1343,54 @@ mod pipeline {
             // Options are parsed only for the segments whose timestamps the flow engine reads.
             let timestamp = crate::flow::tcp::segment_timestamp(seg);
             let (tsval, tsecr) = timestamp.unwrap_or((0, 0));
+            let ifindex = packet_ifindex(ifindex, interface);
             let leg = leg_hash_v4(src.into(), seg.src_port, dst.into(), seg.dst_port);
             Compact {
-                pkt: PktRef {
-                    input,
-                    frame,
-                    ts_ns: ts,
-                    src: Endpoint {
-                        ip: IpAddr::V4(src),
-                        port: seg.src_port,
-                    },
-                    dst: Endpoint {
-                        ip: IpAddr::V4(dst),
-                        port: seg.dst_port,
-                    },
-                    flags: seg.flags,
-                    len: seg.payload_len,
-                    seq: seg.seq,
-                    ack: seg.ack,
-                    ifindex: packet_ifindex(ifindex, interface),
-                },
+                frame,
+                ts,
+                src: src.into(),
+                dst: dst.into(),
+                seq: seg.seq,
+                ack: seg.ack,
                 tsval,
                 tsecr,
+                payload_len: seg.payload_len,
+                ifindex: ifindex.unwrap_or(0),
                 leg_hash: leg.word(),
+                src_port: seg.src_port,
+                dst_port: seg.dst_port,
                 ident,
+                input,
+                flags: seg.flags,
                 ttl,
-                bits: bit(timestamp.is_some(), HAS_TIMESTAMP) | bit(leg.a_is_lo, SRC_IS_LO),
+                bits: bit(ifindex.is_some(), HAS_IFINDEX)
+                    | bit(timestamp.is_some(), HAS_TIMESTAMP)
+                    | bit(leg.a_is_lo, SRC_IS_LO),
+            }
+        }
+
+        /// The packet reference `Back::packet` makes of the packet this was made of.
+        #[inline(always)]
+        fn pkt_ref(&self) -> PktRef {
+            let has = |b: u8| self.bits & b != 0;
+            let ifindex = has(HAS_IFINDEX).then_some(self.ifindex);
+            PktRef {
+                input: self.input,
+                frame: self.frame,
+                ts_ns: self.ts,
+                src: Endpoint {
+                    ip: IpAddr::V4(Ipv4Addr::from(self.src)),
+                    port: self.src_port,
+                },
+                dst: Endpoint {
+                    ip: IpAddr::V4(Ipv4Addr::from(self.dst)),
+                    port: self.dst_port,
+                },
+                flags: self.flags,
+                len: self.payload_len,
+                seq: self.seq,
+                ack: self.ack,
+                ifindex,
             }
         }
 
@@ -1372,40 +1403,26 @@ mod pipeline {
 
         /// The place of a packet staged in full, in order.
         fn other() -> Compact {
-            let nowhere = Endpoint {
-                ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                port: 0,
-            };
             Compact {
-                pkt: PktRef {
-                    input: 0,
-                    frame: 0,
-                    ts_ns: 0,
-                    src: nowhere,
-                    dst: nowhere,
-                    flags: 0,
-                    len: 0,
-                    seq: 0,
-                    ack: 0,
-                    ifindex: None,
-                },
+                frame: 0,
+                ts: 0,
+                src: 0,
+                dst: 0,
+                seq: 0,
+                ack: 0,
                 tsval: 0,
                 tsecr: 0,
+                payload_len: 0,
+                ifindex: 0,
                 leg_hash: 0,
+                src_port: 0,
+                dst_port: 0,
                 ident: 0,
+                input: 0,
+                flags: 0,
                 ttl: 0,
                 bits: OTHER,
             }
-        }
-    }
-
-    /// An IPv4 address as the leg key takes it (a `Compact`'s addresses are IPv4: the flow engine
-    /// checks the key it makes of them in debug builds).
-    #[inline(always)]
-    fn v4_bits(ip: IpAddr) -> u32 {
-        match ip {
-            IpAddr::V4(a) => a.to_bits(),
-            IpAddr::V6(_) => 0,
         }
     }
 
@@ -1683,11 +1700,11 @@ mod pipeline {
                             // without building that packet (the test of two threads against one
                             // holds them equal): its segment is not DNS's (`Back::reads_payload`),
                             // so `Back::tcp_segment` is the flow engine and the detectors' hook.
-                            let r = &c.pkt;
+                            let r = c.pkt_ref();
                             let hash = LegHash::of_word(c.leg_hash, c.bits & SRC_IS_LO != 0);
-                            back.tcp_flow(r, c.ttl, |tcp| {
-                                let ips = (v4_bits(r.src.ip), v4_bits(r.dst.ip));
-                                tcp.packet_v4_hashed(r, ips, hash, c.ident, || c.timestamp())
+                            back.tcp_flow(&r, c.ttl, |tcp| {
+                                let ips = (c.src, c.dst);
+                                tcp.packet_v4_hashed(&r, ips, hash, c.ident, || c.timestamp())
                             });
                             back.drain_tcp();
                         } else if let Some(s) = others.next() {
