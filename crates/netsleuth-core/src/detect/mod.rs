@@ -633,16 +633,18 @@ impl Detectors {
     /// microseconds).
     pub fn finish_on(self, ctx: &Context<'_>, threads: usize, connections: u64) -> Vec<Finding> {
         const WORTH_A_THREAD: u64 = 2048;
-        let alone = |d: &dyn CaptureDetector| d.finish_stands_alone();
-        if threads < 2 || connections < WORTH_A_THREAD || !self.running.iter().any(|d| alone(&**d))
-        {
+        if threads < 2 || connections < WORTH_A_THREAD {
             return self.finish(ctx);
         }
         let (apart, chain): (Vec<_>, Vec<_>) = self
             .running
             .into_iter()
             .enumerate()
-            .partition(|(_, d)| alone(&**d));
+            .partition(|(_, d)| d.finish_stands_alone());
+        if apart.is_empty() {
+            let found = finish_chain(chain.into_iter(), ctx);
+            return found.into_iter().flat_map(|(_, out)| out).collect();
+        }
         let (mut found, apart) = std::thread::scope(|s| {
             let apart = s.spawn(|| {
                 apart
