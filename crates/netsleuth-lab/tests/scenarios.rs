@@ -155,10 +155,14 @@ impl Deref for Run {
 /// Runs a scenario; `None` (with the reason printed) when this kernel lacks a feature it needs, e.g.
 /// br_netfilter for bridge-nf-bypass where `modprobe br_netfilter` could not load it.
 fn run_scenario(name: &str, mitigated: bool) -> Option<Run> {
+    // A directory of its own for each run: a retried scenario's earlier run is dropped (and its
+    // directory removed) only once the next one has written its artifacts.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "netsleuth-lab-test-{name}{}-{}",
+        "netsleuth-lab-test-{name}{}-{}-{}",
         if mitigated { "-mitigated" } else { "" },
-        std::process::id()
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let out = OutDir(dir.clone());
