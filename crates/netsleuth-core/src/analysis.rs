@@ -104,6 +104,10 @@ pub struct Analysis {
     pub symptoms: Vec<Symptom>,
     /// What the input could not show.
     pub blind_spots: Vec<BlindSpot>,
+    /// How many times the two-thread pipeline moved the detectors between its threads, as the rate
+    /// of finished connections asked (0 on one thread). Not part of any report: it depends on the
+    /// threads, which the findings never do.
+    pub detector_moves: u32,
 }
 
 impl Analysis {
@@ -358,6 +362,8 @@ impl Engine {
                 stats: AnalysisStats::default(),
                 qname: String::new(),
                 symptoms: SymptomCollector::default(),
+                handed: 0,
+                detector_moves: 0,
             },
             front: Front {
                 names,
@@ -428,6 +434,11 @@ struct Back {
     stats: AnalysisStats,
     qname: String,
     symptoms: SymptomCollector,
+    /// Finished connections and DNS queries handed to the detectors so far: what the pipeline
+    /// decides by where the detectors run (`pipeline::Placement`).
+    handed: u64,
+    /// Moves of the detectors between the pipeline's threads (`Analysis::detector_moves`).
+    detector_moves: u32,
 }
 
 impl Front {
@@ -868,10 +879,16 @@ impl Back {
 
     #[inline(never)]
     fn drain_finished_tcp(&mut self) {
-        let (stats, symptoms, detectors) =
-            (&mut self.stats, &mut self.symptoms, &mut self.detectors);
-        self.tcp
-            .drain_finished(|c| Self::finished_connection(stats, symptoms, detectors, c));
+        let (stats, symptoms, detectors, handed) = (
+            &mut self.stats,
+            &mut self.symptoms,
+            &mut self.detectors,
+            &mut self.handed,
+        );
+        self.tcp.drain_finished(|c| {
+            *handed += 1;
+            Self::finished_connection(stats, symptoms, detectors, c)
+        });
     }
 
     /// A finished connection to the figures, the symptoms and the detectors (fields, not `self`: the
@@ -890,6 +907,7 @@ impl Back {
 
     fn drain_dns(&mut self) {
         let finished: Vec<FinishedQuery> = self.dns.drain_finished().collect();
+        self.handed += finished.len() as u64;
         for q in finished {
             let s = &mut self.stats;
             if q.query.response.is_none() {
@@ -1215,12 +1233,14 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
         failed_inputs: Vec::new(),
         symptoms,
         blind_spots,
+        detector_moves: back.detector_moves,
     }
 }
 
 /// The two-thread analysis: this thread reads, frames and decodes (the `Front`); a second thread
 /// follows flows and DNS (the `Back`), and queues its calls to the detectors, which this thread runs
-/// as the batches come back. Decoded packets cross in batches whose buffers come back for reuse, so
+/// as the batches come back — unless connections end at a good part of the packet rate, when the
+/// back runs the detectors itself until the rate falls (`Placement`). Decoded packets cross in batches whose buffers come back for reuse, so
 /// the steady state allocates nothing (a finished connection or query handed to the detectors is
 /// boxed). The back gets exactly the packets, in exactly the order, of the one-thread run, and the
 /// detectors exactly its calls, so the findings are identical; what crosses is the decoded header
@@ -1239,7 +1259,7 @@ mod pipeline {
     use std::io::Read;
     use std::net::{IpAddr, Ipv4Addr};
     use std::ops::Range;
-    use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+    use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 
     /// Packets per batch, and batches queued toward the back before the front waits: enough work in
     /// flight (~1 ms of the back's) that one half's hiccup does not stall the other, little memory
@@ -1442,8 +1462,13 @@ mod pipeline {
         packets: Vec<Compact>,
         others: Vec<Staged>,
         payloads: Vec<u8>,
-        /// On the way back: the calls to the detectors that the batch's packets made, in order.
+        /// On the way back: the calls to the detectors that the batch's packets made, in order
+        /// (none while the detectors run on the back).
         events: Vec<DetectorEvent>,
+        /// On the way back: the detectors, which the back ran up to this batch and hands back.
+        detectors: Option<Detectors>,
+        /// On the way back: the back asks for the detectors, once this batch's calls are made.
+        wants_detectors: bool,
     }
 
     impl Batch {
@@ -1453,6 +1478,8 @@ mod pipeline {
                 others: Vec::new(),
                 payloads: Vec::new(),
                 events: Vec::new(),
+                detectors: None,
+                wants_detectors: false,
             }
         }
     }
@@ -1483,6 +1510,42 @@ mod pipeline {
         }
     }
 
+    /// Where the detectors run (but those of SYNs and RSTs, always on the back), which the back
+    /// decides batch by batch from the finished connections and DNS queries it hands over.
+    ///
+    /// On the reading thread while they are few: their calls are what balances the two halves on
+    /// a capture of real connections (the benchmark capture hands over 40 in a batch of 4,096
+    /// packets). On the back while connections end at a good part of the packet rate (a SYN flood,
+    /// a scan, queries left unanswered, anything that overflows a state cap): carrying each across
+    /// (a ~1.2 KB box there and back, read on the other core) made two threads 1.4–1.7× slower
+    /// than one there, with twice the memory (BENCHMARKS.md, "Per-packet cost, tenth pass").
+    ///
+    /// The move keeps each detector's calls in order. To the back: the back asks with a batch and
+    /// keeps the calls of the batches after it (`pending`) until the reading thread, having made
+    /// the calls of every batch up to the asking one, sends the detectors; the back makes the kept
+    /// calls and then its own. To the reading thread: the back hands them over with a batch whose
+    /// calls it made, and queues the calls of the next batches as before.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Placement {
+        Front,
+        /// Asked for; the calls wait on the back.
+        Asked,
+        Back,
+    }
+
+    /// Finished connections and queries a batch hands over, on average, from which the detectors are
+    /// asked to the back (one for every eight packets) and below which they go back to the reading
+    /// thread (one for every sixteen). Measured (BENCHMARKS.md, "Per-packet cost, tenth pass"): on
+    /// the back they are 10–15 % slower on captures handing over 40–130 a batch, as fast from ~200,
+    /// 1.4–1.7× faster on floods (3,000–4,096).
+    const TO_BACK_AT: u64 = (BATCH / 8) as u64;
+    const FRONT_BELOW: u64 = (BATCH / 16) as u64;
+    /// The average is over the last batches (weights 1/8, 7/64, …): the flow engine hands finished
+    /// connections over in bursts, when the analysis clock passes their timeouts (the benchmark
+    /// capture: nothing for ten batches, then 1,000–1,350), while a flood hands thousands over in
+    /// every batch and moves the detectors after its first.
+    const AVERAGE_OVER: u64 = 8;
+
     /// The front's sink in the pipeline: fills a batch, sends it when full.
     struct Batcher {
         current: Batch,
@@ -1490,15 +1553,17 @@ mod pipeline {
         recycled: Receiver<Batch>,
         /// Batches back from the back, their detector calls made.
         free: std::collections::VecDeque<Batch>,
-        /// The detectors, run here on the calls the back queued (all but those of SYNs and RSTs:
-        /// the two halves' shares measured in BENCHMARKS.md, "Per-packet cost, eighth pass").
-        detectors: Detectors,
+        /// The detectors but those of SYNs and RSTs, while they run here (`Placement`).
+        detectors: Option<Detectors>,
+        /// Where the detectors go when the back asks for them.
+        detectors_to_back: Sender<Detectors>,
         /// The back thread has gone (it panicked): stop sending; its panic is raised at the join.
         back_gone: bool,
     }
 
     impl Batcher {
-        /// Make the detector calls of every batch come back so far, in order.
+        /// Make the detector calls of every batch come back so far, in order; with `wait`, of every
+        /// batch until the back has gone.
         fn take_back(&mut self, wait: bool) {
             loop {
                 let batch = if wait {
@@ -1506,12 +1571,29 @@ mod pipeline {
                 } else {
                     self.recycled.try_recv().ok()
                 };
-                let Some(batch) = batch else { return };
-                // Applied, not taken: the events (and the connections they carry) go back to the
-                // back thread with the batch and are freed there, by the thread that allocated
-                // them (a free from another thread contends for the allocator's arena).
-                for event in &batch.events {
-                    event.apply(&mut self.detectors);
+                let Some(mut batch) = batch else { return };
+                // Handed back before the batch's calls, which the back queued for them.
+                if let Some(detectors) = batch.detectors.take() {
+                    debug_assert!(self.detectors.is_none());
+                    self.detectors = Some(detectors);
+                }
+                if !batch.events.is_empty() {
+                    let detectors = self
+                        .detectors
+                        .as_mut()
+                        .expect("calls come back only while the detectors run here");
+                    // Applied, not taken: the events (and the connections they carry) go back
+                    // to the back thread with the batch and are freed there, by the thread that
+                    // allocated them (a free from another thread contends for the allocator's
+                    // arena).
+                    for event in &batch.events {
+                        event.apply(detectors);
+                    }
+                }
+                if std::mem::take(&mut batch.wants_detectors) {
+                    let detectors = self.detectors.take().expect("asked for while here");
+                    // The back gone (it panicked) keeps them: its panic is raised at the join.
+                    let _ = self.detectors_to_back.send(detectors);
                 }
                 self.free.push_back(batch);
             }
@@ -1654,6 +1736,115 @@ mod pipeline {
         }
     }
 
+    /// The back's side of `Placement`: where the detectors run, and the calls kept while they are
+    /// on their way here.
+    struct Placer {
+        placement: Placement,
+        /// While `Asked`: the calls of the batches since the asking one, in order.
+        pending: Vec<DetectorEvent>,
+        /// `AVERAGE_OVER` times the average handed over by a batch, recent batches weighing more.
+        recent: u64,
+        detectors_given: Receiver<Detectors>,
+    }
+
+    impl Placer {
+        /// Before a batch: the detectors, if they have come since the back asked for them.
+        fn batch_starts(&mut self, back: &mut Back) {
+            if self.placement == Placement::Asked {
+                if let Ok(detectors) = self.detectors_given.try_recv() {
+                    self.arrived(back, detectors);
+                }
+            }
+        }
+
+        /// The detectors here: the calls kept for them made, then they run here.
+        fn arrived(&mut self, back: &mut Back, mut detectors: Detectors) {
+            for event in self.pending.drain(..) {
+                event.apply(&mut detectors);
+            }
+            let sink =
+                std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none()));
+            let DetectorSink::Queued {
+                control, events, ..
+            } = sink
+            else {
+                unreachable!("the detectors were asked for while their calls were queued")
+            };
+            debug_assert!(
+                events.is_empty(),
+                "kept in `pending` after the asking batch"
+            );
+            back.detectors = DetectorSink::Direct(detectors.join(control));
+            self.placement = Placement::Back;
+            back.detector_moves += 1;
+        }
+
+        /// After a batch's packets, which handed `handed` connections and queries over: its calls
+        /// sent with it, kept, or made here, and where the detectors go next.
+        fn batch_done(&mut self, back: &mut Back, batch: &mut Batch, handed: u64) {
+            self.recent = self.recent - self.recent / AVERAGE_OVER + handed;
+            match (&mut back.detectors, self.placement) {
+                (DetectorSink::Queued { events, spare, .. }, placement) => {
+                    // The calls the front made of this batch on its last trip: done with (their
+                    // connections dropped here, their boxes kept for the next ones).
+                    let stale = std::mem::take(&mut batch.events);
+                    if placement == Placement::Asked {
+                        self.pending.append(events);
+                    } else {
+                        batch.events = std::mem::take(events);
+                        if self.recent >= TO_BACK_AT * AVERAGE_OVER {
+                            batch.wants_detectors = true;
+                            self.placement = Placement::Asked;
+                        }
+                    }
+                    *events = stale;
+                    for event in events.drain(..) {
+                        if let DetectorEvent::Connection(mut held) = event {
+                            *held = None;
+                            if spare.len() < super::SPARE_CONNECTIONS {
+                                spare.push(held);
+                            }
+                        }
+                    }
+                }
+                (DetectorSink::Direct(_), _) => {
+                    // The batch's calls of its last trip, made before the detectors moved here,
+                    // are dropped by the thread that made them.
+                    batch.events.clear();
+                    if self.recent < FRONT_BELOW * AVERAGE_OVER {
+                        let sink = std::mem::replace(
+                            &mut back.detectors,
+                            DetectorSink::Direct(Detectors::none()),
+                        );
+                        let DetectorSink::Direct(mut detectors) = sink else {
+                            unreachable!("matched above")
+                        };
+                        let control = detectors.split_control();
+                        batch.detectors = Some(detectors);
+                        back.detectors = DetectorSink::Queued {
+                            control,
+                            events: Vec::new(),
+                            spare: Vec::new(),
+                        };
+                        self.placement = Placement::Front;
+                        back.detector_moves += 1;
+                    }
+                }
+            }
+        }
+
+        /// The input has ended: the detectors, if asked for, are waited for (the front sends them
+        /// once the asking batch is back, which it waits for).
+        fn input_ended(&mut self, back: &mut Back) {
+            if self.placement == Placement::Asked {
+                // The front gone (it panicked): nothing to finish; its panic is raised.
+                if let Ok(detectors) = self.detectors_given.recv() {
+                    self.arrived(back, detectors);
+                }
+            }
+        }
+    }
+
     /// Runs the readers through `front` here and `back` on a second thread; returns the back once it
     /// has seen every packet. A panic in the back is raised here.
     pub(super) fn run<R: Read>(
@@ -1663,14 +1854,15 @@ mod pipeline {
     ) -> Back {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
+        let (detectors_to_back, detectors_given) = mpsc::channel::<Detectors>();
         // The detectors move to this thread, but for those of SYNs and RSTs; the back queues its
         // calls to them.
         let mut back = back;
-        let placeholder = || DetectorSink::Direct(Detectors::none());
-        let mut detectors = match std::mem::replace(&mut back.detectors, placeholder()) {
-            DetectorSink::Direct(d) => d,
-            DetectorSink::Queued { .. } => unreachable!("the detectors start on the back"),
-        };
+        let mut detectors =
+            match std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none())) {
+                DetectorSink::Direct(d) => d,
+                DetectorSink::Queued { .. } => unreachable!("the detectors start on the back"),
+            };
         let control = detectors.split_control();
         debug_assert!(!detectors.wants_tcp_control());
         back.detectors = DetectorSink::Queued {
@@ -1692,7 +1884,15 @@ mod pipeline {
                     }
                     from_front.recv().ok()
                 };
+                let mut placer = Placer {
+                    placement: Placement::Front,
+                    pending: Vec::new(),
+                    recent: 0,
+                    detectors_given,
+                };
                 while let Some(mut batch) = next() {
+                    placer.batch_starts(&mut back);
+                    let handed = back.handed;
                     let mut others = batch.others.iter();
                     for c in &batch.packets {
                         if c.bits & OTHER == 0 {
@@ -1715,23 +1915,13 @@ mod pipeline {
                     batch.packets.clear();
                     batch.others.clear();
                     batch.payloads.clear();
-                    if let DetectorSink::Queued { events, spare, .. } = &mut back.detectors {
-                        std::mem::swap(events, &mut batch.events);
-                        // The calls the front made of this batch on its last trip: done with
-                        // (their connections dropped here, their boxes kept for the next ones).
-                        for event in events.drain(..) {
-                            if let DetectorEvent::Connection(mut held) = event {
-                                *held = None;
-                                if spare.len() < super::SPARE_CONNECTIONS {
-                                    spare.push(held);
-                                }
-                            }
-                        }
-                    }
+                    let handed = back.handed - handed;
+                    placer.batch_done(&mut back, &mut batch, handed);
                     // The front waits for every batch to come back; it is gone only if it
                     // panicked, and then the batch is simply dropped.
                     let _ = to_front.send(batch);
                 }
+                placer.input_ended(&mut back);
                 back
             });
             let mut batcher = Batcher {
@@ -1739,7 +1929,8 @@ mod pipeline {
                 to_back: Some(to_back),
                 recycled,
                 free: std::collections::VecDeque::new(),
-                detectors,
+                detectors: Some(detectors),
+                detectors_to_back,
                 back_gone: false,
             };
             super::feed(front, &mut batcher, readers);
@@ -1749,21 +1940,28 @@ mod pipeline {
             // calls, until the back has gone.
             batcher.to_back = None;
             batcher.take_back(true);
+            let placeholder = || DetectorSink::Direct(Detectors::none());
             let mut back = match worker.join() {
                 Ok(back) => back,
                 Err(panic) => std::panic::resume_unwind(panic),
             };
-            let mut detectors = batcher.detectors;
-            if let DetectorSink::Queued {
-                control, events, ..
-            } = std::mem::replace(&mut back.detectors, placeholder())
-            {
-                for event in &events {
-                    event.apply(&mut detectors);
+            back.detectors = match std::mem::replace(&mut back.detectors, placeholder()) {
+                DetectorSink::Queued {
+                    control, events, ..
+                } => {
+                    let mut detectors = batcher
+                        .detectors
+                        .expect("the detectors are here while the back queues their calls");
+                    for event in &events {
+                        event.apply(&mut detectors);
+                    }
+                    DetectorSink::Direct(detectors.join(control))
                 }
-                detectors = detectors.join(control);
-            }
-            back.detectors = DetectorSink::Direct(detectors);
+                direct @ DetectorSink::Direct(_) => {
+                    debug_assert!(batcher.detectors.is_none());
+                    direct
+                }
+            };
             back
         })
     }

@@ -272,3 +272,115 @@ fn connections_open_at_the_end_are_judged_alike_on_two_threads() {
     );
     assert_same(&[files], &Limits::default());
 }
+
+/// On two threads the detectors run on the reading thread while connections end at the pace of
+/// real traffic, and move to the second thread while they end at the packet rate (a SYN flood
+/// overflowing the state cap), then back (`pipeline::Placement`); each detector must see its calls
+/// in order across both moves, so the report is one thread's. Long connections before and after a
+/// flood of unanswered SYNs, and in each of the three parts SYNs answered only after their
+/// retransmission (`listen-queue-overflow`, from the chained detectors, whose evidence lists
+/// connections of every part).
+#[test]
+fn detectors_moved_between_threads_by_a_flood_see_what_one_thread_does() {
+    use support::*;
+    const SERVER: [u8; 4] = [10, 232, 3, 28];
+    // A budget whose connection cap (1,024) the flood overflows: each SYN then ends a connection.
+    let limits = Limits {
+        memory_budget: 1 << 20,
+    };
+    let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
+    let ident = std::cell::Cell::new(0u16);
+    let send = |w: &mut PcapWriter, ts: i64, b: PacketBuilder| {
+        ident.set(ident.get().wrapping_add(1));
+        w.push(ts, &b.ident(ident.get()).sll2(2, PKTTYPE_OUTGOING));
+    };
+    // Long connections: `conns` clients of `base`, `segments` data segments each, interleaved, 50 µs
+    // apart; every fifth client's SYN is answered only after its retransmission a second later.
+    let long_part = |w: &mut PcapWriter, t0: i64, base: u8, conns: u32, segments: u32| {
+        let client = |k: u32| [10, 244, base, k as u8];
+        let isn = |k: u32| 3_000_000u32.wrapping_add(k.wrapping_mul(1_000_003));
+        let mut t = t0;
+        for k in 0..conns {
+            let syn = tcp_v4(client(k), 40_000, SERVER, 8080)
+                .seq(isn(k))
+                .flags(SYN);
+            send(w, t, syn.clone());
+            if k % 5 == 0 {
+                t += S;
+                send(w, t, syn);
+            }
+            let reply = tcp_v4(SERVER, 8080, client(k), 40_000)
+                .seq(k)
+                .ack(isn(k) + 1);
+            send(w, t + MS, reply.flags(SYN | ACK));
+            let ack = tcp_v4(client(k), 40_000, SERVER, 8080)
+                .seq(isn(k) + 1)
+                .ack(k + 1);
+            send(w, t + 2 * MS, ack.flags(ACK));
+            t += 3 * MS;
+        }
+        for i in 0..segments {
+            for k in 0..conns {
+                t += 50_000;
+                let data = tcp_v4(client(k), 40_000, SERVER, 8080)
+                    .seq(isn(k) + 1 + i * 100)
+                    .ack(k + 1)
+                    .flags(ACK | PSH)
+                    .payload(&[0u8; 100]);
+                send(w, t, data);
+            }
+        }
+        for k in 0..conns {
+            let fin = tcp_v4(client(k), 40_000, SERVER, 8080)
+                .seq(isn(k) + 1 + segments * 100)
+                .ack(k + 1)
+                .flags(FIN | ACK);
+            send(w, t + MS, fin);
+            let fin_back = tcp_v4(SERVER, 8080, client(k), 40_000)
+                .seq(k + 1)
+                .ack(isn(k) + 2 + segments * 100)
+                .flags(FIN | ACK);
+            send(w, t + 2 * MS, fin_back);
+        }
+        t + 3 * MS
+    };
+    let t = long_part(&mut w, T0, 1, 100, 120);
+    // The flood: 30,000 SYNs from distinct ports, never answered, 20 µs apart.
+    let mut t = t + S;
+    for k in 0..30_000u32 {
+        let src = [10, 245, (k >> 8) as u8, k as u8];
+        let syn = tcp_v4(src, 30_000 + (k % 20_000) as u16, SERVER, 8080)
+            .seq(k.wrapping_mul(2_654_435_761))
+            .flags(SYN);
+        send(&mut w, t, syn);
+        t += 20_000;
+    }
+    long_part(&mut w, t + S, 2, 100, 800);
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flood-between-long.pcap");
+    std::fs::write(&path, w.finish()).unwrap();
+    let files = vec![path];
+
+    let two = analyze_threads(
+        files.iter().map(|f| open(f, false)).collect(),
+        &NodeContext::default(),
+        &limits,
+        2,
+    );
+    assert!(
+        two.detector_moves >= 2,
+        "the flood must move the detectors to the second thread and the long connections after it \
+         back: {} move(s)",
+        two.detector_moves
+    );
+    let one = document(&files, 1, &limits, false);
+    let doc: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let found: Vec<&str> = doc["findings"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        found.contains(&"listen-queue-overflow"),
+        "the capture must give the moved detectors a finding: {found:?}"
+    );
+    assert_same(&[files], &limits);
+}
