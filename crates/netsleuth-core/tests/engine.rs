@@ -1376,6 +1376,57 @@ fn paws_with_the_hosts_behind_snat_visible_is_confirmed() {
     );
 }
 
+/// A client pod's own capture: the clients are seen before SNAT only, each under its own address.
+/// One client's SYNs, each retransmitted twice, go unanswered exactly when their TSval is behind the
+/// one the server last accepted from another client: compared per server (not per source address),
+/// and only `possible`, since the shared SNAT address is not seen.
+#[test]
+fn paws_seen_before_snat_only_is_compared_across_clients() {
+    let mut cap = Cap::new();
+    let mut connect = |t: i64, pod: [u8; 4], port: u16, isn: u32, tsval: u32, answered: bool| {
+        let syn = tcp_v4(pod, port, SRV, 80).seq(isn).flags(SYN).ts(tsval, 0);
+        let tries = if answered { 1 } else { 3 };
+        for k in 0..tries {
+            cap.send(t + k as i64 * S, 5, syn.clone());
+        }
+        if answered {
+            let sa = tcp_v4(SRV, 80, pod, port)
+                .seq(isn ^ 0x5555)
+                .ack(isn + 1)
+                .flags(SYN | ACK)
+                .ts(77, tsval);
+            cap.send(t + MS, 5, sa);
+        }
+    };
+    connect(T0, [10, 244, 1, 11], 40000, 1_000, 9_000_000, true);
+    connect(T0 + 100 * MS, [10, 244, 1, 12], 40001, 2_000, 4_000, false);
+    connect(
+        T0 + 200 * MS,
+        [10, 244, 1, 11],
+        40002,
+        3_000,
+        9_000_100,
+        true,
+    );
+    connect(T0 + 300 * MS, [10, 244, 1, 12], 40003, 4_000, 4_100, false);
+    cap.send(T0 + 10 * S, 5, tcp_v4(SRV, 80, C, 1).seq(1).flags(ACK));
+    let a = cap.analyze();
+    assert_eq!(
+        ids(&a),
+        vec![("tw-recycle-paws", Confidence::Possible)],
+        "{:#?}",
+        a.findings
+    );
+    assert!(
+        a.findings[0]
+            .summary
+            .contains("2 connection(s) from 10.244.1.12")
+            && a.findings[0].summary.contains("another client"),
+        "{}",
+        a.findings[0].summary
+    );
+}
+
 #[test]
 fn a_local_address_proven_on_the_wire_makes_local_source_drop_likely() {
     // SYNs from the LB address arrive on the uplink and are never answered while the NodePort answers

@@ -91,9 +91,20 @@ impl Detector {
         let mut explained = Vec::new();
         // Before SNAT (a client pod's own capture), the hosts that share the SNAT address show as
         // separate sources: compare them per server too, at `possible`, if no pair decided it.
+        // The servers compared are the first 4,096 met; their records are copied only where
+        // `across_sources` can find something: two sources or more, and a SYN dropped persistently.
+        let mut servers_met: FxHashMap<Endpoint, AcrossSources> = FxHashMap::default();
+        for ((_, server), recs) in &self.by_pair {
+            if servers_met.len() < 4096 || servers_met.contains_key(server) {
+                let seen = servers_met.entry(*server).or_default();
+                for r in recs {
+                    seen.add(r);
+                }
+            }
+        }
         let mut by_server: FxHashMap<Endpoint, Vec<SynRecord>> = FxHashMap::default();
         for ((_, server), recs) in &self.by_pair {
-            if by_server.len() < 4096 || by_server.contains_key(server) {
+            if servers_met.get(server).is_some_and(AcrossSources::may_find) {
                 by_server
                     .entry(*server)
                     .or_default()
@@ -260,6 +271,29 @@ impl Detector {
     }
 }
 
+/// What a server's records say of `across_sources` before they are copied for it.
+#[derive(Default)]
+struct AcrossSources {
+    first_source: Option<IpAddr>,
+    several_sources: bool,
+    dropped_persistently: bool,
+}
+
+impl AcrossSources {
+    fn add(&mut self, r: &SynRecord) {
+        match self.first_source {
+            None => self.first_source = Some(r.origin_ip),
+            Some(ip) => self.several_sources |= ip != r.origin_ip,
+        }
+        self.dropped_persistently |= !r.answered && r.transmissions >= 3;
+    }
+
+    /// Whether `across_sources` can find anything: it needs two sources and a SYN it calls dropped.
+    fn may_find(&self) -> bool {
+        self.several_sources && self.dropped_persistently
+    }
+}
+
 /// Several sources to one server, seen before SNAT: SYNs from one of them dropped exactly when their
 /// TSval is behind the last one the server accepted from another (as it would be if both reach the
 /// server through one SNAT address), each dropped persistently (a PAWS drop repeats on every
@@ -279,6 +313,7 @@ fn across_sources(
     for (i, r) in recs.iter().enumerate() {
         let ts = r.tsval?;
         let accepted = r.answered && !r.first_unanswered();
+        // What `AcrossSources::may_find` looks for before the records are copied.
         if !r.answered && r.transmissions >= 3 {
             let behind_other = last_accepted.is_some_and(|(t, v, from, _)| {
                 from != r.origin_ip
