@@ -1514,11 +1514,12 @@ mod pipeline {
     /// decides batch by batch from the finished connections and DNS queries it hands over.
     ///
     /// On the reading thread while they are few: their calls are what balances the two halves on
-    /// a capture of real connections (the benchmark capture hands over 40 in a batch of 4,096
-    /// packets). On the back while connections end at a good part of the packet rate (a SYN flood,
-    /// a scan, queries left unanswered, anything that overflows a state cap): carrying each across
-    /// (a ~1.2 KB box there and back, read on the other core) made two threads 1.4–1.7× slower
-    /// than one there, with twice the memory (BENCHMARKS.md, "Per-packet cost, tenth pass").
+    /// a capture of real connections (the benchmark capture hands over 30 in a batch of 4,096
+    /// packets, on average). On the back while connections end at a good part of the packet rate
+    /// (a SYN flood, a scan, queries left unanswered, anything that overflows a state cap):
+    /// carrying each across (a ~1.2 KB box there and back, read on the other core) made two
+    /// threads 1.4–1.7× slower than one there, with twice the memory (BENCHMARKS.md, "Per-packet
+    /// cost, tenth pass").
     ///
     /// The move keeps each detector's calls in order. To the back: the back asks with a batch and
     /// keeps the calls of the batches after it (`pending`) until the reading thread, having made
@@ -1536,14 +1537,14 @@ mod pipeline {
     /// Finished connections and queries a batch hands over, on average, from which the detectors are
     /// asked to the back (one for every eight packets) and below which they go back to the reading
     /// thread (one for every sixteen). Measured (BENCHMARKS.md, "Per-packet cost, tenth pass"): on
-    /// the back they are 10–15 % slower on captures handing over 40–130 a batch, as fast from ~200,
-    /// 1.4–1.7× faster on floods (3,000–4,096).
+    /// the back they are 5–15 % slower on captures handing over 30–130 a batch, as fast around 200,
+    /// 1.3–1.5× faster on floods (3,000–4,096).
     const TO_BACK_AT: u64 = (BATCH / 8) as u64;
     const FRONT_BELOW: u64 = (BATCH / 16) as u64;
     /// The average is over the last batches (weights 1/8, 7/64, …): the flow engine hands finished
     /// connections over in bursts, when the analysis clock passes their timeouts (the benchmark
     /// capture: nothing for ten batches, then 1,000–1,350), while a flood hands thousands over in
-    /// every batch and moves the detectors after its first.
+    /// every batch (a SYN flood once it fills the live cap) and moves them within a batch or two.
     const AVERAGE_OVER: u64 = 8;
 
     /// The front's sink in the pipeline: fills a batch, sends it when full.
