@@ -434,8 +434,8 @@ struct Back {
     stats: AnalysisStats,
     qname: String,
     symptoms: SymptomCollector,
-    /// Finished connections and DNS queries handed to the detectors so far: what the pipeline
-    /// decides by where the detectors run (`pipeline::Placement`).
+    /// Finished connections and DNS queries handed to the detectors so far: the rate by which the
+    /// pipeline places the detectors (`pipeline::Placement`).
     handed: u64,
     /// Moves of the detectors between the pipeline's threads (`Analysis::detector_moves`).
     detector_moves: u32,
@@ -1240,11 +1240,12 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
 /// The two-thread analysis: this thread reads, frames and decodes (the `Front`); a second thread
 /// follows flows and DNS (the `Back`), and queues its calls to the detectors, which this thread runs
 /// as the batches come back — unless connections end at a good part of the packet rate, when the
-/// back runs the detectors itself until the rate falls (`Placement`). Decoded packets cross in batches whose buffers come back for reuse, so
-/// the steady state allocates nothing (a finished connection or query handed to the detectors is
-/// boxed). The back gets exactly the packets, in exactly the order, of the one-thread run, and the
-/// detectors exactly its calls, so the findings are identical; what crosses is the decoded header
-/// with the payload bytes only where the back reads them (`Back::reads_payload`).
+/// back runs the detectors itself until the rate falls (`Placement`). Decoded packets cross in
+/// batches whose buffers come back for reuse, so the steady state allocates nothing (a finished
+/// connection or query handed to the detectors is boxed). The back gets exactly the packets, in
+/// exactly the order, of the one-thread run, and the detectors exactly its calls, so the findings
+/// are identical; what crosses is the decoded header with the payload bytes only where the back
+/// reads them (`Back::reads_payload`).
 mod pipeline {
     use super::{
         packet_ifindex, Back, CaptureReader, DetectorEvent, DetectorSink, Front, InputId,
