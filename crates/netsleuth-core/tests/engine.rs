@@ -1678,3 +1678,37 @@ fn ports_reused_inside_the_clients_time_wait_are_port_pressure() {
         vec![("ephemeral-port-exhaustion", Confidence::Confirmed)]
     );
 }
+
+/// Without any port reused in TIME_WAIT, the range is used up only by as many connections held at
+/// once as it has ports: three open connections fill a range of three ports (confirmed), not one of
+/// four (no finding, however the connections overlap).
+#[test]
+fn as_many_connections_held_at_once_as_the_range_has_ports_use_it_up() {
+    let build = || {
+        let mut cap = Cap::new();
+        let mut open = Vec::new();
+        for (k, port) in [42100u16, 42101, 42102].into_iter().enumerate() {
+            let t = T0 + k as i64 * 10 * MS;
+            let isn = 1000 + k as u32 * 100_000;
+            open.push((
+                port,
+                handshake(&mut cap, t, (C, port), (SRV, 80), isn, 9000),
+            ));
+        }
+        // Each still in use a second later: all three held at once.
+        for (k, (port, (cs, ss))) in open.into_iter().enumerate() {
+            let t = T0 + S + k as i64 * MS;
+            cap.send(t, 2, tcp_v4(C, port, SRV, 80).seq(cs).ack(ss).flags(ACK));
+        }
+        cap
+    };
+    let range = |hi: u16| NodeContext {
+        local_port_ranges: vec![(std::net::IpAddr::from(C), 42100, hi)],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&build().analyze_with(&range(42102))),
+        vec![("ephemeral-port-exhaustion", Confidence::Confirmed)]
+    );
+    assert_eq!(ids(&build().analyze_with(&range(42103))), vec![]);
+}

@@ -186,14 +186,17 @@ fn finding(
     mut d: PerDestination,
     dropped: u64,
 ) -> Option<Finding> {
-    let (held, at) = peak(&mut d.held);
     let range = ctx.node.local_port_range(ip);
     let range_ports = range.map(|(lo, hi)| u32::from(hi - lo) + 1);
-    let full = match range_ports {
-        Some(n) => held >= n,
-        None => held >= DEFAULT_RANGE_PORTS,
-    };
+    let range_size = range_ports.unwrap_or(DEFAULT_RANGE_PORTS);
     let tw_reuse = d.tw_reuses >= MIN_TW_REUSES;
+    // Fewer connections than the range has ports cannot have held it all at once: no peak to find
+    // (sorting the intervals of every destination was most of this detector's time at the end).
+    if !tw_reuse && (d.held.len() as u64) < u64::from(range_size) {
+        return None;
+    }
+    let (held, at) = peak(&mut d.held);
+    let full = held >= range_size;
     if !full && !tw_reuse {
         return None;
     }
