@@ -182,8 +182,9 @@ pub fn analyze_with(inputs: Vec<Input>, node: &NodeContext, limits: &Limits) -> 
 /// thread and the flow engine and DNS tracking on another, the detectors on the first while
 /// connections end at the pace of real traffic and on the second while they end at the packet rate
 /// (`pipeline`); the second sees exactly the packets, in exactly the order, that the one-thread run
-/// gives it, and each detector its calls, so the findings are the same byte for byte. More than two threads give nothing more yet: the work after decoding is
-/// one ordered stream (NAT legs join connections across tuples, so it cannot be split by flow).
+/// gives it, and each detector its calls, so the findings are the same byte for byte. More than two
+/// threads give nothing more yet: the work after decoding is one ordered stream (NAT legs join
+/// connections across tuples, so it cannot be split by flow).
 pub fn analyze_threads(
     inputs: Vec<Input>,
     node: &NodeContext,
