@@ -630,24 +630,30 @@ impl Detectors {
     /// chain of the others: the same findings in the same order, each detector's put back in its
     /// place. Worth a thread after `connections` connections and queries or more (a standalone
     /// `finish` costs tens of nanoseconds per connection it saw, a thread's start and join tens of
-    /// microseconds).
-    pub fn finish_on(self, ctx: &Context<'_>, threads: usize, connections: u64) -> Vec<Finding> {
+    /// microseconds). `beside` is the caller's work that can go on meanwhile (freeing what the
+    /// detectors no longer read): it runs on the second thread after the standalone `finish`es,
+    /// or here after the chain when there is none.
+    pub fn finish_on(
+        self,
+        ctx: &Context<'_>,
+        threads: usize,
+        connections: u64,
+        beside: impl FnOnce() + Send,
+    ) -> Vec<Finding> {
         const WORTH_A_THREAD: u64 = 2048;
         if threads < 2 || connections < WORTH_A_THREAD {
-            return self.finish(ctx);
+            let found = self.finish(ctx);
+            beside();
+            return found;
         }
         let (apart, chain): (Vec<_>, Vec<_>) = self
             .running
             .into_iter()
             .enumerate()
             .partition(|(_, d)| d.finish_stands_alone());
-        if apart.is_empty() {
-            let found = finish_chain(chain.into_iter(), ctx);
-            return found.into_iter().flat_map(|(_, out)| out).collect();
-        }
         let (mut found, apart) = std::thread::scope(|s| {
             let apart = s.spawn(|| {
-                apart
+                let found = apart
                     .into_iter()
                     .map(|(i, d)| {
                         let mut out = Vec::new();
@@ -655,7 +661,9 @@ impl Detectors {
                         debug_assert!(explains.is_empty(), "a standalone finish explained");
                         (i, out)
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                beside();
+                found
             });
             let found = finish_chain(chain.into_iter(), ctx);
             let apart = match apart.join() {
@@ -963,6 +971,26 @@ mod tests {
         assert_eq!(wants(&joined), wants(&Detectors::new()));
         assert_eq!(joined.control, Detectors::new().control);
         assert_eq!(joined.tunnel, Detectors::new().tunnel);
+    }
+
+    /// The caller's work beside `finish` is done once, on one thread or two, and changes nothing
+    /// found.
+    #[test]
+    fn work_beside_the_finish_is_done_once_on_one_thread_or_two() {
+        let node = NodeContext::default();
+        let ctx = Context {
+            inputs: &[],
+            node: &node,
+            capture_end_ns: 0,
+        };
+        for (threads, connections) in [(1, 0), (1, 1 << 20), (2, 0), (2, 1 << 20)] {
+            let done = std::sync::atomic::AtomicUsize::new(0);
+            let found = Detectors::new().finish_on(&ctx, threads, connections, || {
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+            assert!(found.is_empty(), "{threads} thread(s): {found:?}");
+            assert_eq!(done.into_inner(), 1, "{threads} thread(s), {connections}");
+        }
     }
 
     #[test]
