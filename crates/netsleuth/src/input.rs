@@ -69,24 +69,24 @@ fn map_capture(file: &File) -> Option<&'static [u8]> {
     if !meta.is_file() || len < GZIP_MAGIC.len() {
         return None;
     }
-    // Decided on the first 64 KiB read into a buffer: touching the mapping to decide would make its
-    // pages resident in a file then read instead. Kept under glibc's mmap threshold (128 KiB): freeing
-    // a larger block raises the threshold for the rest of the run, and the analysis then peaked 7 MB
-    // higher.
-    let mut head = vec![0u8; len.min(SAMPLE_BYTES)];
-    let mut got = 0;
-    while got < head.len() {
-        match std::os::unix::fs::FileExt::read_at(file, &mut head[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        }
-    }
-    if head[..got].starts_with(&GZIP_MAGIC) || !small_records(&head[..got]) {
+    // Decided on the first MiB read through a buffer of 64 KiB: touching the mapping to decide
+    // would make its pages resident in a file then read instead. The buffer is kept under glibc's
+    // mmap threshold (128 KiB): freeing a larger block raises the threshold for the rest of the
+    // run, and the analysis then peaked 7 MB higher.
+    let mut magic = [0u8; GZIP_MAGIC.len()];
+    if std::os::unix::fs::FileExt::read_exact_at(file, &mut magic, 0).is_err()
+        || magic == GZIP_MAGIC
+    {
         return None;
     }
-    drop(head);
+    let sample = ReadAt {
+        file,
+        offset: 0,
+        end: len.min(SAMPLE_BYTES) as u64,
+    };
+    if !small_records(sample) {
+        return None;
+    }
     // SAFETY: a read-only private mapping of `len` bytes of an open regular file; the kernel picks the
     // address. It is checked against MAP_FAILED before use.
     let addr = unsafe {
@@ -111,9 +111,32 @@ fn map_capture(file: &File) -> Option<&'static [u8]> {
 /// Captures whose first records hold at most this many bytes on average are mapped; larger ones
 /// are read through a buffer.
 const MAP_MEAN_RECORD_MAX: u64 = 512;
-/// The bytes at the start of a capture that decide whether it is mapped (~450 records at snap length
-/// 128, ~40 at full size).
-const SAMPLE_BYTES: usize = 64 << 10;
+/// The bytes at the start of a capture that decide whether it is mapped (~7,000 records at snap
+/// length 128, ~700 at full size). 64 KiB were too few: the benchmark's full-size capture starts
+/// with 135 records of 460 bytes on average (handshakes, small requests) against 756 over the file;
+/// it was mapped and ran 19 % slower than read (0.250 vs 0.210 s, BENCHMARKS.md, "Per-packet
+/// cost, eleventh pass"). Reading a MiB costs ~0.1 ms.
+const SAMPLE_BYTES: usize = 1 << 20;
+
+/// A file's bytes from `offset` up to `end`, read with `pread` (the file's own offset stays at the
+/// start, where the stream that reads it instead of a mapping begins).
+struct ReadAt<'a> {
+    file: &'a File,
+    offset: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end.saturating_sub(self.offset)).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = std::os::unix::fs::FileExt::read_at(self.file, &mut buf[..want], self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
 
 /// Whether the capture's first records (those whole in `head`) are small on average,
 /// framed by the core's reader. Mapping saves the copy of every byte but costs a page fault per 16
@@ -122,12 +145,13 @@ const SAMPLE_BYTES: usize = 64 << 10;
 /// cost"), so only captures of small records, where the cost is per packet, are mapped. The records
 /// are looked at, not the declared snap length: `editcap -s` cuts the records and leaves the
 /// interface's snap length as it was.
-fn small_records(head: &[u8]) -> bool {
+fn small_records(head: impl Read) -> bool {
     let Ok(mut reader) = CaptureReader::new(head, "sample") else {
         return false;
     };
-    // Its first buffer (64 KiB) holds the whole sample: no working buffer of 4 MiB (see above).
-    reader.set_working_buffer(SAMPLE_BYTES);
+    // The sample streams through the reader's first buffer (64 KiB): no working buffer of 4 MiB
+    // (see above).
+    reader.set_working_buffer(0);
     let (mut records, mut captured) = (0u64, 0u64);
     while let Some(rec) = reader.next_record() {
         records += 1;
@@ -416,12 +440,12 @@ mod tests {
     #[test]
     fn only_captures_of_small_records_are_mapped() {
         // Whatever the header's snap length says (editcap -s leaves it as it was).
-        assert!(small_records(&pcap(100, 128)));
-        assert!(small_records(&pcap(10_000, 96)));
-        assert!(!small_records(&pcap(100, 1514)));
-        assert!(!small_records(&pcap(0, 0)));
+        assert!(small_records(&pcap(100, 128)[..]));
+        assert!(small_records(&pcap(10_000, 96)[..]));
+        assert!(!small_records(&pcap(100, 1514)[..]));
+        assert!(!small_records(&pcap(0, 0)[..]));
         assert!(!small_records(
-            b"not a capture at all, and long enough to be looked at"
+            &b"not a capture at all, and long enough to be looked at"[..]
         ));
     }
 
@@ -458,6 +482,27 @@ mod tests {
         let bytes = map_capture(&file).expect("a capture of small records is mapped");
         let _ = std::fs::remove_file(&path);
         bytes
+    }
+
+    /// A capture of full-size records that begins with small ones (handshakes, requests) is read,
+    /// not mapped: the decision is on the first MiB, not on its first records alone; and the stream
+    /// that reads it then starts at its first byte.
+    #[test]
+    fn a_full_size_capture_beginning_with_small_records_is_read_whole() {
+        let mut bytes = pcap(200, 100);
+        let big = pcap(2_000, 1514);
+        bytes.extend_from_slice(&big[24..]); // records only, after the file header
+        let path =
+            std::env::temp_dir().join(format!("netsleuth-small-first-{}.pcap", std::process::id()));
+        std::fs::write(&path, &bytes).expect("temporary capture written");
+        let file = File::open(&path).expect("temporary capture opens");
+        assert!(map_capture(&file).is_none(), "mapped");
+        let input = open_capture_with(&path, None, FileRead::Mapped).expect("opens");
+        let _ = std::fs::remove_file(&path);
+        let netsleuth_core::Source::Stream(reader) = input.source else {
+            panic!("a capture of full-size records is read as a stream");
+        };
+        assert_eq!(read_all(reader), bytes);
     }
 
     #[test]
