@@ -79,7 +79,7 @@ fn map_capture(file: &File) -> Option<&'static [u8]> {
     {
         return None;
     }
-    let sample = ReadAt {
+    let sample = FileRange {
         file,
         offset: 0,
         end: len.min(SAMPLE_BYTES) as u64,
@@ -120,13 +120,13 @@ const SAMPLE_BYTES: usize = 1 << 20;
 
 /// A file's bytes from `offset` up to `end`, read with `pread` (the file's own offset stays at the
 /// start, where the stream that reads it instead of a mapping begins).
-struct ReadAt<'a> {
+struct FileRange<'a> {
     file: &'a File,
     offset: u64,
     end: u64,
 }
 
-impl Read for ReadAt<'_> {
+impl Read for FileRange<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = (self.end.saturating_sub(self.offset)).min(buf.len() as u64) as usize;
         if want == 0 {
