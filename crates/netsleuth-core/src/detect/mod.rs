@@ -632,7 +632,7 @@ impl Detectors {
     /// `finish` costs tens of nanoseconds per connection it saw, a thread's start and join tens of
     /// microseconds). `beside` is the caller's work that can go on meanwhile (freeing what the
     /// detectors no longer read): it runs on the second thread after the standalone `finish`es,
-    /// or here after the chain when there is none.
+    /// or here before the chain when there is none.
     pub fn finish_on(
         self,
         ctx: &Context<'_>,
@@ -642,9 +642,9 @@ impl Detectors {
     ) -> Vec<Finding> {
         const WORTH_A_THREAD: u64 = 2048;
         if threads < 2 || connections < WORTH_A_THREAD {
-            let found = self.finish(ctx);
+            // First: what it frees, the chain's allocations can reuse.
             beside();
-            return found;
+            return self.finish(ctx);
         }
         let (apart, chain): (Vec<_>, Vec<_>) = self
             .running
