@@ -9,6 +9,7 @@
 //! Invariant: memory is proportional to the connections and DNS queries alive at a time (closed ones are
 //! finalised and handed to the detectors), never to the packets.
 
+mod deadlines;
 pub mod dns;
 pub mod dns_tcp;
 pub mod tcp;

@@ -11,11 +11,11 @@
 //! identification; a retransmission gets a new identification from Linux (or, for IPv6, comes at least
 //! an RTO later).
 
+use super::deadlines::Deadlines;
 use super::{ip_bits, mix3, seq_diff, Endpoint, FxHashMap, PktRef};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 use crate::wire::TcpSegment;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Evidence lists are capped; counters are not.
@@ -683,8 +683,12 @@ pub struct TcpEngine {
     /// unfiling every connection's legs on the way was a fifth of the flow engine's time. The lookup
     /// files them first, so it sees every live connection, as if each had been filed as it came.
     unindexed: Vec<(u32, u64)>,
-    /// (deadline, slot, connection id): lazily updated; stale entries are skipped when popped.
-    deadlines: BinaryHeap<Reverse<(i64, u32, u64)>>,
+    /// (deadline, slot, connection id): lazily updated; stale entries are skipped when taken.
+    deadlines: Deadlines,
+    /// `expire`'s lists of the entries come due and, for each, its connection's deadline now
+    /// (`None`: a stale entry); kept for their capacity.
+    due: Vec<(i64, u32, u64)>,
+    due_now: Vec<Option<i64>>,
     /// Connections created by a handshake packet, oldest first (lazily pruned): eviction candidates.
     half_open: VecDeque<(u32, u64)>,
     /// Slots of the connections finalised since the last `drain_finished`, in the order they were:
@@ -720,7 +724,9 @@ impl TcpEngine {
             by_isn: FxHashMap::default(),
             new_tuple: NewTupleIndex::default(),
             unindexed: Vec::new(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
+            due: Vec::new(),
+            due_now: Vec::new(),
             half_open: VecDeque::new(),
             finished: Vec::new(),
             parked: Vec::new(),
@@ -1035,7 +1041,7 @@ impl TcpEngine {
         let deadline = conn.deadline();
         if deadline < conn.queued_deadline {
             conn.queued_deadline = deadline;
-            self.deadlines.push(Reverse((deadline, slot, conn.id)));
+            self.deadlines.push((deadline, slot, conn.id));
         }
         conn.prev_pkt = conn.last_pkt;
         conn.last_pkt = Some(*pkt);
@@ -1249,7 +1255,7 @@ impl TcpEngine {
             }
             None => self.slab.push(conn),
         };
-        self.deadlines.push(Reverse((deadline, slot, id)));
+        self.deadlines.push((deadline, slot, id));
         self.half_open.push_back((slot, id));
         self.unindexed.push((slot, id));
         self.compact_queues();
@@ -1288,7 +1294,7 @@ impl TcpEngine {
             self.finalise(slot);
             return;
         }
-        while let Some(Reverse((deadline, slot, id))) = self.deadlines.pop() {
+        while let Some((deadline, slot, id)) = self.deadlines.pop() {
             let Some(c) = self.slab[slot].as_ref() else {
                 continue;
             };
@@ -1308,16 +1314,11 @@ impl TcpEngine {
         let bound = 4 * self.live as usize + 1024;
         if self.deadlines.len() > bound {
             let slab = &self.slab;
-            let live: Vec<_> = self
-                .deadlines
-                .drain()
-                .filter(|Reverse((d, slot, id))| {
-                    slab[*slot]
-                        .as_ref()
-                        .is_some_and(|c| !c.finalised && c.id == *id && c.queued_deadline == *d)
-                })
-                .collect();
-            self.deadlines = BinaryHeap::from(live);
+            self.deadlines.retain(|&(d, slot, id)| {
+                slab[slot]
+                    .as_ref()
+                    .is_some_and(|c| !c.finalised && c.id == id && c.queued_deadline == d)
+            });
         }
         let slab = &self.slab;
         let live_and = |slot: u32, id: u64, also: fn(&Conn) -> bool| {
@@ -1420,27 +1421,58 @@ impl TcpEngine {
         self.finished.push(slot);
     }
 
-    /// Finalise every connection whose deadline is before `now`.
+    /// Finalise every connection whose deadline is before `now`, in the order of the deadlines.
+    ///
+    /// In two passes over the entries come due. The first reads each one's connection (is the
+    /// entry current, is the connection still due) and looks up what `finalise` will remove (its
+    /// legs, its ISN): connections that ended a capture-second or more ago, gone from the caches,
+    /// whose reads do not depend on each other, so the processor overlaps them, where finalising
+    /// each in turn waited for them one after another. The second finalises or requeues. Neither
+    /// changes what the first read of another entry: a connection has one current entry, and
+    /// finalising or requeueing it touches no other connection.
     fn expire(&mut self, now: i64) {
-        while let Some(&Reverse((deadline, slot, id))) = self.deadlines.peek() {
-            if deadline >= now {
-                break;
-            }
-            self.deadlines.pop();
-            let Some(c) = self.slab[slot].as_mut() else {
-                continue;
-            };
-            if c.finalised || c.id != id || c.queued_deadline != deadline {
-                continue; // stale: the connection is gone or has an earlier entry
-            }
-            let actual = c.deadline();
-            if actual < now {
-                self.finalise(slot);
-            } else {
-                c.queued_deadline = actual;
-                self.deadlines.push(Reverse((actual, slot, id)));
+        let (mut due, mut due_now) = (
+            std::mem::take(&mut self.due),
+            std::mem::take(&mut self.due_now),
+        );
+        self.deadlines.take_before(now, &mut due);
+        let mut looked_up = 0u32;
+        for &(deadline, slot, id) in &due {
+            // A stale entry (the connection is gone or has an earlier one) is `None`.
+            let current = self.slab[slot]
+                .as_ref()
+                .filter(|c| !c.finalised && c.id == id && c.queued_deadline == deadline);
+            due_now.push(current.map(|c| {
+                let actual = c.deadline();
+                if actual < now {
+                    for leg in &c.legs {
+                        let (key, _) = LegKey::of(leg.client, leg.server);
+                        looked_up ^= self.legs.get(&key).map_or(0, |v| v.0);
+                    }
+                    if let Some(isn) = c.client_isn {
+                        looked_up ^= self.by_isn.get(&isn).copied().unwrap_or(0);
+                    }
+                }
+                actual
+            }));
+        }
+        // Used, so that the lookups are made.
+        std::hint::black_box(looked_up);
+        for (&(_, slot, id), &actual) in due.iter().zip(&due_now) {
+            match actual {
+                Some(actual) if actual < now => self.finalise(slot),
+                Some(actual) => {
+                    // Not due before a later sweep: the entry is not taken again by this one.
+                    let c = self.slab[slot].as_mut().expect("current in the first pass");
+                    c.queued_deadline = actual;
+                    self.deadlines.push((actual, slot, id));
+                }
+                None => {}
             }
         }
+        due.clear();
+        due_now.clear();
+        (self.due, self.due_now) = (due, due_now);
     }
 }
 
