@@ -108,7 +108,7 @@ impl Detector {
                 self.total += 1;
                 if self.node_cases.len() < MAX_CASES {
                     let mut pkts = Vec::new();
-                    if let Some(p) = c.prev_pkt.filter(|p| p.ts_ns <= r.pkt.ts_ns) {
+                    if let Some(p) = c.prev_pkt().filter(|p| p.ts_ns <= r.pkt.ts_ns) {
                         pkts.push((
                             p,
                             format!("earlier packet of the connection: {}", p.tcp_what()),

@@ -88,7 +88,7 @@ impl Detector {
         }
         // A connection that carried data from its server, over a span of time.
         if c.established && c.bytes[1] > 0 && c.packets >= 4 {
-            let Some(sample) = c.last_pkt.filter(|p| c.leg_of(p).is_some()) else {
+            let Some(sample) = c.last_pkt().filter(|p| c.leg_of(p).is_some()) else {
                 return;
             };
             let server = c.legs[0].server.ip;

@@ -120,7 +120,7 @@ impl Detector {
                 self.next_prune_ts = now.saturating_add(1_000_000_000);
             }
             if self.client_closed.len() < max {
-                if let Some(last) = c.last_pkt {
+                if let Some(last) = c.last_pkt() {
                     self.client_closed.insert((client, server), (close, last));
                 }
             }

@@ -151,7 +151,7 @@ impl Detector {
         }
         // A closed connection's IPVS entry lives on for its TIME_WAIT; one never answered or still
         // open leaves nothing a reused port could meet (and a SYN flood adds no state here).
-        let (Some(end), Some(last)) = (c.closed_ts, c.last_pkt) else {
+        let (Some(end), Some(last)) = (c.closed_ts, c.last_pkt()) else {
             return;
         };
         if !c.established {

@@ -150,7 +150,7 @@ impl Detector {
                 key,
                 ServerClosed {
                     closed_ts,
-                    last: c.last_pkt,
+                    last: c.last_pkt(),
                     client_next: c.next_seq[0],
                     server_next: c.next_seq[1],
                     syn_tsval: c.syns.first().and_then(|s| s.tsval),

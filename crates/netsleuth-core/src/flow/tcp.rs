@@ -165,9 +165,12 @@ pub struct Conn {
     /// The longest silence between two unique packets, and the packet that ended it.
     pub longest_gap_ns: i64,
     pub longest_gap_end: Option<PktRef>,
-    /// The last unique packet, the one before it, and the silence between them.
-    pub last_pkt: Option<PktRef>,
-    pub prev_pkt: Option<PktRef>,
+    /// The last two unique packets (`last_pkt`, `prev_pkt`), the last at `last_at`: each packet
+    /// overwrites the older one in place instead of moving the last one back (a copy of 88 bytes a
+    /// packet).
+    last_two: [Option<PktRef>; 2],
+    last_at: u8,
+    /// The silence between the last two unique packets.
     pub last_gap_ns: i64,
     last_leg: u8,
     /// Bit i set: a packet from the server was seen on leg i (`MAX_LEGS` is 16).
@@ -219,8 +222,8 @@ impl Conn {
             closed_ts: None,
             longest_gap_ns: 0,
             longest_gap_end: None,
-            last_pkt: None,
-            prev_pkt: None,
+            last_two: [None, None],
+            last_at: 0,
             last_gap_ns: 0,
             last_leg: 0,
             legs_heard_from_server: 0,
@@ -240,6 +243,18 @@ impl Conn {
             None if !self.established => self.last_ts.saturating_add(HALF_OPEN_IDLE_NS),
             None => self.last_ts.saturating_add(ESTABLISHED_IDLE_NS),
         }
+    }
+
+    /// The last unique packet.
+    #[inline]
+    pub fn last_pkt(&self) -> Option<PktRef> {
+        self.last_two[self.last_at as usize]
+    }
+
+    /// The unique packet before the last one.
+    #[inline]
+    pub fn prev_pkt(&self) -> Option<PktRef> {
+        self.last_two[(self.last_at ^ 1) as usize]
     }
 
     /// The first leg: the view closest to the client that the capture had.
@@ -927,7 +942,7 @@ impl TcpEngine {
         let dir = if from_client { 0 } else { 1 };
         let mut obs = obs;
         conn.packets += 1;
-        if let Some(last) = conn.last_pkt {
+        if let Some(last) = conn.last_pkt() {
             let gap = pkt.ts_ns.saturating_sub(last.ts_ns);
             conn.last_gap_ns = gap;
             if gap > conn.longest_gap_ns {
@@ -1043,8 +1058,8 @@ impl TcpEngine {
             conn.queued_deadline = deadline;
             self.deadlines.push((deadline, slot, conn.id));
         }
-        conn.prev_pkt = conn.last_pkt;
-        conn.last_pkt = Some(*pkt);
+        conn.last_at ^= 1;
+        conn.last_two[conn.last_at as usize] = Some(*pkt);
         conn.last_leg = leg_idx;
         let pos = conn.recent_pos as usize % conn.recent.len();
         conn.recent[pos] = obs;
@@ -1367,9 +1382,9 @@ impl TcpEngine {
         let ack_offset = conn.next_seq[1 - dir]
             .map(|n| seq_diff(pkt.ack, n))
             .unwrap_or(i64::MAX);
-        let (prev, gap, copy_of_leg) = match conn.last_pkt {
+        let (prev, gap, copy_of_leg) = match conn.last_pkt() {
             Some(last) if same_transmission(&last, &pkt) => {
-                (conn.prev_pkt, conn.last_gap_ns, Some(conn.last_leg))
+                (conn.prev_pkt(), conn.last_gap_ns, Some(conn.last_leg))
             }
             Some(last) => (Some(last), pkt.ts_ns.saturating_sub(last.ts_ns), None),
             None => (None, 0, None),
