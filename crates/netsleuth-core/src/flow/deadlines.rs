@@ -11,8 +11,9 @@
 //! Later deadlines (an unanswered SYN's 180 s, an established connection's days) wait in one heap
 //! of their own and move into the ring as the sweeps come near them; most never come due (their
 //! connection closes first, and the entry goes stale and is dropped by the engine's compaction).
-//! On the benchmark capture the flow engine's sweeps took 4.6 instead of 5.3 ms and whole runs
-//! 4–5 % less time (BENCHMARKS.md, "Per-packet cost, twelfth pass").
+//! On the benchmark capture the flow engine's sweeps took 4.4–4.8 ms instead of 5.2–5.5, 3.9–4.3
+//! with `TcpEngine::expire` reading the connections come due before finalising any, and whole
+//! runs 4–5 % less time (BENCHMARKS.md, "Per-packet cost, twelfth pass").
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
