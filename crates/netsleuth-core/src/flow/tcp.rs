@@ -11,7 +11,7 @@
 //! identification; a retransmission gets a new identification from Linux (or, for IPv6, comes at least
 //! an RTO later).
 
-use super::deadlines::Deadlines;
+use super::deadlines::{Deadline, Deadlines};
 use super::{ip_bits, mix3, seq_diff, Endpoint, FxHashMap, PktRef};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 use crate::wire::TcpSegment;
@@ -702,7 +702,7 @@ pub struct TcpEngine {
     deadlines: Deadlines,
     /// `expire`'s lists of the entries come due and, for each, its connection's deadline now
     /// (`None`: a stale entry); kept for their capacity.
-    due: Vec<(i64, u32, u64)>,
+    due: Vec<Deadline>,
     due_now: Vec<Option<i64>>,
     /// Connections created by a handshake packet, oldest first (lazily pruned): eviction candidates.
     half_open: VecDeque<(u32, u64)>,
