@@ -10,7 +10,7 @@ use crate::detect::{Context, Detectors};
 use crate::finding::{format_ts, sort_findings, Diagnostic, Finding};
 use crate::flow::dns::{DnsMessageObs, DnsTracker, FinishedQuery};
 use crate::flow::dns_tcp::DnsTcpReassembler;
-use crate::flow::tcp::{Conn, TcpEngine, TcpOutcome};
+use crate::flow::tcp::{Conn, TcpEngine};
 use crate::flow::{Endpoint, InputId, PktRef};
 use crate::node::NodeContext;
 use crate::symptoms::{is_icmp_error, BlindSpot, Symptom, SymptomCollector};
@@ -773,12 +773,11 @@ fn packet_ifindex(link: Option<u32>, interface: u32) -> Option<u32> {
 
 impl Back {
     /// A TCP segment (outside a tunnel, or the tunnel already seen to), as `packet` hands it on; the
-    /// pipeline calls `tcp_flow` directly for the segments it carries compact (never DNS's).
+    /// pipeline calls the flow engine directly for the segments it carries compact (never DNS's).
     #[inline(always)]
     fn tcp_segment(&mut self, r: PktRef, ident: u16, ttl: u8, seg: &TcpSegment<'_>) {
-        let outcome = self.tcp_flow(&r, ttl, |tcp| {
-            tcp.packet(&r, ident, || seg.options.timestamp())
-        });
+        self.stats.tcp_packets += 1;
+        let outcome = self.tcp.packet(&r, ident, ttl, || seg.options.timestamp());
         if !outcome.copy
             && (seg.src_port == 53 || seg.dst_port == 53)
             && (seg.payload_len > 0
@@ -789,24 +788,6 @@ impl Back {
             }
         }
         self.drain_tcp();
-    }
-
-    /// A TCP segment's part in the flow engine (`engine`: `TcpEngine::packet`, or its form for a
-    /// tuple hashed by the caller) and the detectors' packet hook. A segment to or from port 53
-    /// goes through `tcp_segment`, which also reads its payload as DNS.
-    #[inline(always)]
-    fn tcp_flow(
-        &mut self,
-        r: &PktRef,
-        ttl: u8,
-        engine: impl FnOnce(&mut TcpEngine) -> TcpOutcome,
-    ) -> TcpOutcome {
-        self.stats.tcp_packets += 1;
-        let outcome = engine(&mut self.tcp);
-        if r.flags & (tcp_flags::SYN | tcp_flags::RST) != 0 {
-            self.detectors.tcp_control(*r, ttl);
-        }
-        outcome
     }
 
     #[cold]
@@ -1002,15 +983,12 @@ impl Back {
 }
 
 /// Where the back hands what the detectors see: to them directly (one thread), or, in the
-/// `pipeline`, to the detectors of SYNs and RSTs directly and queued in order for the others, which
-/// run on the reading thread. Either way each detector sees the same calls in the same order.
+/// `pipeline`, queued in order for them on the reading thread. Either way each detector sees the
+/// same calls in the same order.
 enum DetectorSink {
     Direct(Detectors),
-    /// `control`: the detectors of SYNs and RSTs, called here, where the flow engine meets those
-    /// packets (no event crosses for each SYN, SYN-ACK and RST); `events`: the calls for the
-    /// others, queued.
+    /// `events`: the calls, queued.
     Queued {
-        control: Detectors,
         events: Vec<DetectorEvent>,
         /// Boxes of connections the reading thread is done with, emptied, for the next ones (a
         /// finished connection is ~1.2 KB): no malloc and free of a box for each.
@@ -1055,12 +1033,7 @@ impl DetectorSink {
     fn send(&mut self, event: impl FnOnce() -> DetectorEvent, direct: impl FnOnce(&mut Detectors)) {
         match self {
             DetectorSink::Direct(d) => direct(d),
-            DetectorSink::Queued {
-                control, events, ..
-            } => {
-                direct(control);
-                events.push(event());
-            }
+            DetectorSink::Queued { events, .. } => events.push(event()),
         }
     }
     /// A finished connection where the flow engine keeps it: read in place by detectors on this
@@ -1072,13 +1045,8 @@ impl DetectorSink {
                     d.connection(c)
                 }
             }
-            DetectorSink::Queued {
-                control,
-                events,
-                spare,
-            } => {
-                if let Some(conn) = c.as_ref() {
-                    control.connection(conn);
+            DetectorSink::Queued { events, spare } => {
+                if c.is_some() {
                     let mut held = spare.pop().unwrap_or_else(|| Box::new(None));
                     *held = c.take();
                     events.push(DetectorEvent::Connection(held))
@@ -1089,18 +1057,7 @@ impl DetectorSink {
     fn dns(&mut self, f: FinishedQuery) {
         match self {
             DetectorSink::Direct(d) => d.dns(&f),
-            DetectorSink::Queued {
-                control, events, ..
-            } => {
-                control.dns(&f);
-                events.push(DetectorEvent::Dns(Box::new(f)))
-            }
-        }
-    }
-    fn tcp_control(&mut self, p: PktRef, ttl: u8) {
-        match self {
-            DetectorSink::Direct(d) => d.tcp_control(&p, ttl),
-            DetectorSink::Queued { control, .. } => control.tcp_control(&p, ttl),
+            DetectorSink::Queued { events, .. } => events.push(DetectorEvent::Dns(Box::new(f))),
         }
     }
     fn tunnel_udp(&mut self, p: PktRef, t: wire::Tunnel, dir: Option<wire::PacketDirection>) {
@@ -1517,8 +1474,8 @@ mod pipeline {
         }
     }
 
-    /// Where the detectors run (but those of SYNs and RSTs, always on the back), which the back
-    /// decides batch by batch from the finished connections and DNS queries it hands over.
+    /// Where the detectors run, which the back decides batch by batch from the finished
+    /// connections and DNS queries it hands over.
     ///
     /// On the reading thread while they are few: their calls are what balances the two halves on
     /// a capture of real connections (the benchmark capture hands over 30 in a batch of 4,096
@@ -1561,7 +1518,7 @@ mod pipeline {
         recycled: Receiver<Batch>,
         /// Batches back from the back, their detector calls made.
         free: std::collections::VecDeque<Batch>,
-        /// The detectors but those of SYNs and RSTs, while they run here (`Placement`).
+        /// The detectors, while they run here (`Placement`).
         detectors: Option<Detectors>,
         /// Where the detectors go when the back asks for them.
         detectors_to_back: Sender<Detectors>,
@@ -1772,17 +1729,14 @@ mod pipeline {
             }
             let sink =
                 std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none()));
-            let DetectorSink::Queued {
-                control, events, ..
-            } = sink
-            else {
+            let DetectorSink::Queued { events, .. } = sink else {
                 unreachable!("the detectors were asked for while their calls were queued")
             };
             debug_assert!(
                 events.is_empty(),
                 "kept in `pending` after the asking batch"
             );
-            back.detectors = DetectorSink::Direct(detectors.join(control));
+            back.detectors = DetectorSink::Direct(detectors);
             self.placement = Placement::Back;
             back.detector_moves += 1;
         }
@@ -1824,13 +1778,11 @@ mod pipeline {
                             &mut back.detectors,
                             DetectorSink::Direct(Detectors::none()),
                         );
-                        let DetectorSink::Direct(mut detectors) = sink else {
+                        let DetectorSink::Direct(detectors) = sink else {
                             unreachable!("matched above")
                         };
-                        let control = detectors.split_control();
                         batch.detectors = Some(detectors);
                         back.detectors = DetectorSink::Queued {
-                            control,
                             events: Vec::new(),
                             spare: Vec::new(),
                         };
@@ -1863,18 +1815,14 @@ mod pipeline {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
         let (detectors_to_back, detectors_given) = mpsc::channel::<Detectors>();
-        // The detectors move to this thread, but for those of SYNs and RSTs; the back queues its
-        // calls to them.
+        // The detectors move to this thread; the back queues its calls to them.
         let mut back = back;
-        let mut detectors =
+        let detectors =
             match std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none())) {
                 DetectorSink::Direct(d) => d,
                 DetectorSink::Queued { .. } => unreachable!("the detectors start on the back"),
             };
-        let control = detectors.split_control();
-        debug_assert!(!detectors.wants_tcp_control());
         back.detectors = DetectorSink::Queued {
-            control,
             events: Vec::new(),
             spare: Vec::new(),
         };
@@ -1910,10 +1858,10 @@ mod pipeline {
                             // so `Back::tcp_segment` is the flow engine and the detectors' hook.
                             let r = c.pkt_ref();
                             let hash = LegHash::of_word(c.leg_hash, c.bits & SRC_IS_LO != 0);
-                            back.tcp_flow(&r, c.ttl, |tcp| {
-                                let ips = (c.src, c.dst);
-                                tcp.packet_v4_hashed(&r, ips, hash, c.ident, || c.timestamp())
-                            });
+                            let ips = (c.src, c.dst);
+                            back.stats.tcp_packets += 1;
+                            back.tcp
+                                .packet_v4_hashed(&r, ips, hash, c.ident, c.ttl, || c.timestamp());
                             back.drain_tcp();
                         } else if let Some(s) = others.next() {
                             let pkt = s.packet(&batch.payloads);
@@ -1954,16 +1902,14 @@ mod pipeline {
                 Err(panic) => std::panic::resume_unwind(panic),
             };
             back.detectors = match std::mem::replace(&mut back.detectors, placeholder()) {
-                DetectorSink::Queued {
-                    control, events, ..
-                } => {
+                DetectorSink::Queued { events, .. } => {
                     let mut detectors = batcher
                         .detectors
                         .expect("the detectors are here while the back queues their calls");
                     for event in &events {
                         event.apply(&mut detectors);
                     }
-                    DetectorSink::Direct(detectors.join(control))
+                    DetectorSink::Direct(detectors)
                 }
                 direct @ DetectorSink::Direct(_) => {
                     debug_assert!(batcher.detectors.is_none());

@@ -33,118 +33,29 @@ timer:(keepalive,…)). Sources: AWS NLB and NAT gateway documentation (idle tim
 Azure Load Balancer TCP idle timeout and TCP reset documentation; ipvsadm(8) --set.",
 };
 
-use super::{capped_entry, secs, with_packets, Context, Finished};
+use super::{secs, with_packets, Context, Finished};
 use crate::finding::{Confidence, Finding, FindingKind};
 use crate::flow::tcp::Conn;
-use crate::flow::{Endpoint, FxHashMap, PktRef};
-use crate::wire::tcp_flags::{ACK, RST, SYN};
+use crate::flow::PktRef;
+use crate::wire::tcp_flags::ACK;
 
 /// The shortest idle timeout of the common cloud middleboxes (Azure Load Balancer's default, 4 min).
 const KNOWN_TIMEOUT_NS: i64 = 240_000_000_000;
 /// A silence at least this long before the reset (the lab's emulated middlebox forgets after 3 s;
 /// real ones after minutes): shorter gaps are the connection's normal pace.
 const MIN_GAP_NS: i64 = 2_000_000_000;
-const MAX_FORGED: usize = 64;
 const MAX_CASES: usize = 5;
-
-/// A RST from the server's address whose TTL is not the server's.
-/// Where a packet was seen: (input, interface).
-type Point = (u16, Option<u32>);
-/// Capture points remembered per connection (an `-i any` capture sees a packet at 2–4 of them).
-const MAX_POINTS: usize = 8;
-/// Points kept in the map entry itself: every SYN-ACK makes an entry, and a heap list for each was
-/// an allocation and a free per connection.
-const INLINE_POINTS: usize = 4;
-
-/// The SYN-ACK TTL at each capture point, in the order the points were first seen: the first
-/// `INLINE_POINTS` inline, the rest (up to `MAX_POINTS`) on the heap.
-#[derive(Default)]
-struct PointTtls {
-    len: u8,
-    inline: [(Point, u8); INLINE_POINTS],
-    more: Vec<(Point, u8)>,
-}
-
-impl PointTtls {
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut (Point, u8)> {
-        let n = (self.len as usize).min(INLINE_POINTS);
-        self.inline[..n].iter_mut().chain(self.more.iter_mut())
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &(Point, u8)> {
-        let n = (self.len as usize).min(INLINE_POINTS);
-        self.inline[..n].iter().chain(self.more.iter())
-    }
-
-    /// The TTL seen at `point` is now `ttl`; a new point is added while fewer than `MAX_POINTS`
-    /// are kept.
-    fn set(&mut self, point: Point, ttl: u8) {
-        if let Some(p) = self.iter_mut().find(|(pt, _)| *pt == point) {
-            p.1 = ttl;
-            return;
-        }
-        if (self.len as usize) < INLINE_POINTS {
-            self.inline[self.len as usize] = (point, ttl);
-            self.len += 1;
-        } else if INLINE_POINTS + self.more.len() < MAX_POINTS {
-            self.more.push((point, ttl));
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Foreign {
-    rst: PktRef,
-    rst_ttl: u8,
-    server_ttl: u8,
-}
 
 /// Recognises a RST after an idle period that a box nearer than the server sent: its TTL differs
 /// from the server's SYN-ACK's, seen at the same point.
 #[derive(Default)]
 pub struct Detector {
-    max_keys: usize,
-    /// The server's SYN-ACK TTL per (server, client) and capture point (input, interface) while the
-    /// connection lives: a TTL is only comparable with one seen at the same point.
-    synack_ttl: FxHashMap<(Endpoint, Endpoint), PointTtls>,
-    foreign: Vec<Foreign>,
     cases: Vec<(Finding, Vec<(PktRef, String)>)>,
     total: u32,
 }
 
 impl Detector {
-    pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
-        let point: Point = (p.input, p.ifindex);
-        if p.flags & SYN != 0 && p.flags & ACK != 0 {
-            if let Some(points) = capped_entry(&mut self.synack_ttl, (p.src, p.dst), self.max_keys)
-            {
-                points.set(point, ttl);
-            }
-        } else if p.flags & RST != 0 && p.flags & SYN == 0 {
-            let server_ttl = self
-                .synack_ttl
-                .get(&(p.src, p.dst))
-                .and_then(|points| points.iter().find(|(pt, _)| *pt == point))
-                .map(|&(_, t)| t);
-            if let Some(server_ttl) = server_ttl {
-                if server_ttl != ttl && self.foreign.len() < MAX_FORGED {
-                    self.foreign.push(Foreign {
-                        rst: *p,
-                        rst_ttl: ttl,
-                        server_ttl,
-                    });
-                }
-            }
-        }
-    }
-
     pub fn connection(&mut self, c: &Conn) {
-        // Every leg's SYN-ACK made an entry (an `-i any` capture sees it before and after NAT): all
-        // go with the connection, so the map holds live connections only (forgetting the first
-        // leg's alone kept one entry per NATed connection ever seen, up to the key cap).
-        for leg in &c.legs {
-            self.synack_ttl.remove(&(leg.server, leg.client));
-        }
         if !c.established || !c.roles_known {
             return;
         }
@@ -162,18 +73,17 @@ impl Detector {
         {
             return;
         }
-        let Some(f) = self
-            .foreign
+        // The same RST seen at any point (the connection keeps the first sighting; the differing
+        // TTL may have been seen at another point, where the SYN-ACK was seen too), or sent again.
+        let Some(f) = c
+            .rsts
             .iter()
-            // The same RST, seen at any point (the first sighting is what the connection keeps; the
-            // differing TTL may have been seen at another point, where the SYN-ACK was seen too).
-            .find(|f| {
-                f.rst.seq == r.pkt.seq
-                    && f.rst.ack == r.pkt.ack
-                    && f.rst.flags == r.pkt.flags
-                    && f.rst.ts_ns.saturating_sub(r.pkt.ts_ns).saturating_abs() <= 1_000_000_000
+            .filter(|o| {
+                o.pkt.seq == r.pkt.seq && o.pkt.ack == r.pkt.ack && o.pkt.flags == r.pkt.flags
             })
-            .copied()
+            .filter_map(|o| o.ttl_differs)
+            .filter(|d| d.ts_ns.saturating_sub(r.pkt.ts_ns).saturating_abs() <= 1_000_000_000)
+            .min_by_key(|d| d.ts_ns)
         else {
             return;
         };
@@ -194,7 +104,7 @@ impl Detector {
             return;
         }
         let gap = c.longest_gap_ns;
-        let hops = i16::from(f.rst_ttl) - i16::from(f.server_ttl);
+        let hops = i16::from(f.rst_ttl) - i16::from(f.synack_ttl);
         let mut finding = Finding::new(
             &INCIDENT,
             FindingKind::Incident,
@@ -205,11 +115,11 @@ impl Detector {
                 c.legs[0].server,
                 secs(gap),
                 f.rst_ttl,
-                f.server_ttl
+                f.synack_ttl
             ),
         )
         .because(format!("the connection was silent for {} and the first segment after the silence was answered by a RST without ACK carrying exactly the segment's ACK: whoever answered had no such connection", secs(gap)))
-        .because(format!("the RST's IP TTL is {}, the server's SYN-ACK arrived with {} at the same capture point: the RST was made {} hop(s) {} than the server, by a middlebox that forgot the idle flow", f.rst_ttl, f.server_ttl, hops.unsigned_abs(), if hops > 0 { "nearer" } else { "farther" }))
+        .because(format!("the RST's IP TTL is {}, the server's SYN-ACK arrived with {} at the same capture point: the RST was made {} hop(s) {} than the server, by a middlebox that forgot the idle flow", f.rst_ttl, f.synack_ttl, hops.unsigned_abs(), if hops > 0 { "nearer" } else { "farther" }))
         .because("the connection kept its tuple: no NAT on the capture's side of the path chose anew");
         finding = if gap >= KNOWN_TIMEOUT_NS {
             finding.because(format!("{} is beyond the shortest common cloud idle timeout (Azure LB 240 s; AWS NLB/NAT gateway 350 s; IPVS 900 s)", secs(gap)))
@@ -235,7 +145,7 @@ impl Detector {
                 format!(
                     "RST with TTL {} (the server's packets: {}): {}",
                     f.rst_ttl,
-                    f.server_ttl,
+                    f.synack_ttl,
                     r.pkt.tcp_what()
                 ),
             ),
@@ -245,18 +155,6 @@ impl Detector {
 }
 
 impl super::CaptureDetector for Detector {
-    fn set_max_keys(&mut self, max_keys: usize) {
-        self.max_keys = max_keys;
-    }
-
-    fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
-        Detector::tcp_control(self, p, ttl)
-    }
-
-    fn wants_tcp_control(&self) -> bool {
-        true
-    }
-
     fn connection(&mut self, c: &Finished<'_>) {
         Detector::connection(self, c)
     }
@@ -285,65 +183,5 @@ impl super::CaptureDetector for Detector {
             .collect();
         super::merge_cases(found, self.total, out);
         Vec::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::flow::tcp::tests::{endpoint, segment};
-    use crate::flow::tcp::TcpEngine;
-    use crate::wire::tcp_flags::{ACK, SYN};
-
-    /// A connection seen before and after DNAT (`-i any`): both legs' SYN-ACKs are remembered, and
-    /// both are forgotten when the connection ends.
-    #[test]
-    fn a_finished_connection_leaves_no_syn_ack_behind_on_any_leg() {
-        let (client, service, backend) = (
-            endpoint([10, 0, 0, 1], 40000),
-            endpoint([10, 96, 0, 10], 80),
-            endpoint([10, 244, 0, 5], 8080),
-        );
-        let mut engine = TcpEngine::new();
-        let mut detector = Detector::default();
-        segment(&mut engine, (1, 0), (client, service), SYN, (100, 0));
-        segment(&mut engine, (2, 1_000), (client, backend), SYN, (100, 0));
-        for (frame, (src, dst)) in [(3, (backend, client)), (4, (service, client))] {
-            let synack = segment(
-                &mut engine,
-                (frame, 2_000_000),
-                (src, dst),
-                SYN | ACK,
-                (500, 101),
-            );
-            detector.tcp_control(&synack, 64);
-        }
-        assert_eq!(detector.synack_ttl.len(), 2);
-        let live = engine.finish();
-        let conns: Vec<_> = live.iter().collect();
-        assert_eq!(conns.len(), 1);
-        assert_eq!(conns[0].legs.len(), 2);
-        detector.connection(&Finished::new(conns[0]));
-        assert!(detector.synack_ttl.is_empty());
-    }
-
-    /// The TTLs per capture point behave as the list they replaced: first-seen order, a point seen
-    /// again updated in place, at most `MAX_POINTS` kept — across the inline part and the rest.
-    #[test]
-    fn point_ttls_keep_first_seen_order_update_in_place_and_stop_at_max_points() {
-        let mut points = PointTtls::default();
-        let point = |i: u16| -> Point { (i, Some(u32::from(i) + 100)) };
-        for i in 0..12u16 {
-            points.set(point(i), 60);
-        }
-        points.set(point(1), 61);
-        points.set(point(6), 62);
-        points.set(point(11), 63);
-        let kept: Vec<(Point, u8)> = points.iter().copied().collect();
-        let mut expected: Vec<(Point, u8)> =
-            (0..MAX_POINTS as u16).map(|i| (point(i), 60)).collect();
-        expected[1].1 = 61;
-        expected[6].1 = 62;
-        assert_eq!(kept, expected);
     }
 }

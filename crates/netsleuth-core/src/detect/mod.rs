@@ -137,18 +137,6 @@ pub trait CaptureDetector: Send {
     /// [`MAX_KEYS`]); detectors without per-key state ignore it.
     fn set_max_keys(&mut self, _max_keys: usize) {}
 
-    /// A TCP packet with SYN or RST and its IP TTL / hop limit, at every point it was seen (copies of
-    /// one packet in an `-i any` capture or in several inputs each come, with their own `input` and
-    /// `ifindex`, because the TTL differs by point): the one per-packet look detectors get, narrow
-    /// because handshakes and resets are rare. Default: nothing.
-    fn tcp_control(&mut self, _pkt: &PktRef, _ttl: u8) {}
-
-    /// Whether this detector implements [`CaptureDetector::tcp_control`]: only those are called for
-    /// each SYN and RST.
-    fn wants_tcp_control(&self) -> bool {
-        false
-    }
-
     /// A packet that came out of a VXLAN or Geneve tunnel (`pkt` is the inner packet; `tunnel.udp`
     /// holds the outer UDP header with its checksum verified) and the capture's direction for it: the
     /// per-packet look for outer checksums, reached by tunnel packets only. Default: nothing.
@@ -457,12 +445,8 @@ pub fn secs(ns: i64) -> String {
 
 /// All capture detectors of [`DETECTORS`], fed by the analysis loop.
 pub struct Detectors {
+    /// In [`DETECTORS`] order: the order `finish` takes them in.
     running: Vec<Box<dyn CaptureDetector>>,
-    /// Each running detector's place in [`DETECTORS`]: the order `finish` takes them in, kept when
-    /// the detectors are split between threads (`split_control`, `join`).
-    place: Vec<usize>,
-    /// Indices into `running` of the detectors that look at SYNs and RSTs.
-    control: Vec<usize>,
     /// Indices into `running` of the detectors that look at tunnel packets' outer UDP headers.
     tunnel: Vec<usize>,
 }
@@ -488,58 +472,20 @@ impl Detectors {
                     d.set_max_keys(max_keys);
                     d
                 })
-                .enumerate()
                 .collect(),
         )
     }
 
-    /// The detectors given with their places in [`DETECTORS`], in that order.
-    fn of(mut placed: Vec<(usize, Box<dyn CaptureDetector>)>) -> Self {
-        placed.sort_by_key(|(place, _)| *place);
-        let (place, running): (Vec<usize>, Vec<Box<dyn CaptureDetector>>) =
-            placed.into_iter().unzip();
-        let control = (0..running.len())
-            .filter(|&i| running[i].wants_tcp_control())
-            .collect();
+    fn of(running: Vec<Box<dyn CaptureDetector>>) -> Self {
         let tunnel = (0..running.len())
             .filter(|&i| running[i].wants_tunnel_udp())
             .collect();
-        Detectors {
-            running,
-            place,
-            control,
-            tunnel,
-        }
+        Detectors { running, tunnel }
     }
 
     /// No detectors: a placeholder while the real ones are elsewhere.
     pub(crate) fn none() -> Self {
         Self::of(Vec::new())
-    }
-
-    /// Takes out the detectors that look at SYNs and RSTs (`tcp_control`), which then get every
-    /// call of theirs through the detectors returned; these keep the others. Detectors keep no state
-    /// in common, so two sets each fed its own calls in order find what one set would; `join` puts
-    /// them back together before `finish`.
-    pub(crate) fn split_control(&mut self) -> Detectors {
-        let placed = std::mem::take(&mut self.place)
-            .into_iter()
-            .zip(std::mem::take(&mut self.running));
-        let (control, rest): (Vec<_>, Vec<_>) = placed.partition(|(_, d)| d.wants_tcp_control());
-        *self = Self::of(rest);
-        Self::of(control)
-    }
-
-    /// The detectors of `self` and `other` as one set again, in [`DETECTORS`] order.
-    pub(crate) fn join(self, other: Detectors) -> Detectors {
-        let mut placed: Vec<_> = self.place.into_iter().zip(self.running).collect();
-        placed.extend(other.place.into_iter().zip(other.running));
-        Self::of(placed)
-    }
-
-    /// Whether any of these detectors looks at SYNs and RSTs.
-    pub(crate) fn wants_tcp_control(&self) -> bool {
-        !self.control.is_empty()
     }
 
     pub fn connection(&mut self, c: &Conn) {
@@ -581,13 +527,6 @@ impl Detectors {
             s.spawn(|| run(&mut there));
             run(&mut here);
         });
-    }
-
-    /// A SYN, SYN-ACK or RST (first sighting) with its TTL, for the detectors that compare hops.
-    pub fn tcp_control(&mut self, p: &PktRef, ttl: u8) {
-        for &i in &self.control {
-            self.running[i].tcp_control(p, ttl);
-        }
     }
 
     /// A packet out of a VXLAN or Geneve tunnel, for the detectors that verify outer checksums.
@@ -959,29 +898,6 @@ pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Fin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The detectors of SYNs and RSTs split off and joined back: every detector once, in the
-    /// registry's order (the order `finish` explains SYN drops in).
-    #[test]
-    fn detectors_split_for_two_threads_join_back_in_registry_order() {
-        let mut rest = Detectors::new();
-        let control = rest.split_control();
-        assert!(control.wants_tcp_control() && !rest.wants_tcp_control());
-        assert_eq!(control.control.len(), control.running.len());
-        assert!(!rest.running.is_empty());
-        assert_eq!(control.running.len() + rest.running.len(), DETECTORS.len());
-        let joined = rest.join(control);
-        assert_eq!(joined.place, (0..DETECTORS.len()).collect::<Vec<_>>());
-        let wants = |d: &Detectors| -> Vec<_> {
-            d.running
-                .iter()
-                .map(|d| (d.wants_tcp_control(), d.wants_tunnel_udp()))
-                .collect()
-        };
-        assert_eq!(wants(&joined), wants(&Detectors::new()));
-        assert_eq!(joined.control, Detectors::new().control);
-        assert_eq!(joined.tunnel, Detectors::new().tunnel);
-    }
 
     /// The caller's work beside `finish` is done once, on one thread or two, and changes nothing
     /// found.
