@@ -983,12 +983,14 @@ impl Back {
 }
 
 /// Where the back hands what the detectors see: to them directly (one thread), or, in the
-/// `pipeline`, queued in order for them on the reading thread. Either way each detector sees the
-/// same calls in the same order.
+/// `pipeline`, to a few directly and queued in order for the others, which run on the reading
+/// thread. Either way each detector sees the same calls in the same order.
 enum DetectorSink {
     Direct(Detectors),
-    /// `events`: the calls, queued.
+    /// `on_back`: the detectors that run here, beside the flow engine
+    /// (`pipeline::ON_THE_BACK`); `events`: the calls for the others, queued.
     Queued {
+        on_back: Detectors,
         events: Vec<DetectorEvent>,
         /// Boxes of connections the reading thread is done with, emptied, for the next ones (a
         /// finished connection is ~1.2 KB): no malloc and free of a box for each.
@@ -1033,7 +1035,10 @@ impl DetectorSink {
     fn send(&mut self, event: impl FnOnce() -> DetectorEvent, direct: impl FnOnce(&mut Detectors)) {
         match self {
             DetectorSink::Direct(d) => direct(d),
-            DetectorSink::Queued { events, .. } => events.push(event()),
+            DetectorSink::Queued { on_back, events, .. } => {
+                direct(on_back);
+                events.push(event());
+            }
         }
     }
     /// A finished connection where the flow engine keeps it: read in place by detectors on this
@@ -1045,8 +1050,13 @@ impl DetectorSink {
                     d.connection(c)
                 }
             }
-            DetectorSink::Queued { events, spare } => {
-                if c.is_some() {
+            DetectorSink::Queued {
+                on_back,
+                events,
+                spare,
+            } => {
+                if let Some(conn) = c.as_ref() {
+                    on_back.connection(conn);
                     let mut held = spare.pop().unwrap_or_else(|| Box::new(None));
                     *held = c.take();
                     events.push(DetectorEvent::Connection(held))
@@ -1057,7 +1067,10 @@ impl DetectorSink {
     fn dns(&mut self, f: FinishedQuery) {
         match self {
             DetectorSink::Direct(d) => d.dns(&f),
-            DetectorSink::Queued { events, .. } => events.push(DetectorEvent::Dns(Box::new(f))),
+            DetectorSink::Queued { on_back, events, .. } => {
+                on_back.dns(&f);
+                events.push(DetectorEvent::Dns(Box::new(f)))
+            }
         }
     }
     fn tunnel_udp(&mut self, p: PktRef, t: wire::Tunnel, dir: Option<wire::PacketDirection>) {
@@ -1231,6 +1244,12 @@ mod pipeline {
     /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
     const BATCH: usize = 4096;
     const QUEUED: usize = 8;
+    /// The detectors that run on the back, beside the flow engine, while the others run on the
+    /// reading thread: the halves' balance. Without them the back waited ~7 ms for the reading
+    /// thread on the benchmark capture (snaplen 128, 1.38 M packets, 13,947 connections), whose
+    /// detectors' share of a finished connection is ~12 ms, 3 of it this one's; and a connection
+    /// the back has just finalised is in its cache, not the reading core's.
+    pub(super) const ON_THE_BACK: &[&str] = &["ephemeral-port-exhaustion", "conntrack-table-full"];
     /// Tries of a full or empty queue before sleeping on it (a few microseconds). Spinning longer
     /// (20,000 tries, ~1 ms) was as fast in the VM's quiet moments and up to 30 % slower in its busy
     /// ones, when the other half's core was taken away and the spinner burnt its own (BENCHMARKS.md,
@@ -1729,14 +1748,14 @@ mod pipeline {
             }
             let sink =
                 std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none()));
-            let DetectorSink::Queued { events, .. } = sink else {
+            let DetectorSink::Queued { on_back, events, .. } = sink else {
                 unreachable!("the detectors were asked for while their calls were queued")
             };
             debug_assert!(
                 events.is_empty(),
                 "kept in `pending` after the asking batch"
             );
-            back.detectors = DetectorSink::Direct(detectors);
+            back.detectors = DetectorSink::Direct(detectors.join(on_back));
             self.placement = Placement::Back;
             back.detector_moves += 1;
         }
@@ -1778,11 +1797,13 @@ mod pipeline {
                             &mut back.detectors,
                             DetectorSink::Direct(Detectors::none()),
                         );
-                        let DetectorSink::Direct(detectors) = sink else {
+                        let DetectorSink::Direct(mut detectors) = sink else {
                             unreachable!("matched above")
                         };
+                        let on_back = detectors.split_off(ON_THE_BACK);
                         batch.detectors = Some(detectors);
                         back.detectors = DetectorSink::Queued {
+                            on_back,
                             events: Vec::new(),
                             spare: Vec::new(),
                         };
@@ -1815,14 +1836,15 @@ mod pipeline {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
         let (detectors_to_back, detectors_given) = mpsc::channel::<Detectors>();
-        // The detectors move to this thread; the back queues its calls to them.
+        // The detectors move to this thread but for a few; the back queues its calls to them.
         let mut back = back;
-        let detectors =
+        let mut detectors =
             match std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none())) {
                 DetectorSink::Direct(d) => d,
                 DetectorSink::Queued { .. } => unreachable!("the detectors start on the back"),
             };
         back.detectors = DetectorSink::Queued {
+            on_back: detectors.split_off(ON_THE_BACK),
             events: Vec::new(),
             spare: Vec::new(),
         };
@@ -1902,14 +1924,14 @@ mod pipeline {
                 Err(panic) => std::panic::resume_unwind(panic),
             };
             back.detectors = match std::mem::replace(&mut back.detectors, placeholder()) {
-                DetectorSink::Queued { events, .. } => {
+                DetectorSink::Queued { on_back, events, .. } => {
                     let mut detectors = batcher
                         .detectors
                         .expect("the detectors are here while the back queues their calls");
                     for event in &events {
                         event.apply(&mut detectors);
                     }
-                    DetectorSink::Direct(detectors)
+                    DetectorSink::Direct(detectors.join(on_back))
                 }
                 direct @ DetectorSink::Direct(_) => {
                     debug_assert!(batcher.detectors.is_none());

@@ -445,8 +445,10 @@ pub fn secs(ns: i64) -> String {
 
 /// All capture detectors of [`DETECTORS`], fed by the analysis loop.
 pub struct Detectors {
-    /// In [`DETECTORS`] order: the order `finish` takes them in.
     running: Vec<Box<dyn CaptureDetector>>,
+    /// Each running detector's place in [`DETECTORS`]: the order `finish` takes them in, kept when
+    /// the detectors are split between threads (`split_off`, `join`).
+    place: Vec<usize>,
     /// Indices into `running` of the detectors that look at tunnel packets' outer UDP headers.
     tunnel: Vec<usize>,
 }
@@ -472,20 +474,50 @@ impl Detectors {
                     d.set_max_keys(max_keys);
                     d
                 })
+                .enumerate()
                 .collect(),
         )
     }
 
-    fn of(running: Vec<Box<dyn CaptureDetector>>) -> Self {
+    /// The detectors given with their places in [`DETECTORS`], in that order.
+    fn of(mut placed: Vec<(usize, Box<dyn CaptureDetector>)>) -> Self {
+        placed.sort_by_key(|(place, _)| *place);
+        let (place, running): (Vec<usize>, Vec<Box<dyn CaptureDetector>>) =
+            placed.into_iter().unzip();
         let tunnel = (0..running.len())
             .filter(|&i| running[i].wants_tunnel_udp())
             .collect();
-        Detectors { running, tunnel }
+        Detectors {
+            running,
+            place,
+            tunnel,
+        }
     }
 
     /// No detectors: a placeholder while the real ones are elsewhere.
     pub(crate) fn none() -> Self {
         Self::of(Vec::new())
+    }
+
+    /// Takes out the detectors of the incidents `ids` names, which then get every call of theirs
+    /// through the detectors returned; these keep the others. Detectors keep no state in common, so
+    /// two sets each fed its own calls in order find what one set would; `join` puts them back
+    /// together before `finish`.
+    pub(crate) fn split_off(&mut self, ids: &[&str]) -> Detectors {
+        let placed = std::mem::take(&mut self.place)
+            .into_iter()
+            .zip(std::mem::take(&mut self.running));
+        let (taken, rest): (Vec<_>, Vec<_>) =
+            placed.partition(|&(place, _)| ids.contains(&DETECTORS[place].incident.id));
+        *self = Self::of(rest);
+        Self::of(taken)
+    }
+
+    /// The detectors of `self` and `other` as one set again, in [`DETECTORS`] order.
+    pub(crate) fn join(self, other: Detectors) -> Detectors {
+        let mut placed: Vec<_> = self.place.into_iter().zip(self.running).collect();
+        placed.extend(other.place.into_iter().zip(other.running));
+        Self::of(placed)
     }
 
     pub fn connection(&mut self, c: &Conn) {
@@ -898,6 +930,26 @@ pub(crate) fn merge_cases(mut cases: Vec<Finding>, total: u32, out: &mut Vec<Fin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Detectors split off and joined back: every detector once, in the registry's order (the
+    /// order `finish` explains SYN drops in), each with its own hooks.
+    #[test]
+    fn detectors_split_for_two_threads_join_back_in_registry_order() {
+        let mut rest = Detectors::new();
+        let ids = ["ephemeral-port-exhaustion", "vxlan-checksum-offload", "no-such-incident"];
+        let taken = rest.split_off(&ids);
+        let id = |d: &Detectors, i: usize| DETECTORS[d.place[i]].incident.id;
+        assert_eq!(taken.running.len(), 2);
+        assert!((0..2).all(|i| ids.contains(&id(&taken, i))));
+        assert!((0..rest.running.len()).all(|i| !ids.contains(&id(&rest, i))));
+        assert_eq!(taken.running.len() + rest.running.len(), DETECTORS.len());
+        assert!(taken.tunnel.len() == 1 && taken.tunnel.len() + rest.tunnel.len() == Detectors::new().tunnel.len());
+        let joined = rest.join(taken);
+        assert_eq!(joined.place, (0..DETECTORS.len()).collect::<Vec<_>>());
+        let wants = |d: &Detectors| -> Vec<_> { d.running.iter().map(|d| d.wants_tunnel_udp()).collect() };
+        assert_eq!(wants(&joined), wants(&Detectors::new()));
+        assert_eq!(joined.tunnel, Detectors::new().tunnel);
+    }
 
     /// The caller's work beside `finish` is done once, on one thread or two, and changes nothing
     /// found.
