@@ -1035,7 +1035,9 @@ impl DetectorSink {
     fn send(&mut self, event: impl FnOnce() -> DetectorEvent, direct: impl FnOnce(&mut Detectors)) {
         match self {
             DetectorSink::Direct(d) => direct(d),
-            DetectorSink::Queued { on_back, events, .. } => {
+            DetectorSink::Queued {
+                on_back, events, ..
+            } => {
                 direct(on_back);
                 events.push(event());
             }
@@ -1067,7 +1069,9 @@ impl DetectorSink {
     fn dns(&mut self, f: FinishedQuery) {
         match self {
             DetectorSink::Direct(d) => d.dns(&f),
-            DetectorSink::Queued { on_back, events, .. } => {
+            DetectorSink::Queued {
+                on_back, events, ..
+            } => {
                 on_back.dns(&f);
                 events.push(DetectorEvent::Dns(Box::new(f)))
             }
@@ -1245,11 +1249,12 @@ mod pipeline {
     const BATCH: usize = 4096;
     const QUEUED: usize = 8;
     /// The detectors that run on the back, beside the flow engine, while the others run on the
-    /// reading thread: the halves' balance. Without them the back waited ~7 ms for the reading
-    /// thread on the benchmark capture (snaplen 128, 1.38 M packets, 13,947 connections), whose
-    /// detectors' share of a finished connection is ~12 ms, 3 of it this one's; and a connection
-    /// the back has just finalised is in its cache, not the reading core's.
-    pub(super) const ON_THE_BACK: &[&str] = &["ephemeral-port-exhaustion", "conntrack-table-full"];
+    /// reading thread: the halves' balance. On the benchmark capture (snaplen 128, 1.38 M packets,
+    /// 13,947 connections) the detectors' share of the finished connections is ~12 ms on the
+    /// reading thread, ~3 of it this one's, and a connection the back has just finalised is in its
+    /// cache; moved here, two threads ran 0.091 → 0.085 s (31 interleaved rounds; with
+    /// conntrack-table-full as well, 0.087).
+    pub(super) const ON_THE_BACK: &[&str] = &["ephemeral-port-exhaustion"];
     /// Tries of a full or empty queue before sleeping on it (a few microseconds). Spinning longer
     /// (20,000 tries, ~1 ms) was as fast in the VM's quiet moments and up to 30 % slower in its busy
     /// ones, when the other half's core was taken away and the spinner burnt its own (BENCHMARKS.md,
@@ -1748,7 +1753,10 @@ mod pipeline {
             }
             let sink =
                 std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none()));
-            let DetectorSink::Queued { on_back, events, .. } = sink else {
+            let DetectorSink::Queued {
+                on_back, events, ..
+            } = sink
+            else {
                 unreachable!("the detectors were asked for while their calls were queued")
             };
             debug_assert!(
@@ -1924,7 +1932,9 @@ mod pipeline {
                 Err(panic) => std::panic::resume_unwind(panic),
             };
             back.detectors = match std::mem::replace(&mut back.detectors, placeholder()) {
-                DetectorSink::Queued { on_back, events, .. } => {
+                DetectorSink::Queued {
+                    on_back, events, ..
+                } => {
                     let mut detectors = batcher
                         .detectors
                         .expect("the detectors are here while the back queues their calls");

@@ -936,17 +936,25 @@ mod tests {
     #[test]
     fn detectors_split_for_two_threads_join_back_in_registry_order() {
         let mut rest = Detectors::new();
-        let ids = ["ephemeral-port-exhaustion", "vxlan-checksum-offload", "no-such-incident"];
+        let ids = [
+            "ephemeral-port-exhaustion",
+            "vxlan-checksum-offload",
+            "no-such-incident",
+        ];
         let taken = rest.split_off(&ids);
         let id = |d: &Detectors, i: usize| DETECTORS[d.place[i]].incident.id;
         assert_eq!(taken.running.len(), 2);
         assert!((0..2).all(|i| ids.contains(&id(&taken, i))));
         assert!((0..rest.running.len()).all(|i| !ids.contains(&id(&rest, i))));
         assert_eq!(taken.running.len() + rest.running.len(), DETECTORS.len());
-        assert!(taken.tunnel.len() == 1 && taken.tunnel.len() + rest.tunnel.len() == Detectors::new().tunnel.len());
+        assert!(
+            taken.tunnel.len() == 1
+                && taken.tunnel.len() + rest.tunnel.len() == Detectors::new().tunnel.len()
+        );
         let joined = rest.join(taken);
         assert_eq!(joined.place, (0..DETECTORS.len()).collect::<Vec<_>>());
-        let wants = |d: &Detectors| -> Vec<_> { d.running.iter().map(|d| d.wants_tunnel_udp()).collect() };
+        let wants =
+            |d: &Detectors| -> Vec<_> { d.running.iter().map(|d| d.wants_tunnel_udp()).collect() };
         assert_eq!(wants(&joined), wants(&Detectors::new()));
         assert_eq!(joined.tunnel, Detectors::new().tunnel);
     }
