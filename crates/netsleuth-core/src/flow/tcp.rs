@@ -1763,6 +1763,19 @@ pub(crate) mod tests {
         flags: u8,
         (seq, ack): (u32, u32),
     ) -> PktRef {
+        let at = (None, 7, 64);
+        segment_at(engine, (frame, ts_ns), (src, dst), flags, (seq, ack), at)
+    }
+
+    /// [`segment`] seen on interface `ifindex` with IP identification `ident` and TTL `ttl`.
+    pub(crate) fn segment_at(
+        engine: &mut TcpEngine,
+        (frame, ts_ns): (u64, i64),
+        (src, dst): (Endpoint, Endpoint),
+        flags: u8,
+        (seq, ack): (u32, u32),
+        (ifindex, ident, ttl): (Option<u32>, u16, u8),
+    ) -> PktRef {
         let pkt = PktRef {
             input: 0,
             frame,
@@ -1773,9 +1786,9 @@ pub(crate) mod tests {
             len: 0,
             seq,
             ack,
-            ifindex: None,
+            ifindex,
         };
-        engine.packet(&pkt, 7, 64, || None);
+        engine.packet(&pkt, ident, ttl, || None);
         pkt
     }
 
@@ -1791,26 +1804,16 @@ pub(crate) mod tests {
         );
         // (frame, ts), (src, dst), flags, (seq, ack), ifindex, TTL; copies of one transmission share
         // their IP identification.
-        let seen = |engine: &mut TcpEngine,
-                    (frame, ts_ns),
-                    (src, dst),
-                    flags,
-                    (seq, ack),
-                    ifindex,
-                    ttl| {
-            let pkt = PktRef {
-                input: 0,
-                frame,
-                ts_ns,
-                src,
-                dst,
+        let seen = |engine: &mut TcpEngine, at, tuple, flags, (seq, ack), ifindex, ttl| {
+            let ident = (seq as u16) ^ u16::from(flags);
+            segment_at(
+                engine,
+                at,
+                tuple,
                 flags,
-                len: 0,
-                seq,
-                ack,
-                ifindex: Some(ifindex),
-            };
-            engine.packet(&pkt, (seq as u16) ^ u16::from(flags), ttl, || None)
+                (seq, ack),
+                (Some(ifindex), ident, ttl),
+            )
         };
         let mut engine = TcpEngine::new();
         seen(&mut engine, (1, 0), (client, service), SYN, (100, 0), 3, 64);
