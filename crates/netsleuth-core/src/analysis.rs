@@ -1603,8 +1603,13 @@ mod pipeline {
             if self.current.packets.is_empty() || self.back_gone {
                 return;
             }
+            // A batch back is reused before a new one is made: at most `QUEUED` + 3 exist.
+            if self.free.is_empty() {
+                self.take_one_back(false);
+            }
             let next = self.free.pop_front().unwrap_or_else(Batch::new);
             let Some(to_back) = &self.to_back else { return };
+            // Its own handle: the calls are made (`&mut self`) between tries.
             let to_back = to_back.clone();
             let mut full = std::mem::replace(&mut self.current, next);
             let mut spins = 0;
@@ -1904,7 +1909,7 @@ mod pipeline {
                             // What `Back::packet` makes of the packet this was made of, made here
                             // without building that packet (the test of two threads against one
                             // holds them equal): its segment is not DNS's (`Back::reads_payload`),
-                            // so `Back::tcp_segment` is the flow engine and the detectors' hook.
+                            // so `Back::tcp_segment` is the flow engine's alone.
                             let r = c.pkt_ref();
                             let hash = LegHash::of_word(c.leg_hash, c.bits & SRC_IS_LO != 0);
                             let ips = (c.src, c.dst);
