@@ -2039,4 +2039,13 @@ mod tests {
         }
         assert!(seen >= 20, "only {seen} lab fixtures found");
     }
+
+    /// The detectors placed beside the flow engine are named by incident id: each name is one of a
+    /// detector in the registry (a renamed incident would otherwise leave the back with none).
+    #[test]
+    fn the_detectors_on_the_back_are_in_the_registry() {
+        let mut detectors = crate::detect::Detectors::new();
+        let on_back = detectors.split_off(pipeline::ON_THE_BACK);
+        assert_eq!(on_back.len(), pipeline::ON_THE_BACK.len());
+    }
 }

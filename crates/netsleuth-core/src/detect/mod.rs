@@ -513,6 +513,12 @@ impl Detectors {
         Self::of(taken)
     }
 
+    /// How many detectors these are.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.running.len()
+    }
+
     /// The detectors of `self` and `other` as one set again, in [`DETECTORS`] order.
     pub(crate) fn join(self, other: Detectors) -> Detectors {
         let mut placed: Vec<_> = self.place.into_iter().zip(self.running).collect();

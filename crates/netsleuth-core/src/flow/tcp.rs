@@ -187,7 +187,8 @@ impl SynAckTtls {
     }
 
     /// Every sighting kept: (leg, from the client, input, interface, TTL), in first-seen order.
-    pub fn sightings(&self) -> impl Iterator<Item = (u8, bool, u16, Option<u32>, u8)> + '_ {
+    #[cfg(test)]
+    fn sightings(&self) -> impl Iterator<Item = (u8, bool, u16, Option<u32>, u8)> + '_ {
         self.iter().map(|&w| {
             let ifindex = (w & (1 << 40) != 0).then_some((w >> 8) as u32);
             let (leg, from_client) = (((w >> 42) & 0x1f) as u8, w & (1 << 41) != 0);
@@ -945,9 +946,10 @@ impl TcpEngine {
     }
 
     /// Process one TCP segment. `pkt` carries the addresses, ports, seq/ack, flags and length;
-    /// `ip_ident` and `ttl` are its IP header's identification and TTL; `timestamp` gives the segment's TSval and TSecr; it is called only for a segment
-    /// [`reads_timestamps`] names, and only where they are read (a client's SYN, a server's bare
-    /// ACK answering a SYN), so a caller holding the segment parses its options only then.
+    /// `ip_ident` and `ttl` are its IP header's identification and TTL; `timestamp` gives the
+    /// segment's TSval and TSecr; it is called only for a segment [`reads_timestamps`] names, and
+    /// only where they are read (a client's SYN, a server's bare ACK answering a SYN), so a caller
+    /// holding the segment parses its options only then.
     #[inline(always)]
     pub fn packet(
         &mut self,
@@ -1816,92 +1818,29 @@ pub(crate) mod tests {
             )
         };
         let mut engine = TcpEngine::new();
-        seen(&mut engine, (1, 0), (client, service), SYN, (100, 0), 3, 64);
-        seen(
-            &mut engine,
-            (2, 1_000),
-            (client, backend),
-            SYN,
-            (100, 0),
-            2,
-            63,
-        );
-        // The SYN-ACK twice at the backend's point (the later one counts), once before un-DNAT.
-        seen(
-            &mut engine,
-            (3, 2_000),
-            (backend, client),
-            SYN | ACK,
-            (500, 101),
-            2,
-            60,
-        );
-        seen(
-            &mut engine,
-            (4, 3_000),
-            (backend, client),
-            SYN | ACK,
-            (500, 101),
-            2,
-            64,
-        );
-        seen(
-            &mut engine,
-            (5, 4_000),
-            (service, client),
-            SYN | ACK,
-            (500, 101),
-            3,
-            63,
-        );
-        seen(
-            &mut engine,
-            (6, 5_000),
-            (client, service),
-            ACK,
-            (101, 501),
-            3,
-            64,
-        );
-        // A RST from the server's side with the server's TTL at the backend's point: nothing; its copy
-        // after un-DNAT with another TTL than the SYN-ACK's there: kept, the first such sighting only.
-        seen(
-            &mut engine,
-            (7, 9_000),
-            (backend, client),
-            RST,
-            (501, 0),
-            2,
-            64,
-        );
-        seen(
-            &mut engine,
-            (8, 9_500),
-            (service, client),
-            RST,
-            (501, 0),
-            3,
-            250,
-        );
-        seen(
-            &mut engine,
-            (9, 9_600),
-            (service, client),
-            RST,
-            (501, 0),
-            4,
-            251,
-        );
-        // A RST from the client's side: no SYN-ACK came from there, nothing to compare.
-        seen(
-            &mut engine,
-            (10, 9_800),
-            (client, service),
-            RST,
-            (101, 0),
-            3,
-            10,
-        );
+        let syn_ack = SYN | ACK;
+        #[rustfmt::skip]
+        let sightings = [
+            ((1, 0), (client, service), SYN, (100, 0), 3, 64),
+            ((2, 1_000), (client, backend), SYN, (100, 0), 2, 63),
+            // The SYN-ACK twice at the backend's point (the later one counts), once before
+            // un-DNAT.
+            ((3, 2_000), (backend, client), syn_ack, (500, 101), 2, 60),
+            ((4, 3_000), (backend, client), syn_ack, (500, 101), 2, 64),
+            ((5, 4_000), (service, client), syn_ack, (500, 101), 3, 63),
+            ((6, 5_000), (client, service), ACK, (101, 501), 3, 64),
+            // A RST from the server's side with the server's TTL at the backend's point: nothing;
+            // its copy after un-DNAT with another TTL than the SYN-ACK's there: kept, the first
+            // such sighting only.
+            ((7, 9_000), (backend, client), RST, (501, 0), 2, 64),
+            ((8, 9_500), (service, client), RST, (501, 0), 3, 250),
+            ((9, 9_600), (service, client), RST, (501, 0), 4, 251),
+            // A RST from the client's side: no SYN-ACK came from there, nothing to compare.
+            ((10, 9_800), (client, service), RST, (101, 0), 3, 10),
+        ];
+        for (at, tuple, flags, seq_ack, ifindex, ttl) in sightings {
+            seen(&mut engine, at, tuple, flags, seq_ack, ifindex, ttl);
+        }
         let live = engine.finish();
         let conns: Vec<_> = live.iter().collect();
         assert_eq!(conns.len(), 1);
