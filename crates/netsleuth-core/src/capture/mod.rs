@@ -880,6 +880,14 @@ impl<R: Read> CaptureReader<R> {
             // Give back the memory of a past oversized record.
             buf.truncate(self.working);
             buf.shrink_to_fit();
+        } else if buf.len() < self.working
+            && self.buf_file_pos + self.end as u64 >= buf.len() as u64
+        {
+            // The input has filled the first buffer: it is larger, and is read in the working
+            // size from here on. Not earlier, when `new` reads the header: the caller sets the
+            // working size after `new` (`set_working_buffer`), and a 4 MiB buffer made there only
+            // to sample a file's first records cost ~2 ms of page faults and zeroing.
+            buf.resize(self.working, 0);
         }
         while self.end < need {
             if self.end == buf.len() {
@@ -902,10 +910,6 @@ impl<R: Read> CaptureReader<R> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(OpenError::Io(e)),
             }
-        }
-        if self.end == buf.len() && buf.len() < self.working {
-            // The input is larger than the first buffer: use the working size from the next read on.
-            buf.resize(self.working, 0);
         }
         Ok(())
     }

@@ -586,3 +586,51 @@ fn every_prefix_and_random_damage_never_panics() {
         }
     }
 }
+
+#[test]
+fn the_read_buffer_grows_to_its_working_size_only_once_the_input_fills_the_first() {
+    // 1,000 records of 1,000 bytes: ~1 MB, larger than the first buffer.
+    let record = vec![7u8; 1000];
+    let mut w = PcapWriter::with(1, false, false, 0);
+    for i in 0..1000 {
+        w.push(i * 1000, &record);
+    }
+    let bytes = w.finish();
+    // Sampled through the first buffer (the command's mapping decision): it never grows, not
+    // even in `new`, before the working size is set.
+    let mut r = CaptureReader::new(
+        Trickle {
+            data: &bytes,
+            chunk: usize::MAX,
+        },
+        "x",
+    )
+    .unwrap();
+    assert_eq!(r.buffer_capacity(), FIRST_BUFFER, "grown in `new`");
+    r.set_working_buffer(0);
+    assert_eq!(read_all(&mut r).len(), 1000);
+    assert_eq!(r.buffer_capacity(), FIRST_BUFFER);
+    // Read with the working size: grown once the first buffer was full.
+    let mut r = CaptureReader::new(
+        Trickle {
+            data: &bytes,
+            chunk: usize::MAX,
+        },
+        "x",
+    )
+    .unwrap();
+    assert_eq!(read_all(&mut r).len(), 1000);
+    assert_eq!(r.buffer_capacity(), INITIAL_BUFFER);
+    // A small input stays in the first buffer.
+    let small = &bytes[..10_000];
+    let mut r = CaptureReader::new(
+        Trickle {
+            data: small,
+            chunk: usize::MAX,
+        },
+        "x",
+    )
+    .unwrap();
+    read_all(&mut r);
+    assert_eq!(r.buffer_capacity(), FIRST_BUFFER);
+}
