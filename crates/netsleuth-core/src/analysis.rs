@@ -1167,12 +1167,16 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
         capture_end_ns: back.stats.last_ts_ns.unwrap_or(i64::MIN),
     };
     let seen = back.stats.tcp_connections + back.stats.dns_queries;
-    // The live connections are freed beside the detectors' `finish` (0.3–0.9 ms for the benchmark
-    // capture's 3,708): on a thread of their own, the end waited 0.8–1 ms for it after `finish`.
-    let found = back
-        .detectors
-        .into_direct()
-        .finish_on(&ctx, threads, seen, move || drop(live));
+    let detectors = back.detectors.into_direct();
+    let found = if threads >= 2 {
+        let found = detectors.finish_on(&ctx, threads, seen);
+        free_aside(live);
+        found
+    } else {
+        // First: what it frees, the chain's allocations can reuse.
+        drop(live);
+        detectors.finish(&ctx)
+    };
     let mut findings = crate::detect::one_per_incident(found);
     sort_findings(&mut findings);
     let undecoded = problems
@@ -1215,6 +1219,18 @@ fn finish_parts(front: Front, mut back: Back, node: &NodeContext, threads: usize
         blind_spots,
         detector_moves: back.detector_moves,
     }
+}
+
+/// Drops `value` on a thread of its own, not waited for: at the end of a two-thread analysis the
+/// second core is idle while this one writes the report. Freeing the connections live at the end
+/// (an allocation or more each, their lines cold) took 1.0–1.1 ms on the path to the report for the
+/// benchmark capture's 3,708, on whichever of `finish`'s two threads was done first; a process that
+/// exits meanwhile skips the rest. Where no thread can be started, dropped here.
+fn free_aside<T: Send + 'static>(value: T) {
+    // A failed spawn drops the closure, and `value` with it, here.
+    let _ = std::thread::Builder::new()
+        .name("netsleuth-free".into())
+        .spawn(move || drop(value));
 }
 
 /// The two-thread analysis: this thread reads, frames and decodes (the `Front`); a second thread

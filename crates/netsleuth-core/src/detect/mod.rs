@@ -607,21 +607,10 @@ impl Detectors {
     /// chain of the others: the same findings in the same order, each detector's put back in its
     /// place. Worth a thread after `connections` connections and queries or more (a standalone
     /// `finish` costs tens of nanoseconds per connection it saw, a thread's start and join tens of
-    /// microseconds). `beside` is the caller's work that can go on meanwhile (freeing what the
-    /// detectors no longer read): with two threads it runs on the one done first (which half is
-    /// longer depends on the capture: on the benchmark capture the standalone half, by 0.2 ms, and
-    /// the freeing after it made the end 0.3–0.9 ms longer), with one before the chain.
-    pub fn finish_on(
-        self,
-        ctx: &Context<'_>,
-        threads: usize,
-        connections: u64,
-        beside: impl FnOnce() + Send,
-    ) -> Vec<Finding> {
+    /// microseconds).
+    pub fn finish_on(self, ctx: &Context<'_>, threads: usize, connections: u64) -> Vec<Finding> {
         const WORTH_A_THREAD: u64 = 2048;
         if threads < 2 || connections < WORTH_A_THREAD {
-            // First: what it frees, the chain's allocations can reuse.
-            beside();
             return self.finish(ctx);
         }
         let (apart, chain): (Vec<_>, Vec<_>) = self
@@ -629,17 +618,9 @@ impl Detectors {
             .into_iter()
             .enumerate()
             .partition(|(_, d)| d.finish_stands_alone());
-        // `beside` goes to whichever thread is done first.
-        let beside = std::sync::Mutex::new(Some(beside));
-        let then_beside = || {
-            let taken = beside.lock().map(|mut b| b.take()).unwrap_or(None);
-            if let Some(work) = taken {
-                work();
-            }
-        };
         let (mut found, apart) = std::thread::scope(|s| {
             let apart = s.spawn(|| {
-                let found = apart
+                apart
                     .into_iter()
                     .map(|(i, d)| {
                         let mut out = Vec::new();
@@ -647,12 +628,9 @@ impl Detectors {
                         debug_assert!(explains.is_empty(), "a standalone finish explained");
                         (i, out)
                     })
-                    .collect::<Vec<_>>();
-                then_beside();
-                found
+                    .collect::<Vec<_>>()
             });
             let found = finish_chain(chain.into_iter(), ctx);
-            then_beside();
             let apart = match apart.join() {
                 Ok(apart) => apart,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -963,26 +941,6 @@ mod tests {
             |d: &Detectors| -> Vec<_> { d.running.iter().map(|d| d.wants_tunnel_udp()).collect() };
         assert_eq!(wants(&joined), wants(&Detectors::new()));
         assert_eq!(joined.tunnel, Detectors::new().tunnel);
-    }
-
-    /// The caller's work beside `finish` is done once, on one thread or two, and changes nothing
-    /// found.
-    #[test]
-    fn work_beside_the_finish_is_done_once_on_one_thread_or_two() {
-        let node = NodeContext::default();
-        let ctx = Context {
-            inputs: &[],
-            node: &node,
-            capture_end_ns: 0,
-        };
-        for (threads, connections) in [(1, 0), (1, 1 << 20), (2, 0), (2, 1 << 20)] {
-            let done = std::sync::atomic::AtomicUsize::new(0);
-            let found = Detectors::new().finish_on(&ctx, threads, connections, || {
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            });
-            assert!(found.is_empty(), "{threads} thread(s): {found:?}");
-            assert_eq!(done.into_inner(), 1, "{threads} thread(s), {connections}");
-        }
     }
 
     #[test]
