@@ -176,7 +176,7 @@ fn corpus_and_field_two_threads_report_exactly_what_one_does() {
 }
 
 /// Thousands of connections still open when the capture ends go to the detectors shared out between
-/// two threads (`Detectors::connections_on_two_threads`), and the detectors' `finish` runs the
+/// two threads (`analysis::end_calls`), and the detectors' `finish` runs the
 /// standalone ones on a second thread (`Detectors::finish_on`, from 2,048 connections); the findings
 /// must be those of one thread. Every third client's SYN is answered only after its retransmission
 /// (a listen queue that overflows: a finding of the chained detectors) and every seventh never (so

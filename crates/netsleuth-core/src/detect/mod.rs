@@ -36,7 +36,7 @@ pub mod vxlan_checksum_offload;
 
 use crate::finding::{format_ts, DnsFields, Evidence, Finding, FrameRef, Incident, TcpFields};
 use crate::flow::dns::FinishedQuery;
-use crate::flow::tcp::{Conn, Slab};
+use crate::flow::tcp::Conn;
 use crate::flow::PktRef;
 use crate::node::NodeContext;
 use crate::wire::tcp_flags::ACK;
@@ -533,38 +533,17 @@ impl Detectors {
         }
     }
 
-    /// `connection` for each connection of `conns` (a flow engine's slab at the end of input), in
-    /// order, the detectors shared out between this thread and a second one. Each detector sees
-    /// exactly the calls, in the order, it would see on one thread (detectors keep no state in
-    /// common), so the findings are the same; at the end of a busy capture this is thousands of
-    /// connections at a few thousand instructions each, on the path nothing else overlaps.
-    pub fn connections_on_two_threads(&mut self, conns: &Slab) {
-        const WORTH_A_THREAD: usize = 256;
-        if conns.iter().nth(WORTH_A_THREAD).is_none() {
-            conns.iter().for_each(|c| self.connection(c));
-            return;
-        }
-        // Alternate detectors, so that neither half gets all of the costly ones.
-        let (mut here, mut there) = (Vec::new(), Vec::new());
-        for (i, d) in self.running.iter_mut().enumerate() {
-            if i % 2 == 0 {
-                here.push(d)
-            } else {
-                there.push(d)
-            }
-        }
-        let run = |half: &mut Vec<&mut Box<dyn CaptureDetector>>| {
-            for c in conns.iter() {
-                let c = Finished::new(c);
-                for d in half.iter_mut() {
-                    d.connection(&c);
-                }
-            }
-        };
-        std::thread::scope(|s| {
-            s.spawn(|| run(&mut there));
-            run(&mut here);
-        });
+    /// The detectors in two sets, alternately by place (so that neither gets all of the costly
+    /// ones), each to be fed its calls on a thread of its own and `join`ed back.
+    pub(crate) fn halves(self) -> (Detectors, Detectors) {
+        let (even, odd): (Vec<_>, Vec<_>) = self
+            .place
+            .into_iter()
+            .zip(self.running)
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        let strip = |v: Vec<(usize, _)>| Self::of(v.into_iter().map(|(_, d)| d).collect());
+        (strip(even), strip(odd))
     }
 
     /// A packet out of a VXLAN or Geneve tunnel, for the detectors that verify outer checksums.
