@@ -596,41 +596,29 @@ fn the_read_buffer_grows_to_its_working_size_only_once_the_input_fills_the_first
         w.push(i * 1000, &record);
     }
     let bytes = w.finish();
-    // Sampled through the first buffer (the command's mapping decision): it never grows, not
-    // even in `new`, before the working size is set.
-    let mut r = CaptureReader::new(
-        Trickle {
-            data: &bytes,
-            chunk: usize::MAX,
-        },
-        "x",
-    )
-    .unwrap();
-    assert_eq!(r.buffer_capacity(), FIRST_BUFFER, "grown in `new`");
-    r.set_working_buffer(0);
-    assert_eq!(read_all(&mut r).len(), 1000);
-    assert_eq!(r.buffer_capacity(), FIRST_BUFFER);
-    // Read with the working size: grown once the first buffer was full.
-    let mut r = CaptureReader::new(
-        Trickle {
-            data: &bytes,
-            chunk: usize::MAX,
-        },
-        "x",
-    )
-    .unwrap();
-    assert_eq!(read_all(&mut r).len(), 1000);
-    assert_eq!(r.buffer_capacity(), INITIAL_BUFFER);
-    // A small input stays in the first buffer.
-    let small = &bytes[..10_000];
-    let mut r = CaptureReader::new(
-        Trickle {
-            data: small,
-            chunk: usize::MAX,
-        },
-        "x",
-    )
-    .unwrap();
-    read_all(&mut r);
-    assert_eq!(r.buffer_capacity(), FIRST_BUFFER);
+    // (bytes read, working size set after `new`) → records, capacity after `new`, at the end.
+    let cases: [(&[u8], Option<usize>, usize, usize); 3] = [
+        // Sampled through the first buffer (the command's mapping decision): it never grows,
+        // not even in `new`, before the working size is set.
+        (&bytes, Some(0), 1000, FIRST_BUFFER),
+        // Read with the working size: grown once the first buffer was full.
+        (&bytes, None, 1000, INITIAL_BUFFER),
+        // A small input stays in the first buffer.
+        (&bytes[..10_000], None, 9, FIRST_BUFFER),
+    ];
+    for (data, working, records, at_end) in cases {
+        let chunk = usize::MAX;
+        let mut r = CaptureReader::new(Trickle { data, chunk }, "x").unwrap();
+        assert_eq!(r.buffer_capacity(), FIRST_BUFFER, "grown in `new`");
+        if let Some(w) = working {
+            r.set_working_buffer(w);
+        }
+        assert_eq!(read_all(&mut r).len(), records, "{} bytes", data.len());
+        assert_eq!(
+            r.buffer_capacity(),
+            at_end,
+            "{} bytes, {working:?}",
+            data.len()
+        );
+    }
 }
