@@ -1863,9 +1863,11 @@ mod pipeline {
         }
 
         /// After a batch's packets, which handed `handed` connections and queries over: its calls
-        /// sent with it, kept, or made here, and where the detectors go next.
+        /// sent with it, kept (for the detectors on their way here, or, the last batch's, for
+        /// `end_calls`), or made here, and where the detectors go next.
         fn batch_done(&mut self, back: &mut Back, batch: &mut Batch, handed: u64) {
             self.recent = self.recent - self.recent / AVERAGE_OVER + handed;
+            let last = std::mem::take(&mut batch.last);
             match (&mut back.detectors, self.placement) {
                 (DetectorSink::Queued { events, spare, .. }, placement) => {
                     // The calls the front made of this batch on its last trip: done with (their
@@ -1873,7 +1875,7 @@ mod pipeline {
                     let mut stale = std::mem::take(&mut batch.events);
                     if placement == Placement::Asked {
                         self.pending.append(events);
-                    } else if !std::mem::take(&mut batch.last) {
+                    } else if !last {
                         batch.events = std::mem::take(events);
                         if self.recent >= TO_BACK_AT * AVERAGE_OVER {
                             batch.wants_detectors = true;
@@ -2005,6 +2007,9 @@ mod pipeline {
                     let _ = to_front.send(batch);
                 }
                 placer.input_ended(&mut back);
+                // Nothing is left to drain (every segment's is drained after it), but if it were,
+                // its calls would belong after the last batch's, which are queued here.
+                back.drain_tcp();
                 back
             });
             let mut batcher = Batcher {
