@@ -1218,9 +1218,8 @@ fn finish_parts(
     let seen = back.stats.tcp_connections + back.stats.dns_queries;
     let detectors = back.detectors.into_direct();
     let found = if threads >= 2 {
-        let found = detectors.finish_on(&ctx, threads, seen);
         free_aside((live, queued_events));
-        found
+        detectors.finish_on(&ctx, threads, seen)
     } else {
         // First: what it frees, the chain's allocations can reuse.
         drop((live, queued_events));
@@ -1270,11 +1269,13 @@ fn finish_parts(
     }
 }
 
-/// Drops `value` on a thread of its own, not waited for: at the end of a two-thread analysis the
-/// second core is idle while this one writes the report. Freeing the connections live at the end
-/// (an allocation or more each, their lines cold) took 1.0–1.1 ms on the path to the report for the
-/// benchmark capture's 3,708, on whichever of `finish`'s two threads was done first; a process that
-/// exits meanwhile skips the rest. Where no thread can be started, dropped here.
+/// Drops `value` on a thread of its own, not waited for, beside the detectors' `finish` and the
+/// report: freeing the connections live at the end (an allocation or more each, their lines cold)
+/// took 1.0–1.1 ms on the path to the report for the benchmark capture's 3,708, on whichever of
+/// `finish`'s two threads was done first. Started before `finish`, not after: the memory is free
+/// again by the time the report is built (freed after `finish`, a 2 M-SYN flood's two-thread peak
+/// was 5 MB higher). A process that exits meanwhile skips the rest. Where no thread can be
+/// started, dropped here.
 fn free_aside<T: Send + 'static>(value: T) {
     // A failed spawn drops the closure, and `value` with it, here.
     let _ = std::thread::Builder::new()
