@@ -920,6 +920,15 @@ mod tests {
             |d: &Detectors| -> Vec<_> { d.running.iter().map(|d| d.wants_tunnel_udp()).collect() };
         assert_eq!(wants(&joined), wants(&Detectors::new()));
         assert_eq!(joined.tunnel, Detectors::new().tunnel);
+        // Halves for the end's two threads: every detector in one of them, alternately, and
+        // joined back in the registry's order.
+        let (even, odd) = joined.halves();
+        assert_eq!(even.len(), DETECTORS.len().div_ceil(2));
+        assert_eq!(odd.len(), DETECTORS.len() / 2);
+        assert!(even.place.iter().all(|p| p % 2 == 0) && odd.place.iter().all(|p| p % 2 == 1));
+        let joined = odd.join(even);
+        assert_eq!(joined.place, (0..DETECTORS.len()).collect::<Vec<_>>());
+        assert_eq!(joined.tunnel, Detectors::new().tunnel);
     }
 
     #[test]
