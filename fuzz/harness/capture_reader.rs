@@ -44,6 +44,7 @@ pub fn run(data: &[u8]) {
             InMemory {
                 bytes: MemoryBytes::Owned(data.to_vec()),
                 consumed: None,
+                idle: None,
             },
         )],
         &NodeContext::default(),

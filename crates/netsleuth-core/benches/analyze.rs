@@ -129,6 +129,7 @@ fn bench_analyze(c: &mut Criterion) {
                             InMemory {
                                 bytes: MemoryBytes::Static(whole),
                                 consumed: None,
+                                idle: None,
                             },
                         )],
                     };

@@ -40,6 +40,7 @@ fn main() {
             InMemory {
                 bytes: MemoryBytes::Owned(bytes),
                 consumed: None,
+                idle: None,
             },
         )],
         &NodeContext::default(),

@@ -4,7 +4,7 @@
 //! Several inputs are captures of the same incident from different places (a client pod, the client's
 //! node, the server's node): a packet seen in two of them is one packet seen at two points.
 
-use crate::capture::{CaptureReader, InMemory, Record};
+use crate::capture::{CaptureReader, IdleWork, InMemory, Record};
 use crate::detect::neighbour_table_overflow::NeighbourMsg;
 use crate::detect::{Context, Detectors};
 use crate::finding::{format_ts, sort_findings, Diagnostic, Finding};
@@ -199,10 +199,12 @@ pub fn analyze_threads(
     let mut readers = Vec::new();
     let mut failed = Vec::new();
     let buffer = limits.input_buffer(inputs.len());
+    let mut idle_work = Vec::new();
     for (idx, input) in inputs.into_iter().enumerate() {
         let opened = match input.source {
             Source::Stream(reader) => CaptureReader::new(reader, input.name.clone()),
-            Source::Memory(bytes) => {
+            Source::Memory(mut bytes) => {
+                idle_work.extend(bytes.idle.take());
                 let none: Box<dyn Read + Send> = Box::new(std::io::empty());
                 CaptureReader::in_memory(bytes, none, input.name.clone())
             }
@@ -217,7 +219,7 @@ pub fn analyze_threads(
     }
     let mut queued = None;
     if threads >= 2 && !readers.is_empty() {
-        (back, queued) = pipeline::run(&mut front, back, readers);
+        (back, queued) = pipeline::run(&mut front, back, readers, &idle_work);
     } else {
         feed(&mut front, &mut back, readers);
         front.flush_held(&mut back);
@@ -1294,7 +1296,7 @@ fn free_aside<T: Send + 'static>(value: T) {
 /// reads them (`Back::reads_payload`).
 mod pipeline {
     use super::{
-        packet_ifindex, Back, CaptureReader, DetectorEvent, DetectorSink, Front, InputId,
+        packet_ifindex, Back, CaptureReader, DetectorEvent, DetectorSink, Front, IdleWork, InputId,
         PacketSink, QueuedAtEnd,
     };
     use crate::detect::Detectors;
@@ -1940,6 +1942,7 @@ mod pipeline {
         front: &mut Front,
         back: Back,
         readers: Vec<(InputId, CaptureReader<R>)>,
+        idle_work: &[IdleWork],
     ) -> (Back, Option<QueuedAtEnd>) {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
@@ -1959,12 +1962,20 @@ mod pipeline {
         std::thread::scope(|scope| {
             let worker = scope.spawn(move || {
                 let mut back = back;
-                // Like the sender: spin a little on an empty queue before sleeping on it.
+                // On an empty queue: the inputs' idle work while there is any (the reading
+                // thread's page faults taken here), then, like the sender, a little spinning
+                // before sleeping on it.
                 let next = || {
-                    for _ in 0..SPINS {
+                    let mut spins = 0;
+                    while spins < SPINS {
                         match from_front.try_recv() {
                             Ok(b) => return Some(b),
-                            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                            Err(TryRecvError::Empty) => {
+                                if !idle_work.iter().any(|work| work()) {
+                                    spins += 1;
+                                    std::hint::spin_loop();
+                                }
+                            }
                             Err(TryRecvError::Disconnected) => return None,
                         }
                     }

@@ -25,5 +25,5 @@ pub mod versions;
 pub mod wire;
 
 pub use analysis::{analyze, Analysis, AnalysisStats, Input, Source};
-pub use capture::{InMemory, MemoryBytes};
+pub use capture::{IdleWork, InMemory, MemoryBytes};
 pub use finding::{Confidence, Diagnostic, Evidence, Finding, FindingKind, FrameRef, Incident};

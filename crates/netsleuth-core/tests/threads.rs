@@ -77,6 +77,12 @@ fn open(p: &Path, memory: bool) -> Input {
                 assert!(offset > last, "consumed offsets go forward");
                 last = offset;
             })),
+            // Work the back does when it finds its queue empty (a mapped file's next pages, in
+            // the CLI): here a few dozen steps of nothing, which must change nothing either.
+            idle: Some(std::sync::Arc::new({
+                let steps = std::sync::atomic::AtomicU32::new(0);
+                move || steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 64
+            })),
         },
     )
 }

@@ -2,7 +2,7 @@
 
 use flate2::read::MultiGzDecoder;
 use netsleuth_core::capture::CaptureReader;
-use netsleuth_core::{InMemory, Input, MemoryBytes};
+use netsleuth_core::{IdleWork, InMemory, Input, MemoryBytes};
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
 use std::path::Path;
@@ -191,8 +191,10 @@ fn mapped_input(
     let page = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize;
     let own = Behind::default();
     let mut shown = 0u64;
+    let idle = ahead.as_ref().map(|ahead| ahead.idle_work(bytes));
     InMemory {
         bytes: MemoryBytes::Static(bytes),
+        idle,
         consumed: Some(Box::new(move |offset: u64| {
             let upto = (offset as usize).min(bytes.len()) / page * page;
             match &ahead {
@@ -205,7 +207,9 @@ fn mapped_input(
                         behind.drop_upto(bytes, upto);
                     }
                 }
-                None => own.drop_upto(bytes, upto),
+                None => {
+                    own.drop_upto(bytes, upto);
+                }
             }
             if let Some(bar) = &progress {
                 bar.inc(offset.saturating_sub(shown));
@@ -233,12 +237,15 @@ impl Behind {
     }
 
     /// Drop the pages of `bytes` below `upto` (page-aligned), which the reader will not read again
-    /// (`InMemory::consumed`). Two threads at once each drop their own part.
-    fn drop_upto(&self, bytes: &'static [u8], upto: usize) {
+    /// (`InMemory::consumed`); whether there were any. Two threads at once each drop their own part.
+    fn drop_upto(&self, bytes: &'static [u8], upto: usize) -> bool {
         let from = self
             .dropped
             .fetch_max(upto, std::sync::atomic::Ordering::AcqRel);
-        if let Some(range) = bytes.get(from..upto).filter(|r| !r.is_empty()) {
+        let Some(range) = bytes.get(from..upto).filter(|r| !r.is_empty()) else {
+            return false;
+        };
+        {
             // SAFETY: a page-aligned range inside the mapping that the reader has passed and will
             // not read again; MADV_DONTNEED on a private read-only file mapping only unmaps those
             // pages here (they stay in the page cache); a later access would read them again.
@@ -250,6 +257,7 @@ impl Behind {
                 )
             };
         }
+        true
     }
 }
 
@@ -275,15 +283,59 @@ struct PagesAhead {
 struct AheadState {
     /// Where the reader is (page-aligned): nothing below is read again.
     reached: std::sync::atomic::AtomicUsize,
+    /// Where mapping goes on: each step from here is claimed by the thread that maps it.
+    mapped: std::sync::atomic::AtomicUsize,
     behind: Behind,
     stop: std::sync::atomic::AtomicBool,
 }
+
+impl AheadState {
+    /// Map the next step past the reader, if it lies within `MAP_AHEAD` of it; whether there was
+    /// one. Any thread may call it: each step is claimed once.
+    fn map_step(&self, bytes: &'static [u8]) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        if self.stop.load(Acquire) {
+            return false;
+        }
+        let reached = self.reached.load(Acquire);
+        let until = (reached + MAP_AHEAD).min(bytes.len());
+        let mut at = self.mapped.load(Acquire);
+        loop {
+            // Never below the reader: those pages are dropped, or about to be.
+            let from = at.max(reached);
+            if from >= until {
+                return false;
+            }
+            match self
+                .mapped
+                .compare_exchange_weak(at, from + MAP_STEP, AcqRel, Acquire)
+            {
+                Ok(_) => {
+                    std::hint::black_box(bytes[from]);
+                    return true;
+                }
+                Err(now) => at = now,
+            }
+        }
+    }
+
+    /// Drop the pages the reader has passed; whether there were any.
+    fn drop_behind(&self, bytes: &'static [u8]) -> bool {
+        let reached = self.reached.load(std::sync::atomic::Ordering::Acquire);
+        self.behind.drop_upto(bytes, reached)
+    }
+}
+
+/// What one `map_step` maps: fault-around maps 16 pages a fault, so a byte read every 64 KiB maps
+/// them all.
+const MAP_STEP: usize = 64 << 10;
 
 impl PagesAhead {
     /// `None` where no thread can be started at idle priority: the reader maps its own pages.
     fn start(bytes: &'static [u8]) -> Option<PagesAhead> {
         let state = std::sync::Arc::new(AheadState {
             reached: 0.into(),
+            mapped: 0.into(),
             behind: Behind::default(),
             stop: false.into(),
         });
@@ -308,6 +360,20 @@ impl PagesAhead {
         Some(PagesAhead { state, thread })
     }
 
+    /// The same work as a step at a time, for a thread that would otherwise wait on the reader
+    /// (the back of a two-thread analysis, on an empty queue; `InMemory::idle`): mapping the
+    /// next pages, else dropping those behind. The back waits for the reading thread now and then
+    /// all through a run, for a few to a hundred microseconds at a time, which is less than it
+    /// takes to sleep, let this thread run and wake again; taken there, the page faults the
+    /// reading thread would have taken cost it nothing.
+    fn idle_work(&self, bytes: &'static [u8]) -> IdleWork {
+        let state = self.state.clone();
+        std::sync::Arc::new(move || {
+            !state.stop.load(std::sync::atomic::Ordering::Acquire)
+                && (state.map_step(bytes) || state.drop_behind(bytes))
+        })
+    }
+
     /// The reader will not look below `upto` again.
     fn reached(&self, upto: usize) {
         self.state
@@ -321,25 +387,10 @@ impl PagesAhead {
 /// until it moves on.
 fn map_ahead(bytes: &'static [u8], state: &AheadState) {
     use std::sync::atomic::Ordering::Acquire;
-    // Fault-around maps 16 pages a fault: a byte read every 64 KiB maps them all.
-    const STEP: usize = 64 << 10;
-    let mut mapped = 0usize;
     loop {
-        let reached = state.reached.load(Acquire);
-        let until = (reached + MAP_AHEAD).min(bytes.len());
-        while mapped < until {
-            if state.stop.load(Acquire) {
-                return;
-            }
-            // Never below the reader: those pages are dropped, or about to be.
-            mapped = mapped.max(state.reached.load(Acquire));
-            if let Some(b) = bytes.get(mapped) {
-                std::hint::black_box(*b);
-            }
-            mapped += STEP;
-        }
-        state.behind.drop_upto(bytes, reached);
-        if state.stop.load(Acquire) || reached >= bytes.len() {
+        while state.map_step(bytes) {}
+        state.drop_behind(bytes);
+        if state.stop.load(Acquire) || state.reached.load(Acquire) >= bytes.len() {
             return;
         }
         std::thread::park();
@@ -596,25 +647,66 @@ mod tests {
         drop(ahead);
     }
 
+    /// A pages-ahead whose thread has already ended: nothing maps ahead or drops behind but the
+    /// reader and whoever does its idle work.
+    fn pages_ahead_without_its_thread() -> PagesAhead {
+        let thread = std::thread::spawn(|| {});
+        while !thread.is_finished() {
+            std::thread::yield_now();
+        }
+        PagesAhead {
+            state: std::sync::Arc::new(AheadState {
+                reached: 0.into(),
+                mapped: 0.into(),
+                behind: Behind::default(),
+                stop: false.into(),
+            }),
+            thread,
+        }
+    }
+
+    /// The idle work a waiting thread does (`InMemory::idle`): a step at a time, the next
+    /// `MAP_AHEAD` bytes past the reader and no more, then the pages behind the reader, then
+    /// nothing until the reader moves on; and nothing once the input is done with.
+    #[test]
+    fn idle_work_maps_the_pages_ahead_of_the_reader_a_step_at_a_time_then_drops_those_behind() {
+        let bytes = mapped_capture("idle");
+        let base = bytes.as_ptr() as usize;
+        let ahead = pages_ahead_without_its_thread();
+        let work = ahead.idle_work(bytes);
+        let steps = |work: &IdleWork| (0..10_000).take_while(|_| work()).count();
+        assert_eq!(steps(&work), MAP_AHEAD / MAP_STEP);
+        let mapped = resident(base);
+        assert!(
+            (MAP_AHEAD..=MAP_AHEAD + (64 << 10)).contains(&mapped),
+            "{mapped} bytes mapped"
+        );
+        assert!(!work(), "nothing more until the reader moves on");
+        // The reader at 8 MiB (having faulted its way there): the next MAP_AHEAD bytes are
+        // mapped, one step a call, then what lies behind it is dropped in one.
+        for page in (0..8 << 20).step_by(4096) {
+            std::hint::black_box(bytes[page]);
+        }
+        ahead.reached(8 << 20);
+        assert_eq!(steps(&work), MAP_AHEAD / MAP_STEP + 1);
+        let mapped = resident(base);
+        assert!(
+            (MAP_AHEAD..=MAP_AHEAD + (64 << 10)).contains(&mapped),
+            "{mapped} bytes mapped: the pages behind the reader were not dropped"
+        );
+        // The input done with (its reader dropped): no more work.
+        ahead.reached(12 << 20);
+        drop(ahead);
+        assert!(!work(), "work after the input was done with");
+    }
+
     /// The pages-ahead thread never gets time (a busy machine, idle priority): the reader drops
     /// the pages behind it itself, a step late, and the resident size stays bounded.
     #[test]
     fn the_reader_drops_the_pages_behind_it_when_the_pages_ahead_thread_gets_no_time() {
         let bytes = mapped_capture("behind");
         let base = bytes.as_ptr() as usize;
-        // A pages-ahead whose thread has ended: nothing maps ahead or drops behind but the reader.
-        let thread = std::thread::spawn(|| {});
-        while !thread.is_finished() {
-            std::thread::yield_now();
-        }
-        let ahead = PagesAhead {
-            state: std::sync::Arc::new(AheadState {
-                reached: 0.into(),
-                behind: Behind::default(),
-                stop: false.into(),
-            }),
-            thread,
-        };
+        let ahead = pages_ahead_without_its_thread();
         let mut input = mapped_input(bytes, None, Some(ahead));
         let consumed = input
             .consumed

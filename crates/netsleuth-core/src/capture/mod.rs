@@ -310,7 +310,16 @@ pub struct InMemory {
     /// look again, so that the owner can drop the pages already read (a mapping's resident size would
     /// otherwise grow to the file's size) or advance a progress bar.
     pub consumed: Option<Box<dyn FnMut(u64) + Send>>,
+    /// Work for this input that another thread may do while it waits for the reader (the CLI:
+    /// mapping the file's next pages before the reader faults them in itself). See [`IdleWork`].
+    pub idle: Option<IdleWork>,
 }
+
+/// A little of an input's own work that a thread waiting on the reader does instead of spinning
+/// (the back of a two-thread analysis, on an empty queue): one short step (tens of microseconds at
+/// most) a call, returning whether there was any. It may be called from any thread, and must not
+/// change what the reader reads.
+pub type IdleWork = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The bytes of an input in memory.
 pub enum MemoryBytes {
