@@ -116,7 +116,7 @@ fn map_capture(file: &File) -> Option<&'static [u8]> {
 /// bytes held in 2 MiB folios, 193 faults and 1.3 ms, each fault mapping a whole folio at once.
 /// A file not in the page cache is read ahead into 2 MiB folios when its mapping is advised
 /// (sync readahead of a `VM_HUGEPAGE` range), and into small ones otherwise: read cold through
-/// this mapping it took 192 faults and 60–150 ms, against 577 faults and 72–290 ms unadvised, and
+/// this mapping it took 192 faults and 60–150 ms, against 577 faults and 72–287 ms unadvised, and
 /// every later run maps it the quick way (BENCHMARKS.md, "Per-packet cost, fifteenth pass"). A
 /// file already cached in small folios stays as it is (the advice neither helps nor costs). A
 /// kernel without file huge pages refuses or ignores the advice, and nothing changes.
@@ -245,18 +245,16 @@ impl Behind {
         let Some(range) = bytes.get(from..upto).filter(|r| !r.is_empty()) else {
             return false;
         };
-        {
-            // SAFETY: a page-aligned range inside the mapping that the reader has passed and will
-            // not read again; MADV_DONTNEED on a private read-only file mapping only unmaps those
-            // pages here (they stay in the page cache); a later access would read them again.
-            unsafe {
-                libc::madvise(
-                    range.as_ptr() as *mut libc::c_void,
-                    range.len(),
-                    libc::MADV_DONTNEED,
-                )
-            };
-        }
+        // SAFETY: a page-aligned range inside the mapping that the reader has passed and will
+        // not read again; MADV_DONTNEED on a private read-only file mapping only unmaps those
+        // pages here (they stay in the page cache); a later access would read them again.
+        unsafe {
+            libc::madvise(
+                range.as_ptr() as *mut libc::c_void,
+                range.len(),
+                libc::MADV_DONTNEED,
+            )
+        };
         true
     }
 }
@@ -277,7 +275,9 @@ const MAP_AHEAD: usize = 4 << 20;
 /// itself, as without it. It maps pages by reading them (a byte read maps the pages around it), and
 /// drops those behind the reader (the reader drops them itself when this thread is a step late).
 /// Mapping by `MADV_POPULATE_READ` instead was slower than faulting, and a thread of normal
-/// priority slowed the analysis threads it ran beside.
+/// priority slowed the analysis threads it ran beside. The same work is offered, a step at a time,
+/// to the analysis's own waiting thread (`idle_work`), which takes it without a sleep and a
+/// wake-up in between.
 struct PagesAhead {
     state: std::sync::Arc<AheadState>,
     thread: std::thread::JoinHandle<()>,
