@@ -89,6 +89,11 @@ fn open(p: &Path, memory: bool) -> Input {
 
 fn document(files: &[PathBuf], threads: usize, limits: &Limits, memory: bool) -> String {
     let inputs: Vec<Input> = files.iter().map(|f| open(f, memory)).collect();
+    analysed(inputs, threads, limits)
+}
+
+/// The JSON document of `inputs` analysed on `threads`.
+fn analysed(inputs: Vec<Input>, threads: usize, limits: &Limits) -> String {
     let names = inputs.iter().map(|i| i.name.clone()).collect();
     let a = analyze_threads(inputs, &NodeContext::default(), limits, threads);
     let report = Report {
@@ -389,4 +394,71 @@ fn detectors_moved_between_threads_by_a_flood_see_what_one_thread_does() {
         "the capture must give the moved detectors a finding: {found:?}"
     );
     assert_same(&[files], &limits);
+}
+
+/// The back does an in-memory input's idle work (`InMemory::idle`: in the CLI, mapping the
+/// capture's next pages) while it waits for the reading thread, and the report is one thread's.
+/// The reading thread is held at its first progress report (after 1 MiB, `InMemory::consumed`)
+/// until the idle work has been done, so the back drains its queue and waits then, whatever the
+/// two threads' speeds; a back that never did idle work fails at the timeout.
+#[test]
+fn the_back_does_the_inputs_idle_work_while_it_waits_for_the_reading_thread() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use support::*;
+    let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
+    // Handshakes and a little data: a few MB, past the first progress report.
+    for k in 0..6_000u32 {
+        let t = T0 + i64::from(k) * MS;
+        let port = 10_000 + k as u16;
+        let isn = k.wrapping_mul(2_654_435_761);
+        let client = || tcp_v4([10, 0, 0, 1], port, [10, 0, 0, 2], 443);
+        let server = || tcp_v4([10, 0, 0, 2], 443, [10, 0, 0, 1], port);
+        let packets = [
+            client().seq(isn).flags(SYN),
+            server().seq(k).ack(isn + 1).flags(SYN | ACK),
+            client().seq(isn + 1).ack(k + 1).flags(ACK),
+            client()
+                .seq(isn + 1)
+                .ack(k + 1)
+                .flags(PSH | ACK)
+                .payload(&[7; 200]),
+            server().seq(k + 1).ack(isn + 201).flags(ACK),
+        ];
+        for (i, b) in packets.into_iter().enumerate() {
+            w.push(t + i as i64 * 10_000, &b.sll2(2, PKTTYPE_OUTGOING));
+        }
+    }
+    let bytes = w.finish();
+    assert!(bytes.len() > 2 << 20, "{} bytes", bytes.len());
+    let steps = Arc::new(AtomicU32::new(0));
+    let (waited_on, counted) = (steps.clone(), steps.clone());
+    let with_idle = Input::memory(
+        "idle.pcap",
+        InMemory {
+            bytes: MemoryBytes::Owned(bytes.clone()),
+            consumed: Some(Box::new(move |_offset| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while waited_on.load(Ordering::Acquire) == 0 && std::time::Instant::now() < deadline
+                {
+                    std::thread::yield_now();
+                }
+            })),
+            // One step of work, then none.
+            idle: Some(Arc::new(move || {
+                counted
+                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })),
+        },
+    );
+    let limits = Limits::default();
+    let two = analysed(vec![with_idle], 2, &limits);
+    assert_eq!(
+        steps.load(Ordering::Acquire),
+        1,
+        "the back never did the input's idle work"
+    );
+    let stream = Input::stream("idle.pcap", std::io::Cursor::new(bytes));
+    assert_eq!(analysed(vec![stream], 1, &limits), two);
 }
