@@ -1318,7 +1318,7 @@ mod pipeline {
     const QUEUED: usize = 8;
     /// The first batch's packets; each next batch has twice as many, up to `BATCH`. The back
     /// waits for the first batch, which at `BATCH` packets took the reading thread ~0.3 ms to
-    /// fill; this one is there in a tenth of it, and by the fourth the batches are whole.
+    /// fill; this one is there in an eighth of that, and the fourth batch is whole.
     const FIRST_BATCH: usize = 512;
     /// The detectors that run on the back, beside the flow engine, while the others run on the
     /// reading thread: the halves' balance. On the benchmark capture (snaplen 128, 1.38 M packets,
@@ -2121,6 +2121,10 @@ mod pipeline {
             expected.push(packets - ramped - whole * BATCH);
             assert_eq!(sizes, expected);
             assert_eq!(sizes.iter().sum::<usize>(), packets);
+            assert!(
+                sizes[0] < sizes[1] && sizes[1] < BATCH,
+                "no ramp: {sizes:?}"
+            );
         }
     }
 }
