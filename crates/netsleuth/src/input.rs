@@ -322,8 +322,11 @@ impl AheadState {
         }
     }
 
-    /// Drop the pages the reader has passed; whether there were any.
+    /// Drop the pages the reader has passed; whether there were any (none once stopped).
     fn drop_behind(&self, bytes: &'static [u8]) -> bool {
+        if self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
         let reached = self.reached.load(std::sync::atomic::Ordering::Acquire);
         self.behind.drop_upto(bytes, reached)
     }
@@ -370,10 +373,7 @@ impl PagesAhead {
     /// reading thread would have taken cost it nothing.
     fn idle_work(&self, bytes: &'static [u8]) -> IdleWork {
         let state = self.state.clone();
-        std::sync::Arc::new(move || {
-            !state.stop.load(std::sync::atomic::Ordering::Acquire)
-                && (state.map_step(bytes) || state.drop_behind(bytes))
-        })
+        std::sync::Arc::new(move || state.map_step(bytes) || state.drop_behind(bytes))
     }
 
     /// The reader will not look below `upto` again.
