@@ -39,7 +39,8 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
         .map(|n| n as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)));
     // With two analysis threads, a mapped file's pages are mapped ahead of the reading thread in
-    // the time either core waits for the other; with one, the reading thread maps them.
+    // the time either core waits for the other (a full-size file, read through a buffer by one
+    // thread, is mapped too and its lines read ahead); with one, the reading thread maps them.
     let read = match (a.no_mmap, threads) {
         (true, _) => FileRead::Buffered,
         (false, 1) => FileRead::Mapped,
