@@ -659,13 +659,18 @@ mod tests {
     /// A ~17 MB capture of 128-byte records, mapped as `analyze` maps it (the file is removed,
     /// the mapping stays).
     fn mapped_capture(name: &str) -> &'static [u8] {
+        mapped(name, &pcap(120_000, 128), Records::Small)
+    }
+
+    /// `capture` written to a file named after `name` and mapped as `analyze` maps it for two
+    /// threads (the file is removed, the mapping stays); its records are `records`.
+    fn mapped(name: &str, capture: &[u8], records: Records) -> &'static [u8] {
         let path =
             std::env::temp_dir().join(format!("netsleuth-{name}-{}.pcap", std::process::id()));
-        std::fs::write(&path, pcap(120_000, 128)).expect("temporary capture written");
+        std::fs::write(&path, capture).expect("temporary capture written");
         let file = File::open(&path).expect("temporary capture opens");
-        let (bytes, records) =
-            map_capture(&file, false).expect("a capture of small records is mapped");
-        assert_eq!(records, Records::Small);
+        let (bytes, found) = map_capture(&file, true).expect("the capture is mapped");
+        assert_eq!(found, records);
         let _ = std::fs::remove_file(&path);
         bytes
     }
@@ -911,14 +916,7 @@ mod tests {
 
     /// `full_size_capture` mapped as `analyze` maps it for two threads.
     fn mapped_full_size(name: &str) -> &'static [u8] {
-        let path =
-            std::env::temp_dir().join(format!("netsleuth-{name}-{}.pcap", std::process::id()));
-        std::fs::write(&path, full_size_capture()).expect("temporary capture written");
-        let file = File::open(&path).expect("temporary capture opens");
-        let (bytes, records) = map_capture(&file, true).expect("mapped for two threads");
-        assert_eq!(records, Records::FullSize);
-        let _ = std::fs::remove_file(&path);
-        bytes
+        mapped(name, &full_size_capture(), Records::FullSize)
     }
 
     /// The pages-ahead thread never gets time (a busy machine, idle priority): the reader drops
