@@ -472,8 +472,8 @@ impl PagesAhead {
     }
 }
 
-/// The thread's loop: map `MAP_AHEAD` (`WARM_AHEAD`) bytes past the reader and drop those behind it, then sleep
-/// until it moves on.
+/// The thread's loop: map `MAP_AHEAD` (`WARM_AHEAD`) bytes past the reader and drop those behind
+/// it, then sleep until it moves on.
 fn map_ahead(bytes: &'static [u8], state: &AheadState) {
     use std::sync::atomic::Ordering::Acquire;
     loop {
@@ -735,11 +735,13 @@ mod tests {
     /// 6,000 Ethernet records of 1,514 bytes (~9 MB): past `MAP_AHEAD` and the reader's steps.
     fn full_size_capture() -> Vec<u8> {
         let mut bytes = pcap(6_000, 1514);
-        // Each record's frame an IPv4 header's worth of something, not all zeros.
+        // Each record an Ethernet frame that begins an IPv4 header (the rest zeros, as damaged
+        // to the decoder on one thread as on two), identified by the record's number.
         for (i, rec) in bytes[24..].chunks_mut(16 + 1514).enumerate() {
-            rec[16 + 12] = 0x08;
-            rec[16 + 14] = 0x45;
-            rec[16 + 20] = i as u8;
+            let frame = &mut rec[16..];
+            frame[12] = 0x08;
+            frame[14] = 0x45;
+            frame[18..20].copy_from_slice(&(i as u16).to_be_bytes());
         }
         bytes
     }
