@@ -197,8 +197,9 @@ pub struct AnalyzeArgs {
     pub threads: Option<u64>,
     /// Read every capture file through a buffer. By default a file of small records (at most 512
     /// bytes on average, as a snap length makes them) is mapped into memory instead, which saves a
-    /// copy of every byte; a file truncated by another process while mapped would end the analysis
-    /// with SIGBUS.
+    /// copy of every byte, and with two threads any plain capture file is (the second thread reads
+    /// a full-size file's lines ahead of the first); a file truncated by another process while
+    /// mapped would end the analysis with SIGBUS.
     #[arg(long)]
     pub no_mmap: bool,
     #[command(flatten)]
