@@ -161,10 +161,11 @@ const MAPPED_FILE_RESIDENT: u64 = 8 << 20;
 /// 41 and 54 MB, and 126 and 129 MB all read (each read buffer starts at 64 KiB).
 const MAPPED_RESIDENT_MAX: u64 = 32 << 20;
 
-/// How capture files are read for an analysis on `threads` threads, within the mapping budget.
-/// With two, a mapped file's pages are mapped ahead of the reading thread in the time either core
-/// waits for the other (a full-size file, read through a buffer by one thread, is mapped too and
-/// its lines read ahead); with one, the reading thread maps them.
+/// How capture files are read for an analysis on `threads` threads, where the mapping budget
+/// (`MAPPED_RESIDENT_MAX`) leaves room. With two, a mapped file's pages are mapped ahead of the
+/// reading thread in the time either core waits for the other (a full-size file, read through a
+/// buffer by one thread, is mapped too and its lines read ahead); with one, the reading thread
+/// maps them.
 fn file_read(no_mmap: bool, threads: usize) -> FileRead {
     match (no_mmap, threads) {
         (true, _) => FileRead::Buffered,
