@@ -630,21 +630,38 @@ fn what_a_bundle_lacks_is_noted_by_diff_and_analyze() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn a_capture_nothing_of_which_could_be_decoded_exits_2_saying_so() {
-    // pcap, link type 105 (IEEE 802.11): netsleuth does not decode it, so no all-clear.
+/// A little-endian microsecond pcap file of `linktype` and `snaplen`: each record its seconds,
+/// microseconds and frame, captured whole (its original length is its length).
+fn pcap_file<F: AsRef<[u8]>>(
+    linktype: u32,
+    snaplen: u32,
+    records: impl IntoIterator<Item = (u32, u32, F)>,
+) -> Vec<u8> {
     let mut pcap = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     pcap.extend_from_slice(&2u16.to_le_bytes());
     pcap.extend_from_slice(&4u16.to_le_bytes());
-    for v in [0u32, 0, 65_535, 105] {
+    for v in [0u32, 0, snaplen, linktype] {
         pcap.extend_from_slice(&v.to_le_bytes());
     }
-    for k in 0..3u32 {
-        for v in [1_700_000_000 + k, 0, 24, 24] {
+    for (sec, usec, frame) in records {
+        let frame = frame.as_ref();
+        let len = frame.len() as u32;
+        for v in [sec, usec, len, len] {
             pcap.extend_from_slice(&v.to_le_bytes());
         }
-        pcap.extend_from_slice(&[0u8; 24]);
+        pcap.extend_from_slice(frame);
     }
+    pcap
+}
+
+#[test]
+fn a_capture_nothing_of_which_could_be_decoded_exits_2_saying_so() {
+    // pcap, link type 105 (IEEE 802.11): netsleuth does not decode it, so no all-clear.
+    let pcap = pcap_file(
+        105,
+        65_535,
+        (0..3u32).map(|k| (1_700_000_000 + k, 0, [0u8; 24])),
+    );
     let dir = std::env::temp_dir().join(format!("netsleuth-cli-wifi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("wifi.pcap");
@@ -1037,20 +1054,17 @@ fn many_capture_files_at_once_share_one_read_budget() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("small.pcap");
     // 22,000 Ethernet records of 128 bytes (~3.2 MB), each a frame that begins an IPv4 header.
-    let mut f = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
-    f.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    f.extend_from_slice(&262_144u32.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
-    for i in 0..22_000u32 {
-        for v in [1_700_000_000 + i / 1000, (i % 1000) * 1000, 128, 1514] {
-            f.extend_from_slice(&v.to_le_bytes());
-        }
-        let mut frame = [0u8; 128];
-        frame[12] = 0x08;
-        frame[14] = 0x45;
-        frame[18..20].copy_from_slice(&(i as u16).to_be_bytes());
-        f.extend_from_slice(&frame);
-    }
+    let f = pcap_file(
+        1,
+        262_144,
+        (0..22_000u32).map(|i| {
+            let mut frame = [0u8; 128];
+            frame[12] = 0x08;
+            frame[14] = 0x45;
+            frame[18..20].copy_from_slice(&(i as u16).to_be_bytes());
+            (1_700_000_000 + i / 1000, (i % 1000) * 1000, frame)
+        }),
+    );
     std::fs::write(&path, &f).unwrap();
     for threads in ["1", "2"] {
         let child = bin()
