@@ -7,7 +7,8 @@
 #
 # Each COMMAND gets FILE as its last argument and runs pinned with `taskset -c CPUS`, under
 # /usr/bin/time. Prints a Markdown table: median wall time and its MB/s (10^6 bytes), the best run's
-# MB/s, median CPU time (user + system) and the largest peak RSS. Example (BENCHMARKS.md,
+# MB/s, median CPU time (user + system), the largest peak RSS, and the first command's wall time
+# over this one's, round by round (median and quartiles of the rounds). Example (BENCHMARKS.md,
 # "Per-packet cost"):
 #
 #   scripts/interleaved-bench.sh 15 snap128.pcap \
@@ -64,12 +65,18 @@ for line in open(sys.argv[1]):
         (float(end) - float(start), float(user) + float(system), int(rss)))
 mb = int(sys.argv[2]) / 1e6
 print(f"{mb:.1f} MB")
-print("| command | wall s (median) | MB/s (median) | MB/s (best run) | CPU s (median) | peak RSS MB | runs |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+# Each round's first command over this one, round by round: the pair ran seconds apart, so a
+# slow phase of the machine falls on both and the ratio keeps what the commands differ by.
+first = rows[min(rows)]
+print("| command | wall s (median) | MB/s (median) | MB/s (best run) | CPU s (median) | peak RSS MB | runs | first / this, median of rounds (quartiles) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for (_, label), v in sorted(rows.items()):
     wall = st.median(x[0] for x in v)
     cpu = st.median(x[1] for x in v)
     best = min(x[0] for x in v)
     rss = max(x[2] for x in v) / 1024
-    print(f"| {label} | {wall:.3f} | {mb / wall:.0f} | {mb / best:.0f} | {cpu:.2f} | {rss:.1f} | {len(v)} |")
+    ratios = [f[0] / x[0] for f, x in zip(first, v)]
+    q = st.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f"| {label} | {wall:.3f} | {mb / wall:.0f} | {mb / best:.0f} | {cpu:.2f} | {rss:.1f} | {len(v)} "
+          f"| {st.median(ratios):.2f}× ({q[0]:.2f}–{q[2]:.2f}) |")
 PY
