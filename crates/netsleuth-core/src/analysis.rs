@@ -1533,6 +1533,9 @@ mod pipeline {
         /// stay on the back, to be made at the end beside the others there (`end_calls`), not on
         /// the reading thread after the back is done.
         last: bool,
+        /// On the way there: the reading thread found the queue full when it sent this batch (it
+        /// waited for the back): for `Balance`.
+        front_waited: bool,
     }
 
     impl Batch {
@@ -1545,6 +1548,7 @@ mod pipeline {
                 detectors: None,
                 wants_detectors: false,
                 last: false,
+                front_waited: false,
             }
         }
     }
@@ -1576,15 +1580,20 @@ mod pipeline {
     }
 
     /// Where the detectors run, which the back decides batch by batch from the finished
-    /// connections and DNS queries it hands over.
+    /// connections and DNS queries it hands over and from which half has been waiting for the
+    /// other.
     ///
-    /// On the reading thread while they are few: their calls are what balances the two halves on
-    /// a capture of real connections (the benchmark capture hands over 30 in a batch of 4,096
-    /// packets, on average). On the back while connections end at a good part of the packet rate
-    /// (a SYN flood, a scan, queries left unanswered, anything that overflows a state cap):
-    /// carrying each across (a ~1.2 KB box there and back, read on the other core) made two
-    /// threads 1.4–1.7× slower than one there, with twice the memory (BENCHMARKS.md, "Per-packet
-    /// cost, tenth pass").
+    /// On the reading thread while they are few and the back has no room for them: their calls
+    /// are what balances the two halves on a capture of real connections (the benchmark capture
+    /// hands over 30 in a batch of 4,096 packets, on average). On the back while it keeps waiting
+    /// for the reading thread (`Balance`), until the reading thread keeps waiting for it: the
+    /// halves' balance moves within a capture and from run to run, and in a run whose back
+    /// waited this made two threads 8–10 % faster (BENCHMARKS.md, "eighteenth pass"). On the back
+    /// while connections end at a good part of the packet rate (a SYN flood, a scan, queries left
+    /// unanswered, anything that overflows a state cap), whatever the balance: carrying each
+    /// across (a ~1.2 KB box there and back, read on the other core) made two threads 1.4–1.7×
+    /// slower than one there, with twice the memory (BENCHMARKS.md, "Per-packet cost, tenth
+    /// pass").
     ///
     /// The move keeps each detector's calls in order. To the back: the back asks with a batch and
     /// keeps the calls of the batches after it (`pending`) until the reading thread, having made
@@ -1611,6 +1620,51 @@ mod pipeline {
     /// capture: nothing for ten batches, then 1,000–1,350), while a flood hands thousands over in
     /// every batch (a SYN flood once it fills the live cap) and moves them within a batch or two.
     const AVERAGE_OVER: u64 = 8;
+    /// Batches more for which the back waited for the reading thread than the other way round,
+    /// from which the detectors move to the back; as many the other way, and they go back to the
+    /// reading thread (`Balance`). 2, 4 and 8 measured alike (BENCHMARKS.md, "eighteenth pass").
+    const BALANCE_AT: i32 = 4;
+    /// Batches before the balance is counted: the back waits for the first, small ones.
+    const BALANCE_FROM: u32 = 4;
+
+    /// Which half has waited for the other lately, batch by batch: where the detectors, the work
+    /// that can run on either side, should be. Which half is the busier changes within a capture
+    /// (bursts of short connections load the back, long transfers the reading thread) and from one
+    /// run to the next on a shared machine; with the detectors on the reading thread the back
+    /// waited up to 76 ms of a 120 ms run, and with them on the back the reading thread did.
+    #[derive(Default)]
+    struct Balance {
+        /// Batches for which the back waited, less those the reading thread waited to send, since
+        /// the last move (within ±`BALANCE_AT`).
+        value: i32,
+        /// Batches seen, up to `BALANCE_FROM`.
+        batches: u32,
+    }
+
+    impl Balance {
+        /// A batch done: whether the back waited for it (its queue was empty), and whether the
+        /// reading thread waited to send it (the queue was full).
+        fn batch(&mut self, back_waited: bool, front_waited: bool) {
+            if self.batches < BALANCE_FROM {
+                self.batches += 1;
+                return;
+            }
+            self.value = (self.value + i32::from(back_waited) - i32::from(front_waited))
+                .clamp(-BALANCE_AT, BALANCE_AT);
+        }
+        /// The back has been waiting for the reading thread: it has room for the detectors.
+        fn back_has_room(&self) -> bool {
+            self.value >= BALANCE_AT
+        }
+        /// The reading thread has been waiting for the back: the detectors should leave it.
+        fn back_is_behind(&self) -> bool {
+            self.value <= -BALANCE_AT
+        }
+        /// The detectors moved: what was counted led to it.
+        fn moved(&mut self) {
+            self.value = 0;
+        }
+    }
 
     /// The front's sink in the pipeline: fills a batch, sends it when full.
     struct Batcher {
@@ -1697,7 +1751,10 @@ mod pipeline {
             loop {
                 match to_back.try_send(full) {
                     Ok(()) => break,
-                    Err(TrySendError::Full(b)) => full = b,
+                    Err(TrySendError::Full(b)) => {
+                        full = b;
+                        full.front_waited = true;
+                    }
                     Err(TrySendError::Disconnected(_)) => {
                         self.back_gone = true;
                         return;
@@ -1838,6 +1895,11 @@ mod pipeline {
         pending: Vec<DetectorEvent>,
         /// `AVERAGE_OVER` times the average handed over by a batch, recent batches weighing more.
         recent: u64,
+        /// The detectors were (or are being) moved here because the back waited for the reading
+        /// thread (`balance`), not for a flood (`recent`): they go back when the reading thread
+        /// waits for the back, not when the flood is over.
+        for_balance: bool,
+        balance: Balance,
         detectors_given: Receiver<Detectors>,
     }
 
@@ -1870,14 +1932,23 @@ mod pipeline {
             );
             back.detectors = DetectorSink::Direct(detectors.join(on_back));
             self.placement = Placement::Back;
+            self.balance.moved();
             back.detector_moves += 1;
         }
 
         /// After a batch's packets, which handed `handed` connections and queries over: its calls
         /// sent with it, kept (for the detectors on their way here, or, the last batch's, for
         /// `end_calls`), or made here, and where the detectors go next.
-        fn batch_done(&mut self, back: &mut Back, batch: &mut Batch, handed: u64) {
+        fn batch_done(
+            &mut self,
+            back: &mut Back,
+            batch: &mut Batch,
+            handed: u64,
+            (back_waited, front_waited): (bool, bool),
+        ) {
             self.recent = self.recent - self.recent / AVERAGE_OVER + handed;
+            let flood = self.recent >= TO_BACK_AT * AVERAGE_OVER;
+            self.balance.batch(back_waited, front_waited);
             let last = std::mem::take(&mut batch.last);
             match (&mut back.detectors, self.placement) {
                 (DetectorSink::Queued { events, spare, .. }, placement) => {
@@ -1888,9 +1959,10 @@ mod pipeline {
                         self.pending.append(events);
                     } else if !last {
                         batch.events = std::mem::take(events);
-                        if self.recent >= TO_BACK_AT * AVERAGE_OVER {
+                        if flood || self.balance.back_has_room() {
                             batch.wants_detectors = true;
                             self.placement = Placement::Asked;
+                            self.for_balance = !flood;
                         }
                     }
                     for event in stale.drain(..) {
@@ -1910,7 +1982,15 @@ mod pipeline {
                     // The batch's calls of its last trip, made before the detectors moved here,
                     // are dropped by the thread that made them.
                     batch.events.clear();
-                    if self.recent < FRONT_BELOW * AVERAGE_OVER {
+                    if flood {
+                        self.for_balance = false;
+                    }
+                    let go_back = if self.for_balance {
+                        self.balance.back_is_behind()
+                    } else {
+                        self.recent < FRONT_BELOW * AVERAGE_OVER
+                    };
+                    if go_back {
                         let sink = std::mem::replace(
                             &mut back.detectors,
                             DetectorSink::Direct(Detectors::none()),
@@ -1926,6 +2006,7 @@ mod pipeline {
                             spare: Vec::new(),
                         };
                         self.placement = Placement::Front;
+                        self.balance.moved();
                         back.detector_moves += 1;
                     }
                 }
@@ -1974,11 +2055,14 @@ mod pipeline {
                 // thread's page faults taken here), then, like the sender, a little spinning
                 // before sleeping on it.
                 let next = || {
+                    // Whether the queue was empty: the back waited for the reading thread.
+                    let mut waited = false;
                     let mut spins = 0;
                     while spins < SPINS {
                         match from_front.try_recv() {
-                            Ok(b) => return Some(b),
+                            Ok(b) => return Some((b, waited)),
                             Err(TryRecvError::Empty) => {
+                                waited = true;
                                 if !idle_work.iter().any(|work| work()) {
                                     spins += 1;
                                     std::hint::spin_loop();
@@ -1987,15 +2071,17 @@ mod pipeline {
                             Err(TryRecvError::Disconnected) => return None,
                         }
                     }
-                    from_front.recv().ok()
+                    from_front.recv().ok().map(|b| (b, true))
                 };
                 let mut placer = Placer {
                     placement: Placement::Front,
                     pending: Vec::new(),
                     recent: 0,
+                    for_balance: false,
+                    balance: Balance::default(),
                     detectors_given,
                 };
-                while let Some(mut batch) = next() {
+                while let Some((mut batch, back_waited)) = next() {
                     placer.batch_starts(&mut back);
                     let handed = back.handed;
                     let mut others = batch.others.iter();
@@ -2021,7 +2107,8 @@ mod pipeline {
                     batch.others.clear();
                     batch.payloads.clear();
                     let handed = back.handed - handed;
-                    placer.batch_done(&mut back, &mut batch, handed);
+                    let front_waited = std::mem::take(&mut batch.front_waited);
+                    placer.batch_done(&mut back, &mut batch, handed, (back_waited, front_waited));
                     // The front waits for every batch to come back; it is gone only if it
                     // panicked, and then the batch is simply dropped.
                     let _ = to_front.send(batch);
@@ -2079,6 +2166,54 @@ mod pipeline {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        /// The detectors are wanted on the back once it has waited for `BALANCE_AT` batches more
+        /// than the reading thread waited for it (not counting the first, small batches), and
+        /// leave it once the reading thread has waited as many more; a half waiting now and then
+        /// on both sides moves nothing.
+        #[test]
+        fn the_detectors_go_to_the_half_that_waits() {
+            let mut b = Balance::default();
+            for _ in 0..BALANCE_FROM {
+                b.batch(true, false);
+            }
+            assert!(!b.back_has_room(), "the first batches are not counted");
+            for _ in 0..100 {
+                b.batch(true, true);
+                b.batch(false, false);
+            }
+            assert!(
+                !b.back_has_room() && !b.back_is_behind(),
+                "both waited: no move"
+            );
+            for i in 0..BALANCE_AT {
+                assert!(!b.back_has_room(), "{i} batches the back waited for");
+                b.batch(true, false);
+            }
+            assert!(b.back_has_room());
+            b.moved();
+            assert!(!b.back_has_room() && !b.back_is_behind());
+            for _ in 0..BALANCE_AT - 1 {
+                b.batch(false, true);
+            }
+            b.batch(true, false);
+            assert!(
+                !b.back_is_behind(),
+                "a batch the back waited for counts against"
+            );
+            b.batch(false, true);
+            b.batch(false, true);
+            assert!(b.back_is_behind());
+            // Bounded: a long run of one side waiting is undone by as few as `BALANCE_AT` of the
+            // other.
+            for _ in 0..1000 {
+                b.batch(false, true);
+            }
+            for _ in 0..2 * BALANCE_AT {
+                b.batch(true, false);
+            }
+            assert!(b.back_has_room());
+        }
 
         /// The batches sent to the back: `FIRST_BATCH` packets, then twice as many each time up
         /// to `BATCH`, then `BATCH`; the input's last batch with what is left.

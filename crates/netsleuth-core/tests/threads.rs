@@ -6,7 +6,7 @@
 
 mod support;
 
-use netsleuth_core::analysis::{analyze_threads, Limits};
+use netsleuth_core::analysis::{analyze_threads, Analysis, Limits};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::json::Document;
 use netsleuth_core::report::Report;
@@ -95,7 +95,14 @@ fn document(files: &[PathBuf], threads: usize, limits: &Limits, memory: bool) ->
 /// The JSON document of `inputs` analysed on `threads`.
 fn analysed(inputs: Vec<Input>, threads: usize, limits: &Limits) -> String {
     let names = inputs.iter().map(|i| i.name.clone()).collect();
-    let a = analyze_threads(inputs, &NodeContext::default(), limits, threads);
+    render(
+        names,
+        analyze_threads(inputs, &NodeContext::default(), limits, threads),
+    )
+}
+
+/// The JSON document of an analysis of the inputs `names`.
+fn render(names: Vec<String>, a: Analysis) -> String {
     let report = Report {
         command: "analyze",
         inputs: names,
@@ -460,5 +467,68 @@ fn the_back_does_the_inputs_idle_work_while_it_waits_for_the_reading_thread() {
         "the back never did the input's idle work"
     );
     let stream = Input::stream("idle.pcap", std::io::Cursor::new(bytes));
+    assert_eq!(analysed(vec![stream], 1, &limits), two);
+}
+
+/// On two threads the detectors also move to the back when it keeps waiting for the reading
+/// thread (`pipeline::Balance`), whatever the rate at which connections end, and each detector
+/// still sees its calls in order: the report is one thread's. The input is read slowly (a
+/// millisecond a 4 KiB read, each full batch ~90 ms of reading against a few ms of the back's work
+/// even in a debug build), so the back waits for every batch; connections end all through the
+/// capture (reset, then handed over after their linger), so calls are queued when the detectors
+/// move.
+#[test]
+fn detectors_move_to_a_back_that_waits_and_see_what_one_thread_does() {
+    use support::*;
+    /// A reader that gives at most 4 KiB a call, a millisecond apart.
+    struct Slow(std::io::Cursor<Vec<u8>>);
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let n = buf.len().min(4096);
+            self.0.read(&mut buf[..n])
+        }
+    }
+    // Connections of 30 packets (a handshake, 13 requests and their acknowledgements, a reset),
+    // one every 10 ms: they end at one for 30 packets, below the rate that moves the detectors for
+    // a flood (one for eight), so only the balance moves them.
+    let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
+    for k in 0..1_500u32 {
+        let t = T0 + i64::from(k) * 10 * MS;
+        let port = 20_000 + k as u16;
+        let isn = k.wrapping_mul(2_654_435_761);
+        let client = || tcp_v4([10, 1, 0, 1], port, [10, 0, 0, 2], 443);
+        let server = || tcp_v4([10, 0, 0, 2], 443, [10, 1, 0, 1], port);
+        let mut packets = vec![
+            client().seq(isn).flags(SYN),
+            server().seq(k).ack(isn + 1).flags(SYN | ACK),
+            client().seq(isn + 1).ack(k + 1).flags(ACK),
+        ];
+        for r in 0..13u32 {
+            let sent = isn + 1 + r * 10;
+            packets.push(
+                client()
+                    .seq(sent)
+                    .ack(k + 1)
+                    .flags(PSH | ACK)
+                    .payload(&[7; 10]),
+            );
+            packets.push(server().seq(k + 1).ack(sent + 10).flags(ACK));
+        }
+        packets.push(client().seq(isn + 131).ack(k + 1).flags(RST | ACK));
+        for (i, b) in packets.into_iter().enumerate() {
+            w.push(t + i as i64 * 200_000, &b.sll2(2, PKTTYPE_OUTGOING));
+        }
+    }
+    let bytes = w.finish();
+    let limits = Limits::default();
+    let slow = Input::stream("slow.pcap", Slow(std::io::Cursor::new(bytes.clone())));
+    let two = analyze_threads(vec![slow], &NodeContext::default(), &limits, 2);
+    assert!(
+        two.detector_moves >= 1,
+        "a back that waits for every batch must take the detectors"
+    );
+    let two = render(vec!["slow.pcap".into()], two);
+    let stream = Input::stream("slow.pcap", std::io::Cursor::new(bytes));
     assert_eq!(analysed(vec![stream], 1, &limits), two);
 }
