@@ -1587,13 +1587,13 @@ mod pipeline {
     /// are what balances the two halves on a capture of real connections (the benchmark capture
     /// hands over 30 in a batch of 4,096 packets, on average). On the back while it keeps waiting
     /// for the reading thread (`Balance`), until the reading thread keeps waiting for it: the
-    /// halves' balance moves within a capture and from run to run, and in a run whose back
-    /// waited this made two threads 8–10 % faster (BENCHMARKS.md, "eighteenth pass"). On the back
-    /// while connections end at a good part of the packet rate (a SYN flood, a scan, queries left
-    /// unanswered, anything that overflows a state cap), whatever the balance: carrying each
-    /// across (a ~1.2 KB box there and back, read on the other core) made two threads 1.4–1.7×
-    /// slower than one there, with twice the memory (BENCHMARKS.md, "Per-packet cost, tenth
-    /// pass").
+    /// halves' balance moves within a capture and from run to run (at snaplen 128, two threads
+    /// 1.41× → 1.50× one thread, medians of 201 interleaved rounds; BENCHMARKS.md, "eighteenth
+    /// pass"). On the back while connections end at a good part of the packet rate (a SYN flood,
+    /// a scan, queries left unanswered, anything that overflows a state cap), whatever the
+    /// balance: carrying each across (a ~1.2 KB box there and back, read on the other core) made
+    /// two threads 1.4–1.7× slower than one there, with twice the memory (BENCHMARKS.md,
+    /// "Per-packet cost, tenth pass").
     ///
     /// The move keeps each detector's calls in order. To the back: the back asks with a batch and
     /// keeps the calls of the batches after it (`pending`) until the reading thread, having made
@@ -1630,8 +1630,8 @@ mod pipeline {
     /// Which half has waited for the other lately, batch by batch: where the detectors, the work
     /// that can run on either side, should be. Which half is the busier changes within a capture
     /// (bursts of short connections load the back, long transfers the reading thread) and from one
-    /// run to the next on a shared machine; with the detectors on the reading thread the back
-    /// waited up to 76 ms of a 120 ms run, and with them on the back the reading thread did.
+    /// run to the next on a shared machine: over twelve runs the back waited up to 76 ms of a
+    /// run in one and the reading thread up to 35 ms in another.
     #[derive(Default)]
     struct Balance {
         /// Batches for which the back waited, less those the reading thread waited to send, since
@@ -2204,7 +2204,7 @@ mod pipeline {
             b.batch(false, true);
             b.batch(false, true);
             assert!(b.back_is_behind());
-            // Bounded: a long run of one side waiting is undone by as few as `BALANCE_AT` of the
+            // Bounded: a long run of one side waiting is undone by `2 * BALANCE_AT` batches of the
             // other.
             for _ in 0..1000 {
                 b.batch(false, true);
