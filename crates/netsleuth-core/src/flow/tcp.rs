@@ -501,8 +501,10 @@ impl LegKey {
 /// full. The bucket where a key's lookup begins follows from its hash alone, so the pipeline's back
 /// fetches it a few packets ahead (`prefetch`), which `std`'s map (whose buckets are not
 /// addressable) cannot; the lookup itself is a line and mostly one comparison of hashes. Against
-/// `FxHashMap` on the snaplen-128 bench capture: one thread 1.07× as fast, two threads 1.07× with
-/// the prefetch (61 interleaved rounds, BENCHMARKS.md "nineteenth pass").
+/// `FxHashMap` on the snaplen-128 bench capture: one thread 1.02× and 1.07× as fast, two threads
+/// with the prefetch 1.08× and 1.07× (101 and 61 interleaved rounds, BENCHMARKS.md "nineteenth
+/// pass"). A hash made to collide costs a longer probe here as it did a longer one in the map
+/// (neither is keyed); the live cap bounds the table either way.
 #[derive(Default)]
 struct LegTable {
     buckets: Vec<LegBucket>,
