@@ -12,7 +12,8 @@
 # rounds). The faults tell the page cache's state, which changes the figures: a capture file
 # written moments ago sits in small folios, mapped 64 KiB a fault (~3,400 faults a run for the
 # 183 MB bench capture), one read cold by netsleuth's mapping in huge ones, mapped 2 MiB a fault
-# (~600-1,100; one thread ran 16 % faster, BENCHMARKS.md "nineteenth pass"). Example
+# (~600-1,100 in all; one thread ran 14-19 % faster, BENCHMARKS.md "eleventh pass" and "nineteenth
+# pass"). Example
 # (BENCHMARKS.md, "Per-packet cost"):
 #
 #   scripts/interleaved-bench.sh 15 snap128.pcap \
