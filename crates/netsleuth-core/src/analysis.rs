@@ -108,6 +108,10 @@ pub struct Analysis {
     /// of finished connections asked (0 on one thread). Not part of any report: it depends on the
     /// threads, which the findings never do.
     pub detector_moves: u32,
+    /// The most calls the two-thread pipeline held at once for the detectors on the reading thread
+    /// (finished connections and queries, each with its record), which its memory bound limits (0
+    /// on one thread). Not part of any report either.
+    pub peak_held_calls: usize,
 }
 
 impl Analysis {
@@ -369,6 +373,7 @@ impl Engine {
                 symptoms: SymptomCollector::default(),
                 handed: 0,
                 detector_moves: 0,
+                peak_held_calls: 0,
             },
             front: Front {
                 names,
@@ -444,6 +449,8 @@ struct Back {
     handed: u64,
     /// Moves of the detectors between the pipeline's threads (`Analysis::detector_moves`).
     detector_moves: u32,
+    /// `Analysis::peak_held_calls`.
+    peak_held_calls: usize,
 }
 
 impl Front {
@@ -1007,15 +1014,19 @@ enum DetectorSink {
 /// connections in one batch usually holds.
 const SPARE_CONNECTIONS: usize = 2048;
 
-/// One call to the detectors, queued.
+/// One call to the detectors, queued. Every variant's payload is boxed, so a call is 16 bytes in
+/// the batches' queues of calls, which keep their capacity: with a packet reference inline it was
+/// 136, and the queues of a SYN flood's batches (thousands of calls each) held megabytes.
 enum DetectorEvent {
     /// Always `Some`; the box goes back to the back's spares emptied.
     Connection(Box<Option<Conn>>),
-    TunnelUdp(PktRef, wire::Tunnel, Option<wire::PacketDirection>),
-    IcmpError(PktRef, bool, u8, u8),
-    Neighbour(PktRef, NeighbourMsg),
+    TunnelUdp(Box<(PktRef, wire::Tunnel, Option<wire::PacketDirection>)>),
+    IcmpError(Box<(PktRef, bool, u8, u8)>),
+    Neighbour(Box<(PktRef, NeighbourMsg)>),
     Dns(Box<FinishedQuery>),
 }
+
+const _: () = assert!(std::mem::size_of::<DetectorEvent>() == 16);
 
 impl DetectorEvent {
     fn apply(&self, d: &mut Detectors) {
@@ -1025,9 +1036,9 @@ impl DetectorEvent {
                     d.connection(c)
                 }
             }
-            DetectorEvent::TunnelUdp(p, t, dir) => d.tunnel_udp(p, t, *dir),
-            DetectorEvent::IcmpError(p, v6, t, c) => d.icmp_error(p, *v6, *t, *c),
-            DetectorEvent::Neighbour(p, m) => d.neighbour(p, *m),
+            DetectorEvent::TunnelUdp(e) => d.tunnel_udp(&e.0, &e.1, e.2),
+            DetectorEvent::IcmpError(e) => d.icmp_error(&e.0, e.1, e.2, e.3),
+            DetectorEvent::Neighbour(e) => d.neighbour(&e.0, e.1),
             DetectorEvent::Dns(q) => d.dns(q),
         }
     }
@@ -1082,18 +1093,21 @@ impl DetectorSink {
     }
     fn tunnel_udp(&mut self, p: PktRef, t: wire::Tunnel, dir: Option<wire::PacketDirection>) {
         self.send(
-            || DetectorEvent::TunnelUdp(p, t, dir),
+            || DetectorEvent::TunnelUdp(Box::new((p, t, dir))),
             |d| d.tunnel_udp(&p, &t, dir),
         );
     }
     fn icmp_error(&mut self, p: PktRef, v6: bool, t: u8, c: u8) {
         self.send(
-            || DetectorEvent::IcmpError(p, v6, t, c),
+            || DetectorEvent::IcmpError(Box::new((p, v6, t, c))),
             |d| d.icmp_error(&p, v6, t, c),
         );
     }
     fn neighbour(&mut self, p: PktRef, m: NeighbourMsg) {
-        self.send(|| DetectorEvent::Neighbour(p, m), |d| d.neighbour(&p, m));
+        self.send(
+            || DetectorEvent::Neighbour(Box::new((p, m))),
+            |d| d.neighbour(&p, m),
+        );
     }
 
     /// The detectors, once every queued call has reached them (the pipeline puts them back before
@@ -1268,6 +1282,7 @@ fn finish_parts(
         symptoms,
         blind_spots,
         detector_moves: back.detector_moves,
+        peak_held_calls: back.peak_held_calls,
     }
 }
 
@@ -1547,6 +1562,15 @@ mod pipeline {
         fn new() -> Batch {
             Batch {
                 packets: Vec::with_capacity(BATCH),
+                ..Batch::without_packets()
+            }
+        }
+
+        /// A batch that only carries calls and the asking for the detectors back
+        /// (`Placer::calls_queued`); the reading thread fills it like any other afterwards.
+        fn without_packets() -> Batch {
+            Batch {
+                packets: Vec::new(),
                 others: Vec::new(),
                 payloads: Vec::new(),
                 events: Vec::new(),
@@ -1906,6 +1930,23 @@ mod pipeline {
         for_balance: bool,
         balance: Balance,
         detectors_given: Receiver<Detectors>,
+        /// Calls queued for the reading thread's detectors and not yet dropped: in batches on their
+        /// way there or back, and in `pending`. Each finished connection among them is ~2 KB (the
+        /// record, its legs and SYNs), and nothing else bounds them: a SYN flood finishes one
+        /// connection a packet, ~4,096 a batch, and with `QUEUED` + 3 batches out that was ~30 MB
+        /// more than one thread's peak whatever the memory budget (65 MB at a 32 MiB budget).
+        held: usize,
+        /// Most calls held before the back stops to have the detectors brought here
+        /// (`max_held_calls`).
+        max_held: usize,
+    }
+
+    /// Most calls to the reading thread's detectors the back lets be held at once: a quarter of the
+    /// live connections the memory budget allows (~2 KB each against the 3 KB a live one is
+    /// counted), so two threads' peak stays near one thread's. The benchmark capture's largest
+    /// burst, a second's sweep, hands ~1,350 over, under the default budget's 6,826.
+    fn max_held_calls(max_live_connections: u64) -> usize {
+        (max_live_connections / 4).max(256) as usize
     }
 
     impl Placer {
@@ -1920,6 +1961,7 @@ mod pipeline {
 
         /// The detectors here: the calls kept for them made, then they run here.
         fn arrived(&mut self, back: &mut Back, mut detectors: Detectors) {
+            self.held = self.held.saturating_sub(self.pending.len());
             for event in self.pending.drain(..) {
                 event.apply(&mut detectors);
             }
@@ -1931,10 +1973,11 @@ mod pipeline {
             else {
                 unreachable!("the detectors were asked for while their calls were queued")
             };
-            debug_assert!(
-                events.is_empty(),
-                "kept in `pending` after the asking batch"
-            );
+            // The calls of the batch at hand so far, after those of the batches before it (none
+            // unless they arrived while the back held its calls, `Placer::calls_queued`).
+            for event in &events {
+                event.apply(&mut detectors);
+            }
             back.detectors = DetectorSink::Direct(detectors.join(on_back));
             self.placement = Placement::Back;
             self.balance.moved();
@@ -1960,9 +2003,12 @@ mod pipeline {
                     // The calls the front made of this batch on its last trip: done with (their
                     // connections dropped here, their boxes kept for the next ones).
                     let mut stale = std::mem::take(&mut batch.events);
+                    self.held = self.held.saturating_sub(stale.len());
                     if placement == Placement::Asked {
+                        self.held += events.len();
                         self.pending.append(events);
                     } else if !last {
+                        self.held += events.len();
                         batch.events = std::mem::take(events);
                         if flood || self.balance.back_has_room() {
                             batch.wants_detectors = true;
@@ -1986,6 +2032,7 @@ mod pipeline {
                 (DetectorSink::Direct(_), _) => {
                     // The batch's calls of its last trip, made before the detectors moved here,
                     // are dropped by the thread that made them.
+                    self.held = self.held.saturating_sub(batch.events.len());
                     batch.events.clear();
                     if flood {
                         self.for_balance = false;
@@ -2014,6 +2061,59 @@ mod pipeline {
                         self.balance.moved();
                         back.detector_moves += 1;
                     }
+                }
+            }
+        }
+
+        /// After the back queued calls for the reading thread's detectors: with more held than
+        /// `max_held`, it makes no more until the detectors are here (then it calls them
+        /// directly). If they are not asked for yet, the calls of the batch at hand so far go to
+        /// the reading thread ahead of it, with the asking (a batch without packets), so that it
+        /// makes them before it sends the detectors. While waiting, the back takes the batches
+        /// the reading thread sends into `stash`, to go through next, in order: the reading
+        /// thread, never left waiting on a full queue, gets to the asking batch.
+        fn calls_queued(
+            &mut self,
+            back: &mut Back,
+            to_front: &Sender<Batch>,
+            from_front: &Receiver<Batch>,
+            stash: &mut std::collections::VecDeque<Batch>,
+        ) {
+            let DetectorSink::Queued { events, .. } = &mut back.detectors else {
+                return;
+            };
+            back.peak_held_calls = back.peak_held_calls.max(self.held + events.len());
+            if self.held + events.len() <= self.max_held {
+                return;
+            }
+            if self.placement == Placement::Front {
+                let mut asking = Batch::without_packets();
+                self.held += events.len();
+                asking.events = std::mem::take(events);
+                asking.wants_detectors = true;
+                self.placement = Placement::Asked;
+                self.for_balance = false;
+                // The front gone (it panicked): its panic is raised at the join.
+                let _ = to_front.send(asking);
+            }
+            let mut spins = 0;
+            while self.placement == Placement::Asked {
+                match self.detectors_given.try_recv() {
+                    Ok(detectors) => return self.arrived(back, detectors),
+                    Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => {}
+                }
+                // Empty, or the input has ended: the detectors come all the same.
+                if let Ok(batch) = from_front.try_recv() {
+                    stash.push_back(batch);
+                    continue;
+                }
+                if spins < SPINS {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    // Rare (at a flood's start) and short: until the reading thread's next send.
+                    std::thread::sleep(std::time::Duration::from_micros(20));
                 }
             }
         }
@@ -2085,8 +2185,14 @@ mod pipeline {
                     for_balance: false,
                     balance: Balance::default(),
                     detectors_given,
+                    held: 0,
+                    max_held: max_held_calls(back.tcp.max_live()),
                 };
-                while let Some((mut batch, back_waited)) = next() {
+                // Batches taken while the back held its calls (`Placer::hold_calls`), first.
+                let mut stash = std::collections::VecDeque::new();
+                while let Some((mut batch, back_waited)) =
+                    stash.pop_front().map(|b| (b, false)).or_else(next)
+                {
                     placer.batch_starts(&mut back);
                     let handed = back.handed;
                     let mut others = batch.others.iter();
@@ -2110,10 +2216,14 @@ mod pipeline {
                             back.stats.tcp_packets += 1;
                             back.tcp
                                 .packet_v4_hashed(&r, ips, hash, c.ident, c.ttl, || c.timestamp());
-                            back.drain_tcp();
+                            if back.tcp.has_finished() {
+                                back.drain_finished_tcp();
+                                placer.calls_queued(&mut back, &to_front, &from_front, &mut stash);
+                            }
                         } else if let Some(s) = others.next() {
                             let pkt = s.packet(&batch.payloads);
                             back.packet(s.input, s.frame, s.ts, s.interface, &pkt);
+                            placer.calls_queued(&mut back, &to_front, &from_front, &mut stash);
                         }
                     }
                     batch.packets.clear();

@@ -532,3 +532,49 @@ fn detectors_move_to_a_back_that_waits_and_see_what_one_thread_does() {
     let stream = Input::stream("slow.pcap", std::io::Cursor::new(bytes));
     assert_eq!(analysed(vec![stream], 1, &limits), two);
 }
+
+/// A flood ends a connection with each SYN once the live cap is full; on two threads each ended
+/// connection (~2 KB with its legs and SYNs) is held until the reading thread's detectors have seen
+/// it. Those held at once stay within a quarter of the cap plus what one step of the flow engine
+/// ends (at most the cap, in a sweep), where each batch used to carry thousands (30 MB more than one
+/// thread at a 32 MiB budget), and the report is one thread's.
+#[test]
+fn a_flood_holds_few_ended_connections_for_the_reading_thread() {
+    use support::*;
+    let limits = Limits {
+        memory_budget: 16 << 20,
+    };
+    let cap = limits.max_live_connections();
+    let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
+    let mut t = T0;
+    for k in 0..40_000u32 {
+        let src = [10, 246, (k >> 8) as u8, k as u8];
+        let syn = tcp_v4(src, 20_000 + (k % 30_000) as u16, [10, 96, 0, 1], 443)
+            .seq(k.wrapping_mul(2_654_435_761))
+            .ident(k as u16)
+            .flags(SYN);
+        w.push(t, &syn.sll2(2, PKTTYPE_OUTGOING));
+        t += 10_000;
+    }
+    // Minutes later: the sweep ends every connection still live at once.
+    let late = tcp_v4([10, 247, 0, 1], 40_000, [10, 96, 0, 1], 443).flags(SYN);
+    w.push(t + 300 * S, &late.sll2(2, PKTTYPE_OUTGOING));
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flood-held-calls.pcap");
+    std::fs::write(&path, w.finish()).unwrap();
+    let files = vec![path];
+
+    let two = analyze_threads(
+        files.iter().map(|f| open(f, false)).collect(),
+        &NodeContext::default(),
+        &limits,
+        2,
+    );
+    let bound = cap / 4 + cap + 2;
+    assert!(
+        two.peak_held_calls > 0 && two.peak_held_calls <= bound,
+        "calls held for the reading thread's detectors: at most {bound} ({cap} live connections), \
+         {} held",
+        two.peak_held_calls
+    );
+    assert_same(&[files], &limits);
+}
