@@ -899,10 +899,18 @@ impl Back {
     }
 
     fn drain_dns(&mut self) {
-        let finished: Vec<FinishedQuery> = self.dns.drain_finished().collect();
-        self.handed += finished.len() as u64;
-        for q in finished {
-            let s = &mut self.stats;
+        // The fields apart, so that the queries go to the detectors as they leave the tracker,
+        // not gathered first (a copy of every finished query at once).
+        let Back {
+            dns,
+            stats: s,
+            symptoms,
+            detectors,
+            handed,
+            ..
+        } = self;
+        for q in dns.drain_finished() {
+            *handed += 1;
             if q.query.response.is_none() {
                 s.dns_unanswered += 1;
             }
@@ -912,8 +920,8 @@ impl Back {
             if q.younger_sibling.is_some() {
                 s.dns_parallel_pairs += 1;
             }
-            self.symptoms.dns(&q);
-            self.detectors.dns(q);
+            symptoms.dns(&q);
+            detectors.dns(q);
         }
     }
 }
@@ -1215,7 +1223,10 @@ fn finish_parts(
     let detectors = std::mem::replace(&mut back.detectors, DetectorSink::Direct(Detectors::none()));
     let (detectors, queued_events) = end_calls(detectors.into_direct(), queued, &live, threads);
     back.detectors = DetectorSink::Direct(detectors);
-    back.dns.finish();
+    // Finished and handed over a few thousand at a time (`DnsTracker::finish_some`).
+    while back.dns.finish_some(4096) {
+        back.drain_dns();
+    }
     back.drain_dns();
     let ts = back.tcp.stats;
     back.stats.tcp_copies = ts.copies;
@@ -1331,6 +1342,10 @@ mod pipeline {
     /// × 8 ran 10 % faster than 1,024 × 4; 8,192 × 8 and 4,096 × 16 no faster (BENCHMARKS.md).
     const BATCH: usize = 4096;
     const QUEUED: usize = 8;
+    /// Most packets staged in full (`Staged`, 232 bytes and the payload kept) in one batch: a batch
+    /// of them goes at a quarter of `BATCH`. A capture of nothing else (a DNS flood) kept ~15 MB in
+    /// the batches out at `BATCH` each, ~4 MB at this; a node capture has a few in a batch.
+    const STAGED_PER_BATCH: usize = BATCH / 4;
     /// The first batch's packets; each next batch has twice as many, up to `BATCH`. The back
     /// waits for the first batch, which at `BATCH` packets took the reading thread ~0.3 ms to
     /// fill; this one is there in an eighth of that, and the fourth batch is whole.
@@ -1863,6 +1878,9 @@ mod pipeline {
                 payload: start..b.payloads.len(),
             });
             self.push(Compact::other());
+            if self.current.others.len() >= STAGED_PER_BATCH {
+                self.send();
+            }
         }
 
         /// A packet's place in the batch; the batch goes when full.
