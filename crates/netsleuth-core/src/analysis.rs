@@ -2087,15 +2087,15 @@ mod pipeline {
         /// `max_held`, it makes no more until the detectors are here (then it calls them
         /// directly). If they are not asked for yet, the calls of the batch at hand so far go to
         /// the reading thread ahead of it, with the asking (a batch without packets), so that it
-        /// makes them before it sends the detectors. While waiting, the back takes the batches
-        /// the reading thread sends into `stash`, to go through next, in order: the reading
-        /// thread, never left waiting on a full queue, gets to the asking batch.
+        /// makes them before it sends the detectors. While waiting, the back takes one batch off
+        /// the queue into `stash`, to go through next: the reading thread, if asleep on a full
+        /// queue, wakes and gets to the asking batch.
         fn calls_queued(
             &mut self,
             back: &mut Back,
             to_front: &Sender<Batch>,
             from_front: &Receiver<Batch>,
-            stash: &mut std::collections::VecDeque<Batch>,
+            stash: &mut Option<Batch>,
         ) {
             let DetectorSink::Queued { events, .. } = &mut back.detectors else {
                 return;
@@ -2121,10 +2121,17 @@ mod pipeline {
                     Err(TryRecvError::Disconnected) => return,
                     Err(TryRecvError::Empty) => {}
                 }
-                // Empty, or the input has ended: the detectors come all the same.
-                if let Ok(batch) = from_front.try_recv() {
-                    stash.push_back(batch);
-                    continue;
+                // One batch taken is room on the queue: a reading thread asleep on a full one
+                // wakes, and makes the calls of the batches come back (the asking one among them)
+                // before it sends another. More would only let it queue batches anew beside them.
+                // (Empty, or the input has ended: the detectors come all the same.)
+                // (Always empty here: a batch taken is gone through right after the one at hand,
+                // before the detectors can have gone back to the reading thread.)
+                if stash.is_none() {
+                    if let Ok(batch) = from_front.try_recv() {
+                        *stash = Some(batch);
+                        continue;
+                    }
                 }
                 if spins < SPINS {
                     spins += 1;
@@ -2206,10 +2213,10 @@ mod pipeline {
                     held: 0,
                     max_held: max_held_calls(back.tcp.max_live()),
                 };
-                // Batches taken while the back held its calls (`Placer::hold_calls`), first.
-                let mut stash = std::collections::VecDeque::new();
+                // A batch taken while the back held its calls (`Placer::calls_queued`), first.
+                let mut stash = None;
                 while let Some((mut batch, back_waited)) =
-                    stash.pop_front().map(|b| (b, false)).or_else(next)
+                    stash.take().map(|b| (b, false)).or_else(next)
                 {
                     placer.batch_starts(&mut back);
                     let handed = back.handed;
