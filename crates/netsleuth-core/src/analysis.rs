@@ -1951,8 +1951,9 @@ mod pipeline {
         /// Calls queued for the reading thread's detectors and not yet dropped: in batches on their
         /// way there or back, and in `pending`. Each finished connection among them is ~2 KB (the
         /// record, its legs and SYNs), and nothing else bounds them: a SYN flood finishes one
-        /// connection a packet, ~4,096 a batch, and with `QUEUED` + 3 batches out that was ~30 MB
-        /// more than one thread's peak whatever the memory budget (65 MB at a 32 MiB budget).
+        /// connection a packet, ~4,096 a batch, and with `QUEUED` + 3 batches out two threads
+        /// peaked at 73 MB against one thread's 36 at a 32 MiB budget (BENCHMARKS.md, "twentieth
+        /// pass").
         held: usize,
         /// Most calls held before the back stops to have the detectors brought here
         /// (`max_held_calls`).
@@ -2124,9 +2125,9 @@ mod pipeline {
                 // One batch taken is room on the queue: a reading thread asleep on a full one
                 // wakes, and makes the calls of the batches come back (the asking one among them)
                 // before it sends another. More would only let it queue batches anew beside them.
-                // (Empty, or the input has ended: the detectors come all the same.)
-                // (Always empty here: a batch taken is gone through right after the one at hand,
-                // before the detectors can have gone back to the reading thread.)
+                // The stash is empty when a hold begins: a batch taken is gone through right after
+                // the one at hand, before the detectors can have gone back to the reading thread.
+                // A queue empty, or closed at the input's end: the detectors come all the same.
                 if stash.is_none() {
                     if let Ok(batch) = from_front.try_recv() {
                         *stash = Some(batch);
