@@ -87,6 +87,19 @@ fn open(p: &Path, memory: bool) -> Input {
     )
 }
 
+/// A capture made by a test, written where the tests' files go.
+fn written(name: &str, bytes: Vec<u8>) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The analysis of `files`, streamed, on `threads`.
+fn analysis(files: &[PathBuf], threads: usize, limits: &Limits) -> Analysis {
+    let inputs = files.iter().map(|f| open(f, false)).collect();
+    analyze_threads(inputs, &NodeContext::default(), limits, threads)
+}
+
 fn document(files: &[PathBuf], threads: usize, limits: &Limits, memory: bool) -> String {
     let inputs: Vec<Input> = files.iter().map(|f| open(f, memory)).collect();
     analysed(inputs, threads, limits)
@@ -374,16 +387,8 @@ fn detectors_moved_between_threads_by_a_flood_see_what_one_thread_does() {
         t += 20_000;
     }
     long_part(&mut w, t + S, 2, 100, 800);
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flood-between-long.pcap");
-    std::fs::write(&path, w.finish()).unwrap();
-    let files = vec![path];
-
-    let two = analyze_threads(
-        files.iter().map(|f| open(f, false)).collect(),
-        &NodeContext::default(),
-        &limits,
-        2,
-    );
+    let files = vec![written("flood-between-long.pcap", w.finish())];
+    let two = analysis(&files, 2, &limits);
     assert!(
         two.detector_moves >= 2,
         "the flood must move the detectors to the second thread and the long connections after it \
@@ -559,16 +564,8 @@ fn a_flood_holds_few_ended_connections_for_the_reading_thread() {
     // Minutes later: the sweep ends every connection still live at once.
     let late = tcp_v4([10, 247, 0, 1], 40_000, [10, 96, 0, 1], 443).flags(SYN);
     w.push(t + 300 * S, &late.sll2(2, PKTTYPE_OUTGOING));
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flood-held-calls.pcap");
-    std::fs::write(&path, w.finish()).unwrap();
-    let files = vec![path];
-
-    let two = analyze_threads(
-        files.iter().map(|f| open(f, false)).collect(),
-        &NodeContext::default(),
-        &limits,
-        2,
-    );
+    let files = vec![written("flood-held-calls.pcap", w.finish())];
+    let two = analysis(&files, 2, &limits);
     let bound = cap / 4 + cap + 2;
     assert!(
         two.peak_held_calls > 0 && two.peak_held_calls <= bound,
