@@ -4,9 +4,9 @@
 # core 1; two of them at once (cores 0 and 1); one `--threads 2` run on cores 0,1. The pair's
 # throughput over the lone run's (2 × alone / slower of the pair) is the ceiling any two-thread
 # split of the same analysis could reach in that moment; on a shared VM it moves with the
-# neighbours (1.86–2.0× in most sessions of BENCHMARKS.md, ~1.4× in the twentieth pass's). The
-# two-thread run over the lone one is what the split reached, and its share of the round's ceiling
-# is what the split itself costs, whatever the machine's phase.
+# neighbours (a median of 1.8–2.0× in the earlier sessions of BENCHMARKS.md, 1.71× in the
+# twentieth pass's). The two-thread run over the lone one is what the split reached, and its share
+# of the round's ceiling is what the split itself costs, whatever the machine's phase.
 #
 #   scripts/two-core-ceiling.sh ROUNDS FILE [NETSLEUTH]
 #
