@@ -13,7 +13,7 @@
 # Prints one row a round, then the medians and quartiles over the rounds. Wall times are taken with
 # bash's $EPOCHREALTIME (microseconds), not /usr/bin/time's 10 ms.
 #
-# Needs: taskset (util-linux), python3.
+# Needs: taskset (util-linux), awk, python3.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
