@@ -2410,6 +2410,151 @@ mod pipeline {
                 "no ramp: {sizes:?}"
             );
         }
+
+        /// Packets staged in full (here DNS queries, whose payload crosses too) go in batches of
+        /// `STAGED_PER_BATCH`, not `BATCH`: a capture of nothing else (a DNS flood) otherwise kept
+        /// a full batch of them (232 bytes and the payload each) in every batch out.
+        #[test]
+        fn a_batch_of_packets_staged_in_full_goes_at_a_quarter_of_the_size() {
+            // Ethernet, IPv4 (checksum filled in below), UDP to port 53 (no checksum), 12 bytes.
+            let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+            let payload = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            let total = (20 + 8 + payload.len()) as u16;
+            let mut ip = vec![
+                0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ];
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            let sum = ip
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum::<u32>();
+            let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(&40000u16.to_be_bytes());
+            frame.extend_from_slice(&53u16.to_be_bytes());
+            frame.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+            frame.extend_from_slice(&[0, 0]);
+            frame.extend_from_slice(&payload);
+            let pkt = crate::wire::decode_layered(1, &frame).expect("a DNS query over Ethernet");
+            assert!(matches!(pkt.transport, Transport::Udp(d) if d.dst_port == 53));
+
+            let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
+            let (_to_front, recycled) = mpsc::channel::<Batch>();
+            let (detectors_to_back, _detectors_given) = mpsc::channel::<Detectors>();
+            let mut batcher = Batcher {
+                current: Batch::new(),
+                to_back: Some(to_back),
+                recycled,
+                free: std::collections::VecDeque::new(),
+                detectors: None,
+                detectors_to_back,
+                back_gone: false,
+                batch_len: BATCH,
+            };
+            let queries = STAGED_PER_BATCH * 2 + 5;
+            let mut batches = Vec::new();
+            for i in 0..queries {
+                batcher.packet(0, i as u64 + 1, 0, 0, &pkt);
+                batches.extend(from_front.try_iter());
+            }
+            batcher.current.last = true;
+            batcher.send();
+            batches.extend(from_front.try_iter());
+            let sizes: Vec<(usize, usize, usize)> = batches
+                .iter()
+                .map(|b| (b.packets.len(), b.others.len(), b.payloads.len()))
+                .collect();
+            let n = STAGED_PER_BATCH;
+            let p = payload.len();
+            assert_eq!(sizes, [(n, n, n * p), (n, n, n * p), (5, 5, 5 * p)]);
+        }
+
+        /// A batch with one packet's place in it, as the reading thread sends it.
+        fn a_batch() -> Batch {
+            let mut batch = Batch::new();
+            batch.packets.push(Compact::other());
+            batch
+        }
+
+        /// The hold of `Placer::calls_queued`, in the one order that can deadlock: the reading
+        /// thread asleep on a full queue when the back, holding too many calls for its detectors,
+        /// asks for them and waits. The reading thread makes the calls of the batches that come
+        /// back (the asking one among them) only once its send has gone; the back, by taking one
+        /// batch off the queue, lets it go. Without that take the two wait for each other for
+        /// ever, whatever the build: the flood test meets this order only when the reading
+        /// thread runs far ahead (release builds, most runs; CI's debug build, rarely).
+        #[test]
+        fn a_back_holding_calls_wakes_a_reading_thread_asleep_on_a_full_queue() {
+            use std::time::Duration;
+            let (to_back, from_front) = mpsc::sync_channel::<Batch>(1);
+            let (to_front, recycled) = mpsc::channel::<Batch>();
+            let (detectors_to_back, detectors_given) = mpsc::channel::<Detectors>();
+            // The queue full: a batch the back has not taken yet.
+            to_back.send(a_batch()).expect("the queue has room for one");
+            let mut batcher = Batcher {
+                current: a_batch(),
+                to_back: Some(to_back),
+                recycled,
+                free: std::collections::VecDeque::new(),
+                detectors: Some(Detectors::none()),
+                detectors_to_back,
+                back_gone: false,
+                batch_len: BATCH,
+            };
+            let front = std::thread::spawn(move || {
+                batcher.send();
+                batcher
+            });
+            // Long enough for the reading thread's tries (`SPINS`) to end in a blocking send.
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                !front.is_finished(),
+                "the send waits while the queue is full"
+            );
+
+            let limits = super::super::Limits::default();
+            let mut back = super::super::Engine::new(vec!["flood".into()], &limits).back;
+            back.detectors = DetectorSink::Queued {
+                on_back: Detectors::none(),
+                events: Vec::new(),
+                spare: Vec::new(),
+            };
+            let mut placer = Placer {
+                placement: Placement::Front,
+                pending: Vec::new(),
+                recent: 0,
+                for_balance: false,
+                balance: Balance::default(),
+                detectors_given,
+                held: 300,
+                max_held: 256,
+            };
+            let (done, held_done) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut stash = None;
+                placer.calls_queued(&mut back, &to_front, &from_front, &mut stash);
+                let _ = done.send((placer.placement, stash.is_some(), back.detector_moves));
+            });
+            let (placement, stashed, moves) = held_done
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the back and the reading thread waited for each other (deadlock)");
+            assert!(
+                placement == Placement::Back,
+                "the detectors came to the back"
+            );
+            assert!(
+                stashed,
+                "the batch taken off the queue is kept to go through next"
+            );
+            assert_eq!(moves, 1);
+            let batcher = front.join().expect("the reading thread's send ends");
+            assert!(
+                batcher.detectors.is_none(),
+                "the reading thread gave its detectors"
+            );
+            assert!(!batcher.back_gone);
+        }
     }
 }
 
