@@ -1969,6 +1969,24 @@ mod pipeline {
     }
 
     impl Placer {
+        /// The placement at the start: the detectors on the reading thread, nothing held, at most
+        /// `max_held_calls` of `max_live_connections` to be.
+        fn with_detectors_on_the_front(
+            detectors_given: Receiver<Detectors>,
+            max_live_connections: u64,
+        ) -> Placer {
+            Placer {
+                placement: Placement::Front,
+                pending: Vec::new(),
+                recent: 0,
+                for_balance: false,
+                balance: Balance::default(),
+                detectors_given,
+                held: 0,
+                max_held: max_held_calls(max_live_connections),
+            }
+        }
+
         /// Before a batch: the detectors, if they have come since the back asked for them.
         fn batch_starts(&mut self, back: &mut Back) {
             if self.placement == Placement::Asked {
@@ -2204,16 +2222,8 @@ mod pipeline {
                     }
                     from_front.recv().ok().map(|b| (b, true))
                 };
-                let mut placer = Placer {
-                    placement: Placement::Front,
-                    pending: Vec::new(),
-                    recent: 0,
-                    for_balance: false,
-                    balance: Balance::default(),
-                    detectors_given,
-                    held: 0,
-                    max_held: max_held_calls(back.tcp.max_live()),
-                };
+                let mut placer =
+                    Placer::with_detectors_on_the_front(detectors_given, back.tcp.max_live());
                 // A batch taken while the back held its calls (`Placer::calls_queued`), first.
                 let mut stash = None;
                 while let Some((mut batch, back_waited)) =
@@ -2364,14 +2374,15 @@ mod pipeline {
             assert!(b.back_has_room());
         }
 
-        /// The batches sent to the back: `FIRST_BATCH` packets, then twice as many each time up
-        /// to `BATCH`, then `BATCH`; the input's last batch with what is left.
-        #[test]
-        fn the_first_batches_are_small_and_grow_to_the_full_size() {
-            let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
-            let (_to_front, recycled) = mpsc::channel::<Batch>();
-            let (detectors_to_back, _detectors_given) = mpsc::channel::<Detectors>();
-            let mut batcher = Batcher {
+        /// A reading thread's batcher on the given channels, its first batch `batch_len` packets,
+        /// without the detectors.
+        fn a_batcher(
+            to_back: SyncSender<Batch>,
+            recycled: Receiver<Batch>,
+            detectors_to_back: Sender<Detectors>,
+            batch_len: usize,
+        ) -> Batcher {
+            Batcher {
                 current: Batch::new(),
                 to_back: Some(to_back),
                 recycled,
@@ -2379,8 +2390,18 @@ mod pipeline {
                 detectors: None,
                 detectors_to_back,
                 back_gone: false,
-                batch_len: FIRST_BATCH,
-            };
+                batch_len,
+            }
+        }
+
+        /// The batches sent to the back: `FIRST_BATCH` packets, then twice as many each time up
+        /// to `BATCH`, then `BATCH`; the input's last batch with what is left.
+        #[test]
+        fn the_first_batches_are_small_and_grow_to_the_full_size() {
+            let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
+            let (_to_front, recycled) = mpsc::channel::<Batch>();
+            let (detectors_to_back, _detectors_given) = mpsc::channel::<Detectors>();
+            let mut batcher = a_batcher(to_back, recycled, detectors_to_back, FIRST_BATCH);
             let packets = FIRST_BATCH * 2 + FIRST_BATCH * 4 + BATCH * 2 + 7;
             let mut sizes = Vec::new();
             for i in 0..packets {
@@ -2442,16 +2463,7 @@ mod pipeline {
             let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
             let (_to_front, recycled) = mpsc::channel::<Batch>();
             let (detectors_to_back, _detectors_given) = mpsc::channel::<Detectors>();
-            let mut batcher = Batcher {
-                current: Batch::new(),
-                to_back: Some(to_back),
-                recycled,
-                free: std::collections::VecDeque::new(),
-                detectors: None,
-                detectors_to_back,
-                back_gone: false,
-                batch_len: BATCH,
-            };
+            let mut batcher = a_batcher(to_back, recycled, detectors_to_back, BATCH);
             let queries = STAGED_PER_BATCH * 2 + 5;
             let mut batches = Vec::new();
             for i in 0..queries {
@@ -2492,16 +2504,9 @@ mod pipeline {
             let (detectors_to_back, detectors_given) = mpsc::channel::<Detectors>();
             // The queue full: a batch the back has not taken yet.
             to_back.send(a_batch()).expect("the queue has room for one");
-            let mut batcher = Batcher {
-                current: a_batch(),
-                to_back: Some(to_back),
-                recycled,
-                free: std::collections::VecDeque::new(),
-                detectors: Some(Detectors::none()),
-                detectors_to_back,
-                back_gone: false,
-                batch_len: BATCH,
-            };
+            let mut batcher = a_batcher(to_back, recycled, detectors_to_back, BATCH);
+            batcher.current = a_batch();
+            batcher.detectors = Some(Detectors::none());
             let front = std::thread::spawn(move || {
                 batcher.send();
                 batcher
@@ -2520,16 +2525,10 @@ mod pipeline {
                 events: Vec::new(),
                 spare: Vec::new(),
             };
-            let mut placer = Placer {
-                placement: Placement::Front,
-                pending: Vec::new(),
-                recent: 0,
-                for_balance: false,
-                balance: Balance::default(),
-                detectors_given,
-                held: 300,
-                max_held: 256,
-            };
+            // At the least cap (`max_held_calls`), and past it.
+            let mut placer = Placer::with_detectors_on_the_front(detectors_given, 0);
+            assert_eq!(placer.max_held, 256);
+            placer.held = 300;
             let (done, held_done) = mpsc::channel();
             std::thread::spawn(move || {
                 let mut stash = None;
