@@ -397,3 +397,73 @@ fn record_response(q: &mut DnsQuery, m: &DnsMessageObs<'_>) {
         q.response = Some(r);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// An A query for `name` with id `id` from port `port`, at `ts_ns`.
+    fn query(port: u16, id: u16, ts_ns: i64, name: &str) -> DnsMessageObs<'_> {
+        let ip = |last| IpAddr::V4(Ipv4Addr::new(10, 0, 0, last));
+        DnsMessageObs {
+            pkt: PktRef {
+                input: 0,
+                frame: u64::from(port),
+                ts_ns,
+                src: Endpoint { ip: ip(1), port },
+                dst: Endpoint {
+                    ip: ip(53),
+                    port: 53,
+                },
+                flags: 0,
+                len: 30,
+                seq: 0,
+                ack: 0,
+                ifindex: None,
+            },
+            ip_ident: port,
+            tcp: false,
+            id,
+            response: false,
+            rcode: 0,
+            qname: name,
+            qtype: QTYPE_A,
+            answers: 0,
+            answers_a: 0,
+            answers_aaaa: 0,
+            truncated: false,
+        }
+    }
+
+    /// At the end of the input the queries still live are finished a given number at a time,
+    /// oldest first, and only those: a flood's tens of thousands never sit finished at once.
+    #[test]
+    fn the_live_queries_are_finished_a_few_at_a_time_oldest_first() {
+        let mut dns = DnsTracker::with_max_live(10_000);
+        let queries = 2_500u16;
+        for i in 0..queries {
+            let name = format!("host{i}.example.");
+            dns.message(&query(20_000 + i, i, 1_000_000 * i64::from(i), &name));
+        }
+        assert_eq!(dns.live_queries(), usize::from(queries));
+        assert_eq!(dns.drain_finished().count(), 0, "none is 30 s old yet");
+
+        let mut steps = Vec::new();
+        let mut ports = Vec::new();
+        loop {
+            let more = dns.finish_some(1_000);
+            let finished: Vec<_> = dns.drain_finished().collect();
+            steps.push(finished.len());
+            ports.extend(finished.iter().map(|f| f.query.pkt.src.port));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(steps, [1_000, 1_000, 500]);
+        assert_eq!(dns.live_queries(), 0);
+        assert!(!dns.finish_some(1_000), "nothing is left");
+        let expected: Vec<u16> = (0..queries).map(|i| 20_000 + i).collect();
+        assert_eq!(ports, expected, "oldest first");
+    }
+}
