@@ -436,8 +436,8 @@ mod tests {
         }
     }
 
-    /// At the end of the input the queries still live are finished a given number at a time,
-    /// oldest first, and only those: a flood's tens of thousands never sit finished at once.
+    /// At the end of the input the queries still live are finished at most a given number at a
+    /// time, oldest first: a flood's tens of thousands never sit finished at once.
     #[test]
     fn the_live_queries_are_finished_a_few_at_a_time_oldest_first() {
         let mut dns = DnsTracker::with_max_live(10_000);
