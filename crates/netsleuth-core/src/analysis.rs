@@ -20,6 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Read;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// One capture to analyse: a name for reports and where its bytes come from.
 pub struct Input {
@@ -112,6 +113,43 @@ pub struct Analysis {
     /// (finished connections and queries, each with its record), which its memory bound limits (0
     /// on one thread). Not part of any report either.
     pub peak_held_calls: usize,
+    /// Where the wall time went. Measured, so it differs from run to run: never part of a report.
+    pub timings: Timings,
+}
+
+/// Where an analysis's wall time went (`netsleuth analyze --timings`): what to read before
+/// choosing `--threads`, and where a faster analysis would have to come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Threads the analysis ran on (1 or 2; 0 when it was pushed record by record, `Engine`,
+    /// whose caller has the clock).
+    pub threads: usize,
+    /// From the first record read to the last packet analysed.
+    pub packets: Duration,
+    /// With two threads: how each half spent `packets`.
+    pub halves: Option<Halves>,
+    /// After the last packet: the connections and DNS queries still live finished, and the
+    /// detectors' conclusions.
+    pub finish: Duration,
+}
+
+/// The two-thread pipeline's halves over the packets: each one's time working and waiting for the
+/// other. The busier half bounds the run; the other half's wait is what a better balance could use.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Halves {
+    /// The reading thread: framing, decoding, the packets' compact forms, and the detectors while
+    /// they run there. It waits on a full queue to the back, and at the end for the back's last
+    /// batches.
+    pub reading: HalfTime,
+    /// The back: the flow engine across NAT legs, DNS, and the detectors while they run there. It
+    /// waits on an empty queue (faulting in the reading thread's next pages meanwhile, when mapped).
+    pub back: HalfTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HalfTime {
+    pub busy: Duration,
+    pub waited: Duration,
 }
 
 impl Analysis {
@@ -222,13 +260,23 @@ pub fn analyze_threads(
         }
     }
     let mut queued = None;
+    let mut halves = None;
+    let started = Instant::now();
     if threads >= 2 && !readers.is_empty() {
-        (back, queued) = pipeline::run(&mut front, back, readers, &idle_work);
+        let (b, q, h) = pipeline::run(&mut front, back, readers, &idle_work);
+        (back, queued, halves) = (b, q, Some(h));
     } else {
         feed(&mut front, &mut back, readers);
         front.flush_held(&mut back);
     }
+    let packets = started.elapsed();
     let mut analysis = finish_parts(front, back, queued, node, threads);
+    analysis.timings = Timings {
+        threads: if halves.is_some() { 2 } else { 1 },
+        packets,
+        halves,
+        finish: started.elapsed() - packets,
+    };
     analysis.failed_inputs = failed;
     analysis.stats.inputs = names.len();
     analysis
@@ -1294,6 +1342,7 @@ fn finish_parts(
         blind_spots,
         detector_moves: back.detector_moves,
         peak_held_calls: back.peak_held_calls,
+        timings: Timings::default(),
     }
 }
 
@@ -1322,8 +1371,8 @@ fn free_aside<T: Send + 'static>(value: T) {
 /// reads them (`Back::reads_payload`).
 mod pipeline {
     use super::{
-        packet_ifindex, Back, CaptureReader, DetectorEvent, DetectorSink, Front, IdleWork, InputId,
-        PacketSink, QueuedAtEnd,
+        packet_ifindex, Back, CaptureReader, DetectorEvent, DetectorSink, Front, HalfTime, Halves,
+        IdleWork, InputId, PacketSink, QueuedAtEnd,
     };
     use crate::detect::Detectors;
     use crate::flow::tcp::{leg_hash_v4, LegHash};
@@ -1335,6 +1384,7 @@ mod pipeline {
     use std::net::{IpAddr, Ipv4Addr};
     use std::ops::Range;
     use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+    use std::time::{Duration, Instant};
 
     /// Packets per batch, and batches queued toward the back before the front waits: enough work in
     /// flight (~1 ms of the back's) that one half's hiccup does not stall the other, little memory
@@ -1726,9 +1776,30 @@ mod pipeline {
         /// Packets in the batch being filled before it goes (`FIRST_BATCH`, doubled each batch up
         /// to `BATCH`).
         batch_len: usize,
+        /// Time spent waiting for the back: on a full queue, and at the end for its last batches.
+        waited: Duration,
     }
 
     impl Batcher {
+        fn new(
+            to_back: SyncSender<Batch>,
+            recycled: Receiver<Batch>,
+            detectors: Option<Detectors>,
+            detectors_to_back: Sender<Detectors>,
+        ) -> Self {
+            Batcher {
+                current: Batch::new(),
+                to_back: Some(to_back),
+                recycled,
+                free: std::collections::VecDeque::new(),
+                detectors,
+                detectors_to_back,
+                back_gone: false,
+                batch_len: FIRST_BATCH,
+                waited: Duration::ZERO,
+            }
+        }
+
         /// Make the detector calls of every batch come back so far, in order; with `wait`, of every
         /// batch until the back has gone.
         fn take_back(&mut self, wait: bool) {
@@ -1739,7 +1810,10 @@ mod pipeline {
         /// has, unless the back has gone); whether there was one.
         fn take_one_back(&mut self, wait: bool) -> bool {
             let batch = if wait {
-                self.recycled.recv().ok()
+                let asked = Instant::now();
+                let batch = self.recycled.recv().ok();
+                self.waited += asked.elapsed();
+                batch
             } else {
                 self.recycled.try_recv().ok()
             };
@@ -1792,6 +1866,7 @@ mod pipeline {
             let mut full = std::mem::replace(&mut self.current, next);
             self.batch_len = (self.batch_len * 2).min(BATCH);
             let mut spins = 0;
+            let mut waiting_since = None;
             loop {
                 match to_back.try_send(full) {
                     Ok(()) => break,
@@ -1804,15 +1879,23 @@ mod pipeline {
                         return;
                     }
                 }
+                // Only the waiting is timed: the calls made between tries are this thread's work.
                 if self.take_one_back(false) {
+                    waiting_since = None;
                     continue;
                 }
+                let since = *waiting_since.get_or_insert_with(Instant::now);
                 if spins < SPINS {
                     spins += 1;
                     std::hint::spin_loop();
+                    let now = Instant::now();
+                    self.waited += now - since;
+                    waiting_since = Some(now);
                     continue;
                 }
-                if to_back.send(full).is_err() {
+                let sent = to_back.send(full);
+                self.waited += since.elapsed();
+                if sent.is_err() {
                     self.back_gone = true;
                     return;
                 }
@@ -2181,7 +2264,7 @@ mod pipeline {
         back: Back,
         readers: Vec<(InputId, CaptureReader<R>)>,
         idle_work: &[IdleWork],
-    ) -> (Back, Option<QueuedAtEnd>) {
+    ) -> (Back, Option<QueuedAtEnd>, Halves) {
         let (to_back, from_front) = mpsc::sync_channel::<Batch>(QUEUED);
         let (to_front, recycled) = mpsc::channel::<Batch>();
         let (detectors_to_back, detectors_given) = mpsc::channel::<Detectors>();
@@ -2199,6 +2282,8 @@ mod pipeline {
         };
         std::thread::scope(|scope| {
             let worker = scope.spawn(move || {
+                let started = Instant::now();
+                let mut waited = Duration::ZERO;
                 let mut back = back;
                 // On an empty queue: the inputs' idle work while there is any (the reading
                 // thread's page faults taken here), then, like the sender, a little spinning
@@ -2226,9 +2311,20 @@ mod pipeline {
                     Placer::with_detectors_on_the_front(detectors_given, back.tcp.max_live());
                 // A batch taken while the back held its calls (`Placer::calls_queued`), first.
                 let mut stash = None;
-                while let Some((mut batch, back_waited)) =
-                    stash.take().map(|b| (b, false)).or_else(next)
-                {
+                loop {
+                    // Timed per batch, not per packet: a clock read is a few hundred packets'
+                    // time of nothing, ~300 of them a run.
+                    let asked = Instant::now();
+                    let next_batch = stash.take().map(|b| (b, false)).or_else(next);
+                    if next_batch
+                        .as_ref()
+                        .is_none_or(|&(_, back_waited)| back_waited)
+                    {
+                        waited += asked.elapsed();
+                    }
+                    let Some((mut batch, back_waited)) = next_batch else {
+                        break;
+                    };
                     placer.batch_starts(&mut back);
                     let handed = back.handed;
                     let mut others = batch.others.iter();
@@ -2276,18 +2372,14 @@ mod pipeline {
                 // Nothing is left to drain (every segment's is drained after it), but if it were,
                 // its calls would belong after the last batch's, which are queued here.
                 back.drain_tcp();
-                back
+                let time = HalfTime {
+                    busy: started.elapsed().saturating_sub(waited),
+                    waited,
+                };
+                (back, time)
             });
-            let mut batcher = Batcher {
-                current: Batch::new(),
-                to_back: Some(to_back),
-                recycled,
-                free: std::collections::VecDeque::new(),
-                detectors: Some(detectors),
-                detectors_to_back,
-                back_gone: false,
-                batch_len: FIRST_BATCH,
-            };
+            let mut batcher = Batcher::new(to_back, recycled, Some(detectors), detectors_to_back);
+            let started = Instant::now();
             super::feed(front, &mut batcher, readers);
             front.flush_held(&mut batcher);
             batcher.current.last = true;
@@ -2296,7 +2388,11 @@ mod pipeline {
             // calls, until the back has gone.
             batcher.to_back = None;
             batcher.take_back(true);
-            let mut back = match worker.join() {
+            let reading = HalfTime {
+                busy: started.elapsed().saturating_sub(batcher.waited),
+                waited: batcher.waited,
+            };
+            let (mut back, back_time) = match worker.join() {
                 Ok(back) => back,
                 Err(panic) => std::panic::resume_unwind(panic),
             };
@@ -2318,7 +2414,11 @@ mod pipeline {
                     None
                 }
             };
-            (back, queued)
+            let halves = Halves {
+                reading,
+                back: back_time,
+            };
+            (back, queued, halves)
         })
     }
 
@@ -2383,14 +2483,8 @@ mod pipeline {
             batch_len: usize,
         ) -> Batcher {
             Batcher {
-                current: Batch::new(),
-                to_back: Some(to_back),
-                recycled,
-                free: std::collections::VecDeque::new(),
-                detectors: None,
-                detectors_to_back,
-                back_gone: false,
                 batch_len,
+                ..Batcher::new(to_back, recycled, None, detectors_to_back)
             }
         }
 

@@ -538,6 +538,77 @@ fn detectors_move_to_a_back_that_waits_and_see_what_one_thread_does() {
     assert_eq!(analysed(vec![stream], 1, &limits), two);
 }
 
+/// `Analysis::timings` (`analyze --timings`): the reading thread's and the back's time over the
+/// packets, each split into working and waiting for the other. The input is read slowly (two
+/// milliseconds a 4 KiB read, ~70 ms in all against the back's few, or ~15 in a debug build), so the
+/// back waits for nearly every batch and the reading thread, whose reads are its work, hardly ever
+/// for the back; one thread has no halves.
+#[test]
+fn the_timings_say_which_half_waited_for_the_other() {
+    use std::time::Duration;
+    use support::*;
+    struct Slow(std::io::Cursor<Vec<u8>>);
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(2));
+            let n = buf.len().min(4096);
+            self.0.read(&mut buf[..n])
+        }
+    }
+    let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
+    for k in 0..400u32 {
+        let t = T0 + i64::from(k) * 10 * MS;
+        let port = 20_000 + k as u16;
+        let client = || tcp_v4([10, 1, 0, 1], port, [10, 0, 0, 2], 443);
+        let server = || tcp_v4([10, 0, 0, 2], 443, [10, 1, 0, 1], port);
+        let packets = [
+            client().seq(k).flags(SYN),
+            server().seq(k).ack(k + 1).flags(SYN | ACK),
+            client().seq(k + 1).ack(k + 1).flags(ACK),
+            client().seq(k + 1).ack(k + 1).flags(RST | ACK),
+        ];
+        for (i, b) in packets.into_iter().enumerate() {
+            w.push(t + i as i64 * 200_000, &b.sll2(2, PKTTYPE_OUTGOING));
+        }
+    }
+    let bytes = w.finish();
+    let reads = bytes.len().div_ceil(4096) as u32;
+    let limits = Limits::default();
+    let slow = Input::stream("slow.pcap", Slow(std::io::Cursor::new(bytes.clone())));
+    let two = analyze_threads(vec![slow], &NodeContext::default(), &limits, 2).timings;
+    let halves = two.halves.expect("two threads time their halves");
+    assert_eq!(two.threads, 2);
+    // Each half's work and waiting make up the packets' time (the back starts a little after it
+    // and ends a little before).
+    for (half, time) in [("reading thread", halves.reading), ("back", halves.back)] {
+        assert!(
+            time.busy + time.waited <= two.packets,
+            "{half}: {time:?} over the packets' {:?}",
+            two.packets
+        );
+        assert!(
+            time.busy + time.waited >= two.packets.mul_f64(0.9),
+            "{half}: {time:?} is not the packets' {:?}",
+            two.packets
+        );
+    }
+    assert!(
+        halves.reading.busy >= Duration::from_millis(2) * reads,
+        "the reading thread's {reads} reads of two milliseconds are its work: {:?}",
+        halves.reading
+    );
+    assert!(
+        halves.back.waited > halves.back.busy * 2
+            && halves.reading.waited < halves.reading.busy / 4,
+        "the back waits for the slow reading thread, not the other way: {halves:?}"
+    );
+
+    let stream = Input::stream("slow.pcap", std::io::Cursor::new(bytes));
+    let one = analyze_threads(vec![stream], &NodeContext::default(), &limits, 1).timings;
+    assert_eq!((one.threads, one.halves), (1, None));
+    assert!(one.packets > Duration::ZERO);
+}
+
 /// A flood ends a connection with each SYN once the live cap is full; on two threads each ended
 /// connection (~2 KB with its legs and SYNs) is held until the reading thread's detectors have seen
 /// it. Those held at once stay within a quarter of the cap plus what one step of the flow engine

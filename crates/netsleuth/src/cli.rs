@@ -202,6 +202,10 @@ pub struct AnalyzeArgs {
     /// mapped would end the analysis with SIGBUS.
     #[arg(long)]
     pub no_mmap: bool,
+    /// After the report, print to stderr where the time went: opening the inputs, the packets (with
+    /// two threads, each half's time working and waiting for the other), finishing, the report.
+    #[arg(long)]
+    pub timings: bool,
     #[command(flatten)]
     pub format: ReportArgs,
 }

@@ -1027,6 +1027,48 @@ fn a_mapped_capture_reports_what_a_read_one_does() {
     assert_eq!(a, b);
 }
 
+/// `analyze --timings` prints where the time went on stderr, after the report, which it leaves as
+/// it is: with two threads each half's work and waiting, with one no halves.
+#[test]
+fn timings_go_to_stderr_and_leave_the_report_alone() {
+    let capture = fixture("lab/conntrack-dnat-rebalance/node.pcap");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["analyze", "--format", "json"])
+            .args(extra)
+            .arg(&capture)
+            .output()
+            .unwrap()
+    };
+    let plain = run(&["--threads", "1"]);
+    for threads in ["1", "2"] {
+        let timed = run(&["--threads", threads, "--timings"]);
+        assert_eq!(timed.status.code(), plain.status.code());
+        assert_eq!(timed.stdout, plain.stdout, "threads {threads}");
+        let err = String::from_utf8(timed.stderr).unwrap();
+        let thread_s = if threads == "1" { "thread" } else { "threads" };
+        assert!(
+            err.starts_with(&format!("timings, {threads} {thread_s} (")),
+            "{err}"
+        );
+        for phase in [
+            "opening the inputs",
+            "the packets",
+            "finishing",
+            "the report",
+        ] {
+            assert!(err.contains(&format!("\n  {phase} ")), "no {phase}: {err}");
+        }
+        let halves = err.contains("reading thread ") && err.contains("back ");
+        assert_eq!(halves, threads == "2", "{err}");
+    }
+    assert!(
+        plain.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+}
+
 /// Input names (frame references and diagnostics name their capture) set to null.
 fn strip_sources(v: &mut serde_json::Value) {
     match v {

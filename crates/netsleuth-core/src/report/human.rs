@@ -213,6 +213,19 @@ pub fn fit(text: &str, width: usize) -> String {
     out
 }
 
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The report as a pipe gets it (see [`Style::default`]).
 pub fn render(r: &Report) -> String {
     render_with(r, &Style::default())

@@ -13,6 +13,7 @@
 //! text is counted but not kept, and [`Ruleset::overflow`] says where and how much.
 
 use super::{numbered_lines, IssueLog, Parsed};
+use netsleuth_core::report::human::thousands;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
@@ -86,19 +87,6 @@ impl Overflow {
             thousands(self.rules),
         )
     }
-}
-
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// An index into a ruleset's name table.

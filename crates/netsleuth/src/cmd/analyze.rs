@@ -2,12 +2,15 @@ use super::terminal::progress_bar;
 use super::{emit, load_names, CliError, Term};
 use crate::cli::AnalyzeArgs;
 use crate::input::{open_capture_with, FileRead};
+use netsleuth_core::analysis::{HalfTime, Timings};
 use netsleuth_core::node::NodeContext;
 use netsleuth_core::report::Report;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
+    let begun = Instant::now();
     tune_allocator();
     if a.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         return Err(CliError::Usage("stdin (`-`) can be given only once".into()));
@@ -61,6 +64,7 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
     let limits = netsleuth_core::analysis::Limits {
         memory_budget: (a.memory_budget as usize) << 20,
     };
+    let opened = begun.elapsed();
     let analysis = netsleuth_core::analysis::analyze_threads(inputs, &node, &limits, threads);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -93,6 +97,7 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
     if a.node.is_none() {
         notes.push("capture-only analysis: give --node BUNDLE (from `netsleuth collect`) to confirm causes with the node's facts".into());
     }
+    let (timings, records, bytes) = (analysis.timings, st.records, st.bytes);
     let report = Report {
         command: "analyze",
         inputs: names,
@@ -103,7 +108,116 @@ pub fn run(a: AnalyzeArgs, term: &Term) -> Result<i32, CliError> {
         symptoms: analysis.symptoms,
         blind_spots: analysis.blind_spots,
     };
-    emit(&report, (&a.format).into(), &k8s_names, term)
+    let reported = Instant::now();
+    let code = emit(&report, (&a.format).into(), &k8s_names, term)?;
+    if a.timings {
+        let phases = Phases {
+            opening: opened,
+            analysis: timings,
+            report: reported.elapsed(),
+            total: begun.elapsed(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        eprint!("{}", render_timings(&phases, records, bytes));
+    }
+    Ok(code)
+}
+
+/// One run's wall time by phase (`--timings`).
+struct Phases {
+    /// From the start to the first record: the node bundle, names, the files opened and mapped.
+    opening: Duration,
+    analysis: Timings,
+    /// The report rendered and written.
+    report: Duration,
+    total: Duration,
+    /// Cores this process may run on: a second one is what `--threads 2` would use.
+    cores: usize,
+}
+
+/// Halves whose shares of waiting differ by less than this many points are called balanced.
+const BALANCED_POINTS: f64 = 3.0;
+
+/// `--timings`, for a person: each phase's time, the packets' rate, and with two threads which half
+/// bounded the run — the one that waited less for the other.
+fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
+    use netsleuth_core::report::human::thousands;
+    let t = &p.analysis;
+    let secs = |d: Duration| format!("{:.3} s", d.as_secs_f64());
+    let packets_s = t.packets.as_secs_f64();
+    let rate = if packets_s > 0.0 && records > 0 {
+        format!(
+            ": {:.2} GB/s of packet data, {:.1} M packets/s, {:.0} ns a packet",
+            bytes as f64 / packets_s / 1e9,
+            records as f64 / packets_s / 1e6,
+            packets_s * 1e9 / records as f64
+        )
+    } else {
+        String::new()
+    };
+    let mut out = format!(
+        "timings, {} thread{} ({} records, {:.1} MB of packet data): {} in all\n",
+        t.threads,
+        if t.threads == 1 { "" } else { "s" },
+        thousands(records),
+        bytes as f64 / 1e6,
+        secs(p.total)
+    );
+    out += &format!("  opening the inputs   {}\n", secs(p.opening));
+    out += &format!("  the packets          {}{rate}\n", secs(t.packets));
+    if let Some(h) = &t.halves {
+        out += &format!(
+            "    reading thread     {} busy (framing, decoding), {} waiting for the back\n",
+            secs(h.reading.busy),
+            secs(h.reading.waited)
+        );
+        out += &format!(
+            "    back               {} busy (flow engine, DNS), {} waiting for the reading thread\n",
+            secs(h.back.busy),
+            secs(h.back.waited)
+        );
+    }
+    out += &format!(
+        "  finishing            {} (connections still live, the detectors' conclusions)\n",
+        secs(t.finish)
+    );
+    out += &format!("  the report           {}\n", secs(p.report));
+    let waited = |h: &HalfTime| {
+        let whole = (h.busy + h.waited).as_secs_f64();
+        if whole > 0.0 {
+            h.waited.as_secs_f64() / whole * 100.0
+        } else {
+            0.0
+        }
+    };
+    match &t.halves {
+        Some(h) => {
+            let (reading, back) = (waited(&h.reading), waited(&h.back));
+            out += &if (reading - back).abs() < BALANCED_POINTS {
+                format!(
+                    "  the halves were about equally busy (each waited {:.0}–{:.0} % of the time for the other)\n",
+                    reading.min(back),
+                    reading.max(back)
+                )
+            } else {
+                let (busier, pace) = if back < reading {
+                    ("back", "the flow engine")
+                } else {
+                    ("reading thread", "framing and decoding")
+                };
+                format!(
+                    "  the {busier} bounded the packets ({pace} set the pace): it waited {:.0} % of the time, the other half {:.0} %\n",
+                    reading.min(back),
+                    reading.max(back)
+                )
+            };
+        }
+        None if t.threads == 1 && p.cores >= 2 => {
+            out += "  one thread: `--threads 2` runs framing and decoding beside the flow engine\n";
+        }
+        None => {}
+    }
+    out
 }
 
 /// Allocator settings for this one batch pass (glibc only; elsewhere the defaults, which are
@@ -191,4 +305,95 @@ pub fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {
         .filter_map(|e| Some((e.addr.parse::<IpAddr>().ok()?, e.names)))
         .flat_map(|(ip, names)| names.into_iter().map(move |n| (ip, n)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netsleuth_core::analysis::Halves;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn phases(halves: Option<Halves>) -> Phases {
+        Phases {
+            opening: ms(1),
+            analysis: Timings {
+                threads: if halves.is_some() { 2 } else { 1 },
+                packets: ms(100),
+                halves,
+                finish: ms(4),
+            },
+            report: ms(2),
+            total: ms(108),
+            cores: 2,
+        }
+    }
+
+    fn half(busy: u64, waited: u64) -> HalfTime {
+        HalfTime {
+            busy: ms(busy),
+            waited: ms(waited),
+        }
+    }
+
+    #[test]
+    fn the_timings_name_each_phase_the_rate_and_the_half_that_set_the_pace() {
+        let one = render_timings(&phases(None), 1_000_000, 128_000_000);
+        assert!(one.starts_with(
+            "timings, 1 thread (1,000,000 records, 128.0 MB of packet data): 0.108 s in all\n"
+        ));
+        assert!(one.contains(
+            "the packets          0.100 s: 1.28 GB/s of packet data, 10.0 M packets/s, 100 ns a packet"
+        ));
+        assert!(one.contains("finishing            0.004 s"), "{one}");
+        assert!(one.contains("`--threads 2`"), "{one}");
+
+        // The back waited 2 % of the time, the reading thread 30 %: the back set the pace.
+        let back_bound = Halves {
+            reading: half(70, 30),
+            back: half(98, 2),
+        };
+        let two = render_timings(&phases(Some(back_bound)), 1_000_000, 128_000_000);
+        assert!(
+            two.contains(
+                "reading thread     0.070 s busy (framing, decoding), 0.030 s waiting for the back"
+            ),
+            "{two}"
+        );
+        assert!(two.contains(
+            "the back bounded the packets (the flow engine set the pace): it waited 2 % of the time, the other half 30 %"
+        ), "{two}");
+        assert!(!two.contains("`--threads 2`"), "{two}");
+
+        let reading_bound = Halves {
+            reading: half(95, 5),
+            back: half(60, 40),
+        };
+        let two = render_timings(&phases(Some(reading_bound)), 1_000_000, 128_000_000);
+        assert!(
+            two.contains("the reading thread bounded the packets (framing and decoding"),
+            "{two}"
+        );
+
+        let balanced = Halves {
+            reading: half(94, 6),
+            back: half(93, 7),
+        };
+        let two = render_timings(&phases(Some(balanced)), 1_000_000, 128_000_000);
+        assert!(
+            two.contains("the halves were about equally busy (each waited 6–7 %"),
+            "{two}"
+        );
+    }
+
+    #[test]
+    fn no_records_means_no_rate_and_one_core_no_advice_of_two_threads() {
+        let mut p = phases(None);
+        p.cores = 1;
+        let text = render_timings(&p, 0, 0);
+        assert!(text.contains("the packets          0.100 s\n"), "{text}");
+        assert!(!text.contains("--threads"), "{text}");
+    }
 }
