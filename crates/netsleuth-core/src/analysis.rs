@@ -142,8 +142,11 @@ pub struct Halves {
     /// batches.
     pub reading: HalfTime,
     /// The back: the flow engine across NAT legs, DNS, and the detectors while they run there. It
-    /// waits on an empty queue (faulting in the reading thread's next pages meanwhile, when mapped).
+    /// waits on an empty queue.
     pub back: HalfTime,
+    /// Of the back's waiting, the time it spent on the inputs' idle work: faulting in a mapped
+    /// capture's next pages for the reading thread (`InMemory::idle`).
+    pub back_idle_work: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -2288,6 +2291,8 @@ mod pipeline {
                 // On an empty queue: the inputs' idle work while there is any (the reading
                 // thread's page faults taken here), then, like the sender, a little spinning
                 // before sleeping on it.
+                // Of the time waited, what the idle work took (`Halves::back_idle_work`).
+                let idle_time = std::cell::Cell::new(Duration::ZERO);
                 let next = || {
                     // Whether the queue was empty: the back waited for the reading thread.
                     let mut waited = false;
@@ -2297,7 +2302,10 @@ mod pipeline {
                             Ok(b) => return Some((b, waited)),
                             Err(TryRecvError::Empty) => {
                                 waited = true;
-                                if !idle_work.iter().any(|work| work()) {
+                                let began = Instant::now();
+                                if idle_work.iter().any(|work| work()) {
+                                    idle_time.set(idle_time.get() + began.elapsed());
+                                } else {
                                     spins += 1;
                                     std::hint::spin_loop();
                                 }
@@ -2376,7 +2384,7 @@ mod pipeline {
                     busy: started.elapsed().saturating_sub(waited),
                     waited,
                 };
-                (back, time)
+                (back, time, idle_time.get())
             });
             let mut batcher = Batcher::new(to_back, recycled, Some(detectors), detectors_to_back);
             let started = Instant::now();
@@ -2392,7 +2400,7 @@ mod pipeline {
                 busy: started.elapsed().saturating_sub(batcher.waited),
                 waited: batcher.waited,
             };
-            let (mut back, back_time) = match worker.join() {
+            let (mut back, back_time, back_idle_work) = match worker.join() {
                 Ok(back) => back,
                 Err(panic) => std::panic::resume_unwind(panic),
             };
@@ -2417,6 +2425,7 @@ mod pipeline {
             let halves = Halves {
                 reading,
                 back: back_time,
+                back_idle_work,
             };
             (back, queued, halves)
         })

@@ -456,21 +456,33 @@ fn the_back_does_the_inputs_idle_work_while_it_waits_for_the_reading_thread() {
                     std::thread::yield_now();
                 }
             })),
-            // One step of work, then none.
+            // One step of work (of 20 ms), then none.
             idle: Some(Arc::new(move || {
-                counted
+                let first = counted
                     .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
+                    .is_ok();
+                if first {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                first
             })),
         },
     );
     let limits = Limits::default();
-    let two = analysed(vec![with_idle], 2, &limits);
+    let two = analyze_threads(vec![with_idle], &NodeContext::default(), &limits, 2);
     assert_eq!(
         steps.load(Ordering::Acquire),
         1,
         "the back never did the input's idle work"
     );
+    // The timings count the step as the back's waiting, and say what of it was idle work.
+    let halves = two.timings.halves.expect("two threads");
+    assert!(
+        halves.back_idle_work >= std::time::Duration::from_millis(20)
+            && halves.back_idle_work <= halves.back.waited,
+        "{halves:?}"
+    );
+    let two = render(vec!["idle.pcap".into()], two);
     let stream = Input::stream("idle.pcap", std::io::Cursor::new(bytes));
     assert_eq!(analysed(vec![stream], 1, &limits), two);
 }

@@ -171,8 +171,16 @@ fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
             secs(h.reading.busy),
             secs(h.reading.waited)
         );
+        let idle = if h.back_idle_work > Duration::ZERO {
+            format!(
+                " ({} of it mapping the reading thread's next pages)",
+                secs(h.back_idle_work)
+            )
+        } else {
+            String::new()
+        };
         out += &format!(
-            "    back               {} busy (flow engine, DNS), {} waiting for the reading thread\n",
+            "    back               {} busy (flow engine, DNS), {} waiting for the reading thread{idle}\n",
             secs(h.back.busy),
             secs(h.back.waited)
         );
@@ -354,6 +362,7 @@ mod tests {
         let back_bound = Halves {
             reading: half(70, 30),
             back: half(98, 2),
+            back_idle_work: ms(1),
         };
         let two = render_timings(&phases(Some(back_bound)), 1_000_000, 128_000_000);
         assert!(
@@ -363,6 +372,9 @@ mod tests {
             "{two}"
         );
         assert!(two.contains(
+            "back               0.098 s busy (flow engine, DNS), 0.002 s waiting for the reading thread (0.001 s of it mapping the reading thread's next pages)\n"
+        ), "{two}");
+        assert!(two.contains(
             "the back bounded the packets (the flow engine set the pace): it waited 2 % of the time, the other half 30 %"
         ), "{two}");
         assert!(!two.contains("`--threads 2`"), "{two}");
@@ -370,6 +382,7 @@ mod tests {
         let reading_bound = Halves {
             reading: half(95, 5),
             back: half(60, 40),
+            back_idle_work: Duration::ZERO,
         };
         let two = render_timings(&phases(Some(reading_bound)), 1_000_000, 128_000_000);
         assert!(
@@ -380,6 +393,7 @@ mod tests {
         let balanced = Halves {
             reading: half(94, 6),
             back: half(93, 7),
+            back_idle_work: Duration::ZERO,
         };
         let two = render_timings(&phases(Some(balanced)), 1_000_000, 128_000_000);
         assert!(
