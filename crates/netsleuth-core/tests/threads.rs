@@ -87,6 +87,30 @@ fn open(p: &Path, memory: bool) -> Input {
     )
 }
 
+/// A capture read slowly: at most 4 KiB a call, a few milliseconds apart, so that the back waits
+/// for the reading thread.
+struct Slow {
+    bytes: std::io::Cursor<Vec<u8>>,
+    delay: std::time::Duration,
+}
+
+impl Slow {
+    fn new(bytes: Vec<u8>, delay_ms: u64) -> Self {
+        Slow {
+            bytes: std::io::Cursor::new(bytes),
+            delay: std::time::Duration::from_millis(delay_ms),
+        }
+    }
+}
+
+impl Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.delay);
+        let n = buf.len().min(4096);
+        self.bytes.read(&mut buf[..n])
+    }
+}
+
 /// A capture made by a test, written where the tests' files go.
 fn written(name: &str, bytes: Vec<u8>) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -497,15 +521,6 @@ fn the_back_does_the_inputs_idle_work_while_it_waits_for_the_reading_thread() {
 #[test]
 fn detectors_move_to_a_back_that_waits_and_see_what_one_thread_does() {
     use support::*;
-    /// A reader that gives at most 4 KiB a call, a millisecond apart.
-    struct Slow(std::io::Cursor<Vec<u8>>);
-    impl Read for Slow {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            let n = buf.len().min(4096);
-            self.0.read(&mut buf[..n])
-        }
-    }
     // Connections of 30 packets (a handshake, 13 requests and their acknowledgements, a reset),
     // one every 10 ms: they end at one for 30 packets, below the rate that moves the detectors for
     // a flood (one for eight), so only the balance moves them.
@@ -539,7 +554,7 @@ fn detectors_move_to_a_back_that_waits_and_see_what_one_thread_does() {
     }
     let bytes = w.finish();
     let limits = Limits::default();
-    let slow = Input::stream("slow.pcap", Slow(std::io::Cursor::new(bytes.clone())));
+    let slow = Input::stream("slow.pcap", Slow::new(bytes.clone(), 1));
     let two = analyze_threads(vec![slow], &NodeContext::default(), &limits, 2);
     assert!(
         two.detector_moves >= 1,
@@ -559,14 +574,6 @@ fn detectors_move_to_a_back_that_waits_and_see_what_one_thread_does() {
 fn the_timings_say_which_half_waited_for_the_other() {
     use std::time::Duration;
     use support::*;
-    struct Slow(std::io::Cursor<Vec<u8>>);
-    impl Read for Slow {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            std::thread::sleep(Duration::from_millis(2));
-            let n = buf.len().min(4096);
-            self.0.read(&mut buf[..n])
-        }
-    }
     let mut w = PcapWriter::nanos(LINKTYPE_LINUX_SLL2);
     for k in 0..400u32 {
         let t = T0 + i64::from(k) * 10 * MS;
@@ -586,7 +593,7 @@ fn the_timings_say_which_half_waited_for_the_other() {
     let bytes = w.finish();
     let reads = bytes.len().div_ceil(4096) as u32;
     let limits = Limits::default();
-    let slow = Input::stream("slow.pcap", Slow(std::io::Cursor::new(bytes.clone())));
+    let slow = Input::stream("slow.pcap", Slow::new(bytes.clone(), 2));
     let two = analyze_threads(vec![slow], &NodeContext::default(), &limits, 2).timings;
     let halves = two.halves.expect("two threads time their halves");
     assert_eq!(two.threads, 2);
