@@ -34,14 +34,23 @@ import sys
 work, rounds = sys.argv[1], int(sys.argv[2])
 
 
+# A duration as `--timings` prints it (`1.234 s`, `12.3 ms`, `700 µs`), in seconds.
+D = r"([\d.]+) (s|ms|µs)"
+UNIT = {"s": 1.0, "ms": 1e-3, "µs": 1e-6}
+
+
+def secs(m, at=1):
+    return float(m.group(at)) * UNIT[m.group(at + 1)]
+
+
 def parse(path):
     text = open(path).read()
-    t = {"all": float(re.search(r"\): ([\d.]+) s in all", text).group(1)),
-         "packets": float(re.search(r"\n  the packets +([\d.]+) s", text).group(1))}
+    t = {"all": secs(re.search(rf"\): {D} in all", text)),
+         "packets": secs(re.search(rf"\n  the packets +{D}", text))}
     for half in ("reading thread", "back"):
-        m = re.search(rf"\n    {half} +([\d.]+) s busy .*?, ([\d.]+) s waiting", text)
+        m = re.search(rf"\n    {half} +{D} busy .*?, {D} waiting", text)
         if m:
-            t[half] = (float(m.group(1)), float(m.group(2)))
+            t[half] = (secs(m, 1), secs(m, 3))
     return t
 
 

@@ -138,12 +138,29 @@ struct Phases {
 /// Halves whose shares of waiting differ by less than this many points are called balanced.
 const BALANCED_POINTS: f64 = 3.0;
 
+/// Packets analysed in less time than this say nothing of which half set the pace: the threads'
+/// start and the first batches are most of it.
+const PACE_AFTER: Duration = Duration::from_millis(20);
+
+/// `1.234 s`, `12.3 ms`, `700 µs`: three figures at any scale, from a capture of a few packets to
+/// one of hours.
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
 /// `--timings`, for a person: each phase's time, the packets' rate, and with two threads which half
 /// bounded the run — the one that waited less for the other.
 fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
     use netsleuth_core::report::human::thousands;
     let t = &p.analysis;
-    let secs = |d: Duration| format!("{:.3} s", d.as_secs_f64());
+    let secs = human_duration;
     let packets_s = t.packets.as_secs_f64();
     let rate = if packets_s > 0.0 && records > 0 {
         format!(
@@ -199,6 +216,9 @@ fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
         }
     };
     match &t.halves {
+        Some(_) if t.packets < PACE_AFTER => {
+            out += "  too short a run to tell which half set the pace\n";
+        }
         Some(h) => {
             let (reading, back) = (waited(&h.reading), waited(&h.back));
             out += &if (reading - back).abs() < BALANCED_POINTS {
@@ -350,12 +370,12 @@ mod tests {
     fn the_timings_name_each_phase_the_rate_and_the_half_that_set_the_pace() {
         let one = render_timings(&phases(None), 1_000_000, 128_000_000);
         assert!(one.starts_with(
-            "timings, 1 thread (1,000,000 records, 128.0 MB of packet data): 0.108 s in all\n"
+            "timings, 1 thread (1,000,000 records, 128.0 MB of packet data): 108.0 ms in all\n"
         ));
         assert!(one.contains(
-            "the packets          0.100 s: 1.28 GB/s of packet data, 10.0 M packets/s, 100 ns a packet"
+            "the packets          100.0 ms: 1.28 GB/s of packet data, 10.0 M packets/s, 100 ns a packet"
         ));
-        assert!(one.contains("finishing            0.004 s"), "{one}");
+        assert!(one.contains("finishing            4.0 ms"), "{one}");
         assert!(one.contains("`--threads 2`"), "{one}");
 
         // The back waited 2 % of the time, the reading thread 30 %: the back set the pace.
@@ -367,12 +387,12 @@ mod tests {
         let two = render_timings(&phases(Some(back_bound)), 1_000_000, 128_000_000);
         assert!(
             two.contains(
-                "reading thread     0.070 s busy (framing, decoding), 0.030 s waiting for the back"
+                "reading thread     70.0 ms busy (framing, decoding), 30.0 ms waiting for the back"
             ),
             "{two}"
         );
         assert!(two.contains(
-            "back               0.098 s busy (flow engine, DNS), 0.002 s waiting for the reading thread (0.001 s of it mapping the reading thread's next pages)\n"
+            "back               98.0 ms busy (flow engine, DNS), 2.0 ms waiting for the reading thread (1.0 ms of it mapping the reading thread's next pages)\n"
         ), "{two}");
         assert!(two.contains(
             "the back bounded the packets (the flow engine set the pace): it waited 2 % of the time, the other half 30 %"
@@ -403,11 +423,30 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_in_the_unit_that_fits_and_a_short_run_names_no_pace() {
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.500 s");
+        assert_eq!(human_duration(Duration::from_micros(12_340)), "12.3 ms");
+        assert_eq!(human_duration(Duration::from_micros(700)), "700 µs");
+        let mut p = phases(Some(Halves {
+            reading: half(1, 4),
+            back: half(5, 0),
+            back_idle_work: Duration::ZERO,
+        }));
+        p.analysis.packets = ms(5);
+        let text = render_timings(&p, 1_000, 100_000);
+        assert!(
+            text.contains("too short a run to tell which half set the pace"),
+            "{text}"
+        );
+        assert!(!text.contains("bounded"), "{text}");
+    }
+
+    #[test]
     fn no_records_means_no_rate_and_one_core_no_advice_of_two_threads() {
         let mut p = phases(None);
         p.cores = 1;
         let text = render_timings(&p, 0, 0);
-        assert!(text.contains("the packets          0.100 s\n"), "{text}");
+        assert!(text.contains("the packets          100.0 ms\n"), "{text}");
         assert!(!text.contains("--threads"), "{text}");
     }
 }
