@@ -121,12 +121,10 @@ pub struct Analysis {
 /// choosing `--threads`, and where a faster analysis would have to come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timings {
-    /// Threads the analysis ran on (1 or 2; 0 when it was pushed record by record, `Engine`,
-    /// whose caller has the clock).
-    pub threads: usize,
-    /// From the first record read to the last packet analysed.
+    /// From the first record read to the last packet analysed (zero when the analysis was pushed
+    /// record by record, `Engine`, whose caller has the clock).
     pub packets: Duration,
-    /// With two threads: how each half spent `packets`.
+    /// With two threads (the analysis ran on one without them): how each half spent `packets`.
     pub halves: Option<Halves>,
     /// After the last packet: the connections and DNS queries still live finished, and the
     /// detectors' conclusions.
@@ -275,7 +273,6 @@ pub fn analyze_threads(
     let packets = started.elapsed();
     let mut analysis = finish_parts(front, back, queued, node, threads);
     analysis.timings = Timings {
-        threads: if halves.is_some() { 2 } else { 1 },
         packets,
         halves,
         finish: started.elapsed() - packets,

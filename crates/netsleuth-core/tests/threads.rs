@@ -596,7 +596,6 @@ fn the_timings_say_which_half_waited_for_the_other() {
     let slow = Input::stream("slow.pcap", Slow::new(bytes.clone(), 2));
     let two = analyze_threads(vec![slow], &NodeContext::default(), &limits, 2).timings;
     let halves = two.halves.expect("two threads time their halves");
-    assert_eq!(two.threads, 2);
     // Each half's work and waiting make up the packets' time (the back starts a little after it
     // and ends a little before).
     for (half, time) in [("reading thread", halves.reading), ("back", halves.back)] {
@@ -624,7 +623,7 @@ fn the_timings_say_which_half_waited_for_the_other() {
 
     let stream = Input::stream("slow.pcap", std::io::Cursor::new(bytes));
     let one = analyze_threads(vec![stream], &NodeContext::default(), &limits, 1).timings;
-    assert_eq!((one.threads, one.halves), (1, None));
+    assert_eq!(one.halves, None);
     assert!(one.packets > Duration::ZERO);
 }
 

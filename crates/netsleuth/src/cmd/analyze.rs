@@ -160,6 +160,7 @@ fn human_duration(d: Duration) -> String {
 fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
     use netsleuth_core::report::human::thousands;
     let t = &p.analysis;
+    let threads = if t.halves.is_some() { 2 } else { 1 };
     let secs = human_duration;
     let packets_s = t.packets.as_secs_f64();
     let rate = if packets_s > 0.0 && records > 0 {
@@ -174,8 +175,8 @@ fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
     };
     let mut out = format!(
         "timings, {} thread{} ({} records, {:.1} MB of packet data): {} in all\n",
-        t.threads,
-        if t.threads == 1 { "" } else { "s" },
+        threads,
+        if threads == 1 { "" } else { "s" },
         thousands(records),
         bytes as f64 / 1e6,
         secs(p.total)
@@ -240,7 +241,7 @@ fn render_timings(p: &Phases, records: u64, bytes: u64) -> String {
                 )
             };
         }
-        None if t.threads == 1 && p.cores >= 2 => {
+        None if p.cores >= 2 => {
             out += "  one thread: `--threads 2` runs framing and decoding beside the flow engine\n";
         }
         None => {}
@@ -348,7 +349,6 @@ mod tests {
         Phases {
             opening: ms(1),
             analysis: Timings {
-                threads: if halves.is_some() { 2 } else { 1 },
                 packets: ms(100),
                 halves,
                 finish: ms(4),
