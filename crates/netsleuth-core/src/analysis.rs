@@ -140,7 +140,7 @@ pub struct Halves {
     /// batches.
     pub reading: HalfTime,
     /// The back: the flow engine across NAT legs, DNS, and the detectors while they run there. It
-    /// waits on an empty queue.
+    /// waits on an empty queue, and for the detectors it asked the reading thread for.
     pub back: HalfTime,
     /// Of the back's waiting, the time it spent on the inputs' idle work: faulting in a mapped
     /// capture's next pages for the reading thread (`InMemory::idle`).
@@ -2041,6 +2041,9 @@ mod pipeline {
         /// Most calls held before the back stops to have the detectors brought here
         /// (`max_held_calls`).
         max_held: usize,
+        /// Time the back stopped for the detectors to come (`calls_queued`): waiting for the
+        /// reading thread, like an empty queue (`Halves::back`).
+        waited: Duration,
     }
 
     /// Most calls to the reading thread's detectors the back lets be held at once: a quarter of the
@@ -2067,6 +2070,7 @@ mod pipeline {
                 detectors_given,
                 held: 0,
                 max_held: max_held_calls(max_live_connections),
+                waited: Duration::ZERO,
             }
         }
 
@@ -2216,11 +2220,15 @@ mod pipeline {
                 // The front gone (it panicked): its panic is raised at the join.
                 let _ = to_front.send(asking);
             }
+            if self.placement != Placement::Asked {
+                return;
+            }
+            let asked = Instant::now();
             let mut spins = 0;
-            while self.placement == Placement::Asked {
+            let arrived = loop {
                 match self.detectors_given.try_recv() {
-                    Ok(detectors) => return self.arrived(back, detectors),
-                    Err(TryRecvError::Disconnected) => return,
+                    Ok(detectors) => break Some(detectors),
+                    Err(TryRecvError::Disconnected) => break None,
                     Err(TryRecvError::Empty) => {}
                 }
                 // One batch taken is room on the queue: a reading thread asleep on a full one
@@ -2242,6 +2250,10 @@ mod pipeline {
                     // Rare (at a flood's start) and short: until the reading thread's next send.
                     std::thread::sleep(std::time::Duration::from_micros(20));
                 }
+            };
+            self.waited += asked.elapsed();
+            if let Some(detectors) = arrived {
+                self.arrived(back, detectors);
             }
         }
 
@@ -2250,7 +2262,10 @@ mod pipeline {
         fn input_ended(&mut self, back: &mut Back) {
             if self.placement == Placement::Asked {
                 // The front gone (it panicked): nothing to finish; its panic is raised.
-                if let Ok(detectors) = self.detectors_given.recv() {
+                let asked = Instant::now();
+                let given = self.detectors_given.recv();
+                self.waited += asked.elapsed();
+                if let Ok(detectors) = given {
                     self.arrived(back, detectors);
                 }
             }
@@ -2377,6 +2392,7 @@ mod pipeline {
                 // Nothing is left to drain (every segment's is drained after it), but if it were,
                 // its calls would belong after the last batch's, which are queued here.
                 back.drain_tcp();
+                let waited = waited + placer.waited;
                 let time = HalfTime {
                     busy: started.elapsed().saturating_sub(waited),
                     waited,
@@ -2633,9 +2649,14 @@ mod pipeline {
             std::thread::spawn(move || {
                 let mut stash = None;
                 placer.calls_queued(&mut back, &to_front, &from_front, &mut stash);
-                let _ = done.send((placer.placement, stash.is_some(), back.detector_moves));
+                let _ = done.send((
+                    placer.placement,
+                    stash.is_some(),
+                    back.detector_moves,
+                    placer.waited,
+                ));
             });
-            let (placement, stashed, moves) = held_done
+            let (placement, stashed, moves, waited) = held_done
                 .recv_timeout(Duration::from_secs(60))
                 .expect("the back and the reading thread waited for each other (deadlock)");
             assert!(
@@ -2647,6 +2668,10 @@ mod pipeline {
                 "the batch taken off the queue is kept to go through next"
             );
             assert_eq!(moves, 1);
+            assert!(
+                waited > Duration::ZERO,
+                "the stop for the detectors is the back's waiting"
+            );
             let batcher = front.join().expect("the reading thread's send ends");
             assert!(
                 batcher.detectors.is_none(),
