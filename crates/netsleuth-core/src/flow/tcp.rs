@@ -996,7 +996,8 @@ pub struct TcpEngine {
     /// last, as it always did): then it waits here, with its slot.
     parked: Vec<(u32, Conn)>,
     next_id: u64,
-    last_sweep_ts: i64,
+    /// When the next sweep of expired connections is due: a second of capture time after the last.
+    next_sweep_ts: i64,
     pub stats: TcpStats,
 }
 
@@ -1029,7 +1030,7 @@ impl TcpEngine {
             finished: Vec::new(),
             parked: Vec::new(),
             next_id: 0,
-            last_sweep_ts: i64::MIN,
+            next_sweep_ts: i64::MIN,
             stats: TcpStats::default(),
         }
     }
@@ -1151,9 +1152,9 @@ impl TcpEngine {
     ) -> TcpOutcome {
         let has = |flag: u8| pkt.flags & flag != 0;
         self.stats.packets += 1;
-        if pkt.ts_ns >= self.last_sweep_ts.saturating_add(SWEEP_EVERY_NS) {
+        if pkt.ts_ns >= self.next_sweep_ts {
             self.expire(pkt.ts_ns);
-            self.last_sweep_ts = pkt.ts_ns;
+            self.next_sweep_ts = pkt.ts_ns.saturating_add(SWEEP_EVERY_NS);
         }
         let is_syn = has(SYN) && !has(ACK);
         let is_synack = has(SYN) && has(ACK);
@@ -1163,12 +1164,16 @@ impl TcpEngine {
         // off the leg below.
         let (slot, leg_idx, known_from_client) = match self.legs.get(&key).copied() {
             Some((slot, leg, client_is_lo)) => {
-                let conn = self.slab[slot]
-                    .as_ref()
-                    .expect("leg index points at a live slot");
                 // A SYN with another ISN on a known tuple is a new connection reusing the 4-tuple
-                // (e.g. after TIME_WAIT): the old one is over.
-                if is_syn && conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq) {
+                // (e.g. after TIME_WAIT): the old one is over. (Only a SYN looks at the connection
+                // here: it is looked up once, below, for every other packet.)
+                let reused = is_syn && {
+                    let conn = self.slab[slot]
+                        .as_ref()
+                        .expect("leg index points at a live slot");
+                    conn.client_isn.is_some() && conn.client_isn != Some(pkt.seq)
+                };
+                if reused {
                     self.finalise(slot);
                     let (slot, leg) =
                         self.attach_new(*pkt, ip_ident, is_syn, is_synack, &mut new_leg);
@@ -1211,12 +1216,16 @@ impl TcpEngine {
             conn.synack_ttls
                 .set(leg_idx, from_client, pkt.input, pkt.ifindex, ttl);
         }
+        // A copy has the fingerprint of the observation it copies (`copy_key` is made of fields
+        // `is_copy` compares): only those are compared in full, in the order `recent` holds them.
         let fingerprint = copy_key(&obs);
-        let maybe_copy = conn.recent_keys.contains(&fingerprint);
-        if let Some(prev) = maybe_copy
-            .then(|| conn.recent.iter().find(|o| is_copy(o, &obs)).copied())
-            .flatten()
-        {
+        let copy_of = conn
+            .recent_keys
+            .iter()
+            .zip(&conn.recent)
+            .find(|&(&key, o)| key == fingerprint && is_copy(o, &obs))
+            .map(|(_, o)| *o);
+        if let Some(prev) = copy_of {
             conn.copies += 1;
             self.stats.copies += 1;
             let bit = 1u32 << leg_idx.min(31);
