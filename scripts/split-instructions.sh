@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# What the two-thread split costs, in instructions: no VM noise, the same figures on every run.
+# What the two-thread split costs, in instructions, free of the VM's noise: one thread's count is
+# the same on every run; the halves' move by a few instructions a packet between runs (where the
+# detectors run follows which half waits, and the waits spin).
 # Runs `netsleuth analyze` once with one thread and once with two under valgrind's callgrind
 # (`--separate-threads=yes`) and prints instructions a packet: one thread's; the reading thread's
 # and the back's (the flow engine's) with two; their sum over one thread's (what the split adds);
