@@ -14,7 +14,7 @@
 #   scripts/split-instructions.sh FILE [NETSLEUTH]
 #
 # NETSLEUTH defaults to target/release/netsleuth. Needs: valgrind, python3. Takes ~50× the
-# analysis's own time (a 180 MB snaplen-128 capture: ~1 minute a run).
+# analysis's own time (the 183 MB snaplen-128 bench capture: ~15 s for both runs).
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
